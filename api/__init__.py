@@ -1,0 +1,1 @@
+"""The cutover.dev API: typed models of every custom resource, and CRD generation from them."""

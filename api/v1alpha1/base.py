@@ -1,0 +1,231 @@
+"""Building blocks shared by every cutover.dev/v1alpha1 kind.
+
+Every cross-field invariant is declared once, as a :class:`Rule` that carries both the CEL
+expression the API server evaluates (``x-kubernetes-validations`` in the generated CRD) and
+the Python predicate the operator evaluates, with one message for both. A platform engineer
+sees the same words from ``kubectl apply`` and from the operator's status condition.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+GROUP = "cutover.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+_DURATION_RE = re.compile(r"^(?:[0-9]+(?:ms|s|m|h))+$")
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+Duration = Annotated[
+    str,
+    StringConstraints(pattern=_DURATION_RE.pattern),
+    Field(description="A duration such as 30s, 5m, 1h30m or 250ms."),
+]
+"""A Go-style duration string; CEL's ``duration()`` parses the same syntax."""
+
+
+def seconds(duration: str) -> float:
+    """Return the length of a :data:`Duration` string in seconds."""
+    if not _DURATION_RE.match(duration):
+        raise ValueError(f"{duration!r} is not a duration such as 30s, 5m or 1h30m")
+    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(duration))
+
+
+_QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+Quantity = Annotated[
+    int | str,
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": _QUANTITY_PATTERN,
+        }
+    ),
+]
+"""A Kubernetes resource quantity (``2``, ``500m``, ``16Gi``)."""
+
+DNSLabel = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+]
+"""A lowercase RFC 1123 label: the form of Kubernetes object names we derive from it."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One cross-field invariant, enforced by the API server (CEL) and by pydantic."""
+
+    cel: str
+    message: str
+    check: Callable[..., bool]
+    field_path: str | None = None
+    transition: bool = False
+    """A rule over the old and the new object (CEL ``oldSelf``); ``check(new, old)``. It runs only
+    on updates, so the validator skips it and :meth:`ApiModel.transition_errors` runs it."""
+
+    def schema(self) -> dict[str, str]:
+        out = {"rule": self.cel, "message": self.message}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+        return out
+
+
+class ApiModel(BaseModel):
+    """Base for every API object: camelCase on the wire, snake_case in Python, frozen."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        broken = [rule.message for rule in type(self).rules if not rule.transition and not rule.check(self)]
+        if broken:
+            raise ValueError("; ".join(broken))
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
+        schema: dict[str, Any] = handler(core_schema)
+        own = cls.__dict__.get("rules", ())
+        if own:
+            target = handler.resolve_ref_schema(schema)
+            target["x-kubernetes-validations"] = [rule.schema() for rule in own]
+        return schema
+
+    def transition_errors(self, old: Self) -> list[str]:
+        """Messages of the update rules that moving from ``old`` to this object breaks."""
+        return [rule.message for rule in type(self).rules if rule.transition and not rule.check(self, old)]
+
+    def wire(self) -> dict[str, Any]:
+        """The object as the API server stores it: camelCase, without unset optional fields."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def exactly_one(*present: bool) -> bool:
+    return sum(present) == 1
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(ApiModel):
+    """The standard Kubernetes condition (metav1.Condition)."""
+
+    type: Annotated[str, StringConstraints(min_length=1, max_length=316)]
+    """Type of condition in CamelCase, such as Ready or Promoted."""
+    status: ConditionStatus
+    """True, False or Unknown."""
+    reason: Annotated[str, StringConstraints(max_length=1024)] = ""
+    """One CamelCase word saying why the condition is in this state."""
+    message: Annotated[str, StringConstraints(max_length=32768)] = ""
+    """Human-readable detail, including numbers where there are any."""
+    last_transition_time: datetime | None = None
+    """When the status last changed."""
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """The metadata.generation this condition was computed from."""
+
+
+class ObjectMeta(ApiModel):
+    """The parts of metadata the operator reads; the API server owns the rest."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = None
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    resource_version: str | None = None
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+
+class SecretKeyRef(ApiModel):
+    """A key in a Secret in the resource's own namespace."""
+
+    name: DNSLabel
+    """Name of the Secret."""
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    """Key within the Secret."""
+
+
+class LocalObjectRef(ApiModel):
+    """A reference by name to an object in the same namespace."""
+
+    name: DNSLabel
+    """Name of the referenced object."""
+
+
+class LabelSelectorRequirement(ApiModel):
+    """One set-based label requirement."""
+
+    key: Annotated[str, StringConstraints(min_length=1, max_length=317)]
+    """The label key."""
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    """How the key relates to the values."""
+    values: Annotated[list[str], Field(max_length=64)] = []
+    """Values for In and NotIn; must be empty for Exists and DoesNotExist."""
+
+    rules = (
+        Rule(
+            cel="(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)",
+            message="values must be non-empty for In and NotIn and empty for Exists and DoesNotExist",
+            check=lambda s: (s.operator in ("In", "NotIn")) == bool(s.values),
+        ),
+    )
+
+
+class LabelSelector(ApiModel):
+    """A Kubernetes label selector."""
+
+    match_labels: dict[str, str] = {}
+    """Labels that must all match exactly."""
+    match_expressions: Annotated[list[LabelSelectorRequirement], Field(max_length=16)] = []
+    """Set-based requirements that must all hold."""
+
+    rules = (
+        Rule(
+            cel="(has(self.matchLabels) && size(self.matchLabels) > 0) || "
+            "(has(self.matchExpressions) && size(self.matchExpressions) > 0)",
+            message="a selector needs at least one of matchLabels or matchExpressions; "
+            "an empty selector would match every ModelDeployment",
+            check=lambda s: bool(s.match_labels or s.match_expressions),
+        ),
+    )
+
+
+# On-call requests: `kubectl annotate md/NAME cutover.dev/<action>=<request id>`. The value is the
+# request id: each distinct value is handled once, recorded in status.handledRequests, and the
+# annotation is left in place so GitOps tools see no drift. rollback-to takes the revision.
+ANNOTATION_PREFIX = f"{GROUP}/"
+REQUEST_ANNOTATIONS = {
+    "promote": f"{GROUP}/promote",
+    "abort": f"{GROUP}/abort",
+    "rollback": f"{GROUP}/rollback",
+    "rollbackTo": f"{GROUP}/rollback-to",
+    "pause": f"{GROUP}/pause",
+    "resume": f"{GROUP}/resume",
+    "retry": f"{GROUP}/retry",
+}

@@ -1,0 +1,826 @@
+"""ModelDeployment (``md``): one model behind one endpoint, rolled out safely.
+
+Field names follow Argo Rollouts and Flagger where the meaning is the same (``steps``,
+``setWeight``, ``pause``, ``interval``, ``thresholdRange``, ``progressDeadlineSeconds``,
+``revisionHistoryLimit``, ``autoPromotionEnabled``, ``scaleDownDelaySeconds``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints
+
+from .base import (
+    ApiModel,
+    Condition,
+    DNSLabel,
+    Duration,
+    LocalObjectRef,
+    ObjectMeta,
+    Quantity,
+    Rule,
+    SecretKeyRef,
+    exactly_one,
+    seconds,
+)
+
+ModelFormat = Literal["onnx", "pytorch", "triton", "llm"]
+TensorDatatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BF16", "BYTES",
+]  # fmt: skip
+StorageUri = Annotated[
+    str,
+    StringConstraints(pattern=r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|https?://.+|s3://[^/]+/.*|file:///.+)$"),
+]
+Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2048)]
+Percent = Annotated[int, Field(ge=0, le=100)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+# --------------------------------------------------------------------------- model
+
+
+class ValueRange(ApiModel):
+    """Inclusive bounds every element of a tensor must lie in."""
+
+    min: float | None = None
+    """Smallest allowed value."""
+    max: float | None = None
+    """Largest allowed value."""
+
+    rules = (
+        Rule(
+            cel="!has(self.min) || !has(self.max) || self.min <= self.max",
+            message="range.min must not exceed range.max",
+            check=lambda s: s.min is None or s.max is None or s.min <= s.max,
+        ),
+    )
+
+
+class TensorSpec(ApiModel):
+    """Name, type and shape of one model input or output (Open Inference Protocol terms)."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    """Tensor name as the model declares it."""
+    datatype: TensorDatatype
+    """Open Inference Protocol datatype, such as FP32 or INT64."""
+    shape: Annotated[list[Annotated[int, Field(ge=-1)]], Field(min_length=0, max_length=8)]
+    """Dimensions; -1 marks a variable dimension (usually the batch)."""
+    range: ValueRange | None = None
+    """Bounds for every element; requests outside them are rejected with 400."""
+
+
+class OutOfDistribution(ApiModel):
+    """Out-of-distribution scoring by Mahalanobis distance against training statistics."""
+
+    statistics_uri: Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^\S+$")]
+    """Training statistics (feature means and covariance, as JSON): a URI, or a path relative
+    to the model's storageUri."""
+    input: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    """The input tensor whose rows are scored."""
+    threshold: Annotated[float, Field(gt=0)]
+    """Mahalanobis distance above which a prediction counts as out of distribution."""
+
+
+class Upstream(ApiModel):
+    """A remote model server that serves the model (format triton or llm)."""
+
+    url: Url
+    """Base URL of the Triton HTTP endpoint or the OpenAI-compatible API."""
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    """Model name at the upstream."""
+    api_key_secret_ref: SecretKeyRef | None = None
+    """Secret key holding the upstream API key, sent as a bearer token."""
+    timeout_seconds: Annotated[int, Field(ge=1, le=600)] = 30
+    """Timeout of one upstream request."""
+
+
+class ModelSpec(ApiModel):
+    """What is served: the model artifact and its contract."""
+
+    name: DNSLabel
+    """Model name, the {name} in /v2/models/{name}/infer. Cannot change after creation."""
+    version: Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")]
+    """Version label of this model build, such as 2024-05-01 or v3. Part of the revision hash."""
+    format: ModelFormat
+    """onnx and pytorch load storageUri into the serving pod; triton and llm forward to upstream."""
+    storage_uri: StorageUri | None = None
+    """Where the artifact lives: pvc://claim/path, https://… (with checksum), s3://bucket/key
+    (fetched by an init container) or file:///path on the node."""
+    checksum: Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None
+    """sha256:<hex> of the artifact; required for http(s) URIs so a changed file is never served."""
+    upstream: Upstream | None = None
+    """The remote server for triton and llm formats."""
+    inputs: Annotated[list[TensorSpec], Field(max_length=64)] = []
+    """Declared inputs; requests that do not match are rejected with 400."""
+    outputs: Annotated[list[TensorSpec], Field(max_length=64)] = []
+    """Declared outputs."""
+    out_of_distribution: OutOfDistribution | None = None
+    """Out-of-distribution scoring, exported per prediction."""
+
+    rules = (
+        Rule(
+            cel="(self.format in ['onnx', 'pytorch']) == has(self.storageUri)",
+            message="storageUri is required for formats onnx and pytorch, and not allowed for triton and llm "
+            "(they use upstream)",
+            check=lambda s: (s.format in ("onnx", "pytorch")) == (s.storage_uri is not None),
+        ),
+        Rule(
+            cel="(self.format in ['triton', 'llm']) == has(self.upstream)",
+            message="upstream is required for formats triton and llm, and not allowed for onnx and pytorch",
+            check=lambda s: (s.format in ("triton", "llm")) == (s.upstream is not None),
+        ),
+        Rule(
+            cel="!has(self.storageUri) || !self.storageUri.startsWith('http') || has(self.checksum)",
+            message="an http(s) storageUri needs a checksum (sha256:<hex>) so a changed file is never served",
+            check=lambda s: not (s.storage_uri or "").startswith("http") or s.checksum is not None,
+        ),
+        Rule(
+            cel="!has(self.outOfDistribution) || self.inputs.exists(i, i.name == self.outOfDistribution.input)",
+            message="outOfDistribution.input must name one of model.inputs",
+            check=lambda s: s.out_of_distribution is None
+            or any(i.name == s.out_of_distribution.input for i in s.inputs),
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+class ResourceRequirements(ApiModel):
+    """CPU and memory for each serving container (GPUs are set in runtime.gpu)."""
+
+    requests: dict[str, Quantity] = {}
+    """Minimum resources, such as cpu: 500m, memory: 1Gi."""
+    limits: dict[str, Quantity] = {}
+    """Maximum resources."""
+
+
+class GpuSpec(ApiModel):
+    """GPUs for each serving pod, scheduled through the NVIDIA device plugin resources."""
+
+    count: Annotated[int, Field(ge=0, le=16)] = 1
+    """GPUs (or MIG slices, with migProfile) per pod."""
+    product: Annotated[str, StringConstraints(max_length=128)] | None = None
+    """Required nvidia.com/gpu.product node label, such as NVIDIA-A100-SXM4-80GB."""
+    min_memory_mib: int | None = Field(default=None, ge=1, alias="minMemoryMiB")
+    """Minimum nvidia.com/gpu.memory (MiB) of the node's GPUs."""
+    mig_profile: Annotated[str, StringConstraints(pattern=r"^[0-9]+g\.[0-9]+gb$")] | None = None
+    """Request a MIG slice (resource nvidia.com/mig-<profile>) instead of whole GPUs, e.g. 1g.10gb."""
+    sharing: Literal["none", "timeSlicing", "mps"] = "none"
+    """Whether pods share a GPU by time slicing or MPS (the node must be set up for it)."""
+
+    rules = (
+        Rule(
+            cel="!has(self.migProfile) || self.count >= 1",
+            message="a MIG profile requires a GPU: set gpu.count to at least 1",
+            check=lambda s: s.mig_profile is None or s.count >= 1,
+        ),
+        Rule(
+            cel="self.sharing == 'none' || self.count >= 1",
+            message="GPU sharing requires a GPU: set gpu.count to at least 1",
+            check=lambda s: s.sharing == "none" or s.count >= 1,
+        ),
+    )
+
+
+class Toleration(ApiModel):
+    """A pod toleration (core/v1 Toleration)."""
+
+    key: str | None = None
+    """Taint key; empty with operator Exists matches every taint."""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    """Exists or Equal."""
+    value: str | None = None
+    """Taint value for Equal."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to match; empty matches all."""
+    toleration_seconds: int | None = None
+    """How long a NoExecute taint is tolerated."""
+
+    rules = (
+        Rule(
+            cel="self.operator != 'Exists' || !has(self.value)",
+            message="a toleration with operator Exists must not set value",
+            check=lambda s: s.operator != "Exists" or s.value is None,
+        ),
+    )
+
+
+class Batching(ApiModel):
+    """Dynamic batching in the serving runtime."""
+
+    max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
+    """Most requests merged into one model call."""
+    max_queue_delay: Duration = "2ms"
+    """Longest a request waits for others to join its batch."""
+    max_queue_size: Annotated[int, Field(ge=1, le=100000)] = 256
+    """Queued requests beyond which new ones are shed with 503 and Retry-After."""
+
+
+class Autoscaling(ApiModel):
+    """Horizontal autoscaling of each revision's serving pods."""
+
+    min_replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Fewest pods."""
+    max_replicas: Annotated[int, Field(ge=1, le=1000)]
+    """Most pods."""
+    target_in_flight: Annotated[int, Field(ge=1)] | None = None
+    """Target concurrent requests per pod."""
+    target_gpu_utilization: Annotated[int, Field(ge=1, le=100)] | None = None
+    """Target GPU utilisation percent per pod."""
+
+    rules = (
+        Rule(
+            cel="self.minReplicas <= self.maxReplicas",
+            message="autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+            check=lambda s: s.min_replicas <= s.max_replicas,
+        ),
+    )
+
+
+class EnvVar(ApiModel):
+    """An environment variable for the serving container."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    """Variable name."""
+    value: str = ""
+    """Variable value."""
+
+
+class RuntimeSpec(ApiModel):
+    """How the model is run: image, replicas, resources, GPUs, placement, batching, scaling."""
+
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] = "ghcr.io/cutover/serving:0.1.0"
+    """Serving image; the default runs `cutover serve`."""
+    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Pods of the stable revision (ignored when autoscaling is set)."""
+    resources: ResourceRequirements | None = None
+    """CPU and memory requests and limits."""
+    gpu: GpuSpec | None = None
+    """GPUs per pod; leave unset for CPU serving."""
+    node_selector: dict[str, str] = {}
+    """Node labels the pods must match."""
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] = []
+    """Taints the pods tolerate (the nvidia.com/gpu taint is tolerated automatically with gpu)."""
+    affinity: Annotated[
+        dict[str, Any], Field(json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+    ] = {}
+    """Pod affinity and anti-affinity (core/v1 Affinity), passed through unchanged."""
+    batching: Batching | None = None
+    """Dynamic batching; unset serves each request alone."""
+    autoscaling: Autoscaling | None = None
+    """Horizontal autoscaling; unset keeps replicas fixed."""
+    env: Annotated[list[EnvVar], Field(max_length=64)] = []
+    """Extra environment for the serving container."""
+
+
+# --------------------------------------------------------------------------- strategy
+
+
+class Pause(ApiModel):
+    """Wait before the next step: for a duration, or until on-call promotes."""
+
+    duration: Duration | None = None
+    """How long to wait; unset waits for `kubectl cutover promote` (or the promote annotation)."""
+
+
+class StepAnalysis(ApiModel):
+    """Hold the step until the sequential test reaches a verdict."""
+
+    min_samples: Annotated[int, Field(ge=1)] | None = None
+    """Requests per arm needed before this step may promote (defaults to analysis.minSamples)."""
+    max_duration: Duration | None = None
+    """How long the step may stay inconclusive before the rollout counts as not progressing."""
+
+
+class CanaryStep(ApiModel):
+    """One canary step: exactly one of setWeight, pause or analysis."""
+
+    set_weight: Percent | None = None
+    """Percent of live traffic sent to the candidate from this step on."""
+    pause: Pause | None = None
+    """Wait for a duration or for a human."""
+    analysis: StepAnalysis | None = None
+    """Wait for a promote verdict from the sequential test before going on."""
+
+    rules = (
+        Rule(
+            cel="[has(self.setWeight), has(self.pause), has(self.analysis)].filter(x, x).size() == 1",
+            message="each canary step sets exactly one of setWeight, pause or analysis",
+            check=lambda s: exactly_one(s.set_weight is not None, s.pause is not None, s.analysis is not None),
+        ),
+    )
+
+
+def _weights(steps: list[CanaryStep]) -> list[int]:
+    return [s.set_weight for s in steps if s.set_weight is not None]
+
+
+class CanaryStrategy(ApiModel):
+    """Shift live traffic to the candidate step by step, analysing at every step."""
+
+    steps: Annotated[list[CanaryStep], Field(min_length=1, max_length=32)]
+    """The steps in order; after the last one the candidate is promoted to 100%."""
+    baseline: bool = False
+    """Start fresh pods of the stable revision taking the same traffic as the candidate, and
+    compare against them instead of the long-running stable pods (no warm-cache bias)."""
+
+    rules = (
+        Rule(
+            cel="self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
+            message="canary setWeight values must not decrease from one step to the next",
+            check=lambda s: _weights(s.steps) == sorted(_weights(s.steps)),
+        ),
+        Rule(
+            cel="!self.baseline || self.steps.all(s, !has(s.setWeight) || s.setWeight <= 50)",
+            message="with baseline pods the candidate and the baseline take equal shares, so setWeight "
+            "may be at most 50",
+            check=lambda s: not s.baseline or all(w <= 50 for w in _weights(s.steps)),
+        ),
+    )
+
+
+class BlueGreenStrategy(ApiModel):
+    """Bring the candidate up at full size as a preview with no live traffic, then switch."""
+
+    preview_replica_count: Annotated[int, Field(ge=1, le=1000)] | None = None
+    """Preview pods; defaults to runtime.replicas."""
+    auto_promotion_enabled: bool = True
+    """Switch automatically once analysis passes (and autoPromotionSeconds has elapsed)."""
+    auto_promotion_seconds: Annotated[int, Field(ge=0, le=86400)] | None = None
+    """Least time the preview runs before an automatic switch."""
+    scale_down_delay_seconds: Annotated[int, Field(ge=0, le=86400)] = 30
+    """How long the old revision keeps its pods after the switch, for instant rollback."""
+
+    rules = (
+        Rule(
+            cel="self.autoPromotionEnabled || !has(self.autoPromotionSeconds)",
+            message="autoPromotionSeconds has no effect when autoPromotionEnabled is false; remove one of them",
+            check=lambda s: s.auto_promotion_enabled or s.auto_promotion_seconds is None,
+        ),
+    )
+
+
+class ShadowStrategy(ApiModel):
+    """Mirror a share of live traffic to the candidate, whose answers never reach clients."""
+
+    mirror_percent: Annotated[int, Field(ge=1, le=100)] = 100
+    """Percent of requests copied to the candidate."""
+    min_agreement: Fraction = 0.95
+    """Least fraction of mirrored requests on which candidate and stable agree."""
+    agreement: Literal["top1", "numeric"] = "top1"
+    """top1 compares the arg-max class; numeric compares outputs within tolerance."""
+    tolerance: Annotated[float, Field(ge=0)] = 1e-3
+    """Largest absolute difference that still counts as agreement for numeric."""
+    duration: Duration = "10m"
+    """Least time to shadow before promotion."""
+
+
+class StickyAssignment(ApiModel):
+    """How a client is pinned to one arm of an A/B test."""
+
+    by: Literal["header", "cookie", "hashKey"]
+    """header: the value of a request header; cookie: a cookie the gateway sets; hashKey: a hash of
+    a request header such as a user id."""
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_]*$")]
+    """Header or cookie name."""
+
+
+class AbTestStrategy(ApiModel):
+    """Split live traffic between stable (A) and candidate (B); the winner is promoted."""
+
+    assignment: StickyAssignment
+    """How clients are pinned to an arm."""
+    candidate_weight: Annotated[int, Field(ge=1, le=99)] = 50
+    """Percent of clients assigned to the candidate."""
+    duration: Duration = "24h"
+    """Longest the test runs; it ends earlier when the sequential test decides."""
+    metric: Annotated[str, StringConstraints(min_length=1, max_length=63)]
+    """The analysis metric that decides the winner."""
+
+
+class StrategySpec(ApiModel):
+    """How a new revision replaces the stable one."""
+
+    type: Literal["canary", "blueGreen", "shadow", "abTest"]
+    """Which strategy; exactly the block of the same name must be set."""
+    canary: CanaryStrategy | None = None
+    """Settings for type canary."""
+    blue_green: BlueGreenStrategy | None = None
+    """Settings for type blueGreen."""
+    shadow: ShadowStrategy | None = None
+    """Settings for type shadow."""
+    ab_test: AbTestStrategy | None = None
+    """Settings for type abTest."""
+    surge: Literal["auto", "always", "never"] = "auto"
+    """always runs candidate pods beside the stable ones; never swaps stable replicas for candidate
+    replicas (no extra GPUs); auto swaps only when the GPU capacity preflight finds too few GPUs."""
+
+    rules = tuple(
+        Rule(
+            cel=f"has(self.{block}) == (self.type == '{block}')",
+            message=f"strategy.{block} must be set exactly when strategy.type is {block}",
+            check=lambda s, attr=attr, block=block: (getattr(s, attr) is not None) == (s.type == block),
+            field_path=f".{block}",
+        )
+        for block, attr in (("canary", "canary"), ("blueGreen", "blue_green"), ("shadow", "shadow"), ("abTest", "ab_test"))
+    )
+
+
+# --------------------------------------------------------------------------- analysis
+
+BuiltinMetric = Literal["errorRate", "latency", "predictionConfidence", "outOfDistributionRate", "safetyViolations"]
+
+
+class ThresholdRange(ApiModel):
+    """Absolute bounds the candidate's estimate must stay within (as in Flagger)."""
+
+    min: float | None = None
+    """Lowest acceptable value."""
+    max: float | None = None
+    """Highest acceptable value."""
+
+    rules = (
+        Rule(
+            cel="has(self.min) || has(self.max)",
+            message="thresholdRange needs min, max or both",
+            check=lambda s: s.min is not None or s.max is not None,
+        ),
+        Rule(
+            cel="!has(self.min) || !has(self.max) || self.min <= self.max",
+            message="thresholdRange.min must not exceed thresholdRange.max",
+            check=lambda s: s.min is None or s.max is None or s.min <= s.max,
+        ),
+    )
+
+
+class PrometheusQuery(ApiModel):
+    """A custom count metric: PromQL templates returning the events and the trials of one
+    revision over one interval. Variables: {{model}}, {{namespace}}, {{revision}}, {{interval}}."""
+
+    events: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    """Counts the bad (or, with direction decrease, the good) events, e.g. timed-out requests."""
+    total: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    """Counts the trials the events are out of, e.g. all requests."""
+
+
+class MetricSpec(ApiModel):
+    """One metric compared between candidate and stable (or baseline)."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[a-z][-a-z0-9]*$")]
+    """Name shown in status and events."""
+    builtin: BuiltinMetric | None = None
+    """A metric cutover knows how to query from serving and gateway metrics."""
+    prometheus: PrometheusQuery | None = None
+    """A custom count metric from PromQL templates."""
+    latency_threshold: Duration | None = None
+    """For builtin latency: requests slower than this count as events (a histogram bucket edge)."""
+    direction: Literal["increase", "decrease", "either"] = "increase"
+    """Which change is a regression: increase (errors, latency), decrease (confidence) or either."""
+    failure_margin: Annotated[float, Field(ge=0, le=10)] = 0.0
+    """Relative change tolerated before rollback: roll back once the confidence bound on
+    candidate/stable proves it is more than (1 + failureMargin) times worse."""
+    pass_margin: Annotated[float, Field(ge=0, le=10)] = 0.2
+    """Relative change accepted for promotion: promote once the bound proves the candidate is
+    less than (1 + passMargin) times worse."""
+    threshold_range: ThresholdRange | None = None
+    """Absolute bounds the candidate's own estimate must also respect."""
+    critical: bool = False
+    """A critical metric rolls back at once on failure, whatever the other metrics say."""
+    min_samples: Annotated[int, Field(ge=1)] | None = None
+    """Overrides analysis.minSamples for this metric."""
+
+    rules = (
+        Rule(
+            cel="has(self.builtin) != has(self.prometheus)",
+            message="a metric sets exactly one of builtin or prometheus",
+            check=lambda s: exactly_one(s.builtin is not None, s.prometheus is not None),
+        ),
+        Rule(
+            cel="(has(self.builtin) && self.builtin == 'latency') == has(self.latencyThreshold)",
+            message="latencyThreshold is required for builtin latency and only allowed there",
+            check=lambda s: (s.builtin == "latency") == (s.latency_threshold is not None),
+        ),
+    )
+
+
+class PrometheusSource(ApiModel):
+    """The Prometheus server that analysis queries."""
+
+    address: Url = "http://prometheus-operated.monitoring.svc:9090"
+    """Base URL of the Prometheus HTTP API."""
+    timeout: Duration = "10s"
+    """Timeout of one query."""
+    bearer_token_secret_ref: SecretKeyRef | None = None
+    """Secret key holding a bearer token for Prometheus."""
+
+
+class AnalysisSpec(ApiModel):
+    """Sequential comparison of the candidate against stable, valid however often it is checked."""
+
+    interval: Duration = "30s"
+    """How often metrics are read and the test is updated."""
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.01
+    """Chance of a false rollback over the whole rollout, split across metrics."""
+    min_samples: Annotated[int, Field(ge=1)] = 200
+    """Requests per arm before promotion is possible."""
+    min_duration: Duration = "2m"
+    """Least time analysed before promotion is possible."""
+    consecutive_error_limit: Annotated[int, Field(ge=0, le=100)] = 4
+    """Failed metric queries in a row before AnalysisAvailable turns False (weights stay frozen)."""
+    metrics: Annotated[list[MetricSpec], Field(min_length=1, max_length=16)] = Field(
+        default_factory=lambda: [MetricSpec(name="error-rate", builtin="errorRate", critical=True)]
+    )
+    """What to compare; defaults to the error rate."""
+    prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
+    """Where to read metrics."""
+
+    rules = (
+        Rule(
+            cel="self.metrics.all(m, self.metrics.filter(o, o.name == m.name).size() == 1)",
+            message="analysis metric names must be unique",
+            check=lambda s: len({m.name for m in s.metrics}) == len(s.metrics),
+        ),
+        Rule(
+            cel="duration(self.minDuration) >= duration(self.interval)",
+            message="analysis.minDuration must be at least one analysis.interval",
+            check=lambda s: seconds(s.min_duration) >= seconds(s.interval),
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- traffic, fallback
+
+
+class ParentRef(ApiModel):
+    """A Gateway API parent (usually a Gateway) the HTTPRoute attaches to."""
+
+    name: DNSLabel
+    """Gateway name."""
+    namespace: DNSLabel | None = None
+    """Gateway namespace; defaults to the ModelDeployment's."""
+    section_name: DNSLabel | None = None
+    """Listener name."""
+
+
+class GatewayApiTraffic(ApiModel):
+    """Routing through a Gateway API implementation with a weighted HTTPRoute."""
+
+    parent_refs: Annotated[list[ParentRef], Field(min_length=1, max_length=8)]
+    """Gateways the route attaches to."""
+    hostnames: Annotated[list[str], Field(max_length=16)] = []
+    """Hostnames the route matches."""
+
+
+class TrafficSpec(ApiModel):
+    """How live traffic reaches the revisions."""
+
+    provider: Literal["gateway", "gatewayAPI", "replicas"] = "gateway"
+    """gateway: cutover's own gateway (no mesh needed); gatewayAPI: a weighted HTTPRoute with a
+    mirror filter; replicas: a shared Service, with weights approximated by replica counts."""
+    gateway_api: GatewayApiTraffic | None = None
+    """Settings for provider gatewayAPI."""
+
+    rules = (
+        Rule(
+            cel="has(self.gatewayAPI) == (self.provider == 'gatewayAPI')",
+            message="traffic.gatewayAPI must be set exactly when traffic.provider is gatewayAPI",
+            check=lambda s: (s.gateway_api is not None) == (s.provider == "gatewayAPI"),
+        ),
+    )
+
+
+class CircuitBreaker(ApiModel):
+    """When a link of the fallback chain is skipped after failing."""
+
+    failure_threshold: Annotated[int, Field(ge=1, le=1000)] = 5
+    """Consecutive failures that open the breaker."""
+    open_seconds: Annotated[int, Field(ge=1, le=3600)] = 30
+    """How long the breaker stays open before one trial request."""
+
+
+class BaselineModel(ApiModel):
+    """A simple model that answers when the primary and previous versions cannot."""
+
+    format: Literal["onnx", "pytorch"]
+    """Artifact format."""
+    storage_uri: StorageUri
+    """Where the artifact lives."""
+
+
+class FallbackSpec(ApiModel):
+    """Who answers when the primary model fails or is unsure: previous version, baseline, default."""
+
+    confidence_threshold: Fraction | None = None
+    """Top-class probability below which the next link of the chain answers instead."""
+    previous_version: bool = True
+    """Try the previous stable revision first."""
+    baseline: BaselineModel | None = None
+    """Then a simple baseline model."""
+    safe_default: Annotated[
+        dict[str, Any], Field(json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+    ] = {}
+    """Finally a fixed response: Open Inference Protocol outputs, returned as they are."""
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    """When a failing link is skipped."""
+
+
+# --------------------------------------------------------------------------- spec
+
+
+class ModelDeploymentSpec(ApiModel):
+    """The desired model, how it runs, and how a new version replaces the current one."""
+
+    model: ModelSpec
+    """The model artifact and its contract."""
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    """How the serving pods run."""
+    strategy: StrategySpec
+    """How a new revision replaces the stable one."""
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    """How the candidate is judged."""
+    traffic: TrafficSpec = Field(default_factory=TrafficSpec)
+    """How live traffic is split."""
+    safety_policy_ref: LocalObjectRef | None = None
+    """SafetyPolicy applied on the serving path."""
+    fallback: FallbackSpec | None = None
+    """Fallback chain for failed or unsure predictions."""
+    progress_deadline_seconds: Annotated[int, Field(ge=30, le=604800)] = 3600
+    """A rollout with no progress for this long is rolled back."""
+    revision_history_limit: Annotated[int, Field(ge=0, le=100)] = 10
+    """Old revisions remembered for `kubectl cutover rollback --to-revision`."""
+
+    rules = (
+        Rule(
+            cel="self.model.name == oldSelf.model.name",
+            message="model.name cannot change: it is the endpoint clients call; create a new ModelDeployment "
+            "for a different model",
+            check=lambda new, old: new.model.name == old.model.name,
+            transition=True,
+        ),
+        Rule(
+            cel="self.strategy.type != 'abTest' || self.analysis.metrics.exists(m, m.name == self.strategy.abTest.metric)",
+            message="strategy.abTest.metric must name one of analysis.metrics",
+            check=lambda s: s.strategy.ab_test is None or any(m.name == s.strategy.ab_test.metric for m in s.analysis.metrics),
+        ),
+        Rule(
+            cel="self.traffic.provider != 'replicas' || self.strategy.type in ['canary', 'blueGreen']",
+            message="traffic.provider replicas can neither mirror nor pin clients; use gateway or gatewayAPI "
+            "for shadow and abTest",
+            check=lambda s: s.traffic.provider != "replicas" or s.strategy.type in ("canary", "blueGreen"),
+        ),
+        Rule(
+            cel="self.traffic.provider != 'gatewayAPI' || self.strategy.type != 'abTest' || "
+            "self.strategy.abTest.assignment.by != 'hashKey'",
+            message="gatewayAPI routes cannot hash a key; use assignment by header or cookie, or provider gateway",
+            check=lambda s: s.traffic.provider != "gatewayAPI"
+            or s.strategy.ab_test is None
+            or s.strategy.ab_test.assignment.by != "hashKey",
+        ),
+        Rule(
+            cel="!has(self.runtime.autoscaling) || !has(self.strategy.blueGreen) || "
+            "!has(self.strategy.blueGreen.previewReplicaCount) || "
+            "self.strategy.blueGreen.previewReplicaCount <= self.runtime.autoscaling.maxReplicas",
+            message="blueGreen.previewReplicaCount must not exceed runtime.autoscaling.maxReplicas",
+            check=lambda s: s.runtime.autoscaling is None
+            or s.strategy.blue_green is None
+            or s.strategy.blue_green.preview_replica_count is None
+            or s.strategy.blue_green.preview_replica_count <= s.runtime.autoscaling.max_replicas,
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- status
+
+Phase = Literal["Pending", "Progressing", "Paused", "Healthy", "Degraded", "RolledBack", "Failed"]
+Verdict = Literal["promote", "continue", "rollback", "inconclusive", "unavailable"]
+Role = Literal["stable", "candidate", "baseline", "preview", "previous"]
+
+
+class TrafficEntry(ApiModel):
+    """One row of the traffic table the gateway routes by."""
+
+    revision: str
+    """Revision hash."""
+    role: Role
+    """What the revision is in the current rollout."""
+    weight: Percent
+    """Percent of live traffic it answers."""
+    mirror_percent: Percent = 0
+    """Percent of requests copied to it, whose answers are discarded."""
+    service: str | None = None
+    """Service that fronts its pods."""
+
+
+class MetricEvidence(ApiModel):
+    """The sequential test's state for one metric."""
+
+    name: str
+    """Metric name."""
+    candidate_samples: int = 0
+    """Trials (requests) seen on the candidate."""
+    baseline_samples: int = 0
+    """Trials seen on the stable or baseline arm."""
+    estimate: float | None = None
+    """Point estimate of candidate relative to baseline (rate ratio)."""
+    lower: float | None = None
+    """Lower confidence bound, valid at any stopping time."""
+    upper: float | None = None
+    """Upper confidence bound."""
+    e_value: float | None = None
+    """Evidence against no-regression; rollback once it reaches 1/alpha."""
+    alpha_spent: float | None = None
+    """Share of alpha this metric may spend."""
+    decision: Literal["pass", "fail", "continue", "inconclusive"] = "continue"
+    """What this metric says."""
+    reason: str = ""
+    """The decision in words."""
+
+
+class AnalysisStatus(ApiModel):
+    """The last verdict and the evidence behind it."""
+
+    time: datetime | None = None
+    """When the metrics were read."""
+    verdict: Verdict
+    """promote, continue, rollback, inconclusive or unavailable (metrics could not be read)."""
+    reason: str = ""
+    """The verdict in words, with numbers."""
+    metrics: list[MetricEvidence] = []
+    """Evidence per metric."""
+
+
+class RevisionRecord(ApiModel):
+    """A revision that was stable once, kept for rollback."""
+
+    revision: str
+    """Revision hash."""
+    model_version: str
+    """model.version of that revision."""
+    promoted_at: datetime | None = None
+    """When it became stable."""
+    spec: Annotated[
+        dict[str, Any], Field(json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+    ] = {}
+    """The model and runtime it was built from."""
+
+
+class HandledRequest(ApiModel):
+    """An on-call request taken from an annotation, handled exactly once."""
+
+    action: Literal["promote", "abort", "rollback", "rollbackTo", "pause", "resume", "retry"]
+    """What was asked."""
+    id: str
+    """The annotation value: the request id."""
+    by: str = ""
+    """Who asked (the field manager that last wrote the annotation)."""
+    at: datetime | None = None
+    """When it was handled."""
+    result: str = ""
+    """What happened."""
+
+
+class ModelDeploymentStatus(ApiModel):
+    """What the operator observed and did. Written only by the operator."""
+
+    observed_generation: int | None = None
+    """The metadata.generation last acted on."""
+    phase: Phase = "Pending"
+    """Summary for humans; conditions are the contract."""
+    message: str = ""
+    """What is happening, in words."""
+    conditions: list[Condition] = []
+    """Ready, Progressing, Promoted, RolledBack, AnalysisAvailable, GPUCapacity."""
+    stable_revision: str | None = None
+    """Revision serving live traffic."""
+    candidate_revision: str | None = None
+    """Revision being rolled out."""
+    current_step_index: int | None = None
+    """Index of the canary step in progress."""
+    canary_weight: Percent = 0
+    """Percent of live traffic on the candidate."""
+    step_started_at: datetime | None = None
+    """When the current step began."""
+    traffic: list[TrafficEntry] = []
+    """The traffic table the gateway routes by."""
+    last_analysis: AnalysisStatus | None = None
+    """The last verdict with its evidence."""
+    history: list[RevisionRecord] = []
+    """Revisions that were stable, newest first, up to revisionHistoryLimit."""
+    handled_requests: list[HandledRequest] = []
+    """On-call requests handled, newest first."""
+
+
+class ModelDeployment(ApiModel):
+    """A model served behind one endpoint and rolled out safely by cutover."""
+
+    model_config = {"extra": "ignore"}
+
+    api_version: Literal["cutover.dev/v1alpha1"] = "cutover.dev/v1alpha1"
+    kind: Literal["ModelDeployment"] = "ModelDeployment"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus | None = None

@@ -1,0 +1,148 @@
+"""`kubectl cutover`: the on-call side of cutover, as a kubectl plugin.
+
+Every action writes one annotation whose value is a fresh request id, which the operator handles
+exactly once and records in ``status.handledRequests``. The plugin calls kubectl itself, so
+``--context``, ``--namespace`` and the user's credentials work as with any kubectl command, and
+the audit log shows the real user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from cutover.api.v1alpha1 import REQUEST_ANNOTATIONS
+
+RESOURCE = "modeldeployments.cutover.dev"
+ACTIONS = {
+    "promote": "skip the remaining steps and promote the candidate now",
+    "abort": "stop the rollout and send all traffic back to stable",
+    "pause": "hold the rollout at its current step",
+    "resume": "continue a paused rollout",
+    "retry": "start the rolled-back spec again",
+}
+
+
+def request_id(action: str) -> str:
+    """A request id that is new every time: when, plus a random suffix."""
+    return f"{action}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _kubectl(args: argparse.Namespace, *command: str) -> list[str]:
+    cmd = ["kubectl"]
+    if args.context:
+        cmd += ["--context", args.context]
+    if args.namespace:
+        cmd += ["--namespace", args.namespace]
+    return [*cmd, *command]
+
+
+def _get(args: argparse.Namespace) -> dict[str, Any]:
+    out = subprocess.run(_kubectl(args, "get", RESOURCE, args.name, "-o", "json"), check=True,
+                         capture_output=True, text=True)  # fmt: skip
+    body: dict[str, Any] = json.loads(out.stdout)
+    return body
+
+
+def _annotate(args: argparse.Namespace, action: str, value: str) -> int:
+    key = REQUEST_ANNOTATIONS[action]
+    done = subprocess.run(_kubectl(args, "annotate", "--overwrite", RESOURCE, args.name, f"{key}={value}"))
+    if done.returncode == 0:
+        print(f"requested {action} of {args.name} (request id {value}); see `kubectl cutover status {args.name}`")
+    return done.returncode
+
+
+def status_lines(body: dict[str, Any]) -> list[str]:
+    """Human summary of a ModelDeployment's status."""
+    status = body.get("status") or {}
+    spec = body.get("spec") or {}
+    lines = [
+        f"Name:       {body['metadata']['name']}",
+        f"Model:      {spec.get('model', {}).get('name')} {spec.get('model', {}).get('version')}",
+        f"Strategy:   {spec.get('strategy', {}).get('type')}",
+        f"Phase:      {status.get('phase', 'Pending')}  {status.get('message', '')}".rstrip(),
+        f"Stable:     {status.get('stableRevision') or '-'}",
+        f"Candidate:  {status.get('candidateRevision') or '-'}  step {status.get('currentStepIndex', '-')}",
+        "Traffic:",
+    ]
+    for row in status.get("traffic", []):
+        mirror = f"  mirror {row['mirrorPercent']}%" if row.get("mirrorPercent") else ""
+        lines.append(f"  {row['role']:<10} {row['revision']:<12} {row['weight']:>3}%{mirror}")
+    analysis = status.get("lastAnalysis")
+    if analysis:
+        lines.append(f"Analysis:   {analysis['verdict']}  {analysis.get('reason', '')}".rstrip())
+        for m in analysis.get("metrics", []):
+            bounds = f"[{m.get('lower')}, {m.get('upper')}]" if m.get("lower") is not None else ""
+            lines.append(f"  {m['name']:<20} {m.get('decision', ''):<12} estimate {m.get('estimate')} {bounds}")
+    lines.append("Conditions:")
+    for c in status.get("conditions", []):
+        lines.append(f"  {c['type']:<18} {c['status']:<7} {c.get('reason', '')}: {c.get('message', '')}")
+    return lines
+
+
+def _status(args: argparse.Namespace) -> int:
+    print("\n".join(status_lines(_get(args))))
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    status = _get(args).get("status") or {}
+    print(f"{'REVISION':<14} {'VERSION':<20} PROMOTED")
+    for rec in status.get("history", []):
+        print(f"{rec['revision']:<14} {rec.get('modelVersion', ''):<20} {rec.get('promotedAt', '')}")
+    print(f"\n{'REQUEST':<36} {'ACTION':<10} {'BY':<20} RESULT")
+    for req in status.get("handledRequests", []):
+        print(f"{req['id']:<36} {req['action']:<10} {req.get('by', ''):<20} {req.get('result', '')}")
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    return subprocess.run(_kubectl(args, "get", RESOURCE, args.name, "-o", "wide", "--watch")).returncode
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    if args.to_revision:
+        return _annotate(args, "rollbackTo", args.to_revision)
+    return _annotate(args, "rollback", request_id("rollback"))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="kubectl cutover", description="Control cutover rollouts.")
+    top.add_argument("-n", "--namespace", help="namespace of the ModelDeployment")
+    top.add_argument("--context", help="kubeconfig context")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, run: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("name", help="ModelDeployment name")
+        p.set_defaults(run=run)
+        return p
+
+    command("status", "show phase, traffic, the last analysis and conditions", _status)
+    command("watch", "follow the ModelDeployment as it changes", _watch)
+    command("history", "list past stable revisions and handled requests", _history)
+    for action, help_text in ACTIONS.items():
+        command(action, help_text, lambda a, action=action: _annotate(a, action, request_id(action)))
+    rollback = command("rollback", "roll back to the stable revision (or --to-revision REV)", _rollback)
+    rollback.add_argument("--to-revision", help="a revision from `kubectl cutover history`")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except subprocess.CalledProcessError as err:
+        sys.stderr.write(err.stderr or str(err))
+        return err.returncode or 1
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
