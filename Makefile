@@ -6,9 +6,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit crds check-crds cluster-tools clean
+# `make test` runs lint, types and every test: unit, against the real local control plane
+# (hack/cluster), and packaging (a wheel in a clean virtual environment).
+.PHONY: test venv lint typecheck pytest crds cluster-tools cluster-up cluster-down clean
 
-test: lint typecheck unit
+test: lint typecheck pytest
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +29,18 @@ typecheck: $(STAMP)
 cluster-tools:
 	hack/build-tools
 
-unit: $(STAMP) cluster-tools
+pytest: $(STAMP) cluster-tools
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
+
+cluster-up: $(STAMP)
+	@hack/cluster up
+
+cluster-down:
+	@hack/cluster down
 
 crds: $(STAMP)
 	$(BIN)/cutover crds --output crds
+	$(BIN)/cutover crds --output charts/cutover/crds
 
 clean:
 	rm -rf $(VENV) .tools build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

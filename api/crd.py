@@ -25,7 +25,7 @@ from .v1alpha1 import (
     SafetyPolicySpec,
     SafetyPolicyStatus,
 )
-from .v1alpha1.base import GROUP, VERSION
+from .v1alpha1.base import DURATION_PATTERN, GROUP, VERSION
 
 _DROPPED_KEYS = {"title", "$defs", "discriminator"}
 
@@ -41,6 +41,14 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         extra = {k: v for k, v in node.items() if k != "$ref"}
         return _resolve({**target, **extra}, defs)
     return {key: _resolve(value, defs) for key, value in node.items()}
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
 
 
 def _structural(node: Any) -> Any:
@@ -62,12 +70,20 @@ def _structural(node: Any) -> Any:
         if bound in node and not isinstance(node[bound], bool):
             node[flag] = node[bound]
             node[bound] = True
+    if "description" in node:
+        node["description"] = " ".join(node["description"].split())
+    if node.get("pattern") == DURATION_PATTERN:
+        node["description"] = node.get("description", "") + " A duration such as 30s, 5m, 1h30m or 250ms."
     if node.get("type") == "object" and "properties" in node:
         node.pop("additionalProperties", None)
     if node.get("x-kubernetes-preserve-unknown-fields"):
         node.pop("additionalProperties", None)
-    if "default" in node and node["default"] in (None, [], {}):
-        del node["default"]
+    if "default" in node:
+        # The API server applies these defaults, so they must be valid wire values: unset
+        # optional fields are left out, and empty containers add nothing.
+        node["default"] = _without_none(node["default"])
+        if node["default"] in (None, [], {}) and "properties" not in node:
+            del node["default"]
     if "properties" in node:
         node["properties"] = {name: _structural(sub) for name, sub in node["properties"].items()}
     for key in ("items", "additionalProperties"):

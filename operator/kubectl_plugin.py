@@ -44,8 +44,9 @@ def _kubectl(args: argparse.Namespace, *command: str) -> list[str]:
 
 
 def _get(args: argparse.Namespace) -> dict[str, Any]:
-    out = subprocess.run(_kubectl(args, "get", RESOURCE, args.name, "-o", "json"), check=True,
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        _kubectl(args, "get", RESOURCE, args.name, "-o", "json"), check=True, capture_output=True, text=True
+    )
     body: dict[str, Any] = json.loads(out.stdout)
     return body
 

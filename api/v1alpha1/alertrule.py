@@ -11,7 +11,16 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from .base import ApiModel, Condition, DNSLabel, Duration, LabelSelector, ObjectMeta, Rule, seconds
+from .base import (
+    ApiModel,
+    Conditions,
+    DNSLabel,
+    Duration,
+    LabelSelector,
+    ObjectMeta,
+    Rule,
+    seconds,
+)
 from .safetypolicy import Webhook
 
 
@@ -35,8 +44,18 @@ class AlertTarget(ApiModel):
 class AlertMetric(ApiModel):
     """What is measured, per target revision."""
 
-    builtin: Literal["errorRate", "latencyP99", "latencyP50", "predictionConfidence", "outOfDistributionRate",
-                     "safetyViolationRate", "requestRate"] | None = None  # fmt: skip
+    builtin: (
+        Literal[
+            "errorRate",
+            "latencyP99",
+            "latencyP50",
+            "predictionConfidence",
+            "outOfDistributionRate",
+            "safetyViolationRate",
+            "requestRate",
+        ]
+        | None
+    ) = None
     """A metric cutover knows how to query."""
     query: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
     """PromQL returning one value; variables {{model}}, {{namespace}}, {{revision}}, {{window}}."""
@@ -119,9 +138,9 @@ class MaintenanceWindow(ApiModel):
             "(!has(self.start) && !has(self.end) && has(self.schedule) && has(self.duration))",
             message="a maintenance window is either start and end, or schedule and duration",
             check=lambda s: (
-                s.start is not None and s.end is not None and s.schedule is None and s.duration is None
-            )
-            or (s.start is None and s.end is None and s.schedule is not None and s.duration is not None),
+                (s.start is not None and s.end is not None and s.schedule is None and s.duration is None)
+                or (s.start is None and s.end is None and s.schedule is not None and s.duration is not None)
+            ),
         ),
         Rule(
             cel="!has(self.start) || !has(self.end) || timestamp(self.end) > timestamp(self.start)",
@@ -153,7 +172,7 @@ class AlertRuleSpec(ApiModel):
     """Consecutive violating evaluations before the alert fires."""
     severity: Literal["critical", "warning", "info"] = "warning"
     """Severity label, also on the PrometheusRule."""
-    repeat: Repeat = Field(default_factory=Repeat)
+    repeat: Repeat = Repeat()
     """Repeat notifications while firing."""
     grouping: Grouping | None = None
     """Group notifications."""
@@ -194,7 +213,7 @@ class AlertRuleStatus(ApiModel):
     """When the next repeat is due."""
     firing_targets: list[str] = []
     """ModelDeployments the alert fires for."""
-    conditions: list[Condition] = []
+    conditions: Conditions = []
     """Ready: the rule is valid and evaluated."""
 
 

@@ -32,11 +32,8 @@ _DURATION_RE = re.compile(r"^(?:[0-9]+(?:ms|s|m|h))+$")
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
-Duration = Annotated[
-    str,
-    StringConstraints(pattern=_DURATION_RE.pattern),
-    Field(description="A duration such as 30s, 5m, 1h30m or 250ms."),
-]
+DURATION_PATTERN = _DURATION_RE.pattern
+Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN)]
 """A Go-style duration string; CEL's ``duration()`` parses the same syntax."""
 
 
@@ -47,7 +44,10 @@ def seconds(duration: str) -> float:
     return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(duration))
 
 
-_QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+_QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
 Quantity = Annotated[
     int | str,
     WithJsonSchema(
@@ -146,6 +146,13 @@ class Condition(ApiModel):
     """When the status last changed."""
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     """The metadata.generation this condition was computed from."""
+
+
+Conditions = Annotated[
+    list[Condition],
+    Field(json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}),
+]
+"""A condition list keyed by type, so server-side apply merges conditions one by one."""
 
 
 class ObjectMeta(ApiModel):

@@ -14,7 +14,7 @@ from pydantic import Field, StringConstraints
 
 from .base import (
     ApiModel,
-    Condition,
+    Conditions,
     DNSLabel,
     Duration,
     LocalObjectRef,
@@ -28,9 +28,21 @@ from .base import (
 
 ModelFormat = Literal["onnx", "pytorch", "triton", "llm"]
 TensorDatatype = Literal[
-    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-    "FP16", "FP32", "FP64", "BF16", "BYTES",
-]  # fmt: skip
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BF16",
+    "BYTES",
+]
 StorageUri = Annotated[
     str,
     StringConstraints(pattern=r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|https?://.+|s3://[^/]+/.*|file:///.+)$"),
@@ -140,8 +152,9 @@ class ModelSpec(ApiModel):
         Rule(
             cel="!has(self.outOfDistribution) || self.inputs.exists(i, i.name == self.outOfDistribution.input)",
             message="outOfDistribution.input must name one of model.inputs",
-            check=lambda s: s.out_of_distribution is None
-            or any(i.name == s.out_of_distribution.input for i in s.inputs),
+            check=lambda s: (
+                s.out_of_distribution is None or any(i.name == s.out_of_distribution.input for i in s.inputs)
+            ),
         ),
     )
 
@@ -266,7 +279,8 @@ class RuntimeSpec(ApiModel):
     tolerations: Annotated[list[Toleration], Field(max_length=32)] = []
     """Taints the pods tolerate (the nvidia.com/gpu taint is tolerated automatically with gpu)."""
     affinity: Annotated[
-        dict[str, Any], Field(json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+        dict[str, Any],
+        Field(json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
     ] = {}
     """Pod affinity and anti-affinity (core/v1 Affinity), passed through unchanged."""
     batching: Batching | None = None
@@ -426,7 +440,12 @@ class StrategySpec(ApiModel):
             check=lambda s, attr=attr, block=block: (getattr(s, attr) is not None) == (s.type == block),
             field_path=f".{block}",
         )
-        for block, attr in (("canary", "canary"), ("blueGreen", "blue_green"), ("shadow", "shadow"), ("abTest", "ab_test"))
+        for block, attr in (
+            ("canary", "canary"),
+            ("blueGreen", "blue_green"),
+            ("shadow", "shadow"),
+            ("abTest", "ab_test"),
+        )
     )
 
 
@@ -531,11 +550,11 @@ class AnalysisSpec(ApiModel):
     """Least time analysed before promotion is possible."""
     consecutive_error_limit: Annotated[int, Field(ge=0, le=100)] = 4
     """Failed metric queries in a row before AnalysisAvailable turns False (weights stay frozen)."""
-    metrics: Annotated[list[MetricSpec], Field(min_length=1, max_length=16)] = Field(
-        default_factory=lambda: [MetricSpec(name="error-rate", builtin="errorRate", critical=True)]
-    )
+    metrics: Annotated[list[MetricSpec], Field(min_length=1, max_length=16)] = [
+        MetricSpec(name="error-rate", builtin="errorRate", critical=True)
+    ]
     """What to compare; defaults to the error rate."""
-    prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
+    prometheus: PrometheusSource = PrometheusSource()
     """Where to read metrics."""
 
     rules = (
@@ -581,7 +600,7 @@ class TrafficSpec(ApiModel):
     provider: Literal["gateway", "gatewayAPI", "replicas"] = "gateway"
     """gateway: cutover's own gateway (no mesh needed); gatewayAPI: a weighted HTTPRoute with a
     mirror filter; replicas: a shared Service, with weights approximated by replica counts."""
-    gateway_api: GatewayApiTraffic | None = None
+    gateway_api: GatewayApiTraffic | None = Field(default=None, alias="gatewayAPI")
     """Settings for provider gatewayAPI."""
 
     rules = (
@@ -621,10 +640,11 @@ class FallbackSpec(ApiModel):
     baseline: BaselineModel | None = None
     """Then a simple baseline model."""
     safe_default: Annotated[
-        dict[str, Any], Field(json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+        dict[str, Any],
+        Field(json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
     ] = {}
     """Finally a fixed response: Open Inference Protocol outputs, returned as they are."""
-    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
     """When a failing link is skipped."""
 
 
@@ -636,13 +656,13 @@ class ModelDeploymentSpec(ApiModel):
 
     model: ModelSpec
     """The model artifact and its contract."""
-    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    runtime: RuntimeSpec = RuntimeSpec()
     """How the serving pods run."""
     strategy: StrategySpec
     """How a new revision replaces the stable one."""
-    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    analysis: AnalysisSpec = AnalysisSpec()
     """How the candidate is judged."""
-    traffic: TrafficSpec = Field(default_factory=TrafficSpec)
+    traffic: TrafficSpec = TrafficSpec()
     """How live traffic is split."""
     safety_policy_ref: LocalObjectRef | None = None
     """SafetyPolicy applied on the serving path."""
@@ -662,9 +682,12 @@ class ModelDeploymentSpec(ApiModel):
             transition=True,
         ),
         Rule(
-            cel="self.strategy.type != 'abTest' || self.analysis.metrics.exists(m, m.name == self.strategy.abTest.metric)",
+            cel="self.strategy.type != 'abTest' || "
+            "self.analysis.metrics.exists(m, m.name == self.strategy.abTest.metric)",
             message="strategy.abTest.metric must name one of analysis.metrics",
-            check=lambda s: s.strategy.ab_test is None or any(m.name == s.strategy.ab_test.metric for m in s.analysis.metrics),
+            check=lambda s: (
+                s.strategy.ab_test is None or any(m.name == s.strategy.ab_test.metric for m in s.analysis.metrics)
+            ),
         ),
         Rule(
             cel="self.traffic.provider != 'replicas' || self.strategy.type in ['canary', 'blueGreen']",
@@ -676,19 +699,23 @@ class ModelDeploymentSpec(ApiModel):
             cel="self.traffic.provider != 'gatewayAPI' || self.strategy.type != 'abTest' || "
             "self.strategy.abTest.assignment.by != 'hashKey'",
             message="gatewayAPI routes cannot hash a key; use assignment by header or cookie, or provider gateway",
-            check=lambda s: s.traffic.provider != "gatewayAPI"
-            or s.strategy.ab_test is None
-            or s.strategy.ab_test.assignment.by != "hashKey",
+            check=lambda s: (
+                s.traffic.provider != "gatewayAPI"
+                or s.strategy.ab_test is None
+                or s.strategy.ab_test.assignment.by != "hashKey"
+            ),
         ),
         Rule(
             cel="!has(self.runtime.autoscaling) || !has(self.strategy.blueGreen) || "
             "!has(self.strategy.blueGreen.previewReplicaCount) || "
             "self.strategy.blueGreen.previewReplicaCount <= self.runtime.autoscaling.maxReplicas",
             message="blueGreen.previewReplicaCount must not exceed runtime.autoscaling.maxReplicas",
-            check=lambda s: s.runtime.autoscaling is None
-            or s.strategy.blue_green is None
-            or s.strategy.blue_green.preview_replica_count is None
-            or s.strategy.blue_green.preview_replica_count <= s.runtime.autoscaling.max_replicas,
+            check=lambda s: (
+                s.runtime.autoscaling is None
+                or s.strategy.blue_green is None
+                or s.strategy.blue_green.preview_replica_count is None
+                or s.strategy.blue_green.preview_replica_count <= s.runtime.autoscaling.max_replicas
+            ),
         ),
     )
 
@@ -763,7 +790,8 @@ class RevisionRecord(ApiModel):
     promoted_at: datetime | None = None
     """When it became stable."""
     spec: Annotated[
-        dict[str, Any], Field(json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+        dict[str, Any],
+        Field(json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
     ] = {}
     """The model and runtime it was built from."""
 
@@ -792,7 +820,7 @@ class ModelDeploymentStatus(ApiModel):
     """Summary for humans; conditions are the contract."""
     message: str = ""
     """What is happening, in words."""
-    conditions: list[Condition] = []
+    conditions: Conditions = []
     """Ready, Progressing, Promoted, RolledBack, AnalysisAvailable, GPUCapacity."""
     stable_revision: str | None = None
     """Revision serving live traffic."""

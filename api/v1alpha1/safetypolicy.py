@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from .base import ApiModel, Condition, ObjectMeta, Rule, SecretKeyRef
+from .base import ApiModel, Conditions, ObjectMeta, Rule, SecretKeyRef
 
 Scope = Literal["inputs", "outputs", "both"]
 Fraction = Annotated[float, Field(ge=0, le=1)]
@@ -94,8 +94,12 @@ class PiiFilter(ApiModel):
     enabled: bool = True
     """Turn the filter on."""
     entities: Annotated[list[PiiEntity], Field(min_length=1, max_length=8)] = [
-        "email", "phone", "creditCard", "ssn", "ipAddress",
-    ]  # fmt: skip
+        "email",
+        "phone",
+        "creditCard",
+        "ssn",
+        "ipAddress",
+    ]
     """Which kinds of personal data to find."""
     action: Literal["redact", "block"] = "redact"
     """redact replaces each finding with [REDACTED:<entity>]; block refuses the request."""
@@ -155,7 +159,7 @@ class SafetyPolicyStatus(ApiModel):
 
     observed_generation: int | None = None
     """The metadata.generation last acted on."""
-    conditions: list[Condition] = []
+    conditions: Conditions = []
     """Ready: the policy is valid and served."""
     deployments: list[str] = []
     """ModelDeployments that reference this policy."""
