@@ -28,6 +28,7 @@ typecheck: $(STAMP)
 
 cluster-tools:
 	hack/build-tools
+	hack/system-deps
 
 pytest: $(STAMP) cluster-tools
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
