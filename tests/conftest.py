@@ -31,6 +31,8 @@ class Kube:
     """kubectl bound to one kubeconfig: the same client a platform engineer uses."""
 
     kubeconfig: str
+    pid_dir: Path | None = None
+    """Where the local control plane's process ids are, when this run started it."""
 
     def run(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = [shutil.which("kubectl") or "kubectl", "--kubeconfig", self.kubeconfig, *args]
@@ -68,7 +70,7 @@ def kube(request: pytest.FixtureRequest) -> Iterator[Kube]:
     if up.returncode != 0:
         pytest.fail(f"hack/cluster up failed:\n{up.stderr}")
     try:
-        yield Kube(up.stdout.strip().splitlines()[-1])
+        yield Kube(up.stdout.strip().splitlines()[-1], REPO / ".cluster" / "clusters" / CLUSTER_NAME / "pids")
     finally:
         if _failed(request.session):
             logs = REPO / ".cluster" / "clusters" / CLUSTER_NAME / "logs"

@@ -759,6 +759,8 @@ class MetricEvidence(ApiModel):
     """Upper confidence bound."""
     e_value: float | None = None
     """Evidence against no-regression; rollback once it reaches 1/alpha."""
+    p_value: float | None = None
+    """Always-valid p-value (the running minimum of 1/e-value, capped at 1)."""
     alpha_spent: float | None = None
     """Share of alpha this metric may spend."""
     decision: Literal["pass", "fail", "continue", "inconclusive"] = "continue"

@@ -48,6 +48,18 @@ def test_server_reports_a_stamped_version(kube: Kube) -> None:
     assert version["gitVersion"].startswith("v1.36.") and version["major"] == "1" and version["minor"] == "36"
 
 
+def test_every_component_listens_on_loopback_only(kube: Kube) -> None:
+    if kube.pid_dir is None:
+        pytest.skip("the cluster was not started by this run")
+    sockets = subprocess.run(["ss", "-ltnpH"], check=True, capture_output=True, text=True).stdout.splitlines()
+    components = {pid.stem: pid.read_text().strip() for pid in kube.pid_dir.glob("*.pid")}
+    assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller"} <= set(components)
+    for name, pid in components.items():
+        listening = [line.split()[3] for line in sockets if f"pid={pid}," in line]
+        assert listening, f"{name} listens nowhere"
+        assert all(address.startswith("127.0.0.1:") for address in listening), f"{name}: {listening}"
+
+
 def test_simulated_nodes_advertise_gpus_and_mig(kube: Kube) -> None:
     all_nodes = nodes(kube)
     gpu = [n for n in all_nodes.values() if "nvidia.com/gpu" in n["status"]["allocatable"]]
