@@ -19,6 +19,7 @@ from .base import (
     LabelSelector,
     ObjectMeta,
     Rule,
+    one_of,
     seconds,
 )
 from .safetypolicy import Webhook
@@ -32,13 +33,7 @@ class AlertTarget(ApiModel):
     selector: LabelSelector | None = None
     """Every ModelDeployment in this namespace whose labels match."""
 
-    rules = (
-        Rule(
-            cel="has(self.name) != has(self.selector)",
-            message="target sets exactly one of name or selector",
-            check=lambda s: (s.name is None) != (s.selector is None),
-        ),
-    )
+    rules = (one_of("name", "selector", "target sets exactly one of name or selector"),)
 
 
 class AlertMetric(ApiModel):
@@ -62,13 +57,7 @@ class AlertMetric(ApiModel):
     window: Duration = "5m"
     """The range each evaluation looks back over."""
 
-    rules = (
-        Rule(
-            cel="has(self.builtin) != has(self.query)",
-            message="metric sets exactly one of builtin or query",
-            check=lambda s: (s.builtin is None) != (s.query is None),
-        ),
-    )
+    rules = (one_of("builtin", "query", "metric sets exactly one of builtin or query"),)
 
 
 class AlertCondition(ApiModel):

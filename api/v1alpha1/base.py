@@ -22,7 +22,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 
 GROUP = "cutover.dev"
 VERSION = "v1alpha1"
@@ -126,6 +126,25 @@ class ApiModel(BaseModel):
 
 def exactly_one(*present: bool) -> bool:
     return sum(present) == 1
+
+
+def one_of(first: str, second: str, message: str) -> Rule:
+    """Exactly one of two optional fields (named as on the wire) is set."""
+    a, b = to_snake(first), to_snake(second)
+    return Rule(
+        cel=f"has(self.{first}) != has(self.{second})",
+        message=message,
+        check=lambda s: (getattr(s, a) is None) != (getattr(s, b) is None),
+    )
+
+
+def not_above(low: str, high: str, message: str) -> Rule:
+    """When both optional fields are set, ``low`` must not exceed ``high``."""
+    return Rule(
+        cel=f"!has(self.{low}) || !has(self.{high}) || self.{low} <= self.{high}",
+        message=message,
+        check=lambda s: getattr(s, low) is None or getattr(s, high) is None or getattr(s, low) <= getattr(s, high),
+    )
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

@@ -23,6 +23,8 @@ from .base import (
     Rule,
     SecretKeyRef,
     exactly_one,
+    not_above,
+    one_of,
     seconds,
 )
 
@@ -62,13 +64,7 @@ class ValueRange(ApiModel):
     max: float | None = None
     """Largest allowed value."""
 
-    rules = (
-        Rule(
-            cel="!has(self.min) || !has(self.max) || self.min <= self.max",
-            message="range.min must not exceed range.max",
-            check=lambda s: s.min is None or s.max is None or s.min <= s.max,
-        ),
-    )
+    rules = (not_above("min", "max", "range.min must not exceed range.max"),)
 
 
 class TensorSpec(ApiModel):
@@ -468,11 +464,7 @@ class ThresholdRange(ApiModel):
             message="thresholdRange needs min, max or both",
             check=lambda s: s.min is not None or s.max is not None,
         ),
-        Rule(
-            cel="!has(self.min) || !has(self.max) || self.min <= self.max",
-            message="thresholdRange.min must not exceed thresholdRange.max",
-            check=lambda s: s.min is None or s.max is None or s.min <= s.max,
-        ),
+        not_above("min", "max", "thresholdRange.min must not exceed thresholdRange.max"),
     )
 
 
@@ -513,11 +505,7 @@ class MetricSpec(ApiModel):
     """Overrides analysis.minSamples for this metric."""
 
     rules = (
-        Rule(
-            cel="has(self.builtin) != has(self.prometheus)",
-            message="a metric sets exactly one of builtin or prometheus",
-            check=lambda s: exactly_one(s.builtin is not None, s.prometheus is not None),
-        ),
+        one_of("builtin", "prometheus", "a metric sets exactly one of builtin or prometheus"),
         Rule(
             cel="(has(self.builtin) && self.builtin == 'latency') == has(self.latencyThreshold)",
             message="latencyThreshold is required for builtin latency and only allowed there",

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from .base import ApiModel, Conditions, ObjectMeta, Rule, SecretKeyRef
+from .base import ApiModel, Conditions, ObjectMeta, Rule, SecretKeyRef, one_of
 
 Scope = Literal["inputs", "outputs", "both"]
 Fraction = Annotated[float, Field(ge=0, le=1)]
@@ -27,13 +27,7 @@ class Webhook(ApiModel):
     timeout_seconds: Annotated[int, Field(ge=1, le=60)] = 5
     """Timeout of one delivery."""
 
-    rules = (
-        Rule(
-            cel="has(self.url) != has(self.urlSecretRef)",
-            message="a webhook sets exactly one of url or urlSecretRef",
-            check=lambda s: (s.url is None) != (s.url_secret_ref is None),
-        ),
-    )
+    rules = (one_of("url", "urlSecretRef", "a webhook sets exactly one of url or urlSecretRef"),)
 
 
 class CrisisFilter(ApiModel):
