@@ -274,6 +274,12 @@ CASES = [
         "a webhook sets exactly one of url or urlSecretRef",
     ),
     Case(
+        "notification-url-and-secret",
+        AR,
+        {"spec.notifications.1.urlSecretRef": {"name": "hooks", "key": "incident"}},
+        "a webhook sets exactly one of url or urlSecretRef",
+    ),
+    Case(
         "toxicity-threshold-over-1",
         SP,
         {"spec.toxicity.threshold": 1.5},

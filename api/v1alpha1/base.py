@@ -109,10 +109,9 @@ class ApiModel(BaseModel):
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
         schema: dict[str, Any] = handler(core_schema)
-        own = cls.__dict__.get("rules", ())
-        if own:
+        if cls.rules:  # inherited rules too: a subclass's schema is generated on its own
             target = handler.resolve_ref_schema(schema)
-            target["x-kubernetes-validations"] = [rule.schema() for rule in own]
+            target["x-kubernetes-validations"] = [rule.schema() for rule in cls.rules]
         return schema
 
     def transition_errors(self, old: Self) -> list[str]:
