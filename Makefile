@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy api
+	$(BIN)/mypy operator/api
 
 cluster-tools:
 	hack/build-tools
