@@ -8,6 +8,7 @@ import venv
 from pathlib import Path
 
 import yaml
+
 from cutover.operator import cli, kubectl_plugin
 
 REPO = Path(__file__).resolve().parent.parent

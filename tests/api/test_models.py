@@ -7,9 +7,10 @@ from typing import Any
 
 import jsonschema
 import pytest
+from pydantic import ValidationError
+
 from cutover.api import crd
 from cutover.api.v1alpha1 import AlertRule, ModelDeployment, SafetyPolicy, seconds
-from pydantic import ValidationError
 
 from ..cases import CASES, EXAMPLES, Case, load
 

@@ -1,0 +1,260 @@
+"""Per-metric judges and the decision rule that turns their evidence into a verdict.
+
+A judge owns the sequential tests of one metric, takes one interval of data at a time, and
+says ``fail`` (proven worse than the failure margin), ``pass`` (proven within the pass margin),
+``continue`` (not proven either way) or ``inconclusive`` (too little data to judge yet).
+
+:func:`decide` combines them:
+
+* a failing ``critical`` metric rolls back at once, however little data there is: the tests are
+  valid at every sample size, so early evidence is real evidence;
+* a failing non-critical metric rolls back once the minimum samples and time are reached;
+* promotion needs every metric to pass, plus the minimum samples and time (an intersection-union
+  test: each metric at the full alpha, no correction needed);
+* too little data is ``inconclusive``, never a failure.
+
+The rollback alpha is split evenly across metrics (Bonferroni, which stays valid under
+continuous monitoring because each test is anytime-valid), so the chance that any metric ever
+rolls back a candidate that is not worse stays below ``analysis.alpha``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
+
+import numpy as np
+
+from .counts import Direction, RateRatioTest
+from .histograms import BucketShiftTest, QuantileBand, bucket_counts, exceedances
+
+Decision = Literal["pass", "fail", "continue", "inconclusive"]
+Verdict = Literal["promote", "continue", "rollback", "inconclusive", "unavailable"]
+PSI_PRACTICAL = 0.1
+"""A bucket-distribution shift must also reach this PSI to fail: "moderate" by convention."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one metric's tests say, with the numbers behind it."""
+
+    name: str
+    decision: Decision
+    reason: str
+    critical: bool = False
+    candidate_samples: int = 0
+    baseline_samples: int = 0
+    estimate: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+    e_value: float | None = None
+    alpha_spent: float | None = None
+
+    @property
+    def p_value(self) -> float | None:
+        """Always-valid p-value of the rollback test (1 / e-value, capped at 1)."""
+        return None if self.e_value is None else min(1.0, 1.0 / self.e_value) if self.e_value > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class Counts:
+    """One interval of a count metric for one arm: events out of trials."""
+
+    events: float
+    trials: float
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """One interval of a histogram for one arm: cumulative counts per finite edge, then +Inf."""
+
+    edges: tuple[float, ...]
+    cumulative: tuple[float, ...]
+
+
+class Judge(Protocol):
+    name: str
+    critical: bool
+
+    def evidence(self, min_samples: int) -> Evidence: ...
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
+class CountJudge:
+    """Errors, timeouts, out-of-distribution predictions, safety violations, custom counts."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        alpha: float,
+        alpha_share: float,
+        failure_margin: float = 0.0,
+        pass_margin: float = 0.2,
+        direction: Direction = "increase",
+        critical: bool = False,
+        threshold_min: float | None = None,
+        threshold_max: float | None = None,
+        what: str = "events",
+    ) -> None:
+        self.name, self.critical, self.what = name, critical, what
+        self.alpha_share = alpha_share
+        self.margins = (failure_margin, pass_margin)
+        self.threshold = (threshold_min, threshold_max)
+        self.test = RateRatioTest(alpha_share, alpha, failure_margin, pass_margin, direction)
+
+    def update(self, candidate: Counts, baseline: Counts) -> None:
+        self.test.update(candidate.events, candidate.trials, baseline.events, baseline.trials)
+
+    def candidate_rate(self) -> float | None:
+        n = float(self.test.candidate_trials)
+        return float(self.test.candidate_events) / n if n else None
+
+    def baseline_rate(self) -> float | None:
+        n = float(self.test.baseline_trials)
+        return float(self.test.baseline_events) / n if n else None
+
+    def evidence(self, min_samples: int) -> Evidence:
+        t = self.test
+        n_c, n_b = int(t.candidate_trials), int(t.baseline_trials)
+        bounds = t.bounds()
+        e_value = float(np.exp(min(float(t.log_e_fail()), 700.0)))
+        estimate, lower, upper = _finite(float(t.estimate())), _finite(bounds.lower), _finite(bounds.upper)
+
+        def said(decision: Decision, reason: str) -> Evidence:
+            return Evidence(
+                self.name, decision, reason, self.critical, n_c, n_b, estimate, lower, upper, e_value, self.alpha_share
+            )
+
+        rates = (
+            f"candidate {_fmt(self.candidate_rate())} vs baseline {_fmt(self.baseline_rate())} {self.what} per trial"
+        )
+        ratio = f"ratio {_fmt(estimate)} in [{_fmt(lower)}, {_fmt(upper)}]"
+        low, high = self.threshold
+        rate = self.candidate_rate()
+        outside = rate is not None and ((high is not None and rate > high) or (low is not None and rate < low))
+        if outside and n_c >= min_samples:
+            return said("fail", f"{rates} is outside thresholdRange [{_fmt(low)}, {_fmt(high)}]")
+        if bool(t.failed()):
+            proof = f"e-value {e_value:.3g} >= {1 / self.alpha_share:.3g}"
+            return said("fail", f"{ratio}: proven above {1 + self.margins[0]:.3g}x ({rates}, {proof})")
+        if min(n_c, n_b) < min_samples:
+            return said("inconclusive", f"{min(n_c, n_b)} of {min_samples} trials per arm so far; {ratio}")
+        if bool(t.passed()):
+            return said("pass", f"{ratio}: proven below {1 + self.margins[1]:.3g}x ({rates})")
+        return said("continue", f"{ratio}: not yet proven either way ({rates})")
+
+
+class LatencyJudge(CountJudge):
+    """Requests slower than a bucket edge, through the count test, with time-uniform quantile
+    bounds (p50, p99) of each arm reported beside it."""
+
+    def __init__(
+        self, name: str, *, threshold_seconds: float, alpha: float, alpha_share: float, **kwargs: object
+    ) -> None:
+        super().__init__(name, alpha=alpha, alpha_share=alpha_share, what="slow requests", **kwargs)
+        self.threshold_seconds = threshold_seconds
+        self.bands: tuple[QuantileBand, QuantileBand] | None = None
+        self.error: str | None = None
+
+    def update_histograms(self, candidate: Histogram, baseline: Histogram) -> None:
+        try:
+            y_c, n_c = exceedances(candidate.edges, candidate.cumulative, self.threshold_seconds)
+            y_b, n_b = exceedances(baseline.edges, baseline.cumulative, self.threshold_seconds)
+        except ValueError as err:
+            self.error = str(err)
+            return
+        self.update(Counts(float(y_c), float(n_c)), Counts(float(y_b), float(n_b)))
+        if self.bands is None:
+            self.bands = (
+                QuantileBand(candidate.edges, self.alpha_share),
+                QuantileBand(baseline.edges, self.alpha_share),
+            )
+        self.bands[0].update(candidate.cumulative)
+        self.bands[1].update(baseline.cumulative)
+
+    def evidence(self, min_samples: int) -> Evidence:
+        if self.error:
+            return Evidence(self.name, "inconclusive", f"latencyThreshold: {self.error}", critical=self.critical)
+        base = super().evidence(min_samples)
+        if self.bands is None:
+            return base
+        parts = []
+        for label, band in zip(("candidate", "baseline"), self.bands, strict=True):
+            q = [band.quantile(p) for p in (0.5, 0.99)]
+            parts.append(
+                f"{label} p50 in ({_fmt(q[0].lower)}, {_fmt(q[0].upper)}]s p99 in ({_fmt(q[1].lower)}, "
+                f"{_fmt(q[1].upper)}]s"
+            )
+        return replace(base, reason=f"{base.reason}; {'; '.join(parts)}")
+
+
+class ConfidenceJudge(CountJudge):
+    """Prediction confidence: the low-confidence fraction through the count test, and a
+    two-sided test on the whole bucket distribution (with PSI as the practical threshold).
+    The metric's alpha share is split between the two."""
+
+    def __init__(self, name: str, *, low_confidence: float, alpha: float, alpha_share: float, **kwargs: object) -> None:
+        super().__init__(name, alpha=alpha, alpha_share=alpha_share / 2, what="low-confidence predictions", **kwargs)
+        self.low_confidence = low_confidence
+        self.shift: BucketShiftTest | None = None
+        self.error: str | None = None
+
+    def update_histograms(self, candidate: Histogram, baseline: Histogram) -> None:
+        try:
+            y_c, n_c = exceedances(candidate.edges, candidate.cumulative, self.low_confidence)
+            y_b, n_b = exceedances(baseline.edges, baseline.cumulative, self.low_confidence)
+        except ValueError as err:
+            self.error = str(err)
+            return
+        # Events are predictions at or below the threshold: trials minus the exceedances.
+        self.update(Counts(float(n_c - y_c), float(n_c)), Counts(float(n_b - y_b), float(n_b)))
+        if self.shift is None:
+            self.shift = BucketShiftTest(len(candidate.cumulative), self.alpha_share)
+        self.shift.update(
+            bucket_counts(candidate.cumulative), float(n_c), bucket_counts(baseline.cumulative), float(n_b)
+        )
+
+    def evidence(self, min_samples: int) -> Evidence:
+        if self.error:
+            return Evidence(self.name, "inconclusive", f"confidence threshold: {self.error}", critical=self.critical)
+        base = super().evidence(min_samples)
+        if self.shift is None:
+            return base
+        shift_e, drift = math.exp(min(self.shift.log_e(), 700.0)), self.shift.psi()
+        detail = f"distribution shift e-value {shift_e:.3g}, PSI {drift:.3g}"
+        if self.shift.rejected() and drift >= PSI_PRACTICAL and base.decision != "fail":
+            return replace(base, decision="fail", reason=f"prediction confidence distribution shifted ({detail})")
+        return replace(base, reason=f"{base.reason}; {detail}")
+
+
+def decide(evidence: list[Evidence], *, min_samples_met: bool, min_duration_met: bool) -> tuple[Verdict, str]:
+    """The verdict and its reason in words, from every metric's evidence."""
+    failed = [e for e in evidence if e.decision == "fail"]
+    critical = [e for e in failed if e.critical]
+    warmed_up = min_samples_met and min_duration_met
+    if critical:
+        return "rollback", "; ".join(f"critical metric {e.name} failed: {e.reason}" for e in critical)
+    if failed and warmed_up:
+        return "rollback", "; ".join(f"metric {e.name} failed: {e.reason}" for e in failed)
+    if failed:
+        names = ", ".join(e.name for e in failed)
+        return "continue", f"{names} failing; waiting for the minimum samples and time before rolling back"
+    waiting = [e for e in evidence if e.decision == "inconclusive"]
+    if waiting or not min_samples_met:
+        names = ", ".join(e.name for e in waiting) or "all metrics"
+        return "inconclusive", f"too little data yet for {names}"
+    if all(e.decision == "pass" for e in evidence):
+        if not min_duration_met:
+            return "continue", "every metric passes; waiting for analysis.minDuration"
+        return "promote", "every metric is proven within its pass margin"
+    pending = ", ".join(e.name for e in evidence if e.decision != "pass")
+    return "continue", f"not yet proven within the pass margin: {pending}"
