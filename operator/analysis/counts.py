@@ -116,6 +116,7 @@ class RateRatioTest:
         pass_margin: float = 0.2,
         direction: Direction = "increase",
         batch: tuple[int, ...] = (),
+        evidence: bool = True,
     ) -> None:
         if not 0 < alpha_fail < 1 or not 0 < alpha_pass < 1:
             raise ValueError("alpha must lie in (0, 1)")
@@ -134,8 +135,10 @@ class RateRatioTest:
         if direction in ("decrease", "either"):
             self._fail_tests.append(_PointTest(-d_fail, up=False))
             self._pass_tests.append(_PointTest(-d_pass, up=True))
-        # One stratified log-likelihood, at the CS grid and at every point test's points.
-        blocks = [CS_GRID] + [t.points() for t in self._fail_tests + self._pass_tests]
+        # One stratified log-likelihood, at the CS grid (for estimate and bounds; simulations
+        # that only need decisions skip it) and at every point test's points.
+        self._cs = len(CS_GRID) if evidence else 0
+        blocks = [CS_GRID[: self._cs]] + [t.points() for t in self._fail_tests + self._pass_tests]
         starts = np.cumsum([0] + [len(b) for b in blocks])
         self._fail_starts = [int(s) for s in starts[1 : 1 + len(self._fail_tests)]]
         self._pass_starts = [int(s) for s in starts[1 + len(self._fail_tests) : -1]]
@@ -147,6 +150,8 @@ class RateRatioTest:
         self.baseline_trials = np.zeros(batch)
         self._lower = -np.inf
         self._upper = np.inf
+        self._max_log_e_fail = np.zeros(batch)
+        self._max_log_e_pass = np.zeros(batch)
 
     def update(
         self,
@@ -171,6 +176,8 @@ class RateRatioTest:
         self.candidate_trials = self.candidate_trials + n_c
         self.baseline_events = self.baseline_events + y_b
         self.baseline_trials = self.baseline_trials + n_b
+        self._max_log_e_fail = np.maximum(self._max_log_e_fail, self.log_e_fail())
+        self._max_log_e_pass = np.maximum(self._max_log_e_pass, self.log_e_pass())
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -185,21 +192,29 @@ class RateRatioTest:
         out: FloatArray = np.minimum.reduce([_log_e(self.loglik, s) for s in self._pass_starts])
         return out
 
+    def max_log_e_fail(self) -> FloatArray:
+        """The largest log e-value against 'no regression' so far; 1/exp of it is the
+        always-valid p-value."""
+        return self._max_log_e_fail
+
     def failed(self) -> NDArray[np.bool_]:
-        """Proven worse than the failure margin at the failure alpha: roll back."""
-        out: NDArray[np.bool_] = self.log_e_fail() >= self.log_fail_threshold
+        """Proven worse than the failure margin at the failure alpha, at any interval so far:
+        roll back. (Ville's inequality bounds the chance of ever crossing, so a crossing stays.)"""
+        out: NDArray[np.bool_] = self._max_log_e_fail >= self.log_fail_threshold
         return out
 
     def passed(self) -> NDArray[np.bool_]:
-        """Proven within the pass margin, on every side tested: may promote."""
-        out: NDArray[np.bool_] = self.log_e_pass() >= self.log_pass_threshold
+        """Proven within the pass margin, on every side tested, at any interval so far."""
+        out: NDArray[np.bool_] = self._max_log_e_pass >= self.log_pass_threshold
         return out
 
     # -- evidence ----------------------------------------------------------------------------
 
     def estimate(self) -> FloatArray:
         """Maximum-likelihood rate ratio, stratified by interval; NaN before any event."""
-        delta = CS_GRID[np.argmax(self.loglik[..., : len(CS_GRID)], axis=-1)]
+        if not self._cs:
+            raise ValueError("this test was built with evidence=False")
+        delta = CS_GRID[np.argmax(self.loglik[..., : self._cs], axis=-1)]
         events = self.candidate_events + self.baseline_events
         out: FloatArray = np.where(events > 0, np.exp(delta), np.nan)
         return out
@@ -210,9 +225,9 @@ class RateRatioTest:
         that side, so with direction increase the lower bound passes 1 + failureMargin when
         :meth:`failed` turns true and the upper bound falls below 1 + passMargin when
         :meth:`passed` does (up to the grid step)."""
-        if self.loglik.ndim != 1:
-            raise ValueError("bounds() is for a single test, not a batch")
-        cs = self.loglik[: len(CS_GRID)]
+        if self.loglik.ndim != 1 or not self._cs:
+            raise ValueError("bounds() is for a single test built with evidence=True")
+        cs = self.loglik[: self._cs]
         up_threshold = self.log_fail_threshold if self.direction != "decrease" else self.log_pass_threshold
         down_threshold = self.log_pass_threshold if self.direction == "increase" else self.log_fail_threshold
         # Every grid point below the lower bound was itself rejected (and likewise above the

@@ -126,7 +126,7 @@ class CountJudge:
         t = self.test
         n_c, n_b = int(t.candidate_trials), int(t.baseline_trials)
         bounds = t.bounds()
-        e_value = float(np.exp(min(float(t.log_e_fail()), 700.0)))
+        e_value = float(np.exp(min(float(t.max_log_e_fail()), 700.0)))
         estimate, lower, upper = _finite(float(t.estimate())), _finite(bounds.lower), _finite(bounds.upper)
 
         def said(decision: Decision, reason: str) -> Evidence:

@@ -1,0 +1,107 @@
+"""The Prometheus provider: exact increments from raw samples, real response parsing, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cutover.analysis import MetricsUnavailable, PrometheusProvider, increment
+from cutover.analysis.provider import parse_matrix, parse_vector, render
+
+RESPONSES = json.loads((Path(__file__).parent / "data" / "prometheus-2.42-responses.json").read_text())
+
+
+def test_increment_counts_growth_inside_the_interval_only() -> None:
+    samples = [(0.0, 100.0), (15.0, 110.0), (30.0, 130.0), (45.0, 160.0)]
+    assert increment(samples, 15.0, 45.0) == 50.0
+    assert increment(samples, 0.0, 30.0) == 30.0
+
+
+def test_increment_handles_a_counter_reset() -> None:
+    """The process restarted between 15 s and 30 s: 110 -> 4 means 4 new events, not -106."""
+    samples = [(0.0, 100.0), (15.0, 110.0), (30.0, 4.0), (45.0, 9.0)]
+    assert increment(samples, 0.0, 45.0) == 10 + 4 + 5
+
+
+def test_a_series_born_inside_the_interval_counts_from_zero() -> None:
+    assert increment([(20.0, 7.0), (35.0, 12.0)], 10.0, 40.0) == 12.0
+
+
+def test_parse_real_matrix_and_exact_increment() -> None:
+    series = parse_matrix(RESPONSES["matrix"])
+    assert {labels["code"] for labels, _ in series} == {"200", "503"}
+    ok = next(samples for labels, samples in series if labels["code"] == "200")
+    start, end = ok[0][0], ok[-1][0]
+    assert increment(ok, start, end) == ok[-1][1] - ok[0][1]
+    assert float(increment(ok, start, end)).is_integer()
+    # What increase() answered for the same data is extrapolated, not a count.
+    (element,) = parse_vector(RESPONSES["vector"])
+    assert not element[1].is_integer()
+
+
+def test_parse_real_histogram_series() -> None:
+    series = parse_matrix(RESPONSES["histogram"])
+    assert sorted(labels["le"] for labels, _ in series) == ["+Inf", "0.05", "0.1", "0.25"]
+
+
+def test_error_answer_becomes_unavailable() -> None:
+    with pytest.raises(MetricsUnavailable, match="bad_data"):
+        parse_vector(RESPONSES["bad_query"])
+
+
+def test_wrong_result_type_is_refused() -> None:
+    with pytest.raises(MetricsUnavailable, match="expected a vector"):
+        parse_vector(RESPONSES["matrix"])
+
+
+def test_templates() -> None:
+    q = render('sum(x{revision="{{revision}}"}[{{ interval }}])', {"revision": "abc", "interval": "30s"})
+    assert q == 'sum(x{revision="abc"}[30s])'
+    with pytest.raises(ValueError, match="unknown template variable"):
+        render("x{{pod}}", {"revision": "abc"})
+
+
+def provider(handler: httpx.MockTransport) -> PrometheusProvider:
+    return PrometheusProvider(httpx.AsyncClient(transport=handler), "http://prom:9090", retries=2, backoff=0.0)
+
+
+def test_server_errors_are_retried_then_succeed() -> None:
+    calls = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) < 3:
+            return httpx.Response(503, text="overloaded")
+        return httpx.Response(200, json=RESPONSES["matrix"])
+
+    result = asyncio.run(provider(httpx.MockTransport(handle)).increments("x", ("code",), 0, 1e12))
+    assert len(calls) == 3 and set(result) == {(("code", "200"),), (("code", "503"),)}
+    assert calls[0].url.params["query"].startswith("x[")
+
+
+def test_unreachable_server_is_unavailable_after_retries() -> None:
+    calls = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        raise httpx.ConnectError("connection refused")
+
+    with pytest.raises(MetricsUnavailable, match="unreachable"):
+        asyncio.run(provider(httpx.MockTransport(handle)).instant("up", 0))
+    assert len(calls) == 3
+
+
+def test_a_bad_query_is_not_retried() -> None:
+    calls = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(400, json=RESPONSES["bad_query"])
+
+    with pytest.raises(MetricsUnavailable, match="parse error"):
+        asyncio.run(provider(httpx.MockTransport(handle)).instant("sum(", 0))
+    assert len(calls) == 1
