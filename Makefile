@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 # `make test` runs lint, types and every test: unit, against the real local control plane
 # (hack/cluster), and packaging (a wheel in a clean virtual environment).
-.PHONY: test venv lint typecheck pytest crds cluster-tools cluster-up cluster-down clean
+.PHONY: test venv lint typecheck pytest crds cluster-tools cluster-up cluster-down bench-analysis clean
 
 test: lint typecheck pytest
 
@@ -38,6 +38,9 @@ cluster-up: $(STAMP)
 
 cluster-down:
 	@hack/cluster down
+
+bench-analysis: $(STAMP)
+	$(BIN)/python benchmarks/analysis.py
 
 crds: $(STAMP)
 	$(BIN)/cutover crds --output crds

@@ -240,26 +240,15 @@ class Row:
     runs: int
 
     def cells(self) -> list[str]:
-        rb = self.outcome.rolled_back()
-        k = int(rb.sum())
+        rolled_back, promoted = self.outcome.rolled_back(), self.outcome.promoted()
+        promote_median = seconds(np.where(promoted, self.outcome.promote, np.inf), 0.5)
         if self.kind == "null":
-            return [
-                f"{k / self.runs:.2%}",
-                f"{cp_upper(k, self.runs):.2%}",
-                "-",
-                "-",
-                "-",
-                f"{self.outcome.promoted().mean():.1%}",
-            ]
-        times = np.where(rb, self.outcome.rollback, np.inf)
-        return [
-            "-",
-            "-",
-            f"{rb.mean():.1%}",
-            seconds(times, 0.5),
-            seconds(times, 0.9),
-            f"{self.outcome.promoted().mean():.2%}",
-        ]
+            k = int(rolled_back.sum())
+            false = [f"{k / self.runs:.2%}", f"{cp_upper(k, self.runs):.2%}", "-", "-", "-"]
+            return [*false, f"{promoted.mean():.1%}", promote_median]
+        times = np.where(rolled_back, self.outcome.rollback, np.inf)
+        detected = ["-", "-", f"{rolled_back.mean():.1%}", seconds(times, 0.5), seconds(times, 0.9)]
+        return [*detected, f"{promoted.mean():.2%}", promote_median]
 
 
 def main() -> None:

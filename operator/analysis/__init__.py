@@ -15,7 +15,7 @@ intervals. See docs/analysis.md for the methods and their guarantees.
 
 from .counts import RateRatioTest, RatioBounds
 from .cusum import BinomialCusum
-from .engine import Analysis, Arms, Result
+from .engine import Analysis, Arms, PostPromotionWatch, Result, WatchResult
 from .histograms import BucketShiftTest, QuantileBand, dkw_epsilon, exceedances, psi
 from .judges import ConfidenceJudge, CountJudge, Counts, Evidence, Histogram, LatencyJudge, decide
 from .provider import MetricProvider, MetricsUnavailable, PrometheusProvider, increment
@@ -33,11 +33,13 @@ __all__ = [
     "LatencyJudge",
     "MetricProvider",
     "MetricsUnavailable",
+    "PostPromotionWatch",
     "PrometheusProvider",
     "QuantileBand",
     "RateRatioTest",
     "RatioBounds",
     "Result",
+    "WatchResult",
     "decide",
     "dkw_epsilon",
     "exceedances",

@@ -23,6 +23,7 @@ including those of a crashing pod), else from the serving pods.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,8 @@ from typing import Literal
 from cutover.api.v1alpha1 import seconds
 from cutover.api.v1alpha1.modeldeployment import AnalysisSpec, AnalysisStatus, MetricEvidence, MetricSpec
 
+from .cusum import BinomialCusum
+from .histograms import exceedances
 from .judges import ConfidenceJudge, CountJudge, Counts, Evidence, Histogram, LatencyJudge, Verdict, decide
 from .provider import Labels, MetricProvider, MetricsUnavailable, render
 
@@ -149,33 +152,35 @@ class Analysis:
         }.get(metric.builtin or "", "events")
         return CountJudge(metric.name, what=what, **common)
 
-    def _selector(self, name: str) -> str:
-        revisions = "|".join(sorted({self.arms.candidate, self.arms.baseline}))
+    def _selector(self, name: str, arms: Arms) -> str:
+        revisions = "|".join(sorted({arms.candidate, arms.baseline}))
         return f'{name}{{namespace="{self.namespace}",model="{self.model}",revision=~"{revisions}"}}'
 
     async def _counts(
-        self, tick: _Tick, events: str, trials: str, *, event_codes: bool = False
+        self, tick: _Tick, events: str, trials: str, *, event_codes: bool = False, arms: Arms | None = None
     ) -> tuple[Counts, Counts]:
+        arms = arms or self.arms
         if event_codes:
-            by_code = await tick.increments(self._selector(trials), ("revision", "code"))
-            _require(by_code, self.arms, trials)
-            arms = []
-            for revision in (self.arms.candidate, self.arms.baseline):
+            by_code = await tick.increments(self._selector(trials, arms), ("revision", "code"))
+            _require(by_code, arms, trials)
+            out = []
+            for revision in (arms.candidate, arms.baseline):
                 mine = {k: v for k, v in by_code.items() if dict(k)["revision"] == revision}
                 errors = sum(v for k, v in mine.items() if dict(k)["code"].startswith("5"))
-                arms.append(Counts(errors, sum(mine.values())))
-            return arms[0], arms[1]
-        hits = await tick.increments(self._selector(events), ("revision",))
-        total = await tick.increments(self._selector(trials), ("revision",))
-        _require(total, self.arms, trials)
-        c, b = ((("revision", r),) for r in (self.arms.candidate, self.arms.baseline))
+                out.append(Counts(errors, sum(mine.values())))
+            return out[0], out[1]
+        hits = await tick.increments(self._selector(events, arms), ("revision",))
+        total = await tick.increments(self._selector(trials, arms), ("revision",))
+        _require(total, arms, trials)
+        c, b = ((("revision", r),) for r in (arms.candidate, arms.baseline))
         return (Counts(min(hits.get(c, 0.0), total[c]), total[c]), Counts(min(hits.get(b, 0.0), total[b]), total[b]))
 
-    async def _histograms(self, tick: _Tick, name: str) -> tuple[Histogram, Histogram]:
-        by_le = await tick.increments(self._selector(f"{name}_bucket"), ("revision", "le"))
-        _require({(("revision", dict(k)["revision"]),): v for k, v in by_le.items()}, self.arms, name)
+    async def _histograms(self, tick: _Tick, name: str, arms: Arms | None = None) -> tuple[Histogram, Histogram]:
+        arms = arms or self.arms
+        by_le = await tick.increments(self._selector(f"{name}_bucket", arms), ("revision", "le"))
+        _require({(("revision", dict(k)["revision"]),): v for k, v in by_le.items()}, arms, name)
         out = []
-        for revision in (self.arms.candidate, self.arms.baseline):
+        for revision in (arms.candidate, arms.baseline):
             rows = sorted((float(dict(k)["le"]), v) for k, v in by_le.items() if dict(k)["revision"] == revision)
             finite = [(le, v) for le, v in rows if le != float("inf")]
             total = next((v for le, v in rows if le == float("inf")), finite[-1][1] if finite else 0.0)
@@ -262,3 +267,65 @@ def _require(values: dict[Labels, float], arms: Arms, name: str) -> None:
     for revision in (arms.candidate, arms.baseline):
         if not any(dict(k).get("revision") == revision for k in values):
             raise MetricsUnavailable(f"no samples of {name} for revision {revision}")
+
+
+@dataclass(frozen=True)
+class WatchResult:
+    """One post-promotion check: whether any watched rate has risen, and the statistics."""
+
+    time: float
+    alarm: bool
+    reason: str
+    statistics: dict[str, float] = field(default_factory=dict)
+
+
+class PostPromotionWatch:
+    """CUSUM on a promoted revision's error rate and slow-request rate against the rates it
+    showed during its rollout. Alerting (AlertRule) and automatic rollback read :meth:`tick`."""
+
+    def __init__(self, analysis: Analysis, *, started_at: float, shift: float = 2.0, h: float = math.log(1000)) -> None:
+        self.analysis = analysis
+        self.revision = analysis.arms.candidate
+        self.last_tick = started_at
+        self.watches: dict[str, BinomialCusum] = {}
+        for metric in analysis.spec.metrics:
+            judge = analysis.judges[metric.name]
+            if metric.builtin not in ("errorRate", "latency") or not judge.test.candidate_trials:
+                continue
+            trials = float(judge.test.candidate_trials)
+            # Half an event of prior keeps a clean rollout from setting p0 = 0 (no alarm possible).
+            p0 = (float(judge.test.candidate_events) + 0.5) / (trials + 1.0)
+            self.watches[metric.name] = BinomialCusum(p0=p0, shift=shift, h=h)
+
+    async def tick(self, provider: MetricProvider, now: float) -> WatchResult:
+        analysis, metrics = self.analysis, {m.name: m for m in self.analysis.spec.metrics}
+        tick = _Tick(provider, self.last_tick, now)
+        src = f"cutover_{analysis.request_source}"
+        arms = Arms(self.revision, self.revision)
+        try:
+            observed = {}
+            for name in self.watches:
+                metric = metrics[name]
+                if metric.builtin == "errorRate":
+                    counts, _ = await analysis._counts(tick, "", f"{src}_requests_total", event_codes=True, arms=arms)
+                else:
+                    assert metric.latency_threshold is not None
+                    histogram, _ = await analysis._histograms(tick, f"{src}_request_duration_seconds", arms=arms)
+                    events, trials = exceedances(
+                        histogram.edges, histogram.cumulative, seconds(metric.latency_threshold)
+                    )
+                    counts = Counts(float(events), float(trials))
+                observed[name] = counts
+        except (MetricsUnavailable, ValueError) as err:
+            return WatchResult(now, False, f"metrics unavailable: {err}")
+        self.last_tick = now
+        for name, counts in observed.items():
+            self.watches[name].update(counts.events, counts.trials)
+        risen = [n for n, w in self.watches.items() if bool(w.alarmed)]
+        stats = {n: float(w.statistic) for n, w in self.watches.items()}
+        if risen:
+            detail = ", ".join(
+                f"{n} above {self.watches[n].p0:.3g} (CUSUM {stats[n]:.1f} >= {self.watches[n].h:.1f})" for n in risen
+            )
+            return WatchResult(now, True, f"revision {self.revision} has regressed since promotion: {detail}", stats)
+        return WatchResult(now, False, "no rise since promotion", stats)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from cutover.analysis import Analysis, Arms, PrometheusProvider, Result
+from cutover.analysis import Analysis, Arms, PostPromotionWatch, PrometheusProvider, Result, WatchResult
 from cutover.api.v1alpha1.modeldeployment import AnalysisSpec
 
 from ..prometheus import Prometheus, free_port
@@ -84,7 +84,7 @@ def scraped(prometheus: Prometheus, exporter: Exporter) -> None:
 
 async def run(
     prometheus: Prometheus, exporter: Exporter, candidate_error_rate: float, ticks: int, until: str
-) -> list[Result]:
+) -> tuple[Analysis, list[Result]]:
     for revision in (STABLE, CANDIDATE):
         exporter.serve(revision, 1000, 20)  # history from before the rollout: must not count
     scraped(prometheus, exporter)
@@ -104,18 +104,18 @@ async def run(
     evidence = results[-1].evidence[0]
     assert evidence.candidate_samples == exporter.sent[CANDIDATE] - before[CANDIDATE]
     assert evidence.baseline_samples == exporter.sent[STABLE] - before[STABLE]
-    return results
+    return analysis, results
 
 
 def test_good_candidate_is_promoted(prometheus: Prometheus, exporter: Exporter) -> None:
-    results = asyncio.run(run(prometheus, exporter, 0.02, ticks=10, until="promote"))
+    _, results = asyncio.run(run(prometheus, exporter, 0.02, ticks=10, until="promote"))
     assert results[-1].verdict == "promote", [r.reason for r in results]
     assert "rollback" not in [r.verdict for r in results]
     assert results[0].verdict in ("inconclusive", "continue")
 
 
 def test_bad_candidate_is_rolled_back_with_numbers(prometheus: Prometheus, exporter: Exporter) -> None:
-    results = asyncio.run(run(prometheus, exporter, 0.06, ticks=5, until="rollback"))
+    _, results = asyncio.run(run(prometheus, exporter, 0.06, ticks=5, until="rollback"))
     last = results[-1]
     assert last.verdict == "rollback"
     assert "critical metric error-rate failed" in last.reason
@@ -176,3 +176,25 @@ def test_no_series_for_a_revision_is_unavailable(prometheus: Prometheus, exporte
     result = asyncio.run(scenario())
     assert result.verdict == "unavailable"
     assert "no samples of cutover_gateway_requests_total for revision 0000dead" in result.reason
+
+
+def test_post_promotion_watch_alarms_when_the_promoted_revision_regresses(
+    prometheus: Prometheus, exporter: Exporter
+) -> None:
+    async def scenario() -> list[WatchResult]:
+        analysis, results = await run(prometheus, exporter, 0.02, ticks=10, until="promote")
+        assert results[-1].verdict == "promote"
+        watch = PostPromotionWatch(analysis, started_at=time.time())
+        seen = []
+        async with httpx.AsyncClient() as client:
+            provider = PrometheusProvider(client, prometheus.address, lookback=30)
+            for error_rate in (0.02, 0.02, 0.05, 0.05):
+                exporter.serve(CANDIDATE, 5000, int(5000 * error_rate))
+                scraped(prometheus, exporter)
+                await asyncio.sleep(2.0)
+                seen.append(await watch.tick(provider, time.time()))
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert [r.alarm for r in seen[:2]] == [False, False]
+    assert seen[-1].alarm and "has regressed since promotion" in seen[-1].reason
