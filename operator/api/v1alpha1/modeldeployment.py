@@ -801,6 +801,15 @@ class HandledRequest(ApiModel):
     """What happened."""
 
 
+class ScaleDown(ApiModel):
+    """A revision whose pods are kept until a time, for an instant rollback after a switch."""
+
+    revision: str
+    """Revision hash."""
+    at: datetime
+    """When its pods are removed."""
+
+
 class ModelDeploymentStatus(ApiModel):
     """What the operator observed and did. Written only by the operator."""
 
@@ -822,6 +831,16 @@ class ModelDeploymentStatus(ApiModel):
     """Percent of live traffic on the candidate."""
     step_started_at: datetime | None = None
     """When the current step began."""
+    rollout_started_at: datetime | None = None
+    """When the current rollout began (the analysis compares from then on)."""
+    last_progress_at: datetime | None = None
+    """Last time the rollout moved (a step, pods becoming ready); progressDeadlineSeconds counts from it."""
+    paused: bool = False
+    """Paused by on-call (cutover.dev/pause); resume with cutover.dev/resume."""
+    rejected_revision: str | None = None
+    """A revision that was rolled back: not rolled out again until the spec changes or on-call retries."""
+    scale_down: list[ScaleDown] = []
+    """Former revisions whose pods are kept a little longer."""
     traffic: list[TrafficEntry] = []
     """The traffic table the gateway routes by."""
     last_analysis: AnalysisStatus | None = None

@@ -1,0 +1,827 @@
+"""The rollout state machine: pure, no I/O.
+
+``reconcile(inputs) -> Plan``: given the parsed ModelDeployment, what was observed of its pods,
+the analysis verdict, the on-call requests found in its annotations, and the time, return the
+workloads that should exist (one per revision, with replicas and role), the new status (whose
+traffic table the gateway routes by) and the events to post. The kopf handler applies the plan;
+everything that decides lives here, so it is tested without a cluster.
+
+The persisted state is the status itself: stable and candidate revisions, the step and when it
+began, the rejected revision, pending scale-downs. Given the same inputs twice, the second plan
+equals the first (the handler may crash and re-run at any point).
+
+Invariants (checked by property tests): live weights sum to 100; no live traffic goes to a
+revision without ready pods; nothing is promoted without a promote verdict or a human request;
+a rollback lands on a revision that was stable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from cutover.api.v1alpha1 import REQUEST_ANNOTATIONS, Condition
+from cutover.api.v1alpha1.base import seconds
+from cutover.api.v1alpha1.modeldeployment import (
+    AnalysisStatus,
+    HandledRequest,
+    ModelDeployment,
+    ModelDeploymentStatus,
+    Phase,
+    RevisionRecord,
+    Role,
+    ScaleDown,
+    TrafficEntry,
+)
+
+Verdict = Literal["promote", "continue", "rollback", "inconclusive", "unavailable"]
+CANARY_SCALE_DOWN_SECONDS = 30
+HANDLED_REQUESTS_KEPT = 20
+BASELINE_SUFFIX = "-baseline"
+
+
+def revision_of(model: dict[str, Any], runtime: dict[str, Any]) -> str:
+    """Stable hash of what runs: the model and runtime sections in wire form."""
+    canonical = json.dumps({"model": model, "runtime": runtime}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a revision runs: model and runtime in wire form (from the spec or from history)."""
+
+    model: dict[str, Any]
+    runtime: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A revision's pods as they should be: the builders turn it into a Deployment and Service."""
+
+    revision: str
+    role: Role
+    replicas: int
+    source: Source
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Free accelerator capacity for the desired pod shape (from the GPU preflight)."""
+
+    resource: str
+    per_pod: int
+    free_pods: int
+    """How many more pods of this shape the cluster can place right now."""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class AnalysisInput:
+    """The analysis engine's latest result for the current rollout (None before any)."""
+
+    verdict: Verdict
+    reason: str = ""
+    consecutive_errors: int = 0
+    status: AnalysisStatus | None = None
+    agreement: float | None = None
+    """Shadow only: fraction of mirrored requests on which candidate and stable agreed."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """An on-call request read from an annotation."""
+
+    action: str
+    id: str
+    by: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class AnalysisPlan:
+    """Which comparison the analysis engine should be running."""
+
+    candidate: str
+    baseline: str
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class Inputs:
+    md: ModelDeployment
+    ready: dict[str, int]
+    """Ready pods per revision (the baseline's under its -baseline id)."""
+    now: datetime
+    analysis: AnalysisInput | None = None
+    requests: tuple[Request, ...] = ()
+    capacity: Capacity | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    workloads: tuple[Workload, ...]
+    status: ModelDeploymentStatus
+    events: tuple[Event, ...] = ()
+    analysis: AnalysisPlan | None = None
+
+
+def pending_requests(annotations: dict[str, str], handled: list[HandledRequest]) -> list[Request]:
+    """Requests in annotations whose value (the request id) was not handled yet."""
+    seen = {(h.action, h.id) for h in handled}
+    out = []
+    for action, key in REQUEST_ANNOTATIONS.items():
+        value = annotations.get(key)
+        if value and (action, value) not in seen:
+            out.append(Request(action, value))
+    return out
+
+
+# ----------------------------------------------------------------------------- the machine
+
+
+@dataclass
+class _State:
+    """Mutable working copy of the status while one reconcile is computed."""
+
+    inputs: Inputs
+    status: ModelDeploymentStatus
+    events: list[Event] = field(default_factory=list)
+    handled: list[HandledRequest] = field(default_factory=list)
+
+    @property
+    def now(self) -> datetime:
+        return self.inputs.now
+
+    def set(self, **changes: Any) -> None:
+        self.status = self.status.model_copy(update=changes)
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append(Event("Warning" if warning else "Normal", reason, message))
+
+    def answer(self, request: Request, result: str, ok: bool = True) -> None:
+        self.handled.append(
+            HandledRequest(action=request.action, id=request.id, by=request.by, at=self.now, result=result)
+        )  # type: ignore[arg-type]
+        self.event(f"Request{request.action[0].upper()}{request.action[1:]}", f"{request.id}: {result}", warning=not ok)
+
+
+def desired_revision(md: ModelDeployment) -> str:
+    """The revision the spec asks for."""
+    source = _source_of_spec(md)
+    return revision_of(source.model, source.runtime)
+
+
+def _source_of_spec(md: ModelDeployment) -> Source:
+    wire = md.spec.wire()
+    return Source(model=wire["model"], runtime=wire["runtime"])
+
+
+def _source_of(status: ModelDeploymentStatus, revision: str) -> Source | None:
+    for record in status.history:
+        if record.revision == revision:
+            return Source(model=record.spec.get("model", {}), runtime=record.spec.get("runtime", {}))
+    return None
+
+
+def _replicas(md: ModelDeployment) -> int:
+    runtime = md.spec.runtime
+    return runtime.autoscaling.min_replicas if runtime.autoscaling else runtime.replicas
+
+
+def _record(
+    status: ModelDeploymentStatus, revision: str, source: Source, version: str, now: datetime, limit: int
+) -> list[RevisionRecord]:
+    """History with ``revision`` as the newest stable, bounded by revisionHistoryLimit (the
+    current stable always stays, so a limit of 0 still knows what runs)."""
+    kept = [r for r in status.history if r.revision != revision]
+    record = RevisionRecord(
+        revision=revision,
+        model_version=version,
+        promoted_at=now,
+        spec={"model": source.model, "runtime": source.runtime},
+    )
+    return [record, *kept][: max(1, limit + 1)]
+
+
+def reconcile(inputs: Inputs) -> Plan:
+    md = inputs.md
+    st = _State(inputs, md.status or ModelDeploymentStatus())
+    desired = desired_revision(md)
+
+    _handle_requests(st, desired)
+
+    status = st.status
+    if status.stable_revision is None:
+        _initial(st, desired)
+    elif desired == status.stable_revision:
+        if status.candidate_revision is not None:
+            _end_rollout(
+                st,
+                f"spec returned to the stable revision {desired}; rollout of {status.candidate_revision} dropped",
+                reason="RolloutSuperseded",
+            )
+        if status.rejected_revision is not None:
+            st.set(rejected_revision=None)
+    elif desired == status.rejected_revision and status.candidate_revision is None:
+        pass  # rolled back: wait for a spec change or a retry
+    else:
+        if status.candidate_revision != desired:
+            _start_rollout(st, desired)
+        _progress(st, desired)
+
+    return _finish(st, desired)
+
+
+def _initial(st: _State, desired: str) -> None:
+    """First revision: it is stable at once (there is nothing to compare it with)."""
+    md = st.inputs.md
+    source = _source_of_spec(md)
+    st.set(
+        stable_revision=desired,
+        history=_record(st.status, desired, source, md.spec.model.version, st.now, md.spec.revision_history_limit),
+    )
+    st.event("Deployed", f"revision {desired} (model {md.spec.model.name} {md.spec.model.version}) is the first stable")
+
+
+def _start_rollout(st: _State, desired: str) -> None:
+    md = st.inputs.md
+    previous = st.status.candidate_revision
+    if previous is not None:
+        st.event("RolloutSuperseded", f"candidate {previous} replaced by {desired} before it finished")
+    st.set(
+        candidate_revision=desired,
+        current_step_index=0,
+        step_started_at=st.now,
+        rollout_started_at=st.now,
+        last_progress_at=st.now,
+        canary_weight=0,
+        last_analysis=None,
+        rejected_revision=None,
+    )
+    st.event(
+        "RolloutStarted",
+        f"{md.spec.strategy.type} rollout of revision {desired} (model version "
+        f"{md.spec.model.version}) against stable {st.status.stable_revision}",
+    )
+
+
+def _end_rollout(st: _State, message: str, reason: str) -> None:
+    st.set(
+        candidate_revision=None,
+        current_step_index=None,
+        step_started_at=None,
+        rollout_started_at=None,
+        canary_weight=0,
+        paused=False,
+    )
+    st.event(reason, message)
+
+
+def _rollback(st: _State, reason: str, message: str) -> None:
+    """Send everything back to stable now; the candidate is not retried until the spec changes."""
+    candidate = st.status.candidate_revision
+    st.set(
+        rejected_revision=candidate,
+        candidate_revision=None,
+        current_step_index=None,
+        step_started_at=None,
+        rollout_started_at=None,
+        canary_weight=0,
+        paused=False,
+        phase="RolledBack",
+        message=f"rolled back {candidate}: {message}",
+    )
+    st.events.append(
+        Event("Warning", reason, f"rolled back {candidate} to stable {st.status.stable_revision}: {message}")
+    )
+
+
+def _promote(st: _State, how: str) -> None:
+    """The candidate becomes stable; the old stable keeps its pods for the scale-down delay."""
+    md = st.inputs.md
+    candidate, old = st.status.candidate_revision, st.status.stable_revision
+    assert candidate is not None and old is not None
+    delay = (
+        md.spec.strategy.blue_green.scale_down_delay_seconds
+        if md.spec.strategy.blue_green
+        else CANARY_SCALE_DOWN_SECONDS
+    )
+    scale_down = [s for s in st.status.scale_down if s.revision not in (candidate, old)]
+    scale_down.append(ScaleDown(revision=old, at=st.now + timedelta(seconds=delay)))
+    st.set(
+        stable_revision=candidate,
+        candidate_revision=None,
+        current_step_index=None,
+        step_started_at=None,
+        rollout_started_at=None,
+        canary_weight=0,
+        paused=False,
+        scale_down=scale_down,
+        history=_record(
+            st.status, candidate, _source_of_spec(md), md.spec.model.version, st.now, md.spec.revision_history_limit
+        ),
+    )
+    st.event("Promoted", f"revision {candidate} (model version {md.spec.model.version}) promoted: {how}")
+
+
+# ----------------------------------------------------------------------------- on-call
+
+
+def _handle_requests(st: _State, desired: str) -> None:
+    for request in st.inputs.requests:
+        status = st.status
+        rolling = status.candidate_revision is not None
+        if request.action == "pause":
+            if rolling:
+                st.set(paused=True)
+                st.answer(request, "rollout paused")
+            else:
+                st.answer(request, "ignored: nothing is rolling out", ok=False)
+        elif request.action == "resume":
+            if status.paused:
+                st.set(paused=False, last_progress_at=st.now)
+                st.answer(request, "rollout resumed")
+            else:
+                st.answer(request, "ignored: the rollout is not paused", ok=False)
+        elif request.action == "promote":
+            if not rolling:
+                st.answer(request, "ignored: nothing is rolling out", ok=False)
+            elif request.id.startswith("full") or _at_last_step(st):
+                _promote(st, f"on-call request {request.id}")
+                st.answer(request, "candidate promoted")
+            else:
+                st.set(
+                    current_step_index=(status.current_step_index or 0) + 1,
+                    step_started_at=st.now,
+                    last_progress_at=st.now,
+                    paused=False,
+                )
+                st.answer(request, f"advanced to step {st.status.current_step_index}")
+        elif request.action == "abort":
+            if rolling:
+                _rollback(st, "Aborted", f"aborted by on-call request {request.id}")
+                st.answer(request, "rollout aborted")
+            else:
+                st.answer(request, "ignored: nothing is rolling out", ok=False)
+        elif request.action == "rollback":
+            if rolling:
+                _rollback(st, "RolledBackByRequest", f"on-call request {request.id}")
+                st.answer(request, f"rolled back to {st.status.stable_revision}")
+            else:
+                previous = next((r.revision for r in status.history[1:]), None)
+                if previous is None:
+                    st.answer(request, "ignored: no earlier stable revision in history", ok=False)
+                else:
+                    _switch_stable(st, previous, request)
+        elif request.action == "rollbackTo":
+            target = request.id
+            if target == status.stable_revision and not rolling:
+                st.answer(request, f"ignored: {target} is already stable", ok=False)
+            elif _source_of(status, target) is None:
+                known = ", ".join(r.revision for r in status.history) or "none"
+                st.answer(request, f"ignored: {target} is not in the revision history (known: {known})", ok=False)
+            else:
+                if rolling:
+                    _rollback(st, "RolledBackByRequest", f"on-call request to roll back to {target}")
+                if target != st.status.stable_revision:
+                    _switch_stable(st, target, request)
+                else:
+                    st.answer(request, f"rolled back to {target}")
+        elif request.action == "retry":
+            if status.rejected_revision is not None and status.rejected_revision == desired:
+                st.set(rejected_revision=None)
+                st.answer(request, f"retrying {desired}")
+            else:
+                st.answer(request, "ignored: no rolled-back revision to retry", ok=False)
+
+
+def _switch_stable(st: _State, target: str, request: Request) -> None:
+    """Make an older stable revision stable again (its spec from history); the revision that
+    was stable, and whatever the spec asks for, are not rolled out again without a retry."""
+    md = st.inputs.md
+    old = st.status.stable_revision
+    desired = desired_revision(md)
+    history = st.status.history
+    target_record = next(r for r in history if r.revision == target)
+    reordered = [
+        target_record.model_copy(update={"promoted_at": st.now}),
+        *[r for r in history if r.revision != target],
+    ]
+    scale_down = [s for s in st.status.scale_down if s.revision not in (target, old)]
+    if old is not None:
+        scale_down.append(ScaleDown(revision=old, at=st.now + timedelta(seconds=CANARY_SCALE_DOWN_SECONDS)))
+    st.set(
+        stable_revision=target,
+        history=reordered,
+        scale_down=scale_down,
+        phase="RolledBack",
+        rejected_revision=desired if desired != target else None,
+        message=f"rolled back from {old} to {target} by on-call request {request.id}",
+    )
+    st.events.append(Event("Warning", "RolledBackByRequest", f"stable switched from {old} to {target}"))
+    st.answer(request, f"rolled back to {target}")
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def _steps(st: _State) -> list[Any]:
+    canary = st.inputs.md.spec.strategy.canary
+    return list(canary.steps) if canary else []
+
+
+def _at_last_step(st: _State) -> bool:
+    strategy = st.inputs.md.spec.strategy
+    if strategy.type != "canary":
+        return True
+    return (st.status.current_step_index or 0) >= len(_steps(st)) - 1
+
+
+def _target_weight(st: _State) -> int:
+    """The candidate's configured share at the current canary step."""
+    weight = 0
+    for step in _steps(st)[: (st.status.current_step_index or 0) + 1]:
+        if step.set_weight is not None:
+            weight = step.set_weight
+    return weight
+
+
+def _live_weight(st: _State, candidate_ready: int) -> int:
+    """The largest step weight so far whose candidate pods are all ready: a new weight goes live
+    only once the candidate can carry it."""
+    weight = 0
+    for step in _steps(st)[: (st.status.current_step_index or 0) + 1]:
+        if step.set_weight is not None and candidate_ready >= _candidate_replicas(st, step.set_weight):
+            weight = max(weight, step.set_weight)
+    return weight
+
+
+def _elapsed(since: datetime | None, now: datetime) -> float:
+    return (now - since).total_seconds() if since else 0.0
+
+
+def _progress(st: _State, desired: str) -> None:
+    """Move the rollout on, hold it, promote it or roll it back."""
+    md = st.inputs.md
+    spec = md.spec
+    analysis = st.inputs.analysis
+    if st.status.candidate_revision is None:  # an on-call request ended it in this reconcile
+        return
+    if analysis is not None and analysis.verdict == "rollback":
+        _rollback(st, "AnalysisFailed", analysis.reason)
+        return
+    candidate_ready = st.inputs.ready.get(desired, 0)
+    if candidate_ready >= _candidate_wanted(st):
+        # Pods all ready: waiting on a pause or on analysis is not a lack of progress.
+        st.set(last_progress_at=st.now)
+    deadline = spec.progress_deadline_seconds
+    if not st.status.paused and _elapsed(st.status.last_progress_at, st.now) > deadline:
+        _rollback(st, "ProgressDeadlineExceeded", f"no progress for {deadline}s")
+        return
+    if st.status.paused or (analysis is not None and analysis.verdict == "unavailable"):
+        return  # frozen: weights stay as they are
+    strategy = spec.strategy
+    verdict = analysis.verdict if analysis else None
+
+    if strategy.type == "canary":
+        _canary(st, desired, candidate_ready, verdict)
+    elif strategy.type == "blueGreen":
+        bg = strategy.blue_green
+        assert bg is not None
+        wanted = bg.preview_replica_count or _replicas(md)
+        waited = _elapsed(st.status.rollout_started_at, st.now) >= (bg.auto_promotion_seconds or 0)
+        if candidate_ready >= wanted and verdict == "promote" and bg.auto_promotion_enabled and waited:
+            _promote(st, "preview analysis passed")
+    elif strategy.type == "shadow":
+        shadow = strategy.shadow
+        assert shadow is not None
+        agreement = analysis.agreement if analysis else None
+        long_enough = _elapsed(st.status.rollout_started_at, st.now) >= seconds(shadow.duration)
+        if verdict == "promote" and long_enough and agreement is not None:
+            if agreement >= shadow.min_agreement:
+                _promote(st, f"shadow analysis passed with {agreement:.1%} agreement")
+            elif candidate_ready:
+                _rollback(st, "ShadowDisagreement", f"agreement {agreement:.1%} below {shadow.min_agreement:.0%}")
+    elif strategy.type == "abTest":
+        ab = strategy.ab_test
+        assert ab is not None
+        if verdict == "promote":
+            _promote(st, f"A/B test: the candidate won on {ab.metric}")
+        elif _elapsed(st.status.rollout_started_at, st.now) >= seconds(ab.duration):
+            _rollback(st, "ABTestEnded", f"no winner on {ab.metric} within {ab.duration}; stable kept")
+
+
+def _canary(st: _State, desired: str, candidate_ready: int, verdict: Verdict | None) -> None:
+    steps = _steps(st)
+    spec = st.inputs.md.spec
+    for _ in range(len(steps) + 1):  # advance through steps that are already satisfied
+        index = st.status.current_step_index or 0
+        if index >= len(steps):
+            if verdict == "promote":
+                _promote(st, "every canary step passed")
+            return
+        step = steps[index]
+        in_step = _elapsed(st.status.step_started_at, st.now)
+        if step.set_weight is not None:
+            needed = _candidate_replicas(st, step.set_weight) if step.set_weight else 0
+            done = candidate_ready >= needed
+        elif step.pause is not None:
+            done = step.pause.duration is not None and in_step >= seconds(step.pause.duration)
+        else:
+            assert step.analysis is not None
+            done = verdict == "promote" and in_step >= seconds(spec.analysis.min_duration)
+            limit = step.analysis.max_duration
+            if not done and limit is not None and in_step >= seconds(limit):
+                _rollback(st, "AnalysisTimeout", f"step {index} stayed without a verdict for {limit}")
+                return
+        if not done:
+            return
+        st.set(current_step_index=index + 1, step_started_at=st.now, last_progress_at=st.now)
+        st.event("StepCompleted", f"canary step {index} done; now at step {index + 1} of {len(steps)}")
+
+
+def _candidate_wanted(st: _State) -> int:
+    """Candidate pods the current state asks for."""
+    md = st.inputs.md
+    replicas = _replicas(md)
+    strategy = md.spec.strategy
+    if strategy.type == "canary":
+        return _candidate_replicas(st, max(_target_weight(st), 1))
+    if strategy.type == "blueGreen":
+        assert strategy.blue_green is not None
+        return strategy.blue_green.preview_replica_count or replicas
+    if strategy.type == "shadow":
+        assert strategy.shadow is not None
+        return max(1, math.ceil(replicas * strategy.shadow.mirror_percent / 100))
+    assert strategy.ab_test is not None
+    return max(1, math.ceil(replicas * strategy.ab_test.candidate_weight / 100))
+
+
+def _candidate_replicas(st: _State, weight: int) -> int:
+    return max(1, math.ceil(_replicas(st.inputs.md) * weight / 100))
+
+
+# ----------------------------------------------------------------------------- result
+
+
+def _workloads(st: _State, desired: str) -> tuple[list[Workload], bool]:
+    """Workloads for the current state, and whether surge-free (swap) mode is in force."""
+    md, status = st.inputs.md, st.status
+    replicas = _replicas(md)
+    stable = status.stable_revision
+    out: list[Workload] = []
+    swap = False
+    candidate = status.candidate_revision
+    stable_replicas = replicas
+    if candidate is not None:
+        source = _source_of_spec(md)
+        strategy = md.spec.strategy
+        want = _candidate_wanted(st)
+        capacity = st.inputs.capacity
+        short = capacity is not None and capacity.free_pods < want
+        swap = strategy.surge == "never" or (strategy.surge == "auto" and short)
+        if md.spec.traffic.provider == "replicas" and strategy.type == "canary":
+            swap = True  # the replica ratio is the traffic split
+            want = round(replicas * _target_weight(st) / 100)
+        held = strategy.surge == "always" and short
+        if not held:
+            out.append(Workload(candidate, "preview" if strategy.type == "blueGreen" else "candidate", want, source))
+        if swap and strategy.type in ("canary", "abTest", "shadow"):
+            stable_replicas = max(1, replicas - want) if md.spec.traffic.provider != "replicas" else replicas - want
+        if not held and strategy.type == "canary" and strategy.canary and strategy.canary.baseline and stable:
+            base_source = _source_of(status, stable)
+            if base_source is not None:
+                out.append(Workload(stable + BASELINE_SUFFIX, "baseline", want, base_source))
+    if stable is not None:
+        source = _source_of(status, stable) or _source_of_spec(md)
+        out.insert(0, Workload(stable, "stable", stable_replicas, source))
+    for kept in status.scale_down:
+        if kept.at > st.now and kept.revision not in {w.revision for w in out}:
+            source = _source_of(status, kept.revision)
+            if source is not None:
+                out.append(Workload(kept.revision, "previous", replicas, source))
+    return out, swap
+
+
+def _traffic(st: _State, workloads: list[Workload]) -> list[TrafficEntry]:
+    """The traffic table: live weights sum to 100 and go only to revisions with ready pods
+    (when none has any, stable keeps the table's 100 and nothing is served)."""
+    md, status, ready = st.inputs.md, st.status, st.inputs.ready
+    strategy = md.spec.strategy
+    stable, candidate = status.stable_revision, status.candidate_revision
+    prefix = md.metadata.name or "md"
+    rows = {
+        w.revision: TrafficEntry(revision=w.revision, role=w.role, weight=0, service=f"{prefix}-{w.revision}")
+        for w in workloads
+    }
+    if stable is None or stable not in rows:
+        return list(rows.values())
+    share: dict[str, int] = {}
+    mirror = 0
+    if candidate is not None and candidate in rows and ready.get(candidate, 0) > 0:
+        baseline = stable + BASELINE_SUFFIX
+        if strategy.type == "canary":
+            weight = _live_weight(st, ready.get(candidate, 0))
+            if md.spec.traffic.provider == "replicas":
+                total = sum(w.replicas for w in workloads if w.role in ("stable", "candidate"))
+                weight = round(100 * rows_replicas(workloads, candidate) / total) if total else 0
+            if baseline in rows:  # compare like with like: the baseline takes the same share, or neither does
+                if ready.get(baseline, 0) > 0:
+                    share[baseline] = weight
+                else:
+                    weight = 0
+            share[candidate] = weight
+        elif strategy.type == "abTest":
+            assert strategy.ab_test is not None
+            share[candidate] = strategy.ab_test.candidate_weight
+        elif strategy.type == "shadow":
+            assert strategy.shadow is not None
+            mirror = strategy.shadow.mirror_percent
+    rest = 100 - sum(share.values())
+    if ready.get(stable, 0) > 0 or not any(share.values()):
+        share[stable] = rest
+    else:  # stable has no ready pods: its share goes to the revisions that can answer
+        live = [r for r, w in share.items() if w > 0]
+        for i, revision in enumerate(live):
+            share[revision] += rest // len(live) + (1 if i < rest % len(live) else 0)
+    for revision, weight in share.items():
+        rows[revision] = rows[revision].model_copy(update={"weight": weight})
+    if candidate is not None and candidate in rows and mirror:
+        rows[candidate] = rows[candidate].model_copy(update={"mirror_percent": mirror})
+    return list(rows.values())
+
+
+def rows_replicas(workloads: list[Workload], revision: str) -> int:
+    return next((w.replicas for w in workloads if w.revision == revision), 0)
+
+
+def _condition(
+    type_: str, ok: bool | None, reason: str, message: str, old: list[Condition], now: datetime, generation: int | None
+) -> Condition:
+    status = "Unknown" if ok is None else "True" if ok else "False"
+    previous = next((c for c in old if c.type == type_), None)
+    since = previous.last_transition_time if previous and previous.status == status else now
+    return Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )  # type: ignore[arg-type]
+
+
+def _finish(st: _State, desired: str) -> Plan:
+    md = st.inputs.md
+    workloads, swap = _workloads(st, desired)
+    traffic = _traffic(st, workloads)
+    status = st.status
+    ready = st.inputs.ready
+    stable = status.stable_revision
+    candidate = status.candidate_revision
+    analysis = st.inputs.analysis
+    replicas = _replicas(md)
+    stable_ready = ready.get(stable, 0) if stable else 0
+    candidate_weight = next((t.weight for t in traffic if t.revision == candidate), 0) if candidate else 0
+
+    # Phase and message.
+    phase: Phase
+    if candidate is not None:
+        phase = "Paused" if status.paused else "Progressing"
+        message = _rollout_message(st, candidate_weight)
+    elif status.phase == "RolledBack" and (status.rejected_revision is not None or desired != stable):
+        phase, message = "RolledBack", status.message
+    elif stable_ready >= max(1, replicas):
+        phase, message = "Healthy", f"revision {stable} serving with {stable_ready}/{replicas} ready pods"
+    elif stable_ready > 0:
+        phase, message = "Degraded", f"revision {stable}: {stable_ready}/{replicas} pods ready"
+    else:
+        phase, message = "Pending", f"waiting for pods of revision {stable}"
+
+    old = status.conditions
+    gen = md.metadata.generation
+    conditions = [
+        _condition(
+            "Ready",
+            stable_ready > 0,
+            "Serving" if stable_ready else "NoReadyPods",
+            f"{stable_ready}/{replicas} pods of stable revision {stable} ready",
+            old,
+            st.now,
+            gen,
+        ),
+        _condition(
+            "Progressing",
+            candidate is not None and not status.paused,
+            "Paused" if status.paused else "RolloutInProgress" if candidate else "NoRollout",
+            message if candidate else "no rollout in progress",
+            old,
+            st.now,
+            gen,
+        ),
+    ]
+    promoted = any(e.reason == "Promoted" for e in st.events)
+    prev_promoted = next((c for c in old if c.type == "Promoted"), None)
+    if promoted:
+        conditions.append(_condition("Promoted", True, "Promoted", f"revision {stable} promoted", old, st.now, gen))
+    elif candidate is not None:
+        conditions.append(
+            _condition("Promoted", False, "RolloutInProgress", f"rolling out {candidate}", old, st.now, gen)
+        )
+    elif prev_promoted is not None:
+        conditions.append(prev_promoted)
+    rolled_back = status.phase == "RolledBack" or phase == "RolledBack"
+    conditions.append(
+        _condition(
+            "RolledBack",
+            rolled_back and candidate is None,
+            "RolledBack" if rolled_back and candidate is None else "NotRolledBack",
+            status.message if rolled_back and candidate is None else "",
+            old,
+            st.now,
+            gen,
+        )
+    )
+    if analysis is not None and candidate is not None:
+        limit = md.spec.analysis.consecutive_error_limit
+        available = not (analysis.verdict == "unavailable" and analysis.consecutive_errors >= max(1, limit))
+        conditions.append(
+            _condition(
+                "AnalysisAvailable",
+                available,
+                "MetricsAvailable" if available else "MetricsUnavailable",
+                analysis.reason if not available else "metrics are being read",
+                old,
+                st.now,
+                gen,
+            )
+        )
+    elif (prev := next((c for c in old if c.type == "AnalysisAvailable"), None)) is not None:
+        conditions.append(prev)
+    capacity = st.inputs.capacity
+    if capacity is not None:
+        needed = _candidate_wanted(st) if candidate else 0
+        enough = capacity.free_pods >= needed
+        reason = "Sufficient" if enough else ("SurgeFree" if swap else "InsufficientGPUCapacity")
+        text = (
+            f"{capacity.free_pods} more pods of {capacity.per_pod}x {capacity.resource} fit; "
+            f"the rollout needs {needed}"
+            + ("; trading stable replicas for candidate ones" if swap and not enough else "")
+            + (f" ({capacity.detail})" if capacity.detail else "")
+        )
+        conditions.append(_condition("GPUCapacity", enough, reason, text, old, st.now, gen))
+        if not enough and md.spec.strategy.surge == "always" and candidate is not None:
+            phase, message = "Progressing", f"waiting for GPU capacity: {text}"
+
+    handled = [*reversed(st.handled), *status.handled_requests][:HANDLED_REQUESTS_KEPT]
+    scale_down = [s for s in status.scale_down if s.at > st.now]
+    last_analysis = analysis.status if analysis is not None and analysis.status is not None else status.last_analysis
+    new_status = status.model_copy(
+        update={
+            "observed_generation": gen,
+            "phase": phase,
+            "message": message,
+            "conditions": conditions,
+            "traffic": traffic,
+            "canary_weight": candidate_weight,
+            "handled_requests": handled,
+            "scale_down": scale_down,
+            "last_analysis": last_analysis,
+        }
+    )
+    plan_analysis = None
+    if candidate is not None and stable is not None and status.rollout_started_at is not None:
+        baseline = stable + BASELINE_SUFFIX if any(w.role == "baseline" for w in workloads) else stable
+        plan_analysis = AnalysisPlan(candidate, baseline, status.rollout_started_at)
+    return Plan(tuple(workloads), new_status, tuple(st.events), plan_analysis)
+
+
+def _rollout_message(st: _State, weight: int) -> str:
+    md, status = st.inputs.md, st.status
+    strategy = md.spec.strategy.type
+    head = f"{strategy} {status.candidate_revision}"
+    if strategy == "canary":
+        steps = _steps(st)
+        index = status.current_step_index or 0
+        head += f" step {min(index, len(steps))}/{len(steps)}, weight {weight}%"
+    elif strategy == "shadow":
+        assert md.spec.strategy.shadow is not None
+        head += f", mirroring {md.spec.strategy.shadow.mirror_percent}%"
+    else:
+        head += f", candidate weight {weight}%"
+    analysis = st.inputs.analysis
+    if status.paused:
+        head += " (paused by on-call)"
+    elif analysis is not None:
+        head += f"; analysis: {analysis.verdict}" + (f" ({analysis.reason})" if analysis.reason else "")
+    return head

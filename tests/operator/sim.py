@@ -1,0 +1,62 @@
+"""Drive the pure state machine the way the operator does, with pods that become ready."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cutover.api.v1alpha1 import ModelDeployment
+from cutover.operator.rollout import AnalysisInput, Capacity, Inputs, Plan, Request, reconcile
+
+from ..cases import load
+
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class Sim:
+    """A ModelDeployment, its status as persisted, and pods that are ready one reconcile after
+    they are asked for (unless `stuck` says otherwise)."""
+
+    doc: dict[str, Any]
+    now: datetime = T0
+    ready: dict[str, int] = field(default_factory=dict)
+    status: dict[str, Any] | None = None
+    stuck: set[str] = field(default_factory=set)
+    plans: list[Plan] = field(default_factory=list)
+    capacity: Capacity | None = None
+
+    @classmethod
+    def of(cls, example: str, **spec_changes: Any) -> Sim:
+        doc = copy.deepcopy(load(example))
+        doc["metadata"].setdefault("generation", 1)
+        doc["spec"].update(spec_changes)
+        return cls(doc)
+
+    @property
+    def md(self) -> ModelDeployment:
+        body = {**self.doc, "status": self.status} if self.status else self.doc
+        return ModelDeployment.model_validate(body)
+
+    def step(self, verdict: str | None = None, seconds: float = 30, requests: tuple[Request, ...] = (),
+             agreement: float | None = None, errors: int = 0) -> Plan:  # fmt: skip
+        self.now += timedelta(seconds=seconds)
+        analysis = AnalysisInput(verdict, f"verdict {verdict}", errors, agreement=agreement) if verdict else None  # type: ignore[arg-type]
+        plan = reconcile(Inputs(self.md, dict(self.ready), self.now, analysis, requests, self.capacity))
+        self.plans.append(plan)
+        self.status = plan.status.wire()
+        self.ready = {w.revision: (0 if w.revision in self.stuck else w.replicas) for w in plan.workloads}
+        return plan
+
+    def change_version(self, version: str) -> None:
+        self.doc = copy.deepcopy(self.doc)
+        self.doc["spec"]["model"]["version"] = version
+        self.doc["metadata"]["generation"] += 1
+
+    def annotate(self, action: str, value: str) -> Request:
+        return Request(action, value, "kubectl-annotate")
+
+    def weights(self) -> dict[str, int]:
+        return {row["role"]: row["weight"] for row in (self.status or {}).get("traffic", []) if row["weight"]}
