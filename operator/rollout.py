@@ -157,6 +157,8 @@ class _State:
     status: ModelDeploymentStatus
     events: list[Event] = field(default_factory=list)
     handled: list[HandledRequest] = field(default_factory=list)
+    scale_up: bool = False
+    """The candidate passed; it is brought to full size before it takes all traffic."""
 
     @property
     def now(self) -> datetime:
@@ -304,6 +306,15 @@ def _rollback(st: _State, reason: str, message: str) -> None:
     st.events.append(
         Event("Warning", reason, f"rolled back {candidate} to stable {st.status.stable_revision}: {message}")
     )
+
+
+def _try_promote(st: _State, how: str) -> None:
+    """Promote once the candidate runs at full size; until then, scale it up."""
+    candidate = st.status.candidate_revision
+    if candidate is not None and st.inputs.ready.get(candidate, 0) >= _replicas(st.inputs.md):
+        _promote(st, how)
+    else:
+        st.scale_up = True
 
 
 def _promote(st: _State, how: str) -> None:
@@ -501,7 +512,7 @@ def _progress(st: _State, desired: str) -> None:
         wanted = bg.preview_replica_count or _replicas(md)
         waited = _elapsed(st.status.rollout_started_at, st.now) >= (bg.auto_promotion_seconds or 0)
         if candidate_ready >= wanted and verdict == "promote" and bg.auto_promotion_enabled and waited:
-            _promote(st, "preview analysis passed")
+            _try_promote(st, "preview analysis passed")
     elif strategy.type == "shadow":
         shadow = strategy.shadow
         assert shadow is not None
@@ -509,14 +520,14 @@ def _progress(st: _State, desired: str) -> None:
         long_enough = _elapsed(st.status.rollout_started_at, st.now) >= seconds(shadow.duration)
         if verdict == "promote" and long_enough and agreement is not None:
             if agreement >= shadow.min_agreement:
-                _promote(st, f"shadow analysis passed with {agreement:.1%} agreement")
+                _try_promote(st, f"shadow analysis passed with {agreement:.1%} agreement")
             elif candidate_ready:
                 _rollback(st, "ShadowDisagreement", f"agreement {agreement:.1%} below {shadow.min_agreement:.0%}")
     elif strategy.type == "abTest":
         ab = strategy.ab_test
         assert ab is not None
         if verdict == "promote":
-            _promote(st, f"A/B test: the candidate won on {ab.metric}")
+            _try_promote(st, f"A/B test: the candidate won on {ab.metric}")
         elif _elapsed(st.status.rollout_started_at, st.now) >= seconds(ab.duration):
             _rollback(st, "ABTestEnded", f"no winner on {ab.metric} within {ab.duration}; stable kept")
 
@@ -528,7 +539,7 @@ def _canary(st: _State, desired: str, candidate_ready: int, verdict: Verdict | N
         index = st.status.current_step_index or 0
         if index >= len(steps):
             if verdict == "promote":
-                _promote(st, "every canary step passed")
+                _try_promote(st, "every canary step passed")
             return
         step = steps[index]
         in_step = _elapsed(st.status.step_started_at, st.now)
@@ -555,6 +566,8 @@ def _candidate_wanted(st: _State) -> int:
     md = st.inputs.md
     replicas = _replicas(md)
     strategy = md.spec.strategy
+    if st.scale_up:
+        return replicas
     if strategy.type == "canary":
         return _candidate_replicas(st, max(_target_weight(st), 1))
     if strategy.type == "blueGreen":
@@ -648,10 +661,12 @@ def _traffic(st: _State, workloads: list[Workload]) -> list[TrafficEntry]:
             assert strategy.shadow is not None
             mirror = strategy.shadow.mirror_percent
     rest = 100 - sum(share.values())
-    if ready.get(stable, 0) > 0 or not any(share.values()):
+    previous = [w.revision for w in workloads if w.role == "previous" and ready.get(w.revision, 0) > 0]
+    if ready.get(stable, 0) > 0 or not (any(share.values()) or previous):
         share[stable] = rest
     else:  # stable has no ready pods: its share goes to the revisions that can answer
-        live = [r for r, w in share.items() if w > 0]
+        live = [r for r, w in share.items() if w > 0] or previous[:1]
+        share.setdefault(live[0], 0)
         for i, revision in enumerate(live):
             share[revision] += rest // len(live) + (1 if i < rest % len(live) else 0)
     for revision, weight in share.items():

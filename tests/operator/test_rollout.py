@@ -47,7 +47,10 @@ def test_canary_walks_its_steps_to_promotion() -> None:
     assert sim.weights() == {"stable": 80, "candidate": 20}  # not live before the pods are ready
     sim.step("promote", seconds=30)  # pods ready -> weight 50 -> analysis step begins
     assert sim.weights() == {"stable": 50, "candidate": 50} and sim.status["currentStepIndex"] == 5
-    plan = sim.step("promote", seconds=310)
+    plan = sim.step("promote", seconds=310)  # last step passed: the candidate is scaled to full size first
+    assert plan.status.candidate_revision is not None
+    assert {w.role: w.replicas for w in plan.workloads}["candidate"] == 3 and sim.weights()["candidate"] == 50
+    plan = sim.step("promote")
     assert plan.status.stable_revision != stable and plan.status.candidate_revision is None
     assert "Promoted" in [e.reason for e in plan.events]
     assert {c.type: c.status for c in plan.status.conditions}["Promoted"] == "True"
@@ -208,7 +211,8 @@ def test_shadow_promotes_with_enough_agreement() -> None:
     sim.change_version("v8")
     sim.step()
     sim.step("continue")
-    plan = sim.step("promote", seconds=1300, agreement=0.99)
+    sim.step("promote", seconds=1300, agreement=0.99)
+    plan = sim.step("promote", agreement=0.99)  # after scaling the candidate to full size
     assert "Promoted" in [e.reason for e in plan.events]
 
 
@@ -218,6 +222,7 @@ def test_ab_test_splits_and_promotes_the_winner() -> None:
     sim.step()
     sim.step("continue")
     assert sim.weights() == {"stable": 50, "candidate": 50}
+    sim.step("promote")
     plan = sim.step("promote")
     assert "Promoted" in [e.reason for e in plan.events]
 

@@ -1,0 +1,106 @@
+"""Invariants of the state machine over random specs, verdict sequences, pod readiness and
+on-call requests (hypothesis)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cutover.api.v1alpha1 import ModelDeployment
+from cutover.operator.rollout import BASELINE_SUFFIX, AnalysisInput, Capacity, Inputs, Request, reconcile
+
+from ..cases import load
+from .sim import T0
+
+EXAMPLES = ["modeldeployment-canary.yaml", "modeldeployment-bluegreen.yaml", "modeldeployment-shadow.yaml",
+            "modeldeployment-abtest.yaml", "modeldeployment-gpu-mig.yaml"]  # fmt: skip
+VERDICTS = [None, "promote", "continue", "rollback", "inconclusive", "unavailable"]
+ACTIONS = ["promote", "abort", "rollback", "rollbackTo", "pause", "resume", "retry"]
+
+steps = st.lists(
+    st.fixed_dictionaries({
+        "verdict": st.sampled_from(VERDICTS),
+        "seconds": st.sampled_from([1, 30, 120, 400, 4000]),
+        "version": st.sampled_from([None, None, None, "v2", "v3", "v4"]),
+        "ready": st.sampled_from(["all", "all", "none", "half"]),
+        "request": st.one_of(st.none(), st.tuples(st.sampled_from(ACTIONS), st.integers(0, 3))),
+        "capacity": st.sampled_from([None, 0, 1, 10]),
+        "replicas": st.sampled_from([None, 1, 3]),
+    }),
+    min_size=1,
+    max_size=25,
+)  # fmt: skip
+
+
+def run(example: str, script: list[dict[str, Any]]) -> None:
+    doc = copy.deepcopy(load(example))
+    doc["metadata"]["generation"] = 1
+    status: dict[str, Any] | None = None
+    ready: dict[str, int] = {}
+    now = T0
+    ever_stable: set[str] = set()
+    for i, move in enumerate(script):
+        if move["version"]:
+            doc["spec"]["model"]["version"] = move["version"]
+            doc["metadata"]["generation"] += 1
+        if move["replicas"]:
+            doc["spec"]["runtime"]["replicas"] = move["replicas"]
+            doc["spec"]["runtime"].pop("autoscaling", None)
+        md = ModelDeployment.model_validate({**doc, "status": status} if status else doc)
+        now += timedelta(seconds=move["seconds"])
+        verdict = move["verdict"]
+        analysis = AnalysisInput(verdict, "scripted", consecutive_errors=1, agreement=0.99) if verdict else None
+        requests: tuple[Request, ...] = ()
+        if move["request"]:
+            action, n = move["request"]
+            value = (md.status.history[n % len(md.status.history)].revision
+                     if action == "rollbackTo" and md.status and md.status.history else f"{action}-{i}")  # fmt: skip
+            requests = (Request(action, value),)
+        capacity = None if move["capacity"] is None else Capacity("nvidia.com/gpu", 1, move["capacity"])
+        inputs = Inputs(md, dict(ready), now, analysis, requests, capacity)
+        plan = reconcile(inputs)
+
+        # Applying the same inputs twice changes nothing.
+        assert reconcile(inputs) == plan
+
+        new = plan.status
+        previous_stable = md.status.stable_revision if md.status else None
+        # Live weights sum to 100 once anything is stable.
+        if new.stable_revision is not None:
+            assert sum(row.weight for row in new.traffic) == 100, new.traffic
+        # No live traffic to a revision without ready pods, unless nothing at all is ready.
+        if any(ready.get(row.revision, 0) > 0 for row in new.traffic):
+            for row in new.traffic:
+                if row.weight > 0:
+                    assert ready.get(row.revision, 0) > 0, (row, ready)
+        # Nothing is promoted without a promote verdict or a human request.
+        if previous_stable is not None and new.stable_revision != previous_stable:
+            human = any(r.action in ("promote", "rollback", "rollbackTo") for r in requests)
+            assert human or verdict == "promote", (previous_stable, new.stable_revision, verdict)
+            # A rollback lands on a revision that was stable before.
+            if not any(e.reason == "Promoted" for e in plan.events):
+                assert new.stable_revision in ever_stable
+        if new.stable_revision is not None:
+            ever_stable.add(new.stable_revision)
+        # Weights and mirrors are percentages; the baseline never takes more than the candidate.
+        roles = {row.role: row for row in new.traffic}
+        if "baseline" in roles and "candidate" in roles:
+            assert roles["baseline"].weight <= roles["candidate"].weight or roles["stable"].weight == 0
+        for row in new.traffic:
+            assert 0 <= row.weight <= 100 and 0 <= row.mirror_percent <= 100
+        assert len({w.revision for w in plan.workloads}) == len(plan.workloads)
+
+        status = new.wire()
+        fraction = {"all": 1.0, "none": 0.0, "half": 0.5}[move["ready"]]
+        ready = {w.revision: int(w.replicas * fraction) for w in plan.workloads}
+        ready = {r: n for r, n in ready.items() if not r.endswith(BASELINE_SUFFIX) or n}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(example=st.sampled_from(EXAMPLES), script=steps)
+def test_invariants_hold_over_random_rollouts(example: str, script: list[dict[str, Any]]) -> None:
+    run(example, script)
