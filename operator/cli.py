@@ -20,6 +20,18 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator(args: argparse.Namespace) -> int:
+    import logging
+
+    from cutover.operator.main import run
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    run(namespaces=args.namespace, verdicts_from=args.verdicts_from, metrics_port=args.metrics_port or None)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="cutover", description="Ship ML models to production safely.")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -28,6 +40,24 @@ def parser() -> argparse.ArgumentParser:
     crds.add_argument("-o", "--output", default="crds", help="directory to write into (default: crds)")
     crds.add_argument("--stdout", action="store_true", help="print a multi-document YAML stream instead")
     crds.set_defaults(run=_crds)
+
+    op = sub.add_parser("operator", help="run the operator (standalone; one replica per cluster)")
+    op.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    op.add_argument("--metrics-port", type=int, default=8000, help="Prometheus metrics port (0 turns it off)")
+    op.add_argument(
+        "--verdicts-from",
+        type=Path,
+        metavar="DIR",
+        help="development: read analysis verdicts from DIR/<namespace>_<name>.json instead of Prometheus",
+    )
+    op.add_argument("-v", "--verbose", action="store_true")
+    op.set_defaults(run=_operator)
     return top
 
 

@@ -21,7 +21,7 @@ from cutover.api.v1alpha1 import REQUEST_ANNOTATIONS
 
 RESOURCE = "modeldeployments.cutover.dev"
 ACTIONS = {
-    "promote": "skip the remaining steps and promote the candidate now",
+    "promote": "go to the next step (with --full: promote the candidate now)",
     "abort": "stop the rollout and send all traffic back to stable",
     "pause": "hold the rollout at its current step",
     "resume": "continue a paused rollout",
@@ -30,7 +30,8 @@ ACTIONS = {
 
 
 def request_id(action: str) -> str:
-    """A request id that is new every time: when, plus a random suffix."""
+    """A request id that is new every time: when, plus a random suffix. An id starting with
+    "full" asks promote to skip every remaining step."""
     return f"{action}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
@@ -103,6 +104,10 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _id(args: argparse.Namespace, action: str) -> str:
+    return request_id("full" if getattr(args, "full", False) else action)
+
+
 def _watch(args: argparse.Namespace) -> int:
     return subprocess.run(_kubectl(args, "get", RESOURCE, args.name, "-o", "wide", "--watch")).returncode
 
@@ -129,9 +134,10 @@ def parser() -> argparse.ArgumentParser:
     command("watch", "follow the ModelDeployment as it changes", _watch)
     command("history", "list past stable revisions and handled requests", _history)
     for action, help_text in ACTIONS.items():
-        command(action, help_text, lambda a, action=action: _annotate(a, action, request_id(action)))
-    rollback = command("rollback", "roll back to the stable revision (or --to-revision REV)", _rollback)
-    rollback.add_argument("--to-revision", help="a revision from `kubectl cutover history`")
+        command(action, help_text, lambda a, action=action: _annotate(a, action, _id(a, action)))
+    sub.choices["promote"].add_argument("--full", action="store_true", help="skip every remaining step")
+    rollback = command("rollback", "roll back to the stable revision (or --to REV)", _rollback)
+    rollback.add_argument("--to", "--to-revision", dest="to_revision", help="a revision from `kubectl cutover history`")
     return top
 
 

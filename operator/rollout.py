@@ -785,7 +785,8 @@ def _finish(st: _State, desired: str) -> Plan:
         conditions.append(prev)
     capacity = st.inputs.capacity
     if capacity is not None:
-        needed = _candidate_wanted(st) if candidate else 0
+        # Pods still to place: the candidate's, or the stable ones not ready yet.
+        needed = _candidate_wanted(st) if candidate else max(0, replicas - stable_ready)
         enough = capacity.free_pods >= needed
         reason = "Sufficient" if enough else ("SurgeFree" if swap else "InsufficientGPUCapacity")
         text = (

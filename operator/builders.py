@@ -1,0 +1,349 @@
+"""Pure builders of a ModelDeployment's children: one Deployment, Service and (with more than
+one replica) PodDisruptionBudget per revision, and the weighted HTTPRoute for the Gateway API
+provider. Each child is a plain dict in wire form, named stably and owned by the
+ModelDeployment, ready for server-side apply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cutover.api.v1alpha1 import API_VERSION, GROUP
+from cutover.api.v1alpha1.modeldeployment import ModelDeployment, TrafficEntry
+
+from .rollout import BASELINE_SUFFIX, Workload
+
+LABEL_MODEL = f"{GROUP}/model"
+"""Label on every child: the ModelDeployment's name."""
+LABEL_REVISION = f"{GROUP}/revision"
+"""Label on every child and pod: the revision (with -baseline for fresh baseline pods)."""
+LABEL_ROLE = f"{GROUP}/role"
+"""Label on Deployments and Services (not pods, so a role change never restarts them)."""
+PORT = 8080
+GPU_TAINT_KEY = "nvidia.com/gpu"
+MODEL_DIR = "/models"
+
+
+def owner_reference(md: ModelDeployment) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ModelDeployment",
+        "name": md.metadata.name,
+        "uid": md.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def child_name(md: ModelDeployment, revision: str) -> str:
+    return f"{md.metadata.name}-{revision}"
+
+
+def _metadata(md: ModelDeployment, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": md.metadata.namespace,
+        "labels": labels,
+        "ownerReferences": [owner_reference(md)],
+    }
+
+
+def _storage(model: dict[str, Any]) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Where the serving process finds the model, plus volumes, mounts and init containers."""
+    uri: str = model.get("storageUri", "")
+    if uri.startswith("pvc://"):
+        claim, _, path = uri.removeprefix("pvc://").partition("/")
+        volume = {"name": "model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        mount = {"name": "model", "mountPath": f"{MODEL_DIR}/{claim}", "readOnly": True}
+        return f"{MODEL_DIR}/{claim}/{path}", [volume], [mount], []
+    if uri.startswith("s3://"):
+        # Fetched before the server starts; credentials come from the pod's identity (IRSA,
+        # EKS Pod Identity) or the standard AWS_* variables in runtime.env.
+        filename = uri.rstrip("/").rsplit("/", 1)[-1]
+        volume = {"name": "model", "emptyDir": {}}
+        mount = {"name": "model", "mountPath": MODEL_DIR}
+        init = {
+            "name": "fetch-model",
+            "image": "public.ecr.aws/aws-cli/aws-cli:2.22.35",
+            "args": ["s3", "cp", uri, f"{MODEL_DIR}/{filename}"],
+            "volumeMounts": [mount],
+            "securityContext": _security_context(),
+        }
+        return f"{MODEL_DIR}/{filename}", [volume], [mount], [init]
+    return uri, [], [], []
+
+
+def _security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def gpu_resource(runtime: dict[str, Any]) -> tuple[str, int] | None:
+    """The extended resource and count each pod requests, if any."""
+    gpu = runtime.get("gpu")
+    if not gpu or not gpu.get("count"):
+        return None
+    if gpu.get("migProfile"):
+        return f"nvidia.com/mig-{gpu['migProfile']}", int(gpu["count"])
+    return "nvidia.com/gpu", int(gpu["count"])
+
+
+def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
+    """The Deployment running one revision's serving pods."""
+    model, runtime = workload.source.model, workload.source.runtime
+    name = child_name(md, workload.revision)
+    pod_labels = {
+        LABEL_MODEL: md.metadata.name or "",
+        LABEL_REVISION: workload.revision,
+        "app.kubernetes.io/name": "cutover-serving",
+        "app.kubernetes.io/instance": md.metadata.name or "",
+    }
+    model_path, volumes, mounts, init = _storage(model)
+    args = [
+        "serve",
+        "--name",
+        model["name"],
+        "--version",
+        model["version"],
+        "--format",
+        model["format"],
+        "--revision",
+        workload.revision,
+        "--namespace",
+        md.metadata.namespace or "",
+        "--port",
+        str(PORT),
+    ]
+    if model_path:
+        args += ["--model-uri", model_path]
+    if model.get("checksum"):
+        args += ["--checksum", model["checksum"]]
+    if model.get("upstream"):
+        args += ["--upstream", model["upstream"]["url"], "--upstream-model", model["upstream"]["model"]]
+    batching = runtime.get("batching")
+    if batching:
+        args += [
+            "--max-batch-size",
+            str(batching["maxBatchSize"]),
+            "--max-queue-delay",
+            batching["maxQueueDelay"],
+            "--max-queue-size",
+            str(batching["maxQueueSize"]),
+        ]
+    env = [{"name": e["name"], "value": e.get("value", "")} for e in runtime.get("env", [])]
+    upstream_key = (model.get("upstream") or {}).get("apiKeySecretRef")
+    if upstream_key:
+        env.append({"name": "CUTOVER_UPSTREAM_API_KEY", "valueFrom": {"secretKeyRef": upstream_key}})
+    resources: dict[str, Any] = {k: dict(v) for k, v in (runtime.get("resources") or {}).items() if v}
+    tolerations = list(runtime.get("tolerations", []))
+    node_selector = dict(runtime.get("nodeSelector", {}))
+    affinity = dict(runtime.get("affinity", {}))
+    gpu = gpu_resource(runtime)
+    if gpu:
+        resource, count = gpu
+        resources.setdefault("limits", {})[resource] = count
+        resources.setdefault("requests", {})[resource] = count
+        if not any(t.get("key") == GPU_TAINT_KEY for t in tolerations):
+            tolerations.append({"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"})
+        spec_gpu = runtime["gpu"]
+        if spec_gpu.get("product"):
+            node_selector["nvidia.com/gpu.product"] = spec_gpu["product"]
+        if spec_gpu.get("minMemoryMiB"):
+            term = {
+                "matchExpressions": [
+                    {"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": [str(spec_gpu["minMemoryMiB"] - 1)]}
+                ]
+            }
+            required = affinity.setdefault("nodeAffinity", {}).setdefault(
+                "requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": [{"matchExpressions": []}]}
+            )
+            for selector_term in required["nodeSelectorTerms"]:
+                selector_term.setdefault("matchExpressions", []).extend(term["matchExpressions"])
+    probe_path = {"readiness": "/v2/health/ready", "liveness": "/v2/health/live"}
+    container: dict[str, Any] = {
+        "name": "serve",
+        "image": runtime.get("image", "ghcr.io/cutover/serving:0.1.0"),
+        "args": args,
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "env": env,
+        "resources": resources,
+        "readinessProbe": {"httpGet": {"path": probe_path["readiness"], "port": "http"}, "periodSeconds": 5},
+        "livenessProbe": {
+            "httpGet": {"path": probe_path["liveness"], "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "startupProbe": {
+            "httpGet": {"path": probe_path["readiness"], "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 120,
+        },
+        "securityContext": _security_context(),
+        "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": 45,
+        "volumes": [*volumes, {"name": "tmp", "emptyDir": {}}],
+    }
+    if init:
+        pod_spec["initContainers"] = init
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if affinity:
+        pod_spec["affinity"] = affinity
+    labels = {**pod_labels, LABEL_ROLE: workload.role, "app.kubernetes.io/managed-by": "cutover"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(md, name, labels),
+        "spec": {
+            "replicas": workload.replicas,
+            "selector": {"matchLabels": {LABEL_MODEL: md.metadata.name, LABEL_REVISION: workload.revision}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def service(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
+    """A Service for one revision's pods: what the gateway and HTTPRoutes send traffic to."""
+    labels = {
+        LABEL_MODEL: md.metadata.name or "",
+        LABEL_REVISION: workload.revision,
+        LABEL_ROLE: workload.role,
+        "app.kubernetes.io/managed-by": "cutover",
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(md, child_name(md, workload.revision), labels),
+        "spec": {
+            "selector": {LABEL_MODEL: md.metadata.name, LABEL_REVISION: workload.revision},
+            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def shared_service(md: ModelDeployment) -> dict[str, Any]:
+    """For provider replicas: one Service over every revision's pods, so the replica ratio is
+    the traffic split."""
+    labels = {LABEL_MODEL: md.metadata.name or "", "app.kubernetes.io/managed-by": "cutover"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(md, md.metadata.name or "", labels),
+        "spec": {
+            "selector": {LABEL_MODEL: md.metadata.name},
+            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def disruption_budget(md: ModelDeployment, workload: Workload) -> dict[str, Any] | None:
+    """At most one pod of a revision voluntarily disrupted at a time (when it has several)."""
+    if workload.replicas < 2:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(
+            md,
+            child_name(md, workload.revision),
+            {LABEL_MODEL: md.metadata.name or "", LABEL_REVISION: workload.revision},
+        ),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": {LABEL_MODEL: md.metadata.name, LABEL_REVISION: workload.revision}},
+        },
+    }
+
+
+def http_route(md: ModelDeployment, traffic: list[TrafficEntry]) -> dict[str, Any] | None:
+    """The weighted HTTPRoute for provider gatewayAPI: backends by weight, a RequestMirror
+    filter for shadow, and session persistence for A/B assignment by header or cookie."""
+    api = md.spec.traffic.gateway_api
+    if api is None or not traffic:
+        return None
+    backends = [
+        {"name": row.service or child_name(md, row.revision), "port": PORT, "weight": row.weight}
+        for row in traffic
+        if row.weight > 0
+    ]
+    rule: dict[str, Any] = {"backendRefs": backends}
+    mirrored = [row for row in traffic if row.mirror_percent > 0]
+    if mirrored:
+        row = mirrored[0]
+        rule["filters"] = [
+            {
+                "type": "RequestMirror",
+                "requestMirror": {
+                    "backendRef": {"name": row.service or child_name(md, row.revision), "port": PORT},
+                    "percent": row.mirror_percent,
+                },
+            }
+        ]
+    ab = md.spec.strategy.ab_test
+    if ab is not None and md.spec.strategy.type == "abTest":
+        kind = "Cookie" if ab.assignment.by == "cookie" else "Header"
+        rule["sessionPersistence"] = {"sessionName": ab.assignment.name, "type": kind}
+    parents = [
+        {k: v for k, v in {"name": p.name, "namespace": p.namespace, "sectionName": p.section_name}.items() if v}
+        for p in api.parent_refs
+    ]
+    spec: dict[str, Any] = {"parentRefs": parents, "rules": [rule]}
+    if api.hostnames:
+        spec["hostnames"] = list(api.hostnames)
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": _metadata(
+            md, md.metadata.name or "", {LABEL_MODEL: md.metadata.name or "", "app.kubernetes.io/managed-by": "cutover"}
+        ),
+        "spec": spec,
+    }
+
+
+def children(md: ModelDeployment, workloads: tuple[Workload, ...], traffic: list[TrafficEntry]) -> list[dict[str, Any]]:
+    """Every child a plan asks for."""
+    out: list[dict[str, Any]] = []
+    for workload in workloads:
+        out.append(deployment(md, workload))
+        out.append(service(md, workload))
+        budget = disruption_budget(md, workload)
+        if budget:
+            out.append(budget)
+    if md.spec.traffic.provider == "replicas":
+        out.append(shared_service(md))
+    route = http_route(md, traffic) if md.spec.traffic.provider == "gatewayAPI" else None
+    if route:
+        out.append(route)
+    return out
+
+
+def is_baseline(revision: str) -> bool:
+    return revision.endswith(BASELINE_SUFFIX)

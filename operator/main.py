@@ -1,0 +1,97 @@
+"""`cutover operator`: the kopf operator, configured for cutover and run standalone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kopf
+from prometheus_client import start_http_server
+
+from cutover.api.v1alpha1 import GROUP
+
+from . import handlers
+from .kube import Kube
+from .verdicts import FileVerdicts, PrometheusVerdicts, VerdictSource
+
+logger = logging.getLogger("cutover.operator")
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Our own metadata namespace and timeouts."""
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Watches that go silent behind load balancers never recover by themselves
+    # (nolar/kopf#1120): reconnect well before any idle timeout.
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    settings.posting.level = logging.INFO
+    settings.peering.standalone = True
+
+
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+def build_registry(verdicts_from: Path | None) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry)
+
+    @kopf.on.login(registry=registry)
+    def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return login(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        configure(settings)
+        info = login(settings=settings)
+        if info is None:
+            raise kopf.PermanentError("no Kubernetes credentials: set KUBECONFIG or run in a pod")
+        kube = Kube.from_connection(info)
+        http = httpx.AsyncClient()
+        verdicts: VerdictSource = FileVerdicts(verdicts_from) if verdicts_from else PrometheusVerdicts(http)
+        route_crd = await kube.client.get("/apis/gateway.networking.k8s.io/v1")
+        memo.ctx = handlers.Context(kube, verdicts, gateway_api=route_crd.status_code == 200)
+        memo.http = http
+        logger.info("cutover operator started (verdicts from %s)", verdicts_from or "Prometheus")
+
+    @kopf.on.cleanup(registry=registry)
+    async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
+        await memo.ctx.kube.close()
+        await memo.http.aclose()
+
+    return registry
+
+
+def run(
+    *,
+    namespaces: list[str],
+    verdicts_from: Path | None = None,
+    metrics_port: int | None = 8000,
+    stop_flag: threading.Event | None = None,
+    ready_flag: threading.Event | None = None,
+) -> None:
+    """Run until stopped (Ctrl-C, SIGTERM, or ``stop_flag``)."""
+    if metrics_port:
+        start_http_server(metrics_port)
+    registry = build_registry(verdicts_from)
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            memo=kopf.Memo(),
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    )

@@ -1,0 +1,48 @@
+"""The operator's own Prometheus metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from cutover.api.v1alpha1 import ModelDeployment
+
+from .rollout import AnalysisInput, Plan
+
+RECONCILES = Counter("cutover_operator_reconciles", "Reconcile passes", ["kind"])
+RECONCILE_ERRORS = Counter("cutover_operator_reconcile_errors", "Reconcile passes that failed", ["kind"])
+RECONCILE_SECONDS = Histogram(
+    "cutover_operator_reconcile_duration_seconds",
+    "Time of one reconcile pass",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+PHASE = Gauge("cutover_rollout_phase", "1 for the ModelDeployment's current phase", ["namespace", "name", "phase"])
+WEIGHT = Gauge("cutover_rollout_candidate_weight", "Percent of live traffic on the candidate", ["namespace", "name"])
+DECISIONS = Counter("cutover_rollout_decisions", "Analysis verdicts acted on", ["verdict"])
+TRANSITIONS = Counter("cutover_rollout_transitions", "Promotions, rollbacks and other transitions", ["reason"])
+PHASES = ("Pending", "Progressing", "Paused", "Healthy", "Degraded", "RolledBack", "Failed")
+_COUNTED = {
+    "Promoted",
+    "AnalysisFailed",
+    "ProgressDeadlineExceeded",
+    "Aborted",
+    "RolledBackByRequest",
+    "AnalysisTimeout",
+    "ShadowDisagreement",
+    "ABTestEnded",
+    "RolloutStarted",
+}
+
+
+def observe(md: ModelDeployment, plan: Plan, analysis: AnalysisInput | None, seconds: float) -> None:
+    namespace, name = md.metadata.namespace or "", md.metadata.name or ""
+    RECONCILES.labels("ModelDeployment").inc()
+    RECONCILE_SECONDS.labels("ModelDeployment").observe(seconds)
+    for phase in PHASES:
+        PHASE.labels(namespace, name, phase).set(1.0 if plan.status.phase == phase else 0.0)
+    WEIGHT.labels(namespace, name).set(plan.status.canary_weight)
+    if analysis is not None:
+        DECISIONS.labels(analysis.verdict).inc()
+    for event in plan.events:
+        if event.reason in _COUNTED:
+            TRANSITIONS.labels(event.reason).inc()
