@@ -1,0 +1,327 @@
+"""The operator on the real control plane: examples produce the right children, verdicts and
+annotations drive rollouts, GPU capacity is reported, and a killed operator resumes exactly."""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..cases import EXAMPLES, load
+from ..conftest import Kube
+from .operator_support import Operator, wait_for
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def operator(kube: Kube, namespace: str, tmp_path: Path) -> Iterator[Operator]:
+    op = Operator(kube, namespace, tmp_path).start()
+    yield op
+    op.stop()
+
+
+def md(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
+    body: dict[str, Any] = kube.json("get", "md", name, "-n", namespace)
+    return body
+
+
+def condition(body: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in body.get("status", {}).get("conditions", []) if c["type"] == kind), {})
+
+
+def weights(body: dict[str, Any]) -> dict[str, int]:
+    return {row["role"]: row["weight"] for row in body.get("status", {}).get("traffic", []) if row["weight"]}
+
+
+def fast_canary(name: str = "ranker", **spec: Any) -> dict[str, Any]:
+    """The canary example with a local model file, two replicas and quick steps."""
+    doc = copy.deepcopy(load("modeldeployment-canary.yaml"))
+    doc["metadata"] = {"name": name}
+    doc["spec"]["model"]["storageUri"] = "file:///models/ranker.onnx"
+    doc["spec"]["runtime"]["replicas"] = 2
+    doc["spec"]["analysis"].update({"interval": "1s", "minDuration": "1s"})
+    doc["spec"]["strategy"]["canary"]["steps"] = [
+        {"setWeight": 20},
+        {"analysis": {}},
+        {"setWeight": 50},
+        {"pause": {"duration": "2s"}},
+        {"analysis": {}},
+    ]
+    doc["spec"].update(spec)
+    return doc
+
+
+def deploy_v1(kube: Kube, namespace: str, doc: dict[str, Any]) -> str:
+    kube.apply(doc, namespace=namespace)
+    body = wait_for(
+        lambda: (b := md(kube, namespace, doc["metadata"]["name"])).get("status", {}).get("phase") == "Healthy" and b,
+        what="v1 to be Healthy",
+    )
+    stable: str = body["status"]["stableRevision"]
+    return stable
+
+
+def new_version(kube: Kube, namespace: str, doc: dict[str, Any], version: str) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    doc["spec"]["model"]["version"] = version
+    kube.apply(doc, namespace=namespace)
+    return doc
+
+
+def bind_volume(kube: Kube, namespace: str, claim: str) -> None:
+    """A statically bound PersistentVolumeClaim, so pods mounting it can be scheduled."""
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"{namespace}-{claim}"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadOnlyMany"],
+            "storageClassName": "",
+            "hostPath": {"path": f"/srv/{claim}"},
+            "claimRef": {"namespace": namespace, "name": claim},
+        },
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadOnlyMany"],
+            "storageClassName": "",
+            "volumeName": f"{namespace}-{claim}",
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    kube.apply(pv, pvc)
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("modeldeployment-*.yaml")))
+def test_example_gets_its_deployment_and_service(kube: Kube, namespace: str, operator: Operator, example: str) -> None:
+    doc = load(example)
+    doc["metadata"].pop("namespace")
+    name = doc["metadata"]["name"]
+    kube.apply(doc, namespace=namespace)
+    body = wait_for(
+        lambda: (b := md(kube, namespace, name)).get("status", {}).get("stableRevision") and b, what="a stable revision"
+    )
+    child = f"{name}-{body['status']['stableRevision']}"
+    deployment = wait_for(
+        lambda: (
+            kube.run("get", "deployment", child, "-n", namespace, "-o", "json", check=False).returncode == 0
+            and kube.json("get", "deployment", child, "-n", namespace)
+        ),
+        what=f"deployment {child}",
+    )
+    kube.json("get", "service", child, "-n", namespace)
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert deployment["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    assert (
+        deployment["spec"]["template"]["metadata"]["labels"]["cutover.dev/revision"] == body["status"]["stableRevision"]
+    )
+    assert (
+        container["securityContext"]["runAsNonRoot"]
+        and container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    )
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    if doc["spec"].get("runtime", {}).get("gpu"):
+        assert container["resources"]["limits"]["nvidia.com/mig-1g.10gb"] == "1"
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+        assert pod["nodeSelector"]["nvidia.com/gpu.product"] == "NVIDIA-A100-SXM4-80GB"
+
+
+def test_gpu_pods_land_on_the_mig_node(kube: Kube, namespace: str, operator: Operator) -> None:
+    doc = load("modeldeployment-gpu-mig.yaml")
+    doc["metadata"].pop("namespace")
+    bind_volume(kube, namespace, "vision-models")
+    kube.apply(doc, namespace=namespace)
+    wait_for(
+        lambda: md(kube, namespace, "defect-detector").get("status", {}).get("phase") == "Healthy",
+        timeout=90,
+        what="the MIG model to be Healthy",
+    )
+    pods = kube.json("get", "pods", "-n", namespace, "-l", "cutover.dev/model=defect-detector")["items"]
+    nodes = {n["metadata"]["name"]: n for n in kube.json("get", "nodes")["items"]}
+    assert len(pods) == 2
+    for pod in pods:
+        assert "nvidia.com/mig-1g.10gb" in nodes[pod["spec"]["nodeName"]]["status"]["allocatable"]
+    assert condition(md(kube, namespace, "defect-detector"), "GPUCapacity")["status"] == "True"
+
+
+def test_more_gpus_than_exist_is_reported_not_silent(kube: Kube, namespace: str, operator: Operator) -> None:
+    doc = fast_canary("big-model")
+    doc["spec"]["runtime"]["gpu"] = {"count": 8}
+    kube.apply(doc, namespace=namespace)
+    gpu = wait_for(lambda: condition(md(kube, namespace, "big-model"), "GPUCapacity"), what="the GPUCapacity condition")
+    assert gpu["status"] == "False" and gpu["reason"] == "InsufficientGPUCapacity"
+    assert "0 more pods of 8x nvidia.com/gpu fit" in gpu["message"]
+
+
+def test_verdicts_drive_a_canary_to_promotion(kube: Kube, namespace: str, operator: Operator) -> None:
+    doc = fast_canary()
+    stable = deploy_v1(kube, namespace, doc)
+    operator.verdict("ranker", "continue")
+    new_version(kube, namespace, doc, "v2")
+    wait_for(
+        lambda: weights(md(kube, namespace, "ranker")) == {"stable": 80, "candidate": 20}, what="20% on the candidate"
+    )
+    time.sleep(2)
+    body = md(kube, namespace, "ranker")
+    assert body["status"]["currentStepIndex"] == 1 and body["status"]["phase"] == "Progressing"  # held by analysis
+    operator.verdict("ranker", "promote")
+    subprocess.run(
+        [
+            "kubectl",
+            "--kubeconfig",
+            kube.kubeconfig,
+            "wait",
+            "--for=condition=Promoted",
+            "md/ranker",
+            "-n",
+            namespace,
+            "--timeout=60s",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    body = md(kube, namespace, "ranker")
+    assert body["status"]["stableRevision"] != stable and body["status"]["history"][1]["revision"] == stable
+    assert weights(body) == {"stable": 100}
+    reasons = [
+        e["reason"]
+        for e in kube.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=ranker")["items"]
+    ]
+    assert {"RolloutStarted", "StepCompleted", "Promoted"} <= set(reasons)
+    # The old stable's pods are removed after the scale-down delay.
+    wait_for(
+        lambda: not kube.run("get", "deployment", f"ranker-{stable}", "-n", namespace, check=False).returncode,
+        what="old deployment listed",
+    )
+
+
+def test_rollback_verdict_returns_to_stable(kube: Kube, namespace: str, operator: Operator) -> None:
+    doc = fast_canary()
+    stable = deploy_v1(kube, namespace, doc)
+    operator.verdict("ranker", "continue")
+    new_version(kube, namespace, doc, "v3-bad")
+    wait_for(lambda: weights(md(kube, namespace, "ranker")).get("candidate"), what="candidate traffic")
+    candidate = md(kube, namespace, "ranker")["status"]["candidateRevision"]
+    operator.verdict("ranker", "rollback", reason="error-rate ratio 3.1 in [2.2, 4.4]")
+    body = wait_for(
+        lambda: (b := md(kube, namespace, "ranker"))["status"]["phase"] == "RolledBack" and b, what="RolledBack"
+    )
+    assert body["status"]["stableRevision"] == stable and weights(body) == {"stable": 100}
+    assert condition(body, "RolledBack")["status"] == "True"
+    assert "error-rate ratio 3.1" in body["status"]["message"]
+    wait_for(
+        lambda: kube.run("get", "deployment", f"ranker-{candidate}", "-n", namespace, check=False).returncode != 0,
+        what="the candidate deployment to go",
+    )
+
+
+def test_on_call_annotations_and_the_kubectl_plugin(kube: Kube, namespace: str, operator: Operator) -> None:
+    doc = fast_canary()
+    first = deploy_v1(kube, namespace, doc)
+    operator.verdict("ranker", "continue")
+    new_version(kube, namespace, doc, "v2")
+    wait_for(lambda: md(kube, namespace, "ranker")["status"].get("currentStepIndex") == 1, what="step 1")
+
+    def plugin(*args: str) -> str:
+        """`kubectl cutover ...` as an on-call engineer types it: kubectl finds the plugin on PATH."""
+        env = {**os.environ, "KUBECONFIG": kube.kubeconfig}
+        done = subprocess.run(["kubectl", "cutover", "-n", namespace, *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    plugin("pause", "ranker")
+    wait_for(lambda: md(kube, namespace, "ranker")["status"]["phase"] == "Paused", what="Paused")
+    plugin("resume", "ranker")
+    wait_for(lambda: md(kube, namespace, "ranker")["status"]["phase"] == "Progressing", what="resumed")
+    plugin("promote", "ranker")  # skip the analysis step
+    wait_for(lambda: md(kube, namespace, "ranker")["status"].get("currentStepIndex", 0) >= 2, what="next step")
+    plugin("promote", "--full", "ranker")
+    wait_for(lambda: condition(md(kube, namespace, "ranker"), "Promoted").get("status") == "True", what="promoted")
+    second = md(kube, namespace, "ranker")["status"]["stableRevision"]
+    summary = plugin("status", "ranker")
+    assert f"Stable:     {second}" in summary and "Promoted           True" in summary
+
+    kube.run("annotate", "--overwrite", "md/ranker", "-n", namespace, f"cutover.dev/rollback-to={first}")
+    body = wait_for(
+        lambda: (b := md(kube, namespace, "ranker"))["status"]["stableRevision"] == first and b, what="rollback-to"
+    )
+    handled = body["status"]["handledRequests"]
+    assert [h["action"] for h in handled][:5] == ["rollbackTo", "promote", "promote", "resume", "pause"]
+    assert handled[0]["by"] == "kubectl-annotate" and handled[0]["result"] == f"rolled back to {first}"
+    # The annotation stays (no drift for GitOps) and is not handled again.
+    time.sleep(2)
+    again = md(kube, namespace, "ranker")
+    assert again["metadata"]["annotations"]["cutover.dev/rollback-to"] == first
+    assert len(again["status"]["handledRequests"]) == len(handled)
+    history = plugin("history", "ranker")
+    assert first in history and second in history
+    # An invalid request is answered, not retried in a loop.
+    kube.run("annotate", "--overwrite", "md/ranker", "-n", namespace, "cutover.dev/rollback-to=ffffffffff")
+    body = wait_for(
+        lambda: (b := md(kube, namespace, "ranker"))["status"]["handledRequests"][0]["id"] == "ffffffffff" and b,
+        what="the invalid request answered",
+    )
+    assert "not in the revision history" in body["status"]["handledRequests"][0]["result"]
+
+
+def test_killed_operator_resumes_without_skipping_or_repeating_a_step(
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
+    doc = fast_canary()
+    pauses = [{"pause": {"duration": "4s"}} for _ in range(10)]
+    doc["spec"]["strategy"]["canary"]["steps"] = [{"setWeight": 10}, *pauses[:5], {"setWeight": 50}, *pauses[5:]]
+    deploy_v1(kube, namespace, doc)
+    operator.verdict("ranker", "promote")
+    new_version(kube, namespace, doc, "v2")
+    rng = random.Random(20261122)
+    seen: list[tuple[int, str]] = []
+
+    def observe() -> dict[str, Any]:
+        status = md(kube, namespace, "ranker")["status"]
+        mark = (status.get("currentStepIndex", -1), status.get("stepStartedAt", ""))
+        if status.get("candidateRevision") and (not seen or seen[-1] != mark):
+            seen.append(mark)
+        return status
+
+    kills = 0
+    while kills < 20:
+        deadline = time.monotonic() + rng.uniform(0.3, 1.5)
+        while time.monotonic() < deadline:
+            status = observe()
+            time.sleep(0.1)
+        if not status.get("candidateRevision"):
+            break
+        operator.kill()
+        kills += 1
+        operator.start()
+    wait_for(lambda: not observe().get("candidateRevision"), timeout=120, what="the rollout to finish")
+    assert kills == 20, f"the rollout finished after only {kills} kills"
+    body = md(kube, namespace, "ranker")
+    assert body["status"]["phase"] in ("Healthy", "Progressing") and condition(body, "Promoted")["status"] == "True"
+    indexes = [i for i, _ in seen]
+    assert indexes == sorted(indexes), f"a step was repeated: {seen}"
+    from datetime import datetime
+
+    starts = {i: datetime.fromisoformat(t) for i, t in seen if t}
+    steps = doc["spec"]["strategy"]["canary"]["steps"]
+    for i, step in enumerate(steps):
+        if "pause" in step and i in starts and i + 1 in starts:
+            assert (starts[i + 1] - starts[i]).total_seconds() >= 4, f"pause step {i} was cut short: {seen}"
+    events = kube.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=ranker")["items"]
+    completed = [e for e in events if e["reason"] == "StepCompleted"]
+    messages = [e["message"] for e in completed]
+    assert len(messages) == len(set(messages)), f"a step completed twice: {messages}"
+    assert sum(e.get("count", 1) for e in completed) <= len(steps)
