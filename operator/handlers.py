@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -32,7 +34,7 @@ from .verdicts import VerdictSource
 PLURAL = "modeldeployments"
 ROLLING_INTERVAL = 2.0
 RESTING_INTERVAL = 30.0
-CHILD_KINDS = (("apps/v1", "Deployment"), ("v1", "Service"), ("policy/v1", "PodDisruptionBudget"))
+REAPPLY_SECONDS = 300.0
 
 
 @dataclass
@@ -42,6 +44,10 @@ class Context:
     kube: Kube
     verdicts: VerdictSource
     pokes: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    applied: dict[tuple[str, str, str], tuple[str, float]] = field(default_factory=dict)
+    written: dict[tuple[str, str], tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    """Per object: the resourceVersion we last computed from, and what our status write returned."""
+    """What this process last applied, by (kind, namespace, name): digest and when."""
     gateway_api: bool = False
     clock: Callable[[], float] = time.time
 
@@ -101,67 +107,88 @@ async def _invalid(ctx: Context, body: dict[str, Any], error: ValidationError, l
     logger.warning("invalid spec: %s", message)
 
 
-async def reconcile_once(ctx: Context, namespace: str, name: str, logger: logging.Logger) -> float:
+@dataclass(frozen=True)
+class Child:
+    """What the Deployment index keeps of one of our Deployments."""
+
+    name: str
+    revision: str
+    ready: int
+    owner: str
+
+
+def latest(ctx: Context, body: kopf.Body) -> dict[str, Any]:
+    """The freshest view of the object: kopf's live body, unless it still predates our last
+    status write (whose echo has not come back through the watch yet)."""
+    meta = body.get("metadata", {})
+    mine = ctx.written.get((meta.get("namespace", ""), meta.get("name", "")))
+    if mine is not None and mine[0] == meta.get("resourceVersion"):
+        return mine[1]
+    return dict(body)
+
+
+async def reconcile_once(ctx: Context, body: kopf.Body, children: list[Child], logger: logging.Logger) -> float:
     """One pass of the reconcile loop; returns the seconds until the next one."""
     started = time.monotonic()
     kube = ctx.kube
-    body = await kube.get(f"{GROUP}/{VERSION}", "ModelDeployment", namespace, name)
-    if body is None or body["metadata"].get("deletionTimestamp"):
+    obj = latest(ctx, body)
+    if obj["metadata"].get("deletionTimestamp"):
         return RESTING_INTERVAL
     try:
-        md = ModelDeployment.model_validate(body)
+        md = ModelDeployment.model_validate(obj)
     except ValidationError as err:
-        await _invalid(ctx, body, err, logger)
+        await _invalid(ctx, obj, err, logger)
         return RESTING_INTERVAL
     now = ctx.clock()
-    deployments = await kube.list("apps/v1", "Deployment", namespace, label_selector=f"{builders.LABEL_MODEL}={name}")
-    ready = {
-        d["metadata"]["labels"][builders.LABEL_REVISION]: int(d.get("status", {}).get("readyReplicas", 0) or 0)
-        for d in deployments
-    }
+    ready = {child.revision: child.ready for child in children}
     status = md.status or ModelDeploymentStatus()
-    annotations = md.metadata.annotations
     requests = tuple(
-        Request(r.action, r.id, annotation_writer(body, REQUEST_ANNOTATIONS[r.action]))
-        for r in pending_requests(annotations, status.handled_requests)
+        Request(r.action, r.id, annotation_writer(obj, REQUEST_ANNOTATIONS[r.action]))
+        for r in pending_requests(md.metadata.annotations, status.handled_requests)
     )
     capacity = await _capacity(kube, md)
     analysis = await ctx.verdicts.current(md, now)
     plan = reconcile(Inputs(md, ready, datetime.fromtimestamp(now, UTC), analysis, requests, capacity))
-    await _apply(ctx, md, plan, deployments)
+    await _apply(ctx, md, plan, children)
     new_status = plan.status.wire()
-    if new_status != (body.get("status") or {}):
-        await kube.replace_status(body, new_status)
+    if new_status != (obj.get("status") or {}):
+        written = await kube.replace_status(obj, new_status)
+        key = (md.metadata.namespace or "", md.metadata.name or "")
+        ctx.written[key] = (obj["metadata"]["resourceVersion"], written)
     for event in plan.events:
-        (kopf.info if event.type == "Normal" else kopf.warn)(body, reason=event.reason, message=event.message)
+        (kopf.info if event.type == "Normal" else kopf.warn)(obj, reason=event.reason, message=event.message)
     metrics.observe(md, plan, analysis, time.monotonic() - started)
     return ROLLING_INTERVAL if plan.status.candidate_revision or plan.status.phase != "Healthy" else RESTING_INTERVAL
 
 
-async def _apply(ctx: Context, md: ModelDeployment, plan: Plan, deployments: list[dict[str, Any]]) -> None:
-    """Apply every child of the plan; delete our children of revisions the plan no longer has."""
+async def _apply(ctx: Context, md: ModelDeployment, plan: Plan, children: list[Child]) -> None:
+    """Apply every child of the plan; delete the children of revisions the plan no longer has.
+
+    A child identical to what this process applied in the last REAPPLY_SECONDS is not sent
+    again (at rest that is most passes); anything older is re-applied, which also repairs
+    children someone edited or deleted by hand."""
     kube = ctx.kube
-    wanted = builders.children(md, plan.workloads, list(plan.status.traffic))
-    for child in wanted:
+    namespace = md.metadata.namespace
+    now = time.monotonic()
+    for child in builders.children(md, plan.workloads, list(plan.status.traffic)):
         if child["kind"] == "HTTPRoute" and not ctx.gateway_api:
             continue
+        key = (child["kind"], namespace or "", child["metadata"]["name"])
+        digest = hashlib.sha256(json.dumps(child, sort_keys=True).encode()).hexdigest()
+        last = ctx.applied.get(key)
+        if last is not None and last[0] == digest and now - last[1] < REAPPLY_SECONDS:
+            continue
         await kube.apply(child)
-    keep = {(c["kind"], c["metadata"]["name"]) for c in wanted}
-    namespace, name = md.metadata.namespace, md.metadata.name
-    selector = f"{builders.LABEL_MODEL}={name},{builders.LABEL_REVISION}"
-    for api_version, kind in CHILD_KINDS:
-        existing = (
-            deployments
-            if kind == "Deployment"
-            else await kube.list(api_version, kind, namespace, label_selector=selector)
-        )
-        for obj in existing:
-            if (kind, obj["metadata"]["name"]) not in keep and _owned_by(obj, md):
-                await kube.delete(api_version, kind, namespace, obj["metadata"]["name"])
-
-
-def _owned_by(obj: dict[str, Any], md: ModelDeployment) -> bool:
-    return any(ref.get("uid") == md.metadata.uid for ref in obj["metadata"].get("ownerReferences", []))
+        ctx.applied[key] = (digest, now)
+    wanted = {w.revision for w in plan.workloads}
+    for child in children:
+        if child.revision in wanted or child.owner != md.metadata.uid:
+            continue
+        name = child.name
+        # The Deployment goes last: while it exists, the next pass still sees the revision.
+        for api_version, kind in (("v1", "Service"), ("policy/v1", "PodDisruptionBudget"), ("apps/v1", "Deployment")):
+            await kube.delete(api_version, kind, namespace, name)
+            ctx.applied.pop((kind, namespace or "", name), None)
 
 
 # ----------------------------------------------------------------------------- registration
@@ -170,9 +197,33 @@ def _owned_by(obj: dict[str, Any], md: ModelDeployment) -> bool:
 def register(registry: kopf.OperatorRegistry) -> None:
     """Attach the handlers to a registry (a fresh one per operator run)."""
 
+    @kopf.index(
+        "apps",
+        "v1",
+        "deployments",
+        id="deployments_by_model",
+        registry=registry,
+        labels={builders.LABEL_MODEL: kopf.PRESENT},
+    )
+    async def deployments_by_model(
+        namespace: str, name: str, labels: dict[str, str], status: dict[str, Any], meta: dict[str, Any], **_: Any
+    ) -> dict[tuple[str, str], Child]:
+        owner = next(
+            (r.get("uid", "") for r in meta.get("ownerReferences", []) if r.get("kind") == "ModelDeployment"), ""
+        )
+        child = Child(name, labels.get(builders.LABEL_REVISION, ""), int(status.get("readyReplicas") or 0), owner)
+        return {(namespace, labels[builders.LABEL_MODEL]): child}
+
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
     async def modeldeployment_loop(
-        stopped: kopf.DaemonStopped, namespace: str, name: str, memo: kopf.Memo, logger: logging.Logger, **_: Any
+        stopped: kopf.DaemonStopped,
+        namespace: str,
+        name: str,
+        body: kopf.Body,
+        memo: kopf.Memo,
+        deployments_by_model: kopf.Index[tuple[str, str], Child],
+        logger: logging.Logger,
+        **_: Any,
     ) -> None:
         ctx: Context = memo.ctx
         wake = ctx.pokes.setdefault((namespace, name), asyncio.Event())
@@ -180,7 +231,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
             while not stopped:
                 wake.clear()
                 try:
-                    delay = await reconcile_once(ctx, namespace, name, logger)
+                    children = list(deployments_by_model.get((namespace, name), []))
+                    delay = await reconcile_once(ctx, body, children, logger)
                 except ApiError as err:
                     # 409: someone wrote the object since we read it; re-read and go again.
                     delay = 0.5 if err.status == 409 else 5.0
@@ -194,11 +246,12 @@ def register(registry: kopf.OperatorRegistry) -> None:
                     await asyncio.wait_for(wake.wait(), timeout=delay)
         finally:
             ctx.pokes.pop((namespace, name), None)
+            ctx.written.pop((namespace, name), None)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def modeldeployment_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    async def modeldeployment_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
         memo.ctx.poke(namespace, name)
 
     @kopf.on.event("apps", "v1", "deployments", registry=registry, labels={builders.LABEL_MODEL: kopf.PRESENT})
-    def child_changed(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
+    async def child_changed(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
         memo.ctx.poke(namespace, labels[builders.LABEL_MODEL])
