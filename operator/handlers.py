@@ -35,6 +35,7 @@ PLURAL = "modeldeployments"
 ROLLING_INTERVAL = 2.0
 RESTING_INTERVAL = 30.0
 REAPPLY_SECONDS = 300.0
+COALESCE_SECONDS = 0.2
 
 
 @dataclass
@@ -244,6 +245,9 @@ def register(registry: kopf.OperatorRegistry) -> None:
                     delay = 10.0
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=delay)
+                    # Woken by a change: let the rest of its burst (a status echo, a Deployment's
+                    # several status updates) arrive, then handle them in one pass.
+                    await asyncio.sleep(COALESCE_SECONDS)
         finally:
             ctx.pokes.pop((namespace, name), None)
             ctx.written.pop((namespace, name), None)

@@ -1,4 +1,5 @@
-"""A small async Kubernetes client over httpx: what the operator needs and nothing more.
+"""A small async Kubernetes client over aiohttp (which kopf already uses): what the operator
+needs and nothing more.
 
 The credentials are kopf's (kubeconfig, in-cluster service account), so the operator and its
 handlers talk to the API server as one identity. Children are server-side applied under the
@@ -9,13 +10,14 @@ resourceVersion last seen, so a concurrent change is a 409 and a retry, never a 
 from __future__ import annotations
 
 import base64
+import json
 import ssl
 import tempfile
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 import kopf
 
 FIELD_MANAGER = "cutover"
@@ -62,11 +64,11 @@ def _file(data: str | bytes | None, path_: str | None, workdir: str) -> str | No
 
 @dataclass
 class Kube:
-    client: httpx.AsyncClient
+    session: aiohttp.ClientSession
 
     @classmethod
     def from_connection(cls, info: kopf.ConnectionInfo, timeout: float = 30.0) -> Kube:
-        """An httpx client with kopf's credentials (certificates written to a private temp dir)."""
+        """A client with kopf's credentials (certificates written to a private temp dir)."""
         workdir = tempfile.mkdtemp(prefix="cutover-kube-")
         context = ssl.create_default_context(cafile=_file(info.ca_data, info.ca_path, workdir))
         if info.insecure:
@@ -77,29 +79,34 @@ class Kube:
         if cert:
             context.load_cert_chain(cert, key)
         headers = {"Authorization": f"Bearer {info.token}"} if info.token else {}
-        auth = httpx.BasicAuth(info.username, info.password) if info.username and info.password else None
-        client = httpx.AsyncClient(
+        auth = aiohttp.BasicAuth(info.username, info.password) if info.username and info.password else None
+        session = aiohttp.ClientSession(
             base_url=info.server,
-            verify=context,
             headers=headers,
             auth=auth,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            connector=aiohttp.TCPConnector(ssl=context, limit=32),
         )
-        return cls(client)
+        return cls(session)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.session.close()
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> Any:
-        response = await self.client.request(method, url, **kwargs)
-        if response.status_code >= 400:
-            try:
-                message = response.json().get("message", response.text)
-            except ValueError:
-                message = response.text
-            raise ApiError(response.status_code, message)
-        return response.json() if response.content else None
+        async with self.session.request(method, url, **kwargs) as response:
+            text = await response.text()
+            if response.status >= 400:
+                try:
+                    message = json.loads(text).get("message", text)
+                except ValueError:
+                    message = text
+                raise ApiError(response.status, message)
+            return json.loads(text) if text else None
+
+    async def discover(self, api_path: str) -> bool:
+        """Whether the server serves an API group version (for example a CRD's)."""
+        async with self.session.get(api_path) as response:
+            return response.status == 200
 
     async def list(
         self,
@@ -132,7 +139,7 @@ class Kube:
             "PATCH",
             url,
             params={"fieldManager": FIELD_MANAGER, "force": "true"},
-            json=obj,
+            data=json.dumps(obj),
             headers={"Content-Type": "application/apply-patch+yaml"},
         )
         return body

@@ -59,8 +59,8 @@ def build_registry(verdicts_from: Path | None) -> kopf.OperatorRegistry:
         kube = Kube.from_connection(info)
         http = httpx.AsyncClient()
         verdicts: VerdictSource = FileVerdicts(verdicts_from) if verdicts_from else PrometheusVerdicts(http)
-        route_crd = await kube.client.get("/apis/gateway.networking.k8s.io/v1")
-        memo.ctx = handlers.Context(kube, verdicts, gateway_api=route_crd.status_code == 200)
+        gateway_api = await kube.discover("/apis/gateway.networking.k8s.io/v1")
+        memo.ctx = handlers.Context(kube, verdicts, gateway_api=gateway_api)
         memo.http = http
         logger.info("cutover operator started (verdicts from %s)", verdicts_from or "Prometheus")
 
