@@ -325,3 +325,27 @@ def test_killed_operator_resumes_without_skipping_or_repeating_a_step(
     messages = [e["message"] for e in completed]
     assert len(messages) == len(set(messages)), f"a step completed twice: {messages}"
     assert sum(e.get("count", 1) for e in completed) <= len(steps)
+
+
+def test_gateway_api_provider_gets_a_weighted_httproute(kube: Kube, namespace: str, operator: Operator) -> None:
+    doc = fast_canary(
+        traffic={
+            "provider": "gatewayAPI",
+            "gatewayAPI": {"parentRefs": [{"name": "edge"}], "hostnames": ["ranker.example.com"]},
+        }
+    )
+    stable = deploy_v1(kube, namespace, doc)
+    operator.verdict("ranker", "continue")
+    new_version(kube, namespace, doc, "v2")
+
+    def route_weights() -> dict[str, int]:
+        done = kube.run("get", "httproute", "ranker", "-n", namespace, "-o", "json", check=False)
+        if done.returncode:
+            return {}
+        import json
+
+        rule = json.loads(done.stdout)["spec"]["rules"][0]
+        return {ref["name"]: ref["weight"] for ref in rule["backendRefs"]}
+
+    candidate_weights = wait_for(lambda: len(w := route_weights()) == 2 and w, what="a two-backend route")
+    assert candidate_weights[f"ranker-{stable}"] == 80 and sorted(candidate_weights.values()) == [20, 80]

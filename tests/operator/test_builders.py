@@ -1,0 +1,114 @@
+"""Pure builders: what a platform engineer would check in the generated children."""
+
+from __future__ import annotations
+
+import copy
+
+from cutover.api.v1alpha1 import ModelDeployment
+from cutover.api.v1alpha1.modeldeployment import TrafficEntry
+from cutover.operator import builders, gpu
+from cutover.operator.rollout import Source, Workload
+
+from ..cases import load
+
+
+def model(example: str, **spec: object) -> ModelDeployment:
+    doc = copy.deepcopy(load(example))
+    doc["metadata"].update(uid="3f1c", generation=1)
+    doc["spec"].update(spec)
+    return ModelDeployment.model_validate(doc)
+
+
+def workload(md: ModelDeployment, role: str = "stable", replicas: int = 2) -> Workload:
+    wire = md.spec.wire()
+    return Workload("abc123", role, replicas, Source(wire["model"], wire["runtime"]))  # type: ignore[arg-type]
+
+
+def test_gpu_deployment_requests_the_mig_slice_on_the_right_nodes() -> None:
+    md = model("modeldeployment-gpu-mig.yaml")
+    pod = builders.deployment(md, workload(md))["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/mig-1g.10gb"] == 1
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert {"key": "dedicated", "operator": "Equal", "value": "vision", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "vision-models"
+    assert "--max-batch-size" in container["args"] and "--model-uri" in container["args"]
+
+
+def test_pods_run_restricted_and_are_scraped() -> None:
+    md = model("modeldeployment-canary.yaml")
+    deployment = builders.deployment(md, workload(md))
+    pod = deployment["spec"]["template"]
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    security = pod["spec"]["containers"][0]["securityContext"]
+    assert (
+        security["runAsNonRoot"] and security["readOnlyRootFilesystem"] and security["capabilities"]["drop"] == ["ALL"]
+    )
+    assert builders.LABEL_ROLE not in pod["metadata"]["labels"]  # a role change must not restart pods
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == "3f1c"
+
+
+def test_s3_models_are_fetched_by_an_init_container() -> None:
+    md = model("modeldeployment-bluegreen.yaml")
+    pod = builders.deployment(md, workload(md))["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["args"][:2] == ["s3", "cp"]
+    assert "--model-uri" in pod["containers"][0]["args"]
+
+
+def test_min_gpu_memory_becomes_node_affinity() -> None:
+    md = model("modeldeployment-canary.yaml")
+    wire = md.spec.wire()
+    wire["runtime"]["gpu"] = {"count": 1, "minMemoryMiB": 40000}
+    pod = builders.deployment(md, Workload("r", "stable", 1, Source(wire["model"], wire["runtime"])))["spec"][
+        "template"
+    ]
+    terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert {"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["39999"]} in terms[0]["matchExpressions"]
+
+
+def test_httproute_weights_mirror_and_session_persistence() -> None:
+    doc = copy.deepcopy(load("modeldeployment-abtest.yaml"))
+    doc["metadata"]["uid"] = "3f1c"
+    doc["spec"]["traffic"] = {"provider": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "edge"}]}}
+    doc["spec"]["strategy"]["abTest"]["assignment"]["by"] = "cookie"
+    md = ModelDeployment.model_validate(doc)
+    traffic = [
+        TrafficEntry(revision="a", role="stable", weight=50, service="s-a"),
+        TrafficEntry(revision="b", role="candidate", weight=50, mirror_percent=0, service="s-b"),
+    ]
+    route = builders.http_route(md, traffic)
+    assert route is not None
+    rule = route["spec"]["rules"][0]
+    assert [(b["name"], b["weight"]) for b in rule["backendRefs"]] == [("s-a", 50), ("s-b", 50)]
+    assert rule["sessionPersistence"] == {"sessionName": "X-User-Id", "type": "Cookie"}
+    shadow = [
+        TrafficEntry(revision="a", role="stable", weight=100, service="s-a"),
+        TrafficEntry(revision="b", role="candidate", weight=0, mirror_percent=30, service="s-b"),
+    ]
+    mirrored = builders.http_route(md, shadow)
+    assert mirrored is not None
+    assert mirrored["spec"]["rules"][0]["filters"][0]["requestMirror"]["percent"] == 30
+
+
+def test_gpu_preflight_counts_free_devices_per_node() -> None:
+    def node(name: str, gpus: int, product: str) -> dict[str, object]:
+        return {
+            "metadata": {"name": name, "labels": {"nvidia.com/gpu.product": product}},
+            "status": {"allocatable": {"nvidia.com/gpu": str(gpus)}},
+            "spec": {},
+        }
+
+    def pod(node_name: str, gpus: int) -> dict[str, object]:
+        return {
+            "spec": {"nodeName": node_name, "containers": [{"resources": {"requests": {"nvidia.com/gpu": str(gpus)}}}]},
+            "status": {"phase": "Running"},
+        }
+
+    nodes = [node("a", 4, "A100"), node("b", 4, "A100"), node("c", 2, "L4")]
+    pods = [pod("a", 3), pod("b", 2)]
+    assert gpu.free_pods(nodes, pods, "nvidia.com/gpu", 2).free_pods == 0 + 1 + 1
+    assert gpu.free_pods(nodes, pods, "nvidia.com/gpu", 2, product="A100").free_pods == 1
+    assert gpu.free_pods(nodes, pods, "nvidia.com/gpu", 1, product="A100").free_pods == 3
