@@ -13,6 +13,12 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER 10001
 
-# The `cutover` CLI (`cutover crds` today).
+# The `cutover` CLI (`cutover crds`).
 FROM runtime AS cli
 ENTRYPOINT ["cutover"]
+
+# The operator: `docker build --target operator -t ghcr.io/cutover/operator:0.1.0 .`
+FROM runtime AS operator
+EXPOSE 8000
+ENTRYPOINT ["cutover"]
+CMD ["operator"]

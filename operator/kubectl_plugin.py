@@ -71,8 +71,18 @@ def status_lines(body: dict[str, Any]) -> list[str]:
         f"Phase:      {status.get('phase', 'Pending')}  {status.get('message', '')}".rstrip(),
         f"Stable:     {status.get('stableRevision') or '-'}",
         f"Candidate:  {status.get('candidateRevision') or '-'}  step {status.get('currentStepIndex', '-')}",
-        "Traffic:",
     ]
+    steps = (spec.get("strategy", {}).get("canary") or {}).get("steps", [])
+    if steps and status.get("candidateRevision"):
+        lines.append("Steps:")
+        current = status.get("currentStepIndex", 0)
+        for i, step in enumerate(steps):
+            mark = "->" if i == current else "  " if i > current else "ok"
+            what = ", ".join(
+                f"{k} {v}" if not isinstance(v, dict) else f"{k} {v or ''}".rstrip() for k, v in step.items()
+            )
+            lines.append(f"  {mark} {i}: {what}")
+    lines.append("Traffic:")
     for row in status.get("traffic", []):
         mirror = f"  mirror {row['mirrorPercent']}%" if row.get("mirrorPercent") else ""
         lines.append(f"  {row['role']:<10} {row['revision']:<12} {row['weight']:>3}%{mirror}")
