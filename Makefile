@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 # `make test` runs lint, types and every test: unit, against the real local control plane
 # (hack/cluster), and packaging (a wheel in a clean virtual environment).
-.PHONY: test venv lint typecheck pytest crds cluster-tools cluster-up cluster-down bench-analysis clean
+.PHONY: test venv lint typecheck pytest crds cluster-tools cluster-up cluster-down bench-analysis bench-operator clean
 
 test: lint typecheck pytest
 
@@ -41,6 +41,9 @@ cluster-down:
 
 bench-analysis: $(STAMP)
 	$(BIN)/python benchmarks/analysis.py
+
+bench-operator: $(STAMP) cluster-tools
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/operator_scale.py
 
 crds: $(STAMP)
 	$(BIN)/cutover crds --output crds
