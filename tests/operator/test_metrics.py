@@ -1,0 +1,27 @@
+"""The operator's own metrics, as Prometheus scrapes them."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+
+from cutover.operator import metrics
+from cutover.operator.rollout import AnalysisInput
+
+from .sim import Sim
+
+
+def test_reconcile_phase_weight_and_transitions_are_exported() -> None:
+    sim = Sim.of("modeldeployment-canary.yaml")
+    sim.step()
+    plan = sim.step()
+    metrics.observe(sim.md, plan, None, 0.004)
+    sim.change_version("v2")
+    sim.step()
+    plan = sim.step("continue")
+    metrics.observe(sim.md, plan, AnalysisInput("continue"), 0.003)
+    text = generate_latest().decode()
+    assert 'cutover_operator_reconciles_total{kind="ModelDeployment"}' in text
+    assert 'cutover_rollout_phase{name="fraud-scorer",namespace="payments",phase="Progressing"} 1.0' in text
+    assert 'cutover_rollout_candidate_weight{name="fraud-scorer",namespace="payments"} 5.0' in text
+    assert 'cutover_rollout_decisions_total{verdict="continue"}' in text
+    assert "cutover_operator_reconcile_duration_seconds_bucket" in text
