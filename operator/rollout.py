@@ -42,6 +42,15 @@ Verdict = Literal["promote", "continue", "rollback", "inconclusive", "unavailabl
 CANARY_SCALE_DOWN_SECONDS = 30
 HANDLED_REQUESTS_KEPT = 20
 BASELINE_SUFFIX = "-baseline"
+NO_ROLLOUT: dict[str, Any] = {
+    "candidate_revision": None,
+    "current_step_index": None,
+    "step_started_at": None,
+    "rollout_started_at": None,
+    "canary_weight": 0,
+    "paused": False,
+}
+"""Status fields of a rollout, as they are when none is in progress."""
 
 
 def revision_of(model: dict[str, Any], runtime: dict[str, Any]) -> str:
@@ -278,31 +287,14 @@ def _start_rollout(st: _State, desired: str) -> None:
 
 
 def _end_rollout(st: _State, message: str, reason: str) -> None:
-    st.set(
-        candidate_revision=None,
-        current_step_index=None,
-        step_started_at=None,
-        rollout_started_at=None,
-        canary_weight=0,
-        paused=False,
-    )
+    st.set(**NO_ROLLOUT)
     st.event(reason, message)
 
 
 def _rollback(st: _State, reason: str, message: str) -> None:
     """Send everything back to stable now; the candidate is not retried until the spec changes."""
     candidate = st.status.candidate_revision
-    st.set(
-        rejected_revision=candidate,
-        candidate_revision=None,
-        current_step_index=None,
-        step_started_at=None,
-        rollout_started_at=None,
-        canary_weight=0,
-        paused=False,
-        phase="RolledBack",
-        message=f"rolled back {candidate}: {message}",
-    )
+    st.set(**NO_ROLLOUT, rejected_revision=candidate, phase="RolledBack", message=f"rolled back {candidate}: {message}")
     st.events.append(
         Event("Warning", reason, f"rolled back {candidate} to stable {st.status.stable_revision}: {message}")
     )
@@ -330,13 +322,8 @@ def _promote(st: _State, how: str) -> None:
     scale_down = [s for s in st.status.scale_down if s.revision not in (candidate, old)]
     scale_down.append(ScaleDown(revision=old, at=st.now + timedelta(seconds=delay)))
     st.set(
+        **NO_ROLLOUT,
         stable_revision=candidate,
-        candidate_revision=None,
-        current_step_index=None,
-        step_started_at=None,
-        rollout_started_at=None,
-        canary_weight=0,
-        paused=False,
         scale_down=scale_down,
         history=_record(
             st.status, candidate, _source_of_spec(md), md.spec.model.version, st.now, md.spec.revision_history_limit

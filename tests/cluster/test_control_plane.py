@@ -6,28 +6,16 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ..conftest import REPO, Kube
+from .operator_support import wait_for
 
 pytestmark = pytest.mark.cluster
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-
-
-def wait_for(predicate: Any, timeout: float = 60, what: str = "condition") -> Any:
-    """Poll until predicate() returns something truthy; fail with `what` after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.25)
 
 
 def pod(name: str, resources: dict[str, str], tolerate_gpu: bool = True) -> dict[str, Any]:
