@@ -11,7 +11,7 @@ from typing import Any
 from cutover.api.v1alpha1 import API_VERSION, GROUP
 from cutover.api.v1alpha1.modeldeployment import ModelDeployment, TrafficEntry
 
-from .rollout import BASELINE_SUFFIX, Workload
+from .rollout import Workload
 
 LABEL_MODEL = f"{GROUP}/model"
 """Label on every child: the ModelDeployment's name."""
@@ -343,7 +343,3 @@ def children(md: ModelDeployment, workloads: tuple[Workload, ...], traffic: list
     if route:
         out.append(route)
     return out
-
-
-def is_baseline(revision: str) -> bool:
-    return revision.endswith(BASELINE_SUFFIX)

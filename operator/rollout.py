@@ -634,7 +634,11 @@ def _traffic(st: _State, workloads: list[Workload]) -> list[TrafficEntry]:
             weight = _live_weight(st, ready.get(candidate, 0))
             if md.spec.traffic.provider == "replicas":
                 total = sum(w.replicas for w in workloads if w.role in ("stable", "candidate"))
-                weight = round(100 * rows_replicas(workloads, candidate) / total) if total else 0
+                weight = (
+                    round(100 * next((w.replicas for w in workloads if w.revision == candidate), 0) / total)
+                    if total
+                    else 0
+                )
             if baseline in rows:  # compare like with like: the baseline takes the same share, or neither does
                 if ready.get(baseline, 0) > 0:
                     share[baseline] = weight
@@ -661,10 +665,6 @@ def _traffic(st: _State, workloads: list[Workload]) -> list[TrafficEntry]:
     if candidate is not None and candidate in rows and mirror:
         rows[candidate] = rows[candidate].model_copy(update={"mirror_percent": mirror})
     return list(rows.values())
-
-
-def rows_replicas(workloads: list[Workload], revision: str) -> int:
-    return next((w.replicas for w in workloads if w.revision == revision), 0)
 
 
 def _condition(

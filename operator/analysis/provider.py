@@ -91,9 +91,6 @@ def _data(body: Mapping[str, Any], result_type: str) -> Mapping[str, Any]:
     return data
 
 
-_DURATION = re.compile(r"^[0-9]+(ms|s|m|h)$")
-
-
 def promql_duration(seconds: float) -> str:
     """A PromQL range such as 95s (whole seconds, at least 1)."""
     return f"{max(1, math.ceil(seconds))}s"

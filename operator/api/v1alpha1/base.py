@@ -244,7 +244,6 @@ class LabelSelector(ApiModel):
 # On-call requests: `kubectl annotate md/NAME cutover.dev/<action>=<request id>`. The value is the
 # request id: each distinct value is handled once, recorded in status.handledRequests, and the
 # annotation is left in place so GitOps tools see no drift. rollback-to takes the revision.
-ANNOTATION_PREFIX = f"{GROUP}/"
 REQUEST_ANNOTATIONS = {
     "promote": f"{GROUP}/promote",
     "abort": f"{GROUP}/abort",
