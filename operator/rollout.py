@@ -30,6 +30,7 @@ from cutover.api.v1alpha1.modeldeployment import (
     AnalysisStatus,
     HandledRequest,
     ModelDeployment,
+    ModelDeploymentSpec,
     ModelDeploymentStatus,
     Phase,
     RevisionRecord,
@@ -144,6 +145,18 @@ class Plan:
     analysis: AnalysisPlan | None = None
 
 
+def comparison(spec: ModelDeploymentSpec, status: ModelDeploymentStatus | None) -> AnalysisPlan | None:
+    """The comparison the analysis runs for the rollout in ``status``: the candidate against the
+    stable revision, or against fresh baseline pods of it when the canary asks for them."""
+    if status is None or status.candidate_revision is None or status.stable_revision is None:
+        return None
+    if status.rollout_started_at is None:
+        return None
+    canary = spec.strategy.canary
+    baseline = status.stable_revision + (BASELINE_SUFFIX if canary is not None and canary.baseline else "")
+    return AnalysisPlan(status.candidate_revision, baseline, status.rollout_started_at)
+
+
 def pending_requests(annotations: dict[str, str], handled: list[HandledRequest]) -> list[Request]:
     """Requests in annotations whose value (the request id) was not handled yet."""
     seen = {(h.action, h.id) for h in handled}
@@ -164,6 +177,8 @@ class _State:
 
     inputs: Inputs
     status: ModelDeploymentStatus
+    source: Source
+    """What the spec asks to run (computed once per reconcile)."""
     events: list[Event] = field(default_factory=list)
     handled: list[HandledRequest] = field(default_factory=list)
     scale_up: bool = False
@@ -184,12 +199,6 @@ class _State:
             HandledRequest(action=request.action, id=request.id, by=request.by, at=self.now, result=result)
         )  # type: ignore[arg-type]
         self.event(f"Request{request.action[0].upper()}{request.action[1:]}", f"{request.id}: {result}", warning=not ok)
-
-
-def desired_revision(md: ModelDeployment) -> str:
-    """The revision the spec asks for."""
-    source = _source_of_spec(md)
-    return revision_of(source.model, source.runtime)
 
 
 def _source_of_spec(md: ModelDeployment) -> Source:
@@ -226,8 +235,9 @@ def _record(
 
 def reconcile(inputs: Inputs) -> Plan:
     md = inputs.md
-    st = _State(inputs, md.status or ModelDeploymentStatus())
-    desired = desired_revision(md)
+    source = _source_of_spec(md)
+    desired = revision_of(source.model, source.runtime)
+    st = _State(inputs, md.status or ModelDeploymentStatus(), source)
 
     _handle_requests(st, desired)
 
@@ -256,10 +266,9 @@ def reconcile(inputs: Inputs) -> Plan:
 def _initial(st: _State, desired: str) -> None:
     """First revision: it is stable at once (there is nothing to compare it with)."""
     md = st.inputs.md
-    source = _source_of_spec(md)
     st.set(
         stable_revision=desired,
-        history=_record(st.status, desired, source, md.spec.model.version, st.now, md.spec.revision_history_limit),
+        history=_record(st.status, desired, st.source, md.spec.model.version, st.now, md.spec.revision_history_limit),
     )
     st.event("Deployed", f"revision {desired} (model {md.spec.model.name} {md.spec.model.version}) is the first stable")
 
@@ -325,9 +334,7 @@ def _promote(st: _State, how: str) -> None:
         **NO_ROLLOUT,
         stable_revision=candidate,
         scale_down=scale_down,
-        history=_record(
-            st.status, candidate, _source_of_spec(md), md.spec.model.version, st.now, md.spec.revision_history_limit
-        ),
+        history=_record(st.status, candidate, st.source, md.spec.model.version, st.now, md.spec.revision_history_limit),
     )
     st.event("Promoted", f"revision {candidate} (model version {md.spec.model.version}) promoted: {how}")
 
@@ -380,7 +387,7 @@ def _handle_requests(st: _State, desired: str) -> None:
                 if previous is None:
                     st.answer(request, "ignored: no earlier stable revision in history", ok=False)
                 else:
-                    _switch_stable(st, previous, request)
+                    _switch_stable(st, previous, request, desired)
         elif request.action == "rollbackTo":
             target = request.id
             if target == status.stable_revision and not rolling:
@@ -392,7 +399,7 @@ def _handle_requests(st: _State, desired: str) -> None:
                 if rolling:
                     _rollback(st, "RolledBackByRequest", f"on-call request to roll back to {target}")
                 if target != st.status.stable_revision:
-                    _switch_stable(st, target, request)
+                    _switch_stable(st, target, request, desired)
                 else:
                     st.answer(request, f"rolled back to {target}")
         elif request.action == "retry":
@@ -403,12 +410,10 @@ def _handle_requests(st: _State, desired: str) -> None:
                 st.answer(request, "ignored: no rolled-back revision to retry", ok=False)
 
 
-def _switch_stable(st: _State, target: str, request: Request) -> None:
+def _switch_stable(st: _State, target: str, request: Request, desired: str) -> None:
     """Make an older stable revision stable again (its spec from history); the revision that
     was stable, and whatever the spec asks for, are not rolled out again without a retry."""
-    md = st.inputs.md
     old = st.status.stable_revision
-    desired = desired_revision(md)
     history = st.status.history
     target_record = next(r for r in history if r.revision == target)
     reordered = [
@@ -584,7 +589,6 @@ def _workloads(st: _State, desired: str) -> tuple[list[Workload], bool]:
     candidate = status.candidate_revision
     stable_replicas = replicas
     if candidate is not None:
-        source = _source_of_spec(md)
         strategy = md.spec.strategy
         want = _candidate_wanted(st)
         capacity = st.inputs.capacity
@@ -595,7 +599,7 @@ def _workloads(st: _State, desired: str) -> tuple[list[Workload], bool]:
             want = round(replicas * _target_weight(st) / 100)
         held = strategy.surge == "always" and short
         if not held:
-            out.append(Workload(candidate, "preview" if strategy.type == "blueGreen" else "candidate", want, source))
+            out.append(Workload(candidate, "preview" if strategy.type == "blueGreen" else "candidate", want, st.source))
         if swap and strategy.type in ("canary", "abTest", "shadow"):
             stable_replicas = max(1, replicas - want) if md.spec.traffic.provider != "replicas" else replicas - want
         if not held and strategy.type == "canary" and strategy.canary and strategy.canary.baseline and stable:
@@ -603,7 +607,7 @@ def _workloads(st: _State, desired: str) -> tuple[list[Workload], bool]:
             if base_source is not None:
                 out.append(Workload(stable + BASELINE_SUFFIX, "baseline", want, base_source))
     if stable is not None:
-        source = _source_of(status, stable) or _source_of_spec(md)
+        source = _source_of(status, stable) or st.source
         out.insert(0, Workload(stable, "stable", stable_replicas, source))
     for kept in status.scale_down:
         if kept.at > st.now and kept.revision not in {w.revision for w in out}:
@@ -802,11 +806,7 @@ def _finish(st: _State, desired: str) -> Plan:
             "last_analysis": last_analysis,
         }
     )
-    plan_analysis = None
-    if candidate is not None and stable is not None and status.rollout_started_at is not None:
-        baseline = stable + BASELINE_SUFFIX if any(w.role == "baseline" for w in workloads) else stable
-        plan_analysis = AnalysisPlan(candidate, baseline, status.rollout_started_at)
-    return Plan(tuple(workloads), new_status, tuple(st.events), plan_analysis)
+    return Plan(tuple(workloads), new_status, tuple(st.events), comparison(md.spec, new_status))
 
 
 def _rollout_message(st: _State, weight: int) -> str:

@@ -12,7 +12,6 @@ control-plane tests use to script verdict sequences. It is never the default.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,7 +21,7 @@ import httpx
 from cutover.analysis import Analysis, Arms, MetricsUnavailable, PrometheusProvider, Result
 from cutover.api.v1alpha1 import ModelDeployment, seconds
 
-from .rollout import BASELINE_SUFFIX, AnalysisInput
+from .rollout import AnalysisInput, AnalysisPlan, comparison
 
 
 class VerdictSource(Protocol):
@@ -31,22 +30,12 @@ class VerdictSource(Protocol):
         ...
 
 
-def comparison(md: ModelDeployment) -> tuple[str, str, float] | None:
-    """(candidate, baseline, started_at) of the rollout in progress."""
-    status = md.status
-    if status is None or status.candidate_revision is None or status.stable_revision is None:
-        return None
-    canary = md.spec.strategy.canary
-    baseline = status.stable_revision + (BASELINE_SUFFIX if canary is not None and canary.baseline else "")
-    started = status.rollout_started_at.timestamp() if status.rollout_started_at else time.time()
-    return status.candidate_revision, baseline, started
-
-
 @dataclass
 class _Run:
-    key: tuple[str, str, float]
+    key: AnalysisPlan
     analysis: Analysis
     last: Result | None = None
+    agreement: float | None = None
 
 
 class PrometheusVerdicts:
@@ -61,7 +50,7 @@ class PrometheusVerdicts:
 
     async def current(self, md: ModelDeployment, now: float) -> AnalysisInput | None:
         uid = md.metadata.uid or f"{md.metadata.namespace}/{md.metadata.name}"
-        key = comparison(md)
+        key = comparison(md.spec, md.status)
         if key is None:
             self.forget(uid)
             return None
@@ -74,35 +63,30 @@ class PrometheusVerdicts:
                 spec,
                 namespace=md.metadata.namespace or "",
                 model=md.spec.model.name,
-                arms=Arms(key[0], key[1]),
-                started_at=key[2],
+                arms=Arms(key.candidate, key.baseline),
+                started_at=key.started_at.timestamp(),
                 request_source=source,
             )
             run = self.runs[uid] = _Run(key, analysis)
             run.last = await analysis.catch_up(provider, now)  # rebuild after a restart, interval by interval
-        step = analysis_interval(md)
-        if run.last is None or now - run.analysis.last_tick >= step or run.last.verdict == "unavailable":
+        due = now - run.analysis.last_tick >= seconds(spec.interval)
+        if run.last is None or due or run.last.verdict == "unavailable":
             run.last = await run.analysis.tick(provider, now)
-        agreement = await _agreement(provider, md, key, now) if md.spec.strategy.type == "shadow" else None
+            if md.spec.strategy.type == "shadow":  # read with the metrics, not on every pass
+                run.agreement = await _agreement(provider, md, key, now)
         last = run.last
         return AnalysisInput(
-            last.verdict, last.reason, last.consecutive_errors, status=last.status(), agreement=agreement
+            last.verdict, last.reason, last.consecutive_errors, status=last.status(), agreement=run.agreement
         )
 
 
-def analysis_interval(md: ModelDeployment) -> float:
-    return seconds(md.spec.analysis.interval)
-
-
-async def _agreement(
-    provider: PrometheusProvider, md: ModelDeployment, key: tuple[str, str, float], now: float
-) -> float | None:
+async def _agreement(provider: PrometheusProvider, md: ModelDeployment, key: AnalysisPlan, now: float) -> float | None:
     """Share of mirrored requests on which the candidate agreed with stable, as the gateway
     counts them (cutover_gateway_shadow_comparisons_total{agree})."""
-    window = f"{max(1, int(now - key[2]))}s"
+    window = f"{max(1, int(now - key.started_at.timestamp()))}s"
     selector = (
         f'cutover_gateway_shadow_comparisons_total{{namespace="{md.metadata.namespace}",'
-        f'model="{md.spec.model.name}",revision="{key[0]}"}}'
+        f'model="{md.spec.model.name}",revision="{key.candidate}"}}'
     )
     try:
         rows = await provider.instant(f"sum by (agree) (increase({selector}[{window}]))", now)
@@ -121,7 +105,7 @@ class FileVerdicts:
         self.directory = directory
 
     async def current(self, md: ModelDeployment, now: float) -> AnalysisInput | None:
-        if comparison(md) is None:
+        if comparison(md.spec, md.status) is None:
             return None
         path = self.directory / f"{md.metadata.namespace}_{md.metadata.name}.json"
         try:
