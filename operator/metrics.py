@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from cutover.api.v1alpha1 import ModelDeployment
+from cutover.api.v1alpha1.modeldeployment import Phase
 
 from .rollout import AnalysisInput, Plan
 
@@ -20,7 +23,7 @@ PHASE = Gauge("cutover_rollout_phase", "1 for the ModelDeployment's current phas
 WEIGHT = Gauge("cutover_rollout_candidate_weight", "Percent of live traffic on the candidate", ["namespace", "name"])
 DECISIONS = Counter("cutover_rollout_decisions", "Analysis verdicts acted on", ["verdict"])
 TRANSITIONS = Counter("cutover_rollout_transitions", "Promotions, rollbacks and other transitions", ["reason"])
-PHASES = ("Pending", "Progressing", "Paused", "Healthy", "Degraded", "RolledBack", "Failed")
+PHASES = get_args(Phase)
 _COUNTED = {
     "Promoted",
     "AnalysisFailed",

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -66,21 +66,10 @@ class Result:
             time=datetime.fromtimestamp(self.time, UTC),
             verdict=self.verdict,
             reason=self.reason,
+            # Evidence carries the API's fields plus `critical`, which the decision rule uses.
             metrics=[
-                MetricEvidence(
-                    name=e.name,
-                    candidate_samples=e.candidate_samples,
-                    baseline_samples=e.baseline_samples,
-                    estimate=e.estimate,
-                    lower=e.lower,
-                    upper=e.upper,
-                    e_value=e.e_value,
-                    p_value=e.p_value,
-                    alpha_spent=e.alpha_spent,
-                    decision=e.decision,
-                    reason=e.reason,
-                )
-                for e in self.evidence
+                MetricEvidence(**{k: v for k, v in asdict(ev).items() if k != "critical"}, p_value=ev.p_value)
+                for ev in self.evidence
             ],
         )
 

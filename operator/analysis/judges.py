@@ -110,6 +110,19 @@ class CountJudge:
         self.margins = (failure_margin, pass_margin)
         self.threshold = (threshold_min, threshold_max)
         self.test = RateRatioTest(alpha_share, alpha, failure_margin, pass_margin, direction)
+        self.error: str | None = None
+        """Why histogram data could not be read (a threshold that is not a bucket edge)."""
+
+    def _exceedances(self, candidate: Histogram, baseline: Histogram, edge: float) -> tuple[float, ...] | None:
+        """(events, trials) of each arm above a bucket edge; None, with the reason kept for the
+        evidence, when the edge is not one of the histogram's."""
+        try:
+            y_c, n_c = exceedances(candidate.edges, candidate.cumulative, edge)
+            y_b, n_b = exceedances(baseline.edges, baseline.cumulative, edge)
+        except ValueError as err:
+            self.error = str(err)
+            return None
+        return float(y_c), float(n_c), float(y_b), float(n_b)
 
     def update(self, candidate: Counts, baseline: Counts) -> None:
         self.test.update(candidate.events, candidate.trials, baseline.events, baseline.trials)
@@ -163,15 +176,12 @@ class LatencyJudge(CountJudge):
         super().__init__(name, alpha=alpha, alpha_share=alpha_share, what="slow requests", **kwargs)
         self.threshold_seconds = threshold_seconds
         self.bands: tuple[QuantileBand, QuantileBand] | None = None
-        self.error: str | None = None
 
     def update_histograms(self, candidate: Histogram, baseline: Histogram) -> None:
-        try:
-            y_c, n_c = exceedances(candidate.edges, candidate.cumulative, self.threshold_seconds)
-            y_b, n_b = exceedances(baseline.edges, baseline.cumulative, self.threshold_seconds)
-        except ValueError as err:
-            self.error = str(err)
+        read = self._exceedances(candidate, baseline, self.threshold_seconds)
+        if read is None:
             return
+        y_c, n_c, y_b, n_b = read
         self.update(Counts(float(y_c), float(n_c)), Counts(float(y_b), float(n_b)))
         if self.bands is None:
             self.bands = (
@@ -206,15 +216,12 @@ class ConfidenceJudge(CountJudge):
         super().__init__(name, alpha=alpha, alpha_share=alpha_share / 2, what="low-confidence predictions", **kwargs)
         self.low_confidence = low_confidence
         self.shift: BucketShiftTest | None = None
-        self.error: str | None = None
 
     def update_histograms(self, candidate: Histogram, baseline: Histogram) -> None:
-        try:
-            y_c, n_c = exceedances(candidate.edges, candidate.cumulative, self.low_confidence)
-            y_b, n_b = exceedances(baseline.edges, baseline.cumulative, self.low_confidence)
-        except ValueError as err:
-            self.error = str(err)
+        read = self._exceedances(candidate, baseline, self.low_confidence)
+        if read is None:
             return
+        y_c, n_c, y_b, n_b = read
         # Events are predictions at or below the threshold: trials minus the exceedances.
         self.update(Counts(float(n_c - y_c), float(n_c)), Counts(float(n_b - y_b), float(n_b)))
         if self.shift is None:

@@ -201,11 +201,9 @@ def test_verdicts_drive_a_canary_to_promotion(kube: Kube, namespace: str, operat
         for e in kube.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=ranker")["items"]
     ]
     assert {"RolloutStarted", "StepCompleted", "Promoted"} <= set(reasons)
-    # The old stable's pods are removed after the scale-down delay.
-    wait_for(
-        lambda: not kube.run("get", "deployment", f"ranker-{stable}", "-n", namespace, check=False).returncode,
-        what="old deployment listed",
-    )
+    # The old stable keeps its pods for the scale-down delay, for an instant rollback.
+    previous = kube.json("get", "deployment", f"ranker-{stable}", "-n", namespace)
+    assert previous["metadata"]["labels"]["cutover.dev/role"] == "previous"
 
 
 def test_rollback_verdict_returns_to_stable(kube: Kube, namespace: str, operator: Operator) -> None:
