@@ -29,7 +29,6 @@ _PLURALS = {
     ("v1", "Node"): "nodes",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
-    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrules",
     ("cutover.dev/v1alpha1", "ModelDeployment"): "modeldeployments",
 }
 
@@ -121,15 +120,6 @@ class Kube:
         body = await self._request("GET", path(api_version, kind, namespace), params=params)
         items: list[dict[str, Any]] = body.get("items", [])
         return items
-
-    async def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
-        try:
-            body: dict[str, Any] = await self._request("GET", path(api_version, kind, namespace, name))
-            return body
-        except ApiError as err:
-            if err.status == 404:
-                return None
-            raise
 
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply under the cutover field manager (taking over conflicting fields)."""
