@@ -14,7 +14,7 @@ test: lint typecheck pytest
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,serving,torch]'
 	touch $@
 
 venv: $(STAMP)
