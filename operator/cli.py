@@ -32,6 +32,103 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import os
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from cutover.api.v1alpha1.modeldeployment import Batching, FallbackSpec, OutOfDistribution, TensorSpec
+    from cutover.serving.server import ServeConfig, serve
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        tensors = TypeAdapter(list[TensorSpec])
+        config = ServeConfig(
+            name=args.name,
+            version=args.version,
+            format=args.format,
+            revision=args.revision,
+            namespace=args.namespace,
+            host=args.host,
+            port=args.port,
+            model_uri=args.model_uri,
+            checksum=args.checksum,
+            upstream=args.upstream,
+            upstream_model=args.upstream_model,
+            upstream_api_key=os.environ.get("CUTOVER_UPSTREAM_API_KEY"),
+            upstream_timeout=args.upstream_timeout,
+            inputs=tensors.validate_json(args.inputs) if args.inputs else (),
+            outputs=tensors.validate_json(args.outputs) if args.outputs else (),
+            batching=Batching(
+                max_batch_size=args.max_batch_size,
+                max_queue_delay=args.max_queue_delay,
+                max_queue_size=args.max_queue_size,
+            )
+            if args.max_batch_size
+            else None,
+            out_of_distribution=OutOfDistribution.model_validate_json(args.ood) if args.ood else None,
+            fallback=FallbackSpec.model_validate_json(args.fallback) if args.fallback else None,
+            previous_url=args.previous_url,
+            confidence_output=args.confidence_output,
+            audit_log=args.audit_log,
+            max_in_flight=args.max_in_flight,
+            max_request_bytes=args.max_request_bytes,
+            threads=args.threads,
+            device=args.device,
+            cache_dir=args.cache_dir,
+            shutdown_delay=args.shutdown_delay,
+            shutdown_grace=args.shutdown_grace,
+        )
+    except ValidationError as error:
+        print(f"cutover serve: {error}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(config))
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser("serve", help="serve one model revision over the Open Inference Protocol v2")
+    model = serve.add_argument_group("model")
+    model.add_argument("--name", required=True, help="model name: the endpoint /v2/models/NAME")
+    model.add_argument("--version", required=True, help="model version reported in metadata")
+    model.add_argument("--format", required=True, choices=["onnx", "pytorch", "triton", "llm"])
+    model.add_argument("--model-uri", help="model file: a path, file://, or http(s):// with --checksum")
+    model.add_argument("--checksum", help="sha256:<hex> the model file must have")
+    model.add_argument("--upstream", help="triton and llm: the upstream server URL")
+    model.add_argument("--upstream-model", help="triton and llm: the model name at the upstream")
+    model.add_argument("--upstream-timeout", type=float, default=30.0, help="seconds (default 30)")
+    model.add_argument("--inputs", help="declared inputs: JSON list of {name, datatype, shape, range}")
+    model.add_argument("--outputs", help="declared outputs: JSON list of {name, datatype, shape, range}")
+    model.add_argument("--ood", help="out-of-distribution scoring: JSON {statisticsUri, input, threshold}")
+    model.add_argument("--fallback", help="fallback chain: JSON of spec.fallback")
+    model.add_argument("--previous-url", help="the previous version's endpoint, first link of the fallback chain")
+    model.add_argument("--confidence-output", help="output whose top class is the confidence (default: the first)")
+    labels = serve.add_argument_group("metric labels")
+    labels.add_argument("--revision", default="local", help="revision label (default local)")
+    labels.add_argument("--namespace", default="default", help="namespace label (default default)")
+    batching = serve.add_argument_group("dynamic batching (off unless --max-batch-size is given)")
+    batching.add_argument("--max-batch-size", type=int, default=0)
+    batching.add_argument("--max-queue-delay", default="2ms", help="e.g. 2ms (default 2ms)")
+    batching.add_argument("--max-queue-size", type=int, default=256, help="queued requests before 503 (default 256)")
+    server = serve.add_argument_group("server")
+    server.add_argument("--host", default="0.0.0.0")
+    server.add_argument("--port", type=int, default=8080, help="0 picks a free port (logged)")
+    server.add_argument("--max-in-flight", type=int, default=1024, help="requests in progress before 503")
+    server.add_argument("--max-request-bytes", type=int, default=64 << 20, help="larger bodies get 413")
+    server.add_argument("--threads", type=int, default=0, help="model runtime intra-op threads (0: its default)")
+    server.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto uses a GPU when present")
+    server.add_argument("--audit-log", type=Path, help="write one JSON line per prediction here (rotated)")
+    server.add_argument("--cache-dir", type=Path, default=Path("/tmp/cutover-models"), help="downloaded models")
+    server.add_argument("--shutdown-delay", type=float, default=0.0, help="seconds not-ready before closing")
+    server.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds for in-flight requests")
+    serve.add_argument("-v", "--verbose", action="store_true")
+    serve.set_defaults(run=_serve)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="cutover", description="Ship ML models to production safely.")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -58,6 +155,7 @@ def parser() -> argparse.ArgumentParser:
     )
     op.add_argument("-v", "--verbose", action="store_true")
     op.set_defaults(run=_operator)
+    _add_serve(sub)
     return top
 
 

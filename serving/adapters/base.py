@@ -1,0 +1,99 @@
+"""The one interface every model adapter implements.
+
+An adapter knows how to load one model and run it: locally (ONNX Runtime, PyTorch) or by
+calling a remote server (Triton, an OpenAI-compatible LLM). The server around it owns the
+protocol, validation, batching, fallbacks and metrics, so an adapter stays small.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A model input or output: name, protocol datatype, shape (-1 = any size), value range."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    min: float | None = None
+    max: float | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+class InvalidInput(Exception):
+    """The model refused the inputs as given (a 400, not a model failure)."""
+
+
+class NotSupported(Exception):
+    """The model cannot do what was asked (chat on a tensor model, tensors on a chat model)."""
+
+
+class Adapter(abc.ABC):
+    """Loads one model revision and answers inference requests for it."""
+
+    platform: ClassVar[str]
+    """Model metadata's platform string, ``<project>_<format>``."""
+
+    inputs: Sequence[TensorInfo] = ()
+    outputs: Sequence[TensorInfo] = ()
+
+    @abc.abstractmethod
+    async def load(self) -> None:
+        """Load the model (or reach the upstream); fills ``inputs`` and ``outputs``."""
+
+    @abc.abstractmethod
+    async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model on one (possibly batched) set of named inputs."""
+
+    async def chat(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """An OpenAI-style chat completion; only language models have it."""
+        raise NotSupported("this model takes tensors; chat completions need an llm model")
+
+    async def ready(self) -> bool:
+        """Whether the model can answer now (remote adapters ask their upstream)."""
+        return True
+
+    async def close(self) -> None:  # noqa: B027 - most adapters hold nothing to release
+        """Release what load() took."""
+
+    @property
+    def batchable(self) -> bool:
+        """Whether requests can be concatenated along the first dimension."""
+        return bool(self.inputs) and all(t.shape[:1] == (-1,) for t in (*self.inputs, *self.outputs))
+
+
+class LocalAdapter(Adapter):
+    """A model run in this process. Inference runs on one worker thread: the event loop keeps
+    parsing and queueing requests while the model computes (ONNX Runtime and PyTorch release
+    the GIL), and one thread keeps the model's own intra-op threads from being oversubscribed."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.platform}-infer")
+
+    @abc.abstractmethod
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Synchronous inference on the worker thread."""
+
+    @abc.abstractmethod
+    def load_sync(self) -> None:
+        """Synchronous loading on the worker thread."""
+
+    async def load(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.load_sync)
+
+    async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.run, inputs)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,71 @@
+"""ONNX Runtime: the CPU provider, and CUDA first when the installed build has it and a GPU is visible."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import LocalAdapter, TensorInfo
+
+_TYPES = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+
+def _info(node: Any) -> TensorInfo:
+    if node.type not in _TYPES:
+        raise ValueError(f"ONNX {node.name!r} has type {node.type}, which the protocol cannot carry")
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in node.shape)
+    return TensorInfo(node.name, _TYPES[node.type], shape)
+
+
+class OnnxAdapter(LocalAdapter):
+    platform = "onnx_onnxv1"
+
+    def __init__(self, path: Path, *, threads: int = 0, device: str = "auto") -> None:
+        super().__init__()
+        self.path = path
+        self.threads = threads
+        self.device = device
+        self.providers: list[str] = []
+        self._session: Any = None
+
+    def load_sync(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        providers = ["CPUExecutionProvider"]
+        if self.device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self._session = ort.InferenceSession(str(self.path), options, providers=providers)
+        self.providers = self._session.get_providers()
+        self.inputs = [_info(node) for node in self._session.get_inputs()]
+        self.outputs = [_info(node) for node in self._session.get_outputs()]
+        self._output_names = [t.name for t in self.outputs]
+        self._strings = {t.name for t in self.inputs if t.datatype == "BYTES"}
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {
+            name: np.vectorize(lambda b: b.decode(), otypes=[object])(value) if name in self._strings else value
+            for name, value in inputs.items()
+        }
+        results = self._session.run(self._output_names, feed)
+        return dict(zip(self._output_names, results, strict=True))

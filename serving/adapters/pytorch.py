@@ -1,0 +1,112 @@
+"""PyTorch: TorchScript modules (``torch.jit.save``) and exported programs (``torch.export.save``,
+a ``.pt2`` file), on CUDA when a GPU is visible.
+
+An exported program records its inputs' names (forward() arguments), types and shapes;
+TorchScript keeps neither names nor types, so a TorchScript model's tensors come from
+``model.inputs`` / ``model.outputs`` in the ModelDeployment, in forward() argument order.
+Outputs are a tensor, or a tuple of tensors named in order.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cutover.api.v1alpha1.modeldeployment import TensorSpec
+
+from .base import LocalAdapter, TensorInfo
+
+_DATATYPES = {
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+}
+
+
+def _is_exported_program(path: Path) -> bool:
+    if path.suffix == ".pt2":
+        return True
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("serialized_exported_program.json") for name in archive.namelist())
+
+
+class PyTorchAdapter(LocalAdapter):
+    platform = "pytorch_torchscript"
+
+    def __init__(self, path: Path, *, threads: int = 0, device: str = "auto") -> None:
+        super().__init__()
+        self.path = path
+        self.threads = threads
+        self.device_request = device
+        self._declared_inputs: list[TensorInfo] = []
+        self._declared_outputs: list[TensorInfo] = []
+        self._module: Any = None
+        self._device: Any = None
+
+    def declare(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
+        self._declared_inputs = [TensorInfo(t.name, t.datatype, tuple(t.shape)) for t in inputs]
+        self._declared_outputs = [TensorInfo(t.name, t.datatype, tuple(t.shape)) for t in outputs]
+
+    def load_sync(self) -> None:
+        import torch
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        use_cuda = self.device_request != "cpu" and torch.cuda.is_available()
+        self._device = torch.device("cuda" if use_cuda else "cpu")
+        if _is_exported_program(self.path):
+            self.platform = "pytorch_exportedprogram"  # type: ignore[misc]
+            program = torch.export.load(str(self.path))
+            self.inputs = self._declared_inputs or self._exported_inputs(program)
+            self.outputs = self._declared_outputs or self._exported_outputs(program)
+            self._module = program.module().to(self._device)
+        else:
+            if not self._declared_inputs or not self._declared_outputs:
+                raise ValueError("a TorchScript model keeps no tensor names or types: declare model.inputs and outputs")
+            self._module = torch.jit.load(str(self.path), map_location=self._device)
+            self._module.eval()
+            self.inputs, self.outputs = self._declared_inputs, self._declared_outputs
+
+    @staticmethod
+    def _exported_inputs(program: Any) -> list[TensorInfo]:
+        placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+        infos = []
+        for name in program.graph_signature.user_inputs:
+            value = placeholders[name].meta["val"]
+            shape = tuple(d if isinstance(d, int) else -1 for d in value.shape)
+            infos.append(TensorInfo(name, _DATATYPES[str(value.dtype).removeprefix("torch.")], shape))
+        return infos
+
+    @staticmethod
+    def _exported_outputs(program: Any) -> list[TensorInfo]:
+        output = next(n for n in program.graph.nodes if n.op == "output")
+        values = [arg.meta["val"] for arg in output.args[0]]
+        return [
+            TensorInfo(
+                f"output__{position}",
+                _DATATYPES[str(v.dtype).removeprefix("torch.")],
+                tuple(d if isinstance(d, int) else -1 for d in v.shape),
+            )
+            for position, v in enumerate(values)
+        ]
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            args = [torch.from_numpy(np.ascontiguousarray(inputs[t.name])).to(self._device) for t in self.inputs]
+            result = self._module(*args)
+        tensors = result if isinstance(result, tuple | list) else (result,)
+        if len(tensors) != len(self.outputs):
+            raise ValueError(f"the model returned {len(tensors)} tensors for {len(self.outputs)} declared outputs")
+        return {info.name: tensor.detach().cpu().numpy() for info, tensor in zip(self.outputs, tensors, strict=True)}

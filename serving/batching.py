@@ -1,0 +1,172 @@
+"""Dynamic batching: requests wait in one queue and run together, up to ``max_batch_size`` rows
+or ``max_queue_delay`` after the oldest arrived, whichever comes first; each caller gets back
+exactly its own rows.
+
+Only requests with the same signature (input names, datatypes and every dimension but the
+first) share a batch, so concatenation never pads or reshapes. A request larger than the batch
+size runs alone. One batch runs at a time: while it computes, the next one fills up, so the
+batch size grows with the load by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
+Run = Callable[[Mapping[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
+
+
+class QueueFull(Exception):
+    """The queue holds ``max_queue_size`` requests; the caller sheds this one (503)."""
+
+
+class BatchMismatch(Exception):
+    """The model returned outputs that cannot be split back by rows."""
+
+
+def signature(inputs: Mapping[str, np.ndarray]) -> Signature:
+    return tuple(sorted((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items()))
+
+
+@dataclass
+class _Pending:
+    inputs: Mapping[str, np.ndarray]
+    rows: int
+    signature: Signature
+    future: asyncio.Future[dict[str, np.ndarray]]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    size: int
+    """Rows in the batch."""
+    queue_seconds: tuple[float, ...]
+    """How long each request in it waited."""
+
+
+class Batcher:
+    def __init__(
+        self,
+        run: Run,
+        *,
+        max_batch_size: int,
+        max_queue_delay: float,
+        max_queue_size: int,
+        on_batch: Callable[[BatchStats], None] = lambda _: None,
+    ) -> None:
+        self._run = run
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay = max_queue_delay
+        self.max_queue_size = max_queue_size
+        self._on_batch = on_batch
+        self._queue: deque[_Pending] = deque()
+        self._arrived = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self.busy = False
+        """Whether a batch is running in the model now."""
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    async def submit(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if len(self._queue) >= self.max_queue_size:
+            raise QueueFull(f"{len(self._queue)} requests are queued")
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._work(), name="batcher")
+        rows = next(iter(inputs.values())).shape[0] if inputs else 0
+        pending = _Pending(inputs, rows, signature(inputs), asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        self._arrived.set()
+        return await pending.future
+
+    async def close(self) -> None:
+        """Stop after the queued requests have run."""
+        while self._queue or self.busy:
+            await asyncio.sleep(0.001)
+        if self._worker is not None:
+            self._worker.cancel()
+
+    async def _work(self) -> None:
+        while True:
+            while not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+            batch = await self._collect()
+            self.busy = True
+            try:
+                await self._execute(batch)
+            finally:
+                self.busy = False
+
+    async def _collect(self) -> list[_Pending]:
+        first = self._queue.popleft()
+        batch, rows = [first], first.rows
+        deadline = first.enqueued + self.max_queue_delay
+        while rows < self.max_batch_size:
+            taken = self._take_matching(first.signature, self.max_batch_size - rows)
+            if taken is not None:
+                batch.append(taken)
+                rows += taken.rows
+                continue
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        return batch
+
+    def _take_matching(self, wanted: Signature, room: int) -> _Pending | None:
+        for index, pending in enumerate(self._queue):
+            if pending.signature == wanted and pending.rows <= room:
+                del self._queue[index]
+                return pending
+        return None
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        live = [p for p in batch if not p.future.done()]  # a caller that went away is skipped
+        if not live:
+            return
+        self._on_batch(BatchStats(sum(p.rows for p in live), tuple(started - p.enqueued for p in live)))
+        try:
+            if len(live) == 1:
+                _resolve(live[0], await self._run(live[0].inputs))
+                return
+            names = list(live[0].inputs)
+            merged = {name: np.concatenate([p.inputs[name] for p in live]) for name in names}
+            outputs = await self._run(merged)
+            total = sum(p.rows for p in live)
+            if any(array.ndim == 0 or array.shape[0] != total for array in outputs.values()):
+                raise BatchMismatch(f"the model returned outputs whose first dimension is not the batch of {total}")
+            offset = 0
+            for pending in live:
+                _resolve(pending, {name: array[offset : offset + pending.rows] for name, array in outputs.items()})
+                offset += pending.rows
+        except Exception as error:
+            if len(live) == 1:
+                if not live[0].future.done():
+                    live[0].future.set_exception(error)
+                return
+            # One request's rows can make the whole batch fail (a model that raises on some
+            # inputs); each runs alone again so only the offending one fails.
+            for pending in live:
+                try:
+                    _resolve(pending, await self._run(pending.inputs))
+                except Exception as alone:
+                    if not pending.future.done():
+                        pending.future.set_exception(alone)
+
+
+def _resolve(pending: _Pending, outputs: dict[str, np.ndarray]) -> None:
+    if not pending.future.done():
+        pending.future.set_result(outputs)

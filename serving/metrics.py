@@ -1,0 +1,109 @@
+"""The serving runtime's Prometheus metrics. The analysis engine reads these names (see
+operator/analysis/engine.py), so they are a contract: labels ``namespace``, ``model`` (the
+ModelDeployment's model name) and ``revision`` on every series.
+
+=============================================  =========  ===========================================
+series                                         type       extra labels, buckets
+=============================================  =========  ===========================================
+cutover_serving_requests_total                 counter    code (HTTP status of infer and chat requests)
+cutover_serving_request_duration_seconds       histogram  LATENCY_BUCKETS, whole request in the server
+cutover_serving_queue_duration_seconds         histogram  LATENCY_BUCKETS, time in the batch queue
+cutover_serving_batch_size                     histogram  BATCH_BUCKETS, rows per model call
+cutover_serving_in_flight                      gauge      requests being served now
+cutover_predictions_total                      counter    rows answered by the primary model
+cutover_prediction_confidence                  histogram  CONFIDENCE_BUCKETS, top-class probability
+cutover_out_of_distribution_score              histogram  OOD_BUCKETS, Mahalanobis distance per row
+cutover_out_of_distribution_total              counter    rows above the configured threshold
+cutover_serving_fallbacks_total                counter    link (previous, baseline, safe_default), reason
+cutover_serving_circuit_breaker_state          gauge      link; 0 closed, 1 half-open, 2 open
+cutover_serving_audit_dropped_total            counter    audit records dropped because the writer lagged
+=============================================  =========  ===========================================
+
+Latency thresholds in ``analysis.metrics[].latencyThreshold`` must be one of LATENCY_BUCKETS.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+OOD_BUCKETS = (0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 20, 50)
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+LABELS = ("namespace", "model", "revision")
+
+
+class ServingMetrics:
+    """One registry per server, so tests can run several servers in one process."""
+
+    def __init__(self, namespace: str, model: str, revision: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        values = (namespace, model, revision)
+
+        def counter(name: str, doc: str, *extra: str) -> Counter:
+            return Counter(name, doc, [*LABELS, *extra], registry=self.registry)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, LABELS, buckets=buckets, registry=self.registry)
+
+        self._requests = counter("cutover_serving_requests", "Inference and chat requests by HTTP status", "code")
+        self.duration = histogram(
+            "cutover_serving_request_duration_seconds", "Time from request to response", LATENCY_BUCKETS
+        ).labels(*values)
+        self.queue = histogram(
+            "cutover_serving_queue_duration_seconds", "Time a request waited for its batch", LATENCY_BUCKETS
+        ).labels(*values)
+        self.batch_size = histogram("cutover_serving_batch_size", "Rows per model call", BATCH_BUCKETS).labels(*values)
+        self.in_flight = Gauge(
+            "cutover_serving_in_flight", "Requests in progress", LABELS, registry=self.registry
+        ).labels(*values)
+        self.predictions = counter("cutover_predictions", "Rows answered by the primary model").labels(*values)
+        self.confidence = histogram(
+            "cutover_prediction_confidence", "Top-class probability per row", CONFIDENCE_BUCKETS
+        ).labels(*values)
+        self.ood_score = histogram(
+            "cutover_out_of_distribution_score", "Mahalanobis distance of each row", OOD_BUCKETS
+        ).labels(*values)
+        self.ood = counter("cutover_out_of_distribution", "Rows beyond the out-of-distribution threshold").labels(
+            *values
+        )
+        self._fallbacks = counter("cutover_serving_fallbacks", "Requests answered by a fallback", "link", "reason")
+        self._breaker = Gauge(
+            "cutover_serving_circuit_breaker_state",
+            "0 closed, 1 half-open, 2 open",
+            [*LABELS, "link"],
+            registry=self.registry,
+        )
+        self.audit_dropped = counter("cutover_serving_audit_dropped", "Audit records dropped").labels(*values)
+        self._values = values
+        self._by_code: dict[int, Counter] = {}
+
+    def request(self, code: int, seconds: float) -> None:
+        counter = self._by_code.get(code)
+        if counter is None:
+            counter = self._by_code[code] = self._requests.labels(*self._values, str(code))
+        counter.inc()
+        self.duration.observe(seconds)
+
+    def fallback(self, link: str, reason: str) -> None:
+        self._fallbacks.labels(*self._values, link, reason).inc()
+
+    def breaker(self, link: str, state: str) -> None:
+        self._breaker.labels(*self._values, link).set(BREAKER_STATES[state])

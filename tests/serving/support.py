@@ -1,0 +1,111 @@
+"""Real `cutover serve` processes on loopback ports, for the serving tests."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.prometheus import free_port
+
+
+class Serving:
+    """One `cutover serve` process; ``url`` is its base address once started."""
+
+    def __init__(self, workdir: Path, *args: str, name: str = "classifier", version: str = "1") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.name, self.version = name, version
+        self.log_path = workdir / f"serve-{self.port}.log"
+        self.args = [
+            sys.executable,
+            "-m",
+            "cutover.operator.cli",
+            "serve",
+            "--name",
+            name,
+            "--version",
+            version,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--revision",
+            f"rev-{version}",
+            "--namespace",
+            "tests",
+            "--threads",
+            "1",
+            *args,
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, ready: bool = True, timeout: float = 60) -> Serving:
+        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.log_path.open("ab"))
+        deadline = time.monotonic() + timeout
+        path = "/v2/health/ready" if ready else "/v2/health/live"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"cutover serve exited with {self.process.returncode}:\n{self.log()}")
+            if self.get(path)[0] == 200:
+                return self
+            time.sleep(0.05)
+        raise AssertionError(f"cutover serve was not {'ready' if ready else 'live'} in {timeout}s:\n{self.log()}")
+
+    def get(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as response:
+                body = response.read()
+                return response.status, json.loads(body) if body.startswith(b"{") else body.decode()
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+        except (urllib.error.URLError, OSError):
+            return 0, None
+
+    def post(self, path: str, body: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if isinstance(body, dict) else body
+        request = urllib.request.Request(self.url + path, data=data, headers=headers or {}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            payload = error.read()
+            try:
+                return error.code, json.loads(payload)
+            except ValueError:
+                raise AssertionError(f"{error.code} with a body that is not JSON: {payload[:200]!r}") from None
+
+    def metrics(self) -> str:
+        status, text = self.get("/metrics")
+        assert status == 200
+        return str(text)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a series' samples whose labels include ``labels``."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            series, _, value = line.rpartition(" ")
+            if all(f'{k}="{v}"' in series for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self, timeout: float = 30) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(f"cutover serve did not stop within {timeout}s:\n{self.log()}") from None
