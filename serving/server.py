@@ -391,8 +391,8 @@ class ModelServer:
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def _admit(self) -> None:
-        if self.draining:
-            raise ProtocolError("the server is shutting down", 503)
+        # While draining, requests are still served: endpoints take a moment to drop this pod,
+        # and the listener closes only after shutdown_delay.
         if self.in_flight >= self.config.max_in_flight:
             raise ProtocolError(f"overloaded: {self.in_flight} requests in progress", 503)
 

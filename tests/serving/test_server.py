@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import tritonclient.http.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
 from cutover.serving import sample_models
-from cutover.serving.protocol import HEADER_LENGTH
+from cutover.serving.protocol import HEADER_LENGTH, decode_response
 
 from .support import Serving
 
@@ -157,8 +158,12 @@ def test_unknown_routes_and_methods_are_json_errors(server: Serving) -> None:
 
 def test_raw_binary_request(server: Serving, models: Path) -> None:
     x = sample_models.sample_inputs(1, seed=6)
-    status, _ = server.post("/v2/models/classifier/infer", x.tobytes(), {HEADER_LENGTH: "0"})
-    assert status in (200,)
+    request = urllib.request.Request(
+        f"{server.url}/v2/models/classifier/infer", data=x.tobytes(), headers={HEADER_LENGTH: "0"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        _, outputs = decode_response(response.read(), response.headers[HEADER_LENGTH])
+    np.testing.assert_allclose(outputs["probabilities"], expected(models, x), rtol=1e-6)
 
 
 def test_oversized_body_is_413(models: Path, tmp_path: Path) -> None:
@@ -310,10 +315,9 @@ def test_full_queue_sheds_with_503_and_retry_after(models: Path, tmp_path: Path)
         serving.stop()
 
 
-def test_sigterm_finishes_in_flight_requests(models: Path, tmp_path: Path) -> None:
-    serving = Serving(
-        tmp_path, "--format", "onnx", "--model-uri", str(models / "slow.onnx"), "--shutdown-delay", "0.5"
-    ).start()
+def test_sigterm_finishes_in_flight_requests(tmp_path: Path) -> None:
+    model = sample_models.onnx_classifier(tmp_path / "slower.onnx", "slow", slow_work=3000)
+    serving = Serving(tmp_path, "--format", "onnx", "--model-uri", str(model), "--shutdown-delay", "0.5").start()
     bodies = [_body(sample_models.sample_inputs(1, seed=i)) for i in range(30)]
     results: list[tuple[int, bytes, dict[str, str]]] = []
 
@@ -324,7 +328,7 @@ def test_sigterm_finishes_in_flight_requests(models: Path, tmp_path: Path) -> No
     thread.start()
     from tests.cluster.operator_support import wait_for
 
-    wait_for(lambda: serving.metric("cutover_serving_in_flight") > 0, timeout=10, what="requests in flight")
+    wait_for(lambda: serving.metric("cutover_serving_in_flight") > 0, 10, "requests in flight", interval=0.01)
     assert serving.stop() == 0
     thread.join(30)
     assert [status for status, _, _ in results] == [200] * len(bodies)
@@ -335,7 +339,11 @@ def test_a_model_that_cannot_load_stays_live_and_says_why(tmp_path: Path) -> Non
     broken.write_bytes(b"not an onnx model")
     serving = Serving(tmp_path, "--format", "onnx", "--model-uri", str(broken)).start(ready=False)
     try:
-        status, answer = serving.get("/v2/health/ready")
+        from tests.cluster.operator_support import wait_for
+
+        status, answer = wait_for(
+            lambda: (r := serving.get("/v2/health/ready")) and "failed" in str(r[1]) and r, 20, "the load error"
+        )
         assert status == 503 and "model failed to load" in answer["error"]
         assert serving.get("/v2/health/live")[0] == 200
         status, answer = serving.post("/v2/models/classifier/infer", {"inputs": []})
