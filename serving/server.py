@@ -196,6 +196,12 @@ class ModelServer:
             if ood.input not in {t.name for t in self.inputs}:
                 raise ValueError(f"outOfDistribution.input {ood.input!r} is not an input of the model")
             self.ood = MahalanobisScorer(await asyncio.to_thread(load_statistics, ood.statistics_uri))
+            shape = next(t.shape for t in self.inputs if t.name == ood.input)
+            features = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            if min(shape[1:], default=1) > 0 and features != self.ood.features:
+                raise ValueError(
+                    f"the training statistics have {self.ood.features} features; input {ood.input!r} has {features}"
+                )
         if config.fallback is not None and config.fallback.confidence_threshold is not None:
             self.fallback = await self._fallback_chain(config.fallback)
         if config.audit_log is not None:
@@ -520,6 +526,8 @@ class ModelServer:
                 response = await adapter.chat(chat_request)
             except NotSupported as error:
                 raise ProtocolError(str(error), 404) from None
+            except InvalidInput as error:
+                raise ProtocolError(str(error)) from None
             except ProtocolError:
                 raise
             except Exception as error:

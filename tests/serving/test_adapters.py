@@ -1,0 +1,334 @@
+"""The PyTorch, Triton and LLM adapters, model loading over http with a checksum, and the
+fallback chain, each through a real `cutover serve` process."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.http as httpclient
+
+from cutover.serving import sample_models
+from tests.cluster.operator_support import wait_for
+
+from .support import Serving
+
+INPUTS = json.dumps([{"name": "input", "datatype": "FP32", "shape": [-1, 4]}])
+OUTPUTS = json.dumps([{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}])
+
+
+def reference(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    result: np.ndarray = session.run(None, {"input": x})[0]
+    return result
+
+
+def infer(serving: Serving, x: np.ndarray, model: str = "classifier") -> tuple[np.ndarray, dict[str, Any]]:
+    client = httpclient.InferenceServerClient(serving.url.removeprefix("http://"))
+    try:
+        tensor = httpclient.InferInput("input", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        result = client.infer(model, [tensor])
+        return np.asarray(result.as_numpy("probabilities")), result.get_response()
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def onnx_good(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sample_models.onnx_classifier(tmp_path_factory.mktemp("m") / "good.onnx", "good")
+
+
+def test_torchscript_model_with_declared_tensors(tmp_path: Path, onnx_good: Path) -> None:
+    model = sample_models.torchscript_classifier(tmp_path / "good.pt", "good")
+    serving = Serving(
+        tmp_path, "--format", "pytorch", "--model-uri", str(model), "--inputs", INPUTS, "--outputs", OUTPUTS
+    ).start()
+    try:
+        x = sample_models.sample_inputs(6, seed=1)
+        answer, _ = infer(serving, x)
+        np.testing.assert_allclose(answer, reference(onnx_good, x), rtol=1e-5, atol=1e-6)
+        assert serving.get("/v2/models/classifier")[1]["platform"] == "pytorch_torchscript"
+    finally:
+        serving.stop()
+
+
+def test_torchscript_without_declared_tensors_is_not_ready_and_says_why(tmp_path: Path) -> None:
+    model = sample_models.torchscript_classifier(tmp_path / "good.pt", "good")
+    serving = Serving(tmp_path, "--format", "pytorch", "--model-uri", str(model)).start(ready=False)
+    try:
+        status, answer = wait_for(
+            lambda: (r := serving.get("/v2/health/ready")) and "failed" in str(r[1]) and r, 30, "the load error"
+        )
+        assert status == 503 and "declare model.inputs" in answer["error"]
+    finally:
+        serving.stop()
+
+
+def test_exported_program_describes_itself(tmp_path: Path, onnx_good: Path) -> None:
+    model = sample_models.exported_program_classifier(tmp_path / "good.pt2", "good")
+    serving = Serving(tmp_path, "--format", "pytorch", "--model-uri", str(model)).start()
+    try:
+        metadata = serving.get("/v2/models/classifier")[1]
+        assert metadata["platform"] == "pytorch_exportedprogram"
+        assert metadata["inputs"][0]["datatype"] == "FP32" and metadata["inputs"][0]["shape"] == [-1, 4]
+        name = metadata["inputs"][0]["name"]
+        x = sample_models.sample_inputs(3, seed=2)
+        body = {"inputs": [{"name": name, "datatype": "FP32", "shape": [3, 4], "data": x.ravel().tolist()}]}
+        status, answer = serving.post("/v2/models/classifier/infer", body)
+        assert status == 200
+        values = np.asarray(answer["outputs"][0]["data"], dtype=np.float32).reshape(3, 3)
+        np.testing.assert_allclose(values, reference(onnx_good, x), rtol=1e-5, atol=1e-6)
+    finally:
+        serving.stop()
+
+
+def test_triton_adapter_forwards_to_an_upstream_server(tmp_path: Path, onnx_good: Path) -> None:
+    upstream = Serving(tmp_path, "--format", "onnx", "--model-uri", str(onnx_good), name="upstream-model").start()
+    front = Serving(
+        tmp_path,
+        "--format",
+        "triton",
+        "--upstream",
+        upstream.url,
+        "--upstream-model",
+        "upstream-model",
+        "--inputs",
+        json.dumps([{"name": "input", "datatype": "FP32", "shape": [-1, 4], "range": {"min": -100, "max": 100}}]),
+    ).start()
+    try:
+        x = sample_models.sample_inputs(4, seed=3)
+        answer, _ = infer(front, x)
+        np.testing.assert_allclose(answer, reference(onnx_good, x), rtol=1e-6)
+        assert front.get("/v2/models/classifier")[1]["inputs"] == [
+            {"name": "input", "datatype": "FP32", "shape": [-1, 4]}
+        ]
+        too_big = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0, 0, 0, 1000]}]}
+        status, error = front.post("/v2/models/classifier/infer", too_big)
+        assert status == 400 and "maximum" in error["error"]
+        upstream.stop()
+        status, error = front.post(
+            "/v2/models/classifier/infer", {**too_big, "inputs": [{**too_big["inputs"][0], "data": [0] * 4}]}
+        )  # type: ignore[dict-item]
+        assert status == 502 and "upstream" in error["error"]
+        wait_for(lambda: front.get("/v2/health/ready")[0] == 503, 10, "readiness to follow the upstream")
+    finally:
+        front.stop()
+        upstream.stop()
+
+
+class ChatUpstream(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat server that answers with a fixed text, as a vLLM would."""
+
+    reply = "Write to jane.doe@example.com for help."
+    seen: list[dict[str, Any]] = []
+
+    def do_GET(self) -> None:
+        self._send(200, {"object": "list", "data": [{"id": "tiny-llm"}]})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        ChatUpstream.seen.append({"body": body, "authorization": self.headers.get("Authorization")})
+        if body.get("max_tokens") == -1:
+            self._send(400, {"error": {"message": "max_tokens must be positive"}})
+            return
+        message = {"role": "assistant", "content": self.reply}
+        self._send(
+            200,
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            },
+        )
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def chat_upstream() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ChatUpstream)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_llm_chat_is_forwarded_audited_and_redacted(
+    tmp_path: Path, chat_upstream: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUTOVER_UPSTREAM_API_KEY", "sk-upstream")
+    audit = tmp_path / "audit.jsonl"
+    serving = Serving(
+        tmp_path,
+        "--format",
+        "llm",
+        "--upstream",
+        chat_upstream,
+        "--upstream-model",
+        "tiny-llm",
+        "--audit-log",
+        str(audit),
+        name="assistant",
+    ).start()
+    try:
+        request = {"model": "assistant", "messages": [{"role": "user", "content": "help me"}]}
+        status, answer = serving.post("/v1/chat/completions", request)
+        assert status == 200 and answer["model"] == "assistant"
+        assert answer["choices"][0]["message"]["content"] == ChatUpstream.reply
+        assert ChatUpstream.seen[-1]["body"]["model"] == "tiny-llm"
+        assert ChatUpstream.seen[-1]["authorization"] == "Bearer sk-upstream"
+        line = wait_for(lambda: audit.exists() and audit.read_text().strip(), 10, "the audit record")
+        record = json.loads(line.splitlines()[-1])
+        assert "jane.doe@example.com" not in line and "[EMAIL]" in json.dumps(record["outputs"])
+        status, error = serving.post("/v1/chat/completions", {**request, "max_tokens": -1})
+        assert status == 400 and "max_tokens must be positive" in error["error"]
+        status, error = serving.post("/v1/chat/completions", {"messages": "hi"})
+        assert status == 400 and "messages" in error["error"]
+        body = {"inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1], "data": ["hello"]}]}
+        status, answer = serving.post("/v2/models/assistant/infer", body)
+        assert status == 200 and answer["outputs"][0]["data"] == [ChatUpstream.reply]
+    finally:
+        serving.stop()
+
+
+def test_chat_on_a_tensor_model_is_a_clear_404(tmp_path: Path, onnx_good: Path) -> None:
+    serving = Serving(tmp_path, "--format", "onnx", "--model-uri", str(onnx_good)).start()
+    try:
+        status, error = serving.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})
+        assert status == 404 and "takes tensors" in error["error"]
+    finally:
+        serving.stop()
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+
+
+def test_http_model_is_downloaded_and_verified(tmp_path: Path, onnx_good: Path, file_server: tuple[str, Path]) -> None:
+    url, root = file_server
+    (root / "model.onnx").write_bytes(onnx_good.read_bytes())
+    digest = "sha256:" + hashlib.sha256(onnx_good.read_bytes()).hexdigest()
+    serving = Serving(
+        tmp_path,
+        "--format",
+        "onnx",
+        "--model-uri",
+        f"{url}/model.onnx",
+        "--checksum",
+        digest,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ).start()
+    try:
+        x = sample_models.sample_inputs(2, seed=4)
+        np.testing.assert_allclose(infer(serving, x)[0], reference(onnx_good, x), rtol=1e-6)
+    finally:
+        serving.stop()
+    wrong = "sha256:" + "0" * 64
+    refused = Serving(
+        tmp_path,
+        "--format",
+        "onnx",
+        "--model-uri",
+        f"{url}/model.onnx",
+        "--checksum",
+        wrong,
+        "--cache-dir",
+        str(tmp_path / "c2"),
+    ).start(ready=False)
+    try:
+        status, answer = wait_for(
+            lambda: (r := refused.get("/v2/health/ready")) and "checksum" in str(r[1]) and r, 20, "the checksum error"
+        )
+        assert status == 503 and "refusing to serve a changed file" in answer["error"]
+    finally:
+        refused.stop()
+
+
+def test_low_confidence_answers_come_from_the_fallback_chain(tmp_path: Path, onnx_good: Path) -> None:
+    uncertain = sample_models.onnx_classifier(tmp_path / "uncertain.onnx", "uncertain")
+    previous = Serving(tmp_path, "--format", "onnx", "--model-uri", str(onnx_good), version="0").start()
+    fallback = {
+        "confidenceThreshold": 0.6,
+        "previousVersion": True,
+        "baseline": {"format": "onnx", "storageUri": f"file://{onnx_good}"},
+        "safeDefault": {"outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [1, 3], "data": [1, 0, 0]}]},
+        "circuitBreaker": {"failureThreshold": 2, "openSeconds": 60},
+    }
+    serving = Serving(
+        tmp_path,
+        "--format",
+        "onnx",
+        "--model-uri",
+        str(uncertain),
+        "--fallback",
+        json.dumps(fallback),
+        "--previous-url",
+        previous.url,
+    ).start()
+    try:
+        x = sample_models.sample_inputs(1, seed=5)
+        answer, response = infer(serving, x)
+        assert response["parameters"]["fallback"] == "previous"
+        np.testing.assert_allclose(answer, reference(onnx_good, x), rtol=1e-6)
+        previous.stop()
+        for _ in range(3):  # two failures open the previous version's breaker; then it is skipped
+            answer, response = infer(serving, x)
+            assert response["parameters"]["fallback"] == "baseline"
+        assert serving.metric("cutover_serving_circuit_breaker_state", link="previous") == 2
+        assert serving.metric("cutover_serving_fallbacks_total", link="baseline") == 3
+        assert serving.metric("cutover_prediction_confidence_count") == 4
+    finally:
+        serving.stop()
+        previous.stop()
+
+
+def test_safe_default_is_the_last_word(tmp_path: Path) -> None:
+    uncertain = sample_models.onnx_classifier(tmp_path / "uncertain.onnx", "uncertain")
+    fallback = {
+        "confidenceThreshold": 0.9,
+        "previousVersion": False,
+        "safeDefault": {"outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [1, 3], "data": [1, 0, 0]}]},
+    }
+    serving = Serving(
+        tmp_path, "--format", "onnx", "--model-uri", str(uncertain), "--fallback", json.dumps(fallback)
+    ).start()
+    try:
+        answer, response = infer(serving, sample_models.sample_inputs(1, seed=6))
+        assert response["parameters"]["fallback"] == "safe_default"
+        np.testing.assert_array_equal(answer, [[1, 0, 0]])
+    finally:
+        serving.stop()

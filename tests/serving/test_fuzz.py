@@ -1,0 +1,170 @@
+"""Bad input against the running server: random bytes, random JSON, near-valid requests with one
+field broken, lying header lengths, truncated binary bodies and oversized payloads. Every answer
+is 2xx or a 4xx with a JSON error; the process never answers 5xx, never dies, and does not grow."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cutover.serving import sample_models
+from cutover.serving.protocol import DATATYPES, HEADER_LENGTH
+
+from .support import Serving
+
+MAX_BYTES = 200_000
+PATHS = ["/v2/models/classifier/infer", "/v2/models/classifier/versions/1/infer", "/v1/chat/completions"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
+    workdir = tmp_path_factory.mktemp("fuzz")
+    model = sample_models.onnx_classifier(workdir / "good.onnx", "good")
+    inputs = json.dumps([{"name": "input", "datatype": "FP32", "shape": [-1, 4], "range": {"min": -100, "max": 100}}])
+    serving = Serving(
+        workdir,
+        "--format",
+        "onnx",
+        "--model-uri",
+        str(model),
+        "--inputs",
+        inputs,
+        "--max-batch-size",
+        "8",
+        "--max-request-bytes",
+        str(MAX_BYTES),
+        "--audit-log",
+        str(workdir / "audit.jsonl"),
+    ).start()
+    yield serving
+    assert serving.stop() == 0
+
+
+class Client:
+    """One keep-alive connection, reopened when the server closes it (as after a 413)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        for attempt in range(2):
+            try:
+                self.connection.request("POST", path, body=body, headers=headers)
+                response = self.connection.getresponse()
+                return response.status, response.read()
+            except (http.client.HTTPException, ConnectionError):
+                self.connection.close()
+                self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def check(status: int, body: bytes) -> None:
+    assert status < 500, f"{status}: {body[:300]!r}"
+    if status >= 400:
+        error = json.loads(body)
+        assert isinstance(error, dict) and isinstance(error.get("error"), str) and error["error"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@st.composite
+def near_valid(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
+    """A valid request with one or more of its fields replaced by something plausible but wrong."""
+    rows = draw(st.integers(0, 4))
+    tensor: dict[str, Any] = {
+        "name": draw(st.sampled_from(["input", "input", "Input", ""])),
+        "datatype": draw(st.sampled_from([*DATATYPES, "BF16", "FP32", "FP32", "float"])),
+        "shape": draw(st.sampled_from([[rows, 4], [rows, 4], [4], [rows, 4, 1], [-1, 4], [2**40, 4]])),
+    }
+    binary = draw(st.booleans())
+    payload = b""
+    if binary:
+        payload = draw(st.binary(max_size=64))
+        tensor["parameters"] = {"binary_data_size": draw(st.sampled_from([len(payload), 0, 16, -1, "16"]))}
+    else:
+        tensor["data"] = draw(
+            st.one_of(
+                st.lists(st.floats(-200, 200, allow_nan=False), min_size=rows * 4, max_size=rows * 4),
+                st.lists(st.floats(-200, 200, allow_nan=False), max_size=20),
+                json_values,
+            )
+        )
+    request: dict[str, Any] = {"inputs": [tensor]}
+    if draw(st.booleans()):
+        request["outputs"] = draw(st.sampled_from([[{"name": "probabilities"}], [{"name": "x"}], "all", [1]]))
+    if draw(st.booleans()):
+        request["parameters"] = draw(st.sampled_from([{"binary_data_output": True}, {"priority": 3}, [], "p"]))
+    header = json.dumps(request).encode()
+    length = draw(st.sampled_from([str(len(header)), str(len(header) + 3), "0", "-5", "x", None]))
+    headers = {HEADER_LENGTH: length} if binary and length is not None else {}
+    return header + payload, headers
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=512), path=st.sampled_from(PATHS), length=st.none() | st.integers(-2, 600).map(str))
+def test_random_bytes(server: Serving, body: bytes, path: str, length: str | None) -> None:
+    client = Client(server.port)
+    check(*client.post(path, body, {HEADER_LENGTH: length} if length is not None else {}))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=json_values, path=st.sampled_from(PATHS))
+def test_random_json(server: Serving, value: Any, path: str) -> None:
+    check(*Client(server.port).post(path, json.dumps(value).encode(), {}))
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(request=near_valid())
+def test_near_valid_requests(server: Serving, request: tuple[bytes, dict[str, str]]) -> None:
+    check(*Client(server.port).post(PATHS[0], *request))
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_oversized_bad_and_good_requests_in_a_loop_leave_no_leak_and_a_live_server(server: Serving) -> None:
+    assert server.process is not None
+    client = Client(server.port)
+    good = json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0.1, 1.0, -2.0, 0.5]}]}
+    ).encode()
+    huge = b'{"inputs": [' + b" " * (MAX_BYTES + 10) + b"]}"
+    truncated = json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 16}}]}
+    ).encode()
+
+    def round_of_requests() -> None:
+        for _ in range(100):
+            check(*client.post(PATHS[0], good, {}))
+            status, body = client.post(PATHS[0], huge, {})
+            assert status == 413, body
+            status, body = client.post(PATHS[0], truncated + b"\x00" * 7, {HEADER_LENGTH: str(len(truncated))})
+            assert status == 400 and b"truncated" in body
+
+    round_of_requests()  # warm: allocator pools, metric series, caches
+    before = rss_kib(server.process.pid)
+    for _ in range(5):
+        round_of_requests()
+    after = rss_kib(server.process.pid)
+    assert after - before < 20_000, f"RSS grew by {after - before} KiB over 1500 requests"
+    assert server.get("/v2/health/ready")[0] == 200
+    assert server.metric("cutover_serving_requests_total", code="500") == 0
