@@ -6,6 +6,7 @@ ModelDeployment, ready for server-side apply.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from cutover.api.v1alpha1 import API_VERSION, GROUP
@@ -22,6 +23,8 @@ LABEL_ROLE = f"{GROUP}/role"
 PORT = 8080
 GPU_TAINT_KEY = "nvidia.com/gpu"
 MODEL_DIR = "/models"
+SHUTDOWN_DELAY_SECONDS = 5
+"""Seconds a terminating serving pod keeps answering while endpoints drop it."""
 
 
 def owner_reference(md: ModelDeployment) -> dict[str, Any]:
@@ -135,6 +138,18 @@ def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
             "--max-queue-size",
             str(batching["maxQueueSize"]),
         ]
+    for flag, key in (("--inputs", "inputs"), ("--outputs", "outputs"), ("--ood", "outOfDistribution")):
+        if model.get(key):
+            args += [flag, json.dumps(model[key], separators=(",", ":"))]
+    fallback = md.spec.fallback
+    if fallback is not None:
+        args += ["--fallback", fallback.model_dump_json(by_alias=True, exclude_none=True)]
+        if fallback.previous_version:
+            # The previous version is whatever is stable now, reached through a Service whose
+            # selector follows the stable revision, so a promotion changes no pod template; a
+            # stable pod that reaches itself skips the link.
+            args += ["--previous-url", f"http://{stable_service_name(md)}:{PORT}"]
+    args += ["--shutdown-delay", str(SHUTDOWN_DELAY_SECONDS)]
     env = [{"name": e["name"], "value": e.get("value", "")} for e in runtime.get("env", [])]
     upstream_key = (model.get("upstream") or {}).get("apiKeySecretRef")
     if upstream_key:
@@ -249,6 +264,24 @@ def service(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
     }
 
 
+def stable_service_name(md: ModelDeployment) -> str:
+    return f"{md.metadata.name}-stable"
+
+
+def stable_service(md: ModelDeployment, stable_revision: str) -> dict[str, Any]:
+    """The stable revision under a fixed name: the first link of every revision's fallback chain."""
+    labels = {LABEL_MODEL: md.metadata.name or "", LABEL_ROLE: "stable", "app.kubernetes.io/managed-by": "cutover"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(md, stable_service_name(md), labels),
+        "spec": {
+            "selector": {LABEL_MODEL: md.metadata.name, LABEL_REVISION: stable_revision},
+            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
 def shared_service(md: ModelDeployment) -> dict[str, Any]:
     """For provider replicas: one Service over every revision's pods, so the replica ratio is
     the traffic split."""
@@ -339,6 +372,9 @@ def children(md: ModelDeployment, workloads: tuple[Workload, ...], traffic: list
             out.append(budget)
     if md.spec.traffic.provider == "replicas":
         out.append(shared_service(md))
+    stable = next((w for w in workloads if w.role == "stable"), None)
+    if md.spec.fallback is not None and md.spec.fallback.previous_version and stable is not None:
+        out.append(stable_service(md, stable.revision))
     route = http_route(md, traffic) if md.spec.traffic.provider == "gatewayAPI" else None
     if route:
         out.append(route)

@@ -24,6 +24,8 @@ from .breaker import CircuitBreaker
 from .protocol import HEADER_LENGTH, ProtocolError, assemble, decode_response, encode_tensors
 
 log = logging.getLogger(__name__)
+REVISION_HEADER = "Cutover-Revision"
+"""Response header naming the revision that answered."""
 Answer = Callable[[Mapping[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 
 
@@ -81,6 +83,8 @@ class FallbackChain:
                 continue
             try:
                 outputs = await link.answer(inputs)
+            except SameRevision:
+                continue
             except Exception as error:
                 log.warning("fallback %s failed: %s", link.name, error)
                 if breaker is not None:
@@ -107,7 +111,11 @@ def safe_default(outputs: Mapping[str, Any]) -> Answer:
     return answer
 
 
-def remote(session: aiohttp.ClientSession, url: str, model: str, timeout: float) -> Answer:
+class SameRevision(Exception):
+    """The link reached the revision that asked (a stable pod calling the stable Service)."""
+
+
+def remote(session: aiohttp.ClientSession, url: str, model: str, timeout: float, own_revision: str) -> Answer:
     """Another revision's Open Inference Protocol endpoint (the previous version), called with
     binary tensors both ways."""
     endpoint = f"{url.rstrip('/')}/v2/models/{model}/infer"
@@ -119,6 +127,8 @@ def remote(session: aiohttp.ClientSession, url: str, model: str, timeout: float)
         headers = {HEADER_LENGTH: str(header_length)} if header_length is not None else {}
         async with session.post(endpoint, data=body, headers=headers, timeout=client_timeout) as response:
             payload = await response.read()
+            if response.headers.get(REVISION_HEADER) == own_revision:
+                raise SameRevision(own_revision)
             if response.status != 200:
                 raise ProtocolError(f"{endpoint} answered {response.status}: {payload[:200]!r}", 502)
             _, arrays = decode_response(payload, response.headers.get(HEADER_LENGTH))

@@ -44,7 +44,7 @@ from .adapters.base import Adapter, InvalidInput, NotSupported, TensorInfo
 from .audit import AuditLog, input_digest, summarize_outputs
 from .batching import Batcher, BatchStats, QueueFull
 from .breaker import CircuitBreaker
-from .fallback import FallbackChain, Link, remote, safe_default, top1_confidence
+from .fallback import REVISION_HEADER, FallbackChain, Link, remote, safe_default, top1_confidence
 from .metrics import ServingMetrics
 from .ood import MahalanobisScorer, load_statistics
 from .protocol import HEADER_LENGTH, ProtocolError, RawInput, decode_request, encode_response, tensor_bytes
@@ -224,9 +224,8 @@ class ModelServer:
 
         links: list[Link] = []
         if spec.previous_version and self.config.previous_url:
-            links.append(
-                Link("previous", remote(self._client(), self.config.previous_url, self.config.name, 5.0), breaker())
-            )
+            previous = remote(self._client(), self.config.previous_url, self.config.name, 5.0, self.config.revision)
+            links.append(Link("previous", previous, breaker()))
         if spec.baseline is not None:
             path = await storage.fetch(spec.baseline.storage_uri, None, self.config.cache_dir)
             baseline = adapters.local(
@@ -426,9 +425,9 @@ class ModelServer:
             payload, header_length = encode_response(
                 self.config.name, self.config.version, infer, outputs, {"fallback": link} if link else None
             )
-            headers = {"Content-Type": "application/json"}
+            headers = {"Content-Type": "application/json", REVISION_HEADER: self.config.revision}
             if header_length is not None:
-                headers = {HEADER_LENGTH: str(header_length), "Content-Type": "application/octet-stream"}
+                headers |= {HEADER_LENGTH: str(header_length), "Content-Type": "application/octet-stream"}
             if self.audit is not None:
                 self._audit(request, infer.id, infer.inputs, outputs, confidence, ood_scores, link, started)
             return web.Response(body=payload, headers=headers)

@@ -6,7 +6,7 @@ import copy
 
 from cutover.api.v1alpha1 import ModelDeployment
 from cutover.api.v1alpha1.modeldeployment import TrafficEntry
-from cutover.operator import builders, gpu
+from cutover.operator import builders, cli, gpu
 from cutover.operator.rollout import Source, Workload
 
 from ..cases import load
@@ -112,3 +112,22 @@ def test_gpu_preflight_counts_free_devices_per_node() -> None:
     assert gpu.free_pods(nodes, pods, "nvidia.com/gpu", 2).free_pods == 0 + 1 + 1
     assert gpu.free_pods(nodes, pods, "nvidia.com/gpu", 2, product="A100").free_pods == 1
     assert gpu.free_pods(nodes, pods, "nvidia.com/gpu", 1, product="A100").free_pods == 3
+
+
+def test_serving_args_carry_schema_fallback_and_a_promotion_proof_previous_version() -> None:
+    import json
+
+    md = model("modeldeployment-canary.yaml")
+    candidate = Workload("def456", "candidate", 1, workload(md).source)
+    args = builders.deployment(md, candidate)["spec"]["template"]["spec"]["containers"][0]["args"]
+    flags = dict(zip(args[1::2], args[2::2], strict=False))
+    assert json.loads(flags["--fallback"])["confidenceThreshold"] == 0.6
+    assert flags["--previous-url"] == "http://fraud-scorer-stable:8080"
+    assert "--shutdown-delay" in args
+    stable_args = builders.deployment(md, workload(md))["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert stable_args == [a.replace("def456", "abc123") for a in args], "a role change must not change pod args"
+    children = builders.children(md, (workload(md), candidate), [])
+    alias = next(c for c in children if c["metadata"]["name"] == "fraud-scorer-stable")
+    assert alias["spec"]["selector"][builders.LABEL_REVISION] == "abc123"
+    parsed = cli.parser().parse_args(args)  # the builder speaks cutover serve's flags
+    assert parsed.revision == "def456" and parsed.inputs
