@@ -286,7 +286,11 @@ class ModelServer:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.openai_models)
         app.router.add_get("/metrics", self.prometheus)
+        app.on_response_prepare.append(self._name_revision)
         return app
+
+    async def _name_revision(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers[REVISION_HEADER] = self.config.revision
 
     @web.middleware
     async def _errors(
@@ -425,9 +429,9 @@ class ModelServer:
             payload, header_length = encode_response(
                 self.config.name, self.config.version, infer, outputs, {"fallback": link} if link else None
             )
-            headers = {"Content-Type": "application/json", REVISION_HEADER: self.config.revision}
+            headers = {"Content-Type": "application/json"}
             if header_length is not None:
-                headers |= {HEADER_LENGTH: str(header_length), "Content-Type": "application/octet-stream"}
+                headers = {HEADER_LENGTH: str(header_length), "Content-Type": "application/octet-stream"}
             if self.audit is not None:
                 self._audit(request, infer.id, infer.inputs, outputs, confidence, ood_scores, link, started)
             return web.Response(body=payload, headers=headers)
