@@ -129,6 +129,80 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve.set_defaults(run=_serve)
 
 
+def _gateway(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    import yaml
+
+    from cutover.serving.gateway.app import GatewayConfig
+    from cutover.serving.gateway.keys import DEFAULT_TIERS, tiers_from
+    from cutover.serving.gateway.main import run
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    tiers = tiers_from(yaml.safe_load(args.tiers.read_text()) or {}) if args.tiers else dict(DEFAULT_TIERS)
+    config = GatewayConfig(
+        host=args.host,
+        port=args.port,
+        retries=args.retries,
+        backend_timeout=args.backend_timeout,
+        max_in_flight=args.max_in_flight,
+        breaker_failures=args.breaker_failures,
+        breaker_open_seconds=args.breaker_open_seconds,
+        auth=not args.no_auth,
+        tiers=tiers,
+        shutdown_delay=args.shutdown_delay,
+        shutdown_grace=args.shutdown_grace,
+    )
+    asyncio.run(run(config, namespaces=args.namespace, kubeconfig=args.kubeconfig, backends=args.backends))
+    return 0
+
+
+def _gateway_key(args: argparse.Namespace) -> int:
+    import yaml
+
+    from cutover.serving.gateway.keys import new_key, secret_manifest
+
+    key = new_key()
+    print(f"API key for {args.name} ({args.tier}); shown once, store it now: {key}", file=sys.stderr)
+    sys.stdout.write(
+        yaml.safe_dump(
+            secret_manifest(args.name, args.namespace, key, args.tier, args.owner, args.models), sort_keys=False
+        )
+    )
+    return 0
+
+
+def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gateway = sub.add_parser("gateway", help="run the API gateway in front of every serving revision")
+    gateway.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)")
+    gateway.add_argument("--kubeconfig", help="default: in-cluster, then $KUBECONFIG, then ~/.kube/config")
+    gateway.add_argument("--host", default="0.0.0.0")
+    gateway.add_argument("--port", type=int, default=8080)
+    gateway.add_argument("--tiers", type=Path, help="YAML overriding tier limits: {pro: {rate: 100, burst: 200}}")
+    gateway.add_argument("--retries", type=int, default=1, help="extra attempts where safe (default 1)")
+    gateway.add_argument("--backend-timeout", type=float, default=30.0, help="seconds per attempt")
+    gateway.add_argument("--max-in-flight", type=int, default=4096, help="requests in progress before 503")
+    gateway.add_argument("--breaker-failures", type=int, default=5, help="consecutive failures that open a circuit")
+    gateway.add_argument("--breaker-open-seconds", type=float, default=10.0)
+    gateway.add_argument("--shutdown-delay", type=float, default=0.0, help="seconds not-ready before closing")
+    gateway.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds for in-flight requests")
+    gateway.add_argument("--backends", type=Path, help="development: JSON map namespace/service -> URL, followed live")
+    gateway.add_argument("--no-auth", action="store_true", help="development: no API keys, no rate limits")
+    gateway.add_argument("-v", "--verbose", action="store_true")
+    gateway.set_defaults(run=_gateway)
+
+    key = sub.add_parser("gateway-key", help="make an API key; prints its (hashed) Secret to apply")
+    key.add_argument("name", help="Secret name")
+    key.add_argument("--tier", choices=["free", "pro", "enterprise", "admin"], default="free")
+    key.add_argument("-n", "--namespace", default="default", help="the gateway's namespace")
+    key.add_argument("--owner", default="", help="who the key belongs to")
+    key.add_argument("--models", default="", help="comma-separated models it may call (default: all)")
+    key.set_defaults(run=_gateway_key)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="cutover", description="Ship ML models to production safely.")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -156,6 +230,7 @@ def parser() -> argparse.ArgumentParser:
     op.add_argument("-v", "--verbose", action="store_true")
     op.set_defaults(run=_operator)
     _add_serve(sub)
+    _add_gateway(sub)
     return top
 
 

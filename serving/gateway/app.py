@@ -1,0 +1,533 @@
+"""The gateway's HTTP server: authenticate, rate-limit, route by the traffic table, mirror,
+proxy with pooled connections, retry where it is safe, break circuits, shed load, drain.
+
+Retries are safe when the backend cannot have acted on the request: the connection was refused,
+or it answered 503 (shedding or draining). A connection dropped mid-request is retried for
+inference (it has no side effects) but not for chat (an upstream LLM may have spent the
+tokens). Timeouts are never retried. Each attempt is counted against the revision that made it,
+so a failing candidate shows in the rollout analysis even when a retry hid it from the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import numpy as np
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ..breaker import CircuitBreaker
+from ..fallback import REVISION_HEADER
+from ..metrics import LATENCY_BUCKETS
+from ..protocol import HEADER_LENGTH, decode_response
+from .keys import DEFAULT_TIERS, ApiKey, Denied, KeyStore, Limiter, Tier, authorize, retry_after_header
+from .routing import Backend, Route, choose, mirrors_for, route_from
+
+log = logging.getLogger("cutover.gateway")
+FORWARDED_REQUEST_HEADERS = ("Content-Type", "Content-Encoding", "Accept-Encoding", HEADER_LENGTH, "X-Request-Id")
+FORWARDED_RESPONSE_HEADERS = ("Content-Type", "Content-Encoding", HEADER_LENGTH, REVISION_HEADER, "Retry-After")
+DIVERGENCE_BUCKETS = (1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+@dataclass
+class GatewayConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    retries: int = 1
+    """Extra attempts per request, on another healthy revision when there is one."""
+    backend_timeout: float = 30.0
+    max_in_flight: int = 4096
+    max_mirrors_in_flight: int = 256
+    """Mirrored requests in progress beyond which mirroring is skipped (never queued)."""
+    breaker_failures: int = 5
+    breaker_open_seconds: float = 10.0
+    max_request_bytes: int = 64 << 20
+    auth: bool = True
+    tiers: dict[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
+    shutdown_delay: float = 0.0
+    shutdown_grace: float = 30.0
+
+
+class GatewayMetrics:
+    """Labels namespace, model (the model's name), revision and role, as the analysis reads them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ("namespace", "model", "revision", "role")
+        self._requests = Counter(
+            "cutover_gateway_requests",
+            "Requests by the revision that answered",
+            [*labels, "code"],
+            registry=self.registry,
+        )
+        self._duration = Histogram(
+            "cutover_gateway_request_duration_seconds",
+            "Time from request to response, per revision",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "cutover_gateway_rate_limited",
+            "Requests refused over a rate limit or quota",
+            ["tier"],
+            registry=self.registry,
+        )
+        self.denied = Counter("cutover_gateway_denied", "Requests refused by auth", ["code"], registry=self.registry)
+        self.retries = Counter("cutover_gateway_retries", "Attempts retried", ["reason"], registry=self.registry)
+        self.shed = Counter(
+            "cutover_gateway_shed", "Requests shed because the gateway is saturated", registry=self.registry
+        )
+        self._comparisons = Counter(
+            "cutover_gateway_shadow_comparisons",
+            "Mirrored answers compared with the live answer",
+            ["namespace", "model", "revision", "agree"],
+            registry=self.registry,
+        )
+        self._divergence = Histogram(
+            "cutover_gateway_shadow_divergence",
+            "Largest absolute difference between mirrored and live outputs",
+            ["namespace", "model", "revision"],
+            buckets=DIVERGENCE_BUCKETS,
+            registry=self.registry,
+        )
+        self.mirror_skipped = Counter(
+            "cutover_gateway_mirror_skipped", "Mirrors skipped at capacity", registry=self.registry
+        )
+        self._breaker = Gauge(
+            "cutover_gateway_circuit_breaker_state",
+            "0 closed, 1 half-open, 2 open",
+            ["namespace", "model", "revision"],
+            registry=self.registry,
+        )
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    def request(self, route: Route, backend: Backend, code: int, seconds: float) -> None:
+        values = (route.namespace, route.model, backend.revision, backend.role)
+        self._child(self._requests, *values, str(code)).inc()
+        self._child(self._duration, *values).observe(seconds)
+
+    def comparison(self, route: Route, backend: Backend, agree: bool, divergence: float | None) -> None:
+        self._child(self._comparisons, route.namespace, route.model, backend.revision, str(agree).lower()).inc()
+        if divergence is not None:
+            self._child(self._divergence, route.namespace, route.model, backend.revision).observe(divergence)
+
+    def breaker(self, route: Route, backend: Backend, state: str) -> None:
+        value = {"closed": 0, "half_open": 1, "open": 2}[str(state)]
+        self._child(self._breaker, route.namespace, route.model, backend.revision).set(value)
+
+
+@dataclass
+class Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    backend: Backend | None
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Answer:
+    return Answer(
+        status, json.dumps({"error": message}).encode(), {"Content-Type": "application/json", **(headers or {})}, None
+    )
+
+
+def agreement(
+    primary: bytes, primary_length: str | None, mirror: bytes, mirror_length: str | None
+) -> tuple[bool, float | None]:
+    """Whether a mirrored Open Inference Protocol answer agrees with the live one: the same top-1
+    class on every row for a [rows, classes] float output, else equal values; and the largest
+    absolute difference of the first output."""
+    _, live = decode_response(primary, primary_length)
+    _, shadow = decode_response(mirror, mirror_length)
+    if not live:
+        return not shadow, None
+    name = next(iter(live))
+    a, b = live[name], shadow.get(name)
+    if b is None or a.shape != b.shape:
+        return False, None
+    if a.dtype.kind not in "fiub":
+        return bool(np.array_equal(a, b)), None
+    divergence = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+    if a.dtype.kind == "f" and a.ndim == 2 and a.shape[1] > 1:
+        return bool((a.argmax(axis=1) == b.argmax(axis=1)).all()), divergence
+    return bool(np.allclose(a, b, rtol=1e-5, atol=1e-6)), divergence
+
+
+def chat_agreement(primary: bytes, mirror: bytes) -> bool:
+    def text(body: bytes) -> str:
+        choices = json.loads(body).get("choices") or [{}]
+        return str((choices[0].get("message") or {}).get("content", "")).strip()
+
+    return text(primary) == text(mirror)
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.metrics = GatewayMetrics()
+        self.keys = KeyStore()
+        self.limiter = Limiter(tiers=config.tiers)
+        self.routes: dict[str, Route] = {}
+        """By the model name clients call."""
+        self._objects: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self._resolve: Callable[[str, str], str] = lambda namespace, service: f"http://{service}.{namespace}.svc:8080"
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._mirrors: set[asyncio.Task[None]] = set()
+        self.in_flight = 0
+        self.synced = False
+        self.draining = False
+
+    # ---- the routing table -----------------------------------------------------------------
+
+    def set_resolver(self, resolve: Callable[[str, str], str]) -> None:
+        self._resolve = resolve
+        self._rebuild()
+
+    def replace_deployments(self, objects: Iterable[Mapping[str, Any]], namespace: str | None = None) -> None:
+        """After a (re)list: every ModelDeployment of ``namespace`` (all when None)."""
+        for key in [k for k in self._objects if namespace is None or k[0] == namespace]:
+            del self._objects[key]
+        for obj in objects:
+            meta = obj.get("metadata", {})
+            self._objects[(meta.get("namespace", ""), meta.get("name", ""))] = obj
+        self.synced = True
+        self._rebuild()
+
+    def update_deployment(self, obj: Mapping[str, Any], deleted: bool = False) -> None:
+        meta = obj.get("metadata", {})
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if deleted:
+            self._objects.pop(key, None)
+        else:
+            self._objects[key] = obj
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        routes: dict[str, Route] = {}
+        for key in sorted(
+            self._objects, key=lambda k: self._objects[k].get("metadata", {}).get("creationTimestamp", "")
+        ):
+            route = route_from(self._objects[key], self._resolve)
+            if route is None:
+                continue
+            if route.model in routes:
+                log.warning(
+                    "model %r is served by %s/%s and %s/%s; routing to the older",
+                    route.model,
+                    routes[route.model].namespace,
+                    routes[route.model].deployment,
+                    route.namespace,
+                    route.deployment,
+                )
+                continue
+            routes[route.model] = route
+        self.routes = routes
+
+    # ---- backends --------------------------------------------------------------------------
+
+    def _breaker(self, backend: Backend) -> CircuitBreaker:
+        breaker = self._breakers.get(backend.url)
+        if breaker is None:
+            breaker = self._breakers[backend.url] = CircuitBreaker(
+                self.config.breaker_failures, self.config.breaker_open_seconds
+            )
+        return breaker
+
+    def _healthy(self, backend: Backend) -> bool:
+        breaker = self._breakers.get(backend.url)
+        return breaker is None or breaker.state != "open"
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=512, keepalive_timeout=60, ttl_dns_cache=10)
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+            )
+        return self._session
+
+    async def close(self) -> None:
+        for task in list(self._mirrors):
+            task.cancel()
+        if self._session is not None:
+            await self._session.close()
+
+    # ---- HTTP ------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_request_bytes, middlewares=[self._errors])
+        app.router.add_get("/v2/health/live", self.live)
+        app.router.add_get("/v2/health/ready", self.ready)
+        app.router.add_get("/metrics", self.prometheus)
+        app.router.add_get("/gateway/routes", self.table)
+        for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+            app.router.add_get(prefix, self.model)
+            app.router.add_get(prefix + "/ready", self.model)
+            app.router.add_get(prefix + "/config", self.model)
+            app.router.add_post(prefix + "/infer", self.model)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        return app
+
+    @web.middleware
+    async def _errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as error:
+            if error.status < 400:
+                raise
+            return web.json_response({"error": error.reason}, status=error.status)
+        except Exception as error:
+            log.exception("%s %s failed", request.method, request.path)
+            return web.json_response({"error": f"internal error: {error}"}, status=500)
+
+    async def live(self, request: web.Request) -> web.Response:
+        return web.json_response({"live": True})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        if self.draining or not self.synced:
+            reason = "shutting down" if self.draining else "waiting for the first list of ModelDeployments"
+            return web.json_response({"ready": False, "error": reason}, status=503)
+        return web.json_response({"ready": True, "models": len(self.routes)})
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def _authorize(self, request: web.Request, route: Route | None, model: str | None) -> ApiKey | None:
+        if not self.config.auth:
+            return None
+        try:
+            return authorize(self.keys, self.limiter, request.headers, model, route.min_tier if route else None)
+        except Denied as denied:
+            if denied.status == 429:
+                self.metrics.rate_limited.labels(denied.tier).inc()
+            else:
+                self.metrics.denied.labels(str(denied.status)).inc()
+            raise
+
+    async def table(self, request: web.Request) -> web.Response:
+        try:
+            key = self._authorize(request, None, None)
+        except Denied as denied:
+            return _respond(_error(denied.status, str(denied)))
+        if self.config.auth and (key is None or key.tier != "admin"):
+            return _respond(_error(403, "the routing table needs an admin key"))
+        table = {
+            model: {
+                "namespace": r.namespace,
+                "deployment": r.deployment,
+                "backends": [vars(b) | {"healthy": self._healthy(b)} for b in r.backends],
+                "mirrors": [vars(b) for b in r.mirrors],
+                "assignment": vars(r.assignment) if r.assignment else None,
+            }
+            for model, r in self.routes.items()
+        }
+        return web.json_response(table)
+
+    async def model(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        route = self.routes.get(name)
+        try:
+            self._authorize(request, route, name)
+        except Denied as denied:
+            headers = {"Retry-After": retry_after_header(denied.retry_after)} if denied.retry_after else None
+            return _respond(_error(denied.status, str(denied), headers))
+        if route is None:
+            return _respond(_error(404, f"unknown model {name!r}"))
+        body = await request.read() if request.method == "POST" else b""
+        return _respond(await self._proxy(route, request, body, idempotent=True))
+
+    async def chat(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            name = json.loads(body).get("model")
+        except (ValueError, AttributeError):
+            name = None
+        route = self.routes.get(name) if isinstance(name, str) else None
+        try:
+            self._authorize(request, route, name if isinstance(name, str) else None)
+        except Denied as denied:
+            headers = {"Retry-After": retry_after_header(denied.retry_after)} if denied.retry_after else None
+            return _respond(_error(denied.status, str(denied), headers))
+        if not isinstance(name, str):
+            return _respond(_error(400, "the request needs a JSON body with a model name"))
+        if route is None:
+            return _respond(_error(404, f"unknown model {name!r}"))
+        return _respond(await self._proxy(route, request, body, idempotent=False))
+
+    async def _proxy(self, route: Route, request: web.Request, body: bytes, *, idempotent: bool) -> Answer:
+        if self.in_flight >= self.config.max_in_flight:
+            self.metrics.shed.inc()
+            return _error(503, f"overloaded: {self.in_flight} requests in progress", {"Retry-After": "1"})
+        self.in_flight += 1
+        try:
+            choice = choose(route, request.headers, request.cookies, healthy=self._healthy)
+            headers = {k: v for k in FORWARDED_REQUEST_HEADERS if (v := request.headers.get(k)) is not None}
+            path = request.rel_url.raw_path_qs
+            live: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+            for mirror in mirrors_for(route, choice.backend):
+                self._start_mirror(route, mirror, request.method, path, body, headers, live)
+            answer = await self._attempts(route, choice.backend, request.method, path, body, headers, idempotent)
+            live.set_result(answer)
+            if choice.set_cookie is not None and answer.status < 500:
+                name, value = choice.set_cookie
+                answer.headers["Set-Cookie"] = f"{name}={value}; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax"
+            return answer
+        finally:
+            self.in_flight -= 1
+
+    async def _attempts(
+        self,
+        route: Route,
+        backend: Backend,
+        method: str,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        idempotent: bool,
+    ) -> Answer:
+        tried: list[Backend] = []
+        answer: Answer | None = None
+        for attempt in range(1 + self.config.retries):
+            tried.append(backend)
+            answer, retry_reason = await self._send(route, backend, method, path, body, headers, idempotent)
+            if retry_reason is None or attempt == self.config.retries:
+                break
+            self.metrics.retries.labels(retry_reason).inc()
+            others = [b for b in route.backends if b not in tried and self._healthy(b)]
+            backend = others[0] if others else backend
+        assert answer is not None
+        return answer
+
+    async def _send(
+        self,
+        route: Route,
+        backend: Backend,
+        method: str,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        idempotent: bool,
+    ) -> tuple[Answer, str | None]:
+        """One attempt; the answer, and why it may be retried (None: it may not)."""
+        breaker = self._breaker(backend)
+        if not breaker.allow():
+            self.metrics.breaker(route, backend, breaker.state)
+            return _error(
+                503, f"revision {backend.revision} is failing; its circuit is open", {"Retry-After": "1"}
+            ), "open"
+        started = time.perf_counter()
+        try:
+            async with self._client().request(
+                method,
+                backend.url + path,
+                data=body or None,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.config.backend_timeout),
+            ) as response:
+                payload = await response.read()
+                status = response.status
+                out = {k: v for k in FORWARDED_RESPONSE_HEADERS if (v := response.headers.get(k)) is not None}
+        except aiohttp.ClientConnectorError as error:
+            return self._failed(
+                route, backend, breaker, 502, f"revision {backend.revision} unreachable: {error}", started
+            ), "connect"
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as error:
+            answer = self._failed(
+                route, backend, breaker, 502, f"revision {backend.revision} dropped the connection: {error}", started
+            )
+            return answer, "disconnect" if idempotent else None
+        except TimeoutError:
+            return self._failed(route, backend, breaker, 504, f"revision {backend.revision} timed out", started), None
+        if status >= 500:
+            breaker.record_failure()
+        else:
+            breaker.record_success()
+        self.metrics.breaker(route, backend, breaker.state)
+        self.metrics.request(route, backend, status, time.perf_counter() - started)
+        return Answer(status, payload, out, backend), "shed" if status == 503 else None
+
+    def _failed(
+        self, route: Route, backend: Backend, breaker: CircuitBreaker, status: int, message: str, started: float
+    ) -> Answer:
+        breaker.record_failure()
+        self.metrics.breaker(route, backend, breaker.state)
+        self.metrics.request(route, backend, status, time.perf_counter() - started)
+        log.warning("%s", message)
+        return _error(status, message)
+
+    # ---- mirroring -------------------------------------------------------------------------
+
+    def _start_mirror(
+        self,
+        route: Route,
+        mirror: Backend,
+        method: str,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        live: asyncio.Future[Answer],
+    ) -> None:
+        if len(self._mirrors) >= self.config.max_mirrors_in_flight or method != "POST":
+            self.metrics.mirror_skipped.inc()
+            return
+        task = asyncio.create_task(self._mirror(route, mirror, path, body, headers, live))
+        self._mirrors.add(task)
+        task.add_done_callback(self._mirrors.discard)
+
+    async def _mirror(
+        self,
+        route: Route,
+        mirror: Backend,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        live: asyncio.Future[Answer],
+    ) -> None:
+        """Send the copy, wait for the live answer, compare; never touches the client's answer."""
+        started = time.perf_counter()
+        status, payload, length = 0, b"", None
+        try:
+            async with self._client().post(
+                mirror.url + path,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.config.backend_timeout),
+            ) as response:
+                status, payload, length = response.status, await response.read(), response.headers.get(HEADER_LENGTH)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            log.debug("mirror to %s failed: %s", mirror.revision, error)
+            status = 502
+        self.metrics.request(route, mirror, status, time.perf_counter() - started)
+        answer = await live
+        if answer.status != 200:
+            return  # nothing to compare against
+        agree, divergence = False, None
+        if status == 200:
+            try:
+                if path.endswith("/chat/completions"):
+                    agree = chat_agreement(answer.body, payload)
+                else:
+                    agree, divergence = agreement(answer.body, answer.headers.get(HEADER_LENGTH), payload, length)
+            except Exception as error:  # a malformed mirrored answer disagrees
+                log.debug("comparison failed: %s", error)
+        self.metrics.comparison(route, mirror, agree, divergence)
+
+
+def _respond(answer: Answer) -> web.Response:
+    return web.Response(status=answer.status, body=answer.body, headers=answer.headers)

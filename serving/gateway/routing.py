@@ -1,0 +1,158 @@
+"""Which revision answers a request: the weighted split of the traffic table, sticky A/B
+assignment, and which revisions get a mirrored copy. Pure functions over a Route, so the
+split and stickiness are tested without a network.
+
+Sticky assignment (``spec.strategy.abTest.assignment``):
+- ``header``: the header's value names the arm (a role such as ``candidate``, or a revision);
+  requests without it are split by weight.
+- ``cookie``: the cookie holds the revision the client was assigned; a client without one is
+  split by weight and gets the cookie, so it stays on its arm.
+- ``hashKey``: the header's value (a user id, say) is hashed into [0, 100) and placed on the
+  cumulative weights, so the same user always lands on the same arm while weights hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ROLE_ORDER = {"stable": 0, "baseline": 1, "candidate": 2}
+
+
+@dataclass(frozen=True)
+class Backend:
+    revision: str
+    role: str
+    url: str
+    weight: int
+    mirror_percent: int = 0
+
+
+@dataclass(frozen=True)
+class Assignment:
+    by: str
+    """header, cookie or hashKey."""
+    name: str
+
+
+@dataclass(frozen=True)
+class Route:
+    """One model's traffic: the live backends by weight and the mirrored ones."""
+
+    namespace: str
+    deployment: str
+    """The ModelDeployment's name."""
+    model: str
+    """spec.model.name: the name clients call."""
+    backends: tuple[Backend, ...]
+    mirrors: tuple[Backend, ...] = ()
+    assignment: Assignment | None = None
+    min_tier: str | None = None
+
+
+@dataclass(frozen=True)
+class Choice:
+    backend: Backend
+    set_cookie: tuple[str, str] | None = None
+
+
+def route_from(md: Mapping[str, Any], resolve: Callable[[str, str], str]) -> Route | None:
+    """The route of one ModelDeployment object, or None when it has no traffic table yet.
+    ``resolve(namespace, service)`` gives a Service's base URL."""
+    meta, spec, status = md.get("metadata", {}), md.get("spec", {}), md.get("status") or {}
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
+    if (spec.get("traffic") or {}).get("provider", "gateway") != "gateway":
+        return None
+    backends, mirrors = [], []
+    for entry in status.get("traffic") or []:
+        service = entry.get("service")
+        if not service:
+            continue
+        backend = Backend(
+            entry["revision"],
+            entry.get("role", "stable"),
+            resolve(namespace, service),
+            int(entry.get("weight", 0)),
+            int(entry.get("mirrorPercent", 0)),
+        )
+        if backend.weight > 0:
+            backends.append(backend)
+        if backend.mirror_percent > 0:
+            mirrors.append(backend)
+    if not backends:
+        return None
+    backends.sort(key=lambda b: (ROLE_ORDER.get(b.role, 9), b.revision))
+    sticky = ((spec.get("strategy") or {}).get("abTest") or {}).get("assignment")
+    return Route(
+        namespace=namespace,
+        deployment=name,
+        model=spec.get("model", {}).get("name", name),
+        backends=tuple(backends),
+        mirrors=tuple(mirrors),
+        assignment=Assignment(sticky["by"], sticky["name"]) if sticky else None,
+        min_tier=(meta.get("annotations") or {}).get("cutover.dev/min-tier"),
+    )
+
+
+def _by_weight(backends: tuple[Backend, ...], point: float) -> Backend:
+    """The backend whose share of [0, 100) holds ``point``, in the route's fixed order."""
+    total = sum(b.weight for b in backends) or 1
+    cumulative = 0.0
+    for backend in backends:
+        cumulative += backend.weight * 100 / total
+        if point < cumulative:
+            return backend
+    return backends[-1]
+
+
+def hash_point(value: str) -> float:
+    """A stable position in [0, 100) for a key."""
+    digest = hashlib.blake2b(value.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * 100
+
+
+def choose(
+    route: Route,
+    headers: Mapping[str, str],
+    cookies: Mapping[str, str],
+    *,
+    healthy: Callable[[Backend], bool] = lambda b: True,
+    rng: random.Random | None = None,
+) -> Choice:
+    """The backend for one request. A sticky client keeps its arm; an unhealthy backend (its
+    circuit breaker is open) hands its share to the healthy ones."""
+    draw = (rng or random).random() * 100
+    backends = route.backends
+    sticky = route.assignment
+    chosen: Backend | None = None
+    set_cookie = None
+    if sticky is not None:
+        if sticky.by == "header":
+            value = headers.get(sticky.name)
+            chosen = next((b for b in backends if value in (b.role, b.revision)), None) if value else None
+        elif sticky.by == "cookie":
+            value = cookies.get(sticky.name)
+            chosen = next((b for b in backends if b.revision == value), None) if value else None
+            if chosen is None:
+                chosen = _by_weight(backends, draw)
+                set_cookie = (sticky.name, chosen.revision)
+        elif sticky.by == "hashKey":
+            value = headers.get(sticky.name)
+            if value:
+                chosen = _by_weight(backends, hash_point(value))
+    if chosen is None:
+        chosen = _by_weight(backends, draw)
+    if not healthy(chosen):
+        others = tuple(b for b in backends if b is not chosen and healthy(b))
+        if others:
+            chosen = _by_weight(others, draw)
+    return Choice(chosen, set_cookie)
+
+
+def mirrors_for(route: Route, primary: Backend, rng: random.Random | None = None) -> list[Backend]:
+    """The revisions that get a copy of this request (never the one answering it)."""
+    source = rng or random
+    return [m for m in route.mirrors if m.revision != primary.revision and source.random() * 100 < m.mirror_percent]

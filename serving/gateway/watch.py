@@ -1,0 +1,83 @@
+"""Keeps the gateway's routes and keys current from the Kubernetes API: ModelDeployments (their
+status.traffic) and Secrets labelled ``cutover.dev/api-key=true``, listed then watched, so a
+change of the traffic table or a revoked key takes effect as soon as the watch delivers it.
+
+``--backends FILE`` (development only: the local runner) maps ``namespace/service`` to a URL,
+re-read whenever the file changes; without it a Service is ``http://service.namespace.svc:8080``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ..kube import Credentials, Watcher
+from .app import Gateway
+from .keys import KEY_LABEL
+
+log = logging.getLogger("cutover.gateway")
+
+
+def _paths(namespaces: list[str]) -> list[tuple[str | None, str, str]]:
+    scopes: list[str | None] = list(namespaces) or [None]
+    out: list[tuple[str | None, str, str]] = []
+    for namespace in scopes:
+        where = f"/namespaces/{namespace}" if namespace else ""
+        out.append((namespace, "md", f"/apis/cutover.dev/v1alpha1{where}/modeldeployments"))
+        out.append((namespace, "keys", f"/api/v1{where}/secrets"))
+    return out
+
+
+async def _follow(gateway: Gateway, watcher: Watcher, namespace: str | None, kind: str) -> None:
+    async for event, obj in watcher.events():
+        if kind == "md":
+            if event == "SYNC":
+                gateway.replace_deployments(obj, namespace)
+            else:
+                gateway.update_deployment(obj, deleted=event == "DELETED")
+        elif event == "SYNC":
+            gateway.keys.replace(obj, namespace)
+        elif event == "DELETED":
+            gateway.keys.remove(obj)
+        else:
+            gateway.keys.update(obj)
+
+
+async def watch(gateway: Gateway, credentials: Credentials, namespaces: list[str]) -> None:
+    """Run the watches until cancelled."""
+    async with aiohttp.ClientSession() as session:
+        tasks = []
+        for namespace, kind, path in _paths(namespaces):
+            params = {"labelSelector": f"{KEY_LABEL}=true"} if kind == "keys" else {}
+            tasks.append(
+                asyncio.create_task(_follow(gateway, Watcher(session, credentials, path, **params), namespace, kind))
+            )
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+
+async def follow_backends(gateway: Gateway, path: Path, interval: float = 0.2) -> None:
+    """Development: re-read the namespace/service -> URL map whenever the file changes."""
+    seen: float | None = None
+    while True:
+        try:
+            mtime = path.stat().st_mtime
+            if mtime != seen:
+                mapping: dict[str, Any] = json.loads(path.read_text() or "{}")
+                gateway.set_resolver(
+                    lambda namespace, service, m=mapping: (
+                        m.get(f"{namespace}/{service}") or f"http://{service}.{namespace}.svc:8080"
+                    )
+                )
+                seen = mtime
+        except (OSError, ValueError) as error:
+            log.warning("backends file %s: %s", path, error)
+        await asyncio.sleep(interval)

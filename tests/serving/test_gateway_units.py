@@ -1,0 +1,202 @@
+"""The gateway's pure parts: the weighted split, sticky assignment, mirroring odds, keys, tiers,
+token buckets and quotas."""
+
+from __future__ import annotations
+
+import base64
+import math
+import random
+from collections import Counter
+
+import pytest
+
+from cutover.serving.gateway.keys import (
+    Denied,
+    KeyStore,
+    Limiter,
+    authorize,
+    digest,
+    secret_manifest,
+    tiers_from,
+)
+from cutover.serving.gateway.routing import Assignment, Backend, Route, choose, mirrors_for, route_from
+
+STABLE = Backend("aaa", "stable", "http://a", 80)
+CANDIDATE = Backend("bbb", "candidate", "http://b", 20)
+
+
+def route(assignment: Assignment | None = None, mirrors: tuple[Backend, ...] = ()) -> Route:
+    return Route("ns", "md", "classifier", (STABLE, CANDIDATE), mirrors, assignment)
+
+
+def within(count: int, n: int, p: float, sigmas: float = 4.5) -> bool:
+    return abs(count - n * p) <= sigmas * math.sqrt(n * p * (1 - p))
+
+
+def test_weighted_split_holds_within_binomial_tolerance() -> None:
+    rng = random.Random(1)
+    counts = Counter(choose(route(), {}, {}, rng=rng).backend.revision for _ in range(20_000))
+    assert within(counts["bbb"], 20_000, 0.2)
+
+
+def test_hashed_key_is_sticky_and_splits_users_by_weight() -> None:
+    sticky = route(Assignment("hashKey", "X-User-Id"))
+    rng = random.Random(2)
+    arms = {}
+    for user in range(5_000):
+        seen = {choose(sticky, {"X-User-Id": f"user-{user}"}, {}, rng=rng).backend.revision for _ in range(3)}
+        assert len(seen) == 1, "a user changed arms"
+        arms[user] = seen.pop()
+    assert within(sum(1 for a in arms.values() if a == "bbb"), 5_000, 0.2)
+
+
+def test_cookie_assignment_sets_then_honours_the_cookie() -> None:
+    sticky = route(Assignment("cookie", "arm"))
+    first = choose(sticky, {}, {}, rng=random.Random(3))
+    assert first.set_cookie == ("arm", first.backend.revision)
+    again = choose(sticky, {}, {"arm": "bbb"}, rng=random.Random(4))
+    assert again.backend.revision == "bbb" and again.set_cookie is None
+
+
+def test_header_names_the_arm_by_role_or_revision() -> None:
+    sticky = route(Assignment("header", "X-Arm"))
+    assert all(choose(sticky, {"X-Arm": "candidate"}, {}).backend.revision == "bbb" for _ in range(50))
+    assert all(choose(sticky, {"X-Arm": "aaa"}, {}).backend.revision == "aaa" for _ in range(50))
+
+
+def test_an_open_circuit_hands_its_share_to_healthy_revisions() -> None:
+    rng = random.Random(5)
+    picks = {
+        choose(route(), {}, {}, healthy=lambda b: b.revision != "bbb", rng=rng).backend.revision for _ in range(500)
+    }
+    assert picks == {"aaa"}
+
+
+def test_mirror_odds_follow_mirror_percent_and_never_copy_to_the_answering_revision() -> None:
+    shadow = Backend("ccc", "candidate", "http://c", 0, 25)
+    rng = random.Random(6)
+    copies = sum(len(mirrors_for(route(mirrors=(shadow,)), STABLE, rng)) for _ in range(8_000))
+    assert within(copies, 8_000, 0.25)
+    assert mirrors_for(route(mirrors=(shadow,)), shadow) == []
+
+
+def test_route_from_reads_the_traffic_table_the_operator_writes() -> None:
+    md = {
+        "metadata": {"namespace": "ns", "name": "fraud", "annotations": {"cutover.dev/min-tier": "pro"}},
+        "spec": {
+            "model": {"name": "fraud-scorer"},
+            "strategy": {"abTest": {"assignment": {"by": "cookie", "name": "c"}}},
+        },
+        "status": {
+            "traffic": [
+                {"revision": "bbb", "role": "candidate", "weight": 0, "mirrorPercent": 10, "service": "fraud-bbb"},
+                {"revision": "aaa", "role": "stable", "weight": 100, "service": "fraud-aaa"},
+            ]
+        },
+    }
+    parsed = route_from(md, lambda namespace, service: f"http://{service}.{namespace}")
+    assert parsed is not None and parsed.model == "fraud-scorer" and parsed.min_tier == "pro"
+    assert [b.revision for b in parsed.backends] == ["aaa"]
+    assert [(m.revision, m.mirror_percent) for m in parsed.mirrors] == [("bbb", 10)]
+    assert parsed.assignment == Assignment("cookie", "c")
+    assert route_from({**md, "status": {}}, lambda n, s: "") is None
+    assert route_from({**md, "spec": {**md["spec"], "traffic": {"provider": "gatewayAPI"}}}, lambda n, s: "") is None
+
+
+def secret(name: str, key: str, tier: str, **extra: str) -> dict[str, object]:
+    manifest = secret_manifest(name, "ns", key, tier)
+    data = {**manifest["stringData"], **extra}
+    return {
+        "metadata": manifest["metadata"],
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_keys_are_looked_up_by_hash_and_refused_with_the_right_status() -> None:
+    store, limiter = KeyStore(), Limiter()
+    store.replace([secret("alice", "k-alice", "pro"), secret("bob", "k-bob", "free", revoked="true")])
+    store.update(secret("carol", "k-carol", "pro", models="other"))
+    assert digest("k-alice") not in {"k-alice"} and len(store) == 3
+
+    def status(headers: dict[str, str], model: str = "classifier", min_tier: str | None = None) -> int:
+        try:
+            authorize(store, limiter, headers, model, min_tier)
+        except Denied as denied:
+            return denied.status
+        return 200
+
+    assert status({}) == 401
+    assert status({"Authorization": "Bearer nope"}) == 401
+    assert status({"Authorization": "Bearer k-alice"}) == 200
+    assert status({"X-API-Key": "k-alice"}) == 200
+    assert status({"Authorization": "Bearer k-bob"}) == 403
+    assert status({"Authorization": "Bearer k-carol"}) == 403
+    assert status({"Authorization": "Bearer k-alice"}, min_tier="enterprise") == 403
+    store.remove(secret("alice", "k-alice", "pro"))
+    assert status({"Authorization": "Bearer k-alice"}) == 401
+    store.replace([], "ns")
+    assert len(store) == 0
+
+
+def test_token_bucket_admits_exactly_burst_then_refills_at_rate() -> None:
+    clock = Clock()
+    limiter = Limiter(tiers=tiers_from({"free": {"rate": 2, "burst": 5, "dailyQuota": 100}}), clock=clock, wall=clock)
+    store = KeyStore()
+    store.update(secret("k", "key", "free"))
+    key = store.lookup("key")
+    assert key is not None
+    admitted = 0
+    for _ in range(50):
+        try:
+            limiter.admit(key)
+            admitted += 1
+        except Denied as denied:
+            assert denied.status == 429 and denied.retry_after is not None and 0 < denied.retry_after <= 0.5
+    assert admitted == 5
+    clock.now += 1.0
+    assert sum(1 for _ in range(10) if _admits(limiter, key)) == 2
+
+
+def _admits(limiter: Limiter, key: object) -> bool:
+    try:
+        limiter.admit(key)  # type: ignore[arg-type]
+        return True
+    except Denied:
+        return False
+
+
+def test_daily_quota_refuses_until_midnight_utc() -> None:
+    clock = Clock()
+    clock.now = 86400 * 20 + 3600
+    limiter = Limiter(
+        tiers=tiers_from({"pro": {"rate": 1000, "burst": 1000, "dailyQuota": 3}}), clock=clock, wall=clock
+    )
+    store = KeyStore()
+    store.update(secret("k", "key", "pro"))
+    key = store.lookup("key")
+    assert [_admits(limiter, key) for _ in range(5)] == [True, True, True, False, False]
+    with pytest.raises(Denied) as refused:
+        limiter.admit(key)  # type: ignore[arg-type]
+    assert refused.value.retry_after == pytest.approx(86400 - 3600)
+    clock.now += 86400
+    assert _admits(limiter, key)
+
+
+def test_admin_is_unlimited_and_unknown_tiers_are_refused() -> None:
+    store, limiter = KeyStore(), Limiter()
+    store.update(secret("root", "k-root", "admin"))
+    store.update(secret("odd", "k-odd", "platinum"))
+    assert all(_admits(limiter, store.lookup("k-root")) for _ in range(10_000))
+    with pytest.raises(Denied) as refused:
+        authorize(store, limiter, {"X-API-Key": "k-odd"}, "m")
+    assert refused.value.status == 403
+    with pytest.raises(ValueError, match="unknown tier"):
+        tiers_from({"gold": {}})
