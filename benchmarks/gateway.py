@@ -1,0 +1,206 @@
+"""What the gateway adds: the same `cutover serve` backend called directly, through `cutover gateway`
+(with a real API key, rate limiting and the traffic table from a real control plane), and through an
+nginx reverse proxy (Debian's package, upstream keepalive), by the same wrk load in one run.
+
+    .venv/bin/python benchmarks/gateway.py [--concurrency 1,8,32] [--duration 10]
+
+wrk runs on CPU 0; the backend and the proxy in front of it share CPU 1, so each proxy pays for the
+core it takes from the backend, as it would in a pod. Target: at most 0.3 ms added at p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("serving_bench", REPO / "benchmarks" / "serving.py")
+assert _spec and _spec.loader
+bench = importlib.util.module_from_spec(_spec)
+sys.modules["serving_bench"] = bench
+_spec.loader.exec_module(bench)
+
+KEY = "cut_benchmark-key"
+NGINX_PACKAGE = "nginx"
+TARGET_ADDED_MS = 0.3
+WRK_SCRIPT = bench.WRK_SCRIPT.replace(
+    'wrk.headers["Content-Type"] = "application/json"',
+    'wrk.headers["Content-Type"] = "application/json"\nwrk.headers["Authorization"] = "Bearer ' + KEY + '"',
+)
+NGINX_CONF = """
+worker_processes 1;
+error_log {root}/error.log warn;
+pid {root}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    upstream backend {{ server 127.0.0.1:{backend}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def ensure_nginx() -> str:
+    found = shutil.which("nginx") or (Path("/usr/sbin/nginx").exists() and "/usr/sbin/nginx")
+    if not found:
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", NGINX_PACKAGE], check=True)
+        found = "/usr/sbin/nginx"
+    return str(found)
+
+
+def start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            bench.pinned(bench.SERVER_CPU, command), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def wait_ready(url: str, what: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited; see {log}")
+        try:
+            if bench.http("GET", url + "/v2/health/ready", timeout=1.0)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{what} not ready; see {log}")
+
+
+def kubectl(kubeconfig: str, *args: str, stdin: str | None = None) -> None:
+    subprocess.run(
+        [str(REPO / ".venv/bin/kubectl"), "--kubeconfig", kubeconfig, *args], input=stdin, text=True, check=True,
+        capture_output=True,
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    args = parser.parse_args()
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    bench.ensure_wrk()
+    nginx = ensure_nginx()
+    from cutover.serving import sample_models
+    from cutover.serving.gateway.keys import secret_manifest
+
+    work = Path(tempfile.mkdtemp(prefix="cutover-bench-gateway-"))
+    script = work / "post.lua"
+    script.write_text(WRK_SCRIPT.replace("{{BODY}}", bench.BODY))
+    model = sample_models.onnx_classifier(work / "good.onnx", "good")
+    kubeconfig = subprocess.run(
+        [str(REPO / "hack/cluster"), "up", "bench-gateway"], capture_output=True, text=True, check=True
+    ).stdout.strip().splitlines()[-1]
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        ports = {name: bench.free_port() for name in ("backend", "gateway", "nginx")}
+        serve = [
+            str(REPO / ".venv/bin/cutover"), "serve", "--name", bench.MODEL, "--version", "1", "--format", "onnx",
+            "--model-uri", str(model), "--host", "127.0.0.1", "--port", str(ports["backend"]), "--threads", "1",
+        ]  # fmt: skip
+        processes.append(backend := start(serve, work / "backend.log"))
+        wait_ready(f"http://127.0.0.1:{ports['backend']}", "cutover serve", backend, work / "backend.log")
+
+        kubectl(kubeconfig, "create", "namespace", "bench")
+        md = {
+            "apiVersion": "cutover.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "clf", "namespace": "bench"},
+            "spec": {
+                "model": {"name": bench.MODEL, "version": "1", "format": "onnx", "storageUri": "file:///m.onnx"},
+                "strategy": {"type": "canary", "canary": {"steps": [{"setWeight": 20}]}},
+            },
+        }
+        kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(md))
+        kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(secret_manifest("bench-key", "bench", KEY, "admin")))
+        traffic = {"status": {"traffic": [{"revision": "r1", "role": "stable", "weight": 100, "service": "clf-r1"}]}}
+        kubectl(kubeconfig, "patch", "md", "clf", "-n", "bench", "--subresource=status", "--type=merge", "-p", json.dumps(traffic))
+        (work / "backends.json").write_text(json.dumps({"bench/clf-r1": f"http://127.0.0.1:{ports['backend']}"}))
+        gateway = [
+            str(REPO / ".venv/bin/cutover"), "gateway", "-n", "bench", "--kubeconfig", kubeconfig, "--host", "127.0.0.1",
+            "--port", str(ports["gateway"]), "--backends", str(work / "backends.json"),
+        ]  # fmt: skip
+        processes.append(gw := start(gateway, work / "gateway.log"))
+        wait_ready(f"http://127.0.0.1:{ports['gateway']}", "cutover gateway", gw, work / "gateway.log")
+        deadline = time.monotonic() + 10
+        while bench.http("POST", f"http://127.0.0.1:{ports['gateway']}{bench.INFER_PATH}", bench.BODY)[0] != 401:
+            if time.monotonic() > deadline:  # the route is there once unauthenticated calls get 401, not 404
+                raise SystemExit("the gateway never learned the route")
+            time.sleep(0.1)
+
+        (work / "nginx").mkdir()
+        (work / "nginx.conf").write_text(NGINX_CONF.format(root=work / "nginx", backend=ports["backend"], port=ports["nginx"]))
+        processes.append(ngx := start([nginx, "-c", str(work / "nginx.conf"), "-g", "daemon off;"], work / "nginx.log"))
+        time.sleep(0.5)
+        if ngx.poll() is not None:
+            raise SystemExit(f"nginx exited; see {work / 'nginx.log'} and {work / 'nginx/error.log'}")
+
+        targets = {
+            "direct": f"http://127.0.0.1:{ports['backend']}",
+            "cutover gateway": f"http://127.0.0.1:{ports['gateway']}",
+            "nginx": f"http://127.0.0.1:{ports['nginx']}",
+        }
+        print(f"wrk -t1 on CPU {bench.WRK_CPU}; backend and proxy on CPU {bench.SERVER_CPU}; {args.duration:g} s a point")
+        results: dict[str, dict[int, object]] = {name: {} for name in targets}
+        for connections in concurrencies:
+            for name, url in targets.items():
+                bench.wrk(script, url, connections, args.warmup)
+                run = bench.wrk(script, url, connections, args.duration)
+                if run.errors:
+                    raise SystemExit(f"{name}: {run.errors} errors at c={connections}")
+                results[name][connections] = run
+                print(
+                    f"  {name:<16} c={connections:<3} {run.throughput:8.0f} req/s  p50 {run.p50_us / 1000:6.3f} ms  "
+                    f"p99 {run.p99_us / 1000:6.3f} ms",
+                    flush=True,
+                )
+        print("\nadded latency over calling cutover serve directly (p50, ms) and throughput ratio:")
+        for connections in concurrencies:
+            direct = results["direct"][connections]
+            line = [f"  c={connections:<3}"]
+            for name in ("cutover gateway", "nginx"):
+                run = results[name][connections]
+                added = (run.p50_us - direct.p50_us) / 1000  # type: ignore[attr-defined]
+                ratio = run.throughput / direct.throughput  # type: ignore[attr-defined]
+                line.append(f"{name}: +{added:.3f} ms p50, {ratio:.2f}x throughput")
+            print("   ".join(line))
+        c1 = concurrencies[0]
+        added = (results["cutover gateway"][c1].p50_us - results["direct"][c1].p50_us) / 1000  # type: ignore[attr-defined]
+        verdict = "meets" if added <= TARGET_ADDED_MS else "misses"
+        print(f"\ngateway adds {added:.3f} ms at p50 (c={c1}): {verdict} the {TARGET_ADDED_MS} ms target")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        subprocess.run([str(REPO / "hack/cluster"), "down", "bench-gateway"], capture_output=True)
+
+
+if __name__ == "__main__":
+    main()
