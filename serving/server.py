@@ -150,6 +150,7 @@ class ModelServer:
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._session: aiohttp.ClientSession | None = None
         self._dropped = 0
+        self._model_path: Path | None = None
 
     # ---- loading ---------------------------------------------------------------------------
 
@@ -172,6 +173,7 @@ class ModelServer:
             path = None
             if config.model_uri:
                 path = await storage.fetch(config.model_uri, config.checksum, config.cache_dir)
+            self._model_path = path
             self.adapter = adapters.create(config, path)
         await self.adapter.load()
         self._closers.append(self.adapter.close)
@@ -195,7 +197,9 @@ class ModelServer:
             ood = config.out_of_distribution
             if ood.input not in {t.name for t in self.inputs}:
                 raise ValueError(f"outOfDistribution.input {ood.input!r} is not an input of the model")
-            self.ood = MahalanobisScorer(await asyncio.to_thread(load_statistics, ood.statistics_uri))
+            self.ood = MahalanobisScorer(
+                await asyncio.to_thread(load_statistics, self._beside_model(ood.statistics_uri))
+            )
             shape = next(t.shape for t in self.inputs if t.name == ood.input)
             features = int(np.prod(shape[1:])) if len(shape) > 1 else 1
             if min(shape[1:], default=1) > 0 and features != self.ood.features:
@@ -217,6 +221,12 @@ class ModelServer:
             [o.metadata() for o in self.outputs],
             f", batching up to {self.batcher.max_batch_size}" if self.batcher else "",
         )
+
+    def _beside_model(self, uri: str) -> str:
+        """A relative statistics path is read beside the model file ("training-stats.json")."""
+        if "://" in uri or uri.startswith("/") or not self._model_path:
+            return uri
+        return str(self._model_path.parent / uri)
 
     async def _fallback_chain(self, spec: FallbackSpec) -> FallbackChain:
         def breaker() -> CircuitBreaker:
