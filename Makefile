@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 # `make test` runs lint, types and every test: unit, against the real local control plane
 # (hack/cluster), and packaging (a wheel in a clean virtual environment).
-.PHONY: test venv lint typecheck pytest crds cluster-tools cluster-up cluster-down bench-analysis bench-operator clean
+.PHONY: test venv lint typecheck pytest crds cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving clean
 
 test: lint typecheck pytest
 
@@ -44,6 +44,10 @@ bench-analysis: $(STAMP)
 
 bench-operator: $(STAMP) cluster-tools
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/operator_scale.py
+
+# Installs MLServer and KServe into .bench/ (pinned) and wrk with apt-get when missing.
+bench-serving: $(STAMP)
+	$(BIN)/python benchmarks/serving.py
 
 crds: $(STAMP)
 	$(BIN)/cutover crds --output crds

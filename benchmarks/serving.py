@@ -1,0 +1,696 @@
+"""Serving overhead, side by side: cutover's model server against MLServer and KServe on the same ONNX model.
+
+The same small ONNX classifier (cutover.serving.sample_models.onnx_classifier: 4 FP32 features in,
+3 class probabilities out) is served by
+
+* cutover             `cutover serve --format onnx` (aiohttp), batching off
+* cutover-batching    the same with dynamic batching: --max-batch-size 32 --max-queue-delay 1ms
+* mlserver            MLServer with our custom runtime (benchmarks/peers/mlserver_runtime.py) wrapping
+                      onnxruntime, parallel_workers 0 (inference in the main process) and debug off (no
+                      access-log line per request)
+* mlserver-defaults   the same runtime with MLServer's default settings (one parallel inference worker
+                      process beside the main one, access log on)
+* mlserver-batching   mlserver plus MLServer's adaptive batching: max_batch_size 32, max_batch_time 1 ms
+* kserve              the KServe Python model server with our kserve.Model (benchmarks/peers/kserve_server.py),
+                      1 worker, gRPC off, no access-log or latency-log line per request
+* kserve-defaults     the same model with KServe's default flags
+
+and driven by the same load generator: wrk, one thread, a fixed number of keep-alive connections (the
+concurrency), POSTing the same Open Inference Protocol JSON body (batch 1, input `input` FP32 [1,4]) to
+/v2/models/classifier/infer, with a warm-up before each measured run. wrk is pinned to CPU 0 and each
+server (one process; every thread it starts inherits the pin) to CPU 1 with taskset, so the two never
+compete for a core. Every onnxruntime session uses one intra-op and one inter-op thread. Before any load,
+each server must answer the fixed input with the in-process probabilities (within 1e-5); any non-2xx
+response or socket error during a run aborts the benchmark. Each run also records the server's CPU use
+and the CPU taken by everything else on the machine; a point during which other programs took more than
+10% of a core is measured again (--attempts, default 3) and the report warns if none was quiet.
+
+The limit is onnxruntime called in this process on the same input (pinned to CPU 1 as well); the cost of
+decoding the JSON body and encoding the response with the standard library is printed beside it.
+
+Targets (issue 6): at least 2x MLServer's throughput at equal or lower p99, at every concurrency; cutover's
+p50 at concurrency 1 within 0.5 ms of the in-process call.
+
+    .venv/bin/python benchmarks/serving.py [--concurrency 1,8,32,64] [--duration 10] [--quick]
+
+MLServer and KServe are installed by this script into their own virtual environments under .bench/ from
+the pinned benchmarks/peers/*-requirements.txt (reused while the file is unchanged); wrk is installed with
+apt-get when missing. Run: `make bench-serving`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+PEERS = REPO / "benchmarks" / "peers"
+BENCH = REPO / ".bench"
+CUTOVER = REPO / ".venv" / "bin" / "cutover"
+
+MODEL = "classifier"
+INFER_PATH = f"/v2/models/{MODEL}/infer"
+READY_PATH = "/v2/health/ready"
+FEATURES = [0.1, 1.2, -1.5, 0.5]  # a typical row of the sample model's training distribution
+BODY = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": FEATURES}]})
+TOLERANCE = 1e-5
+
+WRK_PACKAGE = "wrk=4.1.0-3+b2"  # Debian 12 (bookworm)
+WRK_CPU = 0
+SERVER_CPU = 1
+READY_TIMEOUT = 180.0
+
+TARGET_THROUGHPUT_RATIO = 2.0
+TARGET_OVERHEAD_MS = 0.5
+OTHER_CPU_LIMIT = 10.0  # percent of one core used by other programs during a run before the report warns
+
+# wrk prints its own report; done() adds one JSON line that this script parses (latencies in microseconds).
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[{{BODY}}]==]
+
+function done(summary, latency, requests)
+  local errors = summary.errors
+  io.write(string.format(
+    "BENCH_RESULT {\\"requests\\": %d, \\"duration_us\\": %d, \\"connect\\": %d, \\"read\\": %d, " ..
+    "\\"write\\": %d, \\"status\\": %d, \\"timeout\\": %d, \\"p50_us\\": %.0f, \\"p99_us\\": %.0f, " ..
+    "\\"mean_us\\": %.1f, \\"max_us\\": %.0f}\\n",
+    summary.requests, summary.duration, errors.connect, errors.read, errors.write, errors.status,
+    errors.timeout, latency:percentile(50), latency:percentile(99), latency.mean, latency.max))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A peer server's virtual environment under .bench/, built from a pinned requirements file."""
+
+    name: str
+    requirements: Path
+    reported: tuple[str, ...]
+
+    @property
+    def root(self) -> Path:
+        return BENCH / self.name
+
+    @property
+    def bin(self) -> Path:
+        return self.root / "bin"
+
+
+MLSERVER = Peer("mlserver", PEERS / "mlserver-requirements.txt", ("mlserver", "onnxruntime", "uvicorn", "fastapi"))
+KSERVE = Peer("kserve", PEERS / "kserve-requirements.txt", ("kserve", "onnxruntime", "uvicorn", "fastapi"))
+
+
+@dataclass
+class Run:
+    """One wrk run: totals and latency percentiles from wrk's done() callback."""
+
+    requests: int
+    duration_us: int
+    connect: int
+    read: int
+    write: int
+    status: int
+    timeout: int
+    p50_us: float
+    p99_us: float
+    mean_us: float
+    max_us: float
+    server_cpu: float = 0.0  # percent of one core, during the run
+    other_cpu: float = 0.0  # percent of one core used by everything else on the machine
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / (self.duration_us / 1e6)
+
+    @property
+    def errors(self) -> int:
+        return self.connect + self.read + self.write + self.status + self.timeout
+
+
+@dataclass
+class Server:
+    """How to start one server configuration; `ports` names the free ports its command uses."""
+
+    label: str
+    description: str
+    command: Callable[[dict[str, int]], list[str]]
+    ports: tuple[str, ...] = ("http",)
+    env: dict[str, str] = field(default_factory=dict)
+    prepare: Callable[[dict[str, int]], None] | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def pinning() -> bool:
+    return {WRK_CPU, SERVER_CPU} <= os.sched_getaffinity(0)
+
+
+def pinned(cpu: int, command: Sequence[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *command] if pinning() else list(command)
+
+
+@contextmanager
+def on_cpu(cpu: int) -> Iterator[None]:
+    """Run this process on one CPU for the block (the in-process baseline runs where the servers run)."""
+    before = os.sched_getaffinity(0)
+    if pinning():
+        os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+# ---------------------------------------------------------------------------------------------- installs
+
+
+def ensure_peer(peer: Peer) -> dict[str, str]:
+    """Create or reuse the peer's virtual environment; return the versions of its reported packages."""
+    digest = hashlib.sha256(peer.requirements.read_bytes() + sys.version.encode()).hexdigest()
+    stamp = peer.root / ".stamp"
+    if not (stamp.exists() and stamp.read_text() == digest):
+        print(f"installing {peer.name} into {peer.root.relative_to(REPO)} from {peer.requirements.relative_to(REPO)}")
+        shutil.rmtree(peer.root, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(peer.root)], check=True)
+        pip = [str(peer.bin / "python"), "-m", "pip", "--disable-pip-version-check", "install", "--quiet"]
+        subprocess.run([*pip, "--no-deps", "-r", str(peer.requirements)], check=True)
+        subprocess.run([str(peer.bin / "python"), "-m", "pip", "check"], check=True, stdout=subprocess.DEVNULL)
+        stamp.write_text(digest)
+    return package_versions(peer.bin / "python", peer.reported)
+
+
+def package_versions(python: Path, packages: Sequence[str]) -> dict[str, str]:
+    code = "import importlib.metadata as m, json, sys; print(json.dumps({p: m.version(p) for p in sys.argv[1:]}))"
+    done = subprocess.run([str(python), "-c", code, *packages], capture_output=True, text=True, check=True)
+    versions: dict[str, str] = json.loads(done.stdout)
+    return versions
+
+
+def ensure_wrk() -> str:
+    """wrk from Debian's archive, installed with apt-get when missing; returns its version line."""
+    if shutil.which("wrk") is None:
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        print(f"installing {WRK_PACKAGE} with apt-get")
+        subprocess.run([*sudo, "apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-q", WRK_PACKAGE], check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    return (done.stdout or done.stderr).splitlines()[0].split(" Copyright")[0]
+
+
+def build_model(path: Path) -> None:
+    from cutover.serving.sample_models import onnx_classifier
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx_classifier(path, "good")
+
+
+# ---------------------------------------------------------------------------------------------- servers
+
+
+def servers(model: Path) -> list[Server]:
+    cutover = [str(CUTOVER), "serve", "--name", MODEL, "--version", "1", "--format", "onnx", "--revision", "bench"]
+    cutover += ["--namespace", "bench", "--host", "127.0.0.1", "--model-uri", str(model), "--threads", "1"]
+    cutover += ["--device", "cpu"]
+    batching = ["--max-batch-size", "32", "--max-queue-delay", "1ms", "--max-queue-size", "1024"]
+
+    def mlserver(label: str, settings: dict[str, Any], model_settings: dict[str, Any]) -> Server:
+        folder = BENCH / "run" / label
+
+        def prepare(ports: dict[str, int]) -> None:
+            shutil.rmtree(folder, ignore_errors=True)
+            (folder / MODEL).mkdir(parents=True)
+            ports_settings = {"http_port": ports["http"], "grpc_port": ports["grpc"], "metrics_port": ports["metrics"]}
+            (folder / "settings.json").write_text(json.dumps({"host": "127.0.0.1", **ports_settings, **settings}))
+            (folder / MODEL / "model-settings.json").write_text(
+                json.dumps(
+                    {
+                        "name": MODEL,
+                        "implementation": "mlserver_runtime.OnnxRuntime",
+                        "parameters": {"uri": str(model), "version": "1"},
+                        **model_settings,
+                    }
+                )
+            )
+
+        described = ", ".join(f"{key} {value}" for key, value in {**settings, **model_settings}.items()) or "defaults"
+        return Server(
+            label,
+            f"MLServer, custom onnxruntime runtime: {described}",
+            lambda ports: [str(MLSERVER.bin / "mlserver"), "start", str(folder)],
+            ports=("http", "grpc", "metrics"),
+            env={"PYTHONPATH": str(PEERS)},
+            prepare=prepare,
+        )
+
+    def port_flags(ports: dict[str, int]) -> list[str]:
+        return ["--http_port", str(ports["http"]), "--grpc_port", str(ports["grpc"])]
+
+    def kserve(label: str, flags: list[str], described: str) -> Server:
+        script = [str(KSERVE.bin / "python"), str(PEERS / "kserve_server.py"), "--model-path", str(model)]
+        return Server(
+            label,
+            f"KServe ModelServer, kserve.Model over onnxruntime: {described}",
+            lambda ports: [*script, "--model_name", MODEL, *port_flags(ports), *flags],
+            ports=("http", "grpc"),
+        )
+
+    tuned = {"parallel_workers": 0, "debug": False}
+    return [
+        Server(
+            "cutover",
+            "cutover serve --format onnx --threads 1 --device cpu, batching off",
+            lambda ports: [*cutover, "--port", str(ports["http"])],
+        ),
+        Server(
+            "cutover-batching",
+            "cutover serve, dynamic batching: " + " ".join(batching),
+            lambda ports: [*cutover, "--port", str(ports["http"]), *batching],
+        ),
+        mlserver("mlserver", tuned, {}),
+        mlserver("mlserver-defaults", {}, {}),
+        mlserver("mlserver-batching", tuned, {"max_batch_size": 32, "max_batch_time": 0.001}),
+        kserve(
+            "kserve",
+            ["--workers", "1", "--enable_grpc", "false", "--enable_latency_logging", "false", "--quiet"],
+            "workers 1, gRPC off, no access or latency log lines",
+        ),
+        kserve("kserve-defaults", [], "defaults (workers 1, gRPC on, access and latency log lines)"),
+    ]
+
+
+def http(method: str, url: str, body: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body.encode() if body is not None else None, method=method)
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+class Running:
+    """A started server: its process group (for MLServer's worker processes too), port and log."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.ports = {name: free_port() for name in server.ports}
+        if server.prepare is not None:
+            server.prepare(self.ports)
+        self.log = BENCH / "logs" / f"{server.label}.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **server.env}
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                pinned(SERVER_CPU, server.command(self.ports)),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=BENCH,
+                start_new_session=True,
+            )
+        self.url = f"http://127.0.0.1:{self.ports['http']}"
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"{self.server.label} exited with {self.process.returncode}; see {self.log}")
+            try:
+                if http("GET", self.url + READY_PATH, timeout=1.0)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"{self.server.label} not ready after {READY_TIMEOUT:.0f} s; see {self.log}")
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def verify(running: Running, expected: np.ndarray) -> None:
+    """The server must answer the fixed input with the in-process probabilities."""
+    status, payload = http("POST", running.url + INFER_PATH, BODY)
+    if status != 200:
+        raise SystemExit(f"{running.server.label} answered {status}: {payload[:500]!r}; see {running.log}")
+    outputs = {output["name"]: output for output in json.loads(payload)["outputs"]}
+    if "probabilities" not in outputs:
+        raise SystemExit(f"{running.server.label}: no output 'probabilities' in {payload[:500]!r}")
+    output = outputs["probabilities"]
+    got = np.asarray(output["data"], dtype=np.float64).reshape(output["shape"])
+    if got.shape != expected.shape or not np.allclose(got, expected, rtol=0, atol=TOLERANCE):
+        raise SystemExit(f"{running.server.label} answered {got.tolist()}, in-process {expected.tolist()}")
+
+
+# ---------------------------------------------------------------------------------------------- load
+
+
+class CpuMeter:
+    """CPU time during a run: the server's process group, and everything else on the machine.
+
+    Everything else is the machine's busy time (/proc/stat) less the server, wrk and this process. It
+    should stay near zero (kernel work the processes are not charged for); when other programs share
+    the machine, figures from the run are not comparable and the report says so.
+    """
+
+    def __init__(self, server_group: int) -> None:
+        self.server_group = server_group
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _busy(self) -> float:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+            int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+        )
+        return (user + nice + system + irq + softirq + steal) / self.tick
+
+    def _server(self) -> float:
+        total = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == self.server_group:  # pgrp; utime and stime are fields 14 and 15 of stat
+                total += int(fields[11]) + int(fields[12])
+        return total / self.tick
+
+    @staticmethod
+    def _ours() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    def start(self) -> None:
+        self.started = (time.monotonic(), self._busy(), self._server(), self._ours())
+
+    def stop(self, run: Run) -> None:
+        wall, busy, server, ours = (
+            now - then
+            for now, then in zip(
+                (time.monotonic(), self._busy(), self._server(), self._ours()), self.started, strict=True
+            )
+        )
+        run.server_cpu = 100 * server / wall
+        run.other_cpu = max(0.0, 100 * (busy - server - ours) / wall)
+
+
+def wrk(script: Path, url: str, connections: int, seconds: float) -> Run:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "--latency"]
+    done = subprocess.run(
+        pinned(WRK_CPU, [*command, "-s", str(script), url + INFER_PATH]), capture_output=True, text=True
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH_RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return Run(**json.loads(lines[-1].removeprefix("BENCH_RESULT ")))
+
+
+def measure(
+    running: Running, script: Path, concurrencies: Sequence[int], duration: float, warmup: float, attempts: int
+) -> dict[int, Run]:
+    """Warm up, then measure, at each concurrency; a point during which other programs took more than
+    OTHER_CPU_LIMIT of a core is measured again (up to `attempts` in all) and the quietest attempt kept."""
+    runs: dict[int, Run] = {}
+    meter = CpuMeter(running.process.pid)
+
+    def load(connections: int, seconds: float, kind: str) -> Run:
+        meter.start()
+        run = wrk(script, running.url, connections, seconds)
+        meter.stop(run)
+        if run.errors or running.process.poll() is not None:
+            raise SystemExit(
+                f"{running.server.label}, concurrency {connections}, {kind}: {run.errors} errors in "
+                f"{run.requests} requests (non-2xx {run.status}, connect {run.connect}, read {run.read}, "
+                f"write {run.write}, timeout {run.timeout}); see {running.log}"
+            )
+        return run
+
+    for connections in concurrencies:
+        tries: list[Run] = []
+        while len(tries) < attempts and (not tries or tries[-1].other_cpu > OTHER_CPU_LIMIT):
+            load(connections, warmup, "warm-up")
+            tries.append(load(connections, duration, "run"))
+        run = runs[connections] = min(tries, key=lambda attempt: attempt.other_cpu)
+        print(
+            f"  {running.server.label:<18} c={connections:<3} {run.throughput:9.0f} req/s  "
+            f"p50 {run.p50_us / 1000:7.2f} ms  p99 {run.p99_us / 1000:7.2f} ms  "
+            f"server cpu {run.server_cpu:3.0f}%  other cpu {run.other_cpu:3.0f}%"
+            + (f"  (quietest of {len(tries)} tries)" if len(tries) > 1 else ""),
+            flush=True,
+        )
+    return runs
+
+
+@dataclass
+class InProcess:
+    calls_per_s: float
+    p50_us: float
+    p99_us: float
+    json_p50_us: float
+    json_p99_us: float
+    expected: np.ndarray
+
+
+def in_process(model: Path, seconds: float) -> InProcess:
+    """onnxruntime.run on the fixed input in a loop, with the servers' session settings, on the servers' CPU."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    features = np.asarray([FEATURES], dtype=np.float32)
+    expected = session.run(["probabilities"], {"input": features})[0]
+
+    def codec() -> bytes:
+        request = json.loads(BODY)["inputs"][0]
+        decoded = np.asarray(request["data"], dtype=np.float32).reshape(request["shape"])
+        assert decoded.shape == features.shape
+        output = {"name": "probabilities", "shape": list(expected.shape), "datatype": "FP32"}
+        response = {"model_name": MODEL, "outputs": [{**output, "data": expected.ravel().tolist()}]}
+        return json.dumps(response).encode()
+
+    def loop(call: Callable[[], object]) -> tuple[np.ndarray, float]:
+        for _ in range(1000):
+            call()
+        times: list[int] = []
+        start = time.perf_counter_ns()
+        deadline = start + int(seconds * 1e9)
+        now = start
+        while now < deadline:
+            call()
+            after = time.perf_counter_ns()
+            times.append(after - now)
+            now = after
+        return np.asarray(times) / 1000, len(times) / ((now - start) / 1e9)
+
+    with on_cpu(SERVER_CPU):
+        run_times, calls_per_s = loop(lambda: session.run(["probabilities"], {"input": features}))
+        codec_times, _ = loop(codec)
+    return InProcess(
+        calls_per_s=calls_per_s,
+        p50_us=float(np.percentile(run_times, 50)),
+        p99_us=float(np.percentile(run_times, 99)),
+        json_p50_us=float(np.percentile(codec_times, 50)),
+        json_p99_us=float(np.percentile(codec_times, 99)),
+        expected=expected.astype(np.float64),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def report(
+    results: dict[str, dict[int, Run]],
+    limit: InProcess,
+    concurrencies: Sequence[int],
+    duration: float,
+    warmup: float,
+) -> None:
+    ms = 1000.0
+    print()
+    print(
+        f"in process (onnxruntime.run, 1 intra-op thread, CPU {SERVER_CPU}): {limit.calls_per_s:,.0f} calls/s, "
+        f"p50 {limit.p50_us / ms:.3f} ms, p99 {limit.p99_us / ms:.3f} ms"
+    )
+    print(
+        f"in process, JSON decode + encode of the same body (stdlib json, no model): "
+        f"p50 {limit.json_p50_us / ms:.3f} ms, p99 {limit.json_p99_us / ms:.3f} ms"
+    )
+    for connections in concurrencies:
+        print()
+        print(f"concurrency {connections} (wrk -t1 -c{connections}, {duration:g} s after {warmup:g} s warm-up)")
+        print(
+            f"{'server':<20} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'server cpu':>11}"
+            f" {'other cpu':>10}"
+        )
+        for label, runs in results.items():
+            run = runs[connections]
+            print(
+                f"{label:<20} {run.throughput:9.0f} {run.p50_us / ms:8.2f} {run.p99_us / ms:8.2f} {run.errors:7d} "
+                f"{run.server_cpu:10.0f}% {run.other_cpu:9.0f}%"
+            )
+
+    def ratio_table(peer: str) -> None:
+        if "cutover" not in results or peer not in results:
+            return
+        print()
+        print(f"cutover / {peer} (batching off in both)")
+        header = f"{'concurrency':<12} {'throughput x':>12} {'p99 cutover':>12} {'p99 ' + peer:>22} {'p99 ratio':>10}"
+        if peer == "mlserver":
+            header += f"  target (>= {TARGET_THROUGHPUT_RATIO:g}x at equal or lower p99)"
+        print(header)
+        for connections in concurrencies:
+            ours, theirs = results["cutover"][connections], results[peer][connections]
+            ratio = ours.throughput / theirs.throughput
+            line = (
+                f"{connections:<12} {ratio:12.2f} {ours.p99_us / ms:12.2f} {theirs.p99_us / ms:22.2f} "
+                f"{ours.p99_us / theirs.p99_us:10.2f}"
+            )
+            if peer == "mlserver":
+                met = ratio >= TARGET_THROUGHPUT_RATIO and ours.p99_us <= theirs.p99_us
+                line += f"  {'met' if met else 'NOT met'}"
+            print(line)
+
+    ratio_table("mlserver")
+    ratio_table("mlserver-defaults")
+    ratio_table("kserve")
+
+    if "cutover" in results and 1 in concurrencies:
+        overhead = (results["cutover"][1].p50_us - limit.p50_us) / ms
+        met = "met" if overhead <= TARGET_OVERHEAD_MS else "NOT met"
+        print()
+        print(
+            f"cutover p50 at concurrency 1 minus in-process p50: {overhead:.3f} ms per request "
+            f"(target <= {TARGET_OVERHEAD_MS} ms: {met}); of which JSON decode + encode in process: "
+            f"{limit.json_p50_us / ms:.3f} ms"
+        )
+
+    print()
+    print("throughput (req/s) against concurrency")
+    print(f"{'server':<20}" + "".join(f"{'c=' + str(c):>9}" for c in concurrencies))
+    for label in ("cutover", "cutover-batching", "mlserver", "mlserver-batching"):
+        if label in results:
+            print(f"{label:<20}" + "".join(f"{results[label][c].throughput:9.0f}" for c in concurrencies))
+    for batched, plain in (("cutover-batching", "cutover"), ("mlserver-batching", "mlserver")):
+        if batched in results and plain in results:
+            gains = "".join(
+                f"{results[batched][c].throughput / results[plain][c].throughput:9.2f}" for c in concurrencies
+            )
+            print(f"{plain + ' batching x':<20}" + gains)
+
+    busiest = max((run.other_cpu for runs in results.values() for run in runs.values()), default=0.0)
+    if busiest > OTHER_CPU_LIMIT:
+        print()
+        print(
+            f"WARNING: other programs used up to {busiest:.0f}% of a core during the runs (limit "
+            f"{OTHER_CPU_LIMIT:.0f}%): the machine was shared, so these figures are not comparable; run again idle."
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", default="1,8,32,64", help="wrk connections per point (default 1,8,32,64)")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per point (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each point (default 2)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: concurrency 1,8, 3 s, 1 s warm-up")
+    parser.add_argument("--servers", help="comma-separated subset of the servers (default: all)")
+    parser.add_argument(
+        "--attempts", type=int, default=3, help="tries per point while other programs take CPU (default 3)"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.concurrency, args.duration, args.warmup = "1,8", 3.0, 1.0
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+
+    BENCH.mkdir(exist_ok=True)
+    wrk_version = ensure_wrk()
+    versions = {"mlserver": ensure_peer(MLSERVER), "kserve": ensure_peer(KSERVE)}
+    versions["cutover"] = package_versions(Path(sys.executable), ("cutover", "onnxruntime", "aiohttp"))
+    model = BENCH / "model" / "classifier.onnx"
+    build_model(model)
+
+    chosen = servers(model)
+    if args.servers:
+        wanted = args.servers.split(",")
+        unknown = set(wanted) - {server.label for server in chosen}
+        if unknown:
+            parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
+        chosen = [server for server in chosen if server.label in wanted]
+
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor()
+    print(f"serving overhead: one small ONNX model (4 -> 3 softmax), batch 1 JSON requests, on {os.cpu_count()} cores")
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"  cpu: {cpu}; python {platform.python_version()}; {wrk_version}; load average {load}")
+    for name, found in versions.items():
+        print(f"  {name}: " + ", ".join(f"{package} {version}" for package, version in found.items()))
+    if pinning():
+        print(f"  load: wrk, 1 thread, pinned to CPU {WRK_CPU}; each server one process pinned to CPU {SERVER_CPU}")
+    else:
+        print("  load: wrk, 1 thread; fewer than 2 CPUs available, so nothing is pinned (figures are not comparable)")
+    print("  onnxruntime everywhere: 1 intra-op thread, 1 inter-op thread, sequential, CPU provider")
+    print(f"  body: {BODY}")
+    print(f"  concurrency {','.join(map(str, concurrencies))}; {args.duration:g} s per point after {args.warmup:g} s")
+    for server in chosen:
+        print(f"  {server.label:<18} {server.description}")
+    print(flush=True)
+
+    limit = in_process(model, min(args.duration, 5.0))
+    script = BENCH / "run" / "wrk.lua"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(WRK_SCRIPT.replace("{{BODY}}", BODY))
+
+    results: dict[str, dict[int, Run]] = {}
+    with on_cpu(WRK_CPU):
+        for server in chosen:
+            running = Running(server)
+            try:
+                running.wait_ready()
+                verify(running, limit.expected)
+                results[server.label] = measure(
+                    running, script, concurrencies, args.duration, args.warmup, args.attempts
+                )
+            finally:
+                running.stop()
+    report(results, limit, concurrencies, args.duration, args.warmup)
+
+
+if __name__ == "__main__":
+    main()
