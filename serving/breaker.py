@@ -48,21 +48,22 @@ class CircuitBreaker:
 
     @property
     def state(self) -> State:
-        """The state as of the last call; an open breaker whose pause is over reads open until
-        ``allow`` is next called."""
+        """The state now: an open breaker whose pause is over is half-open (a router that skips
+        open backends then offers it the trial call)."""
+        if self._state is State.OPEN and self._clock() - self._opened_at >= self.open_seconds:
+            self._state = State.HALF_OPEN
+            self._trial_started = None
         return self._state
 
     def allow(self) -> bool:
         """Whether a call may go through now. True in half_open starts the one trial call, so a
         caller that is allowed must report with ``record_success`` or ``record_failure``."""
-        if self._state is State.CLOSED:
+        state = self.state
+        if state is State.CLOSED:
             return True
+        if state is State.OPEN:
+            return False
         now = self._clock()
-        if self._state is State.OPEN:
-            if now - self._opened_at < self.open_seconds:
-                return False
-            self._state = State.HALF_OPEN
-            self._trial_started = None
         if self._trial_started is not None and now - self._trial_started < self.open_seconds:
             return False
         self._trial_started = now

@@ -152,12 +152,17 @@ def _slow_weights(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def onnx_classifier(
-    path: str | Path, variant: Variant = "good", *, seed: int = 0, slow_work: int = DEFAULT_SLOW_WORK
+    path: str | Path,
+    variant: Variant = "good",
+    *,
+    seed: int = 0,
+    slow_work: int = DEFAULT_SLOW_WORK,
+    fail_above: float = FAULTY_THRESHOLD,
 ) -> Path:
     """Write the classifier as ONNX: ``input`` FP32 [batch, 4] -> ``probabilities`` FP32 [batch, 3].
 
     ``slow_work`` is the number of chained [512, 512] MatMuls the "slow" variant computes and discards on
-    every call.
+    every call; the "faulty" variant fails on rows whose first feature is above ``fail_above``.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -197,7 +202,7 @@ def onnx_classifier(
         # Reshape checks its shape input on the host on every provider.
         initializers += [
             numpy_helper.from_array(np.array(0, dtype=np.int64), "fault_column"),
-            numpy_helper.from_array(np.array(FAULTY_THRESHOLD, dtype=np.float32), "fault_threshold"),
+            numpy_helper.from_array(np.array(fail_above, dtype=np.float32), "fault_threshold"),
             numpy_helper.from_array(np.array([0], dtype=np.int64), "fault_batch_axis"),
             numpy_helper.from_array(np.array([0, 1_000_000], dtype=np.int64), "fault_stride"),
         ]

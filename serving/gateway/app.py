@@ -184,7 +184,9 @@ class Gateway:
         self.routes: dict[str, Route] = {}
         """By the model name clients call."""
         self._objects: dict[tuple[str, str], Mapping[str, Any]] = {}
-        self._resolve: Callable[[str, str], str] = lambda namespace, service: f"http://{service}.{namespace}.svc:8080"
+        self._resolve: Callable[[str, str], str | None] = lambda namespace, service: (
+            f"http://{service}.{namespace}.svc:8080"
+        )
         self._breakers: dict[str, CircuitBreaker] = {}
         self._session: aiohttp.ClientSession | None = None
         self._mirrors: set[asyncio.Task[None]] = set()
@@ -194,7 +196,7 @@ class Gateway:
 
     # ---- the routing table -----------------------------------------------------------------
 
-    def set_resolver(self, resolve: Callable[[str, str], str]) -> None:
+    def set_resolver(self, resolve: Callable[[str, str], str | None]) -> None:
         self._resolve = resolve
         self._rebuild()
 

@@ -59,9 +59,9 @@ class Choice:
     set_cookie: tuple[str, str] | None = None
 
 
-def route_from(md: Mapping[str, Any], resolve: Callable[[str, str], str]) -> Route | None:
+def route_from(md: Mapping[str, Any], resolve: Callable[[str, str], str | None]) -> Route | None:
     """The route of one ModelDeployment object, or None when it has no traffic table yet.
-    ``resolve(namespace, service)`` gives a Service's base URL."""
+    ``resolve(namespace, service)`` gives a Service's base URL, or None when it has no endpoint."""
     meta, spec, status = md.get("metadata", {}), md.get("spec", {}), md.get("status") or {}
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     if (spec.get("traffic") or {}).get("provider", "gateway") != "gateway":
@@ -69,12 +69,13 @@ def route_from(md: Mapping[str, Any], resolve: Callable[[str, str], str]) -> Rou
     backends, mirrors = [], []
     for entry in status.get("traffic") or []:
         service = entry.get("service")
-        if not service:
+        url = resolve(namespace, service) if service else None
+        if url is None:
             continue
         backend = Backend(
             entry["revision"],
             entry.get("role", "stable"),
-            resolve(namespace, service),
+            url,
             int(entry.get("weight", 0)),
             int(entry.get("mirrorPercent", 0)),
         )

@@ -3,7 +3,8 @@ status.traffic) and Secrets labelled ``cutover.dev/api-key=true``, listed then w
 change of the traffic table or a revoked key takes effect as soon as the watch delivers it.
 
 ``--backends FILE`` (development only: the local runner) maps ``namespace/service`` to a URL,
-re-read whenever the file changes; without it a Service is ``http://service.namespace.svc:8080``.
+re-read whenever the file changes; a Service it does not list has no ready endpoint yet and gets
+no traffic. Without it a Service is ``http://service.namespace.svc:8080``.
 """
 
 from __future__ import annotations
@@ -72,11 +73,8 @@ async def follow_backends(gateway: Gateway, path: Path, interval: float = 0.2) -
             mtime = path.stat().st_mtime
             if mtime != seen:
                 mapping: dict[str, Any] = json.loads(path.read_text() or "{}")
-                gateway.set_resolver(
-                    lambda namespace, service, m=mapping: (
-                        m.get(f"{namespace}/{service}") or f"http://{service}.{namespace}.svc:8080"
-                    )
-                )
+                # Only what the file lists is routable: it is the list of ready endpoints.
+                gateway.set_resolver(lambda namespace, service, m=mapping: m.get(f"{namespace}/{service}"))
                 seen = mtime
         except (OSError, ValueError) as error:
             log.warning("backends file %s: %s", path, error)
