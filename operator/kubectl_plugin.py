@@ -129,13 +129,21 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="kubectl cutover", description="Control cutover rollouts.")
-    top.add_argument("-n", "--namespace", help="namespace of the ModelDeployment")
-    top.add_argument("--context", help="kubeconfig context")
+    # -n and --context work before or after the command, as with kubectl itself.
+    def common(default: Any) -> argparse.ArgumentParser:
+        shared = argparse.ArgumentParser(add_help=False, argument_default=default)
+        shared.add_argument("-n", "--namespace", help="namespace of the ModelDeployment")
+        shared.add_argument("--context", help="kubeconfig context")
+        return shared
+
+    top = argparse.ArgumentParser(
+        prog="kubectl cutover", description="Control cutover rollouts.", parents=[common(None)]
+    )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    after = common(argparse.SUPPRESS)  # given after the command, they override; absent, they leave the top's
 
     def command(name: str, help_text: str, run: Any) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, parents=[after])
         p.add_argument("name", help="ModelDeployment name")
         p.set_defaults(run=run)
         return p

@@ -165,7 +165,9 @@ def _from_json(data: Any, datatype: str, dtype: np.dtype[Any], shape: tuple[int,
         except ValueError:
             raise ProtocolError(f"{where}: data is not a rectangular array") from None
         if array.size and array.dtype.kind not in _JSON_KINDS[dtype.kind]:
-            raise ProtocolError(f"{where}: data of kind {array.dtype} does not fit datatype {datatype}")
+            array = _wide_integers(data, array, dtype, where) if dtype.kind in "iu" else None
+            if array is None:
+                raise ProtocolError(f"{where}: data of kind {array_kind(data)} does not fit datatype {datatype}")
         if array.dtype.kind in "iu" and dtype.kind in "iu" and array.size:
             info = np.iinfo(dtype)
             if array.min() < info.min or array.max() > info.max:
@@ -174,6 +176,25 @@ def _from_json(data: Any, datatype: str, dtype: np.dtype[Any], shape: tuple[int,
     if array.size != count:
         raise ProtocolError(f"{where}: shape {list(shape)} needs {count} values, got {array.size}")
     return array.reshape(shape)
+
+
+def array_kind(data: Any) -> str:
+    try:
+        return str(np.asarray(data).dtype)
+    except ValueError:
+        return "mixed"
+
+
+def _wide_integers(data: Any, array: np.ndarray, dtype: np.dtype[Any], where: str) -> np.ndarray | None:
+    """Integers numpy could not infer as one integer type (UINT64 above the INT64 range become
+    float64): accepted when every value is a JSON integer that fits the datatype."""
+    flat = _flatten(data, where)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
+        return None
+    info = np.iinfo(dtype)
+    if any(v < info.min or v > info.max for v in flat):
+        raise ProtocolError(f"{where}: values out of the range of {dtype.name.upper()}")
+    return np.array(flat, dtype=dtype).reshape(array.shape)
 
 
 def _flatten(data: Any, where: str) -> list[Any]:
