@@ -8,9 +8,13 @@ STAMP  := $(VENV)/.installed
 
 # `make test` runs lint, types and every test: unit, against the real local control plane
 # (hack/cluster), and packaging (a wheel in a clean virtual environment).
-.PHONY: test venv lint typecheck pytest crds cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving clean
+.PHONY: demo test venv lint typecheck pytest crds cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-gateway clean
 
 test: lint typecheck pytest
+
+# `make demo` brings up the whole stack on this machine and runs a real rollout (hack/demo.py).
+demo: $(STAMP) cluster-tools
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python hack/demo.py
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,9 +53,12 @@ bench-operator: $(STAMP) cluster-tools
 bench-serving: $(STAMP)
 	$(BIN)/python benchmarks/serving.py
 
+bench-gateway: $(STAMP) cluster-tools
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/gateway.py
+
 crds: $(STAMP)
 	$(BIN)/cutover crds --output crds
 	$(BIN)/cutover crds --output charts/cutover/crds
 
 clean:
-	rm -rf $(VENV) .tools build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .tools build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
