@@ -18,25 +18,20 @@ decision bounds over time). Everything is torn down on exit or Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from devstack import REPO, Stack
+from devstack import REPO, Stack, Traffic
 
 from cutover.serving import sample_models
 
@@ -74,66 +69,6 @@ def deployment(version: str, model: Path, prometheus: str) -> dict[str, Any]:
             "progressDeadlineSeconds": 600,
         },
     }
-
-
-@dataclass
-class Traffic:
-    """Steady requests through the gateway; every request sent is counted, and so is every answer."""
-
-    url: str
-    key: str
-    rate: float = 40.0
-    sent: int = 0
-    answered: Counter[int] = field(default_factory=Counter)
-    recent: deque[tuple[float, str, int]] = field(default_factory=lambda: deque(maxlen=20_000))
-    lost: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-    async def _run(self) -> None:
-        inputs = sample_models.sample_inputs(2000, seed=7)
-        bodies = [
-            json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": row.tolist()}]})
-            for row in inputs
-        ]
-        headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
-        pending: set[asyncio.Task[None]] = set()
-        async with aiohttp.ClientSession(headers=headers) as session:
-            started = time.monotonic()
-            while not self._stop.is_set():
-                due = started + self.sent / self.rate
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
-                task = asyncio.create_task(self._one(session, bodies[self.sent % len(bodies)]))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                self.sent += 1
-            await asyncio.gather(*pending)
-
-    async def _one(self, session: aiohttp.ClientSession, body: str) -> None:
-        try:
-            async with session.post(f"{self.url}/v2/models/{MODEL}/infer", data=body) as response:
-                await response.read()
-                self.answered[response.status] += 1
-                self.recent.append((time.monotonic(), response.headers.get("Cutover-Revision", "?"), response.status))
-        except aiohttp.ClientError:
-            self.lost += 1
-
-    def error_rates(self, window: float = 10.0) -> dict[str, float]:
-        now = time.monotonic()
-        totals: Counter[str] = Counter()
-        errors: Counter[str] = Counter()
-        for at, revision, status in list(self.recent):
-            if now - at <= window:
-                totals[revision] += 1
-                errors[revision] += status >= 500
-        return {revision: errors[revision] / totals[revision] for revision in totals}
 
 
 @dataclass
@@ -259,7 +194,7 @@ def run(stack: Stack, workdir: Path, rate: float) -> Path:
         for version, seed, limit in (("v1", 0, 2.054), ("v2", 1, 2.054), ("v3", 2, 1.2816), ("v4", 3, 2.054))
     }
     timeline = Timeline()
-    traffic = Traffic(stack.gateway_url, stack.api_key, rate=rate)
+    traffic = Traffic(stack.gateway_url, stack.api_key, MODEL, rate=rate)
     demo = Demo(stack, traffic, timeline)
 
     def roll(version: str) -> None:
@@ -339,7 +274,7 @@ def draw(timeline: Timeline, path: Path) -> Path:
 
     samples = timeline.samples
     t = [s["t"] for s in samples]
-    fig, (weights, errors, bounds) = plt.subplots(3, 1, figsize=(13, 9), sharex=True)
+    fig, (weights, errors, bounds) = plt.subplots(3, 1, figsize=(13, 11), sharex=True)
     weights.step(t, [s["weight"] for s in samples], where="post", color="tab:blue")
     weights.set_ylabel("candidate weight (%)")
     weights.set_ylim(-5, 105)
@@ -361,10 +296,12 @@ def draw(timeline: Timeline, path: Path) -> Path:
     for axis in (weights, errors, bounds):
         for at, _ in timeline.events:
             axis.axvline(at, color="black", linewidth=0.6, linestyle=":")
-    for at, text in timeline.events:
-        weights.annotate(text[:38], (at, 100), rotation=90, fontsize=7, va="top", ha="right")
+    for number, (at, _) in enumerate(timeline.events, 1):
+        weights.annotate(str(number), (at, 102), fontsize=8, ha="center", va="bottom", annotation_clip=False)
+    legend = "\n".join(f"{n}. {text[:150]}" for n, (_, text) in enumerate(timeline.events, 1))
     fig.suptitle("cutover demo: canary v2 promoted, v3 rolled back, on-call rollback, Prometheus outage")
-    fig.tight_layout()
+    fig.text(0.01, 0.005, legend, fontsize=7, va="bottom", family="monospace")
+    fig.tight_layout(rect=(0, 0.02 + 0.016 * len(timeline.events), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -8,6 +8,7 @@ loopback and is stopped by `close()`, which is also what Ctrl-C reaches.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -15,14 +16,20 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter, deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
+
+from cutover.serving import sample_models
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -52,14 +59,21 @@ def wait_http(url: str, timeout: float, what: str, process: subprocess.Popen[byt
 
 class Stack:
     def __init__(
-        self, workdir: Path, namespace: str = "demo", cluster: str = "demo", scrape_interval: str = "1s"
+        self,
+        workdir: Path,
+        namespace: str = "demo",
+        cluster: str = "demo",
+        scrape_interval: str = "1s",
+        kubeconfig: str | None = None,
     ) -> None:
+        """With ``kubeconfig``, use that cluster (the tests' own) instead of starting ``cluster``."""
         self.workdir = workdir
         self.namespace = namespace
         self.cluster = cluster
+        self.own_cluster = kubeconfig is None
         self.scrape_interval = scrape_interval
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.kubeconfig = ""
+        self.kubeconfig = kubeconfig or ""
         self.prometheus_port = free_port()
         self.gateway_port = free_port()
         self.prometheus_url = f"http://127.0.0.1:{self.prometheus_port}"
@@ -71,11 +85,12 @@ class Stack:
 
     def start(self) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        subprocess.run([str(REPO / "hack/cluster"), "down", self.cluster], capture_output=True)  # start fresh
-        up = subprocess.run([str(REPO / "hack/cluster"), "up", self.cluster], capture_output=True, text=True)
-        if up.returncode != 0:
-            raise RuntimeError(f"hack/cluster up failed:\n{up.stderr}")
-        self.kubeconfig = up.stdout.strip().splitlines()[-1]
+        if self.own_cluster:
+            subprocess.run([str(REPO / "hack/cluster"), "down", self.cluster], capture_output=True)  # start fresh
+            up = subprocess.run([str(REPO / "hack/cluster"), "up", self.cluster], capture_output=True, text=True)
+            if up.returncode != 0:
+                raise RuntimeError(f"hack/cluster up failed:\n{up.stderr}")
+            self.kubeconfig = up.stdout.strip().splitlines()[-1]
         self.kubectl("create", "namespace", self.namespace, check=False)
         from cutover.serving.gateway.keys import secret_manifest
 
@@ -150,7 +165,7 @@ class Stack:
             self._stop(name)
         for name in list(self.processes):
             self._stop(name)
-        if self.kubeconfig:
+        if self.own_cluster and self.kubeconfig:
             subprocess.run([str(REPO / "hack/cluster"), "down", self.cluster], capture_output=True)
 
     # ---- kubectl ---------------------------------------------------------------------------
@@ -176,3 +191,71 @@ class Stack:
         with urllib.request.urlopen(url, timeout=5) as response:
             result: list[dict[str, Any]] = json.loads(response.read())["data"]["result"]
             return result
+
+
+@dataclass
+class Traffic:
+    """Steady requests through the gateway; every request sent is counted, and so is every answer."""
+
+    url: str
+    key: str
+    model: str
+    rate: float = 40.0
+    users: int = 0
+    """With users, each request carries X-User-Id of one of them (for sticky A/B assignment)."""
+    sent: int = 0
+    answered: Counter[int] = field(default_factory=Counter)
+    recent: deque[tuple[float, str, int, str | None]] = field(default_factory=lambda: deque(maxlen=100_000))
+    """(time, revision that answered, status, user) of each answer."""
+    lost: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    async def _run(self) -> None:
+        inputs = sample_models.sample_inputs(2000, seed=7)
+        bodies = [
+            json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": row.tolist()}]})
+            for row in inputs
+        ]
+        headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
+        pending: set[asyncio.Task[None]] = set()
+        async with aiohttp.ClientSession(headers=headers) as session:
+            started = time.monotonic()
+            while not self._stop.is_set():
+                due = started + self.sent / self.rate
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                user = f"user-{self.sent % self.users}" if self.users else None
+                task = asyncio.create_task(self._one(session, bodies[self.sent % len(bodies)], user))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                self.sent += 1
+            await asyncio.gather(*pending)
+
+    async def _one(self, session: aiohttp.ClientSession, body: str, user: str | None) -> None:
+        headers = {"X-User-Id": user} if user else None
+        try:
+            async with session.post(f"{self.url}/v2/models/{self.model}/infer", data=body, headers=headers) as response:
+                await response.read()
+                revision = response.headers.get("Cutover-Revision", "?")
+                self.answered[response.status] += 1
+                self.recent.append((time.monotonic(), revision, response.status, user))
+
+        except aiohttp.ClientError:
+            self.lost += 1
+
+    def error_rates(self, window: float = 10.0) -> dict[str, float]:
+        now = time.monotonic()
+        totals: Counter[str] = Counter()
+        errors: Counter[str] = Counter()
+        for at, revision, status, _ in list(self.recent):
+            if now - at <= window:
+                totals[revision] += 1
+                errors[revision] += status >= 500
+        return {revision: errors[revision] / totals[revision] for revision in totals}

@@ -37,7 +37,7 @@ from cutover.serving.kube import Credentials, Watcher
 log = logging.getLogger("cutover.runner")
 SERVING_SELECTOR = "app.kubernetes.io/name=cutover-serving"
 LABEL_REVISION = "cutover.dev/revision"
-DROPPED_FLAGS = {"--previous-url", "--port", "--host", "--shutdown-delay"}
+DROPPED_FLAGS = {"--previous-url", "--port", "--host"}
 
 
 def free_port() -> int:
@@ -59,7 +59,7 @@ def local_args(args: list[str], port: int) -> list[str]:
             skip = True
             continue
         out.append(arg)
-    return [*out, "--host", "127.0.0.1", "--port", str(port), "--shutdown-delay", "0"]
+    return [*out, "--host", "127.0.0.1", "--port", str(port)]
 
 
 @dataclass
@@ -88,6 +88,7 @@ class Runner:
         self.backends_file = state_dir / "backends.json"
         self.targets_file = state_dir / "serving-targets.json"
         self._probes: set[asyncio.Task[None]] = set()
+        self._stopping: list[Process] = []
         self._write()
 
     def deployment(self, obj: dict[str, Any], deleted: bool = False) -> None:
@@ -144,15 +145,26 @@ class Runner:
         self._write()
 
     def _stop(self, key: tuple[str, str]) -> None:
+        """Take the revision out of the backends first, then SIGTERM it: it keeps answering for its
+        shutdown delay while the gateway moves on, as a terminating pod does."""
         process = self.processes.pop(key)
+        self._write()
         if process.popen.poll() is None:
             os.killpg(process.popen.pid, signal.SIGTERM)
+        log.info("stopping %s/%s (revision %s)", key[0], key[1], process.revision)
+        self._stopping.append(process)
+
+    def reap(self) -> None:
+        for process in list(self._stopping):
+            if process.popen.poll() is not None:
+                self._stopping.remove(process)
+
+    def wait_stopped(self, timeout: float = 60) -> None:
+        for process in self._stopping:
             try:
-                process.popen.wait(15)
+                process.popen.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(process.popen.pid, signal.SIGKILL)
-        log.info("stopped %s/%s (revision %s)", key[0], key[1], process.revision)
-        self._write()
 
     def _write(self) -> None:
         by_revision = {(p.namespace, p.revision): p for p in self.processes.values() if p.ready}
@@ -170,6 +182,7 @@ class Runner:
     def stop_all(self) -> None:
         for key in list(self.processes):
             self._stop(key)
+        self.wait_stopped()
 
 
 def _replace(path: Path, text: str) -> None:
@@ -201,6 +214,7 @@ async def follow(runner: Runner, credentials: Credentials, namespace: str) -> No
                         apply(item)
                 else:
                     apply(obj, deleted=event == "DELETED")
+                runner.reap()
 
         await asyncio.gather(run(deployments, runner.deployment), run(services, runner.service))
 

@@ -655,6 +655,9 @@ def _traffic(st: _State, workloads: list[Workload]) -> list[TrafficEntry]:
         elif strategy.type == "shadow":
             assert strategy.shadow is not None
             mirror = strategy.shadow.mirror_percent
+        elif strategy.type == "blueGreen" and md.spec.traffic.provider != "replicas":
+            # The preview takes no live traffic; a full mirror gives its analysis real requests.
+            mirror = 100
     rest = 100 - sum(share.values())
     previous = [w.revision for w in workloads if w.role == "previous" and ready.get(w.revision, 0) > 0]
     if ready.get(stable, 0) > 0 or not (any(share.values()) or previous):

@@ -84,6 +84,17 @@ def route_from(md: Mapping[str, Any], resolve: Callable[[str, str], str | None])
         if backend.mirror_percent > 0:
             mirrors.append(backend)
     if not backends:
+        # No revision with a share can answer (its endpoints are not ready yet): a stable or
+        # previous revision that can answer does, rather than every request failing. Never a
+        # candidate: it may be the one just rolled back.
+        backends = [
+            Backend(e["revision"], e.get("role", "stable"), url, 1)
+            for e in status.get("traffic") or []
+            if e.get("role") in ("stable", "previous")
+            and e.get("service")
+            and (url := resolve(namespace, e["service"])) is not None
+        ]
+    if not backends:
         return None
     backends.sort(key=lambda b: (ROLE_ORDER.get(b.role, 9), b.revision))
     sticky = ((spec.get("strategy") or {}).get("abTest") or {}).get("assignment")

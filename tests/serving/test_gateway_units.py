@@ -200,3 +200,21 @@ def test_admin_is_unlimited_and_unknown_tiers_are_refused() -> None:
     assert refused.value.status == 403
     with pytest.raises(ValueError, match="unknown tier"):
         tiers_from({"gold": {}})
+
+
+def test_when_no_weighted_revision_has_an_endpoint_a_previous_one_answers_never_a_candidate() -> None:
+    md = {
+        "metadata": {"namespace": "ns", "name": "fraud"},
+        "spec": {"model": {"name": "fraud-scorer"}},
+        "status": {
+            "traffic": [
+                {"revision": "new", "role": "stable", "weight": 100, "service": "fraud-new"},
+                {"revision": "old", "role": "previous", "weight": 0, "service": "fraud-old"},
+                {"revision": "bad", "role": "candidate", "weight": 0, "service": "fraud-bad"},
+            ]
+        },
+    }
+    ready = {"fraud-old": "http://old", "fraud-bad": "http://bad"}
+    parsed = route_from(md, lambda namespace, service: ready.get(service))
+    assert parsed is not None and [b.revision for b in parsed.backends] == ["old"]
+    assert route_from(md, lambda namespace, service: None) is None

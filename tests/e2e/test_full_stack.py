@@ -1,0 +1,267 @@
+"""The whole stack end to end, as `make demo` runs it: the real control plane, real Prometheus, the
+real operator deciding from Prometheus, the real gateway and one real `cutover serve` process per
+revision (hack/runner.py), with steady client traffic through the gateway. Each test asserts what a
+user would see, and that every request sent was answered with no gateway-made error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cutover.serving import sample_models
+
+from ..conftest import REPO, Kube
+
+sys.path.insert(0, str(REPO / "hack"))
+from devstack import Stack, Traffic
+
+pytestmark = pytest.mark.cluster
+GATEWAY_MADE = {401, 403, 404, 429, 502, 503, 504}
+"""Codes only the gateway or a missing route would produce: none may reach a client here."""
+
+
+@pytest.fixture(scope="module")
+def stack(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("stack")
+    running = Stack(workdir, namespace=f"e2e-{uuid.uuid4().hex[:6]}", kubeconfig=kube.kubeconfig)
+    try:
+        yield running.start()
+    finally:
+        running.close()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    made = {
+        # ~2% of requests fail in every ordinary version, as real models fail on rare inputs
+        "v1": sample_models.onnx_classifier(folder / "v1.onnx", "faulty", seed=0, fail_above=2.054),
+        "v2": sample_models.onnx_classifier(folder / "v2.onnx", "faulty", seed=1, fail_above=2.054),
+        "bad": sample_models.onnx_classifier(folder / "bad.onnx", "faulty", seed=2, fail_above=1.2816),  # ~10%
+        "good": sample_models.onnx_classifier(folder / "good.onnx", "good"),
+        "improved": sample_models.onnx_classifier(folder / "improved.onnx", "improved"),
+        "shifted": sample_models.onnx_classifier(folder / "shifted.onnx", "shifted"),
+    }
+    return made
+
+
+def deployment(stack: Stack, name: str, version: str, model: Path, strategy: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "cutover.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": stack.namespace},
+        "spec": {
+            "model": {"name": name, "version": version, "format": "onnx", "storageUri": f"file://{model}"},
+            "runtime": {"replicas": 1},
+            "strategy": strategy,
+            "analysis": {
+                "interval": "5s",
+                "minSamples": 300,
+                "minDuration": "15s",
+                "metrics": [{"name": "error-rate", "builtin": "errorRate", "critical": True, "passMargin": 1.0}],
+                "prometheus": {"address": stack.prometheus_url},
+            },
+        },
+    }
+
+
+CANARY = {
+    "type": "canary",
+    "canary": {"steps": [{"setWeight": 25}, {"analysis": {}}, {"setWeight": 50}, {"analysis": {}}]},
+}
+
+
+def until(stack: Stack, name: str, done: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        md = stack.md(name)
+        if done(md):
+            return md
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}: {json.dumps(md.get('status'))}")
+        time.sleep(1)
+
+
+def condition(md: dict[str, Any], kind: str) -> str:
+    return next((c["status"] for c in md.get("status", {}).get("conditions", []) if c["type"] == kind), "")
+
+
+def status(md: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = md.get("status") or {}
+    return found
+
+
+def promoted_over(old: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda md: (
+        status(md).get("stableRevision") not in (None, old) and status(md).get("candidateRevision") is None
+    )
+
+
+def rolled_back(md: dict[str, Any]) -> bool:
+    return condition(md, "RolledBack") == "True"
+
+
+def weights(md: dict[str, Any]) -> dict[str, int]:
+    return {row["revision"]: row["weight"] for row in status(md).get("traffic") or []}
+
+
+def ready(md: dict[str, Any]) -> bool:
+    return condition(md, "Ready") == "True" and status(md).get("stableRevision") is not None
+
+
+def start_traffic(stack: Stack, name: str, rate: float = 60, users: int = 0) -> Traffic:
+    traffic = Traffic(stack.gateway_url, stack.api_key, name, rate=rate, users=users)
+    deadline = time.monotonic() + 60
+    while True:  # the runner has the process up once the gateway answers
+        probe = Traffic(stack.gateway_url, stack.api_key, name, rate=20)
+        probe.start()
+        time.sleep(0.5)
+        probe.stop()
+        if probe.answered.get(200):
+            break
+        assert time.monotonic() < deadline, f"the gateway never answered for {name}: {dict(probe.answered)}"
+    traffic.start()
+    return traffic
+
+
+def nothing_lost(traffic: Traffic) -> None:
+    traffic.stop()
+    answered = sum(traffic.answered.values())
+    assert traffic.lost == 0 and answered == traffic.sent, (traffic.sent, dict(traffic.answered), traffic.lost)
+    assert not GATEWAY_MADE & set(traffic.answered), dict(traffic.answered)
+
+
+def test_canary_promotes_a_good_version_rolls_back_a_bad_one_and_honours_on_call(
+    stack: Stack, models: dict[str, Path]
+) -> None:
+    stack.apply(deployment(stack, "canary", "v1", models["v1"], CANARY))
+    v1 = status(until(stack, "canary", ready, 120, "v1 Ready"))["stableRevision"]
+    traffic = start_traffic(stack, "canary")
+    stack.apply(deployment(stack, "canary", "v2", models["v2"], CANARY))
+    weights_seen: set[int] = set()
+
+    def promoted(md: dict[str, Any]) -> bool:
+        weights_seen.add(status(md).get("canaryWeight") or 0)
+        return promoted_over(v1)(md)
+
+    v2 = status(until(stack, "canary", promoted, 300, "v2 promoted"))["stableRevision"]
+    assert {25, 50} <= weights_seen, weights_seen
+    stack.apply(deployment(stack, "canary", "v3", models["bad"], CANARY))
+    md = until(stack, "canary", rolled_back, 300, "the bad version rolled back")
+    assert status(md)["stableRevision"] == v2
+    assert "error-rate" in status(md)["message"], status(md)["message"]
+    evidence = {m["name"]: m for m in status(md)["lastAnalysis"]["metrics"]}["error-rate"]
+    assert evidence["decision"] == "fail" and evidence["lower"] > 1.0
+    # on-call takes v1 back with the kubectl plugin (an annotation underneath)
+    env = {**os.environ, "PATH": f"{REPO / '.venv/bin'}:{os.environ['PATH']}", "KUBECONFIG": stack.kubeconfig}
+    subprocess.run(["kubectl", "cutover", "rollback", "canary", "-n", stack.namespace, "--to", v1], env=env, check=True)
+    md = until(stack, "canary", lambda m: status(m).get("stableRevision") == v1, 120, "the on-call rollback")
+    assert any(r["action"] == "rollbackTo" for r in status(md)["handledRequests"])
+    time.sleep(3)  # traffic on v1 again
+    assert {r[1] for r in list(traffic.recent)[-50:]} == {v1}
+    nothing_lost(traffic)
+
+
+def test_blue_green_switches_all_traffic_after_the_preview_passes(stack: Stack, models: dict[str, Path]) -> None:
+    strategy = {"type": "blueGreen", "blueGreen": {"autoPromotionSeconds": 10, "scaleDownDelaySeconds": 5}}
+    stack.apply(deployment(stack, "bluegreen", "v1", models["v1"], strategy))
+    v1 = status(until(stack, "bluegreen", ready, 120, "v1 Ready"))["stableRevision"]
+    traffic = start_traffic(stack, "bluegreen")
+    stack.apply(deployment(stack, "bluegreen", "v2", models["v2"], strategy))
+    md = until(stack, "bluegreen", lambda m: status(m).get("candidateRevision") is not None, 60, "the preview")
+    preview = [row for row in status(md)["traffic"] if row["revision"] == status(md)["candidateRevision"]]
+    assert preview and preview[0]["weight"] == 0, "the preview must take no live traffic"
+    v2 = status(until(stack, "bluegreen", promoted_over(v1), 300, "the switch"))["stableRevision"]
+    time.sleep(3)
+    assert {r[1] for r in list(traffic.recent)[-50:]} == {v2}
+    nothing_lost(traffic)
+
+
+def test_shadow_promotes_an_agreeing_model_and_rolls_back_a_disagreeing_one(
+    stack: Stack, models: dict[str, Path]
+) -> None:
+    strategy = {"type": "shadow", "shadow": {"mirrorPercent": 100, "minAgreement": 0.95, "duration": "20s"}}
+    stack.apply(deployment(stack, "shadow", "v1", models["v1"], strategy))
+    v1 = status(until(stack, "shadow", ready, 120, "v1 Ready"))["stableRevision"]
+    traffic = start_traffic(stack, "shadow")
+    stack.apply(deployment(stack, "shadow", "v2", models["v2"], strategy))
+    until(stack, "shadow", promoted_over(v1), 300, "the agreeing model promoted")
+    stack.apply(deployment(stack, "shadow", "shifted", models["shifted"], strategy))
+    md = until(
+        stack, "shadow", lambda m: condition(m, "RolledBack") == "True", 300, "the disagreeing model rolled back"
+    )
+    assert "agreement" in status(md)["message"], status(md)["message"]
+    served = {r[1] for r in list(traffic.recent)}
+    assert status(md)["stableRevision"] in served and len(served) <= 2  # the mirror never answered a client
+    nothing_lost(traffic)
+
+
+def test_ab_test_keeps_users_on_their_arm_and_promotes_the_winner(stack: Stack, models: dict[str, Path]) -> None:
+    strategy = {
+        "type": "abTest",
+        "abTest": {
+            "assignment": {"by": "hashKey", "name": "X-User-Id"},
+            "candidateWeight": 50,
+            "duration": "10m",
+            "metric": "error-rate",
+        },
+    }
+    stack.apply(deployment(stack, "abtest", "v1", models["bad"], strategy))
+    v1 = status(until(stack, "abtest", ready, 120, "A Ready"))["stableRevision"]
+    traffic = start_traffic(stack, "abtest", rate=80, users=400)
+    stack.apply(deployment(stack, "abtest", "v2", models["v2"], strategy))
+    md = until(stack, "abtest", lambda m: status(m).get("candidateRevision") is not None, 60, "the B arm")
+    v2 = status(md)["candidateRevision"]
+    until(
+        stack,
+        "abtest",
+        lambda m: {r["revision"]: r["weight"] for r in status(m)["traffic"]}.get(v2) == 50,
+        60,
+        "the split",
+    )
+    split_from = time.monotonic() + 2  # the gateway has the table by then
+    until(stack, "abtest", promoted_over(v1), 300, "the winner promoted")
+    promoted_at = time.monotonic() - 2
+    arms: dict[str, set[str]] = {}
+    for at, revision, code, user in list(traffic.recent):
+        if split_from <= at <= promoted_at and user and code < 500:
+            arms.setdefault(user, set()).add(revision)
+    assert len(arms) > 300, len(arms)
+    assert all(len(seen) == 1 for seen in arms.values()), [u for u, seen in arms.items() if len(seen) > 1]
+    on_b = sum(1 for seen in arms.values() if seen == {v2})
+    assert abs(on_b - len(arms) / 2) <= 4.5 * (len(arms) / 4) ** 0.5, (on_b, len(arms))
+    nothing_lost(traffic)
+
+
+def test_prometheus_outage_freezes_the_rollout_until_it_is_back(stack: Stack, models: dict[str, Path]) -> None:
+    stack.apply(deployment(stack, "outage", "v1", models["v1"], CANARY))
+    v1 = status(until(stack, "outage", ready, 120, "v1 Ready"))["stableRevision"]
+    traffic = start_traffic(stack, "outage")
+    stack.apply(deployment(stack, "outage", "v2", models["v2"], CANARY))
+    until(stack, "outage", lambda m: (status(m).get("canaryWeight") or 0) == 25, 120, "the first step")
+    stack.stop_prometheus()
+    try:
+        md = until(stack, "outage", lambda m: condition(m, "AnalysisAvailable") == "False", 90, "analysis unavailable")
+        frozen = (status(md)["canaryWeight"], status(md)["candidateRevision"], status(md)["stableRevision"])
+        for _ in range(20):
+            time.sleep(1)
+            now = stack.md("outage")
+            assert (
+                status(now)["canaryWeight"],
+                status(now)["candidateRevision"],
+                status(now)["stableRevision"],
+            ) == frozen
+            assert condition(now, "RolledBack") != "True"
+    finally:
+        stack.start_prometheus()
+    until(stack, "outage", promoted_over(v1), 300, "the rollout to resume and finish")
+    nothing_lost(traffic)
