@@ -190,6 +190,7 @@ class Gateway:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._session: aiohttp.ClientSession | None = None
         self._mirrors: set[asyncio.Task[None]] = set()
+        self._timeout = aiohttp.ClientTimeout(total=config.backend_timeout)
         self.in_flight = 0
         self.synced = False
         self.draining = False
@@ -381,11 +382,15 @@ class Gateway:
             choice = choose(route, request.headers, request.cookies, healthy=self._healthy)
             headers = {k: v for k in FORWARDED_REQUEST_HEADERS if (v := request.headers.get(k)) is not None}
             path = request.rel_url.raw_path_qs
-            live: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-            for mirror in mirrors_for(route, choice.backend):
-                self._start_mirror(route, mirror, request.method, path, body, headers, live)
+            mirrors = mirrors_for(route, choice.backend) if route.mirrors else []
+            live: asyncio.Future[Answer] | None = None
+            if mirrors:
+                live = asyncio.get_running_loop().create_future()
+                for mirror in mirrors:
+                    self._start_mirror(route, mirror, request.method, path, body, headers, live)
             answer = await self._attempts(route, choice.backend, request.method, path, body, headers, idempotent)
-            live.set_result(answer)
+            if live is not None:
+                live.set_result(answer)
             if choice.set_cookie is not None and answer.status < 500:
                 name, value = choice.set_cookie
                 answer.headers["Set-Cookie"] = f"{name}={value}; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax"
@@ -440,7 +445,7 @@ class Gateway:
                 backend.url + path,
                 data=body or None,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.config.backend_timeout),
+                timeout=self._timeout,
             ) as response:
                 payload = await response.read()
                 status = response.status
@@ -456,11 +461,13 @@ class Gateway:
             return answer, "disconnect" if idempotent else None
         except TimeoutError:
             return self._failed(route, backend, breaker, 504, f"revision {backend.revision} timed out", started), None
+        before = breaker.state
         if status >= 500:
             breaker.record_failure()
         else:
             breaker.record_success()
-        self.metrics.breaker(route, backend, breaker.state)
+        if breaker.state != before:
+            self.metrics.breaker(route, backend, breaker.state)
         self.metrics.request(route, backend, status, time.perf_counter() - started)
         return Answer(status, payload, out, backend), "shed" if status == 503 else None
 
