@@ -22,15 +22,20 @@ def _crds(args: argparse.Namespace) -> int:
 
 
 def _operator(args: argparse.Namespace) -> int:
-    import logging
 
     from cutover.operator.main import run
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    _logging(args.verbose)
     run(namespaces=args.namespace, verdicts_from=args.verdicts_from, metrics_port=args.metrics_port or None)
     return 0
+
+
+def _logging(verbose: bool) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
 
 
 def _run_fast(main: Coroutine[Any, Any, None]) -> None:
@@ -45,7 +50,6 @@ def _run_fast(main: Coroutine[Any, Any, None]) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import logging
     import os
 
     from pydantic import TypeAdapter, ValidationError
@@ -53,9 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
     from cutover.api.v1alpha1.modeldeployment import Batching, FallbackSpec, OutOfDistribution, TensorSpec
     from cutover.serving.server import ServeConfig, serve
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    _logging(args.verbose)
     try:
         tensors = TypeAdapter(list[TensorSpec])
         config = ServeConfig(
@@ -141,7 +143,6 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    import logging
 
     import yaml
 
@@ -149,9 +150,7 @@ def _gateway(args: argparse.Namespace) -> int:
     from cutover.serving.gateway.keys import DEFAULT_TIERS, tiers_from
     from cutover.serving.gateway.main import run
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    _logging(args.verbose)
     tiers = tiers_from(yaml.safe_load(args.tiers.read_text()) or {}) if args.tiers else dict(DEFAULT_TIERS)
     config = GatewayConfig(
         host=args.host,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -45,6 +44,7 @@ from .audit import AuditLog, input_digest, summarize_outputs
 from .batching import Batcher, BatchStats, QueueFull
 from .breaker import CircuitBreaker
 from .fallback import REVISION_HEADER, FallbackChain, Link, remote, safe_default, top1_confidence
+from .lifecycle import until_signalled
 from .metrics import ServingMetrics
 from .ood import MahalanobisScorer, load_statistics
 from .protocol import HEADER_LENGTH, ProtocolError, RawInput, decode_request, encode_response, tensor_bytes
@@ -597,7 +597,7 @@ def _chat_request(body: Any, model: str) -> dict[str, Any]:
     return body
 
 
-async def serve(config: ServeConfig, *, ready: Callable[[int], None] | None = None) -> None:
+async def serve(config: ServeConfig) -> None:
     """Run until SIGTERM or SIGINT; then drain: readiness turns 503, the listener closes after
     ``shutdown_delay``, and in-flight requests get ``shutdown_grace`` seconds to finish."""
     server = ModelServer(config)
@@ -605,16 +605,9 @@ async def serve(config: ServeConfig, *, ready: Callable[[int], None] | None = No
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=1024)
     await site.start()
-    port = runner.addresses[0][1]
-    log.info("listening on http://%s:%d", config.host, port)
-    if ready is not None:
-        ready(port)
+    log.info("listening on http://%s:%d", config.host, runner.addresses[0][1])
     loading = asyncio.create_task(server.load())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_signalled()
     log.info("draining: %d requests in progress", server.in_flight)
     server.draining = True
     loading.cancel()

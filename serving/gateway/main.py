@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from pathlib import Path
 
 from aiohttp import web
 
 from ..kube import Credentials
+from ..lifecycle import until_signalled
 from .app import Gateway, GatewayConfig
 from .watch import follow_backends, watch
 
@@ -27,11 +27,7 @@ async def run(
     tasks = [asyncio.create_task(watch(gateway, Credentials.load(kubeconfig), namespaces))]
     if backends is not None:
         tasks.append(asyncio.create_task(follow_backends(gateway, backends)))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_signalled()
     log.info("draining: %d requests in progress", gateway.in_flight)
     gateway.draining = True
     await asyncio.sleep(config.shutdown_delay)
