@@ -111,9 +111,11 @@ def main() -> None:
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT.replace("{{BODY}}", bench.BODY))
     model = sample_models.onnx_classifier(work / "good.onnx", "good")
-    kubeconfig = subprocess.run(
-        [str(REPO / "hack/cluster"), "up", "bench-gateway"], capture_output=True, text=True, check=True
-    ).stdout.strip().splitlines()[-1]
+    kubeconfig = (
+        subprocess.run([str(REPO / "hack/cluster"), "up", "bench-gateway"], capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     processes: list[subprocess.Popen[bytes]] = []
     try:
         ports = {name: bench.free_port() for name in ("backend", "gateway", "nginx")}
@@ -137,11 +139,22 @@ def main() -> None:
         kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(md))
         kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(secret_manifest("bench-key", "bench", KEY, "admin")))
         traffic = {"status": {"traffic": [{"revision": "r1", "role": "stable", "weight": 100, "service": "clf-r1"}]}}
-        kubectl(kubeconfig, "patch", "md", "clf", "-n", "bench", "--subresource=status", "--type=merge", "-p", json.dumps(traffic))
+        kubectl(
+            kubeconfig,
+            "patch",
+            "md",
+            "clf",
+            "-n",
+            "bench",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps(traffic),
+        )
         (work / "backends.json").write_text(json.dumps({"bench/clf-r1": f"http://127.0.0.1:{ports['backend']}"}))
         gateway = [
-            str(REPO / ".venv/bin/cutover"), "gateway", "-n", "bench", "--kubeconfig", kubeconfig, "--host", "127.0.0.1",
-            "--port", str(ports["gateway"]), "--backends", str(work / "backends.json"),
+            str(REPO / ".venv/bin/cutover"), "gateway", "-n", "bench", "--kubeconfig", kubeconfig,
+            "--host", "127.0.0.1", "--port", str(ports["gateway"]), "--backends", str(work / "backends.json"),
         ]  # fmt: skip
         processes.append(gw := start(gateway, work / "gateway.log"))
         wait_ready(f"http://127.0.0.1:{ports['gateway']}", "cutover gateway", gw, work / "gateway.log")
@@ -152,7 +165,9 @@ def main() -> None:
             time.sleep(0.1)
 
         (work / "nginx").mkdir()
-        (work / "nginx.conf").write_text(NGINX_CONF.format(root=work / "nginx", backend=ports["backend"], port=ports["nginx"]))
+        (work / "nginx.conf").write_text(
+            NGINX_CONF.format(root=work / "nginx", backend=ports["backend"], port=ports["nginx"])
+        )
         processes.append(ngx := start([nginx, "-c", str(work / "nginx.conf"), "-g", "daemon off;"], work / "nginx.log"))
         time.sleep(0.5)
         if ngx.poll() is not None:
@@ -163,7 +178,9 @@ def main() -> None:
             "cutover gateway": f"http://127.0.0.1:{ports['gateway']}",
             "nginx": f"http://127.0.0.1:{ports['nginx']}",
         }
-        print(f"wrk -t1 on CPU {bench.WRK_CPU}; backend and proxy on CPU {bench.SERVER_CPU}; {args.duration:g} s a point")
+        print(
+            f"wrk -t1 on CPU {bench.WRK_CPU}; backend and proxy on CPU {bench.SERVER_CPU}; {args.duration:g} s a point"
+        )
         results: dict[str, dict[int, object]] = {name: {} for name in targets}
         for connections in concurrencies:
             for name, url in targets.items():
