@@ -18,7 +18,6 @@ decision bounds over time). Everything is torn down on exit or Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -157,28 +156,6 @@ def phase(md: dict[str, Any]) -> str:
     return str((md.get("status") or {}).get("phase", ""))
 
 
-def wait_until_served(stack: Stack, timeout: float = 60) -> None:
-    """Until a request through the gateway is answered: the runner has the process up."""
-    import urllib.error
-    import urllib.request
-
-    body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0, 1, -2, 0.5]}]})
-    request = urllib.request.Request(
-        f"{stack.gateway_url}/v2/models/{MODEL}/infer",
-        data=body.encode(),
-        headers={"Authorization": f"Bearer {stack.api_key}"},
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.2)
-    raise RuntimeError("the gateway never answered a request for the model")
-
-
 def promoted_over(md: dict[str, Any], old: str) -> bool:
     status = md.get("status") or {}
     return status.get("stableRevision") not in (None, old) and status.get("candidateRevision") is None
@@ -206,7 +183,7 @@ def run(stack: Stack, workdir: Path, rate: float) -> Path:
     roll("v1")
     md = demo.until(lambda m: condition(m, "Ready").get("status") == "True", 120, "v1 to be Ready")
     v1 = md["status"]["stableRevision"]
-    wait_until_served(stack)
+    stack.wait_served(MODEL)
     traffic.start()
     demo.hold(8)
 

@@ -182,6 +182,25 @@ class Stack:
     def apply(self, *docs: dict[str, Any]) -> None:
         self.kubectl("apply", "--server-side", "--field-manager=demo", "-f", "-", stdin=yaml.safe_dump_all(docs))
 
+    def wait_served(self, model: str, timeout: float = 60) -> None:
+        """Until a request through the gateway is answered: the runner has the process up and the
+        gateway has its route."""
+        body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0, 1, -2, 0.5]}]})
+        request = urllib.request.Request(
+            f"{self.gateway_url}/v2/models/{model}/infer",
+            data=body.encode(),
+            headers={"Authorization": f"Bearer {self.api_key}"},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)
+        raise RuntimeError(f"the gateway never answered a request for {model}")
+
     def md(self, name: str) -> dict[str, Any]:
         body: dict[str, Any] = json.loads(self.kubectl("get", "md", name, "-n", self.namespace, "-o", "json"))
         return body

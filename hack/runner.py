@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from devstack import free_port
 
 from cutover.serving.kube import Credentials, Watcher
 
@@ -38,13 +38,6 @@ log = logging.getLogger("cutover.runner")
 SERVING_SELECTOR = "app.kubernetes.io/name=cutover-serving"
 LABEL_REVISION = "cutover.dev/revision"
 DROPPED_FLAGS = {"--previous-url", "--port", "--host"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def local_args(args: list[str], port: int) -> list[str]:

@@ -443,7 +443,15 @@ class ModelServer:
             if header_length is not None:
                 headers = {HEADER_LENGTH: str(header_length), "Content-Type": "application/octet-stream"}
             if self.audit is not None:
-                self._audit(request, infer.id, infer.inputs, outputs, confidence, ood_scores, link, started)
+                self._audit(
+                    infer.id or request.headers.get("X-Request-Id"),
+                    started,
+                    input_digest=input_digest(tensor_bytes(a) for a in infer.inputs.values()),
+                    outputs=summarize_outputs(outputs),
+                    confidence=None if confidence is None else [round(float(c), 6) for c in confidence[:32]],
+                    ood_score=None if ood_scores is None else [round(float(v), 4) for v in ood_scores[:32]],
+                    fallback=link,
+                )
             return web.Response(body=payload, headers=headers)
         finally:
             self.in_flight -= 1
@@ -486,31 +494,22 @@ class ModelServer:
             for value in confidence:
                 self.metrics.confidence.observe(float(value))
 
-    def _audit(
-        self,
-        request: web.Request,
-        request_id: str | None,
-        inputs: Mapping[str, np.ndarray],
-        outputs: Mapping[str, np.ndarray],
-        confidence: np.ndarray | None,
-        ood_scores: np.ndarray | None,
-        link: str | None,
-        started: float,
-    ) -> None:
+    def _audit(self, request_id: str | None, started: float, **fields: Any) -> None:
+        """One audit record: who answered, when and how fast, plus the request's own ``fields``
+        (input_digest, outputs, confidence, ood_score, fallback)."""
         assert self.audit is not None
         self.audit.record(
             {
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "request_id": request_id or request.headers.get("X-Request-Id") or uuid.uuid4().hex,
+                "request_id": request_id or uuid.uuid4().hex,
                 "namespace": self.config.namespace,
                 "model": self.config.name,
                 "version": self.config.version,
                 "revision": self.config.revision,
-                "input_digest": input_digest(tensor_bytes(a) for a in inputs.values()),
-                "outputs": summarize_outputs(outputs),
-                "confidence": None if confidence is None else [round(float(c), 6) for c in confidence[:32]],
-                "ood_score": None if ood_scores is None else [round(float(s), 4) for s in ood_scores[:32]],
-                "fallback": link,
+                "confidence": None,
+                "ood_score": None,
+                "fallback": None,
+                **fields,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                 "status": 200,
             }
@@ -549,23 +548,12 @@ class ModelServer:
             self.metrics.predictions.inc()
             if self.audit is not None:
                 choices = response.get("choices") or [{}]
-                self.audit.record(
-                    {
-                        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        "request_id": request.headers.get("X-Request-Id") or response.get("id") or uuid.uuid4().hex,
-                        "namespace": self.config.namespace,
-                        "model": self.config.name,
-                        "version": self.config.version,
-                        "revision": self.config.revision,
-                        "input_digest": input_digest([str(chat_request.get("messages")).encode()]),
-                        "outputs": {"content": (choices[0].get("message") or {}).get("content")},
-                        "confidence": None,
-                        "fallback": None,
-                        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                        "status": 200,
-                    }
+                self._audit(
+                    request.headers.get("X-Request-Id") or response.get("id"),
+                    started,
+                    input_digest=input_digest([str(chat_request.get("messages")).encode()]),
+                    outputs={"content": (choices[0].get("message") or {}).get("content")},
                 )
-                self._count_dropped()
             return web.json_response(response)
         finally:
             self.in_flight -= 1

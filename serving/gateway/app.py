@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from ..breaker import CircuitBreaker
 from ..fallback import REVISION_HEADER
-from ..metrics import LATENCY_BUCKETS
+from ..metrics import BREAKER_STATES, LATENCY_BUCKETS
 from ..protocol import HEADER_LENGTH, decode_response
 from .keys import DEFAULT_TIERS, ApiKey, Denied, KeyStore, Limiter, Tier, authorize, retry_after_header
 from .routing import Backend, Route, choose, mirrors_for, route_from
@@ -127,8 +127,20 @@ class GatewayMetrics:
             self._child(self._divergence, route.namespace, route.model, backend.revision).observe(divergence)
 
     def breaker(self, route: Route, backend: Backend, state: str) -> None:
-        value = {"closed": 0, "half_open": 1, "open": 2}[str(state)]
+        value = BREAKER_STATES[str(state)]
         self._child(self._breaker, route.namespace, route.model, backend.revision).set(value)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """The client's request as it goes to a revision (and, copied, to its mirrors)."""
+
+    method: str
+    path: str
+    body: bytes
+    headers: dict[str, str]
+    idempotent: bool
+    """Whether it may be resent after a dropped connection (inference yes, chat no)."""
 
 
 @dataclass
@@ -327,7 +339,7 @@ class Gateway:
         try:
             key = self._authorize(request, None, None)
         except Denied as denied:
-            return _respond(_error(denied.status, str(denied)))
+            return _refused(denied)
         if self.config.auth and (key is None or key.tier != "admin"):
             return _respond(_error(403, "the routing table needs an admin key"))
         table = {
@@ -348,8 +360,7 @@ class Gateway:
         try:
             self._authorize(request, route, name)
         except Denied as denied:
-            headers = {"Retry-After": retry_after_header(denied.retry_after)} if denied.retry_after else None
-            return _respond(_error(denied.status, str(denied), headers))
+            return _refused(denied)
         if route is None:
             return _respond(_error(404, f"unknown model {name!r}"))
         body = await request.read() if request.method == "POST" else b""
@@ -365,8 +376,7 @@ class Gateway:
         try:
             self._authorize(request, route, name if isinstance(name, str) else None)
         except Denied as denied:
-            headers = {"Retry-After": retry_after_header(denied.retry_after)} if denied.retry_after else None
-            return _respond(_error(denied.status, str(denied), headers))
+            return _refused(denied)
         if not isinstance(name, str):
             return _respond(_error(400, "the request needs a JSON body with a model name"))
         if route is None:
@@ -380,15 +390,20 @@ class Gateway:
         self.in_flight += 1
         try:
             choice = choose(route, request.headers, request.cookies, healthy=self._healthy)
-            headers = {k: v for k in FORWARDED_REQUEST_HEADERS if (v := request.headers.get(k)) is not None}
-            path = request.rel_url.raw_path_qs
+            outgoing = Outgoing(
+                request.method,
+                request.rel_url.raw_path_qs,
+                body,
+                {k: v for k in FORWARDED_REQUEST_HEADERS if (v := request.headers.get(k)) is not None},
+                idempotent,
+            )
             mirrors = mirrors_for(route, choice.backend) if route.mirrors else []
             live: asyncio.Future[Answer] | None = None
             if mirrors:
                 live = asyncio.get_running_loop().create_future()
                 for mirror in mirrors:
-                    self._start_mirror(route, mirror, request.method, path, body, headers, live)
-            answer = await self._attempts(route, choice.backend, request.method, path, body, headers, idempotent)
+                    self._start_mirror(route, mirror, outgoing, live)
+            answer = await self._attempts(route, choice.backend, outgoing)
             if live is not None:
                 live.set_result(answer)
             if choice.set_cookie is not None and answer.status < 500:
@@ -398,21 +413,12 @@ class Gateway:
         finally:
             self.in_flight -= 1
 
-    async def _attempts(
-        self,
-        route: Route,
-        backend: Backend,
-        method: str,
-        path: str,
-        body: bytes,
-        headers: dict[str, str],
-        idempotent: bool,
-    ) -> Answer:
+    async def _attempts(self, route: Route, backend: Backend, outgoing: Outgoing) -> Answer:
         tried: list[Backend] = []
         answer: Answer | None = None
         for attempt in range(1 + self.config.retries):
             tried.append(backend)
-            answer, retry_reason = await self._send(route, backend, method, path, body, headers, idempotent)
+            answer, retry_reason = await self._send(route, backend, outgoing)
             if retry_reason is None or attempt == self.config.retries:
                 break
             self.metrics.retries.labels(retry_reason).inc()
@@ -421,16 +427,7 @@ class Gateway:
         assert answer is not None
         return answer
 
-    async def _send(
-        self,
-        route: Route,
-        backend: Backend,
-        method: str,
-        path: str,
-        body: bytes,
-        headers: dict[str, str],
-        idempotent: bool,
-    ) -> tuple[Answer, str | None]:
+    async def _send(self, route: Route, backend: Backend, outgoing: Outgoing) -> tuple[Answer, str | None]:
         """One attempt; the answer, and why it may be retried (None: it may not)."""
         breaker = self._breaker(backend)
         if not breaker.allow():
@@ -441,10 +438,10 @@ class Gateway:
         started = time.perf_counter()
         try:
             async with self._client().request(
-                method,
-                backend.url + path,
-                data=body or None,
-                headers=headers,
+                outgoing.method,
+                backend.url + outgoing.path,
+                data=outgoing.body or None,
+                headers=outgoing.headers,
                 timeout=self._timeout,
             ) as response:
                 payload = await response.read()
@@ -458,7 +455,7 @@ class Gateway:
             answer = self._failed(
                 route, backend, breaker, 502, f"revision {backend.revision} dropped the connection: {error}", started
             )
-            return answer, "disconnect" if idempotent else None
+            return answer, "disconnect" if outgoing.idempotent else None
         except TimeoutError:
             return self._failed(route, backend, breaker, 504, f"revision {backend.revision} timed out", started), None
         before = breaker.state
@@ -482,41 +479,21 @@ class Gateway:
 
     # ---- mirroring -------------------------------------------------------------------------
 
-    def _start_mirror(
-        self,
-        route: Route,
-        mirror: Backend,
-        method: str,
-        path: str,
-        body: bytes,
-        headers: dict[str, str],
-        live: asyncio.Future[Answer],
-    ) -> None:
-        if len(self._mirrors) >= self.config.max_mirrors_in_flight or method != "POST":
+    def _start_mirror(self, route: Route, mirror: Backend, outgoing: Outgoing, live: asyncio.Future[Answer]) -> None:
+        if len(self._mirrors) >= self.config.max_mirrors_in_flight or outgoing.method != "POST":
             self.metrics.mirror_skipped.inc()
             return
-        task = asyncio.create_task(self._mirror(route, mirror, path, body, headers, live))
+        task = asyncio.create_task(self._mirror(route, mirror, outgoing, live))
         self._mirrors.add(task)
         task.add_done_callback(self._mirrors.discard)
 
-    async def _mirror(
-        self,
-        route: Route,
-        mirror: Backend,
-        path: str,
-        body: bytes,
-        headers: dict[str, str],
-        live: asyncio.Future[Answer],
-    ) -> None:
+    async def _mirror(self, route: Route, mirror: Backend, outgoing: Outgoing, live: asyncio.Future[Answer]) -> None:
         """Send the copy, wait for the live answer, compare; never touches the client's answer."""
         started = time.perf_counter()
         status, payload, length = 0, b"", None
         try:
             async with self._client().post(
-                mirror.url + path,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.config.backend_timeout),
+                mirror.url + outgoing.path, data=outgoing.body, headers=outgoing.headers, timeout=self._timeout
             ) as response:
                 status, payload, length = response.status, await response.read(), response.headers.get(HEADER_LENGTH)
         except (aiohttp.ClientError, TimeoutError) as error:
@@ -529,13 +506,19 @@ class Gateway:
         agree, divergence = False, None
         if status == 200:
             try:
-                if path.endswith("/chat/completions"):
+                if outgoing.path.endswith("/chat/completions"):
                     agree = chat_agreement(answer.body, payload)
                 else:
                     agree, divergence = agreement(answer.body, answer.headers.get(HEADER_LENGTH), payload, length)
             except Exception as error:  # a malformed mirrored answer disagrees
                 log.debug("comparison failed: %s", error)
         self.metrics.comparison(route, mirror, agree, divergence)
+
+
+def _refused(denied: Denied) -> web.Response:
+    """401, 403, or 429 with the seconds until a token or the next day's quota."""
+    headers = {"Retry-After": retry_after_header(denied.retry_after)} if denied.retry_after else None
+    return _respond(_error(denied.status, str(denied), headers))
 
 
 def _respond(answer: Answer) -> web.Response:

@@ -119,16 +119,8 @@ def ready(md: dict[str, Any]) -> bool:
 
 
 def start_traffic(stack: Stack, name: str, rate: float = 60, users: int = 0) -> Traffic:
+    stack.wait_served(name)
     traffic = Traffic(stack.gateway_url, stack.api_key, name, rate=rate, users=users)
-    deadline = time.monotonic() + 60
-    while True:  # the runner has the process up once the gateway answers
-        probe = Traffic(stack.gateway_url, stack.api_key, name, rate=20)
-        probe.start()
-        time.sleep(0.5)
-        probe.stop()
-        if probe.answered.get(200):
-            break
-        assert time.monotonic() < deadline, f"the gateway never answered for {name}: {dict(probe.answered)}"
     traffic.start()
     return traffic
 

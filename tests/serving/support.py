@@ -68,6 +68,16 @@ class Serving:
         except (urllib.error.URLError, OSError):
             return 0, None
 
+    def load_error(self, timeout: float = 30) -> tuple[int, Any]:
+        """The ready endpoint once it reports why the model failed to load (not just "loading")."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, body = self.get("/v2/health/ready")
+            if "failed" in str(body):
+                return status, body
+            time.sleep(0.05)
+        raise AssertionError(f"no load error reported in {timeout}s:\n{self.log()}")
+
     def post(self, path: str, body: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if isinstance(body, dict) else body
         request = urllib.request.Request(self.url + path, data=data, headers=headers or {}, method="POST")

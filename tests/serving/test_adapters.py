@@ -65,9 +65,7 @@ def test_torchscript_without_declared_tensors_is_not_ready_and_says_why(tmp_path
     model = sample_models.torchscript_classifier(tmp_path / "good.pt", "good")
     serving = Serving(tmp_path, "--format", "pytorch", "--model-uri", str(model)).start(ready=False)
     try:
-        status, answer = wait_for(
-            lambda: (r := serving.get("/v2/health/ready")) and "failed" in str(r[1]) and r, 30, "the load error"
-        )
+        status, answer = serving.load_error()
         assert status == 503 and "declare model.inputs" in answer["error"]
     finally:
         serving.stop()
@@ -270,9 +268,7 @@ def test_http_model_is_downloaded_and_verified(tmp_path: Path, onnx_good: Path, 
         str(tmp_path / "c2"),
     ).start(ready=False)
     try:
-        status, answer = wait_for(
-            lambda: (r := refused.get("/v2/health/ready")) and "checksum" in str(r[1]) and r, 20, "the checksum error"
-        )
+        status, answer = refused.load_error()
         assert status == 503 and "refusing to serve a changed file" in answer["error"]
     finally:
         refused.stop()

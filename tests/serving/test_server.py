@@ -20,6 +20,7 @@ from tritonclient.utils import InferenceServerException
 
 from cutover.serving import sample_models
 from cutover.serving.protocol import HEADER_LENGTH, decode_response
+from tests.cluster.operator_support import wait_for
 
 from .support import Serving
 
@@ -221,8 +222,6 @@ def test_audit_log_has_one_line_per_prediction(server: Serving) -> None:
                 return dict(entry)
         return None
 
-    from tests.cluster.operator_support import wait_for
-
     entry = wait_for(record, timeout=10, what="the audit record")
     assert entry["revision"] == "rev-1" and entry["model"] == "classifier"
     assert str(entry["input_digest"]).startswith("sha256:")
@@ -326,8 +325,6 @@ def test_sigterm_finishes_in_flight_requests(tmp_path: Path) -> None:
 
     thread = threading.Thread(target=load)
     thread.start()
-    from tests.cluster.operator_support import wait_for
-
     wait_for(lambda: serving.metric("cutover_serving_in_flight") > 0, 10, "requests in flight", interval=0.01)
     assert serving.stop() == 0
     thread.join(30)
@@ -339,11 +336,7 @@ def test_a_model_that_cannot_load_stays_live_and_says_why(tmp_path: Path) -> Non
     broken.write_bytes(b"not an onnx model")
     serving = Serving(tmp_path, "--format", "onnx", "--model-uri", str(broken)).start(ready=False)
     try:
-        from tests.cluster.operator_support import wait_for
-
-        status, answer = wait_for(
-            lambda: (r := serving.get("/v2/health/ready")) and "failed" in str(r[1]) and r, 20, "the load error"
-        )
+        status, answer = serving.load_error()
         assert status == 503 and "model failed to load" in answer["error"]
         assert serving.get("/v2/health/live")[0] == 200
         status, answer = serving.post("/v2/models/classifier/infer", {"inputs": []})
