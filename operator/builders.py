@@ -140,7 +140,7 @@ def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
         ]
     for flag, key in (("--inputs", "inputs"), ("--outputs", "outputs"), ("--ood", "outOfDistribution")):
         if model.get(key):
-            args += [flag, json.dumps(model[key], separators=(",", ":"))]
+            args += [flag, json.dumps(model[key], sort_keys=True, separators=(",", ":"))]
     fallback = md.spec.fallback
     if fallback is not None:
         args += ["--fallback", fallback.model_dump_json(by_alias=True, exclude_none=True)]

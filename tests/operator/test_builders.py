@@ -131,3 +131,14 @@ def test_serving_args_carry_schema_fallback_and_a_promotion_proof_previous_versi
     assert alias["spec"]["selector"][builders.LABEL_REVISION] == "abc123"
     parsed = cli.parser().parse_args(args)  # the builder speaks cutover serve's flags
     assert parsed.revision == "def456" and parsed.inputs
+
+
+def test_pod_template_does_not_depend_on_the_key_order_of_the_spec() -> None:
+    """The API server may hand the spec back with keys in another order; the template must not change."""
+    md = model("modeldeployment-gpu-mig.yaml")
+    stable = workload(md)
+    wire = md.spec.wire()
+    for key in ("inputs", "outputs"):
+        wire["model"][key] = [dict(reversed(tensor.items())) for tensor in wire["model"][key]]
+    reordered = Workload(stable.revision, stable.role, stable.replicas, Source(wire["model"], wire["runtime"]))  # type: ignore[arg-type]
+    assert builders.deployment(md, reordered)["spec"]["template"] == builders.deployment(md, stable)["spec"]["template"]
