@@ -24,6 +24,8 @@ Latency thresholds in ``analysis.metrics[].latencyThreshold`` must be one of LAT
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (
@@ -53,7 +55,8 @@ LABELS = ("namespace", "model", "revision")
 class ServingMetrics:
     """One registry per server, so tests can run several servers in one process."""
 
-    def __init__(self, namespace: str, model: str, revision: str) -> None:
+    def __init__(self, namespace: str, model: str, revision: str, in_flight: Callable[[], float]) -> None:
+        """``in_flight`` is read at scrape time, so requests pay nothing for the gauge."""
         self.registry = CollectorRegistry(auto_describe=True)
         values = (namespace, model, revision)
 
@@ -71,9 +74,9 @@ class ServingMetrics:
             "cutover_serving_queue_duration_seconds", "Time a request waited for its batch", LATENCY_BUCKETS
         ).labels(*values)
         self.batch_size = histogram("cutover_serving_batch_size", "Rows per model call", BATCH_BUCKETS).labels(*values)
-        self.in_flight = Gauge(
-            "cutover_serving_in_flight", "Requests in progress", LABELS, registry=self.registry
-        ).labels(*values)
+        Gauge("cutover_serving_in_flight", "Requests in progress", LABELS, registry=self.registry).labels(
+            *values
+        ).set_function(in_flight)
         self.predictions = counter("cutover_predictions", "Rows answered by the primary model").labels(*values)
         self.confidence = histogram(
             "cutover_prediction_confidence", "Top-class probability per row", CONFIDENCE_BUCKETS

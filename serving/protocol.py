@@ -336,7 +336,7 @@ def _to_json(array: np.ndarray) -> list[Any]:
     if array.dtype.kind in "OSU":
         return [item.decode(errors="replace") if isinstance(item, bytes) else str(item) for item in array.ravel()]
     values: list[Any] = array.ravel().tolist()
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    if array.dtype.kind == "f" and not all(map(math.isfinite, values)):
         # JSON has no NaN or Infinity; the binary form carries them exactly.
         values = [v if math.isfinite(v) else None for v in values]
     return values

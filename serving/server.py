@@ -134,7 +134,7 @@ def _schema(declared: Sequence[TensorSpec], discovered: Sequence[TensorInfo], ki
 class ModelServer:
     def __init__(self, config: ServeConfig, adapter: Adapter | None = None) -> None:
         self.config = config
-        self.metrics = ServingMetrics(config.namespace, config.name, config.revision)
+        self.metrics = ServingMetrics(config.namespace, config.name, config.revision, lambda: self.in_flight)
         self.adapter = adapter
         self.loaded = False
         self.load_error: str | None = "loading"
@@ -296,38 +296,31 @@ class ModelServer:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.openai_models)
         app.router.add_get("/metrics", self.prometheus)
-        app.on_response_prepare.append(self._name_revision)
         return app
-
-    async def _name_revision(self, request: web.Request, response: web.StreamResponse) -> None:
-        response.headers[REVISION_HEADER] = self.config.revision
 
     @web.middleware
     async def _errors(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        counted = request.path.endswith("/infer") or request.path == "/v1/chat/completions"
+        """Errors become ``{"error"}`` bodies; every answer names the revision; infer and chat are counted."""
         started = time.perf_counter()
-        status = 500
+        response: web.StreamResponse
         try:
             response = await handler(request)
-            status = response.status
-            return response
         except ProtocolError as error:
-            status = error.status
-            headers = {"Retry-After": "1"} if status == 503 else None
-            return web.json_response({"error": str(error)}, status=status, headers=headers)
+            headers = {"Retry-After": "1"} if error.status == 503 else None
+            response = web.json_response({"error": str(error)}, status=error.status, headers=headers)
         except web.HTTPException as error:
-            status = error.status
-            if status < 400:
+            if error.status < 400:
                 raise
-            return web.json_response({"error": error.reason}, status=status)
+            response = web.json_response({"error": error.reason}, status=error.status)
         except Exception as error:
             log.exception("%s %s failed", request.method, request.path)
-            return web.json_response({"error": f"internal error: {error}"}, status=500)
-        finally:
-            if counted:
-                self.metrics.request(status, time.perf_counter() - started)
+            response = web.json_response({"error": f"internal error: {error}"}, status=500)
+        response.headers[REVISION_HEADER] = self.config.revision
+        if request.path.endswith("/infer") or request.path == "/v1/chat/completions":
+            self.metrics.request(response.status, time.perf_counter() - started)
+        return response
 
     def _model(self, request: web.Request) -> None:
         name, version = request.match_info["name"], request.match_info.get("version")
@@ -420,7 +413,6 @@ class ModelServer:
         adapter = self._require_loaded()
         self._admit()
         self.in_flight += 1
-        self.metrics.in_flight.inc()
         started = time.perf_counter()
         try:
             body = await request.read()
@@ -455,7 +447,6 @@ class ModelServer:
             return web.Response(body=payload, headers=headers)
         finally:
             self.in_flight -= 1
-            self.metrics.in_flight.dec()
 
     async def _predict(self, adapter: Adapter, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
@@ -532,7 +523,6 @@ class ModelServer:
             raise ProtocolError(f"malformed JSON: {error}") from None
         chat_request = _chat_request(body, self.config.name)
         self.in_flight += 1
-        self.metrics.in_flight.inc()
         try:
             try:
                 response = await adapter.chat(chat_request)
@@ -557,7 +547,6 @@ class ModelServer:
             return web.json_response(response)
         finally:
             self.in_flight -= 1
-            self.metrics.in_flight.dec()
 
     async def openai_models(self, request: web.Request) -> web.Response:
         return web.json_response(

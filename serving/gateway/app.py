@@ -204,7 +204,8 @@ class Gateway:
         self._mirrors: set[asyncio.Task[None]] = set()
         self._timeout = aiohttp.ClientTimeout(total=config.backend_timeout)
         self.in_flight = 0
-        self.synced = False
+        self.unlisted: set[tuple[str, str | None]] = {("md", None)}
+        """The (kind, namespace) lists still to come, "md" or "keys"; ready once none is left (watch() sets them)."""
         self.draining = False
 
     # ---- the routing table -----------------------------------------------------------------
@@ -220,7 +221,6 @@ class Gateway:
         for obj in objects:
             meta = obj.get("metadata", {})
             self._objects[(meta.get("namespace", ""), meta.get("name", ""))] = obj
-        self.synced = True
         self._rebuild()
 
     def update_deployment(self, obj: Mapping[str, Any], deleted: bool = False) -> None:
@@ -315,8 +315,10 @@ class Gateway:
         return web.json_response({"live": True})
 
     async def ready(self, request: web.Request) -> web.Response:
-        if self.draining or not self.synced:
-            reason = "shutting down" if self.draining else "waiting for the first list of ModelDeployments"
+        if self.draining or self.unlisted:
+            names = {"md": "ModelDeployments", "keys": "API keys"}
+            waiting = ", ".join(sorted(f"{names[kind]} in {ns or 'all namespaces'}" for kind, ns in self.unlisted))
+            reason = "shutting down" if self.draining else f"waiting for the first list of {waiting}"
             return web.json_response({"ready": False, "error": reason}, status=503)
         return web.json_response({"ready": True, "models": len(self.routes)})
 

@@ -47,10 +47,13 @@ async def _follow(gateway: Gateway, watcher: Watcher, namespace: str | None, kin
             gateway.keys.remove(obj)
         else:
             gateway.keys.update(obj)
+        if event == "SYNC":
+            gateway.unlisted.discard((kind, namespace))
 
 
 async def watch(gateway: Gateway, credentials: Credentials, namespaces: list[str]) -> None:
     """Run the watches until cancelled."""
+    gateway.unlisted = {(kind, namespace) for namespace, kind, _ in _paths(namespaces)}
     async with aiohttp.ClientSession() as session:
         tasks = []
         for namespace, kind, path in _paths(namespaces):

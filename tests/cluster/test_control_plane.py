@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+
+from cutover.operator import cli
+from cutover.serving.gateway.keys import tiers_from
 
 from ..conftest import REPO, Kube
 from .operator_support import wait_for
@@ -191,3 +195,55 @@ def test_helm_lint_and_template(kube: Kube, tmp_path: Path) -> None:
         text=True,
     ).stdout
     assert "kind: ClusterRole" in rendered and "cutover-operator" in rendered
+
+
+def test_helm_gateway_is_read_only_and_scoped_to_its_namespaces(kube: Kube, namespace: str) -> None:
+    """The chart's gateway: arguments `cutover gateway` accepts, a tiers file it can read, and RBAC
+    that reads ModelDeployments and key Secrets of the watched namespaces and nothing more."""
+    rendered = subprocess.run(
+        [
+            helm(),
+            "template",
+            "cutover",
+            str(REPO / "charts" / "cutover"),
+            "--namespace",
+            namespace,
+            "--kubeconfig",
+            kube.kubeconfig,
+            "--validate",
+            "--show-only",
+            "templates/gateway.yaml",
+            "--set",
+            f"gateway.watchNamespaces={{{namespace}}}",
+            "--set-json",
+            'gateway.tiers={"pro": {"rate": 100, "burst": 200}}',
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    docs = {doc["kind"]: doc for doc in yaml.safe_load_all(rendered) if doc}
+    assert "ClusterRole" not in docs and docs["Role"]["metadata"]["namespace"] == namespace
+    kube.apply(*docs.values(), namespace=namespace)
+
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    args = cli.parser().parse_args(pod["containers"][0]["args"])
+    assert args.namespace == [namespace] and args.retries == 1
+    mount = pod["containers"][0]["volumeMounts"][0]["mountPath"]
+    assert (
+        str(args.tiers).startswith(mount)
+        and pod["volumes"][0]["configMap"]["name"] == docs["ConfigMap"]["metadata"]["name"]
+    )
+    tiers = tiers_from(yaml.safe_load(docs["ConfigMap"]["data"][args.tiers.name]))
+    assert tiers["pro"].rate == 100 and tiers["pro"].burst == 200
+
+    account = f"system:serviceaccount:{namespace}:{docs['ServiceAccount']['metadata']['name']}"
+
+    def can(*what: str, where: str = namespace) -> bool:
+        done = kube.run("auth", "can-i", *what, "--namespace", where, "--as", account, check=False)
+        return done.stdout.strip() == "yes"
+
+    assert can("watch", "modeldeployments.cutover.dev") and can("list", "secrets") and can("watch", "secrets")
+    assert not can("patch", "modeldeployments.cutover.dev") and not can("update", "modeldeployments.cutover.dev/status")
+    assert not can("create", "secrets") and not can("list", "pods") and not can("patch", "deployments.apps")
+    assert not can("list", "secrets", where="default"), "keys of namespaces it does not serve"

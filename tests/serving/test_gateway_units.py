@@ -4,12 +4,18 @@ token buckets and quotas."""
 from __future__ import annotations
 
 import base64
+import json
 import math
 import random
 from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
+from cutover.serving.gateway import watch
+from cutover.serving.gateway.app import Gateway, GatewayConfig
 from cutover.serving.gateway.keys import (
     Denied,
     KeyStore,
@@ -218,3 +224,26 @@ def test_when_no_weighted_revision_has_an_endpoint_a_previous_one_answers_never_
     parsed = route_from(md, lambda namespace, service: ready.get(service))
     assert parsed is not None and [b.revision for b in parsed.backends] == ["old"]
     assert route_from(md, lambda namespace, service: None) is None
+
+
+class Listed:
+    """A watcher that delivers one list and nothing more."""
+
+    def __init__(self, objects: list[dict[str, Any]]) -> None:
+        self.objects = objects
+
+    async def events(self) -> AsyncIterator[tuple[str, Any]]:
+        yield "SYNC", self.objects
+
+
+async def test_the_gateway_is_ready_once_every_watched_list_has_arrived() -> None:
+    gateway = Gateway(GatewayConfig())
+    probe = make_mocked_request("GET", "/v2/health/ready")
+    assert (await gateway.ready(probe)).status == 503, "ready before any list"
+    scopes = watch._paths(["team-a", "team-b"])
+    gateway.unlisted = {(kind, namespace) for namespace, kind, _ in scopes}
+    for namespace, kind, _ in scopes:
+        response = await gateway.ready(probe)
+        assert response.status == 503 and "team-" in json.loads(response.text)["error"]
+        await watch._follow(gateway, Listed([]), namespace, kind)  # type: ignore[arg-type]
+    assert (await gateway.ready(probe)).status == 200

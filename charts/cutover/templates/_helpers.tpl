@@ -26,3 +26,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{- define "cutover.gatewayRules" -}}
+- apiGroups: [cutover.dev]
+  resources: [modeldeployments]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [list, watch]
+{{- end -}}
