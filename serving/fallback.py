@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,21 +30,30 @@ REVISION_HEADER = "Cutover-Revision"
 Answer = Callable[[Mapping[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 
 
-def top1_confidence(outputs: Mapping[str, np.ndarray], name: str | None) -> np.ndarray | None:
+SMALL_OUTPUT = 256
+"""Outputs up to this many elements are read in plain Python: on a few values, numpy's per-call
+overhead costs more than the arithmetic, and this runs on every request."""
+
+
+def top1_confidence(outputs: Mapping[str, np.ndarray], name: str | None) -> list[float] | None:
     """The top-class probability of each row of a classifier's output, or None when the output
-    is not a [rows, classes] float tensor. Scores that are not probabilities go through softmax."""
+    is not a [rows, classes] float tensor. Scores that are not probabilities go through softmax,
+    whose top class is exp(0) / sum(exp(score - top))."""
     array = outputs.get(name) if name else next(iter(outputs.values()), None)
     if array is None or array.dtype.kind != "f" or array.ndim != 2 or array.shape[1] < 2 or not array.size:
         return None
+    if array.size <= SMALL_OUTPUT:
+        rows: list[list[float]] = array.tolist()
+        tops = [max(row) for row in rows]
+        if min(map(min, rows)) < 0 or max(tops) > 1 or any(abs(sum(row) - 1.0) > 1e-3 for row in rows):
+            return [1.0 / sum(math.exp(value - top) for value in row) for row, top in zip(rows, tops, strict=True)]
+        return tops
     values = array.astype(np.float64, copy=False)
-    top: np.ndarray = values.max(axis=1)
-    # Few reductions and no np.allclose: this runs on every request, and on a small model's
-    # output numpy's per-call overhead is most of the cost.
+    top = values.max(axis=1)
     if values.min() < 0 or top.max() > 1 or np.abs(values.sum(axis=1) - 1.0).max() > 1e-3:
-        # Softmax's top class is exp(0) / sum(exp(values - top)).
-        softmax_top: np.ndarray = 1.0 / np.exp(values - top[:, None]).sum(axis=1)
-        return softmax_top
-    return top
+        top = 1.0 / np.exp(values - top[:, None]).sum(axis=1)
+    confidence: list[float] = top.tolist()
+    return confidence
 
 
 @dataclass
@@ -74,8 +84,8 @@ class FallbackChain:
         self.confidence_output = confidence_output
         self._on_breaker = on_breaker
 
-    def needed(self, confidence: np.ndarray | None) -> bool:
-        return confidence is not None and bool((confidence < self.threshold).any())
+    def needed(self, confidence: list[float] | None) -> bool:
+        return confidence is not None and any(value < self.threshold for value in confidence)
 
     async def answer(self, inputs: Mapping[str, np.ndarray]) -> Fallback | None:
         for position, link in enumerate(self.links):

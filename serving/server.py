@@ -440,7 +440,7 @@ class ModelServer:
                     started,
                     input_digest=input_digest(tensor_bytes(a) for a in infer.inputs.values()),
                     outputs=summarize_outputs(outputs),
-                    confidence=None if confidence is None else [round(float(c), 6) for c in confidence[:32]],
+                    confidence=None if confidence is None else [round(c, 6) for c in confidence[:32]],
                     ood_score=None if ood_scores is None else [round(float(v), 4) for v in ood_scores[:32]],
                     fallback=link,
                 )
@@ -477,13 +477,13 @@ class ModelServer:
             self.metrics.ood.inc(beyond)
         return scores
 
-    def _observe_prediction(self, outputs: Mapping[str, np.ndarray], confidence: np.ndarray | None) -> None:
+    def _observe_prediction(self, outputs: Mapping[str, np.ndarray], confidence: list[float] | None) -> None:
         first = next(iter(outputs.values()), None)
         rows = first.shape[0] if first is not None and first.ndim else 1
         self.metrics.predictions.inc(rows)
         if confidence is not None:
             for value in confidence:
-                self.metrics.confidence.observe(float(value))
+                self.metrics.confidence.observe(value)
 
     def _audit(self, request_id: str | None, started: float, **fields: Any) -> None:
         """One audit record: who answered, when and how fast, plus the request's own ``fields``

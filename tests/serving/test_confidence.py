@@ -26,3 +26,13 @@ def test_the_named_output_is_used_and_non_classifier_outputs_have_none() -> None
     assert top1_confidence({"ids": np.array([[1, 2]])}, None) is None, "integers are not scores"
     assert top1_confidence({"value": np.array([0.3, 0.7])}, None) is None, "one dimension: not [rows, classes]"
     assert top1_confidence({"value": np.zeros((3, 1))}, None) is None, "one class"
+
+
+def test_small_and_large_outputs_agree() -> None:
+    """Small outputs are read in plain Python, large ones with numpy: the same answers."""
+    rng = np.random.default_rng(8)
+    for rows in (1, 4, 200):
+        logits = rng.normal(0, 2, (rows, 10))
+        for scores in (logits, softmax(logits, axis=1)):
+            expected = softmax(scores, axis=1).max(axis=1) if scores is logits else scores.max(axis=1)
+            np.testing.assert_allclose(top1_confidence({"s": scores}, None), expected, rtol=1e-12)
