@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -29,10 +28,13 @@ from ..metrics import BREAKER_STATES, LATENCY_BUCKETS
 from ..protocol import HEADER_LENGTH, decode_response
 from .keys import DEFAULT_TIERS, ApiKey, Denied, KeyStore, Limiter, Tier, authorize, retry_after_header
 from .routing import Backend, Route, choose, mirrors_for, route_from
+from .upstream import ConnectFailed, Disconnected, Upstream, UpstreamError
 
 log = logging.getLogger("cutover.gateway")
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Content-Encoding", "Accept-Encoding", HEADER_LENGTH, "X-Request-Id")
-FORWARDED_RESPONSE_HEADERS = ("Content-Type", "Content-Encoding", HEADER_LENGTH, REVISION_HEADER, "Retry-After")
+FORWARDED_RESPONSE_HEADERS = tuple(
+    (name, name.lower()) for name in ("Content-Type", "Content-Encoding", HEADER_LENGTH, REVISION_HEADER, "Retry-After")
+)
 DIVERGENCE_BUCKETS = (1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -200,9 +202,8 @@ class Gateway:
             f"http://{service}.{namespace}.svc:8080"
         )
         self._breakers: dict[str, CircuitBreaker] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._upstream = Upstream()
         self._mirrors: set[asyncio.Task[None]] = set()
-        self._timeout = aiohttp.ClientTimeout(total=config.backend_timeout)
         self.in_flight = 0
         self.unlisted: set[tuple[str, str | None]] = {("md", None)}
         """The (kind, namespace) lists still to come, "md" or "keys"; ready once none is left (watch() sets them)."""
@@ -267,19 +268,10 @@ class Gateway:
         breaker = self._breakers.get(backend.url)
         return breaker is None or breaker.state != "open"
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=512, keepalive_timeout=60, ttl_dns_cache=10)
-            self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
-            )
-        return self._session
-
     async def close(self) -> None:
         for task in list(self._mirrors):
             task.cancel()
-        if self._session is not None:
-            await self._session.close()
+        await self._upstream.close()
 
     # ---- HTTP ------------------------------------------------------------------------------
 
@@ -439,27 +431,27 @@ class Gateway:
             ), "open"
         started = time.perf_counter()
         try:
-            async with self._client().request(
+            response = await self._upstream.request(
                 outgoing.method,
-                backend.url + outgoing.path,
-                data=outgoing.body or None,
-                headers=outgoing.headers,
-                timeout=self._timeout,
-            ) as response:
-                payload = await response.read()
-                status = response.status
-                out = {k: v for k in FORWARDED_RESPONSE_HEADERS if (v := response.headers.get(k)) is not None}
-        except aiohttp.ClientConnectorError as error:
+                backend.url,
+                outgoing.path,
+                headers=outgoing.headers.items(),
+                body=outgoing.body,
+                timeout=self.config.backend_timeout,
+            )
+        except ConnectFailed as error:
             return self._failed(
                 route, backend, breaker, 502, f"revision {backend.revision} unreachable: {error}", started
             ), "connect"
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as error:
+        except Disconnected as error:
             answer = self._failed(
                 route, backend, breaker, 502, f"revision {backend.revision} dropped the connection: {error}", started
             )
             return answer, "disconnect" if outgoing.idempotent else None
         except TimeoutError:
             return self._failed(route, backend, breaker, 504, f"revision {backend.revision} timed out", started), None
+        status = response.status
+        out = {name: v for name, lower in FORWARDED_RESPONSE_HEADERS if (v := response.headers.get(lower)) is not None}
         before = breaker.state
         if status >= 500:
             breaker.record_failure()
@@ -468,7 +460,7 @@ class Gateway:
         if breaker.state != before:
             self.metrics.breaker(route, backend, breaker.state)
         self.metrics.request(route, backend, status, time.perf_counter() - started)
-        return Answer(status, payload, out, backend), "shed" if status == 503 else None
+        return Answer(status, response.body, out, backend), "shed" if status == 503 else None
 
     def _failed(
         self, route: Route, backend: Backend, breaker: CircuitBreaker, status: int, message: str, started: float
@@ -492,15 +484,19 @@ class Gateway:
     async def _mirror(self, route: Route, mirror: Backend, outgoing: Outgoing, live: asyncio.Future[Answer]) -> None:
         """Send the copy, wait for the live answer, compare; never touches the client's answer."""
         started = time.perf_counter()
-        status, payload, length = 0, b"", None
+        status, payload, length = 502, b"", None
         try:
-            async with self._client().post(
-                mirror.url + outgoing.path, data=outgoing.body, headers=outgoing.headers, timeout=self._timeout
-            ) as response:
-                status, payload, length = response.status, await response.read(), response.headers.get(HEADER_LENGTH)
-        except (aiohttp.ClientError, TimeoutError) as error:
+            response = await self._upstream.request(
+                "POST",
+                mirror.url,
+                outgoing.path,
+                headers=outgoing.headers.items(),
+                body=outgoing.body,
+                timeout=self.config.backend_timeout,
+            )
+            status, payload, length = response.status, response.body, response.headers.get(HEADER_LENGTH.lower())
+        except (UpstreamError, TimeoutError) as error:
             log.debug("mirror to %s failed: %s", mirror.revision, error)
-            status = 502
         self.metrics.request(route, mirror, status, time.perf_counter() - started)
         answer = await live
         if answer.status != 200:

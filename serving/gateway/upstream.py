@@ -1,0 +1,209 @@
+"""The gateway's client to the revisions behind it: HTTP/1.1 over pooled keep-alive connections.
+
+A proxy's client does one thing, many times: send a buffered request to a known origin and read
+the buffered answer. A general client (aiohttp's ClientSession) pays per request for what the
+gateway never uses (cookie jars, redirects, proxies, streaming payloads, a task to write each
+body), and on a small model that cost is most of what the gateway adds (benchmarks/gateway.py).
+This client keeps idle connections per origin, writes the request in one call and parses the
+answer with httptools (the C parser uvicorn uses).
+
+Failures say whether the revision can have seen the request, which is what decides a retry:
+``ConnectFailed`` (it did not), ``Disconnected`` (it may have), ``TimeoutError`` (it may have,
+and may still be working).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import cast
+from urllib.parse import urlsplit
+
+import httptools
+
+
+class UpstreamError(Exception):
+    """The revision could not be reached or did not answer in full."""
+
+
+class ConnectFailed(UpstreamError):
+    """No connection: refused, unresolvable or unreachable. The request was not sent."""
+
+
+class Disconnected(UpstreamError):
+    """The connection broke, or the answer was malformed, after the request was sent."""
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    """Lower-case names; a repeated header keeps its last value."""
+    body: bytes
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; one request at a time."""
+
+    def __init__(self, pool: Upstream, origin: str) -> None:
+        self._pool = pool
+        self.origin = origin
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[Response] | None = None
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._status = 0
+
+    # ---- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            self._fail(Disconnected(f"malformed answer: {error}"))
+
+    def eof_received(self) -> bool:
+        self._fail(Disconnected("the connection was closed before the answer was complete"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(Disconnected(f"the connection was lost: {exc or 'closed by the peer'}"))
+
+    # ---- httptools callbacks ---------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        response = Response(self._status, self._headers, b"".join(self._body))
+        self._headers, self._body = {}, []
+        if waiter is None or waiter.done():
+            self.close()  # an answer nobody asked for: the connection is out of step
+            return
+        if self._parser.should_keep_alive() and not self.closed:
+            self._pool._release(self)
+        else:
+            self.close()
+        waiter.set_result(response)
+
+    # ---- use -----------------------------------------------------------------------------------
+
+    def send(self, head: bytes, body: bytes) -> asyncio.Future[Response]:
+        assert self.transport is not None and self._waiter is None
+        self._waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            self.transport.write(body)  # no copy of a large body
+        return self._waiter
+
+    def _fail(self, error: UpstreamError) -> None:
+        self.close()
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._pool._forget(self)
+            if self.transport is not None:
+                self.transport.close()
+
+
+class Upstream:
+    """Keep-alive connections to any number of origins (``http://host:port``)."""
+
+    def __init__(self, *, max_idle_per_origin: int = 256, idle_seconds: float = 60.0) -> None:
+        self.max_idle_per_origin = max_idle_per_origin
+        self.idle_seconds = idle_seconds
+        """Idle connections older than this are closed instead of reused (servers drop them too:
+        aiohttp's server after 75 s)."""
+        self._idle: dict[str, list[_Connection]] = {}
+        self._origins: dict[str, tuple[str, int, bytes]] = {}
+        self.opened = 0
+        """Connections opened so far (tests read it to see reuse)."""
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        path: str,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        timeout: float,
+    ) -> Response:
+        """``url`` is the origin (``http://host:port``), ``path`` the path and query to ask for."""
+        async with asyncio.timeout(timeout):
+            connection = await self._acquire(url)
+            lines = [f"{method} {path} HTTP/1.1\r\n".encode("latin-1"), self._origins[url][2]]
+            lines += [f"{name}: {value}\r\n".encode("latin-1") for name, value in headers]
+            lines.append(f"Content-Length: {len(body)}\r\n\r\n".encode("latin-1"))
+            try:
+                return await connection.send(b"".join(lines), body)
+            except BaseException:
+                connection.close()  # cancelled or timed out mid-answer: never reuse it
+                raise
+
+    async def _acquire(self, url: str) -> _Connection:
+        idle = self._idle.get(url)
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            if not connection.closed and now - connection.idle_since < self.idle_seconds:
+                return connection
+            connection.close()
+        origin = self._origins.get(url)
+        if origin is None:
+            origin = self._origins[url] = _origin(url)
+        host, port, _ = origin
+        loop = asyncio.get_running_loop()
+        try:
+            _, protocol = await loop.create_connection(lambda: _Connection(self, url), host, port)
+        except OSError as error:
+            raise ConnectFailed(f"cannot connect to {url}: {error}") from None
+        self.opened += 1
+        return protocol
+
+    def _release(self, connection: _Connection) -> None:
+        idle = self._idle.setdefault(connection.origin, [])
+        if len(idle) >= self.max_idle_per_origin:
+            connection.close()
+            return
+        connection.idle_since = time.monotonic()
+        idle.append(connection)
+
+    def _forget(self, connection: _Connection) -> None:
+        idle = self._idle.get(connection.origin)
+        if idle and connection in idle:
+            idle.remove(connection)
+
+    async def close(self) -> None:
+        for idle in list(self._idle.values()):
+            for connection in list(idle):
+                connection.close()
+        self._idle.clear()
+
+
+def _origin(url: str) -> tuple[str, int, bytes]:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ConnectFailed(f"{url!r} is not an http://host[:port] origin")
+    port = parts.port or 80
+    host = parts.hostname
+    return host, port, f"Host: {parts.netloc}\r\n".encode("latin-1")
