@@ -7,6 +7,9 @@ body), and on a small model that cost is most of what the gateway adds (benchmar
 This client keeps idle connections per origin, writes the request in one call and parses the
 answer with httptools (the C parser uvicorn uses).
 
+Answers must carry Content-Length or chunked encoding, as every server the gateway routes to does;
+one delimited only by closing the connection counts as dropped.
+
 Failures say whether the revision can have seen the request, which is what decides a retry:
 ``ConnectFailed`` (it did not), ``Disconnected`` (it may have), ``TimeoutError`` (it may have,
 and may still be working).
