@@ -203,8 +203,10 @@ def run(stack: Stack, workdir: Path, rate: float) -> Path:
         300,
         "v3 to be rolled back",
     )
-    evidence = _evidence(md["status"])
-    timeline.event(f"v3 rolled back automatically: {md['status'].get('message', '')} | {evidence.get('reason', '')}")
+    # The status message names the failed metric with its evidence.
+    timeline.event(
+        f"v3 rolled back automatically: {md['status'].get('message') or _evidence(md['status']).get('reason')}"
+    )
 
     timeline.event(f"on-call: kubectl cutover rollback {NAME} --to-revision {v1}")
     env = {**os.environ, "PATH": f"{REPO / '.venv/bin'}:{os.environ['PATH']}", "KUBECONFIG": stack.kubeconfig}

@@ -20,14 +20,10 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any, NamedTuple
 
 TOKENS: Mapping[str, str] = {
-    "email": "[EMAIL]",
-    "phone": "[PHONE]",
-    "ssn": "[SSN]",
-    "creditCard": "[CREDIT_CARD]",
-    "ipAddress": "[IP_ADDRESS]",
-    "iban": "[IBAN]",
+    entity: f"[REDACTED:{entity}]" for entity in ("email", "phone", "ssn", "creditCard", "ipAddress", "iban")
 }
-"""The replacement for each entity this module can find, keyed by the API's entity name."""
+"""The replacement for each entity this module can find, keyed by the API's entity name: the
+SafetyPolicy's documented ``[REDACTED:<entity>]``."""
 
 ENTITIES: frozenset[str] = frozenset(TOKENS)
 NEEDS_A_MODEL: frozenset[str] = frozenset({"personName", "address"})
@@ -167,7 +163,7 @@ def find(text: str, entities: Collection[str] | None = None) -> list[Match]:
 
 
 def redact(text: str, entities: Collection[str] | None = None) -> str:
-    """``text`` with each finding replaced by its entity's token, such as ``[EMAIL]``."""
+    """``text`` with each finding replaced by its entity's token, such as ``[REDACTED:email]``."""
     matches = find(text, entities)
     if not matches:
         return text

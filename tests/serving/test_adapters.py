@@ -196,7 +196,7 @@ def test_llm_chat_is_forwarded_audited_and_redacted(
         assert ChatUpstream.seen[-1]["authorization"] == "Bearer sk-upstream"
         line = wait_for(lambda: audit.exists() and audit.read_text().strip(), 10, "the audit record")
         record = json.loads(line.splitlines()[-1])
-        assert "jane.doe@example.com" not in line and "[EMAIL]" in json.dumps(record["outputs"])
+        assert "jane.doe@example.com" not in line and "[REDACTED:email]" in json.dumps(record["outputs"])
         status, error = serving.post("/v1/chat/completions", {**request, "max_tokens": -1})
         assert status == 400 and "max_tokens must be positive" in error["error"]
         status, error = serving.post("/v1/chat/completions", {"messages": "hi"})

@@ -66,8 +66,8 @@ def test_personal_data_is_redacted_except_in_identifiers(tmp_path: Path) -> None
 
     (line,) = read_lines(tmp_path / "audit.jsonl")
     assert line["request_id"] == "jane@example.com"
-    assert line["outputs"] == {"content": "reach [EMAIL] or [PHONE]"}
-    assert line["error"] == "card [CREDIT_CARD] declined"
+    assert line["outputs"] == {"content": "reach [REDACTED:email] or [REDACTED:phone]"}
+    assert line["error"] == "card [REDACTED:creditCard] declined"
 
 
 def test_non_finite_values_are_still_written_as_json(tmp_path: Path) -> None:

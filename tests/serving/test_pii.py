@@ -14,20 +14,20 @@ from cutover.serving import pii
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("write to jane.doe+audit@example.co.uk today", "write to [EMAIL] today"),
-        ("E.164: +4915112345678.", "E.164: [PHONE]."),
-        ("office +44 20 7946 0958", "office [PHONE]"),
-        ("call (555) 123-4567 now", "call [PHONE] now"),
-        ("call 555-123-4567 now", "call [PHONE] now"),
-        ("call +1 555-123-4567 now", "call [PHONE] now"),
-        ("ssn 123-45-6789", "ssn [SSN]"),
-        ("card 4111 1111 1111 1111", "card [CREDIT_CARD]"),
-        ("card 4111-1111-1111-1111 exp 2027", "card [CREDIT_CARD] exp 2027"),
-        ("amex 378282246310005", "amex [CREDIT_CARD]"),
-        ("from 192.168.10.254.", "from [IP_ADDRESS]."),
-        ("from 2001:db8::8a2e:370:7334", "from [IP_ADDRESS]"),
-        ("iban DE89 3704 0044 0532 0130 00 please", "iban [IBAN] please"),
-        ("iban GB82WEST12345698765432", "iban [IBAN]"),
+        ("write to jane.doe+audit@example.co.uk today", "write to [REDACTED:email] today"),
+        ("E.164: +4915112345678.", "E.164: [REDACTED:phone]."),
+        ("office +44 20 7946 0958", "office [REDACTED:phone]"),
+        ("call (555) 123-4567 now", "call [REDACTED:phone] now"),
+        ("call 555-123-4567 now", "call [REDACTED:phone] now"),
+        ("call +1 555-123-4567 now", "call [REDACTED:phone] now"),
+        ("ssn 123-45-6789", "ssn [REDACTED:ssn]"),
+        ("card 4111 1111 1111 1111", "card [REDACTED:creditCard]"),
+        ("card 4111-1111-1111-1111 exp 2027", "card [REDACTED:creditCard] exp 2027"),
+        ("amex 378282246310005", "amex [REDACTED:creditCard]"),
+        ("from 192.168.10.254.", "from [REDACTED:ipAddress]."),
+        ("from 2001:db8::8a2e:370:7334", "from [REDACTED:ipAddress]"),
+        ("iban DE89 3704 0044 0532 0130 00 please", "iban [REDACTED:iban] please"),
+        ("iban GB82WEST12345698765432", "iban [REDACTED:iban]"),
     ],
 )
 def test_each_entity_is_replaced_by_its_token(text: str, expected: str) -> None:
@@ -48,7 +48,7 @@ def test_entity_names_are_the_safety_policy_api_names() -> None:
 
 def test_only_the_requested_entities_are_redacted() -> None:
     text = "a@b.io 555-123-4567"
-    assert pii.redact(text, ["phone"]) == "a@b.io [PHONE]"
+    assert pii.redact(text, ["phone"]) == "a@b.io [REDACTED:phone]"
     assert pii.redact(text, []) == text
 
 
@@ -103,8 +103,8 @@ def test_redact_value_walks_nested_values_and_keeps_numbers() -> None:
         "a@b.io": 1,
     }
     assert pii.redact_value(value) == {
-        "outputs": {"text": {"values": ["mail [EMAIL]", 3.5, None], "shape": [2]}},
-        "rows": [["ssn [SSN]", 7], ("[PHONE]",)],
+        "outputs": {"text": {"values": ["mail [REDACTED:email]", 3.5, None], "shape": [2]}},
+        "rows": [["ssn [REDACTED:ssn]", 7], ("[REDACTED:phone]",)],
         "ok": True,
         "a@b.io": 1,
     }
