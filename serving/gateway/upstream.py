@@ -83,7 +83,7 @@ class _Connection(asyncio.Protocol):
     # ---- httptools callbacks ---------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self._headers[name.decode("latin-1").lower()] = value.decode("utf-8", "replace")
 
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
@@ -154,9 +154,11 @@ class Upstream:
         """``url`` is the origin (``http://host:port``), ``path`` the path and query to ask for."""
         async with asyncio.timeout(timeout):
             connection = await self._acquire(url)
-            lines = [f"{method} {path} HTTP/1.1\r\n".encode("latin-1"), self._origins[url][2]]
-            lines += [f"{name}: {value}\r\n".encode("latin-1") for name, value in headers]
-            lines.append(f"Content-Length: {len(body)}\r\n\r\n".encode("latin-1"))
+            # Back to the bytes the client sent: aiohttp's server decodes them as UTF-8 with
+            # surrogateescape, so any byte a client may send round-trips.
+            lines = [f"{method} {path} HTTP/1.1\r\n".encode("utf-8", "surrogateescape"), self._origins[url][2]]
+            lines += [f"{name}: {value}\r\n".encode("utf-8", "surrogateescape") for name, value in headers]
+            lines.append(f"Content-Length: {len(body)}\r\n\r\n".encode("ascii"))
             try:
                 return await connection.send(b"".join(lines), body)
             except BaseException:

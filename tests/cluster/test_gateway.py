@@ -210,6 +210,8 @@ def test_weighted_split_and_a_live_table_change(stack: dict[str, Any]) -> None:
     assert {status for status, *_ in results} == {200}
     counts = Counter(revision for _, revision, *_ in results)
     assert within(counts["rev-2"], 1500, 0.2), counts
+    unusual = run(send(gateway.url, [x] * 4, headers=[{"X-Request-Id": "r\u00e9q-\u2603"}] * 4))
+    assert {status for status, *_ in unusual} == {200}, "a UTF-8 request id is passed on as sent"
     set_traffic(stack["kube"], stack["namespace"], {"aaa": 0, "bbb": 100})
     changed = time.monotonic()
     wait_for(lambda: all(r[1] == "rev-2" for r in run(send(gateway.url, [x] * 20))), 10, "the new weights", 0.05)

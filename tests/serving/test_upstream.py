@@ -19,7 +19,7 @@ async def echo(request: web.Request) -> web.Response:
     headers = {
         "X-Seen-Path": request.path_qs,
         "X-Seen-Host": request.host,
-        "X-Seen-Id": request.headers.get("X-Id", ""),
+        "X-Seen-Id": request.headers.get("X-Id", "").encode("utf-8", "surrogateescape").hex(),
     }
     return web.Response(body=body, status=201, headers=headers)
 
@@ -58,8 +58,15 @@ async def test_requests_reuse_one_connection_and_carry_path_headers_and_body(ser
             "POST", server, f"/v2/models/m/infer?n={n}", headers=[("X-Id", str(n))], body=b"x" * n, timeout=5
         )
         assert answer.status == 201 and answer.body == b"x" * n
-        assert answer.headers["x-seen-path"] == f"/v2/models/m/infer?n={n}" and answer.headers["x-seen-id"] == str(n)
+        assert (
+            answer.headers["x-seen-path"] == f"/v2/models/m/infer?n={n}"
+            and answer.headers["x-seen-id"] == str(n).encode().hex()
+        )
     assert answer.headers["x-seen-host"] == server.removeprefix("http://")
+    odd = "caf\u00e9-\u2603-\udcff"  # UTF-8, and a byte that is not: what aiohttp hands on from a client
+    answer = await upstream.request("GET", server, "/p%C3%A9?q=1", headers=[("X-Id", odd)], timeout=5)
+    assert answer.headers["x-seen-id"] == odd.encode("utf-8", "surrogateescape").hex(), "the client's bytes, as sent"
+    assert answer.headers["x-seen-path"] == "/p%C3%A9?q=1"
     assert upstream.opened == 1
     many = await asyncio.gather(*(upstream.request("GET", server, "/", timeout=5) for _ in range(10)))
     assert all(a.status == 201 for a in many) and upstream.opened == 10, "one connection per concurrent request"
