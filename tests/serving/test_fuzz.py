@@ -1,20 +1,27 @@
 """Bad input against the running server: random bytes, random JSON, near-valid requests with one
 field broken, lying header lengths, truncated binary bodies and oversized payloads. Every answer
-is 2xx or a 4xx with a JSON error; the process never answers 5xx, never dies, and does not grow."""
+is 2xx or a 4xx with a JSON error; the process never answers 5xx, never dies, and does not grow.
+The same requests, with random keys, paths and headers, through the gateway in front of it."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import http.client
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cutover.serving import sample_models
+from cutover.serving.gateway.app import Gateway, GatewayConfig
+from cutover.serving.gateway.keys import secret_manifest
 from cutover.serving.protocol import DATATYPES, HEADER_LENGTH
 
 from .support import Serving
@@ -168,3 +175,72 @@ def test_oversized_bad_and_good_requests_in_a_loop_leave_no_leak_and_a_live_serv
     assert after - before < 20_000, f"RSS grew by {after - before} KiB over 1500 requests"
     assert server.get("/v2/health/ready")[0] == 200
     assert server.metric("cutover_serving_requests_total", code="500") == 0
+
+
+@pytest.fixture(scope="module")
+def gateway(server: Serving) -> Iterator[int]:
+    """`cutover gateway`'s app on its own loop and thread, in front of the fuzzed server, with an
+    admin and a free key and a table that splits the model's traffic with a cookie-sticky A/B and a
+    mirror to the same server."""
+    loop = asyncio.new_event_loop()
+    gw = Gateway(GatewayConfig(backend_timeout=10))
+    secrets = []
+    for name, key, tier in (("admin", "cut_fuzz-admin", "admin"), ("free", "cut_fuzz-free", "free")):
+        manifest = secret_manifest(name, "tests", key, tier)
+        data = {k: base64.b64encode(v.encode()).decode() for k, v in manifest.pop("stringData").items()}
+        secrets.append({**manifest, "data": data})
+    gw.keys.replace(secrets)
+    gw.set_resolver(lambda namespace, service: server.url)
+    gw.replace_deployments(
+        [
+            {
+                "metadata": {"namespace": "tests", "name": "clf"},
+                "spec": {
+                    "model": {"name": "classifier"},
+                    "strategy": {"abTest": {"assignment": {"by": "cookie", "name": "arm"}}},
+                },
+                "status": {
+                    "traffic": [
+                        {"revision": "a", "role": "stable", "weight": 50, "service": "clf-a"},
+                        {"revision": "b", "role": "candidate", "weight": 50, "mirrorPercent": 50, "service": "clf-b"},
+                    ]
+                },
+            }
+        ]
+    )
+    runner = web.AppRunner(gw.app(), access_log=None)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    good = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0.1, 1, -2, 0.5]}]})
+    assert Client(port).post(PATHS[0], good.encode(), {"Authorization": "Bearer cut_fuzz-admin"})[0] == 200
+    yield port
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+    asyncio.run_coroutine_threadsafe(gw.close(), loop).result(30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(30)
+
+
+header_text = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=40)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    request=near_valid() | st.tuples(st.binary(max_size=256), st.just({})),
+    path=st.sampled_from([*PATHS * 5, "/v2/models/nope/infer", "/v2/models/classifier", "/gateway/routes", "/x"])
+    | st.text("abc/%?=&C3A9", max_size=30).map(lambda p: "/v2/models/" + p),
+    key=st.sampled_from(["cut_fuzz-admin"] * 8 + ["cut_fuzz-free", "", "Bearer", "cut_unknown"]) | header_text,
+    extra=st.dictionaries(st.sampled_from(["X-Request-Id", "X-User-Id", "Cookie", "Content-Type"]), header_text),
+)
+def test_the_gateway_answers_bad_requests_with_4xx(
+    gateway: int, request: tuple[bytes, dict[str, str]], path: str, key: str, extra: dict[str, str]
+) -> None:
+    """Whatever a client sends, the gateway answers 2xx or a 4xx JSON error (429 when the free tier
+    runs dry), never 5xx, and keeps answering."""
+    body, headers = request
+    headers = {**headers, **extra, "Authorization": f"Bearer {key}"}
+    encoded = {k: v.encode("utf-8").decode("latin-1") for k, v in headers.items()}  # UTF-8 bytes on the wire
+    check(*Client(gateway).post(path, body, encoded))
