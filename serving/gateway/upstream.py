@@ -207,8 +207,10 @@ class Upstream:
 
 def _origin(url: str) -> tuple[str, int, bytes]:
     parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
+    try:
+        port = parts.port or 80
+    except ValueError:
+        port = 0
+    if parts.scheme != "http" or not parts.hostname or not port:
         raise ConnectFailed(f"{url!r} is not an http://host[:port] origin")
-    port = parts.port or 80
-    host = parts.hostname
-    return host, port, f"Host: {parts.netloc}\r\n".encode("latin-1")
+    return parts.hostname, port, f"Host: {parts.netloc}\r\n".encode("latin-1")

@@ -145,6 +145,7 @@ async def test_refused_dropped_malformed_and_slow_answers_fail_as_what_they_are(
         with pytest.raises(TimeoutError):
             await upstream.request("POST", slow, "/", body=b"{}", timeout=0.2)
     assert upstream.opened == opened + 2, "a connection that timed out mid-answer is never reused"
-    with pytest.raises(ConnectFailed):
-        await upstream.request("GET", "https://example.invalid", "/", timeout=5)
+    for wrong in ("https://example.invalid", "http://127.0.0.1:port", "http:///v2"):
+        with pytest.raises(ConnectFailed):
+            await upstream.request("GET", wrong, "/", timeout=5)
     await upstream.close()
