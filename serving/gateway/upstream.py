@@ -109,8 +109,10 @@ class _Connection(asyncio.Protocol):
     def send(self, head: bytes, body: bytes) -> asyncio.Future[Response]:
         assert self.transport is not None and self._waiter is None
         self._waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
+        if len(body) < 65536:
+            self.transport.write(head + body)  # one segment for the usual small request
+        else:
+            self.transport.write(head)
             self.transport.write(body)  # no copy of a large body
         return self._waiter
 
