@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from cutover.serving.gateway.keys import secret_manifest
 from tests.prometheus import free_port
 
 
@@ -119,3 +121,13 @@ class Serving:
         except subprocess.TimeoutExpired:
             self.process.kill()
             raise AssertionError(f"cutover serve did not stop within {timeout}s:\n{self.log()}") from None
+
+
+def key_secret(name: str, key: str, tier: str, **extra: str) -> dict[str, Any]:
+    """A key Secret as the API server returns it (base64 ``data``), as the gateway's watch sees it."""
+    manifest = secret_manifest(name, "ns", key, tier)
+    data = {**manifest["stringData"], **extra}
+    return {
+        "metadata": manifest["metadata"],
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }

@@ -6,7 +6,6 @@ The same requests, with random keys, paths and headers, through the gateway in f
 from __future__ import annotations
 
 import asyncio
-import base64
 import http.client
 import json
 import threading
@@ -21,10 +20,9 @@ from hypothesis import strategies as st
 
 from cutover.serving import sample_models
 from cutover.serving.gateway.app import Gateway, GatewayConfig
-from cutover.serving.gateway.keys import secret_manifest
 from cutover.serving.protocol import DATATYPES, HEADER_LENGTH
 
-from .support import Serving
+from .support import Serving, key_secret
 
 MAX_BYTES = 200_000
 PATHS = ["/v2/models/classifier/infer", "/v2/models/classifier/versions/1/infer", "/v1/chat/completions"]
@@ -184,12 +182,7 @@ def gateway(server: Serving) -> Iterator[int]:
     mirror to the same server."""
     loop = asyncio.new_event_loop()
     gw = Gateway(GatewayConfig(backend_timeout=10))
-    secrets = []
-    for name, key, tier in (("admin", "cut_fuzz-admin", "admin"), ("free", "cut_fuzz-free", "free")):
-        manifest = secret_manifest(name, "tests", key, tier)
-        data = {k: base64.b64encode(v.encode()).decode() for k, v in manifest.pop("stringData").items()}
-        secrets.append({**manifest, "data": data})
-    gw.keys.replace(secrets)
+    gw.keys.replace([key_secret("admin", "cut_fuzz-admin", "admin"), key_secret("free", "cut_fuzz-free", "free")])
     gw.set_resolver(lambda namespace, service: server.url)
     gw.replace_deployments(
         [

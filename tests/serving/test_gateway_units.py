@@ -3,7 +3,6 @@ token buckets and quotas."""
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import random
@@ -22,10 +21,11 @@ from cutover.serving.gateway.keys import (
     Limiter,
     authorize,
     digest,
-    secret_manifest,
     tiers_from,
 )
 from cutover.serving.gateway.routing import Assignment, Backend, Route, choose, mirrors_for, route_from
+
+from .support import key_secret
 
 STABLE = Backend("aaa", "stable", "http://a", 80)
 CANDIDATE = Backend("bbb", "candidate", "http://b", 20)
@@ -109,15 +109,6 @@ def test_route_from_reads_the_traffic_table_the_operator_writes() -> None:
     assert route_from({**md, "spec": {**md["spec"], "traffic": {"provider": "gatewayAPI"}}}, lambda n, s: "") is None
 
 
-def secret(name: str, key: str, tier: str, **extra: str) -> dict[str, object]:
-    manifest = secret_manifest(name, "ns", key, tier)
-    data = {**manifest["stringData"], **extra}
-    return {
-        "metadata": manifest["metadata"],
-        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
-    }
-
-
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -128,8 +119,8 @@ class Clock:
 
 def test_keys_are_looked_up_by_hash_and_refused_with_the_right_status() -> None:
     store, limiter = KeyStore(), Limiter()
-    store.replace([secret("alice", "k-alice", "pro"), secret("bob", "k-bob", "free", revoked="true")])
-    store.update(secret("carol", "k-carol", "pro", models="other"))
+    store.replace([key_secret("alice", "k-alice", "pro"), key_secret("bob", "k-bob", "free", revoked="true")])
+    store.update(key_secret("carol", "k-carol", "pro", models="other"))
     assert digest("k-alice") not in {"k-alice"} and len(store) == 3
 
     def status(headers: dict[str, str], model: str = "classifier", min_tier: str | None = None) -> int:
@@ -146,7 +137,7 @@ def test_keys_are_looked_up_by_hash_and_refused_with_the_right_status() -> None:
     assert status({"Authorization": "Bearer k-bob"}) == 403
     assert status({"Authorization": "Bearer k-carol"}) == 403
     assert status({"Authorization": "Bearer k-alice"}, min_tier="enterprise") == 403
-    store.remove(secret("alice", "k-alice", "pro"))
+    store.remove(key_secret("alice", "k-alice", "pro"))
     assert status({"Authorization": "Bearer k-alice"}) == 401
     store.replace([], "ns")
     assert len(store) == 0
@@ -156,7 +147,7 @@ def test_token_bucket_admits_exactly_burst_then_refills_at_rate() -> None:
     clock = Clock()
     limiter = Limiter(tiers=tiers_from({"free": {"rate": 2, "burst": 5, "dailyQuota": 100}}), clock=clock, wall=clock)
     store = KeyStore()
-    store.update(secret("k", "key", "free"))
+    store.update(key_secret("k", "key", "free"))
     key = store.lookup("key")
     assert key is not None
     admitted = 0
@@ -186,7 +177,7 @@ def test_daily_quota_refuses_until_midnight_utc() -> None:
         tiers=tiers_from({"pro": {"rate": 1000, "burst": 1000, "dailyQuota": 3}}), clock=clock, wall=clock
     )
     store = KeyStore()
-    store.update(secret("k", "key", "pro"))
+    store.update(key_secret("k", "key", "pro"))
     key = store.lookup("key")
     assert [_admits(limiter, key) for _ in range(5)] == [True, True, True, False, False]
     with pytest.raises(Denied) as refused:
@@ -198,8 +189,8 @@ def test_daily_quota_refuses_until_midnight_utc() -> None:
 
 def test_admin_is_unlimited_and_unknown_tiers_are_refused() -> None:
     store, limiter = KeyStore(), Limiter()
-    store.update(secret("root", "k-root", "admin"))
-    store.update(secret("odd", "k-odd", "platinum"))
+    store.update(key_secret("root", "k-root", "admin"))
+    store.update(key_secret("odd", "k-odd", "platinum"))
     assert all(_admits(limiter, store.lookup("k-root")) for _ in range(10_000))
     with pytest.raises(Denied) as refused:
         authorize(store, limiter, {"X-API-Key": "k-odd"}, "m")
