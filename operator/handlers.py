@@ -24,11 +24,10 @@ import kopf
 from pydantic import ValidationError
 
 from cutover.api.v1alpha1 import GROUP, REQUEST_ANNOTATIONS, VERSION, ModelDeployment
-from cutover.api.v1alpha1.modeldeployment import ModelDeploymentStatus
 
 from . import builders, gpu, metrics
 from .kube import ApiError, Kube
-from .rollout import Capacity, Inputs, Plan, Request, pending_requests, reconcile
+from .rollout import Capacity, Inputs, Plan, Request, reconcile, requests_in
 from .verdicts import VerdictSource
 
 PLURAL = "modeldeployments"
@@ -142,10 +141,9 @@ async def reconcile_once(ctx: Context, body: kopf.Body, children: list[Child], l
         return RESTING_INTERVAL
     now = ctx.clock()
     ready = {child.revision: child.ready for child in children}
-    status = md.status or ModelDeploymentStatus()
     requests = tuple(
         Request(r.action, r.id, annotation_writer(obj, REQUEST_ANNOTATIONS[r.action]))
-        for r in pending_requests(md.metadata.annotations, status.handled_requests)
+        for r in requests_in(md.metadata.annotations)
     )
     capacity = await _capacity(kube, md)
     analysis = await ctx.verdicts.current(md, now)

@@ -90,9 +90,25 @@ class Capacity:
 
 
 @dataclass(frozen=True)
-class AnalysisInput:
-    """The analysis engine's latest result for the current rollout (None before any)."""
+class AnalysisPlan:
+    """Which comparison the analysis engine should be running: the candidate against the
+    baseline (stable, or fresh baseline pods of it), for the rollout that began at ``started_at``."""
 
+    candidate: str
+    baseline: str
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class AnalysisInput:
+    """The analysis engine's latest result, naming the comparison it judged.
+
+    The state machine acts on it only while ``judged`` is the comparison of the rollout in
+    progress: a verdict about an earlier candidate (the spec moved on in the same pass, or while
+    the operator was down), about another baseline (on-call switched stable) or about an earlier
+    attempt at the same candidate (rolled back, then retried) is ignored."""
+
+    judged: AnalysisPlan
     verdict: Verdict
     reason: str = ""
     consecutive_errors: int = 0
@@ -115,15 +131,6 @@ class Event:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
-
-
-@dataclass(frozen=True)
-class AnalysisPlan:
-    """Which comparison the analysis engine should be running."""
-
-    candidate: str
-    baseline: str
-    started_at: datetime
 
 
 @dataclass(frozen=True)
@@ -157,15 +164,25 @@ def comparison(spec: ModelDeploymentSpec, status: ModelDeploymentStatus | None) 
     return AnalysisPlan(status.candidate_revision, baseline, status.rollout_started_at)
 
 
-def pending_requests(annotations: dict[str, str], handled: list[HandledRequest]) -> list[Request]:
-    """Requests in annotations whose value (the request id) was not handled yet."""
-    seen = {(h.action, h.id) for h in handled}
-    out = []
-    for action, key in REQUEST_ANNOTATIONS.items():
-        value = annotations.get(key)
-        if value and (action, value) not in seen:
-            out.append(Request(action, value))
-    return out
+def requests_in(annotations: dict[str, str]) -> list[Request]:
+    """Every on-call request present in the annotations (handled or not: the state machine
+    tells the new ones from the handled ones by ``status.lastHandledRequests``)."""
+    return [Request(action, value) for action, key in REQUEST_ANNOTATIONS.items() if (value := annotations.get(key))]
+
+
+def rollback_target(request_id: str) -> str:
+    """The revision a rollbackTo request names: its value is ``REVISION`` or ``REVISION@ID``
+    (the form `kubectl cutover rollback --to` writes, so that asking for the same revision again
+    is a new request)."""
+    return request_id.split("@", 1)[0]
+
+
+def _is_new(request: Request, status: ModelDeploymentStatus) -> bool:
+    last = status.last_handled_requests.get(request.action)  # type: ignore[call-overload]
+    if last is not None:
+        return request.id != last
+    # Written by a version that kept only the recent history: anything in it is done.
+    return not any(h.action == request.action and h.id == request.id for h in status.handled_requests)
 
 
 # ----------------------------------------------------------------------------- the machine
@@ -187,6 +204,15 @@ class _State:
     @property
     def now(self) -> datetime:
         return self.inputs.now
+
+    @property
+    def analysis(self) -> AnalysisInput | None:
+        """The analysis input if it judged the comparison of the rollout now in progress, else
+        None (read at each use: handling a request or starting a rollout changes the answer)."""
+        given = self.inputs.analysis
+        if given is None or given.judged != comparison(self.inputs.md.spec, self.status):
+            return None
+        return given
 
     def set(self, **changes: Any) -> None:
         self.status = self.status.model_copy(update=changes)
@@ -343,7 +369,14 @@ def _promote(st: _State, how: str) -> None:
 
 
 def _handle_requests(st: _State, desired: str) -> None:
+    """Handle each request in the annotations at most once, forever: its id is remembered as the
+    last handled one for its action, whatever it led to (ignored requests included)."""
+    last = dict(st.status.last_handled_requests)
+    new = [r for r in st.inputs.requests if _is_new(r, st.status)]
     for request in st.inputs.requests:
+        last[request.action] = request.id  # type: ignore[index]
+    st.set(last_handled_requests=last)
+    for request in new:
         status = st.status
         rolling = status.candidate_revision is not None
         if request.action == "pause":
@@ -389,7 +422,7 @@ def _handle_requests(st: _State, desired: str) -> None:
                 else:
                     _switch_stable(st, previous, request, desired)
         elif request.action == "rollbackTo":
-            target = request.id
+            target = rollback_target(request.id)
             if target == status.stable_revision and not rolling:
                 st.answer(request, f"ignored: {target} is already stable", ok=False)
             elif _source_of(status, target) is None:
@@ -477,7 +510,7 @@ def _progress(st: _State, desired: str) -> None:
     """Move the rollout on, hold it, promote it or roll it back."""
     md = st.inputs.md
     spec = md.spec
-    analysis = st.inputs.analysis
+    analysis = st.analysis
     if st.status.candidate_revision is None:  # an on-call request ended it in this reconcile
         return
     if analysis is not None and analysis.verdict == "rollback":
@@ -698,7 +731,7 @@ def _finish(st: _State, desired: str) -> Plan:
     ready = st.inputs.ready
     stable = status.stable_revision
     candidate = status.candidate_revision
-    analysis = st.inputs.analysis
+    analysis = st.analysis
     replicas = _replicas(md)
     stable_ready = ready.get(stable, 0) if stable else 0
     candidate_weight = next((t.weight for t in traffic if t.revision == candidate), 0) if candidate else 0
@@ -825,7 +858,7 @@ def _rollout_message(st: _State, weight: int) -> str:
         head += f", mirroring {md.spec.strategy.shadow.mirror_percent}%"
     else:
         head += f", candidate weight {weight}%"
-    analysis = st.inputs.analysis
+    analysis = st.analysis
     if status.paused:
         head += " (paused by on-call)"
     elif analysis is not None:

@@ -76,7 +76,7 @@ class PrometheusVerdicts:
                 run.agreement = await _agreement(provider, md, key, now)
         last = run.last
         return AnalysisInput(
-            last.verdict, last.reason, last.consecutive_errors, status=last.status(), agreement=run.agreement
+            key, last.verdict, last.reason, last.consecutive_errors, status=last.status(), agreement=run.agreement
         )
 
 
@@ -105,7 +105,8 @@ class FileVerdicts:
         self.directory = directory
 
     async def current(self, md: ModelDeployment, now: float) -> AnalysisInput | None:
-        if comparison(md.spec, md.status) is None:
+        key = comparison(md.spec, md.status)
+        if key is None:
             return None
         path = self.directory / f"{md.metadata.namespace}_{md.metadata.name}.json"
         try:
@@ -113,6 +114,7 @@ class FileVerdicts:
         except (OSError, ValueError):
             return None
         return AnalysisInput(
+            key,
             data["verdict"],
             data.get("reason", f"verdict from {path.name}"),
             int(data.get("consecutiveErrors", 0)),

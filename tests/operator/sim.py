@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cutover.api.v1alpha1 import ModelDeployment
-from cutover.operator.rollout import AnalysisInput, Capacity, Inputs, Plan, Request, reconcile
+from cutover.operator.rollout import AnalysisInput, Capacity, Inputs, Plan, Request, comparison, reconcile
 
 from ..cases import load
 
@@ -43,8 +43,14 @@ class Sim:
     def step(self, verdict: str | None = None, seconds: float = 30, requests: tuple[Request, ...] = (),
              agreement: float | None = None, errors: int = 0) -> Plan:  # fmt: skip
         self.now += timedelta(seconds=seconds)
-        analysis = AnalysisInput(verdict, f"verdict {verdict}", errors, agreement=agreement) if verdict else None  # type: ignore[arg-type]
-        plan = reconcile(Inputs(self.md, dict(self.ready), self.now, analysis, requests, self.capacity))
+        md = self.md
+        judged = comparison(md.spec, md.status)  # what the operator's verdict source judges
+        analysis = (
+            AnalysisInput(judged, verdict, f"verdict {verdict}", errors, agreement=agreement)  # type: ignore[arg-type]
+            if verdict and judged
+            else None
+        )
+        plan = reconcile(Inputs(md, dict(self.ready), self.now, analysis, requests, self.capacity))
         self.plans.append(plan)
         self.status = plan.status.wire()
         self.ready = {w.revision: (0 if w.revision in self.stuck else w.replicas) for w in plan.workloads}

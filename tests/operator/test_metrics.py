@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 
 from cutover.operator import metrics
-from cutover.operator.rollout import AnalysisInput
+from cutover.operator.rollout import AnalysisInput, comparison
 
 from .sim import Sim
 
@@ -18,7 +18,9 @@ def test_reconcile_phase_weight_and_transitions_are_exported() -> None:
     sim.change_version("v2")
     sim.step()
     plan = sim.step("continue")
-    metrics.observe(sim.md, plan, AnalysisInput("continue"), 0.003)
+    judged = comparison(sim.md.spec, sim.md.status)
+    assert judged is not None
+    metrics.observe(sim.md, plan, AnalysisInput(judged, "continue"), 0.003)
     text = generate_latest().decode()
     assert 'cutover_operator_reconciles_total{kind="ModelDeployment"}' in text
     assert 'cutover_rollout_phase{name="fraud-scorer",namespace="payments",phase="Progressing"} 1.0' in text

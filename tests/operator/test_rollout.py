@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cutover.operator.rollout import Capacity, pending_requests, revision_of
+from cutover.operator.rollout import Capacity, requests_in, revision_of
 
 from .sim import Sim
 
@@ -142,9 +142,13 @@ def test_promote_full_skips_every_step_and_requests_are_handled_once() -> None:
     request = sim.annotate("promote", "full-20261122")
     plan = sim.step(requests=(request,))
     assert plan.status.candidate_revision is None and "Promoted" in [e.reason for e in plan.events]
-    annotations = {"cutover.dev/promote": "full-20261122"}
-    assert pending_requests(annotations, plan.status.handled_requests) == []
-    assert pending_requests({"cutover.dev/promote": "full-2"}, plan.status.handled_requests)[0].id == "full-2"
+    # The annotation stays on the object: the next passes see it and do nothing with it.
+    sim.change_version("v3")
+    for _ in range(3):
+        plan = sim.step(requests=tuple(requests_in({"cutover.dev/promote": "full-20261122"})))
+        assert plan.status.candidate_revision is not None
+        assert not [e for e in plan.events if e.reason.startswith("Request")]
+    assert plan.status.handled_requests[0].id == "full-20261122"
 
 
 def test_invalid_requests_are_answered_not_raised() -> None:

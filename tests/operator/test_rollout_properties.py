@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cutover.api.v1alpha1 import ModelDeployment
-from cutover.operator.rollout import BASELINE_SUFFIX, AnalysisInput, Capacity, Inputs, Request, reconcile
+from cutover.operator.rollout import BASELINE_SUFFIX, AnalysisInput, Capacity, Inputs, Request, comparison, reconcile
 
 from ..cases import load
 from .sim import T0
@@ -53,7 +53,12 @@ def run(example: str, script: list[dict[str, Any]]) -> None:
         md = ModelDeployment.model_validate({**doc, "status": status} if status else doc)
         now += timedelta(seconds=move["seconds"])
         verdict = move["verdict"]
-        analysis = AnalysisInput(verdict, "scripted", consecutive_errors=1, agreement=0.99) if verdict else None
+        judged = comparison(md.spec, md.status)
+        analysis = (
+            AnalysisInput(judged, verdict, "scripted", consecutive_errors=1, agreement=0.99)
+            if verdict and judged
+            else None
+        )
         requests: tuple[Request, ...] = ()
         if move["request"]:
             action, n = move["request"]

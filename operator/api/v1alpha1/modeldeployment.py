@@ -713,6 +713,7 @@ class ModelDeploymentSpec(ApiModel):
 Phase = Literal["Pending", "Progressing", "Paused", "Healthy", "Degraded", "RolledBack", "Failed"]
 Verdict = Literal["promote", "continue", "rollback", "inconclusive", "unavailable"]
 Role = Literal["stable", "candidate", "baseline", "preview", "previous"]
+RequestAction = Literal["promote", "abort", "rollback", "rollbackTo", "pause", "resume", "retry"]
 
 
 class TrafficEntry(ApiModel):
@@ -789,7 +790,7 @@ class RevisionRecord(ApiModel):
 class HandledRequest(ApiModel):
     """An on-call request taken from an annotation, handled exactly once."""
 
-    action: Literal["promote", "abort", "rollback", "rollbackTo", "pause", "resume", "retry"]
+    action: RequestAction
     """What was asked."""
     id: str
     """The annotation value: the request id."""
@@ -848,7 +849,10 @@ class ModelDeploymentStatus(ApiModel):
     history: list[RevisionRecord] = []
     """Revisions that were stable, newest first, up to revisionHistoryLimit."""
     handled_requests: list[HandledRequest] = []
-    """On-call requests handled, newest first."""
+    """On-call requests handled, newest first (the last 20, for people to read)."""
+    last_handled_requests: dict[RequestAction, str] = {}
+    """Per action, the id (annotation value) of the last request handled. An annotation whose
+    value equals it is done and never runs again, however many requests come after it."""
 
 
 class ModelDeployment(ApiModel):
