@@ -282,16 +282,22 @@ def stable_service(md: ModelDeployment, stable_revision: str) -> dict[str, Any]:
     }
 
 
-def shared_service(md: ModelDeployment) -> dict[str, Any]:
-    """For provider replicas: one Service over every revision's pods, so the replica ratio is
-    the traffic split."""
+def shared_service(md: ModelDeployment, traffic: list[TrafficEntry]) -> dict[str, Any]:
+    """For provider replicas: one Service named after the ModelDeployment. A canary's selects
+    every pod of the model, so the replica ratio is the traffic split (the state machine keeps
+    no other pods then); blue/green's selects the one revision the traffic table sends all live
+    traffic to, so neither the preview nor the old stable's kept pods take any."""
     labels = {LABEL_MODEL: md.metadata.name or "", "app.kubernetes.io/managed-by": "cutover"}
+    selector = {LABEL_MODEL: md.metadata.name}
+    live = max(traffic, key=lambda row: (row.weight, row.role == "stable"), default=None)
+    if md.spec.strategy.type != "canary" and live is not None:
+        selector[LABEL_REVISION] = live.revision
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(md, md.metadata.name or "", labels),
         "spec": {
-            "selector": {LABEL_MODEL: md.metadata.name},
+            "selector": selector,
             "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
@@ -371,7 +377,7 @@ def children(md: ModelDeployment, workloads: tuple[Workload, ...], traffic: list
         if budget:
             out.append(budget)
     if md.spec.traffic.provider == "replicas":
-        out.append(shared_service(md))
+        out.append(shared_service(md, traffic))
     stable = next((w for w in workloads if w.role == "stable"), None)
     if md.spec.fallback is not None and md.spec.fallback.previous_version and stable is not None:
         out.append(stable_service(md, stable.revision))

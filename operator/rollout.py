@@ -178,7 +178,7 @@ def rollback_target(request_id: str) -> str:
 
 
 def _is_new(request: Request, status: ModelDeploymentStatus) -> bool:
-    last = status.last_handled_requests.get(request.action)  # type: ignore[call-overload]
+    last = status.last_handled_requests.get(request.action)
     if last is not None:
         return request.id != last
     # Written by a version that kept only the recent history: anything in it is done.
@@ -374,7 +374,7 @@ def _handle_requests(st: _State, desired: str) -> None:
     last = dict(st.status.last_handled_requests)
     new = [r for r in st.inputs.requests if _is_new(r, st.status)]
     for request in st.inputs.requests:
-        last[request.action] = request.id  # type: ignore[index]
+        last[request.action] = request.id
     st.set(last_handled_requests=last)
     for request in new:
         status = st.status
@@ -569,7 +569,10 @@ def _canary(st: _State, desired: str, candidate_ready: int, verdict: Verdict | N
         step = steps[index]
         in_step = _elapsed(st.status.step_started_at, st.now)
         if step.set_weight is not None:
-            needed = _candidate_replicas(st, step.set_weight) if step.set_weight else 0
+            if _pooled(st.inputs.md):
+                needed = _pool_candidate_replicas(st)
+            else:
+                needed = _candidate_replicas(st, step.set_weight) if step.set_weight else 0
             done = candidate_ready >= needed
         elif step.pause is not None:
             done = step.pause.duration is not None and in_step >= seconds(step.pause.duration)
@@ -593,6 +596,8 @@ def _candidate_wanted(st: _State) -> int:
     strategy = md.spec.strategy
     if st.scale_up:
         return replicas
+    if _pooled(md):
+        return _pool_candidate_replicas(st)
     if strategy.type == "canary":
         return _candidate_replicas(st, max(_target_weight(st), 1))
     if strategy.type == "blueGreen":
@@ -607,6 +612,36 @@ def _candidate_wanted(st: _State) -> int:
 
 def _candidate_replicas(st: _State, weight: int) -> int:
     return max(1, math.ceil(_replicas(st.inputs.md) * weight / 100))
+
+
+def _pooled(md: ModelDeployment) -> bool:
+    """A canary on provider replicas: one Service selects every pod of the model, so each
+    revision's share of live traffic is its share of the ready pods."""
+    return md.spec.traffic.provider == "replicas" and md.spec.strategy.type == "canary"
+
+
+def _pool_candidate_replicas(st: _State) -> int:
+    """Candidate pods in the live pool: the step's weight as a replica count (at least one pod
+    once the weight is above 0), or every pod once the candidate passed and is scaled up."""
+    replicas = _replicas(st.inputs.md)
+    if st.scale_up:
+        return replicas
+    weight = _target_weight(st)
+    return max(1, round(replicas * weight / 100)) if weight else 0
+
+
+def _pool_traffic(rows: dict[str, TrafficEntry], ready: dict[str, int], stable: str) -> list[TrafficEntry]:
+    """Weights as the shared Service spreads connections: in proportion to ready pods, rounded
+    by largest remainder so they sum to 100 (stable keeps 100 when no pod is ready)."""
+    counts = {revision: ready.get(revision, 0) for revision in rows}
+    total = sum(counts.values())
+    if total == 0:
+        counts, total = {stable: 1}, 1
+    exact = {revision: 100 * n / total for revision, n in counts.items()}
+    weights = {revision: math.floor(x) for revision, x in exact.items()}
+    for revision in sorted(exact, key=lambda r: weights[r] - exact[r])[: 100 - sum(weights.values())]:
+        weights[revision] += 1
+    return [row.model_copy(update={"weight": weights.get(revision, 0)}) for revision, row in rows.items()]
 
 
 # ----------------------------------------------------------------------------- result
@@ -627,9 +662,9 @@ def _workloads(st: _State, desired: str) -> tuple[list[Workload], bool]:
         capacity = st.inputs.capacity
         short = capacity is not None and capacity.free_pods < want
         swap = strategy.surge == "never" or (strategy.surge == "auto" and short)
-        if md.spec.traffic.provider == "replicas" and strategy.type == "canary":
+        if _pooled(md):
             swap = True  # the replica ratio is the traffic split
-            want = round(replicas * _target_weight(st) / 100)
+            want = _pool_candidate_replicas(st)
         held = strategy.surge == "always" and short
         if not held:
             out.append(Workload(candidate, "preview" if strategy.type == "blueGreen" else "candidate", want, st.source))
@@ -643,6 +678,8 @@ def _workloads(st: _State, desired: str) -> tuple[list[Workload], bool]:
         source = _source_of(status, stable) or st.source
         out.insert(0, Workload(stable, "stable", stable_replicas, source))
     for kept in status.scale_down:
+        if _pooled(md):
+            break  # every pod of the model is in the live pool: a kept revision would take traffic
         if kept.at > st.now and kept.revision not in {w.revision for w in out}:
             source = _source_of(status, kept.revision)
             if source is not None:
@@ -663,19 +700,14 @@ def _traffic(st: _State, workloads: list[Workload]) -> list[TrafficEntry]:
     }
     if stable is None or stable not in rows:
         return list(rows.values())
+    if _pooled(md):
+        return _pool_traffic(rows, ready, stable)
     share: dict[str, int] = {}
     mirror = 0
     if candidate is not None and candidate in rows and ready.get(candidate, 0) > 0:
         baseline = stable + BASELINE_SUFFIX
         if strategy.type == "canary":
             weight = _live_weight(st, ready.get(candidate, 0))
-            if md.spec.traffic.provider == "replicas":
-                total = sum(w.replicas for w in workloads if w.role in ("stable", "candidate"))
-                weight = (
-                    round(100 * next((w.replicas for w in workloads if w.revision == candidate), 0) / total)
-                    if total
-                    else 0
-                )
             if baseline in rows:  # compare like with like: the baseline takes the same share, or neither does
                 if ready.get(baseline, 0) > 0:
                     share[baseline] = weight

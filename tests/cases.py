@@ -238,6 +238,12 @@ CASES = [
         "traffic.provider replicas can neither mirror nor pin clients",
     ),
     Case(
+        "replicas-provider-canary-baseline",
+        CANARY,
+        {"spec.traffic.provider": "replicas", "spec.strategy.canary.baseline": True},
+        "canary baseline pods need routed traffic",
+    ),
+    Case(
         "gatewayapi-without-routes",
         SHADOW,
         {"spec.traffic.provider": "gatewayAPI"},

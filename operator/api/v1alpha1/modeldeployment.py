@@ -587,7 +587,10 @@ class TrafficSpec(ApiModel):
 
     provider: Literal["gateway", "gatewayAPI", "replicas"] = "gateway"
     """gateway: cutover's own gateway (no mesh needed); gatewayAPI: a weighted HTTPRoute with a
-    mirror filter; replicas: a shared Service, with weights approximated by replica counts."""
+    mirror filter; replicas: one Service named after the ModelDeployment, with no router. With
+    replicas a canary's weights are approximated by replica counts (status.traffic shows the real
+    share of ready pods, at least one candidate pod once a step's weight is above 0) and the old
+    stable's pods go at promotion; blue/green's Service selects the live revision only."""
     gateway_api: GatewayApiTraffic | None = Field(default=None, alias="gatewayAPI")
     """Settings for provider gatewayAPI."""
 
@@ -682,6 +685,14 @@ class ModelDeploymentSpec(ApiModel):
             message="traffic.provider replicas can neither mirror nor pin clients; use gateway or gatewayAPI "
             "for shadow and abTest",
             check=lambda s: s.traffic.provider != "replicas" or s.strategy.type in ("canary", "blueGreen"),
+        ),
+        Rule(
+            cel="self.traffic.provider != 'replicas' || !has(self.strategy.canary) || !self.strategy.canary.baseline",
+            message="canary baseline pods need routed traffic: with traffic.provider replicas they would join the "
+            "live pool and take traffic whether or not the candidate can; use gateway or gatewayAPI",
+            check=lambda s: (
+                s.traffic.provider != "replicas" or s.strategy.canary is None or not s.strategy.canary.baseline
+            ),
         ),
         Rule(
             cel="self.traffic.provider != 'gatewayAPI' || self.strategy.type != 'abTest' || "
@@ -850,7 +861,7 @@ class ModelDeploymentStatus(ApiModel):
     """Revisions that were stable, newest first, up to revisionHistoryLimit."""
     handled_requests: list[HandledRequest] = []
     """On-call requests handled, newest first (the last 20, for people to read)."""
-    last_handled_requests: dict[RequestAction, str] = {}
+    last_handled_requests: dict[str, str] = {}
     """Per action, the id (annotation value) of the last request handled. An annotation whose
     value equals it is done and never runs again, however many requests come after it."""
 
