@@ -1,6 +1,8 @@
-"""The serving runtime's Prometheus metrics. The analysis engine reads these names (see
-operator/analysis/engine.py), so they are a contract: labels ``namespace``, ``model`` (the
-ModelDeployment's model name) and ``revision`` on every series.
+"""The serving runtime's Prometheus metrics: labels ``namespace``, ``model`` (the
+ModelDeployment's model name) and ``revision`` on every series. The series the analysis engine
+reads (requests, request duration, predictions, confidence, out-of-distribution count) and
+their buckets are defined in the contract module, ``cutover.api.contract``; the rest are
+serving's own.
 
 =============================================  =========  ===========================================
 series                                         type       extra labels, buckets
@@ -19,7 +21,8 @@ cutover_serving_circuit_breaker_state          gauge      link; 0 closed, 1 half
 cutover_serving_audit_dropped_total            counter    audit records dropped because the writer lagged
 =============================================  =========  ===========================================
 
-Latency thresholds in ``analysis.metrics[].latencyThreshold`` must be one of LATENCY_BUCKETS.
+Latency thresholds in ``analysis.metrics[].latencyThreshold`` must be one of LATENCY_BUCKETS (the
+API refuses any other).
 """
 
 from __future__ import annotations
@@ -28,28 +31,22 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-LATENCY_BUCKETS = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
+from cutover.api.contract import (
+    CONFIDENCE_BUCKETS,
+    LATENCY_BUCKETS,
+    OUT_OF_DISTRIBUTION,
+    PREDICTION_CONFIDENCE,
+    PREDICTIONS,
+    REVISION_LABELS,
+    SERVING_REQUEST_DURATION,
+    SERVING_REQUESTS,
+    Series,
 )
+
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 OOD_BUCKETS = (0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 20, 50)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
-LABELS = ("namespace", "model", "revision")
+LABELS = REVISION_LABELS
 
 
 class ServingMetrics:
@@ -66,10 +63,15 @@ class ServingMetrics:
         def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
             return Histogram(name, doc, LABELS, buckets=buckets, registry=self.registry)
 
-        self._requests = counter("cutover_serving_requests", "Inference and chat requests by HTTP status", "code")
-        self.duration = histogram(
-            "cutover_serving_request_duration_seconds", "Time from request to response", LATENCY_BUCKETS
-        ).labels(*values)
+        # Series of the contract (cutover.api.contract): the analysis engine reads them.
+        def shared_counter(series: Series) -> Counter:
+            return Counter(series.name, series.help, series.labels, registry=self.registry)
+
+        def shared_histogram(series: Series, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(series.name, series.help, series.labels, buckets=buckets, registry=self.registry)
+
+        self._requests = shared_counter(SERVING_REQUESTS)
+        self.duration = shared_histogram(SERVING_REQUEST_DURATION, LATENCY_BUCKETS).labels(*values)
         self.queue = histogram(
             "cutover_serving_queue_duration_seconds", "Time a request waited for its batch", LATENCY_BUCKETS
         ).labels(*values)
@@ -77,16 +79,14 @@ class ServingMetrics:
         Gauge("cutover_serving_in_flight", "Requests in progress", LABELS, registry=self.registry).labels(
             *values
         ).set_function(in_flight)
-        self.predictions = counter("cutover_predictions", "Rows answered by the primary model").labels(*values)
-        self.confidence = histogram(
-            "cutover_prediction_confidence", "Top-class probability per row", CONFIDENCE_BUCKETS
-        ).labels(*values)
+        # Event counters the analysis reads are created at 0 now: a series that exists says "no
+        # event yet", an absent one "not exported" (which the analysis never reads as zero).
+        self.predictions = shared_counter(PREDICTIONS).labels(*values)
+        self.confidence = shared_histogram(PREDICTION_CONFIDENCE, CONFIDENCE_BUCKETS).labels(*values)
         self.ood_score = histogram(
             "cutover_out_of_distribution_score", "Mahalanobis distance of each row", OOD_BUCKETS
         ).labels(*values)
-        self.ood = counter("cutover_out_of_distribution", "Rows beyond the out-of-distribution threshold").labels(
-            *values
-        )
+        self.ood = shared_counter(OUT_OF_DISTRIBUTION).labels(*values)
         self._fallbacks = counter("cutover_serving_fallbacks", "Requests answered by a fallback", "link", "reason")
         self._breaker = Gauge(
             "cutover_serving_circuit_breaker_state",

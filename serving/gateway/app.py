@@ -22,9 +22,11 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from cutover.api.contract import GATEWAY_REQUEST_DURATION, GATEWAY_REQUESTS, LATENCY_BUCKETS, SHADOW_COMPARISONS
+
 from ..breaker import CircuitBreaker
 from ..fallback import REVISION_HEADER
-from ..metrics import BREAKER_STATES, LATENCY_BUCKETS
+from ..metrics import BREAKER_STATES
 from ..protocol import HEADER_LENGTH, decode_response
 from .keys import DEFAULT_TIERS, ApiKey, Denied, KeyStore, Limiter, Tier, authorize, retry_after_header
 from .routing import Backend, Route, choose, mirrors_for, route_from
@@ -62,19 +64,11 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        labels = ("namespace", "model", "revision", "role")
-        self._requests = Counter(
-            "cutover_gateway_requests",
-            "Requests by the revision that answered",
-            [*labels, "code"],
-            registry=self.registry,
-        )
+        # The series the analysis engine reads are named in the contract (cutover.api.contract).
+        requests, duration = GATEWAY_REQUESTS, GATEWAY_REQUEST_DURATION
+        self._requests = Counter(requests.name, requests.help, requests.labels, registry=self.registry)
         self._duration = Histogram(
-            "cutover_gateway_request_duration_seconds",
-            "Time from request to response, per revision",
-            labels,
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            duration.name, duration.help, duration.labels, buckets=LATENCY_BUCKETS, registry=self.registry
         )
         self.rate_limited = Counter(
             "cutover_gateway_rate_limited",
@@ -87,12 +81,8 @@ class GatewayMetrics:
         self.shed = Counter(
             "cutover_gateway_shed", "Requests shed because the gateway is saturated", registry=self.registry
         )
-        self._comparisons = Counter(
-            "cutover_gateway_shadow_comparisons",
-            "Mirrored answers compared with the live answer",
-            ["namespace", "model", "revision", "agree"],
-            registry=self.registry,
-        )
+        comparisons = SHADOW_COMPARISONS
+        self._comparisons = Counter(comparisons.name, comparisons.help, comparisons.labels, registry=self.registry)
         self._divergence = Histogram(
             "cutover_gateway_shadow_divergence",
             "Largest absolute difference between mirrored and live outputs",

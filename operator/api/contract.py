@@ -1,0 +1,157 @@
+"""Names that several components share, each defined once: the metric series the serving
+runtime and the gateway export and the analysis engine reads, their labels, and the histogram
+bucket edges that the API's ``latencyThreshold`` rule refers to.
+
+A name typed twice drifts: a promotion gate once read ``cutover_safety_violations_total``,
+which nothing exported, and passed on no evidence. So every series carries the components that
+register it (``exported_by``); the engine refuses to judge a series that nobody exports, and a
+test builds each component's registry and checks that every series the engine reads is there.
+
+This module imports nothing heavier than the standard library: serving, the gateway, the
+operator, the kubectl plugin and ``hack/`` all import it.
+
+Absent series. A series that has no sample for a revision means "no data", never zero: the
+analysis verdict is then ``unavailable`` and weights stay frozen. Exporters therefore create
+the labelled children of their event counters at 0 when they start (serving does so for
+``cutover_predictions_total`` and ``cutover_out_of_distribution_total``), so that "no event
+yet" and "not exported" look different. The one documented exception is the ``code`` label of
+the request counters: a child per status code appears with its first answer, so a revision
+whose requests are present but which has no 5xx child has had zero errors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+Component = Literal["serving", "gateway"]
+Kind = Literal["counter", "histogram", "gauge"]
+
+REVISION_LABELS = ("namespace", "model", "revision")
+"""Labels on every series the analysis reads: the ModelDeployment's namespace, ``model.name``
+and the revision hash."""
+
+
+@dataclass(frozen=True)
+class Series:
+    """One metric family as the exporters register it and the engine selects it.
+
+    ``name`` is the family name given to prometheus_client (which appends ``_total`` to counters
+    and ``_bucket``/``_count``/``_sum`` to histograms); ``labels`` are all its label names, in
+    registration order; ``exported_by`` the components that register it, empty when none does
+    yet, with ``not_exported`` saying why."""
+
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = REVISION_LABELS
+    exported_by: tuple[Component, ...] = ()
+    not_exported: str = ""
+
+    @property
+    def sample(self) -> str:
+        """The sample name a query selects: ``<name>_total`` for a counter, ``<name>_bucket``
+        for a histogram, the name itself for a gauge."""
+        return {"counter": f"{self.name}_total", "histogram": f"{self.name}_bucket", "gauge": self.name}[self.kind]
+
+
+SERVING_REQUESTS = Series(
+    "cutover_serving_requests",
+    "counter",
+    "Inference and chat requests by HTTP status",
+    (*REVISION_LABELS, "code"),
+    ("serving",),
+)
+SERVING_REQUEST_DURATION = Series(
+    "cutover_serving_request_duration_seconds", "histogram", "Time from request to response", exported_by=("serving",)
+)
+GATEWAY_REQUESTS = Series(
+    "cutover_gateway_requests",
+    "counter",
+    "Requests by the revision that answered",
+    (*REVISION_LABELS, "role", "code"),
+    ("gateway",),
+)
+GATEWAY_REQUEST_DURATION = Series(
+    "cutover_gateway_request_duration_seconds",
+    "histogram",
+    "Time from request to response, per revision",
+    (*REVISION_LABELS, "role"),
+    ("gateway",),
+)
+PREDICTIONS = Series("cutover_predictions", "counter", "Rows answered by the primary model", exported_by=("serving",))
+PREDICTION_CONFIDENCE = Series(
+    "cutover_prediction_confidence", "histogram", "Top-class probability per row", exported_by=("serving",)
+)
+OUT_OF_DISTRIBUTION = Series(
+    "cutover_out_of_distribution",
+    "counter",
+    "Rows beyond the out-of-distribution threshold",
+    exported_by=("serving",),
+)
+SAFETY_VIOLATIONS = Series(
+    "cutover_safety_violations",
+    "counter",
+    "Safety filter findings by filter and action",
+    (*REVISION_LABELS, "filter", "action"),
+    exported_by=(),
+    not_exported="the SafetyPolicy filters are not on the serving path yet, so no component counts violations",
+)
+SHADOW_COMPARISONS = Series(
+    "cutover_gateway_shadow_comparisons",
+    "counter",
+    "Mirrored answers compared with the live answer",
+    (*REVISION_LABELS, "agree"),
+    ("gateway",),
+)
+
+REQUESTS: dict[Component, Series] = {"serving": SERVING_REQUESTS, "gateway": GATEWAY_REQUESTS}
+"""Request counters by the component that counts them (the gateway when it routes the traffic)."""
+REQUEST_DURATION: dict[Component, Series] = {"serving": SERVING_REQUEST_DURATION, "gateway": GATEWAY_REQUEST_DURATION}
+"""Request latency histograms by the component that measures them."""
+SERIES = (
+    SERVING_REQUESTS,
+    SERVING_REQUEST_DURATION,
+    GATEWAY_REQUESTS,
+    GATEWAY_REQUEST_DURATION,
+    PREDICTIONS,
+    PREDICTION_CONFIDENCE,
+    OUT_OF_DISTRIBUTION,
+    SAFETY_VIOLATIONS,
+    SHADOW_COMPARISONS,
+)
+"""Every series in this contract."""
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Bucket edges (seconds) of both request-duration histograms; ``latencyThreshold`` must be one."""
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+"""Bucket edges of ``cutover_prediction_confidence`` (top-class probability)."""
+
+
+def duration_text(seconds: float) -> str | None:
+    """``seconds`` as an API duration string (``250ms``, ``1s``, ``2500ms``), or None when the
+    API's duration syntax (whole ms, s, m or h) cannot write it."""
+    ms = round(seconds * 1000)
+    if ms <= 0 or not math.isclose(ms / 1000, seconds, rel_tol=1e-9, abs_tol=0.0):
+        return None
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+LATENCY_THRESHOLDS = tuple(text for edge in LATENCY_BUCKETS if (text := duration_text(edge)) is not None)
+"""The latency bucket edges a ``latencyThreshold`` can name (0.5 ms and 2.5 ms are edges too, but
+the duration syntax has no unit below the millisecond)."""
+
+
+def interval_text(lower: float | None, upper: float | None, digits: int = 3) -> str:
+    """A confidence interval in words, unbounded sides shown as such: ``[0.8, 1.3]``, ``[0, ∞)``.
+
+    ``None`` or an infinite value is an unbounded side (status omits a bound that does not
+    exist: JSON has no infinity); a finite bound is written with ``digits`` significant digits."""
+
+    def finite(x: float | None) -> bool:
+        return x is not None and math.isfinite(x)
+
+    left = f"[{lower:.{digits}g}" if finite(lower) else "(-∞"
+    right = f"{upper:.{digits}g}]" if finite(upper) else "∞)"
+    return f"{left}, {right}"
