@@ -25,9 +25,9 @@ from pydantic import ValidationError
 
 from cutover.api.v1alpha1 import GROUP, REQUEST_ANNOTATIONS, VERSION, ModelDeployment
 
-from . import builders, gpu, metrics
+from . import builders, gpu, metrics, pods
 from .kube import ApiError, Kube
-from .rollout import Capacity, Inputs, Plan, Request, reconcile, requests_in
+from .rollout import AnalysisInput, Capacity, Inputs, Plan, Request, comparison, reconcile, requests_in
 from .verdicts import VerdictSource
 
 PLURAL = "modeldeployments"
@@ -115,6 +115,8 @@ class Child:
     revision: str
     ready: int
     owner: str
+    wanted: int = 0
+    """spec.replicas: pods the Deployment is asked for."""
 
 
 def latest(ctx: Context, body: kopf.Body) -> dict[str, Any]:
@@ -146,8 +148,9 @@ async def reconcile_once(ctx: Context, body: kopf.Body, children: list[Child], l
         for r in requests_in(md.metadata.annotations)
     )
     capacity = await _capacity(kube, md)
-    analysis = await ctx.verdicts.current(md, now)
-    plan = reconcile(Inputs(md, ready, datetime.fromtimestamp(now, UTC), analysis, requests, capacity))
+    analysis = await _analysis(ctx, md, now, logger)
+    problems = await _pod_problems(kube, md, logger) if any(c.ready < c.wanted for c in children) else {}
+    plan = reconcile(Inputs(md, ready, datetime.fromtimestamp(now, UTC), analysis, requests, capacity, problems))
     await _apply(ctx, md, plan, children)
     new_status = plan.status.wire()
     if new_status != (obj.get("status") or {}):
@@ -158,6 +161,34 @@ async def reconcile_once(ctx: Context, body: kopf.Body, children: list[Child], l
         (kopf.info if event.type == "Normal" else kopf.warn)(obj, reason=event.reason, message=event.message)
     metrics.observe(md, plan, analysis, time.monotonic() - started)
     return ROLLING_INTERVAL if plan.status.candidate_revision or plan.status.phase != "Healthy" else RESTING_INTERVAL
+
+
+async def _analysis(ctx: Context, md: ModelDeployment, now: float, logger: logging.Logger) -> AnalysisInput | None:
+    """The verdict source's answer; when it fails, an ``unavailable`` verdict (weights frozen)
+    so that the rest of the pass, on-call requests first, still runs."""
+    try:
+        return await ctx.verdicts.current(md, now)
+    except Exception as err:
+        metrics.RECONCILE_ERRORS.labels("ModelDeployment").inc()
+        logger.exception("analysis failed")
+        judged = comparison(md.spec, md.status)
+        if judged is None:
+            return None
+        reason = f"analysis failed: {type(err).__name__}: {err}"[:500]
+        return AnalysisInput(judged, "unavailable", reason, md.spec.analysis.consecutive_error_limit)
+
+
+async def _pod_problems(kube: Kube, md: ModelDeployment, logger: logging.Logger) -> dict[str, pods.PodProblem]:
+    """Why the pods of a revision that is short of ready pods are not ready (best effort: a
+    failed list only leaves the status less precise)."""
+    try:
+        items = await kube.list(
+            "v1", "Pod", md.metadata.namespace, label_selector=f"{builders.LABEL_MODEL}={md.metadata.name}"
+        )
+    except ApiError as err:
+        logger.warning("could not list pods: %s", err)
+        return {}
+    return pods.problems(items)
 
 
 async def _apply(ctx: Context, md: ModelDeployment, plan: Plan, children: list[Child]) -> None:
@@ -205,12 +236,24 @@ def register(registry: kopf.OperatorRegistry) -> None:
         labels={builders.LABEL_MODEL: kopf.PRESENT},
     )
     async def deployments_by_model(
-        namespace: str, name: str, labels: dict[str, str], status: dict[str, Any], meta: dict[str, Any], **_: Any
+        namespace: str,
+        name: str,
+        labels: dict[str, str],
+        spec: dict[str, Any],
+        status: dict[str, Any],
+        meta: dict[str, Any],
+        **_: Any,
     ) -> dict[tuple[str, str], Child]:
         owner = next(
             (r.get("uid", "") for r in meta.get("ownerReferences", []) if r.get("kind") == "ModelDeployment"), ""
         )
-        child = Child(name, labels.get(builders.LABEL_REVISION, ""), int(status.get("readyReplicas") or 0), owner)
+        child = Child(
+            name,
+            labels.get(builders.LABEL_REVISION, ""),
+            int(status.get("readyReplicas") or 0),
+            owner,
+            int(spec.get("replicas") or 0),
+        )
         return {(namespace, labels[builders.LABEL_MODEL]): child}
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)

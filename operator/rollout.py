@@ -22,7 +22,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cutover.api.v1alpha1 import REQUEST_ANNOTATIONS, Condition
 from cutover.api.v1alpha1.base import seconds
@@ -39,6 +39,9 @@ from cutover.api.v1alpha1.modeldeployment import (
     TrafficEntry,
 )
 
+if TYPE_CHECKING:
+    from .pods import PodProblem
+
 Verdict = Literal["promote", "continue", "rollback", "inconclusive", "unavailable"]
 CANARY_SCALE_DOWN_SECONDS = 30
 HANDLED_REQUESTS_KEPT = 20
@@ -49,7 +52,9 @@ NO_ROLLOUT: dict[str, Any] = {
     "step_started_at": None,
     "rollout_started_at": None,
     "canary_weight": 0,
+    "candidate_ready_replicas": 0,
     "paused": False,
+    "pause_reason": "",
 }
 """Status fields of a rollout, as they are when none is in progress."""
 
@@ -142,6 +147,8 @@ class Inputs:
     analysis: AnalysisInput | None = None
     requests: tuple[Request, ...] = ()
     capacity: Capacity | None = None
+    pod_problems: dict[str, PodProblem] = field(default_factory=dict)
+    """Why pods are not ready, per revision (the baseline's under its -baseline id)."""
 
 
 @dataclass(frozen=True)
@@ -381,19 +388,23 @@ def _handle_requests(st: _State, desired: str) -> None:
         rolling = status.candidate_revision is not None
         if request.action == "pause":
             if rolling:
-                st.set(paused=True)
+                st.set(paused=True, pause_reason=f"on-call request {request.id}")
                 st.answer(request, "rollout paused")
             else:
                 st.answer(request, "ignored: nothing is rolling out", ok=False)
         elif request.action == "resume":
             if status.paused:
-                st.set(paused=False, last_progress_at=st.now)
+                st.set(paused=False, pause_reason="", last_progress_at=st.now)
                 st.answer(request, "rollout resumed")
             else:
                 st.answer(request, "ignored: the rollout is not paused", ok=False)
         elif request.action == "promote":
             if not rolling:
                 st.answer(request, "ignored: nothing is rolling out", ok=False)
+            elif (request.id.startswith("full") or _at_last_step(st)) and not st.inputs.ready.get(
+                status.candidate_revision or "", 0
+            ):
+                st.answer(request, "ignored: the candidate has no ready pod to take traffic; ask again later", ok=False)
             elif request.id.startswith("full") or _at_last_step(st):
                 _promote(st, f"on-call request {request.id}")
                 st.answer(request, "candidate promoted")
@@ -403,6 +414,7 @@ def _handle_requests(st: _State, desired: str) -> None:
                     step_started_at=st.now,
                     last_progress_at=st.now,
                     paused=False,
+                    pause_reason="",
                 )
                 st.answer(request, f"advanced to step {st.status.current_step_index}")
         elif request.action == "abort":
@@ -506,6 +518,77 @@ def _elapsed(since: datetime | None, now: datetime) -> float:
     return (now - since).total_seconds() if since else 0.0
 
 
+def _allowance(st: _State) -> float:
+    """Seconds the current wait may take by the spec's own configuration, beyond
+    progressDeadlineSeconds: a timed pause, an analysis step's maxDuration, the least analysis
+    time, the shadow or A/B duration, blue/green's autoPromotionSeconds."""
+    spec = st.inputs.md.spec
+    strategy = spec.strategy
+    least = seconds(spec.analysis.min_duration)
+    if strategy.canary is not None:
+        steps, index = _steps(st), st.status.current_step_index or 0
+        if index >= len(steps):
+            return least  # the final verdict
+        step = steps[index]
+        if step.pause is not None:
+            return seconds(step.pause.duration) if step.pause.duration else 0.0
+        if step.analysis is not None:
+            return max(least, seconds(step.analysis.max_duration) if step.analysis.max_duration else 0.0)
+        return 0.0
+    if strategy.blue_green is not None:
+        return max(least, float(strategy.blue_green.auto_promotion_seconds or 0))
+    if strategy.shadow is not None:
+        return max(least, seconds(strategy.shadow.duration))
+    assert strategy.ab_test is not None
+    return seconds(strategy.ab_test.duration)
+
+
+def _awaiting_human(st: _State, candidate_ready: int) -> str | None:
+    """What on-call must do when the spec itself makes the rollout wait for a person (an
+    indefinite pause step, or a ready blue/green preview without auto-promotion); else None."""
+    md = st.inputs.md
+    strategy = md.spec.strategy
+    how = f"kubectl cutover promote {md.metadata.name} (or annotate cutover.dev/promote)"
+    if strategy.canary is not None:
+        steps, index = _steps(st), st.status.current_step_index or 0
+        if index < len(steps) and steps[index].pause is not None and steps[index].pause.duration is None:
+            return f"canary step {index} waits for on-call: {how}"
+    elif (
+        strategy.blue_green is not None
+        and not strategy.blue_green.auto_promotion_enabled
+        and candidate_ready >= _candidate_wanted(st)
+    ):
+        return f"preview ready and auto-promotion is off: {how}"
+    return None
+
+
+def _deadline_passed(st: _State, candidate_ready: int, analysis: AnalysisInput | None, limit: float) -> None:
+    """The current wait outlived progressDeadlineSeconds plus its configured length. Pods that
+    never became ready, or a verdict that never came, roll back; metrics that could not be
+    read pause the rollout for a human instead (an outage is not the candidate's failure)."""
+    candidate = st.status.candidate_revision
+    wanted = _candidate_wanted(st)
+    if candidate_ready < wanted:
+        problem = st.inputs.pod_problems.get(candidate or "")
+        why = f": {problem.describe()}" if problem else ""
+        if st.inputs.capacity is not None and st.inputs.capacity.free_pods < wanted and not candidate_ready:
+            why = why or f": {st.inputs.capacity.free_pods} more pods of this GPU shape fit, {wanted} needed"
+        _rollback(
+            st, "ProgressDeadlineExceeded", f"{candidate_ready}/{wanted} candidate pods ready after {limit:.0f}s{why}"
+        )
+    elif analysis is not None and analysis.verdict == "unavailable":
+        reason = f"metrics unavailable for over {limit:.0f}s ({analysis.reason})"
+        st.set(paused=True, pause_reason=reason)
+        st.event(
+            "AnalysisUnavailable",
+            f"rollout of {candidate} paused: {reason}; resume once metrics are back, or promote or abort",
+            warning=True,
+        )
+    else:
+        last = f"{analysis.verdict} ({analysis.reason})" if analysis else "none"
+        _rollback(st, "ProgressDeadlineExceeded", f"no decision within {limit:.0f}s; last verdict: {last}")
+
+
 def _progress(st: _State, desired: str) -> None:
     """Move the rollout on, hold it, promote it or roll it back."""
     md = st.inputs.md
@@ -517,14 +600,17 @@ def _progress(st: _State, desired: str) -> None:
         _rollback(st, "AnalysisFailed", analysis.reason)
         return
     candidate_ready = st.inputs.ready.get(desired, 0)
-    if candidate_ready >= _candidate_wanted(st):
-        # Pods all ready: waiting on a pause or on analysis is not a lack of progress.
-        st.set(last_progress_at=st.now)
-    deadline = spec.progress_deadline_seconds
-    if not st.status.paused and _elapsed(st.status.last_progress_at, st.now) > deadline:
-        _rollback(st, "ProgressDeadlineExceeded", f"no progress for {deadline}s")
+    if candidate_ready > st.status.candidate_ready_replicas:
+        # More candidate pods ready than ever in this rollout: progress, as for a Deployment (a
+        # pod that keeps crashing and coming back is not).
+        st.set(last_progress_at=st.now, candidate_ready_replicas=candidate_ready)
+    if st.status.paused:
+        return  # frozen by on-call (or by the operator, below) until a human acts
+    limit = spec.progress_deadline_seconds + _allowance(st)
+    if _awaiting_human(st, candidate_ready) is None and _elapsed(st.status.last_progress_at, st.now) > limit:
+        _deadline_passed(st, candidate_ready, analysis, limit)
         return
-    if st.status.paused or (analysis is not None and analysis.verdict == "unavailable"):
+    if analysis is not None and analysis.verdict == "unavailable":
         return  # frozen: weights stay as they are
     strategy = spec.strategy
     verdict = analysis.verdict if analysis else None
@@ -768,11 +854,17 @@ def _finish(st: _State, desired: str) -> Plan:
     stable_ready = ready.get(stable, 0) if stable else 0
     candidate_weight = next((t.weight for t in traffic if t.revision == candidate), 0) if candidate else 0
 
+    problems = st.inputs.pod_problems
+    stable_problem = problems.get(stable or "") if stable_ready < replicas else None
+    old = status.conditions
+    gen = md.metadata.generation
+    before = st.inputs.md.status
     # Phase and message.
     phase: Phase
+    human = _awaiting_human(st, ready.get(candidate, 0)) if candidate is not None else None
     if candidate is not None:
-        phase = "Paused" if status.paused else "Progressing"
-        message = _rollout_message(st, candidate_weight)
+        phase = "Paused" if status.paused or human else "Progressing"
+        message = _rollout_message(st, candidate_weight, human)
     elif status.phase == "RolledBack" and (status.rejected_revision is not None or desired != stable):
         phase, message = "RolledBack", status.message
     elif stable_ready >= max(1, replicas):
@@ -781,23 +873,48 @@ def _finish(st: _State, desired: str) -> Plan:
         phase, message = "Degraded", f"revision {stable}: {stable_ready}/{replicas} pods ready"
     else:
         phase, message = "Pending", f"waiting for pods of revision {stable}"
+        unready = next((c for c in old if c.type == "Ready" and c.status == "False"), None)
+        waited = _elapsed(unready.last_transition_time, st.now) if unready else 0.0
+        if waited > md.spec.progress_deadline_seconds:
+            phase, message = "Failed", f"revision {stable} has had no ready pod for {waited:.0f}s"
+            if before is None or before.phase != "Failed":
+                st.event(
+                    "ProgressDeadlineExceeded",
+                    f"{message}{': ' + stable_problem.describe() if stable_problem else ''}",
+                    warning=True,
+                )
+    if stable_problem is not None and candidate is None and phase != "RolledBack":
+        message += f": {stable_problem.describe()}"
+    # Each problem is told once, as an Event, when it first shows in the status (message or Ready).
+    known = " ".join([before.message, *(c.message for c in before.conditions)]) if before else ""
+    for w in workloads:
+        problem = problems.get(w.revision)
+        if w.role in ("stable", "candidate", "baseline", "preview") and problem and problem.describe() not in known:
+            st.event("PodsNotReady", f"revision {w.revision}: {problem.describe()}", warning=True)
+    if phase == "Paused" and human and (before is None or before.phase != "Paused"):
+        st.event("AwaitingPromotion", human)
 
-    old = status.conditions
-    gen = md.metadata.generation
     conditions = [
         _condition(
             "Ready",
             stable_ready > 0,
-            "Serving" if stable_ready else "NoReadyPods",
-            f"{stable_ready}/{replicas} pods of stable revision {stable} ready",
+            "Serving" if stable_ready else stable_problem.reason if stable_problem else "NoReadyPods",
+            f"{stable_ready}/{replicas} pods of stable revision {stable} ready"
+            + (f"; {stable_problem.describe()}" if stable_problem else ""),
             old,
             st.now,
             gen,
         ),
         _condition(
             "Progressing",
-            candidate is not None and not status.paused,
-            "Paused" if status.paused else "RolloutInProgress" if candidate else "NoRollout",
+            candidate is not None and not status.paused and not human,
+            "Paused"
+            if status.paused
+            else "AwaitingPromotion"
+            if human
+            else "RolloutInProgress"
+            if candidate
+            else "NoRollout",
             message if candidate else "no rollout in progress",
             old,
             st.now,
@@ -877,7 +994,7 @@ def _finish(st: _State, desired: str) -> Plan:
     return Plan(tuple(workloads), new_status, tuple(st.events), comparison(md.spec, new_status))
 
 
-def _rollout_message(st: _State, weight: int) -> str:
+def _rollout_message(st: _State, weight: int, human: str | None) -> str:
     md, status = st.inputs.md, st.status
     strategy = md.spec.strategy.type
     head = f"{strategy} {status.candidate_revision}"
@@ -892,7 +1009,16 @@ def _rollout_message(st: _State, weight: int) -> str:
         head += f", candidate weight {weight}%"
     analysis = st.analysis
     if status.paused:
-        head += " (paused by on-call)"
+        head += f" (paused: {status.pause_reason or 'on-call'})"
+    elif human:
+        head += f" ({human})"
     elif analysis is not None:
         head += f"; analysis: {analysis.verdict}" + (f" ({analysis.reason})" if analysis.reason else "")
+    for revision, role in (
+        (status.candidate_revision, "candidate"),
+        ((status.stable_revision or "") + BASELINE_SUFFIX, "baseline"),
+    ):
+        problem = st.inputs.pod_problems.get(revision or "")
+        if problem is not None:
+            head += f"; {role} pods: {problem.describe()}"
     return head

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
+from cutover.operator import pods
 from cutover.operator.rollout import AnalysisInput, Inputs, Request, comparison, reconcile, requests_in
 
 from .sim import Sim
@@ -152,3 +155,202 @@ def test_rollback_to_the_same_revision_twice_runs_twice() -> None:
         plan = sim.step(requests=(Request("rollbackTo", f"{target}@req-{attempt}"),))
         assert plan.status.stable_revision == target, plan.status.handled_requests[0]
         assert plan.status.handled_requests[0].result == f"rolled back to {target}"
+
+
+# ----------------------------------------------------------------------------- 7: why pods are not ready
+
+
+def _pod(revision: str, **status: object) -> dict[str, object]:
+    return {"metadata": {"name": f"p-{revision}", "labels": {"cutover.dev/revision": revision}}, "status": status}
+
+
+MISSING_CLAIM = _pod(
+    "r1",
+    phase="Pending",
+    conditions=[
+        {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": '0/7 nodes are available: persistentvolumeclaim "models" not found.',
+        }
+    ],
+)
+
+
+def test_a_missing_volume_claim_is_named_in_status_not_waiting() -> None:
+    sim = Sim.of(CANARY)
+    plan = sim.step()
+    stable = plan.status.stable_revision
+    assert stable is not None
+    sim.ready = {stable: 0}
+    claim = pods.problems([{**MISSING_CLAIM, "metadata": {"labels": {"cutover.dev/revision": stable}}}])
+    sim.now += timedelta(seconds=30)
+    plan = reconcile(Inputs(sim.md, {stable: 0}, sim.now, pod_problems=claim))
+    assert 'persistentvolumeclaim "models" not found' in plan.status.message
+    assert plan.status.message.startswith(f"waiting for pods of revision {stable}: 1 pod Unschedulable")
+    ready = {c.type: c for c in plan.status.conditions}["Ready"]
+    assert ready.status == "False" and ready.reason == "Unschedulable" and "persistentvolumeclaim" in ready.message
+    assert [e.reason for e in plan.events] == ["PodsNotReady"]
+    sim.status = plan.status.wire()
+    again = reconcile(Inputs(sim.md, {stable: 0}, sim.now + timedelta(seconds=30), pod_problems=claim))
+    assert not again.events, "the same problem is told once"
+
+
+@pytest.mark.parametrize(
+    ("pod", "reason", "words"),
+    [
+        (MISSING_CLAIM, "Unschedulable", 'persistentvolumeclaim "models" not found'),
+        (
+            _pod(
+                "r1",
+                phase="Pending",
+                containerStatuses=[
+                    {
+                        "name": "serving",
+                        "state": {"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "x:1"'}},
+                    }
+                ],
+            ),
+            "ImagePullBackOff",
+            'container serving: Back-off pulling image "x:1"',
+        ),
+        (
+            _pod(
+                "r1",
+                phase="Running",
+                containerStatuses=[
+                    {
+                        "name": "serving",
+                        "restartCount": 5,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m0s"}},
+                        "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+                    }
+                ],
+            ),
+            "CrashLoopBackOff",
+            "last exit code 137: OOMKilled",
+        ),
+        (
+            _pod(
+                "r1",
+                phase="Pending",
+                initContainerStatuses=[
+                    {"name": "fetch-model", "state": {"terminated": {"exitCode": 1, "message": "403 Forbidden"}}}
+                ],
+            ),
+            "InitContainerFailed",
+            "init container fetch-model exited with code 1: 403 Forbidden",
+        ),
+        (
+            _pod("r1", phase="Failed", reason="Evicted", message="The node was low on resource: memory."),
+            "Failed",
+            "Evicted: The node was low on resource: memory.",
+        ),
+        (
+            _pod(
+                "r1",
+                phase="Running",
+                conditions=[{"type": "Ready", "status": "False"}],
+                containerStatuses=[{"name": "serving", "restartCount": 3, "state": {"running": {}}}],
+            ),
+            "NotReady",
+            "readiness probe failing; restarted 3 times",
+        ),
+    ],
+)
+def test_each_kind_of_stuck_pod_is_explained(pod: dict[str, object], reason: str, words: str) -> None:
+    (problem,) = pods.problems([pod, pod]).values()
+    assert problem.reason == reason and problem.pods == 2 and words in problem.message, problem
+
+
+def test_ready_and_starting_pods_are_not_problems() -> None:
+    starting = _pod(
+        "r1", phase="Pending", containerStatuses=[{"name": "s", "state": {"waiting": {"reason": "ContainerCreating"}}}]
+    )
+    ready = _pod("r1", phase="Running", conditions=[{"type": "Ready", "status": "True"}])
+    assert pods.problems([starting, ready]) == {}
+
+
+def test_candidate_pods_that_never_start_say_why_and_roll_back_at_the_deadline() -> None:
+    sim = deployed()
+    sim.change_version("v2")
+    plan = sim.step()
+    candidate = plan.status.candidate_revision
+    assert candidate is not None
+    problem = pods.problems([{**MISSING_CLAIM, "metadata": {"labels": {"cutover.dev/revision": candidate}}}])
+    stable = plan.status.stable_revision or ""
+    for _ in range(10):
+        sim.now += timedelta(seconds=400)
+        plan = reconcile(Inputs(sim.md, {stable: 3}, sim.now, pod_problems=problem))
+        sim.status = plan.status.wire()
+        if plan.status.candidate_revision is None:
+            break
+        assert "candidate pods: 1 pod Unschedulable" in plan.status.message
+    assert plan.status.phase == "RolledBack" and plan.status.rejected_revision == candidate
+    assert 'persistentvolumeclaim "models" not found' in plan.status.message
+
+
+# ----------------------------------------------------------------------------- 8: every wait ends
+
+
+def _run(sim: Sim, verdict: str | None, hours: float, tick: float = 60) -> None:
+    for _ in range(int(hours * 3600 / tick)):
+        sim.step(verdict, seconds=tick)
+        if sim.status and sim.status.get("candidateRevision") is None:
+            return
+
+
+def test_an_analysis_step_without_max_duration_does_not_wait_for_ever() -> None:
+    sim = deployed()
+    sim.change_version("v2")
+    sim.step()
+    _run(sim, "inconclusive", hours=3)
+    assert sim.status["phase"] == "RolledBack", sim.status["message"]
+    assert any(e.reason == "ProgressDeadlineExceeded" for p in sim.plans for e in p.events)
+    assert "last verdict: inconclusive" in sim.status["message"]
+
+
+def test_a_candidate_at_full_weight_without_a_verdict_does_not_wait_for_ever() -> None:
+    sim = deployed(strategy={"type": "canary", "canary": {"steps": [{"setWeight": 100}]}})
+    sim.change_version("v2")
+    sim.step()
+    sim.step("continue")
+    assert sim.weights() == {"candidate": 100}
+    _run(sim, "continue", hours=3)
+    assert sim.status["phase"] == "RolledBack" and sim.weights() == {"stable": 100}
+
+
+def test_metrics_unavailable_past_the_deadline_pause_for_a_human_and_never_roll_back() -> None:
+    sim = deployed()
+    sim.change_version("v2")
+    sim.step()
+    _run(sim, "unavailable", hours=3)
+    assert sim.status["candidateRevision"] is not None and sim.status["phase"] == "Paused"
+    assert sim.status["paused"] and "metrics unavailable" in sim.status["pauseReason"]
+    assert [e.reason for p in sim.plans for e in p.events].count("AnalysisUnavailable") == 1
+    plan = sim.step("continue", requests=(Request("resume", "r-1"),))
+    assert plan.status.phase == "Progressing" and plan.status.pause_reason == ""
+
+
+def test_an_indefinite_pause_step_waits_for_a_human_and_says_so() -> None:
+    sim = deployed(strategy={"type": "canary", "canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}})
+    sim.change_version("v2")
+    sim.step()
+    _run(sim, "continue", hours=5)
+    assert sim.status["phase"] == "Paused" and sim.status["candidateRevision"] is not None
+    assert "waits for on-call: kubectl cutover promote fraud-scorer" in sim.status["message"]
+    assert [e.reason for p in sim.plans for e in p.events].count("AwaitingPromotion") == 1
+    plan = sim.step("continue", requests=(Request("promote", "p-1"),))
+    assert plan.status.candidate_revision is None and "Promoted" in [e.reason for e in plan.events]
+
+
+def test_a_stable_revision_that_never_gets_a_ready_pod_fails_with_an_event() -> None:
+    sim = Sim.of(CANARY)
+    plan = sim.step()
+    stable = plan.status.stable_revision or ""
+    sim.stuck = {stable}
+    for _ in range(10):
+        plan = sim.step(seconds=600)
+    assert plan.status.phase == "Failed" and "no ready pod" in plan.status.message
+    assert [e.reason for p in sim.plans for e in p.events].count("ProgressDeadlineExceeded") == 1

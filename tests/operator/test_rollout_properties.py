@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cutover.api.v1alpha1 import ModelDeployment
+from cutover.api.v1alpha1 import ModelDeployment, seconds
 from cutover.operator.rollout import BASELINE_SUFFIX, AnalysisInput, Capacity, Inputs, Request, comparison, reconcile
 
 from ..cases import load
@@ -109,3 +109,73 @@ def run(example: str, script: list[dict[str, Any]]) -> None:
 @given(example=st.sampled_from(EXAMPLES), script=steps)
 def test_invariants_hold_over_random_rollouts(example: str, script: list[dict[str, Any]]) -> None:
     run(example, script)
+
+
+def _longest_step(md: ModelDeployment) -> float:
+    """The longest wait the spec configures on its own: a timed pause, an analysis step's
+    maxDuration, the least analysis time, the shadow or A/B duration, autoPromotionSeconds."""
+    strategy, analysis = md.spec.strategy, md.spec.analysis
+    waits = [seconds(analysis.min_duration)]
+    for step in strategy.canary.steps if strategy.canary else []:
+        if step.pause is not None and step.pause.duration:
+            waits.append(seconds(step.pause.duration))
+        if step.analysis is not None and step.analysis.max_duration:
+            waits.append(seconds(step.analysis.max_duration))
+    if strategy.shadow:
+        waits.append(seconds(strategy.shadow.duration))
+    if strategy.ab_test:
+        waits.append(seconds(strategy.ab_test.duration))
+    if strategy.blue_green:
+        waits.append(float(strategy.blue_green.auto_promotion_seconds or 0))
+    return max(waits)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    example=st.sampled_from(EXAMPLES),
+    verdicts=st.lists(
+        st.sampled_from([None, "continue", "inconclusive", "unavailable", "promote"]), min_size=1, max_size=6
+    ),
+    readiness=st.lists(st.sampled_from(["all", "none", "half"]), min_size=1, max_size=4),
+    tick=st.sampled_from([30, 300, 1200]),
+    deadline=st.sampled_from([60, 600, 3600]),
+)
+def test_no_state_lasts_for_ever_without_a_decision(
+    example: str, verdicts: list[str | None], readiness: list[str], tick: int, deadline: int
+) -> None:
+    """Whatever the verdicts and the pods do, every wait ends within progressDeadlineSeconds plus
+    the longest configured step: the rollout promotes, rolls back, or is paused for a human (an
+    indefinite pause step, a blue/green preview without auto-promotion, metrics unavailable)."""
+    doc = copy.deepcopy(load(example))
+    doc["metadata"]["generation"] = 1
+    doc["spec"]["progressDeadlineSeconds"] = deadline
+    md = ModelDeployment.model_validate(doc)
+    bound = deadline + _longest_step(md)
+    tick = max(tick, int(bound / 60))
+    now, ready, status = T0, {}, None
+    for _ in range(2):  # v1 becomes stable and ready
+        md = ModelDeployment.model_validate({**doc, "status": status} if status else doc)
+        plan = reconcile(Inputs(md, ready, now))
+        status, ready = plan.status.wire(), {w.revision: w.replicas for w in plan.workloads}
+    doc["spec"]["model"]["version"] = "v2"
+    doc["metadata"]["generation"] = 2
+    state, since = None, now
+    steps = len(md.spec.strategy.canary.steps) if md.spec.strategy.canary else 1
+    for i in range(int((steps + 2) * bound / tick) + 4):
+        now += timedelta(seconds=tick)
+        md = ModelDeployment.model_validate({**doc, "status": status})
+        judged = comparison(md.spec, md.status)
+        verdict = verdicts[i % len(verdicts)]
+        analysis = AnalysisInput(judged, verdict, "scripted", 4, agreement=0.99) if verdict and judged else None  # type: ignore[arg-type]
+        plan = reconcile(Inputs(md, ready, now, analysis))
+        new = plan.status
+        if new.candidate_revision is None or new.phase == "Paused":
+            return  # promoted, rolled back, or waiting for a person (and saying so)
+        key = (new.current_step_index, new.candidate_ready_replicas)
+        if key != state:
+            state, since = key, now
+        assert (now - since).total_seconds() <= bound + tick, (key, new.message)
+        status = plan.status.wire()
+        how = readiness[i % len(readiness)]
+        ready = {w.revision: {"all": w.replicas, "none": 0, "half": w.replicas // 2}[how] for w in plan.workloads}
+    raise AssertionError(f"still {status['phase']} after {(now - T0).total_seconds():.0f}s: {status['message']}")

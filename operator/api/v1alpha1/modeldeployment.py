@@ -847,8 +847,13 @@ class ModelDeploymentStatus(ApiModel):
     """When the current rollout began (the analysis compares from then on)."""
     last_progress_at: datetime | None = None
     """Last time the rollout moved (a step, pods becoming ready); progressDeadlineSeconds counts from it."""
+    candidate_ready_replicas: int = 0
+    """Most candidate pods ready at once in this rollout; more than that counts as progress."""
     paused: bool = False
-    """Paused by on-call (cutover.dev/pause); resume with cutover.dev/resume."""
+    """Paused by on-call (cutover.dev/pause), or by the operator when metrics stayed unavailable
+    past the progress deadline; resume with cutover.dev/resume."""
+    pause_reason: str = ""
+    """Why the rollout is paused: the on-call request, or what the operator saw."""
     rejected_revision: str | None = None
     """A revision that was rolled back: not rolled out again until the spec changes or on-call retries."""
     scale_down: list[ScaleDown] = []
