@@ -63,7 +63,7 @@ def _failed(session: pytest.Session) -> bool:
 def kube(request: pytest.FixtureRequest) -> Iterator[Kube]:
     if os.environ.get("KUBECONFIG"):
         client = Kube(os.environ["KUBECONFIG"].split(os.pathsep)[0])
-        client.run("apply", "--server-side", "--field-manager=pytest", "-f", str(REPO / "crds"))
+        client.run("apply", "--server-side", "--force-conflicts", "--field-manager=pytest", "-f", str(REPO / "crds"))
         yield client
         return
     up = subprocess.run([REPO / "hack/cluster", "up", CLUSTER_NAME], capture_output=True, text=True)

@@ -8,8 +8,6 @@ import os
 import random
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,13 +17,6 @@ from ..conftest import Kube
 from .operator_support import Operator, wait_for
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def operator(kube: Kube, namespace: str, tmp_path: Path) -> Iterator[Operator]:
-    op = Operator(kube, namespace, tmp_path).start()
-    yield op
-    op.stop()
 
 
 def md(kube: Kube, namespace: str, name: str) -> dict[str, Any]:

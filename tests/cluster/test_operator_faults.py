@@ -1,0 +1,58 @@
+"""Faults from the field (issue 12) that only show with a real scheduler and API server."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from ..cases import load
+from ..conftest import Kube
+from .operator_support import Operator, wait_for
+from .test_operator import deploy_v1, fast_canary, md, new_version
+
+pytestmark = pytest.mark.cluster
+
+
+def test_a_missing_volume_claim_is_reported_with_the_schedulers_words(
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
+    doc = copy.deepcopy(load("modeldeployment-canary.yaml"))  # pvc://models/..., and no such claim here
+    doc["metadata"].pop("namespace")
+    kube.apply(doc, namespace=namespace)
+
+    def reported() -> dict[str, object] | None:
+        status = md(kube, namespace, "fraud-scorer").get("status", {})
+        return status if 'persistentvolumeclaim "models" not found' in status.get("message", "") else None
+
+    status = wait_for(reported, timeout=90, what="the missing claim in status")
+    assert status["phase"] == "Pending"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "Unschedulable"
+    events = kube.json("get", "events", "-n", namespace, "--field-selector", "reason=PodsNotReady")["items"]
+    assert len(events) == 1 and "persistentvolumeclaim" in events[0]["message"]
+
+
+def test_a_failing_verdict_source_does_not_stop_an_on_call_abort(
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
+    doc = fast_canary()
+    deploy_v1(kube, namespace, doc)
+    new_version(kube, namespace, doc, "v2")
+    wait_for(lambda: md(kube, namespace, "ranker")["status"].get("candidateRevision"), what="the rollout to start")
+    # A verdict source that raises on every pass (here: a verdict file without a verdict).
+    (operator.verdicts / f"{namespace}_ranker.json").write_text('{"reason": "no verdict key"}')
+    body = wait_for(
+        lambda: (
+            (b := md(kube, namespace, "ranker"))["status"].get("lastAnalysis") is None
+            and "analysis failed" in b["status"].get("message", "")
+            and b
+        ),
+        what="the failure in status",
+    )
+    assert body["status"]["phase"] == "Progressing"
+    kube.run("annotate", "md/ranker", "-n", namespace, "cutover.dev/abort=abort-1")
+    body = wait_for(
+        lambda: (b := md(kube, namespace, "ranker"))["status"]["phase"] == "RolledBack" and b, what="the abort"
+    )
+    assert body["status"]["handledRequests"][0]["id"] == "abort-1"
