@@ -27,6 +27,7 @@ _PLURALS = {
     ("v1", "Service"): "services",
     ("v1", "Pod"): "pods",
     ("v1", "Node"): "nodes",
+    ("v1", "Secret"): "secrets",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
     ("cutover.dev/v1alpha1", "ModelDeployment"): "modeldeployments",
@@ -132,6 +133,11 @@ class Kube:
             data=json.dumps(obj),
             headers={"Content-Type": "application/apply-patch+yaml"},
         )
+        return body
+
+    async def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
+        """One object; raises :class:`ApiError` (404 when it does not exist)."""
+        body: dict[str, Any] = await self._request("GET", path(api_version, kind, namespace, name))
         return body
 
     async def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> None:

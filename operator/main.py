@@ -58,7 +58,7 @@ def build_registry(verdicts_from: Path | None) -> kopf.OperatorRegistry:
             raise kopf.PermanentError("no Kubernetes credentials: set KUBECONFIG or run in a pod")
         kube = Kube.from_connection(info)
         http = httpx.AsyncClient()
-        verdicts: VerdictSource = FileVerdicts(verdicts_from) if verdicts_from else PrometheusVerdicts(http)
+        verdicts: VerdictSource = FileVerdicts(verdicts_from) if verdicts_from else PrometheusVerdicts(http, kube)
         gateway_api = await kube.discover("/apis/gateway.networking.k8s.io/v1")
         memo.ctx = handlers.Context(kube, verdicts, gateway_api=gateway_api)
         memo.http = http

@@ -11,6 +11,8 @@ control-plane tests use to script verdict sequences. It is never the default.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ import httpx
 from cutover.analysis import Analysis, Arms, MetricsUnavailable, PrometheusProvider, Result
 from cutover.api.v1alpha1 import ModelDeployment, seconds
 
+from .kube import ApiError, Kube
 from .rollout import AnalysisInput, AnalysisPlan, comparison
 
 
@@ -38,12 +41,45 @@ class _Run:
     agreement: float | None = None
 
 
-class PrometheusVerdicts:
-    """Sequential analysis against Prometheus, one run per ModelDeployment."""
+class CredentialsUnavailable(Exception):
+    """The Secret named by analysis.prometheus.bearerTokenSecretRef cannot be read."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+
+class PrometheusVerdicts:
+    """Sequential analysis against Prometheus, one run per ModelDeployment.
+
+    With ``analysis.prometheus.bearerTokenSecretRef`` every query carries
+    ``Authorization: Bearer <token>``, the token read from the Secret in the ModelDeployment's
+    namespace each time metrics are read (so a rotated token is used at the next interval)."""
+
+    def __init__(self, http: httpx.AsyncClient, kube: Kube | None = None) -> None:
         self.http = http
+        self.kube = kube
         self.runs: dict[str, _Run] = {}
+
+    async def _headers(self, md: ModelDeployment) -> dict[str, str] | None:
+        """The Authorization header for this ModelDeployment's Prometheus, or None without a token.
+        Raises CredentialsUnavailable with what is wrong (Secret or key missing, not readable)."""
+        ref = md.spec.analysis.prometheus.bearer_token_secret_ref
+        if ref is None:
+            return None
+        where = f"analysis.prometheus.bearerTokenSecretRef: Secret {md.metadata.namespace}/{ref.name}"
+        if self.kube is None:
+            raise CredentialsUnavailable(f"{where}: the operator has no Kubernetes client to read it")
+        try:
+            secret = await self.kube.get("v1", "Secret", md.metadata.namespace, ref.name)
+        except ApiError as err:
+            raise CredentialsUnavailable(f"{where}: {'not found' if err.status == 404 else err}") from err
+        encoded = (secret.get("data") or {}).get(ref.key)
+        if encoded is None:
+            raise CredentialsUnavailable(f"{where} has no key {ref.key!r}")
+        try:
+            token = base64.b64decode(encoded, validate=True).decode().strip()
+        except (binascii.Error, UnicodeDecodeError) as err:
+            raise CredentialsUnavailable(f"{where} key {ref.key!r} is not a UTF-8 token") from err
+        if not token:
+            raise CredentialsUnavailable(f"{where} key {ref.key!r} is empty")
+        return {"Authorization": f"Bearer {token}"}
 
     def forget(self, uid: str) -> None:
         self.runs.pop(uid, None)
@@ -56,7 +92,17 @@ class PrometheusVerdicts:
             return None
         run = self.runs.get(uid)
         spec = md.spec.analysis
-        provider = PrometheusProvider(self.http, spec.prometheus.address, timeout=seconds(spec.prometheus.timeout))
+        due = run is None or run.key != key or run.last is None or run.last.verdict == "unavailable"
+        if run is not None and not due and now - run.analysis.last_tick < seconds(spec.interval):
+            return _input(key, run)  # nothing to read yet
+        try:
+            headers = await self._headers(md)
+        except CredentialsUnavailable as err:
+            errors = (run.last.consecutive_errors if run and run.last else 0) + 1
+            return AnalysisInput(key, "unavailable", f"metrics unavailable: {err}", errors)
+        provider = PrometheusProvider(
+            self.http, spec.prometheus.address, timeout=seconds(spec.prometheus.timeout), headers=headers
+        )
         if run is None or run.key != key:
             source = "gateway" if md.spec.traffic.provider == "gateway" else "serving"
             analysis = Analysis(
@@ -74,10 +120,15 @@ class PrometheusVerdicts:
             run.last = await run.analysis.tick(provider, now)
             if md.spec.strategy.type == "shadow":  # read with the metrics, not on every pass
                 run.agreement = await _agreement(provider, md, key, now)
-        last = run.last
-        return AnalysisInput(
-            key, last.verdict, last.reason, last.consecutive_errors, status=last.status(), agreement=run.agreement
-        )
+        return _input(key, run)
+
+
+def _input(key: AnalysisPlan, run: _Run) -> AnalysisInput:
+    last = run.last
+    assert last is not None
+    return AnalysisInput(
+        key, last.verdict, last.reason, last.consecutive_errors, status=last.status(), agreement=run.agreement
+    )
 
 
 async def _agreement(provider: PrometheusProvider, md: ModelDeployment, key: AnalysisPlan, now: float) -> float | None:
