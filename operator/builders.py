@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from cutover.api.v1alpha1 import API_VERSION, GROUP
+from cutover.api.v1alpha1.base import as_stored
 from cutover.api.v1alpha1.modeldeployment import ModelDeployment, TrafficEntry
 
 from .rollout import Workload
@@ -25,6 +26,15 @@ GPU_TAINT_KEY = "nvidia.com/gpu"
 MODEL_DIR = "/models"
 SHUTDOWN_DELAY_SECONDS = 5
 """Seconds a terminating serving pod keeps answering while endpoints drop it."""
+
+
+def _canonical_json(value: Any) -> str:
+    """One spelling of a value in pod args: sorted keys, numbers as the API server writes them.
+
+    A revision's source comes from the parsed spec on one pass and from status (after the API
+    server's JSON round trip: other key order, ``10`` for ``10.0``) on the next; both must give
+    the same pod template, or every new ModelDeployment rolls its pods once."""
+    return json.dumps(as_stored(value), sort_keys=True, separators=(",", ":"))
 
 
 def owner_reference(md: ModelDeployment) -> dict[str, Any]:
@@ -140,10 +150,12 @@ def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
         ]
     for flag, key in (("--inputs", "inputs"), ("--outputs", "outputs"), ("--ood", "outOfDistribution")):
         if model.get(key):
-            args += [flag, json.dumps(model[key], sort_keys=True, separators=(",", ":"))]
+            args += [flag, _canonical_json(model[key])]
     fallback = md.spec.fallback
     if fallback is not None:
-        args += ["--fallback", fallback.model_dump_json(by_alias=True, exclude_none=True)]
+        # Canonical JSON of the parsed values (safeDefault is free-form: its key order and number
+        # spelling are whatever the writer chose), so the template depends on the values only.
+        args += ["--fallback", _canonical_json(fallback.wire())]
         if fallback.previous_version:
             # The previous version is whatever is stable now, reached through a Service whose
             # selector follows the stable revision, so a promotion changes no pod template; a

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
@@ -119,8 +120,35 @@ class ApiModel(BaseModel):
         return [rule.message for rule in type(self).rules if rule.transition and not rule.check(self, old)]
 
     def wire(self) -> dict[str, Any]:
-        """The object as the API server stores it: camelCase, without unset optional fields."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        """The object as the API server stores and returns it: camelCase, without unset optional
+        fields, and numbers as its JSON round trip writes them (see :func:`as_stored`). Anything
+        computed from the wire form (revision hashes, pod templates, the status compared with
+        the stored one) is then the same whether it starts from a parsed object or from what the
+        API server handed back."""
+        stored: dict[str, Any] = as_stored(self.model_dump(by_alias=True, exclude_none=True, mode="json"))
+        return stored
+
+
+_GO_INTEGER_LIMIT = 1e21
+"""Go's encoding/json writes a float64 below this magnitude without exponent or fraction when
+its value is integral, so ``10.0`` comes back from the API server as ``10``."""
+
+
+def as_stored(value: Any) -> Any:
+    """``value`` (plain JSON data) with every float written the way the API server's JSON round
+    trip gives it back: an integral float below 1e21 becomes the integer of its shortest decimal
+    form (``10.0`` -> ``10``, ``1.5e20`` -> ``150000000000000000000``); other floats, and
+    everything else, stay as they are. Idempotent: ``as_stored`` of what the API server returns
+    for ``as_stored(x)`` is ``as_stored(x)`` itself."""
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < _GO_INTEGER_LIMIT:
+            return int(Decimal(repr(value)))
+        return value
+    if isinstance(value, dict):
+        return {key: as_stored(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_stored(item) for item in value]
+    return value
 
 
 def exactly_one(*present: bool) -> bool:
