@@ -27,7 +27,7 @@ from cutover.api.v1alpha1 import GROUP, REQUEST_ANNOTATIONS, VERSION, ModelDeplo
 
 from . import builders, gpu, metrics, pods
 from .kube import ApiError, Kube
-from .rollout import AnalysisInput, Capacity, Inputs, Plan, Request, comparison, reconcile, requests_in
+from .rollout import AnalysisInput, Capacity, Inputs, Plan, Request, WatchInput, comparison, reconcile, requests_in
 from .verdicts import VerdictSource
 
 PLURAL = "modeldeployments"
@@ -149,8 +149,10 @@ async def reconcile_once(ctx: Context, body: kopf.Body, children: list[Child], l
     )
     capacity = await _capacity(kube, md)
     analysis = await _analysis(ctx, md, now, logger)
+    watch = await _watch(ctx, md, now, logger)
     problems = await _pod_problems(kube, md, logger) if any(c.ready < c.wanted for c in children) else {}
-    plan = reconcile(Inputs(md, ready, datetime.fromtimestamp(now, UTC), analysis, requests, capacity, problems))
+    at = datetime.fromtimestamp(now, UTC)
+    plan = reconcile(Inputs(md, ready, at, analysis, requests, capacity, problems, watch))
     await _apply(ctx, md, plan, children)
     new_status = plan.status.wire()
     if new_status != (obj.get("status") or {}):
@@ -176,6 +178,16 @@ async def _analysis(ctx: Context, md: ModelDeployment, now: float, logger: loggi
             return None
         reason = f"analysis failed: {type(err).__name__}: {err}"[:500]
         return AnalysisInput(judged, "unavailable", reason, md.spec.analysis.consecutive_error_limit)
+
+
+async def _watch(ctx: Context, md: ModelDeployment, now: float, logger: logging.Logger) -> WatchInput | None:
+    """The post-promotion watch's finding; a failure is logged and counts as no finding."""
+    try:
+        return await ctx.verdicts.watch(md, now)
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels("ModelDeployment").inc()
+        logger.exception("post-promotion watch failed")
+        return None
 
 
 async def _pod_problems(kube: Kube, md: ModelDeployment, logger: logging.Logger) -> dict[str, pods.PodProblem]:

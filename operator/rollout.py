@@ -33,6 +33,7 @@ from cutover.api.v1alpha1.modeldeployment import (
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     Phase,
+    PostPromotionStatus,
     RevisionRecord,
     Role,
     ScaleDown,
@@ -123,6 +124,16 @@ class AnalysisInput:
 
 
 @dataclass(frozen=True)
+class WatchInput:
+    """The post-promotion watch's latest finding about ``revision``; the state machine acts on
+    it only while that revision is the one status.postPromotion watches."""
+
+    revision: str
+    alarm: bool
+    reason: str
+
+
+@dataclass(frozen=True)
 class Request:
     """An on-call request read from an annotation."""
 
@@ -149,6 +160,7 @@ class Inputs:
     capacity: Capacity | None = None
     pod_problems: dict[str, PodProblem] = field(default_factory=dict)
     """Why pods are not ready, per revision (the baseline's under its -baseline id)."""
+    watch: WatchInput | None = None
 
 
 @dataclass(frozen=True)
@@ -273,6 +285,7 @@ def reconcile(inputs: Inputs) -> Plan:
     st = _State(inputs, md.status or ModelDeploymentStatus(), source)
 
     _handle_requests(st, desired)
+    _watch(st, desired)
 
     status = st.status
     if status.stable_revision is None:
@@ -294,6 +307,34 @@ def reconcile(inputs: Inputs) -> Plan:
         _progress(st, desired)
 
     return _finish(st, desired)
+
+
+def _watch(st: _State, desired: str) -> None:
+    """The post-promotion watch: end it when its time is up or stable changed for another
+    reason; when it finds a rise, roll back to the revision the watched one replaced (ending any
+    rollout started since), or only warn with action none."""
+    watched = st.status.post_promotion
+    if watched is None or watched.state != "Watching":
+        return
+    spec = st.inputs.md.spec.analysis.post_promotion
+    finding = st.inputs.watch if st.inputs.watch and st.inputs.watch.revision == watched.revision else None
+    if spec is None or watched.revision != st.status.stable_revision:
+        why = "analysis.postPromotion was removed" if spec is None else f"stable is now {st.status.stable_revision}"
+        st.set(post_promotion=watched.model_copy(update={"state": "Ended", "reason": why}))
+    elif finding is not None and finding.alarm:
+        st.set(post_promotion=watched.model_copy(update={"state": "Regressed", "reason": finding.reason}))
+        if spec.action == "rollback" and _source_of(st.status, watched.previous) is not None:
+            if st.status.candidate_revision is not None:
+                _rollback(st, "PostPromotionRegression", f"stable {watched.revision} regressed after promotion")
+            _switch_stable(st, watched.previous, desired, finding.reason, "PostPromotionRegression")
+        else:
+            st.event("PostPromotionRegression", finding.reason, warning=True)
+    elif st.now >= watched.until:
+        reason = f"no rise found between {watched.promoted_at.isoformat()} and {watched.until.isoformat()}"
+        st.set(post_promotion=watched.model_copy(update={"state": "Passed", "reason": reason}))
+        st.event("PostPromotionPassed", f"revision {watched.revision}: {reason}")
+    elif finding is not None and finding.reason != watched.reason:
+        st.set(post_promotion=watched.model_copy(update={"reason": finding.reason}))
 
 
 def _initial(st: _State, desired: str) -> None:
@@ -363,11 +404,24 @@ def _promote(st: _State, how: str) -> None:
     )
     scale_down = [s for s in st.status.scale_down if s.revision not in (candidate, old)]
     scale_down.append(ScaleDown(revision=old, at=st.now + timedelta(seconds=delay)))
+    watch = md.spec.analysis.post_promotion
+    judged = comparison(md.spec, st.status)
     st.set(
         **NO_ROLLOUT,
         stable_revision=candidate,
         scale_down=scale_down,
         history=_record(st.status, candidate, st.source, md.spec.model.version, st.now, md.spec.revision_history_limit),
+        post_promotion=PostPromotionStatus(
+            revision=candidate,
+            previous=old,
+            baseline=judged.baseline if judged else old,
+            rollout_started_at=judged.started_at if judged else st.now,
+            promoted_at=st.now,
+            until=st.now + timedelta(seconds=seconds(watch.duration)),
+            reason="watching for a rise of the error and slow-request rates since the rollout",
+        )
+        if watch is not None
+        else None,
     )
     st.event("Promoted", f"revision {candidate} (model version {md.spec.model.version}) promoted: {how}")
 
@@ -432,7 +486,8 @@ def _handle_requests(st: _State, desired: str) -> None:
                 if previous is None:
                     st.answer(request, "ignored: no earlier stable revision in history", ok=False)
                 else:
-                    _switch_stable(st, previous, request, desired)
+                    _switch_stable(st, previous, desired, f"on-call request {request.id}", "RolledBackByRequest")
+                    st.answer(request, f"rolled back to {previous}")
         elif request.action == "rollbackTo":
             target = rollback_target(request.id)
             if target == status.stable_revision and not rolling:
@@ -444,7 +499,8 @@ def _handle_requests(st: _State, desired: str) -> None:
                 if rolling:
                     _rollback(st, "RolledBackByRequest", f"on-call request to roll back to {target}")
                 if target != st.status.stable_revision:
-                    _switch_stable(st, target, request, desired)
+                    _switch_stable(st, target, desired, f"on-call request {request.id}", "RolledBackByRequest")
+                    st.answer(request, f"rolled back to {target}")
                 else:
                     st.answer(request, f"rolled back to {target}")
         elif request.action == "retry":
@@ -455,7 +511,7 @@ def _handle_requests(st: _State, desired: str) -> None:
                 st.answer(request, "ignored: no rolled-back revision to retry", ok=False)
 
 
-def _switch_stable(st: _State, target: str, request: Request, desired: str) -> None:
+def _switch_stable(st: _State, target: str, desired: str, cause: str, reason: str) -> None:
     """Make an older stable revision stable again (its spec from history); the revision that
     was stable, and whatever the spec asks for, are not rolled out again without a retry."""
     old = st.status.stable_revision
@@ -474,10 +530,9 @@ def _switch_stable(st: _State, target: str, request: Request, desired: str) -> N
         scale_down=scale_down,
         phase="RolledBack",
         rejected_revision=desired if desired != target else None,
-        message=f"rolled back from {old} to {target} by on-call request {request.id}",
+        message=f"rolled back from {old} to {target}: {cause}",
     )
-    st.events.append(Event("Warning", "RolledBackByRequest", f"stable switched from {old} to {target}"))
-    st.answer(request, f"rolled back to {target}")
+    st.events.append(Event("Warning", reason, f"stable switched from {old} to {target}: {cause}"))
 
 
 # ----------------------------------------------------------------------------- progress
@@ -977,7 +1032,17 @@ def _finish(st: _State, desired: str) -> Plan:
 
     handled = [*reversed(st.handled), *status.handled_requests][:HANDLED_REQUESTS_KEPT]
     scale_down = [s for s in status.scale_down if s.at > st.now]
-    last_analysis = analysis.status if analysis is not None and analysis.status is not None else status.last_analysis
+    # The evidence of a verdict about the rollout this pass began with is kept, also when that
+    # verdict ended the rollout (rolled back, promoted); not when another rollout replaced it.
+    given = st.inputs.analysis
+    evidence = (
+        given.status
+        if given is not None
+        and given.judged == comparison(md.spec, st.inputs.md.status)
+        and candidate in (None, given.judged.candidate)
+        else None
+    )
+    last_analysis = evidence or status.last_analysis
     new_status = status.model_copy(
         update={
             "observed_generation": gen,

@@ -14,22 +14,28 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import httpx
 
-from cutover.analysis import Analysis, Arms, MetricsUnavailable, PrometheusProvider, Result
+from cutover.analysis import Analysis, Arms, MetricsUnavailable, PostPromotionWatch, PrometheusProvider, Result
 from cutover.api.v1alpha1 import ModelDeployment, seconds
 
 from .kube import ApiError, Kube
-from .rollout import AnalysisInput, AnalysisPlan, comparison
+from .rollout import AnalysisInput, AnalysisPlan, WatchInput, comparison
 
 
 class VerdictSource(Protocol):
     async def current(self, md: ModelDeployment, now: float) -> AnalysisInput | None:
         """The analysis input for the rollout in ``md.status`` (None when nothing rolls out)."""
+        ...
+
+    async def watch(self, md: ModelDeployment, now: float) -> WatchInput | None:
+        """The post-promotion watch's finding on ``md.status.postPromotion`` (None when no
+        revision is being watched)."""
         ...
 
 
@@ -39,6 +45,15 @@ class _Run:
     analysis: Analysis
     last: Result | None = None
     agreement: float | None = None
+
+
+@dataclass
+class _Watch:
+    key: tuple[str, float]
+    """The watched revision and when it was promoted."""
+    watch: PostPromotionWatch | None
+    """None when the rollout left no rate to compare with."""
+    last: WatchInput
 
 
 class CredentialsUnavailable(Exception):
@@ -56,6 +71,9 @@ class PrometheusVerdicts:
         self.http = http
         self.kube = kube
         self.runs: dict[str, _Run] = {}
+        self.finished: dict[str, _Run] = {}
+        """The last ended rollout per object: the post-promotion watch starts from its evidence."""
+        self.watches: dict[str, _Watch] = {}
 
     async def _headers(self, md: ModelDeployment) -> dict[str, str] | None:
         """The Authorization header for this ModelDeployment's Prometheus, or None without a token.
@@ -81,14 +99,80 @@ class PrometheusVerdicts:
             raise CredentialsUnavailable(f"{where} key {ref.key!r} is empty")
         return {"Authorization": f"Bearer {token}"}
 
-    def forget(self, uid: str) -> None:
-        self.runs.pop(uid, None)
+    def forget(self, uid: str, md: ModelDeployment | None = None) -> None:
+        """Drop the object's rollout; keep its evidence when the revision it promoted is watched."""
+        run = self.runs.pop(uid, None)
+        watched = md.status.post_promotion if md is not None and md.status else None
+        if run is not None and watched is not None and watched.revision == run.key.candidate:
+            self.finished[uid] = run
+
+    def _provider(self, md: ModelDeployment, headers: dict[str, str] | None) -> PrometheusProvider:
+        spec = md.spec.analysis.prometheus
+        return PrometheusProvider(self.http, spec.address, timeout=seconds(spec.timeout), headers=headers)
+
+    def _analysis(self, md: ModelDeployment, key: AnalysisPlan) -> Analysis:
+        return Analysis(
+            md.spec.analysis,
+            namespace=md.metadata.namespace or "",
+            model=md.spec.model.name,
+            arms=Arms(key.candidate, key.baseline),
+            started_at=key.started_at.timestamp(),
+            request_source="gateway" if md.spec.traffic.provider == "gateway" else "serving",
+        )
+
+    async def watch(self, md: ModelDeployment, now: float) -> WatchInput | None:
+        uid = md.metadata.uid or f"{md.metadata.namespace}/{md.metadata.name}"
+        watched = md.status.post_promotion if md.status else None
+        spec = md.spec.analysis.post_promotion
+        if watched is None or watched.state != "Watching" or spec is None:
+            self.watches.pop(uid, None)
+            self.finished.pop(uid, None)
+            return None
+        key = (watched.revision, watched.promoted_at.timestamp())
+        entry = self.watches.get(uid)
+        interval = seconds(md.spec.analysis.interval)
+        if entry is not None and entry.key == key and (entry.watch is None or now - entry.watch.last_tick < interval):
+            return entry.last
+        try:
+            provider = self._provider(md, await self._headers(md))
+        except CredentialsUnavailable as err:
+            return WatchInput(watched.revision, False, f"metrics unavailable: {err}")
+        if entry is None or entry.key != key:
+            entry = self.watches[uid] = await self._start_watch(md, uid, provider, key)
+        while entry.watch is not None and entry.watch.last_tick + interval <= now:  # every whole interval, in order
+            found = await entry.watch.tick(provider, entry.watch.last_tick + interval)
+            entry.last = WatchInput(watched.revision, found.alarm, found.reason)
+            if found.alarm or found.reason.startswith("metrics unavailable"):
+                break
+        return entry.last
+
+    async def _start_watch(
+        self, md: ModelDeployment, uid: str, provider: PrometheusProvider, key: tuple[str, float]
+    ) -> _Watch:
+        """The rollout's evidence (kept from the rollout, or replayed from Prometheus after a
+        restart) gives the rates the watched revision is held to."""
+        watched, spec = md.status.post_promotion, md.spec.analysis.post_promotion  # type: ignore[union-attr]
+        assert watched is not None and spec is not None
+        rollout = AnalysisPlan(watched.revision, watched.baseline, watched.rollout_started_at)
+        run = self.finished.pop(uid, None)
+        if run is not None and run.key == rollout:
+            analysis = run.analysis
+        else:
+            analysis = self._analysis(md, rollout)
+            await analysis.catch_up(provider, key[1])
+        watch = PostPromotionWatch(
+            analysis, started_at=key[1], shift=spec.shift, h=math.log(spec.false_alarm_intervals)
+        )
+        if not watch.watches:
+            reason = f"revision {watched.revision} served no requests in its rollout: no rate to hold it to"
+            return _Watch(key, None, WatchInput(watched.revision, False, reason))
+        return _Watch(key, watch, WatchInput(watched.revision, False, "watching"))
 
     async def current(self, md: ModelDeployment, now: float) -> AnalysisInput | None:
         uid = md.metadata.uid or f"{md.metadata.namespace}/{md.metadata.name}"
         key = comparison(md.spec, md.status)
         if key is None:
-            self.forget(uid)
+            self.forget(uid, md)
             return None
         run = self.runs.get(uid)
         spec = md.spec.analysis
@@ -100,19 +184,9 @@ class PrometheusVerdicts:
         except CredentialsUnavailable as err:
             errors = (run.last.consecutive_errors if run and run.last else 0) + 1
             return AnalysisInput(key, "unavailable", f"metrics unavailable: {err}", errors)
-        provider = PrometheusProvider(
-            self.http, spec.prometheus.address, timeout=seconds(spec.prometheus.timeout), headers=headers
-        )
+        provider = self._provider(md, headers)
         if run is None or run.key != key:
-            source = "gateway" if md.spec.traffic.provider == "gateway" else "serving"
-            analysis = Analysis(
-                spec,
-                namespace=md.metadata.namespace or "",
-                model=md.spec.model.name,
-                arms=Arms(key.candidate, key.baseline),
-                started_at=key.started_at.timestamp(),
-                request_source=source,
-            )
+            analysis = self._analysis(md, key)
             run = self.runs[uid] = _Run(key, analysis)
             run.last = await analysis.catch_up(provider, now)  # rebuild after a restart, interval by interval
         due = now - run.analysis.last_tick >= seconds(spec.interval)
@@ -150,10 +224,24 @@ async def _agreement(provider: PrometheusProvider, md: ModelDeployment, key: Ana
 
 class FileVerdicts:
     """Verdicts from ``DIR/<namespace>_<name>.json``: {"verdict": ..., "reason": ...,
-    "agreement": ...}. A missing file means no verdict yet."""
+    "agreement": ..., "watch": {"alarm": ..., "reason": ...}}. A missing file means no verdict
+    yet."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+
+    async def watch(self, md: ModelDeployment, now: float) -> WatchInput | None:
+        watched = md.status.post_promotion if md.status else None
+        if watched is None or watched.state != "Watching":
+            return None
+        path = self.directory / f"{md.metadata.namespace}_{md.metadata.name}.json"
+        try:
+            found = json.loads(path.read_text()).get("watch")
+        except (OSError, ValueError):
+            return None
+        if not found:
+            return None
+        return WatchInput(watched.revision, bool(found["alarm"]), found.get("reason", f"scripted in {path.name}"))
 
     async def current(self, md: ModelDeployment, now: float) -> AnalysisInput | None:
         key = comparison(md.spec, md.status)

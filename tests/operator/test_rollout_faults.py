@@ -6,9 +6,20 @@ from datetime import timedelta
 
 import pytest
 
+from cutover.api.v1alpha1.modeldeployment import AnalysisStatus
 from cutover.operator import pods
-from cutover.operator.rollout import AnalysisInput, Inputs, Request, comparison, reconcile, requests_in
+from cutover.operator.rollout import (
+    AnalysisInput,
+    Inputs,
+    Plan,
+    Request,
+    WatchInput,
+    comparison,
+    reconcile,
+    requests_in,
+)
 
+from ..cases import load
 from .sim import Sim
 from .test_rollout import CANARY, deployed
 
@@ -354,3 +365,92 @@ def test_a_stable_revision_that_never_gets_a_ready_pod_fails_with_an_event() -> 
         plan = sim.step(seconds=600)
     assert plan.status.phase == "Failed" and "no ready pod" in plan.status.message
     assert [e.reason for p in sim.plans for e in p.events].count("ProgressDeadlineExceeded") == 1
+
+
+# ----------------------------------------------------------------------------- the post-promotion watch
+
+WATCHED = {"duration": "30m", "shift": 2.0}
+
+
+def _promoted(action: str = "rollback") -> tuple[Sim, str, str]:
+    sim = deployed(analysis={**load(CANARY)["spec"]["analysis"], "postPromotion": {**WATCHED, "action": action}})
+    first = sim.status["stableRevision"]
+    sim.change_version("v2")
+    sim.step()
+    sim.step(requests=(Request("promote", "full-1"),))
+    second = sim.status["stableRevision"]
+    assert second != first and sim.status["postPromotion"]["state"] == "Watching"
+    assert sim.status["postPromotion"]["previous"] == first
+    return sim, first, second
+
+
+def _watched(sim: Sim, finding: WatchInput | None, seconds: float = 30) -> Plan:
+    sim.now += timedelta(seconds=seconds)
+    plan = reconcile(Inputs(sim.md, dict(sim.ready), sim.now, watch=finding))
+    sim.plans.append(plan)
+    sim.status = plan.status.wire()
+    sim.ready = {w.revision: w.replicas for w in plan.workloads}
+    return plan
+
+
+def test_a_regression_after_promotion_rolls_back_to_the_replaced_revision() -> None:
+    sim, first, second = _promoted()
+    plan = _watched(sim, WatchInput(second, False, "no rise since promotion"))
+    assert plan.status.stable_revision == second and plan.status.post_promotion.reason == "no rise since promotion"
+    plan = _watched(sim, WatchInput(second, True, f"revision {second} has regressed since promotion: error-rate"))
+    assert plan.status.stable_revision == first and plan.status.phase == "RolledBack"
+    assert plan.status.rejected_revision == second and plan.status.post_promotion.state == "Regressed"
+    assert [e.reason for e in plan.events] == ["PostPromotionRegression"]
+    for _ in range(3):  # not rolled out again until the spec changes or on-call retries
+        plan = _watched(sim, None)
+        assert plan.status.stable_revision == first and plan.status.candidate_revision is None
+
+
+def test_the_watch_ends_quietly_at_its_duration_and_ignores_other_revisions() -> None:
+    sim, _, second = _promoted()
+    plan = _watched(sim, WatchInput("0000000000", True, "about another revision"))
+    assert plan.status.stable_revision == second and plan.status.post_promotion.state == "Watching"
+    plan = _watched(sim, WatchInput(second, False, "no rise since promotion"), seconds=1800)
+    assert plan.status.post_promotion.state == "Passed" and [e.reason for e in plan.events] == ["PostPromotionPassed"]
+    plan = _watched(sim, WatchInput(second, True, "too late"))
+    assert plan.status.stable_revision == second
+
+
+def test_action_none_only_warns() -> None:
+    sim, _, second = _promoted(action="none")
+    plan = _watched(sim, WatchInput(second, True, "risen"))
+    assert plan.status.stable_revision == second and plan.status.post_promotion.state == "Regressed"
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "PostPromotionRegression")]
+
+
+def test_a_regression_during_the_next_rollout_ends_it_too() -> None:
+    sim, first, second = _promoted()
+    sim.change_version("v3")
+    plan = _watched(sim, None)
+    assert plan.status.candidate_revision is not None
+    plan = _watched(sim, WatchInput(second, True, "risen"))
+    assert plan.status.stable_revision == first and plan.status.candidate_revision is None
+    assert plan.status.rejected_revision not in (None, first)
+    assert {"PostPromotionRegression"} == {e.reason for e in plan.events}
+
+
+def test_the_verdict_that_ends_a_rollout_is_the_evidence_status_keeps() -> None:
+    sim = deployed()
+    sim.change_version("v2")
+    sim.step()
+    sim.step("continue")
+    judged = comparison(sim.md.spec, sim.md.status)
+    assert judged is not None
+    evidence = AnalysisStatus(verdict="rollback", reason="error-rate failed", metrics=[])
+    _reconcile_with(sim, AnalysisInput(judged, "rollback", "error-rate failed", status=evidence))
+    assert sim.status["phase"] == "RolledBack"
+    assert sim.status["lastAnalysis"]["verdict"] == "rollback"
+    # ... but a verdict about the rollout that a new spec just replaced is not shown for the new one.
+    sim.change_version("v3")
+    sim.step()
+    sim.step("continue")
+    stale = comparison(sim.md.spec, sim.md.status)
+    assert stale is not None
+    sim.change_version("v4")
+    _reconcile_with(sim, AnalysisInput(stale, "rollback", "about v3", status=evidence))
+    assert sim.status.get("lastAnalysis") is None and sim.status["phase"] == "Progressing"

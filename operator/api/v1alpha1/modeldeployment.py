@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
+from ..contract import LATENCY_THRESHOLDS, duration_text
 from .base import (
     ApiModel,
     Conditions,
@@ -488,7 +489,8 @@ class MetricSpec(ApiModel):
     prometheus: PrometheusQuery | None = None
     """A custom count metric from PromQL templates."""
     latency_threshold: Duration | None = None
-    """For builtin latency: requests slower than this count as events (a histogram bucket edge)."""
+    """For builtin latency: requests slower than this count as events. It must be one of the
+    latency histograms' bucket edges (1ms to 30s; an invalid value is refused with the list)."""
     direction: Literal["increase", "decrease", "either"] = "increase"
     """Which change is a regression: increase (errors, latency), decrease (confidence) or either."""
     failure_margin: Annotated[float, Field(ge=0, le=10)] = 0.0
@@ -511,6 +513,18 @@ class MetricSpec(ApiModel):
             message="latencyThreshold is required for builtin latency and only allowed there",
             check=lambda s: (s.builtin == "latency") == (s.latency_threshold is not None),
         ),
+        # Only requests above a bucket edge can be counted from a histogram: any other threshold
+        # would leave the latency judge without data for ever.
+        Rule(
+            cel="!has(self.latencyThreshold) || duration(self.latencyThreshold) in ["
+            + ", ".join(f"duration('{edge}')" for edge in LATENCY_THRESHOLDS)
+            + "]",
+            message="latencyThreshold must be a bucket edge of the latency histograms: "
+            + ", ".join(LATENCY_THRESHOLDS),
+            check=lambda s: (
+                s.latency_threshold is None or duration_text(seconds(s.latency_threshold)) in LATENCY_THRESHOLDS
+            ),
+        ),
     )
 
 
@@ -523,6 +537,22 @@ class PrometheusSource(ApiModel):
     """Timeout of one query."""
     bearer_token_secret_ref: SecretKeyRef | None = None
     """Secret key holding a bearer token for Prometheus."""
+
+
+class PostPromotionSpec(ApiModel):
+    """Keep watching a revision after it is promoted: a CUSUM on its error rate and slow-request
+    rate (the errorRate and latency metrics) against the rates it showed during its rollout, and
+    a rollback to the revision it replaced when either rises."""
+
+    duration: Duration = "30m"
+    """How long after promotion the revision is watched."""
+    shift: Annotated[float, Field(gt=1, le=20)] = 2.0
+    """The rise the watch is tuned to catch, as a multiple of the rollout's rate (2: a doubling)."""
+    false_alarm_intervals: Annotated[int, Field(ge=10, le=1_000_000)] = 1000
+    """Average number of analysis intervals between false alarms on a revision that has not
+    changed (the CUSUM threshold is its logarithm): 1000 at 30 s is about one per 8 hours."""
+    action: Literal["rollback", "none"] = "rollback"
+    """rollback: make the replaced revision stable again; none: a Warning event and status only."""
 
 
 class AnalysisSpec(ApiModel):
@@ -544,12 +574,21 @@ class AnalysisSpec(ApiModel):
     """What to compare; defaults to the error rate."""
     prometheus: PrometheusSource = PrometheusSource()
     """Where to read metrics."""
+    post_promotion: PostPromotionSpec | None = None
+    """Watch the revision after promotion and roll back if it regresses; unset: no watch."""
 
     rules = (
         Rule(
             cel="self.metrics.all(m, self.metrics.filter(o, o.name == m.name).size() == 1)",
             message="analysis metric names must be unique",
             check=lambda s: len({m.name for m in s.metrics}) == len(s.metrics),
+        ),
+        Rule(
+            cel="!has(self.postPromotion) || "
+            "self.metrics.exists(m, has(m.builtin) && (m.builtin == 'errorRate' || m.builtin == 'latency'))",
+            message="analysis.postPromotion watches the errorRate and latency metrics: add one of them to "
+            "analysis.metrics",
+            check=lambda s: s.post_promotion is None or any(m.builtin in ("errorRate", "latency") for m in s.metrics),
         ),
         Rule(
             cel="duration(self.minDuration) >= duration(self.interval)",
@@ -813,6 +852,28 @@ class HandledRequest(ApiModel):
     """What happened."""
 
 
+class PostPromotionStatus(ApiModel):
+    """The watch on the last promoted revision (analysis.postPromotion)."""
+
+    revision: str
+    """The promoted revision being watched."""
+    previous: str
+    """The revision it replaced: where a rollback goes."""
+    baseline: str
+    """The arm it was compared with during its rollout (its rates then are the reference)."""
+    rollout_started_at: datetime
+    """When its rollout began."""
+    promoted_at: datetime
+    """When it was promoted: the watch reads from then on."""
+    until: datetime
+    """When the watch ends."""
+    state: Literal["Watching", "Passed", "Regressed", "Ended"] = "Watching"
+    """Watching; Passed (no rise until the end); Regressed (a rise was found); Ended (stable
+    changed for another reason first)."""
+    reason: str = ""
+    """The watch's last finding, with its statistics."""
+
+
 class ScaleDown(ApiModel):
     """A revision whose pods are kept until a time, for an instant rollback after a switch."""
 
@@ -864,6 +925,8 @@ class ModelDeploymentStatus(ApiModel):
     """The last verdict with its evidence."""
     history: list[RevisionRecord] = []
     """Revisions that were stable, newest first, up to revisionHistoryLimit."""
+    post_promotion: PostPromotionStatus | None = None
+    """The watch on the last promoted revision, when analysis.postPromotion is set."""
     handled_requests: list[HandledRequest] = []
     """On-call requests handled, newest first (the last 20, for people to read)."""
     last_handled_requests: dict[str, str] = {}
