@@ -34,7 +34,7 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import logsumexp
+from scipy.special import logsumexp  # type: ignore[import-untyped]  # scipy ships no stubs
 
 Direction = Literal["increase", "decrease", "either"]
 FloatArray = NDArray[np.float64]

@@ -3,32 +3,61 @@ candidate and baseline revisions, feeds the sequential tests, and returns a verd
 evidence. It holds no clock and no cluster client; the operator calls :meth:`Analysis.tick`
 with the time and a provider.
 
-The builtin metrics read the series the serving runtime and the gateway export. These names are
-a contract between the components:
+The builtin metrics read the series the serving runtime and the gateway export, named once in
+the contract module (:mod:`cutover.api.contract`; labels ``namespace``, ``model``,
+``revision`` on each):
 
-==================================================  =========================================
-series                                              labels (besides namespace, model, revision)
-==================================================  =========================================
-``cutover_{gateway,serving}_requests_total``         ``code`` (HTTP status)
-``cutover_{gateway,serving}_request_duration_seconds``  histogram (``le``)
-``cutover_predictions_total``                       —
-``cutover_prediction_confidence``                   histogram (``le``) of the top-class probability
-``cutover_out_of_distribution_total``               —
-``cutover_safety_violations_total``                 ``filter``, ``action``
-==================================================  =========================================
+======================  ===============================================  ===========================
+builtin                 events / trials                                  source
+======================  ===============================================  ===========================
+errorRate               5xx ``code``\\ s / all of ``cutover_*_requests``  gateway, else serving
+latency                 ``cutover_*_request_duration_seconds`` above      gateway, else serving
+                        ``latencyThreshold`` / all
+predictionConfidence    ``cutover_prediction_confidence`` at or below     serving
+                        0.5 / all
+outOfDistributionRate   ``cutover_out_of_distribution`` /                 serving
+                        ``cutover_predictions``
+safetyViolations        ``cutover_safety_violations`` / requests          nothing exports it yet
+======================  ===============================================  ===========================
 
 Requests and latency come from the gateway when it routes the traffic (it sees every answer,
 including those of a crashing pod), else from the serving pods.
+
+What the engine trusts. A series with no sample for an arm is *no data*, never zero: the tick
+is ``unavailable`` and the weights stay frozen (the exporters create their event counters at 0,
+so "no event yet" is a present series; the one documented exception is a request counter's
+per-``code`` child, which appears with its first answer, so absent 5xx children with requests
+present mean zero errors). A series that no component exports is never read: its gate is
+``unavailable`` with the reason (today ``safetyViolations``). Every value read must be a whole,
+finite, non-negative count of at most 2**53 (histogram buckets must also not decrease with
+``le``); anything else Prometheus can answer (NaN, ±Inf, negative, fractional, huge) makes the
+tick ``unavailable`` with a reason naming the metric, the revision and the value. A tick is all
+or nothing: it never raises on any value, and a tick that fails changes no state, so the next
+one covers the whole gap.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Literal
 
+import numpy as np
+
+from cutover.api.contract import (
+    CONFIDENCE_BUCKETS,
+    OUT_OF_DISTRIBUTION,
+    PREDICTION_CONFIDENCE,
+    PREDICTIONS,
+    REQUEST_DURATION,
+    REQUESTS,
+    SAFETY_VIOLATIONS,
+    Series,
+)
 from cutover.api.v1alpha1 import seconds
 from cutover.api.v1alpha1.modeldeployment import AnalysisSpec, AnalysisStatus, MetricEvidence, MetricSpec
 
@@ -39,7 +68,14 @@ from .provider import Labels, MetricProvider, MetricsUnavailable, render
 
 RequestSource = Literal["gateway", "serving"]
 LOW_CONFIDENCE = 0.5
-"""Default top-class probability at or below which a prediction counts as low-confidence."""
+"""Default top-class probability at or below which a prediction counts as low-confidence (a
+bucket edge of ``cutover_prediction_confidence``)."""
+MAX_COUNT = float(2**53)
+"""The largest count a tick accepts: beyond it float64 no longer holds every whole number."""
+Update = Callable[[CountJudge], None]
+"""One metric's interval, ready to apply to (a copy of) its judge."""
+
+assert LOW_CONFIDENCE in CONFIDENCE_BUCKETS
 
 
 @dataclass(frozen=True)
@@ -86,8 +122,36 @@ class _Tick:
     async def increments(self, selector: str, by: tuple[str, ...]) -> dict[Labels, float]:
         key = (selector, by)
         if key not in self.cache:
-            self.cache[key] = await self.provider.increments(selector, by, self.start, self.end)
+            self.cache[key] = dict(await self.provider.increments(selector, by, self.start, self.end))
         return self.cache[key]
+
+
+def as_count(value: float, what: str, *, hint: str = "") -> float:
+    """``value`` as a count of events or trials: whole, finite, non-negative, at most 2**53.
+
+    Raises :class:`MetricsUnavailable` naming ``what`` and the value otherwise (``hint`` is added
+    to the message of a fractional value). Float noise of a summed count (1e-6) is rounded away."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise MetricsUnavailable(f"{what} is {value!r}, not a number") from None
+    if math.isnan(x):
+        problem = "NaN (no defined value)"
+    elif math.isinf(x):
+        problem = f"{x} (infinite)"
+    elif x < 0:
+        problem = f"{x:g}, negative"
+    elif x > MAX_COUNT:
+        problem = f"{x:g}, beyond any real count (2**53)"
+    elif not math.isclose(x, round(x), rel_tol=0.0, abs_tol=1e-6):
+        problem = f"{x:g}, not a whole count" + (f"; {hint}" if hint else "")
+    else:
+        return float(round(x))
+    raise MetricsUnavailable(f"{what} is {problem}")
+
+
+def _revision(labels: Labels) -> str:
+    return dict(labels).get("revision", "")
 
 
 class Analysis:
@@ -107,7 +171,8 @@ class Analysis:
         self.spec, self.namespace, self.model, self.arms = spec, namespace, model, arms
         self.started_at = started_at
         self.last_tick = started_at
-        self.request_source = request_source
+        self.request_source: RequestSource = request_source
+        self.low_confidence = low_confidence
         self.consecutive_errors = 0
         for metric in spec.metrics:  # a template error is a spec error: say so before any query
             if metric.prometheus is not None:
@@ -119,65 +184,134 @@ class Analysis:
 
     def _judge(self, metric: MetricSpec, share: float, low_confidence: float) -> CountJudge:
         limits = metric.threshold_range
-        common = dict(
-            alpha=self.spec.alpha,
-            alpha_share=share,
-            failure_margin=metric.failure_margin,
-            pass_margin=metric.pass_margin,
-            direction=metric.direction,
-            critical=metric.critical,
-            threshold_min=limits.min if limits else None,
-            threshold_max=limits.max if limits else None,
-        )
+        low, high = (limits.min, limits.max) if limits else (None, None)
+        alpha, margins = self.spec.alpha, (metric.failure_margin, metric.pass_margin)
         if metric.builtin == "latency":
             assert metric.latency_threshold is not None
-            return LatencyJudge(metric.name, threshold_seconds=seconds(metric.latency_threshold), **common)
+            return LatencyJudge(
+                metric.name,
+                threshold_seconds=seconds(metric.latency_threshold),
+                alpha=alpha,
+                alpha_share=share,
+                failure_margin=margins[0],
+                pass_margin=margins[1],
+                direction=metric.direction,
+                critical=metric.critical,
+                threshold_min=low,
+                threshold_max=high,
+            )
         if metric.builtin == "predictionConfidence":
-            return ConfidenceJudge(metric.name, low_confidence=low_confidence, **common)
+            return ConfidenceJudge(
+                metric.name,
+                low_confidence=low_confidence,
+                alpha=alpha,
+                alpha_share=share,
+                failure_margin=margins[0],
+                pass_margin=margins[1],
+                direction=metric.direction,
+                critical=metric.critical,
+                threshold_min=low,
+                threshold_max=high,
+            )
         what = {
             "errorRate": "errors",
             "outOfDistributionRate": "out-of-distribution predictions",
             "safetyViolations": "safety violations",
         }.get(metric.builtin or "", "events")
-        return CountJudge(metric.name, what=what, **common)
+        return CountJudge(
+            metric.name,
+            alpha=alpha,
+            alpha_share=share,
+            failure_margin=margins[0],
+            pass_margin=margins[1],
+            direction=metric.direction,
+            critical=metric.critical,
+            threshold_min=low,
+            threshold_max=high,
+            what=what,
+        )
 
-    def _selector(self, name: str, arms: Arms) -> str:
+    def _selector(self, series: Series, arms: Arms) -> str:
+        if not series.exported_by:
+            raise MetricsUnavailable(f"{series.sample} is exported by no component: {series.not_exported}")
         revisions = "|".join(sorted({arms.candidate, arms.baseline}))
-        return f'{name}{{namespace="{self.namespace}",model="{self.model}",revision=~"{revisions}"}}'
+        return f'{series.sample}{{namespace="{self.namespace}",model="{self.model}",revision=~"{revisions}"}}'
 
-    async def _counts(
-        self, tick: _Tick, events: str, trials: str, *, event_codes: bool = False, arms: Arms | None = None
-    ) -> tuple[Counts, Counts]:
-        arms = arms or self.arms
-        if event_codes:
-            by_code = await tick.increments(self._selector(trials, arms), ("revision", "code"))
-            _require(by_code, arms, trials)
-            out = []
-            for revision in (arms.candidate, arms.baseline):
-                mine = {k: v for k, v in by_code.items() if dict(k)["revision"] == revision}
-                errors = sum(v for k, v in mine.items() if dict(k)["code"].startswith("5"))
-                out.append(Counts(errors, sum(mine.values())))
-            return out[0], out[1]
-        hits = await tick.increments(self._selector(events, arms), ("revision",))
-        total = await tick.increments(self._selector(trials, arms), ("revision",))
-        _require(total, arms, trials)
-        c, b = ((("revision", r),) for r in (arms.candidate, arms.baseline))
-        return (Counts(min(hits.get(c, 0.0), total[c]), total[c]), Counts(min(hits.get(b, 0.0), total[b]), total[b]))
+    async def _read(self, tick: _Tick, series: Series, arms: Arms, by: tuple[str, ...]) -> dict[Labels, float]:
+        """One series' increments by ``by`` (which starts with revision), every value checked to
+        be a count and every arm required to have a series."""
+        values = await tick.increments(self._selector(series, arms), by)
+        checked = {}
+        for labels, value in values.items():
+            where = ", ".join(f'{k}="{v}"' for k, v in labels)
+            checked[labels] = as_count(value, f"the increment of {series.sample}{{{where}}}")
+        for revision in (arms.candidate, arms.baseline):
+            if not any(_revision(labels) == revision for labels in checked):
+                raise MetricsUnavailable(f"no samples of {series.sample} for revision {revision}")
+        return checked
 
-    async def _histograms(self, tick: _Tick, name: str, arms: Arms | None = None) -> tuple[Histogram, Histogram]:
-        arms = arms or self.arms
-        by_le = await tick.increments(self._selector(f"{name}_bucket", arms), ("revision", "le"))
-        _require({(("revision", dict(k)["revision"]),): v for k, v in by_le.items()}, arms, name)
+    async def _errors(self, tick: _Tick, arms: Arms) -> tuple[Counts, Counts]:
+        """5xx answers out of all answers, from the request counter's ``code`` label."""
+        by_code = await self._read(tick, REQUESTS[self.request_source], arms, ("revision", "code"))
         out = []
         for revision in (arms.candidate, arms.baseline):
-            rows = sorted((float(dict(k)["le"]), v) for k, v in by_le.items() if dict(k)["revision"] == revision)
-            finite = [(le, v) for le, v in rows if le != float("inf")]
-            total = next((v for le, v in rows if le == float("inf")), finite[-1][1] if finite else 0.0)
-            out.append(Histogram(tuple(le for le, _ in finite), (*(v for _, v in finite), total)))
+            mine = {labels: v for labels, v in by_code.items() if _revision(labels) == revision}
+            errors = sum(v for labels, v in mine.items() if dict(labels).get("code", "").startswith("5"))
+            out.append(Counts(errors, sum(mine.values())))
         return out[0], out[1]
+
+    async def _counts(self, tick: _Tick, events: Series, trials: Series, arms: Arms) -> tuple[Counts, Counts]:
+        """Events out of trials from two counters. Events above trials are capped: serving scores
+        a row for out-of-distribution before the model answers, so a failed call's rows count
+        as events without a prediction."""
+        hits = await self._read(tick, events, arms, ("revision",))
+        total = await self._read(tick, trials, arms, ("revision",))
+        out = []
+        for revision in (arms.candidate, arms.baseline):
+            key = (("revision", revision),)
+            out.append(Counts(min(hits[key], total[key]), total[key]))
+        return out[0], out[1]
+
+    async def _histograms(self, tick: _Tick, series: Series, arms: Arms) -> tuple[Histogram, Histogram]:
+        """Each arm's cumulative bucket counts over the interval; both arms on the same edges,
+        with a +Inf bucket, never decreasing with ``le``."""
+        by_le = await self._read(tick, series, arms, ("revision", "le"))
+        out = []
+        for revision in (arms.candidate, arms.baseline):
+            where = f"{series.sample} of revision {revision}"
+            rows = []
+            for labels, value in by_le.items():
+                if _revision(labels) != revision:
+                    continue
+                le = dict(labels).get("le", "")
+                try:
+                    edge = float(le)
+                except ValueError:
+                    raise MetricsUnavailable(f"{where} has a bucket le={le!r}, not a number") from None
+                if math.isnan(edge):
+                    raise MetricsUnavailable(f"{where} has a bucket le=NaN")
+                rows.append((edge, value))
+            rows.sort()
+            if not rows or rows[-1][0] != math.inf:
+                raise MetricsUnavailable(f"{where} has no +Inf bucket")
+            cumulative = [v for _, v in rows]
+            if any(b < a for a, b in pairwise(cumulative)):
+                raise MetricsUnavailable(
+                    f"{where}: cumulative bucket counts {cumulative} decrease with le (a counter reset seen in "
+                    "one bucket and missed in another?)"
+                )
+            out.append(Histogram(tuple(edge for edge, _ in rows[:-1]), tuple(cumulative)))
+        candidate, baseline = out
+        if candidate.edges != baseline.edges:
+            raise MetricsUnavailable(
+                f"{series.sample}: the arms have different bucket edges ({list(candidate.edges)} and "
+                f"{list(baseline.edges)})"
+            )
+        return candidate, baseline
 
     async def _custom(self, tick: _Tick, metric: MetricSpec) -> tuple[Counts, Counts]:
         assert metric.prometheus is not None
+        queries = {"events": metric.prometheus.events, "total": metric.prometheus.total}
         arms = []
         for revision in (self.arms.candidate, self.arms.baseline):
             variables = {
@@ -186,42 +320,71 @@ class Analysis:
                 "revision": revision,
                 "interval": f"{max(1, round(tick.end - tick.start))}s",
             }
-            events = sum((await tick.provider.instant(render(metric.prometheus.events, variables), tick.end)).values())
-            trials = sum((await tick.provider.instant(render(metric.prometheus.total, variables), tick.end)).values())
-            arms.append(Counts(float(min(round(events), round(trials))), float(round(trials))))
+            read = {}
+            for part, template in queries.items():
+                what = f"metric {metric.name}: the {part} query for revision {revision}"
+                vector = await tick.provider.instant(render(template, variables), tick.end)
+                if not vector:
+                    absent = (
+                        "no series matched (a label typo, or the exporter is not deployed)"
+                        if part == "total"
+                        else "no series matched; if that means no event yet, end the query with `or vector(0)`"
+                    )
+                    raise MetricsUnavailable(f"{what} returned nothing: {absent}")
+                hint = "increase() extrapolates to fractions: wrap the query in round()"
+                values = [as_count(v, f"{what} returned a value that", hint=hint) for v in vector.values()]
+                read[part] = as_count(sum(values), f"{what} sums to a value that")
+            if read["events"] > read["total"]:
+                raise MetricsUnavailable(
+                    f"metric {metric.name}: revision {revision} has {read['events']:g} events out of "
+                    f"{read['total']:g} trials; events must count a subset of total"
+                )
+            arms.append(Counts(read["events"], read["total"]))
         return arms[0], arms[1]
 
-    async def _fetch(self, tick: _Tick, metric: MetricSpec) -> Callable[[], None]:
-        """Read one metric's interval; return the update to apply once every read succeeded."""
-        judge = self.judges[metric.name]
-        src = f"cutover_{self.request_source}"
+    async def _fetch(self, tick: _Tick, metric: MetricSpec) -> Update:
+        """Read and check one metric's interval; return the update to apply once every read
+        succeeded. Raises :class:`MetricsUnavailable` for anything that is not usable data."""
+        arms = self.arms
         if metric.prometheus is not None:
             counts = await self._custom(tick, metric)
         elif metric.builtin == "errorRate":
-            counts = await self._counts(tick, "", f"{src}_requests_total", event_codes=True)
-        elif metric.builtin in ("latency", "predictionConfidence"):
-            name = f"{src}_request_duration_seconds" if metric.builtin == "latency" else "cutover_prediction_confidence"
-            histograms = await self._histograms(tick, name)
-            assert isinstance(judge, LatencyJudge | ConfidenceJudge)
-            return lambda: judge.update_histograms(*histograms)
+            counts = await self._errors(tick, arms)
+        elif metric.builtin == "latency":
+            assert metric.latency_threshold is not None
+            histograms = await self._histograms(tick, REQUEST_DURATION[self.request_source], arms)
+            _require_edge(histograms[0], seconds(metric.latency_threshold), f"latencyThreshold of {metric.name}")
+            return lambda judge: _histogram_judge(judge).update_histograms(*histograms)
+        elif metric.builtin == "predictionConfidence":
+            histograms = await self._histograms(tick, PREDICTION_CONFIDENCE, arms)
+            _require_edge(histograms[0], self.low_confidence, f"low-confidence threshold of {metric.name}")
+            return lambda judge: _histogram_judge(judge).update_histograms(*histograms)
         elif metric.builtin == "outOfDistributionRate":
-            counts = await self._counts(tick, "cutover_out_of_distribution_total", "cutover_predictions_total")
+            counts = await self._counts(tick, OUT_OF_DISTRIBUTION, PREDICTIONS, arms)
         else:
-            counts = await self._counts(tick, "cutover_safety_violations_total", "cutover_serving_requests_total")
-        return lambda: judge.update(*counts)
+            counts = await self._counts(tick, SAFETY_VIOLATIONS, REQUESTS["serving"], arms)
+        return lambda judge: judge.update(*counts)
 
     async def tick(self, provider: MetricProvider, now: float) -> Result:
-        """Read the interval since the last successful tick and decide. When metrics cannot be
-        read, the verdict is ``unavailable``, nothing is updated, and the next successful tick
-        covers the whole gap: an outage never resets or skews the evidence."""
+        """Read the interval since the last successful tick and decide.
+
+        All or nothing, and it never raises on what the provider returns: when any metric
+        cannot be read or holds a value that is not a count, the verdict is ``unavailable``
+        with the reason, nothing is updated, and the next successful tick covers the whole gap,
+        so an outage never resets, skews or double-counts the evidence."""
         tick = _Tick(provider, self.last_tick, now)
         try:
-            updates = [await self._fetch(tick, metric) for metric in self.spec.metrics]
+            updates = [(metric.name, await self._fetch(tick, metric)) for metric in self.spec.metrics]
+            staged = copy.deepcopy(self.judges)
+            for name, update in updates:
+                try:
+                    update(staged[name])
+                except (ValueError, ArithmeticError) as err:  # the checks above should make this unreachable
+                    raise MetricsUnavailable(f"metric {name}: values refused by its test: {err}") from err
         except MetricsUnavailable as err:
             self.consecutive_errors += 1
             return Result(now, "unavailable", f"metrics unavailable: {err}", consecutive_errors=self.consecutive_errors)
-        for update in updates:
-            update()
+        self.judges = staged
         self.consecutive_errors = 0
         self.last_tick = now
         return self.judge(now)
@@ -251,11 +414,16 @@ class Analysis:
         return result
 
 
-def _require(values: dict[Labels, float], arms: Arms, name: str) -> None:
-    """No series at all for an arm means there is no data, not zero traffic."""
-    for revision in (arms.candidate, arms.baseline):
-        if not any(dict(k).get("revision") == revision for k in values):
-            raise MetricsUnavailable(f"no samples of {name} for revision {revision}")
+def _histogram_judge(judge: CountJudge) -> LatencyJudge | ConfidenceJudge:
+    assert isinstance(judge, LatencyJudge | ConfidenceJudge)
+    return judge
+
+
+def _require_edge(histogram: Histogram, edge: float, what: str) -> None:
+    """A histogram judge reads events above one bucket edge: without that edge nothing can be
+    judged, which is missing data (``unavailable``), not too little of it."""
+    if not np.isclose(np.asarray(histogram.edges, float), edge).any():
+        raise MetricsUnavailable(f"the {what} ({edge:g}s) is not a bucket edge of the histogram read {histogram.edges}")
 
 
 @dataclass(frozen=True)
@@ -289,17 +457,17 @@ class PostPromotionWatch:
     async def tick(self, provider: MetricProvider, now: float) -> WatchResult:
         analysis, metrics = self.analysis, {m.name: m for m in self.analysis.spec.metrics}
         tick = _Tick(provider, self.last_tick, now)
-        src = f"cutover_{analysis.request_source}"
         arms = Arms(self.revision, self.revision)
         try:
             observed = {}
             for name in self.watches:
                 metric = metrics[name]
                 if metric.builtin == "errorRate":
-                    counts, _ = await analysis._counts(tick, "", f"{src}_requests_total", event_codes=True, arms=arms)
+                    counts, _ = await analysis._errors(tick, arms)
                 else:
                     assert metric.latency_threshold is not None
-                    histogram, _ = await analysis._histograms(tick, f"{src}_request_duration_seconds", arms=arms)
+                    series = REQUEST_DURATION[analysis.request_source]
+                    histogram, _ = await analysis._histograms(tick, series, arms)
                     events, trials = exceedances(
                         histogram.edges, histogram.cumulative, seconds(metric.latency_threshold)
                     )

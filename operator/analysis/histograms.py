@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import logsumexp
+from scipy.special import logsumexp  # type: ignore[import-untyped]  # scipy ships no stubs
 
 FloatArray = NDArray[np.float64]
 

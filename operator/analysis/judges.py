@@ -26,8 +26,10 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from cutover.api.contract import interval_text
+
 from .counts import Direction, RateRatioTest
-from .histograms import BucketShiftTest, QuantileBand, bucket_counts, exceedances
+from .histograms import BucketShiftTest, QuantileBand, QuantileBounds, bucket_counts, exceedances
 
 Decision = Literal["pass", "fail", "continue", "inconclusive"]
 Verdict = Literal["promote", "continue", "rollback", "inconclusive", "unavailable"]
@@ -82,6 +84,18 @@ class Judge(Protocol):
 
 def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
+
+
+def _quantile_text(name: str, q: QuantileBounds) -> str:
+    """Where a quantile lies, in words; an unbounded side is left out, never written as a number."""
+    low, high = math.isfinite(q.lower), math.isfinite(q.upper)
+    if low and high:
+        return f"{name} in ({q.lower:.3g}, {q.upper:.3g}]s"
+    if high:
+        return f"{name} <= {q.upper:.3g}s"
+    if low:
+        return f"{name} > {q.lower:.3g}s"
+    return f"{name} not bounded yet"
 
 
 def _fmt(x: float | None) -> str:
@@ -150,12 +164,12 @@ class CountJudge:
         rates = (
             f"candidate {_fmt(self.candidate_rate())} vs baseline {_fmt(self.baseline_rate())} {self.what} per trial"
         )
-        ratio = f"ratio {_fmt(estimate)} in [{_fmt(lower)}, {_fmt(upper)}]"
+        ratio = f"ratio {_fmt(estimate)} in {interval_text(lower, upper)}"
         low, high = self.threshold
         rate = self.candidate_rate()
         outside = rate is not None and ((high is not None and rate > high) or (low is not None and rate < low))
         if outside and n_c >= min_samples:
-            return said("fail", f"{rates} is outside thresholdRange [{_fmt(low)}, {_fmt(high)}]")
+            return said("fail", f"{rates} is outside thresholdRange {interval_text(low, high)}")
         if bool(t.failed()):
             proof = f"e-value {e_value:.3g} >= {1 / self.alpha_share:.3g}"
             return said("fail", f"{ratio}: proven above {1 + self.margins[0]:.3g}x ({rates}, {proof})")
@@ -171,9 +185,31 @@ class LatencyJudge(CountJudge):
     bounds (p50, p99) of each arm reported beside it."""
 
     def __init__(
-        self, name: str, *, threshold_seconds: float, alpha: float, alpha_share: float, **kwargs: object
+        self,
+        name: str,
+        *,
+        threshold_seconds: float,
+        alpha: float,
+        alpha_share: float,
+        failure_margin: float = 0.0,
+        pass_margin: float = 0.2,
+        direction: Direction = "increase",
+        critical: bool = False,
+        threshold_min: float | None = None,
+        threshold_max: float | None = None,
     ) -> None:
-        super().__init__(name, alpha=alpha, alpha_share=alpha_share, what="slow requests", **kwargs)
+        super().__init__(
+            name,
+            alpha=alpha,
+            alpha_share=alpha_share,
+            failure_margin=failure_margin,
+            pass_margin=pass_margin,
+            direction=direction,
+            critical=critical,
+            threshold_min=threshold_min,
+            threshold_max=threshold_max,
+            what="slow requests",
+        )
         self.threshold_seconds = threshold_seconds
         self.bands: tuple[QuantileBand, QuantileBand] | None = None
 
@@ -200,10 +236,7 @@ class LatencyJudge(CountJudge):
         parts = []
         for label, band in zip(("candidate", "baseline"), self.bands, strict=True):
             q = [band.quantile(p) for p in (0.5, 0.99)]
-            parts.append(
-                f"{label} p50 in ({_fmt(q[0].lower)}, {_fmt(q[0].upper)}]s p99 in ({_fmt(q[1].lower)}, "
-                f"{_fmt(q[1].upper)}]s"
-            )
+            parts.append(f"{label} {_quantile_text('p50', q[0])} {_quantile_text('p99', q[1])}")
         return replace(base, reason=f"{base.reason}; {'; '.join(parts)}")
 
 
@@ -212,8 +245,32 @@ class ConfidenceJudge(CountJudge):
     two-sided test on the whole bucket distribution (with PSI as the practical threshold).
     The metric's alpha share is split between the two."""
 
-    def __init__(self, name: str, *, low_confidence: float, alpha: float, alpha_share: float, **kwargs: object) -> None:
-        super().__init__(name, alpha=alpha, alpha_share=alpha_share / 2, what="low-confidence predictions", **kwargs)
+    def __init__(
+        self,
+        name: str,
+        *,
+        low_confidence: float,
+        alpha: float,
+        alpha_share: float,
+        failure_margin: float = 0.0,
+        pass_margin: float = 0.2,
+        direction: Direction = "increase",
+        critical: bool = False,
+        threshold_min: float | None = None,
+        threshold_max: float | None = None,
+    ) -> None:
+        super().__init__(
+            name,
+            alpha=alpha,
+            alpha_share=alpha_share / 2,
+            failure_margin=failure_margin,
+            pass_margin=pass_margin,
+            direction=direction,
+            critical=critical,
+            threshold_min=threshold_min,
+            threshold_max=threshold_max,
+            what="low-confidence predictions",
+        )
         self.low_confidence = low_confidence
         self.shift: BucketShiftTest | None = None
 
