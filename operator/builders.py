@@ -6,6 +6,7 @@ ModelDeployment, ready for server-side apply.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -13,6 +14,7 @@ from cutover.api.v1alpha1 import API_VERSION, GROUP
 from cutover.api.v1alpha1.base import as_stored
 from cutover.api.v1alpha1.modeldeployment import ModelDeployment, TrafficEntry
 
+from . import gpu
 from .rollout import Workload
 
 LABEL_MODEL = f"{GROUP}/model"
@@ -97,13 +99,8 @@ def _security_context() -> dict[str, Any]:
 
 
 def gpu_resource(runtime: dict[str, Any]) -> tuple[str, int] | None:
-    """The extended resource and count each pod requests, if any."""
-    gpu = runtime.get("gpu")
-    if not gpu or not gpu.get("count"):
-        return None
-    if gpu.get("migProfile"):
-        return f"nvidia.com/mig-{gpu['migProfile']}", int(gpu["count"])
-    return "nvidia.com/gpu", int(gpu["count"])
+    """The extended resource and count each pod requests, if any (see :func:`gpu.resource`)."""
+    return gpu.resource(runtime.get("gpu"))
 
 
 def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
@@ -170,27 +167,33 @@ def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
     tolerations = list(runtime.get("tolerations", []))
     node_selector = dict(runtime.get("nodeSelector", {}))
     affinity = dict(runtime.get("affinity", {}))
-    gpu = gpu_resource(runtime)
-    if gpu:
-        resource, count = gpu
+    wanted = gpu_resource(runtime)
+    if wanted:
+        resource, count = wanted
         resources.setdefault("limits", {})[resource] = count
         resources.setdefault("requests", {})[resource] = count
         if not any(t.get("key") == GPU_TAINT_KEY for t in tolerations):
             tolerations.append({"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"})
         spec_gpu = runtime["gpu"]
         if spec_gpu.get("product"):
-            node_selector["nvidia.com/gpu.product"] = spec_gpu["product"]
+            node_selector[gpu.PRODUCT_LABEL] = spec_gpu["product"]
+        required_labels: list[dict[str, Any]] = []
         if spec_gpu.get("minMemoryMiB"):
-            term = {
-                "matchExpressions": [
-                    {"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": [str(spec_gpu["minMemoryMiB"] - 1)]}
-                ]
-            }
+            required_labels.append(
+                {"key": gpu.MEMORY_LABEL, "operator": "Gt", "values": [str(spec_gpu["minMemoryMiB"] - 1)]}
+            )
+        sharing = gpu.SHARING_STRATEGIES.get(spec_gpu.get("sharing", "none"))
+        if sharing:
+            # Land only where the device plugin shares GPUs the way the spec asks.
+            required_labels.append({"key": gpu.SHARING_LABEL, "operator": "In", "values": [sharing]})
+        if required_labels:
+            # Required node affinity: every term (they are ORed) must carry the GPU requirements.
+            affinity = copy.deepcopy(affinity)
             required = affinity.setdefault("nodeAffinity", {}).setdefault(
                 "requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": [{"matchExpressions": []}]}
             )
             for selector_term in required["nodeSelectorTerms"]:
-                selector_term.setdefault("matchExpressions", []).extend(term["matchExpressions"])
+                selector_term.setdefault("matchExpressions", []).extend(required_labels)
     probe_path = {"readiness": "/v2/health/ready", "liveness": "/v2/health/live"}
     container: dict[str, Any] = {
         "name": "serve",

@@ -338,3 +338,46 @@ def test_gateway_api_provider_gets_a_weighted_httproute(kube: Kube, namespace: s
 
     candidate_weights = wait_for(lambda: len(w := route_weights()) == 2 and w, what="a two-backend route")
     assert candidate_weights[f"ranker-{stable}"] == 80 and sorted(candidate_weights.values()) == [20, 80]
+
+
+def test_new_model_deployment_rolls_out_one_replicaset_per_revision(
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
+    """The canary example (``range: {min: -10, max: 10}``) once got two ReplicaSets for one
+    revision: the first pass wrote ``10.0`` into the pod args, the next one ``10`` (the source
+    read back from status after the API server's JSON round trip)."""
+    doc = load("modeldeployment-canary.yaml")
+    doc["metadata"].pop("namespace")
+    bind_volume(kube, namespace, "models")
+    kube.apply(doc, namespace=namespace)
+    body = wait_for(
+        lambda: (b := md(kube, namespace, "fraud-scorer")).get("status", {}).get("phase") == "Healthy" and b,
+        timeout=90,
+        what="the canary example to be Healthy",
+    )
+    revision = body["status"]["stableRevision"]
+    assert body["status"]["history"][0]["spec"]["model"]["inputs"][0]["range"] == {"min": -10, "max": 10}
+    deployment = kube.json("get", "deployment", f"fraud-scorer-{revision}", "-n", namespace)
+    assert deployment["metadata"]["generation"] == 1, "the pod template was rewritten after creation"
+    sets = kube.json("get", "replicasets", "-n", namespace, "-l", "cutover.dev/model=fraud-scorer")["items"]
+    assert [s["metadata"]["labels"]["cutover.dev/revision"] for s in sets] == [revision]
+
+
+@pytest.mark.parametrize(("sharing", "node"), [("timeSlicing", "gpu-l4-shared-0"), ("mps", "gpu-t4-mps-0")])
+def test_shared_gpu_pods_land_on_nodes_that_share_gpus_that_way(
+    kube: Kube, namespace: str, operator: Operator, sharing: str, node: str
+) -> None:
+    doc = fast_canary("shared-model")
+    doc["spec"]["runtime"]["gpu"] = {"count": 1, "sharing": sharing}
+    kube.apply(doc, namespace=namespace)
+    wait_for(
+        lambda: md(kube, namespace, "shared-model").get("status", {}).get("phase") == "Healthy",
+        timeout=90,
+        what="the shared-GPU model to be Healthy",
+    )
+    pods = kube.json("get", "pods", "-n", namespace, "-l", "cutover.dev/model=shared-model")["items"]
+    assert len(pods) == 2 and {p["spec"]["nodeName"] for p in pods} == {node}
+    for pod in pods:
+        assert pod["spec"]["containers"][0]["resources"]["limits"] == {"memory": "2Gi", "nvidia.com/gpu.shared": "1"}
+    capacity = condition(md(kube, namespace, "shared-model"), "GPUCapacity")
+    assert capacity["status"] == "True" and "nvidia.com/gpu.shared" in capacity["message"]

@@ -142,3 +142,101 @@ def test_pod_template_does_not_depend_on_the_key_order_of_the_spec() -> None:
         wire["model"][key] = [dict(reversed(tensor.items())) for tensor in wire["model"][key]]
     reordered = Workload(stable.revision, stable.role, stable.replicas, Source(wire["model"], wire["runtime"]))  # type: ignore[arg-type]
     assert builders.deployment(md, reordered)["spec"]["template"] == builders.deployment(md, stable)["spec"]["template"]
+
+
+def gpu_pod(gpu_spec: dict[str, object], **runtime: object) -> dict[str, object]:
+    """The pod spec of the canary example run with ``runtime.gpu = gpu_spec`` (and more runtime)."""
+    md = model("modeldeployment-canary.yaml")
+    wire = md.spec.wire()
+    wire["runtime"].update(gpu=gpu_spec, **runtime)
+    source = Source(wire["model"], wire["runtime"])
+    pod: dict[str, object] = builders.deployment(md, Workload("r", "stable", 1, source))["spec"]["template"]["spec"]
+    return pod
+
+
+def required_expressions(pod: dict[str, object]) -> list[list[dict[str, object]]]:
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]  # type: ignore[index]
+    return [term["matchExpressions"] for term in terms]
+
+
+def test_shared_gpus_request_the_shared_replica_on_nodes_that_share_that_way() -> None:
+    """runtime.gpu.sharing as the NVIDIA device plugin does it: the renamed replica resource
+    and the sharing-strategy label that GPU feature discovery puts on the node."""
+    for sharing, label in (("timeSlicing", "time-slicing"), ("mps", "mps")):
+        pod = gpu_pod({"count": 1, "sharing": sharing})
+        resources = pod["containers"][0]["resources"]  # type: ignore[index]
+        assert resources["limits"] == {"memory": "2Gi", "nvidia.com/gpu.shared": 1}
+        assert resources["requests"]["nvidia.com/gpu.shared"] == 1 and "nvidia.com/gpu" not in resources["requests"]
+        expected = {"key": "nvidia.com/gpu.sharing-strategy", "operator": "In", "values": [label]}
+        assert all(expected in term for term in required_expressions(pod))
+    mig = gpu_pod({"count": 1, "migProfile": "1g.10gb", "sharing": "timeSlicing"})
+    assert mig["containers"][0]["resources"]["limits"]["nvidia.com/mig-1g.10gb.shared"] == 1  # type: ignore[index]
+    exclusive = gpu_pod({"count": 2})
+    assert exclusive["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2  # type: ignore[index]
+    assert "affinity" not in exclusive
+
+
+def test_sharing_requirement_joins_every_term_of_the_users_own_node_affinity() -> None:
+    own = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]},
+                ]
+            }
+        }
+    }
+    pod = gpu_pod({"count": 1, "sharing": "mps", "minMemoryMiB": 20000}, affinity=own)
+    for zone, term in zip("ab", required_expressions(pod), strict=True):
+        assert term == [
+            {"key": "zone", "operator": "In", "values": [zone]},
+            {"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["19999"]},
+            {"key": "nvidia.com/gpu.sharing-strategy", "operator": "In", "values": ["mps"]},
+        ]
+
+
+def test_gpu_requirements_do_not_pile_up_in_the_revisions_source() -> None:
+    """The builder once extended the source's own affinity lists in place: every pass added the
+    GPU memory requirement again, so the pod template changed on every reconcile."""
+    md = model("modeldeployment-canary.yaml")
+    wire = md.spec.wire()
+    wire["runtime"]["gpu"] = {"count": 1, "minMemoryMiB": 40000}
+    wire["runtime"]["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]
+            }
+        }
+    }
+    stable = Workload("r", "stable", 1, Source(wire["model"], wire["runtime"]))
+    first = builders.deployment(md, stable)["spec"]["template"]
+    assert builders.deployment(md, stable)["spec"]["template"] == first
+    assert len(wire["runtime"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+               ["nodeSelectorTerms"][0]["matchExpressions"]) == 1  # fmt: skip
+
+
+def test_gpu_preflight_counts_shared_replicas_on_nodes_sharing_that_way() -> None:
+    def node(name: str, sharing: str, allocatable: dict[str, str], pool: str = "gpu") -> dict[str, object]:
+        labels = {"nvidia.com/gpu.product": "NVIDIA-L4", "nvidia.com/gpu.sharing-strategy": sharing, "pool": pool}
+        return {"metadata": {"name": name, "labels": labels}, "status": {"allocatable": allocatable}, "spec": {}}
+
+    nodes = [
+        node("whole", "none", {"nvidia.com/gpu": "2"}),
+        node("sliced", "time-slicing", {"nvidia.com/gpu": "0", "nvidia.com/gpu.shared": "8"}),
+        node("sliced-elsewhere", "time-slicing", {"nvidia.com/gpu.shared": "8"}, pool="other"),
+        node("mps", "mps", {"nvidia.com/gpu.shared": "4"}),
+    ]
+    used = {"spec": {"nodeName": "sliced", "containers": [{"resources": {"requests": {"nvidia.com/gpu.shared": "3"}}}]}}
+    runtime = {"gpu": {"count": 1, "sharing": "timeSlicing"}, "nodeSelector": {"pool": "gpu"}}
+    capacity = gpu.preflight(nodes, [used], runtime)
+    assert capacity is not None
+    assert (capacity.resource, capacity.free_pods) == ("nvidia.com/gpu.shared", 5)
+    assert "time-slicing" in capacity.detail
+    mps = gpu.preflight(nodes, [used], {"gpu": {"count": 1, "sharing": "mps"}})
+    assert mps is not None and mps.free_pods == 4
+    whole = gpu.preflight(nodes, [used], {"gpu": {"count": 1}})
+    assert whole is not None and (whole.resource, whole.free_pods) == ("nvidia.com/gpu", 2)
+    assert gpu.preflight(nodes, [], {"replicas": 2}) is None
+    # The resource the operator passes today counts shared replicas, not whole GPUs.
+    assert builders.gpu_resource(runtime) == ("nvidia.com/gpu.shared", 1)
