@@ -32,6 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from devstack import REPO, Stack, Traffic
 
+from cutover.api.contract import interval_text
 from cutover.serving import sample_models
 
 NAME = "fraud"
@@ -87,6 +88,18 @@ def _evidence(status: dict[str, Any]) -> dict[str, Any]:
     return {"verdict": analysis.get("verdict"), "reason": analysis.get("reason", ""), **metrics.get("error-rate", {})}
 
 
+def evidence_text(evidence: dict[str, Any]) -> str:
+    """The error-rate evidence for the progress line: `` (error ratio 1.2, CS [0.8, 1.9], n=…)``,
+    an unbounded side shown as such (status leaves out a bound that does not exist yet, which
+    is no bound, not 0); empty before the first error."""
+    if evidence.get("estimate") is None:
+        return ""
+    return (
+        f" (error ratio {evidence['estimate']:.2f}, CS {interval_text(evidence.get('lower'), evidence.get('upper'))}, "
+        f"n={evidence.get('candidateSamples')}/{evidence.get('baselineSamples')})"
+    )
+
+
 class Demo:
     def __init__(self, stack: Stack, traffic: Traffic, timeline: Timeline) -> None:
         self.stack, self.traffic, self.timeline = stack, traffic, timeline
@@ -118,12 +131,7 @@ class Demo:
             f"errors { ({r[:7]: f'{v:.1%}' for r, v in rates.items()}) }  "
             f"decision {evidence.get('verdict') or '-'}"
         )
-        if evidence.get("estimate") is not None:
-            line += (
-                f" (error ratio {evidence['estimate']:.2f}, CS [{evidence.get('lower', 0):.2f}, "
-                f"{evidence.get('upper', 0):.2f}], "
-                f"n={evidence.get('candidateSamples')}/{evidence.get('baselineSamples')})"
-            )
+        line += evidence_text(evidence)
         if line[9:] != self._last_line[9:]:
             print(line, flush=True)
         self._last_line = line

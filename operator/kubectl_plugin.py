@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from cutover.api.contract import interval_text
 from cutover.api.v1alpha1 import REQUEST_ANNOTATIONS
 
 RESOURCE = "modeldeployments.cutover.dev"
@@ -90,8 +91,11 @@ def status_lines(body: dict[str, Any]) -> list[str]:
     if analysis:
         lines.append(f"Analysis:   {analysis['verdict']}  {analysis.get('reason', '')}".rstrip())
         for m in analysis.get("metrics", []):
-            bounds = f"[{m.get('lower')}, {m.get('upper')}]" if m.get("lower") is not None else ""
-            lines.append(f"  {m['name']:<20} {m.get('decision', ''):<12} estimate {m.get('estimate')} {bounds}")
+            # Status leaves out a bound that does not exist (JSON has no infinity): that side is
+            # unbounded, printed as such, never as 0 or None.
+            bounds = interval_text(m.get("lower"), m.get("upper")) if "lower" in m or "upper" in m else ""
+            estimate = "n/a" if m.get("estimate") is None else f"{m['estimate']:.3g}"
+            lines.append(f"  {m['name']:<20} {m.get('decision', ''):<12} estimate {estimate} {bounds}".rstrip())
     lines.append("Conditions:")
     for c in status.get("conditions", []):
         lines.append(f"  {c['type']:<18} {c['status']:<7} {c.get('reason', '')}: {c.get('message', '')}")

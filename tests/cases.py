@@ -207,6 +207,13 @@ CASES = [
         "latencyThreshold is required for builtin latency and only allowed there",
     ),
     Case(
+        "latency-threshold-not-a-bucket-edge",
+        CANARY,
+        {"spec.analysis.metrics.1.latencyThreshold": "300ms"},
+        "latencyThreshold must be a bucket edge of the latency histograms: 1ms, 5ms, 10ms, 25ms, 50ms, 100ms, "
+        "250ms, 500ms, 1s, 2500ms, 5s, 10s, 30s",
+    ),
+    Case(
         "metric-names-repeat",
         CANARY,
         {"spec.analysis.metrics.1.name": "error-rate"},

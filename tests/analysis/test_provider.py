@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 
 import httpx
@@ -105,3 +106,48 @@ def test_a_bad_query_is_not_retried() -> None:
     with pytest.raises(MetricsUnavailable, match="parse error"):
         asyncio.run(provider(httpx.MockTransport(handle)).instant("sum(", 0))
     assert len(calls) == 1
+
+
+def matrix(*series: tuple[dict[str, str], list[tuple[float, str]]]) -> dict[str, object]:
+    result = [{"metric": labels, "values": [[t, v] for t, v in samples]} for labels, samples in series]
+    return {"status": "success", "data": {"resultType": "matrix", "result": result}}
+
+
+def test_a_reset_seen_in_one_bucket_is_a_reset_of_every_bucket_of_that_histogram() -> None:
+    """The process restarted between 15 s and 30 s. Bucket 0.1 dropped (100 -> 5); +Inf had
+    already grown past its old value (120 -> 123), so alone it looked like 3 new requests and the
+    cumulative buckets came out 5 > 3. Read together, both restarted: 5 and 123."""
+    before = {"__name__": "d_bucket", "revision": "r1", "instance": "10.0.0.1:8080"}
+    body = matrix(
+        ({**before, "le": "0.1"}, [(15.0, "100"), (30.0, "5")]),
+        ({**before, "le": "+Inf"}, [(15.0, "120"), (30.0, "123")]),
+        ({**before, "instance": "10.0.0.2:8080", "le": "+Inf"}, [(15.0, "50"), (30.0, "60")]),  # other pod
+    )
+    prom = provider(httpx.MockTransport(lambda request: httpx.Response(200, json=body)))
+    result = asyncio.run(prom.increments("d_bucket", ("le",), 15.0, 30.0))
+    assert result == {(("le", "0.1"),): 5.0, (("le", "+Inf"),): 123.0 + 10.0}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {"status": "success", "data": {"resultType": "matrix", "result": {"not": "a list"}}},
+        {"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {}}]}},
+        {"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {}, "values": [["x", "1"]]}]}},
+        {"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {}, "values": [[1, "one"]]}]}},
+        {"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {"a": 1}, "values": []}]}},
+        {"status": "success", "data": "matrix"},
+    ],
+)
+def test_a_malformed_answer_is_unavailable(body: object) -> None:
+    prom = provider(httpx.MockTransport(lambda request: httpx.Response(200, json=body)))
+    with pytest.raises(MetricsUnavailable):
+        asyncio.run(prom.increments("x", ("code",), 0.0, 30.0))
+
+
+def test_nan_and_infinite_samples_are_passed_on_for_the_engine_to_judge() -> None:
+    body = matrix(({"code": "200"}, [(15.0, "1"), (30.0, "NaN")]), ({"code": "500"}, [(15.0, "1"), (30.0, "+Inf")]))
+    prom = provider(httpx.MockTransport(lambda request: httpx.Response(200, json=body)))
+    result = asyncio.run(prom.increments("x", ("code",), 15.0, 30.0))
+    assert math.isnan(result[(("code", "200"),)]) and result[(("code", "500"),)] == math.inf
