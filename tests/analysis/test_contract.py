@@ -9,6 +9,7 @@ import asyncio
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -149,3 +150,8 @@ def test_a_latency_threshold_between_edges_is_refused_with_the_edges(threshold: 
 )
 def test_interval_text_writes_unbounded_sides_as_such(lower: float | None, upper: float | None, text: str) -> None:
     assert interval_text(lower, upper) == text
+
+
+def test_the_docs_list_the_latency_thresholds_the_api_accepts() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "analysis.md").read_text()
+    assert "(" + ", ".join(LATENCY_THRESHOLDS) + ")" in " ".join(docs.split())
