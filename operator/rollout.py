@@ -500,9 +500,7 @@ def _handle_requests(st: _State, desired: str) -> None:
                     _rollback(st, "RolledBackByRequest", f"on-call request to roll back to {target}")
                 if target != st.status.stable_revision:
                     _switch_stable(st, target, desired, f"on-call request {request.id}", "RolledBackByRequest")
-                    st.answer(request, f"rolled back to {target}")
-                else:
-                    st.answer(request, f"rolled back to {target}")
+                st.answer(request, f"rolled back to {target}")
         elif request.action == "retry":
             if status.rejected_revision is not None and status.rejected_revision == desired:
                 st.set(rejected_revision=None)
