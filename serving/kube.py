@@ -3,6 +3,12 @@ kubeconfig, and a list-then-watch loop that survives restarts of the watch.
 
 The gateway must not depend on kopf (it is the operator's framework), and it only ever reads
 two kinds, ModelDeployments and Secrets, so a small watcher over aiohttp replaces a client SDK.
+
+A watch event is one line of JSON holding the whole object, and an object may be as large as the
+API server stores (about 1.5 MiB in etcd: a ModelDeployment with a large annotation or
+``safeDefault``, a Secret). aiohttp's own line iteration (``async for line in response.content``)
+refuses a line longer than twice its buffer limit (128 KiB) with ``LineTooLong``, which ended
+the watch on every change of such an object; ``json_lines`` splits the stream itself.
 """
 
 from __future__ import annotations
@@ -24,6 +30,32 @@ import yaml
 
 log = logging.getLogger(__name__)
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+MAX_EVENT_BYTES = 64 << 20
+"""Longest watch event accepted: far above any object the API server stores (etcd's request
+limit is 1.5 MiB, a few times that once JSON-escaped), yet a bound on memory if a stream never
+sends a newline."""
+
+
+class EventTooLarge(ValueError):
+    """A watch stream sent more than ``MAX_EVENT_BYTES`` without a newline."""
+
+
+async def json_lines(stream: aiohttp.StreamReader, max_bytes: int = MAX_EVENT_BYTES) -> AsyncIterator[bytes]:
+    """The non-blank lines of a newline-delimited stream (a watch), each however long, up to
+    ``max_bytes``; the newline is not included. Raises ``EventTooLarge`` beyond that."""
+    pending = bytearray()
+    async for chunk in stream.iter_any():
+        *complete, rest = chunk.split(b"\n")
+        for piece in complete:
+            pending += piece
+            if pending.strip():
+                yield bytes(pending)
+            pending.clear()
+        pending += rest
+        if len(pending) > max_bytes:
+            raise EventTooLarge(f"a watch event longer than {max_bytes} bytes")
+    if pending.strip():
+        yield bytes(pending)
 
 
 @dataclass
@@ -49,7 +81,9 @@ class Credentials:
         current = config.get("current-context")
         context = next(c["context"] for c in config["contexts"] if c["name"] == current)
         cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
-        user = next((u["user"] for u in config.get("users", []) if u["name"] == context.get("user")), {})
+        user: dict[str, Any] = next(
+            (u["user"] for u in config.get("users", []) if u["name"] == context.get("user")), {}
+        )
         workdir = tempfile.mkdtemp(prefix="cutover-gateway-kube-")
 
         def file(data_key: str, path_key: str, source: dict[str, Any]) -> str | None:
@@ -128,9 +162,7 @@ class Watcher:
             async with await self._get(params, 330) as response:
                 if response.status != 200:
                     return
-                async for line in response.content:
-                    if not line.strip():
-                        continue
+                async for line in json_lines(response.content):
                     event = json.loads(line)
                     kind, obj = event["type"], event["object"]
                     if kind == "ERROR":

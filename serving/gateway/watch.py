@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
@@ -68,6 +68,11 @@ async def watch(gateway: Gateway, credentials: Credentials, namespaces: list[str
                 task.cancel()
 
 
+def _listed(mapping: dict[str, str]) -> Callable[[str, str], str | None]:
+    """A resolver over a ``namespace/service`` -> URL map."""
+    return lambda namespace, service: mapping.get(f"{namespace}/{service}")
+
+
 async def follow_backends(gateway: Gateway, path: Path, interval: float = 0.2) -> None:
     """Development: re-read the namespace/service -> URL map whenever the file changes."""
     seen: float | None = None
@@ -75,9 +80,9 @@ async def follow_backends(gateway: Gateway, path: Path, interval: float = 0.2) -
         try:
             mtime = path.stat().st_mtime
             if mtime != seen:
-                mapping: dict[str, Any] = json.loads(path.read_text() or "{}")
+                mapping: dict[str, str] = json.loads(path.read_text() or "{}")
                 # Only what the file lists is routable: it is the list of ready endpoints.
-                gateway.set_resolver(lambda namespace, service, m=mapping: m.get(f"{namespace}/{service}"))
+                gateway.set_resolver(_listed(mapping))
                 seen = mtime
         except (OSError, ValueError) as error:
             log.warning("backends file %s: %s", path, error)
