@@ -21,9 +21,16 @@ from .verdicts import FileVerdicts, PrometheusVerdicts, VerdictSource
 logger = logging.getLogger("cutover.operator")
 
 
+LEGACY_FINALIZER = f"{GROUP}/finalizer"
+"""The finalizer earlier versions put on every ModelDeployment (through kopf's daemon). None
+is added any more (see lifecycle.py); kopf removes its configured finalizer from every object no
+handler needs it on, so naming the old one here strips it on the operator's first look and an
+upgrade leaves nothing stuck in Terminating."""
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
     """Our own metadata namespace and timeouts."""
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = LEGACY_FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"

@@ -1,0 +1,167 @@
+"""Per-object loops that never block deletion: a drop-in for ``@kopf.daemon`` without its finalizer.
+
+A kopf daemon puts a finalizer on every object it serves, because kopf stops a daemon only when
+it sees ``deletionTimestamp``, and an object without finalizers is gone at once (its DELETED
+event carries none). The maintainer keeps it that way on purpose (nolar/kopf#896, #1001; the
+timer bug it prevents is nolar/kopf#390). The price is ours to pay, not our users': with the
+operator uninstalled or scaled to 0, ``kubectl delete namespace`` stays Terminating forever.
+
+So cutover runs its per-object loop from raw watch events, which need no finalizer: the first
+event of an object (the initial listing included) starts its loop, every later one hands it
+the fresh body, and the DELETED event, or a ``deletionTimestamp``, stops it: the loop's
+``stopped`` flag is set, it gets ``cancellation_timeout`` seconds to return, then it is
+cancelled. Operator shutdown stops every loop the same way. Children need no finalizer either:
+they carry owner references, and the garbage collector removes them.
+
+Objects that still carry the finalizer an earlier version added (``cutover.dev/finalizer``)
+lose it on the operator's first look: kopf removes its configured finalizer from every object
+that no handler needs it on (see :data:`LEGACY_FINALIZER` in ``main.configure``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import kopf
+
+logger = logging.getLogger("cutover.operator.lifecycle")
+
+LoopFn = Callable[..., Awaitable[None]]
+"""An async function run once per object; it gets kopf's handler kwargs (indices included),
+the live ``body`` and ``stopped``, and returns when ``stopped`` turns true."""
+
+PER_EVENT_KWARGS = frozenset({"type", "event", "body", "meta", "spec", "status", "patch", "annotations", "labels"})
+"""Handler kwargs that describe one event; a long-running loop reads the live ``body`` instead."""
+
+
+class Stopped:
+    """Whether the loop was asked to stop: false until then, true after. ``await wait()``
+    returns once it is (kopf.DaemonStopped's contract, as far as the loops use it)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+@dataclass
+class _Loop:
+    task: asyncio.Task[None]
+    stopped: Stopped
+    raw: dict[str, Any]
+    """The body the loop sees through a kopf.Body view; replaced in place on every event."""
+
+
+class Loops:
+    """The running loops of one operator run, one per object (by uid).
+
+    ``fn`` is the loop; ``cancellation_timeout`` is how long (seconds) a stopped loop may take
+    to return before it is cancelled; ``backoff`` is how long to wait before restarting a loop
+    that raised."""
+
+    def __init__(self, fn: LoopFn, *, cancellation_timeout: float = 10.0, backoff: float = 10.0) -> None:
+        self.fn = fn
+        self.cancellation_timeout = cancellation_timeout
+        self.backoff = backoff
+        self.running: dict[str, _Loop] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+
+    def observe(self, event_type: str | None, raw_body: dict[str, Any], kwargs: dict[str, Any]) -> None:
+        """Handle one watch event of an object: start, refresh or stop its loop."""
+        metadata = raw_body.get("metadata", {})
+        uid = str(metadata.get("uid", ""))
+        if not uid:
+            return
+        loop = self.running.get(uid)
+        if event_type == "DELETED" or metadata.get("deletionTimestamp"):
+            if loop is not None:
+                self._stop(uid)
+            return
+        if loop is not None:
+            loop.raw.clear()
+            loop.raw.update(raw_body)
+            return
+        raw = dict(raw_body)
+        stopped = Stopped()
+        call = {k: v for k, v in kwargs.items() if k not in PER_EVENT_KWARGS}
+        call.update(body=kopf.Body(cast(kopf.RawBody, raw)), stopped=stopped)
+        task = asyncio.create_task(
+            self._run(call, stopped), name=f"loop {metadata.get('namespace')}/{metadata.get('name')}"
+        )
+        self.running[uid] = _Loop(task, stopped, raw)
+
+    async def _run(self, call: dict[str, Any], stopped: Stopped) -> None:
+        while not stopped:
+            try:
+                await self.fn(**call)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("per-object loop failed; restarting in %s s", self.backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopped.wait(), timeout=self.backoff)
+
+    def _stop(self, uid: str) -> None:
+        loop = self.running.pop(uid)
+        loop.stopped.set()
+        stopping = asyncio.create_task(self._finish(loop))
+        self._stopping.add(stopping)
+        stopping.add_done_callback(self._stopping.discard)
+
+    async def _finish(self, loop: _Loop) -> None:
+        """Give a stopped loop ``cancellation_timeout`` seconds to return, then cancel it."""
+        done, _ = await asyncio.wait({loop.task}, timeout=self.cancellation_timeout)
+        if not done:
+            loop.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await loop.task
+
+    async def stop_all(self) -> None:
+        """Stop every loop (operator shutdown) and wait until they are all gone."""
+        for uid in list(self.running):
+            self._stop(uid)
+        if self._stopping:
+            await asyncio.gather(*self._stopping, return_exceptions=True)
+
+
+def daemon(
+    group: str,
+    version: str,
+    plural: str,
+    *,
+    registry: kopf.OperatorRegistry,
+    cancellation_timeout: float = 10.0,
+    backoff: float = 10.0,
+) -> Callable[[LoopFn], LoopFn]:
+    """Run the decorated function once per object of the resource, like ``@kopf.daemon``, but
+    from raw watch events, so no finalizer is ever added (see the module docstring). The
+    function gets kopf's handler kwargs (``name``, ``namespace``, ``memo``, ``logger``, the
+    indices), a live ``body`` and ``stopped`` (a :class:`Stopped`)."""
+
+    def decorator(fn: LoopFn) -> LoopFn:
+        loops = Loops(fn, cancellation_timeout=cancellation_timeout, backoff=backoff)
+
+        @kopf.on.event(group, version, plural, registry=registry, id=f"{fn.__name__}/loops")
+        async def _observe(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+            loops.observe(type, dict(body), kwargs)
+
+        @kopf.on.cleanup(registry=registry, id=f"{fn.__name__}/stop")
+        async def _stop_all(**_: Any) -> None:
+            await loops.stop_all()
+
+        return fn
+
+    return decorator

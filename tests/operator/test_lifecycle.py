@@ -1,0 +1,134 @@
+"""Per-object loops without a finalizer: started by the first event, fed fresh bodies, stopped
+(and, when they do not return, cancelled) on deletion and at shutdown; and the operator's
+registry asks kopf for no finalizer at all, so deleting a namespace never waits for us."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+import pytest
+
+from cutover.operator import lifecycle, main
+
+
+def body(uid: str, generation: int = 1, **metadata: Any) -> dict[str, Any]:
+    return {"metadata": {"uid": uid, "name": f"md-{uid}", "namespace": "ns", "generation": generation, **metadata}}
+
+
+class Recorder:
+    """A loop like the operator's: reads the live body until stopped, wakes up now and then."""
+
+    def __init__(self, obey: bool = True) -> None:
+        self.seen: list[int] = []
+        self.kwargs: dict[str, Any] = {}
+        self.exited = asyncio.Event()
+        self.obey = obey
+
+    async def __call__(self, stopped: lifecycle.Stopped, body: kopf.Body, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        try:
+            while not stopped or not self.obey:
+                self.seen.append(body["metadata"]["generation"])
+                await asyncio.sleep(0.01)
+        finally:
+            self.exited.set()
+
+
+async def until(predicate: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+async def test_first_event_starts_a_loop_that_sees_every_later_body() -> None:
+    fn = Recorder()
+    loops = lifecycle.Loops(fn)
+    loops.observe(None, body("a"), {"name": "md-a", "memo": "m", "patch": {}, "deployments_by_model": {}})
+    await until(lambda: fn.seen)
+    loops.observe("MODIFIED", body("a", generation=2), {})
+    await until(lambda: fn.seen[-1] == 2)
+    assert len(loops.running) == 1
+    assert fn.kwargs == {"name": "md-a", "memo": "m", "deployments_by_model": {}}  # no per-event kwargs
+    await loops.stop_all()
+
+
+@pytest.mark.parametrize(
+    ("event", "gone"),
+    [("DELETED", body("a")), ("MODIFIED", body("a", deletionTimestamp="2026-01-01T00:00:00Z"))],
+)
+async def test_deletion_stops_the_loop(event: str, gone: dict[str, Any]) -> None:
+    fn = Recorder()
+    loops = lifecycle.Loops(fn)
+    loops.observe("ADDED", body("a"), {})
+    await until(lambda: fn.seen)
+    loops.observe(event, gone, {})
+    await until(fn.exited.is_set)
+    assert loops.running == {}
+    loops.observe("DELETED", gone, {})  # a repeated goodbye is harmless
+
+
+async def test_a_loop_that_does_not_return_is_cancelled_after_the_timeout() -> None:
+    fn = Recorder(obey=False)
+    loops = lifecycle.Loops(fn, cancellation_timeout=0.05)
+    loops.observe("ADDED", body("a"), {})
+    await until(lambda: fn.seen)
+    loops.observe("DELETED", body("a"), {})
+    await until(fn.exited.is_set)
+    await loops.stop_all()
+
+
+async def test_a_loop_that_raises_is_restarted_until_stopped() -> None:
+    calls: list[int] = []
+
+    async def flaky(stopped: lifecycle.Stopped, **_: Any) -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("boom")
+        await stopped.wait()
+
+    loops = lifecycle.Loops(flaky, backoff=0.01)
+    loops.observe("ADDED", body("a"), {})
+    await until(lambda: len(calls) == 3)
+    await loops.stop_all()
+    assert loops.running == {} and len(calls) == 3
+
+
+async def test_shutdown_stops_every_loop() -> None:
+    fn = Recorder()
+    loops = lifecycle.Loops(fn)
+    for uid in "abc":
+        loops.observe(None, body(uid), {})
+    await until(lambda: len(fn.seen) >= 3)
+    await loops.stop_all()
+    assert loops.running == {}
+
+
+def requires_a_finalizer(registry: kopf.OperatorRegistry) -> list[str]:
+    """Handlers for which kopf would put its finalizer on an object: daemons and timers always,
+    changing handlers (on.create/update/delete) unless optional. kopf keeps them in these
+    sub-registries; there is no public accessor."""
+    spawning = list(registry._spawning.get_all_handlers())
+    changing = [h for h in registry._changing.get_all_handlers() if h.requires_finalizer]
+    return [str(h.id) for h in [*spawning, *changing]]
+
+
+def test_the_lifecycle_daemon_asks_kopf_for_no_finalizer() -> None:
+    registry = kopf.OperatorRegistry()
+
+    @lifecycle.daemon("cutover.dev", "v1alpha1", "modeldeployments", registry=registry)
+    async def loop(**_: Any) -> None:
+        return None
+
+    assert requires_a_finalizer(registry) == []
+    assert list(registry._watching.get_all_handlers())  # it runs from watch events instead
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="operator/handlers.py still registers the loop with @kopf.daemon, which always adds a finalizer; "
+    "it must use @lifecycle.daemon (remove this marker then)",
+)
+def test_the_operator_asks_kopf_for_no_finalizer() -> None:
+    assert requires_a_finalizer(main.build_registry(None)) == []
