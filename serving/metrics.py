@@ -52,8 +52,20 @@ LABELS = REVISION_LABELS
 class ServingMetrics:
     """One registry per server, so tests can run several servers in one process."""
 
-    def __init__(self, namespace: str, model: str, revision: str, in_flight: Callable[[], float]) -> None:
-        """``in_flight`` is read at scrape time, so requests pay nothing for the gauge."""
+    def __init__(
+        self,
+        namespace: str,
+        model: str,
+        revision: str,
+        in_flight: Callable[[], float],
+        *,
+        scores_out_of_distribution: bool = False,
+    ) -> None:
+        """``in_flight`` is read at scrape time, so requests pay nothing for the gauge.
+        ``scores_out_of_distribution``: whether this server scores rows against training
+        statistics; only then is ``cutover_out_of_distribution_total`` exported (at 0 from the
+        start), so an out-of-distribution gate on a model that is never scored finds no series
+        (``unavailable``) instead of passing on a counter that cannot move."""
         self.registry = CollectorRegistry(auto_describe=True)
         values = (namespace, model, revision)
 
@@ -86,7 +98,9 @@ class ServingMetrics:
         self.ood_score = histogram(
             "cutover_out_of_distribution_score", "Mahalanobis distance of each row", OOD_BUCKETS
         ).labels(*values)
-        self.ood = shared_counter(OUT_OF_DISTRIBUTION).labels(*values)
+        self._ood = shared_counter(OUT_OF_DISTRIBUTION)
+        if scores_out_of_distribution:
+            self._ood.labels(*values)
         self._fallbacks = counter("cutover_serving_fallbacks", "Requests answered by a fallback", "link", "reason")
         self._breaker = Gauge(
             "cutover_serving_circuit_breaker_state",
@@ -104,6 +118,10 @@ class ServingMetrics:
             counter = self._by_code[code] = self._requests.labels(*self._values, str(code))
         counter.inc()
         self.duration.observe(seconds)
+
+    def out_of_distribution(self, rows: int) -> None:
+        """Count rows beyond the out-of-distribution threshold."""
+        self._ood.labels(*self._values).inc(rows)
 
     def fallback(self, link: str, reason: str) -> None:
         self._fallbacks.labels(*self._values, link, reason).inc()

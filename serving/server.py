@@ -134,7 +134,13 @@ def _schema(declared: Sequence[TensorSpec], discovered: Sequence[TensorInfo], ki
 class ModelServer:
     def __init__(self, config: ServeConfig, adapter: Adapter | None = None) -> None:
         self.config = config
-        self.metrics = ServingMetrics(config.namespace, config.name, config.revision, lambda: self.in_flight)
+        self.metrics = ServingMetrics(
+            config.namespace,
+            config.name,
+            config.revision,
+            lambda: self.in_flight,
+            scores_out_of_distribution=config.out_of_distribution is not None,
+        )
         self.adapter = adapter
         self.loaded = False
         self.load_error: str | None = "loading"
@@ -474,7 +480,7 @@ class ModelServer:
             self.metrics.ood_score.observe(float(score))
         beyond = int((scores > spec.threshold).sum())
         if beyond:
-            self.metrics.ood.inc(beyond)
+            self.metrics.out_of_distribution(beyond)
         return scores
 
     def _observe_prediction(self, outputs: Mapping[str, np.ndarray], confidence: list[float] | None) -> None:

@@ -25,9 +25,10 @@ including those of a crashing pod), else from the serving pods.
 
 What the engine trusts. A series with no sample for an arm is *no data*, never zero: the tick
 is ``unavailable`` and the weights stay frozen (the exporters create their event counters at 0,
-so "no event yet" is a present series; the one documented exception is a request counter's
-per-``code`` child, which appears with its first answer, so absent 5xx children with requests
-present mean zero errors). A series that no component exports is never read: its gate is
+so "no event yet" is a present series, and serving exports the out-of-distribution counter only
+for a model it scores; the one documented exception is a request counter's per-``code`` child,
+which appears with its first answer, so absent 5xx children with requests present mean zero
+errors). A series that no component exports is never read: its gate is
 ``unavailable`` with the reason (today ``safetyViolations``). Every value read must be a whole,
 finite, non-negative count of at most 2**53 (histogram buckets must also not decrease with
 ``le``); anything else Prometheus can answer (NaN, ±Inf, negative, fractional, huge) makes the
@@ -247,7 +248,8 @@ class Analysis:
             checked[labels] = as_count(value, f"the increment of {series.sample}{{{where}}}")
         for revision in (arms.candidate, arms.baseline):
             if not any(_revision(labels) == revision for labels in checked):
-                raise MetricsUnavailable(f"no samples of {series.sample} for revision {revision}")
+                why = f" ({series.absent_when})" if series.absent_when else ""
+                raise MetricsUnavailable(f"no samples of {series.sample} for revision {revision}{why}")
         return checked
 
     async def _errors(self, tick: _Tick, arms: Arms) -> tuple[Counts, Counts]:

@@ -16,7 +16,9 @@ the labelled children of their event counters at 0 when they start (serving does
 ``cutover_predictions_total`` and ``cutover_out_of_distribution_total``), so that "no event
 yet" and "not exported" look different. The one documented exception is the ``code`` label of
 the request counters: a child per status code appears with its first answer, so a revision
-whose requests are present but which has no 5xx child has had zero errors.
+whose requests are present but which has no 5xx child has had zero errors. Serving exports the
+out-of-distribution counter only for a model it scores (one with training statistics): an
+out-of-distribution gate on any other model has no evidence, and its absent series says so.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class Series:
     labels: tuple[str, ...] = REVISION_LABELS
     exported_by: tuple[Component, ...] = ()
     not_exported: str = ""
+    absent_when: str = ""
+    """When an exporting component still leaves the series out, if ever (said in the reason of
+    the ``unavailable`` verdict that its absence causes)."""
 
     @property
     def sample(self) -> str:
@@ -89,6 +94,7 @@ OUT_OF_DISTRIBUTION = Series(
     "counter",
     "Rows beyond the out-of-distribution threshold",
     exported_by=("serving",),
+    absent_when="serving exports it only for a model with model.outOfDistribution (training statistics)",
 )
 SAFETY_VIOLATIONS = Series(
     "cutover_safety_violations",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from cutover.analysis import Analysis, Arms
 from cutover.analysis.engine import LOW_CONFIDENCE
@@ -155,3 +155,15 @@ def test_interval_text_writes_unbounded_sides_as_such(lower: float | None, upper
 def test_the_docs_list_the_latency_thresholds_the_api_accepts() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "analysis.md").read_text()
     assert "(" + ", ".join(LATENCY_THRESHOLDS) + ")" in " ".join(docs.split())
+
+
+def test_serving_exports_the_out_of_distribution_counter_only_for_a_model_it_scores() -> None:
+    """A model without training statistics is never scored: a counter stuck at 0 would let an
+    outOfDistributionRate gate pass on no evidence, so the series is absent (unavailable)."""
+    child = b'cutover_out_of_distribution_total{model="ranker",namespace="shop",revision="c0ffee00"}'
+    unscored = ServingMetrics("shop", "ranker", "c0ffee00", lambda: 0.0, scores_out_of_distribution=False)
+    assert child not in generate_latest(unscored.registry)
+    scored = ServingMetrics("shop", "ranker", "c0ffee00", lambda: 0.0, scores_out_of_distribution=True)
+    assert child + b" 0.0" in generate_latest(scored.registry)  # present before the first event
+    scored.out_of_distribution(3)
+    assert child + b" 3.0" in generate_latest(scored.registry)
