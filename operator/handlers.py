@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from cutover.api.v1alpha1 import GROUP, REQUEST_ANNOTATIONS, VERSION, ModelDeployment
 
-from . import builders, gpu, metrics, pods
+from . import builders, gpu, lifecycle, metrics, pods
 from .kube import ApiError, Kube
 from .rollout import AnalysisInput, Capacity, Inputs, Plan, Request, WatchInput, comparison, reconcile, requests_in
 from .verdicts import VerdictSource
@@ -69,15 +69,11 @@ def annotation_writer(body: dict[str, Any], key: str) -> str:
 
 async def _capacity(kube: Kube, md: ModelDeployment) -> Capacity | None:
     runtime = md.spec.wire()["runtime"]
-    resource = builders.gpu_resource(runtime)
-    if resource is None:
+    if builders.gpu_resource(runtime) is None:
         return None
     nodes = await kube.list("v1", "Node")
     pods = await kube.list("v1", "Pod", field_selector="status.phase!=Succeeded,status.phase!=Failed")
-    name, count = resource
-    spec_gpu = md.spec.runtime.gpu
-    assert spec_gpu is not None
-    return gpu.free_pods(nodes, pods, name, count, spec_gpu.product, spec_gpu.min_memory_mib)
+    return gpu.preflight(nodes, pods, runtime)
 
 
 async def _invalid(ctx: Context, body: dict[str, Any], error: ValidationError, logger: logging.Logger) -> None:
@@ -268,9 +264,9 @@ def register(registry: kopf.OperatorRegistry) -> None:
         )
         return {(namespace, labels[builders.LABEL_MODEL]): child}
 
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
+    @lifecycle.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
     async def modeldeployment_loop(
-        stopped: kopf.DaemonStopped,
+        stopped: lifecycle.Stopped,
         namespace: str,
         name: str,
         body: kopf.Body,

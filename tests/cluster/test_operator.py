@@ -384,18 +384,10 @@ def test_shared_gpu_pods_land_on_nodes_that_share_gpus_that_way(
     assert capacity["status"] == "True" and "nvidia.com/gpu.shared" in capacity["message"]
 
 
-NEEDS_LIFECYCLE_DAEMON = pytest.mark.xfail(
-    strict=True,
-    reason="operator/handlers.py still registers the loop with @kopf.daemon, which always adds a finalizer; "
-    "it must use @lifecycle.daemon (remove this marker then)",
-)
-
-
 def gone(kube: Kube, *args: str) -> bool:
     return kube.run("get", *args, check=False).returncode != 0
 
 
-@NEEDS_LIFECYCLE_DAEMON
 def test_namespace_deletion_completes_once_the_operator_is_gone(kube: Kube, namespace: str, operator: Operator) -> None:
     """The order a platform engineer meets: operator uninstalled (or scaled to 0), then the
     namespace deleted. Nothing may wait for an operator that is not coming back."""
@@ -406,7 +398,6 @@ def test_namespace_deletion_completes_once_the_operator_is_gone(kube: Kube, name
     wait_for(lambda: gone(kube, "namespace", namespace), timeout=90, what=f"namespace {namespace} to be gone")
 
 
-@NEEDS_LIFECYCLE_DAEMON
 def test_an_upgrade_strips_the_finalizer_earlier_versions_added(kube: Kube, namespace: str, tmp_path: Path) -> None:
     """Objects from an earlier version carry cutover.dev/finalizer, one of them already
     Terminating; the operator's first look removes it from both and the live one still runs."""

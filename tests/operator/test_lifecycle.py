@@ -125,10 +125,5 @@ def test_the_lifecycle_daemon_asks_kopf_for_no_finalizer() -> None:
     assert list(registry._watching.get_all_handlers())  # it runs from watch events instead
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="operator/handlers.py still registers the loop with @kopf.daemon, which always adds a finalizer; "
-    "it must use @lifecycle.daemon (remove this marker then)",
-)
 def test_the_operator_asks_kopf_for_no_finalizer() -> None:
     assert requires_a_finalizer(main.build_registry(None)) == []
