@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -27,9 +27,10 @@ from cutover.api.contract import GATEWAY_REQUEST_DURATION, GATEWAY_REQUESTS, LAT
 from ..breaker import CircuitBreaker
 from ..fallback import REVISION_HEADER
 from ..metrics import BREAKER_STATES
-from ..protocol import HEADER_LENGTH, decode_response
+from ..protocol import HEADER_LENGTH
 from .keys import DEFAULT_TIERS, ApiKey, Denied, KeyStore, Limiter, Tier, authorize, retry_after_header
-from .routing import Backend, Route, choose, mirrors_for, route_from
+from .routing import Backend, Route, choose, for_version, mirrors_for, route_from
+from .shadow import Outcome, compare_chat, compare_inference
 from .upstream import ConnectFailed, Disconnected, Upstream, UpstreamError
 
 log = logging.getLogger("cutover.gateway")
@@ -38,6 +39,8 @@ FORWARDED_RESPONSE_HEADERS = tuple(
     (name, name.lower()) for name in ("Content-Type", "Content-Encoding", HEADER_LENGTH, REVISION_HEADER, "Retry-After")
 )
 DIVERGENCE_BUCKETS = (1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+VERSION_SEGMENT = re.compile(r"^(/v2/models/[^/?]+)/versions/[^/?]+")
+"""The ``/versions/{version}`` part of an Open Inference Protocol path."""
 
 
 @dataclass
@@ -113,10 +116,11 @@ class GatewayMetrics:
         self._child(self._requests, *values, str(code)).inc()
         self._child(self._duration, *values).observe(seconds)
 
-    def comparison(self, route: Route, backend: Backend, agree: bool, divergence: float | None) -> None:
-        self._child(self._comparisons, route.namespace, route.model, backend.revision, str(agree).lower()).inc()
-        if divergence is not None:
-            self._child(self._divergence, route.namespace, route.model, backend.revision).observe(divergence)
+    def comparison(self, route: Route, backend: Backend, outcome: Outcome) -> None:
+        values = (route.namespace, route.model, backend.revision)
+        self._child(self._comparisons, *values, str(outcome.agree).lower()).inc()
+        if outcome.divergence is not None:
+            self._child(self._divergence, *values).observe(outcome.divergence)
 
     def breaker(self, route: Route, backend: Backend, state: str) -> None:
         value = BREAKER_STATES[str(state)]
@@ -147,36 +151,6 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return Answer(
         status, json.dumps({"error": message}).encode(), {"Content-Type": "application/json", **(headers or {})}, None
     )
-
-
-def agreement(
-    primary: bytes, primary_length: str | None, mirror: bytes, mirror_length: str | None
-) -> tuple[bool, float | None]:
-    """Whether a mirrored Open Inference Protocol answer agrees with the live one: the same top-1
-    class on every row for a [rows, classes] float output, else equal values; and the largest
-    absolute difference of the first output."""
-    _, live = decode_response(primary, primary_length)
-    _, shadow = decode_response(mirror, mirror_length)
-    if not live:
-        return not shadow, None
-    name = next(iter(live))
-    a, b = live[name], shadow.get(name)
-    if b is None or a.shape != b.shape:
-        return False, None
-    if a.dtype.kind not in "fiub":
-        return bool(np.array_equal(a, b)), None
-    divergence = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
-    if a.dtype.kind == "f" and a.ndim == 2 and a.shape[1] > 1:
-        return bool((a.argmax(axis=1) == b.argmax(axis=1)).all()), divergence
-    return bool(np.allclose(a, b, rtol=1e-5, atol=1e-6)), divergence
-
-
-def chat_agreement(primary: bytes, mirror: bytes) -> bool:
-    def text(body: bytes) -> str:
-        choices = json.loads(body).get("choices") or [{}]
-        return str((choices[0].get("message") or {}).get("content", "")).strip()
-
-    return text(primary) == text(mirror)
 
 
 class Gateway:
@@ -347,6 +321,16 @@ class Gateway:
             return _refused(denied)
         if route is None:
             return _respond(_error(404, f"unknown model {name!r}"))
+        version = request.match_info.get("version")
+        if version is not None:
+            # Only a revision serving that version can answer: never split it by weight.
+            pinned = for_version(route, version)
+            if pinned is None:
+                served = ", ".join(sorted({repr(b.version) for b in route.backends if b.version is not None}))
+                return _respond(
+                    _error(404, f"unknown version {version!r} of model {name!r}; live versions: {served or 'none'}")
+                )
+            route = pinned
         body = await request.read() if request.method == "POST" else b""
         return _respond(await self._proxy(route, request, body, idempotent=True))
 
@@ -385,8 +369,11 @@ class Gateway:
             live: asyncio.Future[Answer] | None = None
             if mirrors:
                 live = asyncio.get_running_loop().create_future()
+                # The copy asks for whatever the mirror serves: a version named in the path is
+                # the live revision's, which the mirror may not serve.
+                copy = replace(outgoing, path=VERSION_SEGMENT.sub(r"\1", outgoing.path, count=1))
                 for mirror in mirrors:
-                    self._start_mirror(route, mirror, outgoing, live)
+                    self._start_mirror(route, mirror, copy, live)
             answer = await self._attempts(route, choice.backend, outgoing)
             if live is not None:
                 live.set_result(answer)
@@ -491,16 +478,17 @@ class Gateway:
         answer = await live
         if answer.status != 200:
             return  # nothing to compare against
-        agree, divergence = False, None
+        outcome = Outcome(False)
         if status == 200:
             try:
                 if outgoing.path.endswith("/chat/completions"):
-                    agree = chat_agreement(answer.body, payload)
+                    outcome = compare_chat(answer.body, payload, route.comparison)
                 else:
-                    agree, divergence = agreement(answer.body, answer.headers.get(HEADER_LENGTH), payload, length)
+                    live_length = answer.headers.get(HEADER_LENGTH)
+                    outcome = compare_inference(answer.body, live_length, payload, length, route.comparison)
             except Exception as error:  # a malformed mirrored answer disagrees
                 log.debug("comparison failed: %s", error)
-        self.metrics.comparison(route, mirror, agree, divergence)
+        self.metrics.comparison(route, mirror, outcome)
 
 
 def _refused(denied: Denied) -> web.Response:

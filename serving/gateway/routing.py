@@ -1,6 +1,14 @@
 """Which revision answers a request: the weighted split of the traffic table, sticky A/B
-assignment, and which revisions get a mirrored copy. Pure functions over a Route, so the
-split and stickiness are tested without a network.
+assignment, a request that names a model version, and which revisions get a mirrored copy.
+Pure functions over a Route, so the split and stickiness are tested without a network.
+
+A request that names a version (``/v2/models/{name}/versions/{version}`` and its ``/ready``,
+``/config`` and ``/infer``) can only be answered by a revision serving that version: it goes to
+the revisions with live traffic that serve it (split among them by weight), never by the
+weighted split to one serving another version, and gets a 404 at the gateway when none does.
+The version of each row of the traffic table comes from the ModelDeployment itself: the
+revision history (``status.history[].modelVersion``) for revisions that were stable, the spec
+(``spec.model.version``) for the candidate, the stable revision's for baseline pods.
 
 Sticky assignment (``spec.strategy.abTest.assignment``):
 - ``header``: the header's value names the arm (a role such as ``candidate``, or a revision);
@@ -16,8 +24,10 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from .shadow import Comparison
 
 ROLE_ORDER = {"stable": 0, "baseline": 1, "candidate": 2}
 
@@ -29,6 +39,8 @@ class Backend:
     url: str
     weight: int
     mirror_percent: int = 0
+    version: str | None = None
+    """spec.model.version of what the revision serves; None when the ModelDeployment does not say."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,8 @@ class Route:
     mirrors: tuple[Backend, ...] = ()
     assignment: Assignment | None = None
     min_tier: str | None = None
+    comparison: Comparison = field(default_factory=Comparison)
+    """How mirrored answers are compared (spec.strategy.shadow)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,7 @@ def route_from(md: Mapping[str, Any], resolve: Callable[[str, str], str | None])
     if (spec.get("traffic") or {}).get("provider", "gateway") != "gateway":
         return None
     backends, mirrors = [], []
+    version = _versions(meta, spec, status)
     for entry in status.get("traffic") or []:
         service = entry.get("service")
         url = resolve(namespace, service) if service else None
@@ -78,6 +93,7 @@ def route_from(md: Mapping[str, Any], resolve: Callable[[str, str], str | None])
             url,
             int(entry.get("weight", 0)),
             int(entry.get("mirrorPercent", 0)),
+            version(entry),
         )
         if backend.weight > 0:
             backends.append(backend)
@@ -88,7 +104,7 @@ def route_from(md: Mapping[str, Any], resolve: Callable[[str, str], str | None])
         # previous revision that can answer does, rather than every request failing. Never a
         # candidate: it may be the one just rolled back.
         backends = [
-            Backend(e["revision"], e.get("role", "stable"), url, 1)
+            Backend(e["revision"], e.get("role", "stable"), url, 1, version=version(e))
             for e in status.get("traffic") or []
             if e.get("role") in ("stable", "previous")
             and e.get("service")
@@ -97,7 +113,8 @@ def route_from(md: Mapping[str, Any], resolve: Callable[[str, str], str | None])
     if not backends:
         return None
     backends.sort(key=lambda b: (ROLE_ORDER.get(b.role, 9), b.revision))
-    sticky = ((spec.get("strategy") or {}).get("abTest") or {}).get("assignment")
+    strategy = spec.get("strategy") or {}
+    sticky = (strategy.get("abTest") or {}).get("assignment")
     return Route(
         namespace=namespace,
         deployment=name,
@@ -106,7 +123,45 @@ def route_from(md: Mapping[str, Any], resolve: Callable[[str, str], str | None])
         mirrors=tuple(mirrors),
         assignment=Assignment(sticky["by"], sticky["name"]) if sticky else None,
         min_tier=(meta.get("annotations") or {}).get("cutover.dev/min-tier"),
+        comparison=Comparison.of(strategy.get("shadow")),
     )
+
+
+def _versions(
+    meta: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any]
+) -> Callable[[Mapping[str, Any]], str | None]:
+    """The model version a traffic-table row serves (see the module docstring), or None. The
+    spec names the candidate's version only once the operator has acted on that spec
+    (status.observedGeneration): a spec changed since may describe a revision not running yet."""
+    history = {
+        str(r["revision"]): str(r["modelVersion"])
+        for r in status.get("history") or []
+        if isinstance(r, Mapping) and r.get("revision") and r.get("modelVersion") is not None
+    }
+    candidate, stable = status.get("candidateRevision"), status.get("stableRevision")
+    observed = status.get("observedGeneration")
+    current = observed is None or observed == meta.get("generation")
+    declared = (spec.get("model") or {}).get("version") if current else None
+
+    def version(entry: Mapping[str, Any]) -> str | None:
+        revision = stable if entry.get("role") == "baseline" else entry.get("revision")
+        if revision in history:
+            return history[revision]
+        if revision is not None and revision == candidate and declared is not None:
+            return str(declared)
+        return None
+
+    return version
+
+
+def for_version(route: Route, version: str) -> Route | None:
+    """The route of a request that names ``version``: only the live revisions serving it, split
+    by weight, with no sticky assignment (the version is the client's choice); None when no live
+    revision serves it."""
+    serving = tuple(b for b in route.backends if b.version == version)
+    if not serving:
+        return None
+    return replace(route, backends=serving, assignment=None)
 
 
 def _by_weight(backends: tuple[Backend, ...], point: float) -> Backend:

@@ -327,3 +327,78 @@ def test_killed_backend_opens_its_circuit_without_client_errors(stack: dict[str,
     assert gateway.metric("cutover_gateway_circuit_breaker_state", revision="bbb") == 2
     assert gateway.metric("cutover_gateway_retries_total") >= 1
     assert gateway.metric("cutover_gateway_requests_total", revision="bbb", code="502") >= 3
+
+
+def set_versions(kube: Kube, namespace: str) -> None:
+    """Status as the operator writes it mid-rollout: aaa (version 1) stable, bbb (spec.model.version 2) candidate."""
+    status = {
+        "stableRevision": "aaa",
+        "candidateRevision": "bbb",
+        "history": [{"revision": "aaa", "modelVersion": "1"}],
+    }
+    kube.run(
+        "patch", "md", "clf", "-n", namespace, "--subresource=status", "--type=merge", "-p",
+        json.dumps({"status": status}),
+    )  # fmt: skip
+
+
+async def fetch(url: str, requests: list[tuple[str, str]], key: str = KEYS["pro"]) -> list[Result]:
+    """(method, path) requests in order, with a JSON inference body for POST."""
+    x = body(sample_models.sample_inputs(1, seed=6))
+    out: list[Result] = []
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as session:
+        for method, path in requests:
+            async with session.request(method, url + path, data=x if method == "POST" else None) as response:
+                out.append((response.status, response.headers.get("Cutover-Revision", ""), await response.read(), {}))
+    return out
+
+
+def test_a_versioned_request_reaches_the_revision_serving_that_version(stack: dict[str, Any]) -> None:
+    gateway, kube, namespace = stack["gateway"], stack["kube"], stack["namespace"]
+    set_versions(kube, namespace)
+    set_traffic(kube, namespace, {"aaa": 50, "bbb": 50})
+    base = f"/v2/models/{MODEL}/versions"
+    wait_for(
+        lambda: {r[1] for r in run(fetch(gateway.url, [("POST", f"{base}/2/infer")] * 20))} == {"rev-2"},
+        10,
+        "the versions to reach the gateway",
+        0.1,
+    )
+    for version, revision in (("1", "rev-1"), ("2", "rev-2")):
+        paths = [("POST", f"{base}/{version}/infer")] * 60
+        paths += [("GET", f"{base}/{version}{suffix}") for suffix in ("", "/ready", "/config") for _ in range(5)]
+        results = run(fetch(gateway.url, paths))
+        assert Counter((r[0], r[1]) for r in results) == {(200, revision): 75}, version
+    for method, path in (("POST", f"{base}/3/infer"), ("GET", f"{base}/3"), ("GET", f"{base}/3/ready")):
+        status, revision, payload, _ = run(fetch(gateway.url, [(method, path)]))[0]
+        assert status == 404 and revision == "", "the gateway answers, not a revision"
+        assert "unknown version '3'" in json.loads(payload)["error"]
+
+
+def test_mirrored_answers_are_compared_per_the_shadow_spec(kube: Kube, stack: dict[str, Any]) -> None:
+    """The shifted model's classes differ from the good one's on about a third of inputs (see the
+    mirror test above); numeric with a tolerance wider than any score difference agrees on all."""
+    gateway, namespace = stack["gateway"], stack["namespace"]
+    kube.run(
+        "patch", "md", "clf", "-n", namespace, "--type=merge", "-p",
+        json.dumps({"spec": {"strategy": {"type": "shadow", "canary": None,
+                                          "shadow": {"agreement": "numeric", "tolerance": 10}}}}),
+    )  # fmt: skip
+    set_traffic(kube, namespace, {"aaa": 100, "bbb": 0}, mirror={"bbb": 100})
+    inputs = [body(sample_models.sample_inputs(1, seed=300 + i)) for i in range(100)]
+    wait_for(
+        lambda: run(send(gateway.url, inputs[:1])) and gateway.metric("cutover_gateway_shadow_comparisons_total"),
+        10,
+        "mirroring to start",
+        0.1,
+    )
+    before = gateway.metric("cutover_gateway_shadow_comparisons_total", agree="true", revision="bbb")
+    assert all(r[0] == 200 for r in run(send(gateway.url, inputs)))
+    wait_for(
+        lambda: (
+            gateway.metric("cutover_gateway_shadow_comparisons_total", agree="true", revision="bbb") >= before + 100
+        ),
+        10,
+        "the comparisons",
+    )
+    assert gateway.metric("cutover_gateway_shadow_comparisons_total", agree="false", revision="bbb") == 0

@@ -8,6 +8,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -23,7 +24,16 @@ from cutover.serving.gateway.keys import (
     digest,
     tiers_from,
 )
-from cutover.serving.gateway.routing import Assignment, Backend, Route, choose, mirrors_for, route_from
+from cutover.serving.gateway.routing import (
+    Assignment,
+    Backend,
+    Route,
+    choose,
+    for_version,
+    mirrors_for,
+    route_from,
+)
+from cutover.serving.gateway.shadow import Comparison
 
 from .support import key_secret
 
@@ -87,7 +97,7 @@ def test_mirror_odds_follow_mirror_percent_and_never_copy_to_the_answering_revis
 
 
 def test_route_from_reads_the_traffic_table_the_operator_writes() -> None:
-    md = {
+    md: dict[str, Any] = {
         "metadata": {"namespace": "ns", "name": "fraud", "annotations": {"cutover.dev/min-tier": "pro"}},
         "spec": {
             "model": {"name": "fraud-scorer"},
@@ -107,6 +117,66 @@ def test_route_from_reads_the_traffic_table_the_operator_writes() -> None:
     assert parsed.assignment == Assignment("cookie", "c")
     assert route_from({**md, "status": {}}, lambda n, s: "") is None
     assert route_from({**md, "spec": {**md["spec"], "traffic": {"provider": "gatewayAPI"}}}, lambda n, s: "") is None
+
+
+def rollout_md(generation: int = 4, observed: int | None = 4) -> dict[str, Any]:
+    """A canary with baseline pods, a kept previous revision and a shadow comparison."""
+    status: dict[str, Any] = {
+        "stableRevision": "s1",
+        "candidateRevision": "c1",
+        "history": [
+            {"revision": "s1", "modelVersion": "2026-10"},
+            {"revision": "p1", "modelVersion": "2026-09"},
+        ],
+        "traffic": [
+            {"revision": "s1", "role": "stable", "weight": 60, "service": "m-s1"},
+            {"revision": "s1-baseline", "role": "baseline", "weight": 20, "service": "m-s1-baseline"},
+            {"revision": "c1", "role": "candidate", "weight": 20, "service": "m-c1"},
+            {"revision": "p1", "role": "previous", "weight": 0, "mirrorPercent": 5, "service": "m-p1"},
+            {"revision": "zz", "role": "previous", "weight": 0, "mirrorPercent": 5, "service": "m-zz"},
+        ],
+    }
+    if observed is not None:
+        status["observedGeneration"] = observed
+    return {
+        "metadata": {"namespace": "ns", "name": "m", "generation": generation},
+        "spec": {
+            "model": {"name": "m", "version": "2026-11"},
+            "strategy": {"type": "canary", "shadow": {"agreement": "numeric", "tolerance": 0.25}},
+        },
+        "status": status,
+    }
+
+
+def test_route_from_knows_which_model_version_each_revision_serves() -> None:
+    parsed = route_from(rollout_md(), lambda namespace, service: f"http://{service}")
+    assert parsed is not None
+    versions = {b.revision: b.version for b in (*parsed.backends, *parsed.mirrors)}
+    # stable and previous from the revision history, the candidate from the spec, baseline pods
+    # run the stable revision; a revision the status does not describe has no known version.
+    assert versions == {"s1": "2026-10", "s1-baseline": "2026-10", "c1": "2026-11", "p1": "2026-09", "zz": None}
+    assert parsed.comparison == Comparison("numeric", 0.25)
+    # A spec the operator has not acted on yet may name a version no revision runs.
+    ahead = route_from(rollout_md(generation=5, observed=4), lambda namespace, service: f"http://{service}")
+    assert ahead is not None and {b.revision: b.version for b in ahead.backends}["c1"] is None
+    unobserved = route_from(rollout_md(observed=None), lambda namespace, service: f"http://{service}")
+    assert unobserved is not None and {b.revision: b.version for b in unobserved.backends}["c1"] == "2026-11"
+
+
+def test_a_named_version_is_split_only_among_the_live_revisions_serving_it() -> None:
+    parsed = route_from(rollout_md(), lambda namespace, service: f"http://{service}")
+    assert parsed is not None
+    sticky = replace(parsed, assignment=Assignment("header", "X-Arm"))
+    stable = for_version(sticky, "2026-10")
+    assert stable is not None and stable.assignment is None
+    rng = random.Random(7)
+    picks = Counter(choose(stable, {"X-Arm": "candidate"}, {}, rng=rng).backend.revision for _ in range(4_000))
+    assert picks.keys() == {"s1", "s1-baseline"} and within(picks["s1-baseline"], 4_000, 0.25)
+    candidate = for_version(parsed, "2026-11")
+    assert candidate is not None and [b.revision for b in candidate.backends] == ["c1"]
+    assert candidate.mirrors == parsed.mirrors
+    assert for_version(parsed, "2026-09") is None, "a previous revision with no live share does not answer"
+    assert for_version(parsed, "1999") is None
 
 
 class Clock:
@@ -235,6 +305,6 @@ async def test_the_gateway_is_ready_once_every_watched_list_has_arrived() -> Non
     gateway.unlisted = {(kind, namespace) for namespace, kind, _ in scopes}
     for namespace, kind, _ in scopes:
         response = await gateway.ready(probe)
-        assert response.status == 503 and "team-" in json.loads(response.text)["error"]
+        assert response.status == 503 and "team-" in json.loads(response.text or "{}")["error"]
         await watch._follow(gateway, Listed([]), namespace, kind)  # type: ignore[arg-type]
     assert (await gateway.ready(probe)).status == 200

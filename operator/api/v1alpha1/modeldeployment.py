@@ -383,9 +383,15 @@ class ShadowStrategy(ApiModel):
     min_agreement: Fraction = 0.95
     """Least fraction of mirrored requests on which candidate and stable agree."""
     agreement: Literal["top1", "numeric"] = "top1"
-    """top1 compares the arg-max class; numeric compares outputs within tolerance."""
+    """How the gateway decides that the candidate's answer agrees with stable's. Inference:
+    top1 compares each row's class (arg-max over the last axis; labels must be equal), numeric
+    needs every element of every output within tolerance. LLM chat (answers are sampled, so
+    never compared as exact text): top1 compares the answer's first word (its label, such as
+    yes/no), numeric needs the answers' word overlap (1 - F1 of their words) within tolerance."""
     tolerance: Annotated[float, Field(ge=0)] = 1e-3
-    """Largest absolute difference that still counts as agreement for numeric."""
+    """For numeric (and one-column scores under top1): the largest absolute difference that
+    still agrees. For LLM chat with numeric: the share of words that may differ, 0 to 1 (0.5
+    suits free-form answers)."""
     duration: Duration = "10m"
     """Least time to shadow before promotion."""
 

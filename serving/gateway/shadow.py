@@ -1,0 +1,156 @@
+"""Whether a mirrored (shadow) answer agrees with the live one, per the ModelDeployment's
+``spec.strategy.shadow.agreement`` and ``tolerance``. Pure functions over response bodies, so
+each rule is tested without a network; the gateway counts the outcome per revision
+(``cutover_gateway_shadow_comparisons_total``) and the operator gates promotion on the share
+that agreed (``minAgreement``).
+
+Open Inference Protocol answers (``/v2/models/.../infer``): both answers must have the same
+outputs with the same shapes, and then
+
+- ``top1``: each row's predicted class agrees: the arg-max over the last axis of a floating
+  output with more than one column, the value itself of an integer, boolean or string output
+  (a label); a floating output with one column (a score or a regression) agrees within
+  ``tolerance``, as ``numeric``.
+- ``numeric``: every element of every output is within ``tolerance`` (absolute difference);
+  non-numeric outputs are equal. Missing values (``null``, NaN) agree only with each other.
+
+The divergence reported beside it is the largest absolute difference over the numeric outputs.
+
+LLM chat answers (``/v1/chat/completions``): a sampled model seldom says the same thing in the
+same words twice, so text equality measured sampling, not the candidate. Both answers are
+normalised (Unicode NFKC, case-folded, punctuation dropped, split into words), and then
+
+- ``top1``: the first words agree: the answer's label when the prompt asks for one (yes/no, a
+  category, a grade), which sampling at a sensible temperature does not flip unless the model
+  is itself unsure.
+- ``numeric``: the word overlap is high enough: 1 - F1 of the two answers' words (the
+  bag-of-words F1 that question-answering benchmarks score answers with) is at most
+  ``tolerance``, which here is the share of words that may differ (0 to 1; 0.5 suits
+  free-form answers). The divergence reported is that 1 - F1.
+
+Two empty answers agree; an empty answer and a non-empty one do not. Any answer that cannot be
+parsed disagrees.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ..protocol import decode_response
+
+Agreement = Literal["top1", "numeric"]
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How mirrored answers are compared: ``spec.strategy.shadow.agreement`` and ``tolerance``."""
+
+    agreement: Agreement = "top1"
+    tolerance: float = 1e-3
+
+    @classmethod
+    def of(cls, shadow: Mapping[str, Any] | None) -> Comparison:
+        """From a ``spec.strategy.shadow`` object as the API server stores it (the API's
+        defaults where a field is absent or unusable)."""
+        shadow = shadow or {}
+        agreement = shadow.get("agreement", "top1")
+        tolerance = shadow.get("tolerance", 1e-3)
+        valid = isinstance(tolerance, int | float) and not isinstance(tolerance, bool) and tolerance >= 0
+        return cls(
+            agreement if agreement in ("top1", "numeric") else "top1",
+            float(tolerance) if valid else 1e-3,
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    agree: bool
+    divergence: float | None = None
+    """The largest absolute difference (inference) or 1 - word F1 (chat); None when not measured."""
+
+
+def compare_inference(
+    live: bytes, live_length: str | None, mirror: bytes, mirror_length: str | None, rule: Comparison
+) -> Outcome:
+    """Compare two Open Inference Protocol answers (JSON, or binary with ``Inference-Header-Content-Length``).
+    Raises ``ProtocolError`` (or ``ValueError``) for an answer that cannot be decoded."""
+    _, ours = decode_response(live, live_length)
+    _, theirs = decode_response(mirror, mirror_length)
+    if ours.keys() != theirs.keys():
+        return Outcome(False)
+    agree, divergence = True, 0.0 if ours else None
+    for name, a in ours.items():
+        b = theirs[name]
+        if a.shape != b.shape:
+            return Outcome(False)
+        numeric = a.dtype.kind in "fiub" and b.dtype.kind in "fiub"
+        if not numeric:
+            agree = agree and bool(np.array_equal(a, b))
+            continue
+        x, y = a.astype(np.float64), b.astype(np.float64)
+        close = np.isclose(x, y, rtol=0.0, atol=rule.tolerance, equal_nan=True)
+        difference = _largest_difference(x, y)
+        if divergence is not None:
+            divergence = None if difference is None else max(divergence, difference)
+        if rule.agreement == "top1" and a.dtype.kind == "f" and a.ndim >= 1 and a.shape[-1] > 1:
+            agree = agree and _same_class(x, y)
+        elif rule.agreement == "top1" and a.dtype.kind in "iub" and b.dtype.kind in "iub":
+            agree = agree and bool(np.array_equal(a, b))
+        else:
+            agree = agree and bool(close.all())
+    return Outcome(agree, divergence)
+
+
+def _largest_difference(x: np.ndarray, y: np.ndarray) -> float | None:
+    """The largest absolute difference, ignoring places where both are missing; None when only
+    one of them is (no finite difference says how far apart that is)."""
+    both_missing = np.isnan(x) & np.isnan(y)
+    difference = np.abs(x - y)[~both_missing]
+    if difference.size == 0:
+        return 0.0
+    largest = float(difference.max())
+    return largest if np.isfinite(largest) else None
+
+
+def _same_class(x: np.ndarray, y: np.ndarray) -> bool:
+    """Each row's arg-max over the last axis is the same; a row with a missing score disagrees."""
+    if np.isnan(x).any() or np.isnan(y).any():
+        return bool(np.array_equal(x, y, equal_nan=True))
+    return bool((x.argmax(axis=-1) == y.argmax(axis=-1)).all())
+
+
+def chat_words(body: bytes) -> list[str]:
+    """The first choice's message of an OpenAI chat completion, normalised into words.
+    Raises ``ValueError`` (or ``AttributeError``, ``TypeError``) for a body that is not one."""
+    choices = json.loads(body).get("choices") or [{}]
+    content = (choices[0].get("message") or {}).get("content") or ""
+    return _WORD.findall(unicodedata.normalize("NFKC", str(content)).casefold())
+
+
+def word_f1(a: list[str], b: list[str]) -> float:
+    """F1 of the two bags of words (1 when both are empty)."""
+    if not a and not b:
+        return 1.0
+    common = sum((Counter(a) & Counter(b)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(b), common / len(a)
+    return 2 * precision * recall / (precision + recall)
+
+
+def compare_chat(live: bytes, mirror: bytes, rule: Comparison) -> Outcome:
+    """Compare two chat completions as the module docstring says."""
+    ours, theirs = chat_words(live), chat_words(mirror)
+    distance = 1.0 - word_f1(ours, theirs)
+    if rule.agreement == "top1":
+        return Outcome(ours[:1] == theirs[:1], distance)
+    return Outcome(distance <= rule.tolerance, distance)
