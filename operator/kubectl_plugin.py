@@ -96,6 +96,12 @@ def status_lines(body: dict[str, Any]) -> list[str]:
             bounds = interval_text(m.get("lower"), m.get("upper")) if "lower" in m or "upper" in m else ""
             estimate = "n/a" if m.get("estimate") is None else f"{m['estimate']:.3g}"
             lines.append(f"  {m['name']:<20} {m.get('decision', ''):<12} estimate {estimate} {bounds}".rstrip())
+    watch = status.get("postPromotion")
+    if watch:
+        lines.append(
+            f"Watch:      {watch['state']} {watch['revision']} until {watch['until']}"
+            f" (rollback to {watch['previous']}): {watch.get('reason', '')}".rstrip(": ")
+        )
     lines.append("Conditions:")
     for c in status.get("conditions", []):
         lines.append(f"  {c['type']:<18} {c['status']:<7} {c.get('reason', '')}: {c.get('message', '')}")

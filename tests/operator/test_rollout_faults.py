@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from cutover.api.v1alpha1.modeldeployment import AnalysisStatus
-from cutover.operator import pods
+from cutover.operator import kubectl_plugin, pods
 from cutover.operator.rollout import (
     AnalysisInput,
     Inputs,
@@ -454,3 +454,10 @@ def test_the_verdict_that_ends_a_rollout_is_the_evidence_status_keeps() -> None:
     sim.change_version("v4")
     _reconcile_with(sim, AnalysisInput(stale, "rollback", "about v3", status=evidence))
     assert sim.status.get("lastAnalysis") is None and sim.status["phase"] == "Progressing"
+
+
+def test_kubectl_cutover_status_shows_the_watch() -> None:
+    sim, first, second = _promoted()
+    lines = kubectl_plugin.status_lines({**sim.doc, "status": sim.status})
+    (watch,) = [line for line in lines if line.startswith("Watch:")]
+    assert f"Watching {second} until" in watch and f"rollback to {first}" in watch
