@@ -1,9 +1,16 @@
 """`kubectl cutover`: the on-call side of cutover, as a kubectl plugin.
 
-Every action writes one annotation whose value is a fresh request id, which the operator handles
-exactly once and records in ``status.handledRequests``. The plugin calls kubectl itself, so
-``--context``, ``--namespace`` and the user's credentials work as with any kubectl command, and
-the audit log shows the real user.
+Every action writes one annotation whose value carries a fresh request id
+(``<action>-<UTC time>-<6 random hex>``; for ``rollback --to REV`` the value is ``REV@<id>``, so
+asking for the same revision again is a new request, never an identical annotation that the
+operator takes as already done). The operator handles each request exactly once and records it
+in ``status.handledRequests`` (action, id, by, at, result); the plugin then waits, up to
+``--wait`` seconds (20 by default), for that record and prints what the operator did, or says
+the request is still pending and how to follow it. Exit status: 0 done, 1 refused by the
+operator ("ignored: ...") or kubectl failed, 3 still pending when the wait ended.
+
+The plugin calls kubectl itself, so ``--context``, ``--namespace`` and the user's credentials
+work as with any kubectl command, and the audit log shows the real user.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ import json
 import secrets
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,10 +38,70 @@ ACTIONS = {
 }
 
 
+WAIT_SECONDS = 20.0
+"""How long an action waits, by default, for the operator to record what it did."""
+PENDING = 3
+"""Exit status when the request was written but not handled before the wait ended."""
+
+
 def request_id(action: str) -> str:
     """A request id that is new every time: when, plus a random suffix. An id starting with
     "full" asks promote to skip every remaining step."""
     return f"{action}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def rollback_to_value(revision: str) -> str:
+    """The rollback-to annotation's value: ``REVISION@ID`` with a fresh id (the operator takes
+    the part before the first "@" as the target)."""
+    return f"{revision}@{request_id('rollbackTo')}"
+
+
+def handled_request(body: Mapping[str, Any], action: str, value: str) -> dict[str, Any] | None:
+    """The ``status.handledRequests`` entry for the request written as ``value`` for ``action``,
+    or None while it is not there. For rollback-to the operator may record the whole value or
+    only the id after the "@"."""
+    status = body.get("status") or {}
+    ids = {value, value.split("@", 1)[-1]}
+    for entry in status.get("handledRequests") or []:
+        if entry.get("action") == action and entry.get("id") in ids:
+            found: dict[str, Any] = entry
+            return found
+    if (status.get("lastHandledRequests") or {}).get(action) in ids:
+        return {"action": action, "id": value, "result": "handled (its record has been pruned)"}
+    return None
+
+
+def wait_for_handled(
+    get: Callable[[], Mapping[str, Any]],
+    action: str,
+    value: str,
+    timeout: float,
+    *,
+    interval: float = 0.5,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any] | None:
+    """Read the object with ``get`` until the operator has recorded the request (its
+    ``status.handledRequests`` entry) or ``timeout`` seconds have passed (None then)."""
+    deadline = clock() + timeout
+    while True:
+        entry = handled_request(get(), action, value)
+        if entry is not None or clock() >= deadline:
+            return entry
+        sleep(max(0.0, min(interval, deadline - clock())))
+
+
+def outcome(name: str, action: str, value: str, entry: Mapping[str, Any] | None, waited: float) -> tuple[str, int]:
+    """What to print once the wait ended, and the exit status (0 done, 1 refused, 3 pending)."""
+    if entry is None:
+        return (
+            f"pending: the operator has not handled {action} {value} after {waited:g} s (is it running?); "
+            f"follow it with `kubectl cutover history {name}`",
+            PENDING,
+        )
+    result = str(entry.get("result") or "handled")
+    when = f" at {entry['at']}" if entry.get("at") else ""
+    return f"{action} of {name}: {result} (handled{when})", 1 if result.startswith("ignored") else 0
 
 
 def _kubectl(args: argparse.Namespace, *command: str) -> list[str]:
@@ -54,11 +122,22 @@ def _get(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _annotate(args: argparse.Namespace, action: str, value: str) -> int:
+    """Write the request, then wait for the operator's record of it (see the module docstring)."""
     key = REQUEST_ANNOTATIONS[action]
-    done = subprocess.run(_kubectl(args, "annotate", "--overwrite", RESOURCE, args.name, f"{key}={value}"))
-    if done.returncode == 0:
-        print(f"requested {action} of {args.name} (request id {value}); see `kubectl cutover status {args.name}`")
-    return done.returncode
+    done = subprocess.run(
+        _kubectl(args, "annotate", "--overwrite", RESOURCE, args.name, f"{key}={value}"),
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        return done.returncode
+    print(f"requested {action} of {args.name} (request id {value})", flush=True)
+    wait = max(0.0, float(getattr(args, "wait", WAIT_SECONDS)))
+    entry = wait_for_handled(lambda: _get(args), action, value, wait) if wait > 0 else None
+    message, code = outcome(args.name, action, value, entry, wait)
+    print(message)
+    return code
 
 
 def status_lines(body: dict[str, Any]) -> list[str]:
@@ -134,7 +213,7 @@ def _watch(args: argparse.Namespace) -> int:
 
 def _rollback(args: argparse.Namespace) -> int:
     if args.to_revision:
-        return _annotate(args, "rollbackTo", args.to_revision)
+        return _annotate(args, "rollbackTo", rollback_to_value(args.to_revision))
     return _annotate(args, "rollback", request_id("rollback"))
 
 
@@ -166,6 +245,15 @@ def parser() -> argparse.ArgumentParser:
     sub.choices["promote"].add_argument("--full", action="store_true", help="skip every remaining step")
     rollback = command("rollback", "roll back to the stable revision (or --to REV)", _rollback)
     rollback.add_argument("--to", "--to-revision", dest="to_revision", help="a revision from `kubectl cutover history`")
+    for action in (*ACTIONS, "rollback"):
+        sub.choices[action].add_argument(
+            "--wait",
+            type=float,
+            default=WAIT_SECONDS,
+            metavar="SECONDS",
+            help=f"wait this long for the operator's answer (default {WAIT_SECONDS:g}; 0: do not wait); "
+            f"exit 0 done, 1 refused, {PENDING} still pending",
+        )
     return top
 
 
