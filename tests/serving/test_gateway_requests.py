@@ -251,3 +251,22 @@ async def test_mirrored_chat_is_compared_per_the_shadow_spec_not_by_identical_te
         assert (await client.post("/v1/chat/completions", data=json.dumps(request))).status == 200
     await settled(gateway)
     assert comparisons(gateway, "bbb") == ({"true": 3.0, "false": 0.0} if agrees else {"true": 0.0, "false": 3.0})
+
+
+async def test_protocol_paths_the_revisions_do_not_serve_get_a_json_404_at_the_gateway(stack: Stack) -> None:
+    """The statistics, trace, generate and repository extensions of the Open Inference Protocol
+    (with or without a version) are not served: a consistent 4xx JSON error, never a revision's
+    answer or a 5xx."""
+    stable = Revision("aaa", "1")
+    client, _ = await stack([stable], deployment([{"revision": "aaa", "role": "stable", "weight": 100}]))
+    for method, path in (
+        ("GET", f"/v2/models/{MODEL}/stats"),
+        ("GET", f"/v2/models/{MODEL}/versions/1/stats"),
+        ("GET", f"/v2/models/{MODEL}/trace/setting"),
+        ("POST", f"/v2/models/{MODEL}/versions/1/generate"),
+        ("POST", f"/v2/repository/models/{MODEL}/load"),
+    ):
+        answer = await client.request(method, path)
+        assert answer.status in (404, 405) and answer.content_type == "application/json", (path, answer.status)
+        assert "error" in await answer.json()
+    assert stable.paths == []
