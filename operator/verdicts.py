@@ -22,6 +22,7 @@ from typing import Protocol
 import httpx
 
 from cutover.analysis import Analysis, Arms, MetricsUnavailable, PostPromotionWatch, PrometheusProvider, Result
+from cutover.api import contract
 from cutover.api.v1alpha1 import ModelDeployment, seconds
 
 from .kube import ApiError, Kube
@@ -206,15 +207,16 @@ def _input(key: AnalysisPlan, run: _Run) -> AnalysisInput:
 
 
 async def _agreement(provider: PrometheusProvider, md: ModelDeployment, key: AnalysisPlan, now: float) -> float | None:
-    """Share of mirrored requests on which the candidate agreed with stable, as the gateway
-    counts them (cutover_gateway_shadow_comparisons_total{agree})."""
-    window = f"{max(1, int(now - key.started_at.timestamp()))}s"
+    """Share of mirrored requests on which the candidate agreed with stable since the rollout
+    began, as the gateway counts them (the contract's shadow-comparisons counter, by ``agree``),
+    from raw samples like every other count: ``increase()`` would extrapolate to the window's
+    edges. None when nothing was compared yet or Prometheus cannot be read."""
     selector = (
-        f'cutover_gateway_shadow_comparisons_total{{namespace="{md.metadata.namespace}",'
+        f'{contract.SHADOW_COMPARISONS.sample}{{namespace="{md.metadata.namespace}",'
         f'model="{md.spec.model.name}",revision="{key.candidate}"}}'
     )
     try:
-        rows = await provider.instant(f"sum by (agree) (increase({selector}[{window}]))", now)
+        rows = await provider.increments(selector, ("agree",), key.started_at.timestamp(), now)
     except MetricsUnavailable:
         return None
     counts = {dict(labels).get("agree"): value for labels, value in rows.items()}
