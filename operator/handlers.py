@@ -276,7 +276,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         **_: Any,
     ) -> None:
         ctx: Context = memo.ctx
-        wake = ctx.pokes.setdefault((namespace, name), asyncio.Event())
+        wake = ctx.pokes[(namespace, name)] = asyncio.Event()
         try:
             while not stopped:
                 wake.clear()
@@ -298,8 +298,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
                     # several status updates) arrive, then handle them in one pass.
                     await asyncio.sleep(COALESCE_SECONDS)
         finally:
-            ctx.pokes.pop((namespace, name), None)
-            ctx.written.pop((namespace, name), None)
+            # A ModelDeployment deleted and created again under the same name has a new loop by
+            # now: leave its wake-up event alone.
+            if ctx.pokes.get((namespace, name)) is wake:
+                ctx.pokes.pop((namespace, name), None)
+                ctx.written.pop((namespace, name), None)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def modeldeployment_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
