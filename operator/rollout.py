@@ -54,6 +54,8 @@ NO_ROLLOUT: dict[str, Any] = {
     "rollout_started_at": None,
     "canary_weight": 0,
     "candidate_ready_replicas": 0,
+    "surge_free": False,
+    "promoting": False,
     "paused": False,
     "pause_reason": "",
 }
@@ -217,8 +219,6 @@ class _State:
     """What the spec asks to run (computed once per reconcile)."""
     events: list[Event] = field(default_factory=list)
     handled: list[HandledRequest] = field(default_factory=list)
-    scale_up: bool = False
-    """The candidate passed; it is brought to full size before it takes all traffic."""
 
     @property
     def now(self) -> datetime:
@@ -384,12 +384,15 @@ def _rollback(st: _State, reason: str, message: str) -> None:
 
 
 def _try_promote(st: _State, how: str) -> None:
-    """Promote once the candidate runs at full size; until then, scale it up."""
+    """Promote once the candidate runs at full size; until then, scale it up. The decision is
+    kept (status.promoting): the rollout has passed, whatever later verdicts short of a
+    rollback say, and it counts as progress once."""
     candidate = st.status.candidate_revision
     if candidate is not None and st.inputs.ready.get(candidate, 0) >= _replicas(st.inputs.md):
         _promote(st, how)
-    else:
-        st.scale_up = True
+    elif not st.status.promoting:
+        st.set(promoting=True, last_progress_at=st.now)
+        st.event("ScalingUp", f"{candidate} passed ({how}); bringing it to full size before it takes all traffic")
 
 
 def _promote(st: _State, how: str) -> None:
@@ -578,6 +581,8 @@ def _allowance(st: _State) -> float:
     spec = st.inputs.md.spec
     strategy = spec.strategy
     least = seconds(spec.analysis.min_duration)
+    if st.status.promoting:
+        return 0.0  # passed: only the candidate's pods are awaited
     if strategy.canary is not None:
         steps, index = _steps(st), st.status.current_step_index or 0
         if index >= len(steps):
@@ -659,15 +664,24 @@ def _progress(st: _State, desired: str) -> None:
         st.set(last_progress_at=st.now, candidate_ready_replicas=candidate_ready)
     if st.status.paused:
         return  # frozen by on-call (or by the operator, below) until a human acts
-    limit = spec.progress_deadline_seconds + _allowance(st)
-    if _awaiting_human(st, candidate_ready) is None and _elapsed(st.status.last_progress_at, st.now) > limit:
-        _deadline_passed(st, candidate_ready, analysis, limit)
+    if st.status.promoting:
+        _try_promote(st, "the candidate passed and runs at full size")
+    elif analysis is None or analysis.verdict != "unavailable":  # unavailable: the weights stay frozen
+        _advance(st, desired, candidate_ready, analysis)
+    # The deadline is read after the pass moved what it could: a verdict or a timed pause that
+    # came due while the operator was down is progress, not a reason to roll back.
+    if st.status.candidate_revision is None or st.status.paused or _awaiting_human(st, candidate_ready):
         return
-    if analysis is not None and analysis.verdict == "unavailable":
-        return  # frozen: weights stay as they are
-    strategy = spec.strategy
-    verdict = analysis.verdict if analysis else None
+    limit = spec.progress_deadline_seconds + _allowance(st)
+    if _elapsed(st.status.last_progress_at, st.now) > limit:
+        _deadline_passed(st, candidate_ready, analysis, limit)
 
+
+def _advance(st: _State, desired: str, candidate_ready: int, analysis: AnalysisInput | None) -> None:
+    """The strategy's own moves: steps, promotion, strategy-specific rollbacks."""
+    md = st.inputs.md
+    strategy = md.spec.strategy
+    verdict = analysis.verdict if analysis else None
     if strategy.type == "canary":
         _canary(st, desired, candidate_ready, verdict)
     elif strategy.type == "blueGreen":
@@ -733,7 +747,7 @@ def _candidate_wanted(st: _State) -> int:
     md = st.inputs.md
     replicas = _replicas(md)
     strategy = md.spec.strategy
-    if st.scale_up:
+    if st.status.promoting:
         return replicas
     if _pooled(md):
         return _pool_candidate_replicas(st)
@@ -763,7 +777,7 @@ def _pool_candidate_replicas(st: _State) -> int:
     """Candidate pods in the live pool: the step's weight as a replica count (at least one pod
     once the weight is above 0), or every pod once the candidate passed and is scaled up."""
     replicas = _replicas(st.inputs.md)
-    if st.scale_up:
+    if st.status.promoting:
         return replicas
     weight = _target_weight(st)
     return max(1, round(replicas * weight / 100)) if weight else 0
@@ -800,7 +814,9 @@ def _workloads(st: _State, desired: str) -> tuple[list[Workload], bool]:
         want = _candidate_wanted(st)
         capacity = st.inputs.capacity
         short = capacity is not None and capacity.free_pods < want
-        swap = strategy.surge == "never" or (strategy.surge == "auto" and short)
+        # Once a rollout trades stable pods for candidate ones it keeps doing so: the GPUs the
+        # stable pods freed would otherwise read as room to grow them back.
+        swap = strategy.surge == "never" or (strategy.surge == "auto" and (short or status.surge_free))
         if _pooled(md):
             swap = True  # the replica ratio is the traffic split
             want = _pool_candidate_replicas(st)
@@ -808,7 +824,7 @@ def _workloads(st: _State, desired: str) -> tuple[list[Workload], bool]:
         if not held:
             out.append(Workload(candidate, "preview" if strategy.type == "blueGreen" else "candidate", want, st.source))
         if swap and strategy.type in ("canary", "abTest", "shadow"):
-            stable_replicas = max(1, replicas - want) if md.spec.traffic.provider != "replicas" else replicas - want
+            stable_replicas = max(0, replicas - want) if _pooled(md) else max(1, replicas - want)
         if not held and strategy.type == "canary" and strategy.canary and strategy.canary.baseline and stable:
             base_source = _source_of(status, stable)
             if base_source is not None:
@@ -817,8 +833,10 @@ def _workloads(st: _State, desired: str) -> tuple[list[Workload], bool]:
         source = _source_of(status, stable) or st.source
         out.insert(0, Workload(stable, "stable", stable_replicas, source))
     for kept in status.scale_down:
-        if _pooled(md):
-            break  # every pod of the model is in the live pool: a kept revision would take traffic
+        if _pooled(md) and stable is not None and st.inputs.ready.get(stable, 0) >= replicas:
+            # Every pod of the model is in the live pool, so a kept revision takes traffic: it
+            # stays only until the new stable can carry it all (no outage after a switch).
+            break
         if kept.at > st.now and kept.revision not in {w.revision for w in out}:
             source = _source_of(status, kept.revision)
             if source is not None:
@@ -897,6 +915,8 @@ def _condition(
 def _finish(st: _State, desired: str) -> Plan:
     md = st.inputs.md
     workloads, swap = _workloads(st, desired)
+    if swap and st.status.candidate_revision is not None and not st.status.surge_free:
+        st.set(surge_free=True)
     traffic = _traffic(st, workloads)
     status = st.status
     ready = st.inputs.ready

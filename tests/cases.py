@@ -152,6 +152,13 @@ CASES = [
         server="should match",
     ),
     Case(
+        "duration-beyond-any-clock",
+        CANARY,
+        {"spec.analysis.postPromotion.duration": "90000000h"},
+        "should match pattern",
+        server="should match",
+    ),
+    Case(
         "min-duration-below-interval",
         CANARY,
         {"spec.analysis.minDuration": "10s"},

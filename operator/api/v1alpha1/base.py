@@ -29,7 +29,9 @@ GROUP = "cutover.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-_DURATION_RE = re.compile(r"^(?:[0-9]+(?:ms|s|m|h))+$")
+# At most 4 parts of at most 5 digits (99999h is 11 years): every admitted duration stays within
+# CEL's duration range and can be added to a timestamp.
+_DURATION_RE = re.compile(r"^(?:[0-9]{1,5}(?:ms|s|m|h)){1,4}$")
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 

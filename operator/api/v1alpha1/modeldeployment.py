@@ -916,6 +916,10 @@ class ModelDeploymentStatus(ApiModel):
     """Last time the rollout moved (a step, pods becoming ready); progressDeadlineSeconds counts from it."""
     candidate_ready_replicas: int = 0
     """Most candidate pods ready at once in this rollout; more than that counts as progress."""
+    surge_free: bool = False
+    """This rollout trades stable pods for candidate pods (surge never, or too few GPUs with auto)."""
+    promoting: bool = False
+    """The candidate passed and is being brought to full size before it takes all traffic."""
     paused: bool = False
     """Paused by on-call (cutover.dev/pause), or by the operator when metrics stayed unavailable
     past the progress deadline; resume with cutover.dev/resume."""
