@@ -73,7 +73,21 @@ async def _capacity(kube: Kube, md: ModelDeployment) -> Capacity | None:
         return None
     nodes = await kube.list("v1", "Node")
     pods = await kube.list("v1", "Pod", field_selector="status.phase!=Succeeded,status.phase!=Failed")
-    return gpu.preflight(nodes, pods, runtime)
+    # The candidate's own pods are what the answer is about: counting them as used would make a
+    # placed candidate look short of GPUs on the next pass.
+    candidate = md.status.candidate_revision if md.status else None
+    return gpu.preflight(nodes, [p for p in pods if not _pod_of(p, md, candidate)], runtime)
+
+
+def _pod_of(pod: dict[str, Any], md: ModelDeployment, revision: str | None) -> bool:
+    meta = pod.get("metadata", {})
+    labels = meta.get("labels") or {}
+    return (
+        revision is not None
+        and meta.get("namespace") == md.metadata.namespace
+        and labels.get(builders.LABEL_MODEL) == md.metadata.name
+        and labels.get(builders.LABEL_REVISION) == revision
+    )
 
 
 async def _invalid(ctx: Context, body: dict[str, Any], error: ValidationError, logger: logging.Logger) -> None:

@@ -82,7 +82,9 @@ def _container_problem(statuses: Iterable[Mapping[str, Any]], init: bool) -> tup
             reason = waiting["reason"]
             if init and reason == "CrashLoopBackOff":
                 reason = "InitContainerFailed"
-            detail = waiting.get("message", "")
+            # kubelet's back-off text ("back-off 40s restarting failed container=...") says only
+            # how long it waits; the last exit says why.
+            detail = "" if reason in ("CrashLoopBackOff", "InitContainerFailed") else waiting.get("message", "")
             return reason, (f"{where}: {detail}" if detail else where) + exit_note
         if init and terminated and terminated.get("exitCode", 0) != 0:
             detail = terminated.get("message") or terminated.get("reason") or ""

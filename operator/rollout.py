@@ -327,6 +327,9 @@ def _watch(st: _State, desired: str) -> None:
             if st.status.candidate_revision is not None:
                 _rollback(st, "PostPromotionRegression", f"stable {watched.revision} regressed after promotion")
             _switch_stable(st, watched.previous, desired, finding.reason, "PostPromotionRegression")
+        elif spec.action == "rollback":
+            gone = f"; cannot roll back: {watched.previous} is no longer in the revision history"
+            st.event("PostPromotionRegression", finding.reason + gone, warning=True)
         else:
             st.event("PostPromotionRegression", finding.reason, warning=True)
     elif st.now >= watched.until:
@@ -409,11 +412,13 @@ def _promote(st: _State, how: str) -> None:
     scale_down.append(ScaleDown(revision=old, at=st.now + timedelta(seconds=delay)))
     watch = md.spec.analysis.post_promotion
     judged = comparison(md.spec, st.status)
+    # A watched revision's predecessor stays in history whatever the limit: it is where a rollback goes.
+    limit = max(md.spec.revision_history_limit, 1 if watch is not None else 0)
     st.set(
         **NO_ROLLOUT,
         stable_revision=candidate,
         scale_down=scale_down,
-        history=_record(st.status, candidate, st.source, md.spec.model.version, st.now, md.spec.revision_history_limit),
+        history=_record(st.status, candidate, st.source, md.spec.model.version, st.now, limit),
         post_promotion=PostPromotionStatus(
             revision=candidate,
             previous=old,
@@ -927,8 +932,10 @@ def _finish(st: _State, desired: str) -> Plan:
     stable_ready = ready.get(stable, 0) if stable else 0
     candidate_weight = next((t.weight for t in traffic if t.revision == candidate), 0) if candidate else 0
 
-    problems = st.inputs.pod_problems
-    stable_problem = problems.get(stable or "") if stable_ready < replicas else None
+    # Pod problems of the revisions that are short of ready pods: what status reports.
+    asked = {w.revision: w.replicas for w in workloads}
+    shown = {r: p for r, p in st.inputs.pod_problems.items() if r in asked and ready.get(r, 0) < asked[r]}
+    stable_problem = shown.get(stable or "")
     old = status.conditions
     gen = md.metadata.generation
     before = st.inputs.md.status
@@ -937,33 +944,36 @@ def _finish(st: _State, desired: str) -> Plan:
     human = _awaiting_human(st, ready.get(candidate, 0)) if candidate is not None else None
     if candidate is not None:
         phase = "Paused" if status.paused or human else "Progressing"
-        message = _rollout_message(st, candidate_weight, human)
+        message = _rollout_message(st, candidate_weight, human, shown)
     elif status.phase == "RolledBack" and (status.rejected_revision is not None or desired != stable):
         phase, message = "RolledBack", status.message
-    elif stable_ready >= max(1, replicas):
+    elif replicas == 0:
+        phase, message = "Healthy", f"revision {stable} scaled to 0 replicas"
+    elif stable_ready >= replicas:
         phase, message = "Healthy", f"revision {stable} serving with {stable_ready}/{replicas} ready pods"
     elif stable_ready > 0:
         phase, message = "Degraded", f"revision {stable}: {stable_ready}/{replicas} pods ready"
     else:
         phase, message = "Pending", f"waiting for pods of revision {stable}"
+    if candidate is None and stable_ready == 0 and replicas > 0:
+        # Nothing serves, and nothing rolls out that could end it: bounded like every wait.
         unready = next((c for c in old if c.type == "Ready" and c.status == "False"), None)
         waited = _elapsed(unready.last_transition_time, st.now) if unready else 0.0
         if waited > md.spec.progress_deadline_seconds:
-            phase, message = "Failed", f"revision {stable} has had no ready pod for {waited:.0f}s"
+            lost = f"revision {stable} has had no ready pod for {waited:.0f}s"
+            message = f"{message}; {lost}" if phase == "RolledBack" else lost
+            phase = "Failed"
             if before is None or before.phase != "Failed":
-                st.event(
-                    "ProgressDeadlineExceeded",
-                    f"{message}{': ' + stable_problem.describe() if stable_problem else ''}",
-                    warning=True,
-                )
+                detail = f": {stable_problem.describe()}" if stable_problem else ""
+                st.event("ProgressDeadlineExceeded", lost + detail, warning=True)
     if stable_problem is not None and candidate is None and phase != "RolledBack":
         message += f": {stable_problem.describe()}"
-    # Each problem is told once, as an Event, when it first shows in the status (message or Ready).
+    # Each kind of problem is told once, as an Event, when it first shows in the status; its
+    # text carries counters (pods, restarts) that change without anything new to say.
     known = " ".join([before.message, *(c.message for c in before.conditions)]) if before else ""
-    for w in workloads:
-        problem = problems.get(w.revision)
-        if w.role in ("stable", "candidate", "baseline", "preview") and problem and problem.describe() not in known:
-            st.event("PodsNotReady", f"revision {w.revision}: {problem.describe()}", warning=True)
+    for revision, problem in shown.items():
+        if f" {problem.reason}" not in known:
+            st.event("PodsNotReady", f"revision {revision}: {problem.describe()}", warning=True)
     if phase == "Paused" and human and (before is None or before.phase != "Paused"):
         st.event("AwaitingPromotion", human)
 
@@ -1077,7 +1087,7 @@ def _finish(st: _State, desired: str) -> Plan:
     return Plan(tuple(workloads), new_status, tuple(st.events), comparison(md.spec, new_status))
 
 
-def _rollout_message(st: _State, weight: int, human: str | None) -> str:
+def _rollout_message(st: _State, weight: int, human: str | None, problems: dict[str, PodProblem]) -> str:
     md, status = st.inputs.md, st.status
     strategy = md.spec.strategy.type
     head = f"{strategy} {status.candidate_revision}"
@@ -1101,7 +1111,7 @@ def _rollout_message(st: _State, weight: int, human: str | None) -> str:
         (status.candidate_revision, "candidate"),
         ((status.stable_revision or "") + BASELINE_SUFFIX, "baseline"),
     ):
-        problem = st.inputs.pod_problems.get(revision or "")
+        problem = problems.get(revision or "")
         if problem is not None:
             head += f"; {role} pods: {problem.describe()}"
     return head

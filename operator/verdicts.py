@@ -140,7 +140,8 @@ class PrometheusVerdicts:
             return WatchInput(watched.revision, False, f"metrics unavailable: {err}")
         if entry is None or entry.key != key:
             entry = self.watches[uid] = await self._start_watch(md, uid, provider, key)
-        while entry.watch is not None and entry.watch.last_tick + interval <= now:  # every whole interval, in order
+        end = min(now, watched.until.timestamp())  # nothing after the watch's end is judged
+        while entry.watch is not None and entry.watch.last_tick + interval <= end:  # whole intervals, in order
             found = await entry.watch.tick(provider, entry.watch.last_tick + interval)
             entry.last = WatchInput(watched.revision, found.alarm, found.reason)
             if found.alarm or found.reason.startswith("metrics unavailable"):

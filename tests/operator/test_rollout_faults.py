@@ -10,6 +10,7 @@ from cutover.api.v1alpha1.modeldeployment import AnalysisStatus
 from cutover.operator import kubectl_plugin, pods
 from cutover.operator.rollout import (
     AnalysisInput,
+    Capacity,
     Inputs,
     Plan,
     Request,
@@ -461,3 +462,120 @@ def test_kubectl_cutover_status_shows_the_watch() -> None:
     lines = kubectl_plugin.status_lines({**sim.doc, "status": sim.status})
     (watch,) = [line for line in lines if line.startswith("Watch:")]
     assert f"Watching {second} until" in watch and f"rollback to {first}" in watch
+
+
+# ----------------------------------------------------------------------------- from an adversarial review
+
+
+def test_an_operator_down_longer_than_the_deadline_does_not_roll_back_a_passing_candidate() -> None:
+    sim = deployed()
+    sim.change_version("v2")
+    sim.step()
+    sim.step("continue")
+    assert sim.status["currentStepIndex"] == 1  # the analysis step
+    plan = sim.step("promote", seconds=7200)  # the first pass after two hours away
+    assert plan.status.candidate_revision is not None and plan.status.phase == "Progressing"
+    assert sim.status["currentStepIndex"] > 1
+    assert not [e for e in plan.events if e.reason == "ProgressDeadlineExceeded"]
+
+
+def test_a_passed_candidate_keeps_scaling_up_whatever_later_verdicts_say() -> None:
+    sim = deployed(strategy={"type": "canary", "canary": {"steps": [{"setWeight": 20}]}})
+    sim.change_version("v2")
+    sim.step()
+    sim.stuck = {sim.status["candidateRevision"]}
+    sim.step("continue")
+    plan = sim.step("promote", seconds=400)
+    assert plan.status.promoting and {w.role: w.replicas for w in plan.workloads}["candidate"] == 3
+    assert [e.reason for e in plan.events] == ["ScalingUp"]
+    plan = sim.step("inconclusive")
+    assert plan.status.promoting and {w.role: w.replicas for w in plan.workloads}["candidate"] == 3
+    sim.stuck = set()
+    sim.step("inconclusive")
+    plan = sim.step("inconclusive")
+    assert plan.status.candidate_revision is None and "Promoted" in [e.reason for e in plan.events]
+
+
+def test_gpu_swap_does_not_flap_once_the_freed_gpus_read_as_room() -> None:
+    sim = deployed(strategy={**load(CANARY)["spec"]["strategy"], "surge": "auto"})
+    sim.change_version("v2")
+    sim.capacity = Capacity("nvidia.com/gpu", 1, 0)  # no room for a candidate pod: swap
+    plan = sim.step()
+    assert {w.role: w.replicas for w in plan.workloads} == {"stable": 2, "candidate": 1}
+    for _ in range(4):  # the stable pod it freed makes room; the swap stays
+        sim.capacity = Capacity("nvidia.com/gpu", 1, 1)
+        plan = sim.step("continue")
+        assert {w.role: w.replicas for w in plan.workloads} == {"stable": 2, "candidate": 1}
+
+
+def test_provider_replicas_with_zero_replicas_asks_for_no_negative_pods() -> None:
+    sim = deployed(traffic={"provider": "replicas"})
+    sim.doc["spec"]["runtime"]["replicas"] = 0
+    sim.change_version("v2")
+    for verdict in (None, "continue", "promote"):
+        plan = sim.step(verdict, seconds=400)
+        assert all(w.replicas >= 0 for w in plan.workloads), plan.workloads
+
+
+def test_a_scaled_to_zero_model_is_not_a_failure() -> None:
+    sim = Sim.of(CANARY)
+    sim.doc["spec"]["runtime"]["replicas"] = 0
+    for _ in range(10):
+        plan = sim.step(seconds=600)
+    assert plan.status.phase == "Healthy" and "scaled to 0" in plan.status.message
+    assert not [e for p in sim.plans for e in p.events if e.type == "Warning"]
+
+
+def test_a_stable_that_loses_its_pods_after_a_rollback_turns_failed() -> None:
+    sim = deployed()
+    sim.change_version("v2")
+    sim.step()
+    sim.step("rollback")
+    assert sim.status["phase"] == "RolledBack"
+    sim.stuck = {sim.status["stableRevision"]}
+    for _ in range(10):
+        plan = sim.step(seconds=600)
+    assert plan.status.phase == "Failed" and "no ready pod" in plan.status.message
+    assert [e.reason for p in sim.plans for e in p.events].count("ProgressDeadlineExceeded") == 1
+
+
+def test_a_crash_loop_is_told_once_though_its_back_off_and_restarts_change() -> None:
+    sim = deployed()
+    stable = sim.status["stableRevision"]
+    events = []
+    for restarts in range(1, 6):
+        crash = {
+            "name": "serving",
+            "restartCount": restarts,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": f"back-off {10 * 2**restarts}s"}},
+            "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+        }
+        pod = {"metadata": {"labels": {"cutover.dev/revision": stable}}, "status": {"containerStatuses": [crash]}}
+        sim.now += timedelta(seconds=30)
+        plan = reconcile(Inputs(sim.md, {stable: 2}, sim.now, pod_problems=pods.problems([pod])))
+        sim.status = plan.status.wire()
+        events += [e for e in plan.events if e.reason == "PodsNotReady"]
+        assert "OOMKilled" in plan.status.message and "back-off" not in plan.status.message
+    assert len(events) == 1
+
+
+def test_a_problem_pod_of_a_revision_with_all_its_pods_ready_is_not_reported_every_pass() -> None:
+    sim = deployed()
+    stable = sim.status["stableRevision"]
+    pending = pods.problems([{**MISSING_CLAIM, "metadata": {"labels": {"cutover.dev/revision": stable}}}])
+    for _ in range(3):
+        sim.now += timedelta(seconds=30)
+        plan = reconcile(Inputs(sim.md, {stable: 3}, sim.now, pod_problems=pending))  # a surge pod pending
+        sim.status = plan.status.wire()
+        assert plan.status.phase == "Healthy" and not plan.events
+
+
+def test_the_watch_keeps_the_replaced_revision_even_with_no_history_kept() -> None:
+    sim = deployed(analysis={**load(CANARY)["spec"]["analysis"], "postPromotion": WATCHED}, revisionHistoryLimit=0)
+    first = sim.status["stableRevision"]
+    sim.change_version("v2")
+    sim.step()
+    sim.step(requests=(Request("promote", "full-1"),))
+    second = sim.status["stableRevision"]
+    plan = _watched(sim, WatchInput(second, True, "risen"))
+    assert plan.status.stable_revision == first
