@@ -187,6 +187,7 @@ class Analysis:
         limits = metric.threshold_range
         low, high = (limits.min, limits.max) if limits else (None, None)
         alpha, margins = self.spec.alpha, (metric.failure_margin, metric.pass_margin)
+        absolute = (metric.failure_margin_absolute, metric.pass_margin_absolute)
         if metric.builtin == "latency":
             assert metric.latency_threshold is not None
             return LatencyJudge(
@@ -200,6 +201,8 @@ class Analysis:
                 critical=metric.critical,
                 threshold_min=low,
                 threshold_max=high,
+                absolute_margins=absolute,
+                dispersion=metric.dispersion,
             )
         if metric.builtin == "predictionConfidence":
             return ConfidenceJudge(
@@ -213,6 +216,8 @@ class Analysis:
                 critical=metric.critical,
                 threshold_min=low,
                 threshold_max=high,
+                absolute_margins=absolute,
+                dispersion=metric.dispersion,
             )
         what = {
             "errorRate": "errors",
@@ -230,6 +235,8 @@ class Analysis:
             threshold_min=low,
             threshold_max=high,
             what=what,
+            absolute_margins=absolute,
+            dispersion=metric.dispersion,
         )
 
     def _selector(self, series: Series, arms: Arms) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 
 from cutover.api.contract import interval_text
 
-from .counts import Direction, RateRatioTest
+from .counts import Direction, Dispersion, RateRatioTest
 from .histograms import BucketShiftTest, QuantileBand, QuantileBounds, bucket_counts, exceedances
 
 Decision = Literal["pass", "fail", "continue", "inconclusive"]
@@ -118,12 +118,24 @@ class CountJudge:
         threshold_min: float | None = None,
         threshold_max: float | None = None,
         what: str = "events",
+        absolute_margins: tuple[float, float] = (0.0, 0.0),
+        dispersion: Dispersion = "estimated",
     ) -> None:
         self.name, self.critical, self.what = name, critical, what
         self.alpha_share = alpha_share
         self.margins = (failure_margin, pass_margin)
+        self.absolute_margins = absolute_margins
         self.threshold = (threshold_min, threshold_max)
-        self.test = RateRatioTest(alpha_share, alpha, failure_margin, pass_margin, direction)
+        self.test = RateRatioTest(
+            alpha_share,
+            alpha,
+            failure_margin,
+            pass_margin,
+            direction,
+            failure_margin_absolute=absolute_margins[0],
+            pass_margin_absolute=absolute_margins[1],
+            dispersion=dispersion,
+        )
         self.error: str | None = None
         """Why histogram data could not be read (a threshold that is not a bucket edge)."""
 
@@ -149,6 +161,13 @@ class CountJudge:
         n = float(self.test.baseline_trials)
         return float(self.test.baseline_events) / n if n else None
 
+    def _limit(self, side: int) -> str:
+        """The failure (0) or pass (1) limit in words: a ratio, plus the absolute margin."""
+        relative, absolute = 1 + self.margins[side], self.absolute_margins[side]
+        if not absolute:
+            return f"{relative:.3g}x"
+        return f"{relative:.3g}x baseline + {absolute:.3g} {self.what} per trial"
+
     def evidence(self, min_samples: int) -> Evidence:
         t = self.test
         n_c, n_b = int(t.candidate_trials), int(t.baseline_trials)
@@ -165,6 +184,9 @@ class CountJudge:
             f"candidate {_fmt(self.candidate_rate())} vs baseline {_fmt(self.baseline_rate())} {self.what} per trial"
         )
         ratio = f"ratio {_fmt(estimate)} in {interval_text(lower, upper)}"
+        spread = float(t.dispersion_factor())
+        if spread > 1.05:
+            ratio += f" (counts {spread:.2g}x as dispersed as binomial; evidence divided by that)"
         low, high = self.threshold
         rate = self.candidate_rate()
         outside = rate is not None and ((high is not None and rate > high) or (low is not None and rate < low))
@@ -172,11 +194,11 @@ class CountJudge:
             return said("fail", f"{rates} is outside thresholdRange {interval_text(low, high)}")
         if bool(t.failed()):
             proof = f"e-value {e_value:.3g} >= {1 / self.alpha_share:.3g}"
-            return said("fail", f"{ratio}: proven above {1 + self.margins[0]:.3g}x ({rates}, {proof})")
+            return said("fail", f"{ratio}: proven above {self._limit(0)} ({rates}, {proof})")
         if min(n_c, n_b) < min_samples:
             return said("inconclusive", f"{min(n_c, n_b)} of {min_samples} trials per arm so far; {ratio}")
         if bool(t.passed()):
-            return said("pass", f"{ratio}: proven below {1 + self.margins[1]:.3g}x ({rates})")
+            return said("pass", f"{ratio}: proven below {self._limit(1)} ({rates})")
         return said("continue", f"{ratio}: not yet proven either way ({rates})")
 
 
@@ -197,6 +219,8 @@ class LatencyJudge(CountJudge):
         critical: bool = False,
         threshold_min: float | None = None,
         threshold_max: float | None = None,
+        absolute_margins: tuple[float, float] = (0.0, 0.0),
+        dispersion: Dispersion = "estimated",
     ) -> None:
         super().__init__(
             name,
@@ -209,6 +233,8 @@ class LatencyJudge(CountJudge):
             threshold_min=threshold_min,
             threshold_max=threshold_max,
             what="slow requests",
+            absolute_margins=absolute_margins,
+            dispersion=dispersion,
         )
         self.threshold_seconds = threshold_seconds
         self.bands: tuple[QuantileBand, QuantileBand] | None = None
@@ -258,6 +284,8 @@ class ConfidenceJudge(CountJudge):
         critical: bool = False,
         threshold_min: float | None = None,
         threshold_max: float | None = None,
+        absolute_margins: tuple[float, float] = (0.0, 0.0),
+        dispersion: Dispersion = "estimated",
     ) -> None:
         super().__init__(
             name,
@@ -270,6 +298,8 @@ class ConfidenceJudge(CountJudge):
             threshold_min=threshold_min,
             threshold_max=threshold_max,
             what="low-confidence predictions",
+            absolute_margins=absolute_margins,
+            dispersion=dispersion,
         )
         self.low_confidence = low_confidence
         self.shift: BucketShiftTest | None = None

@@ -505,6 +505,21 @@ class MetricSpec(ApiModel):
     pass_margin: Annotated[float, Field(ge=0, le=10)] = 0.2
     """Relative change accepted for promotion: promote once the bound proves the candidate is
     less than (1 + passMargin) times worse."""
+    failure_margin_absolute: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Absolute change tolerated before rollback, in events per trial (0.001 is 0.1 percentage
+    points), on top of failureMargin: roll back once the candidate's rate is proven above
+    (1 + failureMargin) x baseline + failureMarginAbsolute (mirrored with direction decrease).
+    A baseline with no errors at all then tolerates a handful instead of rolling back on each."""
+    pass_margin_absolute: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Absolute change accepted for promotion, in events per trial, on top of passMargin:
+    promote once the candidate's rate is proven below (1 + passMargin) x baseline +
+    passMarginAbsolute."""
+    dispersion: Literal["estimated", "binomial"] = "estimated"
+    """What the counts are assumed to be. estimated: nothing about how requests fail together
+    (retries, one bad client, per-pod noise); the spread of the counts beyond binomial is
+    estimated from the intervals and widens the evidence. binomial: every request fails
+    independently with one probability per revision and interval; decides sooner, but rolls
+    back good candidates far more often than alpha when that does not hold."""
     threshold_range: ThresholdRange | None = None
     """Absolute bounds the candidate's own estimate must also respect."""
     critical: bool = False
