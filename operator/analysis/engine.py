@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -73,6 +74,16 @@ LOW_CONFIDENCE = 0.5
 bucket edge of ``cutover_prediction_confidence``)."""
 MAX_COUNT = float(2**53)
 """The largest count a tick accepts: beyond it float64 no longer holds every whole number."""
+_OR_ZERO = re.compile(r"\s+or\s+vector\s*\(\s*0\s*\)\s*$")
+_ROUND = re.compile(r"round\s*\((.*)\)", re.DOTALL)
+_SELECTOR_TEXT = r"(?P<selector>[A-Za-z_:][A-Za-z0-9_:]*\s*(?:\{[^{}]*\})?)"
+_SUM_INCREASE = re.compile(
+    r"sum\s*(?:by\s*\(\s*\)\s*)?\(\s*increase\s*\(\s*" + _SELECTOR_TEXT + r"\s*\[[^\]]*\]\s*\)\s*\)"
+)
+_SELECTOR = re.compile(_SELECTOR_TEXT)
+_EXTRAPOLATING = re.compile(r"\b(increase|rate|irate|delta|idelta)\s*\(")
+"""Custom queries: the counter reads cutover makes itself from raw samples, and the functions
+whose answers Prometheus extrapolates (refused anywhere else)."""
 Update = Callable[[CountJudge], None]
 """One metric's interval, ready to apply to (a copy of) its judge."""
 
@@ -318,6 +329,47 @@ class Analysis:
             )
         return candidate, baseline
 
+    async def _custom_part(self, tick: _Tick, query: str, part: str, what: str) -> float:
+        """One custom query's count for one revision. A counter read (``sum(increase(s[...]))``,
+        optionally in ``round()``, or the selector ``s`` alone) is read as the builtins are, from
+        raw samples; any other use of an extrapolating function is refused; anything else is an
+        instant query whose answer must already be a count."""
+        zero = bool(_OR_ZERO.search(query))
+        body = _OR_ZERO.sub("", query).strip()
+        outer = _ROUND.fullmatch(body)
+        body = outer.group(1).strip() if outer else body
+        counter = _SUM_INCREASE.fullmatch(body) or _SELECTOR.fullmatch(body)
+        if counter is not None:
+            values = await tick.increments(counter.group("selector"), ())
+            if not values:
+                if zero and part == "events":
+                    return 0.0
+                raise MetricsUnavailable(
+                    f"{what} read no sample of {counter.group('selector')} inside the {tick.end - tick.start:g}s "
+                    "interval: no series matched (a label typo, an exporter not deployed), or it is scraped less "
+                    "often than analysis.interval; scrape at least twice per interval"
+                    + ("" if part == "total" else ", or end the query with `or vector(0)` if absence means none")
+                )
+            return as_count(sum(values.values()), f"{what} read a value that")
+        extrapolating = _EXTRAPOLATING.search(query)
+        if extrapolating:
+            raise MetricsUnavailable(
+                f"{what} uses {extrapolating.group(1)}(), which Prometheus extrapolates to the window's edges (at "
+                "a 15s scrape a 30s window counts each request about twice): write sum(increase(<counter "
+                "selector>[{{interval}}])) alone, or the counter selector itself, and cutover reads its raw samples"
+            )
+        vector = await tick.provider.instant(query, tick.end)
+        if not vector:
+            absent = (
+                "no series matched (a label typo, or the exporter is not deployed)"
+                if part == "total"
+                else "no series matched; if that means no event yet, end the query with `or vector(0)`"
+            )
+            raise MetricsUnavailable(f"{what} returned nothing: {absent}")
+        hint = "a counter's growth is read as sum(increase(<selector>[{{interval}}])), from raw samples"
+        counts = [as_count(v, f"{what} returned a value that", hint=hint) for v in vector.values()]
+        return as_count(sum(counts), f"{what} sums to a value that")
+
     async def _custom(self, tick: _Tick, metric: MetricSpec) -> tuple[Counts, Counts]:
         assert metric.prometheus is not None
         queries = {"events": metric.prometheus.events, "total": metric.prometheus.total}
@@ -332,17 +384,7 @@ class Analysis:
             read = {}
             for part, template in queries.items():
                 what = f"metric {metric.name}: the {part} query for revision {revision}"
-                vector = await tick.provider.instant(render(template, variables), tick.end)
-                if not vector:
-                    absent = (
-                        "no series matched (a label typo, or the exporter is not deployed)"
-                        if part == "total"
-                        else "no series matched; if that means no event yet, end the query with `or vector(0)`"
-                    )
-                    raise MetricsUnavailable(f"{what} returned nothing: {absent}")
-                hint = "increase() extrapolates to fractions: wrap the query in round()"
-                values = [as_count(v, f"{what} returned a value that", hint=hint) for v in vector.values()]
-                read[part] = as_count(sum(values), f"{what} sums to a value that")
+                read[part] = await self._custom_part(tick, render(template, variables), part, what)
             if read["events"] > read["total"]:
                 raise MetricsUnavailable(
                     f"metric {metric.name}: revision {revision} has {read['events']:g} events out of "

@@ -36,7 +36,8 @@ class MetricProvider(Protocol):
     """What the analysis engine needs from a metrics backend."""
 
     async def increments(self, selector: str, by: Sequence[str], start: float, end: float) -> dict[Labels, float]:
-        """Counter increments over (start, end], summed by the ``by`` labels."""
+        """Counter increments over (start, end], summed by the ``by`` labels. A series without a
+        sample inside the interval is left out (no data, not zero growth)."""
         ...
 
     async def instant(self, query: str, at: float) -> dict[Labels, float]:
@@ -181,6 +182,10 @@ class PrometheusProvider:
         resets = histogram_resets(series)
         totals: dict[Labels, float] = defaultdict(float)
         for labels, samples in series:
+            if not any(start < t <= end for t, _ in samples):
+                # No sample inside the interval (scraped less often than the interval, or gone):
+                # nothing is known about it, which is no data, not zero growth.
+                continue
             restarted = resets.get(tuple(sorted((k, v) for k, v in labels.items() if k != "le")), set())
             totals[_key(labels, by)] += increment(samples, start, end, restarted)
         return dict(totals)

@@ -135,7 +135,7 @@ def test_custom_metric_without_an_events_series_is_unavailable_and_says_how_to_w
         (math.inf, "inf (infinite)"),
         (-math.inf, "-inf (infinite)"),
         (-3.0, "-3, negative"),
-        (2.5, "2.5, not a whole count; increase() extrapolates to fractions: wrap the query in round()"),
+        (2.5, "2.5, not a whole count; a counter's growth is read as sum(increase(<selector>[{{interval}}]))"),
         (1e300, "1e+300, beyond any real count"),
     ],
 )

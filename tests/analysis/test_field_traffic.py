@@ -196,3 +196,69 @@ def test_absolute_margins_are_part_of_the_api() -> None:
     for bad in ({"failureMarginAbsolute": -0.1}, {"passMarginAbsolute": 2}, {"dispersion": "poisson"}):
         with pytest.raises(ValueError):
             MetricSpec.model_validate({"name": "errors", "builtin": "errorRate", **bad})
+
+
+# -- custom metrics cannot inflate evidence --------------------------------------------------
+
+CAND, BASE = "c0ffee00", "ba5e1111"
+
+
+def custom_analysis(events: str, total: str) -> Analysis:
+    spec = AnalysisSpec.model_validate(
+        {"interval": "30s", "metrics": [{"name": "downvotes", "prometheus": {"events": events, "total": total}}]}
+    )
+    return Analysis(spec, namespace="shop", model="ranker", arms=Arms(CAND, BASE), started_at=0.0)
+
+
+def test_sum_increase_templates_are_read_from_raw_samples_not_extrapolated() -> None:
+    """The example template `round(sum(increase(x[{{interval}}])))` was an instant query that
+    Prometheus extrapolated (about twice the requests at a 15 s scrape); it is now read from the
+    counter's raw samples, like the builtins, and never asked as an instant query."""
+    analysis = custom_analysis(
+        'round(sum(increase(feedback_total{revision="{{revision}}",vote="down"}[{{interval}}]))) or vector(0)',
+        'sum(increase(feedback_total{revision="{{revision}}"}[{{interval}}]))',
+    )
+    provider = FakeProvider()
+    provider.counter("feedback_total", CAND, 40)
+    result = asyncio.run(analysis.tick(provider, 30.0))
+    assert not provider.queries
+    assert provider.selectors == [
+        'feedback_total{revision="c0ffee00",vote="down"}',
+        'feedback_total{revision="c0ffee00"}',
+        'feedback_total{revision="ba5e1111",vote="down"}',
+        'feedback_total{revision="ba5e1111"}',
+    ]
+    assert result.verdict != "unavailable", result.reason
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        'sum(rate(feedback_total{revision="{{revision}}"}[1m])) * 30',
+        'sum(increase(feedback_total{revision="{{revision}}"}[{{interval}}])) / 2',
+        'sum(delta(feedback_gauge{revision="{{revision}}"}[{{interval}}]))',
+    ],
+)
+def test_other_extrapolated_queries_are_refused_with_the_way_to_write_them(events: str) -> None:
+    analysis = custom_analysis(events, 'sum(increase(requests_total{revision="{{revision}}"}[{{interval}}]))')
+    provider = FakeProvider()
+    provider.counter("requests_total", CAND, 100)
+    provider.counter("requests_total", BASE, 100)
+    result = asyncio.run(analysis.tick(provider, 30.0))
+    assert result.verdict == "unavailable"
+    assert "extrapolates" in result.reason and "sum(increase(<counter selector>[{{interval}}]))" in result.reason
+    assert not provider.queries
+
+
+def test_a_counter_without_a_sample_in_the_interval_is_unavailable_and_names_the_scrape_interval() -> None:
+    """With a scrape interval equal to analysis.interval, increase() over one interval saw one
+    sample and answered nothing for ever, which was read as zero trials."""
+    analysis = custom_analysis(
+        'sum(increase(downvotes_total{revision="{{revision}}"}[{{interval}}])) or vector(0)',
+        'sum(increase(requests_total{revision="{{revision}}"}[{{interval}}]))',
+    )
+    result = asyncio.run(analysis.tick(FakeProvider(), 30.0))
+    assert result.verdict == "unavailable"
+    assert "no sample of requests_total" in result.reason and "scraped less often than analysis.interval" in (
+        result.reason
+    )

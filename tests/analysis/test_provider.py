@@ -151,3 +151,13 @@ def test_nan_and_infinite_samples_are_passed_on_for_the_engine_to_judge() -> Non
     prom = provider(httpx.MockTransport(lambda request: httpx.Response(200, json=body)))
     result = asyncio.run(prom.increments("x", ("code",), 15.0, 30.0))
     assert math.isnan(result[(("code", "200"),)]) and result[(("code", "500"),)] == math.inf
+
+
+def test_a_series_without_a_sample_inside_the_interval_is_no_data_not_zero() -> None:
+    """Scraped every 30 s for a 30 s interval whose scrape fell just outside it: the series says
+    nothing about the interval, so it is left out (the engine then reports it unavailable)."""
+    labels = {"__name__": "requests_total", "revision": "r1"}
+    body = matrix((labels, [(0.0, "100"), (29.0, "130")]), ({**labels, "revision": "r2"}, [(31.0, "7")]))
+    prom = provider(httpx.MockTransport(lambda request: httpx.Response(200, json=body)))
+    result = asyncio.run(prom.increments("requests_total", ("revision",), 30.0, 60.0))
+    assert result == {(("revision", "r2"),): 7.0}
