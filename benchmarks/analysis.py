@@ -57,6 +57,7 @@ import numpy as np
 from scipy import stats
 
 from cutover.analysis import BinomialCusum, RateRatioTest
+from cutover.analysis.counts import Dispersion
 from cutover.analysis.histograms import exceedances
 
 INTERVAL = 30.0
@@ -132,9 +133,25 @@ def first(times: np.ndarray, hit: np.ndarray, t: float) -> np.ndarray:
 
 
 def cutover(
-    traffic: Traffic, runs: int, *, pass_margin: float = 0.5, alpha: float = ALPHA, min_time: float = 120.0
+    traffic: Traffic,
+    runs: int,
+    *,
+    pass_margin: float = 0.5,
+    alpha: float = ALPHA,
+    min_time: float = 120.0,
+    failure_margin_absolute: float = 0.0,
+    dispersion: Dispersion = "estimated",
 ) -> Outcome:
-    test = RateRatioTest(alpha, alpha, failure_margin=0.0, pass_margin=pass_margin, batch=(runs,), evidence=False)
+    test = RateRatioTest(
+        alpha,
+        alpha,
+        failure_margin=0.0,
+        pass_margin=pass_margin,
+        batch=(runs,),
+        evidence=False,
+        failure_margin_absolute=failure_margin_absolute,
+        dispersion=dispersion,
+    )
     rollback, promote = np.full(runs, np.inf), np.full(runs, np.inf)
     for i in range(LOOKS):
         t = (i + 1) * INTERVAL
@@ -191,8 +208,13 @@ def naive_z(traffic: Traffic, runs: int, *, alpha: float = ALPHA) -> Outcome:
     return Outcome(rollback, np.where(np.isinf(rollback), LOOKS * INTERVAL, np.inf))
 
 
+def cutover_binomial(traffic: Traffic, runs: int) -> Outcome:
+    return cutover(traffic, runs, dispersion="binomial")
+
+
 METHODS: dict[str, Callable[[Traffic, int], Outcome]] = {
     "cutover": cutover,
+    "cut-binom": cutover_binomial,
     "flagger": flagger,
     "kayenta": kayenta,
     "naive-z": naive_z,
@@ -352,8 +374,9 @@ def latency_outcomes(
     lognormal factor exp(N(0, jitter)) (garbage collection, noisy neighbours)."""
     p_c, p_b = latency_bucket_probs(scale, tail), latency_bucket_probs(1.0)
     ours = RateRatioTest(ALPHA, ALPHA, pass_margin=0.5, batch=(runs,), evidence=False)
+    binomial = RateRatioTest(ALPHA, ALPHA, pass_margin=0.5, batch=(runs,), evidence=False, dispersion="binomial")
     cum_c, cum_b = np.zeros((runs, len(p_c))), np.zeros((runs, len(p_b)))
-    rollback = {k: np.full(runs, np.inf) for k in ("cutover", "flagger-p99", "naive-chi2")}
+    rollback = {k: np.full(runs, np.inf) for k in ("cutover", "cut-binom", "flagger-p99", "naive-chi2")}
     chi_crit = stats.chi2.ppf(1 - ALPHA, len(p_c) - 1)
     recent: list[np.ndarray] = []
     flagger_fails = np.zeros(runs)
@@ -370,6 +393,8 @@ def latency_outcomes(
         y_b, _ = exceedances(LATENCY_EDGES, np.cumsum(b_b, axis=1), 0.25)
         ours.update(y_c, n_c, y_b, n_b)
         rollback["cutover"] = first(rollback["cutover"], ours.failed(), t)
+        binomial.update(y_c, n_c, y_b, n_b)
+        rollback["cut-binom"] = first(rollback["cut-binom"], binomial.failed(), t)
         # Flagger: p99 over the last minute (histogram_quantile-like: the bucket edge reached)
         # above 500 ms is a failed check; 5 failed checks roll back.
         recent = [*recent[-1:], b_c]
@@ -480,6 +505,9 @@ def main() -> None:
         traffic = field_traffic(runs, rng, **params)
         for method, run in METHODS.items():
             rows.append(Row(name, method, kind, run(traffic, runs), runs))
+        if name.startswith("F6"):
+            outcome = cutover(traffic, runs, failure_margin_absolute=0.001)
+            rows.append(Row(name, "cut+0.1pp", kind, outcome, runs))
     for name, kind, scrape, ratio in (
         ("F5 A/A, increase() at 15 s scrape", "null", 15.0, 1.0),
         ("F5 2x errors, increase() at 15 s", "alt", 15.0, 2.0),
