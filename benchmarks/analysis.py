@@ -4,8 +4,11 @@ Simulates canary analyses with 30-second intervals over a 30-minute horizon (60 
 runs per scenario (scenarios B1-B8 of the statistics reference), and runs every method on the
 same simulated traffic in the same run:
 
-* cutover    the stratified anytime-valid rate-ratio test (cutover.analysis), alpha 0.01,
-             failure margin 0, pass margin 0.5, promotion after at least 2 minutes
+* cutover    the stratified anytime-valid rate-ratio test (cutover.analysis) as shipped, with
+             the dispersion estimated (the default), alpha 0.01, failure margin 0, pass margin
+             0.5, promotion after at least 2 minutes; in F6 also with an absolute failure
+             margin of 0.1 percentage points (cut+0.1pp)
+* cut-binom  the same test with dispersion "binomial": exact for independent requests only
 * flagger    a Flagger-style threshold rule: every interval, the candidate's error rate over the
              last minute above 1.5% is a failed check; 5 failed checks roll back (its
              `analysis.threshold`); otherwise promoted at the end

@@ -262,3 +262,26 @@ def test_a_counter_without_a_sample_in_the_interval_is_unavailable_and_names_the
     assert "no sample of requests_total" in result.reason and "scraped less often than analysis.interval" in (
         result.reason
     )
+
+
+def errors_analysis(**metric: Any) -> Analysis:
+    spec = AnalysisSpec.model_validate(
+        {"interval": "30s", "metrics": [{"name": "error-rate", "builtin": "errorRate", "critical": True, **metric}]}
+    )
+    return Analysis(spec, namespace="shop", model="ranker", arms=Arms(CAND, BASE), started_at=0.0)
+
+
+def test_the_engine_reports_the_dispersion_and_honours_dispersion_binomial() -> None:
+    """Intervals whose error split swings far beyond binomial: the default says how dispersed
+    the counts are and does not roll back; a metric that asks for the binomial test gets it."""
+    robust, binomial = errors_analysis(), errors_analysis(dispersion="binomial")
+    verdicts = []
+    for i, (c, b) in enumerate([(45, 15), (10, 40), (42, 12), (12, 38)]):
+        provider = FakeProvider()
+        provider.requests("gateway", CAND, 1500 - c, c)
+        provider.requests("gateway", BASE, 1500 - b, b)
+        result = asyncio.run(robust.tick(provider, 30.0 * (i + 1)))
+        verdicts.append(asyncio.run(binomial.tick(provider, 30.0 * (i + 1))).verdict)
+        assert result.verdict != "rollback", result.reason
+    assert "as dispersed as binomial; evidence divided by that" in result.evidence[0].reason
+    assert verdicts[0] == "rollback"  # the binomial test rolls back on the first interval alone
