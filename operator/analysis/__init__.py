@@ -17,7 +17,7 @@ from .counts import RateRatioTest, RatioBounds
 from .cusum import BinomialCusum
 from .engine import Analysis, Arms, PostPromotionWatch, Result, WatchResult
 from .histograms import BucketShiftTest, QuantileBand, dkw_epsilon, exceedances, psi
-from .judges import ConfidenceJudge, CountJudge, Counts, Evidence, Histogram, LatencyJudge, decide
+from .judges import ConfidenceJudge, CountJudge, Counts, Evidence, Histogram, JudgeSettings, LatencyJudge, decide
 from .provider import MetricProvider, MetricsUnavailable, PrometheusProvider, increment
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "Counts",
     "Evidence",
     "Histogram",
+    "JudgeSettings",
     "LatencyJudge",
     "MetricProvider",
     "MetricsUnavailable",

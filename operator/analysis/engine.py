@@ -65,7 +65,17 @@ from cutover.api.v1alpha1.modeldeployment import AnalysisSpec, AnalysisStatus, M
 
 from .cusum import BinomialCusum
 from .histograms import exceedances
-from .judges import ConfidenceJudge, CountJudge, Counts, Evidence, Histogram, LatencyJudge, Verdict, decide
+from .judges import (
+    ConfidenceJudge,
+    CountJudge,
+    Counts,
+    Evidence,
+    Histogram,
+    JudgeSettings,
+    LatencyJudge,
+    Verdict,
+    decide,
+)
 from .provider import Labels, MetricProvider, MetricsUnavailable, render
 
 RequestSource = Literal["gateway", "serving"]
@@ -196,59 +206,30 @@ class Analysis:
 
     def _judge(self, metric: MetricSpec, share: float, low_confidence: float) -> CountJudge:
         limits = metric.threshold_range
-        low, high = (limits.min, limits.max) if limits else (None, None)
-        alpha, margins = self.spec.alpha, (metric.failure_margin, metric.pass_margin)
-        absolute = (metric.failure_margin_absolute, metric.pass_margin_absolute)
+        settings = JudgeSettings(
+            alpha=self.spec.alpha,
+            alpha_share=share,
+            failure_margin=metric.failure_margin,
+            pass_margin=metric.pass_margin,
+            direction=metric.direction,
+            critical=metric.critical,
+            threshold_min=limits.min if limits else None,
+            threshold_max=limits.max if limits else None,
+            failure_margin_absolute=metric.failure_margin_absolute,
+            pass_margin_absolute=metric.pass_margin_absolute,
+            dispersion=metric.dispersion,
+        )
         if metric.builtin == "latency":
             assert metric.latency_threshold is not None
-            return LatencyJudge(
-                metric.name,
-                threshold_seconds=seconds(metric.latency_threshold),
-                alpha=alpha,
-                alpha_share=share,
-                failure_margin=margins[0],
-                pass_margin=margins[1],
-                direction=metric.direction,
-                critical=metric.critical,
-                threshold_min=low,
-                threshold_max=high,
-                absolute_margins=absolute,
-                dispersion=metric.dispersion,
-            )
+            return LatencyJudge(metric.name, settings, threshold_seconds=seconds(metric.latency_threshold))
         if metric.builtin == "predictionConfidence":
-            return ConfidenceJudge(
-                metric.name,
-                low_confidence=low_confidence,
-                alpha=alpha,
-                alpha_share=share,
-                failure_margin=margins[0],
-                pass_margin=margins[1],
-                direction=metric.direction,
-                critical=metric.critical,
-                threshold_min=low,
-                threshold_max=high,
-                absolute_margins=absolute,
-                dispersion=metric.dispersion,
-            )
+            return ConfidenceJudge(metric.name, settings, low_confidence=low_confidence)
         what = {
             "errorRate": "errors",
             "outOfDistributionRate": "out-of-distribution predictions",
             "safetyViolations": "safety violations",
         }.get(metric.builtin or "", "events")
-        return CountJudge(
-            metric.name,
-            alpha=alpha,
-            alpha_share=share,
-            failure_margin=margins[0],
-            pass_margin=margins[1],
-            direction=metric.direction,
-            critical=metric.critical,
-            threshold_min=low,
-            threshold_max=high,
-            what=what,
-            absolute_margins=absolute,
-            dispersion=metric.dispersion,
-        )
+        return CountJudge(metric.name, settings, what=what)
 
     def _selector(self, series: Series, arms: Arms) -> str:
         if not series.exported_by:

@@ -102,39 +102,43 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3g}"
 
 
+@dataclass(frozen=True)
+class JudgeSettings:
+    """How one metric is judged: the analysis alpha and this metric's share of it, and the
+    metric's margins (relative, and absolute in events per trial), direction, criticality,
+    absolute guardrails (thresholdRange) and dispersion assumption, as in MetricSpec."""
+
+    alpha: float
+    alpha_share: float
+    failure_margin: float = 0.0
+    pass_margin: float = 0.2
+    direction: Direction = "increase"
+    critical: bool = False
+    threshold_min: float | None = None
+    threshold_max: float | None = None
+    failure_margin_absolute: float = 0.0
+    pass_margin_absolute: float = 0.0
+    dispersion: Dispersion = "estimated"
+
+
 class CountJudge:
     """Errors, timeouts, out-of-distribution predictions, safety violations, custom counts."""
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        alpha: float,
-        alpha_share: float,
-        failure_margin: float = 0.0,
-        pass_margin: float = 0.2,
-        direction: Direction = "increase",
-        critical: bool = False,
-        threshold_min: float | None = None,
-        threshold_max: float | None = None,
-        what: str = "events",
-        absolute_margins: tuple[float, float] = (0.0, 0.0),
-        dispersion: Dispersion = "estimated",
-    ) -> None:
-        self.name, self.critical, self.what = name, critical, what
-        self.alpha_share = alpha_share
-        self.margins = (failure_margin, pass_margin)
-        self.absolute_margins = absolute_margins
-        self.threshold = (threshold_min, threshold_max)
+    def __init__(self, name: str, settings: JudgeSettings, *, what: str = "events") -> None:
+        self.name, self.critical, self.what = name, settings.critical, what
+        self.alpha_share = settings.alpha_share
+        self.margins = (settings.failure_margin, settings.pass_margin)
+        self.absolute_margins = (settings.failure_margin_absolute, settings.pass_margin_absolute)
+        self.threshold = (settings.threshold_min, settings.threshold_max)
         self.test = RateRatioTest(
-            alpha_share,
-            alpha,
-            failure_margin,
-            pass_margin,
-            direction,
-            failure_margin_absolute=absolute_margins[0],
-            pass_margin_absolute=absolute_margins[1],
-            dispersion=dispersion,
+            settings.alpha_share,
+            settings.alpha,
+            settings.failure_margin,
+            settings.pass_margin,
+            settings.direction,
+            failure_margin_absolute=settings.failure_margin_absolute,
+            pass_margin_absolute=settings.pass_margin_absolute,
+            dispersion=settings.dispersion,
         )
         self.error: str | None = None
         """Why histogram data could not be read (a threshold that is not a bucket edge)."""
@@ -206,36 +210,8 @@ class LatencyJudge(CountJudge):
     """Requests slower than a bucket edge, through the count test, with time-uniform quantile
     bounds (p50, p99) of each arm reported beside it."""
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        threshold_seconds: float,
-        alpha: float,
-        alpha_share: float,
-        failure_margin: float = 0.0,
-        pass_margin: float = 0.2,
-        direction: Direction = "increase",
-        critical: bool = False,
-        threshold_min: float | None = None,
-        threshold_max: float | None = None,
-        absolute_margins: tuple[float, float] = (0.0, 0.0),
-        dispersion: Dispersion = "estimated",
-    ) -> None:
-        super().__init__(
-            name,
-            alpha=alpha,
-            alpha_share=alpha_share,
-            failure_margin=failure_margin,
-            pass_margin=pass_margin,
-            direction=direction,
-            critical=critical,
-            threshold_min=threshold_min,
-            threshold_max=threshold_max,
-            what="slow requests",
-            absolute_margins=absolute_margins,
-            dispersion=dispersion,
-        )
+    def __init__(self, name: str, settings: JudgeSettings, *, threshold_seconds: float) -> None:
+        super().__init__(name, settings, what="slow requests")
         self.threshold_seconds = threshold_seconds
         self.bands: tuple[QuantileBand, QuantileBand] | None = None
 
@@ -271,35 +247,9 @@ class ConfidenceJudge(CountJudge):
     two-sided test on the whole bucket distribution (with PSI as the practical threshold).
     The metric's alpha share is split between the two."""
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        low_confidence: float,
-        alpha: float,
-        alpha_share: float,
-        failure_margin: float = 0.0,
-        pass_margin: float = 0.2,
-        direction: Direction = "increase",
-        critical: bool = False,
-        threshold_min: float | None = None,
-        threshold_max: float | None = None,
-        absolute_margins: tuple[float, float] = (0.0, 0.0),
-        dispersion: Dispersion = "estimated",
-    ) -> None:
+    def __init__(self, name: str, settings: JudgeSettings, *, low_confidence: float) -> None:
         super().__init__(
-            name,
-            alpha=alpha,
-            alpha_share=alpha_share / 2,
-            failure_margin=failure_margin,
-            pass_margin=pass_margin,
-            direction=direction,
-            critical=critical,
-            threshold_min=threshold_min,
-            threshold_max=threshold_max,
-            what="low-confidence predictions",
-            absolute_margins=absolute_margins,
-            dispersion=dispersion,
+            name, replace(settings, alpha_share=settings.alpha_share / 2), what="low-confidence predictions"
         )
         self.low_confidence = low_confidence
         self.shift: BucketShiftTest | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cutover.analysis import CountJudge, Counts, Evidence, Histogram, LatencyJudge, Result, decide
+from cutover.analysis import CountJudge, Counts, Evidence, Histogram, JudgeSettings, LatencyJudge, Result, decide
 
 
 def ev(name: str, decision: str, critical: bool = False) -> Evidence:
@@ -40,7 +40,7 @@ def test_promotion_needs_every_metric_and_the_minimum_time() -> None:
 
 
 def test_count_judge_evidence_carries_the_numbers() -> None:
-    judge = CountJudge("error-rate", alpha=0.01, alpha_share=0.01, critical=True, what="errors")
+    judge = CountJudge("error-rate", JudgeSettings(alpha=0.01, alpha_share=0.01, critical=True), what="errors")
     for _ in range(6):
         judge.update(Counts(90, 1500), Counts(15, 1500))
     evidence = judge.evidence(min_samples=1000)
@@ -53,7 +53,7 @@ def test_count_judge_evidence_carries_the_numbers() -> None:
 
 
 def test_threshold_range_is_an_absolute_guardrail() -> None:
-    judge = CountJudge("error-rate", alpha=0.01, alpha_share=0.01, threshold_max=0.05)
+    judge = CountJudge("error-rate", JudgeSettings(alpha=0.01, alpha_share=0.01, threshold_max=0.05))
     judge.update(Counts(80, 1000), Counts(80, 1000))
     assert judge.evidence(min_samples=500).decision == "fail"
     assert "outside thresholdRange" in judge.evidence(min_samples=500).reason
@@ -63,7 +63,7 @@ def test_threshold_range_is_an_absolute_guardrail() -> None:
 def test_an_unbounded_confidence_bound_is_shown_as_such_never_as_zero() -> None:
     """Before any event the ratio's confidence sequence is [0, ∞): the reason says so, and the
     status leaves the upper bound out rather than writing a number (issue 12, item 13)."""
-    judge = CountJudge("error-rate", alpha=0.01, alpha_share=0.01)
+    judge = CountJudge("error-rate", JudgeSettings(alpha=0.01, alpha_share=0.01))
     judge.update(Counts(0, 50), Counts(0, 50))
     evidence = judge.evidence(min_samples=200)
     assert "in [0, ∞)" in evidence.reason and "n/a]" not in evidence.reason
@@ -78,7 +78,7 @@ def test_an_unbounded_confidence_bound_is_shown_as_such_never_as_zero() -> None:
 
 
 def test_latency_quantiles_leave_out_an_unbounded_side() -> None:
-    judge = LatencyJudge("latency", threshold_seconds=0.1, alpha=0.01, alpha_share=0.01)
+    judge = LatencyJudge("latency", JudgeSettings(alpha=0.01, alpha_share=0.01), threshold_seconds=0.1)
     few = Histogram((0.05, 0.1, 0.25), (1.0, 2.0, 3.0, 3.0))
     judge.update_histograms(few, few)
     reason = judge.evidence(min_samples=200).reason
