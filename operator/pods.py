@@ -17,23 +17,7 @@ from typing import Any
 
 from .builders import LABEL_REVISION
 
-WAITING_PROBLEMS = frozenset(
-    {
-        "CrashLoopBackOff",
-        "ImagePullBackOff",
-        "ErrImagePull",
-        "InvalidImageName",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-        "RunContainerError",
-        "ErrImageNeverPull",
-    }
-)
-"""Container waiting reasons that will not clear by themselves (kubelet's names)."""
-
-SEVERITY = (
-    "Failed",
-    "InitContainerFailed",
+WAITING_PROBLEMS = (
     "CrashLoopBackOff",
     "ImagePullBackOff",
     "ErrImagePull",
@@ -42,9 +26,10 @@ SEVERITY = (
     "CreateContainerError",
     "RunContainerError",
     "ErrImageNeverPull",
-    "Unschedulable",
-    "NotReady",
 )
+"""Container waiting reasons that will not clear by themselves (kubelet's names), most telling first."""
+
+SEVERITY = ("Failed", "InitContainerFailed", *WAITING_PROBLEMS, "Unschedulable", "NotReady")
 """Reasons, most telling first: the first one found among a revision's pods is reported."""
 
 
