@@ -242,7 +242,7 @@ class _State:
     def answer(self, request: Request, result: str, ok: bool = True) -> None:
         self.handled.append(
             HandledRequest(action=request.action, id=request.id, by=request.by, at=self.now, result=result)
-        )  # type: ignore[arg-type]
+        )
         self.event(f"Request{request.action[0].upper()}{request.action[1:]}", f"{request.id}: {result}", warning=not ok)
 
 
@@ -843,9 +843,9 @@ def _workloads(st: _State, desired: str) -> tuple[list[Workload], bool]:
             # stays only until the new stable can carry it all (no outage after a switch).
             break
         if kept.at > st.now and kept.revision not in {w.revision for w in out}:
-            source = _source_of(status, kept.revision)
-            if source is not None:
-                out.append(Workload(kept.revision, "previous", replicas, source))
+            kept_source = _source_of(status, kept.revision)
+            if kept_source is not None:
+                out.append(Workload(kept.revision, "previous", replicas, kept_source))
     return out, swap
 
 
@@ -914,7 +914,7 @@ def _condition(
         message=message,
         last_transition_time=since,
         observed_generation=generation,
-    )  # type: ignore[arg-type]
+    )
 
 
 def _finish(st: _State, desired: str) -> Plan:
