@@ -213,6 +213,17 @@ async def _pod_problems(kube: Kube, md: ModelDeployment, logger: logging.Logger)
     return pods.problems(items)
 
 
+async def _gone(ctx: Context, body: kopf.Body) -> bool:
+    """Whether the object this loop serves no longer exists (deleted, or recreated under the same
+    name with another uid) while no watch event said so."""
+    meta = body.get("metadata", {})
+    try:
+        current = await ctx.kube.get(f"{GROUP}/{VERSION}", "ModelDeployment", meta.get("namespace"), meta["name"])
+    except ApiError as err:
+        return err.status == 404
+    return bool(current.get("metadata", {}).get("uid") != meta.get("uid"))
+
+
 async def _apply(ctx: Context, md: ModelDeployment, plan: Plan, children: list[Child]) -> None:
     """Apply every child of the plan; delete the children of revisions the plan no longer has.
 
@@ -298,6 +309,9 @@ def register(registry: kopf.OperatorRegistry) -> None:
                     children = list(deployments_by_model.get((namespace, name), []))
                     delay = await reconcile_once(ctx, body, children, logger)
                 except ApiError as err:
+                    if err.status == 404 and await _gone(ctx, body):
+                        logger.info("the ModelDeployment is gone; its loop ends")
+                        return
                     # 409: someone wrote the object since we read it; re-read and go again.
                     delay = 0.5 if err.status == 409 else 5.0
                     metrics.RECONCILE_ERRORS.labels("ModelDeployment").inc()

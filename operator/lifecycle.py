@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -30,6 +31,9 @@ from typing import Any, cast
 import kopf
 
 logger = logging.getLogger("cutover.operator.lifecycle")
+
+ENDED_KEPT = 10_000
+"""How many deleted uids are remembered, so that a late event of one starts no loop."""
 
 LoopFn = Callable[..., Awaitable[None]]
 """An async function run once per object; it gets kopf's handler kwargs (indices included),
@@ -77,6 +81,9 @@ class Loops:
         self.backoff = backoff
         self.running: dict[str, _Loop] = {}
         self._stopping: set[asyncio.Task[None]] = set()
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        """Uids whose object was deleted, newest last: a late event for one starts nothing."""
+        self._closed = False
 
     def observe(self, event_type: str | None, raw_body: dict[str, Any], kwargs: dict[str, Any]) -> None:
         """Handle one watch event of an object: start, refresh or stop its loop."""
@@ -88,11 +95,21 @@ class Loops:
         if event_type == "DELETED" or metadata.get("deletionTimestamp"):
             if loop is not None:
                 self._stop(uid)
+            self._remember_ended(uid)
+            return
+        if self._closed or uid in self._ended:
             return
         if loop is not None:
             loop.raw.clear()
             loop.raw.update(raw_body)
             return
+        # Names are unique in a namespace: a loop for the same name under another uid serves an
+        # object that was deleted while the watch was down (a relist reports no DELETED for it).
+        key = (metadata.get("namespace"), metadata.get("name"))
+        for other, running in list(self.running.items()):
+            if (running.raw.get("metadata", {}).get("namespace"), running.raw.get("metadata", {}).get("name")) == key:
+                self._stop(other)
+                self._remember_ended(other)
         raw = dict(raw_body)
         stopped = Stopped()
         call = {k: v for k, v in kwargs.items() if k not in PER_EVENT_KWARGS}
@@ -121,16 +138,28 @@ class Loops:
         self._stopping.add(stopping)
         stopping.add_done_callback(self._stopping.discard)
 
+    def _remember_ended(self, uid: str) -> None:
+        self._ended[uid] = None
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
+
     async def _finish(self, loop: _Loop) -> None:
-        """Give a stopped loop ``cancellation_timeout`` seconds to return, then cancel it."""
+        """Give a stopped loop ``cancellation_timeout`` seconds to return, then cancel it and
+        give it as long again; a loop that still runs after that is left behind with a log."""
         done, _ = await asyncio.wait({loop.task}, timeout=self.cancellation_timeout)
         if not done:
             loop.task.cancel()
+            done, _ = await asyncio.wait({loop.task}, timeout=self.cancellation_timeout)
+        if not done:
+            logger.error("loop %s did not end within twice its cancellation timeout", loop.task.get_name())
+            return
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await loop.task
 
     async def stop_all(self) -> None:
-        """Stop every loop (operator shutdown) and wait until they are all gone."""
+        """Stop every loop (operator shutdown) and wait until they are all gone; later events
+        start nothing."""
+        self._closed = True
         for uid in list(self.running):
             self._stop(uid)
         if self._stopping:

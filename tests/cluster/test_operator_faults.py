@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
+import kopf
 import pytest
+
+from cutover.operator import handlers
+from cutover.operator.kube import Kube as ApiClient
+from cutover.operator.verdicts import FileVerdicts
 
 from ..cases import load
 from ..conftest import Kube
@@ -56,3 +62,23 @@ def test_a_failing_verdict_source_does_not_stop_an_on_call_abort(
         lambda: (b := md(kube, namespace, "ranker"))["status"]["phase"] == "RolledBack" and b, what="the abort"
     )
     assert body["status"]["handledRequests"][0]["id"] == "abort-1"
+
+
+async def test_a_loop_whose_object_vanished_unseen_knows_it_is_gone(
+    kube: Kube, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deletion during a watch outage reaches no loop as an event; a 404 makes the loop look."""
+    doc = fast_canary()
+    kube.apply(doc, namespace=namespace)
+    body = kopf.Body(kube.json("get", "md", "ranker", "-n", namespace))
+    monkeypatch.setenv("KUBECONFIG", kube.kubeconfig)
+    client = ApiClient.from_connection(kopf.login_with_kubeconfig(settings=kopf.OperatorSettings()))
+    try:
+        ctx = handlers.Context(client, FileVerdicts(Path("/nonexistent")))
+        assert not await handlers._gone(ctx, body)
+        kube.run("delete", "md", "ranker", "-n", namespace, "--wait")
+        assert await handlers._gone(ctx, body)
+        kube.apply(doc, namespace=namespace)  # the same name again: another object
+        assert await handlers._gone(ctx, body)
+    finally:
+        await client.close()

@@ -127,3 +127,40 @@ def test_the_lifecycle_daemon_asks_kopf_for_no_finalizer() -> None:
 
 def test_the_operator_asks_kopf_for_no_finalizer() -> None:
     assert requires_a_finalizer(main.build_registry(None)) == []
+
+
+async def test_a_relist_that_brings_a_new_object_under_the_same_name_ends_the_old_loop() -> None:
+    """kopf relists on every reconnect and reports no DELETED for what vanished meanwhile."""
+    old, new = Recorder(), Recorder()
+    loops = lifecycle.Loops(lambda **kw: (old if kw["body"]["metadata"]["uid"] == "a" else new)(**kw))
+    loops.observe(None, body("a"), {})
+    await until(lambda: old.seen)
+    loops.observe(None, {"metadata": {**body("b")["metadata"], "name": "md-a"}}, {})
+    await until(lambda: old.exited.is_set() and new.seen)
+    assert list(loops.running) == ["b"]
+    await loops.stop_all()
+
+
+async def test_a_late_event_of_a_deleted_object_starts_nothing() -> None:
+    loops = lifecycle.Loops(Recorder())
+    loops.observe(None, body("a"), {})
+    loops.observe("DELETED", body("a"), {})
+    loops.observe("MODIFIED", body("a", generation=9), {})
+    assert loops.running == {}
+    await loops.stop_all()
+    loops.observe("MODIFIED", body("z"), {})  # after shutdown too
+    assert loops.running == {}
+
+
+async def test_a_loop_that_clings_on_after_cancellation_does_not_hold_up_shutdown() -> None:
+    async def stubborn(stopped: lifecycle.Stopped, **_: Any) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(3600)  # cleanup that never ends
+
+    loops = lifecycle.Loops(stubborn, cancellation_timeout=0.05)
+    loops.observe(None, body("a"), {})
+    await asyncio.sleep(0.01)
+    async with asyncio.timeout(2):
+        await loops.stop_all()
