@@ -8,7 +8,10 @@ This client keeps idle connections per origin, writes the request in one call an
 answer with httptools (the C parser uvicorn uses).
 
 Answers must carry Content-Length or chunked encoding, as every server the gateway routes to does;
-one delimited only by closing the connection counts as dropped.
+one delimited only by closing the connection counts as dropped. An answer to HEAD carries the
+headers of the GET answer (Content-Length included) and never a body; the parser cannot be told
+so, so such an answer ends with its headers and its connection is closed rather than left waiting
+for a body that never comes (which once timed out and opened the revision's circuit).
 
 Failures say whether the revision can have seen the request, which is what decides a retry:
 ``ConnectFailed`` (it did not), ``Disconnected`` (it may have), ``TimeoutError`` (it may have,
@@ -61,6 +64,8 @@ class _Connection(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
         self._status = 0
+        self._bodiless = False
+        """Whether the answer in progress ends with its headers (the request was HEAD)."""
 
     # ---- asyncio.Protocol --------------------------------------------------------------------
 
@@ -87,6 +92,15 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
+        if self._bodiless and self._status >= 200:
+            # The parser would wait for the Content-Length bytes a HEAD answer announces but never
+            # sends: the answer ends here, and the connection, out of step with its parser, closes.
+            waiter, self._waiter = self._waiter, None
+            response = Response(self._status, self._headers, b"")
+            self._headers, self._body = {}, []
+            self.close()
+            if waiter is not None and not waiter.done():
+                waiter.set_result(response)
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
@@ -106,9 +120,11 @@ class _Connection(asyncio.Protocol):
 
     # ---- use -----------------------------------------------------------------------------------
 
-    def send(self, head: bytes, body: bytes) -> asyncio.Future[Response]:
+    def send(self, head: bytes, body: bytes, *, bodiless: bool = False) -> asyncio.Future[Response]:
+        """Write one request; ``bodiless`` when its answer has no body whatever its headers say (HEAD)."""
         assert self.transport is not None and self._waiter is None
         self._waiter = asyncio.get_running_loop().create_future()
+        self._bodiless = bodiless
         if len(body) < 65536:
             self.transport.write(head + body)  # one segment for the usual small request
         else:
@@ -162,7 +178,7 @@ class Upstream:
             lines += [f"{name}: {value}\r\n".encode("utf-8", "surrogateescape") for name, value in headers]
             lines.append(f"Content-Length: {len(body)}\r\n\r\n".encode("ascii"))
             try:
-                return await connection.send(b"".join(lines), body)
+                return await connection.send(b"".join(lines), body, bodiless=method.upper() == "HEAD")
             except BaseException:
                 connection.close()  # cancelled or timed out mid-answer: never reuse it
                 raise

@@ -149,3 +149,30 @@ async def test_refused_dropped_malformed_and_slow_answers_fail_as_what_they_are(
         with pytest.raises(ConnectFailed):
             await upstream.request("GET", wrong, "/", timeout=5)
     await upstream.close()
+
+
+async def test_an_answer_to_head_ends_with_its_headers_whatever_length_it_announces() -> None:
+    """A HEAD answer announces the GET answer's Content-Length and sends no body; waiting for that
+    body timed out and counted a failure against the revision."""
+    heads: list[bytes] = []
+
+    async def head_then_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                heads.append((await reader.readuntil(b"\r\n\r\n")).split(b" ", 1)[0])
+            except asyncio.IncompleteReadError:
+                return
+            if heads[-1] == b"HEAD":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\nContent-Type: application/json\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+
+    listener, url = await raw(head_then_get)
+    upstream = Upstream()
+    answer = await upstream.request("HEAD", url, "/v2/models/m/ready", timeout=2)
+    assert answer.status == 200 and answer.body == b"" and answer.headers["content-length"] == "42"
+    assert (await upstream.request("GET", url, "/v2/models/m/ready", timeout=2)).body == b"{}"
+    assert heads == [b"HEAD", b"GET"]
+    listener.close()
+    await upstream.close()
