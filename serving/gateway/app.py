@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from cutover.api.contract import GATEWAY_REQUEST_DURATION, GATEWAY_REQUESTS, LATENCY_BUCKETS, SHADOW_COMPARISONS
@@ -34,7 +35,11 @@ from .shadow import Outcome, compare_chat, compare_inference
 from .upstream import ConnectFailed, Disconnected, Upstream, UpstreamError
 
 log = logging.getLogger("cutover.gateway")
-FORWARDED_REQUEST_HEADERS = ("Content-Type", "Content-Encoding", "Accept-Encoding", HEADER_LENGTH, "X-Request-Id")
+FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept-Encoding", HEADER_LENGTH, "X-Request-Id")
+"""Content-Encoding is not among them: aiohttp decodes the body it names, and the decoded body is
+what goes on (with its own Content-Length)."""
+DECODED_ENCODINGS = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
+"""Request Content-Encodings the gateway reads (aiohttp decodes gzip, deflate, br and zstd)."""
 FORWARDED_RESPONSE_HEADERS = tuple(
     (name, name.lower()) for name in ("Content-Type", "Content-Encoding", HEADER_LENGTH, REVISION_HEADER, "Retry-After")
 )
@@ -145,6 +150,37 @@ class Answer:
     body: bytes
     headers: dict[str, str]
     backend: Backend | None
+
+
+class BadRequest(Exception):
+    """Client input the gateway refuses before routing it; ``status`` is the 4xx to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def request_body(request: web.Request) -> bytes:
+    """The request's body, decoded from its Content-Encoding. Raises ``BadRequest``: 415 for an
+    encoding the gateway cannot decode, 400 for a body that does not decode as it says."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in DECODED_ENCODINGS:
+        raise BadRequest(415, f"Content-Encoding {encoding!r} is not supported; send gzip, deflate, br, zstd or none")
+    try:
+        return await request.read()
+    except RequestPayloadError as error:
+        reason = " ".join(str(error).split())
+        raise BadRequest(400, f"the request body cannot be read: {reason}") from None
+
+
+def model_name(body: bytes) -> str | None:
+    """The ``model`` of a chat completion request body; None when the body is not a JSON object
+    naming one (not JSON, not UTF-8, nested too deep to parse)."""
+    try:
+        name = json.loads(body).get("model")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Answer:
@@ -263,6 +299,8 @@ class Gateway:
             if error.status < 400:
                 raise
             return web.json_response({"error": error.reason}, status=error.status)
+        except BadRequest as error:
+            return web.json_response({"error": str(error)}, status=error.status)
         except Exception as error:
             log.exception("%s %s failed", request.method, request.path)
             return web.json_response({"error": f"internal error: {error}"}, status=500)
@@ -331,21 +369,18 @@ class Gateway:
                     _error(404, f"unknown version {version!r} of model {name!r}; live versions: {served or 'none'}")
                 )
             route = pinned
-        body = await request.read() if request.method == "POST" else b""
+        body = await request_body(request) if request.method == "POST" else b""
         return _respond(await self._proxy(route, request, body, idempotent=True))
 
     async def chat(self, request: web.Request) -> web.Response:
-        body = await request.read()
+        body = await request_body(request)
+        name = model_name(body)
+        route = self.routes.get(name) if name is not None else None
         try:
-            name = json.loads(body).get("model")
-        except (ValueError, AttributeError):
-            name = None
-        route = self.routes.get(name) if isinstance(name, str) else None
-        try:
-            self._authorize(request, route, name if isinstance(name, str) else None)
+            self._authorize(request, route, name)
         except Denied as denied:
             return _refused(denied)
-        if not isinstance(name, str):
+        if name is None:
             return _respond(_error(400, "the request needs a JSON body with a model name"))
         if route is None:
             return _respond(_error(404, f"unknown model {name!r}"))

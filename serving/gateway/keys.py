@@ -63,7 +63,10 @@ def tiers_from(config: Mapping[str, Mapping[str, Any]]) -> dict[str, Tier]:
 
 
 def digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    """The SHA-256 hex digest a key is stored and looked up by. A presented key may hold any
+    bytes (aiohttp decodes headers as UTF-8 with surrogateescape): they are hashed as sent, so a
+    key that is not UTF-8 is unknown (401), never an error."""
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def new_key() -> str:

@@ -176,8 +176,10 @@ def _by_weight(backends: tuple[Backend, ...], point: float) -> Backend:
 
 
 def hash_point(value: str) -> float:
-    """A stable position in [0, 100) for a key."""
-    digest = hashlib.blake2b(value.encode(), digest_size=8).digest()
+    """A stable position in [0, 100) for a key: any header value, hashed as the bytes the client
+    sent (aiohttp decodes headers as UTF-8 with surrogateescape), so a value that is not UTF-8 is
+    as sticky as one that is."""
+    digest = hashlib.blake2b(value.encode("utf-8", "surrogateescape"), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64 * 100
 
 

@@ -3,6 +3,7 @@ token buckets and quotas."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -15,7 +16,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from cutover.serving.gateway import watch
-from cutover.serving.gateway.app import Gateway, GatewayConfig
+from cutover.serving.gateway.app import Gateway, GatewayConfig, model_name
 from cutover.serving.gateway.keys import (
     Denied,
     KeyStore,
@@ -30,6 +31,7 @@ from cutover.serving.gateway.routing import (
     Route,
     choose,
     for_version,
+    hash_point,
     mirrors_for,
     route_from,
 )
@@ -308,3 +310,17 @@ async def test_the_gateway_is_ready_once_every_watched_list_has_arrived() -> Non
         assert response.status == 503 and "team-" in json.loads(response.text or "{}")["error"]
         await watch._follow(gateway, Listed([]), namespace, kind)  # type: ignore[arg-type]
     assert (await gateway.ready(probe)).status == 200
+
+
+def test_keys_and_sticky_values_that_are_not_utf8_hash_as_the_bytes_sent() -> None:
+    """aiohttp decodes header bytes as UTF-8 with surrogateescape; a strict encode raised (a 500)."""
+    not_utf8 = b"cut_\xff\xfe".decode("utf-8", "surrogateescape")
+    assert digest(not_utf8) == hashlib.sha256(b"cut_\xff\xfe").hexdigest()
+    assert hash_point(not_utf8) == hash_point(b"cut_\xff\xfe".decode("utf-8", "surrogateescape"))
+    assert 0 <= hash_point("\udcff") < 100
+
+
+def test_a_chat_body_names_its_model_or_none_whatever_it_holds() -> None:
+    assert model_name(b'{"model": "fraud", "messages": []}') == "fraud"
+    for body in (b"[" * 200_000, b"\xff\xfe", b'{"model": 1}', b"[]", b"", b'{"model": ["a"]}'):
+        assert model_name(body) is None, body[:20]
