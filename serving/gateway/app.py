@@ -513,17 +513,18 @@ class Gateway:
         answer = await live
         if answer.status != 200:
             return  # nothing to compare against
-        outcome = Outcome(False)
+        outcome: Outcome | None = Outcome(False)  # the mirror failed where the live revision answered
         if status == 200:
             try:
-                if outgoing.path.endswith("/chat/completions"):
+                if outgoing.path.partition("?")[0].endswith("/chat/completions"):
                     outcome = compare_chat(answer.body, payload, route.comparison)
                 else:
                     live_length = answer.headers.get(HEADER_LENGTH)
                     outcome = compare_inference(answer.body, live_length, payload, length, route.comparison)
-            except Exception as error:  # a malformed mirrored answer disagrees
-                log.debug("comparison failed: %s", error)
-        self.metrics.comparison(route, mirror, outcome)
+            except Exception as error:  # a shape the comparison did not foresee: never agreement
+                log.warning("comparing the answer of %s failed: %r", mirror.revision, error)
+        if outcome is not None:  # None: the answers cannot be compared, and count neither way
+            self.metrics.comparison(route, mirror, outcome)
 
 
 def _refused(denied: Denied) -> web.Response:

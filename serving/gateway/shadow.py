@@ -16,9 +16,11 @@ outputs with the same shapes, and then
 
 The divergence reported beside it is the largest absolute difference over the numeric outputs.
 
-LLM chat answers (``/v1/chat/completions``): a sampled model seldom says the same thing in the
-same words twice, so text equality measured sampling, not the candidate. Both answers are
-normalised (Unicode NFKC, case-folded, punctuation dropped, split into words), and then
+LLM chat answers (``/v1/chat/completions``, with or without a query string; a JSON completion or
+a streamed one, whose ``data:`` chunks are assembled into the message they carry): a sampled model
+seldom says the same thing in the same words twice, so text equality measured sampling, not the
+candidate. Both answers are normalised (Unicode NFKC, case-folded, punctuation dropped, split
+into words), and then
 
 - ``top1``: the first words agree: the answer's label when the prompt asks for one (yes/no, a
   category, a grade), which sampling at a sensible temperature does not flip unless the model
@@ -28,8 +30,17 @@ normalised (Unicode NFKC, case-folded, punctuation dropped, split into words), a
   ``tolerance``, which here is the share of words that may differ (0 to 1; 0.5 suits
   free-form answers). The divergence reported is that 1 - F1.
 
-Two empty answers agree; an empty answer and a non-empty one do not. Any answer that cannot be
-parsed disagrees.
+The text of a message is its ``content``, or the text parts of a content given as a list of
+parts. An answer that calls tools is compared by the names of the functions it calls, in order
+(its text, usually null, says nothing): the same calls agree, under either rule.
+
+Two empty texts agree; an empty text and a non-empty one do not.
+
+Not every pair can be compared, and a pair that cannot is not counted at all (``None``), neither
+as agreement nor as disagreement: a live answer that cannot be read (an unknown format, a stream
+cut short) or that has no output (inference without outputs, chat with neither content nor tool
+calls) is no reference. A mirrored answer that cannot be read, or has no output, when the live
+one has disagrees: the candidate failed to answer what the live revision answered.
 """
 
 from __future__ import annotations
@@ -44,10 +55,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..protocol import decode_response
+from ..protocol import ProtocolError, decode_response
 
 Agreement = Literal["top1", "numeric"]
 _WORD = re.compile(r"\w+")
+_UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError)
+"""What parsing an answer of the wrong shape raises (a list where an object belongs, and so on)."""
 
 
 @dataclass(frozen=True)
@@ -80,11 +93,19 @@ class Outcome:
 
 def compare_inference(
     live: bytes, live_length: str | None, mirror: bytes, mirror_length: str | None, rule: Comparison
-) -> Outcome:
-    """Compare two Open Inference Protocol answers (JSON, or binary with ``Inference-Header-Content-Length``).
-    Raises ``ProtocolError`` (or ``ValueError``) for an answer that cannot be decoded."""
-    _, ours = decode_response(live, live_length)
-    _, theirs = decode_response(mirror, mirror_length)
+) -> Outcome | None:
+    """Compare two Open Inference Protocol answers (JSON, or binary with ``Inference-Header-Content-Length``);
+    None when they cannot be compared (the live answer cannot be decoded or has no outputs)."""
+    try:
+        _, ours = decode_response(live, live_length)
+    except (ProtocolError, *_UNREADABLE):
+        return None
+    if not ours:
+        return None
+    try:
+        _, theirs = decode_response(mirror, mirror_length)
+    except (ProtocolError, *_UNREADABLE):
+        return Outcome(False)
     if ours.keys() != theirs.keys():
         return Outcome(False)
     agree, divergence = True, 0.0 if ours else None
@@ -128,12 +149,83 @@ def _same_class(x: np.ndarray, y: np.ndarray) -> bool:
     return bool((x.argmax(axis=-1) == y.argmax(axis=-1)).all())
 
 
+@dataclass(frozen=True)
+class ChatAnswer:
+    """What a chat completion's first choice says: the normalised words of its text (None when
+    it has no text) and the names of the functions it calls, in order."""
+
+    words: list[str] | None
+    tools: tuple[str, ...] = ()
+
+    @property
+    def has_output(self) -> bool:
+        return self.words is not None or bool(self.tools)
+
+
+def chat_answer(body: bytes) -> ChatAnswer:
+    """The first choice of an OpenAI chat completion: a JSON completion or a streamed one
+    (``data:`` lines of chunks whose deltas are assembled). Raises ``ValueError`` for a body
+    that is neither."""
+    try:
+        if body.lstrip()[:1] == b"{":
+            choices = json.loads(body)["choices"]
+            message = (choices[0] if choices else {}).get("message") or {}
+            return _answer(message.get("content"), message.get("tool_calls"))
+        return _streamed(body)
+    except _UNREADABLE as error:
+        raise ValueError(f"not a chat completion: {error!r}") from None
+
+
+def _streamed(body: bytes) -> ChatAnswer:
+    """Assemble a streamed completion's first choice from its server-sent events."""
+    parts: list[str] = []
+    tools: dict[int, str] = {}
+    events = 0
+    for line in body.decode("utf-8").splitlines():
+        if not line.startswith("data:"):
+            continue  # blank lines, comments, event names
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        events += 1
+        for choice in json.loads(data).get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if content is not None:
+                parts.append(_text(content))
+            for call in delta.get("tool_calls") or []:
+                name = (call.get("function") or {}).get("name")
+                if name:
+                    index = call.get("index", len(tools))
+                    tools[index] = tools.get(index, "") + str(name)
+    if not events:
+        raise ValueError("no data: events")
+    text = "".join(parts) if parts else None
+    return ChatAnswer(_words(text), tuple(tools[i] for i in sorted(tools)))
+
+
+def _answer(content: Any, tool_calls: Any) -> ChatAnswer:
+    names = tuple(str((call.get("function") or {}).get("name")) for call in tool_calls or [])
+    return ChatAnswer(_words(None if content is None else _text(content)), names)
+
+
+def _text(content: Any) -> str:
+    """A message's text: a string, or the text parts of a list of content parts."""
+    if isinstance(content, list):
+        return " ".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
+    return str(content)
+
+
+def _words(text: str | None) -> list[str] | None:
+    return None if text is None else _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
 def chat_words(body: bytes) -> list[str]:
-    """The first choice's message of an OpenAI chat completion, normalised into words.
-    Raises ``ValueError`` (or ``AttributeError``, ``TypeError``) for a body that is not one."""
-    choices = json.loads(body).get("choices") or [{}]
-    content = (choices[0].get("message") or {}).get("content") or ""
-    return _WORD.findall(unicodedata.normalize("NFKC", str(content)).casefold())
+    """The first choice's text of a chat completion, normalised into words ([] when it has none).
+    Raises ``ValueError`` for a body that is not a chat completion."""
+    return chat_answer(body).words or []
 
 
 def word_f1(a: list[str], b: list[str]) -> float:
@@ -147,10 +239,25 @@ def word_f1(a: list[str], b: list[str]) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def compare_chat(live: bytes, mirror: bytes, rule: Comparison) -> Outcome:
-    """Compare two chat completions as the module docstring says."""
-    ours, theirs = chat_words(live), chat_words(mirror)
-    distance = 1.0 - word_f1(ours, theirs)
+def compare_chat(live: bytes, mirror: bytes, rule: Comparison) -> Outcome | None:
+    """Compare two chat completions as the module docstring says; None when they cannot be
+    compared (the live answer cannot be read or has no output)."""
+    try:
+        ours = chat_answer(live)
+    except ValueError:
+        return None
+    if not ours.has_output:
+        return None
+    try:
+        theirs = chat_answer(mirror)
+    except ValueError:
+        return Outcome(False)
+    if ours.tools or theirs.tools:
+        return Outcome(ours.tools == theirs.tools)
+    if theirs.words is None:
+        return Outcome(False)
+    assert ours.words is not None
+    distance = 1.0 - word_f1(ours.words, theirs.words)
     if rule.agreement == "top1":
-        return Outcome(ours[:1] == theirs[:1], distance)
+        return Outcome(ours.words[:1] == theirs.words[:1], distance)
     return Outcome(distance <= rule.tolerance, distance)

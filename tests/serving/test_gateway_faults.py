@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from .support import key_secret
-from .test_gateway_requests import MODEL, Revision, Stack, deployment, stack
+from .test_gateway_requests import MODEL, Revision, Stack, comparisons, deployment, settled, stack
 
 __all__ = ["stack"]  # the fixture, used by name
 
@@ -116,3 +116,47 @@ async def test_a_compressed_body_is_forwarded_decoded_with_headers_that_say_so(s
         answer = await client.post(f"/v2/models/{MODEL}/infer", data=encoded, headers={"Content-Encoding": encoding})
         assert answer.status == 200, await answer.text()
     assert revision.seen == [(None, str(len(body)), body)] * 2
+
+
+@dataclass
+class Streaming(Revision):
+    """A fake LLM revision that streams its chat answer when asked to, word by word."""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.path.endswith("/chat/completions") and (await request.json()).get("stream"):
+            chunks = [{"choices": [{"index": 0, "delta": {"content": word + " "}}]} for word in self.chat.split()]
+            events = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks) + "data: [DONE]\n\n"
+            return web.Response(text=events, content_type="text/event-stream")
+        return await super().handle(request)
+
+
+def mirroring() -> dict[str, Any]:
+    return deployment(
+        [
+            {"revision": "aaa", "role": "stable", "weight": 100},
+            {"revision": "bbb", "role": "candidate", "weight": 0, "mirrorPercent": 100},
+        ],
+        history={"aaa": "1"},
+        candidate="bbb",
+        version="2",
+        shadow={"agreement": "top1"},
+    )
+
+
+async def test_mirrored_chat_is_compared_as_chat_with_a_query_string_and_when_streamed(stack: Stack) -> None:
+    """A chat path with a query string was compared as inference (two answers without outputs:
+    agreement); a streamed answer could not be parsed (always disagreement)."""
+    same = [Streaming("aaa", "1", chat="Yes it is fraud"), Streaming("bbb", "2", chat="yes, it is fraud")]
+    contrary = [Streaming("aaa", "1", chat="Yes it is fraud"), Streaming("bbb", "2", chat="No it is not")]
+    request = {"model": MODEL, "messages": [{"role": "user", "content": "Fraud?"}]}
+    for revisions, agree in ((same, "true"), (contrary, "false")):
+        client, gateway = await stack(revisions, mirroring())
+        for path, body in (
+            ("/v1/chat/completions?api-version=2024-02-01", request),
+            ("/v1/chat/completions", {**request, "stream": True}),
+            ("/v1/chat/completions?api-version=2024-02-01", {**request, "stream": True}),
+        ):
+            assert (await client.post(path, data=json.dumps(body))).status == 200
+        await settled(gateway)
+        assert comparisons(gateway, "bbb")[agree] == 3.0, (agree, comparisons(gateway, "bbb"))
+        assert sum(comparisons(gateway, "bbb").values()) == 3.0

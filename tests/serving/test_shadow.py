@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cutover.serving.gateway.shadow import Comparison, chat_words, compare_chat, compare_inference, word_f1
+from cutover.serving.gateway.shadow import Comparison, Outcome, chat_words, compare_chat, compare_inference, word_f1
 from cutover.serving.protocol import InferRequest, encode_response
 
 TOP1, NUMERIC = Comparison("top1", 0.05), Comparison("numeric", 0.05)
@@ -112,3 +112,66 @@ def test_comparison_reads_the_shadow_spec_with_the_apis_defaults() -> None:
     # What the API server would refuse falls back to the defaults instead of breaking the route.
     assert Comparison.of({"agreement": "exact", "tolerance": -1}) == Comparison("top1", 1e-3)
     assert Comparison.of({"tolerance": "wide"}) == Comparison("top1", 1e-3)
+
+
+def message(**fields: Any) -> bytes:
+    return json.dumps({"choices": [{"message": {"role": "assistant", **fields}}]}).encode()
+
+
+def streamed(*deltas: dict[str, Any]) -> bytes:
+    """A streamed completion as an OpenAI-compatible server sends it (server-sent events)."""
+    chunks = [{"choices": [{"index": 0, "delta": delta}]} for delta in deltas]
+    return b"".join(f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks) + b"data: [DONE]\n\n"
+
+
+def test_answers_that_cannot_be_compared_are_not_counted_never_agreeing() -> None:
+    """Two answers without outputs once agreed; an unreadable live answer once disagreed. Neither
+    says anything about the candidate: not counted (None). A mirrored answer that cannot be read,
+    or has no output, where the live one has, disagrees."""
+    top1 = Comparison("top1")
+    for unreadable in (b"", b"not json", b"[" * 100_000, b'{"choices": {"0": 1}}', b"data: {]\n\n"):
+        assert compare_chat(unreadable, chat("Yes"), top1) is None, unreadable[:20]
+        assert compare_chat(chat("Yes"), unreadable, top1) == Outcome(False), unreadable[:20]
+        assert compare_inference(unreadable, None, probabilities([0.9, 0.1]), None, top1) is None
+        assert compare_inference(probabilities([0.9, 0.1]), None, unreadable, None, top1) == Outcome(False)
+    for silent in (chat(None), message(), b'{"choices": []}'):
+        assert compare_chat(silent, silent, top1) is None and compare_chat(silent, chat("Yes"), top1) is None
+        assert compare_chat(chat("Yes"), silent, top1) == Outcome(False)
+    no_outputs = json.dumps({"model_name": "m", "outputs": []}).encode()
+    assert compare_inference(no_outputs, None, no_outputs, None, top1) is None
+    assert compare_inference(chat("Yes"), None, chat("No"), None, top1) is None  # chat read as inference
+
+
+def test_streamed_chat_is_compared_by_the_message_its_chunks_assemble() -> None:
+    live = streamed({"role": "assistant"}, {"content": "Yes, "}, {"content": "it is fraud."}, {})
+    assert chat_words(live) == ["yes", "it", "is", "fraud"]
+    assert compare_chat(live, chat("yes - it is fraud"), Comparison("numeric", 0.01)) == Outcome(True, 0.0)
+    assert compare_chat(live, streamed({"content": "No."}), Comparison("top1")) == Outcome(False, 1.0)
+    assert compare_chat(chat("Yes"), live, Comparison("top1")) == Outcome(True, 0.6)
+
+
+def test_content_parts_are_compared_by_their_text_and_tool_calls_by_the_functions_called() -> None:
+    parts = [
+        {"type": "text", "text": "Yes,"},
+        {"type": "image_url", "image_url": {"url": "x"}},
+        {"type": "text", "text": "fraud"},
+    ]
+    assert chat_words(message(content=parts)) == ["yes", "fraud"]
+    no = [{"type": "text", "text": "No"}]
+    assert compare_chat(message(content=parts), message(content=no), Comparison("top1")) == Outcome(False, 1.0)
+
+    def calls(*names: str) -> bytes:
+        return message(
+            content=None, tool_calls=[{"type": "function", "function": {"name": n, "arguments": "{}"}} for n in names]
+        )
+
+    for rule in (Comparison("top1"), Comparison("numeric", 0.5)):
+        assert compare_chat(calls("block_card"), calls("block_card"), rule) == Outcome(True)
+        assert compare_chat(calls("block_card"), calls("refund"), rule) == Outcome(False)
+        assert compare_chat(calls("block_card"), chat("block card"), rule) == Outcome(False)
+        assert compare_chat(calls("a", "b"), calls("a"), rule) == Outcome(False)
+    chunks = streamed(
+        {"tool_calls": [{"index": 0, "function": {"name": "block_", "arguments": ""}}]},
+        {"tool_calls": [{"index": 0, "function": {"name": "card", "arguments": "{}"}}]},
+    )
+    assert compare_chat(chunks, calls("block_card"), Comparison("top1")) == Outcome(True)
