@@ -1,7 +1,7 @@
 """`kubectl cutover`: the on-call side of cutover, as a kubectl plugin.
 
 Every action writes one annotation whose value carries a fresh request id
-(``<action>-<UTC time>-<6 random hex>``; for ``rollback --to REV`` the value is ``REV@<id>``, so
+(``<action>-<UTC time>-<12 random hex>``, 48 random bits; for ``rollback --to REV`` the value is ``REV@<id>``, so
 asking for the same revision again is a new request, never an identical annotation that the
 operator takes as already done). The operator handles each request exactly once and records it
 in ``status.handledRequests`` (action, id, by, at, result); the plugin then waits, up to
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import secrets
 import subprocess
 import sys
@@ -42,18 +43,39 @@ WAIT_SECONDS = 20.0
 """How long an action waits, by default, for the operator to record what it did."""
 PENDING = 3
 """Exit status when the request was written but not handled before the wait ended."""
+REVISION = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+"""What a revision name can be (it is a label value on the revision's objects); never "@",
+which separates it from the request id, nor empty."""
 
 
 def request_id(action: str) -> str:
     """A request id that is new every time: when, plus a random suffix. An id starting with
     "full" asks promote to skip every remaining step."""
-    return f"{action}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    return f"{action}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(6)}"
+
+
+def checked_revision(revision: str) -> str:
+    """``revision`` if it can name a revision; raises ``ValueError`` saying why not (empty, or
+    characters a revision never has, such as "@" or spaces)."""
+    if not REVISION.fullmatch(revision):
+        raise ValueError(
+            f"{revision!r} is not a revision name (1 to 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit); see `kubectl cutover history NAME`"
+        )
+    return revision
 
 
 def rollback_to_value(revision: str) -> str:
     """The rollback-to annotation's value: ``REVISION@ID`` with a fresh id (the operator takes
-    the part before the first "@" as the target)."""
-    return f"{revision}@{request_id('rollbackTo')}"
+    the part before the first "@" as the target). Raises ``ValueError`` for a malformed revision."""
+    return f"{checked_revision(revision)}@{request_id('rollbackTo')}"
+
+
+def _revision_argument(value: str) -> str:
+    try:
+        return checked_revision(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def handled_request(body: Mapping[str, Any], action: str, value: str) -> dict[str, Any] | None:
@@ -212,7 +234,7 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    if args.to_revision:
+    if args.to_revision is not None:
         return _annotate(args, "rollbackTo", rollback_to_value(args.to_revision))
     return _annotate(args, "rollback", request_id("rollback"))
 
@@ -244,7 +266,13 @@ def parser() -> argparse.ArgumentParser:
         command(action, help_text, lambda a, action=action: _annotate(a, action, _id(a, action)))
     sub.choices["promote"].add_argument("--full", action="store_true", help="skip every remaining step")
     rollback = command("rollback", "roll back to the stable revision (or --to REV)", _rollback)
-    rollback.add_argument("--to", "--to-revision", dest="to_revision", help="a revision from `kubectl cutover history`")
+    rollback.add_argument(
+        "--to",
+        "--to-revision",
+        dest="to_revision",
+        type=_revision_argument,
+        help="a revision from `kubectl cutover history`",
+    )
     for action in (*ACTIONS, "rollback"):
         sub.choices[action].add_argument(
             "--wait",

@@ -13,7 +13,14 @@ import pytest
 
 from cutover.api.v1alpha1 import REQUEST_ANNOTATIONS
 from cutover.operator import kubectl_plugin
-from cutover.operator.kubectl_plugin import PENDING, handled_request, outcome, wait_for_handled
+from cutover.operator.kubectl_plugin import (
+    PENDING,
+    handled_request,
+    outcome,
+    request_id,
+    rollback_to_value,
+    wait_for_handled,
+)
 
 COMMANDS = {
     "promote": ["promote"],
@@ -132,3 +139,24 @@ def test_the_outcome_says_done_refused_or_pending() -> None:
     assert refused[1] == 1 and "ignored: the rollout is not paused" in refused[0]
     message, code = outcome("fraud", "abort", "abort-1", None, 20)
     assert code == PENDING and "pending" in message and "kubectl cutover history fraud" in message
+
+
+@pytest.mark.parametrize("revision", ["", " ", "abc123@x", "abc 123", "-abc", "abc-", "r\n1", "a" * 64, "ré"])
+def test_rollback_to_a_malformed_revision_is_refused_and_writes_nothing(
+    kubectl: Kubectl, capsys: pytest.CaptureFixture[str], revision: str
+) -> None:
+    """`rollback --to ""` once did a plain rollback, and "a@b" rolled back to "a"."""
+    with pytest.raises(SystemExit) as exit_:
+        kubectl_plugin.main(["rollback", "fraud", f"--to={revision}", "--wait", "0"])
+    assert exit_.value.code == 2
+    assert "is not a revision name" in capsys.readouterr().err
+    assert kubectl.annotations == []
+    with pytest.raises(ValueError, match="not a revision name"):
+        rollback_to_value(revision)
+
+
+def test_request_ids_carry_at_least_48_random_bits() -> None:
+    """Six hex digits (24 bits) collided within a second: 20,000 ids held 8 duplicates."""
+    ids = [request_id("promote") for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i.rsplit("-", 1)[1]) >= 12 for i in ids)
