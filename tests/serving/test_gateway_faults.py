@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from .support import key_secret
-from .test_gateway_requests import MODEL, Revision, Stack, comparisons, deployment, settled, stack
+from .test_gateway_requests import MODEL, Revision, Stack, comparisons, deployment, settled, shadowing, stack
 
 __all__ = ["stack"]  # the fixture, used by name
 
@@ -131,16 +131,7 @@ class Streaming(Revision):
 
 
 def mirroring() -> dict[str, Any]:
-    return deployment(
-        [
-            {"revision": "aaa", "role": "stable", "weight": 100},
-            {"revision": "bbb", "role": "candidate", "weight": 0, "mirrorPercent": 100},
-        ],
-        history={"aaa": "1"},
-        candidate="bbb",
-        version="2",
-        shadow={"agreement": "top1"},
-    )
+    return shadowing({"agreement": "top1"})
 
 
 async def test_mirrored_chat_is_compared_as_chat_with_a_query_string_and_when_streamed(stack: Stack) -> None:

@@ -140,16 +140,7 @@ async def test_a_versioned_request_reaches_a_revision_serving_that_version(stack
 
 async def test_a_version_no_live_revision_serves_is_a_404_from_the_gateway(stack: Stack) -> None:
     stable, shadowed = Revision("aaa", "1"), Revision("bbb", "2")
-    md = deployment(
-        [
-            {"revision": "aaa", "role": "stable", "weight": 100},
-            {"revision": "bbb", "role": "candidate", "weight": 0, "mirrorPercent": 100},
-        ],
-        history={"aaa": "1"},
-        candidate="bbb",
-        version="2",
-        shadow={},
-    )
+    md = shadowing({})
     client, _ = await stack([stable, shadowed], md)
     for path in ("/infer", "", "/ready", "/config"):
         for version in ("2", "9"):  # a shadowed candidate's version takes no live traffic either
@@ -164,16 +155,7 @@ async def test_a_version_no_live_revision_serves_is_a_404_from_the_gateway(stack
 
 async def test_a_versioned_request_is_mirrored_without_its_version(stack: Stack) -> None:
     stable, shadowed = Revision("aaa", "1"), Revision("bbb", "2")
-    md = deployment(
-        [
-            {"revision": "aaa", "role": "stable", "weight": 100},
-            {"revision": "bbb", "role": "candidate", "weight": 0, "mirrorPercent": 100},
-        ],
-        history={"aaa": "1"},
-        candidate="bbb",
-        version="2",
-        shadow={},
-    )
+    md = shadowing({})
     client, gateway = await stack([stable, shadowed], md)
     answer = await client.post(f"/v2/models/{MODEL}/versions/1/infer?x=1", json={"inputs": []})
     assert answer.status == 200 and answer.headers["Cutover-Revision"] == "aaa"
