@@ -327,11 +327,11 @@ def _watch(st: _State, desired: str) -> None:
             if st.status.candidate_revision is not None:
                 _rollback(st, "PostPromotionRegression", f"stable {watched.revision} regressed after promotion")
             _switch_stable(st, watched.previous, desired, finding.reason, "PostPromotionRegression")
-        elif spec.action == "rollback":
-            gone = f"; cannot roll back: {watched.previous} is no longer in the revision history"
-            st.event("PostPromotionRegression", finding.reason + gone, warning=True)
         else:
-            st.event("PostPromotionRegression", finding.reason, warning=True)
+            gone = f"; cannot roll back: {watched.previous} is no longer in the revision history"
+            st.event(
+                "PostPromotionRegression", finding.reason + (gone if spec.action == "rollback" else ""), warning=True
+            )
     elif st.now >= watched.until:
         reason = f"no rise found between {watched.promoted_at.isoformat()} and {watched.until.isoformat()}"
         st.set(post_promotion=watched.model_copy(update={"state": "Passed", "reason": reason}))
@@ -440,10 +440,8 @@ def _promote(st: _State, how: str) -> None:
 def _handle_requests(st: _State, desired: str) -> None:
     """Handle each request in the annotations at most once, forever: its id is remembered as the
     last handled one for its action, whatever it led to (ignored requests included)."""
-    last = dict(st.status.last_handled_requests)
     new = [r for r in st.inputs.requests if _is_new(r, st.status)]
-    for request in st.inputs.requests:
-        last[request.action] = request.id
+    last = {**st.status.last_handled_requests, **{r.action: r.id for r in st.inputs.requests}}
     st.set(last_handled_requests=last)
     for request in new:
         status = st.status
@@ -463,13 +461,14 @@ def _handle_requests(st: _State, desired: str) -> None:
         elif request.action == "promote":
             if not rolling:
                 st.answer(request, "ignored: nothing is rolling out", ok=False)
-            elif (request.id.startswith("full") or _at_last_step(st)) and not st.inputs.ready.get(
-                status.candidate_revision or "", 0
-            ):
-                st.answer(request, "ignored: the candidate has no ready pod to take traffic; ask again later", ok=False)
             elif request.id.startswith("full") or _at_last_step(st):
-                _promote(st, f"on-call request {request.id}")
-                st.answer(request, "candidate promoted")
+                if st.inputs.ready.get(status.candidate_revision or "", 0):
+                    _promote(st, f"on-call request {request.id}")
+                    st.answer(request, "candidate promoted")
+                else:
+                    st.answer(
+                        request, "ignored: the candidate has no ready pod to take traffic; ask again later", ok=False
+                    )
             else:
                 st.set(
                     current_step_index=(status.current_step_index or 0) + 1,
