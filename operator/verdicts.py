@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -177,10 +177,9 @@ class PrometheusVerdicts:
             self.forget(uid, md)
             return None
         run = self.runs.get(uid)
-        spec = md.spec.analysis
-        due = run is None or run.key != key or run.last is None or run.last.verdict == "unavailable"
-        if run is not None and not due and now - run.analysis.last_tick < seconds(spec.interval):
-            return _input(key, run)  # nothing to read yet
+        interval = seconds(md.spec.analysis.interval)
+        if run is not None and run.key == key and not _due(run, now, interval):
+            return _input(key, run)  # nothing to read yet (nor a token to fetch)
         try:
             headers = await self._headers(md)
         except CredentialsUnavailable as err:
@@ -191,12 +190,17 @@ class PrometheusVerdicts:
             analysis = self._analysis(md, key)
             run = self.runs[uid] = _Run(key, analysis)
             run.last = await analysis.catch_up(provider, now)  # rebuild after a restart, interval by interval
-        due = now - run.analysis.last_tick >= seconds(spec.interval)
-        if run.last is None or due or run.last.verdict == "unavailable":
+        if _due(run, now, interval):
             run.last = await run.analysis.tick(provider, now)
             if md.spec.strategy.type == "shadow":  # read with the metrics, not on every pass
                 run.agreement = await _agreement(provider, md, key, now)
         return _input(key, run)
+
+
+def _due(run: _Run, now: float, interval: float) -> bool:
+    """Whether a run reads metrics now: it has no verdict yet, its last read failed, or an
+    interval has passed since its last successful tick."""
+    return run.last is None or run.last.verdict == "unavailable" or now - run.analysis.last_tick >= interval
 
 
 def _input(key: AnalysisPlan, run: _Run) -> AnalysisInput:
@@ -233,32 +237,32 @@ class FileVerdicts:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    async def watch(self, md: ModelDeployment, now: float) -> WatchInput | None:
-        watched = md.status.post_promotion if md.status else None
-        if watched is None or watched.state != "Watching":
-            return None
+    def _read(self, md: ModelDeployment) -> tuple[str, dict[str, Any]] | None:
+        """The file's name and contents for ``md``, or None when it is missing or not JSON."""
         path = self.directory / f"{md.metadata.namespace}_{md.metadata.name}.json"
         try:
-            found = json.loads(path.read_text()).get("watch")
+            return path.name, json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        if not found:
+
+    async def watch(self, md: ModelDeployment, now: float) -> WatchInput | None:
+        watched = md.status.post_promotion if md.status else None
+        read = self._read(md) if watched is not None and watched.state == "Watching" else None
+        if watched is None or read is None or not read[1].get("watch"):
             return None
-        return WatchInput(watched.revision, bool(found["alarm"]), found.get("reason", f"scripted in {path.name}"))
+        name, found = read[0], read[1]["watch"]
+        return WatchInput(watched.revision, bool(found["alarm"]), found.get("reason", f"scripted in {name}"))
 
     async def current(self, md: ModelDeployment, now: float) -> AnalysisInput | None:
         key = comparison(md.spec, md.status)
-        if key is None:
+        read = self._read(md) if key is not None else None
+        if key is None or read is None:
             return None
-        path = self.directory / f"{md.metadata.namespace}_{md.metadata.name}.json"
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
+        name, data = read
         return AnalysisInput(
             key,
             data["verdict"],
-            data.get("reason", f"verdict from {path.name}"),
+            data.get("reason", f"verdict from {name}"),
             int(data.get("consecutiveErrors", 0)),
             agreement=data.get("agreement"),
         )
