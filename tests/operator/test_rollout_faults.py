@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,6 @@ from cutover.operator.rollout import (
     AnalysisInput,
     Capacity,
     Inputs,
-    Plan,
     Request,
     WatchInput,
     comparison,
@@ -33,14 +33,6 @@ def _verdict_about_stored_status(sim: Sim, verdict: str) -> AnalysisInput:
     return AnalysisInput(judged, verdict, f"{verdict} for {judged.candidate}")  # type: ignore[arg-type]
 
 
-def _reconcile_with(sim: Sim, analysis: AnalysisInput, seconds: float = 30) -> None:
-    sim.now += timedelta(seconds=seconds)
-    plan = reconcile(Inputs(sim.md, dict(sim.ready), sim.now, analysis))
-    sim.plans.append(plan)
-    sim.status = plan.status.wire()
-    sim.ready = {w.revision: w.replicas for w in plan.workloads}
-
-
 # ----------------------------------------------------------------------------- 1: verdicts name their pair
 
 
@@ -52,14 +44,14 @@ def test_a_rollback_verdict_about_v2_does_not_reject_v3_pushed_in_the_same_pass(
     v2 = sim.status["candidateRevision"]
     stale = _verdict_about_stored_status(sim, "rollback")  # computed from the status that still says v2
     sim.change_version("v3")  # a fix pushed through GitOps while the verdict was being read
-    _reconcile_with(sim, stale)
+    sim.step(analysis=stale)
     status = sim.status
     v3 = status["candidateRevision"]
     assert v3 not in (None, v2), status
     assert status.get("rejectedRevision") is None and status["phase"] == "Progressing"
     assert not [e for e in sim.plans[-1].events if e.reason == "AnalysisFailed"]
     # The same verdict does not judge v3 on a later pass either.
-    _reconcile_with(sim, stale)
+    sim.step(analysis=stale)
     assert sim.status["candidateRevision"] == v3 and sim.status.get("rejectedRevision") is None
 
 
@@ -70,19 +62,16 @@ def test_verdicts_about_another_baseline_or_an_earlier_attempt_are_ignored() -> 
     sim.step("continue")
     first_attempt = _verdict_about_stored_status(sim, "promote")
     sim.step("rollback")
-    assert sim.status["rejectedRevision"] == sim.status["history"][0]["revision"] or sim.status["rejectedRevision"]
+    assert sim.status["rejectedRevision"] == first_attempt.judged.candidate
     sim.step(requests=(sim.annotate("retry", "retry-1"),))  # the same candidate, a new attempt
     assert sim.status["candidateRevision"] == first_attempt.judged.candidate
     index = sim.status["currentStepIndex"]
     for _ in range(3):  # the first attempt's promote verdict moves nothing in the second attempt
-        _reconcile_with(sim, first_attempt, seconds=400)
+        sim.step(analysis=first_attempt, seconds=400)
         assert sim.status["candidateRevision"] == first_attempt.judged.candidate
     assert sim.status["currentStepIndex"] <= max(index, 1)
-    wrong_baseline = AnalysisInput(
-        first_attempt.judged.__class__(first_attempt.judged.candidate, "0123456789", first_attempt.judged.started_at),
-        "rollback",
-    )
-    _reconcile_with(sim, wrong_baseline)
+    wrong_baseline = AnalysisInput(replace(first_attempt.judged, baseline="0123456789"), "rollback")
+    sim.step(analysis=wrong_baseline)
     assert sim.status["candidateRevision"] is not None and sim.status.get("rejectedRevision") is None
 
 
@@ -94,7 +83,7 @@ def test_a_verdict_read_while_the_operator_was_down_applies_only_to_its_own_cand
     stale = _verdict_about_stored_status(sim, "rollback")
     sim.change_version("v3")
     sim.step()  # the operator comes back: v3 starts
-    _reconcile_with(sim, stale, seconds=3600)
+    sim.step(analysis=stale, seconds=3600)
     assert sim.status.get("rejectedRevision") is None and sim.status["candidateRevision"] != stale.judged.candidate
 
 
@@ -385,41 +374,32 @@ def _promoted(action: str = "rollback") -> tuple[Sim, str, str]:
     return sim, first, second
 
 
-def _watched(sim: Sim, finding: WatchInput | None, seconds: float = 30) -> Plan:
-    sim.now += timedelta(seconds=seconds)
-    plan = reconcile(Inputs(sim.md, dict(sim.ready), sim.now, watch=finding))
-    sim.plans.append(plan)
-    sim.status = plan.status.wire()
-    sim.ready = {w.revision: w.replicas for w in plan.workloads}
-    return plan
-
-
 def test_a_regression_after_promotion_rolls_back_to_the_replaced_revision() -> None:
     sim, first, second = _promoted()
-    plan = _watched(sim, WatchInput(second, False, "no rise since promotion"))
+    plan = sim.step(watch=WatchInput(second, False, "no rise since promotion"))
     assert plan.status.stable_revision == second and plan.status.post_promotion.reason == "no rise since promotion"
-    plan = _watched(sim, WatchInput(second, True, f"revision {second} has regressed since promotion: error-rate"))
+    plan = sim.step(watch=WatchInput(second, True, f"revision {second} has regressed since promotion: error-rate"))
     assert plan.status.stable_revision == first and plan.status.phase == "RolledBack"
     assert plan.status.rejected_revision == second and plan.status.post_promotion.state == "Regressed"
     assert [e.reason for e in plan.events] == ["PostPromotionRegression"]
     for _ in range(3):  # not rolled out again until the spec changes or on-call retries
-        plan = _watched(sim, None)
+        plan = sim.step()
         assert plan.status.stable_revision == first and plan.status.candidate_revision is None
 
 
 def test_the_watch_ends_quietly_at_its_duration_and_ignores_other_revisions() -> None:
     sim, _, second = _promoted()
-    plan = _watched(sim, WatchInput("0000000000", True, "about another revision"))
+    plan = sim.step(watch=WatchInput("0000000000", True, "about another revision"))
     assert plan.status.stable_revision == second and plan.status.post_promotion.state == "Watching"
-    plan = _watched(sim, WatchInput(second, False, "no rise since promotion"), seconds=1800)
+    plan = sim.step(watch=WatchInput(second, False, "no rise since promotion"), seconds=1800)
     assert plan.status.post_promotion.state == "Passed" and [e.reason for e in plan.events] == ["PostPromotionPassed"]
-    plan = _watched(sim, WatchInput(second, True, "too late"))
+    plan = sim.step(watch=WatchInput(second, True, "too late"))
     assert plan.status.stable_revision == second
 
 
 def test_action_none_only_warns() -> None:
     sim, _, second = _promoted(action="none")
-    plan = _watched(sim, WatchInput(second, True, "risen"))
+    plan = sim.step(watch=WatchInput(second, True, "risen"))
     assert plan.status.stable_revision == second and plan.status.post_promotion.state == "Regressed"
     assert [(e.type, e.reason) for e in plan.events] == [("Warning", "PostPromotionRegression")]
 
@@ -427,9 +407,9 @@ def test_action_none_only_warns() -> None:
 def test_a_regression_during_the_next_rollout_ends_it_too() -> None:
     sim, first, second = _promoted()
     sim.change_version("v3")
-    plan = _watched(sim, None)
+    plan = sim.step()
     assert plan.status.candidate_revision is not None
-    plan = _watched(sim, WatchInput(second, True, "risen"))
+    plan = sim.step(watch=WatchInput(second, True, "risen"))
     assert plan.status.stable_revision == first and plan.status.candidate_revision is None
     assert plan.status.rejected_revision not in (None, first)
     assert {"PostPromotionRegression"} == {e.reason for e in plan.events}
@@ -443,7 +423,7 @@ def test_the_verdict_that_ends_a_rollout_is_the_evidence_status_keeps() -> None:
     judged = comparison(sim.md.spec, sim.md.status)
     assert judged is not None
     evidence = AnalysisStatus(verdict="rollback", reason="error-rate failed", metrics=[])
-    _reconcile_with(sim, AnalysisInput(judged, "rollback", "error-rate failed", status=evidence))
+    sim.step(analysis=AnalysisInput(judged, "rollback", "error-rate failed", status=evidence))
     assert sim.status["phase"] == "RolledBack"
     assert sim.status["lastAnalysis"]["verdict"] == "rollback"
     # ... but a verdict about the rollout that a new spec just replaced is not shown for the new one.
@@ -453,7 +433,7 @@ def test_the_verdict_that_ends_a_rollout_is_the_evidence_status_keeps() -> None:
     stale = comparison(sim.md.spec, sim.md.status)
     assert stale is not None
     sim.change_version("v4")
-    _reconcile_with(sim, AnalysisInput(stale, "rollback", "about v3", status=evidence))
+    sim.step(analysis=AnalysisInput(stale, "rollback", "about v3", status=evidence))
     assert sim.status.get("lastAnalysis") is None and sim.status["phase"] == "Progressing"
 
 
@@ -577,5 +557,5 @@ def test_the_watch_keeps_the_replaced_revision_even_with_no_history_kept() -> No
     sim.step()
     sim.step(requests=(Request("promote", "full-1"),))
     second = sim.status["stableRevision"]
-    plan = _watched(sim, WatchInput(second, True, "risen"))
+    plan = sim.step(watch=WatchInput(second, True, "risen"))
     assert plan.status.stable_revision == first
