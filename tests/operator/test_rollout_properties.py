@@ -162,7 +162,9 @@ def test_no_state_lasts_for_ever_without_a_decision(
     doc["metadata"]["generation"] = 2
     state, since = None, now
     steps = len(md.spec.strategy.canary.steps) if md.spec.strategy.canary else 1
-    for i in range(int((steps + 2) * bound / tick) + 4):
+    # Enough passes for the time bound, and at least a few per step: a pass longer than the bound
+    # still moves a rollout one step at a time.
+    for i in range(max(int((steps + 2) * bound / tick), 3 * (steps + 2)) + 4):
         now += timedelta(seconds=tick)
         md = ModelDeployment.model_validate({**doc, "status": status})
         judged = comparison(md.spec, md.status)
