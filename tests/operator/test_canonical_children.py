@@ -70,13 +70,18 @@ def source_of(md: ModelDeployment, read_back: bool) -> Source:
     return Source(wire["model"], wire["runtime"])
 
 
-@settings(max_examples=60, deadline=None)
-@given(
+two_spellings = given(
     example=st.sampled_from(MODEL_DEPLOYMENTS),
     seeds=st.tuples(st.integers(0, 2**32), st.integers(0, 2**32)),
     spelled_out=st.tuples(st.booleans(), st.booleans()),
     read_back=st.tuples(st.booleans(), st.booleans()),
 )
+"""Two spellings of one example (key order, 10 vs 10.0, defaults spelled out or omitted), each
+taken from the spec or read back after the API server's JSON round trip."""
+
+
+@settings(max_examples=60, deadline=None)
+@two_spellings
 def test_children_are_a_function_of_the_parsed_values(
     example: str, seeds: tuple[int, int], spelled_out: tuple[bool, bool], read_back: tuple[bool, bool]
 ) -> None:
@@ -87,12 +92,7 @@ def test_children_are_a_function_of_the_parsed_values(
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    example=st.sampled_from(MODEL_DEPLOYMENTS),
-    seeds=st.tuples(st.integers(0, 2**32), st.integers(0, 2**32)),
-    spelled_out=st.tuples(st.booleans(), st.booleans()),
-    read_back=st.tuples(st.booleans(), st.booleans()),
-)
+@two_spellings
 def test_revision_hash_is_a_function_of_the_parsed_values(
     example: str, seeds: tuple[int, int], spelled_out: tuple[bool, bool], read_back: tuple[bool, bool]
 ) -> None:
