@@ -51,6 +51,17 @@ def fast_canary(name: str = "ranker", **spec: Any) -> dict[str, Any]:
     return doc
 
 
+def healthy_pods(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The pods of a ModelDeployment once it is Healthy (waited for up to 90 s)."""
+    wait_for(
+        lambda: md(kube, namespace, name).get("status", {}).get("phase") == "Healthy",
+        timeout=90,
+        what=f"{name} to be Healthy",
+    )
+    pods: list[dict[str, Any]] = kube.json("get", "pods", "-n", namespace, "-l", f"cutover.dev/model={name}")["items"]
+    return pods
+
+
 def deploy_v1(kube: Kube, namespace: str, doc: dict[str, Any]) -> str:
     kube.apply(doc, namespace=namespace)
     body = wait_for(
@@ -136,12 +147,7 @@ def test_gpu_pods_land_on_the_mig_node(kube: Kube, namespace: str, operator: Ope
     doc["metadata"].pop("namespace")
     bind_volume(kube, namespace, "vision-models")
     kube.apply(doc, namespace=namespace)
-    wait_for(
-        lambda: md(kube, namespace, "defect-detector").get("status", {}).get("phase") == "Healthy",
-        timeout=90,
-        what="the MIG model to be Healthy",
-    )
-    pods = kube.json("get", "pods", "-n", namespace, "-l", "cutover.dev/model=defect-detector")["items"]
+    pods = healthy_pods(kube, namespace, "defect-detector")
     nodes = {n["metadata"]["name"]: n for n in kube.json("get", "nodes")["items"]}
     assert len(pods) == 2
     for pod in pods:
@@ -371,12 +377,7 @@ def test_shared_gpu_pods_land_on_nodes_that_share_gpus_that_way(
     doc = fast_canary("shared-model")
     doc["spec"]["runtime"]["gpu"] = {"count": 1, "sharing": sharing}
     kube.apply(doc, namespace=namespace)
-    wait_for(
-        lambda: md(kube, namespace, "shared-model").get("status", {}).get("phase") == "Healthy",
-        timeout=90,
-        what="the shared-GPU model to be Healthy",
-    )
-    pods = kube.json("get", "pods", "-n", namespace, "-l", "cutover.dev/model=shared-model")["items"]
+    pods = healthy_pods(kube, namespace, "shared-model")
     assert len(pods) == 2 and {p["spec"]["nodeName"] for p in pods} == {node}
     for pod in pods:
         assert pod["spec"]["containers"][0]["resources"]["limits"] == {"memory": "2Gi", "nvidia.com/gpu.shared": "1"}
