@@ -98,11 +98,6 @@ def _security_context() -> dict[str, Any]:
     }
 
 
-def gpu_resource(runtime: dict[str, Any]) -> tuple[str, int] | None:
-    """The extended resource and count each pod requests, if any (see :func:`gpu.resource`)."""
-    return gpu.resource(runtime.get("gpu"))
-
-
 def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
     """The Deployment running one revision's serving pods."""
     model, runtime = workload.source.model, workload.source.runtime
@@ -167,7 +162,7 @@ def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
     tolerations = list(runtime.get("tolerations", []))
     node_selector = dict(runtime.get("nodeSelector", {}))
     affinity = dict(runtime.get("affinity", {}))
-    wanted = gpu_resource(runtime)
+    wanted = gpu.resource(runtime.get("gpu"))
     if wanted:
         resource, count = wanted
         resources.setdefault("limits", {})[resource] = count

@@ -69,7 +69,7 @@ def annotation_writer(body: dict[str, Any], key: str) -> str:
 
 async def _capacity(kube: Kube, md: ModelDeployment) -> Capacity | None:
     runtime = md.spec.wire()["runtime"]
-    if builders.gpu_resource(runtime) is None:
+    if gpu.resource(runtime.get("gpu")) is None:
         return None
     nodes = await kube.list("v1", "Node")
     pods = await kube.list("v1", "Pod", field_selector="status.phase!=Succeeded,status.phase!=Failed")

@@ -239,4 +239,4 @@ def test_gpu_preflight_counts_shared_replicas_on_nodes_sharing_that_way() -> Non
     assert whole is not None and (whole.resource, whole.free_pods) == ("nvidia.com/gpu", 2)
     assert gpu.preflight(nodes, [], {"replicas": 2}) is None
     # The resource the operator passes today counts shared replicas, not whole GPUs.
-    assert builders.gpu_resource(runtime) == ("nvidia.com/gpu.shared", 1)
+    assert gpu.resource(runtime["gpu"]) == ("nvidia.com/gpu.shared", 1)
