@@ -885,11 +885,17 @@ def _traffic(st: _State, workloads: list[Workload]) -> list[TrafficEntry]:
             # The preview takes no live traffic; a full mirror gives its analysis real requests.
             mirror = 100
     rest = 100 - sum(share.values())
-    previous = [w.revision for w in workloads if w.role == "previous" and ready.get(w.revision, 0) > 0]
-    if ready.get(stable, 0) > 0 or not (any(share.values()) or previous):
+    # Who can take stable's share when it has no ready pod, in order: revisions already live, a
+    # kept previous stable, fresh baseline pods (stable's own model), then the candidate or
+    # preview (an unproven revision answering beats every request failing).
+    answering = [
+        w.revision for role in ("previous", "baseline", "candidate", "preview") for w in workloads
+        if w.role == role and ready.get(w.revision, 0) > 0
+    ]  # fmt: skip
+    if ready.get(stable, 0) > 0 or not (any(share.values()) or answering):
         share[stable] = rest
     else:  # stable has no ready pods: its share goes to the revisions that can answer
-        live = [r for r, w in share.items() if w > 0] or previous[:1]
+        live = [r for r, w in share.items() if w > 0] or answering[:1]
         share.setdefault(live[0], 0)
         for i, revision in enumerate(live):
             share[revision] += rest // len(live) + (1 if i < rest % len(live) else 0)

@@ -559,3 +559,18 @@ def test_the_watch_keeps_the_replaced_revision_even_with_no_history_kept() -> No
     second = sim.status["stableRevision"]
     plan = sim.step(watch=WatchInput(second, True, "risen"))
     assert plan.status.stable_revision == first
+
+
+def test_when_stable_has_no_ready_pod_its_share_goes_to_a_revision_that_can_answer() -> None:
+    """The invariant the property test holds: no live traffic to a revision without ready pods
+    while another can answer; fresh baseline pods (stable's own model) come before the candidate."""
+    for baseline, answers in ((False, "candidate"), (True, "baseline")):
+        strategy = {"type": "canary", "canary": {"steps": [{"analysis": {}}, {"setWeight": 20}], "baseline": baseline}}
+        sim = deployed(strategy=strategy)
+        stable = sim.status["stableRevision"]
+        sim.change_version("v2")
+        sim.step()
+        sim.stuck = {stable}
+        sim.step("continue")
+        plan = sim.step("continue")
+        assert sim.weights() == {answers: 100}, (baseline, plan.status.traffic)
