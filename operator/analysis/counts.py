@@ -35,6 +35,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import logsumexp  # type: ignore[import-untyped]  # scipy ships no stubs
+from scipy.stats import chi2  # type: ignore[import-untyped]
 
 Direction = Literal["increase", "decrease", "either"]
 Dispersion = Literal["estimated", "binomial"]
@@ -52,11 +53,14 @@ CS_GRID: FloatArray = STEP * np.arange(-160, 161, dtype=np.float64)
 FIT_GRID: FloatArray = CS_GRID[::4]
 """Log ratios (step 0.1) at which the ratio is fitted for the dispersion estimate."""
 INTERVAL_CAP = 2.3
-"""With dispersion estimated, the most one interval can add to any alternative's log
-likelihood ratio (a factor of about 10): half the log threshold at alpha 0.01, so one interval
-never rolls anything back on its own however its counts were made."""
+"""With dispersion estimated, the most one interval can add to any alternative's tempered log
+likelihood ratio when it arrives (a factor of about 10): half the log threshold at alpha 0.01,
+so one interval never rolls anything back on its own however its counts were made."""
 DISPERSION_PRIOR = 1.0
 """Pseudo-intervals of binomial dispersion (1) that the dispersion estimates start from."""
+CAP_CONFIDENCE = 0.999
+"""Confidence of the lower bound on the dispersion that scales INTERVAL_CAP (see
+:meth:`RateRatioTest.update`)."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,7 @@ class RateRatioTest:
         self.intervals = np.zeros(batch)
         """Intervals with events in both arms' comparison (the units of the dispersion estimate)."""
         self._dispersion = np.ones(batch)
+        self._cap_scale = np.ones(batch)
         self.candidate_events = np.zeros(batch)
         self.candidate_trials = np.zeros(batch)
         self.baseline_events = np.zeros(batch)
@@ -242,23 +247,28 @@ class RateRatioTest:
         split = (rho > 0) & (rho < 1)
         informative = split & (y_c + y_b > 0)
         estimated = self.dispersion == "estimated"
+        if estimated:
+            self._update_dispersion(y_c, n_c, y_b, n_b, rho, informative)
+        # One interval's log-likelihood ratios are capped at INTERVAL_CAP times a lower
+        # confidence bound of the dispersion, so once divided by the dispersion no interval adds
+        # more than INTERVAL_CAP nats. A cap of INTERVAL_CAP raw nats cut off the upper tail of
+        # dispersed intervals and not the lower, biasing every sum toward the null (a 2x
+        # regression under strong dispersion went unseen); the point estimate instead, noisy over
+        # the first intervals, let two lucky intervals roll back.
+        cap = INTERVAL_CAP * self._cap_scale[..., None] if estimated else np.inf
         for i, test in enumerate(self._fail_tests + self._pass_tests):
             e_c, e_b = y_c + test.extra_candidate * n_c, y_b + test.extra_baseline * n_b
             steps = _log_likelihood_steps(test.points(), e_c, e_b, rho, split & (e_c + e_b > 0))
-            relative = steps[..., 1:] - steps[..., :1]
-            self._relative[i] = self._relative[i] + (np.minimum(relative, INTERVAL_CAP) if estimated else relative)
+            self._relative[i] = self._relative[i] + np.minimum(steps[..., 1:] - steps[..., :1], cap)
         if self._cs:
             step = _log_likelihood_steps(CS_GRID, y_c, y_b, rho, informative)
             self.loglik = self.loglik + step
             for side, up in ((0, True), (1, False)):
-                relative = _cs_relative(step, up)
-                self._cs_relative[side] += np.minimum(relative, INTERVAL_CAP) if estimated else relative
+                self._cs_relative[side] += np.minimum(_cs_relative(step, up), cap)
         self.candidate_events = self.candidate_events + y_c
         self.candidate_trials = self.candidate_trials + n_c
         self.baseline_events = self.baseline_events + y_b
         self.baseline_trials = self.baseline_trials + n_b
-        if estimated:
-            self._update_dispersion(y_c, n_c, y_b, n_b, rho, informative)
         self._max_log_e_fail = np.maximum(self._max_log_e_fail, self.log_e_fail())
         self._max_log_e_pass = np.maximum(self._max_log_e_pass, self.log_e_pass())
 
@@ -275,7 +285,8 @@ class RateRatioTest:
         across the arms (the candidate's share of each interval's events around the fitted ratio,
         the spread that decides), and within each arm (its rate from interval to interval, which
         sees per-arm noise one interval sooner); each shrunk toward 1 by DISPERSION_PRIOR
-        pseudo-intervals; the larger one is used."""
+        pseudo-intervals; the larger one is used. Also the larger of their lower confidence
+        bounds at CAP_CONFIDENCE, which scales the per-interval cap."""
         self._fit = self._fit + _log_likelihood_steps(FIT_GRID, y_c, y_b, rho, informative)
         k = (y_c + y_b)[..., None]
         r = np.where(informative, rho, 0.5)[..., None]
@@ -303,6 +314,14 @@ class RateRatioTest:
         prior = DISPERSION_PRIOR
         self._dispersion = np.maximum.reduce(
             [np.ones_like(across), (prior + across) / (prior + df), (prior + within) / (prior + 2 * df)]
+        )
+        # Each Pearson sum taken as the dispersion times a chi-square on its degrees of freedom.
+        self._cap_scale = np.maximum.reduce(
+            [
+                np.ones_like(across),
+                (prior + across) / chi2.ppf(CAP_CONFIDENCE, prior + df),
+                (prior + within) / chi2.ppf(CAP_CONFIDENCE, prior + 2 * df),
+            ]
         )
 
     # -- decisions ---------------------------------------------------------------------------
