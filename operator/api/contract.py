@@ -161,3 +161,41 @@ def interval_text(lower: float | None, upper: float | None, digits: int = 3) -> 
     left = f"[{lower:.{digits}g}" if finite(lower) else "(-∞"
     right = f"{upper:.{digits}g}]" if finite(upper) else "∞)"
     return f"{left}, {right}"
+
+
+# ---- Ports, headers, labels and annotations ---------------------------------------------------
+# The operator writes these into the objects it makes, serving and the gateway read or send them,
+# and hack/runner.py follows them to start the local data plane. Label and annotation keys live
+# under the API group's domain (cutover.dev), except the app.kubernetes.io recommended labels.
+
+SERVING_PORT = 8080
+"""The port a serving process listens on in a pod, and its Services' port (named ``http``)."""
+
+REVISION_HEADER = "Cutover-Revision"
+"""Response header naming the revision that answered; the fallback chain also reads it to tell
+its own revision's answers from another's."""
+REQUEST_ID_HEADER = "X-Request-Id"
+"""Request header with the client's request id: forwarded by the gateway, recorded by serving's
+audit log."""
+API_KEY_HEADER = "X-API-Key"
+"""Request header carrying a gateway API key (``Authorization: Bearer`` is the other place)."""
+
+LABEL_MODEL = "cutover.dev/model"
+"""Label on every child and pod: the ModelDeployment's name."""
+LABEL_REVISION = "cutover.dev/revision"
+"""Label on every child and pod: the revision (with ``-baseline`` for fresh baseline pods); a
+per-revision Service selects its pods by it."""
+LABEL_ROLE = "cutover.dev/role"
+"""Label on Deployments and Services (not pods, so a role change never restarts them): the
+revision's role (``Role`` in the API: stable, candidate, baseline, preview or previous)."""
+LABEL_API_KEY = "cutover.dev/api-key"
+"""Label (value ``true``) on the Secrets that hold gateway API keys."""
+ANNOTATION_MIN_TIER = "cutover.dev/min-tier"
+"""ModelDeployment annotation: the lowest API key tier the gateway lets through to it."""
+
+LABEL_APP_NAME = "app.kubernetes.io/name"
+"""Recommended label; ``SERVING_APP_NAME`` on serving Deployments and pods."""
+SERVING_APP_NAME = "cutover-serving"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+"""Recommended label; ``MANAGER`` on every Deployment and Service the operator makes."""
+MANAGER = "cutover"
