@@ -170,6 +170,8 @@ def interval_text(lower: float | None, upper: float | None, digits: int = 3) -> 
 
 SERVING_PORT = 8080
 """The port a serving process listens on in a pod, and its Services' port (named ``http``)."""
+GATEWAY_PORT = 8080
+"""The port the gateway listens on by default (its pod and Service in the Helm chart use it too)."""
 
 REVISION_HEADER = "Cutover-Revision"
 """Response header naming the revision that answered; the fallback chain also reads it to tell
