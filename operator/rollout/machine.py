@@ -41,7 +41,7 @@ from cutover.api.v1alpha1.modeldeployment import (
 )
 
 if TYPE_CHECKING:
-    from .pods import PodProblem
+    from ..pods import PodProblem
 
 Verdict = Literal["promote", "continue", "rollback", "inconclusive", "unavailable"]
 CANARY_SCALE_DOWN_SECONDS = 30

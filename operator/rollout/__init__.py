@@ -1,0 +1,41 @@
+"""The rollout state machine: pure, no I/O (see :mod:`.machine`)."""
+
+from .machine import (
+    BASELINE_SUFFIX,
+    AnalysisInput,
+    AnalysisPlan,
+    Capacity,
+    Event,
+    Inputs,
+    Plan,
+    Request,
+    Source,
+    Verdict,
+    WatchInput,
+    Workload,
+    comparison,
+    reconcile,
+    requests_in,
+    revision_of,
+    rollback_target,
+)
+
+__all__ = [
+    "BASELINE_SUFFIX",
+    "AnalysisInput",
+    "AnalysisPlan",
+    "Capacity",
+    "Event",
+    "Inputs",
+    "Plan",
+    "Request",
+    "Source",
+    "Verdict",
+    "WatchInput",
+    "Workload",
+    "comparison",
+    "reconcile",
+    "requests_in",
+    "revision_of",
+    "rollback_target",
+]
