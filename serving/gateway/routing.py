@@ -1,6 +1,7 @@
 """Which revision answers a request: the weighted split of the traffic table, sticky A/B
 assignment, a request that names a model version, and which revisions get a mirrored copy.
-Pure functions over a Route, so the split and stickiness are tested without a network.
+Pure functions over a Route, so the split and stickiness are tested without a network; the
+``RoutingTable`` keeps one Route per model name from the ModelDeployments the gateway watches.
 
 A request that names a version (``/v2/models/{name}/versions/{version}`` and its ``/ready``,
 ``/config`` and ``/infer``) can only be answered by a revision serving that version: it goes to
@@ -22,14 +23,21 @@ Sticky assignment (``spec.strategy.abTest.assignment``):
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cutover.api.contract import ANNOTATION_MIN_TIER, SERVING_PORT
+
 from .shadow import Comparison
 
+log = logging.getLogger("cutover.gateway")
 ROLE_ORDER = {"stable": 0, "baseline": 1, "candidate": 2}
+Resolver = Callable[[str, str], str | None]
+"""``resolve(namespace, service)``: a Service's base URL (``http://host:port``), or None when it
+has no ready endpoint."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,7 @@ class Choice:
     set_cookie: tuple[str, str] | None = None
 
 
-def route_from(md: Mapping[str, Any], resolve: Callable[[str, str], str | None]) -> Route | None:
+def route_from(md: Mapping[str, Any], resolve: Resolver) -> Route | None:
     """The route of one ModelDeployment object, or None when it has no traffic table yet.
     ``resolve(namespace, service)`` gives a Service's base URL, or None when it has no endpoint."""
     meta, spec, status = md.get("metadata", {}), md.get("spec", {}), md.get("status") or {}
@@ -122,7 +130,7 @@ def route_from(md: Mapping[str, Any], resolve: Callable[[str, str], str | None])
         backends=tuple(backends),
         mirrors=tuple(mirrors),
         assignment=Assignment(sticky["by"], sticky["name"]) if sticky else None,
-        min_tier=(meta.get("annotations") or {}).get("cutover.dev/min-tier"),
+        min_tier=(meta.get("annotations") or {}).get(ANNOTATION_MIN_TIER),
         comparison=Comparison.of(strategy.get("shadow")),
     )
 
@@ -225,3 +233,67 @@ def mirrors_for(route: Route, primary: Backend, rng: random.Random | None = None
     """The revisions that get a copy of this request (never the one answering it)."""
     source = rng or random
     return [m for m in route.mirrors if m.revision != primary.revision and source.random() * 100 < m.mirror_percent]
+
+
+def cluster_dns(namespace: str, service: str) -> str:
+    """A Service's base URL by its cluster DNS name, on the serving port."""
+    return f"http://{service}.{namespace}.svc:{SERVING_PORT}"
+
+
+class RoutingTable:
+    """The route of every ModelDeployment the gateway watches, by the model name clients call,
+    rebuilt whenever an object or the resolver changes.
+
+    Two ModelDeployments that serve the same model name (in two namespaces, say) cannot both have
+    it: the older (by ``metadata.creationTimestamp``) keeps it, and the other is logged."""
+
+    def __init__(self, resolve: Resolver = cluster_dns) -> None:
+        self.routes: dict[str, Route] = {}
+        """By ``spec.model.name``; replaced as a whole on each rebuild, never changed in place."""
+        self._resolve = resolve
+        self._objects: dict[tuple[str, str], Mapping[str, Any]] = {}
+
+    def set_resolver(self, resolve: Resolver) -> None:
+        """Resolve Services with ``resolve`` from now on (development: the local runner's list)."""
+        self._resolve = resolve
+        self._rebuild()
+
+    def replace(self, objects: Iterable[Mapping[str, Any]], namespace: str | None = None) -> None:
+        """After a (re)list: every ModelDeployment of ``namespace`` (all when None)."""
+        for key in [k for k in self._objects if namespace is None or k[0] == namespace]:
+            del self._objects[key]
+        for obj in objects:
+            meta = obj.get("metadata", {})
+            self._objects[(meta.get("namespace", ""), meta.get("name", ""))] = obj
+        self._rebuild()
+
+    def update(self, obj: Mapping[str, Any], deleted: bool = False) -> None:
+        """One watch event: ``obj`` added or changed, or ``deleted``."""
+        meta = obj.get("metadata", {})
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if deleted:
+            self._objects.pop(key, None)
+        else:
+            self._objects[key] = obj
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        routes: dict[str, Route] = {}
+        for key in sorted(
+            self._objects, key=lambda k: self._objects[k].get("metadata", {}).get("creationTimestamp", "")
+        ):
+            route = route_from(self._objects[key], self._resolve)
+            if route is None:
+                continue
+            if route.model in routes:
+                log.warning(
+                    "model %r is served by %s/%s and %s/%s; routing to the older",
+                    route.model,
+                    routes[route.model].namespace,
+                    routes[route.model].deployment,
+                    route.namespace,
+                    route.deployment,
+                )
+                continue
+            routes[route.model] = route
+        self.routes = routes

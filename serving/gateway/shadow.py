@@ -46,6 +46,7 @@ one has disagrees: the candidate failed to answer what the live revision answere
 from __future__ import annotations
 
 import json
+import logging
 import re
 import unicodedata
 from collections import Counter
@@ -57,6 +58,7 @@ import numpy as np
 
 from ..protocol import ProtocolError, decode_response
 
+log = logging.getLogger("cutover.gateway")
 Agreement = Literal["top1", "numeric"]
 _WORD = re.compile(r"\w+")
 _UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError)
@@ -237,6 +239,27 @@ def word_f1(a: list[str], b: list[str]) -> float:
         return 0.0
     precision, recall = common / len(b), common / len(a)
     return 2 * precision * recall / (precision + recall)
+
+
+def compare(
+    path: str, live: bytes, live_length: str | None, mirror: bytes | None, mirror_length: str | None, rule: Comparison
+) -> Outcome | None:
+    """Compare the mirrored answer to a request with the live revision's 200 answer to it: as a
+    chat completion when ``path`` (with or without its query) ends in ``/chat/completions``, else
+    as an Open Inference Protocol answer (``*_length``: their ``Inference-Header-Content-Length``).
+
+    ``mirror`` is None when the mirror did not answer 200 (or at all), which disagrees: it failed
+    where the live revision answered. A pair of a shape the comparison did not foresee (it raised)
+    disagrees too, never agrees. None when the pair cannot be compared (see the module docstring)."""
+    if mirror is None:
+        return Outcome(False)
+    try:
+        if path.partition("?")[0].endswith("/chat/completions"):
+            return compare_chat(live, mirror, rule)
+        return compare_inference(live, live_length, mirror, mirror_length, rule)
+    except Exception as error:
+        log.warning("comparing the answers to %s failed: %r", path, error)
+        return Outcome(False)
 
 
 def compare_chat(live: bytes, mirror: bytes, rule: Comparison) -> Outcome | None:

@@ -1,0 +1,181 @@
+"""Sending a client's request to a revision: one attempt, then retries where they are safe, each
+revision behind its own circuit breaker.
+
+Retries are safe when the backend cannot have acted on the request: the connection was refused,
+or it answered 503 (shedding or draining). A connection dropped mid-request is retried for
+inference (it has no side effects) but not for chat (an upstream LLM may have spent the
+tokens). Timeouts are never retried. Each attempt is counted against the revision that made it,
+so a failing candidate shows in the rollout analysis even when a retry hid it from the client.
+
+A retry goes to another healthy revision of the route when there is one (the first in the
+route's order not tried yet), else to the same one. A revision is healthy while its breaker is
+not open; an open breaker refuses the attempt at once with a 503 (reason ``open``), which is
+itself retried elsewhere.
+
+Nothing here knows HTTP servers: an ``Outgoing`` request goes in, an ``Answer`` comes out, and
+every failure is an answer with the status the client gets (502 unreachable or dropped, 503
+circuit open, 504 timed out) and a JSON error body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from cutover.api.contract import REVISION_HEADER
+
+from ..breaker import CircuitBreaker
+from ..protocol import HEADER_LENGTH
+from .metrics import GatewayMetrics
+from .routing import Backend, Route
+from .upstream import ConnectFailed, Disconnected, Upstream
+
+log = logging.getLogger("cutover.gateway")
+FORWARDED_RESPONSE_HEADERS = tuple(
+    (name, name.lower()) for name in ("Content-Type", "Content-Encoding", HEADER_LENGTH, REVISION_HEADER, "Retry-After")
+)
+"""The revision's response headers the client gets: (as sent on, as the upstream parser keys them)."""
+
+
+class RetryReason(StrEnum):
+    """Why an attempt may be retried; the value is the ``reason`` label of ``cutover_gateway_retries_total``."""
+
+    CONNECT = "connect"
+    """No connection: the revision never saw the request."""
+    DISCONNECT = "disconnect"
+    """The connection dropped after the request was sent (retried only when idempotent)."""
+    SHED = "shed"
+    """The revision answered 503: shedding load or draining."""
+    OPEN = "open"
+    """The revision's circuit is open: the attempt was not made."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """The client's request as it goes to a revision (and, copied, to its mirrors)."""
+
+    method: str
+    path: str
+    """Path and query, as the client sent them."""
+    body: bytes
+    headers: dict[str, str]
+    idempotent: bool
+    """Whether it may be resent after a dropped connection (inference yes, chat no)."""
+
+
+@dataclass
+class Answer:
+    """What the client gets: a revision's answer, or the gateway's own error (``backend`` None)."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    backend: Backend | None
+
+
+def error_answer(status: int, message: str, headers: Mapping[str, str] | None = None) -> Answer:
+    """The gateway's own answer: ``{"error": message}`` with ``status`` and any extra ``headers``."""
+    return Answer(
+        status, json.dumps({"error": message}).encode(), {"Content-Type": "application/json", **(headers or {})}, None
+    )
+
+
+class ProxySettings(Protocol):
+    """What the proxy reads of the gateway's configuration, at each attempt (tests change it)."""
+
+    retries: int
+    backend_timeout: float
+    breaker_failures: int
+    breaker_open_seconds: float
+
+
+class Proxy:
+    """Attempts, retries and the circuit breakers of every revision, by its URL."""
+
+    def __init__(self, settings: ProxySettings, upstream: Upstream, metrics: GatewayMetrics) -> None:
+        self.settings = settings
+        self.upstream = upstream
+        self.metrics = metrics
+        self.breakers: dict[str, CircuitBreaker] = {}
+        """By backend URL, created with the first attempt."""
+
+    def healthy(self, backend: Backend) -> bool:
+        """Whether ``backend`` may be chosen: its breaker, if it has one yet, is not open."""
+        breaker = self.breakers.get(backend.url)
+        return breaker is None or breaker.state != "open"
+
+    def _breaker(self, backend: Backend) -> CircuitBreaker:
+        breaker = self.breakers.get(backend.url)
+        if breaker is None:
+            breaker = self.breakers[backend.url] = CircuitBreaker(
+                self.settings.breaker_failures, self.settings.breaker_open_seconds
+            )
+        return breaker
+
+    async def forward(self, route: Route, backend: Backend, outgoing: Outgoing) -> Answer:
+        """The answer to ``outgoing``, from ``backend`` or, after up to ``retries`` safe retries,
+        another revision of ``route``; the last attempt's answer when every one failed."""
+        tried: list[Backend] = []
+        answer: Answer | None = None
+        for attempt in range(1 + self.settings.retries):
+            tried.append(backend)
+            answer, retry = await self._send(route, backend, outgoing)
+            if retry is None or attempt == self.settings.retries:
+                break
+            self.metrics.retried(retry)
+            others = [b for b in route.backends if b not in tried and self.healthy(b)]
+            backend = others[0] if others else backend
+        assert answer is not None
+        return answer
+
+    async def _send(self, route: Route, backend: Backend, outgoing: Outgoing) -> tuple[Answer, RetryReason | None]:
+        """One attempt; the answer, and why it may be retried (None: it may not)."""
+        breaker = self._breaker(backend)
+        if not breaker.allow():
+            self.metrics.breaker(route, backend, breaker.state)
+            message = f"revision {backend.revision} is failing; its circuit is open"
+            return error_answer(503, message, {"Retry-After": "1"}), RetryReason.OPEN
+        started = time.perf_counter()
+        try:
+            response = await self.upstream.request(
+                outgoing.method,
+                backend.url,
+                outgoing.path,
+                headers=outgoing.headers.items(),
+                body=outgoing.body,
+                timeout=self.settings.backend_timeout,
+            )
+        except ConnectFailed as error:
+            message = f"revision {backend.revision} unreachable: {error}"
+            return self._failed(route, backend, breaker, 502, message, started), RetryReason.CONNECT
+        except Disconnected as error:
+            message = f"revision {backend.revision} dropped the connection: {error}"
+            answer = self._failed(route, backend, breaker, 502, message, started)
+            return answer, RetryReason.DISCONNECT if outgoing.idempotent else None
+        except TimeoutError:
+            return self._failed(route, backend, breaker, 504, f"revision {backend.revision} timed out", started), None
+        status = response.status
+        out = {name: v for name, lower in FORWARDED_RESPONSE_HEADERS if (v := response.headers.get(lower)) is not None}
+        before = breaker.state
+        if status >= 500:
+            breaker.record_failure()
+        else:
+            breaker.record_success()
+        if breaker.state != before:
+            self.metrics.breaker(route, backend, breaker.state)
+        self.metrics.request(route, backend, status, time.perf_counter() - started)
+        return Answer(status, response.body, out, backend), RetryReason.SHED if status == 503 else None
+
+    def _failed(
+        self, route: Route, backend: Backend, breaker: CircuitBreaker, status: int, message: str, started: float
+    ) -> Answer:
+        breaker.record_failure()
+        self.metrics.breaker(route, backend, breaker.state)
+        self.metrics.request(route, backend, status, time.perf_counter() - started)
+        log.warning("%s", message)
+        return error_answer(status, message)
