@@ -1,14 +1,26 @@
-"""Just enough Kubernetes for the gateway: credentials from the pod's service account or a
-kubeconfig, and a list-then-watch loop that survives restarts of the watch.
+"""The one Kubernetes client of cutover, over aiohttp: what the operator writes (server-side
+apply, the status subresource, deletes) and reads (get, list, API discovery), and the gateway's
+list-then-watch loop that survives restarts of the watch.
 
-The gateway must not depend on kopf (it is the operator's framework), and it only ever reads
-two kinds, ModelDeployments and Secrets, so a small watcher over aiohttp replaces a client SDK.
+Hand-written rather than a client SDK: the components need a dozen calls, aiohttp is already a
+dependency (kopf is built on it, and so is the serving runtime), and an SDK would be another
+dependency the size of the rest of cutover. One client for every component, two ways to get its
+``Credentials``: ``Credentials.load`` (the pod's service account, or a kubeconfig: the gateway,
+the local runner, tests) and ``cutover.operator.kube.credentials`` (kopf's ``ConnectionInfo``,
+so the operator and its kopf handlers talk to the API server as one identity). The module lives
+in serving/ because the gateway must not depend on kopf, while the operator may import from
+serving: the kopf adapter is all that operator/kube.py holds.
 
-A watch event is one line of JSON holding the whole object, and an object may be as large as the
-API server stores (about 1.5 MiB in etcd: a ModelDeployment with a large annotation or
-``safeDefault``, a Secret). aiohttp's own line iteration (``async for line in response.content``)
-refuses a line longer than twice its buffer limit (128 KiB) with ``LineTooLong``, which ended
-the watch on every change of such an object; ``json_lines`` splits the stream itself.
+Writes: children are server-side applied under the ``cutover`` field manager; status is
+replaced through the status subresource with the resourceVersion last seen, so a concurrent
+change is a 409 and a retry, never a lost write.
+
+Watches: a watch event is one line of JSON holding the whole object, and an object may be as
+large as the API server stores (about 1.5 MiB in etcd: a ModelDeployment with a large annotation
+or ``safeDefault``, a Secret). aiohttp's own line iteration (``async for line in
+response.content``) refuses a line longer than twice its buffer limit (128 KiB) with
+``LineTooLong``, which ended the watch on every change of such an object; ``json_lines`` splits
+the stream itself.
 """
 
 from __future__ import annotations
@@ -24,16 +36,30 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import yaml
 
 log = logging.getLogger(__name__)
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+FIELD_MANAGER = "cutover"
+"""The field manager of every server-side apply."""
 MAX_EVENT_BYTES = 64 << 20
 """Longest watch event accepted: far above any object the API server stores (etcd's request
 limit is 1.5 MiB, a few times that once JSON-escaped), yet a bound on memory if a stream never
 sends a newline."""
+
+_PLURALS = {
+    ("apps/v1", "Deployment"): "deployments",
+    ("v1", "Service"): "services",
+    ("v1", "Pod"): "pods",
+    ("v1", "Node"): "nodes",
+    ("v1", "Secret"): "secrets",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
+    ("cutover.dev/v1alpha1", "ModelDeployment"): "modeldeployments",
+}
 
 
 class EventTooLarge(ValueError):
@@ -58,11 +84,75 @@ async def json_lines(stream: aiohttp.StreamReader, max_bytes: int = MAX_EVENT_BY
         yield bytes(pending)
 
 
+class ApiError(Exception):
+    """The API server refused a request; ``status`` is its HTTP status (404: no such object)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+def path(api_version: str, kind: str, namespace: str | None = None, name: str | None = None) -> str:
+    """The API path of a collection (``name`` None) or an object, for the kinds cutover uses.
+    Raises KeyError for any other kind."""
+    plural = _PLURALS[(api_version, kind)]
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    if namespace:
+        base += f"/namespaces/{quote(namespace)}"
+    base += f"/{plural}"
+    return base + (f"/{quote(name)}" if name else "")
+
+
+def tls_file(
+    workdir: Path, name: str, data: str | bytes | None, path: str | bytes | os.PathLike[Any] | None
+) -> str | None:
+    """A certificate or key file for ``ssl``: ``path`` as given, else ``data`` (base64 text as in a
+    kubeconfig, or the raw bytes) written to ``workdir/name``; None when neither is set."""
+    if path:
+        return os.fsdecode(path)
+    if not data:
+        return None
+    target = workdir / name
+    target.write_bytes(base64.b64decode(data) if isinstance(data, str) else data)
+    return str(target)
+
+
 @dataclass
 class Credentials:
+    """Where the API server is and how to prove who we are: ``ssl`` is the TLS context (False
+    for plain HTTP), ``headers`` carry a bearer token, ``auth`` a user name and password."""
+
     server: str
     ssl: ssl.SSLContext | bool
     headers: dict[str, str] = field(default_factory=dict)
+    auth: aiohttp.BasicAuth | None = None
+
+    @classmethod
+    def of(
+        cls,
+        server: str,
+        *,
+        ca: str | None = None,
+        certificate: str | None = None,
+        key: str | None = None,
+        insecure: bool = False,
+        token: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> Credentials:
+        """From their parts: ``ca``, ``certificate`` and ``key`` are file paths (see ``tls_file``);
+        ``insecure`` skips verifying the server's certificate."""
+        tls: ssl.SSLContext | bool = False
+        if server.startswith("https://"):
+            tls = ssl.create_default_context(cafile=ca)
+            if insecure:
+                tls.check_hostname = False
+                tls.verify_mode = ssl.CERT_NONE
+            if certificate:
+                tls.load_cert_chain(certificate, key)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        auth = aiohttp.BasicAuth(username, password) if username and password else None
+        return cls(server, tls, headers, auth)
 
     @classmethod
     def load(cls, kubeconfig: str | None = None) -> Credentials:
@@ -70,9 +160,8 @@ class Credentials:
         path = kubeconfig or os.environ.get("KUBECONFIG")
         if path is None and (SERVICE_ACCOUNT / "token").exists():
             host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
-            context = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT / "ca.crt"))
             token = (SERVICE_ACCOUNT / "token").read_text().strip()
-            return cls(f"https://{host}:{port}", context, {"Authorization": f"Bearer {token}"})
+            return cls.of(f"https://{host}:{port}", ca=str(SERVICE_ACCOUNT / "ca.crt"), token=token)
         return cls._from_kubeconfig(Path(path.split(os.pathsep)[0] if path else Path.home() / ".kube" / "config"))
 
     @classmethod
@@ -84,31 +173,133 @@ class Credentials:
         user: dict[str, Any] = next(
             (u["user"] for u in config.get("users", []) if u["name"] == context.get("user")), {}
         )
-        workdir = tempfile.mkdtemp(prefix="cutover-gateway-kube-")
+        workdir = Path(tempfile.mkdtemp(prefix="cutover-kube-"))
 
         def file(data_key: str, path_key: str, source: dict[str, Any]) -> str | None:
-            if source.get(path_key):
-                return str((path.parent / source[path_key]).resolve())
-            if source.get(data_key):
-                target = Path(workdir) / data_key
-                target.write_bytes(base64.b64decode(source[data_key]))
-                return str(target)
-            return None
-
-        server = cluster["server"]
-        tls: ssl.SSLContext | bool = False
-        if server.startswith("https://"):
-            tls = ssl.create_default_context(
-                cafile=file("certificate-authority-data", "certificate-authority", cluster)
+            relative = source.get(path_key)  # relative to the kubeconfig's folder
+            return tls_file(
+                workdir, data_key, source.get(data_key), (path.parent / relative).resolve() if relative else None
             )
-            if cluster.get("insecure-skip-tls-verify"):
-                tls.check_hostname = False
-                tls.verify_mode = ssl.CERT_NONE
-            cert = file("client-certificate-data", "client-certificate", user)
-            if cert:
-                tls.load_cert_chain(cert, file("client-key-data", "client-key", user))
-        headers = {"Authorization": f"Bearer {user['token']}"} if user.get("token") else {}
-        return cls(server, tls, headers)
+
+        server: str = cluster["server"]
+        secure = server.startswith("https://")
+        return cls.of(
+            server,
+            ca=file("certificate-authority-data", "certificate-authority", cluster) if secure else None,
+            certificate=file("client-certificate-data", "client-certificate", user) if secure else None,
+            key=file("client-key-data", "client-key", user) if secure else None,
+            insecure=bool(cluster.get("insecure-skip-tls-verify")),
+            token=user.get("token"),
+            username=user.get("username"),
+            password=user.get("password"),
+        )
+
+
+class Kube:
+    """A session with the API server: ``timeout`` seconds per request (a watch sets its own),
+    at most ``connections`` open at once (0: no limit). Close it with ``close()`` or use it as
+    an async context manager."""
+
+    def __init__(self, credentials: Credentials, *, timeout: float = 30.0, connections: int = 32) -> None:
+        self.credentials = credentials
+        self.session = aiohttp.ClientSession(
+            base_url=credentials.server,
+            headers=credentials.headers,
+            auth=credentials.auth,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            connector=aiohttp.TCPConnector(ssl=credentials.ssl, limit=connections),
+        )
+
+    async def __aenter__(self) -> Kube:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def _request(self, method: str, url: str, **kwargs: Any) -> Any:
+        async with self.session.request(method, url, **kwargs) as response:
+            text = await response.text()
+            if response.status >= 400:
+                try:
+                    message = json.loads(text).get("message", text)
+                except ValueError:
+                    message = text
+                raise ApiError(response.status, message)
+            return json.loads(text) if text else None
+
+    async def discover(self, api_path: str) -> bool:
+        """Whether the server serves an API group version (for example a CRD's)."""
+        async with self.session.get(api_path) as response:
+            return response.status == 200
+
+    async def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The objects of a kind (in ``namespace``, or all), filtered by the selectors. Raises ApiError."""
+        params = {k: v for k, v in {"labelSelector": label_selector, "fieldSelector": field_selector}.items() if v}
+        body = await self._request("GET", path(api_version, kind, namespace), params=params)
+        items: list[dict[str, Any]] = body.get("items", [])
+        return items
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply under the cutover field manager (taking over conflicting fields)."""
+        meta = obj["metadata"]
+        url = path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        body: dict[str, Any] = await self._request(
+            "PATCH",
+            url,
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            data=json.dumps(obj),
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+        return body
+
+    async def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
+        """One object; raises :class:`ApiError` (404 when it does not exist)."""
+        body: dict[str, Any] = await self._request("GET", path(api_version, kind, namespace, name))
+        return body
+
+    async def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> None:
+        """Delete an object (its dependents in the background); one already gone is no error."""
+        try:
+            await self._request(
+                "DELETE", path(api_version, kind, namespace, name), json={"propagationPolicy": "Background"}
+            )
+        except ApiError as err:
+            if err.status != 404:
+                raise
+
+    async def replace_status(self, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        """PUT the status subresource, guarded by the resourceVersion of ``body``."""
+        meta = body["metadata"]
+        url = path(body["apiVersion"], body["kind"], meta.get("namespace"), meta["name"]) + "/status"
+        payload = {
+            "apiVersion": body["apiVersion"],
+            "kind": body["kind"],
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta.get("namespace"),
+                "resourceVersion": meta["resourceVersion"],
+            },
+            "spec": body.get("spec", {}),
+            "status": status,
+        }
+        result: dict[str, Any] = await self._request("PUT", url, json=payload)
+        return result
+
+    def watch(self, collection: str, **params: str) -> Watcher:
+        """A list-then-watch of the collection at API path ``collection`` (``params``: a label
+        selector, say) over this session."""
+        return Watcher(self.session, self.credentials, collection, **params)
 
 
 class Watcher:

@@ -23,7 +23,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-KEY_LABEL = "cutover.dev/api-key"
+from cutover.api.contract import API_KEY_HEADER, LABEL_API_KEY
+
+KEY_LABEL = LABEL_API_KEY
 KEY_PREFIX = "cut_"
 
 
@@ -155,7 +157,7 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     auth = headers.get("Authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip() or None
-    return headers.get("X-API-Key") or None
+    return headers.get(API_KEY_HEADER) or None
 
 
 @dataclass

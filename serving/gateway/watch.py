@@ -15,9 +15,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import aiohttp
-
-from ..kube import Credentials, Watcher
+from ..kube import Credentials, Kube, Watcher
 from .app import Gateway
 from .keys import KEY_LABEL
 
@@ -54,13 +52,12 @@ async def _follow(gateway: Gateway, watcher: Watcher, namespace: str | None, kin
 async def watch(gateway: Gateway, credentials: Credentials, namespaces: list[str]) -> None:
     """Run the watches until cancelled."""
     gateway.unlisted = {(kind, namespace) for namespace, kind, _ in _paths(namespaces)}
-    async with aiohttp.ClientSession() as session:
+    # One long-lived connection per watch: the number of watches bounds them, not the pool.
+    async with Kube(credentials, connections=0) as kube:
         tasks = []
         for namespace, kind, path in _paths(namespaces):
             params = {"labelSelector": f"{KEY_LABEL}=true"} if kind == "keys" else {}
-            tasks.append(
-                asyncio.create_task(_follow(gateway, Watcher(session, credentials, path, **params), namespace, kind))
-            )
+            tasks.append(asyncio.create_task(_follow(gateway, kube.watch(path, **params), namespace, kind)))
         try:
             await asyncio.gather(*tasks)
         finally:
