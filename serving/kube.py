@@ -120,12 +120,12 @@ def tls_file(
 @dataclass
 class Credentials:
     """Where the API server is and how to prove who we are: ``ssl`` is the TLS context (False
-    for plain HTTP), ``headers`` carry a bearer token, ``auth`` a user name and password."""
+    for plain HTTP), ``headers`` carry the Authorization (a bearer token, or a user name and
+    password) sent with every request."""
 
     server: str
     ssl: ssl.SSLContext | bool
     headers: dict[str, str] = field(default_factory=dict)
-    auth: aiohttp.BasicAuth | None = None
 
     @classmethod
     def of(
@@ -141,7 +141,7 @@ class Credentials:
         password: str | None = None,
     ) -> Credentials:
         """From their parts: ``ca``, ``certificate`` and ``key`` are file paths (see ``tls_file``);
-        ``insecure`` skips verifying the server's certificate."""
+        ``insecure`` skips verifying the server's certificate; a token wins over a password."""
         tls: ssl.SSLContext | bool = False
         if server.startswith("https://"):
             tls = ssl.create_default_context(cafile=ca)
@@ -150,9 +150,12 @@ class Credentials:
                 tls.verify_mode = ssl.CERT_NONE
             if certificate:
                 tls.load_cert_chain(certificate, key)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        auth = aiohttp.BasicAuth(username, password) if username and password else None
-        return cls(server, tls, headers, auth)
+        headers = {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        elif username and password:
+            headers["Authorization"] = aiohttp.encode_basic_auth(username, password)
+        return cls(server, tls, headers)
 
     @classmethod
     def load(cls, kubeconfig: str | None = None) -> Credentials:
@@ -205,7 +208,6 @@ class Kube:
         self.session = aiohttp.ClientSession(
             base_url=credentials.server,
             headers=credentials.headers,
-            auth=credentials.auth,
             timeout=aiohttp.ClientTimeout(total=timeout),
             connector=aiohttp.TCPConnector(ssl=credentials.ssl, limit=connections),
         )
