@@ -14,7 +14,7 @@ test: lint typecheck pytest
 
 # `make demo` brings up the whole stack on this machine and runs a real rollout (hack/demo.py).
 demo: $(STAMP) cluster-tools
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python hack/demo.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m hack.demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -1,4 +1,4 @@
-"""`make demo`: a real rollout on one machine, start to finish.
+"""`make demo` (``python -m hack.demo``): a real rollout on one machine, start to finish.
 
 Brings up the control plane, Prometheus, the operator, the gateway and the local runner
 (hack/devstack.py), drives steady traffic through the gateway, then in order:
@@ -22,18 +22,16 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from devstack import REPO, Stack, Traffic
-
 from cutover.api.contract import interval_text
 from cutover.serving import sample_models
+from hack.devstack import REPO, Stack, Traffic
+from tests.support.waiting import wait_until
 
 NAME = "fraud"
 MODEL = "fraud-scorer"
@@ -138,14 +136,14 @@ class Demo:
         return md
 
     def until(self, done: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
+        """Observe every second until ``done`` holds for the ModelDeployment; return it."""
+
+        def reached() -> dict[str, Any] | None:
             md = self.observe()
-            if done(md):
-                return md
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-            time.sleep(1)
+            return md if done(md) else None
+
+        found: dict[str, Any] = wait_until(reached, timeout, what, interval=1)
+        return found
 
     def hold(self, seconds: float) -> dict[str, Any]:
         end = time.monotonic() + seconds

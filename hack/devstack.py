@@ -4,6 +4,8 @@ The real control plane (hack/cluster), real Prometheus (Debian's package) scrapi
 every serving process, the real operator reading Prometheus, the real gateway, and the local
 runner (hack/runner.py) that starts a real `cutover serve` process per revision. Everything runs on
 loopback and is stopped by `close()`, which is also what Ctrl-C reaches.
+
+The parts tests use too come from ``tests.support``: kubectl, Prometheus, free ports and waiting.
 """
 
 from __future__ import annotations
@@ -11,15 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -27,34 +26,31 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 
+from cutover.api.contract import REVISION_HEADER
 from cutover.serving import sample_models
+from tests.support.kubectl import Kube
+from tests.support.ports import free_port
+from tests.support.prometheus import Prometheus
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def answers(url: str, what: str, process: subprocess.Popen[bytes] | None = None) -> bool:
+    """Whether a GET of ``url`` answers 200 now (a condition for ``wait_until``).
 
-
-def wait_http(url: str, timeout: float, what: str, process: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} not ready after {timeout:.0f} s ({url})")
+    Raises:
+        RuntimeError: ``process`` (the server behind ``url``, called ``what``) has exited.
+    """
+    if process is not None and process.poll() is not None:
+        raise RuntimeError(f"{what} exited with {process.returncode}")
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 class Stack:
@@ -71,35 +67,52 @@ class Stack:
         self.namespace = namespace
         self.cluster = cluster
         self.own_cluster = kubeconfig is None
-        self.scrape_interval = scrape_interval
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.kubeconfig = kubeconfig or ""
-        self.prometheus_port = free_port()
         self.gateway_port = free_port()
-        self.prometheus_url = f"http://127.0.0.1:{self.prometheus_port}"
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
         self.runner_dir = workdir / "runner"
         self.api_key = "cut_demo-traffic-key"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.prometheus = Prometheus(
+            workdir,
+            [
+                {"job_name": "cutover-gateway", "static_configs": [{"targets": [f"127.0.0.1:{self.gateway_port}"]}]},
+                {
+                    "job_name": "cutover-serving",
+                    "file_sd_configs": [
+                        {"files": [str(self.runner_dir / "serving-targets.json")], "refresh_interval": "1s"}
+                    ],
+                },
+            ],
+            scrape_interval,
+        )
+        self.prometheus_url = self.prometheus.address
+
+    @property
+    def kube(self) -> Kube:
+        """kubectl on the stack's cluster, applying as the field manager ``demo``."""
+        return Kube(self.kubeconfig, field_manager="demo")
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> Stack:
-        self.workdir.mkdir(parents=True, exist_ok=True)
         if self.own_cluster:
             subprocess.run([str(REPO / "hack/cluster"), "down", self.cluster], capture_output=True)  # start fresh
             up = subprocess.run([str(REPO / "hack/cluster"), "up", self.cluster], capture_output=True, text=True)
             if up.returncode != 0:
                 raise RuntimeError(f"hack/cluster up failed:\n{up.stderr}")
             self.kubeconfig = up.stdout.strip().splitlines()[-1]
-        self.kubectl("create", "namespace", self.namespace, check=False)
+        self.kube.run("create", "namespace", self.namespace, check=False)
         from cutover.serving.gateway.keys import secret_manifest
 
         self.apply(secret_manifest("demo-traffic", self.namespace, self.api_key, "admin", owner="demo"))
         self.runner_dir.mkdir(parents=True, exist_ok=True)
         self._spawn(
             "runner",
-            [PYTHON, str(REPO / "hack/runner.py"), "--kubeconfig", self.kubeconfig, "-n", self.namespace,
+            [PYTHON, "-m", "hack.runner", "--kubeconfig", self.kubeconfig, "-n", self.namespace,
              "--state-dir", str(self.runner_dir)],
+            cwd=REPO,
         )  # fmt: skip
         self.start_prometheus()
         self._spawn(
@@ -113,40 +126,28 @@ class Stack:
              "--host", "127.0.0.1", "--port", str(self.gateway_port),
              "--backends", str(self.runner_dir / "backends.json")],
         )  # fmt: skip
-        wait_http(self.gateway_url + "/v2/health/ready", 60, "the gateway", self.processes["gateway"])
+        gateway = self.processes["gateway"]
+        wait_until(
+            lambda: answers(self.gateway_url + "/v2/health/ready", "the gateway", gateway), 60, "the gateway", 0.1
+        )
         return self
 
     def start_prometheus(self) -> None:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            raise RuntimeError("prometheus is not installed (hack/system-deps installs it)")
-        config = {
-            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
-            "scrape_configs": [
-                {"job_name": "cutover-gateway", "static_configs": [{"targets": [f"127.0.0.1:{self.gateway_port}"]}]},
-                {
-                    "job_name": "cutover-serving",
-                    "file_sd_configs": [
-                        {"files": [str(self.runner_dir / "serving-targets.json")], "refresh_interval": "1s"}
-                    ],
-                },
-            ],
-        }
-        (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self._spawn(
-            "prometheus",
-            [binary, f"--config.file={self.workdir / 'prometheus.yml'}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.prometheus_port}"],
-        )  # fmt: skip
-        wait_http(self.prometheus_url + "/-/ready", 60, "Prometheus", self.processes["prometheus"])
+        """Start Prometheus (again: its data and port survive a stop) and wait until it is ready."""
+        self.prometheus.start(timeout=60)
 
     def stop_prometheus(self) -> None:
-        self._stop("prometheus")
+        self.prometheus.stop()
 
-    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
+    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
         )
 
     def _stop(self, name: str) -> None:
@@ -161,8 +162,9 @@ class Stack:
             process.wait()
 
     def close(self) -> None:
-        for name in ("gateway", "operator", "runner", "prometheus"):
+        for name in ("gateway", "operator", "runner"):
             self._stop(name)
+        self.prometheus.stop()
         for name in list(self.processes):
             self._stop(name)
         if self.own_cluster and self.kubeconfig:
@@ -170,17 +172,8 @@ class Stack:
 
     # ---- kubectl ---------------------------------------------------------------------------
 
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        kubectl = shutil.which("kubectl", path=str(REPO / ".venv/bin")) or "kubectl"
-        done = subprocess.run(
-            [kubectl, "--kubeconfig", self.kubeconfig, *args], input=stdin, capture_output=True, text=True, timeout=60
-        )
-        if check and done.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)}: {done.stderr}")
-        return done.stdout
-
     def apply(self, *docs: dict[str, Any]) -> None:
-        self.kubectl("apply", "--server-side", "--field-manager=demo", "-f", "-", stdin=yaml.safe_dump_all(docs))
+        self.kube.apply(*docs)
 
     def wait_served(self, model: str, timeout: float = 60) -> None:
         """Until a request through the gateway is answered: the runner has the process up and the
@@ -191,25 +184,19 @@ class Stack:
             data=body.encode(),
             headers={"Authorization": f"Bearer {self.api_key}"},
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def answered() -> bool:
             try:
                 with urllib.request.urlopen(request, timeout=5) as response:
-                    if response.status == 200:
-                        return
+                    return bool(response.status == 200)
             except (urllib.error.URLError, OSError):
-                time.sleep(0.2)
-        raise RuntimeError(f"the gateway never answered a request for {model}")
+                return False
+
+        wait_until(answered, timeout, f"the gateway to answer a request for {model}", 0.2)
 
     def md(self, name: str) -> dict[str, Any]:
-        body: dict[str, Any] = json.loads(self.kubectl("get", "md", name, "-n", self.namespace, "-o", "json"))
+        body: dict[str, Any] = self.kube.json("get", "md", name, "-n", self.namespace)
         return body
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=5) as response:
-            result: list[dict[str, Any]] = json.loads(response.read())["data"]["result"]
-            return result
 
 
 @dataclass
@@ -262,7 +249,7 @@ class Traffic:
         try:
             async with session.post(f"{self.url}/v2/models/{self.model}/infer", data=body, headers=headers) as response:
                 await response.read()
-                revision = response.headers.get("Cutover-Revision", "?")
+                revision = response.headers.get(REVISION_HEADER, "?")
                 self.answered[response.status] += 1
                 self.recent.append((time.monotonic(), revision, response.status, user))
 

@@ -12,7 +12,7 @@ replica count), and stops it when the revision is scaled to zero or deleted. It 
 Nothing in the operator knows this exists. Locally, `--previous-url` is dropped (the fallback
 chain's previous-version link needs cluster DNS), and model files must be `file://` or http(s).
 
-    .venv/bin/python hack/runner.py --kubeconfig K -n demo --state-dir .demo/runner
+    .venv/bin/python -m hack.runner --kubeconfig K -n demo --state-dir .demo/runner   (from the repository root)
 """
 
 from __future__ import annotations
@@ -30,13 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from devstack import free_port
 
+from cutover.api.contract import LABEL_APP_NAME, LABEL_MANAGED_BY, LABEL_REVISION, MANAGER, SERVING_APP_NAME
 from cutover.serving.kube import Credentials, Watcher
+from tests.support.ports import free_port
+from tests.support.waiting import TimedOut, wait_until
 
 log = logging.getLogger("cutover.runner")
-SERVING_SELECTOR = "app.kubernetes.io/name=cutover-serving"
-LABEL_REVISION = "cutover.dev/revision"
+SERVING_SELECTOR = f"{LABEL_APP_NAME}={SERVING_APP_NAME}"
+MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
 DROPPED_FLAGS = {"--previous-url", "--port", "--host"}
 
 
@@ -153,11 +155,15 @@ class Runner:
                 self._stopping.remove(process)
 
     def wait_stopped(self, timeout: float = 60) -> None:
-        for process in self._stopping:
-            try:
-                process.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.popen.pid, signal.SIGKILL)
+        """Until every stopping process has exited; SIGKILL those still running after ``timeout`` s."""
+        try:
+            wait_until(
+                lambda: all(p.popen.poll() is not None for p in self._stopping), timeout, "the revisions to stop", 0.1
+            )
+        except TimedOut:
+            for process in self._stopping:
+                if process.popen.poll() is None:
+                    os.killpg(process.popen.pid, signal.SIGKILL)
 
     def _write(self) -> None:
         by_revision = {(p.namespace, p.revision): p for p in self.processes.values() if p.ready}
@@ -193,7 +199,7 @@ async def follow(runner: Runner, credentials: Credentials, namespace: str) -> No
             session,
             credentials,
             f"/api/v1/namespaces/{namespace}/services",
-            labelSelector="app.kubernetes.io/managed-by=cutover",
+            labelSelector=MANAGED_SELECTOR,
         )
 
         async def run(watcher: Watcher, apply: Any) -> None:

@@ -8,50 +8,19 @@ fails, the control-plane logs are copied to test-logs/ before teardown.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
+
+from tests.support.kubectl import Kube
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_NAME = "pytest"
-
-
-@dataclass(frozen=True)
-class Kube:
-    """kubectl bound to one kubeconfig: the same client a platform engineer uses."""
-
-    kubeconfig: str
-    pid_dir: Path | None = None
-    """Where the local control plane's process ids are, when this run started it."""
-
-    def run(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [shutil.which("kubectl") or "kubectl", "--kubeconfig", self.kubeconfig, *args]
-        done = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=120)
-        if check and done.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr}")
-        return done
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.run(*args, "-o", "json").stdout)
-
-    def apply(
-        self, *docs: dict[str, Any], namespace: str | None = None, check: bool = True, dry_run: bool = False
-    ) -> subprocess.CompletedProcess[str]:
-        args = ["apply", "--server-side", "--field-manager=pytest", "-f", "-"]
-        if namespace:
-            args += ["--namespace", namespace]
-        if dry_run:
-            args.append("--dry-run=server")
-        return self.run(*args, input=yaml.safe_dump_all(docs), check=check)
 
 
 def _failed(session: pytest.Session) -> bool:

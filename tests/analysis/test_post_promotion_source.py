@@ -14,9 +14,9 @@ import httpx
 
 from cutover.api.v1alpha1 import ModelDeployment
 from cutover.operator.verdicts import PrometheusVerdicts
+from tests.support.prometheus import Prometheus
 
 from ..cases import load
-from ..prometheus import Prometheus
 from .test_prometheus_engine import CANDIDATE, STABLE, Exporter, exporter, prometheus, scraped  # noqa: F401
 
 INTERVAL = 2.0

@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from cutover.analysis import Analysis, Arms, PostPromotionWatch, PrometheusProvider, Result, WatchResult
 from cutover.api.v1alpha1.modeldeployment import AnalysisSpec
-
-from ..prometheus import Prometheus, free_port
+from tests.support.ports import free_port
+from tests.support.prometheus import Prometheus
 
 STABLE, CANDIDATE = "5f7c9d1e", "a1b2c3d4"
 

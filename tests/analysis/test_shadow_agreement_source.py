@@ -20,9 +20,10 @@ from cutover.api import contract
 from cutover.api.v1alpha1 import ModelDeployment
 from cutover.operator.rollout import AnalysisPlan
 from cutover.operator.verdicts import _agreement
+from tests.support.ports import free_port
+from tests.support.prometheus import Prometheus
 
 from ..cases import load
-from ..prometheus import Prometheus, free_port
 
 CANDIDATE = "c0ffee1234"
 

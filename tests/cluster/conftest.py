@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import Kube
+from tests.support.kubectl import Kube
+
 from .operator_support import Operator
 
 

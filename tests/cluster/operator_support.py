@@ -1,5 +1,6 @@
 """Run the real `cutover operator` process against the test cluster, scoped to one namespace,
-with verdicts scripted through files (`--verdicts-from`)."""
+with verdicts scripted through files (`--verdicts-from`) and its metrics on a loopback port, so
+that a test can wait for reconcile passes instead of sleeping."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ..conftest import Kube
+from tests.support.kubectl import Kube
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 
 class Operator:
@@ -22,10 +25,12 @@ class Operator:
         self.verdicts.mkdir(exist_ok=True)
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.metrics_port = 0
 
     def start(self) -> Operator:
         env = {**os.environ, "KUBECONFIG": self.kube.kubeconfig}
         log = (self.workdir / "operator.log").open("ab")
+        self.metrics_port = free_port()
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -35,7 +40,7 @@ class Operator:
                 "-n",
                 self.namespace,
                 "--metrics-port",
-                "0",
+                str(self.metrics_port),
                 "--verdicts-from",
                 str(self.verdicts),
             ],
@@ -71,13 +76,29 @@ class Operator:
     def log(self) -> str:
         return (self.workdir / "operator.log").read_text(errors="replace")
 
+    def passes(self) -> int | None:
+        """Reconcile passes this process has finished (``cutover_operator_reconciles_total``), or
+        None while its metrics endpoint does not answer yet."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith('cutover_operator_reconciles_total{kind="ModelDeployment"}'):
+                return int(float(line.rpartition(" ")[2]))
+        return 0
 
-def wait_for(predicate: Any, timeout: float = 60, what: str = "condition", interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    def wait_passes(self, count: int = 2, timeout: float = 60) -> None:
+        """Until this process has finished ``count`` more reconcile passes than it had now.
+
+        What a test waits for before asserting that the operator did NOT do something: with
+        ``count`` 2, at least one whole pass began after everything the test saw. The process
+        must be up (its metrics answering) when this is called.
+
+        Raises:
+            TimedOut: fewer passes within ``timeout`` seconds.
+        """
+        before = self.passes()
+        assert before is not None, "the operator's metrics endpoint does not answer"
+        wait_until(lambda: (self.passes() or 0) >= before + count, timeout, f"{count} more reconcile passes")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.kubectl import Kube
+
 from ..cases import CASES, EXAMPLES, Case, load
-from ..conftest import Kube
 
 pytestmark = pytest.mark.cluster
 EXAMPLE_FILES = sorted(p.name for p in EXAMPLES.glob("*.yaml"))

@@ -14,9 +14,10 @@ import yaml
 
 from cutover.operator import cli
 from cutover.serving.gateway.keys import tiers_from
+from tests.support.kubectl import Kube
+from tests.support.waiting import wait_until
 
-from ..conftest import REPO, Kube
-from .operator_support import wait_for
+from ..conftest import REPO
 
 pytestmark = pytest.mark.cluster
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -70,7 +71,7 @@ def test_simulated_nodes_advertise_gpus_and_mig(kube: Kube) -> None:
 
 def test_gpu_pod_lands_on_a_gpu_node(kube: Kube, namespace: str) -> None:
     kube.apply(pod("gpu-pod", {"nvidia.com/gpu": "1"}), namespace=namespace)
-    body = wait_for(
+    body = wait_until(
         lambda: (p := kube.json("get", "pod", "gpu-pod", "-n", namespace))["status"].get("phase") == "Running" and p,
         what="the GPU pod to run",
     )
@@ -80,7 +81,7 @@ def test_gpu_pod_lands_on_a_gpu_node(kube: Kube, namespace: str) -> None:
 
 def test_cpu_pod_without_toleration_avoids_gpu_nodes(kube: Kube, namespace: str) -> None:
     kube.apply(pod("cpu-pod", {"cpu": "1"}, tolerate_gpu=False), namespace=namespace)
-    body = wait_for(
+    body = wait_until(
         lambda: (p := kube.json("get", "pod", "cpu-pod", "-n", namespace))["spec"].get("nodeName") and p,
         what="the CPU pod to be scheduled",
     )
@@ -89,7 +90,7 @@ def test_cpu_pod_without_toleration_avoids_gpu_nodes(kube: Kube, namespace: str)
 
 def test_mig_slice_pod_lands_on_the_mig_node(kube: Kube, namespace: str) -> None:
     kube.apply(pod("mig-pod", {"nvidia.com/mig-1g.10gb": "1"}), namespace=namespace)
-    body = wait_for(
+    body = wait_until(
         lambda: (p := kube.json("get", "pod", "mig-pod", "-n", namespace))["spec"].get("nodeName") and p,
         what="the MIG pod to be scheduled",
     )
@@ -104,7 +105,7 @@ def test_exhausted_gpus_leave_the_pod_pending_with_failed_scheduling(kube: Kube,
         events = kube.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=too-many-gpus")
         return [e for e in events["items"] if e["reason"] == "FailedScheduling"]
 
-    events = wait_for(failed_scheduling, what="a FailedScheduling event")
+    events = wait_until(failed_scheduling, what="a FailedScheduling event")
     assert "Insufficient nvidia.com/gpu" in events[0]["message"]
     assert kube.json("get", "pod", "too-many-gpus", "-n", namespace)["status"]["phase"] == "Pending"
 
@@ -128,11 +129,11 @@ def deployment(name: str, replicas: int) -> dict[str, Any]:
 
 def test_deployment_gets_a_replicaset_and_running_pods(kube: Kube, namespace: str) -> None:
     kube.apply(deployment("web", 3), namespace=namespace)
-    wait_for(
+    wait_until(
         lambda: kube.json("get", "replicasets", "-n", namespace, "-l", "app=web")["items"],
         what="a ReplicaSet",
     )
-    running = wait_for(
+    running = wait_until(
         lambda: (
             len(
                 [
@@ -146,7 +147,7 @@ def test_deployment_gets_a_replicaset_and_running_pods(kube: Kube, namespace: st
         what="3 running pods",
     )
     assert running
-    status = wait_for(
+    status = wait_until(
         lambda: (
             (d := kube.json("get", "deployment", "web", "-n", namespace))["status"].get("readyReplicas") == 3
             and d["status"]
@@ -158,13 +159,13 @@ def test_deployment_gets_a_replicaset_and_running_pods(kube: Kube, namespace: st
 
 def test_deleting_an_owner_garbage_collects_its_children(kube: Kube, namespace: str) -> None:
     kube.apply(deployment("owned", 2), namespace=namespace)
-    wait_for(lambda: len(kube.json("get", "pods", "-n", namespace, "-l", "app=owned")["items"]) == 2, what="2 pods")
+    wait_until(lambda: len(kube.json("get", "pods", "-n", namespace, "-l", "app=owned")["items"]) == 2, what="2 pods")
     kube.run("delete", "deployment", "owned", "-n", namespace, "--cascade=background", "--wait=false")
-    wait_for(
+    wait_until(
         lambda: not kube.json("get", "replicasets", "-n", namespace, "-l", "app=owned")["items"],
         what="the ReplicaSet to be collected",
     )
-    wait_for(
+    wait_until(
         lambda: not kube.json("get", "pods", "-n", namespace, "-l", "app=owned")["items"],
         what="the pods to be collected",
     )

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,13 +25,13 @@ import numpy as np
 import pytest
 import yaml
 
+from cutover.api.contract import API_KEY_HEADER
 from cutover.serving import sample_models
 from cutover.serving.gateway.keys import secret_manifest
-from tests.prometheus import free_port
 from tests.serving.support import Serving
-
-from ..conftest import Kube
-from .operator_support import wait_for
+from tests.support.kubectl import Kube
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 MODEL = "classifier"
@@ -63,7 +64,7 @@ class GatewayProcess:
 
     def start(self) -> GatewayProcess:
         self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.log_path.open("ab"))
-        wait_for(lambda: self._ready(), 30, "the gateway to be ready")
+        wait_until(lambda: self._ready(), 30, "the gateway to be ready")
         return self
 
     def _ready(self) -> bool:
@@ -77,9 +78,15 @@ class GatewayProcess:
         except OSError:
             return False
 
-    def metric(self, name: str, **labels: str) -> float:
-        import urllib.request
+    def table(self) -> dict[str, Any]:
+        """The routing table the gateway uses now, by model (``/gateway/routes``, read with the
+        admin key): each with its ``backends`` and ``mirrors`` (revision, url, weight, ...)."""
+        request = urllib.request.Request(f"{self.url}/gateway/routes", headers={API_KEY_HEADER: KEYS["admin"]})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            table: dict[str, Any] = json.loads(response.read())
+            return table
 
+    def metric(self, name: str, **labels: str) -> float:
         with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
             text = response.read().decode()
         total = 0.0
@@ -214,7 +221,7 @@ def test_weighted_split_and_a_live_table_change(stack: dict[str, Any]) -> None:
     assert {status for status, *_ in unusual} == {200}, "a UTF-8 request id is passed on as sent"
     set_traffic(stack["kube"], stack["namespace"], {"aaa": 0, "bbb": 100})
     changed = time.monotonic()
-    wait_for(lambda: all(r[1] == "rev-2" for r in run(send(gateway.url, [x] * 20))), 10, "the new weights", 0.05)
+    wait_until(lambda: all(r[1] == "rev-2" for r in run(send(gateway.url, [x] * 20))), 10, "the new weights", 0.05)
     print(f"traffic table change applied in {time.monotonic() - changed:.2f} s")
     assert all(r[1] == "rev-2" for r in run(send(gateway.url, [x] * 200)))
 
@@ -229,7 +236,7 @@ def test_hashed_key_keeps_each_user_on_one_arm(kube: Kube, stack: dict[str, Any]
     gateway = stack["gateway"]
     x = body(sample_models.sample_inputs(1, seed=2))
     users = [f"user-{i}" for i in range(600)]
-    wait_for(
+    wait_until(
         lambda: len({r[1] for r in run(send(gateway.url, [x] * 30, headers=[{"X-User-Id": "u0"}] * 30))}) == 1,
         10,
         "stickiness",
@@ -244,7 +251,7 @@ def test_mirror_copies_without_touching_the_answer_and_compares(stack: dict[str,
     set_traffic(stack["kube"], stack["namespace"], {"aaa": 100, "bbb": 0}, mirror={"bbb": 100})
     gateway, a = stack["gateway"], stack["a"]
     inputs = [sample_models.sample_inputs(1, seed=100 + i) for i in range(200)]
-    wait_for(
+    wait_until(
         lambda: (
             run(send(gateway.url, [body(inputs[0])])) and gateway.metric("cutover_gateway_shadow_comparisons_total")
         ),
@@ -257,7 +264,9 @@ def test_mirror_copies_without_touching_the_answer_and_compares(stack: dict[str,
     direct = run(send(a.url, [body(x) for x in inputs]))
     assert all(r[0] == 200 and r[1] == "rev-1" for r in results)
     assert [json.loads(r[2])["outputs"] for r in results] == [json.loads(d[2])["outputs"] for d in direct]
-    wait_for(lambda: gateway.metric("cutover_gateway_shadow_comparisons_total") >= before + 200, 10, "the comparisons")
+    wait_until(
+        lambda: gateway.metric("cutover_gateway_shadow_comparisons_total") >= before + 200, 10, "the comparisons"
+    )
     agree = gateway.metric("cutover_gateway_shadow_comparisons_total", agree="true", revision="bbb")
     disagree = gateway.metric("cutover_gateway_shadow_comparisons_total", agree="false", revision="bbb")
     assert agree > 0 and disagree > 0, (agree, disagree)  # the shifted model disagrees on about a third
@@ -268,12 +277,17 @@ def test_mirror_to_a_hung_backend_does_not_delay_the_client(kube: Kube, stack: d
     hung.bind(("127.0.0.1", 0))
     hung.listen(64)  # accepts connections, never answers
     backends = json.loads(Path(stack["gateway"].args[stack["gateway"].args.index("--backends") + 1]).read_text())
-    backends[f"{stack['namespace']}/clf-bbb"] = f"http://127.0.0.1:{hung.getsockname()[1]}"
+    hung_url = backends[f"{stack['namespace']}/clf-bbb"] = f"http://127.0.0.1:{hung.getsockname()[1]}"
     Path(stack["gateway"].args[stack["gateway"].args.index("--backends") + 1]).write_text(json.dumps(backends))
     set_traffic(kube, stack["namespace"], {"aaa": 100, "bbb": 0}, mirror={"bbb": 100})
     try:
         x = body(sample_models.sample_inputs(1, seed=3))
-        time.sleep(0.5)  # the backends file is re-read every 0.2 s
+        wait_until(
+            lambda: any(m["url"] == hung_url for r in stack["gateway"].table().values() for m in r["mirrors"]),
+            10,
+            "the gateway to mirror to the hung backend",
+            0.05,
+        )
         results = run(asyncio.wait_for(send(stack["gateway"].url, [x] * 50), timeout=10))
         assert all(r[0] == 200 and r[1] == "rev-1" for r in results)
     finally:
@@ -295,9 +309,9 @@ def test_keys_tiers_and_exact_rate_limits(kube: Kube, stack: dict[str, Any]) -> 
     revoked = secret_manifest("key-pro", namespace, KEYS["pro"], "pro")
     revoked["stringData"]["revoked"] = "true"
     kube.apply(revoked)
-    wait_for(lambda: run(send(gateway.url, [x]))[0][0] == 403, 10, "the revocation")
+    wait_until(lambda: run(send(gateway.url, [x]))[0][0] == 403, 10, "the revocation")
     kube.apply(secret_manifest("key-pro-2", namespace, "k-pro-2", "pro"))
-    wait_for(lambda: run(send(gateway.url, [x], key="k-pro-2"))[0][0] == 200, 10, "the rotated key")
+    wait_until(lambda: run(send(gateway.url, [x], key="k-pro-2"))[0][0] == 200, 10, "the rotated key")
     import urllib.request
 
     request = urllib.request.Request(f"{gateway.url}/gateway/routes", headers={"X-API-Key": KEYS["admin"]})
@@ -309,7 +323,7 @@ def test_killed_backend_opens_its_circuit_without_client_errors(stack: dict[str,
     gateway, b = stack["gateway"], stack["b"]
     set_traffic(stack["kube"], stack["namespace"], {"aaa": 50, "bbb": 50})
     x = body(sample_models.sample_inputs(1, seed=5))
-    wait_for(lambda: "rev-2" in {r[1] for r in run(send(gateway.url, [x] * 20))}, 10, "both revisions in use")
+    wait_until(lambda: "rev-2" in {r[1] for r in run(send(gateway.url, [x] * 20))}, 10, "both revisions in use")
     results: list[Result] = []
 
     def load() -> None:
@@ -318,7 +332,7 @@ def test_killed_backend_opens_its_circuit_without_client_errors(stack: dict[str,
 
     thread = threading.Thread(target=load)
     thread.start()
-    wait_for(lambda: len(results) >= 80, 30, "load to start", 0.01)
+    wait_until(lambda: len(results) >= 80, 30, "load to start", 0.01)
     assert b.process is not None
     b.process.kill()
     thread.join(60)
@@ -358,7 +372,7 @@ def test_a_versioned_request_reaches_the_revision_serving_that_version(stack: di
     set_versions(kube, namespace)
     set_traffic(kube, namespace, {"aaa": 50, "bbb": 50})
     base = f"/v2/models/{MODEL}/versions"
-    wait_for(
+    wait_until(
         lambda: {r[1] for r in run(fetch(gateway.url, [("POST", f"{base}/2/infer")] * 20))} == {"rev-2"},
         10,
         "the versions to reach the gateway",
@@ -386,7 +400,7 @@ def test_mirrored_answers_are_compared_per_the_shadow_spec(kube: Kube, stack: di
     )  # fmt: skip
     set_traffic(kube, namespace, {"aaa": 100, "bbb": 0}, mirror={"bbb": 100})
     inputs = [body(sample_models.sample_inputs(1, seed=300 + i)) for i in range(100)]
-    wait_for(
+    wait_until(
         lambda: run(send(gateway.url, inputs[:1])) and gateway.metric("cutover_gateway_shadow_comparisons_total"),
         10,
         "mirroring to start",
@@ -394,7 +408,7 @@ def test_mirrored_answers_are_compared_per_the_shadow_spec(kube: Kube, stack: di
     )
     before = gateway.metric("cutover_gateway_shadow_comparisons_total", agree="true", revision="bbb")
     assert all(r[0] == 200 for r in run(send(gateway.url, inputs)))
-    wait_for(
+    wait_until(
         lambda: (
             gateway.metric("cutover_gateway_shadow_comparisons_total", agree="true", revision="bbb") >= before + 100
         ),

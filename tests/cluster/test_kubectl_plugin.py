@@ -14,9 +14,10 @@ from collections.abc import Iterator
 import pytest
 
 from cutover.api.v1alpha1 import REQUEST_ANNOTATIONS
+from tests.support.kubectl import Kube
+from tests.support.waiting import wait_until
 
-from ..conftest import Kube
-from .operator_support import Operator, wait_for
+from .operator_support import Operator
 from .test_operator import deploy_v1, fast_canary, md, new_version
 
 pytestmark = pytest.mark.cluster
@@ -107,7 +108,7 @@ def test_the_real_operator_answers_a_repeated_rollback_to(kube: Kube, namespace:
     def promoted(version: str) -> str:
         before = md(kube, namespace, "ranker")["status"]["stableRevision"]
         new_version(kube, namespace, doc, version)
-        body = wait_for(
+        body = wait_until(
             lambda: (
                 (b := md(kube, namespace, "ranker"))["status"].get("stableRevision") != before
                 and not b["status"].get("candidateRevision")
@@ -120,7 +121,7 @@ def test_the_real_operator_answers_a_repeated_rollback_to(kube: Kube, namespace:
 
     def rollback_to(revision: str) -> str:
         done = plugin(kube, namespace, "rollback", "--to", revision, "ranker")
-        wait_for(
+        wait_until(
             lambda: md(kube, namespace, "ranker")["status"]["stableRevision"] == revision,
             timeout=20,
             what=f"the rollback to {revision}",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,10 @@ from cutover.serving import sample_models
 from cutover.serving.gateway.keys import KEY_LABEL, secret_manifest
 from cutover.serving.kube import Credentials, Watcher
 from tests.serving.support import Serving
+from tests.support.kubectl import Kube
+from tests.support.waiting import wait_until
 
-from ..conftest import Kube
-from .operator_support import Operator, wait_for
+from .operator_support import Operator
 from .test_gateway import KEYS, MODEL, GatewayProcess, body, run, send, set_traffic
 from .test_operator import deploy_v1, fast_canary, md, new_version
 
@@ -128,10 +128,10 @@ def test_the_gateway_routes_a_model_deployment_at_the_size_limit(
         kube.apply(doc)
         set_traffic(kube, namespace, {"aaa": 100})
         x = body(sample_models.sample_inputs(1, seed=1))
-        wait_for(lambda: run(send(gateway.url, [x]))[0][0] == 200, 20, "the large ModelDeployment's route", 0.1)
+        wait_until(lambda: run(send(gateway.url, [x]))[0][0] == 200, 20, "the large ModelDeployment's route", 0.1)
         # A change after it: the candidate row appears in the table the gateway serves.
         set_traffic(kube, namespace, {"aaa": 50, "bbb": 50})
-        wait_for(lambda: "bbb" in routes(gateway), 20, "the traffic change after the large object", 0.1)
+        wait_until(lambda: "bbb" in routes(gateway), 20, "the traffic change after the large object", 0.1)
         log = gateway.log_path.read_text()
         assert "relisting" not in log, log[-2000:]
     finally:
@@ -140,11 +140,8 @@ def test_the_gateway_routes_a_model_deployment_at_the_size_limit(
 
 
 def routes(gateway: GatewayProcess) -> set[str]:
-    """The revisions the gateway routes to now, from its table (an admin key reads it)."""
-    request = urllib.request.Request(f"{gateway.url}/gateway/routes", headers={"X-API-Key": KEYS["admin"]})
-    with urllib.request.urlopen(request, timeout=5) as response:
-        table = json.loads(response.read())
-    return {b["revision"] for r in table.values() for b in r["backends"]}
+    """The revisions the gateway routes to now, from its table."""
+    return {b["revision"] for r in gateway.table().values() for b in r["backends"]}
 
 
 def test_the_operator_reconciles_a_model_deployment_at_the_size_limit_and_sees_the_change_after_it(
@@ -158,7 +155,7 @@ def test_the_operator_reconciles_a_model_deployment_at_the_size_limit_and_sees_t
     args = json.dumps(deployment["spec"]["template"]["spec"]["containers"][0].get("args", []))
     assert "d" * SAFE_DEFAULT_BYTES in args, "the safeDefault reaches the serving pods"
     later = new_version(kube, namespace, copy.deepcopy(doc), "2")
-    body_ = wait_for(
+    body_ = wait_until(
         lambda: (b := md(kube, namespace, "large")).get("status", {}).get("candidateRevision") and b,
         what="the change after the large object to start a rollout",
     )

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from cutover.api.contract import LATENCY_THRESHOLDS
+from tests.support.kubectl import Kube
 
 from ..cases import CANARY, load
-from ..conftest import Kube
 
 pytestmark = pytest.mark.cluster
 

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.kubectl import Kube
+from tests.support.waiting import wait_until
+
 from ..cases import EXAMPLES, load
-from ..conftest import Kube
-from .operator_support import Operator, wait_for
+from .operator_support import Operator
 
 pytestmark = pytest.mark.cluster
 
@@ -53,7 +55,7 @@ def fast_canary(name: str = "ranker", **spec: Any) -> dict[str, Any]:
 
 def healthy_pods(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
     """The pods of a ModelDeployment once it is Healthy (waited for up to 90 s)."""
-    wait_for(
+    wait_until(
         lambda: md(kube, namespace, name).get("status", {}).get("phase") == "Healthy",
         timeout=90,
         what=f"{name} to be Healthy",
@@ -64,7 +66,7 @@ def healthy_pods(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
 
 def deploy_v1(kube: Kube, namespace: str, doc: dict[str, Any]) -> str:
     kube.apply(doc, namespace=namespace)
-    body = wait_for(
+    body = wait_until(
         lambda: (b := md(kube, namespace, doc["metadata"]["name"])).get("status", {}).get("phase") == "Healthy" and b,
         what="v1 to be Healthy",
     )
@@ -113,11 +115,11 @@ def test_example_gets_its_deployment_and_service(kube: Kube, namespace: str, ope
     doc["metadata"].pop("namespace")
     name = doc["metadata"]["name"]
     kube.apply(doc, namespace=namespace)
-    body = wait_for(
+    body = wait_until(
         lambda: (b := md(kube, namespace, name)).get("status", {}).get("stableRevision") and b, what="a stable revision"
     )
     child = f"{name}-{body['status']['stableRevision']}"
-    deployment = wait_for(
+    deployment = wait_until(
         lambda: (
             kube.run("get", "deployment", child, "-n", namespace, "-o", "json", check=False).returncode == 0
             and kube.json("get", "deployment", child, "-n", namespace)
@@ -159,7 +161,9 @@ def test_more_gpus_than_exist_is_reported_not_silent(kube: Kube, namespace: str,
     doc = fast_canary("big-model")
     doc["spec"]["runtime"]["gpu"] = {"count": 8}
     kube.apply(doc, namespace=namespace)
-    gpu = wait_for(lambda: condition(md(kube, namespace, "big-model"), "GPUCapacity"), what="the GPUCapacity condition")
+    gpu = wait_until(
+        lambda: condition(md(kube, namespace, "big-model"), "GPUCapacity"), what="the GPUCapacity condition"
+    )
     assert gpu["status"] == "False" and gpu["reason"] == "InsufficientGPUCapacity"
     assert "0 more pods of 8x nvidia.com/gpu fit" in gpu["message"]
 
@@ -169,10 +173,10 @@ def test_verdicts_drive_a_canary_to_promotion(kube: Kube, namespace: str, operat
     stable = deploy_v1(kube, namespace, doc)
     operator.verdict("ranker", "continue")
     new_version(kube, namespace, doc, "v2")
-    wait_for(
+    wait_until(
         lambda: weights(md(kube, namespace, "ranker")) == {"stable": 80, "candidate": 20}, what="20% on the candidate"
     )
-    time.sleep(2)
+    operator.wait_passes(2)  # the operator looked again and held the step
     body = md(kube, namespace, "ranker")
     assert body["status"]["currentStepIndex"] == 1 and body["status"]["phase"] == "Progressing"  # held by analysis
     operator.verdict("ranker", "promote")
@@ -209,16 +213,16 @@ def test_rollback_verdict_returns_to_stable(kube: Kube, namespace: str, operator
     stable = deploy_v1(kube, namespace, doc)
     operator.verdict("ranker", "continue")
     new_version(kube, namespace, doc, "v3-bad")
-    wait_for(lambda: weights(md(kube, namespace, "ranker")).get("candidate"), what="candidate traffic")
+    wait_until(lambda: weights(md(kube, namespace, "ranker")).get("candidate"), what="candidate traffic")
     candidate = md(kube, namespace, "ranker")["status"]["candidateRevision"]
     operator.verdict("ranker", "rollback", reason="error-rate ratio 3.1 in [2.2, 4.4]")
-    body = wait_for(
+    body = wait_until(
         lambda: (b := md(kube, namespace, "ranker"))["status"]["phase"] == "RolledBack" and b, what="RolledBack"
     )
     assert body["status"]["stableRevision"] == stable and weights(body) == {"stable": 100}
     assert condition(body, "RolledBack")["status"] == "True"
     assert "error-rate ratio 3.1" in body["status"]["message"]
-    wait_for(
+    wait_until(
         lambda: kube.run("get", "deployment", f"ranker-{candidate}", "-n", namespace, check=False).returncode != 0,
         what="the candidate deployment to go",
     )
@@ -229,7 +233,7 @@ def test_on_call_annotations_and_the_kubectl_plugin(kube: Kube, namespace: str, 
     first = deploy_v1(kube, namespace, doc)
     operator.verdict("ranker", "continue")
     new_version(kube, namespace, doc, "v2")
-    wait_for(lambda: md(kube, namespace, "ranker")["status"].get("currentStepIndex") == 1, what="step 1")
+    wait_until(lambda: md(kube, namespace, "ranker")["status"].get("currentStepIndex") == 1, what="step 1")
 
     def plugin(*args: str) -> str:
         """`kubectl cutover ...` as an on-call engineer types it: kubectl finds the plugin on PATH."""
@@ -239,26 +243,26 @@ def test_on_call_annotations_and_the_kubectl_plugin(kube: Kube, namespace: str, 
         return done.stdout
 
     plugin("pause", "ranker")
-    wait_for(lambda: md(kube, namespace, "ranker")["status"]["phase"] == "Paused", what="Paused")
+    wait_until(lambda: md(kube, namespace, "ranker")["status"]["phase"] == "Paused", what="Paused")
     plugin("resume", "ranker")
-    wait_for(lambda: md(kube, namespace, "ranker")["status"]["phase"] == "Progressing", what="resumed")
+    wait_until(lambda: md(kube, namespace, "ranker")["status"]["phase"] == "Progressing", what="resumed")
     plugin("promote", "ranker")  # skip the analysis step
-    wait_for(lambda: md(kube, namespace, "ranker")["status"].get("currentStepIndex", 0) >= 2, what="next step")
+    wait_until(lambda: md(kube, namespace, "ranker")["status"].get("currentStepIndex", 0) >= 2, what="next step")
     plugin("promote", "--full", "ranker")
-    wait_for(lambda: condition(md(kube, namespace, "ranker"), "Promoted").get("status") == "True", what="promoted")
+    wait_until(lambda: condition(md(kube, namespace, "ranker"), "Promoted").get("status") == "True", what="promoted")
     second = md(kube, namespace, "ranker")["status"]["stableRevision"]
     summary = plugin("status", "ranker")
     assert f"Stable:     {second}" in summary and "Promoted           True" in summary
 
     kube.run("annotate", "--overwrite", "md/ranker", "-n", namespace, f"cutover.dev/rollback-to={first}")
-    body = wait_for(
+    body = wait_until(
         lambda: (b := md(kube, namespace, "ranker"))["status"]["stableRevision"] == first and b, what="rollback-to"
     )
     handled = body["status"]["handledRequests"]
     assert [h["action"] for h in handled][:5] == ["rollbackTo", "promote", "promote", "resume", "pause"]
     assert handled[0]["by"] == "kubectl-annotate" and handled[0]["result"] == f"rolled back to {first}"
     # The annotation stays (no drift for GitOps) and is not handled again.
-    time.sleep(2)
+    operator.wait_passes(2)
     again = md(kube, namespace, "ranker")
     assert again["metadata"]["annotations"]["cutover.dev/rollback-to"] == first
     assert len(again["status"]["handledRequests"]) == len(handled)
@@ -266,7 +270,7 @@ def test_on_call_annotations_and_the_kubectl_plugin(kube: Kube, namespace: str, 
     assert first in history and second in history
     # An invalid request is answered, not retried in a loop.
     kube.run("annotate", "--overwrite", "md/ranker", "-n", namespace, "cutover.dev/rollback-to=ffffffffff")
-    body = wait_for(
+    body = wait_until(
         lambda: (b := md(kube, namespace, "ranker"))["status"]["handledRequests"][0]["id"] == "ffffffffff" and b,
         what="the invalid request answered",
     )
@@ -303,7 +307,7 @@ def test_killed_operator_resumes_without_skipping_or_repeating_a_step(
         operator.kill()
         kills += 1
         operator.start()
-    wait_for(lambda: not observe().get("candidateRevision"), timeout=120, what="the rollout to finish")
+    wait_until(lambda: not observe().get("candidateRevision"), timeout=120, what="the rollout to finish")
     assert kills == 20, f"the rollout finished after only {kills} kills"
     body = md(kube, namespace, "ranker")
     assert body["status"]["phase"] in ("Healthy", "Progressing") and condition(body, "Promoted")["status"] == "True"
@@ -343,7 +347,7 @@ def test_gateway_api_provider_gets_a_weighted_httproute(kube: Kube, namespace: s
         rule = json.loads(done.stdout)["spec"]["rules"][0]
         return {ref["name"]: ref["weight"] for ref in rule["backendRefs"]}
 
-    candidate_weights = wait_for(lambda: len(w := route_weights()) == 2 and w, what="a two-backend route")
+    candidate_weights = wait_until(lambda: len(w := route_weights()) == 2 and w, what="a two-backend route")
     assert candidate_weights[f"ranker-{stable}"] == 80 and sorted(candidate_weights.values()) == [20, 80]
 
 
@@ -357,7 +361,7 @@ def test_new_model_deployment_rolls_out_one_replicaset_per_revision(
     doc["metadata"].pop("namespace")
     bind_volume(kube, namespace, "models")
     kube.apply(doc, namespace=namespace)
-    body = wait_for(
+    body = wait_until(
         lambda: (b := md(kube, namespace, "fraud-scorer")).get("status", {}).get("phase") == "Healthy" and b,
         timeout=90,
         what="the canary example to be Healthy",
@@ -396,7 +400,7 @@ def test_namespace_deletion_completes_once_the_operator_is_gone(kube: Kube, name
     assert not md(kube, namespace, "ranker")["metadata"].get("finalizers")
     operator.stop()
     kube.run("delete", "namespace", namespace, "--wait=false")
-    wait_for(lambda: gone(kube, "namespace", namespace), timeout=90, what=f"namespace {namespace} to be gone")
+    wait_until(lambda: gone(kube, "namespace", namespace), timeout=90, what=f"namespace {namespace} to be gone")
 
 
 def test_an_upgrade_strips_the_finalizer_earlier_versions_added(kube: Kube, namespace: str, tmp_path: Path) -> None:
@@ -409,12 +413,14 @@ def test_an_upgrade_strips_the_finalizer_earlier_versions_added(kube: Kube, name
     kube.run("delete", "md", "terminating", "-n", namespace, "--wait=false")
     operator = Operator(kube, namespace, tmp_path).start()
     try:
-        wait_for(lambda: gone(kube, "md", "terminating", "-n", namespace), what="the terminating object to go")
-        body = wait_for(
+        wait_until(lambda: gone(kube, "md", "terminating", "-n", namespace), what="the terminating object to go")
+        body = wait_until(
             lambda: (b := md(kube, namespace, "live")).get("status", {}).get("stableRevision") and b,
             what="the live object to be reconciled",
         )
-        wait_for(lambda: not md(kube, namespace, "live")["metadata"].get("finalizers"), what="the old finalizer to go")
+        wait_until(
+            lambda: not md(kube, namespace, "live")["metadata"].get("finalizers"), what="the old finalizer to go"
+        )
         assert body["status"]["phase"] in ("Progressing", "Healthy")
     finally:
         operator.stop()

@@ -11,10 +11,11 @@ import pytest
 from cutover.operator import handlers
 from cutover.operator.kube import Kube as ApiClient
 from cutover.operator.verdicts import FileVerdicts
+from tests.support.kubectl import Kube
+from tests.support.waiting import wait_until
 
 from ..cases import load
-from ..conftest import Kube
-from .operator_support import Operator, wait_for
+from .operator_support import Operator
 from .test_operator import deploy_v1, fast_canary, md, new_version
 
 pytestmark = pytest.mark.cluster
@@ -31,7 +32,7 @@ def test_a_missing_volume_claim_is_reported_with_the_schedulers_words(
         status = md(kube, namespace, "fraud-scorer").get("status", {})
         return status if 'persistentvolumeclaim "models" not found' in status.get("message", "") else None
 
-    status = wait_for(reported, timeout=90, what="the missing claim in status")
+    status = wait_until(reported, timeout=90, what="the missing claim in status")
     assert status["phase"] == "Pending"
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False" and ready["reason"] == "Unschedulable"
@@ -45,10 +46,10 @@ def test_a_failing_verdict_source_does_not_stop_an_on_call_abort(
     doc = fast_canary()
     deploy_v1(kube, namespace, doc)
     new_version(kube, namespace, doc, "v2")
-    wait_for(lambda: md(kube, namespace, "ranker")["status"].get("candidateRevision"), what="the rollout to start")
+    wait_until(lambda: md(kube, namespace, "ranker")["status"].get("candidateRevision"), what="the rollout to start")
     # A verdict source that raises on every pass (here: a verdict file without a verdict).
     (operator.verdicts / f"{namespace}_ranker.json").write_text('{"reason": "no verdict key"}')
-    body = wait_for(
+    body = wait_until(
         lambda: (
             (b := md(kube, namespace, "ranker"))["status"].get("lastAnalysis") is None
             and "analysis failed" in b["status"].get("message", "")
@@ -58,7 +59,7 @@ def test_a_failing_verdict_source_does_not_stop_an_on_call_abort(
     )
     assert body["status"]["phase"] == "Progressing"
     kube.run("annotate", "md/ranker", "-n", namespace, "cutover.dev/abort=abort-1")
-    body = wait_for(
+    body = wait_until(
         lambda: (b := md(kube, namespace, "ranker"))["status"]["phase"] == "RolledBack" and b, what="the abort"
     )
     assert body["status"]["handledRequests"][0]["id"] == "abort-1"

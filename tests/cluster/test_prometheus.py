@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..conftest import Kube
-from ..prometheus import Prometheus
+from tests.support.kubectl import Kube
+from tests.support.prometheus import Prometheus
 
 pytestmark = pytest.mark.cluster
 

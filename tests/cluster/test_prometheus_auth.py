@@ -21,10 +21,10 @@ from aiohttp import web
 from cutover.api.v1alpha1 import ModelDeployment
 from cutover.operator.kube import Kube as ApiClient
 from cutover.operator.verdicts import PrometheusVerdicts
+from tests.support.kubectl import Kube
+from tests.support.ports import free_port
 
 from ..cases import load
-from ..conftest import Kube
-from ..prometheus import free_port
 
 pytestmark = pytest.mark.cluster
 TOKEN = "s3cret-token"

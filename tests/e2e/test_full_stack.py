@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,11 +17,11 @@ from typing import Any
 import pytest
 
 from cutover.serving import sample_models
+from hack.devstack import Stack, Traffic
+from tests.support.kubectl import Kube
+from tests.support.waiting import wait_until
 
-from ..conftest import REPO, Kube
-
-sys.path.insert(0, str(REPO / "hack"))
-from devstack import Stack, Traffic
+from ..conftest import REPO
 
 pytestmark = pytest.mark.cluster
 GATEWAY_MADE = {401, 403, 404, 429, 502, 503, 504}
@@ -81,14 +80,20 @@ CANARY = {
 
 
 def until(stack: Stack, name: str, done: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
+    """Read the ModelDeployment every second until ``done`` holds; return it. The timeout's
+    message has its status."""
+
+    def reached() -> dict[str, Any] | None:
         md = stack.md(name)
-        if done(md):
-            return md
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}: {json.dumps(md.get('status'))}")
-        time.sleep(1)
+        return md if done(md) else None
+
+    found: dict[str, Any] = wait_until(reached, timeout, what, 1, detail=lambda: json.dumps(status(stack.md(name))))
+    return found
+
+
+def answered_by(traffic: Traffic, revision: str, last: int = 50) -> bool:
+    """Whether the last ``last`` answers the client got all came from ``revision``."""
+    return {r[1] for r in list(traffic.recent)[-last:]} == {revision}
 
 
 def condition(md: dict[str, Any], kind: str) -> str:
@@ -158,7 +163,7 @@ def test_canary_promotes_a_good_version_rolls_back_a_bad_one_and_honours_on_call
     subprocess.run(["kubectl", "cutover", "rollback", "canary", "-n", stack.namespace, "--to", v1], env=env, check=True)
     md = until(stack, "canary", lambda m: status(m).get("stableRevision") == v1, 120, "the on-call rollback")
     assert any(r["action"] == "rollbackTo" for r in status(md)["handledRequests"])
-    time.sleep(3)  # traffic on v1 again
+    wait_until(lambda: answered_by(traffic, v1), 30, "the gateway to send traffic to v1 again")
     assert {r[1] for r in list(traffic.recent)[-50:]} == {v1}
     nothing_lost(traffic)
 
@@ -173,7 +178,7 @@ def test_blue_green_switches_all_traffic_after_the_preview_passes(stack: Stack, 
     preview = [row for row in status(md)["traffic"] if row["revision"] == status(md)["candidateRevision"]]
     assert preview and preview[0]["weight"] == 0, "the preview must take no live traffic"
     v2 = status(until(stack, "bluegreen", promoted_over(v1), 300, "the switch"))["stableRevision"]
-    time.sleep(3)
+    wait_until(lambda: answered_by(traffic, v2), 30, "the gateway to send all traffic to v2")
     assert {r[1] for r in list(traffic.recent)[-50:]} == {v2}
     nothing_lost(traffic)
 

@@ -7,14 +7,14 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from cutover.serving.gateway.keys import secret_manifest
-from tests.prometheus import free_port
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 
 class Serving:
@@ -49,16 +49,22 @@ class Serving:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, *, ready: bool = True, timeout: float = 60) -> Serving:
-        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.log_path.open("ab"))
-        deadline = time.monotonic() + timeout
+        process = self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.log_path.open("ab"))
         path = "/v2/health/ready" if ready else "/v2/health/live"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"cutover serve exited with {self.process.returncode}:\n{self.log()}")
-            if self.get(path)[0] == 200:
-                return self
-            time.sleep(0.05)
-        raise AssertionError(f"cutover serve was not {'ready' if ready else 'live'} in {timeout}s:\n{self.log()}")
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"cutover serve exited with {process.returncode}:\n{self.log()}")
+            return self.get(path)[0] == 200
+
+        wait_until(
+            answers,
+            timeout,
+            f"cutover serve to be {'ready' if ready else 'live'}",
+            0.05,
+            detail=lambda: "\n" + self.log(),
+        )
+        return self
 
     def get(self, path: str) -> tuple[int, Any]:
         try:
@@ -72,13 +78,15 @@ class Serving:
 
     def load_error(self, timeout: float = 30) -> tuple[int, Any]:
         """The ready endpoint once it reports why the model failed to load (not just "loading")."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def reported() -> tuple[int, Any] | None:
             status, body = self.get("/v2/health/ready")
-            if "failed" in str(body):
-                return status, body
-            time.sleep(0.05)
-        raise AssertionError(f"no load error reported in {timeout}s:\n{self.log()}")
+            return (status, body) if "failed" in str(body) else None
+
+        found: tuple[int, Any] = wait_until(
+            reported, timeout, "a load error reported", 0.05, detail=lambda: "\n" + self.log()
+        )
+        return found
 
     def post(self, path: str, body: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if isinstance(body, dict) else body

@@ -17,7 +17,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from cutover.serving import sample_models
-from tests.cluster.operator_support import wait_for
+from tests.support.waiting import wait_until
 
 from .support import Serving
 
@@ -117,7 +117,7 @@ def test_triton_adapter_forwards_to_an_upstream_server(tmp_path: Path, onnx_good
             "/v2/models/classifier/infer", {**too_big, "inputs": [{**too_big["inputs"][0], "data": [0] * 4}]}
         )  # type: ignore[dict-item]
         assert status == 502 and "upstream" in error["error"]
-        wait_for(lambda: front.get("/v2/health/ready")[0] == 503, 10, "readiness to follow the upstream")
+        wait_until(lambda: front.get("/v2/health/ready")[0] == 503, 10, "readiness to follow the upstream")
     finally:
         front.stop()
         upstream.stop()
@@ -194,7 +194,7 @@ def test_llm_chat_is_forwarded_audited_and_redacted(
         assert answer["choices"][0]["message"]["content"] == ChatUpstream.reply
         assert ChatUpstream.seen[-1]["body"]["model"] == "tiny-llm"
         assert ChatUpstream.seen[-1]["authorization"] == "Bearer sk-upstream"
-        line = wait_for(lambda: audit.exists() and audit.read_text().strip(), 10, "the audit record")
+        line = wait_until(lambda: audit.exists() and audit.read_text().strip(), 10, "the audit record")
         record = json.loads(line.splitlines()[-1])
         assert "jane.doe@example.com" not in line and "[REDACTED:email]" in json.dumps(record["outputs"])
         status, error = serving.post("/v1/chat/completions", {**request, "max_tokens": -1})

@@ -20,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 
 from cutover.serving import sample_models
 from cutover.serving.protocol import HEADER_LENGTH, decode_response
-from tests.cluster.operator_support import wait_for
+from tests.support.waiting import wait_until
 
 from .support import Serving
 
@@ -222,7 +222,7 @@ def test_audit_log_has_one_line_per_prediction(server: Serving) -> None:
                 return dict(entry)
         return None
 
-    entry = wait_for(record, timeout=10, what="the audit record")
+    entry = wait_until(record, timeout=10, what="the audit record")
     assert entry["revision"] == "rev-1" and entry["model"] == "classifier"
     assert str(entry["input_digest"]).startswith("sha256:")
     assert entry["fallback"] is None and entry["latency_ms"] is not None
@@ -325,7 +325,7 @@ def test_sigterm_finishes_in_flight_requests(tmp_path: Path) -> None:
 
     thread = threading.Thread(target=load)
     thread.start()
-    wait_for(lambda: serving.metric("cutover_serving_in_flight") > 0, 10, "requests in flight", interval=0.01)
+    wait_until(lambda: serving.metric("cutover_serving_in_flight") > 0, 10, "requests in flight", interval=0.01)
     assert serving.stop() == 0
     thread.join(30)
     assert [status for status, _, _ in results] == [200] * len(bodies)

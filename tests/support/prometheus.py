@@ -1,12 +1,10 @@
-"""A real Prometheus server (Debian's package) for tests, on a loopback port."""
+"""A real Prometheus server (Debian's package) on a loopback port, for tests and the demo."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -15,16 +13,14 @@ from typing import Any
 
 import yaml
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from .ports import free_port
+from .waiting import wait_until
 
 
 class Prometheus:
-    """Starts, stops and queries one Prometheus process; its data survives a restart."""
+    """Starts, stops and queries one Prometheus process; its data survives a restart.
+
+    ``workdir`` holds ``prometheus.yml``, ``prometheus.log`` and the TSDB (``data``)."""
 
     def __init__(self, workdir: Path, scrape_configs: list[dict[str, Any]], scrape_interval: str = "1s") -> None:
         binary = shutil.which("prometheus")
@@ -39,7 +35,12 @@ class Prometheus:
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Prometheus:
+    def start(self, timeout: float = 30) -> Prometheus:
+        """Start it and wait until ``/-/ready`` answers 200.
+
+        Raises:
+            TimedOut: not ready within ``timeout`` seconds, or the process exited first.
+        """
         log = (self.workdir / "prometheus.log").open("a")
         self.process = subprocess.Popen(
             [
@@ -51,23 +52,28 @@ class Prometheus:
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.address}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.1)
-        raise RuntimeError(f"Prometheus did not become ready; see {self.workdir / 'prometheus.log'}")
+        wait_until(self._ready, timeout, f"Prometheus to be ready; see {self.workdir / 'prometheus.log'}", 0.1)
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"Prometheus exited with {self.process.returncode}; see {self.workdir}")
+        try:
+            with urllib.request.urlopen(f"{self.address}/-/ready", timeout=1) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
 
     def stop(self) -> None:
+        """SIGTERM, and wait up to 30 s for it to exit."""
         if self.process is not None:
             self.process.terminate()
             self.process.wait(timeout=30)
             self.process = None
 
     def query(self, promql: str) -> list[dict[str, Any]]:
+        """An instant query's ``data.result`` (one dict per series: ``metric``, ``value``)."""
         url = f"{self.address}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
         with urllib.request.urlopen(url, timeout=5) as response:
             body = json.load(response)
@@ -76,14 +82,16 @@ class Prometheus:
         return result
 
     def wait_for(self, promql: str, timeout: float = 30) -> list[dict[str, Any]]:
-        """Poll until the query returns a non-empty result."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Poll until the query returns a non-empty result, and return it.
+
+        Raises:
+            TimedOut: no result within ``timeout`` seconds.
+        """
+
+        def result() -> list[dict[str, Any]]:
             try:
-                result = self.query(promql)
+                return self.query(promql)
             except (urllib.error.URLError, OSError):
-                result = []
-            if result:
-                return result
-            time.sleep(0.2)
-        raise AssertionError(f"no result for {promql} after {timeout}s")
+                return []
+
+        return wait_until(result, timeout, f"a result for {promql}", 0.2)
