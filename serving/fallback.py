@@ -21,12 +21,13 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from cutover.api.contract import REVISION_HEADER
+
 from .breaker import CircuitBreaker
-from .protocol import HEADER_LENGTH, ProtocolError, assemble, decode_response, encode_tensors
+from .errors import UpstreamError
+from .protocol import HEADER_LENGTH, assemble, decode_response, encode_tensors
 
 log = logging.getLogger(__name__)
-REVISION_HEADER = "Cutover-Revision"
-"""Response header naming the revision that answered."""
 Answer = Callable[[Mapping[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 
 
@@ -142,7 +143,7 @@ def remote(session: aiohttp.ClientSession, url: str, model: str, timeout: float,
             if response.headers.get(REVISION_HEADER) == own_revision:
                 raise SameRevision(own_revision)
             if response.status != 200:
-                raise ProtocolError(f"{endpoint} answered {response.status}: {payload[:200]!r}", 502)
+                raise UpstreamError(f"{endpoint} answered {response.status}: {payload[:200]!r}")
             _, arrays = decode_response(payload, response.headers.get(HEADER_LENGTH))
         return arrays
 

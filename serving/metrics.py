@@ -27,7 +27,8 @@ API refuses any other).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -42,6 +43,9 @@ from cutover.api.contract import (
     SERVING_REQUESTS,
     Series,
 )
+
+if TYPE_CHECKING:
+    from .batching import BatchStats
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 OOD_BUCKETS = (0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 20, 50)
@@ -118,6 +122,19 @@ class ServingMetrics:
             counter = self._by_code[code] = self._requests.labels(*self._values, str(code))
         counter.inc()
         self.duration.observe(seconds)
+
+    def batch(self, stats: BatchStats) -> None:
+        """One model call of the batcher: its rows, and how long each request in it waited."""
+        self.batch_size.observe(stats.size)
+        for waited in stats.queue_seconds:
+            self.queue.observe(waited)
+
+    def prediction(self, rows: int, confidence: Iterable[float] | None) -> None:
+        """Rows the primary model answered, and each row's top-class probability when known."""
+        self.predictions.inc(rows)
+        if confidence is not None:
+            for value in confidence:
+                self.confidence.observe(value)
 
     def out_of_distribution(self, rows: int) -> None:
         """Count rows beyond the out-of-distribution threshold."""

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InferenceError, InvalidInput, ServingError
+
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 DATATYPES: dict[str, np.dtype[Any]] = {
@@ -45,13 +47,10 @@ _BY_NUMPY = {dtype.newbyteorder("="): name for name, dtype in DATATYPES.items() 
 _JSON_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}
 """Which kinds of JSON number each numpy kind accepts: no bools as numbers, no floats as ints."""
 
-
-class ProtocolError(Exception):
-    """A request the protocol cannot accept; ``status`` is the HTTP code it answers with."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+ProtocolError = ServingError
+"""The old name of :class:`~cutover.serving.errors.ServingError`, kept only until the gateway's
+shadow comparison (``serving/gateway/shadow.py``) imports the new one; decoding raises
+``InvalidInput`` (400), encoding an output numpy cannot name ``InferenceError`` (500)."""
 
 
 @dataclass(frozen=True)
@@ -87,27 +86,27 @@ def datatype_of(array: np.ndarray) -> str:
     try:
         return _BY_NUMPY[array.dtype.newbyteorder("=")]
     except KeyError:
-        raise ProtocolError(f"numpy type {array.dtype} has no protocol datatype", 500) from None
+        raise InferenceError(f"numpy type {array.dtype} has no protocol datatype") from None
 
 
 def _json_object(data: bytes) -> dict[str, Any]:
     try:
         value = json.loads(data)
     except UnicodeDecodeError:
-        raise ProtocolError("the request header is not UTF-8 JSON") from None
+        raise InvalidInput("the request header is not UTF-8 JSON") from None
     except ValueError as error:
-        raise ProtocolError(f"malformed JSON: {error}") from None
+        raise InvalidInput(f"malformed JSON: {error}") from None
     if not isinstance(value, dict):
-        raise ProtocolError("the request must be a JSON object")
+        raise InvalidInput("the request must be a JSON object")
     return value
 
 
 def _shape(tensor: Mapping[str, Any], where: str) -> tuple[int, ...]:
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise ProtocolError(f"{where}: shape must be a list of non-negative integers")
+        raise InvalidInput(f"{where}: shape must be a list of non-negative integers")
     if len(shape) > 16 or math.prod(shape) > 2**31:
-        raise ProtocolError(f"{where}: shape {shape} is too large")
+        raise InvalidInput(f"{where}: shape {shape} is too large")
     return tuple(shape)
 
 
@@ -115,7 +114,7 @@ def _dtype(tensor: Mapping[str, Any], where: str) -> tuple[str, np.dtype[Any]]:
     name = tensor.get("datatype")
     if name not in DATATYPES:
         known = ", ".join(DATATYPES)
-        raise ProtocolError(f"{where}: datatype {name!r} is not supported (one of {known})")
+        raise InvalidInput(f"{where}: datatype {name!r} is not supported (one of {known})")
     return name, DATATYPES[name]
 
 
@@ -126,26 +125,28 @@ def _split_bytes(buffer: bytes | memoryview, count: int, where: str) -> np.ndarr
     offset = 0
     for _ in range(count):
         if offset + 4 > len(view):
-            raise ProtocolError(f"{where}: BYTES data ends inside an element length")
+            raise InvalidInput(f"{where}: BYTES data ends inside an element length")
         (length,) = struct.unpack_from("<I", view, offset)
         offset += 4
         if offset + length > len(view):
-            raise ProtocolError(f"{where}: BYTES element of {length} bytes runs past the data")
+            raise InvalidInput(f"{where}: BYTES element of {length} bytes runs past the data")
         items.append(bytes(view[offset : offset + length]))
         offset += length
     if offset != len(view):
-        raise ProtocolError(f"{where}: {len(view) - offset} bytes left over after {count} BYTES elements")
+        raise InvalidInput(f"{where}: {len(view) - offset} bytes left over after {count} BYTES elements")
     array = np.empty(count, dtype=object)
     array[:] = items
     return array
 
 
-def _from_binary(buffer: bytes | memoryview, datatype: str, dtype: np.dtype[Any], shape: tuple[int, ...], where: str):
+def _from_binary(
+    buffer: bytes | memoryview, datatype: str, dtype: np.dtype[Any], shape: tuple[int, ...], where: str
+) -> np.ndarray:
     count = math.prod(shape)
     if datatype == "BYTES":
         return _split_bytes(buffer, count, where).reshape(shape)
     if len(buffer) != count * dtype.itemsize:
-        raise ProtocolError(
+        raise InvalidInput(
             f"{where}: shape {list(shape)} of {datatype} needs {count * dtype.itemsize} bytes, got {len(buffer)}"
         )
     return np.frombuffer(buffer, dtype=dtype).reshape(shape)
@@ -153,28 +154,29 @@ def _from_binary(buffer: bytes | memoryview, datatype: str, dtype: np.dtype[Any]
 
 def _from_json(data: Any, datatype: str, dtype: np.dtype[Any], shape: tuple[int, ...], where: str) -> np.ndarray:
     count = math.prod(shape)
+    array: np.ndarray | None
     if datatype == "BYTES":
         flat = _flatten(data, where)
         if not all(isinstance(v, str) for v in flat):
-            raise ProtocolError(f"{where}: BYTES data must be strings")
+            raise InvalidInput(f"{where}: BYTES data must be strings")
         array = np.empty(len(flat), dtype=object)
         array[:] = [v.encode() for v in flat]
     else:
         try:
             array = np.asarray(data)
         except ValueError:
-            raise ProtocolError(f"{where}: data is not a rectangular array") from None
+            raise InvalidInput(f"{where}: data is not a rectangular array") from None
         if array.size and array.dtype.kind not in _JSON_KINDS[dtype.kind]:
             array = _wide_integers(data, array, dtype, where) if dtype.kind in "iu" else None
             if array is None:
-                raise ProtocolError(f"{where}: data of kind {array_kind(data)} does not fit datatype {datatype}")
+                raise InvalidInput(f"{where}: data of kind {array_kind(data)} does not fit datatype {datatype}")
         if array.dtype.kind in "iu" and dtype.kind in "iu" and array.size:
             info = np.iinfo(dtype)
             if array.min() < info.min or array.max() > info.max:
-                raise ProtocolError(f"{where}: values out of the range of {datatype}")
+                raise InvalidInput(f"{where}: values out of the range of {datatype}")
         array = array.astype(dtype, copy=False)
     if array.size != count:
-        raise ProtocolError(f"{where}: shape {list(shape)} needs {count} values, got {array.size}")
+        raise InvalidInput(f"{where}: shape {list(shape)} needs {count} values, got {array.size}")
     return array.reshape(shape)
 
 
@@ -193,7 +195,7 @@ def _wide_integers(data: Any, array: np.ndarray, dtype: np.dtype[Any], where: st
         return None
     info = np.iinfo(dtype)
     if any(v < info.min or v > info.max for v in flat):
-        raise ProtocolError(f"{where}: values out of the range of {dtype.name.upper()}")
+        raise InvalidInput(f"{where}: values out of the range of {dtype.name.upper()}")
     return np.array(flat, dtype=dtype).reshape(array.shape)
 
 
@@ -206,7 +208,7 @@ def _flatten(data: Any, where: str) -> list[Any]:
         for item in stack[-1]:
             if isinstance(item, list):
                 if len(stack) > 16:
-                    raise ProtocolError(f"{where}: data is nested too deeply")
+                    raise InvalidInput(f"{where}: data is nested too deeply")
                 stack.append(iter(item))
                 break
             flat.append(item)
@@ -219,12 +221,12 @@ def _binary_size(parameters: Any, where: str) -> int | None:
     if parameters is None:
         return None
     if not isinstance(parameters, dict):
-        raise ProtocolError(f"{where}: parameters must be an object")
+        raise InvalidInput(f"{where}: parameters must be an object")
     size = parameters.get("binary_data_size")
     if size is None:
         return None
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ProtocolError(f"{where}: binary_data_size must be a non-negative integer")
+        raise InvalidInput(f"{where}: binary_data_size must be a non-negative integer")
     return size
 
 
@@ -236,45 +238,45 @@ def decode_request(body: bytes, header_length: str | None = None, raw_input: Raw
         try:
             split = int(header_length)
         except ValueError:
-            raise ProtocolError(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+            raise InvalidInput(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
         if not 0 <= split <= len(body):
-            raise ProtocolError(f"{HEADER_LENGTH} is {split} but the body has {len(body)} bytes")
+            raise InvalidInput(f"{HEADER_LENGTH} is {split} but the body has {len(body)} bytes")
     if split == 0:
         return _decode_raw(body, raw_input)
     header = _json_object(body[:split])
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise ProtocolError("the request needs a non-empty 'inputs' list")
+        raise InvalidInput("the request needs a non-empty 'inputs' list")
     binary = memoryview(body)[split:]
     offset = 0
     arrays: dict[str, np.ndarray] = {}
     for position, tensor in enumerate(inputs):
         if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
-            raise ProtocolError(f"inputs[{position}] must be an object with a name")
+            raise InvalidInput(f"inputs[{position}] must be an object with a name")
         name = tensor["name"]
         where = f"input {name!r}"
         if name in arrays:
-            raise ProtocolError(f"{where} is given twice")
+            raise InvalidInput(f"{where} is given twice")
         datatype, dtype = _dtype(tensor, where)
         shape = _shape(tensor, where)
         size = _binary_size(tensor.get("parameters"), where)
         if size is not None:
             if offset + size > len(binary):
-                raise ProtocolError(f"{where}: binary data is truncated ({len(binary) - offset} of {size} bytes)")
+                raise InvalidInput(f"{where}: binary data is truncated ({len(binary) - offset} of {size} bytes)")
             arrays[name] = _from_binary(binary[offset : offset + size], datatype, dtype, shape, where)
             offset += size
         elif "data" in tensor:
             arrays[name] = _from_json(tensor["data"], datatype, dtype, shape, where)
         else:
-            raise ProtocolError(f"{where} has neither data nor parameters.binary_data_size")
+            raise InvalidInput(f"{where} has neither data nor parameters.binary_data_size")
     if offset != len(binary):
-        raise ProtocolError(f"{len(binary) - offset} bytes follow the binary inputs")
+        raise InvalidInput(f"{len(binary) - offset} bytes follow the binary inputs")
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
-        raise ProtocolError("id must be a string")
+        raise InvalidInput("id must be a string")
     parameters = header.get("parameters") or {}
     if not isinstance(parameters, dict):
-        raise ProtocolError("parameters must be an object")
+        raise InvalidInput("parameters must be an object")
     binary_output = parameters.get("binary_data_output", False)
     return InferRequest(
         inputs=arrays,
@@ -289,14 +291,14 @@ def _requested_outputs(outputs: Any) -> list[RequestedOutput] | None:
     if outputs is None:
         return None
     if not isinstance(outputs, list):
-        raise ProtocolError("outputs must be a list")
+        raise InvalidInput("outputs must be a list")
     requested: list[RequestedOutput] = []
     for position, output in enumerate(outputs):
         if not isinstance(output, dict) or not isinstance(output.get("name"), str):
-            raise ProtocolError(f"outputs[{position}] must be an object with a name")
+            raise InvalidInput(f"outputs[{position}] must be an object with a name")
         parameters = output.get("parameters") or {}
         if not isinstance(parameters, dict):
-            raise ProtocolError(f"outputs[{position}].parameters must be an object")
+            raise InvalidInput(f"outputs[{position}].parameters must be an object")
         binary = parameters.get("binary_data")
         requested.append(RequestedOutput(output["name"], binary if isinstance(binary, bool) else None))
     return requested
@@ -305,19 +307,19 @@ def _requested_outputs(outputs: Any) -> list[RequestedOutput] | None:
 def _decode_raw(body: bytes, raw_input: RawInput | None) -> InferRequest:
     """The header-less form: the body is the one input of a batch-1 request; outputs in binary."""
     if raw_input is None:
-        raise ProtocolError(f"a raw binary request ({HEADER_LENGTH}: 0) needs a model with exactly one input")
+        raise InvalidInput(f"a raw binary request ({HEADER_LENGTH}: 0) needs a model with exactly one input")
     dtype = DATATYPES.get(raw_input.datatype)
     if dtype is None or raw_input.datatype == "BYTES":
-        raise ProtocolError(f"a raw binary request cannot carry {raw_input.datatype}")
+        raise InvalidInput(f"a raw binary request cannot carry {raw_input.datatype}")
     shape = [1 if i == 0 and d == -1 else d for i, d in enumerate(raw_input.shape)]
     known = math.prod(d for d in shape if d != -1) * dtype.itemsize
     unknown = shape.count(-1)
     if unknown > 1 or known == 0 or len(body) % known:
-        raise ProtocolError(f"{len(body)} raw bytes do not fit input {raw_input.name!r} of shape {shape}")
+        raise InvalidInput(f"{len(body)} raw bytes do not fit input {raw_input.name!r} of shape {shape}")
     if unknown:
         shape[shape.index(-1)] = len(body) // known
     elif len(body) != known:
-        raise ProtocolError(f"input {raw_input.name!r} of shape {shape} needs {known} bytes, got {len(body)}")
+        raise InvalidInput(f"input {raw_input.name!r} of shape {shape} needs {known} bytes, got {len(body)}")
     array = np.frombuffer(body, dtype=dtype).reshape(shape)
     return InferRequest(inputs={raw_input.name: array}, binary_output=True)
 
@@ -379,7 +381,7 @@ def select_outputs(
     binary: dict[str, bool] = {}
     for wanted in request.outputs:
         if wanted.name not in outputs:
-            raise ProtocolError(f"unknown output {wanted.name!r}; the model has {', '.join(outputs)}")
+            raise InvalidInput(f"unknown output {wanted.name!r}; the model has {', '.join(outputs)}")
         chosen[wanted.name] = outputs[wanted.name]
         binary[wanted.name] = request.binary_output if wanted.binary is None else wanted.binary
     return chosen, binary

@@ -1,5 +1,5 @@
 """Inputs checked against the declared schema before the model sees them: names, datatypes,
-shapes and value ranges. Every failure is a 400 that says which input and why."""
+shapes and value ranges. Every failure is an ``InvalidInput`` (400) that says which input and why."""
 
 from __future__ import annotations
 
@@ -8,17 +8,18 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .adapters.base import TensorInfo
-from .protocol import ProtocolError, datatype_of
+from .errors import InvalidInput
+from .protocol import datatype_of
 
 
 def validate(inputs: Mapping[str, np.ndarray], schema: Sequence[TensorInfo]) -> None:
     expected = {t.name: t for t in schema}
     unknown = [name for name in inputs if name not in expected]
     if unknown:
-        raise ProtocolError(f"unknown input {unknown[0]!r}; the model takes {', '.join(expected)}")
+        raise InvalidInput(f"unknown input {unknown[0]!r}; the model takes {', '.join(expected)}")
     missing = [name for name in expected if name not in inputs]
     if missing:
-        raise ProtocolError(f"missing input {missing[0]!r}; the model takes {', '.join(expected)}")
+        raise InvalidInput(f"missing input {missing[0]!r}; the model takes {', '.join(expected)}")
     for name, array in inputs.items():
         check(array, expected[name])
 
@@ -27,17 +28,17 @@ def check(array: np.ndarray, spec: TensorInfo) -> None:
     where = f"input {spec.name!r}"
     datatype = datatype_of(array)
     if datatype != spec.datatype:
-        raise ProtocolError(f"{where} is {datatype}; the model takes {spec.datatype}")
+        raise InvalidInput(f"{where} is {datatype}; the model takes {spec.datatype}")
     dims = zip(spec.shape, array.shape, strict=False)
     if len(array.shape) != len(spec.shape) or any(d not in (-1, got) for d, got in dims):
-        raise ProtocolError(f"{where} has shape {list(array.shape)}; the model takes {list(spec.shape)} (-1: any)")
+        raise InvalidInput(f"{where} has shape {list(array.shape)}; the model takes {list(spec.shape)} (-1: any)")
     if (spec.min is None and spec.max is None) or not array.size:
         return
     values = array.astype(np.float64, copy=False)
     if np.isnan(values).any():
-        raise ProtocolError(f"{where} contains NaN; the model takes values in [{spec.min}, {spec.max}]")
+        raise InvalidInput(f"{where} contains NaN; the model takes values in [{spec.min}, {spec.max}]")
     low, high = float(values.min()), float(values.max())
     if spec.min is not None and low < spec.min:
-        raise ProtocolError(f"{where} has {low:g}, below the declared minimum {spec.min:g}")
+        raise InvalidInput(f"{where} has {low:g}, below the declared minimum {spec.min:g}")
     if spec.max is not None and high > spec.max:
-        raise ProtocolError(f"{where} has {high:g}, above the declared maximum {spec.max:g}")
+        raise InvalidInput(f"{where} has {high:g}, above the declared maximum {spec.max:g}")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from .base import Adapter, LocalAdapter
 
 if TYPE_CHECKING:
-    from cutover.serving.server import ServeConfig
+    from cutover.serving.config import ServeConfig
 
 
 def local(format: str, path: Path, *, threads: int = 0, device: str = "auto") -> LocalAdapter:

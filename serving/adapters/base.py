@@ -2,7 +2,10 @@
 
 An adapter knows how to load one model and run it: locally (ONNX Runtime, PyTorch) or by
 calling a remote server (Triton, an OpenAI-compatible LLM). The server around it owns the
-protocol, validation, batching, fallbacks and metrics, so an adapter stays small.
+protocol, validation, batching, fallbacks and metrics, so an adapter stays small. An adapter
+reports failures with the named errors of ``serving/errors.py``: ``InvalidInput`` when the model
+or its upstream refuses the input, ``UpstreamError`` when an upstream fails; anything else it
+raises is a model failure (500).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..errors import NotSupported
+
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -30,14 +35,6 @@ class TensorInfo:
 
     def metadata(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
-
-
-class InvalidInput(Exception):
-    """The model refused the inputs as given (a 400, not a model failure)."""
-
-
-class NotSupported(Exception):
-    """The model cannot do what was asked (chat on a tensor model, tensors on a chat model)."""
 
 
 class Adapter(abc.ABC):

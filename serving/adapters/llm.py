@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from ..protocol import ProtocolError
-from .base import Adapter, InvalidInput, TensorInfo
+from ..errors import InvalidInput, UpstreamError
+from .base import Adapter, TensorInfo
 
 READY_CACHE_SECONDS = 5.0
 
@@ -41,22 +41,22 @@ class LLMAdapter(Adapter):
 
     async def load(self) -> None:
         if not await self.ready():
-            raise ProtocolError(f"the upstream {self.base} does not answer", 502)
+            raise UpstreamError(f"the upstream {self.base} does not answer")
 
     async def chat(self, request: Mapping[str, Any]) -> dict[str, Any]:
         forwarded = {**request, "model": self.model, "stream": False}
         try:
             response = await self._client.post(f"{self.base}/chat/completions", json=forwarded)
         except httpx.HTTPError as error:
-            raise ProtocolError(f"upstream {self.base} unreachable: {error}", 502) from None
+            raise UpstreamError(f"upstream {self.base} unreachable: {error}") from None
         if 400 <= response.status_code < 500:
             raise InvalidInput(f"upstream refused the request ({response.status_code}): {response.text[:500]}")
         if response.status_code != 200:
-            raise ProtocolError(f"upstream answered {response.status_code}: {response.text[:500]}", 502)
+            raise UpstreamError(f"upstream answered {response.status_code}: {response.text[:500]}")
         try:
             body: dict[str, Any] = response.json()
         except ValueError:
-            raise ProtocolError("upstream answered with malformed JSON", 502) from None
+            raise UpstreamError("upstream answered with malformed JSON") from None
         body["model"] = request.get("model") or body.get("model")
         return body
 

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import numpy as np
 
-from ..protocol import ProtocolError
-from .base import Adapter, InvalidInput, TensorInfo
+from ..errors import InvalidInput, UpstreamError
+from .base import Adapter, TensorInfo
 
 READY_CACHE_SECONDS = 1.0
 
@@ -55,9 +55,9 @@ class TritonAdapter(Adapter):
             status = str(error.status() or "")
             if status.startswith("4"):
                 raise InvalidInput(f"upstream Triton: {error.message()}") from None
-            raise ProtocolError(f"upstream Triton {self.address} failed: {error.message()}", 502) from None
+            raise UpstreamError(f"upstream Triton {self.address} failed: {error.message()}") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            raise ProtocolError(f"upstream Triton {self.address} unreachable: {error}", 502) from None
+            raise UpstreamError(f"upstream Triton {self.address} unreachable: {error}") from None
 
     async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         from tritonclient.http.aio import InferInput, InferRequestedOutput

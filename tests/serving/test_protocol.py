@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from cutover.serving.errors import InvalidInput as ProtocolError
 from cutover.serving.protocol import (
     DATATYPES,
     InferRequest,
-    ProtocolError,
     RawInput,
     RequestedOutput,
     assemble,

@@ -1,0 +1,52 @@
+"""What ``cutover serve`` takes: one model revision, how to load it, and how to serve it. The
+operator's builder writes it as command-line flags from the ModelDeployment
+(``operator/builders.py``); ``operator/cli.py`` parses them into a :class:`ServeConfig`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cutover.api.contract import SERVING_PORT
+from cutover.api.v1alpha1.modeldeployment import Batching, FallbackSpec, OutOfDistribution, TensorSpec
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``cutover serve`` takes; the operator's builder sets it from the ModelDeployment."""
+
+    name: str
+    version: str
+    format: str
+    revision: str = "local"
+    namespace: str = "default"
+    host: str = "0.0.0.0"
+    port: int = SERVING_PORT
+    model_uri: str | None = None
+    checksum: str | None = None
+    upstream: str | None = None
+    upstream_model: str | None = None
+    upstream_api_key: str | None = None
+    upstream_timeout: float = 30.0
+    inputs: Sequence[TensorSpec] = ()
+    outputs: Sequence[TensorSpec] = ()
+    batching: Batching | None = None
+    out_of_distribution: OutOfDistribution | None = None
+    fallback: FallbackSpec | None = None
+    previous_url: str | None = None
+    """The previous version's endpoint, the first link of the fallback chain."""
+    confidence_output: str | None = None
+    """The output whose top class is the prediction's confidence; default: the first output."""
+    audit_log: Path | None = None
+    max_in_flight: int = 1024
+    """Requests in progress beyond which new ones are shed with 503 (without batching)."""
+    max_request_bytes: int = 64 << 20
+    threads: int = 0
+    """Intra-op threads of the model runtime; 0 lets it choose."""
+    device: str = "auto"
+    cache_dir: Path = field(default_factory=lambda: Path("/tmp/cutover-models"))
+    shutdown_delay: float = 0.0
+    """Seconds between SIGTERM (readiness turns 503) and closing the listener, so endpoints update."""
+    shutdown_grace: float = 30.0
+    """Seconds in-flight requests get to finish after the listener closes."""

@@ -1,0 +1,79 @@
+"""Every way a serving request can fail, one named error each, carrying the HTTP status it answers
+with: the raise site says what went wrong, the error says how the client hears it.
+
+=================  ======  ===========================================================================
+error              status  when
+=================  ======  ===========================================================================
+InvalidInput       400     the request (body, tensors, chat messages) or the model refuses the input
+ModelNotFound      404     an unknown model name or version
+NotSupported       404     the model cannot do what was asked (chat completions on a tensor model)
+InferenceError     500     the model failed, or answered what the protocol cannot carry
+UpstreamError      502     an upstream (Triton, an LLM server, the previous version) failed
+ModelNotReady      503     the model is loading or failed to load (``Retry-After: 1``)
+Overloaded         503     too many requests in progress or queued (``Retry-After: 1``)
+=================  ======  ===========================================================================
+
+The body is always ``{"error": "<message>"}`` (``serving/http.py`` writes it). A 500 is kept for a
+model that fails, so the rollout's analysis sees a broken revision; input a client got wrong is
+always a 4xx. Names follow the Open Inference Protocol servers (KServe's and MLServer's
+``errors.py``) where they have one, HTTP's vocabulary otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ServingError(Exception):
+    """A request the serving runtime cannot answer. ``status`` is the HTTP status it answers with;
+    ``retry_after`` the seconds a client should wait before trying again, None when retrying the
+    same request cannot help."""
+
+    status: ClassVar[int] = 500
+    retry_after: ClassVar[int | None] = None
+
+
+class InvalidInput(ServingError):
+    """The request, or the model, refuses the input as given (malformed JSON or tensors, inputs
+    that do not match the schema, a chat request without messages). Never a model failure."""
+
+    status = 400
+
+
+class ModelNotFound(ServingError):
+    """No model of that name or version is served here."""
+
+    status = 404
+
+
+class NotSupported(ServingError):
+    """The model cannot do what was asked: chat completions on a model that takes tensors."""
+
+    status = 404
+
+
+class InferenceError(ServingError):
+    """The model failed on a request it accepted, or answered with a type the protocol cannot carry."""
+
+    status = 500
+
+
+class UpstreamError(ServingError):
+    """The server this model is forwarded to (Triton, an OpenAI-compatible LLM server, another
+    revision) failed or could not be reached."""
+
+    status = 502
+
+
+class ModelNotReady(ServingError):
+    """The model is still loading, or failed to load (the message says why)."""
+
+    status = 503
+    retry_after = 1
+
+
+class Overloaded(ServingError):
+    """Load shedding: more requests in progress or queued than the server takes."""
+
+    status = 503
+    retry_after = 1

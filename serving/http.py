@@ -1,0 +1,97 @@
+"""The aiohttp pieces every serving-side process needs, kept apart from what it serves: errors as
+JSON bodies, health answers, the metrics endpoint, and a listener that drains on the way out.
+``cutover serve`` uses them (``serving/server.py``); the gateway can share them.
+
+Errors. Every error a client sees is ``{"error": "<message>"}``: a ``ServingError`` with its own
+status (and ``Retry-After`` when it has one), an aiohttp HTTP error (404 unknown route, 405, 413
+over the size limit) with its reason, and anything else as a 500 that is logged.
+
+Draining. On SIGTERM the process turns its readiness to 503 while the listener stays open for a
+shutdown delay (endpoints take a moment to drop the pod), then :func:`listening` closes the
+listener and gives requests in flight ``shutdown_grace`` seconds to finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from .errors import ServingError
+
+log = logging.getLogger(__name__)
+
+Answered = Callable[[web.Request, web.StreamResponse, float], None]
+"""Called with every request, its response (errors included) and when it started
+(``time.perf_counter()``): to add headers to every answer, or to count it."""
+
+
+def json_errors(answered: Answered | None = None) -> Middleware:
+    """Middleware that turns every error into a ``{"error"}`` body, then calls ``answered`` with
+    the final response. Redirects and other HTTP exceptions below 400 pass through untouched."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        response: web.StreamResponse
+        try:
+            response = await handler(request)
+        except ServingError as error:
+            headers = None if error.retry_after is None else {"Retry-After": str(error.retry_after)}
+            response = web.json_response({"error": str(error)}, status=error.status, headers=headers)
+        except web.HTTPException as error:
+            if error.status < 400:
+                raise
+            response = web.json_response({"error": error.reason}, status=error.status)
+        except Exception as error:
+            log.exception("%s %s failed", request.method, request.path)
+            response = web.json_response({"error": f"internal error: {error}"}, status=500)
+        if answered is not None:
+            answered(request, response, started)
+        return response
+
+    return middleware
+
+
+async def live(request: web.Request) -> web.Response:
+    """``/v2/health/live``: the process answers."""
+    return web.json_response({"live": True})
+
+
+def readiness(reason: str | None, **fields: Any) -> web.Response:
+    """A readiness answer: 200 ``{**fields, "ready": true}``, or 503 ``{**fields, "ready": false,
+    "error": reason}`` when there is a reason not to be ready."""
+    if reason is not None:
+        return web.json_response({**fields, "ready": False, "error": reason}, status=503)
+    return web.json_response({**fields, "ready": True})
+
+
+def prometheus(registry: CollectorRegistry) -> Handler:
+    """A ``/metrics`` handler exposing ``registry`` in Prometheus' text format."""
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return metrics
+
+
+@asynccontextmanager
+async def listening(
+    app: web.Application, host: str, port: int, *, backlog: int, shutdown_grace: float
+) -> AsyncIterator[web.AppRunner]:
+    """Serve ``app`` on ``host:port`` (port 0 picks a free one, logged) until the block ends;
+    then close the listener and give requests in flight ``shutdown_grace`` seconds to finish."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_grace)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, backlog=backlog).start()
+        log.info("listening on http://%s:%d", host, runner.addresses[0][1])
+        yield runner
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,257 @@
+"""The request path of ``cutover serve``, free of HTTP: plain values in, plain values out, each
+failure a named error of ``serving/errors.py`` that knows its status. ``serving/server.py``
+only routes a request here and turns the answer into a response.
+
+An inference request (Open Inference Protocol v2)::
+
+    admit → read → decode → validate → input filters → out-of-distribution score → predict
+          → confidence → fallback → output filters → encode → audit
+
+A chat completion (an ``llm`` model)::
+
+    admit → read → check (serving/openai.py) → request filters → upstream → response filters → audit
+
+Admission sheds a request with ``Overloaded`` (503) when ``max_in_flight`` requests are in
+progress; while the process drains, requests are still served (endpoints take a moment to drop
+the pod, and the listener closes only after the shutdown delay).
+
+Filters are where the SafetyPolicy filters will slot in; none is built in yet. Each takes the
+plain value at its step and returns it, changed or not, or raises a ``ServingError`` to refuse
+the request: input filters see the validated inputs (the model, the out-of-distribution score
+and the fallback chain see what they return), output filters the final outputs after any
+fallback; chat filters see the checked request and the upstream's answer. The audit record's
+input digest is always over what the client sent.
+
+Metrics: rows answered by the primary model, their confidence, out-of-distribution scores and
+the fallback link that answered are counted here; request counts and durations by status code
+are counted where the status is known, in the HTTP layer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .audit import input_digest, summarize_outputs
+from .batching import QueueFull
+from .config import ServeConfig
+from .errors import InferenceError, InvalidInput, Overloaded, ServingError, UpstreamError
+from .fallback import top1_confidence
+from .loading import LoadedModel
+from .metrics import ServingMetrics
+from .openai import chat_request, reply_content
+from .protocol import decode_request, encode_response, tensor_bytes
+from .validation import validate
+
+log = logging.getLogger("cutover.serving")
+
+Tensors = dict[str, np.ndarray]
+TensorFilter = Callable[[Tensors], Awaitable[Tensors]]
+"""A filter of inference inputs or outputs: named arrays in, named arrays out."""
+ChatFilter = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+"""A filter of chat completion requests or responses (OpenAI-style JSON objects)."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The request and response filters the pipeline runs, in order; none by default."""
+
+    inputs: Sequence[TensorFilter] = ()
+    outputs: Sequence[TensorFilter] = ()
+    chat_requests: Sequence[ChatFilter] = ()
+    chat_responses: Sequence[ChatFilter] = ()
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An encoded inference response: the body, and the JSON header's length when a binary part
+    follows it (the value of ``Inference-Header-Content-Length``), else None (all JSON)."""
+
+    body: bytes
+    header_length: int | None
+
+
+class Admission:
+    """Load shedding by requests in progress. ``check()`` refuses a new request with
+    ``Overloaded`` (503) once ``limit`` are in progress; a request is in progress inside
+    ``with admission:``. ``in_flight`` is what the ``cutover_serving_in_flight`` gauge reads."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+
+    def check(self) -> None:
+        if self.in_flight >= self.limit:
+            raise Overloaded(f"overloaded: {self.in_flight} requests in progress")
+
+    def __enter__(self) -> None:
+        self.in_flight += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.in_flight -= 1
+
+
+class Pipeline:
+    """The request path of one loaded model revision (``config`` names it; ``metrics`` are its
+    series; ``admission`` is shared with the server, which reports requests in progress)."""
+
+    def __init__(
+        self,
+        config: ServeConfig,
+        model: LoadedModel,
+        metrics: ServingMetrics,
+        admission: Admission,
+        filters: Filters | None = None,
+    ) -> None:
+        self.config = config
+        self.model = model
+        self.metrics = metrics
+        self.admission = admission
+        self.filters = filters or Filters()
+        self._audited_drops = 0
+
+    async def infer(
+        self,
+        read_body: Callable[[], Awaitable[bytes]],
+        header_length: str | None = None,
+        request_id: str | None = None,
+    ) -> Encoded:
+        """Answer one inference request. ``read_body`` returns its body (called once admitted);
+        ``header_length`` is the ``Inference-Header-Content-Length`` sent with it, if any;
+        ``request_id`` the client's request id (``X-Request-Id``) for the audit record when the
+        body names none. Raises ``Overloaded`` (503), ``InvalidInput`` (400), ``InferenceError``
+        (500) when the model fails, ``UpstreamError`` (502) when its upstream does."""
+        model = self.model
+        self.admission.check()
+        with self.admission:
+            started = time.perf_counter()
+            request = decode_request(await read_body(), header_length, model.raw_input)
+            validate(request.inputs, model.inputs)
+            inputs = request.inputs
+            for input_filter in self.filters.inputs:
+                inputs = await input_filter(inputs)
+            ood_scores = self._score_ood(inputs)
+            outputs = await self._predict(inputs)
+            fallback = model.fallback
+            confidence = top1_confidence(outputs, fallback.confidence_output if fallback else None)
+            first = next(iter(outputs.values()), None)
+            self.metrics.prediction(first.shape[0] if first is not None and first.ndim else 1, confidence)
+            link = None
+            if fallback is not None and fallback.needed(confidence):
+                answer = await fallback.answer(inputs)
+                if answer is not None:
+                    outputs, link = answer.outputs, answer.link
+                    self.metrics.fallback(link, "low_confidence")
+            for output_filter in self.filters.outputs:
+                outputs = await output_filter(outputs)
+            body, length = encode_response(
+                self.config.name, self.config.version, request, outputs, {"fallback": link} if link else None
+            )
+            if model.audit is not None:
+                self._audit(
+                    request.id or request_id,
+                    started,
+                    input_digest=input_digest(tensor_bytes(a) for a in request.inputs.values()),
+                    outputs=summarize_outputs(outputs),
+                    confidence=None if confidence is None else [round(c, 6) for c in confidence[:32]],
+                    ood_score=None if ood_scores is None else [round(float(v), 4) for v in ood_scores[:32]],
+                    fallback=link,
+                )
+            return Encoded(body, length)
+
+    async def chat(self, read_json: Callable[[], Awaitable[Any]], request_id: str | None = None) -> dict[str, Any]:
+        """Answer one chat completion. ``read_json`` returns the parsed body (a ValueError from it
+        is malformed JSON); ``request_id`` the client's request id for the audit record. Raises
+        ``Overloaded`` (503), ``InvalidInput`` (400), ``ModelNotFound`` or ``NotSupported``
+        (404), ``UpstreamError`` (502)."""
+        self.admission.check()
+        started = time.perf_counter()
+        try:
+            body = await read_json()
+        except ValueError as error:
+            raise InvalidInput(f"malformed JSON: {error}") from None
+        request = chat_request(body, self.config.name)
+        with self.admission:
+            for request_filter in self.filters.chat_requests:
+                request = await request_filter(request)
+            try:
+                response = await self.model.adapter.chat(request)
+            except ServingError:
+                raise
+            except Exception as error:
+                log.warning("chat upstream failed: %s", error)
+                raise UpstreamError(f"upstream failed: {error}") from None
+            for response_filter in self.filters.chat_responses:
+                response = await response_filter(response)
+            self.metrics.predictions.inc()
+            if self.model.audit is not None:
+                self._audit(
+                    request_id or response.get("id"),
+                    started,
+                    input_digest=input_digest([str(request.get("messages")).encode()]),
+                    outputs={"content": reply_content(response)},
+                )
+            return response
+
+    async def _predict(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
+        """The primary model's outputs, through the batcher when batching is on."""
+        try:
+            if self.model.batcher is not None:
+                return await self.model.batcher.submit(inputs)
+            return await self.model.adapter.infer(inputs)
+        except QueueFull as error:
+            raise Overloaded(f"overloaded: {error}") from None
+        except ServingError:
+            raise
+        except Exception as error:
+            log.warning("model %s failed: %s", self.config.name, error)
+            raise InferenceError(f"model failed: {error}") from None
+
+    def _score_ood(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """Each row's Mahalanobis distance from the training data (None when the model has no
+        training statistics); rows beyond the threshold are counted."""
+        spec = self.config.out_of_distribution
+        if self.model.ood is None or spec is None:
+            return None
+        array = inputs[spec.input]
+        rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(1, -1)
+        scores = self.model.ood.score(rows.astype(np.float64, copy=False))
+        for score in scores:
+            self.metrics.ood_score.observe(float(score))
+        beyond = int((scores > spec.threshold).sum())
+        if beyond:
+            self.metrics.out_of_distribution(beyond)
+        return scores
+
+    def _audit(self, request_id: str | None, started: float, **fields: Any) -> None:
+        """One audit record: who answered, when and how fast, plus the request's own ``fields``
+        (input_digest, outputs, confidence, ood_score, fallback). Records the log dropped since
+        the last one are counted in ``cutover_serving_audit_dropped_total``."""
+        audit = self.model.audit
+        assert audit is not None
+        config = self.config
+        audit.record(
+            {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "request_id": request_id or uuid.uuid4().hex,
+                "namespace": config.namespace,
+                "model": config.name,
+                "version": config.version,
+                "revision": config.revision,
+                "confidence": None,
+                "ood_score": None,
+                "fallback": None,
+                **fields,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                "status": 200,
+            }
+        )
+        if audit.dropped > self._audited_drops:
+            self.metrics.audit_dropped.inc(audit.dropped - self._audited_drops)
+            self._audited_drops = audit.dropped
