@@ -9,6 +9,9 @@ is in ``Inference-Header-Content-Length``; each binary tensor carries
 ``parameters.binary_data_size``; a BYTES element is a 4-byte little-endian length and its bytes.
 A header length of 0 is the raw form: the whole body is the single input of a batch-1 request.
 Content-Type is never consulted (tritonclient does not set it).
+
+A body the codec cannot accept raises ``InvalidInput`` (400) saying which tensor and why; an
+array numpy holds but the protocol has no datatype for raises ``InferenceError`` (500).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InferenceError, InvalidInput, ServingError
+from .errors import InferenceError, InvalidInput
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -46,11 +49,6 @@ DATATYPES: dict[str, np.dtype[Any]] = {
 _BY_NUMPY = {dtype.newbyteorder("="): name for name, dtype in DATATYPES.items() if name != "BYTES"}
 _JSON_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}
 """Which kinds of JSON number each numpy kind accepts: no bools as numbers, no floats as ints."""
-
-ProtocolError = ServingError
-"""The old name of :class:`~cutover.serving.errors.ServingError`, kept only until the gateway's
-shadow comparison (``serving/gateway/shadow.py``) imports the new one; decoding raises
-``InvalidInput`` (400), encoding an output numpy cannot name ``InferenceError`` (500)."""
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..protocol import ProtocolError, decode_response
+from ..errors import ServingError
+from ..protocol import decode_response
 
 log = logging.getLogger("cutover.gateway")
 Agreement = Literal["top1", "numeric"]
@@ -100,13 +101,13 @@ def compare_inference(
     None when they cannot be compared (the live answer cannot be decoded or has no outputs)."""
     try:
         _, ours = decode_response(live, live_length)
-    except (ProtocolError, *_UNREADABLE):
+    except (ServingError, *_UNREADABLE):
         return None
     if not ours:
         return None
     try:
         _, theirs = decode_response(mirror, mirror_length)
-    except (ProtocolError, *_UNREADABLE):
+    except (ServingError, *_UNREADABLE):
         return Outcome(False)
     if ours.keys() != theirs.keys():
         return Outcome(False)
