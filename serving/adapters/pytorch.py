@@ -73,7 +73,8 @@ class PyTorchAdapter(LocalAdapter):
         else:
             if not self._declared_inputs or not self._declared_outputs:
                 raise ValueError("a TorchScript model keeps no tensor names or types: declare model.inputs and outputs")
-            self._module = torch.jit.load(str(self.path), map_location=self._device)
+            # torch.jit.load has no annotations in torch 2.x.
+            self._module = torch.jit.load(str(self.path), map_location=self._device)  # type: ignore[no-untyped-call]
             self._module.eval()
             self.inputs, self.outputs = self._declared_inputs, self._declared_outputs
 
