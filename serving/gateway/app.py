@@ -5,24 +5,25 @@ operator writes (``routing``), shed when ``max_in_flight`` requests are in progr
 mirrored revisions (``mirror``, compared by ``shadow``), sent with retries behind circuit breakers
 (``proxy``), and counted (``metrics``). This module turns HTTP into those calls and their
 answers back into HTTP; client input it cannot use is a 4xx with a JSON error body, here, before
-anything is routed.
+anything is routed. Errors as JSON bodies, the health and metrics endpoints are the serving
+runtime's (``cutover.serving.http``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cutover.api.contract import GATEWAY_PORT, REQUEST_ID_HEADER
 
+from ..errors import InvalidInput, ServingError
+from ..http import json_errors, live, prometheus, readiness
 from ..protocol import HEADER_LENGTH
 from .keys import DEFAULT_TIERS, ApiKey, Denied, KeyStore, Limiter, Tier, authorize, retry_after_header
 from .metrics import GatewayMetrics
@@ -31,7 +32,6 @@ from .proxy import Answer, Outgoing, Proxy, error_answer
 from .routing import Resolver, Route, RoutingTable, choose, for_version, mirrors_for
 from .upstream import Upstream
 
-log = logging.getLogger("cutover.gateway")
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept-Encoding", HEADER_LENGTH, REQUEST_ID_HEADER)
 """Content-Encoding is not among them: aiohttp decodes the body it names, and the decoded body is
 what goes on (with its own Content-Length)."""
@@ -60,25 +60,25 @@ class GatewayConfig:
     shutdown_grace: float = 30.0
 
 
-class BadRequest(Exception):
-    """Client input the gateway refuses before routing it; ``status`` is the 4xx to answer."""
+class UnsupportedEncoding(ServingError):
+    """The request body's Content-Encoding is one the gateway cannot decode."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+    status = 415
 
 
 async def request_body(request: web.Request) -> bytes:
-    """The request's body, decoded from its Content-Encoding. Raises ``BadRequest``: 415 for an
-    encoding the gateway cannot decode, 400 for a body that does not decode as it says."""
+    """The request's body, decoded from its Content-Encoding. Raises ``UnsupportedEncoding`` (415)
+    for an encoding the gateway cannot decode, ``InvalidInput`` (400) for a body that does not
+    decode as it says."""
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in DECODED_ENCODINGS:
-        raise BadRequest(415, f"Content-Encoding {encoding!r} is not supported; send gzip, deflate, br, zstd or none")
+        message = f"Content-Encoding {encoding!r} is not supported; send gzip, deflate, br, zstd or none"
+        raise UnsupportedEncoding(message)
     try:
         return await request.read()
     except RequestPayloadError as error:
         reason = " ".join(str(error).split())
-        raise BadRequest(400, f"the request body cannot be read: {reason}") from None
+        raise InvalidInput(f"the request body cannot be read: {reason}") from None
 
 
 def model_name(body: bytes) -> str | None:
@@ -174,10 +174,10 @@ class Gateway:
     # ---- HTTP ------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.max_request_bytes, middlewares=[self._errors])
-        app.router.add_get("/v2/health/live", self.live)
+        app = web.Application(client_max_size=self.config.max_request_bytes, middlewares=[json_errors()])
+        app.router.add_get("/v2/health/live", live)
         app.router.add_get("/v2/health/ready", self.ready)
-        app.router.add_get("/metrics", self.prometheus)
+        app.router.add_get("/metrics", prometheus(self.metrics.registry))
         app.router.add_get("/gateway/routes", self.table)
         for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
             app.router.add_get(prefix, self.model)
@@ -187,35 +187,13 @@ class Gateway:
         app.router.add_post("/v1/chat/completions", self.chat)
         return app
 
-    @web.middleware
-    async def _errors(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except web.HTTPException as error:
-            if error.status < 400:
-                raise
-            return web.json_response({"error": error.reason}, status=error.status)
-        except BadRequest as error:
-            return web.json_response({"error": str(error)}, status=error.status)
-        except Exception as error:
-            log.exception("%s %s failed", request.method, request.path)
-            return web.json_response({"error": f"internal error: {error}"}, status=500)
-
-    async def live(self, request: web.Request) -> web.Response:
-        return web.json_response({"live": True})
-
     async def ready(self, request: web.Request) -> web.Response:
+        """Ready once every watched list has arrived, until draining."""
         if self.draining or self.unlisted:
             names = {"md": "ModelDeployments", "keys": "API keys"}
             waiting = ", ".join(sorted(f"{names[kind]} in {ns or 'all namespaces'}" for kind, ns in self.unlisted))
-            reason = "shutting down" if self.draining else f"waiting for the first list of {waiting}"
-            return web.json_response({"ready": False, "error": reason}, status=503)
-        return web.json_response({"ready": True, "models": len(self.routes)})
-
-    async def prometheus(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+            return readiness("shutting down" if self.draining else f"waiting for the first list of {waiting}")
+        return readiness(None, models=len(self.routes))
 
     def _authorize(self, request: web.Request, route: Route | None, model: str | None) -> ApiKey | None:
         if not self.config.auth:

@@ -6,8 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from aiohttp import web
-
+from ..http import listening
 from ..kube import Credentials
 from ..lifecycle import until_signalled
 from .app import Gateway, GatewayConfig
@@ -19,20 +18,23 @@ log = logging.getLogger("cutover.gateway")
 async def run(
     config: GatewayConfig, *, namespaces: list[str], kubeconfig: str | None = None, backends: Path | None = None
 ) -> None:
+    """Serve until SIGTERM or SIGINT, then drain: unready at once, the listener open for
+    ``shutdown_delay`` seconds more, requests in progress given ``shutdown_grace`` to finish."""
     gateway = Gateway(config)
-    runner = web.AppRunner(gateway.app(), access_log=None, shutdown_timeout=config.shutdown_grace)
-    await runner.setup()
-    await web.TCPSite(runner, config.host, config.port, backlog=2048).start()
-    log.info("listening on http://%s:%d", config.host, runner.addresses[0][1])
-    tasks = [asyncio.create_task(watch(gateway, Credentials.load(kubeconfig), namespaces))]
-    if backends is not None:
-        tasks.append(asyncio.create_task(follow_backends(gateway, backends)))
-    await until_signalled()
-    log.info("draining: %d requests in progress", gateway.in_flight)
-    gateway.draining = True
-    await asyncio.sleep(config.shutdown_delay)
-    await runner.cleanup()
-    for task in tasks:
-        task.cancel()
-    await gateway.close()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        async with listening(
+            gateway.app(), config.host, config.port, backlog=2048, shutdown_grace=config.shutdown_grace
+        ):
+            tasks.append(asyncio.create_task(watch(gateway, Credentials.load(kubeconfig), namespaces)))
+            if backends is not None:
+                tasks.append(asyncio.create_task(follow_backends(gateway, backends)))
+            await until_signalled()
+            log.info("draining: %d requests in progress", gateway.in_flight)
+            gateway.draining = True
+            await asyncio.sleep(config.shutdown_delay)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await gateway.close()
     log.info("stopped")
