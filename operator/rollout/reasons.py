@@ -1,0 +1,63 @@
+"""Every reason the state machine gives, once: the reasons of the Events it posts and of the
+conditions it writes.
+
+Events, conditions and the operator's own metrics (``cutover_rollout_transitions`` counts
+events by reason) name them through these constants, so a misspelt reason fails at import
+instead of leaving a counter that never moves. Each is one CamelCase word, as Kubernetes
+writes reasons; they are an interface (alerts and dashboards select on them), so a value never
+changes once released.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# ----------------------------------------------------------------------------- events: a rollout's course
+
+DEPLOYED: Final = "Deployed"
+"""The first revision became stable (nothing to compare it with)."""
+ROLLOUT_STARTED: Final = "RolloutStarted"
+ROLLOUT_SUPERSEDED: Final = "RolloutSuperseded"
+"""The spec moved on (to a newer candidate, or back to stable) before the rollout finished."""
+STEP_COMPLETED: Final = "StepCompleted"
+SCALING_UP: Final = "ScalingUp"
+"""The candidate passed and is brought to full size before it takes all traffic."""
+PROMOTED: Final = "Promoted"
+AWAITING_PROMOTION: Final = "AwaitingPromotion"
+"""The spec makes the rollout wait for on-call (also the Progressing condition's reason then)."""
+PODS_NOT_READY: Final = "PodsNotReady"
+POST_PROMOTION_PASSED: Final = "PostPromotionPassed"
+
+# ----------------------------------------------------------------------------- events: rollbacks and holds
+
+ANALYSIS_FAILED: Final = "AnalysisFailed"
+ANALYSIS_TIMEOUT: Final = "AnalysisTimeout"
+ANALYSIS_UNAVAILABLE: Final = "AnalysisUnavailable"
+PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
+SHADOW_DISAGREEMENT: Final = "ShadowDisagreement"
+AB_TEST_ENDED: Final = "ABTestEnded"
+ABORTED: Final = "Aborted"
+ROLLED_BACK_BY_REQUEST: Final = "RolledBackByRequest"
+POST_PROMOTION_REGRESSION: Final = "PostPromotionRegression"
+
+
+def request_handled(action: str) -> str:
+    """The reason of the event that answers an on-call request: ``RequestRollbackTo`` for
+    ``rollbackTo``."""
+    return f"Request{action[0].upper()}{action[1:]}"
+
+
+# ----------------------------------------------------------------------------- condition reasons
+
+SERVING: Final = "Serving"
+NO_READY_PODS: Final = "NoReadyPods"
+PAUSED: Final = "Paused"
+ROLLOUT_IN_PROGRESS: Final = "RolloutInProgress"
+NO_ROLLOUT: Final = "NoRollout"
+ROLLED_BACK: Final = "RolledBack"
+NOT_ROLLED_BACK: Final = "NotRolledBack"
+METRICS_AVAILABLE: Final = "MetricsAvailable"
+METRICS_UNAVAILABLE: Final = "MetricsUnavailable"
+SUFFICIENT: Final = "Sufficient"
+SURGE_FREE: Final = "SurgeFree"
+INSUFFICIENT_GPU_CAPACITY: Final = "InsufficientGPUCapacity"

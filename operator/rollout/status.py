@@ -1,0 +1,227 @@
+"""The status a pass writes: phase, message and conditions, from the state the pass reached.
+
+Conditions are the contract (``kubectl wait --for=condition=Promoted``, Argo CD and Flux read
+them); phase and message are for people. Each condition keeps its lastTransitionTime while its
+status stays the same. Pod problems and waits for a person are told once, as an Event, when
+they first show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Final
+
+from cutover.api.v1alpha1 import Condition
+from cutover.api.v1alpha1.modeldeployment import Phase
+
+from . import reasons
+from .state import Pass, elapsed
+from .traffic import table
+from .types import BASELINE_SUFFIX, Plan, comparison
+from .workloads import candidate_wanted, workloads
+
+if TYPE_CHECKING:
+    from ..pods import PodProblem
+
+READY: Final = "Ready"
+PROGRESSING: Final = "Progressing"
+PROMOTED: Final = "Promoted"
+ROLLED_BACK: Final = "RolledBack"
+ANALYSIS_AVAILABLE: Final = "AnalysisAvailable"
+GPU_CAPACITY: Final = "GPUCapacity"
+"""Condition types, in the order they are written."""
+
+HANDLED_REQUESTS_KEPT = 20
+"""status.handledRequests keeps this many, newest first."""
+
+
+def condition(
+    type_: str, ok: bool | None, reason: str, message: str, old: list[Condition], now: datetime, generation: int | None
+) -> Condition:
+    """A condition of ``type_`` (status Unknown for None), keeping its lastTransitionTime from
+    ``old`` while its status stays the same."""
+    status = "Unknown" if ok is None else "True" if ok else "False"
+    previous = next((c for c in old if c.type == type_), None)
+    since = previous.last_transition_time if previous and previous.status == status else now
+    return Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+
+
+def finish(p: Pass, desired: str) -> Plan:
+    """The plan for the state the pass reached: workloads, traffic table and the status to write."""
+    md = p.md
+    found, swap = workloads(p)
+    if swap and p.state.candidate_revision is not None and not p.state.surge_free:
+        p.state = replace(p.state, surge_free=True)
+    traffic = table(p, found)
+    state = p.state
+    stable, candidate = state.stable_revision, state.candidate_revision
+    analysis = p.analysis
+    replicas = p.replicas
+    stable_ready = p.ready(stable) if stable else 0
+    candidate_weight = next((t.weight for t in traffic if t.revision == candidate), 0) if candidate else 0
+
+    # Pod problems of the revisions that are short of ready pods: what status reports.
+    asked = {w.revision: w.replicas for w in found}
+    shown = {r: pp for r, pp in p.inputs.pod_problems.items() if r in asked and p.ready(r) < asked[r]}
+    stable_problem = shown.get(stable or "")
+    old = p.stored.conditions
+    gen = md.metadata.generation
+    before = md.status
+    phase: Phase
+    human = p.strategy.awaiting_human(p, p.ready(candidate)) if candidate is not None else None
+    if candidate is not None:
+        phase = "Paused" if state.paused or human else "Progressing"
+        message = rollout_message(p, candidate_weight, human, shown)
+    elif state.phase == "RolledBack" and (state.rejected_revision is not None or desired != stable):
+        phase, message = "RolledBack", state.message
+    elif replicas == 0:
+        phase, message = "Healthy", f"revision {stable} scaled to 0 replicas"
+    elif stable_ready >= replicas:
+        phase, message = "Healthy", f"revision {stable} serving with {stable_ready}/{replicas} ready pods"
+    elif stable_ready > 0:
+        phase, message = "Degraded", f"revision {stable}: {stable_ready}/{replicas} pods ready"
+    else:
+        phase, message = "Pending", f"waiting for pods of revision {stable}"
+    if candidate is None and stable_ready == 0 and replicas > 0:
+        # Nothing serves, and nothing rolls out that could end it: bounded like every wait.
+        unready = next((c for c in old if c.type == READY and c.status == "False"), None)
+        waited = elapsed(unready.last_transition_time, p.now) if unready else 0.0
+        if waited > md.spec.progress_deadline_seconds:
+            lost = f"revision {stable} has had no ready pod for {waited:.0f}s"
+            message = f"{message}; {lost}" if phase == "RolledBack" else lost
+            phase = "Failed"
+            if before is None or before.phase != "Failed":
+                detail = f": {stable_problem.describe()}" if stable_problem else ""
+                p.event(reasons.PROGRESS_DEADLINE_EXCEEDED, lost + detail, warning=True)
+    if stable_problem is not None and candidate is None and phase != "RolledBack":
+        message += f": {stable_problem.describe()}"
+    # Each kind of problem is told once, as an Event, when it first shows in the status; its
+    # text carries counters (pods, restarts) that change without anything new to say.
+    known = " ".join([before.message, *(c.message for c in before.conditions)]) if before else ""
+    for revision, problem in shown.items():
+        if f" {problem.reason}" not in known:
+            p.event(reasons.PODS_NOT_READY, f"revision {revision}: {problem.describe()}", warning=True)
+    if phase == "Paused" and human and (before is None or before.phase != "Paused"):
+        p.event(reasons.AWAITING_PROMOTION, human)
+
+    def make(type_: str, ok: bool | None, reason: str, text: str) -> Condition:
+        return condition(type_, ok, reason, text, old, p.now, gen)
+
+    conditions = [
+        make(
+            READY,
+            stable_ready > 0,
+            reasons.SERVING if stable_ready else stable_problem.reason if stable_problem else reasons.NO_READY_PODS,
+            f"{stable_ready}/{replicas} pods of stable revision {stable} ready"
+            + (f"; {stable_problem.describe()}" if stable_problem else ""),
+        ),
+        make(
+            PROGRESSING,
+            candidate is not None and not state.paused and not human,
+            reasons.PAUSED
+            if state.paused
+            else reasons.AWAITING_PROMOTION
+            if human
+            else reasons.ROLLOUT_IN_PROGRESS
+            if candidate
+            else reasons.NO_ROLLOUT,
+            message if candidate else "no rollout in progress",
+        ),
+    ]
+    promoted = any(e.reason == reasons.PROMOTED for e in p.events)
+    prev_promoted = next((c for c in old if c.type == PROMOTED), None)
+    if promoted:
+        conditions.append(make(PROMOTED, True, reasons.PROMOTED, f"revision {stable} promoted"))
+    elif candidate is not None:
+        conditions.append(make(PROMOTED, False, reasons.ROLLOUT_IN_PROGRESS, f"rolling out {candidate}"))
+    elif prev_promoted is not None:
+        conditions.append(prev_promoted)
+    rolled_back = (state.phase == "RolledBack" or phase == "RolledBack") and candidate is None
+    conditions.append(
+        make(
+            ROLLED_BACK,
+            rolled_back,
+            reasons.ROLLED_BACK if rolled_back else reasons.NOT_ROLLED_BACK,
+            state.message if rolled_back else "",
+        )
+    )
+    if analysis is not None and candidate is not None:
+        limit = md.spec.analysis.consecutive_error_limit
+        available = not (analysis.verdict == "unavailable" and analysis.consecutive_errors >= max(1, limit))
+        conditions.append(
+            make(
+                ANALYSIS_AVAILABLE,
+                available,
+                reasons.METRICS_AVAILABLE if available else reasons.METRICS_UNAVAILABLE,
+                analysis.reason if not available else "metrics are being read",
+            )
+        )
+    elif (prev := next((c for c in old if c.type == ANALYSIS_AVAILABLE), None)) is not None:
+        conditions.append(prev)
+    capacity = p.inputs.capacity
+    if capacity is not None:
+        # Pods still to place: the candidate's, or the stable ones not ready yet.
+        needed = candidate_wanted(p) if candidate else max(0, replicas - stable_ready)
+        enough = capacity.free_pods >= needed
+        reason = reasons.SUFFICIENT if enough else (reasons.SURGE_FREE if swap else reasons.INSUFFICIENT_GPU_CAPACITY)
+        text = (
+            f"{capacity.free_pods} more pods of {capacity.per_pod}x {capacity.resource} fit; "
+            f"the rollout needs {needed}"
+            + ("; trading stable replicas for candidate ones" if swap and not enough else "")
+            + (f" ({capacity.detail})" if capacity.detail else "")
+        )
+        conditions.append(make(GPU_CAPACITY, enough, reason, text))
+        if not enough and md.spec.strategy.surge == "always" and candidate is not None:
+            phase, message = "Progressing", f"waiting for GPU capacity: {text}"
+
+    handled = [*reversed(p.answered), *p.stored.handled_requests][:HANDLED_REQUESTS_KEPT]
+    # The evidence of a verdict about the rollout this pass began with is kept, also when that
+    # verdict ended the rollout (rolled back, promoted); not when another rollout replaced it.
+    given = p.inputs.analysis
+    evidence = (
+        given.status
+        if given is not None
+        and given.judged == comparison(md.spec, md.status)
+        and candidate in (None, given.judged.candidate)
+        else None
+    )
+    final = replace(
+        state,
+        phase=phase,
+        message=message,
+        canary_weight=candidate_weight,
+        scale_down=tuple(s for s in state.scale_down if s.at > p.now),
+        last_analysis=evidence or state.last_analysis,
+    )
+    status = final.status(observed_generation=gen, conditions=conditions, traffic=traffic, handled_requests=handled)
+    return Plan(tuple(found), status, tuple(p.events), comparison(md.spec, status))
+
+
+def rollout_message(p: Pass, weight: int, human: str | None, problems: Mapping[str, PodProblem]) -> str:
+    """status.message during a rollout: where it stands, why it waits, what its pods lack."""
+    state = p.state
+    head = p.strategy.describe(p, weight)
+    analysis = p.analysis
+    if state.paused:
+        head += f" (paused: {state.pause_reason or 'on-call'})"
+    elif human:
+        head += f" ({human})"
+    elif analysis is not None:
+        head += f"; analysis: {analysis.verdict}" + (f" ({analysis.reason})" if analysis.reason else "")
+    for revision, role in (
+        (state.candidate_revision, "candidate"),
+        ((state.stable_revision or "") + BASELINE_SUFFIX, "baseline"),
+    ):
+        problem = problems.get(revision or "")
+        if problem is not None:
+            head += f"; {role} pods: {problem.describe()}"
+    return head
