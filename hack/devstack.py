@@ -32,25 +32,10 @@ from cutover.serving import sample_models
 from tests.support.kubectl import Kube
 from tests.support.ports import free_port
 from tests.support.prometheus import Prometheus
-from tests.support.waiting import wait_until
+from tests.support.waiting import answers, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-
-
-def answers(url: str, what: str, process: subprocess.Popen[bytes] | None = None) -> bool:
-    """Whether a GET of ``url`` answers 200 now (a condition for ``wait_until``).
-
-    Raises:
-        RuntimeError: ``process`` (the server behind ``url``, called ``what``) has exited.
-    """
-    if process is not None and process.poll() is not None:
-        raise RuntimeError(f"{what} exited with {process.returncode}")
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 class Stack:
@@ -128,7 +113,7 @@ class Stack:
         )  # fmt: skip
         gateway = self.processes["gateway"]
         wait_until(
-            lambda: answers(self.gateway_url + "/v2/health/ready", "the gateway", gateway), 60, "the gateway", 0.1
+            lambda: answers(self.gateway_url + "/v2/health/ready", gateway, "the gateway"), 60, "the gateway", 0.1
         )
         return self
 

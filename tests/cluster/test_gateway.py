@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cutover.api.contract import API_KEY_HEADER
+from cutover.api.contract import API_KEY_HEADER, REVISION_HEADER
 from cutover.serving import sample_models
 from cutover.serving.gateway.keys import secret_manifest
 from tests.serving.support import Serving
@@ -194,7 +194,7 @@ async def send(
             ):
                 return (
                     response.status,
-                    response.headers.get("Cutover-Revision", ""),
+                    response.headers.get(REVISION_HEADER, ""),
                     await response.read(),
                     dict(response.headers),
                 )
@@ -363,7 +363,7 @@ async def fetch(url: str, requests: list[tuple[str, str]], key: str = KEYS["pro"
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as session:
         for method, path in requests:
             async with session.request(method, url + path, data=x if method == "POST" else None) as response:
-                out.append((response.status, response.headers.get("Cutover-Revision", ""), await response.read(), {}))
+                out.append((response.status, response.headers.get(REVISION_HEADER, ""), await response.read(), {}))
     return out
 
 

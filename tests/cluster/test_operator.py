@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from cutover.api.contract import LABEL_MODEL
 from tests.support.kubectl import Kube
 from tests.support.waiting import wait_until
 
@@ -60,7 +61,7 @@ def healthy_pods(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
         timeout=90,
         what=f"{name} to be Healthy",
     )
-    pods: list[dict[str, Any]] = kube.json("get", "pods", "-n", namespace, "-l", f"cutover.dev/model={name}")["items"]
+    pods: list[dict[str, Any]] = kube.json("get", "pods", "-n", namespace, "-l", f"{LABEL_MODEL}={name}")["items"]
     return pods
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from .ports import free_port
-from .waiting import wait_until
+from .waiting import answers, wait_until
 
 
 class Prometheus:
@@ -52,18 +52,10 @@ class Prometheus:
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
-        wait_until(self._ready, timeout, f"Prometheus to be ready; see {self.workdir / 'prometheus.log'}", 0.1)
+        what = f"Prometheus (see {self.workdir / 'prometheus.log'})"
+        process = self.process
+        wait_until(lambda: answers(f"{self.address}/-/ready", process, what), timeout, f"{what} to be ready", 0.1)
         return self
-
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"Prometheus exited with {self.process.returncode}; see {self.workdir}")
-        try:
-            with urllib.request.urlopen(f"{self.address}/-/ready", timeout=1) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
 
     def stop(self) -> None:
         """SIGTERM, and wait up to 30 s for it to exit."""

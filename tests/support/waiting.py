@@ -8,7 +8,10 @@ belong here.
 
 from __future__ import annotations
 
+import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -49,3 +52,19 @@ def wait_until(
             message = f"timed out after {timeout:g} s waiting for {what}"
             raise TimedOut(f"{message}: {detail()}" if detail is not None else message)
         time.sleep(interval)
+
+
+def answers(url: str, process: subprocess.Popen[bytes] | None = None, what: str = "the server") -> bool:
+    """Whether a GET of ``url`` answers 200 now: the condition to wait for a server to be ready.
+
+    Raises:
+        AssertionError: ``process`` (the server behind ``url``, called ``what``) has exited, so
+            waiting on would be in vain.
+    """
+    if process is not None and process.poll() is not None:
+        raise AssertionError(f"{what} exited with {process.returncode}")
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
