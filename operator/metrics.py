@@ -9,7 +9,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from cutover.api.v1alpha1 import ModelDeployment
 from cutover.api.v1alpha1.modeldeployment import Phase
 
-from .rollout import AnalysisInput, Plan
+from .rollout import AnalysisInput, Plan, reasons
 
 RECONCILES = Counter("cutover_operator_reconciles", "Reconcile passes", ["kind"])
 RECONCILE_ERRORS = Counter("cutover_operator_reconcile_errors", "Reconcile passes that failed", ["kind"])
@@ -24,17 +24,20 @@ WEIGHT = Gauge("cutover_rollout_candidate_weight", "Percent of live traffic on t
 DECISIONS = Counter("cutover_rollout_decisions", "Analysis verdicts acted on", ["verdict"])
 TRANSITIONS = Counter("cutover_rollout_transitions", "Promotions, rollbacks and other transitions", ["reason"])
 PHASES = get_args(Phase)
-_COUNTED = {
-    "Promoted",
-    "AnalysisFailed",
-    "ProgressDeadlineExceeded",
-    "Aborted",
-    "RolledBackByRequest",
-    "AnalysisTimeout",
-    "ShadowDisagreement",
-    "ABTestEnded",
-    "RolloutStarted",
-}
+_COUNTED = frozenset(
+    {
+        reasons.ROLLOUT_STARTED,
+        reasons.PROMOTED,
+        reasons.ANALYSIS_FAILED,
+        reasons.ANALYSIS_TIMEOUT,
+        reasons.PROGRESS_DEADLINE_EXCEEDED,
+        reasons.SHADOW_DISAGREEMENT,
+        reasons.AB_TEST_ENDED,
+        reasons.ABORTED,
+        reasons.ROLLED_BACK_BY_REQUEST,
+    }
+)
+"""Event reasons counted as transitions: rollouts started, promotions, rollbacks of a candidate."""
 
 
 def observe(md: ModelDeployment, plan: Plan, analysis: AnalysisInput | None, seconds: float) -> None:

@@ -61,7 +61,7 @@ from cutover.api.contract import (
     Series,
 )
 from cutover.api.v1alpha1 import seconds
-from cutover.api.v1alpha1.modeldeployment import AnalysisSpec, AnalysisStatus, MetricEvidence, MetricSpec
+from cutover.api.v1alpha1.modeldeployment import AnalysisSpec, AnalysisStatus, MetricEvidence, MetricSpec, Verdict
 
 from .cusum import BinomialCusum
 from .histograms import exceedances
@@ -73,7 +73,6 @@ from .judges import (
     Histogram,
     JudgeSettings,
     LatencyJudge,
-    Verdict,
     decide,
 )
 from .provider import Labels, MetricProvider, MetricsUnavailable, render

@@ -27,12 +27,12 @@ from typing import Literal, Protocol
 import numpy as np
 
 from cutover.api.contract import interval_text
+from cutover.api.v1alpha1.modeldeployment import Verdict
 
 from .counts import Direction, Dispersion, RateRatioTest
 from .histograms import BucketShiftTest, QuantileBand, QuantileBounds, bucket_counts, exceedances
 
 Decision = Literal["pass", "fail", "continue", "inconclusive"]
-Verdict = Literal["promote", "continue", "rollback", "inconclusive", "unavailable"]
 PSI_PRACTICAL = 0.1
 """A bucket-distribution shift must also reach this PSI to fail: "moderate" by convention."""
 
