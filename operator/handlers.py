@@ -15,10 +15,10 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from pydantic import ValidationError
@@ -37,17 +37,23 @@ REAPPLY_SECONDS = 300.0
 COALESCE_SECONDS = 0.2
 
 
+ObjectKey = tuple[str, str]
+"""A ModelDeployment's (namespace, name)."""
+
+
 @dataclass
 class Context:
-    """Shared clients and per-object wake-ups, created at startup and kept in kopf's memo."""
+    """Shared clients and what this process keeps per object, created at startup and kept in
+    kopf's memo. Everything kept per object is dropped by :meth:`forget` when its loop ends."""
 
     kube: Kube
     verdicts: VerdictSource
-    pokes: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
-    applied: dict[tuple[str, str, str], tuple[str, float]] = field(default_factory=dict)
-    written: dict[tuple[str, str], tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    pokes: dict[ObjectKey, asyncio.Event] = field(default_factory=dict)
+    """Per object: the event that wakes its loop."""
+    written: dict[ObjectKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     """Per object: the resourceVersion we last computed from, and what our status write returned."""
-    """What this process last applied, by (kind, namespace, name): digest and when."""
+    applied: dict[ObjectKey, dict[tuple[str, str], tuple[str, float]]] = field(default_factory=dict)
+    """Per object: what this process last applied of its children, by (kind, name): digest and when."""
     gateway_api: bool = False
     clock: Callable[[], float] = time.time
 
@@ -55,6 +61,17 @@ class Context:
         event = self.pokes.get((namespace, name))
         if event is not None:
             event.set()
+
+    def forget(self, key: ObjectKey, uid: str, wake: asyncio.Event) -> None:
+        """Drop everything kept about one object whose loop ended (the object is gone, or the
+        operator stops), the verdict source's runs included. What is kept by name is left alone
+        when its wake-up event is no longer ``wake``: the object was created again under the
+        same name and the new loop owns it."""
+        self.verdicts.drop(uid)
+        if self.pokes.get(key) is wake:
+            del self.pokes[key]
+            self.written.pop(key, None)
+            self.applied.pop(key, None)
 
 
 def annotation_writer(body: dict[str, Any], key: str) -> str:
@@ -113,7 +130,7 @@ async def _invalid(ctx: Context, body: dict[str, Any], error: ValidationError, l
         "observedGeneration": body["metadata"].get("generation"),
     }
     await ctx.kube.replace_status(body, status)
-    kopf.warn(body, reason="InvalidSpec", message=message)
+    kopf.warn(cast(kopf.Body, body), reason="InvalidSpec", message=message)
     logger.warning("invalid spec: %s", message)
 
 
@@ -170,7 +187,8 @@ async def reconcile_once(ctx: Context, body: kopf.Body, children: list[Child], l
         key = (md.metadata.namespace or "", md.metadata.name or "")
         ctx.written[key] = (obj["metadata"]["resourceVersion"], written)
     for event in plan.events:
-        (kopf.info if event.type == "Normal" else kopf.warn)(obj, reason=event.reason, message=event.message)
+        post = kopf.info if event.type == "Normal" else kopf.warn
+        post(cast(kopf.Body, obj), reason=event.reason, message=event.message)
     metrics.observe(md, plan, analysis, time.monotonic() - started)
     return ROLLING_INTERVAL if plan.status.candidate_revision or plan.status.phase != "Healthy" else RESTING_INTERVAL
 
@@ -232,26 +250,26 @@ async def _apply(ctx: Context, md: ModelDeployment, plan: Plan, children: list[C
     children someone edited or deleted by hand."""
     kube = ctx.kube
     namespace = md.metadata.namespace
+    applied = ctx.applied.setdefault((namespace or "", md.metadata.name or ""), {})
     now = time.monotonic()
     for child in builders.children(md, plan.workloads, list(plan.status.traffic)):
         if child["kind"] == "HTTPRoute" and not ctx.gateway_api:
             continue
-        key = (child["kind"], namespace or "", child["metadata"]["name"])
+        key = (child["kind"], child["metadata"]["name"])
         digest = hashlib.sha256(json.dumps(child, sort_keys=True).encode()).hexdigest()
-        last = ctx.applied.get(key)
+        last = applied.get(key)
         if last is not None and last[0] == digest and now - last[1] < REAPPLY_SECONDS:
             continue
         await kube.apply(child)
-        ctx.applied[key] = (digest, now)
+        applied[key] = (digest, now)
     wanted = {w.revision for w in plan.workloads}
-    for child in children:
-        if child.revision in wanted or child.owner != md.metadata.uid:
+    for old in children:
+        if old.revision in wanted or old.owner != md.metadata.uid:
             continue
-        name = child.name
         # The Deployment goes last: while it exists, the next pass still sees the revision.
         for api_version, kind in (("v1", "Service"), ("policy/v1", "PodDisruptionBudget"), ("apps/v1", "Deployment")):
-            await kube.delete(api_version, kind, namespace, name)
-            ctx.applied.pop((kind, namespace or "", name), None)
+            await kube.delete(api_version, kind, namespace, old.name)
+            applied.pop((kind, old.name), None)
 
 
 # ----------------------------------------------------------------------------- registration
@@ -269,12 +287,12 @@ def register(registry: kopf.OperatorRegistry) -> None:
         labels={builders.LABEL_MODEL: kopf.PRESENT},
     )
     async def deployments_by_model(
-        namespace: str,
+        namespace: str | None,
         name: str,
-        labels: dict[str, str],
-        spec: dict[str, Any],
-        status: dict[str, Any],
-        meta: dict[str, Any],
+        labels: Mapping[str, str],
+        spec: kopf.Spec,
+        status: kopf.Status,
+        meta: kopf.Meta,
         **_: Any,
     ) -> dict[tuple[str, str], Child]:
         owner = next(
@@ -287,7 +305,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
             owner,
             int(spec.get("replicas") or 0),
         )
-        return {(namespace, labels[builders.LABEL_MODEL]): child}
+        return {(namespace or "", labels[builders.LABEL_MODEL]): child}
 
     @lifecycle.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
     async def modeldeployment_loop(
@@ -326,16 +344,13 @@ def register(registry: kopf.OperatorRegistry) -> None:
                     # several status updates) arrive, then handle them in one pass.
                     await asyncio.sleep(COALESCE_SECONDS)
         finally:
-            # A ModelDeployment deleted and created again under the same name has a new loop by
-            # now: leave its wake-up event alone.
-            if ctx.pokes.get((namespace, name)) is wake:
-                ctx.pokes.pop((namespace, name), None)
-                ctx.written.pop((namespace, name), None)
+            # A loop ends only when its object is gone or the operator stops.
+            ctx.forget((namespace, name), str(body.get("metadata", {}).get("uid", "")), wake)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    async def modeldeployment_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-        memo.ctx.poke(namespace, name)
+    async def modeldeployment_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+        memo.ctx.poke(namespace or "", name)
 
     @kopf.on.event("apps", "v1", "deployments", registry=registry, labels={builders.LABEL_MODEL: kopf.PRESENT})
-    async def child_changed(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
-        memo.ctx.poke(namespace, labels[builders.LABEL_MODEL])
+    async def child_changed(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:
+        memo.ctx.poke(namespace or "", labels[builders.LABEL_MODEL])

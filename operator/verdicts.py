@@ -39,6 +39,10 @@ class VerdictSource(Protocol):
         revision is being watched)."""
         ...
 
+    def drop(self, uid: str) -> None:
+        """Forget everything kept about the object with this uid: it is gone."""
+        ...
+
 
 @dataclass
 class _Run:
@@ -99,6 +103,12 @@ class PrometheusVerdicts:
         if not token:
             raise CredentialsUnavailable(f"{where} key {ref.key!r} is empty")
         return {"Authorization": f"Bearer {token}"}
+
+    def drop(self, uid: str) -> None:
+        """Forget the object's rollout, its last ended rollout and its watch (it is gone)."""
+        self.runs.pop(uid, None)
+        self.finished.pop(uid, None)
+        self.watches.pop(uid, None)
 
     def forget(self, uid: str, md: ModelDeployment | None = None) -> None:
         """Drop the object's rollout; keep its evidence when the revision it promoted is watched."""
@@ -236,6 +246,9 @@ class FileVerdicts:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+
+    def drop(self, uid: str) -> None:
+        """Nothing to forget: every answer is read from its file."""
 
     def _read(self, md: ModelDeployment) -> tuple[str, dict[str, Any]] | None:
         """The file's name and contents for ``md``, or None when it is missing or not JSON."""
