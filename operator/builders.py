@@ -10,20 +10,20 @@ import copy
 import json
 from typing import Any
 
-from cutover.api.v1alpha1 import API_VERSION, GROUP
+from cutover.api.contract import LABEL_APP_NAME, LABEL_MANAGED_BY, MANAGER, SERVING_APP_NAME, SERVING_PORT
+
+# The child labels, re-exported for the callers that read them off a built child.
+from cutover.api.contract import LABEL_MODEL as LABEL_MODEL
+from cutover.api.contract import LABEL_REVISION as LABEL_REVISION
+from cutover.api.contract import LABEL_ROLE as LABEL_ROLE
+from cutover.api.v1alpha1 import API_VERSION
 from cutover.api.v1alpha1.base import as_stored
 from cutover.api.v1alpha1.modeldeployment import ModelDeployment, TrafficEntry
 
 from . import gpu
 from .rollout import Workload
 
-LABEL_MODEL = f"{GROUP}/model"
-"""Label on every child: the ModelDeployment's name."""
-LABEL_REVISION = f"{GROUP}/revision"
-"""Label on every child and pod: the revision (with -baseline for fresh baseline pods)."""
-LABEL_ROLE = f"{GROUP}/role"
-"""Label on Deployments and Services (not pods, so a role change never restarts them)."""
-PORT = 8080
+PORT = SERVING_PORT
 GPU_TAINT_KEY = "nvidia.com/gpu"
 MODEL_DIR = "/models"
 SHUTDOWN_DELAY_SECONDS = 5
@@ -105,7 +105,7 @@ def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
     pod_labels = {
         LABEL_MODEL: md.metadata.name or "",
         LABEL_REVISION: workload.revision,
-        "app.kubernetes.io/name": "cutover-serving",
+        LABEL_APP_NAME: SERVING_APP_NAME,
         "app.kubernetes.io/instance": md.metadata.name or "",
     }
     model_path, volumes, mounts, init = _storage(model)
@@ -231,7 +231,7 @@ def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
         pod_spec["tolerations"] = tolerations
     if affinity:
         pod_spec["affinity"] = affinity
-    labels = {**pod_labels, LABEL_ROLE: workload.role, "app.kubernetes.io/managed-by": "cutover"}
+    labels = {**pod_labels, LABEL_ROLE: workload.role, LABEL_MANAGED_BY: MANAGER}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -261,7 +261,7 @@ def service(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
         LABEL_MODEL: md.metadata.name or "",
         LABEL_REVISION: workload.revision,
         LABEL_ROLE: workload.role,
-        "app.kubernetes.io/managed-by": "cutover",
+        LABEL_MANAGED_BY: MANAGER,
     }
     return {
         "apiVersion": "v1",
@@ -280,7 +280,7 @@ def stable_service_name(md: ModelDeployment) -> str:
 
 def stable_service(md: ModelDeployment, stable_revision: str) -> dict[str, Any]:
     """The stable revision under a fixed name: the first link of every revision's fallback chain."""
-    labels = {LABEL_MODEL: md.metadata.name or "", LABEL_ROLE: "stable", "app.kubernetes.io/managed-by": "cutover"}
+    labels = {LABEL_MODEL: md.metadata.name or "", LABEL_ROLE: "stable", LABEL_MANAGED_BY: MANAGER}
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -297,7 +297,7 @@ def shared_service(md: ModelDeployment, traffic: list[TrafficEntry]) -> dict[str
     every pod of the model, so the replica ratio is the traffic split (the state machine keeps
     no other pods then); blue/green's selects the one revision the traffic table sends all live
     traffic to, so neither the preview nor the old stable's kept pods take any."""
-    labels = {LABEL_MODEL: md.metadata.name or "", "app.kubernetes.io/managed-by": "cutover"}
+    labels = {LABEL_MODEL: md.metadata.name or "", LABEL_MANAGED_BY: MANAGER}
     selector = {LABEL_MODEL: md.metadata.name}
     live = max(traffic, key=lambda row: (row.weight, row.role == "stable"), default=None)
     if md.spec.strategy.type != "canary" and live is not None:
@@ -371,7 +371,7 @@ def http_route(md: ModelDeployment, traffic: list[TrafficEntry]) -> dict[str, An
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
         "metadata": _metadata(
-            md, md.metadata.name or "", {LABEL_MODEL: md.metadata.name or "", "app.kubernetes.io/managed-by": "cutover"}
+            md, md.metadata.name or "", {LABEL_MODEL: md.metadata.name or "", LABEL_MANAGED_BY: MANAGER}
         ),
         "spec": spec,
     }

@@ -9,6 +9,8 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from cutover.api.contract import GATEWAY_PORT, SERVING_PORT
+
 
 def _crds(args: argparse.Namespace) -> int:
     from cutover.api import crd
@@ -129,7 +131,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     batching.add_argument("--max-queue-size", type=int, default=256, help="queued requests before 503 (default 256)")
     server = serve.add_argument_group("server")
     server.add_argument("--host", default="0.0.0.0")
-    server.add_argument("--port", type=int, default=8080, help="0 picks a free port (logged)")
+    server.add_argument("--port", type=int, default=SERVING_PORT, help="0 picks a free port (logged)")
     server.add_argument("--max-in-flight", type=int, default=1024, help="requests in progress before 503")
     server.add_argument("--max-request-bytes", type=int, default=64 << 20, help="larger bodies get 413")
     server.add_argument("--threads", type=int, default=0, help="model runtime intra-op threads (0: its default)")
@@ -189,7 +191,7 @@ def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     gateway.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)")
     gateway.add_argument("--kubeconfig", help="default: in-cluster, then $KUBECONFIG, then ~/.kube/config")
     gateway.add_argument("--host", default="0.0.0.0")
-    gateway.add_argument("--port", type=int, default=8080)
+    gateway.add_argument("--port", type=int, default=GATEWAY_PORT)
     gateway.add_argument("--tiers", type=Path, help="YAML overriding tier limits: {pro: {rate: 100, burst: 200}}")
     gateway.add_argument("--retries", type=int, default=1, help="extra attempts where safe (default 1)")
     gateway.add_argument("--backend-timeout", type=float, default=30.0, help="seconds per attempt")

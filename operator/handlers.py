@@ -23,6 +23,7 @@ from typing import Any, cast
 import kopf
 from pydantic import ValidationError
 
+from cutover.api.contract import LABEL_MODEL, LABEL_REVISION
 from cutover.api.v1alpha1 import GROUP, REQUEST_ANNOTATIONS, VERSION, ModelDeployment
 
 from . import builders, gpu, lifecycle, metrics, pods
@@ -102,8 +103,8 @@ def _pod_of(pod: dict[str, Any], md: ModelDeployment, revision: str | None) -> b
     return (
         revision is not None
         and meta.get("namespace") == md.metadata.namespace
-        and labels.get(builders.LABEL_MODEL) == md.metadata.name
-        and labels.get(builders.LABEL_REVISION) == revision
+        and labels.get(LABEL_MODEL) == md.metadata.name
+        and labels.get(LABEL_REVISION) == revision
     )
 
 
@@ -222,9 +223,7 @@ async def _pod_problems(kube: Kube, md: ModelDeployment, logger: logging.Logger)
     """Why the pods of a revision that is short of ready pods are not ready (best effort: a
     failed list only leaves the status less precise)."""
     try:
-        items = await kube.list(
-            "v1", "Pod", md.metadata.namespace, label_selector=f"{builders.LABEL_MODEL}={md.metadata.name}"
-        )
+        items = await kube.list("v1", "Pod", md.metadata.namespace, label_selector=f"{LABEL_MODEL}={md.metadata.name}")
     except ApiError as err:
         logger.warning("could not list pods: %s", err)
         return {}
@@ -284,7 +283,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         "deployments",
         id="deployments_by_model",
         registry=registry,
-        labels={builders.LABEL_MODEL: kopf.PRESENT},
+        labels={LABEL_MODEL: kopf.PRESENT},
     )
     async def deployments_by_model(
         namespace: str | None,
@@ -300,12 +299,12 @@ def register(registry: kopf.OperatorRegistry) -> None:
         )
         child = Child(
             name,
-            labels.get(builders.LABEL_REVISION, ""),
+            labels.get(LABEL_REVISION, ""),
             int(status.get("readyReplicas") or 0),
             owner,
             int(spec.get("replicas") or 0),
         )
-        return {(namespace or "", labels[builders.LABEL_MODEL]): child}
+        return {(namespace or "", labels[LABEL_MODEL]): child}
 
     @lifecycle.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
     async def modeldeployment_loop(
@@ -351,6 +350,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
     async def modeldeployment_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
         memo.ctx.poke(namespace or "", name)
 
-    @kopf.on.event("apps", "v1", "deployments", registry=registry, labels={builders.LABEL_MODEL: kopf.PRESENT})
+    @kopf.on.event("apps", "v1", "deployments", registry=registry, labels={LABEL_MODEL: kopf.PRESENT})
     async def child_changed(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:
-        memo.ctx.poke(namespace or "", labels[builders.LABEL_MODEL])
+        memo.ctx.poke(namespace or "", labels[LABEL_MODEL])

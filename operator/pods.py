@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .builders import LABEL_REVISION
+from cutover.api.contract import LABEL_REVISION
 
 WAITING_PROBLEMS = (
     "CrashLoopBackOff",

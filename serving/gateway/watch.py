@@ -4,7 +4,7 @@ change of the traffic table or a revoked key takes effect as soon as the watch d
 
 ``--backends FILE`` (development only: the local runner) maps ``namespace/service`` to a URL,
 re-read whenever the file changes; a Service it does not list has no ready endpoint yet and gets
-no traffic. Without it a Service is ``http://service.namespace.svc:8080``.
+no traffic. Without it a Service is ``http://service.namespace.svc:SERVING_PORT`` (cutover.api.contract).
 """
 
 from __future__ import annotations
