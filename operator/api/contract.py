@@ -201,3 +201,24 @@ SERVING_APP_NAME = "cutover-serving"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 """Recommended label; ``MANAGER`` on every Deployment and Service the operator makes."""
 MANAGER = "cutover"
+
+
+# ---- Series the operator exports ---------------------------------------------------------------
+# The operator is not a data-plane component (``Component``): its series leave ``exported_by``
+# empty and stay out of ``SERIES`` (which the analysis engine reads); operator/metrics.py exports them.
+
+REVISION_ROLE = Series(
+    "cutover_revision_role",
+    "gauge",
+    "1 for every live revision of a ModelDeployment (a row of its status.traffic), labelled with its role",
+    (*REVISION_LABELS, "role"),
+)
+"""The role of each live revision (``Role`` in the API: stable, candidate, baseline, preview or
+previous), set from every ModelDeployment's status. The serving series know no role, so a
+PromQL rule judged relative to the stable revision joins on this one
+(``* on(namespace, model, revision) group_left(role)``); a revision that is no longer live has
+no sample, so rules joined on it skip revisions that are gone."""
+
+ANNOTATION_RUNBOOK_URL = "cutover.dev/runbook-url"
+"""AlertRule annotation: the runbook its notifications and rendered PrometheusRule link to,
+instead of docs/runbooks.md's section for its builtin metric (a rule with a ``query`` has none)."""
