@@ -73,6 +73,7 @@ class Context:
             del self.pokes[key]
             self.written.pop(key, None)
             self.applied.pop(key, None)
+            metrics.forget(*key)
 
 
 def annotation_writer(body: dict[str, Any], key: str) -> str:

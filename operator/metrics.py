@@ -1,4 +1,5 @@
-"""The operator's own Prometheus metrics."""
+"""The operator's own Prometheus metrics, and the role series (``cutover_revision_role``) that
+rendered PrometheusRules join on to tell a candidate from the stable revision."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import get_args
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from cutover.api.contract import REVISION_ROLE
 from cutover.api.v1alpha1 import ModelDeployment
 from cutover.api.v1alpha1.modeldeployment import Phase
 
@@ -41,6 +43,8 @@ _COUNTED = frozenset(
 
 
 def observe(md: ModelDeployment, plan: Plan, analysis: AnalysisInput | None, seconds: float) -> None:
+    """Record one reconcile pass of ``md`` that took ``seconds`` and produced ``plan`` (the
+    phase, weight, verdict acted on, transitions and the live revisions' roles)."""
     namespace, name = md.metadata.namespace or "", md.metadata.name or ""
     RECONCILES.labels("ModelDeployment").inc()
     RECONCILE_SECONDS.labels("ModelDeployment").observe(seconds)
@@ -52,3 +56,33 @@ def observe(md: ModelDeployment, plan: Plan, analysis: AnalysisInput | None, sec
     for event in plan.events:
         if event.reason in _COUNTED:
             TRANSITIONS.labels(event.reason).inc()
+    _export_roles((namespace, name), md.spec.model.name, [(t.revision, t.role) for t in plan.status.traffic])
+
+
+REVISION_ROLE_GAUGE = Gauge(REVISION_ROLE.name, REVISION_ROLE.help, list(REVISION_ROLE.labels))
+_roles: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+"""Per ModelDeployment (namespace, name), the role series it exports now, so that a revision
+that leaves the traffic table (or a model that is renamed) loses its series at the next pass."""
+
+
+def _export_roles(key: tuple[str, str], model: str, live: list[tuple[str, str]]) -> None:
+    """Set ``cutover_revision_role`` to 1 for each (revision, role) of the traffic table and
+    remove the series of ``key`` that are no longer live. A revision listed twice keeps its
+    first role: a join on the series needs one role per revision."""
+    wanted: dict[str, tuple[str, ...]] = {}
+    for revision, role in live:
+        wanted.setdefault(revision, (key[0], model, revision, role))
+    now = set(wanted.values())
+    for labels in _roles.get(key, set()) - now:
+        REVISION_ROLE_GAUGE.remove(*labels)
+    for labels in now:
+        REVISION_ROLE_GAUGE.labels(*labels).set(1.0)
+    if now:
+        _roles[key] = now
+    else:
+        _roles.pop(key, None)
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop the role series of a ModelDeployment that is gone (its loop ended)."""
+    _export_roles((namespace, name), "", [])
