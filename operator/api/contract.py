@@ -222,3 +222,19 @@ no sample, so rules joined on it skip revisions that are gone."""
 ANNOTATION_RUNBOOK_URL = "cutover.dev/runbook-url"
 """AlertRule annotation: the runbook its notifications and rendered PrometheusRule link to,
 instead of docs/runbooks.md's section for its builtin metric (a rule with a ``query`` has none)."""
+
+RUNBOOKS = "docs/runbooks.md"
+"""The runbooks, one section per builtin metric (``RUNBOOK_ANCHORS``); notifications and rendered
+PrometheusRules link to ``RUNBOOKS#<anchor>`` unless the AlertRule sets ``ANNOTATION_RUNBOOK_URL``."""
+
+RUNBOOK_ANCHORS = {
+    "errorRate": "error-rate",
+    "latencyP99": "latency",
+    "latencyP50": "latency",
+    "predictionConfidence": "prediction-confidence",
+    "outOfDistributionRate": "out-of-distribution-rate",
+    "safetyViolationRate": "safety-violations",
+    "requestRate": "no-predictions",
+}
+"""AlertRule builtin metric -> the anchor of its section in ``RUNBOOKS`` (the GitHub slug of the
+section's heading: ``## Error rate`` is ``error-rate``); a test checks every anchor has its heading."""
