@@ -198,6 +198,11 @@ class Credentials:
         )
 
 
+def _relative(api_path: str) -> str:
+    """An API path (``/apis/...``) relative to the server's address, whose path it extends."""
+    return api_path.lstrip("/")
+
+
 class Kube:
     """A session with the API server: ``timeout`` seconds per request (a watch sets its own),
     at most ``connections`` open at once (0: no limit). Close it with ``close()`` or use it as
@@ -205,8 +210,12 @@ class Kube:
 
     def __init__(self, credentials: Credentials, *, timeout: float = 30.0, connections: int = 32) -> None:
         self.credentials = credentials
+        # The server's address may have a path (a cluster behind a proxy, such as Rancher's
+        # https://rancher/k8s/clusters/<id>): API paths are sent relative to it (``_relative``),
+        # and aiohttp takes a base URL with a path only when it ends in "/". The gateway's
+        # watches, which send ``server + path``, reached such a server before they moved here.
         self.session = aiohttp.ClientSession(
-            base_url=credentials.server,
+            base_url=credentials.server if credentials.server.endswith("/") else credentials.server + "/",
             headers=credentials.headers,
             timeout=aiohttp.ClientTimeout(total=timeout),
             connector=aiohttp.TCPConnector(ssl=credentials.ssl, limit=connections),
@@ -222,7 +231,7 @@ class Kube:
         await self.session.close()
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> Any:
-        async with self.session.request(method, url, **kwargs) as response:
+        async with self.session.request(method, _relative(url), **kwargs) as response:
             text = await response.text()
             if response.status >= 400:
                 try:
@@ -234,7 +243,7 @@ class Kube:
 
     async def discover(self, api_path: str) -> bool:
         """Whether the server serves an API group version (for example a CRD's)."""
-        async with self.session.get(api_path) as response:
+        async with self.session.get(_relative(api_path)) as response:
             return response.status == 200
 
     async def list(

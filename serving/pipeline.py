@@ -41,7 +41,7 @@ import numpy as np
 from .audit import input_digest, summarize_outputs
 from .batching import QueueFull
 from .config import ServeConfig
-from .errors import InferenceError, InvalidInput, Overloaded, ServingError, UpstreamError
+from .errors import InferenceError, InvalidInput, NotSupported, Overloaded, ServingError, UpstreamError
 from .fallback import top1_confidence
 from .loading import LoadedModel
 from .metrics import ServingMetrics
@@ -207,6 +207,10 @@ class Pipeline:
             return await self.model.adapter.infer(inputs)
         except QueueFull as error:
             raise Overloaded(f"overloaded: {error}") from None
+        except NotSupported as error:
+            # Tensors the model cannot take (a chat-only model) are the client's mistake: a 400,
+            # as before the split; 404 is for chat completions asked of a tensor model.
+            raise InvalidInput(str(error)) from None
         except ServingError:
             raise
         except Exception as error:
