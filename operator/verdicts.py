@@ -11,8 +11,6 @@ control-plane tests use to script verdict sequences. It is never the default.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 from dataclasses import dataclass
@@ -25,8 +23,9 @@ from cutover.analysis import Analysis, Arms, MetricsUnavailable, PostPromotionWa
 from cutover.api import contract
 from cutover.api.v1alpha1 import ModelDeployment, seconds
 
-from .kube import ApiError, Kube
+from .kube import Kube
 from .rollout import AnalysisInput, AnalysisPlan, WatchInput, comparison
+from .secrets import SecretUnavailable, secret_text
 
 
 class VerdictSource(Protocol):
@@ -61,7 +60,7 @@ class _Watch:
     last: WatchInput
 
 
-class CredentialsUnavailable(Exception):
+class CredentialsUnavailable(SecretUnavailable):
     """The Secret named by analysis.prometheus.bearerTokenSecretRef cannot be read."""
 
 
@@ -86,22 +85,11 @@ class PrometheusVerdicts:
         ref = md.spec.analysis.prometheus.bearer_token_secret_ref
         if ref is None:
             return None
-        where = f"analysis.prometheus.bearerTokenSecretRef: Secret {md.metadata.namespace}/{ref.name}"
-        if self.kube is None:
-            raise CredentialsUnavailable(f"{where}: the operator has no Kubernetes client to read it")
+        field = "analysis.prometheus.bearerTokenSecretRef"
         try:
-            secret = await self.kube.get("v1", "Secret", md.metadata.namespace, ref.name)
-        except ApiError as err:
-            raise CredentialsUnavailable(f"{where}: {'not found' if err.status == 404 else err}") from err
-        encoded = (secret.get("data") or {}).get(ref.key)
-        if encoded is None:
-            raise CredentialsUnavailable(f"{where} has no key {ref.key!r}")
-        try:
-            token = base64.b64decode(encoded, validate=True).decode().strip()
-        except (binascii.Error, UnicodeDecodeError) as err:
-            raise CredentialsUnavailable(f"{where} key {ref.key!r} is not a UTF-8 token") from err
-        if not token:
-            raise CredentialsUnavailable(f"{where} key {ref.key!r} is empty")
+            token = await secret_text(self.kube, md.metadata.namespace or "", ref, field)
+        except SecretUnavailable as err:
+            raise CredentialsUnavailable(str(err)) from err
         return {"Authorization": f"Bearer {token}"}
 
     def drop(self, uid: str) -> None:
