@@ -22,6 +22,7 @@ Layout, by what changes together:
 ``machine``            :func:`reconcile`: requests, post-promotion watch, start, progress, deadline
 ``transitions``        start, end, roll back, promote, switch stable (shared by every strategy)
 ``requests``           on-call requests, one function per action
+``alerts``             AlertRule actions: pause, rollback, fallback, once per firing
 ``strategies/``        one module per strategy: canary, blueGreen, shadow, abTest
 ``workloads``          replica and surge math: which pods each revision runs
 ``traffic``            the traffic table, one provider each for gateway, gatewayAPI, replicas
@@ -36,6 +37,7 @@ from .machine import reconcile
 from .requests import requests_in, rollback_target
 from .types import (
     BASELINE_SUFFIX,
+    AlertAction,
     AnalysisInput,
     AnalysisPlan,
     Capacity,
@@ -52,6 +54,7 @@ from .types import (
 
 __all__ = [
     "BASELINE_SUFFIX",
+    "AlertAction",
     "AnalysisInput",
     "AnalysisPlan",
     "Capacity",

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from cutover.api.v1alpha1.modeldeployment import ModelDeploymentStatus
 
-from . import reasons, requests
+from . import alerts, reasons, requests
 from .state import Pass, RolloutState, elapsed
 from .status import finish
 from .strategies import strategy_for
@@ -36,6 +36,7 @@ def reconcile(inputs: Inputs) -> Plan:
     p = Pass(inputs, state, source, strategy, provider_for(md.spec.traffic.provider, strategy))
 
     requests.handle(p, desired)
+    alerts.handle(p, desired)
     _watch(p, desired)
 
     state = p.state
@@ -52,6 +53,8 @@ def reconcile(inputs: Inputs) -> Plan:
             p.state = replace(p.state, rejected_revision=None)
     elif desired == state.rejected_revision and state.candidate_revision is None:
         pass  # rolled back: wait for a spec change or a retry
+    elif state.fallback_revision is not None and state.candidate_revision is None:
+        pass  # an alert's fallback serves: nothing new rolls out until on-call resumes
     else:
         if state.candidate_revision != desired:
             start_rollout(p, desired)

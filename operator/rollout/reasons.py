@@ -38,6 +38,9 @@ SHADOW_DISAGREEMENT: Final = "ShadowDisagreement"
 AB_TEST_ENDED: Final = "ABTestEnded"
 ABORTED: Final = "Aborted"
 ROLLED_BACK_BY_REQUEST: Final = "RolledBackByRequest"
+ROLLED_BACK_BY_ALERT: Final = "RolledBackByAlert"
+FALLBACK_STARTED: Final = "FallbackStarted"
+FALLBACK_ENDED: Final = "FallbackEnded"
 POST_PROMOTION_REGRESSION: Final = "PostPromotionRegression"
 
 

@@ -65,11 +65,20 @@ def pause(p: Pass, request: Request, desired: str) -> None:
 
 
 def resume(p: Pass, request: Request, desired: str) -> None:
-    if not p.state.paused:
+    """Resume a paused rollout, and end a fallback (stable takes the traffic back)."""
+    fallback, paused = p.state.fallback_revision, p.state.paused
+    if fallback is None and not paused:
         p.answer(request, "ignored: the rollout is not paused", ok=False)
         return
-    p.state = replace(p.state, paused=False, pause_reason="", last_progress_at=p.now)
-    p.answer(request, "rollout resumed")
+    done = []
+    if fallback is not None:
+        p.state = replace(p.state, fallback_revision=None, fallback_reason="")
+        p.event(reasons.FALLBACK_ENDED, f"stable {p.state.stable_revision} serves again instead of {fallback}")
+        done.append(f"fallback to {fallback} ended")
+    if paused:
+        p.state = replace(p.state, paused=False, pause_reason="", last_progress_at=p.now)
+        done.append("rollout resumed")
+    p.answer(request, "; ".join(done))
 
 
 def promote(p: Pass, request: Request, desired: str) -> None:

@@ -65,6 +65,9 @@ class RolloutState:
     history: tuple[RevisionRecord, ...]
     post_promotion: PostPromotionStatus | None
     last_handled_requests: Mapping[str, str]
+    last_handled_alerts: Mapping[str, str]
+    fallback_revision: str | None
+    fallback_reason: str
 
     @classmethod
     def of(cls, status: ModelDeploymentStatus) -> RolloutState:
@@ -90,6 +93,9 @@ class RolloutState:
             history=tuple(status.history),
             post_promotion=status.post_promotion,
             last_handled_requests=dict(status.last_handled_requests),
+            last_handled_alerts=dict(status.last_handled_alerts),
+            fallback_revision=status.fallback_revision,
+            fallback_reason=status.fallback_reason,
         )
 
     def status(
@@ -126,6 +132,9 @@ class RolloutState:
             post_promotion=self.post_promotion,
             handled_requests=handled_requests,
             last_handled_requests=dict(self.last_handled_requests),
+            last_handled_alerts=dict(self.last_handled_alerts),
+            fallback_revision=self.fallback_revision,
+            fallback_reason=self.fallback_reason,
         )
 
     def source_of(self, revision: str) -> Source | None:

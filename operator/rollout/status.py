@@ -81,6 +81,14 @@ def finish(p: Pass, desired: str) -> Plan:
     if candidate is not None:
         phase = "Paused" if state.paused or human else "Progressing"
         message = rollout_message(p, candidate_weight, human, shown)
+    elif state.fallback_revision is not None:
+        fallback_ready = p.ready(state.fallback_revision)
+        serving = "serves all traffic" if fallback_ready else "is starting and will serve all traffic"
+        phase, message = (
+            "Degraded",
+            f"fallback: revision {state.fallback_revision} {serving} instead of stable {stable} "
+            f"({state.fallback_reason}); kubectl cutover resume ends it",
+        )
     elif state.phase == "RolledBack" and (state.rejected_revision is not None or desired != stable):
         phase, message = "RolledBack", state.message
     elif replicas == 0:

@@ -11,6 +11,9 @@ provider that ``spec.traffic.provider`` names turns that into the table, behind 
   live share is its share of the ready pods (the workloads' replica counts set the split), and
   no request can be copied.
 
+An AlertRule's fallback sends all live traffic to the earlier stable revision it names once
+that revision has ready pods (with ``replicas``, once stable has given up its pods).
+
 Invariants (checked by property tests): once a revision is stable, live weights sum to 100 and
 go only to revisions with ready pods; when none has any, stable keeps the table's 100 and
 nothing is served.
@@ -103,9 +106,12 @@ def table(p: Pass, workloads: Sequence[Workload]) -> list[TrafficEntry]:
     stable, candidate = p.state.stable_revision, p.state.candidate_revision
     roles = {w.revision: w.role for w in workloads}
     split, weights = Split(), dict[str, int]()
+    fallback = p.state.fallback_revision
     if stable is not None and stable in roles:
         if candidate is not None and candidate in roles and p.ready(candidate) > 0:
             split = p.strategy.split(p, candidate, roles.keys())
+        elif fallback is not None and fallback in roles and p.ready(fallback) > 0 and not p.provider.pooled:
+            split = Split({fallback: 100})
         weights = p.provider.weights(roles, p.inputs.ready, stable, split)
     mirror = split.mirror if p.provider.mirrors else 0
     prefix = p.md.metadata.name or "md"

@@ -122,6 +122,28 @@ class Event:
     message: str
 
 
+AlertActionKind = Literal["pause", "rollback", "fallback"]
+
+
+@dataclass(frozen=True)
+class AlertAction:
+    """An AlertRule in the ModelDeployment's namespace that fires for one of its revisions and
+    acts: ``rule`` is its name, ``action`` its spec.action, ``revision`` the revision its firing
+    instance measures, ``fired_at`` when that instance started firing (one firing, one action)."""
+
+    rule: str
+    action: AlertActionKind
+    revision: str
+    fired_at: datetime
+    reason: str = ""
+    """What fired, for people: the value against the threshold."""
+
+    @property
+    def id(self) -> str:
+        """The firing's id: when it started (an alert that resolves and fires again is a new firing)."""
+        return self.fired_at.isoformat()
+
+
 @dataclass(frozen=True)
 class Inputs:
     """Everything one reconcile pass decides from."""
@@ -136,6 +158,8 @@ class Inputs:
     pod_problems: dict[str, PodProblem] = field(default_factory=dict)
     """Why pods are not ready, per revision (the baseline's under its -baseline id)."""
     watch: WatchInput | None = None
+    alerts: tuple[AlertAction, ...] = ()
+    """Firing AlertRules that act on this ModelDeployment (read from their status)."""
 
 
 @dataclass(frozen=True)

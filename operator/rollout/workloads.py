@@ -5,7 +5,9 @@ with ``auto``, the GPU preflight finds too few free accelerators: then it trades
 for candidate pods (surge-free), and keeps doing so for the rest of the rollout (the GPUs the
 stable pods freed would otherwise read as room to grow them back). With traffic provider
 ``replicas`` a canary always trades: the replica ratio is the traffic split. A former stable
-keeps its pods until its scale-down time, for an instant rollback.
+keeps its pods until its scale-down time, for an instant rollback. An AlertRule's fallback runs
+the earlier stable revision at full size beside stable (with provider ``replicas``, stable
+gives up its pods once the fallback's are all ready: one Service selects both).
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ def workloads(p: Pass) -> tuple[list[Workload], bool]:
             stable_replicas = max(0, replicas - want) if pooled else max(1, replicas - want)
         if not held and (baseline := p.strategy.baseline(p, want)) is not None:
             out.append(baseline)
+    fallback = state.fallback_revision
+    fallback_source = state.source_of(fallback) if fallback is not None and fallback != stable else None
+    if fallback is not None and fallback_source is not None:
+        out.append(Workload(fallback, "previous", replicas, fallback_source))
+        if pooled and p.ready(fallback) >= replicas:
+            stable_replicas = 0  # one Service over every pod: stable must go for the fallback to serve alone
     if stable is not None:
         source = state.source_of(stable) or p.source
         out.insert(0, Workload(stable, "stable", stable_replicas, source))

@@ -8,7 +8,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cutover.api.v1alpha1 import ModelDeployment
-from cutover.operator.rollout import AnalysisInput, Capacity, Inputs, Plan, Request, WatchInput, comparison, reconcile
+from cutover.operator.rollout import (
+    AlertAction,
+    AnalysisInput,
+    Capacity,
+    Inputs,
+    Plan,
+    Request,
+    WatchInput,
+    comparison,
+    reconcile,
+)
 
 from ..cases import load
 
@@ -42,16 +52,18 @@ class Sim:
 
     def step(self, verdict: str | None = None, seconds: float = 30, requests: tuple[Request, ...] = (),
              agreement: float | None = None, errors: int = 0, analysis: AnalysisInput | None = None,
-             watch: WatchInput | None = None) -> Plan:  # fmt: skip
+             watch: WatchInput | None = None, alerts: tuple[AlertAction, ...] = ()) -> Plan:  # fmt: skip
         """One pass after ``seconds``. ``verdict`` is a verdict about the stored rollout, as the
         operator's verdict source gives it; ``analysis`` gives the whole input instead (a verdict
-        about some other comparison, say); ``watch`` is the post-promotion watch's finding."""
+        about some other comparison, say); ``watch`` is the post-promotion watch's finding;
+        ``alerts`` the firing AlertRules that act on the ModelDeployment."""
         self.now += timedelta(seconds=seconds)
         md = self.md
         judged = comparison(md.spec, md.status)  # what the operator's verdict source judges
         if analysis is None and verdict and judged:
             analysis = AnalysisInput(judged, verdict, f"verdict {verdict}", errors, agreement=agreement)  # type: ignore[arg-type]
-        plan = reconcile(Inputs(md, dict(self.ready), self.now, analysis, requests, self.capacity, watch=watch))
+        inputs = Inputs(md, dict(self.ready), self.now, analysis, requests, self.capacity, watch=watch, alerts=alerts)
+        plan = reconcile(inputs)
         self.plans.append(plan)
         self.status = plan.status.wire()
         self.ready = {w.revision: (0 if w.revision in self.stuck else w.replicas) for w in plan.workloads}

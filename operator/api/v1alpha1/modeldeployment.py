@@ -784,7 +784,9 @@ class ModelDeploymentSpec(ApiModel):
 Phase = Literal["Pending", "Progressing", "Paused", "Healthy", "Degraded", "RolledBack", "Failed"]
 Verdict = Literal["promote", "continue", "rollback", "inconclusive", "unavailable"]
 Role = Literal["stable", "candidate", "baseline", "preview", "previous"]
-RequestAction = Literal["promote", "abort", "rollback", "rollbackTo", "pause", "resume", "retry"]
+RequestAction = Literal["promote", "abort", "rollback", "rollbackTo", "pause", "resume", "retry", "fallback"]
+"""What a handled request asked: an on-call action, or an AlertRule's action (``fallback`` is an
+alert's only)."""
 
 
 class TrafficEntry(ApiModel):
@@ -859,7 +861,8 @@ class RevisionRecord(ApiModel):
 
 
 class HandledRequest(ApiModel):
-    """An on-call request taken from an annotation, handled exactly once."""
+    """An on-call request taken from an annotation, or an AlertRule's action on one firing of
+    the rule (``by: AlertRule/<name>``), handled exactly once."""
 
     action: RequestAction
     """What was asked."""
@@ -957,6 +960,14 @@ class ModelDeploymentStatus(ApiModel):
     last_handled_requests: dict[str, str] = {}
     """Per action, the id (annotation value) of the last request handled. An annotation whose
     value equals it is done and never runs again, however many requests come after it."""
+    fallback_revision: str | None = None
+    """An earlier stable revision serving all live traffic instead of stable, since an
+    AlertRule with action fallback fired; ``kubectl cutover resume`` ends it."""
+    fallback_reason: str = ""
+    """Which AlertRule fired, for which revision, with what value."""
+    last_handled_alerts: dict[str, str] = {}
+    """Per AlertRule (by name), the firing whose action was last taken (when it started firing):
+    one action per firing, however long it lasts."""
 
 
 class ModelDeployment(ApiModel):
