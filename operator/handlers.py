@@ -28,7 +28,18 @@ from cutover.api.v1alpha1 import GROUP, REQUEST_ANNOTATIONS, VERSION, ModelDeplo
 
 from . import builders, gpu, lifecycle, metrics, pods
 from .kube import ApiError, Kube
-from .rollout import AnalysisInput, Capacity, Inputs, Plan, Request, WatchInput, comparison, reconcile, requests_in
+from .rollout import (
+    AlertAction,
+    AnalysisInput,
+    Capacity,
+    Inputs,
+    Plan,
+    Request,
+    WatchInput,
+    comparison,
+    reconcile,
+    requests_in,
+)
 from .verdicts import VerdictSource
 
 PLURAL = "modeldeployments"
@@ -158,8 +169,49 @@ def latest(ctx: Context, body: kopf.Body) -> dict[str, Any]:
     return dict(body)
 
 
-async def reconcile_once(ctx: Context, body: kopf.Body, children: list[Child], logger: logging.Logger) -> float:
-    """One pass of the reconcile loop; returns the seconds until the next one."""
+def firing_actions(
+    namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any]
+) -> dict[ObjectKey, tuple[AlertAction, ...]]:
+    """What one AlertRule (its wire spec and status) asks of the ModelDeployments it fires for:
+    per target (namespace, name), one :class:`AlertAction` per instance in state Firing. Empty
+    for a rule whose action is none, and for instances that are pending, silenced by a
+    maintenance window or resolved; malformed instances are skipped."""
+    action = spec.get("action", "none")
+    if action not in ("pause", "rollback", "fallback"):
+        return {}
+    condition = spec.get("condition") or {}
+    metric = (spec.get("metric") or {}).get("builtin") or "query"
+    relative = " x stable" if condition.get("relativeTo") == "stable" else ""
+    out: dict[ObjectKey, list[AlertAction]] = {}
+    for instance in status.get("instances") or []:
+        target, revision, fired = instance.get("target", ""), instance.get("revision"), instance.get("firedAt")
+        if instance.get("state") != "Firing" or "/" not in target or not revision or not fired:
+            continue
+        try:
+            fired_at = datetime.fromisoformat(str(fired).replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        value = instance.get("value")
+        shown = f"{value:.4g}" if isinstance(value, int | float) else "?"
+        reason = f"{metric} {shown}{relative} {condition.get('operator', '>')} {condition.get('threshold')}"
+        target_namespace, target_name = target.split("/", 1)
+        if target_namespace != namespace:
+            continue  # a rule acts only in its own namespace
+        out.setdefault((target_namespace, target_name), []).append(
+            AlertAction(name, action, str(revision), fired_at, reason)
+        )
+    return {key: tuple(actions) for key, actions in out.items()}
+
+
+async def reconcile_once(
+    ctx: Context,
+    body: kopf.Body,
+    children: list[Child],
+    logger: logging.Logger,
+    alerts: tuple[AlertAction, ...] = (),
+) -> float:
+    """One pass of the reconcile loop; returns the seconds until the next one. ``alerts``: the
+    firing AlertRules that act on this object."""
     started = time.monotonic()
     kube = ctx.kube
     obj = latest(ctx, body)
@@ -181,7 +233,7 @@ async def reconcile_once(ctx: Context, body: kopf.Body, children: list[Child], l
     watch = await _watch(ctx, md, now, logger)
     problems = await _pod_problems(kube, md, logger) if any(c.ready < c.wanted for c in children) else {}
     at = datetime.fromtimestamp(now, UTC)
-    plan = reconcile(Inputs(md, ready, at, analysis, requests, capacity, problems, watch))
+    plan = reconcile(Inputs(md, ready, at, analysis, requests, capacity, problems, watch, alerts))
     await _apply(ctx, md, plan, children)
     new_status = plan.status.wire()
     if new_status != (obj.get("status") or {}):
@@ -307,6 +359,19 @@ def register(registry: kopf.OperatorRegistry) -> None:
         )
         return {(namespace or "", labels[LABEL_MODEL]): child}
 
+    @kopf.index(GROUP, VERSION, "alertrules", id="alert_actions", registry=registry)
+    async def alert_actions(
+        namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
+    ) -> dict[ObjectKey, tuple[AlertAction, ...]]:
+        return firing_actions(namespace or "", name, spec, status)
+
+    @kopf.on.event(GROUP, VERSION, "alertrules", registry=registry)
+    async def alertrule_changed(
+        namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo, **_: Any
+    ) -> None:
+        for target_namespace, target in firing_actions(namespace or "", name, spec, status):
+            memo.ctx.poke(target_namespace, target)
+
     @lifecycle.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
     async def modeldeployment_loop(
         stopped: lifecycle.Stopped,
@@ -315,6 +380,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         body: kopf.Body,
         memo: kopf.Memo,
         deployments_by_model: kopf.Index[tuple[str, str], Child],
+        alert_actions: kopf.Index[ObjectKey, tuple[AlertAction, ...]],
         logger: logging.Logger,
         **_: Any,
     ) -> None:
@@ -325,7 +391,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
                 wake.clear()
                 try:
                     children = list(deployments_by_model.get((namespace, name), []))
-                    delay = await reconcile_once(ctx, body, children, logger)
+                    alerts = tuple(a for actions in alert_actions.get((namespace, name), []) for a in actions)
+                    delay = await reconcile_once(ctx, body, children, logger, alerts)
                 except ApiError as err:
                     if err.status == 404 and await _gone(ctx, body):
                         logger.info("the ModelDeployment is gone; its loop ends")

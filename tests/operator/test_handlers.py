@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from unittest.mock import MagicMock
 
-from cutover.operator.handlers import Context, annotation_writer, latest
+from cutover.operator.handlers import Context, annotation_writer, firing_actions, latest
 from cutover.operator.verdicts import PrometheusVerdicts
 
 
@@ -60,3 +61,32 @@ def test_a_loop_that_ends_after_its_name_was_reused_keeps_the_new_objects_memory
     ctx.forget(("ns", "m"), "old-uid", old_wake)
     assert ctx.pokes[("ns", "m")] is new_wake and ("ns", "m") in ctx.written
     ctx.verdicts.drop.assert_called_once_with("old-uid")
+
+
+FIRED = "2026-12-01T03:00:00Z"
+
+
+def instance(target: str, revision: str, state: str, fired: str | None = FIRED, **more: Any) -> dict[str, Any]:
+    return {"target": target, "revision": revision, "state": state, "firedAt": fired, **more}
+
+
+def test_firing_instances_of_an_acting_rule_become_alert_actions_for_their_targets() -> None:
+    condition = {"operator": ">", "threshold": 1.5, "relativeTo": "stable"}
+    spec = {"action": "rollback", "metric": {"builtin": "errorRate"}, "condition": condition}
+    status = {
+        "instances": [
+            instance("shop/ranker", "c0ffee00", "Firing", value=3.14159),
+            instance("shop/ranker", "ba5e1111", "Pending", None, value=1.6),
+            instance("shop/search", "d00d0000", "Silenced"),
+            instance("other/ranker", "c0ffee00", "Firing"),
+            instance("shop/ranker", "e0e0e0e0", "Firing", "not a time"),
+        ]
+    }
+    actions = firing_actions("shop", "errors", spec, status)
+    assert list(actions) == [("shop", "ranker")]
+    (action,) = actions[("shop", "ranker")]
+    assert (action.rule, action.action, action.revision) == ("errors", "rollback", "c0ffee00")
+    assert action.id == "2026-12-01T03:00:00+00:00"
+    assert action.reason == "errorRate 3.142 x stable > 1.5"
+    assert firing_actions("shop", "errors", {**spec, "action": "none"}, status) == {}
+    assert firing_actions("shop", "errors", spec, {}) == {}
