@@ -174,6 +174,11 @@ def status_lines(body: dict[str, Any]) -> list[str]:
         f"Stable:     {status.get('stableRevision') or '-'}",
         f"Candidate:  {status.get('candidateRevision') or '-'}  step {status.get('currentStepIndex', '-')}",
     ]
+    if status.get("fallbackRevision"):
+        lines.append(
+            f"Fallback:   {status['fallbackRevision']} serves instead of stable: {status.get('fallbackReason', '')}"
+            " (kubectl cutover resume ends it)"
+        )
     steps = (spec.get("strategy", {}).get("canary") or {}).get("steps", [])
     if steps and status.get("candidateRevision"):
         lines.append("Steps:")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from cutover.operator import kubectl_plugin
 from cutover.operator.rollout import AlertAction, Request
 
 from .sim import T0, Sim
@@ -98,6 +99,8 @@ def test_a_fallback_serves_the_previous_revision_until_on_call_resumes() -> None
     plan = sim.step()
     assert sim.weights() == {"previous": 100}
     assert plan.status.phase == "Degraded" and plan.status.message.startswith(f"fallback: revision {first} serves")
+    (line,) = [x for x in kubectl_plugin.status_lines({**sim.doc, "status": sim.status}) if x.startswith("Fallback:")]
+    assert first in line and "AlertRule errors firing" in line and "kubectl cutover resume" in line
     sim.change_version("v3")  # nothing new rolls out while the fallback serves
     plan = sim.step()
     assert plan.status.candidate_revision is None and sim.weights() == {"previous": 100}
