@@ -8,21 +8,10 @@ and an Event. :func:`evaluate` never raises for bad input: a revision it cannot 
 :class:`~.instances.Observation` without a value and a message saying why, which freezes its
 instance (missing data is neither a violation nor a recovery).
 
-Builtins, per revision, over ``metric.window``, from the series of ``cutover.api.contract``
-(requests and latency counted by the gateway when ``traffic.provider`` is ``gateway``, by the
-serving pods otherwise, as the analysis engine reads them):
-
-========================  ========================================================  ==========
-errorRate                 5xx answers / all answers                                 ratio
-latencyP50, latencyP99    histogram_quantile over the request-duration histogram    seconds
-predictionConfidence      mean top-class probability of the rows answered           0..1
-outOfDistributionRate     rows beyond the OOD threshold / rows answered             ratio
-safetyViolationRate       safety filter findings / answers                          ratio
-requestRate               answers per second                                        1/s
-========================  ========================================================  ==========
-
-A revision without traffic in the window has no error rate or latency (0/0 is NaN): no data,
-not zero. Relative to stable (``condition.relativeTo: stable``) every other live revision's value
+The builtins' PromQL is written once, in queries.py, for this evaluator and the rendered
+PrometheusRule alike; a builtin over a series that no component exports yet is no data, with the
+contract's reason. A revision without traffic in the window has no error rate or latency (0/0
+is NaN): no data, not zero. Relative to stable (``condition.relativeTo: stable``) every other live revision's value
 is divided by the stable revision's; the stable revision itself is not an instance then (it
 would always be 1). Stable at 0 gives 1 when the revision is at 0 too and an infinite ratio
 otherwise (an error rate where stable has none violates any ``>`` threshold).
@@ -41,9 +30,7 @@ from cutover.api.v1alpha1 import AlertRule, ModelDeployment
 from cutover.api.v1alpha1.alertrule import AlertMetric
 
 from .instances import Observation
-
-Builtin = str
-"""One of the AlertMetric ``builtin`` names."""
+from .queries import builtin_query, request_source
 
 
 class QueryProblem(Exception):
@@ -92,11 +79,6 @@ class Evaluation:
     problems: tuple[Problem, ...]
 
 
-def request_source(md: ModelDeployment) -> contract.Component:
-    """Which component counts the requests of ``md``: the gateway when it routes its traffic."""
-    return "gateway" if md.spec.traffic.provider == "gateway" else "serving"
-
-
 def live_revisions(md: ModelDeployment) -> list[tuple[str, str]]:
     """``(revision, role)`` of every revision in the traffic table (live or mirrored), stable first;
     before the first traffic table is written, the stable and candidate revisions."""
@@ -113,58 +95,8 @@ def live_revisions(md: ModelDeployment) -> list[tuple[str, str]]:
     return list(seen.items())
 
 
-def _quote(value: str) -> str:
-    """A PromQL string literal."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _selector(series: contract.Series, namespace: str, model: str, revision: str, suffix: str = "") -> str:
-    name = series.name + suffix if suffix else series.sample
-    return f"{name}{{namespace={_quote(namespace)},model={_quote(model)},revision={_quote(revision)}}}"
-
-
-def _rate(selector: str, window: str, extra: str = "") -> str:
-    if extra:
-        selector = selector[:-1] + "," + extra + "}"
-    return f"sum(rate({selector}[{window}]))"
-
-
-_SERVER_ERRORS = 'code=~"5.."'
-"""The answers that count as errors: HTTP 5xx."""
 _REFUSED = ("bad_data", "execution")
 """Prometheus' errorTypes for a query that cannot be evaluated as written."""
-
-
-def builtin_query(builtin: Builtin, *, namespace: str, model: str, revision: str, window: str, source: str) -> str:
-    """The PromQL of a builtin metric for one revision (see the module docstring for each).
-
-    ``source`` is the component that counts requests (``gateway`` or ``serving``). Raises
-    :class:`NoData` for a builtin over a series no component exports (its reason says why)."""
-    requests = contract.REQUESTS["gateway" if source == "gateway" else "serving"]
-    duration = contract.REQUEST_DURATION["gateway" if source == "gateway" else "serving"]
-
-    def select(series: contract.Series, suffix: str = "") -> str:
-        if not series.exported_by:
-            raise NoData(f"{series.sample} is exported by no component: {series.not_exported}")
-        return _selector(series, namespace, model, revision, suffix)
-
-    answers = _rate(select(requests), window)
-    if builtin == "errorRate":
-        errors = _rate(select(requests), window, _SERVER_ERRORS)
-        return f"({errors} or vector(0)) / {answers}"
-    if builtin in ("latencyP50", "latencyP99"):
-        q = "0.5" if builtin == "latencyP50" else "0.99"
-        return f"histogram_quantile({q}, sum by (le) (rate({select(duration)}[{window}])))"
-    if builtin == "predictionConfidence":
-        confidence = contract.PREDICTION_CONFIDENCE
-        return f"{_rate(select(confidence, '_sum'), window)} / {_rate(select(confidence, '_count'), window)}"
-    if builtin == "outOfDistributionRate":
-        return f"{_rate(select(contract.OUT_OF_DISTRIBUTION), window)} / {_rate(select(contract.PREDICTIONS), window)}"
-    if builtin == "safetyViolationRate":
-        return f"({_rate(select(contract.SAFETY_VIOLATIONS), window)} or vector(0)) / {answers}"
-    if builtin == "requestRate":
-        return answers
-    raise QueryInvalid(f"unknown builtin metric {builtin!r}")
 
 
 def metric_query(metric: AlertMetric, md: ModelDeployment, revision: str) -> str:
@@ -174,14 +106,12 @@ def metric_query(metric: AlertMetric, md: ModelDeployment, revision: str) -> str
     a builtin nothing exports."""
     namespace, model = md.metadata.namespace or "", md.spec.model.name
     if metric.builtin is not None:
-        return builtin_query(
-            metric.builtin,
-            namespace=namespace,
-            model=model,
-            revision=revision,
-            window=metric.window,
-            source=request_source(md),
-        )
+        labels = {"namespace": namespace, "model": model, "revision": revision}
+        query = builtin_query(metric.builtin, request_source(md), labels, metric.window)
+        for series in contract.SERIES:
+            if not series.exported_by and series.name in query:
+                raise NoData(f"{series.sample} is exported by no component: {series.not_exported}")
+        return query
     assert metric.query is not None  # the API admits exactly one of builtin and query
     variables = {"model": model, "namespace": namespace, "revision": revision, "window": metric.window}
     try:
