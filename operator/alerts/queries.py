@@ -6,13 +6,13 @@ Each builtin is a value per revision over the rule's ``window`` (``metric.window
 series of :mod:`cutover.api.contract` (labels ``namespace``, ``model``, ``revision``):
 
 ======================  ====================================================================
-builtin                 value (``rate`` over the window; ratios of rates equal ratios of counts)
+builtin                 value (``rate`` over the window; a ratio of rates = of counts)
 ======================  ====================================================================
 errorRate               5xx requests / all requests (no 5xx child with requests present = 0)
 latencyP50, latencyP99  ``histogram_quantile`` of the request-duration histogram, in seconds
 predictionConfidence    mean top-class probability (histogram sum / count)
 outOfDistributionRate   out-of-distribution rows / rows predicted
-safetyViolationRate     safety filter findings / requests
+safetyViolationRate     safety filter findings / requests (no finding child = 0, as above)
 requestRate             requests per second
 ======================  ====================================================================
 
@@ -120,6 +120,12 @@ def _error_rate(s: _Select) -> str:
     return f"({errors} or {everything} * 0) / {everything}"
 
 
+def _violation_rate(s: _Select) -> str:
+    # A finding's child per filter and action appears with the first finding.
+    everything = s.counter(s.requests)
+    return f"({s.counter(SAFETY_VIOLATIONS)} or {everything} * 0) / {everything}"
+
+
 def _latency(quantile: float) -> Callable[[_Select], str]:
     def query(s: _Select) -> str:
         return f"histogram_quantile({quantile}, {s.rate(REQUEST_DURATION[s.source].sample, by=('le',))})"
@@ -138,7 +144,7 @@ _BUILTINS: dict[str, Callable[[_Select], str]] = {
     "latencyP99": _latency(0.99),
     "predictionConfidence": _confidence,
     "outOfDistributionRate": lambda s: f"{s.counter(OUT_OF_DISTRIBUTION)} / {s.counter(PREDICTIONS)}",
-    "safetyViolationRate": lambda s: f"{s.counter(SAFETY_VIOLATIONS)} / {s.counter(s.requests)}",
+    "safetyViolationRate": _violation_rate,
     "requestRate": lambda s: s.counter(s.requests),
 }
 assert set(_BUILTINS) == set(BUILTINS), "every builtin of the API has its PromQL"
