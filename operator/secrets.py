@@ -10,8 +10,7 @@ import base64
 import binascii
 
 from cutover.api.v1alpha1.base import SecretKeyRef
-
-from .kube import ApiError, Kube
+from cutover.serving.kube import ApiError, Kube
 
 
 class SecretUnavailable(Exception):

@@ -60,8 +60,8 @@ import httpx
 from cutover.api import contract
 from cutover.api.v1alpha1 import AlertRule, seconds
 from cutover.api.v1alpha1.alertrule import Notification
+from cutover.serving.kube import Kube, path
 
-from ..kube import Kube, path
 from ..secrets import SecretUnavailable, secret_text
 from .instances import Instance
 
