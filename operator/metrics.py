@@ -11,6 +11,7 @@ from cutover.api.contract import REVISION_ROLE
 from cutover.api.v1alpha1 import ModelDeployment
 from cutover.api.v1alpha1.modeldeployment import Phase
 
+from .alerts.evaluator import live_revisions
 from .rollout import AnalysisInput, Plan, reasons
 
 RECONCILES = Counter("cutover_operator_reconciles", "Reconcile passes", ["kind"])
@@ -56,7 +57,7 @@ def observe(md: ModelDeployment, plan: Plan, analysis: AnalysisInput | None, sec
     for event in plan.events:
         if event.reason in _COUNTED:
             TRANSITIONS.labels(event.reason).inc()
-    _export_roles((namespace, name), md.spec.model.name, [(t.revision, t.role) for t in plan.status.traffic])
+    _export_roles((namespace, name), md.spec.model.name, live_revisions(md.model_copy(update={"status": plan.status})))
 
 
 REVISION_ROLE_GAUGE = Gauge(REVISION_ROLE.name, REVISION_ROLE.help, list(REVISION_ROLE.labels))
@@ -66,9 +67,10 @@ that leaves the traffic table (or a model that is renamed) loses its series at t
 
 
 def _export_roles(key: tuple[str, str], model: str, live: list[tuple[str, str]]) -> None:
-    """Set ``cutover_revision_role`` to 1 for each (revision, role) of the traffic table and
-    remove the series of ``key`` that are no longer live. A revision listed twice keeps its
-    first role: a join on the series needs one role per revision."""
+    """Set ``cutover_revision_role`` to 1 for each live (revision, role), the ones the AlertRule
+    evaluator measures (``live_revisions``: the traffic table), and remove the series of ``key``
+    that are no longer live. A revision listed twice keeps its first role: a join on the series
+    needs one role per revision."""
     wanted: dict[str, tuple[str, ...]] = {}
     for revision, role in live:
         wanted.setdefault(revision, (key[0], model, revision, role))
