@@ -189,10 +189,11 @@ KINDS: tuple[Kind, ...] = (
         "by cutover itself and rendered as a PrometheusRule where that CRD exists.",
         columns=(
             Column("State", ".status.state", description="Inactive, Pending, Firing or Silenced"),
+            Column("Firing", ".status.firing", "integer", "Instances firing"),
             Column("Severity", ".spec.severity", description="Severity"),
             Column("Action", ".spec.action", description="What cutover does when it fires"),
-            Column("Target", ".spec.target.name", description="Target ModelDeployment"),
             AGE,
+            Column("Target", ".spec.target.name", priority=1, description="Target ModelDeployment"),
             Column("Metric", ".spec.metric.builtin", priority=1, description="Builtin metric"),
             Column("Fired", ".status.firedAt", "date", "When it last fired", priority=1),
         ),

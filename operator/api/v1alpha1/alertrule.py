@@ -183,13 +183,57 @@ class AlertRuleSpec(ApiModel):
     )
 
 
+InstanceState = Literal["Inactive", "Pending", "Firing", "Resolved", "Silenced"]
+
+
+class AlertInstanceStatus(ApiModel):
+    """One alert instance: this rule on one revision of one target ModelDeployment."""
+
+    target: str
+    """``namespace/name`` of the ModelDeployment."""
+    revision: str
+    """The revision hash."""
+    role: str = ""
+    """The revision's role in the target's rollout (stable, candidate, baseline, preview, previous)."""
+    state: InstanceState = "Inactive"
+    """Inactive, Pending, Firing, Resolved (for one evaluation after firing) or Silenced (maintenance)."""
+    value: float | None = None
+    """The last value (the ratio to stable with relativeTo stable); absent when there was no data."""
+    threshold: float = 0.0
+    """The threshold it was compared with."""
+    violations: int = 0
+    """Violating evaluations in a row."""
+    since: datetime | None = None
+    """When it entered its state."""
+    fired_at: datetime | None = None
+    """When it last started firing."""
+    message: str = ""
+    """Why there is no value, or what the value was compared with."""
+
+
+class DeliveryStatus(ApiModel):
+    """Notifications sent for this rule since the operator started evaluating it."""
+
+    sent: int = 0
+    """Deliveries (message x target) a receiver accepted."""
+    failed: int = 0
+    """Deliveries that failed after their retries."""
+    last_error: str = ""
+    """What went wrong with the last failed delivery."""
+    last_sent_at: datetime | None = None
+    """When a receiver last accepted a message."""
+    next_at: datetime | None = None
+    """When the next firing message is due (the first after grouping.wait, or a repeat)."""
+
+
 class AlertRuleStatus(ApiModel):
     """The alert's state, written by the operator."""
 
     observed_generation: int | None = None
     """The metadata.generation last acted on."""
     state: Literal["Inactive", "Pending", "Firing", "Silenced"] = "Inactive"
-    """Inactive, Pending (violating, fewer than `for` times), Firing, or Silenced (maintenance)."""
+    """The worst instance state: Firing > Pending > Silenced > Inactive (a Resolved instance counts
+    as Inactive)."""
     consecutive_violations: int = 0
     """Violating evaluations in a row."""
     last_evaluated_at: datetime | None = None
@@ -202,8 +246,15 @@ class AlertRuleStatus(ApiModel):
     """When the next repeat is due."""
     firing_targets: list[str] = []
     """ModelDeployments the alert fires for."""
+    firing: int = 0
+    """Instances firing now."""
+    instances: Annotated[list[AlertInstanceStatus], Field(max_length=1000)] = []
+    """One per target revision evaluated, in target order (the rule's state is the worst of them)."""
+    deliveries: DeliveryStatus = DeliveryStatus()
+    """Notifications sent and failed."""
     conditions: Conditions = []
-    """Ready: the rule is valid and evaluated."""
+    """Ready: the rule is valid and evaluated; DataAvailable: every instance had a value;
+    Notified: the last deliveries succeeded."""
 
 
 class AlertRule(ApiModel):
