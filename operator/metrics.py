@@ -3,6 +3,7 @@ rendered PrometheusRules join on to tell a candidate from the stable revision.""
 
 from __future__ import annotations
 
+import contextlib
 from typing import get_args
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -88,3 +89,45 @@ def _export_roles(key: tuple[str, str], model: str, live: list[tuple[str, str]])
 def forget(namespace: str, name: str) -> None:
     """Drop the role series of a ModelDeployment that is gone (its loop ended)."""
     _export_roles((namespace, name), "", [])
+
+
+# ---- AlertRules --------------------------------------------------------------------------------
+
+ALERT_EVALUATIONS = Counter("cutover_alert_evaluations", "AlertRule evaluations", ["namespace", "alertrule"])
+ALERT_EVALUATION_ERRORS = Counter(
+    "cutover_alert_evaluation_errors",
+    "Problems met by AlertRule evaluations (a query that does not parse, returns several series or "
+    "no data, Prometheus unavailable, an invalid spec or window), by condition reason",
+    ["namespace", "alertrule", "reason"],
+)
+ALERT_INSTANCES = Gauge("cutover_alert_instances", "AlertRule instances by state", ["namespace", "alertrule", "state"])
+ALERT_NOTIFICATIONS = Counter(
+    "cutover_alert_notifications", "AlertRule notification deliveries (message x target)", ["namespace", "alertrule"]
+)
+ALERT_NOTIFICATION_FAILURES = Counter(
+    "cutover_alert_notification_failures",
+    "AlertRule notification deliveries that failed after their retries",
+    ["namespace", "alertrule"],
+)
+ALERT_STATES = ("Inactive", "Pending", "Firing", "Resolved", "Silenced")
+
+
+def observe_alert(namespace: str, name: str, states: list[str], problems: list[str], sent: int, failed: int) -> None:
+    """Count one evaluation of AlertRule ``namespace/name``: its instances' states, the reasons of
+    the problems it met, and the deliveries sent and failed."""
+    ALERT_EVALUATIONS.labels(namespace, name).inc()
+    for reason in problems:
+        ALERT_EVALUATION_ERRORS.labels(namespace, name, reason).inc()
+    for state in ALERT_STATES:
+        ALERT_INSTANCES.labels(namespace, name, state).set(states.count(state))
+    if sent:
+        ALERT_NOTIFICATIONS.labels(namespace, name).inc(sent)
+    if failed:
+        ALERT_NOTIFICATION_FAILURES.labels(namespace, name).inc(failed)
+
+
+def forget_alert(namespace: str, name: str) -> None:
+    """Drop the instance gauges of an AlertRule that is gone (its loop ended)."""
+    for state in ALERT_STATES:
+        with contextlib.suppress(KeyError):
+            ALERT_INSTANCES.remove(namespace, name, state)
