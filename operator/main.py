@@ -15,6 +15,8 @@ from prometheus_client import start_http_server
 from cutover.api.v1alpha1 import GROUP
 
 from . import handlers
+from .alerts import handlers as alerts
+from .alerts.notify import Notifier
 from .kube import Kube
 from .verdicts import FileVerdicts, PrometheusVerdicts, VerdictSource
 
@@ -52,6 +54,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 def build_registry(verdicts_from: Path | None) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     handlers.register(registry)
+    alerts.register(registry)
 
     @kopf.on.login(registry=registry)
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -68,6 +71,8 @@ def build_registry(verdicts_from: Path | None) -> kopf.OperatorRegistry:
         verdicts: VerdictSource = FileVerdicts(verdicts_from) if verdicts_from else PrometheusVerdicts(http, kube)
         gateway_api = await kube.discover("/apis/gateway.networking.k8s.io/v1")
         memo.ctx = handlers.Context(kube, verdicts, gateway_api=gateway_api)
+        prometheus_rules = await kube.discover("/apis/monitoring.coreos.com/v1")
+        memo.alerts = alerts.AlertContext(kube, http, Notifier(http, kube), prometheus_rules=prometheus_rules)
         memo.http = http
         logger.info("cutover operator started (verdicts from %s)", verdicts_from or "Prometheus")
 
