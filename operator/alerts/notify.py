@@ -488,13 +488,30 @@ class _Target:
     secret: bool
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One message for one target (by its index in ``notifications``); ``left``: for a resolved
+    message, how many more :meth:`Notifier.deliver` calls may try it again if this one fails."""
+
+    message: Message
+    target: int
+    left: int
+
+
 class Notifier:
     """Delivers messages to an AlertRule's notification targets over the shared ``http`` client.
 
     ``attempts`` per delivery (the first included); the n-th retry waits ``base_delay x 2^(n-1)``
     seconds (a 429's ``Retry-After`` instead, up to ``max_delay``); each attempt ends after the
     target's ``timeoutSeconds``, at most ``timeout`` seconds. ``kube`` reads ``urlSecretRef``
-    Secrets (None: a target with one fails, saying so)."""
+    Secrets (None: a target with one fails, saying so).
+
+    A resolved message is sent once by planning, so losing it would leave the receiver's
+    incident open for good (alertmanager#2398): one that a target did not take is tried again
+    at each of the rule's next ``resolved_retries`` deliveries (about 15 minutes at a 30s
+    interval, as long as Prometheus re-sends resolved alerts), unless its group fires again
+    first. Firing messages need no such care: the next repeat carries them.
+    """
 
     def __init__(
         self,
@@ -505,6 +522,7 @@ class Notifier:
         base_delay: float = 1.0,
         timeout: float = 5.0,
         max_delay: float = 30.0,
+        resolved_retries: int = 30,
     ) -> None:
         if attempts < 1:
             raise ValueError(f"attempts must be at least 1, not {attempts}")
@@ -514,37 +532,53 @@ class Notifier:
         self.base_delay = base_delay
         self.timeout = timeout
         self.max_delay = max_delay
+        self.resolved_retries = resolved_retries
+        self.undelivered: dict[str, list[_Job]] = {}
+        """Per rule (``namespace/name``): resolved messages a target has not taken yet."""
+
+    def forget(self, rule: str) -> None:
+        """Drop what is kept for the rule ``namespace/name`` (it was deleted)."""
+        self.undelivered.pop(rule, None)
 
     async def deliver(self, rule: AlertRule, messages: Sequence[Message]) -> DeliveryResult:
-        """POST every message to every target of ``rule.spec.notifications``, concurrently.
+        """POST every message to every target of ``rule.spec.notifications``, concurrently, and
+        again the resolved messages earlier calls could not deliver.
 
         Counts one delivery per message and target; never raises for a receiver's or a Secret's
         fault (those are counted failed, with their sentence in ``errors``, each sentence once)."""
-        if not messages or not rule.spec.notifications:
+        name = _rule_name(rule)
+        news = {m.dedupe_key for m in messages}
+        count = len(rule.spec.notifications)
+        jobs = [
+            job for job in self.undelivered.pop(name, []) if job.message.dedupe_key not in news and job.target < count
+        ]
+        jobs += [_Job(m, i, self.resolved_retries) for m in messages for i in range(count)]
+        if not jobs:
             return DeliveryResult()
         targets = [self._target(rule, i, n) for i, n in enumerate(rule.spec.notifications)]
         urls = await asyncio.gather(*(self._url(rule, t) for t in targets), return_exceptions=True)
-        jobs = []
-        errors: list[str] = []
-        failed = 0
-        for target, url in zip(targets, urls, strict=True):
-            if isinstance(url, SecretUnavailable | DeliveryFailed):
-                failed += len(messages)
-                errors.append(f"{target.where}: {url}")
-            elif isinstance(url, BaseException):
-                raise url
-            else:
-                jobs += [self._post(rule, target, url, message) for message in messages]
-        sent = 0
-        for outcome in await asyncio.gather(*jobs, return_exceptions=True):
-            if isinstance(outcome, DeliveryFailed):
-                failed += 1
-                errors.append(str(outcome))
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                sent += 1
-        return DeliveryResult(sent=sent, failed=failed, errors=list(dict.fromkeys(errors)))
+        outcomes = await asyncio.gather(*(self._job(rule, targets[j.target], urls[j.target], j) for j in jobs))
+        errors = [error for error in outcomes if error is not None]
+        retry = [
+            dataclasses.replace(job, left=job.left - 1)
+            for job, error in zip(jobs, outcomes, strict=True)
+            if error is not None and job.message.state == "resolved" and job.left > 0
+        ]
+        if retry:
+            self.undelivered[name] = retry
+        return DeliveryResult(sent=len(jobs) - len(errors), failed=len(errors), errors=list(dict.fromkeys(errors)))
+
+    async def _job(self, rule: AlertRule, target: _Target, url: str | BaseException, job: _Job) -> str | None:
+        """Deliver one job; None when the target took it, else the sentence saying why not."""
+        if isinstance(url, SecretUnavailable | DeliveryFailed):
+            return f"{target.where}: {url}"
+        if isinstance(url, BaseException):
+            raise url
+        try:
+            await self._post(rule, target, url, job.message)
+        except DeliveryFailed as failure:
+            return str(failure)
+        return None
 
     def _target(self, rule: AlertRule, index: int, notification: Notification) -> _Target:
         ref = notification.url_secret_ref

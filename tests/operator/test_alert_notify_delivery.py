@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 
 from cutover.api.v1alpha1 import AlertRule
 from cutover.operator.alerts.instances import Instance
-from cutover.operator.alerts.notify import Message, Notifier, NotifyMemory, plan
+from cutover.operator.alerts.notify import DeliveryResult, Message, Notifier, NotifyMemory, plan
 from cutover.serving.kube import Credentials, Kube
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -31,6 +31,8 @@ class Receiver:
 
     posts: dict[str, list[tuple[dict[str, str], Any]]] = field(default_factory=dict)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    down: bool = False
+    """While True, ``/hooks/outage`` answers 503."""
     url: str = ""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -38,7 +40,7 @@ class Receiver:
         self.posts.setdefault(kind, []).append((dict(request.headers), await request.json()))
         if kind == "hang":
             await self.release.wait()
-        if kind == "error":
+        if kind == "error" or (kind == "outage" and self.down):
             return web.Response(status=500, text="database is down")
         if kind == "flaky" and len(self.posts[kind]) < 3:
             return web.Response(status=503, text="try later")
@@ -130,13 +132,20 @@ def rule(*notifications: dict[str, Any]) -> AlertRule:
     )
 
 
+def _instance(model: str, revision: str) -> Instance:
+    return Instance(f"payments/{model}", model, revision, "candidate", "Firing", 2.4, 1.5, 3, T0, T0)
+
+
 def firing(alert: AlertRule, *revisions: tuple[str, str]) -> list[Message]:
     """The messages of ``alert`` when the given (model, revision)s fire (one group per model)."""
-    instances = [
-        Instance(f"payments/{model}", model, revision, "candidate", "Firing", 2.4, 1.5, 3, T0, T0)
-        for model, revision in revisions or [("fraud", "c4")]
-    ]
+    instances = [_instance(model, revision) for model, revision in revisions or [("fraud", "c4")]]
     return plan(alert, instances, NotifyMemory(), T0, silenced=False)[0]
+
+
+def resolved(alert: AlertRule) -> list[Message]:
+    """The resolved message of ``alert``'s fraud group after it fired."""
+    memory = plan(alert, [_instance("fraud", "c4")], NotifyMemory(), T0, silenced=False)[1]
+    return plan(alert, [], memory, T0, silenced=False)[0]
 
 
 def notifier(http: httpx.AsyncClient, kube: Kube | None = None, **options: Any) -> Notifier:
@@ -279,3 +288,36 @@ async def test_nothing_to_send_sends_nothing(receiver: Receiver, http: httpx.Asy
     alert = rule({"url": f"{receiver.url}/ok"})
     result = await notifier(http).deliver(alert, [])
     assert (result.sent, result.failed, receiver.posts) == (0, 0, {})
+
+
+async def test_a_resolved_message_the_receiver_missed_is_delivered_at_a_later_evaluation(
+    receiver: Receiver, http: httpx.AsyncClient
+) -> None:
+    alert = rule({"url": f"{receiver.url}/outage"}, {"url": f"{receiver.url}/ok"})
+    notify = notifier(http, attempts=2, resolved_retries=3)
+    receiver.down = True
+    first = await notify.deliver(alert, resolved(alert))
+    assert (first.sent, first.failed) == (1, 1)
+    again = await notify.deliver(alert, [])
+    assert (again.sent, again.failed) == (0, 1) and len(receiver.posts["outage"]) == 4
+    receiver.down = False
+    back = await notify.deliver(alert, [])
+    assert (back.sent, back.failed) == (1, 0)
+    assert [body["state"] for _, body in receiver.posts["outage"]] == ["resolved"] * 5
+    assert len(receiver.posts["ok"]) == 1
+    # Taken: nothing more to send.
+    assert await notify.deliver(alert, []) == DeliveryResult()
+
+
+async def test_redelivery_of_a_resolve_gives_up_after_its_retries_or_when_the_group_fires_again(
+    receiver: Receiver, http: httpx.AsyncClient
+) -> None:
+    alert = rule({"url": f"{receiver.url}/error"})
+    notify = notifier(http, attempts=1, resolved_retries=2)
+    results = [await notify.deliver(alert, resolved(alert)), await notify.deliver(alert, [])]
+    results += [await notify.deliver(alert, []), await notify.deliver(alert, [])]
+    assert [r.failed for r in results] == [1, 1, 1, 0]
+    await notify.deliver(alert, resolved(alert))
+    fired = await notify.deliver(alert, firing(alert))
+    assert fired.failed == 1 and [body["state"] for _, body in receiver.posts["error"]][-1] == "firing"
+    assert await notify.deliver(alert, []) == DeliveryResult()
