@@ -207,7 +207,7 @@ def plan(
             if message is not None:
                 messages.append(message)
         elif remembered is not None and remembered.last_sent is not None:
-            messages.append(_resolved(rule, key, current, remembered))
+            messages.append(_resolved(rule, key, current, remembered, now))
         # A group that stopped firing inside its wait was never announced: nothing to resolve.
     return messages, NotifyMemory(groups)
 
@@ -242,12 +242,16 @@ def _firing(
     )
 
 
-def _resolved(rule: AlertRule, key: GroupKey, current: Sequence[Instance], remembered: GroupMemory) -> Message:
-    """A group's resolved message: the instances last announced, as they are now."""
+def _resolved(
+    rule: AlertRule, key: GroupKey, current: Sequence[Instance], remembered: GroupMemory, now: datetime
+) -> Message:
+    """A group's resolved message: the instances last announced, as they are now (one no longer
+    evaluated shows Resolved since ``now``)."""
     now_by_key = {i.key: i for i in current}
     gone = "no longer evaluated: the revision is not live any more"
     named = tuple(
-        now_by_key.get(i.key) or dataclasses.replace(i, state="Resolved", message=gone) for i in remembered.notified
+        now_by_key.get(i.key) or dataclasses.replace(i, state="Resolved", since=now, message=gone)
+        for i in remembered.notified
     )
     return Message(
         rule=_rule_name(rule),
@@ -434,13 +438,14 @@ def slack_body(rule: AlertRule, message: Message) -> dict[str, Any]:
     firing = message.state == "firing"
     icon = ":red_circle:" if firing else ":large_green_circle:"
     title = f"{'Firing' if firing else 'Resolved'}: {rule.metadata.name} ({rule.spec.severity})"
+    operator = _slack_escape(rule.spec.condition.operator)
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": f"{title}"[:150]}},
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
         {
             "type": "section",
             "text": {
                 "type": "mrkdwn",
-                "text": f"{icon} *{message.rule}*: {metric_name(rule)} {rule.spec.condition.operator} "
+                "text": f"{icon} *{message.rule}*: {metric_name(rule)} {operator} "
                 f"{format_value(rule, rule.spec.condition.threshold)} for {rule.spec.for_} evaluations "
                 f"every {rule.spec.interval}",
             },
@@ -451,10 +456,10 @@ def slack_body(rule: AlertRule, message: Message) -> dict[str, Any]:
         text = (
             f"*{instance.target}* revision `{instance.revision}` ({instance.role})\n"
             f"{metric_name(rule)} *{format_value(rule, instance.value)}* "
-            f"{rule.spec.condition.operator} {format_value(rule, instance.threshold)}: {instance.state}{since}"
+            f"{operator} {format_value(rule, instance.threshold)}: {instance.state}{since}"
         )
         if instance.message:
-            text += f"\n_{instance.message}_"
+            text += f"\n_{_slack_escape(instance.message[:500])}_"
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
     hidden = len(message.instances) - _SLACK_INSTANCES
     context = [f"action: {rule.spec.action}"] + ([f"and {hidden} more instances"] if hidden > 0 else [])
@@ -466,6 +471,11 @@ def slack_body(rule: AlertRule, message: Message) -> dict[str, Any]:
     context.append(f"dedupe key {message.dedupe_key}")
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": part} for part in context[:10]]})
     return {"text": f"{icon} {_summary(rule, message)}", "blocks": blocks}
+
+
+def _slack_escape(text: str) -> str:
+    """Text safe inside Slack mrkdwn (``&``, ``<`` and ``>`` are markup there)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 _SLACK_INSTANCES = 20

@@ -210,6 +210,7 @@ def test_an_instance_no_longer_evaluated_still_gets_its_resolved_message() -> No
     assert [m.state for _, m in sent] == ["firing", "resolved"]
     (gone,) = sent[1][1].instances
     assert (gone.revision, gone.state) == ("c4nd", "Resolved") and "no longer evaluated" in gone.message
+    assert webhook_body(rule(), sent[1][1])["alerts"][0]["endsAt"] == "2026-03-01T12:00:30Z"
 
 
 def test_a_new_episode_after_a_resolve_starts_with_a_fresh_first_message_and_backoff() -> None:
@@ -380,7 +381,7 @@ def test_the_slack_message_has_a_readable_text_and_blocks_per_instance() -> None
     assert kinds == ["header", "section", "section", "section", "context"]
     assert body["blocks"][0]["text"]["text"] == "Firing: risk-errors (critical)"
     assert "*payments/fraud* revision `c4nd` (candidate)" in body["blocks"][2]["text"]["text"]
-    assert "error rate *2.40x stable* > 1.50x stable: Firing" in body["blocks"][2]["text"]["text"]
+    assert "error rate *2.40x stable* &gt; 1.50x stable: Firing" in body["blocks"][2]["text"]["text"]
     context = " ".join(e["text"] for e in body["blocks"][-1]["elements"])
     assert "action: rollback" in context and "docs/runbooks.md#error-rate" in context
     assert "kubectl cutover status fraud-eu -n payments" in context
