@@ -84,6 +84,7 @@ class AlertContext:
             del self.pokes[key]
             for kept in (self.instances, self.memory, self.written, self.applied):
                 kept.pop(key, None)
+            self.notifier.forget("/".join(key))
             metrics.forget_alert(*key)
 
 
