@@ -225,12 +225,17 @@ def test_ab_test_keeps_users_on_their_arm_and_promotes_the_winner(stack: Stack, 
         60,
         "the split",
     )
-    split_from = time.monotonic() + 2  # the gateway has the table by then
     until(stack, "abtest", promoted_over(v1), 300, "the winner promoted")
-    promoted_at = time.monotonic() - 2
+    # The split as the gateway applied it, from the answers themselves: from B's first answer
+    # (nothing reached B before the gateway had the split) to A's last (after the promotion
+    # nothing reaches A). Fixed margins around the status reads were wrong whenever the
+    # gateway's watch or the status poll ran late on a busy machine.
+    answers = [(at, revision, code, user) for at, revision, code, user in list(traffic.recent) if code < 500]
+    split_from = min(at for at, revision, _, _ in answers if revision == v2)
+    promoted_at = max(at for at, revision, _, _ in answers if revision == v1)
     arms: dict[str, set[str]] = {}
-    for at, revision, code, user in list(traffic.recent):
-        if split_from <= at <= promoted_at and user and code < 500:
+    for at, revision, _, user in answers:
+        if split_from <= at <= promoted_at and user:
             arms.setdefault(user, set()).add(revision)
     assert len(arms) > 300, len(arms)
     assert all(len(seen) == 1 for seen in arms.values()), [u for u, seen in arms.items() if len(seen) > 1]
