@@ -59,6 +59,8 @@ _PLURALS = {
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
     ("cutover.dev/v1alpha1", "ModelDeployment"): "modeldeployments",
+    ("cutover.dev/v1alpha1", "AlertRule"): "alertrules",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrules",
 }
 
 
