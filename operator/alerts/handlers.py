@@ -67,8 +67,9 @@ class AlertContext:
     instances: dict[RuleKey, list[Instance]] = field(default_factory=dict)
     """Per rule: the instances after its last evaluation (the status may lag behind our write)."""
     memory: dict[RuleKey, notify.NotifyMemory] = field(default_factory=dict)
-    written: dict[RuleKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
-    """Per rule: the resourceVersion we last wrote status from, and what the write returned."""
+    written: dict[RuleKey, tuple[frozenset[str], dict[str, Any]]] = field(default_factory=dict)
+    """Per rule: the resourceVersions our status writes have superseded since kopf's view last
+    caught up, and what the last write returned."""
     applied: dict[RuleKey, tuple[str, float]] = field(default_factory=dict)
     """Per rule: digest of the PrometheusRule last applied, and when."""
     clock: Callable[[], float] = time.time
@@ -162,11 +163,34 @@ async def measure(ctx: AlertContext, rule: AlertRule, md: ModelDeployment, at: f
 
 
 def latest(ctx: AlertContext, key: RuleKey, body: kopf.Body) -> dict[str, Any]:
-    """kopf's live body, unless it still predates our last status write."""
+    """kopf's live body, unless it still predates one of our status writes.
+
+    The watch can lag several writes behind (a rule evaluated every second writes its status
+    every second), so every resourceVersion a write of ours superseded is remembered until
+    kopf's view moves past them all; comparing with the last one only sent every evaluation of
+    the lag into a 409."""
     mine = ctx.written.get(key)
-    if mine is not None and mine[0] == body.get("metadata", {}).get("resourceVersion"):
-        return mine[1]
+    if mine is not None:
+        if body.get("metadata", {}).get("resourceVersion") in mine[0]:
+            return mine[1]
+        del ctx.written[key]  # kopf caught up with our writes, or someone else wrote since
     return dict(body)
+
+
+def remember(ctx: AlertContext, key: RuleKey, obj: dict[str, Any], written: dict[str, Any]) -> None:
+    """Keep what a status write of ``obj`` returned, for :func:`latest`."""
+    superseded = ctx.written[key][0] if key in ctx.written else frozenset()
+    ctx.written[key] = (superseded | {obj["metadata"]["resourceVersion"]}, written)
+
+
+async def reread(ctx: AlertContext, key: RuleKey, body: kopf.Body) -> None:
+    """After a 409 (someone else wrote the rule since we read it): read it again, so the next
+    evaluation starts from the server's version instead of waiting for the watch."""
+    current = await ctx.kube.get(f"{GROUP}/{VERSION}", "AlertRule", key[0], key[1])
+    if current.get("metadata", {}).get("uid") != body.get("metadata", {}).get("uid"):
+        return
+    stale = {str(body.get("metadata", {}).get("resourceVersion"))}
+    ctx.written[key] = ((ctx.written[key][0] if key in ctx.written else frozenset()) | stale, current)
 
 
 async def evaluate_once(ctx: AlertContext, key: RuleKey, body: kopf.Body, logger: logging.Logger) -> float:
@@ -220,8 +244,7 @@ async def evaluate_once(ctx: AlertContext, key: RuleKey, body: kopf.Body, logger
 async def _write(ctx: AlertContext, key: RuleKey, obj: dict[str, Any], status: AlertRuleStatus) -> None:
     wire = status.wire()
     if wire != (obj.get("status") or {}):
-        written = await ctx.kube.replace_status(obj, wire)
-        ctx.written[key] = (obj["metadata"]["resourceVersion"], written)
+        remember(ctx, key, obj, await ctx.kube.replace_status(obj, wire))
 
 
 async def _apply_rule(
@@ -263,8 +286,7 @@ async def _invalid(
     ).wire()
     others = [c for c in old.get("conditions") or [] if c.get("type") != "Ready"]
     status = {**old, "conditions": [condition, *others], "observedGeneration": obj["metadata"].get("generation")}
-    written = await ctx.kube.replace_status(obj, status)
-    ctx.written[key] = (obj["metadata"]["resourceVersion"], written)
+    remember(ctx, key, obj, await ctx.kube.replace_status(obj, status))
     kopf.warn(cast(kopf.Body, obj), reason="InvalidSpec", message=message)
     metrics.ALERT_EVALUATION_ERRORS.labels(key[0], key[1], "InvalidSpec").inc()
     logger.warning("invalid AlertRule spec: %s", message)
@@ -308,7 +330,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
                     if err.status == 404 and await _gone(ctx, body):
                         logger.info("the AlertRule is gone; its loop ends")
                         return
-                    delay = 0.5 if err.status == 409 else ERROR_DELAY / 2
+                    delay = ERROR_DELAY / 2
+                    if err.status == 409:
+                        delay = 0.5
+                        with contextlib.suppress(ApiError):
+                            await reread(ctx, key, body)
                     metrics.ALERT_EVALUATION_ERRORS.labels(namespace, name, f"ApiError{err.status}").inc()
                     logger.warning("AlertRule evaluation failed: %s", err)
                 except Exception:
