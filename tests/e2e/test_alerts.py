@@ -15,7 +15,6 @@ The ModelDeployments' own analysis is given margins it cannot fail, and their ca
 from __future__ import annotations
 
 import copy
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,13 +23,12 @@ from typing import Any
 import pytest
 
 from hack.devstack import Stack
-from tests.support.kubectl import Kube
 from tests.support.waiting import wait_until
 
 from .receivers import Receivers
-from .test_full_stack import condition, deployment, models, nothing_lost, ready, start_traffic, status, until
+from .test_full_stack import condition, deployment, models, nothing_lost, ready, stack, start_traffic, status, until
 
-__all__ = ["models"]  # the fixture, shared with the full-stack tests
+__all__ = ["models", "stack"]  # the fixtures, shared with the full-stack tests
 
 pytestmark = pytest.mark.cluster
 
@@ -40,16 +38,6 @@ LENIENT = [
     # The rollout's own test may not decide here: no error rate can exceed 11x stable + 50 points.
     {"name": "error-rate", "builtin": "errorRate", "failureMargin": 10, "failureMarginAbsolute": 0.5}
 ]
-
-
-@pytest.fixture(scope="module")
-def stack(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("stack")
-    running = Stack(workdir, namespace=f"e2e-alerts-{uuid.uuid4().hex[:6]}", kubeconfig=kube.kubeconfig)
-    try:
-        yield running.start()
-    finally:
-        running.close()
 
 
 @pytest.fixture(scope="module")
