@@ -72,12 +72,13 @@ def events(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
 
 def wait_condition(kube: Kube, namespace: str, name: str, kind: str, reason: str) -> dict[str, Any]:
     """Until the rule's condition ``kind`` is False with ``reason``; that condition."""
+
+    def reached() -> dict[str, Any] | None:
+        found = condition(rule_status(kube, namespace, name), kind)
+        return found if (found.get("status"), found.get("reason")) == ("False", reason) else None
+
     found: dict[str, Any] = wait_until(
-        lambda: (
-            (c := condition(rule_status(kube, namespace, name), kind)).get("reason") == reason
-            and c["status"] == "False"
-            and c
-        ),
+        reached,
         60,
         f"{name}: {kind} False with {reason}",
         detail=lambda: str(rule_status(kube, namespace, name)),
