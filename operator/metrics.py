@@ -27,6 +27,12 @@ PHASE = Gauge("cutover_rollout_phase", "1 for the ModelDeployment's current phas
 WEIGHT = Gauge("cutover_rollout_candidate_weight", "Percent of live traffic on the candidate", ["namespace", "name"])
 DECISIONS = Counter("cutover_rollout_decisions", "Analysis verdicts acted on", ["verdict"])
 TRANSITIONS = Counter("cutover_rollout_transitions", "Promotions, rollbacks and other transitions", ["reason"])
+ALERT_ACTIONS = Counter(
+    "cutover_alert_actions",
+    "AlertRule actions answered on ModelDeployments (taken: true when done, false when ignored)",
+    ["action", "taken"],
+)
+_ALERT_ACTIONS = {reasons.alert_action(action): action for action in ("pause", "rollback", "fallback")}
 PHASES = get_args(Phase)
 _COUNTED = frozenset(
     {
@@ -39,6 +45,8 @@ _COUNTED = frozenset(
         reasons.AB_TEST_ENDED,
         reasons.ABORTED,
         reasons.ROLLED_BACK_BY_REQUEST,
+        reasons.ROLLED_BACK_BY_ALERT,
+        reasons.FALLBACK_STARTED,
     }
 )
 """Event reasons counted as transitions: rollouts started, promotions, rollbacks of a candidate."""
@@ -58,6 +66,8 @@ def observe(md: ModelDeployment, plan: Plan, analysis: AnalysisInput | None, sec
     for event in plan.events:
         if event.reason in _COUNTED:
             TRANSITIONS.labels(event.reason).inc()
+        if event.reason in _ALERT_ACTIONS:
+            ALERT_ACTIONS.labels(_ALERT_ACTIONS[event.reason], str(event.type == "Normal").lower()).inc()
     _export_roles((namespace, name), md.spec.model.name, live_revisions(md.model_copy(update={"status": plan.status})))
 
 

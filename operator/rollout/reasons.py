@@ -64,3 +64,9 @@ METRICS_UNAVAILABLE: Final = "MetricsUnavailable"
 SUFFICIENT: Final = "Sufficient"
 SURGE_FREE: Final = "SurgeFree"
 INSUFFICIENT_GPU_CAPACITY: Final = "InsufficientGPUCapacity"
+
+
+def alert_action(action: str) -> str:
+    """The reason of the event that answers an AlertRule's action: ``AlertRollback`` for
+    ``rollback`` (a warning when it was ignored)."""
+    return f"Alert{action[0].upper()}{action[1:]}"

@@ -220,7 +220,10 @@ class Pass:
         self.answered.append(
             HandledRequest(action=request.action, id=request.id, by=request.by, at=self.now, result=result)
         )
-        self.event(reasons.request_handled(request.action), f"{request.id}: {result}", warning=not ok)
+        if request.by.startswith("AlertRule/"):  # an event reason of its own (AlertRollback...), counted by metrics
+            self.event(reasons.alert_action(request.action), f"{request.by} {request.id}: {result}", warning=not ok)
+        else:
+            self.event(reasons.request_handled(request.action), f"{request.id}: {result}", warning=not ok)
 
 
 def elapsed(since: datetime | None, now: datetime) -> float:

@@ -49,6 +49,8 @@ def test_a_firing_rollback_rule_rolls_the_candidate_back_once_per_firing() -> No
     handled = plan.status.handled_requests[0]
     assert (handled.action, handled.by, handled.id) == ("rollback", "AlertRule/errors", alert.id)
     assert plan.status.last_handled_alerts == {"errors": alert.id}
+    (answer,) = [e for e in plan.events if e.reason == "AlertRollback"]
+    assert answer.type == "Normal" and answer.message.startswith("AlertRule/errors ")
     sim.step(requests=(Request("retry", "r-1"),))
     assert sim.status["candidateRevision"] == candidate
     for _ in range(3):  # the same firing, still in the rule's status: acted on already

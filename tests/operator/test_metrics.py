@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from prometheus_client import generate_latest
 
 from cutover.operator import metrics
-from cutover.operator.rollout import AnalysisInput, comparison
+from cutover.operator.rollout import AlertAction, AnalysisInput, comparison
 
-from .sim import Sim
+from .sim import T0, Sim
 
 
 def test_reconcile_phase_weight_and_transitions_are_exported() -> None:
@@ -27,3 +29,14 @@ def test_reconcile_phase_weight_and_transitions_are_exported() -> None:
     assert 'cutover_rollout_candidate_weight{name="fraud-scorer",namespace="payments"} 5.0' in text
     assert 'cutover_rollout_decisions_total{verdict="continue"}' in text
     assert "cutover_operator_reconcile_duration_seconds_bucket" in text
+
+
+def test_alert_actions_are_counted_by_action_and_whether_they_were_taken() -> None:
+    sim = Sim.of("modeldeployment-canary.yaml")
+    sim.step()
+    sim.step()
+    before = metrics.ALERT_ACTIONS.labels("pause", "false")._value.get()
+    fired = AlertAction("latency", "pause", sim.status["stableRevision"], T0 + timedelta(minutes=1))
+    metrics.observe(sim.md, sim.step(alerts=(fired,)), None, 0.002)  # nothing rolls out: ignored
+    assert metrics.ALERT_ACTIONS.labels("pause", "false")._value.get() == before + 1
+    assert 'cutover_alert_actions_total{action="pause",taken="false"}' in generate_latest().decode()
