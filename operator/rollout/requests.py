@@ -16,9 +16,9 @@ from cutover.api.v1alpha1.modeldeployment import ModelDeploymentStatus
 
 from . import reasons
 from .state import Pass
+from .transitions import end_fallback, switch_stable
 from .transitions import promote as promote_candidate
 from .transitions import rollback as roll_back
-from .transitions import switch_stable
 from .types import Request
 
 
@@ -72,8 +72,7 @@ def resume(p: Pass, request: Request, desired: str) -> None:
         return
     done = []
     if fallback is not None:
-        p.state = replace(p.state, fallback_revision=None, fallback_reason="")
-        p.event(reasons.FALLBACK_ENDED, f"stable {p.state.stable_revision} serves again instead of {fallback}")
+        end_fallback(p, f"on-call request {request.id}; stable {p.state.stable_revision} serves again")
         done.append(f"fallback to {fallback} ended")
     if paused:
         p.state = replace(p.state, paused=False, pause_reason="", last_progress_at=p.now)

@@ -116,6 +116,7 @@ def promote(p: Pass, how: str) -> None:
         else None,
     )
     p.event(reasons.PROMOTED, f"revision {candidate} (model version {spec.model.version}) promoted: {how}")
+    end_fallback(p, f"{candidate} promoted")
 
 
 def switch_stable(p: Pass, target: str, desired: str, cause: str, reason: str) -> None:
@@ -141,3 +142,14 @@ def switch_stable(p: Pass, target: str, desired: str, cause: str, reason: str) -
         message=f"rolled back from {old} to {target}: {cause}",
     )
     p.events.append(Event("Warning", reason, f"stable switched from {old} to {target}: {cause}"))
+    end_fallback(p, f"stable switched to {target}")
+
+
+def end_fallback(p: Pass, why: str) -> None:
+    """End an AlertRule's fallback, if one lasts: stable serves again (a change of stable ends
+    it too, since the fallback stood in for the stable it replaced)."""
+    fallback = p.state.fallback_revision
+    if fallback is None:
+        return
+    p.state = replace(p.state, fallback_revision=None, fallback_reason="")
+    p.event(reasons.FALLBACK_ENDED, f"fallback to {fallback} ended: {why}")

@@ -151,3 +151,14 @@ def test_on_call_requests_of_the_same_pass_come_before_alerts() -> None:
     # promoted by on-call first: the candidate is stable now, so the alert undoes that promotion
     assert [h.by for h in plan.status.handled_requests[:2]] == ["AlertRule/errors", ""]
     assert plan.status.stable_revision == stable
+
+
+def test_a_change_of_stable_ends_the_fallback() -> None:
+    """Found by the property test: on-call rolled back during a fallback, so the fallback
+    revision became stable while still named the fallback, and the table gave nobody traffic."""
+    sim, first, second = promoted_twice()
+    sim.step(alerts=(fires(second, "fallback"),))
+    plan = sim.step(requests=(Request("rollback", "rb-1"),))
+    assert plan.status.stable_revision == first and plan.status.fallback_revision is None
+    assert "FallbackEnded" in [e.reason for e in plan.events]
+    assert sum(row.weight for row in plan.status.traffic) == 100

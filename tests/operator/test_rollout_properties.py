@@ -1,5 +1,5 @@
-"""Invariants of the state machine over random specs, verdict sequences, pod readiness and
-on-call requests (hypothesis)."""
+"""Invariants of the state machine over random specs, verdict sequences, pod readiness,
+on-call requests and firing AlertRules (hypothesis)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cutover.api.v1alpha1 import ModelDeployment, seconds
-from cutover.operator.rollout import BASELINE_SUFFIX, AnalysisInput, Capacity, Inputs, Request, comparison, reconcile
+from cutover.operator.rollout import (
+    BASELINE_SUFFIX,
+    AlertAction,
+    AnalysisInput,
+    Capacity,
+    Inputs,
+    Request,
+    comparison,
+    reconcile,
+)
 
 from ..cases import load
 from .sim import T0
@@ -20,6 +29,8 @@ EXAMPLES = ["modeldeployment-canary.yaml", "modeldeployment-bluegreen.yaml", "mo
             "modeldeployment-abtest.yaml", "modeldeployment-gpu-mig.yaml"]  # fmt: skip
 VERDICTS = [None, "promote", "continue", "rollback", "inconclusive", "unavailable"]
 ACTIONS = ["promote", "abort", "rollback", "rollbackTo", "pause", "resume", "retry"]
+ALERT_ACTIONS = ["pause", "rollback", "fallback"]
+ALERT_ROLES = ["stable", "candidate", "previous"]
 
 steps = st.lists(
     st.fixed_dictionaries({
@@ -30,6 +41,8 @@ steps = st.lists(
         "request": st.one_of(st.none(), st.tuples(st.sampled_from(ACTIONS), st.integers(0, 3))),
         "capacity": st.sampled_from([None, 0, 1, 10]),
         "replicas": st.sampled_from([None, 1, 3]),
+        "alert": st.one_of(st.none(), st.tuples(st.sampled_from(ALERT_ACTIONS), st.sampled_from(ALERT_ROLES),
+                                                st.integers(0, 2))),
     }),
     min_size=1,
     max_size=25,
@@ -65,8 +78,19 @@ def run(example: str, script: list[dict[str, Any]]) -> None:
             value = (md.status.history[n % len(md.status.history)].revision
                      if action == "rollbackTo" and md.status and md.status.history else f"{action}-{i}")  # fmt: skip
             requests = (Request(action, value),)
+        alerts: tuple[AlertAction, ...] = ()
+        if move["alert"] and md.status:
+            action, role, firing = move["alert"]
+            history = md.status.history
+            fired_for = {
+                "stable": md.status.stable_revision,
+                "candidate": md.status.candidate_revision,
+                "previous": history[1].revision if len(history) > 1 else None,
+            }[role]
+            if fired_for:
+                alerts = (AlertAction("rule", action, fired_for, T0 + timedelta(minutes=firing)),)
         capacity = None if move["capacity"] is None else Capacity("nvidia.com/gpu", 1, move["capacity"])
-        inputs = Inputs(md, dict(ready), now, analysis, requests, capacity)
+        inputs = Inputs(md, dict(ready), now, analysis, requests, capacity, alerts=alerts)
         plan = reconcile(inputs)
 
         # Applying the same inputs twice changes nothing.
@@ -74,6 +98,8 @@ def run(example: str, script: list[dict[str, Any]]) -> None:
 
         new = plan.status
         previous_stable = md.status.stable_revision if md.status else None
+        # A fallback stands in for stable, never is it.
+        assert new.fallback_revision is None or new.fallback_revision != new.stable_revision
         # Live weights sum to 100 once anything is stable.
         if new.stable_revision is not None:
             assert sum(row.weight for row in new.traffic) == 100, new.traffic
@@ -85,6 +111,7 @@ def run(example: str, script: list[dict[str, Any]]) -> None:
         # Nothing is promoted without a promote verdict (now, or before scaling up) or a human request.
         if previous_stable is not None and new.stable_revision != previous_stable:
             human = any(r.action in ("promote", "rollback", "rollbackTo") for r in requests)
+            human = human or any(a.action == "rollback" for a in alerts)  # an AlertRule acting for on-call
             passed = md.status is not None and md.status.promoting  # a promote verdict earlier, scaling up since
             assert human or verdict == "promote" or passed, (previous_stable, new.stable_revision, verdict)
             # A rollback lands on a revision that was stable before.
@@ -92,6 +119,7 @@ def run(example: str, script: list[dict[str, Any]]) -> None:
                 assert new.stable_revision in ever_stable
         if new.stable_revision is not None:
             ever_stable.add(new.stable_revision)
+        ever_stable.update(r.revision for r in new.history)  # stable within a pass, then rolled back
         # Weights and mirrors are percentages; the baseline never takes more than the candidate.
         roles = {row.role: row for row in new.traffic}
         if "baseline" in roles and "candidate" in roles:
