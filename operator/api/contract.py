@@ -99,10 +99,18 @@ OUT_OF_DISTRIBUTION = Series(
 SAFETY_VIOLATIONS = Series(
     "cutover_safety_violations",
     "counter",
-    "Safety filter findings by filter and action",
-    (*REVISION_LABELS, "filter", "action"),
+    "Requests in which a SafetyPolicy filter found a violation, at most one per request, filter and scope",
+    (*REVISION_LABELS, "filter", "category", "action", "scope"),
     exported_by=(),
     not_exported="the SafetyPolicy filters are not on the serving path yet, so no component counts violations",
+)
+SAFETY_CHECKS = Series(
+    "cutover_safety_checks",
+    "counter",
+    "Requests a SafetyPolicy filter checked (the trials its violations are counted against)",
+    (*REVISION_LABELS, "filter", "scope"),
+    exported_by=(),
+    not_exported="the SafetyPolicy filters are not on the serving path yet, so no component counts checks",
 )
 SHADOW_COMPARISONS = Series(
     "cutover_gateway_shadow_comparisons",
@@ -125,6 +133,7 @@ SERIES = (
     PREDICTION_CONFIDENCE,
     OUT_OF_DISTRIBUTION,
     SAFETY_VIOLATIONS,
+    SAFETY_CHECKS,
     SHADOW_COMPARISONS,
 )
 """Every series in this contract."""

@@ -1,0 +1,125 @@
+# ruff: noqa: RUF001, RUF002  (the look-alike table maps confusable letters on purpose)
+"""One normaliser for the text classifiers (crisis, toxicity, advice, bias), so that what users
+type to get past a filter reads as what they mean: ``K1ll   mys3lf``, ``s u i c i d e``,
+``ѕuicide`` (Cyrillic s), ``diiiieee`` and ``su\u200bicide`` all come out as plain lower-case
+words.
+
+Steps, in order: Unicode NFKC (full-width and styled letters to plain ones), zero-width and
+other format characters dropped, casefold, accents dropped (``é`` -> ``e``, ``ß`` -> ``ss``), common
+Cyrillic and Greek look-alikes mapped to Latin, leetspeak read back (``0 1 3 4 5 7 @ $ !`` as ``o i
+e a s t a s i``) but only inside a token that mixes letters with those characters (so ``911``,
+``24/7`` and ``$5`` stay as they are), runs of three or more single letters separated by spaces,
+dots, dashes or underscores joined (``k.i.l.l`` -> ``kill``), and a character repeated three or
+more times squashed to two (``pleeease`` -> ``pleease``). Whitespace is collapsed to one space.
+
+The output's offsets do not match the input's: detectors that edit text (PII) read the raw text.
+Pure and fast: about 0.1 ms for 300 characters of ASCII.of ASCII.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_FORMAT = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]")
+_LOOKALIKES = str.maketrans(
+    {
+        # Cyrillic
+        "а": "a",
+        "в": "b",
+        "е": "e",
+        "ё": "e",
+        "к": "k",
+        "м": "m",
+        "н": "h",
+        "о": "o",
+        "р": "p",
+        "с": "c",
+        "т": "t",
+        "у": "y",
+        "х": "x",
+        "ѕ": "s",
+        "і": "i",
+        "ј": "j",
+        "ԁ": "d",
+        "ɡ": "g",
+        # Greek
+        "α": "a",
+        "β": "b",
+        "ε": "e",
+        "ι": "i",
+        "κ": "k",
+        "ν": "v",
+        "ο": "o",
+        "ρ": "p",
+        "τ": "t",
+        "υ": "u",
+        "χ": "x",
+        # others that survive NFKC
+        "ı": "i",
+        "ł": "l",
+        "ø": "o",
+        "đ": "d",
+        "æ": "ae",
+        "œ": "oe",
+    }
+)
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
+_LEET_CHARS = "013457@$!"
+# A token holding a leet character and a letter, read as one word.
+_TOKEN = re.compile(r"(?<![\w@$!])(?=[\w@$!]*[^\W\d_])[\w@$!]*[013457@$!][\w@$!]*")
+# Three or more single letters (or leet characters) separated by one separator each: "s u i c i d e".
+_SPACED = re.compile(r"(?<![\w@$!])[a-z0-9@$!](?P<sep>[ ._\-])[a-z0-9@$!](?:(?P=sep)[a-z0-9@$!])+(?![\w@$!])")
+_REPEATS = re.compile(r"(.)\1{2,}")
+_SPACES = re.compile(r"\s+")
+
+
+def _strip_accents(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
+
+
+def _unleet(token: re.Match[str]) -> str:
+    word = token.group()
+    if any(char.isalpha() for char in word) and any(char in _LEET_CHARS for char in word):
+        # A trailing "!" is punctuation, not an "i": "die!" stays "die".
+        stripped = word.rstrip("!")
+        return stripped.translate(_LEET) + word[len(stripped) :]
+    return word
+
+
+def _join(spaced: re.Match[str]) -> str:
+    letters = spaced.group()[::2]  # one separator character between letters
+    # Only join when it spells a word: letters (after leet) rather than a list of digits ("1 2 3").
+    return letters if any(char.isalpha() for char in letters) else spaced.group()
+
+
+def normalise(text: str) -> str:
+    """``text`` as the classifiers read it (see the module's docstring). Never raises on a
+    ``str``; lone surrogates are dropped."""
+    if not text:
+        return ""
+    if text.isascii():
+        text = text.lower()
+    else:
+        text = text.encode("utf-8", "ignore").decode("utf-8")
+        text = unicodedata.normalize("NFKC", text)
+        text = _FORMAT.sub("", text).casefold()
+        text = _strip_accents(text).translate(_LOOKALIKES)
+    text = _SPACED.sub(_join, text)
+    text = _TOKEN.sub(_unleet, text)
+    text = _REPEATS.sub(r"\1\1", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+_SENTENCE = re.compile(r"(?<=[.!?\n])\s+|\n+")
+
+
+def sentences(text: str, limit: int = 64) -> list[str]:
+    """``text`` cut into sentences (at ``.``, ``!``, ``?`` followed by space, and at line
+    breaks), at most ``limit`` of them (the rest joined into the last), so that a long answer is
+    scored per sentence: one bad sentence is not outvoted by many harmless ones."""
+    parts = [part for part in _SENTENCE.split(text) if part.strip()]
+    if len(parts) > limit:
+        parts = [*parts[: limit - 1], " ".join(parts[limit - 1 :])]
+    return parts
