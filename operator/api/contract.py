@@ -247,3 +247,22 @@ RUNBOOK_ANCHORS = {
 }
 """AlertRule builtin metric -> the anchor of its section in ``RUNBOOKS`` (the GitHub slug of the
 section's heading: ``## Error rate`` is ``error-rate``); a test checks every anchor has its heading."""
+
+
+# ---- SafetyPolicy delivery -------------------------------------------------------------------
+# The operator renders each SafetyPolicy as a ConfigMap (and, when its crisis webhook URL comes
+# from a Secret, a Secret of its own) and mounts both into the serving pods of the
+# ModelDeployments that reference it; `cutover serve --safety-policy --safety-secrets-dir` reads
+# them, and hack/runner.py materialises them for local serving processes.
+
+SAFETY_OBJECT_PREFIX = "cutover-safety-"
+"""The rendered ConfigMap and the copied Secret are both named this plus the policy's name."""
+SAFETY_POLICY_KEY = "policy.json"
+"""ConfigMap key: the SafetyPolicy as JSON (apiVersion, kind, metadata name/namespace/generation/uid, spec)."""
+SAFETY_ESCALATION_URL_KEY = "escalation-url"
+"""Secret key (and file in the secrets dir): the crisis escalation webhook's URL, copied from
+the Secret that ``crisis.escalationWebhook.urlSecretRef`` names."""
+SAFETY_POLICY_DIR = "/etc/cutover/safety/policy"
+"""Where a serving pod mounts the rendered ConfigMap (``--safety-policy`` is ``<dir>/policy.json``)."""
+SAFETY_SECRETS_DIR = "/etc/cutover/safety/secrets"
+"""Where a serving pod mounts the copied Secret (``--safety-secrets-dir``)."""
