@@ -279,7 +279,27 @@ CASES = [
         "policy-without-filters",
         SP,
         {"spec": {"failClosed": True}},
-        "a SafetyPolicy needs at least one filter: crisis, toxicity, pii or advice",
+        "a SafetyPolicy needs at least one filter: crisis, toxicity, pii, advice or bias",
+    ),
+    Case(
+        "bias-category-repeated",
+        SP,
+        {"spec.bias.categories": ["gender", "age", "gender"]},
+        "bias categories must not repeat",
+    ),
+    Case(
+        "bias-category-unknown",
+        SP,
+        {"spec.bias.categories": ["gender", "height"]},
+        "Input should be 'raceEthnicity'",
+        server='Unsupported value: "height"',
+    ),
+    Case(
+        "bias-threshold-negative",
+        SP,
+        {"spec.bias.threshold": -0.1},
+        "greater than or equal to 0",
+        server="should be greater than or equal to 0",
     ),
     Case(
         "crisis-escalate-nowhere",

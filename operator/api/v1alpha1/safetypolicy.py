@@ -121,6 +121,45 @@ class AdviceFilter(ApiModel):
     """Apply to inputs, outputs or both."""
 
 
+BiasCategory = Literal["raceEthnicity", "religion", "gender", "sexualOrientation", "disability", "age", "nationality"]
+
+
+class BiasFilter(ApiModel):
+    """Flags demeaning or discriminatory statements about protected groups in model outputs:
+    a group stereotyped, demeaned or excluded ("people from X are lazy", "don't hire women over
+    40"), not a group named, statistics with their source, discussion of discrimination or a
+    counter-stereotype."""
+
+    enabled: bool = True
+    """Turn the filter on."""
+    categories: Annotated[list[BiasCategory], Field(min_length=1, max_length=7)] = [
+        "raceEthnicity",
+        "religion",
+        "gender",
+        "sexualOrientation",
+        "disability",
+        "age",
+        "nationality",
+    ]
+    """Which protected-group kinds to look for: raceEthnicity, religion, gender,
+    sexualOrientation (including gender identity), disability, age, nationality (including
+    immigration status)."""
+    threshold: Fraction = 0.8
+    """Score at or above which text counts as biased."""
+    action: Literal["flag", "block"] = "flag"
+    """flag answers but counts and audits the violation; block refuses."""
+    scope: Scope = "outputs"
+    """Apply to inputs, outputs or both."""
+
+    rules = (
+        Rule(
+            cel="self.categories.all(c, self.categories.filter(o, o == c).size() == 1)",
+            message="bias categories must not repeat",
+            check=lambda s: len(set(s.categories)) == len(s.categories),
+        ),
+    )
+
+
 class SafetyPolicySpec(ApiModel):
     """Filters applied on the serving path of every ModelDeployment that references this policy."""
 
@@ -132,6 +171,8 @@ class SafetyPolicySpec(ApiModel):
     """Personal data redaction."""
     advice: AdviceFilter | None = None
     """Unauthorised advice detection."""
+    bias: BiasFilter | None = None
+    """Discriminatory content about protected groups."""
     block_message: Annotated[str, StringConstraints(max_length=2000)] = (
         "This request cannot be answered under the service's safety policy."
     )
@@ -141,9 +182,9 @@ class SafetyPolicySpec(ApiModel):
 
     rules = (
         Rule(
-            cel="has(self.crisis) || has(self.toxicity) || has(self.pii) || has(self.advice)",
-            message="a SafetyPolicy needs at least one filter: crisis, toxicity, pii or advice",
-            check=lambda s: any(f is not None for f in (s.crisis, s.toxicity, s.pii, s.advice)),
+            cel="has(self.crisis) || has(self.toxicity) || has(self.pii) || has(self.advice) || has(self.bias)",
+            message="a SafetyPolicy needs at least one filter: crisis, toxicity, pii, advice or bias",
+            check=lambda s: any(f is not None for f in (s.crisis, s.toxicity, s.pii, s.advice, s.bias)),
         ),
     )
 
