@@ -56,10 +56,12 @@ _PLURALS = {
     ("v1", "Pod"): "pods",
     ("v1", "Node"): "nodes",
     ("v1", "Secret"): "secrets",
+    ("v1", "ConfigMap"): "configmaps",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
     ("cutover.dev/v1alpha1", "ModelDeployment"): "modeldeployments",
     ("cutover.dev/v1alpha1", "AlertRule"): "alertrules",
+    ("cutover.dev/v1alpha1", "SafetyPolicy"): "safetypolicies",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrules",
 }
 
