@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from cutover.api.contract import LABEL_MODEL, LABEL_REVISION
 from cutover.api.v1alpha1 import GROUP, REQUEST_ANNOTATIONS, VERSION, ModelDeployment
 
-from . import builders, gpu, lifecycle, metrics, pods
+from . import builders, gpu, lifecycle, metrics, pods, safety
 from .kube import ApiError, Kube
 from .rollout import (
     AlertAction,
@@ -209,9 +209,11 @@ async def reconcile_once(
     children: list[Child],
     logger: logging.Logger,
     alerts: tuple[AlertAction, ...] = (),
+    policy: Callable[[str, str], safety.PolicySummary | None] = lambda namespace, name: None,
 ) -> float:
     """One pass of the reconcile loop; returns the seconds until the next one. ``alerts``: the
-    firing AlertRules that act on this object."""
+    firing AlertRules that act on this object; ``policy``: the SafetyPolicy of a (namespace,
+    name), None when there is none (what ``safetyPolicyRef`` names is looked up in it)."""
     started = time.monotonic()
     kube = ctx.kube
     obj = latest(ctx, body)
@@ -233,7 +235,10 @@ async def reconcile_once(
     watch = await _watch(ctx, md, now, logger)
     problems = await _pod_problems(kube, md, logger) if any(c.ready < c.wanted for c in children) else {}
     at = datetime.fromtimestamp(now, UTC)
-    plan = reconcile(Inputs(md, ready, at, analysis, requests, capacity, problems, watch, alerts))
+    ref = md.spec.safety_policy_ref
+    namespace = md.metadata.namespace or ""
+    held = safety.readiness(namespace, ref.name, policy(namespace, ref.name)) if ref is not None else None
+    plan = reconcile(Inputs(md, ready, at, analysis, requests, capacity, problems, watch, alerts, held))
     await _apply(ctx, md, plan, children)
     new_status = plan.status.wire()
     if new_status != (obj.get("status") or {}):
@@ -365,6 +370,12 @@ def register(registry: kopf.OperatorRegistry) -> None:
     ) -> dict[ObjectKey, tuple[AlertAction, ...]]:
         return firing_actions(namespace or "", name, spec, status)
 
+    @kopf.index(GROUP, VERSION, "safetypolicies", id="safety_policies", registry=registry)
+    async def safety_policies(
+        namespace: str | None, name: str, body: kopf.Body, **_: Any
+    ) -> dict[ObjectKey, safety.PolicySummary]:
+        return {(namespace or "", name): safety.summarise(body)}
+
     @kopf.on.event(GROUP, VERSION, "alertrules", registry=registry)
     async def alertrule_changed(
         namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo, **_: Any
@@ -381,18 +392,23 @@ def register(registry: kopf.OperatorRegistry) -> None:
         memo: kopf.Memo,
         deployments_by_model: kopf.Index[tuple[str, str], Child],
         alert_actions: kopf.Index[ObjectKey, tuple[AlertAction, ...]],
+        safety_policies: kopf.Index[ObjectKey, safety.PolicySummary],
         logger: logging.Logger,
         **_: Any,
     ) -> None:
         ctx: Context = memo.ctx
         wake = ctx.pokes[(namespace, name)] = asyncio.Event()
+
+        def policy(policy_namespace: str, policy_name: str) -> safety.PolicySummary | None:
+            return next(iter(safety_policies.get((policy_namespace, policy_name), [])), None)
+
         try:
             while not stopped:
                 wake.clear()
                 try:
                     children = list(deployments_by_model.get((namespace, name), []))
                     alerts = tuple(a for actions in alert_actions.get((namespace, name), []) for a in actions)
-                    delay = await reconcile_once(ctx, body, children, logger, alerts)
+                    delay = await reconcile_once(ctx, body, children, logger, alerts, policy)
                 except ApiError as err:
                     if err.status == 404 and await _gone(ctx, body):
                         logger.info("the ModelDeployment is gone; its loop ends")

@@ -14,7 +14,7 @@ from prometheus_client import start_http_server
 
 from cutover.api.v1alpha1 import GROUP
 
-from . import handlers
+from . import handlers, safety_handlers
 from .alerts import handlers as alerts
 from .alerts.notify import Notifier
 from .kube import Kube
@@ -55,6 +55,7 @@ def build_registry(verdicts_from: Path | None) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     handlers.register(registry)
     alerts.register(registry)
+    safety_handlers.register(registry)
 
     @kopf.on.login(registry=registry)
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -72,6 +73,7 @@ def build_registry(verdicts_from: Path | None) -> kopf.OperatorRegistry:
         gateway_api = await kube.discover("/apis/gateway.networking.k8s.io/v1")
         memo.ctx = handlers.Context(kube, verdicts, gateway_api=gateway_api)
         prometheus_rules = await kube.discover("/apis/monitoring.coreos.com/v1")
+        memo.safety = safety_handlers.SafetyContext(kube)
         memo.alerts = alerts.AlertContext(kube, http, Notifier(http, kube), prometheus_rules=prometheus_rules)
         memo.http = http
         logger.info("cutover operator started (verdicts from %s)", verdicts_from or "Prometheus")

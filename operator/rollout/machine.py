@@ -15,7 +15,7 @@ from cutover.api.v1alpha1.modeldeployment import ModelDeploymentStatus
 
 from . import alerts, reasons, requests
 from .state import Pass, RolloutState, elapsed
-from .status import finish
+from .status import SAFETY_POLICY_READY, finish
 from .strategies import strategy_for
 from .traffic import provider_for
 from .transitions import end_rollout, record, rollback, start_rollout, switch_stable, try_promote
@@ -57,6 +57,18 @@ def reconcile(inputs: Inputs) -> Plan:
         pass  # an alert's fallback serves: nothing new rolls out until on-call resumes
     else:
         if state.candidate_revision != desired:
+            held = p.safety_hold
+            if held is not None:
+                # Fail closed: no rollout starts while the SafetyPolicy cannot be served. One
+                # of a revision the spec no longer asks for is dropped (it would never finish).
+                if state.candidate_revision is not None:
+                    end_rollout(
+                        p,
+                        f"spec moved on to {desired}; rollout of {state.candidate_revision} dropped; "
+                        f"{desired} waits for the SafetyPolicy: {held}",
+                        reason=reasons.ROLLOUT_SUPERSEDED,
+                    )
+                return finish(p, desired)
             start_rollout(p, desired)
         _progress(p, desired)
 
@@ -118,6 +130,11 @@ def _progress(p: Pass, desired: str) -> None:
         # More candidate pods ready than ever in this rollout: progress, as for a Deployment (a
         # pod that keeps crashing and coming back is not).
         p.state = replace(p.state, last_progress_at=p.now, candidate_ready_replicas=candidate_ready)
+    if p.safety_hold is not None:
+        return  # fail closed: weights, steps and promotion wait for the SafetyPolicy (rollbacks do not)
+    if p.inputs.safety is not None and _was_held(p):
+        # The hold is over: the deadline counts from now, not from before the hold.
+        p.state = replace(p.state, last_progress_at=p.now)
     if p.state.paused:
         return  # frozen by on-call (or by the operator, below) until a human acts
     if p.state.promoting:
@@ -133,6 +150,12 @@ def _progress(p: Pass, desired: str) -> None:
     limit = p.spec.progress_deadline_seconds + allowance
     if elapsed(p.state.last_progress_at, p.now) > limit:
         _deadline_passed(p, candidate_ready, analysis, limit)
+
+
+def _was_held(p: Pass) -> bool:
+    """Whether the stored status says the SafetyPolicy held rollouts on the last pass."""
+    stored = next((c for c in p.stored.conditions if c.type == SAFETY_POLICY_READY), None)
+    return stored is not None and stored.status != "True"
 
 
 def _deadline_passed(p: Pass, candidate_ready: int, analysis: AnalysisInput | None, limit: float) -> None:

@@ -42,6 +42,11 @@ ROLLED_BACK_BY_ALERT: Final = "RolledBackByAlert"
 FALLBACK_STARTED: Final = "FallbackStarted"
 FALLBACK_ENDED: Final = "FallbackEnded"
 POST_PROMOTION_REGRESSION: Final = "PostPromotionRegression"
+SAFETY_POLICY_NOT_READY: Final = "SafetyPolicyNotReady"
+"""The referenced SafetyPolicy is missing, invalid or not judged yet: rollouts hold (also the
+Progressing condition's reason while one is held)."""
+SAFETY_POLICY_READY: Final = "SafetyPolicyReady"
+"""The referenced SafetyPolicy became ready again after it was not: held rollouts go on."""
 
 
 def request_handled(action: str) -> str:
@@ -64,6 +69,12 @@ METRICS_UNAVAILABLE: Final = "MetricsUnavailable"
 SUFFICIENT: Final = "Sufficient"
 SURGE_FREE: Final = "SurgeFree"
 INSUFFICIENT_GPU_CAPACITY: Final = "InsufficientGPUCapacity"
+POLICY_READY: Final = "PolicyReady"
+POLICY_NOT_FOUND: Final = "PolicyNotFound"
+POLICY_INVALID: Final = "PolicyInvalid"
+POLICY_PENDING: Final = "PolicyPending"
+"""SafetyPolicyReady's reasons: the referenced policy is served, missing, invalid (its spec, or
+its webhook Secret), or its current generation not judged by the operator yet."""
 
 
 def alert_action(action: str) -> str:

@@ -212,6 +212,13 @@ class Pass:
             return None
         return given
 
+    @property
+    def safety_hold(self) -> str | None:
+        """Why rollouts hold for the referenced SafetyPolicy (its readiness message), or None
+        when the spec references none or it is ready."""
+        safety = self.inputs.safety
+        return None if safety is None or safety.ready else safety.message
+
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(Event("Warning" if warning else "Normal", reason, message))
 

@@ -31,6 +31,7 @@ PROMOTED: Final = "Promoted"
 ROLLED_BACK: Final = "RolledBack"
 ANALYSIS_AVAILABLE: Final = "AnalysisAvailable"
 GPU_CAPACITY: Final = "GPUCapacity"
+SAFETY_POLICY_READY: Final = "SafetyPolicyReady"
 """Condition types, in the order they are written."""
 
 HANDLED_REQUESTS_KEPT = 20
@@ -78,8 +79,9 @@ def finish(p: Pass, desired: str) -> Plan:
     before = md.status
     phase: Phase
     human = p.strategy.awaiting_human(p, p.ready(candidate)) if candidate is not None else None
+    held = p.safety_hold
     if candidate is not None:
-        phase = "Paused" if state.paused or human else "Progressing"
+        phase = "Paused" if state.paused or human or held else "Progressing"
         message = rollout_message(p, candidate_weight, human, shown)
     elif state.fallback_revision is not None:
         fallback_ready = p.ready(state.fallback_revision)
@@ -112,6 +114,9 @@ def finish(p: Pass, desired: str) -> Plan:
                 p.event(reasons.PROGRESS_DEADLINE_EXCEEDED, lost + detail, warning=True)
     if stable_problem is not None and candidate is None and phase != "RolledBack":
         message += f": {stable_problem.describe()}"
+    waiting = held is not None and candidate is None and desired not in (stable, state.rejected_revision)
+    if waiting and state.fallback_revision is None:
+        message += f"; rollout of {desired} waits for the SafetyPolicy: {held}"
     # Each kind of problem is told once, as an Event, when it first shows in the status; its
     # text carries counters (pods, restarts) that change without anything new to say.
     known = " ".join([before.message, *(c.message for c in before.conditions)]) if before else ""
@@ -134,15 +139,21 @@ def finish(p: Pass, desired: str) -> Plan:
         ),
         make(
             PROGRESSING,
-            candidate is not None and not state.paused and not human,
+            candidate is not None and not state.paused and not human and not held,
             reasons.PAUSED
             if state.paused
+            else reasons.SAFETY_POLICY_NOT_READY
+            if held and (candidate or waiting)
             else reasons.AWAITING_PROMOTION
             if human
             else reasons.ROLLOUT_IN_PROGRESS
             if candidate
             else reasons.NO_ROLLOUT,
-            message if candidate else "no rollout in progress",
+            message
+            if candidate
+            else f"rollout of {desired} waits for the SafetyPolicy: {held}"
+            if waiting
+            else "no rollout in progress",
         ),
     ]
     promoted = any(e.reason == reasons.PROMOTED for e in p.events)
@@ -191,6 +202,18 @@ def finish(p: Pass, desired: str) -> Plan:
         if not enough and md.spec.strategy.surge == "always" and candidate is not None:
             phase, message = "Progressing", f"waiting for GPU capacity: {text}"
 
+    safety = p.inputs.safety
+    if safety is not None:
+        conditions.append(make(SAFETY_POLICY_READY, safety.ready, safety.reason, safety.message))
+        told = next((c for c in old if c.type == SAFETY_POLICY_READY), None)
+        now_status = "Unknown" if safety.ready is None else str(safety.ready)
+        if told is None or (told.status, told.reason) != (now_status, safety.reason):
+            if not safety.ready:
+                hold = f"{safety.message}; rollouts hold until it is ready"
+                p.event(reasons.SAFETY_POLICY_NOT_READY, hold, warning=True)
+            elif told is not None:
+                p.event(reasons.SAFETY_POLICY_READY, safety.message)
+
     handled = [*reversed(p.answered), *p.stored.handled_requests][:HANDLED_REQUESTS_KEPT]
     # The evidence of a verdict about the rollout this pass began with is kept, also when that
     # verdict ended the rollout (rolled back, promoted); not when another rollout replaced it.
@@ -221,6 +244,8 @@ def rollout_message(p: Pass, weight: int, human: str | None, problems: Mapping[s
     analysis = p.analysis
     if state.paused:
         head += f" (paused: {state.pause_reason or 'on-call'})"
+    elif p.safety_hold is not None:
+        head += f" (held: the SafetyPolicy is not ready: {p.safety_hold})"
     elif human:
         head += f" ({human})"
     elif analysis is not None:

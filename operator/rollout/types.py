@@ -104,6 +104,19 @@ class WatchInput:
 
 
 @dataclass(frozen=True)
+class SafetyInput:
+    """Whether the SafetyPolicy the ModelDeployment references (``spec.safetyPolicyRef``) can
+    be served: ``ready`` True, False (missing or invalid) or None (not judged yet); ``reason``
+    is the SafetyPolicyReady condition's (one of :mod:`.reasons`' POLICY_*). Anything but True
+    holds rollouts: none starts, one in progress keeps its weights (fail closed)."""
+
+    policy: str
+    ready: bool | None
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Request:
     """An on-call request read from an annotation: the action (a key of REQUEST_ANNOTATIONS),
     the annotation's value as its id, and who wrote it."""
@@ -160,6 +173,8 @@ class Inputs:
     watch: WatchInput | None = None
     alerts: tuple[AlertAction, ...] = ()
     """Firing AlertRules that act on this ModelDeployment (read from their status)."""
+    safety: SafetyInput | None = None
+    """The referenced SafetyPolicy's readiness; None when the spec references none."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,272 @@
+"""kopf handlers for SafetyPolicy: one thin loop per policy, like the ModelDeployment loop.
+
+A pass validates the policy, renders its ConfigMap, copies its crisis webhook's Secret (when
+it names one), writes status (Ready, observedGeneration, the ModelDeployments that reference
+it) and posts an Event when Ready changes; the decisions are in :mod:`.safety`. It runs when the
+policy's spec changes, when a ModelDeployment starts or stops referencing it, when the Secret
+it copies changes, and every ``RESTING_INTERVAL`` seconds, which also repairs a rendered
+object someone edited or deleted.
+
+The ModelDeployment side is in :mod:`.handlers`: it reads each policy's readiness from the
+``safety_policies`` index and is poked when a policy changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from cutover.api.v1alpha1 import GROUP, VERSION, SafetyPolicy
+
+from . import lifecycle, metrics, safety
+from .kube import ApiError, Kube
+from .secrets import SecretUnavailable, secret_text
+
+PLURAL = "safetypolicies"
+RESTING_INTERVAL = 30.0
+ERROR_DELAY = 10.0
+COALESCE_SECONDS = 0.2
+REAPPLY_SECONDS = 300.0
+
+PolicyKey = tuple[str, str]
+"""A SafetyPolicy's (namespace, name)."""
+
+
+@dataclass
+class SafetyContext:
+    """The shared client and what this process keeps per policy (dropped by :meth:`forget`)."""
+
+    kube: Kube
+    pokes: dict[PolicyKey, asyncio.Event] = field(default_factory=dict)
+    written: dict[PolicyKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    """Per policy: the resourceVersion our last status write superseded, and what it returned."""
+    applied: dict[PolicyKey, dict[str, tuple[str, float]]] = field(default_factory=dict)
+    """Per policy: digest of the ConfigMap / Secret last applied (by kind), and when."""
+    secrets: dict[PolicyKey, tuple[str, str]] = field(default_factory=dict)
+    """Per policy: the (namespace, Secret name) its crisis webhook URL is copied from."""
+    references: dict[PolicyKey, str] = field(default_factory=dict)
+    """Per ModelDeployment (namespace, name): the policy its spec referenced when last seen."""
+    clock: Callable[[], float] = time.time
+
+    def poke(self, namespace: str, name: str) -> None:
+        event = self.pokes.get((namespace, name))
+        if event is not None:
+            event.set()
+
+    def forget(self, key: PolicyKey, wake: asyncio.Event) -> None:
+        if self.pokes.get(key) is wake:
+            del self.pokes[key]
+            for kept in (self.written, self.applied, self.secrets):
+                kept.pop(key, None)
+
+
+def latest(ctx: SafetyContext, key: PolicyKey, body: kopf.Body) -> dict[str, Any]:
+    """kopf's live body, unless it still predates our last status write."""
+    mine = ctx.written.get(key)
+    if mine is not None and mine[0] == body.get("metadata", {}).get("resourceVersion"):
+        return mine[1]
+    return dict(body)
+
+
+async def _apply(ctx: SafetyContext, key: PolicyKey, obj: dict[str, Any]) -> None:
+    """Server-side apply ``obj`` unless this process applied the same in the last REAPPLY_SECONDS."""
+    applied = ctx.applied.setdefault(key, {})
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+    last = applied.get(obj["kind"])
+    now = time.monotonic()
+    if last is not None and last[0] == digest and now - last[1] < REAPPLY_SECONDS:
+        return
+    await ctx.kube.apply(obj)
+    applied[obj["kind"]] = (digest, now)
+
+
+async def _drop_copied_secret(ctx: SafetyContext, key: PolicyKey, policy: SafetyPolicy) -> None:
+    """Delete the Secret an earlier generation copied the webhook URL into (ours only)."""
+    applied = ctx.applied.setdefault(key, {})
+    if applied.get("Secret") == ("", 0.0):
+        return  # already known to be absent
+    name = safety.object_name(key[1])
+    try:
+        current = await ctx.kube.get("v1", "Secret", key[0], name)
+    except ApiError as err:
+        if err.status != 404:
+            raise
+    else:
+        if safety.owned_by(current, policy.metadata.uid):
+            await ctx.kube.delete("v1", "Secret", key[0], name)
+    applied["Secret"] = ("", 0.0)
+
+
+async def reconcile_policy(
+    ctx: SafetyContext, key: PolicyKey, body: kopf.Body, deployments: list[str], logger: logging.Logger
+) -> float:
+    """One pass over one SafetyPolicy; returns the seconds until the next one."""
+    obj = latest(ctx, key, body)
+    meta = obj.get("metadata", {})
+    if meta.get("deletionTimestamp"):
+        return RESTING_INTERVAL
+    policy: SafetyPolicy | None = None
+    invalid = ""
+    try:
+        policy = SafetyPolicy.model_validate(obj)
+    except ValidationError as err:
+        invalid = safety.validation_message(err)
+    secret_problem: str | None = None
+    if policy is not None:
+        await _apply(ctx, key, safety.config_map(policy, safety.document(policy)))
+        ref = safety.escalation_ref(policy)
+        if ref is None:
+            ctx.secrets.pop(key, None)
+            await _drop_copied_secret(ctx, key, policy)
+        else:
+            ctx.secrets[key] = (key[0], ref.name)
+            try:
+                url = await secret_text(ctx.kube, key[0], ref, "crisis.escalationWebhook.urlSecretRef")
+            except SecretUnavailable as err:
+                secret_problem = str(err)
+            else:
+                await _apply(ctx, key, safety.escalation_secret(policy, url))
+    assessment = safety.assess(policy, invalid, secret_problem)
+    old = obj.get("status") or {}
+    now = datetime.fromtimestamp(ctx.clock(), UTC)
+    new = safety.status(old, assessment, meta.get("generation"), deployments, now)
+    if new != old:
+        written = await ctx.kube.replace_status(obj, new)
+        ctx.written[key] = (meta["resourceVersion"], written)
+    before = next((c for c in old.get("conditions") or [] if c.get("type") == safety.READY), None)
+    told = (before.get("status"), before.get("reason"), before.get("message")) if before else None
+    if told != ("True" if assessment.ready else "False", assessment.reason, assessment.message):
+        post = kopf.info if assessment.ready else kopf.warn
+        post(cast(kopf.Body, obj), reason=assessment.reason, message=assessment.message)
+        if not assessment.ready:
+            logger.warning("SafetyPolicy not ready: %s", assessment.message)
+    return RESTING_INTERVAL
+
+
+async def _gone(ctx: SafetyContext, body: kopf.Body) -> bool:
+    meta = body.get("metadata", {})
+    try:
+        current = await ctx.kube.get(f"{GROUP}/{VERSION}", "SafetyPolicy", meta.get("namespace"), meta["name"])
+    except ApiError as err:
+        return err.status == 404
+    return bool(current.get("metadata", {}).get("uid") != meta.get("uid"))
+
+
+def reference_of(spec: Mapping[str, Any]) -> str | None:
+    """The SafetyPolicy a ModelDeployment's wire spec references, if any."""
+    ref = spec.get("safetyPolicyRef") or {}
+    name = ref.get("name") if isinstance(ref, Mapping) else None
+    return str(name) if name else None
+
+
+# ----------------------------------------------------------------------------- registration
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Attach the SafetyPolicy handlers to a registry; they find their :class:`SafetyContext` at
+    ``memo.safety`` (set at startup), and the ``policy_references`` index (which
+    ModelDeployments reference each policy). The ModelDeployment handlers register the
+    ``safety_policies`` index they read."""
+
+    @kopf.index(GROUP, VERSION, "modeldeployments", id="policy_references", registry=registry)
+    async def policy_references(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[PolicyKey, str]:
+        policy = reference_of(spec)
+        return {(namespace or "", policy): name} if policy else {}
+
+    @lifecycle.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
+    async def safetypolicy_loop(
+        stopped: lifecycle.Stopped,
+        namespace: str,
+        name: str,
+        body: kopf.Body,
+        memo: kopf.Memo,
+        policy_references: kopf.Index[PolicyKey, str],
+        logger: logging.Logger,
+        **_: Any,
+    ) -> None:
+        ctx: SafetyContext = memo.safety
+        key = (namespace, name)
+        wake = ctx.pokes[key] = asyncio.Event()
+        try:
+            while not stopped:
+                wake.clear()
+                try:
+                    deployments = list(policy_references.get(key, []))
+                    delay = await reconcile_policy(ctx, key, body, deployments, logger)
+                except ApiError as err:
+                    if err.status == 404 and await _gone(ctx, body):
+                        logger.info("the SafetyPolicy is gone; its loop ends")
+                        return
+                    delay = 0.5 if err.status == 409 else ERROR_DELAY / 2
+                    metrics.RECONCILE_ERRORS.labels("SafetyPolicy").inc()
+                    logger.warning("SafetyPolicy reconcile failed: %s", err)
+                except Exception:
+                    metrics.RECONCILE_ERRORS.labels("SafetyPolicy").inc()
+                    logger.exception("SafetyPolicy reconcile failed")
+                    delay = ERROR_DELAY
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=delay)
+                    await asyncio.sleep(COALESCE_SECONDS)
+        finally:
+            ctx.forget(key, wake)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="safetypolicy_changed")
+    async def safetypolicy_changed(
+        namespace: str | None,
+        name: str,
+        body: kopf.Body,
+        memo: kopf.Memo,
+        **kwargs: Any,
+    ) -> None:
+        key = (namespace or "", name)
+        references: kopf.Index[PolicyKey, str] = kwargs["policy_references"]  # kopf passes every index
+        ctx: SafetyContext | None = getattr(memo, "safety", None)
+        if ctx is not None and (body.get("status") or {}).get("observedGeneration") != body.get("metadata", {}).get(
+            "generation"
+        ):
+            ctx.poke(*key)  # a spec change; our own status writes come back as events too
+        # Its ModelDeployments read its readiness (a status change included) from the index.
+        md_ctx = getattr(memo, "ctx", None)
+        if md_ctx is not None:
+            for deployment in references.get(key, []):
+                md_ctx.poke(key[0], deployment)
+
+    @kopf.on.event(GROUP, VERSION, "modeldeployments", registry=registry, id="safety_reference_changed")
+    async def safety_reference_changed(
+        type: str | None, namespace: str | None, name: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any
+    ) -> None:
+        ctx: SafetyContext | None = getattr(memo, "safety", None)
+        if ctx is None:
+            return
+        md = (namespace or "", name)
+        now = None if type == "DELETED" else reference_of(spec)
+        before = ctx.references.get(md)
+        if now == before:
+            return
+        if now is None:
+            ctx.references.pop(md, None)
+        else:
+            ctx.references[md] = now
+        for policy in (before, now):
+            if policy is not None:
+                ctx.poke(md[0], policy)
+
+    @kopf.on.event("", "v1", "secrets", registry=registry, id="safety_secret_changed")
+    async def safety_secret_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+        ctx: SafetyContext | None = getattr(memo, "safety", None)
+        if ctx is None:
+            return
+        for policy, source in list(ctx.secrets.items()):
+            if source == (namespace or "", name):
+                ctx.poke(*policy)
