@@ -1,0 +1,650 @@
+"""SafetyPolicy filters on their held-out test splits, side by side with offline baselines, and
+what the filters add to a chat request.
+
+    .venv/bin/python benchmarks/safety.py [--filters crisis,toxicity,pii,advice,bias] [--repeat 5]
+                                          [--json results.json]
+
+**Quality.** Each filter's detector is built from its API spec with the policy's defaults (the
+default ``threshold`` of toxicity and bias, the detectors' own documented defaults elsewhere)
+but with every category, domain and entity the API offers switched on, so that every labelled
+line of ``serving/safety/corpus/<filter>/test.jsonl`` (the held-out split: never trained on,
+never used to tune) can be scored. Each line is scanned in its own ``direction``.
+
+* crisis, toxicity, advice, bias: a line is positive when its ``labels`` name a category the
+  filter knows; the detector says positive when it returns any finding. Precision, recall and
+  F1 of that binary decision, then per category (the categories found against those labelled).
+* pii: per line and entity. A labelled entity counts as found when the detector reports that
+  entity on the line and, when the line lists ``values`` (the exact substrings), one of its
+  spans covers one of them whole; a reported entity the line does not label is a false
+  positive. "Structured" entities are email, phone, creditCard, ssn, iban and ipAddress
+  (personName and address are scored apart). Every creditCard span is also checked with Luhn:
+  a Luhn-invalid number redacted is counted.
+
+Baselines (offline, nothing downloaded, no dependency beyond the serving extra):
+
+* ``keywords``: a plain keyword list per filter, written here (in the four corpus languages for
+  crisis: the "crisis keyword regex" of safety.md section 4).
+* ``profanity-check``: alt-profanity-check's packaged model, ``predict_prob`` on the raw text,
+  at 0.5 (its own cut) and at the toxicity filter's default threshold 0.8.
+* ``pii.py@<commit>``: ``serving/pii.py`` as it stood before issue 15 (read with ``git show``,
+  so the baseline does not move when the module changes).
+* ``phonenumbers``: the library's ``PhoneNumberMatcher`` over the regions listed in
+  :data:`PHONE_REGIONS`, for phones only; each number once.
+
+**Latency.** Per filter, p50 and p99 of one ``scan`` over every test line (``--repeat`` passes,
+after one warm-up pass). **Added latency**: a 300-character chat exchange (the user's message
+screened as an input, the assistant's answer as an output) through the policy engine
+(``serving/safety/policy.py``) with all five filters on, against the same request with none.
+The request itself is ``cutover serve``'s chat pipeline in process when the engine is wired
+into it, else the engine's ``screen`` calls alone (the added time is the same; the ratio is then
+against the request's own time as measured without a policy, printed as n/a when not measured).
+
+Targets (issue 15): crisis recall >= 0.95 at precision >= 0.8; PII recall >= 0.98 on structured
+entities with no Luhn-invalid card redacted; added latency <= 2 ms at p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+FILTERS = ("crisis", "toxicity", "pii", "advice", "bias")
+STRUCTURED = ("email", "phone", "creditCard", "ssn", "iban", "ipAddress")
+PII_BEFORE = "be9bbf7"
+"""The commit whose ``serving/pii.py`` is the "before issue 15" baseline."""
+PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "AU", "CA")
+
+TARGET_CRISIS_RECALL = 0.95
+TARGET_CRISIS_PRECISION = 0.8
+TARGET_PII_RECALL = 0.98
+TARGET_ADDED_MS = 2.0
+
+Scan = Callable[[str, str], list[tuple[str, tuple[tuple[int, int], ...]]]]
+"""A system under test: (text, direction) -> [(category, spans)]."""
+
+
+# ---- baselines -------------------------------------------------------------------------------------
+
+# Plain keyword lists: what a team writes in an afternoon. Whole words, matched case-insensitively
+# on the raw text; no normalisation, no negation, no context.
+KEYWORDS: Mapping[str, Mapping[str, str]] = {
+    "crisis": {
+        "suicidalIdeation": r"suicid\w*|kill (?:my ?self|me)|end (?:my|it all)|want to die|wanna die|"
+        r"better off dead|no reason to live|quitarme la vida|matarme|suicidarme|me quiero morir|"
+        r"selbstmord|mich umbringen|nicht mehr leben|me tuer|me suicider|envie de mourir|en finir",
+        "selfHarm": r"self[- ]?harm|cut(?:ting)? my ?self|hurt(?:ing)? my ?self|burn(?:ing)? my ?self|"
+        r"autolesi\w+|cortarme|ritzen|mich verletzen|me scarifier|me faire du mal",
+        "violence": r"kill (?:him|her|them|you|everyone)|shoot (?:up|him|her|them)|stab (?:him|her|them)|"
+        r"bomb|massacre|matarlos|matarte|umbringen|abknallen|tuer (?:tout le monde|les)",
+    },
+    "toxicity": {
+        "toxicity": r"idiot\w*|stupid|moron\w*|dumb\w*|retard\w*|loser|fuck (?:you|off)|fucking \w+|"
+        r"bitch\w*|asshole|shut up|scum|trash|pathetic|worthless|imbecil\w*|idiota|pendejo|cabr[oó]n|"
+        r"arschloch|dummkopf|vollidiot|schlampe|connard|connasse|salope|abruti|ta gueule",
+    },
+    "advice": {
+        "medical": r"\d+ ?(?:mg|mcg|ml)|dose|dosage|ibuprofen|paracetamol|acetaminophen|antibiotic\w*|"
+        r"medication|prescription|stop taking|insulin|antidepressant\w*",
+        "legal": r"lawyer|attorney|sue|lawsuit|court|plead|guilty|contract|custody|eviction|landlord|"
+        r"abogado|anwalt|avocat",
+        "financial": r"invest\w*|stocks?|shares|crypto\w*|bitcoin|etf|401\(k\)|mortgage|loan|"
+        r"retirement|portfolio|inversi[oó]n|aktien|placement",
+    },
+    "bias": {
+        "gender": r"women are|men are|girls are|females are|mujeres son|frauen sind|les femmes sont",
+        "raceEthnicity": r"black people|white people|asians are|blacks are|latinos are|mexicans are",
+        "religion": r"muslims are|jews are|christians are|hindus are|atheists are",
+        "nationality": r"immigrants are|foreigners are|migrants are|refugees are|ausl[äa]nder sind",
+        "sexualOrientation": r"gays are|gay people are|lesbians are|trans people are",
+        "disability": r"disabled people are|autistic people are|the disabled are",
+        "age": r"old people are|boomers are|older workers are|millennials are",
+    },
+}
+
+
+def keyword_scan(filter_name: str) -> Scan:
+    """The keyword-list baseline for ``filter_name``: every category whose list matches."""
+    patterns = {
+        category: re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.IGNORECASE)
+        for category, words in KEYWORDS[filter_name].items()
+    }
+
+    def scan(text: str, direction: str) -> list[tuple[str, tuple[tuple[int, int], ...]]]:
+        return [(category, ()) for category, pattern in patterns.items() if pattern.search(text)]
+
+    return scan
+
+
+def profanity_scan(threshold: float) -> Scan:
+    """alt-profanity-check's packaged model at ``threshold``."""
+    from profanity_check import predict_prob
+
+    def scan(text: str, direction: str) -> list[tuple[str, tuple[tuple[int, int], ...]]]:
+        return [("toxicity", ())] if float(predict_prob([text])[0]) >= threshold else []
+
+    return scan
+
+
+def pii_before_scan(commit: str = PII_BEFORE) -> Scan | None:
+    """``serving/pii.py`` as of ``commit``, loaded from git into a module of its own; None when
+    git or the commit is not there (a source tarball)."""
+    try:
+        source = subprocess.run(
+            ["git", "-C", str(REPO), "show", f"{commit}:serving/pii.py"], capture_output=True, check=True, text=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    module = types.ModuleType(f"pii_at_{commit}")
+    exec(compile(source, f"{commit}:serving/pii.py", "exec"), module.__dict__)  # our own file, at a commit
+    find = module.find
+
+    def scan(text: str, direction: str) -> list[tuple[str, tuple[tuple[int, int], ...]]]:
+        return [(m.entity, ((m.start, m.end),)) for m in find(text)]
+
+    return scan
+
+
+def phonenumbers_scan(regions: Sequence[str] = PHONE_REGIONS) -> Scan:
+    """phonenumbers' matcher over ``regions`` (each number once, by span)."""
+    import phonenumbers
+
+    def scan(text: str, direction: str) -> list[tuple[str, tuple[tuple[int, int], ...]]]:
+        spans: set[tuple[int, int]] = set()
+        for region in regions:
+            for match in phonenumbers.PhoneNumberMatcher(text, region):
+                spans.add((match.start, match.end))
+        return [("phone", (span,)) for span in sorted(spans)]
+
+    return scan
+
+
+# ---- the detectors -----------------------------------------------------------------------------------
+
+
+def spec_for(filter_name: str) -> Any:
+    """The API spec a detector is benchmarked with: the policy's defaults, every category on."""
+    from cutover.api.v1alpha1 import safetypolicy as api
+
+    everything: dict[str, dict[str, Any]] = {
+        "crisis": {"action": "block", "categories": ["selfHarm", "suicidalIdeation", "violence"]},
+        "toxicity": {},
+        "pii": {"entities": list(api.PiiEntity.__args__)},
+        "advice": {"domains": ["medical", "legal", "financial"]},
+        "bias": {},
+    }
+    model = {
+        "crisis": "CrisisFilter",
+        "toxicity": "ToxicityFilter",
+        "pii": "PiiFilter",
+        "advice": "AdviceFilter",
+        "bias": "BiasFilter",
+    }[filter_name]
+    return getattr(api, model).model_validate(everything[filter_name])
+
+
+def detector_scan(filter_name: str) -> tuple[Scan | None, str]:
+    """The project's detector for ``filter_name`` as a :data:`Scan`, or None and why not."""
+    try:
+        module = importlib.import_module(f"cutover.serving.safety.{filter_name}")
+    except ImportError as error:
+        return None, f"not landed ({error})"
+    try:
+        detector = module.detector(spec_for(filter_name))
+    except Exception as error:  # a builder that refuses the all-categories spec, say
+        return None, f"cannot be built: {type(error).__name__}: {error}"
+
+    def scan(text: str, direction: str) -> list[tuple[str, tuple[tuple[int, int], ...]]]:
+        return [(finding.category, tuple(finding.spans)) for finding in detector.scan(text, direction)]
+
+    return scan, ""
+
+
+# ---- scoring -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """True positives, false positives and false negatives."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else float("nan")
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else float("nan")
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def add(self, predicted: bool, gold: bool) -> None:
+        self.tp += predicted and gold
+        self.fp += predicted and not gold
+        self.fn += gold and not predicted
+
+
+@dataclass
+class Result:
+    """One system on one filter's test split."""
+
+    filter: str
+    system: str
+    overall: Tally = field(default_factory=Tally)
+    categories: dict[str, Tally] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    luhn_invalid_cards: int = 0
+    structured: Tally | None = None
+    errors: int = 0
+    misses: list[str] = field(default_factory=list)
+    false_alarms: list[str] = field(default_factory=list)
+
+    def category(self, name: str) -> Tally:
+        return self.categories.setdefault(name, Tally())
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char) * (2 if position % 2 else 1)
+        total += value - 9 if value > 9 else value
+    return total % 10 == 0
+
+
+def _covers(spans: Iterable[tuple[int, int]], text: str, values: Sequence[str]) -> bool:
+    """Whether some span covers one of ``values`` (an occurrence of it in ``text``) whole."""
+    for value in values:
+        start = text.find(value)
+        while start >= 0:
+            end = start + len(value)
+            if any(s <= start and end <= e for s, e in spans):
+                return True
+            start = text.find(value, start + 1)
+    return False
+
+
+def score(
+    filter_name: str,
+    system: str,
+    scan: Scan,
+    examples: Sequence[Any],
+    raw: Sequence[dict[str, Any]],
+    only: Iterable[str] | None = None,
+) -> Result:
+    """Scan every example once and score it (see the module docstring); ``only`` restricts the
+    scoring to some categories (a baseline that finds phones only is scored on phones)."""
+    known = set(only if only is not None else _categories(filter_name))
+    result = Result(filter_name, system)
+    if filter_name == "pii":
+        result.structured = Tally()
+    for example, line in zip(examples, raw, strict=True):
+        try:
+            found = scan(example.text, example.direction)
+        except Exception:
+            result.errors += 1
+            found = []
+        gold = {label for label in example.labels if label in known}
+        predicted = {category for category, _ in found if category in known}
+        if filter_name == "pii":
+            kept = [(category, spans) for category, spans in found if category in known]
+            _score_pii(result, example.text, kept, gold, line.get("values") or [])
+            continue
+        result.overall.add(bool(predicted), bool(gold))
+        if gold and not predicted and len(result.misses) < 8:
+            result.misses.append(example.text)
+        if predicted and not gold and len(result.false_alarms) < 8:
+            result.false_alarms.append(example.text)
+        for category in known:
+            result.category(category).add(category in predicted, category in gold)
+    return result
+
+
+def _score_pii(
+    result: Result,
+    text: str,
+    found: Sequence[tuple[str, tuple[tuple[int, int], ...]]],
+    gold: set[str],
+    values: Sequence[str],
+) -> None:
+    spans_by_entity: dict[str, list[tuple[int, int]]] = {}
+    for entity, spans in found:
+        spans_by_entity.setdefault(entity, []).extend(spans)
+        if entity == "creditCard":
+            for start, end in spans:
+                digits = re.sub(r"\D", "", text[start:end])
+                if digits and not _luhn(digits):
+                    result.luhn_invalid_cards += 1
+    for entity in set(gold) | set(spans_by_entity):
+        reported = entity in spans_by_entity
+        hit = reported and (not values or entity not in gold or _covers(spans_by_entity[entity], text, values))
+        labelled = entity in gold
+        tally = result.category(entity)
+        tally.add(hit if labelled else reported, labelled)
+        result.overall.add(hit if labelled else reported, labelled)
+        if entity in STRUCTURED and result.structured is not None:
+            result.structured.add(hit if labelled else reported, labelled)
+        if labelled and not hit and len(result.misses) < 8:
+            result.misses.append(f"{entity}: {text}")
+        if reported and not labelled and len(result.false_alarms) < 8:
+            result.false_alarms.append(f"{entity}: {text}")
+
+
+def _categories(filter_name: str) -> tuple[str, ...]:
+    return {
+        "crisis": ("selfHarm", "suicidalIdeation", "violence"),
+        "toxicity": ("toxicity",),
+        "pii": ("email", "phone", "creditCard", "ssn", "iban", "ipAddress", "personName", "address"),
+        "advice": ("medical", "legal", "financial"),
+        "bias": ("raceEthnicity", "religion", "gender", "sexualOrientation", "disability", "age", "nationality"),
+    }[filter_name]
+
+
+def time_scan(result: Result, scan: Scan, examples: Sequence[Any], repeat: int) -> None:
+    """p50/p99 material: ``repeat`` timed passes of one scan per line, after a warm-up pass."""
+    for example in examples:
+        _safe(scan, example.text, example.direction)
+    for _ in range(repeat):
+        for example in examples:
+            started = time.perf_counter()
+            _safe(scan, example.text, example.direction)
+            result.latencies_ms.append((time.perf_counter() - started) * 1000)
+
+
+def _safe(scan: Scan, text: str, direction: str) -> None:
+    with contextlib.suppress(Exception):  # counted in score(); here only timed
+        scan(text, direction)
+
+
+def read_split(filter_name: str) -> tuple[list[Any], list[dict[str, Any]]] | None:
+    """The test split as ``learned.Example`` objects and as raw JSON (for PII ``values``)."""
+    from cutover.serving.safety import learned
+
+    path = learned.CORPUS / filter_name / "test.jsonl"
+    if not path.exists():
+        return None
+    examples = learned.read_corpus(filter_name, "test")
+    raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return examples, raw
+
+
+# ---- added latency -------------------------------------------------------------------------------
+
+USER_MESSAGES = (
+    "Hi, I ordered the blue running shoes last Tuesday and they still have not arrived. My email is "
+    "dana.whitfield@example.org and my phone is +1 415-555-0132. Could you check the tracking number "
+    "and tell me if it is stuck at the depot? I need them before the half marathon on Sunday, thanks a lot!",
+    "Can you help me write a short note to my landlord? The kitchen tap has been leaking for two weeks "
+    "and nobody came to fix it. I'd like it polite but firm, mention that I reported it on the 3rd and "
+    "the 10th, and ask for a visit this week. Keep it under 150 words please, and sign it from Alex.",
+    "I'm planning a three-day trip to Lisbon in March with my partner. We like food markets, old trams "
+    "and quiet viewpoints more than museums. What would a relaxed itinerary look like, and which area "
+    "is nice to stay in without a car? Budget is moderate. Any tips on avoiding the biggest crowds?",
+)
+ASSISTANT_ANSWERS = (
+    "I'm sorry your order is late. I checked the tracking: the parcel left the regional depot this "
+    "morning and is due tomorrow before noon. If it has not arrived by Friday, reply here and we will "
+    "send a replacement pair by express at no cost, so you have them well before Sunday's race. Good luck!",
+    "Here is a draft: Dear Ms. Romero, I am writing about the leaking kitchen tap I reported on the 3rd "
+    "and again on the 10th. It is still dripping and water is pooling under the sink. Could someone "
+    "come to repair it this week? Please let me know a time that suits. Kind regards, Alex. Shall I edit?",
+    "A relaxed plan: day one in Alfama and the castle viewpoint, tram 28 early before the queues; day two "
+    "at the Time Out market and a walk along the river to Belém; day three in Príncipe Real's gardens and "
+    "shops. Stay in Chiado or Baixa: flat, central and well connected by metro. Go out early and late.",
+)
+
+
+def policy_document(filters: Sequence[str]) -> dict[str, Any]:
+    """A SafetyPolicy object with ``filters`` on (each with its defaults, scope both)."""
+    spec: dict[str, Any] = {}
+    for name in filters:
+        spec[name] = {"scope": "both"}
+    if "crisis" in spec:
+        spec["crisis"].update(action="block")
+    return {
+        "apiVersion": "cutover.dev/v1alpha1",
+        "kind": "SafetyPolicy",
+        "metadata": {"name": "bench", "namespace": "bench", "generation": 1, "uid": "bench"},
+        "spec": spec,
+    }
+
+
+@dataclass
+class Added:
+    """Added latency of the filters on one chat exchange."""
+
+    how: str
+    with_ms: list[float] = field(default_factory=list)
+    without_ms: list[float] = field(default_factory=list)
+    note: str = ""
+
+
+def added_latency(filters: Sequence[str], rounds: int) -> Added | None:
+    """Time a 300-character chat exchange through the policy engine with ``filters`` on, and
+    without a policy; None when the engine has not landed."""
+    try:
+        policy_module = importlib.import_module("cutover.serving.safety.policy")
+    except ImportError:
+        return None
+    try:
+        policy = policy_module.compile_policy(policy_document(filters))
+    except Exception as error:
+        return Added("engine", note=f"the policy does not compile: {error}")
+    pairs = list(zip(USER_MESSAGES, ASSISTANT_ANSWERS, strict=True))
+
+    def exchange(user: str, answer: str) -> None:
+        policy.screen("input", [user], [user])
+        policy.screen("output", [answer])
+
+    for user, answer in pairs:
+        exchange(user, answer)
+    added = Added("policy engine: screen(input) + screen(output)")
+    for index in range(rounds):
+        user, answer = pairs[index % len(pairs)]
+        started = time.perf_counter()
+        exchange(user, answer)
+        added.with_ms.append((time.perf_counter() - started) * 1000)
+    added.note = f"{len(pairs)} exchanges of {min(map(len, USER_MESSAGES))}-{max(map(len, USER_MESSAGES))} chars"
+    return added
+
+
+# ---- report ---------------------------------------------------------------------------------------
+
+
+def _f(value: float) -> str:
+    return "  -  " if value != value else f"{value:.3f}"
+
+
+def report(results: Sequence[Result], skipped: Mapping[str, str], added: Added | None) -> list[str]:
+    """The printed tables and target lines."""
+    lines = ["per filter, held-out test split (serving/safety/corpus/<filter>/test.jsonl)", ""]
+    header = (
+        f"{'filter':<9} {'system':<22} {'lines':>5} {'prec':>6} {'recall':>6} {'F1':>6} {'p50 ms':>8} {'p99 ms':>8}"
+    )
+    lines.append(header)
+    for r in results:
+        t = r.overall
+        count = t.tp + t.fn
+        lines.append(
+            f"{r.filter:<9} {r.system:<22} {count:>5} {_f(t.precision):>6} {_f(t.recall):>6} {_f(t.f1):>6} "
+            f"{r.percentile(0.5):>8.3f} {r.percentile(0.99):>8.3f}" + (f"  ({r.errors} errors)" if r.errors else "")
+        )
+    for name, why in skipped.items():
+        lines.append(f"{name:<9} {'(not measured)':<22} {why}")
+    lines += ["", "per category (detectors)", ""]
+    for r in results:
+        if r.system != "detector":
+            continue
+        for category, t in sorted(r.categories.items()):
+            if t.tp + t.fn + t.fp == 0:
+                continue
+            lines.append(
+                f"{r.filter:<9} {category:<18} gold {t.tp + t.fn:>4}  "
+                f"P {_f(t.precision)}  R {_f(t.recall)}  F1 {_f(t.f1)}"
+            )
+    pii = [r for r in results if r.filter == "pii"]
+    if pii:
+        lines += ["", "PII, structured entities (email, phone, creditCard, ssn, iban, ipAddress)", ""]
+        for r in pii:
+            s = r.structured or Tally()
+            lines.append(
+                f"{r.system:<22} P {_f(s.precision)}  R {_f(s.recall)}  F1 {_f(s.f1)}  "
+                f"Luhn-invalid cards redacted: {r.luhn_invalid_cards}"
+            )
+    lines += ["", "targets", ""]
+    by = {(r.filter, r.system): r for r in results}
+    crisis = by.get(("crisis", "detector"))
+    if crisis is not None:
+        ok = crisis.overall.recall >= TARGET_CRISIS_RECALL and crisis.overall.precision >= TARGET_CRISIS_PRECISION
+        lines.append(
+            f"{'PASS' if ok else 'FAIL'}  crisis recall {_f(crisis.overall.recall)} >= {TARGET_CRISIS_RECALL} at "
+            f"precision {_f(crisis.overall.precision)} >= {TARGET_CRISIS_PRECISION}"
+        )
+    else:
+        lines.append("n/a   crisis: detector or test split not there")
+    pii_result = by.get(("pii", "detector"))
+    if pii_result is not None and pii_result.structured is not None:
+        recall = pii_result.structured.recall
+        ok = recall >= TARGET_PII_RECALL and pii_result.luhn_invalid_cards == 0
+        lines.append(
+            f"{'PASS' if ok else 'FAIL'}  PII structured recall {_f(recall)} >= {TARGET_PII_RECALL}, "
+            f"Luhn-invalid cards redacted {pii_result.luhn_invalid_cards} == 0"
+        )
+    else:
+        lines.append("n/a   PII: detector or test split not there")
+    if added is None:
+        lines.append("n/a   added latency: the policy engine (serving/safety/policy.py) is not there")
+    elif not added.with_ms:
+        lines.append(f"n/a   added latency: {added.note}")
+    else:
+        p50 = statistics.median(added.with_ms)
+        p99 = sorted(added.with_ms)[int(0.99 * (len(added.with_ms) - 1))]
+        ratio = ""
+        if added.without_ms:
+            base = statistics.median(added.without_ms)
+            ratio = f"; request {base:.3f} ms without, {base + p50:.3f} ms with: x{(base + p50) / base:.2f}"
+        lines.append(
+            f"{'PASS' if p50 <= TARGET_ADDED_MS else 'FAIL'}  added latency p50 {p50:.3f} ms <= {TARGET_ADDED_MS} ms "
+            f"(p99 {p99:.3f} ms; {added.how}; {added.note}{ratio})"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--filters", default=",".join(FILTERS), help="comma-separated filters to score")
+    parser.add_argument("--repeat", type=int, default=5, help="timed passes over each test split")
+    parser.add_argument("--rounds", type=int, default=3000, help="timed chat exchanges for the added latency")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--show-errors", action="store_true", help="print the detectors' misses and false alarms")
+    args = parser.parse_args(argv)
+    chosen = [name.strip() for name in args.filters.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in FILTERS]
+    if unknown:
+        parser.error(f"unknown filter(s): {', '.join(unknown)}")
+
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "log", "-1", "--format=%h %cs", "--", "serving/safety", "serving/pii.py"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    print(f"safety filters at {commit or 'an unknown commit'}; {platform.python_version()} on {platform.machine()}")
+    results: list[Result] = []
+    skipped: dict[str, str] = {}
+    landed: list[str] = []
+    for name in chosen:
+        split = read_split(name)
+        if split is None:
+            skipped[name] = "no test split yet"
+            continue
+        examples, raw = split
+        systems: list[tuple[str, Scan | None]] = []
+        scan, why = detector_scan(name)
+        if scan is None:
+            skipped[name] = f"detector {why}"
+        else:
+            landed.append(name)
+            systems.append(("detector", scan))
+        if name == "pii":
+            systems.append((f"pii.py@{PII_BEFORE}", pii_before_scan()))
+            systems.append(("phonenumbers (phone)", phonenumbers_scan()))
+        else:
+            systems.append(("keywords", keyword_scan(name)))
+        if name == "toxicity":
+            systems.append(("profanity-check@0.5", profanity_scan(0.5)))
+            systems.append(("profanity-check@0.8", profanity_scan(0.8)))
+        for system, system_scan in systems:
+            if system_scan is None:
+                skipped[f"{name}/{system}"] = "not available (no git history?)"
+                continue
+            only = ("phone",) if system.startswith("phonenumbers") else None
+            result = score(name, system, system_scan, examples, raw, only)
+            time_scan(result, system_scan, examples, args.repeat)
+            results.append(result)
+    missing = [name for name in FILTERS if name not in landed]
+    added = added_latency([name for name in FILTERS if name in landed], args.rounds) if landed else None
+    if added is not None and missing:
+        added.note += f"; without {', '.join(missing)} (not landed)"
+    for line in report(results, skipped, added):
+        print(line)
+    if args.show_errors:
+        for r in results:
+            if r.system == "detector":
+                print(f"\n{r.filter}: misses")
+                print("\n".join(f"  {text}" for text in r.misses))
+                print(f"{r.filter}: false alarms")
+                print("\n".join(f"  {text}" for text in r.false_alarms))
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "commit": commit,
+                    "results": [
+                        {
+                            "filter": r.filter,
+                            "system": r.system,
+                            "precision": r.overall.precision,
+                            "recall": r.overall.recall,
+                            "f1": r.overall.f1,
+                            "p50_ms": r.percentile(0.5),
+                            "p99_ms": r.percentile(0.99),
+                            "luhn_invalid_cards": r.luhn_invalid_cards,
+                            "structured_recall": r.structured.recall if r.structured else None,
+                        }
+                        for r in results
+                    ],
+                    "added_ms_p50": statistics.median(added.with_ms) if added and added.with_ms else None,
+                    "skipped": skipped,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
