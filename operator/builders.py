@@ -10,7 +10,16 @@ import copy
 import json
 from typing import Any
 
-from cutover.api.contract import LABEL_APP_NAME, LABEL_MANAGED_BY, MANAGER, SERVING_APP_NAME, SERVING_PORT
+from cutover.api.contract import (
+    LABEL_APP_NAME,
+    LABEL_MANAGED_BY,
+    MANAGER,
+    SAFETY_POLICY_DIR,
+    SAFETY_POLICY_KEY,
+    SAFETY_SECRETS_DIR,
+    SERVING_APP_NAME,
+    SERVING_PORT,
+)
 
 # The child labels, re-exported for the callers that read them off a built child.
 from cutover.api.contract import LABEL_MODEL as LABEL_MODEL
@@ -20,7 +29,7 @@ from cutover.api.v1alpha1 import API_VERSION
 from cutover.api.v1alpha1.base import as_stored
 from cutover.api.v1alpha1.modeldeployment import ModelDeployment, TrafficEntry
 
-from . import gpu
+from . import gpu, safety
 from .rollout import Workload
 
 PORT = SERVING_PORT
@@ -98,6 +107,28 @@ def _security_context() -> dict[str, Any]:
     }
 
 
+def _safety_policy(md: ModelDeployment) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Args, volumes and mounts that hand the referenced SafetyPolicy to serving: the rendered
+    ConfigMap and the copied webhook Secret (see operator/safety.py), both optional, so a pod
+    starts before the policy exists (serving then fails closed). Only the policy's name is in
+    the pod template: a changed policy reaches running pods through the volume, with no new
+    revision and no restart; a changed reference restarts every live revision's pods in place."""
+    ref = md.spec.safety_policy_ref
+    if ref is None:
+        return [], [], []
+    name = safety.object_name(ref.name)
+    args = ["--safety-policy", f"{SAFETY_POLICY_DIR}/{SAFETY_POLICY_KEY}", "--safety-secrets-dir", SAFETY_SECRETS_DIR]
+    volumes = [
+        {"name": "safety-policy", "configMap": {"name": name, "optional": True}},
+        {"name": "safety-secrets", "secret": {"secretName": name, "optional": True}},
+    ]
+    mounts = [
+        {"name": "safety-policy", "mountPath": SAFETY_POLICY_DIR, "readOnly": True},
+        {"name": "safety-secrets", "mountPath": SAFETY_SECRETS_DIR, "readOnly": True},
+    ]
+    return args, volumes, mounts
+
+
 def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
     """The Deployment running one revision's serving pods."""
     model, runtime = workload.source.model, workload.source.runtime
@@ -153,7 +184,8 @@ def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
             # selector follows the stable revision, so a promotion changes no pod template; a
             # stable pod that reaches itself skips the link.
             args += ["--previous-url", f"http://{stable_service_name(md)}:{PORT}"]
-    args += ["--shutdown-delay", str(SHUTDOWN_DELAY_SECONDS)]
+    safety_args, safety_volumes, safety_mounts = _safety_policy(md)
+    args += [*safety_args, "--shutdown-delay", str(SHUTDOWN_DELAY_SECONDS)]
     env = [{"name": e["name"], "value": e.get("value", "")} for e in runtime.get("env", [])]
     upstream_key = (model.get("upstream") or {}).get("apiKeySecretRef")
     if upstream_key:
@@ -209,7 +241,7 @@ def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
             "failureThreshold": 120,
         },
         "securityContext": _security_context(),
-        "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [*mounts, *safety_mounts, {"name": "tmp", "mountPath": "/tmp"}],
     }
     pod_spec: dict[str, Any] = {
         "containers": [container],
@@ -221,7 +253,7 @@ def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
         },
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 45,
-        "volumes": [*volumes, {"name": "tmp", "emptyDir": {}}],
+        "volumes": [*volumes, *safety_volumes, {"name": "tmp", "emptyDir": {}}],
     }
     if init:
         pod_spec["initContainers"] = init

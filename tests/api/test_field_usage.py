@@ -56,12 +56,11 @@ UNWIRED = frozenset(
         # Found by this test: nothing outside operator/api/ reads these yet. Each is the subject
         # of an open issue that makes it act: the autoscaling targets (no HorizontalPodAutoscaler
         # is built; only minReplicas is read, as the fixed size) by "The operator in production:
-        # autoscaling that acts", safetyPolicyRef by "SafetyPolicy end to end". A field leaves this
-        # set when code reads it (test_unwired_fields_are_still_unread then fails until it is out).
+        # autoscaling that acts". A field leaves this set when code reads it
+        # (test_unwired_fields_are_still_unread then fails until it is out).
         "runtime.autoscaling.maxReplicas",
         "runtime.autoscaling.targetInFlight",
         "runtime.autoscaling.targetGpuUtilization",
-        "safetyPolicyRef",
     }
 )
 
