@@ -15,6 +15,7 @@ from cutover.operator.rollout import (
     Inputs,
     Plan,
     Request,
+    SafetyInput,
     WatchInput,
     comparison,
     reconcile,
@@ -37,6 +38,8 @@ class Sim:
     stuck: set[str] = field(default_factory=set)
     plans: list[Plan] = field(default_factory=list)
     capacity: Capacity | None = None
+    safety: SafetyInput | None = None
+    """The referenced SafetyPolicy's readiness, as the operator reads it (None: no reference)."""
 
     @classmethod
     def of(cls, example: str, **spec_changes: Any) -> Sim:
@@ -62,7 +65,17 @@ class Sim:
         judged = comparison(md.spec, md.status)  # what the operator's verdict source judges
         if analysis is None and verdict and judged:
             analysis = AnalysisInput(judged, verdict, f"verdict {verdict}", errors, agreement=agreement)  # type: ignore[arg-type]
-        inputs = Inputs(md, dict(self.ready), self.now, analysis, requests, self.capacity, watch=watch, alerts=alerts)
+        inputs = Inputs(
+            md,
+            dict(self.ready),
+            self.now,
+            analysis,
+            requests,
+            self.capacity,
+            watch=watch,
+            alerts=alerts,
+            safety=self.safety,
+        )
         plan = reconcile(inputs)
         self.plans.append(plan)
         self.status = plan.status.wire()
