@@ -12,7 +12,8 @@ errorRate               5xx requests / all requests (no 5xx child with requests 
 latencyP50, latencyP99  ``histogram_quantile`` of the request-duration histogram, in seconds
 predictionConfidence    mean top-class probability (histogram sum / count)
 outOfDistributionRate   out-of-distribution rows / rows predicted
-safetyViolationRate     safety filter findings / requests (no finding child = 0, as above)
+safetyViolationRate     safety violations / safety checks on the model's answers
+                        (``scope="output"``), summed over the policy's filters
 requestRate             requests per second
 ======================  ====================================================================
 
@@ -20,6 +21,12 @@ Requests and latency come from the gateway's series when the ModelDeployment's
 ``traffic.provider`` is ``gateway`` (it sees every answer, a crashing pod's included), else
 from the serving pods' series: the same choice as the rollout analysis
 (:func:`request_source`).
+
+Safety violations are read as the rollout analysis reads them
+(:data:`cutover.analysis.engine.SAFETY_SCOPE`): on the model's answers only, out of the checks
+the filters made on them, never out of requests (a request is checked once per filter, and what
+users send says nothing about a revision). Serving creates both counters' children at 0 for
+the policy's filters, so an absent series (no policy, no filter on outputs) is no data.
 
 Unlike the rollout analysis, which counts from raw samples, an alert reads ``rate()``: an alert
 compares a level against a threshold, where Prometheus' extrapolation at the window's edges
@@ -33,13 +40,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args, get_origin
 
-from cutover.analysis.engine import RequestSource
+from cutover.analysis.engine import SAFETY_SCOPE, RequestSource
 from cutover.api.contract import (
     OUT_OF_DISTRIBUTION,
     PREDICTION_CONFIDENCE,
     PREDICTIONS,
     REQUEST_DURATION,
     REQUESTS,
+    SAFETY_CHECKS,
     SAFETY_VIOLATIONS,
     Series,
 )
@@ -121,9 +129,8 @@ def _error_rate(s: _Select) -> str:
 
 
 def _violation_rate(s: _Select) -> str:
-    # A finding's child per filter and action appears with the first finding.
-    everything = s.counter(s.requests)
-    return f"({s.counter(SAFETY_VIOLATIONS)} or {everything} * 0) / {everything}"
+    only = f'scope="{SAFETY_SCOPE}"'
+    return f"{s.counter(SAFETY_VIOLATIONS, only)} / {s.counter(SAFETY_CHECKS, only)}"
 
 
 def _latency(quantile: float) -> Callable[[_Select], str]:

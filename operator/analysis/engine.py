@@ -17,24 +17,35 @@ predictionConfidence    ``cutover_prediction_confidence`` at or below     servin
                         0.5 / all
 outOfDistributionRate   ``cutover_out_of_distribution`` /                 serving
                         ``cutover_predictions``
-safetyViolations        ``cutover_safety_violations`` / requests          nothing exports it yet
+safetyViolations        ``cutover_safety_violations`` /                   serving (SafetyPolicy
+                        ``cutover_safety_checks``, both                  filters)
+                        ``scope="output"``, summed over filters
 ======================  ===============================================  ===========================
 
 Requests and latency come from the gateway when it routes the traffic (it sees every answer,
 including those of a crashing pod), else from the serving pods.
+
+Safety violations are read on the model's answers only (``scope="output"``): what users type
+(``scope="input"``) says nothing about the revision, and a burst of abusive users on one arm
+must not roll it back. Serving counts a check once per request, filter and scope that read a
+text, and a violation at most once per the same; summed over the policy's filters, the gate is
+the proportion of (answer, output filter) checks that found something, and both arms answer
+under the same policy, so the proportions compare.
 
 What the engine trusts. A series with no sample for an arm is *no data*, never zero: the tick
 is ``unavailable`` and the weights stay frozen (the exporters create their event counters at 0,
 so "no event yet" is a present series, and serving exports the out-of-distribution counter only
 for a model it scores; the one documented exception is a request counter's per-``code`` child,
 which appears with its first answer, so absent 5xx children with requests present mean zero
-errors). A series that no component exports is never read: its gate is
-``unavailable`` with the reason (today ``safetyViolations``). Every value read must be a whole,
-finite, non-negative count of at most 2**53 (histogram buckets must also not decrease with
-``le``); anything else Prometheus can answer (NaN, ±Inf, negative, fractional, huge) makes the
-tick ``unavailable`` with a reason naming the metric, the revision and the value. A tick is all
-or nothing: it never raises on any value, and a tick that fails changes no state, so the next
-one covers the whole gap.
+errors; serving creates the safety counters' children for a policy's filters at 0 when it
+applies the policy, so a revision serving without a policy, or with no filter on outputs, has
+no ``scope="output"`` series and its safety gate is ``unavailable``). A series that no
+component exports is never read: its gate is ``unavailable`` with the reason. Every value read
+must be a whole, finite, non-negative count of at most 2**53 (histogram buckets must also not
+decrease with ``le``); anything else Prometheus can answer (NaN, ±Inf, negative, fractional,
+huge) makes the tick ``unavailable`` with a reason naming the metric, the revision and the
+value. A tick is all or nothing: it never raises on any value, and a tick that fails changes no
+state, so the next one covers the whole gap.
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -57,6 +68,7 @@ from cutover.api.contract import (
     PREDICTIONS,
     REQUEST_DURATION,
     REQUESTS,
+    SAFETY_CHECKS,
     SAFETY_VIOLATIONS,
     Series,
 )
@@ -81,6 +93,9 @@ RequestSource = Literal["gateway", "serving"]
 LOW_CONFIDENCE = 0.5
 """Default top-class probability at or below which a prediction counts as low-confidence (a
 bucket edge of ``cutover_prediction_confidence``)."""
+SAFETY_SCOPE = "output"
+"""The ``scope`` of the safety series a ``safetyViolations`` gate reads: the model's answers,
+not what users send it."""
 MAX_COUNT = float(2**53)
 """The largest count a tick accepts: beyond it float64 no longer holds every whole number."""
 _OR_ZERO = re.compile(r"\s+or\s+vector\s*\(\s*0\s*\)\s*$")
@@ -93,6 +108,8 @@ _SELECTOR = re.compile(_SELECTOR_TEXT)
 _EXTRAPOLATING = re.compile(r"\b(increase|rate|irate|delta|idelta)\s*\(")
 """Custom queries: the counter reads cutover makes itself from raw samples, and the functions
 whose answers Prometheus extrapolates (refused anywhere else)."""
+_ALL: Mapping[str, str] = {}
+"""No narrowing: every child of a series."""
 Update = Callable[[CountJudge], None]
 """One metric's interval, ready to apply to (a copy of) its judge."""
 
@@ -230,24 +247,29 @@ class Analysis:
         }.get(metric.builtin or "", "events")
         return CountJudge(metric.name, settings, what=what)
 
-    def _selector(self, series: Series, arms: Arms) -> str:
+    def _selector(self, series: Series, arms: Arms, only: Mapping[str, str]) -> str:
         if not series.exported_by:
             raise MetricsUnavailable(f"{series.sample} is exported by no component: {series.not_exported}")
         revisions = "|".join(sorted({arms.candidate, arms.baseline}))
-        return f'{series.sample}{{namespace="{self.namespace}",model="{self.model}",revision=~"{revisions}"}}'
+        extra = "".join(f',{name}="{value}"' for name, value in only.items())
+        return f'{series.sample}{{namespace="{self.namespace}",model="{self.model}",revision=~"{revisions}"{extra}}}'
 
-    async def _read(self, tick: _Tick, series: Series, arms: Arms, by: tuple[str, ...]) -> dict[Labels, float]:
+    async def _read(
+        self, tick: _Tick, series: Series, arms: Arms, by: tuple[str, ...], only: Mapping[str, str] = _ALL
+    ) -> dict[Labels, float]:
         """One series' increments by ``by`` (which starts with revision), every value checked to
-        be a count and every arm required to have a series."""
-        values = await tick.increments(self._selector(series, arms), by)
+        be a count and every arm required to have a series. ``only`` narrows the selection to
+        the children with those label values (for example the safety series' ``scope``)."""
+        values = await tick.increments(self._selector(series, arms, only), by)
         checked = {}
         for labels, value in values.items():
             where = ", ".join(f'{k}="{v}"' for k, v in labels)
             checked[labels] = as_count(value, f"the increment of {series.sample}{{{where}}}")
         for revision in (arms.candidate, arms.baseline):
             if not any(_revision(labels) == revision for labels in checked):
+                which = "".join(f' with {name}="{value}"' for name, value in only.items())
                 why = f" ({series.absent_when})" if series.absent_when else ""
-                raise MetricsUnavailable(f"no samples of {series.sample} for revision {revision}{why}")
+                raise MetricsUnavailable(f"no samples of {series.sample}{which} for revision {revision}{why}")
         return checked
 
     async def _errors(self, tick: _Tick, arms: Arms) -> tuple[Counts, Counts]:
@@ -260,12 +282,15 @@ class Analysis:
             out.append(Counts(errors, sum(mine.values())))
         return out[0], out[1]
 
-    async def _counts(self, tick: _Tick, events: Series, trials: Series, arms: Arms) -> tuple[Counts, Counts]:
-        """Events out of trials from two counters. Events above trials are capped: serving scores
-        a row for out-of-distribution before the model answers, so a failed call's rows count
-        as events without a prediction."""
-        hits = await self._read(tick, events, arms, ("revision",))
-        total = await self._read(tick, trials, arms, ("revision",))
+    async def _counts(
+        self, tick: _Tick, events: Series, trials: Series, arms: Arms, only: Mapping[str, str] = _ALL
+    ) -> tuple[Counts, Counts]:
+        """Events out of trials from two counters, each summed over its children with the label
+        values ``only``. Events above trials are capped: serving scores a row for
+        out-of-distribution before the model answers, so a failed call's rows count as events
+        without a prediction."""
+        hits = await self._read(tick, events, arms, ("revision",), only)
+        total = await self._read(tick, trials, arms, ("revision",), only)
         out = []
         for revision in (arms.candidate, arms.baseline):
             key = (("revision", revision),)
@@ -393,7 +418,7 @@ class Analysis:
         elif metric.builtin == "outOfDistributionRate":
             counts = await self._counts(tick, OUT_OF_DISTRIBUTION, PREDICTIONS, arms)
         else:
-            counts = await self._counts(tick, SAFETY_VIOLATIONS, REQUESTS["serving"], arms)
+            counts = await self._counts(tick, SAFETY_VIOLATIONS, SAFETY_CHECKS, arms, {"scope": SAFETY_SCOPE})
         return lambda judge: judge.update(*counts)
 
     async def tick(self, provider: MetricProvider, now: float) -> Result:

@@ -1,9 +1,14 @@
 """A metric provider that answers from tables the test fills in: per sample name, rows of
 (labels, increment over the interval); per rendered PromQL query, an instant vector. It records
-every selector and query it was asked."""
+every selector and query it was asked.
+
+A row is selected by its sample name and by the selector's equality matchers on the labels the
+row names (rows leave out ``namespace`` and ``model``, which every selector matches), so a test
+can tell a ``scope="output"`` read from one of every scope."""
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,6 +16,8 @@ from dataclasses import dataclass, field
 from cutover.analysis.provider import Labels
 
 Row = tuple[dict[str, str], float]
+_EQUALS = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="([^"]*)"')
+"""An equality matcher in a selector (``scope="output"``; ``revision=~"..."`` is not one)."""
 
 
 @dataclass
@@ -23,7 +30,10 @@ class FakeProvider:
     async def increments(self, selector: str, by: Sequence[str], start: float, end: float) -> dict[Labels, float]:
         self.selectors.append(selector)
         out: dict[Labels, float] = defaultdict(float)
+        wanted = dict(_EQUALS.findall(selector))
         for labels, value in self.series.get(selector.split("{", 1)[0], []):
+            if any(labels.get(name, want) != want for name, want in wanted.items()):
+                continue
             out[tuple((name, labels.get(name, "")) for name in by)] += value
         return dict(out)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import pickle
+from dataclasses import replace
 from itertools import accumulate
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from cutover.analysis import Analysis, Arms, Result
+from cutover.analysis import Analysis, Arms, Result, engine
 from cutover.api.v1alpha1.modeldeployment import AnalysisSpec
 
 from .fakes import FakeProvider
@@ -63,16 +64,120 @@ def healthy(provider: FakeProvider) -> FakeProvider:
 # -- item 9: a gate never passes on a series nothing exports, nor reads an absent one as zero --
 
 
+SAFETY = {"name": "safety", "builtin": "safetyViolations", "critical": True}
+VIOLATIONS, CHECKS = "cutover_safety_violations_total", "cutover_safety_checks_total"
+
+
+@pytest.fixture
+def unexported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The safety series as the contract declared them before serving ran the filters."""
+    why = "the SafetyPolicy filters are not on the serving path yet"
+    for name in ("SAFETY_VIOLATIONS", "SAFETY_CHECKS"):
+        series = getattr(engine, name)
+        monkeypatch.setattr(engine, name, replace(series, exported_by=(), not_exported=why))
+
+
+@pytest.fixture
+def exported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The safety series as serving registers them (whatever the contract says today)."""
+    for name in ("SAFETY_VIOLATIONS", "SAFETY_CHECKS"):
+        monkeypatch.setattr(engine, name, replace(getattr(engine, name), exported_by=("serving",)))
+
+
+def safety(provider: FakeProvider, revision: str, scope: str, filter_: str, checks: float, violations: float) -> None:
+    """One filter's checks and violations of one revision and scope over the interval (the
+    violations under one category and action: the engine sums over them)."""
+    child = {"revision": revision, "filter": filter_, "scope": scope}
+    provider.series.setdefault(CHECKS, []).append((child, checks))
+    provider.series.setdefault(VIOLATIONS, []).append((child | {"category": "c", "action": "flag"}, violations))
+
+
+@pytest.mark.usefixtures("unexported")
 def test_safety_violations_gate_is_unavailable_with_the_reason_never_passes() -> None:
-    a = analysis(ERRORS, {"name": "safety", "builtin": "safetyViolations", "critical": True})
+    a = analysis(ERRORS, SAFETY)
     provider = healthy(FakeProvider())
     for now in (30.0, 60.0, 90.0):
         result = tick(a, provider, now)
         assert result.verdict == "unavailable"
     assert "cutover_safety_violations_total is exported by no component" in result.reason
     assert "SafetyPolicy filters are not on the serving path yet" in result.reason
-    assert not any("safety_violations" in s for s in provider.selectors)  # never even queried
+    assert not any("safety_" in s for s in provider.selectors)  # never even queried
     assert result.consecutive_errors == 3
+
+
+@pytest.mark.usefixtures("exported")
+def test_safety_violations_are_a_proportion_of_output_checks_summed_over_filters() -> None:
+    """Only the model's answers are judged: the candidate's users may be abusive (input
+    violations) without moving the gate, and two output filters count two checks per answer."""
+    a = analysis(SAFETY)
+    provider = FakeProvider()
+    for revision, toxic, advice in ((CAND, 30, 20), (BASE, 2, 3)):
+        safety(provider, revision, "output", "toxicity", 1000, toxic)
+        safety(provider, revision, "output", "advice", 1000, advice)
+    safety(provider, BASE, "input", "toxicity", 1000, 900)  # users, not the model
+    result = tick(a, provider)
+    [evidence] = result.evidence
+    assert (evidence.candidate_samples, evidence.baseline_samples) == (2000, 2000)
+    assert evidence.estimate == pytest.approx(50 / 5, rel=0.05)  # rate ratio, candidate / baseline
+    assert all('scope="output"' in s for s in provider.selectors if "safety" in s)
+    assert {s.split("{")[0] for s in provider.selectors} == {VIOLATIONS, CHECKS}
+
+
+@pytest.mark.usefixtures("exported")
+def test_a_candidate_whose_answers_violate_more_is_rolled_back_with_the_numbers() -> None:
+    a = analysis(SAFETY)
+    provider = FakeProvider()
+    safety(provider, CAND, "output", "toxicity", 200, 20)
+    safety(provider, BASE, "output", "toxicity", 200, 1)
+    verdicts = [tick(a, provider, 30.0 * k) for k in range(1, 8)]
+    rollback = next(r for r in verdicts if r.verdict != "inconclusive" and r.verdict != "continue")
+    assert rollback.verdict == "rollback"
+    assert "critical metric safety failed" in rollback.reason
+    [evidence] = rollback.evidence
+    assert evidence.decision == "fail" and evidence.lower is not None and evidence.lower > 1
+
+
+@pytest.mark.usefixtures("exported")
+def test_a_candidate_as_clean_as_stable_is_promoted() -> None:
+    a = analysis({**SAFETY, "passMargin": 0.5})
+    provider = FakeProvider()
+    for revision in (CAND, BASE):
+        safety(provider, revision, "output", "advice", 2000, 10)
+    verdicts = [tick(a, provider, 30.0 * k).verdict for k in range(1, 30)]
+    assert "promote" in verdicts and "rollback" not in verdicts
+
+
+@pytest.mark.usefixtures("exported")
+@pytest.mark.parametrize(
+    ("missing", "said"),
+    [
+        (VIOLATIONS, f'no samples of {VIOLATIONS} with scope="output" for revision {CAND}'),
+        (CHECKS, f'no samples of {CHECKS} with scope="output" for revision {CAND}'),
+    ],
+)
+def test_an_absent_safety_series_is_unavailable_never_a_pass(missing: str, said: str) -> None:
+    a = analysis(SAFETY)
+    provider = FakeProvider()
+    safety(provider, CAND, "output", "toxicity", 1000, 0)
+    safety(provider, BASE, "output", "toxicity", 1000, 0)
+    provider.series[missing] = [row for row in provider.series[missing] if row[0]["revision"] != CAND]
+    before = state(a)
+    result = tick(a, provider)
+    assert result.verdict == "unavailable"
+    assert said in result.reason
+    assert state(a) == before
+
+
+@pytest.mark.usefixtures("exported")
+def test_a_candidate_filtered_on_inputs_only_has_no_safety_evidence() -> None:
+    """A policy with no filter on outputs measures users, not the model: no data, not zero."""
+    a = analysis(SAFETY)
+    provider = FakeProvider()
+    safety(provider, CAND, "input", "toxicity", 1000, 0)
+    safety(provider, BASE, "output", "toxicity", 1000, 0)
+    result = tick(a, provider)
+    assert result.verdict == "unavailable"
+    assert f'with scope="output" for revision {CAND}' in result.reason
 
 
 def test_an_absent_event_series_is_unavailable_not_zero() -> None:

@@ -231,6 +231,7 @@ def test_sum_increase_templates_are_read_from_raw_samples_not_extrapolated() -> 
     )
     provider = FakeProvider()
     provider.counter("feedback_total", CAND, 40)
+    provider.counter("feedback_total", BASE, 40)
     result = asyncio.run(analysis.tick(provider, 30.0))
     assert not provider.queries
     assert provider.selectors == [
