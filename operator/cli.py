@@ -97,6 +97,8 @@ def _serve(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             shutdown_delay=args.shutdown_delay,
             shutdown_grace=args.shutdown_grace,
+            safety_policy=args.safety_policy,
+            safety_secrets_dir=args.safety_secrets_dir,
         )
     except ValidationError as error:
         print(f"cutover serve: {error}", file=sys.stderr)
@@ -140,6 +142,15 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     server.add_argument("--cache-dir", type=Path, default=Path("/tmp/cutover-models"), help="downloaded models")
     server.add_argument("--shutdown-delay", type=float, default=0.0, help="seconds not-ready before closing")
     server.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds for in-flight requests")
+    safety = serve.add_argument_group("safety (SafetyPolicy filters)")
+    safety.add_argument(
+        "--safety-policy",
+        type=Path,
+        help="SafetyPolicy JSON file, followed while serving; nothing is answered until it is valid",
+    )
+    safety.add_argument(
+        "--safety-secrets-dir", type=Path, help="directory holding escalation-url (the crisis webhook from a Secret)"
+    )
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(run=_serve)
 
@@ -184,6 +195,39 @@ def _gateway_key(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _safety_check(args: argparse.Namespace) -> int:
+    from cutover.serving.safety.check import check_lines
+    from cutover.serving.safety.policy import PolicyError
+    from cutover.serving.safety.source import load
+
+    try:
+        policy = load(args.policy)
+    except PolicyError as error:
+        print(f"cutover safety check: {error}", file=sys.stderr)
+        return 2
+    every_line_read = True
+    for ok, line in check_lines(policy, sys.stdin):
+        every_line_read &= ok
+        print(line, flush=True)
+    return 0 if every_line_read else 1
+
+
+def _add_safety(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    safety = sub.add_parser("safety", help="SafetyPolicy tools")
+    commands = safety.add_subparsers(dest="safety_command", required=True, metavar="COMMAND")
+    check = commands.add_parser(
+        "check",
+        help="apply a SafetyPolicy to JSON lines {text, scope} on stdin; one JSON line out per input",
+        description='Reads JSON lines {"text": ..., "scope": "input"|"output"} (scope defaults to input) '
+        "and prints one JSON line per input: each filter's findings (filter, category, score, action), the "
+        "decision (pass, block, escalate, redact, disclaim, flag, or unavailable when a filter failed under "
+        "failClosed) and the text as it would be answered. Exit 2: the policy is invalid; 1: a line was not "
+        "such an object. No webhook is called.",
+    )
+    check.add_argument("--policy", type=Path, required=True, help="the SafetyPolicy: JSON or a YAML manifest")
+    check.set_defaults(run=_safety_check)
 
 
 def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -242,6 +286,7 @@ def parser() -> argparse.ArgumentParser:
     op.set_defaults(run=_operator)
     _add_serve(sub)
     _add_gateway(sub)
+    _add_safety(sub)
     return top
 
 

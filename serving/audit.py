@@ -22,7 +22,10 @@ A record as the server writes it (keys in this order)::
     ood_score     out-of-distribution distance per row (first 32 rows), or null
     fallback      null, or the fallback link that answered ("previous", "baseline", "default")
     latency_ms    time spent on the request
-    status        HTTP status
+    status        HTTP status (422 for a request the SafetyPolicy refused)
+    safety        only with a SafetyPolicy: what its filters found, one object per filter and
+                  category with the highest score, {"filter", "category", "action", "score",
+                  "scope"} (never the text)
 
 Every string value is redacted with :mod:`pii` except those under :data:`NOT_REDACTED`, which are
 identifiers the operator or server chose and must stay joinable with other logs.

@@ -50,3 +50,10 @@ class ServeConfig:
     """Seconds between SIGTERM (readiness turns 503) and closing the listener, so endpoints update."""
     shutdown_grace: float = 30.0
     """Seconds in-flight requests get to finish after the listener closes."""
+    safety_policy: Path | None = None
+    """The SafetyPolicy file (JSON, the operator's rendered ConfigMap), followed while serving;
+    None: no filters. With one, nothing is answered until a valid policy is applied."""
+    safety_secrets_dir: Path | None = None
+    """Where the crisis escalation webhook's URL is (``escalation-url``) when it comes from a Secret."""
+    safety_poll_interval: float = 2.0
+    """Seconds between reads of the SafetyPolicy file."""

@@ -7,10 +7,14 @@ error              status  when
 InvalidInput       400     the request (body, tensors, chat messages) or the model refuses the input
 ModelNotFound      404     an unknown model name or version
 NotSupported       404     the model cannot do what was asked (chat completions on a tensor model)
+SafetyBlocked      422     the SafetyPolicy refuses the request or the answer (``blockMessage``)
+CrisisEscalated    422     an inference request or answer the crisis filter escalated (``responseMessage``)
 InferenceError     500     the model failed, or answered what the protocol cannot carry
 UpstreamError      502     an upstream (Triton, an LLM server, the previous version) failed
 ModelNotReady      503     the model is loading or failed to load (``Retry-After: 1``)
 Overloaded         503     too many requests in progress or queued (``Retry-After: 1``)
+SafetyUnavailable  503     a SafetyPolicy is required and cannot be applied (no valid policy yet, or
+                           a filter failed and the policy is ``failClosed``); never an unfiltered answer
 =================  ======  ===========================================================================
 
 The body is always ``{"error": "<message>"}`` (``serving/http.py`` writes it). A 500 is kept for a
@@ -52,6 +56,20 @@ class NotSupported(ServingError):
     status = 404
 
 
+class SafetyBlocked(ServingError):
+    """The SafetyPolicy refuses to answer: a filter whose action is ``block`` found something in
+    the request or in the model's answer. The message is the policy's ``blockMessage``, all the
+    client hears (what was found is counted and audited, never echoed). A 4xx: the revision did
+    not fail."""
+
+    status = 422
+
+
+class CrisisEscalated(SafetyBlocked):
+    """The crisis filter escalated an inference request or its answer: the message is the
+    policy's ``responseMessage`` (a chat completion answers it as the assistant instead)."""
+
+
 class InferenceError(ServingError):
     """The model failed on a request it accepted, or answered with a type the protocol cannot carry."""
 
@@ -77,3 +95,11 @@ class Overloaded(ServingError):
 
     status = 503
     retry_after = 1
+
+
+class SafetyUnavailable(ServingError):
+    """The request cannot be filtered as its SafetyPolicy demands, so it is refused rather than
+    answered unfiltered: the server was started with a policy file and has no valid policy yet,
+    or a filter failed on this request and the policy is ``failClosed``. The message says which."""
+
+    status = 503

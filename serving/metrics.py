@@ -19,7 +19,21 @@ cutover_out_of_distribution_total              counter    rows above the configu
 cutover_serving_fallbacks_total                counter    link (previous, baseline, safe_default), reason
 cutover_serving_circuit_breaker_state          gauge      link; 0 closed, 1 half-open, 2 open
 cutover_serving_audit_dropped_total            counter    audit records dropped because the writer lagged
+cutover_safety_checks_total                    counter    filter, scope: requests a filter read text of
+cutover_safety_violations_total                counter    filter, category, action, scope: requests in
+                                                          which it found something (at most one each)
+cutover_safety_filter_duration_seconds         histogram  filter; SAFETY_BUCKETS, one filter on one request
+cutover_safety_filter_errors_total             counter    filter, scope: the filter failed on a request
+cutover_safety_policy_info                     gauge      policy, generation: 1 for the one applied
+cutover_safety_policy_load_failures_total      counter    policy files that could not be applied
+cutover_safety_escalations_total               counter    result (delivered, failed, dropped)
 =============================================  =========  ===========================================
+
+The safety series exist (without children) in every server; a server given a SafetyPolicy
+creates the children of its filters at 0 when it applies the policy (checks and errors per
+filter and scope, violations per filter, category, action and scope), so a gate on a revision
+that filters finds zero, not an absent series, and one on a revision that does not filters finds
+nothing (``unavailable``).
 
 Latency thresholds in ``analysis.metrics[].latencyThreshold`` must be one of LATENCY_BUCKETS (the
 API refuses any other).
@@ -39,6 +53,8 @@ from cutover.api.contract import (
     PREDICTION_CONFIDENCE,
     PREDICTIONS,
     REVISION_LABELS,
+    SAFETY_CHECKS,
+    SAFETY_VIOLATIONS,
     SERVING_REQUEST_DURATION,
     SERVING_REQUESTS,
     Series,
@@ -49,6 +65,8 @@ if TYPE_CHECKING:
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 OOD_BUCKETS = (0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 20, 50)
+SAFETY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5)
+"""Seconds one filter takes on one request: the budget is 2 ms for all of them together."""
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 LABELS = REVISION_LABELS
 
@@ -115,6 +133,7 @@ class ServingMetrics:
         self.audit_dropped = counter("cutover_serving_audit_dropped", "Audit records dropped").labels(*values)
         self._values = values
         self._by_code: dict[int, Counter] = {}
+        self.safety = SafetyMetrics(self.registry, values)
 
     def request(self, code: int, seconds: float) -> None:
         counter = self._by_code.get(code)
@@ -145,3 +164,86 @@ class ServingMetrics:
 
     def breaker(self, link: str, state: str) -> None:
         self._breaker.labels(*self._values, link).set(BREAKER_STATES[state])
+
+
+class SafetyMetrics:
+    """The SafetyPolicy series of one server (``values`` are its namespace, model and revision
+    label values). The policy engine (``serving/safety/guard.py``) calls these per request."""
+
+    def __init__(self, registry: CollectorRegistry, values: tuple[str, ...]) -> None:
+        self._values = values
+        self._checks = Counter(SAFETY_CHECKS.name, SAFETY_CHECKS.help, SAFETY_CHECKS.labels, registry=registry)
+        self._violations = Counter(
+            SAFETY_VIOLATIONS.name, SAFETY_VIOLATIONS.help, SAFETY_VIOLATIONS.labels, registry=registry
+        )
+        self._duration = Histogram(
+            "cutover_safety_filter_duration_seconds",
+            "Time one SafetyPolicy filter took on one request",
+            [*LABELS, "filter"],
+            buckets=SAFETY_BUCKETS,
+            registry=registry,
+        )
+        self._errors = Counter(
+            "cutover_safety_filter_errors",
+            "Requests on which a SafetyPolicy filter failed",
+            [*LABELS, "filter", "scope"],
+            registry=registry,
+        )
+        self._info = Gauge(
+            "cutover_safety_policy_info",
+            "The SafetyPolicy generation this server applies (1)",
+            [*LABELS, "policy", "generation"],
+            registry=registry,
+        )
+        self._load_failures = Counter(
+            "cutover_safety_policy_load_failures",
+            "SafetyPolicy files that could not be applied (missing, unreadable or invalid)",
+            LABELS,
+            registry=registry,
+        ).labels(*values)
+        self._escalations = Counter(
+            "cutover_safety_escalations",
+            "Crisis escalation webhook deliveries by result",
+            [*LABELS, "result"],
+            registry=registry,
+        )
+        self._applied: tuple[str, str] | None = None
+
+    def applied(
+        self, policy: str, generation: int, children: Iterable[tuple[str, str, tuple[str, ...], tuple[str, ...]]]
+    ) -> None:
+        """A policy generation is now applied: ``cutover_safety_policy_info`` names it (the
+        previous generation's child is removed) and the children of its filters exist at 0.
+        ``children``: per filter (name, action, categories, scopes)."""
+        if self._applied is not None:
+            self._info.remove(*self._values, *self._applied)
+        self._applied = (policy, str(generation))
+        self._info.labels(*self._values, *self._applied).set(1)
+        for name, action, categories, scopes in children:
+            self._duration.labels(*self._values, name)
+            for scope in scopes:
+                self._checks.labels(*self._values, name, scope)
+                self._errors.labels(*self._values, name, scope)
+                for category in categories:
+                    self._violations.labels(*self._values, name, category, action, scope)
+        for result in ("delivered", "failed", "dropped"):
+            self._escalations.labels(*self._values, result)
+
+    def checked(self, name: str, scope: str) -> None:
+        self._checks.labels(*self._values, name, scope).inc()
+
+    def violated(self, name: str, category: str, action: str, scope: str) -> None:
+        self._violations.labels(*self._values, name, category, action, scope).inc()
+
+    def took(self, name: str, seconds: float) -> None:
+        self._duration.labels(*self._values, name).observe(seconds)
+
+    def failed(self, name: str, scope: str) -> None:
+        self._errors.labels(*self._values, name, scope).inc()
+
+    def load_failed(self) -> None:
+        self._load_failures.inc()
+
+    def escalation(self, result: str) -> None:
+        """One escalation's outcome: ``delivered``, ``failed`` (given up) or ``dropped`` (queue full)."""
+        self._escalations.labels(*self._values, result).inc()

@@ -4,12 +4,24 @@ only routes a request here and turns the answer into a response.
 
 An inference request (Open Inference Protocol v2)::
 
-    admit → read → decode → validate → input filters → out-of-distribution score → predict
-          → confidence → fallback → output filters → encode → audit
+    admit → policy → read → decode → validate → safety (inputs) → input filters
+          → out-of-distribution score → predict → confidence → fallback → output filters
+          → safety (outputs) → encode → audit
 
 A chat completion (an ``llm`` model)::
 
-    admit → read → check (serving/openai.py) → request filters → upstream → response filters → audit
+    admit → policy → read → check (serving/openai.py) → safety (request) → request filters
+          → upstream → response filters → safety (response) → audit
+
+Safety. With a SafetyPolicy (``serving/safety/guard.py``), the policy is taken once per request
+(none applied: ``SafetyUnavailable``, 503, before the body is read) and screens the request's
+texts before anything else sees them and the answer's texts last, after any fallback, so the
+client never gets what it did not check. A refusal (``SafetyBlocked`` or ``CrisisEscalated``,
+422) is audited with its findings and status; an escalated chat request is answered with the
+policy's crisis message without asking the upstream, and counts no prediction. Streaming chat
+is refused in ``serving/openai.py`` today; when it is added, the response screening must run on
+the assembled completion (``Guard.chat_response``) before any part of it reaches the client,
+or per chunk with the same one-decision-per-request rule.
 
 Admission sheds a request with ``Overloaded`` (503) when ``max_in_flight`` requests are in
 progress; while the process drains, requests are still served (endpoints take a moment to drop
@@ -41,12 +53,21 @@ import numpy as np
 from .audit import input_digest, summarize_outputs
 from .batching import QueueFull
 from .config import ServeConfig
-from .errors import InferenceError, InvalidInput, NotSupported, Overloaded, ServingError, UpstreamError
+from .errors import (
+    InferenceError,
+    InvalidInput,
+    NotSupported,
+    Overloaded,
+    SafetyBlocked,
+    ServingError,
+    UpstreamError,
+)
 from .fallback import top1_confidence
 from .loading import LoadedModel
 from .metrics import ServingMetrics
 from .openai import chat_request, reply_content
 from .protocol import decode_request, encode_response, tensor_bytes
+from .safety.guard import Guard
 from .validation import validate
 
 log = logging.getLogger("cutover.serving")
@@ -108,12 +129,14 @@ class Pipeline:
         metrics: ServingMetrics,
         admission: Admission,
         filters: Filters | None = None,
+        safety: Guard | None = None,
     ) -> None:
         self.config = config
         self.model = model
         self.metrics = metrics
         self.admission = admission
         self.filters = filters or Filters()
+        self.safety = safety
         self._audited_drops = 0
 
     async def infer(
@@ -126,14 +149,26 @@ class Pipeline:
         ``header_length`` is the ``Inference-Header-Content-Length`` sent with it, if any;
         ``request_id`` the client's request id (``X-Request-Id``) for the audit record when the
         body names none. Raises ``Overloaded`` (503), ``InvalidInput`` (400), ``InferenceError``
-        (500) when the model fails, ``UpstreamError`` (502) when its upstream does."""
+        (500) when the model fails, ``UpstreamError`` (502) when its upstream does, and with a
+        SafetyPolicy ``SafetyBlocked`` or ``CrisisEscalated`` (422) and ``SafetyUnavailable`` (503)."""
         model = self.model
         self.admission.check()
         with self.admission:
             started = time.perf_counter()
+            guard = self.safety
+            policy = guard.current() if guard is not None else None
             request = decode_request(await read_body(), header_length, model.raw_input)
             validate(request.inputs, model.inputs)
             inputs = request.inputs
+            found: list[dict[str, Any]] = []
+            request_id = request.id or request_id
+            if guard is not None and policy is not None:
+                request_id = request_id or uuid.uuid4().hex
+                try:
+                    inputs = await guard.tensors(policy, "input", inputs, request_id, found)
+                except SafetyBlocked as refusal:
+                    self._refused(refusal, request_id, started, lambda: _digest(request.inputs), found)
+                    raise
             for input_filter in self.filters.inputs:
                 inputs = await input_filter(inputs)
             ood_scores = self._score_ood(inputs)
@@ -150,18 +185,26 @@ class Pipeline:
                     self.metrics.fallback(link, "low_confidence")
             for output_filter in self.filters.outputs:
                 outputs = await output_filter(outputs)
+            if guard is not None and policy is not None:
+                assert request_id is not None
+                try:
+                    outputs = await guard.tensors(policy, "output", outputs, request_id, found)
+                except SafetyBlocked as refusal:
+                    self._refused(refusal, request_id, started, lambda: _digest(request.inputs), found)
+                    raise
             body, length = encode_response(
                 self.config.name, self.config.version, request, outputs, {"fallback": link} if link else None
             )
             if model.audit is not None:
                 self._audit(
-                    request.id or request_id,
+                    request_id,
                     started,
-                    input_digest=input_digest(tensor_bytes(a) for a in request.inputs.values()),
+                    input_digest=_digest(request.inputs),
                     outputs=summarize_outputs(outputs),
                     confidence=None if confidence is None else [round(c, 6) for c in confidence[:32]],
                     ood_score=None if ood_scores is None else [round(float(v), 4) for v in ood_scores[:32]],
                     fallback=link,
+                    safety=found if guard is not None else None,
                 )
             return Encoded(body, length)
 
@@ -169,15 +212,39 @@ class Pipeline:
         """Answer one chat completion. ``read_json`` returns the parsed body (a ValueError from it
         is malformed JSON); ``request_id`` the client's request id for the audit record. Raises
         ``Overloaded`` (503), ``InvalidInput`` (400), ``ModelNotFound`` or ``NotSupported``
-        (404), ``UpstreamError`` (502)."""
+        (404), ``UpstreamError`` (502), and with a SafetyPolicy ``SafetyBlocked`` (422) and
+        ``SafetyUnavailable`` (503)."""
         self.admission.check()
         started = time.perf_counter()
+        guard = self.safety
+        policy = guard.current() if guard is not None else None
         try:
             body = await read_json()
         except ValueError as error:
             raise InvalidInput(f"malformed JSON: {error}") from None
+        except RecursionError:
+            raise InvalidInput("malformed JSON: nested too deeply") from None
         request = chat_request(body, self.config.name)
+        digest = input_digest([str(request.get("messages")).encode()])
+        found: list[dict[str, Any]] = []
         with self.admission:
+            if guard is not None and policy is not None:
+                request_id = request_id or uuid.uuid4().hex
+                try:
+                    request, escalated = await guard.chat_request(policy, request, request_id, found)
+                except SafetyBlocked as refusal:
+                    self._refused(refusal, request_id, started, lambda: digest, found)
+                    raise
+                if escalated is not None:
+                    if self.model.audit is not None:
+                        self._audit(
+                            request_id,
+                            started,
+                            input_digest=digest,
+                            outputs={"content": reply_content(escalated)},
+                            safety=found if guard is not None else None,
+                        )
+                    return escalated
             for request_filter in self.filters.chat_requests:
                 request = await request_filter(request)
             try:
@@ -190,12 +257,20 @@ class Pipeline:
             for response_filter in self.filters.chat_responses:
                 response = await response_filter(response)
             self.metrics.predictions.inc()
+            if guard is not None and policy is not None:
+                assert request_id is not None
+                try:
+                    response = await guard.chat_response(policy, response, request_id, found)
+                except SafetyBlocked as refusal:
+                    self._refused(refusal, request_id, started, lambda: digest, found)
+                    raise
             if self.model.audit is not None:
                 self._audit(
                     request_id or response.get("id"),
                     started,
-                    input_digest=input_digest([str(request.get("messages")).encode()]),
+                    input_digest=digest,
                     outputs={"content": reply_content(response)},
+                    safety=found if guard is not None else None,
                 )
             return response
 
@@ -233,10 +308,30 @@ class Pipeline:
             self.metrics.out_of_distribution(beyond)
         return scores
 
-    def _audit(self, request_id: str | None, started: float, **fields: Any) -> None:
+    def _refused(
+        self,
+        refusal: SafetyBlocked,
+        request_id: str,
+        started: float,
+        digest: Callable[[], str],
+        found: list[dict[str, Any]],
+    ) -> None:
+        """Audit a request the SafetyPolicy refused: its findings and status, no outputs."""
+        if self.model.audit is not None:
+            self._audit(request_id, started, status=refusal.status, input_digest=digest(), outputs=None, safety=found)
+
+    def _audit(
+        self,
+        request_id: str | None,
+        started: float,
+        status: int = 200,
+        safety: list[dict[str, Any]] | None = None,
+        **fields: Any,
+    ) -> None:
         """One audit record: who answered, when and how fast, plus the request's own ``fields``
-        (input_digest, outputs, confidence, ood_score, fallback). Records the log dropped since
-        the last one are counted in ``cutover_serving_audit_dropped_total``."""
+        (input_digest, outputs, confidence, ood_score, fallback, and with a SafetyPolicy safety:
+        what its filters found). Records the log dropped since the last one are counted in
+        ``cutover_serving_audit_dropped_total``."""
         audit = self.model.audit
         assert audit is not None
         config = self.config
@@ -253,9 +348,15 @@ class Pipeline:
                 "fallback": None,
                 **fields,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                "status": 200,
+                "status": status,
+                **({"safety": safety} if safety is not None else {}),
             }
         )
         if audit.dropped > self._audited_drops:
             self.metrics.audit_dropped.inc(audit.dropped - self._audited_drops)
             self._audited_drops = audit.dropped
+
+
+def _digest(inputs: Mapping[str, np.ndarray]) -> str:
+    """The audit digest of what the client sent: its input tensors' raw bytes."""
+    return input_digest(tensor_bytes(a) for a in inputs.values())

@@ -18,11 +18,16 @@ This module only wires: the model is loaded by ``loading.py``, a request is answ
 HTTP-free ``pipeline.py``, errors become JSON bodies and the listener drains in ``http.py``.
 Every answer names the revision that answered (``Cutover-Revision``); infer and chat answers
 are counted by status code.
+
+With ``--safety-policy`` the server follows that file (``serving/safety/source.py``) from the
+start, alongside loading the model; until a valid policy is applied, infer and chat answer
+``SafetyUnavailable`` (503) and readiness says why, so nothing is ever answered unfiltered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -40,6 +45,8 @@ from .metrics import ServingMetrics
 from .openai import model_list
 from .pipeline import Admission, Pipeline
 from .protocol import HEADER_LENGTH
+from .safety.guard import Guard
+from .safety.source import PolicyFile
 
 __all__ = ["ModelServer", "ServeConfig", "serve"]
 
@@ -68,13 +75,30 @@ class ModelServer:
         self.loader = Loader(config, self.metrics, adapter)
         self.pipeline: Pipeline | None = None
         self.draining = False
+        self.safety: Guard | None = None
+        self.policy_file: PolicyFile | None = None
+        if config.safety_policy is not None:
+            self.safety = Guard(self.metrics.safety, config.namespace, config.name, config.revision)
+            self.policy_file = PolicyFile(
+                self.safety, config.safety_policy, config.safety_secrets_dir, config.safety_poll_interval
+            )
+        self._following: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
-        """Load the model (retrying until it works), then serve it."""
+        """Start following the SafetyPolicy file (if any), then load the model (retrying until
+        it works) and serve it."""
+        if self.policy_file is not None and self._following is None:
+            self._following = asyncio.get_running_loop().create_task(self.policy_file.run(), name="safety-policy")
         model = await self.loader.load()
-        self.pipeline = Pipeline(self.config, model, self.metrics, self.admission)
+        self.pipeline = Pipeline(self.config, model, self.metrics, self.admission, safety=self.safety)
 
     async def close(self) -> None:
+        if self._following is not None:
+            self._following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._following
+        if self.safety is not None:
+            await self.safety.close()
         await self.loader.close()
 
     def app(self) -> web.Application:
@@ -121,6 +145,8 @@ class ModelServer:
     def _not_ready(self) -> str | None:
         if self.draining:
             return "shutting down"
+        if self.loader.error is None and self.safety is not None and self.safety.policy is None:
+            return f"no safety policy applied: {self.safety.error}"
         return self.loader.error
 
     async def ready(self, request: web.Request) -> web.Response:
