@@ -35,9 +35,11 @@ Baselines (offline, nothing downloaded, no dependency beyond the serving extra):
 after one warm-up pass). **Added latency**: a 300-character chat exchange (the user's message
 screened as an input, the assistant's answer as an output) through the policy engine
 (``serving/safety/policy.py``) with all five filters on, against the same request with none.
-The request itself is ``cutover serve``'s chat pipeline in process when the engine is wired
-into it, else the engine's ``screen`` calls alone (the added time is the same; the ratio is then
-against the request's own time as measured without a policy, printed as n/a when not measured).
+Measured twice: (1) the engine's ``screen`` calls alone, in process (the filters' own cost);
+(2) when ``cutover serve`` has ``--safety-policy``, the same chat request to two real serving
+processes in front of one local OpenAI-compatible upstream, one with the policy and one
+without, alternating request by request: the difference of their p50s is the added latency
+and their ratio is printed beside it.
 
 Targets (issue 15): crisis recall >= 0.95 at precision >= 0.8; PII recall >= 0.98 on structured
 entities with no Luhn-invalid card redacted; added latency <= 2 ms at p50.
@@ -47,15 +49,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
+import http.server
 import importlib
 import json
 import platform
 import re
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import types
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -472,6 +480,137 @@ def added_latency(filters: Sequence[str], rounds: int) -> Added | None:
     return added
 
 
+class _ChatUpstream(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible upstream that answers every chat request at once with one of
+    :data:`ASSISTANT_ANSWERS`, in turn."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
+    answered = 0
+
+    def do_GET(self) -> None:
+        """``/v1/models``: what serving asks before it is ready."""
+        self._json({"object": "list", "data": [{"id": "tiny-llm", "object": "model", "owned_by": "bench"}]})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        answer = ASSISTANT_ANSWERS[_ChatUpstream.answered % len(ASSISTANT_ANSWERS)]
+        _ChatUpstream.answered += 1
+        self._json(
+            {
+                "id": "chatcmpl-bench",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "tiny-llm",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 70, "completion_tokens": 70, "total_tokens": 140},
+            }
+        )
+
+    def _json(self, value: Any) -> None:
+        body = json.dumps(value).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _serve(upstream: str, port: int, log: Path, policy: Path | None) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "cutover.operator.cli", "serve", "--name", "assistant", "--version", "1"]
+    command += ["--format", "llm", "--upstream", upstream, "--upstream-model", "tiny-llm"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    if policy is not None:
+        command += ["--safety-policy", str(policy)]
+    with log.open("wb") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"cutover serve exited with {process.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"cutover serve was not ready within 90 s: {log.read_text()[-2000:]}")
+
+
+def request_latency(filters: Sequence[str], rounds: int) -> Added | None:
+    """The same chat request to two real ``cutover serve`` processes in front of one local
+    upstream, one with a policy of ``filters`` (``--safety-policy``) and one without,
+    alternating, one request at a time on a keep-alive connection each; None when this build's
+    ``cutover serve`` has no ``--safety-policy``."""
+    usage = subprocess.run(
+        [sys.executable, "-m", "cutover.operator.cli", "serve", "--help"], capture_output=True, text=True
+    ).stdout
+    if "--safety-policy" not in usage:
+        return None
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ChatUpstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    processes: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="cutover-bench-safety-") as folder:
+        root = Path(folder)
+        policy = root / "policy.json"
+        policy.write_text(json.dumps(policy_document(filters)))
+        ports = {"without": _free_port(), "with": _free_port()}
+        try:
+            for which, port in ports.items():
+                log = root / f"{which}.log"
+                process = _serve(
+                    f"http://127.0.0.1:{upstream.server_address[1]}", port, log, policy if which == "with" else None
+                )
+                processes.append(process)
+                _ready(port, process, log)
+            connections = {which: http.client.HTTPConnection("127.0.0.1", port) for which, port in ports.items()}
+            added = Added("cutover serve over HTTP, alternating with and without --safety-policy")
+            bodies = [
+                json.dumps({"model": "assistant", "messages": [{"role": "user", "content": text}]}).encode()
+                for text in USER_MESSAGES
+            ]
+            warmup = 50
+            for index in range(rounds + warmup):
+                order = ("with", "without") if index % 2 else ("without", "with")
+                for which in order:
+                    connection = connections[which]
+                    started = time.perf_counter()
+                    connection.request(
+                        "POST",
+                        "/v1/chat/completions",
+                        bodies[index % len(bodies)],
+                        {"Content-Type": "application/json"},
+                    )
+                    answer = connection.getresponse()
+                    answer.read()
+                    elapsed = (time.perf_counter() - started) * 1000
+                    if answer.status != 200:
+                        raise RuntimeError(f"chat request {which} a policy answered {answer.status}")
+                    if index >= warmup:
+                        (added.with_ms if which == "with" else added.without_ms).append(elapsed)
+            added.note = f"{rounds} requests each"
+            return added
+        finally:
+            for process in processes:
+                process.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(10)
+            upstream.shutdown()
+
+
 # ---- report ---------------------------------------------------------------------------------------
 
 
@@ -479,7 +618,28 @@ def _f(value: float) -> str:
     return "  -  " if value != value else f"{value:.3f}"
 
 
-def report(results: Sequence[Result], skipped: Mapping[str, str], added: Added | None) -> list[str]:
+def _added_line(added: Added) -> str:
+    """One target line for an added-latency measurement: with a measured request without the
+    policy, the difference of the two p50s and their ratio; else the engine's own time."""
+    if not added.with_ms:
+        return f"n/a   added latency ({added.how}): {added.note}"
+    with_p50 = statistics.median(added.with_ms)
+    if added.without_ms:
+        without_p50 = statistics.median(added.without_ms)
+        extra = with_p50 - without_p50
+        return (
+            f"{'PASS' if extra <= TARGET_ADDED_MS else 'FAIL'}  added latency p50 {extra:.3f} ms <= "
+            f"{TARGET_ADDED_MS} ms: request p50 {with_p50:.3f} ms with all filters, {without_p50:.3f} ms without, "
+            f"ratio {with_p50 / without_p50:.2f} ({added.how}; {added.note})"
+        )
+    p99 = sorted(added.with_ms)[int(0.99 * (len(added.with_ms) - 1))]
+    return (
+        f"{'PASS' if with_p50 <= TARGET_ADDED_MS else 'FAIL'}  added latency p50 {with_p50:.3f} ms <= "
+        f"{TARGET_ADDED_MS} ms (p99 {p99:.3f} ms; {added.how}; {added.note})"
+    )
+
+
+def report(results: Sequence[Result], skipped: Mapping[str, str], added: Sequence[Added]) -> list[str]:
     """The printed tables and target lines."""
     lines = ["per filter, held-out test split (serving/safety/corpus/<filter>/test.jsonl)", ""]
     header = (
@@ -536,21 +696,10 @@ def report(results: Sequence[Result], skipped: Mapping[str, str], added: Added |
         )
     else:
         lines.append("n/a   PII: detector or test split not there")
-    if added is None:
+    if not added:
         lines.append("n/a   added latency: the policy engine (serving/safety/policy.py) is not there")
-    elif not added.with_ms:
-        lines.append(f"n/a   added latency: {added.note}")
-    else:
-        p50 = statistics.median(added.with_ms)
-        p99 = sorted(added.with_ms)[int(0.99 * (len(added.with_ms) - 1))]
-        ratio = ""
-        if added.without_ms:
-            base = statistics.median(added.without_ms)
-            ratio = f"; request {base:.3f} ms without, {base + p50:.3f} ms with: x{(base + p50) / base:.2f}"
-        lines.append(
-            f"{'PASS' if p50 <= TARGET_ADDED_MS else 'FAIL'}  added latency p50 {p50:.3f} ms <= {TARGET_ADDED_MS} ms "
-            f"(p99 {p99:.3f} ms; {added.how}; {added.note}{ratio})"
-        )
+    for measured in added:
+        lines.append(_added_line(measured))
     return lines
 
 
@@ -558,7 +707,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--filters", default=",".join(FILTERS), help="comma-separated filters to score")
     parser.add_argument("--repeat", type=int, default=5, help="timed passes over each test split")
-    parser.add_argument("--rounds", type=int, default=3000, help="timed chat exchanges for the added latency")
+    parser.add_argument("--rounds", type=int, default=3000, help="timed exchanges through the engine in process")
+    parser.add_argument("--requests", type=int, default=1000, help="timed HTTP chat requests per serving process")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--show-errors", action="store_true", help="print the detectors' misses and false alarms")
     args = parser.parse_args(argv)
@@ -606,9 +756,15 @@ def main(argv: list[str] | None = None) -> int:
             time_scan(result, system_scan, examples, args.repeat)
             results.append(result)
     missing = [name for name in FILTERS if name not in landed]
-    added = added_latency([name for name in FILTERS if name in landed], args.rounds) if landed else None
-    if added is not None and missing:
-        added.note += f"; without {', '.join(missing)} (not landed)"
+    on = [name for name in FILTERS if name in landed]
+    added: list[Added] = []
+    if on:
+        for measure, rounds in ((added_latency, args.rounds), (request_latency, args.requests)):
+            measured = measure(on, rounds)
+            if measured is not None:
+                if missing:
+                    measured.note += f"; without {', '.join(missing)} (not landed)"
+                added.append(measured)
     for line in report(results, skipped, added):
         print(line)
     if args.show_errors:
@@ -637,7 +793,14 @@ def main(argv: list[str] | None = None) -> int:
                         }
                         for r in results
                     ],
-                    "added_ms_p50": statistics.median(added.with_ms) if added and added.with_ms else None,
+                    "added": [
+                        {
+                            "how": a.how,
+                            "with_ms_p50": statistics.median(a.with_ms) if a.with_ms else None,
+                            "without_ms_p50": statistics.median(a.without_ms) if a.without_ms else None,
+                        }
+                        for a in added
+                    ],
                     "skipped": skipped,
                 },
                 indent=2,
