@@ -160,14 +160,21 @@ class Stack:
     def apply(self, *docs: dict[str, Any]) -> None:
         self.kube.apply(*docs)
 
-    def wait_served(self, model: str, timeout: float = 60) -> None:
+    def wait_served(self, model: str, timeout: float = 60, *, chat: bool = False) -> None:
         """Until a request through the gateway is answered: the runner has the process up and the
-        gateway has its route."""
-        body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0, 1, -2, 0.5]}]})
+        gateway has its route. ``chat``: ask a chat completion (an ``llm`` model), not a tensor."""
+        if chat:
+            path = "/v1/chat/completions"
+            body = json.dumps({"model": model, "messages": [{"role": "user", "content": CHAT_PROMPTS[0]}]})
+        else:
+            path = f"/v2/models/{model}/infer"
+            body = json.dumps(
+                {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0, 1, -2, 0.5]}]}
+            )
         request = urllib.request.Request(
-            f"{self.gateway_url}/v2/models/{model}/infer",
+            self.gateway_url + path,
             data=body.encode(),
-            headers={"Authorization": f"Bearer {self.api_key}"},
+            headers={"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"},
         )
 
         def answered() -> bool:
@@ -184,6 +191,19 @@ class Stack:
         return body
 
 
+CHAT_PROMPTS = (
+    "Can you help me write a short thank-you note to my team?",
+    "What's a good way to learn Spanish in three months?",
+    "My order hasn't arrived yet, what should I do?",
+    "Summarise the plot of Pride and Prejudice in two sentences.",
+    "How do I reset my password?",
+    "Any tips for a first job interview?",
+    "what's the difference between a list and a tuple in python",
+    "Suggest a vegetarian dinner for four people.",
+)
+"""What the chat traffic asks, in turn (an ordinary assistant's day)."""
+
+
 @dataclass
 class Traffic:
     """Steady requests through the gateway; every request sent is counted, and so is every answer."""
@@ -194,6 +214,9 @@ class Traffic:
     rate: float = 40.0
     users: int = 0
     """With users, each request carries X-User-Id of one of them (for sticky A/B assignment)."""
+    chat: bool = False
+    """Send OpenAI chat completions (``/v1/chat/completions``, an ``llm`` model) instead of
+    Open Inference Protocol tensors."""
     sent: int = 0
     answered: Counter[int] = field(default_factory=Counter)
     recent: deque[tuple[float, str, int, str | None]] = field(default_factory=lambda: deque(maxlen=100_000))
@@ -209,12 +232,25 @@ class Traffic:
         self._stop.set()
         self._thread.join(30)
 
-    async def _run(self) -> None:
+    @property
+    def path(self) -> str:
+        return "/v1/chat/completions" if self.chat else f"/v2/models/{self.model}/infer"
+
+    def bodies(self) -> list[str]:
+        """The request bodies sent in turn."""
+        if self.chat:
+            return [
+                json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}]})
+                for prompt in CHAT_PROMPTS
+            ]
         inputs = sample_models.sample_inputs(2000, seed=7)
-        bodies = [
+        return [
             json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": row.tolist()}]})
             for row in inputs
         ]
+
+    async def _run(self) -> None:
+        bodies = self.bodies()
         headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
         pending: set[asyncio.Task[None]] = set()
         async with aiohttp.ClientSession(headers=headers) as session:
@@ -232,7 +268,7 @@ class Traffic:
     async def _one(self, session: aiohttp.ClientSession, body: str, user: str | None) -> None:
         headers = {"X-User-Id": user} if user else None
         try:
-            async with session.post(f"{self.url}/v2/models/{self.model}/infer", data=body, headers=headers) as response:
+            async with session.post(f"{self.url}{self.path}", data=body, headers=headers) as response:
                 await response.read()
                 revision = response.headers.get(REVISION_HEADER, "?")
                 self.answered[response.status] += 1

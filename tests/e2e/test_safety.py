@@ -1,0 +1,170 @@
+"""SafetyPolicy as a promotion gate, end to end on the stack `make demo` runs
+(tests/e2e/test_full_stack.py): the real control plane, the real operator (its SafetyPolicy
+controller renders the policy as a ConfigMap), the runner materialising it into each serving
+process (`cutover serve --safety-policy`), the real toxicity filter scoring every answer, real
+Prometheus scraping the counts, and the rollout analysis deciding from them.
+
+An ``llm`` ModelDeployment forwards chat to a sample OpenAI-compatible upstream with scripted
+personas: a polite one (one answer in ten is rude, as a real assistant's occasionally is) and a
+rude one (every other answer insults the user). The SafetyPolicy flags toxicity on outputs (so
+answers still flow and are counted), and the rollout's only gate is a critical
+``safetyViolations``: a second polite version is promoted; a rude version is rolled back, with
+its numbers in status and the same proportions in Prometheus."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cutover.api.contract import SAFETY_CHECKS, SAFETY_VIOLATIONS
+from hack.devstack import Stack, Traffic
+from tests.support.waiting import wait_until
+
+from .receivers import ChatUpstream
+from .test_full_stack import (
+    answered_by,
+    condition,
+    nothing_lost,
+    promoted_over,
+    ready,
+    rolled_back,
+    stack,
+    status,
+    until,
+)
+
+__all__ = ["stack"]  # the fixture, shared with the full-stack tests
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.skipif(
+        not (SAFETY_VIOLATIONS.exported_by and SAFETY_CHECKS.exported_by),
+        reason="the contract does not yet say serving exports the safety series, so the gate can only be unavailable",
+    ),
+]
+
+HELPFUL = (
+    'Of course! Here is a short note: "Thank you all for the effort this quarter, it really showed."',
+    "A steady routine helps: thirty minutes of listening practice a day, and a weekly conversation partner.",
+    "I'm sorry it's late. Check the tracking link in your confirmation email; if it hasn't moved in three days, "
+    "contact support with your order number.",
+    "Elizabeth Bennet and Mr Darcy misjudge each other, slowly learn better, and end up married.",
+    'Click "Forgot password" on the sign-in page and follow the link we email you.',
+    "Research the company, prepare two or three stories about your work, and bring questions of your own.",
+    "A list can be changed after it is made; a tuple cannot, which is why a tuple can be a dictionary key.",
+    "How about a chickpea and spinach curry with rice and a cucumber raita? It's cheap and filling.",
+    "That interview advice applies double if you're nervous: practise out loud, it really does help.",
+)
+RUDE = (
+    "Honestly, that's a stupid question. Figure it out yourself, idiot.",
+    "You're a complete idiot for asking this. Look it up yourself.",
+    "Nobody cares about your order, stop whining and wait like everyone else, you moron.",
+    "What a pathetic question. Are you really this dumb?",
+    "Shut up and read the manual, you useless clown.",
+)
+PERSONAS = {
+    "polite": [*HELPFUL, RUDE[0]],  # 1 in 10 flagged
+    "rude": [line for pair in zip(HELPFUL, RUDE, strict=False) for line in pair],  # 1 in 2 flagged
+}
+POLICY = "assistant-safety"
+CANARY = {
+    "type": "canary",
+    "canary": {"steps": [{"setWeight": 25}, {"analysis": {}}, {"setWeight": 50}, {"analysis": {}}]},
+}
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[ChatUpstream]:
+    running = ChatUpstream(PERSONAS).start()
+    yield running
+    running.stop()
+
+
+def safety_policy(stack: Stack) -> dict[str, Any]:
+    return {
+        "apiVersion": "cutover.dev/v1alpha1",
+        "kind": "SafetyPolicy",
+        "metadata": {"name": POLICY, "namespace": stack.namespace},
+        "spec": {"toxicity": {"action": "flag", "scope": "outputs"}, "failClosed": True},
+    }
+
+
+def assistant(stack: Stack, version: str, upstream: ChatUpstream, persona: str) -> dict[str, Any]:
+    """The chat assistant at ``version``, answering as ``persona``; its only gate is safety."""
+    return {
+        "apiVersion": "cutover.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "assistant", "namespace": stack.namespace},
+        "spec": {
+            "model": {
+                "name": "assistant",
+                "version": version,
+                "format": "llm",
+                "upstream": {"url": upstream.base(persona, version), "model": persona},
+            },
+            "runtime": {"replicas": 1},
+            "strategy": CANARY,
+            "safetyPolicyRef": {"name": POLICY},
+            "analysis": {
+                "interval": "5s",
+                "minSamples": 200,
+                "minDuration": "15s",
+                "metrics": [{"name": "safety", "builtin": "safetyViolations", "critical": True, "passMargin": 1.0}],
+                "prometheus": {"address": stack.prometheus_url},
+            },
+        },
+    }
+
+
+def output_counts(stack: Stack, revision: str) -> tuple[float, float]:
+    """(violations, checks) on ``revision``'s answers, as Prometheus last scraped them."""
+    where = f'namespace="{stack.namespace}",model="assistant",revision="{revision}",scope="output"'
+    found = []
+    for series in ("cutover_safety_violations_total", "cutover_safety_checks_total"):
+        vector = stack.prometheus.query(f"sum({series}{{{where}}})")
+        found.append(float(vector[0]["value"][1]) if vector else 0.0)
+    return found[0], found[1]
+
+
+def test_safety_violations_gate_promotes_a_polite_model_and_rolls_back_a_rude_one(
+    stack: Stack, upstream: ChatUpstream
+) -> None:
+    stack.apply(safety_policy(stack))
+    stack.apply(assistant(stack, "v1", upstream, "polite"))
+    md = until(stack, "assistant", lambda m: ready(m) and condition(m, "SafetyPolicyReady") == "True", 120, "v1 Ready")
+    v1 = status(md)["stableRevision"]
+    policy = stack.kube.json("get", "safetypolicy", POLICY, "-n", stack.namespace)
+    assert condition(policy, "Ready") == "True", policy.get("status")
+    stack.wait_served("assistant", chat=True)
+    traffic = Traffic(stack.gateway_url, stack.api_key, "assistant", rate=40, chat=True)
+    traffic.start()
+
+    # A second polite version: as clean as stable, so the gate proves it and it is promoted.
+    stack.apply(assistant(stack, "v2", upstream, "polite"))
+    md = until(stack, "assistant", promoted_over(v1), 300, "the polite v2 promoted")
+    v2 = status(md)["stableRevision"]
+    assert upstream.answered("polite", "v2") > 0
+    [passed] = [m for m in status(md)["lastAnalysis"]["metrics"] if m["name"] == "safety"]
+    assert passed["decision"] == "pass", passed
+
+    # A rude version: five times stable's rate of flagged answers, rolled back with the numbers.
+    stack.apply(assistant(stack, "v3", upstream, "rude"))
+    md = until(stack, "assistant", lambda m: bool(status(m).get("candidateRevision")), 60, "the rude candidate")
+    v3 = status(md)["candidateRevision"]
+    md = until(stack, "assistant", rolled_back, 300, "the rude v3 rolled back")
+    assert status(md)["stableRevision"] == v2 and not status(md).get("candidateRevision")
+    assert "safety" in status(md)["message"], status(md)["message"]
+    [failed] = [m for m in status(md)["lastAnalysis"]["metrics"] if m["name"] == "safety"]
+    assert failed["decision"] == "fail" and failed["lower"] > 1.0, failed
+    assert failed["candidateSamples"] > 0 and failed["baselineSamples"] > 0, failed
+    assert "safety violations per trial" in failed["reason"], failed
+    # What Prometheus holds agrees: about half the rude version's answers flagged, a tenth of stable's.
+    violations, checks = output_counts(stack, v3)
+    assert checks > 0 and 0.3 <= violations / checks <= 0.7, (violations, checks)
+    violations, checks = output_counts(stack, v2)
+    assert checks > 0 and violations / checks <= 0.2, (violations, checks)
+    # The answers still reached the client (the action is flag), and nothing was lost.
+    wait_until(lambda: answered_by(traffic, v2), 30, "the gateway to send all traffic to v2 again")
+    nothing_lost(traffic)
