@@ -101,16 +101,16 @@ SAFETY_VIOLATIONS = Series(
     "counter",
     "Requests in which a SafetyPolicy filter found a violation, at most one per request, filter and scope",
     (*REVISION_LABELS, "filter", "category", "action", "scope"),
-    exported_by=(),
-    not_exported="the SafetyPolicy filters are not on the serving path yet, so no component counts violations",
+    exported_by=("serving",),
+    absent_when="serving creates its children only when it applies a SafetyPolicy (a revision without one has none)",
 )
 SAFETY_CHECKS = Series(
     "cutover_safety_checks",
     "counter",
     "Requests a SafetyPolicy filter checked (the trials its violations are counted against)",
     (*REVISION_LABELS, "filter", "scope"),
-    exported_by=(),
-    not_exported="the SafetyPolicy filters are not on the serving path yet, so no component counts checks",
+    exported_by=("serving",),
+    absent_when="serving creates its children only when it applies a SafetyPolicy (a revision without one has none)",
 )
 SHADOW_COMPARISONS = Series(
     "cutover_gateway_shadow_comparisons",
