@@ -10,7 +10,7 @@ import copy
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,19 @@ from typing import Any
 import pytest
 import yaml
 
-from cutover.api.contract import GATEWAY_REQUESTS, REVISION_ROLE, SERVING_REQUESTS
+from cutover.api import contract
+from cutover.api.contract import (
+    GATEWAY_REQUESTS,
+    REVISION_ROLE,
+    SAFETY_CHECKS,
+    SAFETY_VIOLATIONS,
+    SERVING_REQUESTS,
+    Series,
+)
 from cutover.api.v1alpha1 import AlertRule, ModelDeployment
 from cutover.operator.alerts import instances
 from cutover.operator.alerts.evaluator import metric_query, ratio
-from cutover.operator.alerts.queries import BUILTINS
+from cutover.operator.alerts.queries import BUILTINS, matchers
 from cutover.operator.alerts.render import prometheus_rule, rule_group
 
 from ..cases import load
@@ -413,3 +421,50 @@ def test_a_query_template_fires_with_the_machine(relative_to: str, tmp_path: Pat
     assert at == 480 + 3 * 32
     checks = [(at - 32, CANDIDATE, []), (at, CANDIDATE, firing(judged, CANDIDATE, "candidate"))]
     promtool_test(Scenario(rule, md, counters, value), checks, tmp_path)
+
+
+def safety(series: Series, revision: str, scope: str, **labels: str) -> str:
+    where = {"namespace": NAMESPACE, "model": MODEL, "revision": revision, "filter": "toxicity", "scope": scope}
+    return f"{series.sample}{{{matchers(where | labels)}}}"
+
+
+def test_safety_violation_rate_fires_on_answers_not_on_what_users_send(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each revision's toxicity filter checks 10 answers and 10 prompts a scrape. Stable's users
+    turn abusive (8 of 10 prompts flagged) while its answers stay clean: no alert. The
+    candidate's answers go bad after 320 s (3 of 10 flagged, over the 5% threshold): it fires
+    when the evaluator's value does, and the value is output violations over output checks."""
+    exported = {SAFETY_VIOLATIONS, SAFETY_CHECKS}  # as serving registers them
+    monkeypatch.setattr(
+        contract, "SERIES", tuple(replace(s, exported_by=("serving",)) if s in exported else s for s in contract.SERIES)
+    )
+    rule = alert_rule(
+        {"builtin": "safetyViolationRate", "window": "64s"},
+        {"operator": ">", "threshold": 0.05},
+        interval="32s",
+        **{"for": 2},
+    )
+    flagged = {"category": "toxicity", "action": "flag"}
+    counters = {
+        safety(SAFETY_CHECKS, STABLE, "output"): steady(10),
+        safety(SAFETY_VIOLATIONS, STABLE, "output", **flagged): steady(0),
+        safety(SAFETY_CHECKS, STABLE, "input"): steady(10),
+        safety(SAFETY_VIOLATIONS, STABLE, "input", **flagged): steady(8),
+        safety(SAFETY_CHECKS, CANDIDATE, "output"): steady(10),
+        safety(SAFETY_VIOLATIONS, CANDIDATE, "output", **flagged): errors_from(320, 3),
+        safety(SAFETY_CHECKS, CANDIDATE, "input"): steady(10),
+        safety(SAFETY_VIOLATIONS, CANDIDATE, "input", **flagged): steady(0),
+    }
+
+    def value(revision: str, t: int) -> float | None:
+        violations = rate(counters, [safety(SAFETY_VIOLATIONS, revision, "output", **flagged)], t, 64)
+        return violations / rate(counters, [safety(SAFETY_CHECKS, revision, "output")], t, 64)
+
+    scenario = Scenario(rule, target("gateway"), counters, value)
+    at = check_fires_with_the_machine(scenario, CANDIDATE, "candidate", tmp_path)
+    assert at == 352 + 32, "the window holds one bad scrape at 352 s (3/40 > 5%), then for = 2"
+    assert machine_firing_at(scenario, STABLE, "stable") is None
+    # The rendered rule agrees: at that evaluation only the candidate fires, and stable's value
+    # (the evaluator's query) is 0, its users' flagged prompts left out.
+    promtool_test(scenario, [(at, STABLE, firing(scenario, CANDIDATE, "candidate"))], tmp_path)
