@@ -179,6 +179,13 @@ def status_lines(body: dict[str, Any]) -> list[str]:
             f"Fallback:   {status['fallbackRevision']} serves instead of stable: {status.get('fallbackReason', '')}"
             " (kubectl cutover resume ends it)"
         )
+    policy = (spec.get("safetyPolicyRef") or {}).get("name")
+    if policy:
+        # What the operator last found of it: SafetyPolicyReady's status and reason.
+        ready = next((c for c in status.get("conditions", []) if c.get("type") == "SafetyPolicyReady"), {})
+        said = f"{ready.get('status', 'Unknown')} {ready.get('reason', '')}".rstrip()
+        hold = "" if ready.get("status") == "True" else " (rollouts hold)"
+        lines.append(f"Safety:     SafetyPolicy {policy}: ready {said}{hold}")
     steps = (spec.get("strategy", {}).get("canary") or {}).get("steps", [])
     if steps and status.get("candidateRevision"):
         lines.append("Steps:")

@@ -4,7 +4,7 @@ is not rolled back by the deadline), and goes on by itself once the policy is re
 
 from __future__ import annotations
 
-from cutover.operator import safety
+from cutover.operator import kubectl_plugin, safety
 from cutover.operator.rollout import SafetyInput
 
 from .sim import Sim
@@ -132,3 +132,13 @@ def test_without_a_reference_there_is_no_condition() -> None:
     sim = Sim.of(CANARY)
     sim.step()
     assert "SafetyPolicyReady" not in conditions(sim)
+
+
+def test_kubectl_cutover_status_names_the_policy_and_the_hold() -> None:
+    sim = deployed(MISSING)
+    lines = kubectl_plugin.status_lines({**sim.doc, "status": sim.status})
+    assert "Safety:     SafetyPolicy consumer-chat: ready False PolicyNotFound (rollouts hold)" in lines
+    sim.safety = READY
+    sim.step()
+    lines = kubectl_plugin.status_lines({**sim.doc, "status": sim.status})
+    assert "Safety:     SafetyPolicy consumer-chat: ready True PolicyReady" in lines
