@@ -172,11 +172,19 @@ KINDS: tuple[Kind, ...] = (
         "unauthorised advice), exported as metrics and usable as promotion gates.",
         columns=(
             _ready("SafetyPolicy"),
+            Column("Deployments", ".status.deployments", description="ModelDeployments that reference the policy"),
             Column("Crisis", ".spec.crisis.action", description="Crisis action"),
             Column("Toxicity", ".spec.toxicity.action", description="Toxicity action"),
             Column("PII", ".spec.pii.action", description="PII action"),
             AGE,
             Column("Advice", ".spec.advice.action", priority=1, description="Advice action"),
+            Column("Bias", ".spec.bias.action", priority=1, description="Bias action"),
+            Column(
+                "Reason",
+                '.status.conditions[?(@.type=="Ready")].reason',
+                priority=1,
+                description="Why the policy is (not) ready",
+            ),
         ),
     ),
     Kind(
