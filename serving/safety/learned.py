@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +34,10 @@ from typing import Any
 CORPUS = Path(__file__).parent / "corpus"
 NEGATIVE = "none"
 """The label a negative example trains as."""
+_TRAIN = (
+    "import fasttext, json, sys; "
+    "fasttext.train_supervised(sys.argv[1], **json.loads(sys.argv[3])).save_model(sys.argv[2])"
+)
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,8 @@ def train(
     """A classifier trained on ``examples``, each text passed through ``prepare`` (the filter's
     normaliser) and labelled by ``label`` (by default its own labels; :data:`NEGATIVE` when
     there are none). One label per line is trained: an example with several labels is written
-    once per label. Deterministic: one thread, a fixed seed."""
+    once per label. Deterministic: one thread, a fixed seed, a fresh interpreter (see below).
+    Raises ``subprocess.CalledProcessError`` when fastText fails (its stderr attached)."""
     import fasttext
 
     lines = []
@@ -120,25 +127,34 @@ def train(
             lines.append(f"__label__{name} {text}")
     if not lines:
         raise ValueError("a classifier needs at least one example")
-    handle, path = tempfile.mkstemp(suffix=".txt", prefix="cutover-fasttext-")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
+    options = {
+        "epoch": params.epoch,
+        "lr": params.lr,
+        "dim": params.dim,
+        "bucket": params.bucket,
+        "minn": params.minn,
+        "maxn": params.maxn,
+        "wordNgrams": params.word_ngrams,
+        "seed": params.seed,
+        "thread": 1,
+        "verbose": 0,
+    }
+    with tempfile.TemporaryDirectory(prefix="cutover-fasttext-") as folder:
+        data, weights = os.path.join(folder, "train.txt"), os.path.join(folder, "model.bin")
+        with open(data, "w", encoding="utf-8") as out:
             out.write("\n".join(lines) + "\n")
-        model = fasttext.train_supervised(
-            path,
-            epoch=params.epoch,
-            lr=params.lr,
-            dim=params.dim,
-            bucket=params.bucket,
-            minn=params.minn,
-            maxn=params.maxn,
-            wordNgrams=params.word_ngrams,
-            seed=params.seed,
-            thread=1,
-            verbose=0,
+        # Trained in a fresh interpreter: with one thread fastText leaves most of its input
+        # matrix as allocated, so in a process whose heap holds freed memory (a model trained
+        # and dropped before, any large freed buffer) the same corpus gives a different model,
+        # sometimes a degenerate one or "Encountered NaN". A new process's memory is zeroed,
+        # so the model depends on the corpus and the parameters alone.
+        subprocess.run(
+            [sys.executable, "-c", _TRAIN, data, weights, json.dumps(options)],
+            check=True,
+            capture_output=True,
+            timeout=300,
         )
-    finally:
-        os.unlink(path)
+        model = fasttext.load_model(weights)
     return Classifier(model, tuple(label.removeprefix("__label__") for label in model.get_labels()))
 
 
