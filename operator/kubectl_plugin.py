@@ -182,7 +182,8 @@ def status_lines(body: dict[str, Any]) -> list[str]:
     policy = (spec.get("safetyPolicyRef") or {}).get("name")
     if policy:
         # What the operator last found of it: SafetyPolicyReady's status and reason.
-        ready = next((c for c in status.get("conditions", []) if c.get("type") == "SafetyPolicyReady"), {})
+        conditions = status.get("conditions", [])
+        ready: dict[str, Any] = next((c for c in conditions if c.get("type") == "SafetyPolicyReady"), {})
         said = f"{ready.get('status', 'Unknown')} {ready.get('reason', '')}".rstrip()
         hold = "" if ready.get("status") == "True" else " (rollouts hold)"
         lines.append(f"Safety:     SafetyPolicy {policy}: ready {said}{hold}")
