@@ -169,7 +169,7 @@ _NOT_PHONE_CUE = re.compile(
     r"(?:\b(?:order|invoice|ticket|ref|reference|tracking|case|serial|sku|part|imei|isbn|iccid|account|acct|policy"
     r"|transaction|confirmation|booking|build|version|id|pedido|factura|referencia|expediente|cuenta"
     r"|bestellung|bestellnummer|rechnung|rechnungsnummer|auftrag|kundennummer|sendungsnummer|konto"
-    r"|commande|facture|dossier|colis|compte|r[eé]f)\b|#|\bno\.|\bnr\.|\bn[º°])",
+    r"|commande|facture|dossier|colis|compte|r[eé]f)\b)",
     re.IGNORECASE,
 )
 _SSN_CUE = re.compile(r"\b(?:ssn|ss#|social(?: security)?(?: number| no\.?| #)?)", re.IGNORECASE)
@@ -292,7 +292,9 @@ class _Read(NamedTuple):
     claimed: list[tuple[int, int]]
 
 
-Reader = Callable[[str], _Read]
+Reader = Callable[[str, "_Spans"], _Read]
+"""A reader takes the text and the spans earlier readers took or claimed (so that it can skip
+candidates there before any costly check) and says what it found and claims."""
 
 
 def _checked(
@@ -306,7 +308,7 @@ def _checked(
     last group may be a following word or number ("DE89 3704 0044 0532 0130 00 AB"). A candidate
     still rejected is claimed when ``claims`` says it has this entity's shape."""
 
-    def read(text: str) -> _Read:
+    def read(text: str, occupied: _Spans) -> _Read:
         found: list[_Found] = []
         claimed: list[tuple[int, int]] = []
         for match in pattern.finditer(text):
@@ -327,14 +329,14 @@ def _checked(
     return read
 
 
-def _read_emails(text: str) -> _Read:
+def _read_emails(text: str, occupied: _Spans) -> _Read:
     found = [_Found(*m.span(), SCORES["confirmed"]) for m in _EMAIL.finditer(text)]
     if _SPELLED_EMAIL_HINT.search(text):
         found += [_Found(*m.span(), SCORES["emailSpelled"]) for m in _EMAIL_SPELLED.finditer(text)]
     return _Read(found, [])
 
 
-def _read_ssns(text: str) -> _Read:
+def _read_ssns(text: str, occupied: _Spans) -> _Read:
     found: list[_Found] = []
     claimed: list[tuple[int, int]] = []
     for match in _SSN_SEPARATED.finditer(text):
@@ -353,7 +355,7 @@ def _read_ssns(text: str) -> _Read:
     return _Read(found, claimed)
 
 
-def _read_ipv4(text: str) -> _Read:
+def _read_ipv4(text: str, occupied: _Spans) -> _Read:
     found = [_Found(*m.span(), 1.0) for m in _IPV4.finditer(text)]
     taken = {(f.start, f.end) for f in found}
     claimed = [m.span() for m in _DOTTED_QUAD.finditer(text) if m.span() not in taken]
@@ -420,6 +422,25 @@ def _plausible(candidate: str) -> bool:
     return sum(len(g) == 1 for g in groups[1:]) <= 1 and len(groups) <= 7
 
 
+def _may_be_national(region: str, digits: str) -> bool:
+    """A cheap first test of whether ``digits`` can be a number of ``region`` written nationally
+    (length and leading digit of its plan), to spare a parse per region (about 50 us each)."""
+    first, length = digits[0], len(digits)
+    if region == "US":
+        return (length == 10 and first in "23456789") or (length == 11 and first == "1" and digits[1] in "23456789")
+    if region in ("GB", "DE", "FR", "AU"):
+        return first == "0"
+    if region == "ES":
+        return length == 9 and first in "6789"
+    if region == "IT":
+        return first in "03"
+    if region == "IN":
+        return first in "06789"
+    if region == "BR":
+        return 10 <= length <= 12
+    return True
+
+
 class _Phone(NamedTuple):
     score: float
     e164: str
@@ -441,6 +462,8 @@ def _phone(candidate: str, cued: bool) -> _Phone | None:
     possible: phonenumbers.PhoneNumber | None = None
     regions: tuple[str | None, ...] = (None,) if international else PHONE_REGIONS
     for region in regions:
+        if region is not None and not digits.startswith("00") and not _may_be_national(region, digits):
+            continue
         try:
             parsed = phonenumbers.parse(candidate, region, keep_raw_input=True)
         except phonenumbers.NumberParseException:
@@ -469,7 +492,7 @@ def _group_windows(candidate: str) -> Iterator[tuple[int, int]]:
         yield bounds[1][0], bounds[-2][1]
 
 
-def _read_phones(text: str) -> _Read:
+def _read_phones(text: str, occupied: _Spans) -> _Read:
     found: list[_Found] = []
     claimed: list[tuple[int, int]] = []
     for match in _PHONE.finditer(text):
@@ -480,14 +503,15 @@ def _read_phones(text: str) -> _Read:
         start, end = match.span()
         if _CURRENCY_BEFORE.search(text, max(0, start - 5), start) or _UNIT_AFTER.match(text[end : end + 12]):
             continue
-        positive = _cue_before(text, start, _PHONE_CUE)
-        negative = _cue_before(text, start, _NOT_PHONE_CUE)
-        if negative is not None and (positive is None or negative.start() > positive.start()):
+        cued = _cued(text, start, end, _PHONE_CUE)
+        # "order 0151 12345678" is an order; "call about order 0151 12345678" a phone.
+        if not cued and _cue_before(text, start, _NOT_PHONE_CUE) is not None:
             continue
-        cued = positive is not None or _PHONE_CUE.search(text[end : end + 20]) is not None
         for left, right in windows:
             part = candidate[left:right].strip(" .-/")
             left = candidate.index(part, left)
+            if not occupied.free(start + left, start + left + len(part)):
+                continue
             phone = _phone(part, cued)
             if phone is None:
                 continue
@@ -501,8 +525,7 @@ def _read_phones(text: str) -> _Read:
     return _Read(found, claimed)
 
 
-def _read_ipv6(text: str) -> _Read:
-    return _checked(_IPV6, _ipv6)(text)
+_read_ipv6 = _checked(_IPV6, _ipv6)
 
 
 # Names ----------------------------------------------------------------------------------------------
@@ -529,13 +552,14 @@ _LOW = "a-zß-öø-ÿ"
 _CAPITALISED = rf"[{_UP}](?:[{_LOW}]+|['\u2019][{_UP}][{_LOW}]+)(?:[{_UP}][{_LOW}]+)?(?:-[{_UP}][{_LOW}]+)?"
 _PARTICLE = r"(?:van der|van den|van de|von der|de la|de los|de las|del|van|von|de|du|da|di|dos|le|la|y|zu)"
 _NAME_TAIL = rf"(?:\s(?:{_PARTICLE}\s)?{_CAPITALISED}){{1,3}}"
-_NAME_GAZETTEER = re.compile(rf"(?<![\w.@-])({_CAPITALISED}){_NAME_TAIL}(?![\w@])")
+_WORD_CAPITALISED = re.compile(rf"(?<![\w.@-]){_CAPITALISED}")
+_NAME_TAIL_AFTER = re.compile(rf"{_NAME_TAIL}(?![\w@])")
 _TITLE = (
-    r"(?:Dr|Mr|Mrs|Ms|Mx|Prof|Sr|Sra|Srta|Dña|Dª|Mme|Mlle|Me)\.?|M\.|Herr|Frau|Doctor|Doctora|Docteur|Madame"
+    r"(?:Dr|Mr|Mrs|Ms|Mx|Prof|Sr|Sra|Srta|Dña|Dª|Mme|Mlle)\.?|M\.|Herr|Frau|Doctor|Doctora|Docteur|Madame"
     r"|Monsieur|Señor|Señora|Señorita|Don|Doña|Professor|Professorin|Miss|Mister"
 )
 _NAME_BY_TITLE = re.compile(
-    rf"(?<![\w.])(?:{_TITLE})\s((?:{_CAPITALISED})(?:\s(?:{_PARTICLE}\s)?{_CAPITALISED}){{0,2}})"
+    rf"(?<![\w.])(?:(?:{_TITLE})\s)+((?:{_CAPITALISED})(?:\s(?:{_PARTICLE}\s)?{_CAPITALISED}){{0,2}})"
 )
 _NAME_CUE = (
     r"(?i:my name is|my name's|i am called|name:|full name:|me llamo|mi nombre es|nombre:|nombre completo:"
@@ -557,7 +581,7 @@ def _name_end(tokens_text: str, base: int) -> int | None:
     return base + words[-1].end()
 
 
-def _read_names(text: str) -> _Read:
+def _read_names(text: str, occupied: _Spans) -> _Read:
     found: list[_Found] = []
     for match in _NAME_BY_CUE.finditer(text):
         end = _name_end(match.group(1), match.start(1))
@@ -572,12 +596,20 @@ def _read_names(text: str) -> _Read:
         name = " ".join(words)
         found.append(_Found(match.start(1), match.start(1) + len(name), SCORES["nameByTitle"]))
     first_names = _first_names()
-    for match in _NAME_GAZETTEER.finditer(text):
-        if match.group(1) not in first_names:
+    position = 0
+    # Each capitalised word that is a given name starts a candidate; the words after it are read
+    # from there, so that "Invite Michael Patel" or "von Katrin Neumann" is not one run of
+    # capitalised words starting at a word that is no name.
+    for word in _WORD_CAPITALISED.finditer(text):
+        if word.start() < position or word.group() not in first_names:
             continue
-        end = _name_end(match.group(), match.start())
+        tail = _NAME_TAIL_AFTER.match(text, word.end())
+        if tail is None:
+            continue
+        end = _name_end(text[word.start() : tail.end()], word.start())
         if end is not None:
-            found.append(_Found(match.start(), end, SCORES["nameByGazetteer"]))
+            found.append(_Found(word.start(), end, SCORES["nameByGazetteer"]))
+            position = end
     return _Read(found, [])
 
 
@@ -622,7 +654,7 @@ _ADDRESS_FR = re.compile(
 )
 
 
-def _read_addresses(text: str) -> _Read:
+def _read_addresses(text: str, occupied: _Spans) -> _Read:
     found = [
         _Found(*m.span(), SCORES["address"])
         for pattern in (_ADDRESS_EN, _ADDRESS_ES, _ADDRESS_DE, _ADDRESS_FR)
@@ -677,7 +709,7 @@ def find(text: str, entities: Collection[str] | None = None) -> list[Match]:
             continue
         if (entity == "email" and not has_at) or (entity == "personName" and not has_upper):
             continue
-        result = read(text)
+        result = read(text, occupied)
         accepted = [found for found in result.found if occupied.free(found.start, found.end)]
         # Spans of one reader do not block each other (the same span may come twice from two of
         # its patterns): they are added once the reader is done, keeping the first of an overlap.
