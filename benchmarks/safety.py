@@ -427,12 +427,16 @@ ASSISTANT_ANSWERS = (
 
 
 def policy_document(filters: Sequence[str]) -> dict[str, Any]:
-    """A SafetyPolicy object with ``filters`` on (each with its defaults, scope both)."""
-    spec: dict[str, Any] = {}
-    for name in filters:
-        spec[name] = {"scope": "both"}
+    """A SafetyPolicy object with ``filters`` on, each with the API's defaults (scopes: crisis,
+    toxicity and pii both ways, advice and bias on outputs), every category on, and crisis
+    ``block`` instead of ``escalate`` (the same screening, no webhook to stand up)."""
+    spec: dict[str, Any] = {name: {} for name in filters}
     if "crisis" in spec:
         spec["crisis"].update(action="block")
+    if "pii" in spec:
+        spec["pii"].update(entities=["email", "phone", "creditCard", "ssn", "ipAddress", "iban"])
+    if "advice" in spec:
+        spec["advice"].update(domains=["medical", "legal", "financial"])
     return {
         "apiVersion": "cutover.dev/v1alpha1",
         "kind": "SafetyPolicy",
@@ -468,15 +472,26 @@ def added_latency(filters: Sequence[str], rounds: int) -> Added | None:
         policy.screen("input", [user], [user])
         policy.screen("output", [answer])
 
-    for user, answer in pairs:
-        exchange(user, answer)
+    decisions = [
+        f"{direction} {index}: {screening.decision} by {', '.join(sorted({hit.filter for hit in screening.hits}))}"
+        for index, (user, answer) in enumerate(pairs)
+        for direction, screening in (
+            ("input", policy.screen("input", [user], [user])),
+            ("output", policy.screen("output", [answer])),
+        )
+        if screening.decision not in ("pass", "redact")
+    ]
     added = Added("policy engine: screen(input) + screen(output)")
     for index in range(rounds):
         user, answer = pairs[index % len(pairs)]
         started = time.perf_counter()
         exchange(user, answer)
         added.with_ms.append((time.perf_counter() - started) * 1000)
-    added.note = f"{len(pairs)} exchanges of {min(map(len, USER_MESSAGES))}-{max(map(len, USER_MESSAGES))} chars"
+    added.note = (
+        f"{len(pairs)} exchanges of {min(map(len, USER_MESSAGES))}-{max(map(len, USER_MESSAGES))} chars, default scopes"
+    )
+    if decisions:
+        added.note += "; benign exchanges NOT passed: " + "; ".join(decisions)
     return added
 
 
@@ -583,6 +598,7 @@ def request_latency(filters: Sequence[str], rounds: int) -> Added | None:
                 for text in USER_MESSAGES
             ]
             warmup = 50
+            refused: dict[str, int] = {}
             for index in range(rounds + warmup):
                 order = ("with", "without") if index % 2 else ("without", "with")
                 for which in order:
@@ -598,10 +614,15 @@ def request_latency(filters: Sequence[str], rounds: int) -> Added | None:
                     answer.read()
                     elapsed = (time.perf_counter() - started) * 1000
                     if answer.status != 200:
-                        raise RuntimeError(f"chat request {which} a policy answered {answer.status}")
-                    if index >= warmup:
+                        refused[f"{which}: {answer.status}"] = refused.get(f"{which}: {answer.status}", 0) + 1
+                    elif index >= warmup:
                         (added.with_ms if which == "with" else added.without_ms).append(elapsed)
             added.note = f"{rounds} requests each"
+            if refused:
+                # A refused request skips the upstream and would look fast: timed only the 200s.
+                added.note += "; NOT answered 200 (benign texts refused; not timed): " + ", ".join(
+                    f"{key} x{count}" for key, count in sorted(refused.items())
+                )
             return added
         finally:
             for process in processes:
@@ -725,19 +746,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"safety filters at {commit or 'an unknown commit'}; {platform.python_version()} on {platform.machine()}")
     results: list[Result] = []
     skipped: dict[str, str] = {}
-    landed: list[str] = []
+    scans = {name: detector_scan(name) for name in FILTERS}
+    landed = [name for name in FILTERS if scans[name][0] is not None]
     for name in chosen:
+        scan, why = scans[name]
         split = read_split(name)
         if split is None:
-            skipped[name] = "no test split yet"
+            skipped[name] = "no test split yet" + ("" if scan is not None else f"; detector {why}")
             continue
         examples, raw = split
         systems: list[tuple[str, Scan | None]] = []
-        scan, why = detector_scan(name)
         if scan is None:
             skipped[name] = f"detector {why}"
         else:
-            landed.append(name)
             systems.append(("detector", scan))
         if name == "pii":
             systems.append((f"pii.py@{PII_BEFORE}", pii_before_scan()))
