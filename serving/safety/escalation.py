@@ -232,8 +232,15 @@ class Escalator:
 
     def _drop(self, event: Escalation, why: str) -> bool:
         log.warning("escalation of request %s dropped: %s", event.request_id, why)
-        self.count("dropped")
+        self._count("dropped")
         return False
+
+    def _count(self, outcome: Outcome) -> None:
+        """Count ``outcome``; a counter that raises is logged, never stops the sender or ``notify``."""
+        try:
+            self.count(outcome)
+        except Exception:
+            log.exception("counting an escalation %s failed", outcome)
 
     async def _send_all(self) -> None:
         """The sender task: one event at a time, in order, until cancelled."""
@@ -251,7 +258,7 @@ class Escalator:
             else:
                 outcome = "delivered"
             self._current = None
-            self.count(outcome)
+            self._count(outcome)
             self._queue.task_done()
 
     def _http(self) -> httpx.AsyncClient:

@@ -357,6 +357,25 @@ async def _first_post(receiver: Receiver, kind: str) -> None:
         await asyncio.sleep(0.01)
 
 
+async def test_a_counter_that_raises_stops_nothing(receiver: Receiver) -> None:
+    fake, seen = FakeTime(), Counted()
+
+    def count(outcome: Outcome) -> None:
+        seen(outcome)
+        raise RuntimeError("registry gone")
+
+    sender = escalator(receiver.url("ok"), fake, Counted(), queue_size=1)
+    sender.count = count
+    assert sender.notify(event("req-0")) is True
+    assert sender.notify(event("req-1")) is False
+    await sender.join()
+    assert sender.notify(event("req-2")) is True
+    await sender.join()
+    await sender.close()
+    assert seen.outcomes == {"delivered": 2, "dropped": 1}
+    assert [body["requestId"] for _, body in receiver.posts["ok"]] == ["req-0", "req-2"]
+
+
 def test_notify_without_a_running_loop_drops_instead_of_raising() -> None:
     counted = Counted()
     sender = Escalator("http://127.0.0.1:9/hook", count=counted)
