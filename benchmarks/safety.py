@@ -277,11 +277,11 @@ class Result:
 
 
 def _luhn(digits: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = int(char) * (2 if position % 2 else 1)
-        total += value - 9 if value > 9 else value
-    return total % 10 == 0
+    """ISO/IEC 7812-1's check digit, computed here rather than imported from ``serving/pii.py``:
+    the benchmark audits that module's cards and must not share a bug with it."""
+    kept = sum(int(digit) for digit in digits[-1::-2])
+    doubled = sum(sum(divmod(2 * int(digit), 10)) for digit in digits[-2::-2])
+    return (kept + doubled) % 10 == 0
 
 
 def _covers(spans: Iterable[tuple[int, int]], text: str, values: Sequence[str]) -> bool:
