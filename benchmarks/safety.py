@@ -20,6 +20,9 @@ never used to tune) can be scored. Each line is scanned in its own ``direction``
   (personName and address are scored apart). Every creditCard span is also checked with Luhn:
   a Luhn-invalid number redacted is counted.
 
+The table's ``gold`` column counts the labelled positives: lines, or for PII (line, entity)
+pairs.
+
 Baselines (offline, nothing downloaded, no dependency beyond the serving extra):
 
 * ``keywords``: a plain keyword list per filter, written here (in the four corpus languages for
@@ -663,9 +666,7 @@ def _added_line(added: Added) -> str:
 def report(results: Sequence[Result], skipped: Mapping[str, str], added: Sequence[Added]) -> list[str]:
     """The printed tables and target lines."""
     lines = ["per filter, held-out test split (serving/safety/corpus/<filter>/test.jsonl)", ""]
-    header = (
-        f"{'filter':<9} {'system':<22} {'lines':>5} {'prec':>6} {'recall':>6} {'F1':>6} {'p50 ms':>8} {'p99 ms':>8}"
-    )
+    header = f"{'filter':<9} {'system':<22} {'gold':>5} {'prec':>6} {'recall':>6} {'F1':>6} {'p50 ms':>8} {'p99 ms':>8}"
     lines.append(header)
     for r in results:
         t = r.overall
