@@ -42,7 +42,7 @@ API refuses any other).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -208,6 +208,7 @@ class SafetyMetrics:
             registry=registry,
         )
         self._applied: tuple[str, str] | None = None
+        self._children: dict[tuple[object, ...], Any] = {}
 
     def applied(
         self, policy: str, generation: int, children: Iterable[tuple[str, str, tuple[str, ...], tuple[str, ...]]]
@@ -229,17 +230,27 @@ class SafetyMetrics:
         for result in ("delivered", "failed", "dropped"):
             self._escalations.labels(*self._values, result)
 
+    def _child(self, family: Counter | Histogram, *labels: str) -> Any:
+        """``family``'s child for ``labels`` (after the revision labels), looked up once: a
+        request counts several filters, and prometheus_client's ``labels()`` costs more than
+        the increment."""
+        key = (id(family), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*self._values, *labels)
+        return child
+
     def checked(self, name: str, scope: str) -> None:
-        self._checks.labels(*self._values, name, scope).inc()
+        self._child(self._checks, name, scope).inc()
 
     def violated(self, name: str, category: str, action: str, scope: str) -> None:
-        self._violations.labels(*self._values, name, category, action, scope).inc()
+        self._child(self._violations, name, category, action, scope).inc()
 
     def took(self, name: str, seconds: float) -> None:
-        self._duration.labels(*self._values, name).observe(seconds)
+        self._child(self._duration, name).observe(seconds)
 
     def failed(self, name: str, scope: str) -> None:
-        self._errors.labels(*self._values, name, scope).inc()
+        self._child(self._errors, name, scope).inc()
 
     def load_failed(self) -> None:
         self._load_failures.inc()
