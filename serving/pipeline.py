@@ -157,7 +157,10 @@ class Pipeline:
             started = time.perf_counter()
             guard = self.safety
             policy = guard.current() if guard is not None else None
-            request = decode_request(await read_body(), header_length, model.raw_input)
+            try:
+                request = decode_request(await read_body(), header_length, model.raw_input)
+            except RecursionError:  # json's C parser recurses per nesting level
+                raise InvalidInput("malformed JSON: nested too deeply") from None
             validate(request.inputs, model.inputs)
             inputs = request.inputs
             found: list[dict[str, Any]] = []

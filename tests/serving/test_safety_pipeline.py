@@ -457,6 +457,13 @@ async def test_deeply_nested_chat_bodies_are_a_400_or_ignored_parts(tmp_path: Pa
         assert reply["choices"][0]["message"]["content"].startswith("[{'type': 'text', 'text': 'hello'}")
 
 
+async def test_a_deeply_nested_inference_body_is_a_400_not_a_500(tmp_path: Path) -> None:
+    setup = Setup(tmp_path, Texter())
+
+    with pytest.raises(InvalidInput, match="nested too deeply"):
+        await setup.pipeline.infer(body(b'{"inputs": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"))
+
+
 # -- policy generations ---------------------------------------------------------------------------
 
 
