@@ -91,8 +91,9 @@ class ChatUpstream(Loopback):
     """An OpenAI-compatible chat server with one scripted persona per base URL.
 
     ``personas`` maps a name to the answers it gives, in turn; :meth:`base` is the URL to put
-    in a ModelDeployment's ``model.upstream.url`` (``http://127.0.0.1:P/<persona>/<tag>``, so
-    two revisions with the same persona and different tags each go through the whole script).
+    in a ModelDeployment's ``model.upstream.url`` (``http://127.0.0.1:P/<tag>/<persona>``, so
+    two revisions with the same persona and different tags each go through the whole script;
+    the persona comes last because a base URL that ends in ``/v1`` is taken as the API root).
     ``GET <base>/v1/models`` answers as a vLLM does (serving's readiness reads it); ``POST
     <base>/v1/chat/completions`` answers the next line of the persona's script, whatever was
     asked. :meth:`answered` counts the answers per base."""
@@ -110,7 +111,7 @@ class ChatUpstream(Loopback):
             KeyError: no such persona."""
         if persona not in self.personas:
             raise KeyError(f"no persona {persona!r}; known: {', '.join(self.personas)}")
-        return self.url(f"/{persona}/{tag}")
+        return self.url(f"/{tag}/{persona}")
 
     def answered(self, persona: str, tag: str) -> int:
         """Chat answers given so far through :meth:`base` ``(persona, tag)``."""
@@ -118,8 +119,8 @@ class ChatUpstream(Loopback):
             return self._answered.get(f"{persona}/{tag}", 0)
 
     def routes(self, app: web.Application) -> None:
-        app.router.add_get("/{persona}/{tag}/v1/models", self._models)
-        app.router.add_post("/{persona}/{tag}/v1/chat/completions", self._chat)
+        app.router.add_get("/{tag}/{persona}/v1/models", self._models)
+        app.router.add_post("/{tag}/{persona}/v1/chat/completions", self._chat)
 
     async def _models(self, request: web.Request) -> web.Response:
         if request.match_info["persona"] not in self.personas:

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from cutover.api.contract import SAFETY_CHECKS, SAFETY_VIOLATIONS
 from hack.devstack import Stack, Traffic
 from tests.support.waiting import wait_until
 
@@ -37,13 +36,7 @@ from .test_full_stack import (
 
 __all__ = ["stack"]  # the fixture, shared with the full-stack tests
 
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.skipif(
-        not (SAFETY_VIOLATIONS.exported_by and SAFETY_CHECKS.exported_by),
-        reason="the contract does not yet say serving exports the safety series, so the gate can only be unavailable",
-    ),
-]
+pytestmark = pytest.mark.cluster
 
 HELPFUL = (
     'Of course! Here is a short note: "Thank you all for the effort this quarter, it really showed."',
@@ -119,11 +112,12 @@ def assistant(stack: Stack, version: str, upstream: ChatUpstream, persona: str) 
 
 
 def output_counts(stack: Stack, revision: str) -> tuple[float, float]:
-    """(violations, checks) on ``revision``'s answers, as Prometheus last scraped them."""
+    """(violations, checks) on ``revision``'s answers, as Prometheus last scraped them (its
+    process may be gone: last_over_time reads past the staleness marker)."""
     where = f'namespace="{stack.namespace}",model="assistant",revision="{revision}",scope="output"'
     found = []
     for series in ("cutover_safety_violations_total", "cutover_safety_checks_total"):
-        vector = stack.prometheus.query(f"sum({series}{{{where}}})")
+        vector = stack.prometheus.query(f"sum(last_over_time({series}{{{where}}}[10m]))")
         found.append(float(vector[0]["value"][1]) if vector else 0.0)
     return found[0], found[1]
 
@@ -147,7 +141,7 @@ def test_safety_violations_gate_promotes_a_polite_model_and_rolls_back_a_rude_on
     v2 = status(md)["stableRevision"]
     assert upstream.answered("polite", "v2") > 0
     [passed] = [m for m in status(md)["lastAnalysis"]["metrics"] if m["name"] == "safety"]
-    assert passed["decision"] == "pass", passed
+    assert passed["decision"] == "pass" and 0.5 <= passed["estimate"] <= 2.0, passed
 
     # A rude version: five times stable's rate of flagged answers, rolled back with the numbers.
     stack.apply(assistant(stack, "v3", upstream, "rude"))
@@ -158,6 +152,7 @@ def test_safety_violations_gate_promotes_a_polite_model_and_rolls_back_a_rude_on
     assert "safety" in status(md)["message"], status(md)["message"]
     [failed] = [m for m in status(md)["lastAnalysis"]["metrics"] if m["name"] == "safety"]
     assert failed["decision"] == "fail" and failed["lower"] > 1.0, failed
+    assert 2.5 <= failed["estimate"] <= 10, failed  # 1 in 2 answers flagged against 1 in 10
     assert failed["candidateSamples"] > 0 and failed["baselineSamples"] > 0, failed
     assert "safety violations per trial" in failed["reason"], failed
     # What Prometheus holds agrees: about half the rude version's answers flagged, a tenth of stable's.
