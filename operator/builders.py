@@ -14,6 +14,7 @@ from cutover.api.contract import (
     LABEL_APP_NAME,
     LABEL_MANAGED_BY,
     MANAGER,
+    SAFETY_OBJECT_PREFIX,
     SAFETY_POLICY_DIR,
     SAFETY_POLICY_KEY,
     SAFETY_SECRETS_DIR,
@@ -26,10 +27,10 @@ from cutover.api.contract import LABEL_MODEL as LABEL_MODEL
 from cutover.api.contract import LABEL_REVISION as LABEL_REVISION
 from cutover.api.contract import LABEL_ROLE as LABEL_ROLE
 from cutover.api.v1alpha1 import API_VERSION
-from cutover.api.v1alpha1.base import as_stored
+from cutover.api.v1alpha1.base import ObjectMeta, as_stored
 from cutover.api.v1alpha1.modeldeployment import ModelDeployment, TrafficEntry
 
-from . import gpu, safety
+from . import gpu
 from .rollout import Workload
 
 PORT = SERVING_PORT
@@ -48,15 +49,21 @@ def _canonical_json(value: Any) -> str:
     return json.dumps(as_stored(value), sort_keys=True, separators=(",", ":"))
 
 
-def owner_reference(md: ModelDeployment) -> dict[str, Any]:
+def controller_reference(kind: str, metadata: ObjectMeta) -> dict[str, Any]:
+    """The owner reference that makes one of our objects (``kind``, cutover.dev/v1alpha1) the
+    controlling owner of a child: the garbage collector deletes the child with it."""
     return {
         "apiVersion": API_VERSION,
-        "kind": "ModelDeployment",
-        "name": md.metadata.name,
-        "uid": md.metadata.uid,
+        "kind": kind,
+        "name": metadata.name,
+        "uid": metadata.uid,
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def owner_reference(md: ModelDeployment) -> dict[str, Any]:
+    return controller_reference("ModelDeployment", md.metadata)
 
 
 def child_name(md: ModelDeployment, revision: str) -> str:
@@ -116,7 +123,7 @@ def _safety_policy(md: ModelDeployment) -> tuple[list[str], list[dict[str, Any]]
     ref = md.spec.safety_policy_ref
     if ref is None:
         return [], [], []
-    name = safety.object_name(ref.name)
+    name = f"{SAFETY_OBJECT_PREFIX}{ref.name}"  # what operator/safety.py renders (object_name)
     args = ["--safety-policy", f"{SAFETY_POLICY_DIR}/{SAFETY_POLICY_KEY}", "--safety-secrets-dir", SAFETY_SECRETS_DIR]
     volumes = [
         {"name": "safety-policy", "configMap": {"name": name, "optional": True}},

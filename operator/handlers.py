@@ -288,12 +288,12 @@ async def _pod_problems(kube: Kube, md: ModelDeployment, logger: logging.Logger)
     return pods.problems(items)
 
 
-async def _gone(ctx: Context, body: kopf.Body) -> bool:
-    """Whether the object this loop serves no longer exists (deleted, or recreated under the same
-    name with another uid) while no watch event said so."""
+async def gone(kube: Kube, kind: str, body: kopf.Body) -> bool:
+    """Whether the object of ``kind`` (one of ours) a loop serves no longer exists (deleted, or
+    recreated under the same name with another uid) while no watch event said so."""
     meta = body.get("metadata", {})
     try:
-        current = await ctx.kube.get(f"{GROUP}/{VERSION}", "ModelDeployment", meta.get("namespace"), meta["name"])
+        current = await kube.get(f"{GROUP}/{VERSION}", kind, meta.get("namespace"), meta["name"])
     except ApiError as err:
         return err.status == 404
     return bool(current.get("metadata", {}).get("uid") != meta.get("uid"))
@@ -410,7 +410,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
                     alerts = tuple(a for actions in alert_actions.get((namespace, name), []) for a in actions)
                     delay = await reconcile_once(ctx, body, children, logger, alerts, policy)
                 except ApiError as err:
-                    if err.status == 404 and await _gone(ctx, body):
+                    if err.status == 404 and await gone(ctx.kube, "ModelDeployment", body):
                         logger.info("the ModelDeployment is gone; its loop ends")
                         return
                     # 409: someone wrote the object since we read it; re-read and go again.

@@ -42,9 +42,10 @@ from cutover.api.contract import (
     SAFETY_OBJECT_PREFIX,
     SAFETY_POLICY_KEY,
 )
-from cutover.api.v1alpha1 import API_VERSION, Condition, SafetyPolicy
+from cutover.api.v1alpha1 import Condition, SafetyPolicy
 from cutover.api.v1alpha1.base import SecretKeyRef
 
+from .builders import controller_reference
 from .rollout import SafetyInput, reasons
 
 LABEL_SAFETY_POLICY: Final = "cutover.dev/safety-policy"
@@ -86,24 +87,12 @@ def document(policy: SafetyPolicy) -> dict[str, Any]:
     }
 
 
-def owner_reference(policy: SafetyPolicy) -> dict[str, Any]:
-    """The SafetyPolicy as the controlling owner of what the operator renders for it."""
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "SafetyPolicy",
-        "name": policy.metadata.name,
-        "uid": policy.metadata.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
 def _metadata(policy: SafetyPolicy) -> dict[str, Any]:
     return {
         "name": object_name(policy.metadata.name or ""),
         "namespace": policy.metadata.namespace,
         "labels": {LABEL_MANAGED_BY: MANAGER, LABEL_SAFETY_POLICY: policy.metadata.name or ""},
-        "ownerReferences": [owner_reference(policy)],
+        "ownerReferences": [controller_reference("SafetyPolicy", policy.metadata)],
     }
 
 

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from cutover.api.v1alpha1 import GROUP, VERSION, SafetyPolicy
 
-from . import lifecycle, metrics, safety
+from . import handlers, lifecycle, metrics, safety
 from .kube import ApiError, Kube
 from .secrets import SecretUnavailable, secret_text
 
@@ -154,15 +154,6 @@ async def reconcile_policy(
     return RESTING_INTERVAL
 
 
-async def _gone(ctx: SafetyContext, body: kopf.Body) -> bool:
-    meta = body.get("metadata", {})
-    try:
-        current = await ctx.kube.get(f"{GROUP}/{VERSION}", "SafetyPolicy", meta.get("namespace"), meta["name"])
-    except ApiError as err:
-        return err.status == 404
-    return bool(current.get("metadata", {}).get("uid") != meta.get("uid"))
-
-
 def reference_of(spec: Mapping[str, Any]) -> str | None:
     """The SafetyPolicy a ModelDeployment's wire spec references, if any."""
     ref = spec.get("safetyPolicyRef") or {}
@@ -205,7 +196,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
                     deployments = list(policy_references.get(key, []))
                     delay = await reconcile_policy(ctx, key, body, deployments, logger)
                 except ApiError as err:
-                    if err.status == 404 and await _gone(ctx, body):
+                    if err.status == 404 and await handlers.gone(ctx.kube, "SafetyPolicy", body):
                         logger.info("the SafetyPolicy is gone; its loop ends")
                         return
                     delay = 0.5 if err.status == 409 else ERROR_DELAY / 2
