@@ -140,11 +140,12 @@ _IPV4 = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.[0-9])")
 _DOTTED_QUAD = re.compile(r"(?<![\w.])[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?![\w]|\.[0-9])")
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 # A phone candidate: digit groups (an area code may sit in parentheses) joined by one space, dot,
-# dash or slash, optionally after "+" or "(+"; the separator is required between two digit runs so
-# that a long run of digits cannot split in exponentially many ways.
+# dash, slash or no-break space, optionally after "+" or "(+"; the separator is required between
+# two digit runs so that a long run of digits cannot split in exponentially many ways. A colon
+# blocks only after a digit (a time, "12:30:45"), so "tel:+49 30 901820" reads.
 _PHONE = re.compile(
-    r"(?<![\w+.,:/#$€£¥-])(?:\+ ?|\(\+)?\(?[0-9]{1,15}\)?"
-    r"(?:(?:[ .\-/\u00a0]|(?<=\))|(?=\())\(?[0-9]{1,15}\)?){0,7}"
+    r"(?<![\w+.,/#$€£¥-])(?<![0-9]:)(?:\+ ?|\(\+)?\(?[0-9]{1,15}\)?"
+    r"(?:(?:[ .\-/\u00a0\u202f]|(?<=\))|(?=\())\(?[0-9]{1,15}\)?){0,7}"
     r"(?![\w]|[.,:/-][0-9])"
 )
 _NORTH_AMERICAN_FORM = re.compile(r"(?:\+?1[ .-]?)?(?:\([0-9]{3}\) ?|[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}")
@@ -268,10 +269,8 @@ def _ipv6(candidate: str) -> bool:
 
 def _cue_before(text: str, start: int, cue: re.Pattern[str]) -> re.Match[str] | None:
     """The last match of ``cue`` in the window before ``start``."""
-    last = None
-    for last in cue.finditer(text, max(0, start - _CUE_WINDOW), start):  # noqa: B007
-        pass
-    return last
+    found = list(cue.finditer(text, max(0, start - _CUE_WINDOW), start))
+    return found[-1] if found else None
 
 
 def _cued(text: str, start: int, end: int, cue: re.Pattern[str]) -> bool:
@@ -416,9 +415,10 @@ def _plausible(candidate: str) -> bool:
     digits = _NOT_DIGIT.sub("", candidate)
     if not (7 if candidate.lstrip("(").startswith("+") else 8) <= len(digits) <= 15:
         return False
-    groups = _DIGIT_RUN.findall(candidate)
     # "1 2 3 4 5 6 7 8" is a list of numbers; real numbers have at most one single-digit group
-    # besides a leading country code or trunk prefix ("0800 111 0 111", "+1 212 555 0100").
+    # besides a leading country code and a trunk prefix in parentheses ("0800 111 0 111",
+    # "+1 212 555 0100", "+33 (0)6 12 34 56 78").
+    groups = _DIGIT_RUN.findall(candidate.replace("(0)", ""))
     return sum(len(g) == 1 for g in groups[1:]) <= 1 and len(groups) <= 7
 
 
@@ -496,31 +496,33 @@ def _read_phones(text: str, occupied: _Spans) -> _Read:
     found: list[_Found] = []
     claimed: list[tuple[int, int]] = []
     for match in _PHONE.finditer(text):
-        candidate = match.group()
-        windows = [(0, len(candidate)), *_group_windows(candidate)]
-        if not any(_plausible(candidate[left:right].strip(" .-/")) for left, right in windows):
+        candidate, (start, end) = match.group(), match.span()
+        # The whole candidate, then without its first or last group; each as (offset, text), free
+        # of what earlier readers took and shaped like a phone number, before anything costlier.
+        parts = []
+        for left, right in [(0, len(candidate)), *_group_windows(candidate)]:
+            part = candidate[left:right].strip(" .-/")
+            offset = start + candidate.index(part, left)
+            if occupied.free(offset, offset + len(part)) and _plausible(part):
+                parts.append((offset, part))
+        if not parts:
             continue
-        start, end = match.span()
         if _CURRENCY_BEFORE.search(text, max(0, start - 5), start) or _UNIT_AFTER.match(text[end : end + 12]):
             continue
         cued = _cued(text, start, end, _PHONE_CUE)
         # "order 0151 12345678" is an order; "call about order 0151 12345678" a phone.
         if not cued and _cue_before(text, start, _NOT_PHONE_CUE) is not None:
             continue
-        for left, right in windows:
-            part = candidate[left:right].strip(" .-/")
-            left = candidate.index(part, left)
-            if not occupied.free(start + left, start + left + len(part)):
-                continue
+        for offset, part in parts:
             phone = _phone(part, cued)
             if phone is None:
                 continue
             helplines = _helpline_numbers()
             if phone.e164 in helplines or _NOT_DIGIT.sub("", part) in helplines:
                 # A helpline is kept, and claimed: nothing else may read it either.
-                claimed.append((start + left, start + left + len(part)))
+                claimed.append((offset, offset + len(part)))
             else:
-                found.append(_Found(start + left, start + left + len(part), phone.score))
+                found.append(_Found(offset, offset + len(part), phone.score))
             break
     return _Read(found, claimed)
 
@@ -753,12 +755,7 @@ class _Spans:
 
 def redact(text: str, entities: Collection[str] | None = None) -> str:
     """``text`` with each finding replaced by its entity's token, such as ``[REDACTED:email]``."""
-    return replace(text, find(text, entities))
-
-
-def replace(text: str, matches: Collection[Match]) -> str:
-    """``text`` with each of ``matches`` (in order, not overlapping, as :func:`find` returns them)
-    replaced by its entity's token."""
+    matches = find(text, entities)
     if not matches:
         return text
     parts: list[str] = []
