@@ -99,6 +99,7 @@ def _serve(args: argparse.Namespace) -> int:
             shutdown_grace=args.shutdown_grace,
             safety_policy=args.safety_policy,
             safety_secrets_dir=args.safety_secrets_dir,
+            safety_max_characters=args.safety_max_characters,
         )
     except ValidationError as error:
         print(f"cutover serve: {error}", file=sys.stderr)
@@ -150,6 +151,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     safety.add_argument(
         "--safety-secrets-dir", type=Path, help="directory holding escalation-url (the crisis webhook from a Secret)"
+    )
+    safety.add_argument(
+        "--safety-max-characters",
+        type=int,
+        default=1_000_000,
+        help="most characters of text screened per request and direction; longer inputs get 400 (default 1000000)",
     )
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(run=_serve)

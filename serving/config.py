@@ -57,3 +57,6 @@ class ServeConfig:
     """Where the crisis escalation webhook's URL is (``escalation-url``) when it comes from a Secret."""
     safety_poll_interval: float = 2.0
     """Seconds between reads of the SafetyPolicy file."""
+    safety_max_characters: int = 1_000_000
+    """The most characters of text the SafetyPolicy reads per request and direction; a longer
+    input is a 400, a longer answer a filter failure (refused under failClosed)."""

@@ -78,7 +78,13 @@ class ModelServer:
         self.safety: Guard | None = None
         self.policy_file: PolicyFile | None = None
         if config.safety_policy is not None:
-            self.safety = Guard(self.metrics.safety, config.namespace, config.name, config.revision)
+            self.safety = Guard(
+                self.metrics.safety,
+                config.namespace,
+                config.name,
+                config.revision,
+                max_characters=config.safety_max_characters,
+            )
             self.policy_file = PolicyFile(
                 self.safety, config.safety_policy, config.safety_secrets_dir, config.safety_poll_interval
             )

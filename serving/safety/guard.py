@@ -22,8 +22,10 @@ unfiltered; without it the texts go on as the other filters left them.
 Metrics per request, filter and scope: one check when the filter read at least one text and
 finished, at most one violation (the category with the highest score), the filter's time.
 
-Long texts are screened on a worker thread (detectors are pure and thread-safe), so a 10 MB
-message costs that request time but never stalls the event loop for the others.
+Long texts are screened on a worker thread (detectors are pure and thread-safe), so a long
+message costs that request time but never stalls the event loop for the others. Over
+:data:`MAX_CHARACTERS` in one direction, an input is refused (400, saying the limit) and an
+answer is a failure of every filter (refused under ``failClosed``): never answered unread.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from ..errors import CrisisEscalated, SafetyBlocked, SafetyUnavailable
+from ..errors import CrisisEscalated, InvalidInput, SafetyBlocked, SafetyUnavailable
 from ..metrics import SafetyMetrics
 from .base import Direction
 from .escalation import Escalation, Escalator, Outcome
@@ -51,6 +53,11 @@ Carrier = TypeVar("Carrier")
 
 OFF_LOOP_CHARACTERS = 32_768
 """Texts longer than this, in all, are screened on a worker thread."""
+MAX_CHARACTERS = 1_000_000
+"""The most characters of text one request's screening reads in each direction, by default:
+the filters take several seconds per million characters, so a bigger request is refused (an
+input: ``InvalidInput``, 400, saying the limit) or treated as a filter failure (an answer:
+refused under ``failClosed``, passed on and counted without), never answered unread."""
 
 
 class Notifier(Protocol):
@@ -83,8 +90,10 @@ class Guard:
         model: str,
         revision: str,
         notifiers: NotifierFactory = escalator,
+        max_characters: int = MAX_CHARACTERS,
     ) -> None:
         self.metrics = metrics
+        self.max_characters = max_characters
         self.namespace, self.model, self.revision = namespace, model, revision
         self.policy: Policy | None = None
         self.error: str | None = "no safety policy applied yet"
@@ -209,8 +218,16 @@ class Guard:
         self, policy: Policy, direction: Direction, texts: Texts[Carrier], request_id: str, found: list[dict[str, Any]]
     ) -> Screening:
         """Screen, count, audit, notify; raise for ``block`` and fail-closed failures."""
-        size = sum(map(len, texts.texts)) + sum(map(len, texts.classified or ()))
-        if size > OFF_LOOP_CHARACTERS:
+        size = max(sum(map(len, texts.texts)), sum(map(len, texts.classified or ())))
+        if size > self.max_characters:
+            if direction == "input":
+                raise InvalidInput(
+                    f"the safety policy reads at most {self.max_characters} characters of text per request; "
+                    f"this one has {size}"
+                )
+            reason = f"the answer has {size} characters of text, over the {self.max_characters} the filters read"
+            screening = policy.unscreened(direction, texts.texts, reason)
+        elif size > OFF_LOOP_CHARACTERS:
             screening = await asyncio.to_thread(policy.screen, direction, texts.texts, texts.classified)
         else:
             screening = policy.screen(direction, texts.texts, texts.classified)

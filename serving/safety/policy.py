@@ -191,6 +191,13 @@ class Policy:
         """The rules whose scope covers ``direction``."""
         return self._by_direction[direction]
 
+    def unscreened(self, direction: Direction, texts: Sequence[str], reason: str) -> Screening:
+        """A screening in which every rule of ``direction`` failed for ``reason`` (texts the
+        filters cannot read, such as a model's answer over the size limit): the caller refuses
+        it under ``failClosed`` and passes it on, counted, without."""
+        failures = tuple(FilterFailure(rule.name, direction, reason) for rule in self._by_direction[direction])
+        return Screening(direction, "pass", tuple(texts), failures=failures)
+
     def screen(self, direction: Direction, texts: Sequence[str], classified: Sequence[str] | None = None) -> Screening:
         """Run every rule of ``direction`` and decide (see the module docstring). ``texts`` are
         the texts the answer is made of; ``classified``, when given, what the classifiers read

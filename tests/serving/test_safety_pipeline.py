@@ -427,15 +427,46 @@ async def test_empty_texts_are_checked_and_pass(tmp_path: Path) -> None:
     assert setup.sample("cutover_safety_checks_total", filter="crisis", scope="output") == 1
 
 
-async def test_a_10_mb_message_is_screened_whole_off_the_event_loop(tmp_path: Path) -> None:
+async def test_a_long_message_is_screened_whole_off_the_event_loop(tmp_path: Path) -> None:
     upstream = Upstream(reply="ok")
     setup = Setup(tmp_path, upstream)
-    huge = "All fine here. " * 700_000 + "I want to die"
-    assert len(huge) > 10_000_000
+    long = "All fine here. " * 60_000 + "I want to die"
+    assert 32_768 < len(long) < 1_000_000
 
-    reply = await setup.chat(huge)
+    reply = await setup.chat(long)
 
     assert upstream.asked == [] and reply["choices"][0]["finish_reason"] == "content_filter"
+
+
+async def test_a_10_mb_message_is_a_400_saying_the_limit_and_never_reaches_the_upstream(tmp_path: Path) -> None:
+    upstream = Upstream(reply="ok")
+    setup = Setup(tmp_path, upstream)
+    huge = "All fine here. " * 700_000
+    assert len(huge) > 10_000_000
+
+    with pytest.raises(
+        InvalidInput, match="reads at most 1000000 characters of text per request; this one has 1050"
+    ) as bad:
+        await setup.chat(huge)
+
+    assert bad.value.status == 400 and upstream.asked == []
+
+
+@pytest.mark.parametrize("fail_closed", [True, False])
+async def test_an_answer_over_the_limit_is_a_failure_of_every_filter_never_answered_unread_when_fail_closed(
+    tmp_path: Path, fail_closed: bool
+) -> None:
+    answer = "la " * 400_000
+    setup = Setup(tmp_path, Upstream(reply=answer), toxicity={}, pii={}, failClosed=fail_closed)
+
+    if fail_closed:
+        with pytest.raises(SafetyUnavailable, match="pii, toxicity failed"):
+            await setup.chat("hello")
+    else:
+        assert (await setup.chat("hello"))["choices"][0]["message"]["content"] == answer
+    for name in ("toxicity", "pii"):
+        assert setup.sample("cutover_safety_filter_errors_total", filter=name, scope="output") == 1
+        assert setup.sample("cutover_safety_checks_total", filter=name, scope="output") == 0
 
 
 @pytest.mark.parametrize("depth", [100, 100_000])
