@@ -161,6 +161,7 @@ _UPPER = re.compile(r"[A-ZÀ-ÖØ-Þ]")
 # invoice, a device id) whatever its digits look like.
 _PHONE_CUE = re.compile(
     r"\b(?:phone|tel|telephone|call|ring|text|sms|mobile|cell|cellphone|whatsapp|signal|contact|reach|fax|hotline"
+    r"|(?:my|your|his|her|our|their) number"
     r"|n[uú]mero|tel[eé]fono|m[oó]vil|celular|llama|llámame|ll[aá]mame"
     r"|nummer|telefon|handy|anrufen|ruf|festnetz"
     r"|num[eé]ro|t[eé]l[eé]phone|portable|appelle[rz]?|joindre)\b",
@@ -458,6 +459,10 @@ def _phone(candidate: str, cued: bool) -> _Phone | None:
     # national number of these regions written without separators, unless the text says phone.
     if not cued and candidate.isdigit() and len(candidate) in (10, 13) and candidate[0] == "1":
         return None
+    # A bare run of digits with neither "+", "00" nor a trunk "0" ("3141592653", "612345678") is as
+    # likely an amount, a result or an id as a phone: it needs a cue.
+    if not cued and candidate.isdigit() and candidate[0] != "0":
+        return None
     strong_form = international or digits.startswith("00") or _NORTH_AMERICAN_FORM.fullmatch(candidate) is not None
     possible: phonenumbers.PhoneNumber | None = None
     regions: tuple[str | None, ...] = (None,) if international else PHONE_REGIONS
@@ -482,14 +487,18 @@ def _phone(candidate: str, cued: bool) -> _Phone | None:
 
 def _group_windows(candidate: str) -> Iterator[tuple[int, int]]:
     """Sub-spans of a grouped candidate to try when the whole is not a phone: without its first
-    group, without its last, without both ("room 12 0151 12345678", "0151 12345678 2")."""
+    group, without its last, without both ("room 12 0151 12345678", "0151 12345678 2"). Only
+    those that start the way a dialled number does ("+", "(", "0"): the groups of a longer
+    number ("732 829 320 00074", a French company number) are not phones once cut."""
     bounds = [m.span() for m in re.finditer(r"\(?\+?[0-9]+\)?", candidate)]
     if len(bounds) < 3:
         return
-    yield bounds[1][0], len(candidate)
-    yield 0, bounds[-2][1]
+    windows = [(bounds[1][0], len(candidate)), (0, bounds[-2][1])]
     if len(bounds) > 3:
-        yield bounds[1][0], bounds[-2][1]
+        windows.append((bounds[1][0], bounds[-2][1]))
+    for left, right in windows:
+        if candidate[left] in "+(0":
+            yield left, right
 
 
 def _read_phones(text: str, occupied: _Spans) -> _Read:

@@ -148,6 +148,9 @@ def _found(text: str, entities: typing.Collection[str] | None = None) -> list[tu
         ("escritório (11) 91234-5678", "(11) 91234-5678"),  # BR
         ("+44 (0) 20 7946 0958", "+44 (0) 20 7946 0958"),
         ("0044 20 7946 0958", "0044 20 7946 0958"),  # international with 00
+        ("+33 (0)6 12 34 56 78", "+33 (0)6 12 34 56 78"),  # trunk prefix in parentheses
+        ("Phone:0151 12345678", "0151 12345678"),
+        ("room 12 0151 12345678", "0151 12345678"),  # a leading group that is no part of it
     ],
 )
 def test_national_and_international_phone_formats_are_found(text: str, number: str) -> None:
@@ -167,10 +170,22 @@ def test_national_and_international_phone_formats_are_found(text: str, number: s
         "ISBN 978-3-16-148410-0",
         "we had 25000000 page views",
         "what is 12345678 times 87654321?",
+        "the function returns 3141592653 for n = 10",  # a valid US number, written as a result
+        "Le SIRET 732 829 320 00074 de l'entreprise",  # cut groups of a longer number
+        "numéro de sécurité sociale 1 85 05 78 006 084 36",
+        "at 12:30:45 the job 12:3012345678 ran",
     ],
 )
 def test_dates_times_versions_prices_orders_and_timestamps_are_not_phones(text: str) -> None:
     assert _found(text) == []
+
+
+def test_a_bare_run_of_digits_without_a_trunk_zero_is_a_phone_only_with_a_cue() -> None:
+    assert _found("see 4155550132") == []
+    assert _found("my number is 4155550132") == [("phone", "4155550132")]
+    assert _found("mi móvil: 612345678") == [("phone", "612345678")]
+    assert _found("see 07911123456") == [("phone", "07911123456")]
+    assert _found("tel:+4915112345678") == [("phone", "+4915112345678")]
 
 
 def test_a_number_only_possible_in_its_plan_needs_a_cue_or_an_international_form() -> None:
