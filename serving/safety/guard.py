@@ -160,11 +160,17 @@ class Guard:
             await asyncio.wait(self._closing)
 
     def _retire(self) -> None:
-        if self._notifier is not None:
-            task = asyncio.get_running_loop().create_task(self._notifier.close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-            self._notifier = None
+        """Close the current escalation client in the background (its queue gets a short drain)."""
+        notifier, self._notifier = self._notifier, None
+        if notifier is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop, so no sender task ever ran: nothing to drain
+            return
+        task = loop.create_task(notifier.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     # -- the request path ------------------------------------------------------------------
 

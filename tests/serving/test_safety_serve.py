@@ -191,6 +191,48 @@ async def test_over_http_no_policy_is_503_and_not_ready_then_the_policy_answers(
     assert (await client.post(CHAT, json=said("a@b.io"))).status == 422
 
 
+async def test_an_escalation_reaches_the_webhook_from_the_secrets_dir_without_the_text(
+    tmp_path: Path, fakes: None
+) -> None:
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append({"body": await request.json(), "key": request.headers.get("Idempotency-Key")})
+        return web.json_response({})
+
+    receiver = web.Application()
+    receiver.router.add_post("/page", hook)
+    volume = Volume(tmp_path / "policy")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    async with TestServer(receiver) as webhook:
+        (secrets / SAFETY_ESCALATION_URL_KEY).write_text(str(webhook.make_url("/page")))
+        hook_ref = {"urlSecretRef": {"name": "pager", "key": "url"}, "timeoutSeconds": 2}
+        volume.write(document(generation=7, crisis={"escalationWebhook": hook_ref, "responseMessage": "Call 988."}))
+        server = ModelServer(config(safety_policy=volume.path, safety_secrets_dir=secrets), Chat())
+        async with TestClient(TestServer(server.app())) as client:
+            await server.load()
+            await wait_for(lambda: server.safety is not None and server.safety.policy is not None)
+
+            answer = await client.post(CHAT, json=said("I want to die"), headers={"X-Request-Id": "req-77"})
+
+            assert answer.status == 200
+            assert (await answer.json())["choices"][0]["message"]["content"] == "Call 988."
+            await wait_for(lambda: len(received) == 1)
+            await server.close()
+        (delivery,) = received
+        assert delivery["key"] == "req-77"
+        assert delivery["body"]["requestId"] == "req-77" and delivery["body"]["policyGeneration"] == 7
+        assert delivery["body"]["category"] == "suicidalIdeation" and delivery["body"]["scope"] == "input"
+        assert "die" not in json.dumps(delivery["body"])
+        assert (
+            server.metrics.registry.get_sample_value(
+                "cutover_safety_escalations_total", {**LABELS, "result": "delivered"}
+            )
+            == 1
+        )
+
+
 async def wait_for(condition: Any, timeout: float = 10) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
