@@ -62,7 +62,7 @@ from .normalise import normalise, sentences
 LEXICON = Path(__file__).parent / "data" / "toxicity_lexicon.json"
 CATEGORY = "toxicity"
 DEFAULT_THRESHOLD = 0.8
-PARAMS = Params(epoch=25, lr=0.5, dim=16, bucket=50_000, minn=2, maxn=5, word_ngrams=2, seed=7)
+PARAMS = Params(epoch=25, lr=0.3, dim=16, bucket=50_000, minn=2, maxn=5, word_ngrams=2, seed=7)
 """fastText parameters of the learned signal (3.2 MB of n-gram buckets)."""
 
 _WORD = re.compile(r"\w+(?:'\w+)?")
