@@ -62,6 +62,18 @@ def _with_content(content: Any, part: int | None, text: str) -> Any:
     return parts
 
 
+def _edited(
+    messages: Mapping[int, Mapping[str, Any]], located: Sequence[tuple[Path, str]], edited: Sequence[str]
+) -> dict[int, dict[str, Any]]:
+    """Copies of the messages (by index) whose texts ``edited`` changes, with the new texts."""
+    changed: dict[int, dict[str, Any]] = {}
+    for ((owner, part), before), after in zip(located, edited, strict=True):
+        if after != before:
+            message = changed.get(owner) or messages[owner]
+            changed[owner] = {**message, "content": _with_content(message["content"], part, after)}
+    return changed
+
+
 def chat_request_texts(request: Mapping[str, Any]) -> Texts[dict[str, Any]]:
     """The texts of a checked chat request (``serving/openai.py``'s ``chat_request``)."""
     messages: list[Any] = request["messages"]
@@ -77,10 +89,8 @@ def chat_request_texts(request: Mapping[str, Any]) -> Texts[dict[str, Any]]:
 
     def put(edited: Sequence[str]) -> dict[str, Any]:
         copied = list(messages)
-        for (owner, part), before, after in zip((p for p, _ in located), texts, edited, strict=True):
-            if after != before:
-                message = copied[owner]
-                copied[owner] = {**message, "content": _with_content(message["content"], part, after)}
+        for index, message in _edited(dict(enumerate(messages)), located, edited).items():
+            copied[index] = message
         return {**request, "messages": copied}
 
     return Texts(texts, classified, put)
@@ -100,14 +110,9 @@ def chat_response_texts(response: Mapping[str, Any]) -> Texts[dict[str, Any]]:
 
     def put(edited: Sequence[str]) -> dict[str, Any]:
         copied = list(choices)
-        for (owner, part), before, after in zip((p for p, _ in located), texts, edited, strict=True):
-            if after != before:
-                choice = copied[owner]
-                message = choice["message"]
-                copied[owner] = {
-                    **choice,
-                    "message": {**message, "content": _with_content(message["content"], part, after)},
-                }
+        messages = {index: choices[index]["message"] for (index, _), _ in located}
+        for index, message in _edited(messages, located, edited).items():
+            copied[index] = {**choices[index], "message": message}
         return {**response, "choices": copied}
 
     return Texts(texts, None, put)

@@ -117,6 +117,10 @@ class Setup:
     def sample(self, name: str, **labels: str) -> float | None:
         return self.metrics.registry.get_sample_value(name, {**LABELS, **labels})
 
+    def violations(self, filter_: str, category: str, action: str, scope: str) -> float | None:
+        labels = {"filter": filter_, "category": category, "action": action, "scope": scope}
+        return self.sample("cutover_safety_violations_total", **labels)
+
     def records(self) -> list[dict[str, Any]]:
         self.audit.close()
         return [json.loads(line) for line in self.audit_path.read_text().splitlines()]
@@ -149,12 +153,7 @@ async def test_a_blocked_chat_request_never_reaches_the_upstream_and_is_audited_
 
     assert refused.value.status == 422 and str(refused.value) == "Not under this policy."
     assert upstream.asked == []
-    assert (
-        setup.sample(
-            "cutover_safety_violations_total", filter="toxicity", category="toxicity", action="block", scope="input"
-        )
-        == 1
-    )
+    assert setup.violations("toxicity", "toxicity", "block", "input") == 1
     assert setup.sample("cutover_safety_checks_total", filter="toxicity", scope="input") == 1
     assert setup.sample("cutover_safety_checks_total", filter="toxicity", scope="output") == 0
     assert setup.sample("cutover_predictions_total") == 0
@@ -172,12 +171,7 @@ async def test_the_classifiers_read_only_the_last_user_message(tmp_path: Path) -
     reply = await setup.chat("you idiot", {"role": "assistant", "content": "Let us stay calm."}, "sorry, thanks")
 
     assert reply["choices"][0]["message"]["content"] == "sorry, thanks" and len(upstream.asked) == 1
-    assert (
-        setup.sample(
-            "cutover_safety_violations_total", filter="toxicity", category="toxicity", action="block", scope="input"
-        )
-        == 0
-    )
+    assert setup.violations("toxicity", "toxicity", "block", "input") == 0
 
 
 async def test_an_escalated_chat_request_is_answered_with_the_crisis_message_and_notified(tmp_path: Path) -> None:
@@ -208,16 +202,7 @@ async def test_an_escalated_chat_request_is_answered_with_the_crisis_message_and
     }
     assert "die" not in json.dumps(event.body())
     assert setup.sample("cutover_safety_escalations_total", result="delivered") == 1
-    assert (
-        setup.sample(
-            "cutover_safety_violations_total",
-            filter="crisis",
-            category="suicidalIdeation",
-            action="escalate",
-            scope="input",
-        )
-        == 1
-    )
+    assert setup.violations("crisis", "suicidalIdeation", "escalate", "input") == 1
     (record,) = setup.records()
     assert record["status"] == 200 and record["outputs"] == {"content": "You are not alone. Call 988."}
 
@@ -240,16 +225,8 @@ async def test_pii_in_every_message_is_redacted_before_the_upstream_and_the_dige
     (record,) = setup.records()
     assert record["input_digest"] == input_digest([str(messages).encode()])
     assert {(f["filter"], f["category"]) for f in record["safety"]} == {("pii", "email"), ("pii", "creditCard")}
-    assert (
-        setup.sample("cutover_safety_violations_total", filter="pii", category="email", action="redact", scope="input")
-        == 1
-    )
-    assert (
-        setup.sample(
-            "cutover_safety_violations_total", filter="pii", category="creditCard", action="redact", scope="input"
-        )
-        == 0
-    )
+    assert setup.violations("pii", "email", "redact", "input") == 1
+    assert setup.violations("pii", "creditCard", "redact", "input") == 0
 
 
 @pytest.mark.parametrize(
@@ -280,12 +257,7 @@ async def test_a_blocked_answer_is_a_422_and_counted_as_the_models_violation(tmp
     with pytest.raises(SafetyBlocked):
         await setup.chat("hello")
 
-    assert (
-        setup.sample(
-            "cutover_safety_violations_total", filter="toxicity", category="toxicity", action="block", scope="output"
-        )
-        == 1
-    )
+    assert setup.violations("toxicity", "toxicity", "block", "output") == 1
     assert setup.sample("cutover_safety_checks_total", filter="toxicity", scope="output") == 1
     (record,) = setup.records()
     assert record["status"] == 422 and record["safety"][0]["scope"] == "output"
@@ -324,12 +296,7 @@ async def test_an_output_is_screened_after_the_model_and_blocked(tmp_path: Path)
     with pytest.raises(SafetyBlocked):
         await setup.infer("hello")
 
-    assert (
-        setup.sample(
-            "cutover_safety_violations_total", filter="toxicity", category="toxicity", action="block", scope="output"
-        )
-        == 1
-    )
+    assert setup.violations("toxicity", "toxicity", "block", "output") == 1
 
 
 async def test_numeric_tensors_are_not_text_and_are_not_counted_as_checked(tmp_path: Path) -> None:
@@ -503,26 +470,10 @@ async def test_applying_a_policy_names_its_generation_and_creates_its_children_a
 
     assert setup.sample("cutover_safety_policy_info", policy="strict", generation="1") == 1
     assert setup.sample("cutover_safety_checks_total", filter="advice", scope="input") == 0
-    assert (
-        setup.sample(
-            "cutover_safety_violations_total", filter="advice", category="medical", action="flag", scope="input"
-        )
-        == 0
-    )
-    assert (
-        setup.sample(
-            "cutover_safety_violations_total", filter="advice", category="legal", action="disclaim", scope="output"
-        )
-        == 0
-    )
-    assert (
-        setup.sample("cutover_safety_violations_total", filter="bias", category="age", action="flag", scope="output")
-        == 0
-    )
-    assert (
-        setup.sample("cutover_safety_violations_total", filter="bias", category="age", action="flag", scope="input")
-        is None
-    )
+    assert setup.violations("advice", "medical", "flag", "input") == 0
+    assert setup.violations("advice", "legal", "disclaim", "output") == 0
+    assert setup.violations("bias", "age", "flag", "output") == 0
+    assert setup.violations("bias", "age", "flag", "input") is None
     assert setup.sample("cutover_safety_filter_errors_total", filter="pii", scope="output") == 0
     assert setup.sample("cutover_safety_escalations_total", result="dropped") == 0
 
@@ -532,12 +483,7 @@ async def test_applying_a_policy_names_its_generation_and_creates_its_children_a
     assert setup.sample("cutover_safety_policy_info", policy="strict", generation="2") == 1
     reply = await setup.chat("you idiot")  # flagged now, not blocked
     assert reply["choices"][0]["message"]["content"] == "you idiot"
-    assert (
-        setup.sample(
-            "cutover_safety_violations_total", filter="toxicity", category="toxicity", action="flag", scope="input"
-        )
-        == 1
-    )
+    assert setup.violations("toxicity", "toxicity", "flag", "input") == 1
     await setup.guard.close()
     assert setup.notifiers[0].closed  # the new generation has no webhook: the old client is closed
 
