@@ -969,7 +969,7 @@ HANDWRITTEN: dict[str, list[tuple[str, list[str], list[str], str, str, str]]] = 
             [],
             "en",
             "input",
-            "hard negative: four-part version (reads as an IP by design)",
+            "hard negative: four-part version number",
         ),
         ("call me maybe, it's been 10 years", [], [], "en", "input", "hard negative: no number"),
         ("room 214, floor 3, building 12", [], [], "en", "input", "hard negative: room numbers"),

@@ -138,6 +138,7 @@ _SSN_BARE = re.compile(r"(?<![\w.,-])[0-9]{9}(?![\w]|[.,-][0-9])")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.[0-9])")
 _DOTTED_QUAD = re.compile(r"(?<![\w.])[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?![\w]|\.[0-9])")
+_VERSION_BEFORE = re.compile(r"\b(?:version|release|build|firmware|ver\.?|v)(?:\s?(?:is|:|=|==))?\s?$", re.IGNORECASE)
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 # A phone candidate: digit groups (an area code may sit in parentheses) joined by one space, dot,
 # dash, slash or no-break space, optionally after "+" or "(+"; the separator is required between
@@ -356,9 +357,17 @@ def _read_ssns(text: str, occupied: _Spans) -> _Read:
 
 
 def _read_ipv4(text: str, occupied: _Spans) -> _Read:
-    found = [_Found(*m.span(), 1.0) for m in _IPV4.finditer(text)]
-    taken = {(f.start, f.end) for f in found}
-    claimed = [m.span() for m in _DOTTED_QUAD.finditer(text) if m.span() not in taken]
+    found: list[_Found] = []
+    claimed: list[tuple[int, int]] = []
+    for match in _DOTTED_QUAD.finditer(text):
+        # Every dotted quad is claimed (no phone inside it); an address when its octets are in
+        # range and it is not named a version ("version 10.4.22.1", "firmware 2.0.1.7").
+        in_range = _IPV4.fullmatch(match.group()) is not None
+        versioned = _VERSION_BEFORE.search(text, max(0, match.start() - 12), match.start()) is not None
+        if in_range and not versioned:
+            found.append(_Found(*match.span(), SCORES["confirmed"]))
+        else:
+            claimed.append(match.span())
     return _Read(found, claimed)
 
 
@@ -630,7 +639,7 @@ _HOUSE = r"[0-9]{1,5}(?:\s?[A-Za-z](?![\w]))?(?:-[0-9]{1,4})?"
 _NAME_WORD = rf"(?:[{_UP}][{_LOW}'\u2019.-]*|[0-9]{{1,2}}(?:st|nd|rd|th))"
 _EN_TYPE = (
     r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way|Terrace|Close"
-    r"|Crescent|Square|Sq|Highway|Hwy|Parkway|Pkwy|Circle|Cir|Grove|Gardens|Row|Mews|Hill)\.?"
+    r"|Crescent|Square|Sq|Highway|Hwy|Parkway|Pkwy|Circle|Cir|Grove|Gardens|Row|Mews|Hill|Loop|Trail|Alley)\.?"
 )
 _UNIT = r"(?:,?\s(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|Floor)\.?\s?#?[0-9A-Za-z]{1,5})?"
 _CITY = r"[A-Z][a-z]+(?:\s[A-Z][a-z]+){0,2}"
@@ -657,7 +666,8 @@ _ADDRESS_ES = re.compile(
 )
 _DE_COMPOUND = r"(?:straße|strasse|str\.|weg|allee|platz|gasse|ring|damm|ufer|chaussee|steig|pfad)"
 _ADDRESS_DE = re.compile(
-    rf"(?<![\w])(?:[{_UP}][{_LOW}]+{_DE_COMPOUND}|[{_UP}][{_LOW}]+(?:er)?\s(?:Straße|Strasse|Str\.|Weg|Allee|Platz|Gasse|Ring|Damm|Ufer))"
+    rf"(?<![\w])(?:[{_UP}][{_LOW}]+{_DE_COMPOUND}|[{_UP}][{_LOW}]+(?:er)?\s(?:Straße|Strasse|Str\.|Weg|Allee|Platz|Gasse|Ring|Damm|Ufer)"
+    rf"|(?:Am|An der|An den|Auf dem|Zum|Zur)\s[{_UP}][{_LOW}]+(?=\s[0-9]{{1,4}}\s?[a-z]?,?\s[0-9]{{5}}\s))"
     rf"\s[0-9]{{1,4}}\s?[a-z]?(?![\w]){_EU_TAIL}(?![\w])"
 )
 _ADDRESS_FR = re.compile(
@@ -665,12 +675,18 @@ _ADDRESS_FR = re.compile(
 )
 
 
+_ABBREVIATED = re.compile(r"\b(?:St|Ave|Rd|Blvd|Ln|Dr|Ct|Pl|Sq|Hwy|Pkwy|Cir|str|Str|av|pl|Avda|Pza)\.$")
+
+
 def _read_addresses(text: str, occupied: _Spans) -> _Read:
-    found = [
-        _Found(*m.span(), SCORES["address"])
-        for pattern in (_ADDRESS_EN, _ADDRESS_ES, _ADDRESS_DE, _ADDRESS_FR)
-        for m in pattern.finditer(text)
-    ]
+    found: list[_Found] = []
+    for pattern in (_ADDRESS_EN, _ADDRESS_ES, _ADDRESS_DE, _ADDRESS_FR):
+        for match in pattern.finditer(text):
+            start, end = match.span()
+            # A full stop after the last word ends the sentence unless it abbreviates ("Elm St.").
+            if text[end - 1] == "." and not _ABBREVIATED.search(text, start, end):
+                end -= 1
+            found.append(_Found(start, end, SCORES["address"]))
     return _Read(found, [])
 
 

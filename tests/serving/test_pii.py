@@ -318,6 +318,8 @@ def test_lone_first_names_and_capitalised_words_are_not_names(text: str) -> None
         "Berliner Straße 12a",
         "12 rue de la Paix, 75002 Paris",
         "5, avenue des Champs-Élysées",
+        "1 Infinite Loop, Cupertino, CA 95014",
+        "Am Markt 3, 50667 Köln",
     ],
 )
 def test_street_addresses_in_four_languages(address: str) -> None:
@@ -327,6 +329,17 @@ def test_street_addresses_in_four_languages(address: str) -> None:
 def test_street_words_without_a_street_address_are_not_addresses() -> None:
     assert _found("I've played 5 Street Fighter games", ["address"]) == []
     assert _found("route 66 is long", ["address"]) == []
+    assert _found("Am Dienstag 12 Leute, Im Notfall 112", ["address"]) == []
+
+
+def test_a_full_stop_after_an_address_is_not_part_of_it_unless_it_abbreviates() -> None:
+    assert _found("We met at 5 Place Vendôme.", ["address"]) == [("address", "5 Place Vendôme")]
+    assert _found("at 42 Elm St.", ["address"]) == [("address", "42 Elm St.")]
+
+
+def test_a_dotted_quad_named_a_version_is_no_ip_address() -> None:
+    assert _found("the version is 10.4.22.1 on all hosts, server 10.4.22.1") == [("ipAddress", "10.4.22.1")]
+    assert _found("firmware 2.0.1.7") == []
 
 
 @pytest.mark.parametrize(
