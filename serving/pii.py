@@ -17,7 +17,10 @@ prices, dates, versions, order numbers and model ids are left alone:
   and kept when ``is_valid_number`` says so, written the way that country writes it nationally
   (trunk prefix included: ``1733059200`` is not the German mobile ``0173 3059200``); a number
   that is only ``is_possible_number`` counts when it is written in international form, in the
-  North American 3-3-4 form, or with a cue word (phone, call, mobile, Telefon, numéro…) nearby.
+  North American 3-3-4 form, or with a cue word (phone, call, mobile, Telefon, numéro…) nearby;
+  a bare run of digits with no ``+``, ``00`` or trunk ``0`` (``3141592653``) needs the cue too.
+  Dates, Unix times, prices and counts (a currency or unit beside them), numbers named an order,
+  invoice, account or IMEI, and lists of small numbers are not phones.
 
 A candidate that a stronger reader rejected is never re-read by a weaker one: a span shaped like an
 IBAN that fails mod-97 is not then a card (its 16-digit BBAN run passes Luhn about one time in
@@ -183,6 +186,9 @@ _UNIT_AFTER = re.compile(
     re.IGNORECASE,
 )
 _CUE_WINDOW = 40
+_E164 = phonenumbers.PhoneNumberFormat.E164
+_PLUS = phonenumbers.CountryCodeSource.FROM_NUMBER_WITH_PLUS_SIGN
+_IDD = phonenumbers.CountryCodeSource.FROM_NUMBER_WITH_IDD
 _SPELLED_EMAIL_HINT = re.compile(r"[\(\[\{]at[\)\]\}]|\bdot\b", re.IGNORECASE)
 
 
@@ -300,7 +306,7 @@ candidates there before any costly check) and says what it found and claims."""
 
 def _checked(
     pattern: re.Pattern[str],
-    valid: Callable[[str], bool] | None = None,
+    valid: Callable[[str], bool],
     trim: str = "",
     claims: Callable[[str], bool] | None = None,
 ) -> Reader:
@@ -314,13 +320,10 @@ def _checked(
         claimed: list[tuple[int, int]] = []
         for match in pattern.finditer(text):
             candidate = match.group()
-            if valid is None:
-                found.append(_Found(match.start(), match.end(), 1.0))
-                continue
             cuts = [len(candidate)] + [i for i in range(len(candidate) - 1, 0, -1) if candidate[i] in trim]
             for cut in cuts:
                 if valid(candidate[:cut]):
-                    found.append(_Found(match.start(), match.start() + cut, 1.0))
+                    found.append(_Found(match.start(), match.start() + cut, SCORES["confirmed"]))
                     break
             else:
                 if claims is not None and claims(candidate):
@@ -398,11 +401,6 @@ def is_helpline(number: str) -> bool:
         if phonenumbers.format_number(parsed, _E164) in helplines:
             return True
     return False
-
-
-_E164 = phonenumbers.PhoneNumberFormat.E164
-_PLUS = phonenumbers.CountryCodeSource.FROM_NUMBER_WITH_PLUS_SIGN
-_IDD = phonenumbers.CountryCodeSource.FROM_NUMBER_WITH_IDD
 
 
 def _written_nationally(parsed: phonenumbers.PhoneNumber, digits: str, region: str) -> bool:
@@ -666,7 +664,8 @@ _ADDRESS_ES = re.compile(
 )
 _DE_COMPOUND = r"(?:straße|strasse|str\.|weg|allee|platz|gasse|ring|damm|ufer|chaussee|steig|pfad)"
 _ADDRESS_DE = re.compile(
-    rf"(?<![\w])(?:[{_UP}][{_LOW}]+{_DE_COMPOUND}|[{_UP}][{_LOW}]+(?:er)?\s(?:Straße|Strasse|Str\.|Weg|Allee|Platz|Gasse|Ring|Damm|Ufer)"
+    rf"(?<![\w])(?:[{_UP}][{_LOW}]+{_DE_COMPOUND}"
+    rf"|[{_UP}][{_LOW}]+(?:er)?\s(?:Straße|Strasse|Str\.|Weg|Allee|Platz|Gasse|Ring|Damm|Ufer)"
     rf"|(?:Am|An der|An den|Auf dem|Zum|Zur)\s[{_UP}][{_LOW}]+(?=\s[0-9]{{1,4}}\s?[a-z]?,?\s[0-9]{{5}}\s))"
     rf"\s[0-9]{{1,4}}\s?[a-z]?(?![\w]){_EU_TAIL}(?![\w])"
 )
