@@ -14,6 +14,7 @@ its numbers in status and the same proportions in Prometheus."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +24,10 @@ from tests.support.waiting import wait_until
 
 from .receivers import ChatUpstream
 from .test_full_stack import (
+    CANARY,
     answered_by,
     condition,
+    deployment,
     nothing_lost,
     promoted_over,
     ready,
@@ -62,10 +65,6 @@ PERSONAS = {
     "rude": [line for pair in zip(HELPFUL, RUDE, strict=False) for line in pair],  # 1 in 2 flagged
 }
 POLICY = "assistant-safety"
-CANARY = {
-    "type": "canary",
-    "canary": {"steps": [{"setWeight": 25}, {"analysis": {}}, {"setWeight": 50}, {"analysis": {}}]},
-}
 
 
 @pytest.fixture(scope="module")
@@ -86,29 +85,19 @@ def safety_policy(stack: Stack) -> dict[str, Any]:
 
 def assistant(stack: Stack, version: str, upstream: ChatUpstream, persona: str) -> dict[str, Any]:
     """The chat assistant at ``version``, answering as ``persona``; its only gate is safety."""
-    return {
-        "apiVersion": "cutover.dev/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": "assistant", "namespace": stack.namespace},
-        "spec": {
-            "model": {
-                "name": "assistant",
-                "version": version,
-                "format": "llm",
-                "upstream": {"url": upstream.base(persona, version), "model": persona},
-            },
-            "runtime": {"replicas": 1},
-            "strategy": CANARY,
-            "safetyPolicyRef": {"name": POLICY},
-            "analysis": {
-                "interval": "5s",
-                "minSamples": 200,
-                "minDuration": "15s",
-                "metrics": [{"name": "safety", "builtin": "safetyViolations", "critical": True, "passMargin": 1.0}],
-                "prometheus": {"address": stack.prometheus_url},
-            },
-        },
+    doc = deployment(stack, "assistant", version, Path("unused: an llm model has no file"), CANARY)
+    doc["spec"]["model"] = {
+        "name": "assistant",
+        "version": version,
+        "format": "llm",
+        "upstream": {"url": upstream.base(persona, version), "model": persona},
     }
+    doc["spec"]["safetyPolicyRef"] = {"name": POLICY}
+    doc["spec"]["analysis"]["minSamples"] = 200
+    doc["spec"]["analysis"]["metrics"] = [
+        {"name": "safety", "builtin": "safetyViolations", "critical": True, "passMargin": 1.0}
+    ]
+    return doc
 
 
 def output_counts(stack: Stack, revision: str) -> tuple[float, float]:
