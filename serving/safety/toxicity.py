@@ -162,18 +162,19 @@ def profanity_model() -> ProfanityModel:
 # --- (c) the lexicon ---------------------------------------------------------------------------
 
 
-def _phrases(entries: Sequence[str]) -> list[str]:
-    return sorted({normalise(entry) for entry in entries if entry.strip()}, key=lambda e: (-len(e), e))
+def _phrases(entries: Sequence[str]) -> list[tuple[str, ...]]:
+    return sorted({tuple(_WORD.findall(normalise(entry))) for entry in entries} - {()})
 
 
-def _alternation(entries: Sequence[str]) -> re.Pattern[str]:
-    return re.compile(r"(?<![\w'])(?:" + "|".join(re.escape(entry) for entry in entries) + r")(?![\w'])")
+_UNITS = ("insults", "adjectives", "dehumanising", "frames", "groups", "self")
+"""The lists whose multi-word entries read as one word ("piece of shit", "you people")."""
 
 
 @dataclass(frozen=True)
 class Lexicon:
-    """The targeted-insult word lists (``data/toxicity_lexicon.json``), compiled. Multi-word
-    entries are matched as units: :meth:`tokens` joins them with ``_`` before splitting."""
+    """The targeted-insult word lists (``data/toxicity_lexicon.json``), compiled: single words
+    in sets, and every phrase indexed by its first word (longest first), so that a sentence is
+    read in one pass over its words, whatever the size of the lists."""
 
     insults: frozenset[str]
     adjectives: frozenset[str]
@@ -182,35 +183,58 @@ class Lexicon:
     targets: frozenset[str]
     groups: frozenset[str]
     self_words: frozenset[str]
-    abuse: re.Pattern[str]
-    mention: re.Pattern[str]
-    multiword: re.Pattern[str]
+    phrases: dict[str, tuple[tuple[tuple[str, ...], frozenset[str]], ...]]
 
-    def tokens(self, sentence: str) -> list[str]:
-        """The words of a normalised ``sentence``, with multi-word entries as one token."""
-        joined = self.multiword.sub(lambda match: match.group().replace(" ", "_"), sentence)
-        return [token.replace("_", " ") for token in _WORD.findall(joined)]
+    def read(self, words: Sequence[str]) -> tuple[list[str], bool, bool]:
+        """``words`` with multi-word entries joined into one (``["piece of shit"]``), and
+        whether a phrase of abuse and a mention cue occur in them."""
+        units: list[str] = []
+        abuse = mention = False
+        skip_to = 0
+        for index, word in enumerate(words):
+            joined = False
+            for phrase, kinds in self.phrases.get(word, ()):
+                end = index + len(phrase)
+                if len(phrase) > 1 and tuple(words[index:end]) != phrase:
+                    continue
+                abuse = abuse or "abuse" in kinds
+                mention = mention or "mention" in kinds
+                if index >= skip_to and len(phrase) > 1 and not joined and not kinds.isdisjoint(_UNITS):
+                    units.append(" ".join(phrase))
+                    skip_to, joined = end, True
+            if index >= skip_to:
+                units.append(word)
+        return units, abuse, mention
 
 
 @cache
 def lexicon() -> Lexicon:
-    """The lexicon of ``data/toxicity_lexicon.json``, each entry normalised like the text it is
-    matched against. Raises ``OSError``/``ValueError`` when the file is missing or malformed."""
+    """The lexicon of ``data/toxicity_lexicon.json``, each entry normalised and split into
+    words like the text it is matched against. Raises ``OSError``/``ValueError`` when the file
+    is missing or malformed."""
     raw = json.loads(LEXICON.read_text(encoding="utf-8"))
     lists = {key: _phrases(raw[key]) for key in raw if not key.startswith("_")}
-    units = ("insults", "adjectives", "dehumanising", "frames", "groups", "self")
-    multi = sorted({e for key in units for e in lists[key] if " " in e}, key=lambda e: (-len(e), e))
+
+    def singles(*keys: str) -> frozenset[str]:
+        return frozenset(" ".join(entry) for key in keys for entry in lists[key])
+
+    kinds: dict[tuple[str, ...], set[str]] = {}
+    for key in ("abuse", "mention", *_UNITS):
+        for entry in lists[key]:
+            if key in ("abuse", "mention") or len(entry) > 1:
+                kinds.setdefault(entry, set()).add(key)
+    index: dict[str, list[tuple[tuple[str, ...], frozenset[str]]]] = {}
+    for entry, found in kinds.items():
+        index.setdefault(entry[0], []).append((entry, frozenset(found)))
     return Lexicon(
-        insults=frozenset(lists["insults"]),
-        adjectives=frozenset(lists["adjectives"]),
-        dehumanising=frozenset(lists["dehumanising"]),
-        frames=frozenset(lists["frames"]),
-        targets=frozenset(lists["second_person"]) | frozenset(lists["assistant"]),
-        groups=frozenset(lists["groups"]),
-        self_words=frozenset(lists["self"]),
-        abuse=_alternation(lists["abuse"]),
-        mention=_alternation(lists["mention"]),
-        multiword=_alternation(multi),
+        insults=singles("insults"),
+        adjectives=singles("adjectives"),
+        dehumanising=singles("dehumanising"),
+        frames=singles("frames"),
+        targets=singles("second_person", "assistant"),
+        groups=singles("groups"),
+        self_words=singles("self"),
+        phrases={first: tuple(sorted(entries, key=lambda e: -len(e[0]))) for first, entries in index.items()},
     )
 
 
@@ -257,14 +281,9 @@ def _aim(words: Lexicon, tokens: Sequence[str], index: int) -> str | None:
     return None
 
 
-_PUNCTUATION = re.compile(r"[^\w']+")
-
-
 def read_sentence(words: Lexicon, sentence: str) -> SentenceReading:
     """The lexicon's reading of one normalised ``sentence`` (see :class:`SentenceReading`)."""
-    plain = _PUNCTUATION.sub(" ", sentence)
-    tokens = words.tokens(plain)
-    insult = bool(words.abuse.search(plain))
+    tokens, insult, mention = words.read(_WORD.findall(sentence))
     self_insult = False
     for index, token in enumerate(tokens):
         if token in words.insults or token in words.adjectives or token in words.dehumanising:
@@ -275,7 +294,7 @@ def read_sentence(words: Lexicon, sentence: str) -> SentenceReading:
         targeted=any(t in words.targets or t in words.groups for t in tokens),
         insult=insult,
         self_insult=self_insult,
-        mention=bool(words.mention.search(plain)),
+        mention=mention,
     )
 
 
@@ -320,12 +339,14 @@ def signals(text: str, profanity: ProfanityModel, words: Lexicon, learned: Class
     """The signals of raw ``text``: normalised, cut into sentences, each read by (a), (b), (c)
     with quoted text removed for (a) and (c); the maximum over sentences of each."""
     floor = -_LOGIT_CLIP
-    targeted_p, untargeted_p, learned_p = floor, floor, floor
+    targeted_p, untargeted_p = floor, floor
     insult = self_insult = mention = False
-    for raw in sentences(text) or [""]:
+    read: list[str] = []
+    for raw in sentences(text):
         sentence = normalise(raw)
         if not sentence:
             continue
+        read.append(sentence)
         unquoted = _QUOTED.sub(" ", sentence)
         quoted = unquoted != sentence
         reading = read_sentence(words, unquoted)
@@ -334,15 +355,32 @@ def signals(text: str, profanity: ProfanityModel, words: Lexicon, learned: Class
             targeted_p = max(targeted_p, p)
         else:
             untargeted_p = max(untargeted_p, p)
-        learned_p = max(learned_p, _logit(learned.probabilities(sentence).get(CATEGORY, 0.0)))
         insult = insult or reading.insult
         self_insult = self_insult or reading.self_insult
         mention = mention or reading.mention or (quoted and _has_insult(words, sentence))
-    return Signals(targeted_p, untargeted_p, learned_p, insult, self_insult and not insult, mention)
+    return Signals(targeted_p, untargeted_p, _learned_logit(learned, read), insult, self_insult and not insult, mention)
+
+
+_LABEL = f"__label__{CATEGORY}"
+
+
+def _learned_logit(learned: Classifier, read: list[str]) -> float:
+    """The largest logit of (b) over the normalised sentences ``read``, in one call to fastText
+    (its per-call overhead is most of its cost on short sentences)."""
+    if not read:
+        return -_LOGIT_CLIP
+    labels, probabilities = learned.model.predict(read, k=-1)
+    best = 0.0
+    for names, values in zip(labels, probabilities, strict=True):
+        for name, value in zip(names, values, strict=True):
+            if name == _LABEL:
+                best = max(best, float(value))
+    return _logit(best)
 
 
 def _has_insult(words: Lexicon, sentence: str) -> bool:
-    return any(t in words.insults for t in words.tokens(sentence)) or profanity_model().probability(sentence) > 0.5
+    tokens = words.read(_WORD.findall(sentence))[0]
+    return any(t in words.insults for t in tokens) or profanity_model().probability(sentence) > 0.5
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50) -> np.ndarray:
