@@ -9,11 +9,12 @@ other format characters dropped, casefold, accents dropped (``é`` -> ``e``, ``�
 Cyrillic and Greek look-alikes mapped to Latin, leetspeak read back (``0 1 3 4 5 7 @ $ !`` as ``o i
 e a s t a s i``) but only inside a token that mixes letters with those characters (so ``911``,
 ``24/7`` and ``$5`` stay as they are), runs of three or more single letters separated by spaces,
-dots, dashes or underscores joined (``k.i.l.l`` -> ``kill``), and a character repeated three or
+dots, dashes or underscores joined (``k.i.l.l`` -> ``kill``), typographic apostrophes and quotes
+read as ASCII ones (``i’m`` -> ``i'm``, so phrase lists need one spelling), and a character repeated three or
 more times squashed to two (``pleeease`` -> ``pleease``). Whitespace is collapsed to one space.
 
 The output's offsets do not match the input's: detectors that edit text (PII) read the raw text.
-Pure and fast: about 0.1 ms for 300 characters of ASCII.of ASCII.
+Pure and fast: about 0.1 ms for 300 characters of ASCII.
 """
 
 from __future__ import annotations
@@ -62,6 +63,15 @@ _LOOKALIKES = str.maketrans(
         "đ": "d",
         "æ": "ae",
         "œ": "oe",
+        # typographic apostrophes and quotes
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u02bc": "'",
+        "\u2032": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u00ab": '"',
+        "\u00bb": '"',
     }
 )
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})

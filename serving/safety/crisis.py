@@ -1,0 +1,495 @@
+"""The crisis detector: self-harm, suicidal ideation and violence in chat messages and model
+answers, in English, Spanish, German and French.
+
+A text is a crisis when either of two readers says so (tuned for recall: a missed crisis costs
+more than an escalation too many):
+
+1. **Rules**: curated phrase families in ``data/crisis_<lang>.txt``, each mapped to an API
+   category: explicit ideation, passive ideation ("not wake up", "better off without me"),
+   plans, means and timing, farewells, self-injury, command voices, algospeak ("unalive",
+   "sewer slide", "kms"), third-person concern ("my friend said she wants to die") and violence
+   intent ("bring a gun to school"). Model answers have their own family, ``encourage``: text
+   that urges or instructs self-harm.
+2. **Learned**: a fastText classifier (``learned.py``) trained when the detector is first built
+   on the project's corpus (``corpus/crisis/train.jsonl``) plus copies made here with typos,
+   joined words, leetspeak and a phrase of another language mixed in (code-switching), so that it
+   reads the spellings the rules were not written for. Its score is the probability that the text
+   belongs to one of the selected categories. Inputs are read whole; model answers whole and
+   sentence by sentence (the highest score counts), so one crisis sentence in a long answer is
+   not outvoted. (Inputs are short, and a lone "i'm done." read out of its message scored high.)
+
+Both read the text after ``normalise.normalise`` and after two kinds of phrase are masked out:
+
+- ``[exclude]``: idioms, hyperbole and technical uses ("this commute is killing me", "killed
+  it", ``kill -9``, "mom will kill me", "me muero de risa", "mort de rire", "das bringt mich
+  um"). Masking keeps the rest of the text: "this commute is killing me, i want to die" still
+  matches "i want to die".
+- ``[denial]``: clean denials ("i'm not suicidal", "i would never hurt myself"). A denial
+  cancels only itself: plans, means and passive ideation are never denial phrases, so "i don't
+  want to die but i saved my pills" still matches the plan.
+
+Model answers (direction ``output``) are matched by the ``encourage`` and ``violence`` families
+only (an answer that says "if you are thinking of killing yourself" is not the model's ideation),
+and a supportive answer (``[support]``: a crisis line, "you are not alone") with no
+``encourage`` match passes whatever the learned score.
+
+Data file format (one file per language, UTF-8)::
+
+    # a comment
+    @NAME = regex                      a macro; later lines write {NAME}
+    [family category]                  the lines below are phrases of this family
+    regex                              one phrase: a Python regex over normalised text
+
+``category`` is ``selfHarm``, ``suicidalIdeation`` or ``violence``; the special sections
+``[exclude]``, ``[denial]`` and ``[support]`` take no category. Each phrase matches only as
+whole words. A malformed file raises ``ValueError`` naming the file and line when the detector is
+built.
+
+Sources: the categories and the split of self-harm into intent and instructions follow the
+OpenAI moderation categories; the risk signals (passive ideation, plans, means, command voices,
+retraction not cancelling risk) follow the clinical rubric discussed in SpringCare/VERA-MH#141;
+see ``/work/shared/reference/safety.md`` section 5. The phrases, corpus and code are the
+project's own.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from cutover.api.v1alpha1.safetypolicy import CrisisFilter
+
+from .base import Detector, Direction, FilterName, Finding
+from .learned import Classifier, Example, Params, read_corpus, train
+from .normalise import normalise, sentences
+
+with warnings.catch_warnings():
+    # The regex parser is read only to group phrases by their first character (PhraseSet).
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import sre_constants
+    import sre_parse
+
+DATA = Path(__file__).parent / "data"
+LANGUAGES = ("en", "es", "de", "fr")
+CATEGORIES = ("selfHarm", "suicidalIdeation", "violence")
+FAMILIES = (
+    "explicit",
+    "passive",
+    "plan",
+    "farewell",
+    "selfInjury",
+    "command",
+    "algospeak",
+    "thirdPerson",
+    "violence",
+    "encourage",
+)
+SPECIAL = ("exclude", "denial", "support")
+OUTPUT_FAMILIES = frozenset({"encourage", "violence"})
+"""The families that read model answers; every family but ``encourage`` reads inputs."""
+
+THRESHOLD = 0.7
+"""The learned score at or above which a text is a crisis (the API's CrisisFilter has no
+threshold). Chosen on a dev slice cut from the training corpus (``test_safety_crisis.py``'s
+``test_dev_slice``), for recall first."""
+
+PARAMS = Params(epoch=40, lr=0.05, dim=16, bucket=40_000, minn=2, maxn=5, word_ngrams=2, seed=7)
+_MASK = " ~ "
+_INPUT_MARK = "dirinput"
+_OUTPUT_MARK = "diroutput"
+
+
+_KEY = 2
+"""How many leading characters of a word pick the phrases tried there."""
+
+_Starts = frozenset[tuple[str, bool]]
+
+
+def _concat(left: _Starts, right: _Starts) -> _Starts:
+    out = set()
+    for text, whole in left:
+        if not whole or len(text) >= _KEY:
+            out.add((text, False))
+            continue
+        for more, more_whole in right:
+            joined = text + more
+            out.add((joined[:_KEY], more_whole and len(joined) < _KEY))
+    return frozenset(out)
+
+
+def _starts(items: Any) -> _Starts | None:
+    """How a parsed regex can begin: its possible first ``_KEY`` characters, as ``(prefix,
+    whole)`` pairs where ``whole`` means the prefix is an entire match, shorter than ``_KEY``
+    (``None``: it can begin with almost anything). Lookarounds and anchors count as empty, so
+    the answer is a superset, which is safe."""
+    result: _Starts = frozenset({("", True)})
+    for op, value in items:
+        item = _item_starts(op, value)
+        if item is None:
+            return None
+        result = _concat(result, item)
+        if all(not whole for _, whole in result):
+            break
+    return result
+
+
+def _item_starts(op: Any, value: Any) -> _Starts | None:
+    if op is sre_constants.LITERAL:
+        return frozenset({(chr(value), True)})
+    if op is sre_constants.IN:
+        chars = set()
+        for kind, item in value:
+            if kind is sre_constants.LITERAL:
+                chars.add(chr(item))
+            elif kind is sre_constants.RANGE and item[1] - item[0] < 64:
+                chars.update(chr(code) for code in range(item[0], item[1] + 1))
+            else:
+                return None
+        return frozenset((char, True) for char in chars)
+    if op is sre_constants.BRANCH:
+        union: set[tuple[str, bool]] = set()
+        for branch in value[1]:
+            starts = _starts(branch)
+            if starts is None:
+                return None
+            union |= starts
+        return frozenset(union)
+    if op is sre_constants.SUBPATTERN:
+        return _starts(value[-1])
+    if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT):
+        low, high, body = value
+        once = _starts(body)
+        if once is None:
+            return None
+        result: set[tuple[str, bool]] = {("", True)} if low == 0 else set()
+        current: _Starts = frozenset({("", True)})
+        for count in range(1, min(high, max(low, _KEY)) + 1):
+            current = _concat(current, once)
+            if count >= low:
+                result |= current
+        return frozenset(result)
+    if op in (sre_constants.AT, sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+        return frozenset({("", True)})
+    return None
+
+
+_WORD_START = re.compile(r"(?<!\w)\w")
+
+
+class PhraseSet:
+    """Tagged phrases matched as whole words, fast. A phrase can only start where a word starts,
+    so the phrases are grouped by the two characters they can start with (read from the parsed
+    regex) and, at each word start, only the group of that word's first two characters is tried:
+    one ``match`` call per word, over a few phrases. (One
+    regex of all phrases searched over the text tries every phrase at every word and took four
+    times as long.)
+
+    ``matches(text)`` gives the leftmost non-overlapping matches, like ``re.finditer``, each
+    with its phrase's tag (where phrases of two tags match at one word, the first tag given
+    wins); ``tags(text)`` the tags found at any word; ``mask(text, mark)`` replaces every
+    match."""
+
+    def __init__(self, phrases: Iterable[tuple[str, str]]) -> None:
+        keyed: dict[str, dict[str, list[str]]] = {}
+        short: dict[str, dict[str, list[str]]] = {}
+        anywhere: dict[str, list[str]] = {}
+        for tag, phrase in phrases:
+            starts = _starts(sre_parse.parse(phrase))
+            if starts is None or any(not prefix for prefix, _ in starts):
+                anywhere.setdefault(tag, []).append(phrase)
+                continue
+            for prefix, whole in starts:
+                group = short.setdefault(prefix[0], {}) if whole else keyed.setdefault(prefix, {})
+                group.setdefault(tag, []).append(phrase)
+        self.by_key = {key: self._compile(group, short.get(key[0], {}), anywhere) for key, group in keyed.items()}
+        self.by_char = {char: self._compile(group, anywhere) for char, group in short.items()}
+        self.anywhere = self._compile(anywhere) if anywhere else None
+
+    @staticmethod
+    def _compile(*groups: Mapping[str, list[str]]) -> re.Pattern[str]:
+        tags: dict[str, dict[str, None]] = {}  # ordered sets: a phrase may sit in two groups
+        for group in groups:
+            for tag, phrases in group.items():
+                tags.setdefault(tag, {}).update(dict.fromkeys(phrases))
+        alternatives = "|".join(
+            f"(?P<{tag}>" + "|".join(f"(?:{phrase})" for phrase in phrases) + ")" for tag, phrases in tags.items()
+        )
+        return re.compile(f"(?:{alternatives})(?!\\w)")
+
+    def _pattern(self, text: str, start: int) -> re.Pattern[str] | None:
+        pattern = self.by_key.get(text[start : start + _KEY])
+        if pattern is None:
+            pattern = self.by_char.get(text[start], self.anywhere)
+        return pattern
+
+    def matches(self, text: str, overlapping: bool = False) -> list[tuple[int, int, str]]:
+        """The leftmost non-overlapping matches in ``text`` as ``(start, end, tag)``; with
+        ``overlapping``, one match at every word where one starts."""
+        found = []
+        position = 0
+        while (word := _WORD_START.search(text, position)) is not None:
+            start = word.start()
+            pattern = self._pattern(text, start)
+            match = pattern.match(text, start) if pattern is not None else None
+            if match is not None and match.end() > start and match.lastgroup is not None:
+                found.append((start, match.end(), match.lastgroup))
+                position = start + 1 if overlapping else match.end()
+            else:
+                position = start + 1
+        return found
+
+    def tags(self, text: str) -> set[str]:
+        """The tags of the phrases found in ``text`` (matches may overlap: "my sister is cutting
+        herself" is third-person concern and self-injury)."""
+        return {tag for _, _, tag in self.matches(text, overlapping=True)}
+
+    def mask(self, text: str, mark: str) -> str:
+        """``text`` with every match replaced by ``mark``."""
+        parts = []
+        last = 0
+        for start, end, _ in self.matches(text):
+            parts.append(text[last:start])
+            parts.append(mark)
+            last = end
+        parts.append(text[last:])
+        return "".join(parts)
+
+
+@dataclass(frozen=True)
+class PhraseBook:
+    """The compiled phrase families of every language, tagged with their category: ``inputs``
+    the families that read client input (all but ``encourage``), ``outputs`` those that read
+    model answers (``encourage`` and ``violence``); ``masked`` the idioms and clean denials
+    (tag ``mask``), ``support`` a supportive answer's phrases (tag ``support``)."""
+
+    inputs: PhraseSet
+    outputs: PhraseSet
+    masked: PhraseSet
+    support: PhraseSet
+
+
+def parse_phrases(path: Path) -> Iterator[tuple[str, str, str]]:
+    """The phrases of one data file as ``(family, category, regex)``, macros expanded; the
+    special sections give ``category`` ``""``. Raises ``ValueError`` naming ``path`` and the
+    line for a bad section, an unknown macro or a regex that does not compile."""
+    macros: dict[str, str] = {}
+    section: tuple[str, str] | None = None
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        where = f"{path.name}:{number}"
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("@"):
+            name, _, value = line[1:].partition("=")
+            if not name.strip().isidentifier() or not value.strip():
+                raise ValueError(f"{where}: a macro is '@NAME = regex'")
+            macros[name.strip()] = value.strip()
+            continue
+        if line.startswith("["):
+            words = line.strip("[]").split()
+            if len(words) == 1 and words[0] in SPECIAL:
+                section = (words[0], "")
+            elif len(words) == 2 and words[0] in FAMILIES and words[1] in CATEGORIES:
+                section = (words[0], words[1])
+            else:
+                raise ValueError(
+                    f"{where}: unknown section {line!r}: a family of {FAMILIES} and a category "
+                    f"of {CATEGORIES}, or one of {SPECIAL}"
+                )
+            continue
+        if section is None:
+            raise ValueError(f"{where}: a phrase before any [section]")
+        try:
+            phrase = re.sub(r"\{(\w+)\}", lambda macro: macros[macro.group(1)], line)
+            re.compile(phrase)
+        except KeyError as missing:
+            raise ValueError(f"{where}: unknown macro {missing}") from None
+        except re.error as error:
+            raise ValueError(f"{where}: not a regex: {error}") from None
+        yield section[0], section[1], phrase
+
+
+@cache
+def phrasebook(directory: Path = DATA) -> PhraseBook:
+    """The phrase families of ``crisis_<lang>.txt`` for every language in ``directory``,
+    compiled once per process. Raises ``ValueError`` for a malformed file."""
+    inputs: list[tuple[str, str]] = []
+    outputs: list[tuple[str, str]] = []
+    masks: list[tuple[str, str]] = []
+    support: list[tuple[str, str]] = []
+    for language in LANGUAGES:
+        for family, category, phrase in parse_phrases(directory / f"crisis_{language}.txt"):
+            if family in ("exclude", "denial"):
+                masks.append(("mask", phrase))
+            elif family == "support":
+                support.append(("support", phrase))
+            else:
+                if family in OUTPUT_FAMILIES:
+                    outputs.append((category, phrase))
+                if family != "encourage":
+                    inputs.append((category, phrase))
+    return PhraseBook(PhraseSet(inputs), PhraseSet(outputs), PhraseSet(masks), PhraseSet(support))
+
+
+def masked(normalised: str, book: PhraseBook) -> str:
+    """``normalised`` with its idioms and clean denials replaced by a mark that matches no
+    phrase (both readers see this text). Idioms and denials are one set of phrases, matched
+    leftmost first."""
+    return book.masked.mask(normalised, _MASK)
+
+
+def rule_categories(text: str, direction: Direction, book: PhraseBook) -> set[str]:
+    """The categories whose phrase families match ``text`` (normalised and masked) travelling
+    ``direction``."""
+    return (book.outputs if direction == "output" else book.inputs).tags(text)
+
+
+def _marked(text: str, direction: str) -> str:
+    return f"{_OUTPUT_MARK if direction == 'output' else _INPUT_MARK} {text}"
+
+
+# --- training-time augmentation: copies of each corpus line in spellings users type -------------
+
+_LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
+_SWITCH = {
+    "en": ("la neta", "ehrlich gesagt", "franchement", "en serio", "genre", "weisst du"),
+    "es": ("honestly", "like", "bro", "ngl", "literally", "idk"),
+    "de": ("honestly", "like", "ngl", "digga", "alter", "lol"),
+    "fr": ("honestly", "like", "ngl", "wesh", "frérot", "tbh"),
+}
+
+
+def _typo(word: str, rng: random.Random) -> str:
+    if len(word) < 4:
+        return word
+    i = rng.randrange(1, len(word) - 1)
+    kind = rng.randrange(3)
+    if kind == 0:
+        return word[:i] + word[i + 1 :]
+    if kind == 1:
+        return word[: i - 1] + word[i] + word[i - 1] + word[i + 1 :]
+    return word[:i] + word[i] + word[i:]
+
+
+def augmented(example: Example, rng: random.Random) -> list[Example]:
+    """Copies of ``example`` spelt as users spell to get past filters: two words with typos,
+    spaces dropped between two words, leetspeak in the longest word, and a filler of another
+    language at either end. Labels, language and direction are kept."""
+    words = example.text.split()
+    if len(words) < 2:
+        return []
+    copies = []
+    typos = list(words)
+    for index in rng.sample(range(len(words)), min(2, len(words))):
+        typos[index] = _typo(typos[index], rng)
+    copies.append(" ".join(typos))
+    join = rng.randrange(len(words) - 1)
+    copies.append(" ".join([*words[:join], words[join] + words[join + 1], *words[join + 2 :]]))
+    longest = max(range(len(words)), key=lambda index: len(words[index]))
+    copies.append(" ".join([*words[:longest], words[longest].translate(_LEET), *words[longest + 1 :]]))
+    filler = rng.choice(_SWITCH.get(example.lang, _SWITCH["en"]))
+    copies.append(f"{filler} {example.text}" if rng.random() < 0.5 else f"{example.text} {filler}")
+    return [Example(text, example.labels, example.lang, example.direction, "augmented") for text in copies]
+
+
+def training_set(examples: Iterable[Example], seed: int = 7) -> list[Example]:
+    """``examples`` with their augmented copies (deterministic for a seed), each text already
+    prepared as the classifier reads it (normalised, masked, direction-marked), duplicates
+    dropped."""
+    rng = random.Random(seed)
+    book = phrasebook()
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    prepared = []
+    for example in examples:
+        for variant in (example, *augmented(example, rng)):
+            text = _marked(masked(normalise(variant.text), book), variant.direction)
+            if (text, variant.labels) in seen:
+                continue
+            seen.add((text, variant.labels))
+            prepared.append(Example(text, variant.labels, variant.lang, variant.direction, variant.note))
+    return prepared
+
+
+def train_classifier(examples: Iterable[Example], params: Params = PARAMS) -> Classifier:
+    """A crisis classifier trained on ``examples`` and their augmented copies (labels
+    ``selfHarm``, ``suicidalIdeation``, ``violence`` and ``none``)."""
+    return train(training_set(examples), params)
+
+
+@cache
+def corpus_classifier() -> Classifier:
+    """The classifier of ``corpus/crisis/train.jsonl``, trained once per process (about a
+    second)."""
+    return train_classifier(read_corpus("crisis", "train"))
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the detector read in one text: the categories its rules matched, the learned
+    probability of each category (the highest over the whole text and its sentences), and
+    whether a supportive answer's phrases were seen."""
+
+    rules: frozenset[str]
+    learned: Mapping[str, float]
+    supportive: bool
+
+
+def read(text: str, direction: Direction, classifier: Classifier, book: PhraseBook) -> Reading:
+    """Both readers over ``text`` travelling ``direction`` (see the module docstring)."""
+    parts = [masked(normalise(part), book) for part in sentences(text)]
+    whole = " ".join(parts)
+    rules = frozenset(rule_categories(whole, direction, book))
+    learned = dict.fromkeys(CATEGORIES, 0.0)
+    for part in (whole, *parts) if direction == "output" and len(parts) > 1 else (whole,):
+        probabilities = classifier.probabilities(_marked(part, direction))
+        for category in CATEGORIES:
+            learned[category] = max(learned[category], probabilities.get(category, 0.0))
+    supportive = direction == "output" and bool(book.support.matches(whole))
+    return Reading(rules, learned, supportive)
+
+
+class CrisisDetector:
+    """A crisis detector for one CrisisFilter spec: finds the spec's categories in a text.
+
+    A rule match scores 1.0; otherwise the learned score is the summed probability of the
+    selected categories, a finding at or above ``threshold`` (one finding, of the likeliest
+    selected category). A supportive model answer with no ``encourage`` match finds nothing."""
+
+    name: FilterName = "crisis"
+
+    def __init__(
+        self, categories: Iterable[str], classifier: Classifier, book: PhraseBook, threshold: float = THRESHOLD
+    ) -> None:
+        self.categories = tuple(category for category in CATEGORIES if category in set(categories))
+        self.classifier = classifier
+        self.book = book
+        self.threshold = threshold
+
+    def scan(self, text: str, direction: Direction) -> list[Finding]:
+        """The crisis findings in ``text``: at most one per category, ``spans`` empty."""
+        if not text or text.isspace():
+            return []
+        reading = read(text, direction, self.classifier, self.book)
+        ruled = [category for category in self.categories if category in reading.rules]
+        if ruled:
+            return [Finding("crisis", category, 1.0) for category in ruled]
+        if reading.supportive:
+            return []
+        score = min(1.0, sum(reading.learned[category] for category in self.categories))
+        if score < self.threshold:
+            return []
+        likeliest = max(self.categories, key=lambda category: reading.learned[category])
+        return [Finding("crisis", likeliest, round(score, 4))]
+
+
+def detector(spec: CrisisFilter) -> Detector:
+    """The crisis detector for ``spec`` (its ``categories``; ``action`` and ``scope`` are the
+    engine's). The phrase book and the classifier are built once per process, so a new policy
+    generation builds a detector at once. Raises ``ValueError`` for a malformed data file."""
+    return CrisisDetector(spec.categories, corpus_classifier(), phrasebook())
