@@ -44,7 +44,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,11 +168,8 @@ class Pipeline:
             request_id = request.id or request_id
             if guard is not None and policy is not None:
                 request_id = request_id or uuid.uuid4().hex
-                try:
+                with self._refusals_audited(request_id, started, lambda: _digest(request.inputs), found):
                     inputs = await guard.tensors(policy, "input", inputs, request_id, found)
-                except SafetyBlocked as refusal:
-                    self._refused(refusal, request_id, started, lambda: _digest(request.inputs), found)
-                    raise
             for input_filter in self.filters.inputs:
                 inputs = await input_filter(inputs)
             ood_scores = self._score_ood(inputs)
@@ -190,11 +188,8 @@ class Pipeline:
                 outputs = await output_filter(outputs)
             if guard is not None and policy is not None:
                 assert request_id is not None
-                try:
+                with self._refusals_audited(request_id, started, lambda: _digest(request.inputs), found):
                     outputs = await guard.tensors(policy, "output", outputs, request_id, found)
-                except SafetyBlocked as refusal:
-                    self._refused(refusal, request_id, started, lambda: _digest(request.inputs), found)
-                    raise
             body, length = encode_response(
                 self.config.name, self.config.version, request, outputs, {"fallback": link} if link else None
             )
@@ -228,22 +223,23 @@ class Pipeline:
         except RecursionError:
             raise InvalidInput("malformed JSON: nested too deeply") from None
         request = chat_request(body, self.config.name)
-        digest = input_digest([str(request.get("messages")).encode()])
+        sent = request.get("messages")
+
+        def digest() -> str:
+            return input_digest([str(sent).encode()])
+
         found: list[dict[str, Any]] = []
         with self.admission:
             if guard is not None and policy is not None:
                 request_id = request_id or uuid.uuid4().hex
-                try:
+                with self._refusals_audited(request_id, started, digest, found):
                     request, escalated = await guard.chat_request(policy, request, request_id, found)
-                except SafetyBlocked as refusal:
-                    self._refused(refusal, request_id, started, lambda: digest, found)
-                    raise
                 if escalated is not None:
                     if self.model.audit is not None:
                         self._audit(
                             request_id,
                             started,
-                            input_digest=digest,
+                            input_digest=digest(),
                             outputs={"content": reply_content(escalated)},
                             safety=found if guard is not None else None,
                         )
@@ -262,16 +258,13 @@ class Pipeline:
             self.metrics.predictions.inc()
             if guard is not None and policy is not None:
                 assert request_id is not None
-                try:
+                with self._refusals_audited(request_id, started, digest, found):
                     response = await guard.chat_response(policy, response, request_id, found)
-                except SafetyBlocked as refusal:
-                    self._refused(refusal, request_id, started, lambda: digest, found)
-                    raise
             if self.model.audit is not None:
                 self._audit(
                     request_id or response.get("id"),
                     started,
-                    input_digest=digest,
+                    input_digest=digest(),
                     outputs={"content": reply_content(response)},
                     safety=found if guard is not None else None,
                 )
@@ -311,17 +304,19 @@ class Pipeline:
             self.metrics.out_of_distribution(beyond)
         return scores
 
-    def _refused(
-        self,
-        refusal: SafetyBlocked,
-        request_id: str,
-        started: float,
-        digest: Callable[[], str],
-        found: list[dict[str, Any]],
-    ) -> None:
-        """Audit a request the SafetyPolicy refused: its findings and status, no outputs."""
-        if self.model.audit is not None:
-            self._audit(request_id, started, status=refusal.status, input_digest=digest(), outputs=None, safety=found)
+    @contextmanager
+    def _refusals_audited(
+        self, request_id: str, started: float, digest: Callable[[], str], found: list[dict[str, Any]]
+    ) -> Iterator[None]:
+        """Audit a request the SafetyPolicy refuses inside the block (``SafetyBlocked`` or
+        ``CrisisEscalated``, re-raised): its findings and status, no outputs. ``digest`` gives
+        the input digest of what the client sent."""
+        try:
+            yield
+        except SafetyBlocked as refusal:
+            if self.model.audit is not None:
+                self._audit(request_id, started, refusal.status, found, input_digest=digest(), outputs=None)
+            raise
 
     def _audit(
         self,
