@@ -132,7 +132,10 @@ _EMAIL_SPELLED = re.compile(
     r"(?:com|org|net|edu|gov|io|co|uk|de|fr|es|it|info|me|eu|ca|au|in|br|mx|ai|dev)(?![A-Za-z0-9])",
     re.IGNORECASE,
 )
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
+# IBANs are printed in capitals; typed ones are often not ("de89 3704 …"): read either, check upper.
+_IBAN = re.compile(
+    r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]{4}){2,7}(?: ?[A-Za-z0-9]{1,3})?(?![A-Za-z0-9])"
+)
 # Cards are printed as one run of digits or in groups of three to six (4-4-4-4, Amex 4-6-5), never as
 # single spaced digits, which would read a list of small numbers as a card.
 _CARD = re.compile(r"(?<![\w+.,-])(?:[0-9]{13,19}|[0-9]{4}(?:[ -][0-9]{3,6}){2,4})(?![\w]|[.,-][0-9])")
@@ -189,6 +192,7 @@ _CUE_WINDOW = 40
 _E164 = phonenumbers.PhoneNumberFormat.E164
 _PLUS = phonenumbers.CountryCodeSource.FROM_NUMBER_WITH_PLUS_SIGN
 _IDD = phonenumbers.CountryCodeSource.FROM_NUMBER_WITH_IDD
+_WITHOUT_PLUS = phonenumbers.CountryCodeSource.FROM_NUMBER_WITHOUT_PLUS_SIGN
 _SPELLED_EMAIL_HINT = re.compile(r"[\(\[\{]at[\)\]\}]|\bdot\b", re.IGNORECASE)
 
 
@@ -255,7 +259,7 @@ _IBAN_LENGTHS: Mapping[str, int] = {
 
 
 def _iban(candidate: str) -> bool:
-    compact = candidate.replace(" ", "")
+    compact = candidate.replace(" ", "").upper()
     if _IBAN_LENGTHS.get(compact[:2]) != len(compact):
         return False
     rearranged = compact[4:] + compact[:4]
@@ -480,7 +484,10 @@ def _phone(candidate: str, cued: bool) -> _Phone | None:
             parsed = phonenumbers.parse(candidate, region, keep_raw_input=True)
         except phonenumbers.NumberParseException:
             continue
-        dialled_abroad = parsed.country_code_source in (_PLUS, _IDD)
+        # A country code without "+" ("919876543210") counts where the text says it is a phone.
+        dialled_abroad = parsed.country_code_source in (_PLUS, _IDD) or (
+            cued and parsed.country_code_source == _WITHOUT_PLUS
+        )
         if region is not None and not dialled_abroad and not _written_nationally(parsed, digits, region):
             continue
         if phonenumbers.is_valid_number(parsed):

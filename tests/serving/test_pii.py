@@ -188,6 +188,16 @@ def test_a_bare_run_of_digits_without_a_trunk_zero_is_a_phone_only_with_a_cue() 
     assert _found("tel:+4915112345678") == [("phone", "+4915112345678")]
 
 
+def test_a_country_code_without_a_plus_counts_with_a_cue() -> None:
+    assert _found("whatsapp 919876543210") == [("phone", "919876543210")]
+    assert _found("see 919876543210") == []
+
+
+def test_a_typed_iban_in_lower_case_is_checked_like_a_printed_one() -> None:
+    assert _found("IBAN: de89370400440532013000") == [("iban", "de89370400440532013000")]
+    assert _found("iban de89 3704 0044 0532 0130 01") == []
+
+
 def test_a_number_only_possible_in_its_plan_needs_a_cue_or_an_international_form() -> None:
     # 0148 1100457 fits the UK plan's length but no assigned range.
     assert _found("see 0148 1100457") == []
