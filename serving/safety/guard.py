@@ -112,10 +112,9 @@ class Guard:
             policy.name,
             policy.generation,
             (
-                (rule.name, action, rule.categories, (scope,))
+                (rule.name, rule.action_on(scope), rule.categories, (scope,))
                 for rule in policy.rules
                 for scope in sorted(rule.directions)
-                for action in ["flag" if rule.action == "disclaim" and scope == "input" else rule.action]
             ),
         )
         key = (

@@ -98,6 +98,11 @@ class Rule:
     def name(self) -> FilterName:
         return self.detector.name
 
+    def action_on(self, direction: Direction) -> str:
+        """The action as it applies to ``direction``: ``disclaim`` on an input is ``flag`` (the
+        client wrote the text; there is nothing to append to)."""
+        return "flag" if self.action == "disclaim" and direction == "input" else self.action
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -227,8 +232,7 @@ class Policy:
                 continue
             seconds.append((name, time.perf_counter() - started))
             checked.append(name)
-            # On inputs there is nothing to disclaim: the client wrote the text; it is flagged.
-            action = "flag" if rule.action == "disclaim" and direction == "input" else rule.action
+            action = rule.action_on(direction)
             for index, findings in enumerate(per_text):
                 for finding in findings:
                     key = (name, finding.category)
