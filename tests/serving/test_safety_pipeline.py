@@ -510,3 +510,38 @@ async def test_escalations_without_a_usable_url_are_counted_failed(tmp_path: Pat
 
     assert reply["choices"][0]["finish_reason"] == "content_filter" and setup.notifiers == []
     assert setup.sample("cutover_safety_escalations_total", result="failed") == 1
+
+
+# -- the real filters ----------------------------------------------------------------------------
+
+
+async def test_the_real_filters_through_the_engine(tmp_path: Path) -> None:
+    """The five filter modules built from their API specs by the default builders, on texts
+    none of them can mistake: each answer is what its action promises."""
+    spec = {
+        **EVERY_FILTER,
+        # Inputs only: the crisis detector (recall first) also reads a dose instruction in an
+        # answer as a crisis, which is not what this test is about.
+        "crisis": {**EVERY_FILTER["crisis"], "scope": "inputs"},
+        "advice": {"action": "disclaim", "disclaimer": "Ask a doctor."},
+        "bias": {"action": "block"},
+    }
+    policy = compile_policy(document(**spec))
+    assert [rule.name for rule in policy.rules] == ["crisis", "toxicity", "pii", "advice", "bias"]
+
+    upstream = Upstream()
+
+    async def exchange(user: str, reply: str) -> dict[str, Any]:
+        upstream.reply = reply
+        setup = Setup(tmp_path, upstream, apply=False)
+        setup.guard.apply(policy)
+        return await setup.chat(user)
+
+    crisis = await exchange("I have the pills saved up and I am going to kill myself tonight", "ok")
+    assert crisis["choices"][0]["message"]["content"] == "You are not alone. Call 988."
+    disclaimed = await exchange("hello", "Take 800 mg of ibuprofen every 4 hours and skip the doctor.")
+    assert disclaimed["choices"][0]["message"]["content"].endswith("\n\nAsk a doctor.")
+    await exchange("my email is jo.smith@example.com", "Thanks, noted.")
+    assert upstream.asked[-1]["messages"][0]["content"] == "my email is [REDACTED:email]"
+    with pytest.raises(SafetyBlocked):
+        await exchange("hello", "You are a worthless, pathetic idiot and everyone hates you.")
