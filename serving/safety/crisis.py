@@ -94,12 +94,12 @@ SPECIAL = ("exclude", "denial", "support")
 OUTPUT_FAMILIES = frozenset({"encourage", "violence"})
 """The families that read model answers; every family but ``encourage`` reads inputs."""
 
-THRESHOLD = 0.7
+THRESHOLD = 0.5
 """The learned score at or above which a text is a crisis (the API's CrisisFilter has no
 threshold). Chosen on a dev slice cut from the training corpus (``test_safety_crisis.py``'s
 ``test_dev_slice``), for recall first."""
 
-PARAMS = Params(epoch=40, lr=0.05, dim=16, bucket=40_000, minn=2, maxn=5, word_ngrams=2, seed=7)
+PARAMS = Params(epoch=60, lr=0.05, dim=16, bucket=40_000, minn=2, maxn=5, word_ngrams=2, seed=7)
 _MASK = " ~ "
 _INPUT_MARK = "dirinput"
 _OUTPUT_MARK = "diroutput"
