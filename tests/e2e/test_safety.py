@@ -9,7 +9,8 @@ personas: a polite one (one answer in ten is rude, as a real assistant's occasio
 rude one (every other answer insults the user). The SafetyPolicy flags toxicity on outputs (so
 answers still flow and are counted), and the rollout's only gate is a critical
 ``safetyViolations``: a second polite version is promoted; a rude version is rolled back, with
-its numbers in status and the same proportions in Prometheus."""
+its numbers in status and the same proportions in Prometheus. A changed policy then reaches the
+running stable process without a restart or a new revision, and its metrics name the generation."""
 
 from __future__ import annotations
 
@@ -74,13 +75,20 @@ def upstream() -> Iterator[ChatUpstream]:
     running.stop()
 
 
-def safety_policy(stack: Stack) -> dict[str, Any]:
+def safety_policy(stack: Stack, threshold: float = 0.8) -> dict[str, Any]:
     return {
         "apiVersion": "cutover.dev/v1alpha1",
         "kind": "SafetyPolicy",
         "metadata": {"name": POLICY, "namespace": stack.namespace},
-        "spec": {"toxicity": {"action": "flag", "scope": "outputs"}, "failClosed": True},
+        "spec": {"toxicity": {"threshold": threshold, "action": "flag", "scope": "outputs"}, "failClosed": True},
     }
+
+
+def policy_generations(stack: Stack, revision: str) -> set[tuple[str, str]]:
+    """(policy, generation) that ``revision``'s serving process says it applies, as scraped."""
+    where = f'namespace="{stack.namespace}",model="assistant",revision="{revision}"'
+    found = stack.prometheus.query(f"cutover_safety_policy_info{{{where}}} == 1")
+    return {(row["metric"]["policy"], row["metric"]["generation"]) for row in found}
 
 
 def assistant(stack: Stack, version: str, upstream: ChatUpstream, persona: str) -> dict[str, Any]:
@@ -149,6 +157,27 @@ def test_safety_violations_gate_promotes_a_polite_model_and_rolls_back_a_rude_on
     assert checks > 0 and 0.3 <= violations / checks <= 0.7, (violations, checks)
     violations, checks = output_counts(stack, v2)
     assert checks > 0 and violations / checks <= 0.2, (violations, checks)
-    # The answers still reached the client (the action is flag), and nothing was lost.
     wait_until(lambda: answered_by(traffic, v2), 30, "the gateway to send all traffic to v2 again")
+
+    # A changed policy reaches the running stable process through its volume, under traffic:
+    # the metrics name the new generation, with no new revision and no restart.
+    before = stack.kube.json("get", "safetypolicy", POLICY, "-n", stack.namespace)["metadata"]["generation"]
+    assert {generation for _, generation in policy_generations(stack, v2)} == {str(before)}
+    stack.apply(safety_policy(stack, threshold=0.9))
+    after = stack.kube.json("get", "safetypolicy", POLICY, "-n", stack.namespace)["metadata"]["generation"]
+    assert after > before
+    wait_until(
+        lambda: {generation for _, generation in policy_generations(stack, v2)} == {str(after)},
+        60,
+        f"revision {v2} to answer under policy generation {after}",
+        0.5,
+        detail=lambda: str(policy_generations(stack, v2)),
+    )
+    assert all(POLICY in policy for policy, _ in policy_generations(stack, v2))
+    md = stack.md("assistant")
+    assert status(md)["stableRevision"] == v2 and not status(md).get("candidateRevision")
+    where = f'namespace="{stack.namespace}",model="assistant",revision="{v2}"'
+    restarts = stack.prometheus.query(f"sum(resets(cutover_serving_requests_total{{{where}}}[10m]))")
+    assert restarts and float(restarts[0]["value"][1]) == 0, restarts  # its counters never went back to 0
+    # The answers still reached the client (the action is flag), and nothing was lost.
     nothing_lost(traffic)
