@@ -442,11 +442,15 @@ class Reading:
 
 def read(text: str, direction: Direction, classifier: Classifier, book: PhraseBook) -> Reading:
     """Both readers over ``text`` travelling ``direction`` (see the module docstring)."""
-    parts = [masked(normalise(part), book) for part in sentences(text)]
-    whole = " ".join(parts)
+    if direction == "output":
+        parts = [masked(normalise(part), book) for part in sentences(text)]
+        whole = " ".join(parts)
+    else:
+        whole = masked(normalise(text), book)
+        parts = []
     rules = frozenset(rule_categories(whole, direction, book))
     learned = dict.fromkeys(CATEGORIES, 0.0)
-    for part in (whole, *parts) if direction == "output" and len(parts) > 1 else (whole,):
+    for part in (whole, *parts) if len(parts) > 1 else (whole,):
         probabilities = classifier.probabilities(_marked(part, direction))
         for category in CATEGORIES:
             learned[category] = max(learned[category], probabilities.get(category, 0.0))
