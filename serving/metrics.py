@@ -23,6 +23,7 @@ cutover_safety_checks_total                    counter    filter, scope: request
 cutover_safety_violations_total                counter    filter, category, action, scope: requests in
                                                           which it found something (at most one each)
 cutover_safety_filter_duration_seconds         histogram  filter; SAFETY_BUCKETS, one filter on one request
+                                                          in one direction (inputs and outputs apart)
 cutover_safety_filter_errors_total             counter    filter, scope: the filter failed on a request
 cutover_safety_policy_info                     gauge      policy, generation: 1 for the one applied
 cutover_safety_policy_load_failures_total      counter    policy files that could not be applied
@@ -178,7 +179,7 @@ class SafetyMetrics:
         )
         self._duration = Histogram(
             "cutover_safety_filter_duration_seconds",
-            "Time one SafetyPolicy filter took on one request",
+            "Time one SafetyPolicy filter took on one request's texts in one direction",
             [*LABELS, "filter"],
             buckets=SAFETY_BUCKETS,
             registry=registry,
