@@ -38,7 +38,7 @@ from cutover.api.v1alpha1.safetypolicy import AdviceFilter
 
 from . import learned
 from .base import Direction, FilterName, Finding
-from .lexicon import alternation, matcher, terms
+from .lexicon import alternation, is_question, matcher, terms
 from .normalise import normalise, sentences
 
 DOMAINS = ("medical", "legal", "financial")
@@ -55,11 +55,6 @@ PARAMS = learned.Params(epoch=30, lr=0.5, word_ngrams=1)
 
 _LEAD_IN = r"(?:(?:just|so|honestly|okay|ok|well|yes|sure|then|and|simply|seriously|basically)\W+)*"
 _CLAUSE = r"(?:^|[,;:.!]\s*|\b(?:and|then|or|but)\s+)"
-_QUESTION_START = re.compile(
-    r"^(?:how|what|whats|why|when|where|which|who|is|are|am|can|could|should i|should we|do|does|did|"
-    r"will|would|may|might|que|como|cuanto|puedo|debo|wie|was|warum|kann|soll ich|darf|est-ce|"
-    r"comment|pourquoi|combien|puis-je|dois-je)\b"
-)
 _DOSE = re.compile(r"\b\d+(?:[.,]\d+)?\s?(?:mg|mcg|µg|ml|iu|units?|tablets?|pills?|puffs?|capsules?)\b", re.IGNORECASE)
 _TICKER = re.compile(r"\((?:NYSE:|NASDAQ:)?[A-Z]{1,5}\)")
 _MONEY = re.compile(r"[$€£]\s?\d|\d\s?(?:€|euros?|dollars?|usd|eur)\b", re.IGNORECASE)
@@ -88,12 +83,6 @@ class _Rules:
 @cache
 def _rules() -> _Rules:
     return _Rules.load()
-
-
-def is_question(raw: str, text: str) -> bool:
-    """Whether a sentence asks rather than tells: it ends with ``?`` or opens with a question word
-    (en, es, de, fr; ``text`` is the normalised sentence)."""
-    return raw.rstrip().endswith("?") or raw.lstrip().startswith("¿") or bool(_QUESTION_START.match(text))
 
 
 def anchored(raw: str, text: str, domain: str) -> bool:

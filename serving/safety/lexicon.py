@@ -1,5 +1,5 @@
 """Word lists of the advice and bias filters, read from ``serving/safety/data/*.txt`` and compiled
-into one regular expression each.
+into one regular expression each, and the sentence cue both filters share (is it a question?).
 
 A list file holds one term per line; ``#`` starts a comment line. Each term is passed through the
 shared normaliser (so it is written as users write it, accents and all, and matched against
@@ -17,6 +17,11 @@ from pathlib import Path
 from .normalise import normalise
 
 DATA = Path(__file__).parent / "data"
+_QUESTION_START = re.compile(
+    r"^(?:how|what|whats|why|when|where|which|who|is|are|am|can|could|should i|should we|do|does|did|"
+    r"will|would|may|might|que|como|cuanto|puedo|debo|wie|was|warum|kann|soll ich|darf|est-ce|"
+    r"comment|pourquoi|combien|puis-je|dois-je)\b"
+)
 
 
 def terms(name: str) -> list[str]:
@@ -48,3 +53,15 @@ def matcher(name: str) -> re.Pattern[str]:
     """A pattern that finds any term of ``data/<name>.txt`` as a whole word (or word sequence) in
     normalised text; compiled once per process."""
     return re.compile(rf"(?<!\w)(?:{alternation(terms(name))})(?!\w)")
+
+
+def is_question(raw: str, text: str) -> bool:
+    """Whether a sentence asks rather than tells: it ends with ``?`` (or opens with ``¿``), or it
+    opens with a question word (en, es, de, fr) and does not end with ``.`` or ``!``. ``text`` is
+    the normalised sentence."""
+    raw = raw.strip()
+    if raw.endswith("?") or raw.startswith("¿"):
+        return True
+    # "When choosing between two candidates, ..." opens with a question word and tells; a
+    # question typed without its "?" ends without a full stop too.
+    return not raw.endswith((".", "!")) and bool(_QUESTION_START.match(text))
