@@ -16,6 +16,7 @@ import pytest
 
 from cutover.api.v1alpha1.safetypolicy import CrisisFilter
 from cutover.serving.safety import crisis
+from cutover.serving.safety.base import Direction
 from cutover.serving.safety.learned import Example, read_corpus
 from cutover.serving.safety.normalise import normalise
 
@@ -27,7 +28,7 @@ def detector() -> crisis.CrisisDetector:
     return built
 
 
-def categories(detector: crisis.CrisisDetector, text: str, direction: crisis.Direction = "input") -> set[str]:
+def categories(detector: crisis.CrisisDetector, text: str, direction: Direction = "input") -> set[str]:
     return {finding.category for finding in detector.scan(text, direction)}
 
 
@@ -132,9 +133,7 @@ def test_model_answers_are_read_for_encouragement_not_for_the_topic(detector: cr
 
 
 def test_only_the_selected_categories_are_returned() -> None:
-    violence_only = crisis.detector(
-        CrisisFilter(action="block", categories=["violence"])  # type: ignore[list-item]
-    )
+    violence_only = crisis.detector(CrisisFilter(action="block", categories=["violence"]))
     assert violence_only.scan("i want to kill myself", "input") == []
     findings = violence_only.scan("i'm going to shoot up my school tomorrow", "input")
     assert [finding.category for finding in findings] == ["violence"]
@@ -143,7 +142,7 @@ def test_only_the_selected_categories_are_returned() -> None:
 
 def test_a_new_policy_generation_reuses_the_trained_classifier() -> None:
     first = crisis.detector(CrisisFilter(action="block"))
-    second = crisis.detector(CrisisFilter(action="block", categories=["selfHarm"]))  # type: ignore[list-item]
+    second = crisis.detector(CrisisFilter(action="block", categories=["selfHarm"]))
     assert isinstance(first, crisis.CrisisDetector) and isinstance(second, crisis.CrisisDetector)
     assert first.classifier is second.classifier
     assert first.book is second.book
