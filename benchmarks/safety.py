@@ -34,6 +34,10 @@ Baselines (offline, nothing downloaded, no dependency beyond the serving extra):
 * ``phonenumbers``: the library's ``PhoneNumberMatcher`` over the regions listed in
   :data:`PHONE_REGIONS`, for phones only; each number once.
 
+**Everyday chat.** Each system also reads :data:`EVERYDAY`, plain requests and answers that no
+filter should flag, and the share it flags is printed: the false alarm rate of ordinary traffic,
+which a test split full of hard negatives does not show.
+
 **Latency.** Per filter, p50 and p99 of one ``scan`` over every test line (``--repeat`` passes,
 after one warm-up pass). **Added latency**: a 300-character chat exchange (the user's message
 screened as an input, the assistant's answer as an output) through the policy engine
@@ -66,6 +70,7 @@ import tempfile
 import threading
 import time
 import types
+import typing
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -193,7 +198,7 @@ def spec_for(filter_name: str) -> Any:
     everything: dict[str, dict[str, Any]] = {
         "crisis": {"action": "block", "categories": ["selfHarm", "suicidalIdeation", "violence"]},
         "toxicity": {},
-        "pii": {"entities": list(api.PiiEntity.__args__)},
+        "pii": {"entities": list(typing.get_args(api.PiiEntity))},
         "advice": {"domains": ["medical", "legal", "financial"]},
         "bias": {},
     }
@@ -268,6 +273,9 @@ class Result:
     errors: int = 0
     misses: list[str] = field(default_factory=list)
     false_alarms: list[str] = field(default_factory=list)
+    everyday: tuple[int, int] | None = None
+    """Lines of everyday chat flagged, and lines read (:data:`EVERYDAY`)."""
+    everyday_alarms: list[str] = field(default_factory=list)
 
     def category(self, name: str) -> Tally:
         return self.categories.setdefault(name, Tally())
@@ -389,6 +397,29 @@ def time_scan(result: Result, scan: Scan, examples: Sequence[Any], repeat: int) 
 def _safe(scan: Scan, text: str, direction: str) -> None:
     with contextlib.suppress(Exception):  # counted in score(); here only timed
         scan(text, direction)
+
+
+EVERYDAY = REPO / "benchmarks" / "data" / "everyday_chat.jsonl"
+"""Everyday chat (requests and answers about code, travel, cooking, mail; en, es, de, fr) that no
+filter should flag: written for this benchmark, in no corpus. A test split holds the hard
+negatives its filter was written against; these are the plain traffic most requests are, where
+a false alarm rate shows up as escalations, blocks and disclaimers nobody needed."""
+
+
+def everyday_scan(result: Result, scan: Scan, lines: Sequence[dict[str, Any]]) -> None:
+    """Count the everyday lines ``scan`` flags (for PII, only the structured entities: the
+    opt-in name and address readers are meant to find names in such text)."""
+    known = set(STRUCTURED) if result.filter == "pii" else set(_categories(result.filter))
+    flagged = 0
+    for line in lines:
+        try:
+            found = {category for category, _ in scan(line["text"], line["direction"]) if category in known}
+        except Exception:
+            found = {"(error)"}
+        if found:
+            flagged += 1
+            result.everyday_alarms.append(f"{'/'.join(sorted(found))} ({line['direction']}): {line['text']}")
+    result.everyday = (flagged, len(lines))
 
 
 def read_split(filter_name: str) -> tuple[list[Any], list[dict[str, Any]]] | None:
@@ -688,6 +719,13 @@ def report(results: Sequence[Result], skipped: Mapping[str, str], added: Sequenc
                 f"{r.filter:<9} {category:<18} gold {t.tp + t.fn:>4}  "
                 f"P {_f(t.precision)}  R {_f(t.recall)}  F1 {_f(t.f1)}"
             )
+    flagged = [r for r in results if r.everyday is not None]
+    if flagged:
+        total = flagged[0].everyday[1] if flagged[0].everyday else 0
+        lines += ["", f"false alarms on everyday chat ({EVERYDAY.relative_to(REPO)}, {total} lines, none to flag)", ""]
+        for r in flagged:
+            count, read = r.everyday or (0, 0)
+            lines.append(f"{r.filter:<9} {r.system:<22} {count:>3} of {read} flagged ({count / max(read, 1):.1%})")
     pii = [r for r in results if r.filter == "pii"]
     if pii:
         lines += ["", "PII, structured entities (email, phone, creditCard, ssn, iban, ipAddress)", ""]
@@ -747,6 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"safety filters at {commit or 'an unknown commit'}; {platform.python_version()} on {platform.machine()}")
     results: list[Result] = []
     skipped: dict[str, str] = {}
+    everyday = [json.loads(line) for line in EVERYDAY.read_text(encoding="utf-8").splitlines() if line.strip()]
     scans = {name: detector_scan(name) for name in FILTERS}
     landed = [name for name in FILTERS if scans[name][0] is not None]
     for name in chosen:
@@ -776,6 +815,8 @@ def main(argv: list[str] | None = None) -> int:
             only = ("phone",) if system.startswith("phonenumbers") else None
             result = score(name, system, system_scan, examples, raw, only)
             time_scan(result, system_scan, examples, args.repeat)
+            if everyday and only is None:
+                everyday_scan(result, system_scan, everyday)
             results.append(result)
     missing = [name for name in FILTERS if name not in landed]
     on = [name for name in FILTERS if name in landed]
@@ -796,6 +837,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("\n".join(f"  {text}" for text in r.misses))
                 print(f"{r.filter}: false alarms")
                 print("\n".join(f"  {text}" for text in r.false_alarms))
+                print(f"{r.filter}: flagged everyday chat")
+                print("\n".join(f"  {text}" for text in r.everyday_alarms))
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -812,6 +855,7 @@ def main(argv: list[str] | None = None) -> int:
                             "p99_ms": r.percentile(0.99),
                             "luhn_invalid_cards": r.luhn_invalid_cards,
                             "structured_recall": r.structured.recall if r.structured else None,
+                            "everyday_flagged": list(r.everyday) if r.everyday else None,
                         }
                         for r in results
                     ],
