@@ -308,8 +308,9 @@ FEATURES = (
     "self_deprecation",
     "mention",
 )
-"""The calibrated combination's inputs, in order: logit of (a) over sentences naming a target,
-logit of (a) over the others, logit of (b), (c) as 0/1, and the two discounts as 0/1."""
+"""The calibrated combination's inputs, in order: (a) over sentences naming a target and over the
+others (its logit less the logit it gives a text with no word it knows; 0 when there is no such
+sentence), the logit of (b), (c) as 0/1, and the two discounts as 0/1."""
 
 
 @dataclass(frozen=True)
@@ -338,8 +339,10 @@ class Signals:
 def signals(text: str, profanity: ProfanityModel, words: Lexicon, learned: Classifier) -> Signals:
     """The signals of raw ``text``: normalised, cut into sentences, each read by (a), (b), (c)
     with quoted text removed for (a) and (c); the maximum over sentences of each."""
-    floor = -_LOGIT_CLIP
-    targeted_p, untargeted_p = floor, floor
+    # (a) as evidence against its own no-information score (a sentence with no word it knows,
+    # such as most of a German one): 0 is "nothing known", also for a kind of sentence absent.
+    blank = _logit(profanity.probability(""))
+    targeted_p = untargeted_p = 0.0
     insult = self_insult = mention = False
     read: list[str] = []
     for raw in sentences(text):
@@ -350,11 +353,11 @@ def signals(text: str, profanity: ProfanityModel, words: Lexicon, learned: Class
         unquoted = _QUOTED.sub(" ", sentence)
         quoted = unquoted != sentence
         reading = read_sentence(words, unquoted)
-        p = _logit(profanity.probability(unquoted))
+        evidence = _logit(profanity.probability(unquoted)) - blank
         if reading.targeted and not (reading.self_insult and not reading.insult):
-            targeted_p = max(targeted_p, p)
+            targeted_p = evidence if targeted_p == 0.0 else max(targeted_p, evidence)
         else:
-            untargeted_p = max(untargeted_p, p)
+            untargeted_p = evidence if untargeted_p == 0.0 else max(untargeted_p, evidence)
         insult = insult or reading.insult
         self_insult = self_insult or reading.self_insult
         mention = mention or reading.mention or (quoted and _has_insult(words, sentence))
@@ -362,14 +365,36 @@ def signals(text: str, profanity: ProfanityModel, words: Lexicon, learned: Class
 
 
 _LABEL = f"__label__{CATEGORY}"
+_CHUNK_WORDS = 6
+
+
+def _chunks(read: list[str]) -> list[str]:
+    """The sentences ``read`` joined into runs of at least six words: on a fragment ("Kind
+    regards, Alex.", "Dear Ms.") fastText has too few n-grams to go on and its score is noise,
+    which the maximum over sentences would pick up."""
+    chunks: list[str] = []
+    current: list[str] = []
+    words = 0
+    for sentence in read:
+        current.append(sentence)
+        words += sentence.count(" ") + 1
+        if words >= _CHUNK_WORDS:
+            chunks.append(" ".join(current))
+            current, words = [], 0
+    if current:
+        if chunks:
+            chunks[-1] = " ".join([chunks[-1], *current])
+        else:
+            chunks.append(" ".join(current))
+    return chunks
 
 
 def _learned_logit(learned: Classifier, read: list[str]) -> float:
-    """The largest logit of (b) over the normalised sentences ``read``, in one call to fastText
-    (its per-call overhead is most of its cost on short sentences)."""
+    """The largest logit of (b) over the normalised sentences ``read`` (in runs of six words or
+    more), in one call to fastText (its per-call overhead is most of its cost)."""
     if not read:
         return -_LOGIT_CLIP
-    labels, probabilities = learned.model.predict(read, k=-1)
+    labels, probabilities = learned.model.predict(_chunks(read), k=-1)
     best = 0.0
     for names, values in zip(labels, probabilities, strict=True):
         for name, value in zip(names, values, strict=True):

@@ -84,6 +84,25 @@ def test_hard_negatives_pass(filter_on: toxicity.ToxicityDetector, text: str) ->
     assert filter_on.scan(text, "input") == []
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Thanks for waiting. I looked at the logs and the job ran out of memory at step four. Raise the limit to "
+        "2 GB and run it again. You can also split the input file.",
+        "You asked about the visa. You need a letter from your employer, bank statements for three months and a "
+        "return ticket. Processing takes two weeks.",
+        "Boil the kettle. Warm the pot. Add one spoon of tea per person. Steep for four minutes. Add milk if you like.",
+        "Hola Ana, te escribo para confirmar la reunión del lunes a las diez. Trae el informe, por favor. Un abrazo.",
+        "Hallo Lea, kannst du mir morgen die Unterlagen bringen? Ich bin ab 10 Uhr im Büro. Danke dir!",
+        "Bonjour Paul, tu peux passer prendre les clés demain ? Je serai là après 18h. Merci et à demain.",
+    ],
+)
+def test_long_benign_answers_pass(filter_on: toxicity.ToxicityDetector, text: str) -> None:
+    # Short fragments ("Kind regards, Alex.") once gave fastText a noisy score that the maximum
+    # over sentences picked up; sentences are read by fastText in runs of six words or more.
+    assert filter_on.scan(text, "output") == []
+
+
 def test_threshold_is_the_cut_on_the_calibrated_score(model: toxicity.ToxicityModel) -> None:
     text = "you are a clueless clown"
     score = model.score(text)
@@ -187,7 +206,7 @@ def test_held_out_split_beats_alt_profanity_check_alone(model: toxicity.Toxicity
         f"alt-profanity-check at 0.5 P={baseline[0]:.3f} R={baseline[1]:.3f} F1={baseline[2]:.3f}"
     )
     precision, recall, f1 = ours
-    # Measured at this corpus: P 0.90, R 0.89, F1 0.90 against the library's F1 0.46.
+    # Measured at this corpus: P 0.93, R 0.88, F1 0.91 against the library's F1 0.46.
     assert precision >= 0.85
     assert recall >= 0.8
     assert f1 >= baseline[2] + 0.3
