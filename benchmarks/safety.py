@@ -487,6 +487,8 @@ class Added:
     with_ms: list[float] = field(default_factory=list)
     without_ms: list[float] = field(default_factory=list)
     note: str = ""
+    per_filter_ms: dict[str, list[float]] = field(default_factory=dict)
+    """In process: each filter's time per exchange, both directions (the engine's own timing)."""
 
 
 def added_latency(filters: Sequence[str], rounds: int) -> Added | None:
@@ -502,9 +504,8 @@ def added_latency(filters: Sequence[str], rounds: int) -> Added | None:
         return Added("engine", note=f"the policy does not compile: {error}")
     pairs = list(zip(USER_MESSAGES, ASSISTANT_ANSWERS, strict=True))
 
-    def exchange(user: str, answer: str) -> None:
-        policy.screen("input", [user], [user])
-        policy.screen("output", [answer])
+    def exchange(user: str, answer: str) -> list[Any]:
+        return [policy.screen("input", [user], [user]), policy.screen("output", [answer])]
 
     decisions = [
         f"{direction} {index}: {screening.decision} by {', '.join(sorted({hit.filter for hit in screening.hits}))}"
@@ -519,8 +520,14 @@ def added_latency(filters: Sequence[str], rounds: int) -> Added | None:
     for index in range(rounds):
         user, answer = pairs[index % len(pairs)]
         started = time.perf_counter()
-        exchange(user, answer)
+        screenings = exchange(user, answer)
         added.with_ms.append((time.perf_counter() - started) * 1000)
+        spent: dict[str, float] = {}
+        for screening in screenings:
+            for name, seconds in screening.seconds:
+                spent[name] = spent.get(name, 0.0) + seconds * 1000
+        for name, milliseconds in spent.items():
+            added.per_filter_ms.setdefault(name, []).append(milliseconds)
     added.note = (
         f"{len(pairs)} exchanges of {min(map(len, USER_MESSAGES))}-{max(map(len, USER_MESSAGES))} chars, default scopes"
     )
@@ -624,7 +631,10 @@ def request_latency(filters: Sequence[str], rounds: int) -> Added | None:
                     f"http://127.0.0.1:{upstream.server_address[1]}", port, log, policy if which == "with" else None
                 )
                 processes.append(process)
-                _ready(port, process, log)
+                try:
+                    _ready(port, process, log)
+                except RuntimeError as error:
+                    return Added("cutover serve over HTTP", note=f"{which} a policy: {error}"[-600:])
             connections = {which: http.client.HTTPConnection("127.0.0.1", port) for which, port in ports.items()}
             added = Added("cutover serve over HTTP, alternating with and without --safety-policy")
             bodies = [
@@ -760,6 +770,9 @@ def report(results: Sequence[Result], skipped: Mapping[str, str], added: Sequenc
         lines.append("n/a   added latency: the policy engine (serving/safety/policy.py) is not there")
     for measured in added:
         lines.append(_added_line(measured))
+        if measured.per_filter_ms:
+            parts = [f"{name} {statistics.median(ms):.3f}" for name, ms in measured.per_filter_ms.items()]
+            lines.append(f"      per filter, p50 ms per exchange: {', '.join(parts)}")
     return lines
 
 
