@@ -228,29 +228,34 @@ def _figures(detector: crisis.CrisisDetector, examples: list[Example]) -> tuple[
 
 def test_held_out_split_meets_the_targets(detector: crisis.CrisisDetector) -> None:
     """Precision and recall on the held-out split (never trained on, never used to choose the
-    threshold), against floors at the figures reached; ``held-out (fresh)`` are the lines
-    written after the phrase lists were last changed for a test-split miss, so the fairer
-    figure (see corpus/crisis/README.md)."""
+    threshold), against floors at the figures reached. Read corpus/crisis/README.md before
+    quoting them: the first 420 lines and the ``fresh`` batch were scored while the detector
+    was still being changed, so their figures are optimistic; the ``fresh2`` batch was written
+    last and scored once, with nothing changed after it: the fair figure."""
     test = read_corpus("crisis", "test")
-    fresh = [example for example in test if example.note.startswith("fresh")]
-    precision, recall, tp, fp, fn = _figures(detector, test)
-    print(f"\ncrisis held-out: precision {precision:.3f} recall {recall:.3f} (tp {tp} fp {fp} fn {fn})")
-    fresh_precision, fresh_recall, tp, fp, fn = _figures(detector, fresh)
-    print(
-        f"crisis held-out (fresh): precision {fresh_precision:.3f} recall {fresh_recall:.3f} (tp {tp} fp {fp} fn {fn})"
-    )
+    batches = {
+        "all": test,
+        "fresh": [example for example in test if example.note.startswith("fresh ")],
+        "fresh2": [example for example in test if example.note.startswith("fresh2 ")],
+    }
+    figures = {}
+    for name, examples in batches.items():
+        precision, recall, tp, fp, fn = _figures(detector, examples)
+        figures[name] = (precision, recall)
+        print(f"\ncrisis held-out {name} ({len(examples)} lines): ", end="")
+        print(f"precision {precision:.3f} recall {recall:.3f} (tp {tp} fp {fp} fn {fn})", end="")
+    print()
     for language in crisis.LANGUAGES:
         p, r, *_ = _figures(detector, [example for example in test if example.lang == language])
         print(f"  {language}: precision {p:.3f} recall {r:.3f}")
-    assert recall >= RECALL_FLOOR and precision >= PRECISION_FLOOR
-    assert fresh_recall >= FRESH_RECALL_FLOOR and fresh_precision >= FRESH_PRECISION_FLOOR
+    for name, (precision_floor, recall_floor) in FLOORS.items():
+        precision, recall = figures[name]
+        assert precision >= precision_floor and recall >= recall_floor, name
 
 
-# The figures reached, rounded down (the brief's target is recall 0.95 at precision 0.8).
-RECALL_FLOOR = 0.97
-PRECISION_FLOOR = 0.88
-FRESH_RECALL_FLOOR = 0.96
-FRESH_PRECISION_FLOOR = 0.87
+# (precision, recall) reached, rounded down. The brief's target is recall 0.95 at precision 0.8:
+# met on the whole split, not on the fresh2 batch (recall 0.92).
+FLOORS = {"all": (0.89, 0.96), "fresh": (0.88, 0.94), "fresh2": (0.88, 0.92)}
 
 
 def test_dev_slice() -> None:
