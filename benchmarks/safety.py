@@ -461,12 +461,19 @@ ASSISTANT_ANSWERS = (
 
 
 def policy_document(filters: Sequence[str]) -> dict[str, Any]:
-    """A SafetyPolicy object with ``filters`` on, each with the API's defaults (scopes: crisis,
-    toxicity and pii both ways, advice and bias on outputs), every category on, and crisis
+    """A SafetyPolicy object with ``filters`` on, each with the API's default scope (crisis,
+    toxicity and pii both ways, advice and bias on outputs) and every category on; crisis
     ``block`` instead of ``escalate`` (the same screening, no webhook to stand up)."""
     spec: dict[str, Any] = {name: {} for name in filters}
+    # Actions that answer 200 wherever the API offers one (flag, disclaim, redact), so every
+    # request takes the whole path (upstream included) whatever a filter finds; crisis has
+    # only block and escalate, and a refusal is reported by the HTTP measurement, not timed.
     if "crisis" in spec:
         spec["crisis"].update(action="block")
+    if "toxicity" in spec:
+        spec["toxicity"].update(action="flag")
+    if "bias" in spec:
+        spec["bias"].update(action="flag")
     if "pii" in spec:
         spec["pii"].update(entities=["email", "phone", "creditCard", "ssn", "ipAddress", "iban"])
     if "advice" in spec:
