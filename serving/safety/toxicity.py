@@ -13,7 +13,8 @@ a. **Profanity**: alt-profanity-check's installed model (TF-IDF over 15,442 Engl
    ``profanity_check.predict_prob`` gives before it is used.
 b. **Learned**: a fastText classifier (:mod:`~cutover.serving.safety.learned`) trained on the
    project's toxicity corpus, which holds what (a) misses: insults without swear words, identity
-   attacks, threats, harassment of the assistant, Spanish, German and French.
+   attacks, threats, harassment of the assistant, Spanish, German and French. It reads
+   sentences in runs of six words or more: on a fragment its score is noise.
 c. **Targeted insults**: the project's word lists (``data/toxicity_lexicon.json``): an insult
    within a few words of a target (second person, "you people", a group noun, the assistant),
    a dehumanising word near a group noun, or a phrase of abuse ("fuck off", "ta gueule").
@@ -29,13 +30,18 @@ to several inputs: a logistic regression over the signals, fitted with L2 penalt
 method). A dev slice (a fixed fifth of the train split, chosen by a hash of each text) is held
 out; fastText is trained on the rest, and the logistic regression is fitted on the dev slice's
 signals. Nothing is stored: the calibration runs again, deterministically, whenever a process
-first builds the filter (about 1 s), from the corpus that ships with the release. The held-out
-test split is never read here.
+first builds the filter (about 2 s: the library's joblib files, then fastText in a child
+process), from the corpus that ships with the release. The held-out test split is never read
+here.
 
 What 0.8 means: :attr:`Calibration.dev_precision` is the estimated precision at the default
 threshold on the dev slice (measured by 5-fold cross-fitting of the logistic regression, so the
-slice does not grade the fit it made); the corpus README records the figure of the shipped
-corpus.
+slice does not grade the fit it made): 0.97 at recall 0.78 on the shipped corpus (394 dev
+lines); on the held-out test split, precision 0.92 and recall 0.89 (``corpus/toxicity/
+README.md``). A score is not a severity: a mild insult aimed at someone can score higher than
+a vile word quoted.
+
+Cost: about 0.3 ms p50 for 300 characters on one core, all three signals together.
 """
 
 from __future__ import annotations
