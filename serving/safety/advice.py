@@ -10,19 +10,21 @@ How a text is scored, sentence by sentence (the highest sentence wins, so one di
 outvoted by a long informative answer):
 
 1. A question ("should I stop my statin?") scores 0: users ask, models answer.
-2. Directive mood: a fastText model trained on the advice corpus (pairs of the same content
-   written as an instruction and as information, so it learns the mood more than the topic),
-   ``1 - P(none)``, raised to :data:`RULE_DIRECTIVE` when a rule sees an imperative at the start of
-   a clause (``data/advice_imperatives.txt``) or a directive phrase anywhere
-   (``data/advice_modals.txt``: "you should", "you don't need", "guaranteed", "risk-free"). A
-   hedge or referral (``data/advice_hedges.txt``) with no rule directive scores 0.
-3. Domain: a domain anchor (``data/advice_<domain>.txt``: drug names, dose units with a number,
-   courts and leases, shares, tickers such as ``(TSLA)``, loans, amounts of money) gives the
-   domain full weight; without one, the model's share of that domain among the advice labels
-   counts, scaled by :data:`UNANCHORED` (the model alone knows little of the domains, and
-   "take exit 42" is a directive with no domain).
+2. Domain: a sentence must name one (``data/advice_<domain>.txt``: drugs, conditions, courts,
+   leases, shares, loans; plus a dose with its unit, a ticker such as ``(TSLA)`` or an amount of
+   money); one that names none scores 0 ("take exit 42" is a directive with no domain). Tuning
+   on the dev slice gave a domain the model proposes without an anchor no useful weight.
+3. Directive mood: :data:`RULE_DIRECTIVE` when a rule sees an imperative at the start of a
+   clause (``data/advice_imperatives.txt``, after lead-ins such as "just" or "honestly") or a
+   directive phrase anywhere (``data/advice_modals.txt``: "you should", "you don't need",
+   "guaranteed", "risk-free"); else a hedge or referral (``data/advice_hedges.txt``) scores 0;
+   else a fastText model trained on the advice corpus (pairs of the same content written as an
+   instruction and as information, so it learns the mood more than the topic) gives
+   ``1 - P(none)``, scaled by :data:`LEARNED_ONLY`.
+4. A sentence naming several domains gives the model's most likely one the full score and the
+   others a share in proportion to their probability.
 
-The score of a domain is directive x domain weight, in [0, 1]; a finding is returned at or above
+The score of a domain is in [0, 1]; a finding is returned at or above
 :data:`THRESHOLD` (the API has no threshold for this filter), tuned on a dev slice of the
 training corpus, never on the test split. Design after safety.md section 5 ("Advice"); Llama
 Guard's S6 "Specialized Advice" names the same three domains.
@@ -31,14 +33,14 @@ Guard's S6 "Specialized Advice" names the same three domains.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 
 from cutover.api.v1alpha1.safetypolicy import AdviceFilter
 
 from . import learned
 from .base import Direction, FilterName, Finding
-from .lexicon import alternation, is_question, matcher, terms
+from .lexicon import WordList, Words, is_question, word_list, words
 from .normalise import normalise, sentences
 
 DOMAINS = ("medical", "legal", "financial")
@@ -49,12 +51,13 @@ RULE_DIRECTIVE = 0.9
 LEARNED_ONLY = 0.8
 """Scale of the model's directive score when no rule sees a directive: the model alone also
 reacts to topics it saw mostly in instructions."""
-UNANCHORED = 0.4
-"""Weight of a domain the model assigns without any anchor word of that domain in the sentence."""
 PARAMS = learned.Params(epoch=30, lr=0.5, word_ngrams=1)
 
-_LEAD_IN = r"(?:(?:just|so|honestly|okay|ok|well|yes|sure|then|and|simply|seriously|basically)\W+)*"
-_CLAUSE = r"(?:^|[,;:.!]\s*|\b(?:and|then|or|but)\s+)"
+_LEAD_IN = frozenset(
+    {"just", "so", "honestly", "okay", "ok", "well", "yes", "sure", "then", "and", "simply", "seriously", "basically"}
+)
+_CONJUNCTIONS = frozenset({"and", "then", "or", "but"})
+_CLAUSE_BREAK = re.compile(r"[,;:.!]")
 _DOSE = re.compile(r"\b\d+(?:[.,]\d+)?\s?(?:mg|mcg|µg|ml|iu|units?|tablets?|pills?|puffs?|capsules?)\b", re.IGNORECASE)
 _TICKER = re.compile(r"\((?:NYSE:|NASDAQ:)?[A-Z]{1,5}\)")
 _MONEY = re.compile(r"[$€£]\s?\d|\d\s?(?:€|euros?|dollars?|usd|eur)\b", re.IGNORECASE)
@@ -62,65 +65,81 @@ _MONEY = re.compile(r"[$€£]\s?\d|\d\s?(?:€|euros?|dollars?|usd|eur)\b", re.
 
 @dataclass(frozen=True)
 class _Rules:
-    """The compiled word lists (built once per process)."""
+    """The word lists (read once per process)."""
 
-    imperative: re.Pattern[str]
-    modal: re.Pattern[str]
-    hedge: re.Pattern[str]
-    anchors: dict[str, re.Pattern[str]] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls) -> _Rules:
-        imperative = re.compile(rf"{_CLAUSE}{_LEAD_IN}(?:{alternation(terms('advice_imperatives'))})(?!\w)")
-        return cls(
-            imperative=imperative,
-            modal=matcher("advice_modals"),
-            hedge=matcher("advice_hedges"),
-            anchors={domain: matcher(f"advice_{domain}") for domain in DOMAINS},
-        )
+    imperative: WordList
+    modal: WordList
+    hedge: WordList
+    anchors: dict[str, WordList]
 
 
 @cache
 def _rules() -> _Rules:
-    return _Rules.load()
+    return _Rules(
+        imperative=word_list("advice_imperatives"),
+        modal=word_list("advice_modals"),
+        hedge=word_list("advice_hedges"),
+        anchors={domain: word_list(f"advice_{domain}") for domain in DOMAINS},
+    )
 
 
-def anchored(raw: str, text: str, domain: str) -> bool:
-    """Whether a sentence names something of ``domain``: a word of its list, and for medical a
-    dose (a number with a unit), for financial a ticker or an amount of money (read on ``raw``)."""
-    if _rules().anchors[domain].search(text):
-        return True
-    if domain == "medical":
-        return bool(_DOSE.search(raw))
-    if domain == "financial":
-        return bool(_TICKER.search(raw) or _MONEY.search(raw))
-    return False
+def clause_starts(sentence: Words) -> list[int]:
+    """Indices of the words that may open an imperative: the first word of each clause (after
+    the start, ``, ; : . !`` or and/then/or/but) and of each lead-in that follows it ("just",
+    "honestly", "so")."""
+    starts: list[int] = []
+    for i in range(len(sentence.words)):
+        opens = i == 0 or sentence.words[i - 1] in _CONJUNCTIONS
+        opens = opens or bool(_CLAUSE_BREAK.search(sentence.text, sentence.ends[i - 1], sentence.starts[i]))
+        after_lead_in = bool(starts) and starts[-1] == i - 1 and sentence.words[i - 1] in _LEAD_IN
+        if opens or after_lead_in:
+            starts.append(i)
+    return starts
+
+
+def _named(raw: str, sentence: Words) -> list[str]:
+    rules = _rules()
+    named = [domain for domain in DOMAINS if rules.anchors[domain].search(sentence)]
+    if "medical" not in named and _DOSE.search(raw):
+        named.append("medical")
+    if "financial" not in named and (_TICKER.search(raw) or _MONEY.search(raw)):
+        named.append("financial")
+    return named
+
+
+def domains_named(raw: str) -> list[str]:
+    """The domains a text names: a word of a domain's list, and for medical a dose (a number
+    with a unit), for financial a ticker or an amount of money."""
+    return _named(raw, words(normalise(raw)))
 
 
 def sentence_scores(raw: str, classifier: learned.Classifier) -> dict[str, float]:
     """Each domain's advice score in [0, 1] for one sentence (see the module's docstring)."""
+    scores = dict.fromkeys(DOMAINS, 0.0)
     raw = raw.replace("\u2019", "'")
     text = normalise(raw)
     if not text or is_question(raw, text):
-        return dict.fromkeys(DOMAINS, 0.0)
+        return scores
+    sentence = words(text)
+    named = _named(raw, sentence)
+    if not named:
+        return scores
     rules = _rules()
-    ruled = bool(rules.imperative.search(text) or rules.modal.search(text))
-    if not ruled and rules.hedge.search(text):
-        return dict.fromkeys(DOMAINS, 0.0)
+    ruled = rules.modal.search(sentence) or rules.imperative.search(sentence, clause_starts(sentence))
+    if not ruled and rules.hedge.search(sentence):
+        return scores
+    if ruled and len(named) == 1:
+        # The model would change nothing: a rule directive scores RULE_DIRECTIVE and one domain
+        # takes all of it.
+        scores[named[0]] = RULE_DIRECTIVE
+        return scores
     probabilities = classifier.probabilities(text)
-    advice = 1.0 - probabilities.get(learned.NEGATIVE, 0.0)
-    directive = RULE_DIRECTIVE if ruled else LEARNED_ONLY * advice
-    named = [domain for domain in DOMAINS if anchored(raw, text, domain)]
+    directive = RULE_DIRECTIVE if ruled else LEARNED_ONLY * (1.0 - probabilities.get(learned.NEGATIVE, 0.0))
     # Anchors of several domains ("day trade with your rent money"): the model's most likely one
     # keeps full weight, the others in proportion to their probability.
-    top = max((probabilities.get(domain, 0.0) for domain in named), default=0.0)
-    scores = {}
-    for domain in DOMAINS:
-        share = probabilities.get(domain, 0.0)
-        if domain in named:
-            weight = 1.0 if len(named) == 1 or top <= 1e-9 else share / top
-        else:
-            weight = UNANCHORED * share / advice if advice > 1e-9 else 0.0
+    top = max(probabilities.get(domain, 0.0) for domain in named)
+    for domain in named:
+        weight = 1.0 if len(named) == 1 or top <= 1e-9 else probabilities.get(domain, 0.0) / top
         scores[domain] = min(1.0, directive * weight)
     return scores
 

@@ -46,7 +46,7 @@ from cutover.api.v1alpha1.safetypolicy import BiasFilter
 
 from . import learned
 from .base import Direction, FilterName, Finding
-from .lexicon import alternation, is_question, terms
+from .lexicon import WordList, Words, is_question, unseen, word_list, words
 from .normalise import normalise, sentences
 
 CATEGORIES = ("raceEthnicity", "religion", "gender", "sexualOrientation", "disability", "age", "nationality")
@@ -69,50 +69,31 @@ control"): the grammar of a claim about a whole group (a generic), which every s
 and most mentions of a group do not."""
 
 
-@dataclass(frozen=True)
-class _Rules:
-    """The compiled word lists (built once per process)."""
-
-    groups: dict[str, re.Pattern[str]]
-    demeaning: re.Pattern[str]
-    exclusion: re.Pattern[str]
-    mitigator: re.Pattern[str]
-
-
 LISTS = (*(f"bias_{category}" for category in CATEGORIES), "bias_demeaning", "bias_exclusion", "bias_mitigators")
 
 
-def _compile(lists: dict[str, list[str]]) -> _Rules:
-    def pattern(name: str) -> re.Pattern[str]:
-        return re.compile(rf"(?<!\w)(?:{alternation(lists[name])})(?!\w)")
-
-    return _Rules(
-        groups={category: pattern(f"bias_{category}") for category in CATEGORIES},
-        demeaning=pattern("bias_demeaning"),
-        exclusion=pattern("bias_exclusion"),
-        mitigator=pattern("bias_mitigators"),
-    )
-
-
 @cache
-def _rules() -> _Rules:
-    return _compile({name: terms(name) for name in LISTS})
+def _rules() -> dict[str, WordList]:
+    """The word lists by name (read once per process)."""
+    return {name: word_list(name) for name in LISTS}
 
 
-def _unseen_rules(seen: Sequence[str], unseen: Sequence[str]) -> _Rules:
-    """The word lists as if written without the ``unseen`` lines (normalised texts): a term that
-    occurs in them and in none of the ``seen`` lines is dropped. The calibration then learns how
-    far the lists reach beyond the lines they were written from, not how well they fit them."""
-    lists = {}
-    for name in LISTS:
-        kept = []
-        for term in terms(name):
-            found = re.compile(rf"(?<!\w)(?:{alternation([term])})(?!\w)")
-            if any(found.search(text) for text in unseen) and not any(found.search(text) for text in seen):
-                continue
-            kept.append(term)
-        lists[name] = kept
-    return _compile(lists)
+_MERGED: dict[int, tuple[dict[str, WordList], WordList, dict[str, str]]] = {}
+
+
+def _groups(rules: dict[str, WordList]) -> tuple[WordList, dict[str, str]]:
+    """All group terms of ``rules`` as one list, and each term's category (the first list that
+    holds it), built once per set of lists."""
+    key = id(rules)
+    if key not in _MERGED or _MERGED[key][0] is not rules:
+        category_of: dict[str, str] = {}
+        for category in CATEGORIES:
+            for term in rules[f"bias_{category}"].terms:
+                category_of.setdefault(term, category)
+        if len(_MERGED) > 16:
+            _MERGED.clear()
+        _MERGED[key] = (rules, WordList(category_of), category_of)
+    return _MERGED[key][1], _MERGED[key][2]
 
 
 @dataclass(frozen=True)
@@ -141,33 +122,28 @@ def _logit(p: float) -> float:
     return max(-LOGIT_LIMIT, min(LOGIT_LIMIT, math.log(p / (1 - p))))
 
 
-def features(text: str, model_score: float, rules: _Rules | None = None) -> tuple[list[float], list[str]]:
-    """The calibration's inputs for one normalised sentence (see :data:`FEATURES`) and the
-    categories it is about (``rules``: the word lists, by default all of them): the groups that
-    open a generic claim, else the first group named ("gay men coaching boys" is about gay men,
-    not about boys), else none."""
+def features(
+    sentence: Words, model_score: float, rules: dict[str, WordList] | None = None
+) -> tuple[list[float], list[str]]:
+    """The calibration's inputs for one sentence (see :data:`FEATURES`) and the categories it is
+    about (``rules``: the word lists, by default all of them): the groups that open a generic
+    claim, else the first group named ("gay men coaching boys" is about gay men, not about
+    boys), else none."""
     rules = rules or _rules()
-    spans = [
-        (found.start(), found.end(), category)
-        for category in CATEGORIES
-        for found in rules.groups[category].finditer(text)
-    ]
-    # A term inside a longer one of another group ("americans" in "native americans") is not a
-    # mention of its own.
-    spans = [
-        (start, end, category)
-        for start, end, category in spans
-        if not any(s <= start and end <= e and (e - s) > (end - start) for s, e, _ in spans)
-    ]
-    spans.sort()
-    claimed = list(dict.fromkeys(category for _, end, category in spans if _GENERIC.match(text, end)))
+    groups, category_of = _groups(rules)
+    # One list of every group's terms, leftmost-longest: a term inside a longer one of another
+    # group ("americans" in "native americans") is not a mention of its own.
+    spans = [(start, end, category_of[term]) for start, end, term in groups.spans(sentence)]
+    claimed = list(
+        dict.fromkeys(category for _, end, category in spans if _GENERIC.match(sentence.text, sentence.ends[end - 1]))
+    )
     named = claimed or [category for _, _, category in spans[:1]]
     group = 1.0 if named else 0.0
     generic = 1.0 if claimed else 0.0
     # Without a group a demeaning word is an insult (the toxicity filter's), not bias.
-    demeaning = group if rules.demeaning.search(text) else 0.0
-    exclusion = group if rules.exclusion.search(text) else 0.0
-    mitigator = 1.0 if rules.mitigator.search(text) else 0.0
+    demeaning = group if named and rules["bias_demeaning"].search(sentence) else 0.0
+    exclusion = group if named and rules["bias_exclusion"].search(sentence) else 0.0
+    mitigator = 1.0 if rules["bias_mitigators"].search(sentence) else 0.0
     rule = group * max(demeaning, exclusion) * (1.0 - mitigator)
     logit = _logit(model_score)
     row = [1.0, logit * group, logit * (1.0 - group), group, generic, demeaning, exclusion, mitigator, rule]
@@ -203,11 +179,11 @@ def build(examples: Sequence[learned.Example]) -> Model:
         held = [e for i, e in enumerate(examples) if i % FOLDS == fold]
         rest = [e for i, e in enumerate(examples) if i % FOLDS != fold]
         classifier = learned.train(rest, PARAMS, normalise)
-        held_texts = [normalise(e.text) for e in held]
-        rules = _unseen_rules([normalise(e.text) for e in rest], held_texts)
-        for example, text in zip(held, held_texts, strict=True):
-            score = 1.0 - classifier.probabilities(text).get(learned.NEGATIVE, 0.0)
-            rows.append(features(text, score, rules)[0])
+        held_sentences = [words(normalise(e.text)) for e in held]
+        rules = unseen(_rules(), [words(normalise(e.text)) for e in rest], held_sentences)
+        for example, sentence in zip(held, held_sentences, strict=True):
+            score = 1.0 - classifier.probabilities(sentence.text).get(learned.NEGATIVE, 0.0)
+            rows.append(features(sentence, score, rules)[0])
             targets.append(1.0 if example.labels else 0.0)
     return Model(learned.train(examples, PARAMS, normalise), fit_logistic(rows, targets))
 
@@ -219,28 +195,39 @@ def _model() -> Model:
     return build([e for e in learned.read_corpus("bias", "train") if not e.note.startswith("composed")])
 
 
-def sentence_scores(raw: str, model: Model) -> dict[str, float]:
+def _with_logit(row: list[float], logit: float) -> list[float]:
+    group = row[3]
+    return [row[0], logit * group, logit * (1.0 - group), *row[3:]]
+
+
+def sentence_scores(raw: str, model: Model, floor: float = 0.0) -> dict[str, float]:
     """Each category's bias probability for one sentence (see the module's docstring);
-    categories not scored are absent."""
+    categories not scored are absent, and so is every category when the probability cannot
+    reach ``floor``."""
     raw = raw.replace("\u2019", "'")
     text = normalise(raw)
     if len(text.split()) < MIN_WORDS or is_question(raw, text):
         return {}
+    row, named = features(words(text), 0.5)
+    # The probability is monotonic in the model's (clipped) logit: when even its best case stays
+    # under ``floor`` the model need not run (most sentences name no group at all).
+    best_case = max(model.probability(_with_logit(row, limit)) for limit in (-LOGIT_LIMIT, LOGIT_LIMIT))
+    if best_case < floor:
+        return {}
     probabilities = model.classifier.probabilities(text)
-    row, named = features(text, 1.0 - probabilities.get(learned.NEGATIVE, 0.0))
-    value = model.probability(row)
+    value = model.probability(_with_logit(row, _logit(1.0 - probabilities.get(learned.NEGATIVE, 0.0))))
     if not named:
         named = [max(CATEGORIES, key=lambda category: probabilities.get(category, 0.0))]
     return dict.fromkeys(named, value)
 
 
-def score(text: str, model: Model | None = None) -> dict[str, float]:
+def score(text: str, model: Model | None = None, floor: float = 0.0) -> dict[str, float]:
     """Each category's bias probability for ``text``: the highest over its sentences; categories
-    never scored are absent."""
+    never scored (or only under ``floor``) are absent."""
     current = model or _model()
     best: dict[str, float] = {}
     for part in sentences(text):
-        for category, value in sentence_scores(part, current).items():
+        for category, value in sentence_scores(part, current, floor).items():
             best[category] = max(best.get(category, 0.0), value)
     return best
 
@@ -260,7 +247,7 @@ class BiasDetector:
         scope decides which texts reach the filter). Never raises on a ``str``."""
         if not self.categories or not text:
             return []
-        scores = score(text, self.model)
+        scores = score(text, self.model, self.threshold)
         return [
             Finding(filter="bias", category=category, score=round(scores[category], 4))
             for category in CATEGORIES

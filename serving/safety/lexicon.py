@@ -1,27 +1,55 @@
-"""Word lists of the advice and bias filters, read from ``serving/safety/data/*.txt`` and compiled
-into one regular expression each, and the sentence cue both filters share (is it a question?).
+"""Word lists of the advice and bias filters, read from ``serving/safety/data/*.txt``, and the
+sentence cues both filters share (its words; is it a question?).
 
 A list file holds one term per line; ``#`` starts a comment line. Each term is passed through the
 shared normaliser (so it is written as users write it, accents and all, and matched against
-normalised text) and matched at word boundaries; a trailing ``*`` matches any ending
-(``antibiotic*`` matches ``antibiotics``). Longer terms are tried first, so ``payday loan`` wins
-over ``loan``.
+normalised text) and matched as whole words: ``loan`` does not match ``loaned``; a trailing ``*``
+matches any ending of the last word (``antibiotic*`` matches ``antibiotics``, ``people from *``
+any word after "people from").
+
+Matching works on the words of a sentence (:func:`words`) with set look-ups, not one large
+regular expression per list: a sentence's words are split once and every list reads them, which
+keeps all lists of both filters at a few microseconds per sentence.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from .normalise import normalise
 
 DATA = Path(__file__).parent / "data"
+_WORD = re.compile(r"\w+(?:['-]\w+)*")
 _QUESTION_START = re.compile(
     r"^(?:how|what|whats|why|when|where|which|who|is|are|am|can|could|should i|should we|do|does|did|"
     r"will|would|may|might|que|como|cuanto|puedo|debo|wie|was|warum|kann|soll ich|darf|est-ce|"
     r"comment|pourquoi|combien|puis-je|dois-je)\b"
 )
+
+
+@dataclass(frozen=True)
+class Words:
+    """A normalised sentence split into words: ``words[i]`` spans ``text[starts[i]:ends[i]]``."""
+
+    text: str
+    words: tuple[str, ...]
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+
+
+def words(text: str) -> Words:
+    """The words of normalised ``text`` (letters and digits, with inner apostrophes and hyphens:
+    ``don't``, ``gold-diggers``)."""
+    found = [(match.group(), match.start(), match.end()) for match in _WORD.finditer(text)]
+    if not found:
+        return Words(text, (), (), ())
+    texts, starts, ends = zip(*found, strict=True)
+    return Words(text, texts, starts, ends)
 
 
 def terms(name: str) -> list[str]:
@@ -33,26 +61,114 @@ def terms(name: str) -> list[str]:
         if not line or line.startswith("#"):
             continue
         wildcard = line.endswith("*")
-        term = normalise(line.rstrip("*"))
-        out.append(term + ("*" if wildcard else ""))
+        term = normalise(line.rstrip("*").rstrip())
+        if term:
+            out.append(term + (" *" if wildcard and line.rstrip("*").endswith(" ") else "*" if wildcard else ""))
     return out
 
 
-def alternation(words: list[str]) -> str:
-    """A regular-expression alternation of ``words`` (each as :func:`terms` gives it), longest
-    first, without boundaries: callers add the context they need."""
-    parts = []
-    for word in sorted(set(words), key=len, reverse=True):
-        stem = word.rstrip("*")
-        parts.append(re.escape(stem) + (r"\w*" if word.endswith("*") else ""))
-    return "|".join(parts)
+class WordList:
+    """Terms matched as whole words in a :class:`Words`. A term is a sequence of words; its last
+    word may be a prefix (``stem*``) or any word (``... *``)."""
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self.terms = tuple(dict.fromkeys(entries))
+        # By first word: (the other words, whether the last one is a prefix, the term).
+        self._index: dict[str, list[tuple[tuple[str, ...], bool, str]]] = {}
+        # Single-word prefixes, checked with one str.startswith per word.
+        self._prefixes: dict[str, str] = {}
+        for term in self.terms:
+            wildcard = term.endswith("*")
+            parts = tuple(_WORD.findall(term.rstrip("*")))
+            if term.endswith(" *"):
+                parts = (*parts, "")
+            if not parts:
+                continue
+            if wildcard and len(parts) == 1:
+                self._prefixes[parts[0]] = term
+            else:
+                self._index.setdefault(parts[0], []).append((parts[1:], wildcard, term))
+        self._prefix_tuple = tuple(self._prefixes)
+        # Words with a listed prefix, found by one scan of the text in C rather than a
+        # str.startswith per word in Python.
+        stems = "|".join(re.escape(stem) for stem in sorted(self._prefixes, key=len, reverse=True))
+        self._prefix_pattern = re.compile(rf"(?<![\w'-])(?:{stems})") if stems else None
+
+    def _at(self, sentence: Words, i: int) -> tuple[int, str] | None:
+        """The longest term starting at word ``i``: (index after its last word, the term)."""
+        word = sentence.words[i]
+        best: tuple[int, str] | None = None
+        if self._prefix_tuple and word.startswith(self._prefix_tuple):
+            stem = max((p for p in self._prefix_tuple if word.startswith(p)), key=len)
+            best = (i + 1, self._prefixes[stem])
+        for rest, wildcard, term in self._index.get(word, ()):
+            end = i + 1 + len(rest)
+            if end > len(sentence.words):
+                continue
+            following = sentence.words[i + 1 : end]
+            if wildcard:
+                matched = following[:-1] == rest[:-1] and following[-1].startswith(rest[-1])
+            else:
+                matched = following == rest
+            if matched and (best is None or end > best[0]):
+                best = (end, term)
+        return best
+
+    def _candidates(self, sentence: Words, at: Iterable[int] | None) -> list[int]:
+        """Word indices where a term may start: the word opens some term or starts with a listed
+        prefix (set look-ups and one regular-expression scan, before any term is tried)."""
+        found = sentence.words
+        index = self._index
+        candidates = (
+            {i for i, word in enumerate(found) if word in index} if not index.keys().isdisjoint(found) else set()
+        )
+        if self._prefix_pattern is not None:
+            for match in self._prefix_pattern.finditer(sentence.text):
+                i = bisect_left(sentence.starts, match.start())
+                if i < len(found) and sentence.starts[i] == match.start():
+                    candidates.add(i)
+        if at is not None:
+            candidates &= set(at)
+        return sorted(candidates)
+
+    def spans(self, sentence: Words, at: Iterable[int] | None = None) -> list[tuple[int, int, str]]:
+        """Non-overlapping matches, leftmost and then longest first, as (first word, index after
+        the last word, term); ``at`` limits where a match may start (word indices)."""
+        out = []
+        taken = 0
+        for i in self._candidates(sentence, at):
+            if i < taken:
+                continue
+            found = self._at(sentence, i)
+            if found:
+                out.append((i, found[0], found[1]))
+                taken = found[0]
+        return out
+
+    def search(self, sentence: Words, at: Iterable[int] | None = None) -> bool:
+        """Whether any term occurs (starting at one of ``at``, when given)."""
+        return any(self._at(sentence, i) for i in self._candidates(sentence, at))
 
 
 @cache
-def matcher(name: str) -> re.Pattern[str]:
-    """A pattern that finds any term of ``data/<name>.txt`` as a whole word (or word sequence) in
-    normalised text; compiled once per process."""
-    return re.compile(rf"(?<!\w)(?:{alternation(terms(name))})(?!\w)")
+def word_list(name: str) -> WordList:
+    """The :class:`WordList` of ``data/<name>.txt``, read once per process."""
+    return WordList(terms(name))
+
+
+def unseen(lists: dict[str, WordList], seen: Sequence[Words], held: Sequence[Words]) -> dict[str, WordList]:
+    """``lists`` as if written without the ``held`` sentences: a term that occurs in some held
+    sentence and in none of the ``seen`` ones is dropped. Used to fit a calibration on how far a
+    list reaches beyond the lines it was written from."""
+
+    def used(sentences: Sequence[Words], wordlist: WordList) -> set[str]:
+        return {term for sentence in sentences for _, _, term in wordlist.spans(sentence)}
+
+    out = {}
+    for name, wordlist in lists.items():
+        only_held = used(held, wordlist) - used(seen, wordlist)
+        out[name] = WordList(term for term in wordlist.terms if term not in only_held)
+    return out
 
 
 def is_question(raw: str, text: str) -> bool:

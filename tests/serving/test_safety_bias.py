@@ -159,10 +159,10 @@ def test_held_out_precision_and_recall() -> None:
         return precision, recall, 2 * precision * recall / (precision + recall), tp / (tp + fp), tp / (tp + fn)
 
     def keywords(text: str) -> set[str]:
-        normal = bias.normalise(text)
-        if not rules.demeaning.search(normal):
+        sentence = bias.words(bias.normalise(text))
+        if not rules["bias_demeaning"].search(sentence):
             return set()
-        return {c for c in bias.CATEGORIES if rules.groups[c].search(normal)}
+        return {c for c in bias.CATEGORIES if rules[f"bias_{c}"].search(sentence)}
 
     ours = measure(lambda text: categories(detector, text))
     baseline = measure(keywords)
