@@ -2,7 +2,8 @@
 revision behind its own circuit breaker.
 
 Retries are safe when the backend cannot have acted on the request: the connection was refused,
-or it answered 503 (shedding or draining). A connection dropped mid-request is retried for
+or it answered 503 with ``Retry-After`` (shedding, or the model still loading; a 503 without it,
+such as a SafetyPolicy that cannot be applied, is final). A connection dropped mid-request is retried for
 inference (it has no side effects) but not for chat (an upstream LLM may have spent the
 tokens). Timeouts are never retried. Each attempt is counted against the revision that made it,
 so a failing candidate shows in the rollout analysis even when a retry hid it from the client.
@@ -50,7 +51,7 @@ class RetryReason(StrEnum):
     DISCONNECT = "disconnect"
     """The connection dropped after the request was sent (retried only when idempotent)."""
     SHED = "shed"
-    """The revision answered 503: shedding load or draining."""
+    """The revision answered 503 with Retry-After: shedding load, or its model still loading."""
     OPEN = "open"
     """The revision's circuit is open: the attempt was not made."""
 
@@ -169,7 +170,11 @@ class Proxy:
         if breaker.state != before:
             self.metrics.breaker(route, backend, breaker.state)
         self.metrics.request(route, backend, status, time.perf_counter() - started)
-        return Answer(status, response.body, out, backend), RetryReason.SHED if status == 503 else None
+        # A 503 with Retry-After is shedding or a model still loading: another attempt may succeed.
+        # One without it is a refusal that another attempt would repeat (a SafetyPolicy that
+        # cannot be applied, failClosed) or one that must not be dodged by asking another revision.
+        shed = status == 503 and "Retry-After" in out
+        return Answer(status, response.body, out, backend), RetryReason.SHED if shed else None
 
     def _failed(
         self, route: Route, backend: Backend, breaker: CircuitBreaker, status: int, message: str, started: float

@@ -82,7 +82,7 @@ def requests(metrics: GatewayMetrics, backend: Backend, code: int) -> float:
     [
         (raises(ConnectFailed("refused")), RetryReason.CONNECT),
         (raises(Disconnected("reset")), RetryReason.DISCONNECT),
-        (answers(503), RetryReason.SHED),
+        (answers(503, Retry_After="1"), RetryReason.SHED),
     ],
 )
 async def test_a_safe_failure_is_retried_on_another_revision_and_counted_against_the_first(
@@ -102,6 +102,9 @@ async def test_a_safe_failure_is_retried_on_another_revision_and_counted_against
     [
         (raises(Disconnected("reset")), CHAT, 502),  # an LLM upstream may have spent the tokens
         (raises(TimeoutError()), INFER, 504),  # the revision may still be working on it
+        # A 503 without Retry-After is final (a SafetyPolicy that cannot be applied, failClosed):
+        # asking another revision would dodge the refusal or repeat it.
+        (answers(503, b'{"error": "revision aaa refused: no safety policy"}'), INFER, 503),
     ],
 )
 async def test_a_failure_the_revision_may_have_acted_on_is_not_retried(
