@@ -46,7 +46,7 @@ from cutover.api.v1alpha1.safetypolicy import BiasFilter
 
 from . import learned
 from .base import Direction, FilterName, Finding
-from .lexicon import WordList, Words, is_question, unseen, word_list, words
+from .lexicon import WordList, Words, is_question, terms, unseen, word_list, words
 from .normalise import normalise, sentences
 
 CATEGORIES = ("raceEthnicity", "religion", "gender", "sexualOrientation", "disability", "age", "nationality")
@@ -74,8 +74,11 @@ LISTS = (*(f"bias_{category}" for category in CATEGORIES), "bias_demeaning", "bi
 
 @cache
 def _rules() -> dict[str, WordList]:
-    """The word lists by name (read once per process)."""
-    return {name: word_list(name) for name in LISTS}
+    """The word lists by name (read once per process); nationality also holds every country's
+    demonyms (``data/bias_demonyms.txt``)."""
+    lists = {name: word_list(name) for name in LISTS}
+    lists["bias_nationality"] = WordList((*terms("bias_nationality"), *terms("bias_demonyms")))
+    return lists
 
 
 _MERGED: dict[int, tuple[dict[str, WordList], WordList, dict[str, str]]] = {}
