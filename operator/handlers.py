@@ -10,7 +10,6 @@ means the next pass does the same work: all state lives in the object's status.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -28,6 +27,7 @@ from cutover.api.v1alpha1 import GROUP, REQUEST_ANNOTATIONS, VERSION, ModelDeplo
 
 from . import builders, gpu, lifecycle, metrics, pods, safety
 from .kube import ApiError, Kube
+from .lifecycle import LoopMemory, ObjectKey
 from .rollout import (
     AlertAction,
     AnalysisInput,
@@ -49,10 +49,6 @@ REAPPLY_SECONDS = 300.0
 COALESCE_SECONDS = 0.2
 
 
-ObjectKey = tuple[str, str]
-"""A ModelDeployment's (namespace, name)."""
-
-
 @dataclass
 class Context:
     """Shared clients and what this process keeps per object, created at startup and kept in
@@ -60,19 +56,12 @@ class Context:
 
     kube: Kube
     verdicts: VerdictSource
-    pokes: dict[ObjectKey, asyncio.Event] = field(default_factory=dict)
-    """Per object: the event that wakes its loop."""
-    written: dict[ObjectKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
-    """Per object: the resourceVersion we last computed from, and what our status write returned."""
+    loops: LoopMemory = field(default_factory=LoopMemory)
+    """Per object: the event that wakes its loop, and our status writes the watch has not echoed."""
     applied: dict[ObjectKey, dict[tuple[str, str], tuple[str, float]]] = field(default_factory=dict)
     """Per object: what this process last applied of its children, by (kind, name): digest and when."""
     gateway_api: bool = False
     clock: Callable[[], float] = time.time
-
-    def poke(self, namespace: str, name: str) -> None:
-        event = self.pokes.get((namespace, name))
-        if event is not None:
-            event.set()
 
     def forget(self, key: ObjectKey, uid: str, wake: asyncio.Event) -> None:
         """Drop everything kept about one object whose loop ended (the object is gone, or the
@@ -80,9 +69,7 @@ class Context:
         when its wake-up event is no longer ``wake``: the object was created again under the
         same name and the new loop owns it."""
         self.verdicts.drop(uid)
-        if self.pokes.get(key) is wake:
-            del self.pokes[key]
-            self.written.pop(key, None)
+        if self.loops.forget(key, wake):
             self.applied.pop(key, None)
             metrics.forget(*key)
 
@@ -120,7 +107,9 @@ def _pod_of(pod: dict[str, Any], md: ModelDeployment, revision: str | None) -> b
     )
 
 
-async def _invalid(ctx: Context, body: dict[str, Any], error: ValidationError, logger: logging.Logger) -> None:
+async def _invalid(
+    ctx: Context, key: ObjectKey, body: dict[str, Any], error: ValidationError, logger: logging.Logger
+) -> None:
     """A spec only the operator can find wrong: say so in status and an event, once."""
     message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())[:2000]
     old = body.get("status") or {}
@@ -142,7 +131,7 @@ async def _invalid(ctx: Context, body: dict[str, Any], error: ValidationError, l
         "conditions": [condition],
         "observedGeneration": body["metadata"].get("generation"),
     }
-    await ctx.kube.replace_status(body, status)
+    ctx.loops.remember(key, body, await ctx.kube.replace_status(body, status))
     kopf.warn(cast(kopf.Body, body), reason="InvalidSpec", message=message)
     logger.warning("invalid spec: %s", message)
 
@@ -157,16 +146,6 @@ class Child:
     owner: str
     wanted: int = 0
     """spec.replicas: pods the Deployment is asked for."""
-
-
-def latest(ctx: Context, body: kopf.Body) -> dict[str, Any]:
-    """The freshest view of the object: kopf's live body, unless it still predates our last
-    status write (whose echo has not come back through the watch yet)."""
-    meta = body.get("metadata", {})
-    mine = ctx.written.get((meta.get("namespace", ""), meta.get("name", "")))
-    if mine is not None and mine[0] == meta.get("resourceVersion"):
-        return mine[1]
-    return dict(body)
 
 
 def firing_actions(
@@ -216,13 +195,15 @@ async def reconcile_once(
     name), None when there is none (what ``safetyPolicyRef`` names is looked up in it)."""
     started = time.monotonic()
     kube = ctx.kube
-    obj = latest(ctx, body)
+    meta = body.get("metadata", {})
+    key = (meta.get("namespace", ""), meta.get("name", ""))
+    obj = ctx.loops.latest(key, body)
     if obj["metadata"].get("deletionTimestamp"):
         return RESTING_INTERVAL
     try:
         md = ModelDeployment.model_validate(obj)
     except ValidationError as err:
-        await _invalid(ctx, obj, err, logger)
+        await _invalid(ctx, key, obj, err, logger)
         return RESTING_INTERVAL
     now = ctx.clock()
     ready = {child.revision: child.ready for child in children}
@@ -242,9 +223,7 @@ async def reconcile_once(
     await _apply(ctx, md, plan, children)
     new_status = plan.status.wire()
     if new_status != (obj.get("status") or {}):
-        written = await kube.replace_status(obj, new_status)
-        key = (md.metadata.namespace or "", md.metadata.name or "")
-        ctx.written[key] = (obj["metadata"]["resourceVersion"], written)
+        ctx.loops.remember(key, obj, await kube.replace_status(obj, new_status))
     for event in plan.events:
         post = kopf.info if event.type == "Normal" else kopf.warn
         post(cast(kopf.Body, obj), reason=event.reason, message=event.message)
@@ -381,7 +360,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo, **_: Any
     ) -> None:
         for target_namespace, target in firing_actions(namespace or "", name, spec, status):
-            memo.ctx.poke(target_namespace, target)
+            memo.ctx.loops.poke(target_namespace, target)
 
     @lifecycle.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
     async def modeldeployment_loop(
@@ -397,7 +376,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         **_: Any,
     ) -> None:
         ctx: Context = memo.ctx
-        wake = ctx.pokes[(namespace, name)] = asyncio.Event()
+        wake = ctx.loops.start((namespace, name))
 
         def policy(policy_namespace: str, policy_name: str) -> safety.PolicySummary | None:
             return next(iter(safety_policies.get((policy_namespace, policy_name), [])), None)
@@ -421,19 +400,15 @@ def register(registry: kopf.OperatorRegistry) -> None:
                     metrics.RECONCILE_ERRORS.labels("ModelDeployment").inc()
                     logger.exception("reconcile failed")
                     delay = 10.0
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=delay)
-                    # Woken by a change: let the rest of its burst (a status echo, a Deployment's
-                    # several status updates) arrive, then handle them in one pass.
-                    await asyncio.sleep(COALESCE_SECONDS)
+                await lifecycle.pause(wake, delay, COALESCE_SECONDS)
         finally:
             # A loop ends only when its object is gone or the operator stops.
             ctx.forget((namespace, name), str(body.get("metadata", {}).get("uid", "")), wake)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def modeldeployment_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-        memo.ctx.poke(namespace or "", name)
+        memo.ctx.loops.poke(namespace or "", name)
 
     @kopf.on.event("apps", "v1", "deployments", registry=registry, labels={LABEL_MODEL: kopf.PRESENT})
     async def child_changed(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:
-        memo.ctx.poke(namespace or "", labels[LABEL_MODEL])
+        memo.ctx.loops.poke(namespace or "", labels[LABEL_MODEL])

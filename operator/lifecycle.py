@@ -16,6 +16,10 @@ they carry owner references, and the garbage collector removes them.
 Objects that still carry the finalizer an earlier version added (``cutover.dev/finalizer``)
 lose it on the operator's first look: kopf removes its configured finalizer from every object
 that no handler needs it on (see :data:`LEGACY_FINALIZER` in ``main.configure``).
+
+What each kind's loops keep per object between passes (the event that wakes a loop, the status
+writes the watch has not echoed yet) is one :class:`LoopMemory`; :func:`pause` is the wait at
+the end of every pass.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
@@ -41,6 +45,10 @@ the live ``body`` and ``stopped``, and returns when ``stopped`` turns true."""
 
 PER_EVENT_KWARGS = frozenset({"type", "event", "body", "meta", "spec", "status", "patch", "annotations", "labels"})
 """Handler kwargs that describe one event; a long-running loop reads the live ``body`` instead."""
+
+
+ObjectKey = tuple[str, str]
+"""An object's (namespace, name): what a loop's memory is kept under."""
 
 
 class Stopped:
@@ -194,3 +202,80 @@ def daemon(
         return fn
 
     return decorator
+
+
+# ----------------------------------------------------------------------------- loop memory
+
+
+@dataclass
+class LoopMemory:
+    """What one kind's loops keep per object (by :data:`ObjectKey`) between passes: the event
+    that wakes each loop, and the status writes kopf's watch has not echoed yet.
+
+    A loop reads its object through :meth:`latest`, records each status write with
+    :meth:`remember`, and calls :meth:`forget` when it ends; a context that keeps more per
+    object drops that too when :meth:`forget` says the ending loop owned the key."""
+
+    wakes: dict[ObjectKey, asyncio.Event] = field(default_factory=dict)
+    """Per object: the event that wakes its loop (set by :meth:`poke`)."""
+    writes: dict[ObjectKey, tuple[frozenset[str], dict[str, Any]]] = field(default_factory=dict)
+    """Per object: the resourceVersions our status writes have superseded since kopf's view
+    last caught up, and what the last write returned."""
+
+    def start(self, key: ObjectKey) -> asyncio.Event:
+        """Register the loop that now serves ``key``; returns its wake-up event (what
+        :meth:`forget` is later called with)."""
+        wake = self.wakes[key] = asyncio.Event()
+        return wake
+
+    def poke(self, namespace: str, name: str) -> None:
+        """Wake the loop of one object, if it runs."""
+        event = self.wakes.get((namespace, name))
+        if event is not None:
+            event.set()
+
+    def latest(self, key: ObjectKey, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The freshest view of the object: kopf's live ``body``, unless it still predates one
+        of our status writes, then what the last write returned.
+
+        The watch can lag several writes behind (a loop that writes status every second saw
+        kopf's view stay two writes old for seconds), so every resourceVersion a write of ours
+        superseded is remembered until kopf's view moves past them all; comparing with the last
+        one only sent every pass of the lag into a 409."""
+        mine = self.writes.get(key)
+        if mine is not None:
+            if body.get("metadata", {}).get("resourceVersion") in mine[0]:
+                return mine[1]
+            del self.writes[key]  # kopf caught up with our writes, or someone else wrote since
+        return dict(body)
+
+    def remember(self, key: ObjectKey, read: Mapping[str, Any], written: dict[str, Any]) -> None:
+        """Keep what a status write returned (``written``), and that the version it was made
+        from (``read``, as :meth:`latest` gave it) is now stale."""
+        self.supersede(key, str(read["metadata"]["resourceVersion"]), written)
+
+    def supersede(self, key: ObjectKey, stale: str, current: dict[str, Any]) -> None:
+        """Say that resourceVersion ``stale`` is out of date and ``current`` is the object now
+        (a status write's answer, or the object read again after a 409)."""
+        superseded = self.writes[key][0] if key in self.writes else frozenset()
+        self.writes[key] = (superseded | {stale}, current)
+
+    def forget(self, key: ObjectKey, wake: asyncio.Event) -> bool:
+        """Drop what is kept about an object whose loop ended (the object is gone, or the
+        operator stops). Nothing is dropped when its wake-up event is no longer ``wake``: the
+        object was created again under the same name and the new loop owns it. Returns whether
+        the ending loop owned the key (then the caller drops its own per-object maps too)."""
+        if self.wakes.get(key) is not wake:
+            return False
+        del self.wakes[key]
+        self.writes.pop(key, None)
+        return True
+
+
+async def pause(wake: asyncio.Event, delay: float, coalesce: float) -> None:
+    """The wait at the end of a pass: ``delay`` seconds, or until ``wake`` is set; then, when
+    woken by a change, ``coalesce`` seconds more so that the rest of its burst (a status echo, a
+    child's several updates) arrives and is handled in one pass."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wake.wait(), timeout=delay)
+        await asyncio.sleep(coalesce)

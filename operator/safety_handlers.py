@@ -14,7 +14,6 @@ The ModelDeployment side is in :mod:`.handlers`: it reads each policy's readines
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -48,9 +47,8 @@ class SafetyContext:
     """The shared client and what this process keeps per policy (dropped by :meth:`forget`)."""
 
     kube: Kube
-    pokes: dict[PolicyKey, asyncio.Event] = field(default_factory=dict)
-    written: dict[PolicyKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
-    """Per policy: the resourceVersion our last status write superseded, and what it returned."""
+    loops: lifecycle.LoopMemory = field(default_factory=lifecycle.LoopMemory)
+    """Per policy: the event that wakes its loop, and our status writes the watch has not echoed."""
     applied: dict[PolicyKey, dict[str, tuple[str, float]]] = field(default_factory=dict)
     """Per policy: digest of the ConfigMap / Secret last applied (by kind), and when."""
     secrets: dict[PolicyKey, tuple[str, str]] = field(default_factory=dict)
@@ -59,24 +57,11 @@ class SafetyContext:
     """Per ModelDeployment (namespace, name): the policy its spec referenced when last seen."""
     clock: Callable[[], float] = time.time
 
-    def poke(self, namespace: str, name: str) -> None:
-        event = self.pokes.get((namespace, name))
-        if event is not None:
-            event.set()
-
     def forget(self, key: PolicyKey, wake: asyncio.Event) -> None:
-        if self.pokes.get(key) is wake:
-            del self.pokes[key]
-            for kept in (self.written, self.applied, self.secrets):
-                kept.pop(key, None)
-
-
-def latest(ctx: SafetyContext, key: PolicyKey, body: kopf.Body) -> dict[str, Any]:
-    """kopf's live body, unless it still predates our last status write."""
-    mine = ctx.written.get(key)
-    if mine is not None and mine[0] == body.get("metadata", {}).get("resourceVersion"):
-        return mine[1]
-    return dict(body)
+        """Drop what is kept about a policy whose loop ended (unless a new loop owns the name)."""
+        if self.loops.forget(key, wake):
+            self.applied.pop(key, None)
+            self.secrets.pop(key, None)
 
 
 async def _apply(ctx: SafetyContext, key: PolicyKey, obj: dict[str, Any]) -> None:
@@ -112,7 +97,7 @@ async def reconcile_policy(
     ctx: SafetyContext, key: PolicyKey, body: kopf.Body, deployments: list[str], logger: logging.Logger
 ) -> float:
     """One pass over one SafetyPolicy; returns the seconds until the next one."""
-    obj = latest(ctx, key, body)
+    obj = ctx.loops.latest(key, body)
     meta = obj.get("metadata", {})
     if meta.get("deletionTimestamp"):
         return RESTING_INTERVAL
@@ -142,8 +127,7 @@ async def reconcile_policy(
     now = datetime.fromtimestamp(ctx.clock(), UTC)
     new = safety.status(old, assessment, meta.get("generation"), deployments, now)
     if new != old:
-        written = await ctx.kube.replace_status(obj, new)
-        ctx.written[key] = (meta["resourceVersion"], written)
+        ctx.loops.remember(key, obj, await ctx.kube.replace_status(obj, new))
     before = next((c for c in old.get("conditions") or [] if c.get("type") == safety.READY), None)
     told = (before.get("status"), before.get("reason"), before.get("message")) if before else None
     if told != ("True" if assessment.ready else "False", assessment.reason, assessment.message):
@@ -188,7 +172,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
     ) -> None:
         ctx: SafetyContext = memo.safety
         key = (namespace, name)
-        wake = ctx.pokes[key] = asyncio.Event()
+        wake = ctx.loops.start(key)
         try:
             while not stopped:
                 wake.clear()
@@ -206,9 +190,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
                     metrics.RECONCILE_ERRORS.labels("SafetyPolicy").inc()
                     logger.exception("SafetyPolicy reconcile failed")
                     delay = ERROR_DELAY
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=delay)
-                    await asyncio.sleep(COALESCE_SECONDS)
+                await lifecycle.pause(wake, delay, COALESCE_SECONDS)
         finally:
             ctx.forget(key, wake)
 
@@ -226,12 +208,12 @@ def register(registry: kopf.OperatorRegistry) -> None:
         if ctx is not None and (body.get("status") or {}).get("observedGeneration") != body.get("metadata", {}).get(
             "generation"
         ):
-            ctx.poke(*key)  # a spec change; our own status writes come back as events too
+            ctx.loops.poke(*key)  # a spec change; our own status writes come back as events too
         # Its ModelDeployments read its readiness (a status change included) from the index.
         md_ctx = getattr(memo, "ctx", None)
         if md_ctx is not None:
             for deployment in references.get(key, []):
-                md_ctx.poke(key[0], deployment)
+                md_ctx.loops.poke(key[0], deployment)
 
     @kopf.on.event(GROUP, VERSION, "modeldeployments", registry=registry, id="safety_reference_changed")
     async def safety_reference_changed(
@@ -251,7 +233,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
             ctx.references[md] = now
         for policy in (before, now):
             if policy is not None:
-                ctx.poke(md[0], policy)
+                ctx.loops.poke(md[0], policy)
 
     @kopf.on.event("", "v1", "secrets", registry=registry, id="safety_secret_changed")
     async def safety_secret_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
@@ -260,4 +242,4 @@ def register(registry: kopf.OperatorRegistry) -> None:
             return
         for policy, source in list(ctx.secrets.items()):
             if source == (namespace or "", name):
-                ctx.poke(*policy)
+                ctx.loops.poke(*policy)

@@ -37,7 +37,7 @@ from cutover.api.v1alpha1 import GROUP, VERSION, AlertRule, Condition, ModelDepl
 from cutover.api.v1alpha1.alertrule import AlertRuleStatus
 from cutover.api.v1alpha1.base import LabelSelector
 
-from .. import lifecycle, metrics
+from .. import handlers, lifecycle, metrics
 from ..kube import ApiError, Kube
 from ..secrets import SecretUnavailable, secret_text
 from . import notify, render, windows
@@ -63,27 +63,19 @@ class AlertContext:
     notifier: notify.Notifier
     prometheus_rules: bool = False
     """Whether the PrometheusRule CRD (monitoring.coreos.com/v1) exists in the cluster."""
-    pokes: dict[RuleKey, asyncio.Event] = field(default_factory=dict)
+    loops: lifecycle.LoopMemory = field(default_factory=lifecycle.LoopMemory)
+    """Per rule: the event that wakes its loop, and our status writes the watch has not echoed."""
     instances: dict[RuleKey, list[Instance]] = field(default_factory=dict)
     """Per rule: the instances after its last evaluation (the status may lag behind our write)."""
     memory: dict[RuleKey, notify.NotifyMemory] = field(default_factory=dict)
-    written: dict[RuleKey, tuple[frozenset[str], dict[str, Any]]] = field(default_factory=dict)
-    """Per rule: the resourceVersions our status writes have superseded since kopf's view last
-    caught up, and what the last write returned."""
     applied: dict[RuleKey, tuple[str, float]] = field(default_factory=dict)
     """Per rule: digest of the PrometheusRule last applied, and when."""
     clock: Callable[[], float] = time.time
 
-    def poke(self, namespace: str, name: str) -> None:
-        event = self.pokes.get((namespace, name))
-        if event is not None:
-            event.set()
-
     def forget(self, key: RuleKey, wake: asyncio.Event) -> None:
         """Drop what is kept about a rule whose loop ended (unless a new loop owns the name)."""
-        if self.pokes.get(key) is wake:
-            del self.pokes[key]
-            for kept in (self.instances, self.memory, self.written, self.applied):
+        if self.loops.forget(key, wake):
+            for kept in (self.instances, self.memory, self.applied):
                 kept.pop(key, None)
             self.notifier.forget("/".join(key))
             metrics.forget_alert(*key)
@@ -162,40 +154,18 @@ async def measure(ctx: AlertContext, rule: AlertRule, md: ModelDeployment, at: f
     return await evaluate(provider, rule, md, at)
 
 
-def latest(ctx: AlertContext, key: RuleKey, body: kopf.Body) -> dict[str, Any]:
-    """kopf's live body, unless it still predates one of our status writes.
-
-    The watch can lag several writes behind (a rule evaluated every second writes its status
-    every second), so every resourceVersion a write of ours superseded is remembered until
-    kopf's view moves past them all; comparing with the last one only sent every evaluation of
-    the lag into a 409."""
-    mine = ctx.written.get(key)
-    if mine is not None:
-        if body.get("metadata", {}).get("resourceVersion") in mine[0]:
-            return mine[1]
-        del ctx.written[key]  # kopf caught up with our writes, or someone else wrote since
-    return dict(body)
-
-
-def remember(ctx: AlertContext, key: RuleKey, obj: dict[str, Any], written: dict[str, Any]) -> None:
-    """Keep what a status write of ``obj`` returned, for :func:`latest`."""
-    superseded = ctx.written[key][0] if key in ctx.written else frozenset()
-    ctx.written[key] = (superseded | {obj["metadata"]["resourceVersion"]}, written)
-
-
 async def reread(ctx: AlertContext, key: RuleKey, body: kopf.Body) -> None:
     """After a 409 (someone else wrote the rule since we read it): read it again, so the next
     evaluation starts from the server's version instead of waiting for the watch."""
     current = await ctx.kube.get(f"{GROUP}/{VERSION}", "AlertRule", key[0], key[1])
     if current.get("metadata", {}).get("uid") != body.get("metadata", {}).get("uid"):
         return
-    stale = {str(body.get("metadata", {}).get("resourceVersion"))}
-    ctx.written[key] = ((ctx.written[key][0] if key in ctx.written else frozenset()) | stale, current)
+    ctx.loops.supersede(key, str(body.get("metadata", {}).get("resourceVersion")), current)
 
 
 async def evaluate_once(ctx: AlertContext, key: RuleKey, body: kopf.Body, logger: logging.Logger) -> float:
     """One evaluation of the rule; returns the seconds until the next one."""
-    obj = latest(ctx, key, body)
+    obj = ctx.loops.latest(key, body)
     try:
         rule = AlertRule.model_validate(obj)
     except ValidationError as err:
@@ -244,7 +214,7 @@ async def evaluate_once(ctx: AlertContext, key: RuleKey, body: kopf.Body, logger
 async def _write(ctx: AlertContext, key: RuleKey, obj: dict[str, Any], status: AlertRuleStatus) -> None:
     wire = status.wire()
     if wire != (obj.get("status") or {}):
-        remember(ctx, key, obj, await ctx.kube.replace_status(obj, wire))
+        ctx.loops.remember(key, obj, await ctx.kube.replace_status(obj, wire))
 
 
 async def _apply_rule(
@@ -286,19 +256,10 @@ async def _invalid(
     ).wire()
     others = [c for c in old.get("conditions") or [] if c.get("type") != "Ready"]
     status = {**old, "conditions": [condition, *others], "observedGeneration": obj["metadata"].get("generation")}
-    remember(ctx, key, obj, await ctx.kube.replace_status(obj, status))
+    ctx.loops.remember(key, obj, await ctx.kube.replace_status(obj, status))
     kopf.warn(cast(kopf.Body, obj), reason="InvalidSpec", message=message)
     metrics.ALERT_EVALUATION_ERRORS.labels(key[0], key[1], "InvalidSpec").inc()
     logger.warning("invalid AlertRule spec: %s", message)
-
-
-async def _gone(ctx: AlertContext, body: kopf.Body) -> bool:
-    meta = body.get("metadata", {})
-    try:
-        current = await ctx.kube.get(f"{GROUP}/{VERSION}", "AlertRule", meta.get("namespace"), meta["name"])
-    except ApiError as err:
-        return err.status == 404
-    return bool(current.get("metadata", {}).get("uid") != meta.get("uid"))
 
 
 # ----------------------------------------------------------------------------- registration
@@ -320,14 +281,14 @@ def register(registry: kopf.OperatorRegistry) -> None:
     ) -> None:
         ctx: AlertContext = memo.alerts
         key = (namespace, name)
-        wake = ctx.pokes[key] = asyncio.Event()
+        wake = ctx.loops.start(key)
         try:
             while not stopped:
                 wake.clear()
                 try:
                     delay = await evaluate_once(ctx, key, body, logger)
                 except ApiError as err:
-                    if err.status == 404 and await _gone(ctx, body):
+                    if err.status == 404 and await handlers.gone(ctx.kube, "AlertRule", body):
                         logger.info("the AlertRule is gone; its loop ends")
                         return
                     delay = ERROR_DELAY / 2
@@ -341,9 +302,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
                     metrics.ALERT_EVALUATION_ERRORS.labels(namespace, name, "Unexpected").inc()
                     logger.exception("AlertRule evaluation failed")
                     delay = ERROR_DELAY
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=delay)
-                    await asyncio.sleep(COALESCE_SECONDS)
+                await lifecycle.pause(wake, delay, COALESCE_SECONDS)
         finally:
             ctx.forget(key, wake)
 
@@ -359,4 +318,4 @@ def register(registry: kopf.OperatorRegistry) -> None:
         generation = body.get("metadata", {}).get("generation")
         status = body.get("status") or {}
         if status.get("observedGeneration") != generation:
-            ctx.poke(*key)
+            ctx.loops.poke(*key)

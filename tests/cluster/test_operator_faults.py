@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import kopf
 import pytest
 
 from cutover.operator import handlers
 from cutover.operator.kube import Kube as ApiClient
-from cutover.operator.verdicts import FileVerdicts
 from tests.support.kubectl import Kube
 from tests.support.waiting import wait_until
 
@@ -75,11 +73,10 @@ async def test_a_loop_whose_object_vanished_unseen_knows_it_is_gone(
     monkeypatch.setenv("KUBECONFIG", kube.kubeconfig)
     client = ApiClient.from_connection(kopf.login_with_kubeconfig(settings=kopf.OperatorSettings()))
     try:
-        ctx = handlers.Context(client, FileVerdicts(Path("/nonexistent")))
-        assert not await handlers._gone(ctx, body)
+        assert not await handlers.gone(client, "ModelDeployment", body)
         kube.run("delete", "md", "ranker", "-n", namespace, "--wait")
-        assert await handlers._gone(ctx, body)
+        assert await handlers.gone(client, "ModelDeployment", body)
         kube.apply(doc, namespace=namespace)  # the same name again: another object
-        assert await handlers._gone(ctx, body)
+        assert await handlers.gone(client, "ModelDeployment", body)
     finally:
         await client.close()

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 from unittest.mock import MagicMock
 
-from cutover.operator.handlers import Context, annotation_writer, firing_actions, latest
+from cutover.operator.handlers import Context, annotation_writer, firing_actions
 from cutover.operator.verdicts import PrometheusVerdicts
 
 
@@ -26,16 +26,6 @@ def test_annotation_writer_names_the_field_manager() -> None:
     assert annotation_writer(body, "cutover.dev/pause") == ""
 
 
-def test_latest_prefers_our_write_until_the_watch_catches_up() -> None:
-    ctx = Context(kube=MagicMock(), verdicts=MagicMock())
-    stale = {"metadata": {"namespace": "ns", "name": "m", "resourceVersion": "41"}, "status": {"phase": "Pending"}}
-    written = {"metadata": {"namespace": "ns", "name": "m", "resourceVersion": "42"}, "status": {"phase": "Healthy"}}
-    ctx.written[("ns", "m")] = ("41", written)
-    assert latest(ctx, stale)["status"]["phase"] == "Healthy"  # type: ignore[arg-type]
-    echoed = {**written, "metadata": {**written["metadata"], "resourceVersion": "43"}}
-    assert latest(ctx, echoed)["metadata"]["resourceVersion"] == "43"  # type: ignore[arg-type]
-
-
 def test_a_loop_that_ends_leaves_nothing_of_its_object_behind() -> None:
     """Four maps kept per object (wake-ups, status writes, applied children, verdict runs) and
     only two were dropped when the object's loop ended: a deleted ModelDeployment's rollout
@@ -45,21 +35,22 @@ def test_a_loop_that_ends_leaves_nothing_of_its_object_behind() -> None:
     verdicts.watches["uid-1"] = MagicMock()
     verdicts.runs["uid-2"] = MagicMock()
     ctx = Context(kube=MagicMock(), verdicts=verdicts)
-    wake = ctx.pokes[("ns", "m")] = asyncio.Event()
-    ctx.written[("ns", "m")] = ("41", {})
+    wake = ctx.loops.start(("ns", "m"))
+    ctx.loops.supersede(("ns", "m"), "41", {})
     ctx.applied[("ns", "m")] = {("Deployment", "m-abc"): ("digest", 0.0)}
     ctx.forget(("ns", "m"), "uid-1", wake)
-    assert not ctx.pokes and not ctx.written and not ctx.applied
+    assert not ctx.loops.wakes and not ctx.loops.writes and not ctx.applied
     assert not verdicts.finished and not verdicts.watches and list(verdicts.runs) == ["uid-2"]
 
 
 def test_a_loop_that_ends_after_its_name_was_reused_keeps_the_new_objects_memory() -> None:
     ctx = Context(kube=MagicMock(), verdicts=MagicMock())
     old_wake = asyncio.Event()
-    new_wake = ctx.pokes[("ns", "m")] = asyncio.Event()
-    ctx.written[("ns", "m")] = ("7", {})
+    new_wake = ctx.loops.start(("ns", "m"))
+    ctx.loops.supersede(("ns", "m"), "7", {})
+    ctx.applied[("ns", "m")] = {}
     ctx.forget(("ns", "m"), "old-uid", old_wake)
-    assert ctx.pokes[("ns", "m")] is new_wake and ("ns", "m") in ctx.written
+    assert ctx.loops.wakes[("ns", "m")] is new_wake and ("ns", "m") in ctx.loops.writes and ("ns", "m") in ctx.applied
     ctx.verdicts.drop.assert_called_once_with("old-uid")
 
 

@@ -1,0 +1,167 @@
+"""What the three per-object loops (ModelDeployment, SafetyPolicy, AlertRule) remember between
+passes: lifecycle.LoopMemory, and each loop's status writes while kopf's watch lags behind."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from typing import Any, cast
+
+import kopf
+import pytest
+
+from cutover.operator import handlers, safety_handlers
+from cutover.operator.kube import ApiError, Kube
+from cutover.operator.lifecycle import LoopMemory
+from cutover.operator.verdicts import VerdictSource
+
+from ..cases import CANARY, load
+from .test_safety_policy import policy_body
+
+LOG = logging.getLogger("test")
+KEY = ("shop", "m")
+
+
+class StatusServer:
+    """The API server's side of one object's status writes: a resourceVersion that moves on
+    every write and a 409 for a write from any other version (what the real one does); applies
+    and deletes of children succeed, and any other object is not found."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = copy.deepcopy(body)
+        self.writes = 0
+
+    async def replace_status(self, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        if body["metadata"]["resourceVersion"] != self.body["metadata"]["resourceVersion"]:
+            raise ApiError(409, "the object has been modified")
+        self.writes += 1
+        self.body = {**self.body, "status": status}
+        self.body["metadata"] = {
+            **self.body["metadata"],
+            "resourceVersion": str(int(body["metadata"]["resourceVersion"]) + 1),
+        }
+        return copy.deepcopy(self.body)
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        if (kind, name) != (self.body.get("kind"), self.body["metadata"]["name"]):
+            raise ApiError(404, f"{kind} {name} not found")
+        return copy.deepcopy(self.body)
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return obj
+
+    async def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> None:
+        return None
+
+    async def list(self, api_version: str, kind: str, namespace: str | None = None, **_: Any) -> list[dict[str, Any]]:
+        return []
+
+
+def frozen(body: dict[str, Any]) -> kopf.Body:
+    """kopf's view of an object whose watch brings no event: it stays ``body``."""
+    return kopf.Body(cast(kopf.RawBody, copy.deepcopy(body)))
+
+
+def at(version: str, **status: Any) -> dict[str, Any]:
+    return {"metadata": {"namespace": KEY[0], "name": KEY[1], "resourceVersion": version}, "status": status}
+
+
+# ----------------------------------------------------------------------------- LoopMemory
+
+
+def test_our_last_write_is_read_until_the_watch_moves_past_every_version_we_superseded() -> None:
+    memory = LoopMemory()
+    memory.remember(KEY, at("10"), at("11", pass_=1))
+    memory.remember(KEY, at("11", pass_=1), at("12", pass_=2))
+    memory.remember(KEY, at("12", pass_=2), at("13", pass_=3))
+    for lagging in ("10", "11", "12"):
+        assert memory.latest(KEY, at(lagging))["status"] == {"pass_": 3}, f"the watch at {lagging}"
+    assert memory.latest(KEY, at("13", pass_=3))["metadata"]["resourceVersion"] == "13"
+    assert KEY not in memory.writes, "caught up: nothing left to remember"
+    assert memory.latest(KEY, at("10"))["metadata"]["resourceVersion"] == "10"
+
+
+def test_a_write_by_someone_else_is_read_from_the_watch() -> None:
+    memory = LoopMemory()
+    memory.remember(KEY, at("10"), at("11", ours=True))
+    theirs = at("12", ours=False)  # someone wrote on top of our write; the watch shows it
+    assert memory.latest(KEY, theirs)["status"] == {"ours": False} and KEY not in memory.writes
+
+
+def test_a_version_read_again_after_a_conflict_supersedes_the_one_the_watch_shows() -> None:
+    memory = LoopMemory()
+    memory.supersede(KEY, "10", at("12", theirs=True))
+    assert memory.latest(KEY, at("10"))["status"] == {"theirs": True}
+
+
+def test_a_poke_wakes_the_running_loop_and_an_ending_loop_forgets_only_what_it_owns() -> None:
+    memory = LoopMemory()
+    memory.poke(*KEY)  # no loop: nothing to wake, nothing kept
+    assert not memory.wakes
+    old = memory.start(KEY)
+    memory.remember(KEY, at("1"), at("2"))
+    new = memory.start(KEY)  # the object was deleted and created again under the same name
+    memory.poke(*KEY)
+    assert new.is_set() and not old.is_set()
+    assert not memory.forget(KEY, old) and memory.wakes[KEY] is new and KEY in memory.writes
+    assert memory.forget(KEY, new) and not memory.wakes and not memory.writes
+
+
+# ----------------------------------------------------------------------------- the loops
+
+
+@pytest.fixture
+def quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events go nowhere (no operator runs to post them)."""
+    for module in (handlers, safety_handlers):
+        monkeypatch.setattr(module.kopf, "info", lambda *args, **kwargs: None)
+        monkeypatch.setattr(module.kopf, "warn", lambda *args, **kwargs: None)
+
+
+class NoVerdicts:
+    """A verdict source with nothing to say (no rollout is judged here)."""
+
+    async def current(self, md: Any, now: float) -> None:
+        return None
+
+    async def watch(self, md: Any, now: float) -> None:
+        return None
+
+    def drop(self, uid: str) -> None:
+        return None
+
+
+@pytest.mark.usefixtures("quiet")
+def test_the_modeldeployment_loop_writes_every_pass_while_the_watch_lags_several_writes() -> None:
+    """Pods become ready one a pass and each pass writes status; kopf's view stays at the
+    created object. The loop compared kopf's resourceVersion with the last write's only, so
+    from the third pass on it read the created object again and every write met a 409."""
+    created = copy.deepcopy(load(CANARY))
+    created["metadata"].update(namespace="shop", uid="uid-1", resourceVersion="10", generation=1)
+    server = StatusServer(created)
+    ctx = handlers.Context(cast(Kube, server), cast(VerdictSource, NoVerdicts()))
+    watch = frozen(created)
+    wanted = int(created["spec"]["runtime"]["replicas"])
+    for ready in range(wanted + 1):
+        revision = (server.body.get("status") or {}).get("stableRevision")
+        children = [handlers.Child(f"child-{revision}", revision, ready, "uid-1", wanted)] if revision else []
+        asyncio.run(handlers.reconcile_once(ctx, watch, children, LOG))
+    assert server.writes == wanted + 1, "one status write a pass, none refused"
+    assert server.body["status"]["phase"] == "Healthy"
+    caught_up = frozen(server.body)
+    assert ctx.loops.latest(("shop", "fraud-scorer"), caught_up) == dict(caught_up)
+
+
+@pytest.mark.usefixtures("quiet")
+def test_the_safetypolicy_loop_writes_every_pass_while_the_watch_lags_several_writes() -> None:
+    created = {**policy_body(), "status": {}}
+    key = (created["metadata"]["namespace"], created["metadata"]["name"])
+    server = StatusServer(created)
+    ctx = safety_handlers.SafetyContext(cast(Kube, server))
+    watch = frozen(created)
+    referencing = [[], ["ranker"], ["ranker", "search"], ["ranker", "search", "chat"]]
+    for deployments in referencing:
+        asyncio.run(safety_handlers.reconcile_policy(ctx, key, watch, deployments, LOG))
+    assert server.writes == len(referencing), "one status write a pass, none refused"
+    assert server.body["status"]["deployments"] == ["chat", "ranker", "search"]
