@@ -165,6 +165,25 @@ def profanity_model() -> ProfanityModel:
     return model
 
 
+def contradicted(profanity: ProfanityModel, examples: Sequence[Example]) -> ProfanityModel:
+    """``profanity`` without the words that push it towards profane (mean weight over folds
+    above 0) and that ``examples`` hold in two lines or more, never in a toxic one: the library
+    learned "sue", "basement" or "canyon" from the comments it was trained on, and the project's
+    corpus says otherwise. The result scores a text as the library would if it did not know those
+    words (their counts leave the decision and the TF-IDF norm)."""
+    toxic, lines, _ = _line_counts(examples)
+    dropped = {
+        word
+        for word, (_, weights) in profanity.words.items()
+        if toxic[word] == 0 and lines[word] >= EVIDENCE_MIN_LINES and sum(weights) > 0
+    }
+    return ProfanityModel(
+        words={word: entry for word, entry in profanity.words.items() if word not in dropped},
+        intercepts=profanity.intercepts,
+        calibrations=profanity.calibrations,
+    )
+
+
 # --- (c) the lexicon ---------------------------------------------------------------------------
 
 
@@ -321,7 +340,8 @@ sentence), the logit of (b), (c) as 0/1, and the two discounts as 0/1."""
 
 @dataclass(frozen=True)
 class Signals:
-    """The three signals and the discounts of one text, before calibration."""
+    """The three signals and the discounts of one text, before calibration, and whether the
+    text holds any evidence at all (see :func:`evidence_words`)."""
 
     profanity_targeted: float
     profanity_untargeted: float
@@ -329,6 +349,7 @@ class Signals:
     targeted_insult: bool
     self_deprecation: bool
     mention: bool
+    evidence: bool = True
 
     def vector(self) -> tuple[float, ...]:
         """The signals in :data:`FEATURES` order."""
@@ -342,32 +363,147 @@ class Signals:
         )
 
 
-def signals(text: str, profanity: ProfanityModel, words: Lexicon, learned: Classifier) -> Signals:
+NO_EVIDENCE = Signals(0.0, 0.0, -_LOGIT_CLIP, False, False, False, evidence=False)
+"""The signals of a text without evidence: what an empty text reads as (no profanity known, (b)
+at its floor, no insult)."""
+
+
+def signals(
+    text: str, profanity: ProfanityModel, words: Lexicon, learned: Classifier, evidence: frozenset[str]
+) -> Signals:
     """The signals of raw ``text``: normalised, cut into sentences, each read by (a), (b), (c)
-    with quoted text removed for (a) and (c); the maximum over sentences of each."""
+    with quoted text removed for (a) and (c); the maximum over sentences of each. A text none of
+    whose words (or phrases of abuse) is in ``evidence`` reads as :data:`NO_EVIDENCE` without
+    running (a) or (b): their scores on such text are noise (fastText's end-of-line token alone
+    leans toxic on the short-line-heavy corpus, so "0", "k" or an emoji scored above 0.9)."""
+    normalised = [sentence for sentence in (normalise(raw) for raw in sentences(text)) if sentence]
+    if not any(_has_evidence(words, sentence, evidence) for sentence in normalised):
+        return NO_EVIDENCE
     # (a) as evidence against its own no-information score (a sentence with no word it knows,
     # such as most of a German one): 0 is "nothing known", also for a kind of sentence absent.
     blank = _logit(profanity.probability(""))
     targeted_p = untargeted_p = 0.0
     insult = self_insult = mention = False
     read: list[str] = []
-    for raw in sentences(text):
-        sentence = normalise(raw)
-        if not sentence:
-            continue
+    for sentence in normalised:
         read.append(sentence)
         unquoted = _QUOTED.sub(" ", sentence)
         quoted = unquoted != sentence
         reading = read_sentence(words, unquoted)
-        evidence = _logit(profanity.probability(unquoted)) - blank
+        lean = _logit(profanity.probability(unquoted)) - blank
         if reading.targeted and not (reading.self_insult and not reading.insult):
-            targeted_p = evidence if targeted_p == 0.0 else max(targeted_p, evidence)
+            targeted_p = lean if targeted_p == 0.0 else max(targeted_p, lean)
         else:
-            untargeted_p = evidence if untargeted_p == 0.0 else max(untargeted_p, evidence)
+            untargeted_p = lean if untargeted_p == 0.0 else max(untargeted_p, lean)
         insult = insult or reading.insult
         self_insult = self_insult or reading.self_insult
         mention = mention or reading.mention or (quoted and _has_insult(words, sentence))
     return Signals(targeted_p, untargeted_p, _learned_logit(learned, read), insult, self_insult and not insult, mention)
+
+
+def _has_evidence(words: Lexicon, sentence: str, evidence: frozenset[str]) -> bool:
+    tokens, abuse, _ = words.read(_WORD.findall(sentence))
+    return abuse or not evidence.isdisjoint(tokens)
+
+
+EVIDENCE_MIN_LINES = 2
+EVIDENCE_MIN_SHARE = 0.7
+
+
+def marked_words(examples: Sequence[Example]) -> frozenset[str]:
+    """The words (normalised, as :func:`signals` reads them) that ``examples`` associate with
+    toxicity: found in at least :data:`EVIDENCE_MIN_LINES` toxic lines, and in toxic lines at a
+    share of at least :data:`EVIDENCE_MIN_SHARE` of the lines holding them, smoothed as
+    ``(toxic + 1) / (lines + 2)`` (Laplace's rule of succession), so that a word seen once is
+    never marked. Function words used by both classes ("you", "a", "the") are not marked."""
+    toxic, lines, _ = _line_counts(examples)
+    return frozenset(
+        word
+        for word, count in toxic.items()
+        if count >= EVIDENCE_MIN_LINES and (count + 1) / (lines[word] + 2) >= EVIDENCE_MIN_SHARE
+    )
+
+
+def _line_counts(examples: Sequence[Example]) -> tuple[Counter[str], Counter[str], dict[str, float]]:
+    """For each normalised word of ``examples``: how many toxic lines hold it, how many lines,
+    and the largest share of the lines of one language that hold it (a German function word is
+    frequent among German lines, rare among all)."""
+    toxic: Counter[str] = Counter()
+    lines: Counter[str] = Counter()
+    by_language: dict[str, Counter[str]] = {}
+    for example in examples:
+        found = set(_WORD.findall(normalise(example.text)))
+        lines.update(found)
+        by_language.setdefault(example.lang, Counter()).update(found)
+        if _label(example):
+            toxic.update(found)
+    sizes = Counter(example.lang for example in examples)
+    share: dict[str, float] = {}
+    for language, counts in by_language.items():
+        for word, count in counts.items():
+            share[word] = max(share.get(word, 0.0), count / sizes[language])
+    return toxic, lines, share
+
+
+EVIDENCE_MIN_WEIGHT = 5.0
+EVIDENCE_MAX_LINE_SHARE = 0.05
+
+
+def weighted_words(examples: Sequence[Example], learned: Classifier) -> frozenset[str]:
+    """The content words of fastText's vocabulary that push its toxicity score up on their own:
+    words (no punctuation attached) seen at least twice in training, found in toxic lines of
+    ``examples`` (the lines it was trained on) at least as often as in benign ones (smoothed as
+    in :func:`marked_words`), whose own input row moves the toxicity-minus-none logit by more
+    than :data:`EVIDENCE_MIN_WEIGHT` (fastText averages its rows, so a word weighs this divided
+    by the number of rows it is averaged with). The cut points were chosen on the dev slice (see
+    ``corpus/toxicity/README.md`` for what they leave
+    without evidence)."""
+    fasttext: Any = learned.model
+    labels = list(fasttext.get_labels())
+    output = np.asarray(fasttext.get_output_matrix(), dtype=np.float64)
+    toxic = labels.index(_LABEL)
+    direction = output[toxic] - output[1 - toxic]
+    toxic_lines, lines, _ = _line_counts(examples)
+    names, counts = fasttext.get_words(include_freq=True)
+    found = set()
+    for word, count in zip(names, counts, strict=True):
+        if count < 2 or not _WORD.fullmatch(word):
+            continue
+        if (toxic_lines[word] + 1) / (lines[word] + 2) < 0.5:
+            continue
+        row = np.asarray(fasttext.get_input_vector(fasttext.get_word_id(word)), dtype=np.float64)
+        if float(direction @ row) > EVIDENCE_MIN_WEIGHT:
+            found.add(str(word))
+    return frozenset(found)
+
+
+def evidence_words(
+    examples: Sequence[Example], profanity: ProfanityModel, words: Lexicon, learned: Classifier
+) -> frozenset[str]:
+    """The words whose presence makes a text worth scoring, the union of:
+
+    * the lexicon's insults, insulting adjectives and dehumanising words (a phrase of abuse
+      counts too, matched by :meth:`Lexicon.read`);
+    * the words ``profanity`` (alt-profanity-check less what :func:`contradicted` drops) calls
+      profane on their own (probability 0.5 or more for the word alone: its own features, about
+      460 of its 15,442 words), less a language's function words (found in more than :data:`EVIDENCE_MAX_LINE_SHARE`
+      of the lines of one language of ``examples``: French "tu", German "die");
+    * :func:`marked_words` and :func:`weighted_words` of ``examples``, the training lines
+      ``learned`` was trained on (both require a word to be found in toxic lines more often
+      than in benign ones, so "you", "du" or "the" are not evidence).
+
+    A text with none of them has no evidence of toxicity and scores as an empty text does (the
+    calibration's floor), whatever fastText makes of its characters: gibberish, numbers, ids,
+    emoji, scripts the corpus does not hold, one-word replies ("ok", "no"), and sentences of
+    ordinary words only ("take the train")."""
+    _, _, share = _line_counts(examples)
+    profane = {
+        word
+        for word in profanity.words
+        if profanity.probability(word) >= 0.5 and share.get(word, 0.0) <= EVIDENCE_MAX_LINE_SHARE
+    }
+    learned_words = marked_words(examples) | weighted_words(examples, learned)
+    return frozenset(words.insults | words.adjectives | words.dehumanising | profane | learned_words)
 
 
 _LABEL = f"__label__{CATEGORY}"
@@ -469,10 +605,11 @@ class ToxicityModel:
     words: Lexicon
     learned: Classifier
     calibration: Calibration
+    evidence: frozenset[str]
 
     def signals(self, text: str) -> Signals:
         """The uncalibrated signals of ``text`` (see :func:`signals`)."""
-        return signals(text, self.profanity, self.words, self.learned)
+        return signals(text, self.profanity, self.words, self.learned, self.evidence)
 
     def score(self, text: str) -> float:
         """The calibrated probability in [0, 1] that ``text`` is toxic."""
@@ -496,12 +633,19 @@ def calibrate(examples: Sequence[Example]) -> ToxicityModel:
     slice's signals. Raises ``ValueError`` when either part lacks positives or negatives."""
     dev = [example for example in examples if _is_dev(example)]
     fit = [example for example in examples if not _is_dev(example)]
-    profanity, words = profanity_model(), lexicon()
+    profanity, words = contradicted(profanity_model(), fit), lexicon()
     learned = train(fit, PARAMS, normalise, lambda e: (CATEGORY,) if _label(e) else ())
-    x = np.array([signals(e.text, profanity, words, learned).vector() for e in dev])
-    y = np.array([_label(e) for e in dev], dtype=np.float64)
+    evidence = evidence_words(fit, profanity, words, learned)
+    read = [signals(e.text, profanity, words, learned, evidence) for e in dev]
+    x_all = np.array([s.vector() for s in read])
+    y_all = np.array([_label(e) for e in dev], dtype=np.float64)
+    # Fitted on the lines it will score: a line without evidence never reaches the combination.
+    scored = np.array([s.evidence for s in read])
+    x, y = x_all[scored], y_all[scored]
     weights = fit_logistic(x, y)
-    flagged = _cross_fitted(x, y) >= DEFAULT_THRESHOLD
+    flagged = np.zeros(len(y_all), dtype=bool)
+    flagged[scored] = _cross_fitted(x, y) >= DEFAULT_THRESHOLD
+    y = y_all
     true_positives = float(np.sum(flagged & (y == 1)))
     calibration = Calibration(
         weights=tuple(float(w) for w in weights),
@@ -509,7 +653,7 @@ def calibrate(examples: Sequence[Example]) -> ToxicityModel:
         dev_precision=true_positives / max(1.0, float(np.sum(flagged))),
         dev_recall=true_positives / max(1.0, float(np.sum(y))),
     )
-    return ToxicityModel(profanity, words, learned, calibration)
+    return ToxicityModel(profanity, words, learned, calibration, evidence)
 
 
 @cache

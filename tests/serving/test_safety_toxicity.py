@@ -103,6 +103,61 @@ def test_long_benign_answers_pass(filter_on: toxicity.ToxicityDetector, text: st
     assert filter_on.scan(text, "output") == []
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0",
+        "ab",
+        "asdkjh qwe",
+        "éé",
+        "🙂",
+        "k",
+        "???",
+        "4711-0815",
+        "qsdfghjk wxcvbn",
+        "Лорем ипсум",
+    ],
+)
+def test_text_without_evidence_scores_as_empty_text(model: toxicity.ToxicityModel, text: str) -> None:
+    # fastText alone once scored "0" at 0.91 and an emoji at 0.98 (its end-of-line row leans
+    # toxic): a text with no word that any signal knows now reads as an empty text.
+    assert not model.signals(text).evidence
+    assert model.score(text) == model.score("") < 0.1
+
+
+def test_evidence_words_are_content_words_the_signals_weigh(model: toxicity.ToxicityModel) -> None:
+    evidence = model.evidence
+    for word in ("idiot", "moron", "fuck", "connard", "vermin"):
+        assert word in evidence, word
+    for word in ("you", "the", "a", "de", "du", "tu", "and", "ok", "no", "0", "train"):
+        assert word not in evidence, word
+    # A toxic line of the shipped train split lacks evidence rarely (measured: 7 of 1,054).
+    train = [e for e in read_corpus("toxicity", "train") if e.labels]
+    missing = [e.text for e in train if not model.signals(e.text).evidence]
+    assert len(missing) <= 0.02 * len(train), missing
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Sue your landlord now, you will win.",
+        "take the train, you will be faster",
+        "just do it",
+        "you should refactor this",
+        "You should split this function; you will thank yourself later.",
+        "this pull request is far too big, please split it",
+        "Your slides are hard to read: too much text, tiny fonts.",
+    ],
+)
+def test_directive_advice_and_criticism_of_work_pass(filter_on: toxicity.ToxicityDetector, text: str) -> None:
+    assert filter_on.scan(text, "output") == []
+
+
+def test_a_demeaning_generalisation_is_still_found(filter_on: toxicity.ToxicityDetector) -> None:
+    # Hate aimed at a group is toxicity by the label rules, with or without a slur.
+    assert [f.category for f in filter_on.scan("Women are bad at math.", "input")] == ["toxicity"]
+
+
 def test_threshold_is_the_cut_on_the_calibrated_score(model: toxicity.ToxicityModel) -> None:
     text = "you are a clueless clown"
     score = model.score(text)
@@ -206,7 +261,7 @@ def test_held_out_split_beats_alt_profanity_check_alone(model: toxicity.Toxicity
         f"alt-profanity-check at 0.5 P={baseline[0]:.3f} R={baseline[1]:.3f} F1={baseline[2]:.3f}"
     )
     precision, recall, f1 = ours
-    # Measured at this corpus: P 0.92, R 0.89, F1 0.90 against the library's F1 0.46.
+    # Measured at this corpus: P 0.92, R 0.86, F1 0.89 against the library's F1 0.45.
     assert precision >= 0.85
     assert recall >= 0.8
     assert f1 >= baseline[2] + 0.3
