@@ -46,7 +46,6 @@ PLURAL = "modeldeployments"
 ROLLING_INTERVAL = 2.0
 RESTING_INTERVAL = 30.0
 REAPPLY_SECONDS = 300.0
-COALESCE_SECONDS = 0.2
 
 
 @dataclass
@@ -376,34 +375,28 @@ def register(registry: kopf.OperatorRegistry) -> None:
         **_: Any,
     ) -> None:
         ctx: Context = memo.ctx
-        wake = ctx.loops.start((namespace, name))
+        key = (namespace, name)
+        uid = str(body.get("metadata", {}).get("uid", ""))
 
         def policy(policy_namespace: str, policy_name: str) -> safety.PolicySummary | None:
             return next(iter(safety_policies.get((policy_namespace, policy_name), [])), None)
 
-        try:
-            while not stopped:
-                wake.clear()
-                try:
-                    children = list(deployments_by_model.get((namespace, name), []))
-                    alerts = tuple(a for actions in alert_actions.get((namespace, name), []) for a in actions)
-                    delay = await reconcile_once(ctx, body, children, logger, alerts, policy)
-                except ApiError as err:
-                    if err.status == 404 and await gone(ctx.kube, "ModelDeployment", body):
-                        logger.info("the ModelDeployment is gone; its loop ends")
-                        return
-                    # 409: someone wrote the object since we read it; re-read and go again.
-                    delay = 0.5 if err.status == 409 else 5.0
-                    metrics.RECONCILE_ERRORS.labels("ModelDeployment").inc()
-                    logger.warning("reconcile failed: %s", err)
-                except Exception:
-                    metrics.RECONCILE_ERRORS.labels("ModelDeployment").inc()
-                    logger.exception("reconcile failed")
-                    delay = 10.0
-                await lifecycle.pause(wake, delay, COALESCE_SECONDS)
-        finally:
-            # A loop ends only when its object is gone or the operator stops.
-            ctx.forget((namespace, name), str(body.get("metadata", {}).get("uid", "")), wake)
+        async def one_pass() -> float:
+            children = list(deployments_by_model.get(key, []))
+            alerts = tuple(a for actions in alert_actions.get(key, []) for a in actions)
+            return await reconcile_once(ctx, body, children, logger, alerts, policy)
+
+        await lifecycle.serve(
+            ctx.loops,
+            key,
+            stopped,
+            one_pass,
+            what="ModelDeployment",
+            gone=lambda: gone(ctx.kube, "ModelDeployment", body),
+            forget=lambda wake: ctx.forget(key, uid, wake),
+            failed=lambda reason: metrics.RECONCILE_ERRORS.labels("ModelDeployment").inc(),
+            log=logger,
+        )
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def modeldeployment_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:

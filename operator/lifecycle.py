@@ -18,8 +18,8 @@ lose it on the operator's first look: kopf removes its configured finalizer from
 that no handler needs it on (see :data:`LEGACY_FINALIZER` in ``main.configure``).
 
 What each kind's loops keep per object between passes (the event that wakes a loop, the status
-writes the watch has not echoed yet) is one :class:`LoopMemory`; :func:`pause` is the wait at
-the end of every pass.
+writes the watch has not echoed yet) is one :class:`LoopMemory`, and :func:`serve` is the loop
+itself: one pass, its errors, the wait for the next.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from typing import Any, cast
 
 import kopf
 
+from .kube import ApiError
+
 logger = logging.getLogger("cutover.operator.lifecycle")
 
 ENDED_KEPT = 10_000
@@ -42,6 +44,15 @@ ENDED_KEPT = 10_000
 LoopFn = Callable[..., Awaitable[None]]
 """An async function run once per object; it gets kopf's handler kwargs (indices included),
 the live ``body`` and ``stopped``, and returns when ``stopped`` turns true."""
+
+COALESCE_SECONDS = 0.2
+"""Seconds a poked loop waits before its pass, so that the rest of a burst of changes arrives."""
+CONFLICT_RETRY = 0.5
+"""Seconds before the next pass after a 409: someone wrote the object since it was read."""
+API_ERROR_RETRY = 5.0
+"""Seconds before the next pass after any other refusal of the API server."""
+ERROR_RETRY = 10.0
+"""Seconds before the next pass after an unexpected error."""
 
 PER_EVENT_KWARGS = frozenset({"type", "event", "body", "meta", "spec", "status", "patch", "annotations", "labels"})
 """Handler kwargs that describe one event; a long-running loop reads the live ``body`` instead."""
@@ -272,10 +283,55 @@ class LoopMemory:
         return True
 
 
-async def pause(wake: asyncio.Event, delay: float, coalesce: float) -> None:
-    """The wait at the end of a pass: ``delay`` seconds, or until ``wake`` is set; then, when
-    woken by a change, ``coalesce`` seconds more so that the rest of its burst (a status echo, a
-    child's several updates) arrives and is handled in one pass."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(wake.wait(), timeout=delay)
-        await asyncio.sleep(coalesce)
+async def serve(
+    memory: LoopMemory,
+    key: ObjectKey,
+    stopped: Stopped,
+    one_pass: Callable[[], Awaitable[float]],
+    *,
+    what: str,
+    gone: Callable[[], Awaitable[bool]],
+    forget: Callable[[asyncio.Event], None],
+    failed: Callable[[str], None],
+    log: logging.Logger,
+    coalesce: float = COALESCE_SECONDS,
+    conflict: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run the passes of one object's loop until ``stopped`` is set or the object is gone.
+
+    ``one_pass`` returns the seconds until the next pass; a poke (:meth:`LoopMemory.poke`)
+    starts it sooner, ``coalesce`` seconds after the poke so that the rest of its burst (a
+    status echo, a child's several updates) is handled in the same pass. A pass that fails is
+    counted (``failed`` gets ``ApiError<status>`` or ``Unexpected``), logged under ``what`` (the
+    kind) and retried: after :data:`CONFLICT_RETRY` for a 409 (``conflict``, when given, reads
+    the object again first), :data:`API_ERROR_RETRY` for another refusal, :data:`ERROR_RETRY`
+    for anything else. A 404 ends the loop when ``gone`` confirms that the object no longer
+    exists (deleted, or created again under another uid while no watch event said so).
+    ``forget`` gets the loop's wake-up event when it ends, for :meth:`LoopMemory.forget`."""
+    wake = memory.start(key)
+    try:
+        while not stopped:
+            wake.clear()
+            try:
+                delay = await one_pass()
+            except ApiError as err:
+                if err.status == 404 and await gone():
+                    log.info("the %s is gone; its loop ends", what)
+                    return
+                delay = API_ERROR_RETRY
+                if err.status == 409:
+                    delay = CONFLICT_RETRY
+                    if conflict is not None:
+                        with contextlib.suppress(ApiError):
+                            await conflict()
+                failed(f"ApiError{err.status}")
+                log.warning("%s pass failed: %s", what, err)
+            except Exception:
+                failed("Unexpected")
+                log.exception("%s pass failed", what)
+                delay = ERROR_RETRY
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=delay)
+                await asyncio.sleep(coalesce)
+    finally:
+        forget(wake)

@@ -34,8 +34,6 @@ from .secrets import SecretUnavailable, secret_text
 
 PLURAL = "safetypolicies"
 RESTING_INTERVAL = 30.0
-ERROR_DELAY = 10.0
-COALESCE_SECONDS = 0.2
 REAPPLY_SECONDS = 300.0
 
 PolicyKey = tuple[str, str]
@@ -172,27 +170,21 @@ def register(registry: kopf.OperatorRegistry) -> None:
     ) -> None:
         ctx: SafetyContext = memo.safety
         key = (namespace, name)
-        wake = ctx.loops.start(key)
-        try:
-            while not stopped:
-                wake.clear()
-                try:
-                    deployments = list(policy_references.get(key, []))
-                    delay = await reconcile_policy(ctx, key, body, deployments, logger)
-                except ApiError as err:
-                    if err.status == 404 and await handlers.gone(ctx.kube, "SafetyPolicy", body):
-                        logger.info("the SafetyPolicy is gone; its loop ends")
-                        return
-                    delay = 0.5 if err.status == 409 else ERROR_DELAY / 2
-                    metrics.RECONCILE_ERRORS.labels("SafetyPolicy").inc()
-                    logger.warning("SafetyPolicy reconcile failed: %s", err)
-                except Exception:
-                    metrics.RECONCILE_ERRORS.labels("SafetyPolicy").inc()
-                    logger.exception("SafetyPolicy reconcile failed")
-                    delay = ERROR_DELAY
-                await lifecycle.pause(wake, delay, COALESCE_SECONDS)
-        finally:
-            ctx.forget(key, wake)
+
+        async def one_pass() -> float:
+            return await reconcile_policy(ctx, key, body, list(policy_references.get(key, [])), logger)
+
+        await lifecycle.serve(
+            ctx.loops,
+            key,
+            stopped,
+            one_pass,
+            what="SafetyPolicy",
+            gone=lambda: handlers.gone(ctx.kube, "SafetyPolicy", body),
+            forget=lambda wake: ctx.forget(key, wake),
+            failed=lambda reason: metrics.RECONCILE_ERRORS.labels("SafetyPolicy").inc(),
+            log=logger,
+        )
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="safetypolicy_changed")
     async def safetypolicy_changed(

@@ -18,7 +18,6 @@ fires, under the same dedupe key).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -47,7 +46,6 @@ from .status import INVALID_WINDOW, TARGET_NOT_FOUND, Delivered, Event, decide, 
 
 PLURAL = "alertrules"
 ERROR_DELAY = 10.0
-COALESCE_SECONDS = 0.2
 REAPPLY_SECONDS = 300.0
 
 RuleKey = tuple[str, str]
@@ -281,30 +279,18 @@ def register(registry: kopf.OperatorRegistry) -> None:
     ) -> None:
         ctx: AlertContext = memo.alerts
         key = (namespace, name)
-        wake = ctx.loops.start(key)
-        try:
-            while not stopped:
-                wake.clear()
-                try:
-                    delay = await evaluate_once(ctx, key, body, logger)
-                except ApiError as err:
-                    if err.status == 404 and await handlers.gone(ctx.kube, "AlertRule", body):
-                        logger.info("the AlertRule is gone; its loop ends")
-                        return
-                    delay = ERROR_DELAY / 2
-                    if err.status == 409:
-                        delay = 0.5
-                        with contextlib.suppress(ApiError):
-                            await reread(ctx, key, body)
-                    metrics.ALERT_EVALUATION_ERRORS.labels(namespace, name, f"ApiError{err.status}").inc()
-                    logger.warning("AlertRule evaluation failed: %s", err)
-                except Exception:
-                    metrics.ALERT_EVALUATION_ERRORS.labels(namespace, name, "Unexpected").inc()
-                    logger.exception("AlertRule evaluation failed")
-                    delay = ERROR_DELAY
-                await lifecycle.pause(wake, delay, COALESCE_SECONDS)
-        finally:
-            ctx.forget(key, wake)
+        await lifecycle.serve(
+            ctx.loops,
+            key,
+            stopped,
+            lambda: evaluate_once(ctx, key, body, logger),
+            what="AlertRule",
+            gone=lambda: handlers.gone(ctx.kube, "AlertRule", body),
+            forget=lambda wake: ctx.forget(key, wake),
+            failed=lambda reason: metrics.ALERT_EVALUATION_ERRORS.labels(namespace, name, reason).inc(),
+            log=logger,
+            conflict=lambda: reread(ctx, key, body),
+        )
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="alertrule_spec_changed")
     async def alertrule_spec_changed(

@@ -11,9 +11,9 @@ from typing import Any, cast
 import kopf
 import pytest
 
-from cutover.operator import handlers, safety_handlers
+from cutover.operator import handlers, lifecycle, safety_handlers
 from cutover.operator.kube import ApiError, Kube
-from cutover.operator.lifecycle import LoopMemory
+from cutover.operator.lifecycle import LoopMemory, Stopped
 from cutover.operator.verdicts import VerdictSource
 
 from ..cases import CANARY, load
@@ -106,6 +106,107 @@ def test_a_poke_wakes_the_running_loop_and_an_ending_loop_forgets_only_what_it_o
     assert new.is_set() and not old.is_set()
     assert not memory.forget(KEY, old) and memory.wakes[KEY] is new and KEY in memory.writes
     assert memory.forget(KEY, new) and not memory.wakes and not memory.writes
+
+
+def test_a_loop_retries_what_fails_and_ends_when_its_object_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    for retry in ("CONFLICT_RETRY", "API_ERROR_RETRY", "ERROR_RETRY"):
+        monkeypatch.setattr(lifecycle, retry, 0.01)
+    memory = LoopMemory()
+    outcomes: list[float | Exception] = [
+        ApiError(409, "modified"),
+        RuntimeError("a bug"),
+        0.01,
+        ApiError(404, "not found"),  # not gone: a child or a Secret was missing
+        ApiError(404, "not found"),  # gone
+        0.01,
+    ]
+    seen: list[str] = []
+    ended: list[asyncio.Event] = []
+
+    async def one_pass() -> float:
+        outcome = outcomes.pop(0)
+        seen.append(f"pass {type(outcome).__name__}")
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def gone() -> bool:
+        seen.append("gone?")
+        return seen.count("gone?") == 2
+
+    async def conflict() -> None:
+        seen.append("read again")
+
+    async def run() -> None:
+        await lifecycle.serve(
+            memory,
+            KEY,
+            Stopped(),
+            one_pass,
+            what="Thing",
+            gone=gone,
+            forget=ended.append,
+            failed=lambda reason: seen.append(reason),
+            log=LOG,
+            coalesce=0.0,
+            conflict=conflict,
+        )
+
+    asyncio.run(asyncio.wait_for(run(), timeout=10))
+    assert seen == [
+        "pass ApiError",
+        "read again",
+        "ApiError409",
+        "pass RuntimeError",
+        "Unexpected",
+        "pass float",
+        "pass ApiError",
+        "gone?",
+        "ApiError404",
+        "pass ApiError",
+        "gone?",
+    ]
+    assert len(outcomes) == 1, "no pass after the object is gone"
+    assert ended == [memory.wakes[KEY]], "the ending loop hands its wake-up event to forget"
+
+
+def test_a_poked_loop_runs_its_next_pass_at_once_and_a_stopped_one_returns() -> None:
+    memory = LoopMemory()
+    stopped = Stopped()
+    passes: list[int] = []
+    second = asyncio.Event()
+
+    async def one_pass() -> float:
+        passes.append(len(passes))
+        if len(passes) == 2:
+            stopped.set()
+            second.set()
+        return 3600.0  # only a poke brings the next pass
+
+    async def run() -> None:
+        loop = asyncio.create_task(
+            lifecycle.serve(
+                memory,
+                KEY,
+                stopped,
+                one_pass,
+                what="Thing",
+                gone=lambda: asyncio.sleep(0, result=False),
+                forget=lambda wake: memory.forget(KEY, wake),
+                failed=lambda reason: None,
+                log=LOG,
+                coalesce=0.0,
+            )
+        )
+        while not passes:
+            await asyncio.sleep(0)
+        memory.poke(*KEY)
+        await second.wait()
+        memory.poke(*KEY)  # stopped: the wait ends, no third pass, its memory is dropped
+        await loop
+
+    asyncio.run(asyncio.wait_for(run(), timeout=10))
+    assert passes == [0, 1] and not memory.wakes
 
 
 # ----------------------------------------------------------------------------- the loops
