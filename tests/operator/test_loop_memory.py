@@ -266,3 +266,18 @@ def test_the_safetypolicy_loop_writes_every_pass_while_the_watch_lags_several_wr
         asyncio.run(safety_handlers.reconcile_policy(ctx, key, watch, deployments, LOG))
     assert server.writes == len(referencing), "one status write a pass, none refused"
     assert server.body["status"]["deployments"] == ["chat", "ranker", "search"]
+
+
+@pytest.mark.usefixtures("quiet")
+def test_an_invalid_modeldeployment_is_reported_once_while_the_watch_lags() -> None:
+    """The InvalidSpec status write was not remembered: the next pass read the object as
+    created, found no report in it and wrote again from a stale version (a 409 every pass)."""
+    created = copy.deepcopy(load(CANARY))
+    created["metadata"].update(namespace="shop", uid="uid-1", resourceVersion="10", generation=1)
+    created["spec"]["runtime"]["replicas"] = -1
+    server = StatusServer(created)
+    ctx = handlers.Context(cast(Kube, server), cast(VerdictSource, NoVerdicts()))
+    watch = frozen(created)
+    for _ in range(3):
+        asyncio.run(handlers.reconcile_once(ctx, watch, [], LOG))
+    assert server.writes == 1 and server.body["status"]["phase"] == "Failed"
