@@ -15,10 +15,25 @@ more than an escalation too many):
    joined words, leetspeak and a phrase of another language mixed in (code-switching), so that it
    reads the spellings the rules were not written for. Its score is the probability that the text
    belongs to one of the selected categories. A marker word tells it which way the text travels,
-   so what a user writes and what a model answers are learned apart. Inputs are read whole;
-   model answers whole and
-   sentence by sentence (the highest score counts), so one crisis sentence in a long answer is
-   not outvoted. (Inputs are short, and a lone "i'm done." read out of its message scored high.)
+   so what a user writes and what a model answers are learned apart; the corpus holds as many
+   ordinary model answers (summaries, recipes, code, medication facts) as crisis ones, so the
+   marker alone reads as "none". Inputs are read whole; model answers whole and sentence by
+   sentence (the highest score counts), so one crisis sentence in a long answer is not
+   outvoted. (Inputs are short, and a lone "i'm done." read out of its message scored high.)
+
+**Evidence.** A classifier gives a confident probability for any string, also for "0", "ok" or
+"asdkjh qwe", which hold nothing it learned, and for short everyday lines that share a word or
+two with crisis lines ("good point", "j'ai mal au ventre depuis hier soir"): what it says there
+is noise (before this gate, about a third of random strings scored as crises). So the learned
+score decides only where the text carries evidence of the topic: at least :data:`MIN_WORDS`
+real words (runs of two or more letters), one of them a **cue word** of
+``data/crisis_cues.txt`` (:class:`Cues`): death and dying, suicide, self-injury, means and
+places, weapons, despair, farewells, pain. Cue words name the topic, not the risk, so the
+learned score still tells "how do i cut a mango" from "i cut again"; a cue may be misspelt by
+one letter. Without a cue, only the rules can find a crisis. Each sentence of a model answer is
+gated on its own. (Cue words read off the corpus by their crisis share were tried first: with
+"point", "give", "soir" or "geschrieben" among them, 14 of 211 everyday lines still
+escalated.)
 
 Both read the text after ``normalise.normalise`` and after two kinds of phrase are masked out:
 
@@ -60,7 +75,7 @@ import random
 import re
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -96,15 +111,20 @@ SPECIAL = ("exclude", "denial", "support")
 OUTPUT_FAMILIES = frozenset({"encourage", "violence"})
 """The families that read model answers; every family but ``encourage`` reads inputs."""
 
-THRESHOLD = 0.5
-"""The learned score at or above which a text is a crisis (the API's CrisisFilter has no
-threshold). Chosen on a dev slice cut from the training corpus (``test_safety_crisis.py``'s
-``test_dev_slice``), for recall first."""
+THRESHOLD = 0.3
+"""The learned score at or above which a text with evidence is a crisis (the API's CrisisFilter
+has no threshold). Chosen on a dev slice cut from the training corpus (``test_safety_crisis.py``'s
+``test_dev_slice``), for recall first: 0.3 gave recall 0.960 at precision 0.857 there, 0.4
+recall 0.949."""
 
 PARAMS = Params(epoch=60, lr=0.05, dim=16, bucket=40_000, minn=2, maxn=5, word_ngrams=2, seed=7)
 """fastText parameters, chosen with the threshold on the dev slice: a low rate over many epochs
 gave fewer confident false positives than fastText's usual 0.5 (about 3 s to train, once per
 process; the model takes about 3 MB)."""
+MIN_WORDS = 2
+"""Real words (two or more letters, after normalisation and masking) a text needs before the
+learned score may decide: no escalation on fewer than two real words unless a rule matched."""
+
 _MASK = " ~ "
 _INPUT_MARK = "dirinput"
 _OUTPUT_MARK = "diroutput"
@@ -355,6 +375,127 @@ def rule_categories(text: str, direction: Direction, book: PhraseBook) -> set[st
     return (book.outputs if direction == "output" else book.inputs).tags(text)
 
 
+_REAL_WORD = re.compile(r"[^\W\d_]{2,}(?:'[^\W\d_]+)?")
+
+
+@cache
+def stopwords(directory: Path = DATA) -> frozenset[str]:
+    """The function words of ``crisis_stopwords.txt`` (normalised), read once per process."""
+    text = (directory / "crisis_stopwords.txt").read_text(encoding="utf-8")
+    return frozenset(normalise(word) for line in text.splitlines() if not line.startswith("#") for word in line.split())
+
+
+_DOUBLED = re.compile(r"(.)\1")
+_FUZZY_LENGTH = 5
+_SEEN_LIMIT = 50_000
+"""Words of at least this many letters match a cue word one typo away."""
+
+
+def _deletions(word: str) -> Iterator[str]:
+    return (word[:index] + word[index + 1 :] for index in range(len(word)))
+
+
+def _one_typo(word: str, cue: str) -> bool:
+    """Whether ``word`` is ``cue`` with at most one letter dropped, added, changed, or two
+    neighbours swapped (optimal string alignment distance <= 1)."""
+    if word == cue:
+        return True
+    if abs(len(word) - len(cue)) > 1:
+        return False
+    start = 0
+    while start < min(len(word), len(cue)) and word[start] == cue[start]:
+        start += 1
+    if len(word) == len(cue):
+        swapped = word[start + 1 : start + 2] + word[start : start + 1]
+        return word[start + 1 :] == cue[start + 1 :] or (
+            swapped == cue[start : start + 2] and word[start + 2 :] == cue[start + 2 :]
+        )
+    if len(word) > len(cue):
+        return word[start + 1 :] == cue[start:]
+    return word[start:] == cue[start + 1 :]
+
+
+@dataclass(frozen=True)
+class Cues:
+    """Cue words: ``words`` matched whole, ``stems`` (written ``stem*``) as the start of a word.
+    A word of :data:`_FUZZY_LENGTH` letters or more also matches a whole cue word one typo away
+    (a letter dropped, added, changed, or two swapped: "mysefl", "goodbey"), the way users
+    misspell past filters; typo matching compares one-letter deletions of both words (the
+    symmetric-delete method of Wolf Garbe's SymSpell), a few set look-ups per word."""
+
+    words: frozenset[str]
+    stems: frozenset[str]
+    near: Mapping[str, tuple[str, ...]]
+    """Each one-letter deletion of a long cue word (and the word itself): the words it comes from."""
+    stem_lengths: tuple[int, ...] = ()
+    seen: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+    """Answers already given, so that everyday words cost one look-up (cleared at
+    :data:`_SEEN_LIMIT` entries: random input cannot grow it without bound)."""
+
+    @classmethod
+    def of(cls, terms: Iterable[str]) -> Cues:
+        """The cues of ``terms`` (normalised words, ``stem*`` for a stem)."""
+        terms = list(terms)
+        words = frozenset(term for term in terms if not term.endswith("*"))
+        stems = frozenset(term[:-1] for term in terms if term.endswith("*"))
+        near: dict[str, set[str]] = {}
+        for word in words:
+            if len(word) >= _FUZZY_LENGTH:
+                for key in (word, *_deletions(word)):
+                    near.setdefault(key, set()).add(word)
+        lengths = tuple(sorted({len(stem) for stem in stems}))
+        return cls(words, stems, {key: tuple(sorted(found)) for key, found in near.items()}, lengths)
+
+    def __contains__(self, word: object) -> bool:
+        """Whether ``word`` is a cue: whole, by its stem, as spelt with a letter doubled
+        ("diee": the normaliser keeps two of a repeat) or one typo away from a whole cue word
+        ("mysefl"; stems are not matched with typos: "suicdal" is left to the rules)."""
+        if not isinstance(word, str):
+            return False
+        known = self.seen.get(word)
+        if known is None:
+            if len(self.seen) >= _SEEN_LIMIT:
+                self.seen.clear()
+            known = self.seen[word] = self._match(word)
+        return known
+
+    def _match(self, word: str) -> bool:
+        for form in {word, _DOUBLED.sub(r"\1", word)}:
+            if form in self.words or any(form[:length] in self.stems for length in self.stem_lengths):
+                return True
+        if len(word) < _FUZZY_LENGTH - 1:
+            return False
+        candidates = {cue for key in (word, *_deletions(word)) for cue in self.near.get(key, ())}
+        return any(_one_typo(word, cue) for cue in candidates)
+
+
+@cache
+def cues(directory: Path = DATA) -> Cues:
+    """The cue words of ``crisis_cues.txt`` (normalised), read once per process. Raises
+    ``ValueError`` for a term that normalises to something other than one word."""
+    path = directory / "crisis_cues.txt"
+    terms = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("#"):
+            continue
+        for term in line.split():
+            word = normalise(term.removesuffix("*"))
+            if not _REAL_WORD.fullmatch(word):
+                raise ValueError(f"{path.name}:{number}: {term!r} is not one word")
+            terms.append(word + ("*" if term.endswith("*") else ""))
+    return Cues.of(terms)
+
+
+def has_evidence(text: str, plain: str, evidence: Cues) -> bool:
+    """Whether ``text`` (normalised and masked) holds enough for the learned score to decide:
+    :data:`MIN_WORDS` real words, and one word of ``plain`` (the same text before masking: an
+    idiom masked out may sit beside the risk, "i'd be dead and nobody would care") in
+    ``evidence``."""
+    if len(_REAL_WORD.findall(text)) < MIN_WORDS:
+        return False
+    return any(word in evidence for word in _REAL_WORD.findall(plain))
+
+
 def _marked(text: str, direction: str) -> str:
     return f"{_OUTPUT_MARK if direction == 'output' else _INPUT_MARK} {text}"
 
@@ -429,33 +570,41 @@ def train_classifier(examples: Iterable[Example], params: Params = PARAMS) -> Cl
 
 @cache
 def corpus_classifier() -> Classifier:
-    """The classifier of ``corpus/crisis/train.jsonl``, trained once per process (about a
-    second)."""
+    """The classifier of ``corpus/crisis/train.jsonl``, trained once per process (about two
+    seconds)."""
     return train_classifier(read_corpus("crisis", "train"))
 
 
 @dataclass(frozen=True)
 class Reading:
     """What the detector read in one text: the categories its rules matched, the learned
-    probability of each category (the highest over the whole text and its sentences), and
-    whether a supportive answer's phrases were seen."""
+    probability of each category (the highest over the whole text and those of its sentences
+    that hold evidence; all 0 where none does), and whether a supportive answer's phrases were
+    seen."""
 
     rules: frozenset[str]
     learned: Mapping[str, float]
     supportive: bool
 
 
-def read(text: str, direction: Direction, classifier: Classifier, book: PhraseBook) -> Reading:
-    """Both readers over ``text`` travelling ``direction`` (see the module docstring)."""
-    if direction == "output":
-        parts = [masked(normalise(part), book) for part in sentences(text)]
-        whole = " ".join(parts)
-    else:
-        whole = masked(normalise(text), book)
-        parts = []
+def read(
+    text: str, direction: Direction, classifier: Classifier, book: PhraseBook, evidence: Cues | None = None
+) -> Reading:
+    """Both readers over ``text`` travelling ``direction`` (see the module docstring); the
+    learned one only over the parts with evidence (cue words ``evidence``, by default
+    :func:`cues`)."""
+    evidence = cues() if evidence is None else evidence
+    plain = [normalise(part) for part in sentences(text)] if direction == "output" else [normalise(text)]
+    parts = [masked(part, book) for part in plain]
+    whole = " ".join(parts)
     rules = frozenset(rule_categories(whole, direction, book))
     learned = dict.fromkeys(CATEGORIES, 0.0)
-    for part in (whole, *parts) if len(parts) > 1 else (whole,):
+    read_parts = [(whole, " ".join(plain))]
+    if len(parts) > 1:
+        read_parts += zip(parts, plain, strict=True)
+    for part, unmasked in read_parts:
+        if not has_evidence(part, unmasked, evidence):
+            continue
         probabilities = classifier.probabilities(_marked(part, direction))
         for category in CATEGORIES:
             learned[category] = max(learned[category], probabilities.get(category, 0.0))
@@ -466,17 +615,24 @@ def read(text: str, direction: Direction, classifier: Classifier, book: PhraseBo
 class CrisisDetector:
     """A crisis detector for one CrisisFilter spec: finds the spec's categories in a text.
 
-    A rule match scores 1.0; otherwise the learned score is the summed probability of the
-    selected categories, a finding at or above ``threshold`` (one finding, of the likeliest
-    selected category). A supportive model answer with no ``encourage`` match finds nothing."""
+    A rule match scores 1.0; otherwise, where the text holds evidence (module docstring), the
+    learned score is the summed probability of the selected categories, a finding at or above
+    ``threshold`` (one finding, of the likeliest selected category). A supportive model answer
+    with no ``encourage`` match finds nothing."""
 
     name: FilterName = "crisis"
 
     def __init__(
-        self, categories: Iterable[str], classifier: Classifier, book: PhraseBook, threshold: float = THRESHOLD
+        self,
+        categories: Iterable[str],
+        classifier: Classifier,
+        book: PhraseBook,
+        threshold: float = THRESHOLD,
+        evidence: Cues | None = None,
     ) -> None:
         self.categories = tuple(category for category in CATEGORIES if category in set(categories))
         self.classifier = classifier
+        self.evidence = cues() if evidence is None else evidence
         self.book = book
         self.threshold = threshold
 
@@ -484,7 +640,7 @@ class CrisisDetector:
         """The crisis findings in ``text``: at most one per category, ``spans`` empty."""
         if not text or text.isspace():
             return []
-        reading = read(text, direction, self.classifier, self.book)
+        reading = read(text, direction, self.classifier, self.book, self.evidence)
         ruled = [category for category in self.categories if category in reading.rules]
         if ruled:
             return [Finding("crisis", category, 1.0) for category in ruled]

