@@ -490,7 +490,12 @@ def evidence_words(
       of the lines of one language of ``examples``: French "tu", German "die");
     * :func:`marked_words` and :func:`weighted_words` of ``examples``, the training lines
       ``learned`` was trained on (both require a word to be found in toxic lines more often
-      than in benign ones, so "you", "du" or "the" are not evidence).
+      than in benign ones, so "you", "du" or "the" are not evidence);
+
+    the last three less single letters (txt-speak "u" is "you"). Second-person words can be
+    evidence where the corpus makes them so: "du" and "dich" are found mostly in toxic German
+    lines (German threats without a violent word have little else), so a German sentence in
+    the second person is always scored.
 
     A text with none of them has no evidence of toxicity and scores as an empty text does (the
     calibration's floor), whatever fastText makes of its characters: gibberish, numbers, ids,
@@ -502,8 +507,10 @@ def evidence_words(
         for word in profanity.words
         if profanity.probability(word) >= 0.5 and share.get(word, 0.0) <= EVIDENCE_MAX_LINE_SHARE
     }
-    learned_words = marked_words(examples) | weighted_words(examples, learned)
-    return frozenset(words.insults | words.adjectives | words.dehumanising | profane | learned_words)
+    learned_words = {
+        word for word in profane | marked_words(examples) | weighted_words(examples, learned) if len(word) > 1
+    }
+    return frozenset(words.insults | words.adjectives | words.dehumanising | learned_words)
 
 
 _LABEL = f"__label__{CATEGORY}"
