@@ -30,10 +30,11 @@ real words (runs of two or more letters), one of them a **cue word** of
 ``data/crisis_cues.txt`` (:class:`Cues`): death and dying, suicide, self-injury, means and
 places, weapons, despair, farewells, pain. Cue words name the topic, not the risk, so the
 learned score still tells "how do i cut a mango" from "i cut again"; a cue may be misspelt by
-one letter. Without a cue, only the rules can find a crisis. Each sentence of a model answer is
-gated on its own. (Cue words read off the corpus by their crisis share were tried first: with
-"point", "give", "soir" or "geschrieben" among them, 14 of 211 everyday lines still
-escalated.)
+one letter. Cues are looked for before idioms are masked ("i'd be dead and nobody would care"
+keeps its cue), words are counted after. Without a cue, only the rules can find a crisis. Each
+sentence of a model answer is gated on its own. (Cue words read off the corpus by their
+crisis share were tried first: with "point", "give", "soir" or "geschrieben" among them, 14 of
+211 everyday lines still escalated.)
 
 Both read the text after ``normalise.normalise`` and after two kinds of phrase are masked out:
 
@@ -114,8 +115,8 @@ OUTPUT_FAMILIES = frozenset({"encourage", "violence"})
 THRESHOLD = 0.3
 """The learned score at or above which a text with evidence is a crisis (the API's CrisisFilter
 has no threshold). Chosen on a dev slice cut from the training corpus (``test_safety_crisis.py``'s
-``test_dev_slice``), for recall first: 0.3 gave recall 0.960 at precision 0.857 there, 0.4
-recall 0.949."""
+``test_dev_slice``), for recall first: with the evidence gate, 0.3 gave recall 0.954 at
+precision 0.861 there, 0.4 recall 0.937, 0.5 recall 0.926 (precision 0.871)."""
 
 PARAMS = Params(epoch=60, lr=0.05, dim=16, bucket=40_000, minn=2, maxn=5, word_ngrams=2, seed=7)
 """fastText parameters, chosen with the threshold on the dev slice: a low rate over many epochs
@@ -376,19 +377,11 @@ def rule_categories(text: str, direction: Direction, book: PhraseBook) -> set[st
 
 
 _REAL_WORD = re.compile(r"[^\W\d_]{2,}(?:'[^\W\d_]+)?")
-
-
-@cache
-def stopwords(directory: Path = DATA) -> frozenset[str]:
-    """The function words of ``crisis_stopwords.txt`` (normalised), read once per process."""
-    text = (directory / "crisis_stopwords.txt").read_text(encoding="utf-8")
-    return frozenset(normalise(word) for line in text.splitlines() if not line.startswith("#") for word in line.split())
-
-
+"""A real word: two or more letters (an apostrophe inside allowed), no digits."""
 _DOUBLED = re.compile(r"(.)\1")
 _FUZZY_LENGTH = 5
+"""Words of at least this many letters match a whole cue word one typo away."""
 _SEEN_LIMIT = 50_000
-"""Words of at least this many letters match a cue word one typo away."""
 
 
 def _deletions(word: str) -> Iterator[str]:
@@ -595,7 +588,11 @@ def read(
     :func:`cues`)."""
     evidence = cues() if evidence is None else evidence
     plain = [normalise(part) for part in sentences(text)] if direction == "output" else [normalise(text)]
-    parts = [masked(part, book) for part in plain]
+    # One masking pass over all sentences: the normaliser leaves no line break, so a break
+    # keeps the sentences apart (a phrase never spans one) and splits them again after.
+    parts = masked("\n".join(plain), book).split("\n")
+    if len(parts) != len(plain):
+        parts = [masked(part, book) for part in plain]
     whole = " ".join(parts)
     rules = frozenset(rule_categories(whole, direction, book))
     learned = dict.fromkeys(CATEGORIES, 0.0)
