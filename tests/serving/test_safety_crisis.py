@@ -276,6 +276,10 @@ def test_dev_slice() -> None:
 EVERYDAY = Path(__file__).parent / "data" / "crisis_everyday.jsonl"
 
 
+def _direction(line: dict[str, str]) -> Direction:
+    return "output" if line["direction"] == "output" else "input"
+
+
 def _everyday() -> list[dict[str, str]]:
     return [json.loads(line) for line in EVERYDAY.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -289,7 +293,7 @@ def test_everyday_chat_and_answers_raise_no_alarm(detector: crisis.CrisisDetecto
     assert len(lines) >= 200
     assert {line["lang"] for line in lines} == set(crisis.LANGUAGES)
     assert {line["direction"] for line in lines} == {"input", "output"}
-    flagged = [line["text"] for line in lines if detector.scan(line["text"], line["direction"])]  # type: ignore[arg-type]
+    flagged = [line["text"] for line in lines if detector.scan(line["text"], _direction(line))]
     print(f"\ncrisis everyday: {len(flagged)} of {len(lines)} flagged", *flagged, sep="\n  ")
     # The aim is 0; one line (a French stomach ache: "mal", "soir") still scores.
     assert len(flagged) <= EVERYDAY_FLOOR, flagged
@@ -353,9 +357,7 @@ def test_the_direction_marker_alone_reads_as_no_crisis(detector: crisis.CrisisDe
         assert probabilities["none"] > 0.5, (direction, probabilities)
 
 
-SHORT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12) | st.from_regex(
-    r"[a-z]{1,12}( [0-9]{1,6})?", fullmatch=True
-)
+SHORT = st.text(st.characters(codec="utf-8"), max_size=12) | st.from_regex(r"[a-z]{1,12}( [0-9]{1,6})?", fullmatch=True)
 
 
 @settings(max_examples=300, deadline=None)
