@@ -53,7 +53,7 @@ import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,8 @@ PARAMS = Params(epoch=25, lr=0.3, dim=16, bucket=50_000, minn=2, maxn=5, word_ng
 _WORD = re.compile(r"\w+(?:'\w+)?")
 _TFIDF_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token_pattern
 _QUOTED = re.compile(r"\"[^\"]{1,200}\"|“[^”]{1,200}”|«[^»]{1,200}»|„[^“”]{1,200}[“”]|(?<!\w)'[^']{1,200}'(?!\w)")
+_QUOTE_MARKS = frozenset("\"'“«„")
+"""The characters every alternative of ``_QUOTED`` starts with."""
 _TARGET_WINDOW = 4
 _GROUP_WINDOW = 5
 _LOGIT_CLIP = 6.0
@@ -108,21 +110,28 @@ class ProfanityModel:
     def probability(self, text: str) -> float:
         """The probability that ``text`` is profane (in [0, 1]), equal to
         ``profanity_check.predict_prob([text])[0]`` up to rounding."""
-        counts = Counter(token for token in _TFIDF_TOKEN.findall(text.lower()) if token in self.words)
-        folds = len(self.intercepts)
-        decisions = [0.0] * folds
+        counts: dict[str, int] = {}
+        for token in _TFIDF_TOKEN.findall(text.lower()):
+            if token in self.words:
+                counts[token] = counts.get(token, 0) + 1
+        rows: list[tuple[float, ...]] = []
         norm = 0.0
         for token, count in counts.items():
             idf, weights = self.words[token]
             norm += (count * idf) ** 2
-            for fold in range(folds):
-                decisions[fold] += count * weights[fold]
+            rows.append(weights if count == 1 else tuple(count * w for w in weights))
         scale = 1.0 / math.sqrt(norm) if norm else 0.0
+        folds = len(self.intercepts)
+        decisions = [sum(column) * scale for column in zip(*rows, strict=True)] if rows else [0.0] * folds
         total = 0.0
-        for fold in range(folds):
-            a, b = self.calibrations[fold]
-            total += _sigmoid(-(a * (decisions[fold] * scale + self.intercepts[fold]) + b))
+        for decision, intercept, (a, b) in zip(decisions, self.intercepts, self.calibrations, strict=True):
+            total += _sigmoid(-(a * (decision + intercept) + b))
         return total / folds
+
+    @cached_property
+    def blank_logit(self) -> float:
+        """The logit of :meth:`probability` for a text with no word it knows (its prior)."""
+        return _logit(self.probability(""))
 
 
 _PROBES = (
@@ -306,9 +315,10 @@ def _aim(words: Lexicon, tokens: Sequence[str], index: int) -> str | None:
     return None
 
 
-def read_sentence(words: Lexicon, sentence: str) -> SentenceReading:
-    """The lexicon's reading of one normalised ``sentence`` (see :class:`SentenceReading`)."""
-    tokens, insult, mention = words.read(_WORD.findall(sentence))
+def read_sentence(words: Lexicon, sentence: str, units: tuple[list[str], bool, bool] | None = None) -> SentenceReading:
+    """The lexicon's reading of one normalised ``sentence`` (see :class:`SentenceReading`);
+    ``units`` is ``words.read`` of its words when the caller has it already."""
+    tokens, insult, mention = units if units is not None else words.read(_WORD.findall(sentence))
     self_insult = False
     for index, token in enumerate(tokens):
         if token in words.insults or token in words.adjectives or token in words.dehumanising:
@@ -376,20 +386,19 @@ def signals(
     whose words (or phrases of abuse) is in ``evidence`` reads as :data:`NO_EVIDENCE` without
     running (a) or (b): their scores on such text are noise (fastText's end-of-line token alone
     leans toxic on the short-line-heavy corpus, so "0", "k" or an emoji scored above 0.9)."""
-    normalised = [sentence for sentence in (normalise(raw) for raw in sentences(text)) if sentence]
-    if not any(_has_evidence(words, sentence, evidence) for sentence in normalised):
+    read = [sentence for sentence in (normalise(raw) for raw in sentences(text)) if sentence]
+    units = [words.read(_WORD.findall(sentence)) for sentence in read]
+    if not any(abuse or not evidence.isdisjoint(tokens) for tokens, abuse, _ in units):
         return NO_EVIDENCE
     # (a) as evidence against its own no-information score (a sentence with no word it knows,
     # such as most of a German one): 0 is "nothing known", also for a kind of sentence absent.
-    blank = _logit(profanity.probability(""))
+    blank = profanity.blank_logit
     targeted_p = untargeted_p = 0.0
     insult = self_insult = mention = False
-    read: list[str] = []
-    for sentence in normalised:
-        read.append(sentence)
-        unquoted = _QUOTED.sub(" ", sentence)
+    for sentence, unit in zip(read, units, strict=True):
+        unquoted = sentence if _QUOTE_MARKS.isdisjoint(sentence) else _QUOTED.sub(" ", sentence)
         quoted = unquoted != sentence
-        reading = read_sentence(words, unquoted)
+        reading = read_sentence(words, unquoted, None if quoted else unit)
         lean = _logit(profanity.probability(unquoted)) - blank
         if reading.targeted and not (reading.self_insult and not reading.insult):
             targeted_p = lean if targeted_p == 0.0 else max(targeted_p, lean)
@@ -399,11 +408,6 @@ def signals(
         self_insult = self_insult or reading.self_insult
         mention = mention or reading.mention or (quoted and _has_insult(words, sentence))
     return Signals(targeted_p, untargeted_p, _learned_logit(learned, read), insult, self_insult and not insult, mention)
-
-
-def _has_evidence(words: Lexicon, sentence: str, evidence: frozenset[str]) -> bool:
-    tokens, abuse, _ = words.read(_WORD.findall(sentence))
-    return abuse or not evidence.isdisjoint(tokens)
 
 
 EVIDENCE_MIN_LINES = 2
