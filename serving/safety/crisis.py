@@ -379,7 +379,7 @@ def rule_categories(text: str, direction: Direction, book: PhraseBook) -> set[st
 _REAL_WORD = re.compile(r"[^\W\d_]{2,}(?:'[^\W\d_]+)?")
 """A real word: two or more letters (an apostrophe inside allowed), no digits."""
 _DOUBLED = re.compile(r"(.)\1")
-_FUZZY_LENGTH = 5
+_FUZZY_LENGTH = 6
 """Words of at least this many letters match a whole cue word one typo away."""
 _SEEN_LIMIT = 50_000
 
