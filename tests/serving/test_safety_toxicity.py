@@ -137,6 +137,33 @@ def test_evidence_words_are_content_words_the_signals_weigh(model: toxicity.Toxi
     assert len(missing) <= 0.02 * len(train), missing
 
 
+def test_profanity_words_the_corpus_contradicts_are_dropped_from_the_profanity_signal(
+    model: toxicity.ToxicityModel,
+) -> None:
+    library = toxicity.profanity_model()
+    # alt-profanity-check calls "sue" profane on its own; the corpus holds it only in benign lines.
+    assert library.probability("sue") >= 0.5
+    assert "sue" not in model.profanity.words and "sue" not in model.evidence
+    assert model.profanity.probability("sue your landlord") < library.probability("sue your landlord")
+    # Words the corpus uses in toxic lines stay, and score as the library scores them.
+    for word in ("idiot", "fuck", "moron", "bitch"):
+        assert word in model.profanity.words
+    text = "you are a fucking idiot"
+    assert model.profanity.probability(text) == pytest.approx(library.probability(text), abs=1e-9)
+
+
+def test_contradicted_drops_only_benign_only_words_that_push_towards_profane() -> None:
+    library = toxicity.profanity_model()
+    benign = [Example(text=t, labels=(), lang="en", direction="input") for t in ("sue them", "I will sue", "nice day")]
+    toxic = [Example(text="you idiot, I will sue", labels=("toxicity",), lang="en", direction="input")]
+    corrected = toxicity.contradicted(library, benign + toxic)
+    assert "sue" in corrected.words  # found in a toxic line too
+    corrected = toxicity.contradicted(library, benign)
+    assert "sue" not in corrected.words
+    assert "nice" in corrected.words  # pushes towards clean: kept
+    assert len(library.words) - len(corrected.words) == 1
+
+
 @pytest.mark.parametrize(
     "text",
     [
