@@ -248,26 +248,24 @@ class PhraseSet:
         )
         return re.compile(f"(?:{alternatives})(?!\\w)")
 
-    def _pattern(self, text: str, start: int) -> re.Pattern[str] | None:
-        pattern = self.by_key.get(text[start : start + _KEY])
-        if pattern is None:
-            pattern = self.by_char.get(text[start], self.anywhere)
-        return pattern
-
     def matches(self, text: str, overlapping: bool = False) -> list[tuple[int, int, str]]:
         """The leftmost non-overlapping matches in ``text`` as ``(start, end, tag)``; with
         ``overlapping``, one match at every word where one starts."""
         found = []
         position = 0
-        while (word := _WORD_START.search(text, position)) is not None:
+        by_key, by_char, anywhere = self.by_key, self.by_char, self.anywhere
+        for word in _WORD_START.finditer(text):
             start = word.start()
-            pattern = self._pattern(text, start)
+            if start < position:  # inside the last match
+                continue
+            pattern = by_key.get(text[start : start + _KEY])
+            if pattern is None:
+                pattern = by_char.get(text[start], anywhere)
             match = pattern.match(text, start) if pattern is not None else None
             if match is not None and match.end() > start and match.lastgroup is not None:
                 found.append((start, match.end(), match.lastgroup))
-                position = start + 1 if overlapping else match.end()
-            else:
-                position = start + 1
+                if not overlapping:
+                    position = match.end()
         return found
 
     def tags(self, text: str) -> set[str]:
@@ -484,9 +482,13 @@ def has_evidence(text: str, plain: str, evidence: Cues) -> bool:
     :data:`MIN_WORDS` real words, and one word of ``plain`` (the same text before masking: an
     idiom masked out may sit beside the risk, "i'd be dead and nobody would care") in
     ``evidence``."""
-    if len(_REAL_WORD.findall(text)) < MIN_WORDS:
-        return False
-    return any(word in evidence for word in _REAL_WORD.findall(plain))
+    count, cue = _evidence(text, plain, evidence)
+    return count >= MIN_WORDS and cue
+
+
+def _evidence(text: str, plain: str, evidence: Cues) -> tuple[int, bool]:
+    """The real words of ``text`` and whether ``plain`` holds a cue."""
+    return len(_REAL_WORD.findall(text)), any(word in evidence for word in _REAL_WORD.findall(plain))
 
 
 def _marked(text: str, direction: str) -> str:
@@ -596,11 +598,13 @@ def read(
     whole = " ".join(parts)
     rules = frozenset(rule_categories(whole, direction, book))
     learned = dict.fromkeys(CATEGORIES, 0.0)
-    read_parts = [(whole, " ".join(plain))]
+    # Each sentence's words are read once; the whole text's evidence is theirs together.
+    found = [_evidence(part, unmasked, evidence) for part, unmasked in zip(parts, plain, strict=True)]
+    read_parts = [(whole, sum(count for count, _ in found), any(cue for _, cue in found))]
     if len(parts) > 1:
-        read_parts += zip(parts, plain, strict=True)
-    for part, unmasked in read_parts:
-        if not has_evidence(part, unmasked, evidence):
+        read_parts += [(part, count, cue) for part, (count, cue) in zip(parts, found, strict=True)]
+    for part, count, cue in read_parts:
+        if count < MIN_WORDS or not cue:
             continue
         probabilities = classifier.probabilities(_marked(part, direction))
         for category in CATEGORIES:
