@@ -239,6 +239,7 @@ def test_held_out_split_meets_the_targets(detector: crisis.CrisisDetector) -> No
         "all": test,
         "fresh": [example for example in test if example.note.startswith("fresh ")],
         "fresh2": [example for example in test if example.note.startswith("fresh2 ")],
+        "fresh3": [example for example in test if example.note.startswith("fresh3 ")],
     }
     figures = {}
     for name, examples in batches.items():
@@ -258,7 +259,9 @@ def test_held_out_split_meets_the_targets(detector: crisis.CrisisDetector) -> No
 # (precision, recall) reached, rounded down; see corpus/crisis/README.md for why none of these
 # batches is a clean measure any more (the fresh2 misses were named to the helper that added the
 # evidence gate, and its cue list was widened after looking at the misses the gate caused).
-FLOORS = {"all": (0.88, 0.97), "fresh": (0.86, 0.99), "fresh2": (0.9, 0.95)}
+# fresh3 (36 lines) was written after the gate and scored once, nothing changed after: the one
+# clean batch now, and a small one (one line is 0.056 of recall).
+FLOORS = {"all": (0.88, 0.97), "fresh": (0.86, 0.99), "fresh2": (0.9, 0.95), "fresh3": (0.94, 0.94)}
 
 
 def test_dev_slice() -> None:
