@@ -488,6 +488,12 @@ def policy_document(filters: Sequence[str], crisis_scope: str | None = None) -> 
     }
 
 
+def unique(text: str, index: int) -> str:
+    """``text`` made unique to round ``index`` (a reference number appended), so that no round
+    is answered from what the filters remember of an earlier one: real requests rarely repeat."""
+    return f"{text} (ref {index:06d})"
+
+
 @dataclass
 class Added:
     """Added latency of the filters on one chat exchange."""
@@ -527,7 +533,7 @@ def added_latency(filters: Sequence[str], rounds: int) -> Added | None:
     ]
     added = Added("policy engine: screen(input) + screen(output)")
     for index in range(rounds):
-        user, answer = pairs[index % len(pairs)]
+        user, answer = (unique(text, index) for text in pairs[index % len(pairs)])
         started = time.perf_counter()
         screenings = exchange(user, answer)
         added.with_ms.append((time.perf_counter() - started) * 1000)
@@ -559,7 +565,7 @@ class _ChatUpstream(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        answer = ASSISTANT_ANSWERS[_ChatUpstream.answered % len(ASSISTANT_ANSWERS)]
+        answer = unique(ASSISTANT_ANSWERS[_ChatUpstream.answered % len(ASSISTANT_ANSWERS)], _ChatUpstream.answered)
         _ChatUpstream.answered += 1
         self._json(
             {
@@ -649,10 +655,11 @@ def request_latency(filters: Sequence[str], rounds: int, crisis_scope: str | Non
                 "cutover serve over HTTP, alternating with and without --safety-policy"
                 + (f", crisis scope {crisis_scope}" if crisis_scope else "")
             )
-            bodies = [
-                json.dumps({"model": "assistant", "messages": [{"role": "user", "content": text}]}).encode()
-                for text in USER_MESSAGES
-            ]
+
+            def body(index: int) -> bytes:
+                text = unique(USER_MESSAGES[index % len(USER_MESSAGES)], index)
+                return json.dumps({"model": "assistant", "messages": [{"role": "user", "content": text}]}).encode()
+
             warmup = 50
             refused: dict[str, int] = {}
             for index in range(rounds + warmup):
@@ -663,7 +670,7 @@ def request_latency(filters: Sequence[str], rounds: int, crisis_scope: str | Non
                     connection.request(
                         "POST",
                         "/v1/chat/completions",
-                        bodies[index % len(bodies)],
+                        body(index),
                         {"Content-Type": "application/json"},
                     )
                     answer = connection.getresponse()

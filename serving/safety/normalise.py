@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 _FORMAT = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]")
 _LOOKALIKES = str.maketrans(
@@ -104,9 +105,23 @@ def _join(spaced: re.Match[str]) -> str:
     return letters if any(char.isalpha() for char in letters) else spaced.group()
 
 
+CACHED_CHARACTERS = 4096
+"""Texts up to this long are normalised once per screening: the four classifiers (and their
+per-sentence passes) read the same texts one after another, so the last few results are kept
+(:data:`_RECENT` of them; a request's texts, not a cache across requests)."""
+_RECENT = 64
+
+
 def normalise(text: str) -> str:
     """``text`` as the classifiers read it (see the module's docstring). Never raises on a
-    ``str``; lone surrogates are dropped."""
+    ``str``; lone surrogates are dropped. Pure: the same text always gives the same result, so
+    recent short texts are answered from memory."""
+    if len(text) <= CACHED_CHARACTERS:
+        return _recent(text)
+    return _normalise(text)
+
+
+def _normalise(text: str) -> str:
     if not text:
         return ""
     if text.isascii():
@@ -121,6 +136,8 @@ def normalise(text: str) -> str:
     text = _REPEATS.sub(r"\1\1", text)
     return _SPACES.sub(" ", text).strip()
 
+
+_recent = lru_cache(maxsize=_RECENT)(_normalise)
 
 _SENTENCE = re.compile(r"(?<=[.!?\n])\s+|\n+")
 
