@@ -462,9 +462,11 @@ class Cues:
     near: Mapping[str, tuple[str, ...]]
     """Each one-letter deletion of a long cue word (and the word itself): the words it comes from."""
     stem_lengths: tuple[int, ...] = ()
-    seen: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
-    """Answers already given, so that everyday words cost one look-up (cleared at
-    :data:`_SEEN_LIMIT` entries: random input cannot grow it without bound)."""
+    hits: set[str] = field(default_factory=set, compare=False, repr=False)
+    """Words already found to be cues; ``misses`` those found not to be. A text's words are
+    looked up in them as one set, so everyday words cost a set operation per text (both are
+    cleared at :data:`_SEEN_LIMIT` words: random input cannot grow them without bound)."""
+    misses: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @classmethod
     def of(cls, terms: Iterable[str]) -> Cues:
@@ -484,14 +486,23 @@ class Cues:
         """Whether ``word`` is a cue: whole, by its stem, as spelt with a letter doubled
         ("diee": the normaliser keeps two of a repeat) or one typo away from a whole cue word
         ("mysefl"; stems are not matched with typos: "suicdal" is left to the rules)."""
-        if not isinstance(word, str):
+        return isinstance(word, str) and self.any_of((word,))
+
+    def any_of(self, words: Iterable[str]) -> bool:
+        """Whether one of ``words`` is a cue (``any(word in cues for word in words)``), the
+        words answered before read off :attr:`hits` and :attr:`misses` in one set operation."""
+        words = set(words)
+        if not words.isdisjoint(self.hits):
+            return True
+        unknown = words - self.misses
+        if not unknown:
             return False
-        known = self.seen.get(word)
-        if known is None:
-            if len(self.seen) >= _SEEN_LIMIT:
-                self.seen.clear()
-            known = self.seen[word] = self._match(word)
-        return known
+        if len(self.hits) + len(self.misses) + len(unknown) > _SEEN_LIMIT:
+            self.hits.clear()
+            self.misses.clear()
+        for word in unknown:
+            (self.hits if self._match(word) else self.misses).add(word)
+        return not unknown.isdisjoint(self.hits)
 
     def _match(self, word: str) -> bool:
         for form in {word, _DOUBLED.sub(r"\1", word)}:
@@ -530,8 +541,11 @@ def has_evidence(text: str, plain: str, evidence: Cues) -> bool:
 
 
 def _evidence(text: str, plain: str, evidence: Cues) -> tuple[int, bool]:
-    """The real words of ``text`` and whether ``plain`` holds a cue."""
-    return len(_REAL_WORD.findall(text)), any(word in evidence for word in _REAL_WORD.findall(plain))
+    """The real words of ``text`` and whether ``plain`` holds a cue (the words are read once
+    where nothing was masked)."""
+    words = _REAL_WORD.findall(plain)
+    count = len(words) if text == plain else len(_REAL_WORD.findall(text))
+    return count, evidence.any_of(words)
 
 
 def _marked(text: str, direction: str) -> str:
