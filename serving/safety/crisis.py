@@ -646,28 +646,53 @@ def read(
     learned one only over the parts with evidence (cue words ``evidence``, by default
     :func:`cues`)."""
     evidence = cues() if evidence is None else evidence
-    plain = [normalise(part) for part in sentences(text)] if direction == "output" else [normalise(text)]
-    # One masking pass over all sentences: the normaliser leaves no line break, so a break
-    # keeps the sentences apart (a phrase never spans one) and splits them again after.
-    parts = masked("\n".join(plain), book).split("\n")
-    if len(parts) != len(plain):
-        parts = [masked(part, book) for part in plain]
-    whole = " ".join(parts)
-    rules = frozenset(rule_categories(whole, direction, book))
-    learned = dict.fromkeys(CATEGORIES, 0.0)
-    # Each sentence's words are read once; the whole text's evidence is theirs together.
-    found = [_evidence(part, unmasked, evidence) for part, unmasked in zip(parts, plain, strict=True)]
-    read_parts = [(whole, sum(count for count, _ in found), any(cue for _, cue in found))]
-    if len(parts) > 1:
-        read_parts += [(part, count, cue) for part, (count, cue) in zip(parts, found, strict=True)]
-    for part, count, cue in read_parts:
-        if count < MIN_WORDS or not cue:
-            continue
-        probabilities = classifier.probabilities(_marked(part, direction))
-        for category in CATEGORIES:
-            learned[category] = max(learned[category], probabilities.get(category, 0.0))
-    supportive = direction == "output" and bool(book.support.matches(whole))
-    return Reading(rules, learned, supportive)
+    prepared = _Prepared.of(text, direction, book)
+    return Reading(
+        frozenset(rule_categories(prepared.whole, direction, book)),
+        prepared.learned(direction, classifier, evidence),
+        prepared.supportive(direction, book),
+    )
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A text as the readers see it: ``plain`` its normalised sentences (model answers) or the
+    whole normalised text (inputs), ``parts`` the same masked, ``whole`` the masked parts
+    joined. The detector reads its parts one at a time and stops when the answer is known."""
+
+    plain: list[str]
+    parts: list[str]
+    whole: str
+
+    @classmethod
+    def of(cls, text: str, direction: Direction, book: PhraseBook) -> _Prepared:
+        plain = [normalise(part) for part in sentences(text)] if direction == "output" else [normalise(text)]
+        # One masking pass over all sentences: the normaliser leaves no line break, so a break
+        # keeps the sentences apart (a phrase never spans one) and splits them again after.
+        parts = masked("\n".join(plain), book).split("\n")
+        if len(parts) != len(plain):
+            parts = [masked(part, book) for part in plain]
+        return cls(plain, parts, " ".join(parts))
+
+    def learned(self, direction: Direction, classifier: Classifier, evidence: Cues) -> dict[str, float]:
+        """The learned probability of each category (see :class:`Reading`)."""
+        learned = dict.fromkeys(CATEGORIES, 0.0)
+        # Each sentence's words are read once; the whole text's evidence is theirs together.
+        found = [_evidence(part, unmasked, evidence) for part, unmasked in zip(self.parts, self.plain, strict=True)]
+        read_parts = [(self.whole, sum(count for count, _ in found), any(cue for _, cue in found))]
+        if len(self.parts) > 1:
+            read_parts += [(part, count, cue) for part, (count, cue) in zip(self.parts, found, strict=True)]
+        for part, count, cue in read_parts:
+            if count < MIN_WORDS or not cue:
+                continue
+            probabilities = classifier.probabilities(_marked(part, direction))
+            for category in CATEGORIES:
+                learned[category] = max(learned[category], probabilities.get(category, 0.0))
+        return learned
+
+    def supportive(self, direction: Direction, book: PhraseBook) -> bool:
+        """Whether this is a model answer with a supportive answer's phrases."""
+        return direction == "output" and bool(book.support.matches(self.whole))
 
 
 class CrisisDetector:
@@ -698,16 +723,19 @@ class CrisisDetector:
         """The crisis findings in ``text``: at most one per category, ``spans`` empty."""
         if not text or text.isspace():
             return []
-        reading = read(text, direction, self.classifier, self.book, self.evidence)
-        ruled = [category for category in self.categories if category in reading.rules]
+        # What :func:`read` reads, in the order that lets the later readers be skipped: a rule
+        # match decides without the learned score, and a supportive answer only matters where
+        # the learned score would find something.
+        prepared = _Prepared.of(text, direction, self.book)
+        rules = rule_categories(prepared.whole, direction, self.book)
+        ruled = [category for category in self.categories if category in rules]
         if ruled:
             return [Finding("crisis", category, 1.0) for category in ruled]
-        if reading.supportive:
+        learned = prepared.learned(direction, self.classifier, self.evidence)
+        score = min(1.0, sum(learned[category] for category in self.categories))
+        if score < self.threshold or prepared.supportive(direction, self.book):
             return []
-        score = min(1.0, sum(reading.learned[category] for category in self.categories))
-        if score < self.threshold:
-            return []
-        likeliest = max(self.categories, key=lambda category: reading.learned[category])
+        likeliest = max(self.categories, key=lambda category: learned[category])
         return [Finding("crisis", likeliest, round(score, 4))]
 
 
