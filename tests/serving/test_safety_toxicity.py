@@ -195,6 +195,28 @@ def test_threshold_is_the_cut_on_the_calibrated_score(model: toxicity.ToxicityMo
     assert above == []
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.2, 0.5, 0.8, 0.95, 1.0])
+def test_the_detector_decides_and_scores_as_the_full_score_does(
+    model: toxicity.ToxicityModel, threshold: float
+) -> None:
+    # The detector skips what cannot lift a text to its threshold; every decision and every
+    # reported score must still be the full score's.
+    texts = [e.text for e in read_corpus("toxicity", "test")]
+    texts += ["", "ok", "you are a clueless clown", "I'm such an idiot. You are lovely. Fuck yes!", '"idiot" is rude']
+    for text in texts:
+        score = model.score(text)
+        assert model.flagged(text, threshold) == (score if score >= threshold else None), text
+
+
+def test_the_ceiling_bounds_the_probability_over_the_free_features(model: toxicity.ToxicityModel) -> None:
+    low, high = toxicity.lean_bounds(model.profanity)
+    features = model.signals("you are a clueless clown").vector()
+    ceiling = model.calibration.ceiling(features, [0, 1], low, high)
+    for targeted in (low, 0.0, high):
+        for untargeted in (low, 0.0, high):
+            assert model.calibration.probability((targeted, untargeted, *features[2:])) <= ceiling
+
+
 def test_a_disabled_filter_finds_nothing() -> None:
     assert toxicity.detector(ToxicityFilter(enabled=False)).scan("you worthless idiot", "input") == []
 
