@@ -419,6 +419,15 @@ def rule_categories(text: str, direction: Direction, book: PhraseBook) -> set[st
 
 _REAL_WORD = re.compile(r"[^\W\d_]{2,}(?:'[^\W\d_]+)?")
 """A real word: two or more letters (an apostrophe inside allowed), no digits."""
+_ASCII_REAL_WORD = re.compile(r"[A-Za-z]{2,}(?:'[A-Za-z]+)?")
+r""":data:`_REAL_WORD` for ASCII text, where a letter (``[^\W\d_]``) is ``[A-Za-z]``: the same
+words, found in about two thirds of the time."""
+
+
+def _real_words(text: str) -> list[str]:
+    return (_ASCII_REAL_WORD if text.isascii() else _REAL_WORD).findall(text)
+
+
 _DOUBLED = re.compile(r"(.)\1")
 _FUZZY_LENGTH = 6
 """Words of at least this many letters match a whole cue word one typo away."""
@@ -543,8 +552,8 @@ def has_evidence(text: str, plain: str, evidence: Cues) -> bool:
 def _evidence(text: str, plain: str, evidence: Cues) -> tuple[int, bool]:
     """The real words of ``text`` and whether ``plain`` holds a cue (the words are read once
     where nothing was masked)."""
-    words = _REAL_WORD.findall(plain)
-    count = len(words) if text == plain else len(_REAL_WORD.findall(text))
+    words = _real_words(plain)
+    count = len(words) if text == plain else len(_real_words(text))
     return count, evidence.any_of(words)
 
 
