@@ -89,6 +89,16 @@ class WordList:
             else:
                 self._index.setdefault(parts[0], []).append((parts[1:], wildcard, term))
         self._prefix_tuple = tuple(self._prefixes)
+        # By first word, what the next word must be for any of its terms to match: a one-word
+        # term needs nothing; a longer one needs its second word exactly, or a word starting with
+        # it when that is its (wildcard) last word. A cheap test before the terms are tried
+        # ("the" opens twenty group terms, and "the castle" none of them).
+        self._follows: dict[str, tuple[bool, frozenset[str], tuple[str, ...]]] = {}
+        for first, opened in self._index.items():
+            single = any(not rest for rest, _, _ in opened)
+            exact = frozenset(rest[0] for rest, loose, _ in opened if rest and not (loose and len(rest) == 1))
+            second_stems = tuple(rest[0] for rest, loose, _ in opened if loose and len(rest) == 1)
+            self._follows[first] = (single, exact, second_stems)
         # Words with a listed prefix, found by one scan of the text in C rather than a
         # str.startswith per word in Python.
         stems = "|".join(re.escape(stem) for stem in sorted(self._prefixes, key=len, reverse=True))
@@ -101,7 +111,16 @@ class WordList:
         if self._prefix_tuple and word.startswith(self._prefix_tuple):
             stem = max((p for p in self._prefix_tuple if word.startswith(p)), key=len)
             best = (i + 1, self._prefixes[stem])
-        for rest, wildcard, term in self._index.get(word, ()):
+        follows = self._follows.get(word)
+        if follows is None:
+            return best
+        single, exact, stems = follows
+        if not single and (
+            i + 1 == len(sentence.words)
+            or (sentence.words[i + 1] not in exact and not sentence.words[i + 1].startswith(stems))
+        ):
+            return best
+        for rest, wildcard, term in self._index[word]:
             end = i + 1 + len(rest)
             if end > len(sentence.words):
                 continue
