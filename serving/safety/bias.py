@@ -254,7 +254,7 @@ class BiasDetector:
         return [
             Finding(filter="bias", category=category, score=round(scores[category], 4))
             for category in CATEGORIES
-            if category in self.categories and scores.get(category, 0.0) >= self.threshold
+            if category in self.categories and category in scores and scores[category] >= self.threshold
         ]
 
 

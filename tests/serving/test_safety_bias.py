@@ -80,6 +80,14 @@ def test_categories_and_threshold_come_from_the_spec() -> None:
     assert categories(bias.detector(BiasFilter(categories=["age"], threshold=1.0)), text) == set()
 
 
+def test_a_zero_threshold_reports_the_categories_scored_and_does_not_raise() -> None:
+    # The API allows 0; a category no sentence was scored for is not reported (it raised
+    # KeyError once, a filter error on every text).
+    everything = bias.detector(BiasFilter(threshold=0.0))
+    assert categories(everything, "Old people are useless and slow.") == {"age"}
+    assert everything.scan("Sure.", "output") == []
+
+
 def test_scores_are_calibrated_probabilities(detector: bias.BiasDetector) -> None:
     scores = bias.score("Women are too emotional to lead.", detector.model)
     assert 0.8 <= scores["gender"] < 1.0
