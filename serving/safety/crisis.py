@@ -205,6 +205,44 @@ def _item_starts(op: Any, value: Any) -> _Starts | None:
     return None
 
 
+def _needles(items: Any) -> frozenset[str] | None:
+    """Strings one of which occurs in every match of a parsed regex (``None``: none known): its
+    longest run of literal characters, or the union of what each branch of one of its groups
+    needs, whichever has the longest shortest string. Case-insensitive parts need nothing."""
+    best: frozenset[str] | None = None
+
+    def keep(candidate: frozenset[str] | None) -> None:
+        nonlocal best
+        if candidate and (best is None or min(map(len, candidate)) > min(map(len, best))):
+            best = candidate
+
+    run = ""
+    for op, value in items:
+        if op is sre_constants.LITERAL:
+            run += chr(value)
+            continue
+        keep(frozenset({run}) if run else None)
+        run = ""
+        if op is sre_constants.SUBPATTERN and not value[1] & sre_constants.SRE_FLAG_IGNORECASE:
+            keep(_needles(value[-1]))
+        elif op is sre_constants.BRANCH:
+            keep(_union([_needles(branch) for branch in value[1]]))
+        elif op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT) and value[0] >= 1:
+            keep(_needles(value[2]))
+    keep(frozenset({run}) if run else None)
+    return best
+
+
+def _union(parts: Iterable[frozenset[str] | None]) -> frozenset[str] | None:
+    """The strings of all ``parts`` (``None`` where one of them is)."""
+    union: set[str] = set()
+    for part in parts:
+        if part is None:
+            return None
+        union |= part
+    return frozenset(union)
+
+
 _WORD_CHAR = re.compile(r"\w")
 
 
@@ -243,6 +281,11 @@ class PhraseSet:
         self.by_char = {char: self._compile(group, anywhere) for char, group in short.items()}
         self.anywhere = self._compile(anywhere) if anywhere else None
         self.finder = self._finder(keyed, short, anywhere)
+        # A phrase that may start at any word is tried at every word; in a text holding none of
+        # the strings such phrases need, the finder without them finds the same word starts.
+        needed = [_needles(sre_parse.parse(phrase)) for group in anywhere.values() for phrase in group]
+        self.anywhere_needles = _union(needed) if needed else None
+        self.keyed_finder = self.finder if self.anywhere_needles is None else self._finder(keyed, short, {})
 
     @staticmethod
     def _finder(
@@ -297,7 +340,10 @@ class PhraseSet:
         found = []
         position = 0
         by_key, by_char, anywhere = self.by_key, self.by_char, self.anywhere
-        for word in self.finder.finditer(text):  # only the word starts where a phrase matches
+        finder = self.finder
+        if self.anywhere_needles is not None and not any(needle in text for needle in self.anywhere_needles):
+            finder = self.keyed_finder
+        for word in finder.finditer(text):  # only the word starts where a phrase matches
             start = word.start()
             if start < position:  # inside the last match
                 continue

@@ -117,3 +117,29 @@ def test_scan_decides_as_the_whole_reading_does(detector: crisis.CrisisDetector,
                 direction,
                 example.text,
             )
+
+
+def test_every_match_of_a_phrase_holds_one_of_its_needles(corpus: list[Example]) -> None:
+    """What lets the phrases that may start anywhere be skipped: a text holding none of a
+    phrase's needles has no match of it."""
+    phrases = [
+        phrase
+        for language in crisis.LANGUAGES
+        for _, _, phrase in crisis.parse_phrases(crisis.DATA / f"crisis_{language}.txt")
+    ]
+    texts = [normalise(example.text) for example in corpus]
+    checked = 0
+    for phrase in phrases:
+        needles = crisis._needles(crisis.sre_parse.parse(phrase))
+        if needles is None:
+            continue
+        searcher = re.compile(f"(?:{phrase})")
+        for text in texts:
+            for match in searcher.finditer(text):
+                checked += 1
+                assert any(needle in match.group() for needle in needles), (phrase, needles, match.group())
+    assert checked > 1000
+    assert crisis._needles(crisis.sre_parse.parse("(?:ab|cd)e?")) == frozenset({"ab", "cd"})
+    assert crisis._needles(crisis.sre_parse.parse("x?(?:is|are) killing (?:me|us)")) == frozenset({" killing "})
+    assert crisis._needles(crisis.sre_parse.parse("(?:\\w+ )?")) is None
+    assert crisis._needles(crisis.sre_parse.parse("(?i:kill)")) is None
