@@ -18,10 +18,10 @@ import re
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
-from .normalise import normalise
+from .normalise import CACHED_CHARACTERS, normalise
 
 DATA = Path(__file__).parent / "data"
 _WORD = re.compile(r"\w+(?:['-]\w+)*")
@@ -44,12 +44,23 @@ class Words:
 
 def words(text: str) -> Words:
     """The words of normalised ``text`` (letters and digits, with inner apostrophes and hyphens:
-    ``don't``, ``gold-diggers``)."""
+    ``don't``, ``gold-diggers``). The advice and bias filters read the same sentences one after
+    the other, so the last few short texts' words are kept, as :func:`~.normalise.normalise`
+    keeps their normal form (a :class:`Words` is immutable)."""
+    if len(text) <= CACHED_CHARACTERS:
+        return _recent_words(text)
+    return _words(text)
+
+
+def _words(text: str) -> Words:
     found = [(match.group(), match.start(), match.end()) for match in _WORD.finditer(text)]
     if not found:
         return Words(text, (), (), ())
     texts, starts, ends = zip(*found, strict=True)
     return Words(text, texts, starts, ends)
+
+
+_recent_words = lru_cache(maxsize=64)(_words)
 
 
 def terms(name: str) -> list[str]:
