@@ -242,14 +242,15 @@ class Lexicon:
         """``words`` with multi-word entries joined into one (``["piece of shit"]``), and
         whether a phrase of abuse and a mention cue occur in them.
 
-        Only the words that open some phrase are looked at one by one (found with set
-        look-ups); the runs of words between them are copied whole."""
+        Only the words that may open a phrase here (found with set look-ups: the word opens
+        one, and is a phrase alone or followed by a phrase's second word) are looked at one by
+        one; the runs of words between them are copied whole."""
         if self.phrases.keys().isdisjoint(words):
             return list(words), False, False
         units: list[str] = []
         abuse = mention = False
         copied = skip_to = 0  # words[:copied] are read; words[:skip_to] are inside a joined unit
-        for index in [index for index, word in enumerate(words) if word in self.phrases]:
+        for index in [index for index, word in enumerate(words) if word in self.phrases and self._opens(words, index)]:
             units.extend(words[max(copied, skip_to) : index])
             copied = index + 1
             joined = False
@@ -266,6 +267,20 @@ class Lexicon:
                 units.append(words[index])
         units.extend(words[max(copied, skip_to) :])
         return units, abuse, mention
+
+    @cached_property
+    def _seconds(self) -> dict[str, frozenset[str] | None]:
+        """For each word that opens a phrase, the second words of its phrases (None when it is
+        a phrase on its own)."""
+        return {
+            first: None if any(len(phrase) == 1 for phrase, _ in entries) else frozenset(p[1] for p, _ in entries)
+            for first, entries in self.phrases.items()
+        }
+
+    def _opens(self, words: Sequence[str], index: int) -> bool:
+        """Whether some phrase may start at ``words[index]`` (a word that opens one)."""
+        seconds = self._seconds[words[index]]
+        return seconds is None or (index + 1 < len(words) and words[index + 1] in seconds)
 
     @cached_property
     def aimed(self) -> frozenset[str]:
