@@ -488,10 +488,15 @@ def policy_document(filters: Sequence[str], crisis_scope: str | None = None) -> 
     }
 
 
+_SENTENCE_END = re.compile(r"([.!?])(\s|$)")
+
+
 def unique(text: str, index: int) -> str:
-    """``text`` made unique to round ``index`` (a reference number appended), so that no round
-    is answered from what the filters remember of an earlier one: real requests rarely repeat."""
-    return f"{text} (ref {index:06d})"
+    """``text`` with every sentence made unique to round ``index`` (a reference number before
+    its closing mark), so that no round is answered from what the filters remember of an earlier
+    one (they keep recent texts and sentences): real requests rarely repeat."""
+    tagged = _SENTENCE_END.sub(lambda end: f" r{index}{end.group(1)}{end.group(2)}", text)
+    return tagged if tagged != text else f"{text} r{index}"
 
 
 @dataclass
@@ -543,8 +548,9 @@ def added_latency(filters: Sequence[str], rounds: int) -> Added | None:
                 spent[name] = spent.get(name, 0.0) + seconds * 1000
         for name, milliseconds in spent.items():
             added.per_filter_ms.setdefault(name, []).append(milliseconds)
+    sizes = [len(unique(text, rounds)) for text in (*USER_MESSAGES, *ASSISTANT_ANSWERS)]
     added.note = (
-        f"{len(pairs)} exchanges of {min(map(len, USER_MESSAGES))}-{max(map(len, USER_MESSAGES))} chars, default scopes"
+        f"{len(pairs)} exchanges of {min(sizes)}-{max(sizes)} chars, every sentence unique per round, default scopes"
     )
     if decisions:
         added.note += "; benign exchanges NOT passed: " + "; ".join(decisions)

@@ -77,12 +77,13 @@ _LOOKALIKES = str.maketrans(
 )
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
 _LEET_CHARS = "013457@$!"
-# A token holding a leet character and a letter, read as one word.
-_TOKEN = re.compile(r"(?<![\w@$!])(?=[\w@$!]*[^\W\d_])[\w@$!]*[013457@$!][\w@$!]*")
+# A token holding a leet character (whether it also holds a letter is checked per token): the
+# cheap search for any leet character first skips most text.
+_LEET_ANY = re.compile(r"[013457@$!]")
+_TOKEN = re.compile(r"(?<![\w@$!])[\w@$!]*[013457@$!][\w@$!]*")
 # Three or more single letters (or leet characters) separated by one separator each: "s u i c i d e".
 _SPACED = re.compile(r"(?<![\w@$!])[a-z0-9@$!](?P<sep>[ ._\-])[a-z0-9@$!](?:(?P=sep)[a-z0-9@$!])+(?![\w@$!])")
 _REPEATS = re.compile(r"(.)\1{2,}")
-_SPACES = re.compile(r"\s+")
 
 
 def _strip_accents(text: str) -> str:
@@ -132,9 +133,10 @@ def _normalise(text: str) -> str:
         text = _FORMAT.sub("", text).casefold()
         text = _strip_accents(text).translate(_LOOKALIKES)
     text = _SPACED.sub(_join, text)
-    text = _TOKEN.sub(_unleet, text)
+    if _LEET_ANY.search(text):
+        text = _TOKEN.sub(_unleet, text)
     text = _REPEATS.sub(r"\1\1", text)
-    return _SPACES.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
 _recent = lru_cache(maxsize=_RECENT)(_normalise)
