@@ -458,6 +458,14 @@ class _Phone(NamedTuple):
     e164: str
 
 
+def _substantive(parsed: phonenumbers.PhoneNumber) -> bool:
+    """Whether a number the library calls possible has a national number worth the name: at
+    least six digits, not one digit repeated. "00000000" parses as +44 0 (the "00" read as the
+    international prefix), and "0000 0000" or "555 5555" are placeholders, not numbers."""
+    national = str(parsed.national_number)
+    return len(national) >= 6 and len(set(national)) > 1
+
+
 def _phone(candidate: str, cued: bool) -> _Phone | None:
     """``candidate`` as a phone number (its score and E.164 form), or None when it is not one."""
     if not _plausible(candidate):
@@ -492,7 +500,7 @@ def _phone(candidate: str, cued: bool) -> _Phone | None:
             continue
         if phonenumbers.is_valid_number(parsed):
             return _Phone(SCORES["confirmed"], phonenumbers.format_number(parsed, _E164))
-        if possible is None and phonenumbers.is_possible_number(parsed):
+        if possible is None and phonenumbers.is_possible_number(parsed) and _substantive(parsed):
             possible = parsed
     if possible is not None and (strong_form or cued):
         return _Phone(SCORES["phoneCued"], phonenumbers.format_number(possible, _E164))

@@ -385,3 +385,10 @@ def test_look_at_a_website_is_no_email() -> None:
 def test_any_text_is_read_without_error(text: str) -> None:
     for match in pii.find(text, pii.ENTITIES):
         assert 0 <= match.start < match.end <= len(text)
+
+
+@pytest.mark.parametrize("text", ["00000000", "call 00000000", "00 00 00 00", "0000 0000 0000", "tel 555 5555"])
+def test_a_placeholder_digit_run_is_no_phone(text: str) -> None:
+    # Found by hypothesis (random printable text): "00000000" parsed as +44 0, the "00" read as
+    # the international prefix, and the library calls that a possible number.
+    assert pii.find(text, pii.ENTITIES) == []

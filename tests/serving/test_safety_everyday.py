@@ -14,7 +14,7 @@ from __future__ import annotations
 import string
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from cutover.api.v1alpha1.safetypolicy import AdviceFilter, BiasFilter, CrisisFilter, PiiFilter, ToxicityFilter
@@ -336,4 +336,8 @@ NOISE = st.text(alphabet=string.printable, min_size=1, max_size=80)
 def test_random_short_strings_and_printable_noise_have_no_finding(
     detectors: dict[str, Detector], name: str, text: str, direction: Direction
 ) -> None:
+    if name == "toxicity":
+        # Noise can spell an insult ("W1TCH" is "witch", a lexicon insult, and a one-word message
+        # of abuse is toxicity): only strings that hold no evidence are noise to this filter.
+        assume(not toxicity.model().signals(text).evidence)
     assert detectors[name].scan(text, direction) == []
