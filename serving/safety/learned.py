@@ -27,7 +27,6 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -156,12 +155,3 @@ def train(
         )
         model = fasttext.load_model(weights)
     return Classifier(model, tuple(label.removeprefix("__label__") for label in model.get_labels()))
-
-
-@cache
-def corpus_classifier(
-    filter_name: str, params: Params = Params(), prepare: Callable[[str], str] = lambda text: text
-) -> Classifier:
-    """The classifier of ``corpus/<filter_name>/train.jsonl`` with its own labels, each text
-    passed through ``prepare``; trained once per process for each (filter, params, prepare)."""
-    return train(read_corpus(filter_name, "train"), params, prepare)

@@ -42,6 +42,7 @@ from pydantic import ValidationError
 
 from cutover.api.v1alpha1.safetypolicy import SafetyPolicy
 
+from ..pii import TOKENS
 from .base import Detector, Direction, FilterName, Finding
 
 Decision = Literal["pass", "block", "escalate", "redact", "disclaim", "flag"]
@@ -75,12 +76,6 @@ CATEGORIES_FIELD: Mapping[FilterName, str] = {
 class PolicyError(Exception):
     """A policy that cannot be applied: not a valid SafetyPolicy, or a filter that cannot be
     built (missing from this build, or its builder refused the spec). The message says which."""
-
-
-def redaction(entity: str) -> str:
-    """The token that replaces a PII span of ``entity``: ``[REDACTED:<entity>]``, the same as
-    ``serving/pii.py``'s ``TOKENS`` and the audit log's."""
-    return f"[REDACTED:{entity}]"
 
 
 @dataclass(frozen=True)
@@ -276,8 +271,9 @@ def _checked(findings: Sequence[Finding], text: str) -> Sequence[Finding]:
 
 
 def _edit(text: str, spans: Sequence[tuple[int, int, str]], disclaimer: str | None) -> str:
-    """``text`` with ``spans`` (start, end, entity) replaced by their redaction tokens (spans that
-    overlap merge into one, named by the first) and ``disclaimer`` appended after a blank line."""
+    """``text`` with ``spans`` (start, end, entity) replaced by their entities' tokens
+    (``serving/pii.py``'s ``TOKENS``, as in the audit log; spans that overlap merge into one,
+    named by the first) and ``disclaimer`` appended after a blank line."""
     if spans:
         merged: list[list[Any]] = []
         for start, end, entity in sorted(spans):
@@ -288,7 +284,7 @@ def _edit(text: str, spans: Sequence[tuple[int, int, str]], disclaimer: str | No
         parts: list[str] = []
         position = 0
         for start, end, entity in merged:
-            parts += [text[position:start], redaction(entity)]
+            parts += [text[position:start], TOKENS[entity]]
             position = end
         parts.append(text[position:])
         text = "".join(parts)
