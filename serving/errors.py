@@ -9,17 +9,21 @@ ModelNotFound      404     an unknown model name or version
 NotSupported       404     the model cannot do what was asked (chat completions on a tensor model)
 SafetyBlocked      422     the SafetyPolicy refuses the request or the answer (``blockMessage``)
 CrisisEscalated    422     an inference request or answer the crisis filter escalated (``responseMessage``)
+TooManyRequests    429     the upstream rate-limits us (``Retry-After`` as the upstream said, else 1)
 InferenceError     500     the model failed, or answered what the protocol cannot carry
-UpstreamError      502     an upstream (Triton, an LLM server, the previous version) failed
+UpstreamError      502     an upstream (Triton, an LLM server, the previous version) failed, timed out,
+                           or refused cutover's own credentials
 ModelNotReady      503     the model is loading or failed to load (``Retry-After: 1``)
-Overloaded         503     too many requests in progress or queued (``Retry-After: 1``)
+Overloaded         503     too many requests in progress or queued, here or upstream (``Retry-After``:
+                           the upstream's, else 1)
 SafetyUnavailable  503     a SafetyPolicy is required and cannot be applied (no valid policy yet, or
                            a filter failed and the policy is ``failClosed``); never an unfiltered answer
 =================  ======  ===========================================================================
 
 The body is always ``{"error": "<message>"}`` (``serving/http.py`` writes it). A 500 is kept for a
 model that fails, so the rollout's analysis sees a broken revision; input a client got wrong is
-always a 4xx. Names follow the Open Inference Protocol servers (KServe's and MLServer's
+always a 4xx. :func:`upstream_failure` maps an upstream's status to one of these, for every
+adapter that forwards. Names follow the Open Inference Protocol servers (KServe's and MLServer's
 ``errors.py``) where they have one, HTTP's vocabulary otherwise.
 """
 
@@ -30,11 +34,16 @@ from typing import ClassVar
 
 class ServingError(Exception):
     """A request the serving runtime cannot answer. ``status`` is the HTTP status it answers with;
-    ``retry_after`` the seconds a client should wait before trying again, None when retrying the
-    same request cannot help."""
+    ``retry_after`` the seconds a client should wait before trying again (the class's default
+    unless given), None when retrying the same request cannot help."""
 
     status: ClassVar[int] = 500
-    retry_after: ClassVar[int | None] = None
+    retry_after: int | None = None
+
+    def __init__(self, message: str = "", *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class InvalidInput(ServingError):
@@ -70,6 +79,14 @@ class CrisisEscalated(SafetyBlocked):
     policy's ``responseMessage`` (a chat completion answers it as the assistant instead)."""
 
 
+class TooManyRequests(ServingError):
+    """The upstream rate-limits this server (it answered 429): the client hears the same, with
+    the upstream's ``Retry-After``, and may retry then. Not a failure of the revision."""
+
+    status = 429
+    retry_after = 1
+
+
 class InferenceError(ServingError):
     """The model failed on a request it accepted, or answered with a type the protocol cannot carry."""
 
@@ -103,3 +120,31 @@ class SafetyUnavailable(ServingError):
     or a filter failed on this request and the policy is ``failClosed``. The message says which."""
 
     status = 503
+
+
+CLIENT_ERRORS = frozenset({400, 413, 422})
+"""Upstream statuses that mean the request itself was refused: the client's input, passed on as 400.
+Not 404: the upstream model (or path) that cutover names is missing, a deployment fault."""
+CREDENTIAL_ERRORS = frozenset({401, 403, 407})
+
+
+def upstream_failure(upstream: str, status: int, message: str, retry_after: str | None = None) -> ServingError:
+    """The error to answer when ``upstream`` (named in the message) answered ``status`` with
+    ``message``, and ``Retry-After: retry_after`` (seconds; an HTTP date or nothing reads as 1).
+
+    Overload stays overload: 429 is ``TooManyRequests``, 503 ``Overloaded``, each with the
+    upstream's Retry-After. A refusal of the request (``CLIENT_ERRORS``) is the client's
+    ``InvalidInput``; a refusal of cutover's own credentials, and everything else, is an
+    ``UpstreamError`` (502) that names the cause: neither is the client's fault.
+    """
+    detail = message or "no message"
+    wait = int(retry_after) if retry_after is not None and retry_after.strip().isdigit() else None
+    if status == 429:
+        return TooManyRequests(f"{upstream} is rate-limiting (429): {detail}", retry_after=wait)
+    if status == 503:
+        return Overloaded(f"{upstream} is unavailable or overloaded (503): {detail}", retry_after=wait)
+    if status in CLIENT_ERRORS:
+        return InvalidInput(f"{upstream} refused the request ({status}): {detail}")
+    if status in CREDENTIAL_ERRORS:
+        return UpstreamError(f"{upstream} refused cutover's credentials ({status}): {detail}")
+    return UpstreamError(f"{upstream} failed ({status}): {detail}")
