@@ -47,7 +47,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -67,7 +67,7 @@ from .fallback import top1_confidence
 from .loading import LoadedModel
 from .metrics import ServingMetrics
 from .openai import chat_request, reply_content
-from .protocol import decode_request, encode_response, tensor_bytes
+from .protocol import InferRequest, decode_request, encode_response, tensor_bytes
 from .safety.guard import Guard
 from .validation import validate
 
@@ -78,6 +78,8 @@ TensorFilter = Callable[[Tensors], Awaitable[Tensors]]
 """A filter of inference inputs or outputs: named arrays in, named arrays out."""
 ChatFilter = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 """A filter of chat completion requests or responses (OpenAI-style JSON objects)."""
+Answer = TypeVar("Answer")
+"""An encoded inference response: ``Encoded`` over HTTP, a ``ModelInferResponse`` over gRPC."""
 
 
 @dataclass(frozen=True)
@@ -146,12 +148,32 @@ class Pipeline:
         header_length: str | None = None,
         request_id: str | None = None,
     ) -> Encoded:
-        """Answer one inference request. ``read_body`` returns its body (called once admitted);
-        ``header_length`` is the ``Inference-Header-Content-Length`` sent with it, if any;
-        ``request_id`` the client's request id (``X-Request-Id``) for the audit record when the
-        body names none. Raises ``Overloaded`` (503), ``InvalidInput`` (400), ``InferenceError``
-        (500) when the model fails, ``UpstreamError`` (502) when its upstream does, and with a
-        SafetyPolicy ``SafetyBlocked`` or ``CrisisEscalated`` (422) and ``SafetyUnavailable`` (503)."""
+        """Answer one inference request over HTTP. ``read_body`` returns its body (called once
+        admitted); ``header_length`` is the ``Inference-Header-Content-Length`` sent with it, if
+        any; ``request_id`` the client's request id (``X-Request-Id``) for the audit record when
+        the body names none. Raises what :meth:`answer` raises."""
+
+        async def read() -> InferRequest:
+            return decode_request(await read_body(), header_length, self.model.raw_input)
+
+        def encode(request: InferRequest, outputs: Tensors, parameters: dict[str, Any] | None) -> Encoded:
+            return Encoded(*encode_response(self.config.name, self.config.version, request, outputs, parameters))
+
+        return await self.answer(read, encode, request_id)
+
+    async def answer(
+        self,
+        read: Callable[[], Awaitable[InferRequest]],
+        encode: Callable[[InferRequest, Tensors, dict[str, Any] | None], Answer],
+        request_id: str | None = None,
+    ) -> Answer:
+        """Answer one inference request in any transport's encoding: ``read`` decodes the request
+        (called once admitted), ``encode`` turns the request, the outputs and the response
+        parameters (``{"fallback": link}`` when a fallback answered, else None) into the answer.
+        ``request_id`` is the client's request id for the audit record when the request names
+        none. Raises ``Overloaded`` (503), ``InvalidInput`` (400), ``InferenceError`` (500) when
+        the model fails, ``UpstreamError`` (502) when its upstream does, and with a SafetyPolicy
+        ``SafetyBlocked`` or ``CrisisEscalated`` (422) and ``SafetyUnavailable`` (503)."""
         model = self.model
         self.admission.check()
         with self.admission:
@@ -159,7 +181,7 @@ class Pipeline:
             guard = self.safety
             policy = guard.current() if guard is not None else None
             try:
-                request = decode_request(await read_body(), header_length, model.raw_input)
+                request = await read()
             except RecursionError:  # json's C parser recurses per nesting level
                 raise InvalidInput("malformed JSON: nested too deeply") from None
             validate(request.inputs, model.inputs)
@@ -190,9 +212,7 @@ class Pipeline:
                 assert request_id is not None
                 with self._refusals_audited(request_id, started, lambda: _digest(request.inputs), found):
                     outputs = await guard.tensors(policy, "output", outputs, request_id, found)
-            body, length = encode_response(
-                self.config.name, self.config.version, request, outputs, {"fallback": link} if link else None
-            )
+            encoded = encode(request, outputs, {"fallback": link} if link else None)
             if model.audit is not None:
                 self._audit(
                     request_id,
@@ -204,7 +224,7 @@ class Pipeline:
                     fallback=link,
                     safety=found if guard is not None else None,
                 )
-            return Encoded(body, length)
+            return encoded
 
     async def chat(self, read_json: Callable[[], Awaitable[Any]], request_id: str | None = None) -> dict[str, Any]:
         """Answer one chat completion. ``read_json`` returns the parsed body (a ValueError from it
