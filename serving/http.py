@@ -2,7 +2,8 @@
 JSON bodies, health answers, the metrics endpoint, and a listener that drains on the way out.
 ``cutover serve`` uses them (``serving/server.py``); the gateway can share them.
 
-Errors. Every error a client sees is ``{"error": "<message>"}``: a ``ServingError`` with its own
+Errors. Every error a client sees is a JSON body, ``{"error": "<message>"}`` unless the app
+gives its own per request (``cutover serve`` answers OpenAI's error object on ``/v1``): a ``ServingError`` with its own
 status (and ``Retry-After`` when it has one), an aiohttp HTTP error (404 unknown route, 405, 413
 over the size limit) with its reason, and anything else as a 500 that is logged.
 
@@ -32,9 +33,19 @@ Answered = Callable[[web.Request, web.StreamResponse, float], None]
 (``time.perf_counter()``): to add headers to every answer, or to count it."""
 
 
-def json_errors(answered: Answered | None = None) -> Middleware:
-    """Middleware that turns every error into a ``{"error"}`` body, then calls ``answered`` with
-    the final response. Redirects and other HTTP exceptions below 400 pass through untouched."""
+ErrorBody = Callable[[web.Request, int, str], Any]
+"""The JSON body of an error: from the request, the status and the message."""
+
+
+def plain_error(request: web.Request, status: int, message: str) -> dict[str, str]:
+    """The Open Inference Protocol's error body, ``{"error": message}``."""
+    return {"error": message}
+
+
+def json_errors(answered: Answered | None = None, body: ErrorBody = plain_error) -> Middleware:
+    """Middleware that turns every error into a JSON body (``body`` gives it per request, such as
+    OpenAI's error object on ``/v1`` routes), then calls ``answered`` with the final response.
+    Redirects and other HTTP exceptions below 400 pass through untouched."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -44,14 +55,14 @@ def json_errors(answered: Answered | None = None) -> Middleware:
             response = await handler(request)
         except ServingError as error:
             headers = None if error.retry_after is None else {"Retry-After": str(error.retry_after)}
-            response = web.json_response({"error": str(error)}, status=error.status, headers=headers)
+            response = web.json_response(body(request, error.status, str(error)), status=error.status, headers=headers)
         except web.HTTPException as error:
             if error.status < 400:
                 raise
-            response = web.json_response({"error": error.reason}, status=error.status)
+            response = web.json_response(body(request, error.status, error.reason), status=error.status)
         except Exception as error:
             log.exception("%s %s failed", request.method, request.path)
-            response = web.json_response({"error": f"internal error: {error}"}, status=500)
+            response = web.json_response(body(request, 500, f"internal error: {error}"), status=500)
         if answered is not None:
             answered(request, response, started)
         return response
