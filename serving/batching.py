@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .statistics import RequestTimes
+
 Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
 Run = Callable[[Mapping[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 
@@ -41,6 +43,7 @@ class _Pending:
     signature: Signature
     future: asyncio.Future[dict[str, np.ndarray]]
     enqueued: float = field(default_factory=time.perf_counter)
+    times: RequestTimes | None = None
 
 
 @dataclass(frozen=True)
@@ -60,28 +63,38 @@ class Batcher:
         max_queue_delay: float,
         max_queue_size: int,
         on_batch: Callable[[BatchStats], None] = lambda _: None,
+        on_run: Callable[[int, int], None] = lambda rows, ns: None,
     ) -> None:
+        """``on_batch`` hears of each batch as it starts; ``on_run`` of each model run when it
+        ends: its rows and nanoseconds (Triton's execution statistics)."""
         self._run = run
         self.max_batch_size = max_batch_size
         self.max_queue_delay = max_queue_delay
         self.max_queue_size = max_queue_size
         self._on_batch = on_batch
+        self._on_run = on_run
         self._queue: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self.busy = False
         """Whether a batch is running in the model now."""
 
-    def __len__(self) -> int:
+    @property
+    def queued(self) -> int:
+        """Requests waiting in the queue. Not ``__len__``: a batcher with an empty queue would
+        then be false, and ``if model.batcher`` read "no batching" (perf_analyzer was told
+        ``max_batch_size: 0`` whenever the queue was empty)."""
         return len(self._queue)
 
-    async def submit(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def submit(self, inputs: Mapping[str, np.ndarray], times: RequestTimes | None = None) -> dict[str, np.ndarray]:
+        """The model's outputs for ``inputs``, run in a batch; ``times`` (if given) gets the time
+        the request waited for its batch (``queue``) and the time the model ran (``compute_infer``)."""
         if len(self._queue) >= self.max_queue_size:
             raise QueueFull(f"{len(self._queue)} requests are queued")
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name="batcher")
         rows = next(iter(inputs.values())).shape[0] if inputs else 0
-        pending = _Pending(inputs, rows, signature(inputs), asyncio.get_running_loop().create_future())
+        pending = _Pending(inputs, rows, signature(inputs), asyncio.get_running_loop().create_future(), times=times)
         self._queue.append(pending)
         self._arrived.set()
         return await pending.future
@@ -138,13 +151,16 @@ class Batcher:
         if not live:
             return
         self._on_batch(BatchStats(sum(p.rows for p in live), tuple(started - p.enqueued for p in live)))
+        for pending in live:
+            if pending.times is not None:
+                pending.times.queue += int((started - pending.enqueued) * 1e9)
         try:
             if len(live) == 1:
-                _resolve(live[0], await self._run(live[0].inputs))
+                _resolve(live[0], await self._timed(live[0].inputs, live))
                 return
             names = list(live[0].inputs)
             merged = {name: np.concatenate([p.inputs[name] for p in live]) for name in names}
-            outputs = await self._run(merged)
+            outputs = await self._timed(merged, live)
             total = sum(p.rows for p in live)
             if any(array.ndim == 0 or array.shape[0] != total for array in outputs.values()):
                 raise BatchMismatch(f"the model returned outputs whose first dimension is not the batch of {total}")
@@ -161,10 +177,22 @@ class Batcher:
             # inputs); each runs alone again so only the offending one fails.
             for pending in live:
                 try:
-                    _resolve(pending, await self._run(pending.inputs))
+                    _resolve(pending, await self._timed(pending.inputs, [pending]))
                 except Exception as alone:
                     if not pending.future.done():
                         pending.future.set_exception(alone)
+
+    async def _timed(self, inputs: Mapping[str, np.ndarray], pendings: list[_Pending]) -> dict[str, np.ndarray]:
+        """One model run for ``pendings``: reported to ``on_run`` and added to each one's times."""
+        started = time.perf_counter_ns()
+        try:
+            return await self._run(inputs)
+        finally:
+            took = time.perf_counter_ns() - started
+            self._on_run(sum(p.rows for p in pendings), took)
+            for pending in pendings:
+                if pending.times is not None:
+                    pending.times.compute_infer += took
 
 
 def _resolve(pending: _Pending, outputs: dict[str, np.ndarray]) -> None:

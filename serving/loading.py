@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -53,6 +53,8 @@ class LoadedModel:
     ood: MahalanobisScorer | None = None
     fallback: FallbackChain | None = None
     audit: AuditLog | None = None
+    labels: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Class labels by output name (``labelFilename``), for the classification extension."""
 
 
 def merge_schema(declared: Sequence[TensorSpec], discovered: Sequence[TensorInfo], kind: str) -> list[TensorInfo]:
@@ -145,11 +147,13 @@ class Loader:
                 max_queue_delay=seconds(config.batching.max_queue_delay),
                 max_queue_size=config.batching.max_queue_size,
                 on_batch=self.metrics.batch,
+                on_run=self.metrics.statistics.execution,
             )
             self._closers.insert(0, batcher.close)
         elif config.batching is not None:
             log.warning("batching is off: the model's tensors have no variable first (batch) dimension")
         ood = await self._ood_scorer(inputs)
+        labels = await asyncio.to_thread(self._labels)
         fallback = None
         if config.fallback is not None and config.fallback.confidence_threshold is not None:
             fallback = await self._fallback_chain(config.fallback, outputs)
@@ -164,9 +168,9 @@ class Loader:
             config.revision,
             [i.metadata() for i in inputs],
             [o.metadata() for o in outputs],
-            f", batching up to {batcher.max_batch_size}" if batcher else "",
+            f", batching up to {batcher.max_batch_size}" if batcher is not None else "",
         )
-        return LoadedModel(adapter, inputs, outputs, raw_input, batcher, ood, fallback, audit)
+        return LoadedModel(adapter, inputs, outputs, raw_input, batcher, ood, fallback, audit, labels)
 
     async def _ood_scorer(self, inputs: Sequence[TensorInfo]) -> MahalanobisScorer | None:
         """The scorer of ``model.outOfDistribution``, checked against the input it scores."""
@@ -183,6 +187,24 @@ class Loader:
                 f"the training statistics have {scorer.features} features; input {spec.input!r} has {features}"
             )
         return scorer
+
+    def _labels(self) -> dict[str, list[str]]:
+        """Each declared output's class labels: its ``labelFilename``, one label per line, read
+        beside the model file unless absolute. Raises ValueError for a file that cannot be read
+        and for a label file on an input (it would be ignored)."""
+        for spec in self.config.inputs:
+            if spec.label_filename is not None:
+                raise ValueError(f"labelFilename is for outputs; input {spec.name!r} has one")
+        labels = {}
+        for spec in self.config.outputs:
+            if spec.label_filename is None:
+                continue
+            path = Path(self._beside_model(spec.label_filename))
+            try:
+                labels[spec.name] = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as error:
+                raise ValueError(f"cannot read the labels of output {spec.name!r} from {path}: {error}") from None
+        return labels
 
     def _beside_model(self, uri: str) -> str:
         """A relative statistics path is read beside the model file ("training-stats.json")."""

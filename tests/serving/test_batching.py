@@ -86,7 +86,7 @@ async def test_full_queue_sheds_instead_of_growing() -> None:
     while not batcher.busy:
         await asyncio.sleep(0)
     waiting = [running, *(asyncio.create_task(batcher.submit(rows(i, 1))) for i in range(1, 4))]
-    while len(batcher) < 3:
+    while batcher.queued < 3:
         await asyncio.sleep(0)
     with pytest.raises(QueueFull):
         await batcher.submit(rows(9, 1))
