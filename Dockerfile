@@ -2,6 +2,7 @@
 #   docker build --target operator -t ghcr.io/cutover/operator:0.1.0 .
 #   docker build --target serving -t ghcr.io/cutover/serving:0.1.0 .
 #   docker build --target serving --build-arg EXTRAS=serving,torch -t ghcr.io/cutover/serving-torch:0.1.0 .
+#   docker build --target serving --build-arg EXTRAS=serving,tensorflow -t ghcr.io/cutover/serving-tensorflow:0.1.0 .
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -28,7 +29,8 @@ ENTRYPOINT ["cutover"]
 CMD ["operator"]
 
 # The serving runtime: one model revision per pod (ONNX Runtime, Triton and LLM upstreams;
-# add torch with --build-arg EXTRAS=serving,torch). The operator passes `serve ...` as args.
+# add torch or tensorflow with --build-arg EXTRAS=serving,torch or serving,tensorflow). The
+# operator passes `serve ...` as args.
 FROM base AS serving
 ARG EXTRAS=serving
 COPY --from=build /wheels /wheels

@@ -80,7 +80,8 @@ def _metadata(md: ModelDeployment, name: str, labels: dict[str, str]) -> dict[st
 
 
 def _storage(model: dict[str, Any]) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Where the serving process finds the model, plus volumes, mounts and init containers."""
+    """Where the serving process finds the model, plus volumes, mounts and init containers. A
+    tensorflow model is a SavedModel directory: from s3 its whole prefix is copied."""
     uri: str = model.get("storageUri", "")
     if uri.startswith("pvc://"):
         claim, _, path = uri.removeprefix("pvc://").partition("/")
@@ -91,12 +92,13 @@ def _storage(model: dict[str, Any]) -> tuple[str, list[dict[str, Any]], list[dic
         # Fetched before the server starts; credentials come from the pod's identity (IRSA,
         # EKS Pod Identity) or the standard AWS_* variables in runtime.env.
         filename = uri.rstrip("/").rsplit("/", 1)[-1]
+        directory = model.get("format") == "tensorflow"
         volume = {"name": "model", "emptyDir": {}}
         mount = {"name": "model", "mountPath": MODEL_DIR}
         init = {
             "name": "fetch-model",
             "image": "public.ecr.aws/aws-cli/aws-cli:2.22.35",
-            "args": ["s3", "cp", uri, f"{MODEL_DIR}/{filename}"],
+            "args": ["s3", "cp", uri, f"{MODEL_DIR}/{filename}", *(["--recursive"] if directory else [])],
             "volumeMounts": [mount],
             "securityContext": _security_context(),
         }

@@ -168,7 +168,25 @@ CASES = [
         "onnx-without-storage",
         CANARY,
         {"spec.model.storageUri": DELETE},
-        "storageUri is required for formats onnx and pytorch",
+        "storageUri is required for formats onnx, pytorch and tensorflow",
+    ),
+    Case(
+        "tensorflow-without-storage",
+        CANARY,
+        {"spec.model.format": "tensorflow", "spec.model.storageUri": DELETE},
+        "storageUri is required for formats onnx, pytorch and tensorflow",
+    ),
+    Case(
+        "tensorflow-over-http",
+        SHADOW,
+        {"spec.model.format": "tensorflow"},
+        "format tensorflow serves a SavedModel directory, which has no single checksum",
+    ),
+    Case(
+        "tensorflow-with-checksum",
+        CANARY,
+        {"spec.model.format": "tensorflow", "spec.model.checksum": "sha256:" + "0" * 64},
+        "format tensorflow serves a SavedModel directory, which has no single checksum",
     ),
     Case(
         "llm-without-upstream",

@@ -1,5 +1,6 @@
 """Model adapters, one per format, behind :class:`~cutover.serving.adapters.base.Adapter`.
-Each is imported only when used, so a Triton or LLM pod never loads ONNX Runtime or PyTorch."""
+Each is imported only when used, so a Triton or LLM pod never loads ONNX Runtime, PyTorch or
+TensorFlow."""
 
 from __future__ import annotations
 
@@ -12,8 +13,13 @@ if TYPE_CHECKING:
     from cutover.serving.config import ServeConfig
 
 
+LOCAL_FORMATS = ("onnx", "pytorch", "tensorflow")
+"""Formats whose model (a file, or a SavedModel directory) runs in this process."""
+
+
 def local(format: str, path: Path, *, threads: int = 0, device: str = "auto") -> LocalAdapter:
-    """An adapter that runs a model file in this process."""
+    """An adapter that runs the model at ``path`` (a file, or a SavedModel directory) in this
+    process. Raises ValueError for a format not in LOCAL_FORMATS."""
     if format == "onnx":
         from .onnx import OnnxAdapter
 
@@ -22,11 +28,15 @@ def local(format: str, path: Path, *, threads: int = 0, device: str = "auto") ->
         from .pytorch import PyTorchAdapter
 
         return PyTorchAdapter(path, threads=threads, device=device)
-    raise ValueError(f"format {format!r} is not a local model file (onnx or pytorch)")
+    if format == "tensorflow":
+        from .tensorflow import TensorFlowAdapter
+
+        return TensorFlowAdapter(path, threads=threads, device=device)
+    raise ValueError(f"format {format!r} is not a local model ({', '.join(LOCAL_FORMATS)})")
 
 
 def create(config: ServeConfig, path: Path | None) -> Adapter:
-    if config.format in ("onnx", "pytorch"):
+    if config.format in LOCAL_FORMATS:
         if path is None:
             raise ValueError(f"format {config.format} needs --model-uri")
         adapter = local(config.format, path, threads=config.threads, device=config.device)

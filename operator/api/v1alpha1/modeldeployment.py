@@ -29,7 +29,7 @@ from .base import (
     seconds,
 )
 
-ModelFormat = Literal["onnx", "pytorch", "triton", "llm"]
+ModelFormat = Literal["onnx", "pytorch", "tensorflow", "triton", "llm"]
 TensorDatatype = Literal[
     "BOOL",
     "UINT8",
@@ -114,7 +114,8 @@ class ModelSpec(ApiModel):
     version: Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")]
     """Version label of this model build, such as 2024-05-01 or v3. Part of the revision hash."""
     format: ModelFormat
-    """onnx and pytorch load storageUri into the serving pod; triton and llm forward to upstream."""
+    """onnx, pytorch and tensorflow (a SavedModel directory, served through its serving_default
+    signature) load storageUri into the serving pod; triton and llm forward to upstream."""
     storage_uri: StorageUri | None = None
     """Where the artifact lives: pvc://claim/path, https://… (with checksum), s3://bucket/key
     (fetched by an init container) or file:///path on the node."""
@@ -131,15 +132,24 @@ class ModelSpec(ApiModel):
 
     rules = (
         Rule(
-            cel="(self.format in ['onnx', 'pytorch']) == has(self.storageUri)",
-            message="storageUri is required for formats onnx and pytorch, and not allowed for triton and llm "
-            "(they use upstream)",
-            check=lambda s: (s.format in ("onnx", "pytorch")) == (s.storage_uri is not None),
+            cel="(self.format in ['onnx', 'pytorch', 'tensorflow']) == has(self.storageUri)",
+            message="storageUri is required for formats onnx, pytorch and tensorflow, and not allowed for triton "
+            "and llm (they use upstream)",
+            check=lambda s: (s.format in ("onnx", "pytorch", "tensorflow")) == (s.storage_uri is not None),
         ),
         Rule(
             cel="(self.format in ['triton', 'llm']) == has(self.upstream)",
-            message="upstream is required for formats triton and llm, and not allowed for onnx and pytorch",
+            message="upstream is required for formats triton and llm, and not allowed for onnx, pytorch and tensorflow",
             check=lambda s: (s.format in ("triton", "llm")) == (s.upstream is not None),
+        ),
+        Rule(
+            cel="self.format != 'tensorflow' || (!has(self.checksum) && !(has(self.storageUri) && "
+            "self.storageUri.startsWith('http')))",
+            message="format tensorflow serves a SavedModel directory, which has no single checksum and cannot be "
+            "downloaded over http(s): use a pvc://, s3:// or file:// storageUri without checksum",
+            check=lambda s: (
+                s.format != "tensorflow" or (s.checksum is None and not (s.storage_uri or "").startswith("http"))
+            ),
         ),
         Rule(
             cel="!has(self.storageUri) || !self.storageUri.startsWith('http') || has(self.checksum)",
@@ -675,8 +685,8 @@ class CircuitBreaker(ApiModel):
 class BaselineModel(ApiModel):
     """A simple model that answers when the primary and previous versions cannot."""
 
-    format: Literal["onnx", "pytorch"]
-    """Artifact format."""
+    format: Literal["onnx", "pytorch", "tensorflow"]
+    """Artifact format (tensorflow: a SavedModel directory)."""
     storage_uri: StorageUri
     """Where the artifact lives."""
 

@@ -1,0 +1,106 @@
+"""TensorFlow SavedModel: a directory written by ``tf.saved_model.save`` (or Keras'
+``model.export``), served through its ``serving_default`` signature, the one TensorFlow Serving
+and Triton call by default. Other signatures are not served: no ModelDeployment field names one.
+
+The signature describes itself: its inputs are the keyword arguments of the signature function,
+its outputs the keys of the dictionary it returns, each with a dtype and a shape (``None``, an
+unknown dimension, is -1). ``tf.string`` is BYTES, passed to the model as the raw bytes the
+client sent. A tensor of unknown rank, or of a type the protocol cannot carry (bfloat16,
+complex, resource), fails the load rather than every request. TensorFlow is imported on load,
+so other formats never pay for it (the ``tensorflow`` extra installs it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import LocalAdapter, TensorInfo
+
+log = logging.getLogger("cutover.serving")
+
+SIGNATURE = "serving_default"
+"""The signature served (``tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY``)."""
+
+_DATATYPES = {
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+    "string": "BYTES",
+}
+"""Protocol datatypes by ``tf.DType.name``."""
+
+
+def _info(kind: str, name: str, spec: Any) -> TensorInfo:
+    """The protocol view of one signature tensor (a ``tf.TensorSpec``); ``kind`` names it in errors."""
+    if spec.dtype.name not in _DATATYPES:
+        raise ValueError(f"signature {SIGNATURE} {kind} {name!r} is {spec.dtype.name}, which the protocol cannot carry")
+    if spec.shape.rank is None:
+        raise ValueError(f"signature {SIGNATURE} {kind} {name!r} has no known rank; export it with a shape")
+    return TensorInfo(name, _DATATYPES[spec.dtype.name], tuple(-1 if d is None else d for d in spec.shape.as_list()))
+
+
+class TensorFlowAdapter(LocalAdapter):
+    """Runs the ``serving_default`` signature of the SavedModel directory ``path``.
+
+    ``threads`` is TensorFlow's intra-op pool (0: TensorFlow's default, one per core); the
+    inter-op pool is one thread, as ONNX Runtime runs sequentially, since requests reach the
+    model one batch at a time. ``device="cpu"`` hides GPUs; otherwise TensorFlow places ops on a
+    GPU when its build has CUDA and one is visible. TensorFlow takes these settings once per
+    process, before its first op: when TensorFlow already runs with other settings (a fallback
+    baseline asking for the same is fine), they stay and a warning says so. Raises ValueError on
+    load when ``path`` is not a SavedModel, has no serving signature, or one of its tensors has
+    no protocol datatype or no known rank.
+    """
+
+    platform = "tensorflow_savedmodel"
+
+    def __init__(self, path: Path, *, threads: int = 0, device: str = "auto") -> None:
+        super().__init__()
+        self.path = path
+        self.threads = threads
+        self.device = device
+        self._model: Any = None
+        self._signature: Any = None
+
+    def load_sync(self) -> None:
+        import tensorflow as tf
+
+        if not tf.saved_model.contains_saved_model(str(self.path)):
+            raise ValueError(
+                f"{self.path} is not a TensorFlow SavedModel: format tensorflow needs the directory "
+                "that tf.saved_model.save wrote (with saved_model.pb)"
+            )
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(self.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+            if self.device == "cpu":
+                tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:  # TensorFlow has run an op in this process, with other settings
+            log.warning("TensorFlow is already running here: its thread pools and devices stay as they are")
+        # The loaded object owns the variables the signature reads: it is kept as long as the signature.
+        self._model = tf.saved_model.load(str(self.path))
+        if SIGNATURE not in self._model.signatures:
+            found = ", ".join(self._model.signatures) or "none"
+            raise ValueError(f"SavedModel {self.path} has no {SIGNATURE} signature (it has: {found})")
+        self._signature = self._model.signatures[SIGNATURE]
+        _, inputs = self._signature.structured_input_signature
+        self.inputs = [_info("input", name, spec) for name, spec in inputs.items()]
+        self.outputs = [_info("output", name, spec) for name, spec in self._signature.structured_outputs.items()]
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self._signature(**inputs)
+        return {name: tensor.numpy() for name, tensor in results.items()}
