@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from cutover.api.v1alpha1 import ModelDeployment
 from cutover.api.v1alpha1.modeldeployment import TrafficEntry
@@ -54,6 +55,25 @@ def test_s3_models_are_fetched_by_an_init_container() -> None:
     pod = builders.deployment(md, workload(md))["spec"]["template"]["spec"]
     assert pod["initContainers"][0]["args"][:2] == ["s3", "cp"]
     assert "--model-uri" in pod["containers"][0]["args"]
+
+
+def test_a_tensorflow_savedmodel_is_copied_whole_and_served_as_onnx_is() -> None:
+    def pod(storage_uri: str) -> dict[str, Any]:
+        spec = {"name": "churn-model", "version": "v15", "format": "tensorflow", "storageUri": storage_uri}
+        md = model("modeldeployment-bluegreen.yaml", model=spec)
+        built: dict[str, Any] = builders.deployment(md, workload(md))["spec"]["template"]["spec"]
+        return built
+
+    uri = "s3://ml-artifacts/churn/v15/"
+    from_s3 = pod(uri)
+    assert from_s3["initContainers"][0]["args"] == ["s3", "cp", uri, "/models/v15", "--recursive"]
+    parsed = cli.parser().parse_args(from_s3["containers"][0]["args"])  # the builder speaks cutover serve's flags
+    assert (parsed.format, parsed.model_uri, parsed.checksum) == ("tensorflow", "/models/v15", None)
+    on_pvc = pod("pvc://models/churn/v15")["containers"][0]["args"]
+    assert cli.parser().parse_args(on_pvc).model_uri == "/models/models/churn/v15"
+    single_file = model("modeldeployment-bluegreen.yaml")
+    init = builders.deployment(single_file, workload(single_file))["spec"]["template"]["spec"]["initContainers"]
+    assert "--recursive" not in init[0]["args"]
 
 
 def test_min_gpu_memory_becomes_node_affinity() -> None:
