@@ -1,4 +1,4 @@
-"""Serving overhead, side by side: cutover's model server against MLServer and KServe on the same ONNX model.
+"""Serving overhead, side by side: cutover's model server against MLServer, KServe and Triton on one ONNX model.
 
 The same small ONNX classifier (cutover.serving.sample_models.onnx_classifier: 4 FP32 features in,
 3 class probabilities out) is served by
@@ -14,14 +14,20 @@ The same small ONNX classifier (cutover.serving.sample_models.onnx_classifier: 4
 * kserve              the KServe Python model server with our kserve.Model (benchmarks/peers/kserve_server.py),
                       1 worker, gRPC off, no access-log or latency-log line per request
 * kserve-defaults     the same model with KServe's default flags
+* triton              Triton Inference Server 2.51.0 (the tritonserver binary shipped in the nvidia-pytriton 0.7.0
+                      wheel) with its Python backend running benchmarks/peers/triton_model.py over onnxruntime: one
+                      model instance, no dynamic batching, gRPC off, readiness by the model's ready endpoint
 
 and driven by the same load generator: wrk, one thread, a fixed number of keep-alive connections (the
 concurrency), POSTing the same Open Inference Protocol JSON body (batch 1, input `input` FP32 [1,4]) to
 /v2/models/classifier/infer, with a warm-up before each measured run. wrk is pinned to CPU 0 and each
 server (one process; every thread it starts inherits the pin) to CPU 1 with taskset, so the two never
-compete for a core. Every onnxruntime session uses one intra-op and one inter-op thread. Before any load,
-each server must answer the fixed input with the in-process probabilities (within 1e-5); any non-2xx
-response or socket error during a run aborts the benchmark. Each run also records the server's CPU use
+compete for a core. Whether to pin is decided from the CPUs the script may use when it starts, and after
+every run each thread of wrk and of the server's processes is checked in /proc (Cpus_allowed_list, printed
+with a server's first point): a process off its CPU aborts the run. Every onnxruntime session uses one
+intra-op and one inter-op thread. Before any load, each server must answer the fixed input with the
+in-process probabilities (within 1e-5); any non-2xx response or socket error during a run aborts the
+benchmark. Each run also records the server's CPU use
 and the CPU taken by everything else on the machine; a point during which other programs took more than
 10% of a core is measured again (--attempts, default 3) and the report warns if none was quiet.
 
@@ -33,9 +39,9 @@ p50 at concurrency 1 within 0.5 ms of the in-process call.
 
     .venv/bin/python benchmarks/serving.py [--concurrency 1,8,32,64] [--duration 10] [--quick]
 
-MLServer and KServe are installed by this script into their own virtual environments under .bench/ from
-the pinned benchmarks/peers/*-requirements.txt (reused while the file is unchanged); wrk is installed with
-apt-get when missing. Run: `make bench-serving`.
+MLServer, KServe and Triton are installed by this script into their own virtual environments under .bench/
+from the pinned benchmarks/peers/*-requirements.txt (reused while the file is unchanged); wrk is installed
+with apt-get when missing. Run: `make bench-serving`.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.error
 import urllib.request
@@ -120,6 +127,8 @@ class Peer:
 
 MLSERVER = Peer("mlserver", PEERS / "mlserver-requirements.txt", ("mlserver", "onnxruntime", "uvicorn", "fastapi"))
 KSERVE = Peer("kserve", PEERS / "kserve-requirements.txt", ("kserve", "onnxruntime", "uvicorn", "fastapi"))
+TRITON = Peer("triton", PEERS / "triton-requirements.txt", ("nvidia-pytriton", "onnxruntime", "numpy"))
+TRITON_VERSION = "2.51.0"  # the tritonserver binary in nvidia-pytriton 0.7.0
 
 
 @dataclass
@@ -139,6 +148,7 @@ class Run:
     max_us: float
     server_cpu: float = 0.0  # percent of one core, during the run
     other_cpu: float = 0.0  # percent of one core used by everything else on the machine
+    wrk_cpus: str = ""  # check_cpu's line for wrk during the run
 
     @property
     def throughput(self) -> float:
@@ -159,6 +169,7 @@ class Server:
     ports: tuple[str, ...] = ("http",)
     env: dict[str, str] = field(default_factory=dict)
     prepare: Callable[[dict[str, int]], None] | None = None
+    ready_path: str = READY_PATH
 
 
 def free_port() -> int:
@@ -168,8 +179,15 @@ def free_port() -> int:
         return port
 
 
+# The CPUs this process may use, read once at import, before on_cpu() narrows its own affinity: a check made
+# inside on_cpu(WRK_CPU) saw only CPU 0 and pinned nothing, so every server and wrk shared CPU 0 (serving
+# figures published before 2026-12-01 were measured that way).
+CPUS = frozenset(os.sched_getaffinity(0))
+
+
 def pinning() -> bool:
-    return {WRK_CPU, SERVER_CPU} <= os.sched_getaffinity(0)
+    """Whether wrk and the servers get a CPU each: both CPUs were available to the script when it started."""
+    return {WRK_CPU, SERVER_CPU} <= CPUS
 
 
 def pinned(cpu: int, command: Sequence[str]) -> list[str]:
@@ -186,6 +204,50 @@ def on_cpu(cpu: int) -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, before)
+
+
+def group_stats(group: int) -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the command name) for each process in a process group."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group:  # pgrp is the third field after the command name
+            yield int(entry.name), fields
+
+
+def cpus_allowed(pid: int) -> set[str]:
+    """The Cpus_allowed_list values of every thread of a process, as /proc/PID/task/TID/status shows them."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:
+            continue  # the thread ended
+        found |= {line.split(":", 1)[1].strip() for line in status.splitlines() if line.startswith("Cpus_allowed_list")}
+    return found
+
+
+def check_cpu(what: str, pids: Sequence[int], cpu: int) -> str:
+    """Where `pids` may run, read from /proc, as one line of the report (`pid (command) cpus`).
+
+    Raises SystemExit when pinning is on and a thread of one of them may run anywhere but `cpu`: the run
+    would not measure what the report says it does.
+    """
+    described = []
+    for pid in pids:
+        try:
+            command = Path(f"/proc/{pid}/comm").read_text().strip()
+            lists = cpus_allowed(pid)
+        except OSError:
+            continue  # the process ended
+        described.append(f"{pid} ({command}) {' '.join(sorted(lists))}")
+        if pinning() and lists != {str(cpu)}:
+            raise SystemExit(f"{what}: process {pid} ({command}) may run on CPUs {sorted(lists)}, not CPU {cpu} alone")
+    return f"{what} Cpus_allowed_list: " + "; ".join(described)
 
 
 # ---------------------------------------------------------------------------------------------- installs
@@ -281,6 +343,57 @@ def servers(model: Path) -> list[Server]:
             ports=("http", "grpc"),
         )
 
+    def triton() -> Server:
+        folder = BENCH / "run" / "triton"
+        python = f"{sys.version_info.major}.{sys.version_info.minor}"  # the Triton venv's, made from this Python
+        site = TRITON.root / "lib" / f"python{python}" / "site-packages"
+        dist = site / "pytriton" / "tritonserver"
+        backend = folder / "backends" / "python"
+        version = folder / "models" / MODEL / "1"
+
+        def prepare(ports: dict[str, int]) -> None:
+            # The backend folder as PyTriton lays it out: the Python backend with the stub for this Python.
+            shutil.rmtree(folder, ignore_errors=True)
+            backend.mkdir(parents=True)
+            for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+                shutil.copy(dist / "backends" / "python" / name, backend)
+            shutil.copy(dist / "python_backend_stubs" / python / "triton_python_backend_stub", backend)
+            version.mkdir(parents=True)
+            shutil.copy(PEERS / "triton_model.py", version / "model.py")
+            (version.parent / "config.pbtxt").write_text(
+                f'name: "{MODEL}"\nbackend: "python"\nmax_batch_size: 0\n'
+                'input [{ name: "input", data_type: TYPE_FP32, dims: [ -1, 4 ] }]\n'
+                'output [{ name: "probabilities", data_type: TYPE_FP32, dims: [ -1, 3 ] }]\n'
+                "instance_group [{ count: 1, kind: KIND_CPU }]\n"
+                f'parameters: {{ key: "onnx_model", value: {{ string_value: "{model}" }} }}\n'
+            )
+
+        def command(ports: dict[str, int]) -> list[str]:
+            return [
+                str(dist / "bin" / "tritonserver"), f"--model-repository={version.parent.parent}",
+                f"--backend-directory={backend.parent}", "--http-address=127.0.0.1", f"--http-port={ports['http']}",
+                "--allow-grpc=false", f"--grpc-port={ports['grpc']}", "--metrics-address=127.0.0.1",
+                f"--metrics-port={ports['metrics']}",
+            ]  # fmt: skip
+
+        # The stub embeds libpython: the base Python's LIBDIR comes first, or it loads Debian's libpython3.x (a
+        # different build from the venv's base) and the backend fails; the venv's bin first on PATH makes the stub
+        # run in the venv (numpy < 2, onnxruntime). nvidia_pytriton.libs holds tritonserver's own libraries.
+        libraries = [str(sysconfig.get_config_var("LIBDIR")), str(site / "nvidia_pytriton.libs")]
+        return Server(
+            "triton",
+            f"Triton {TRITON_VERSION} (nvidia-pytriton's binary), Python backend: model.py over onnxruntime, "
+            "1 instance, no dynamic batching, gRPC off",
+            command,
+            ports=("http", "grpc", "metrics"),
+            env={
+                "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [*libraries, os.environ.get("LD_LIBRARY_PATH")])),
+                "PATH": os.pathsep.join([str(TRITON.bin), os.environ["PATH"]]),
+            },
+            prepare=prepare,
+            ready_path=f"/v2/models/{MODEL}/ready",
+        )
+
     tuned = {"parallel_workers": 0, "debug": False}
     return [
         Server(
@@ -302,6 +415,7 @@ def servers(model: Path) -> list[Server]:
             "workers 1, gRPC off, no access or latency log lines",
         ),
         kserve("kserve-defaults", [], "defaults (workers 1, gRPC on, access and latency log lines)"),
+        triton(),
     ]
 
 
@@ -343,7 +457,7 @@ class Running:
             if self.process.poll() is not None:
                 raise SystemExit(f"{self.server.label} exited with {self.process.returncode}; see {self.log}")
             try:
-                if http("GET", self.url + READY_PATH, timeout=1.0)[0] == 200:
+                if http("GET", self.url + self.server.ready_path, timeout=1.0)[0] == 200:
                     return
             except OSError:
                 pass
@@ -397,16 +511,8 @@ class CpuMeter:
         return (user + nice + system + irq + softirq + steal) / self.tick
 
     def _server(self) -> float:
-        total = 0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[2]) == self.server_group:  # pgrp; utime and stime are fields 14 and 15 of stat
-                total += int(fields[11]) + int(fields[12])
+        # utime and stime are fields 14 and 15 of stat
+        total = sum(int(fields[11]) + int(fields[12]) for _pid, fields in group_stats(self.server_group))
         return total / self.tick
 
     @staticmethod
@@ -429,28 +535,42 @@ class CpuMeter:
 
 
 def wrk(script: Path, url: str, connections: int, seconds: float) -> Run:
+    """One wrk run on WRK_CPU; its CPUs are read from /proc once taskset has exec'd it (Run.wrk_cpus)."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "--latency"]
-    done = subprocess.run(
-        pinned(WRK_CPU, [*command, "-s", str(script), url + INFER_PATH]), capture_output=True, text=True
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH_RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise SystemExit(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return Run(**json.loads(lines[-1].removeprefix("BENCH_RESULT ")))
+    with subprocess.Popen(
+        pinned(WRK_CPU, [*command, "-s", str(script), url + INFER_PATH]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        comm = Path(f"/proc/{process.pid}/comm")
+        while process.poll() is None and comm.read_text().strip() != "wrk":
+            time.sleep(0.001)
+        placed = check_cpu("wrk", [process.pid], WRK_CPU)
+        stdout, stderr = process.communicate()
+    lines = [line for line in stdout.splitlines() if line.startswith("BENCH_RESULT ")]
+    if process.returncode != 0 or not lines:
+        raise SystemExit(f"wrk failed ({process.returncode}):\n{stdout}\n{stderr}")
+    return Run(**json.loads(lines[-1].removeprefix("BENCH_RESULT ")), wrk_cpus=placed)
 
 
 def measure(
     running: Running, script: Path, concurrencies: Sequence[int], duration: float, warmup: float, attempts: int
 ) -> dict[int, Run]:
     """Warm up, then measure, at each concurrency; a point during which other programs took more than
-    OTHER_CPU_LIMIT of a core is measured again (up to `attempts` in all) and the quietest attempt kept."""
+    OTHER_CPU_LIMIT of a core is measured again (up to `attempts` in all) and the quietest attempt kept.
+    After every run each process of the server is checked to be on SERVER_CPU (wrk on WRK_CPU during it);
+    where they were is printed with the first point."""
     runs: dict[int, Run] = {}
     meter = CpuMeter(running.process.pid)
+    placed: list[str] = []
 
     def load(connections: int, seconds: float, kind: str) -> Run:
         meter.start()
         run = wrk(script, running.url, connections, seconds)
         meter.stop(run)
+        server = [pid for pid, _fields in group_stats(running.process.pid)]
+        placed[:] = [run.wrk_cpus, check_cpu(running.server.label, server, SERVER_CPU)]
         if run.errors or running.process.poll() is not None:
             raise SystemExit(
                 f"{running.server.label}, concurrency {connections}, {kind}: {run.errors} errors in "
@@ -465,6 +585,8 @@ def measure(
             load(connections, warmup, "warm-up")
             tries.append(load(connections, duration, "run"))
         run = runs[connections] = min(tries, key=lambda attempt: attempt.other_cpu)
+        if len(runs) == 1:
+            print("".join(f"  {line}\n" for line in placed), end="")
         print(
             f"  {running.server.label:<18} c={connections:<3} {run.throughput:9.0f} req/s  "
             f"p50 {run.p50_us / 1000:7.2f} ms  p99 {run.p99_us / 1000:7.2f} ms  "
@@ -590,6 +712,7 @@ def report(
     ratio_table("mlserver")
     ratio_table("mlserver-defaults")
     ratio_table("kserve")
+    ratio_table("triton")
 
     if "cutover" in results and 1 in concurrencies:
         overhead = (results["cutover"][1].p50_us - limit.p50_us) / ms
@@ -604,7 +727,7 @@ def report(
     print()
     print("throughput (req/s) against concurrency")
     print(f"{'server':<20}" + "".join(f"{'c=' + str(c):>9}" for c in concurrencies))
-    for label in ("cutover", "cutover-batching", "mlserver", "mlserver-batching"):
+    for label in ("cutover", "cutover-batching", "mlserver", "mlserver-batching", "triton"):
         if label in results:
             print(f"{label:<20}" + "".join(f"{results[label][c].throughput:9.0f}" for c in concurrencies))
     for batched, plain in (("cutover-batching", "cutover"), ("mlserver-batching", "mlserver")):
@@ -640,7 +763,7 @@ def main() -> None:
 
     BENCH.mkdir(exist_ok=True)
     wrk_version = ensure_wrk()
-    versions = {"mlserver": ensure_peer(MLSERVER), "kserve": ensure_peer(KSERVE)}
+    versions = {"mlserver": ensure_peer(MLSERVER), "kserve": ensure_peer(KSERVE), "triton": ensure_peer(TRITON)}
     versions["cutover"] = package_versions(Path(sys.executable), ("cutover", "onnxruntime", "aiohttp"))
     model = BENCH / "model" / "classifier.onnx"
     build_model(model)
