@@ -9,7 +9,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from cutover.api.contract import GATEWAY_PORT, SERVING_PORT
+from cutover.api.contract import GATEWAY_GRPC_PORT, GATEWAY_PORT, SERVING_GRPC_PORT, SERVING_PORT
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -70,6 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
             namespace=args.namespace,
             host=args.host,
             port=args.port,
+            grpc_port=args.grpc_port,
             model_uri=args.model_uri,
             checksum=args.checksum,
             upstream=args.upstream,
@@ -135,6 +136,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     server = serve.add_argument_group("server")
     server.add_argument("--host", default="0.0.0.0")
     server.add_argument("--port", type=int, default=SERVING_PORT, help="0 picks a free port (logged)")
+    server.add_argument(
+        "--grpc-port", type=int, help=f"serve gRPC too, on this port (0 picks one, logged; in pods {SERVING_GRPC_PORT})"
+    )
     server.add_argument("--max-in-flight", type=int, default=1024, help="requests in progress before 503")
     server.add_argument("--max-request-bytes", type=int, default=64 << 20, help="larger bodies get 413")
     server.add_argument("--threads", type=int, default=0, help="model runtime intra-op threads (0: its default)")
@@ -175,6 +179,7 @@ def _gateway(args: argparse.Namespace) -> int:
     config = GatewayConfig(
         host=args.host,
         port=args.port,
+        grpc_port=args.grpc_port,
         retries=args.retries,
         backend_timeout=args.backend_timeout,
         max_in_flight=args.max_in_flight,
@@ -243,6 +248,11 @@ def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     gateway.add_argument("--kubeconfig", help="default: in-cluster, then $KUBECONFIG, then ~/.kube/config")
     gateway.add_argument("--host", default="0.0.0.0")
     gateway.add_argument("--port", type=int, default=GATEWAY_PORT)
+    gateway.add_argument(
+        "--grpc-port",
+        type=int,
+        help=f"serve gRPC too, on this port (0 picks one, logged; in the chart {GATEWAY_GRPC_PORT})",
+    )
     gateway.add_argument("--tiers", type=Path, help="YAML overriding tier limits: {pro: {rate: 100, burst: 200}}")
     gateway.add_argument("--retries", type=int, default=1, help="extra attempts where safe (default 1)")
     gateway.add_argument("--backend-timeout", type=float, default=30.0, help="seconds per attempt")

@@ -23,6 +23,8 @@ class ServeConfig:
     namespace: str = "default"
     host: str = "0.0.0.0"
     port: int = SERVING_PORT
+    grpc_port: int | None = None
+    """The Open Inference Protocol's gRPC port (0 picks a free one); None: no gRPC."""
     model_uri: str | None = None
     checksum: str | None = None
     upstream: str | None = None

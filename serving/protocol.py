@@ -228,6 +228,27 @@ def _binary_size(parameters: Any, where: str) -> int | None:
     return size
 
 
+def decode_tensor(
+    name: str, datatype: str, shape: Sequence[int], *, raw: bytes | None = None, values: Sequence[Any] = ()
+) -> np.ndarray:
+    """One input tensor of another transport (the gRPC form, ``serving/grpc_protocol.py``) with
+    the checks of a JSON or binary one: its ``raw`` bytes in the binary tensor form when given,
+    else its flat ``values`` (numbers, booleans, or ``bytes`` for BYTES). Raises ``InvalidInput``
+    (400) for a datatype, shape or data that does not fit."""
+    where = f"input {name!r}"
+    datatype, dtype = _dtype({"datatype": datatype}, where)
+    dims = _shape({"shape": list(shape)}, where)
+    if raw is not None:
+        return _from_binary(raw, datatype, dtype, dims, where)
+    if datatype != "BYTES":
+        return _from_json(list(values), datatype, dtype, dims, where)
+    if len(values) != math.prod(dims):
+        raise InvalidInput(f"{where}: shape {list(dims)} needs {math.prod(dims)} values, got {len(values)}")
+    array = np.empty(len(values), dtype=object)
+    array[:] = list(values)
+    return array.reshape(dims)
+
+
 def decode_request(body: bytes, header_length: str | None = None, raw_input: RawInput | None = None) -> InferRequest:
     """One request body, with the value of ``Inference-Header-Content-Length`` if sent."""
     if header_length is None:

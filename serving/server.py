@@ -30,12 +30,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from aiohttp import web
 
 from cutover.api.contract import REQUEST_ID_HEADER, REVISION_HEADER
 
-from . import http
+from . import grpc_server, http
 from .adapters.base import Adapter, TensorInfo
 from .config import ServeConfig
 from .errors import ModelNotFound, ModelNotReady
@@ -134,15 +135,19 @@ class ModelServer:
 
     def _model(self, request: web.Request) -> None:
         """Raises ``ModelNotFound`` unless the path names this server's model (and version)."""
-        name, version = request.match_info["name"], request.match_info.get("version")
+        self.serves(request.match_info["name"], request.match_info.get("version"))
+
+    def serves(self, name: str, version: str | None) -> None:
+        """Raises ``ModelNotFound`` unless ``name`` (and ``version``, when not None or empty) is
+        this server's model."""
         if name != self.config.name:
             raise ModelNotFound(f"unknown model {name!r}; this server serves {self.config.name!r}")
-        if version is not None and version != self.config.version:
+        if version and version != self.config.version:
             raise ModelNotFound(
                 f"unknown version {version!r} of model {name!r}; this server serves {self.config.version!r}"
             )
 
-    def _loaded(self) -> Pipeline:
+    def loaded(self) -> Pipeline:
         """The pipeline of the loaded model; raises ``ModelNotReady`` while there is none."""
         if self.pipeline is None:
             raise ModelNotReady(f"model {self.config.name!r} is not ready: {self.loader.error}")
@@ -155,36 +160,56 @@ class ModelServer:
             return f"no safety policy applied: {self.safety.error}"
         return self.loader.error
 
-    async def ready(self, request: web.Request) -> web.Response:
+    async def readiness(self) -> str | None:
+        """Why the server is not ready to answer (None: it is); the model's own readiness is
+        ``model_readiness()``, which does not ask the upstream."""
         reason = self._not_ready()
         if reason is None and self.pipeline is not None and not await self.pipeline.model.adapter.ready():
             reason = "the upstream is not ready"
-        return http.readiness(reason)
+        return reason
+
+    def model_readiness(self) -> str | None:
+        """Why the model is not ready (None: it is)."""
+        return self._not_ready()
+
+    async def ready(self, request: web.Request) -> web.Response:
+        return http.readiness(await self.readiness())
 
     async def server_metadata(self, request: web.Request) -> web.Response:
-        return web.json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
+        return web.json_response(self.description())
+
+    def description(self) -> dict[str, Any]:
+        """The server's metadata (Open Inference Protocol): name, version, extensions."""
+        return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}
 
     async def model_metadata(self, request: web.Request) -> web.Response:
         self._model(request)
-        model = self._loaded().model
-        return web.json_response(
-            {
-                "name": self.config.name,
-                "versions": [self.config.version],
-                "platform": model.adapter.platform,
-                "inputs": [t.metadata() for t in model.inputs],
-                "outputs": [t.metadata() for t in model.outputs],
-            }
-        )
+        return web.json_response(self.metadata())
+
+    def metadata(self) -> dict[str, Any]:
+        """The model's metadata (Open Inference Protocol); raises ``ModelNotReady`` until loaded."""
+        model = self.loaded().model
+        return {
+            "name": self.config.name,
+            "versions": [self.config.version],
+            "platform": model.adapter.platform,
+            "inputs": [t.metadata() for t in model.inputs],
+            "outputs": [t.metadata() for t in model.outputs],
+        }
 
     async def model_ready(self, request: web.Request) -> web.Response:
         self._model(request)
-        return http.readiness(self._not_ready(), name=self.config.name)
+        return http.readiness(self.model_readiness(), name=self.config.name)
 
     async def model_config(self, request: web.Request) -> web.Response:
         """Triton's model-configuration extension, which perf_analyzer reads."""
         self._model(request)
-        model = self._loaded().model
+        return web.json_response(self.triton_config())
+
+    def triton_config(self) -> dict[str, Any]:
+        """Triton's model configuration (``model_config.proto`` in JSON); raises ``ModelNotReady``
+        until loaded."""
+        model = self.loaded().model
         batch = model.batcher.max_batch_size if model.batcher else 0
 
         def tensor(info: TensorInfo) -> dict[str, object]:
@@ -195,19 +220,17 @@ class ModelServer:
                 "dims": dims,
             }
 
-        return web.json_response(
-            {
-                "name": self.config.name,
-                "platform": model.adapter.platform,
-                "max_batch_size": batch,
-                "input": [tensor(t) for t in model.inputs],
-                "output": [tensor(t) for t in model.outputs],
-            }
-        )
+        return {
+            "name": self.config.name,
+            "platform": model.adapter.platform,
+            "max_batch_size": batch,
+            "input": [tensor(t) for t in model.inputs],
+            "output": [tensor(t) for t in model.outputs],
+        }
 
     async def infer(self, request: web.Request) -> web.Response:
         self._model(request)
-        answer = await self._loaded().infer(
+        answer = await self.loaded().infer(
             request.read, request.headers.get(HEADER_LENGTH), request.headers.get(REQUEST_ID_HEADER)
         )
         if answer.header_length is None:
@@ -216,7 +239,7 @@ class ModelServer:
         return web.Response(body=answer.body, headers=headers)
 
     async def chat(self, request: web.Request) -> web.Response:
-        pipeline = self._loaded()
+        pipeline = self.loaded()
         return web.json_response(await pipeline.chat(request.json, request.headers.get(REQUEST_ID_HEADER)))
 
     async def openai_models(self, request: web.Request) -> web.Response:
@@ -227,8 +250,15 @@ async def serve(config: ServeConfig) -> None:
     """Run until SIGTERM or SIGINT; then drain: readiness turns 503, the listener closes after
     ``shutdown_delay``, and in-flight requests get ``shutdown_grace`` seconds to finish."""
     server = ModelServer(config)
-    async with http.listening(
-        server.app(), config.host, config.port, backlog=1024, shutdown_grace=config.shutdown_grace
+    async with (
+        http.listening(server.app(), config.host, config.port, backlog=1024, shutdown_grace=config.shutdown_grace),
+        grpc_server.listening(
+            grpc_server.InferenceService(server),
+            config.host,
+            config.grpc_port,
+            max_message_bytes=config.max_request_bytes,
+            shutdown_grace=config.shutdown_grace,
+        ),
     ):
         loading = asyncio.create_task(server.load())
         await until_signalled()

@@ -181,6 +181,11 @@ SERVING_PORT = 8080
 """The port a serving process listens on in a pod, and its Services' port (named ``http``)."""
 GATEWAY_PORT = 8080
 """The port the gateway listens on by default (its pod and Service in the Helm chart use it too)."""
+SERVING_GRPC_PORT = 8081
+"""The port a serving process takes Open Inference Protocol gRPC calls on in a pod (named ``grpc``),
+KServe's and MLServer's default."""
+GATEWAY_GRPC_PORT = 8081
+"""The gateway's gRPC port in its pod and Service (the Helm chart's ``gateway.grpcPort``)."""
 
 REVISION_HEADER = "Cutover-Revision"
 """Response header naming the revision that answered; the fallback chain also reads it to tell

@@ -1,0 +1,164 @@
+"""``cutover serve --grpc-port``: the Open Inference Protocol over gRPC (KServe v2's
+``inference.GRPCInferenceService``), beside HTTP in the same event loop, so that
+``tritonclient.grpc`` and KServe's gRPC clients work unchanged.
+
+=================  ============================================================================
+ServerLive         true while the process answers
+ServerReady        as ``/v2/health/ready``
+ModelReady         as ``/v2/models/{name}/ready``; NOT_FOUND for another model
+ServerMetadata     as ``/v2``
+ModelMetadata      as ``/v2/models/{name}``
+ModelConfig        as ``/v2/models/{name}/config`` (Triton's model configuration)
+ModelInfer         the same ``Pipeline`` as ``/v2/models/{name}/infer`` (``grpc_protocol.py``)
+=================  ============================================================================
+
+The other methods of Triton's service (streaming, statistics, the repository, shared memory,
+trace and log settings) answer UNIMPLEMENTED. Every answer names the revision that answered in
+its trailing metadata (``cutover-revision``); ModelInfer calls are counted with the HTTP status
+they end with (``grpc_protocol.py``), in the series HTTP requests are counted in, so the rollout
+analysis sees them as it sees HTTP; a request the client cancels is not counted, as over HTTP.
+An error is the status code ``grpc_protocol.status_code`` gives for its HTTP status, with its
+message, and ``retry-after`` in the trailing metadata when it has one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import grpc
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2, service_pb2_grpc
+from tritonclient.grpc import service_pb2 as pb
+
+from cutover.api.contract import REQUEST_ID_HEADER, REVISION_HEADER
+
+from .errors import InferenceError, ServingError
+from .grpc_protocol import decode_infer_request, encode_infer_response, status_code
+from .protocol import InferRequest
+
+if TYPE_CHECKING:
+    from .server import ModelServer
+
+log = logging.getLogger("cutover.serving")
+Context = grpc.aio.ServicerContext[Any, Any]
+Metadata = tuple[tuple[str, str], ...]
+
+
+async def abort(
+    context: Context, status: int, message: str, retry_after: int | str | None = None, metadata: Metadata = ()
+) -> NoReturn:
+    """End the call with the gRPC status of HTTP ``status``, ``message``, and the trailing
+    ``metadata`` (plus ``retry-after`` when given)."""
+    retry = (("retry-after", str(retry_after)),) if retry_after is not None else ()
+    await context.abort(status_code(status), message, (*metadata, *retry))
+
+
+class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]  # tritonclient is untyped
+    """``GRPCInferenceService`` over one ``ModelServer``'s model (see the module docstring)."""
+
+    def __init__(self, server: ModelServer) -> None:
+        self.server = server
+        self.revision = ((REVISION_HEADER.lower(), server.config.revision),)
+
+    async def _call(self, context: Context, status: int, message: str, retry_after: int | None = None) -> NoReturn:
+        await abort(context, status, message, retry_after, self.revision)
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
+        context.set_trailing_metadata(self.revision)
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:
+        context.set_trailing_metadata(self.revision)
+        return pb.ServerReadyResponse(ready=await self.server.readiness() is None)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
+        try:
+            self.server.serves(request.name, request.version)
+        except ServingError as error:
+            await self._call(context, error.status, str(error))
+        context.set_trailing_metadata(self.revision)
+        return pb.ModelReadyResponse(ready=self.server.model_readiness() is None)
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Context) -> pb.ServerMetadataResponse:
+        context.set_trailing_metadata(self.revision)
+        return json_format.ParseDict(self.server.description(), pb.ServerMetadataResponse())
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> pb.ModelMetadataResponse:
+        try:
+            self.server.serves(request.name, request.version)
+            metadata = self.server.metadata()
+        except ServingError as error:
+            await self._call(context, error.status, str(error), error.retry_after)
+        context.set_trailing_metadata(self.revision)
+        return json_format.ParseDict(metadata, pb.ModelMetadataResponse(), ignore_unknown_fields=True)
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Context) -> pb.ModelConfigResponse:
+        try:
+            self.server.serves(request.name, request.version)
+            config = self.server.triton_config()
+        except ServingError as error:
+            await self._call(context, error.status, str(error), error.retry_after)
+        context.set_trailing_metadata(self.revision)
+        parsed = json_format.ParseDict(config, model_config_pb2.ModelConfig(), ignore_unknown_fields=True)
+        return pb.ModelConfigResponse(config=parsed)
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
+        started = time.perf_counter()
+        server = self.server
+        config = server.config
+
+        async def read() -> InferRequest:
+            return decode_infer_request(request)
+
+        def encode(decoded: InferRequest, outputs: Any, parameters: dict[str, Any] | None) -> pb.ModelInferResponse:
+            return encode_infer_response(config.name, config.version, decoded, outputs, parameters)
+
+        error: ServingError | None = None
+        try:
+            server.serves(request.model_name, request.model_version)
+            request_id = dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER.lower())
+            answer = await server.loaded().answer(read, encode, str(request_id) if request_id else None)
+        except ServingError as refused:
+            error = refused
+        except Exception as failed:
+            log.exception("gRPC ModelInfer failed")
+            error = InferenceError(f"internal error: {failed}")
+        # Counted before the status goes out (abort sends it at once): a client that reads the
+        # metrics after its answer finds it counted.
+        server.metrics.request(200 if error is None else error.status, time.perf_counter() - started)
+        if error is not None:
+            await self._call(context, error.status, str(error), error.retry_after)
+        context.set_trailing_metadata(self.revision)
+        return answer
+
+
+@asynccontextmanager
+async def listening(
+    service: service_pb2_grpc.GRPCInferenceServiceServicer,
+    host: str,
+    port: int | None,
+    *,
+    max_message_bytes: int,
+    shutdown_grace: float,
+) -> AsyncIterator[int | None]:
+    """Serve ``service`` (this module's, or the gateway's) over gRPC on ``host:port`` (0 picks a
+    free port, logged; None: no gRPC) until the block ends, yielding the port; then stop taking
+    calls and give those in flight ``shutdown_grace`` seconds. Requests up to
+    ``max_message_bytes`` (a larger one is RESOURCE_EXHAUSTED), answers of any size."""
+    if port is None:
+        yield None
+        return
+    options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", -1)]
+    grpc_server = grpc.aio.server(options=options)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(service, grpc_server)
+    bound = grpc_server.add_insecure_port(f"{host}:{port}")
+    await grpc_server.start()
+    log.info("gRPC listening on %s:%d", host, bound)
+    try:
+        yield bound
+    finally:
+        await grpc_server.stop(shutdown_grace)

@@ -1,0 +1,308 @@
+"""`cutover serve --grpc-port` as gRPC clients meet it: the real process, called with the real
+``tritonclient.grpc`` (raw contents, its default) and with the generated stub (typed contents,
+as KServe's clients send them); every datatype, BYTES included, health, metadata and config;
+bad input is INVALID_ARGUMENT and counted as a 4xx, never against the revision."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnx
+import pytest
+import tritonclient.grpc as grpcclient
+from onnx import TensorProto, helper
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor
+
+from cutover.serving import sample_models
+from cutover.serving.grpc_protocol import TYPED_CONTENTS
+from cutover.serving.protocol import DATATYPES
+from tests.support.ports import free_port
+
+from .support import Serving
+from .test_server import expected, models  # noqa: F401  (the module's fixture)
+
+ONNX_TYPES = {
+    "BOOL": TensorProto.BOOL,
+    "UINT8": TensorProto.UINT8,
+    "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32,
+    "UINT64": TensorProto.UINT64,
+    "INT8": TensorProto.INT8,
+    "INT16": TensorProto.INT16,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "FP16": TensorProto.FLOAT16,
+    "FP32": TensorProto.FLOAT,
+    "FP64": TensorProto.DOUBLE,
+    "BYTES": TensorProto.STRING,
+}
+assert set(ONNX_TYPES) == set(DATATYPES), "every datatype the protocol carries is served here"
+
+
+class GrpcServing(Serving):
+    """A `cutover serve` with gRPC on its own port; ``target`` is its ``host:port``."""
+
+    def __init__(self, workdir: Path, *args: str, name: str = "classifier", version: str = "1") -> None:
+        self.grpc_port = free_port()
+        self.target = f"127.0.0.1:{self.grpc_port}"
+        super().__init__(workdir, "--grpc-port", str(self.grpc_port), *args, name=name, version=version)
+
+
+def echo_model(path: Path, datatypes: list[str]) -> Path:
+    """An ONNX model that answers each input as it came: one Identity per datatype, inputs
+    ``in_<DATATYPE>`` and outputs ``out_<DATATYPE>`` of shape [-1, 2]."""
+    nodes, inputs, outputs = [], [], []
+    for datatype in datatypes:
+        onnx_type = ONNX_TYPES[datatype]
+        inputs.append(helper.make_tensor_value_info(f"in_{datatype}", onnx_type, ["n", 2]))
+        outputs.append(helper.make_tensor_value_info(f"out_{datatype}", onnx_type, ["n", 2]))
+        nodes.append(helper.make_node("Identity", [f"in_{datatype}"], [f"out_{datatype}"]))
+    graph = helper.make_graph(nodes, "echo", inputs, outputs)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+def samples() -> dict[str, np.ndarray]:
+    """Two rows of each datatype, at the edges of its range where it has them."""
+    arrays: dict[str, np.ndarray] = {}
+    for datatype, dtype in DATATYPES.items():
+        if datatype == "BYTES":
+            array = np.array([["café".encode(), b""], ["日本".encode(), b"x" * 300]], dtype=object)
+        elif datatype == "BOOL":
+            array = np.array([[True, False], [False, True]])
+        elif dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            array = np.array([[info.min, info.max], [0, 1]], dtype=dtype)
+        else:
+            array = np.array([[-1.5, 0.25], [np.finfo(dtype).max, 3.0]], dtype=dtype)
+        arrays[datatype] = array
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def server(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServing]:  # noqa: F811
+    workdir = tmp_path_factory.mktemp("serve-grpc")
+    inputs = json.dumps([{"name": "input", "datatype": "FP32", "shape": [-1, 4], "range": {"min": -50, "max": 50}}])
+    serving = GrpcServing(
+        workdir, "--format", "onnx", "--model-uri", str(models / "good.onnx"), "--inputs", inputs
+    ).start()
+    yield serving
+    assert serving.stop() == 0
+
+
+def serve_echo(tmp_path_factory: pytest.TempPathFactory, datatypes: list[str]) -> Iterator[GrpcServing]:
+    workdir = tmp_path_factory.mktemp("serve-echo")
+    model = echo_model(workdir / "echo.onnx", datatypes)
+    serving = GrpcServing(workdir, "--format", "onnx", "--model-uri", str(model), name="echo").start()
+    yield serving
+    assert serving.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def echo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServing]:
+    """An echo model of every datatype."""
+    yield from serve_echo(tmp_path_factory, list(DATATYPES))
+
+
+@pytest.fixture(scope="module")
+def typed_echo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServing]:
+    """An echo model of every datatype that has typed contents (FP16 has none)."""
+    yield from serve_echo(tmp_path_factory, list(TYPED_CONTENTS))
+
+
+def stub(target: str) -> tuple[grpc.Channel, service_pb2_grpc.GRPCInferenceServiceStub]:
+    channel = grpc.insecure_channel(target)
+    return channel, service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+
+def test_health_metadata_and_config_through_tritonclient(server: GrpcServing) -> None:
+    client = grpcclient.InferenceServerClient(server.target)
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("classifier")
+    assert client.get_server_metadata().name == "cutover"
+    metadata = client.get_model_metadata("classifier", "1")
+    assert metadata.versions == ["1"] and metadata.platform == "onnx_onnxv1"
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [("input", "FP32", [-1, 4])]
+    config = client.get_model_config("classifier").config
+    assert config.name == "classifier" and config.input[0].data_type == pb.model__config__pb2.TYPE_FP32
+    assert list(config.input[0].dims) == [-1, 4] and config.max_batch_size == 0
+    with pytest.raises(InferenceServerException, match="unknown model 'nope'") as found:
+        client.get_model_metadata("nope")
+    assert found.value.status() == "StatusCode.NOT_FOUND"
+    with pytest.raises(InferenceServerException, match="unknown version '7'"):
+        client.is_model_ready("classifier", "7")
+    client.close()
+
+
+def test_tritonclient_infers_with_raw_contents_as_rest_does(server: GrpcServing, models: Path) -> None:  # noqa: F811
+    x = sample_models.sample_inputs(3, seed=4)
+    client = grpcclient.InferenceServerClient(server.target)
+    tensor = grpcclient.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    result = client.infer("classifier", [tensor], request_id="grpc-1")
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected(models, x), rtol=1e-6)
+    response = result.get_response()
+    assert response.id == "grpc-1" and response.model_version == "1" and len(response.raw_output_contents) == 1
+    status, answer = server.post(
+        "/v2/models/classifier/infer",
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]},
+    )
+    assert status == 200
+    np.testing.assert_allclose(result.as_numpy("probabilities").ravel(), answer["outputs"][0]["data"], rtol=1e-6)
+    client.close()
+
+
+def test_typed_contents_as_kserve_clients_send_them(server: GrpcServing, models: Path) -> None:  # noqa: F811
+    x = sample_models.sample_inputs(2, seed=5)
+    request = pb.ModelInferRequest(model_name="classifier", id="typed")
+    request.inputs.add(name="input", datatype="FP32", shape=[2, 4]).contents.fp32_contents.extend(x.ravel().tolist())
+    channel, service = stub(server.target)
+    with channel:
+        response, call = service.ModelInfer.with_call(request)
+    assert dict(call.trailing_metadata())["cutover-revision"] == "rev-1"
+    output = response.outputs[0]
+    assert (output.name, output.datatype, list(output.shape)) == ("probabilities", "FP32", [2, 3])
+    answered = np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(2, 3)
+    np.testing.assert_allclose(answered, expected(models, x), rtol=1e-6)
+
+
+def test_every_datatype_round_trips_raw_through_tritonclient(echo: GrpcServing) -> None:
+    arrays = samples()
+    client = grpcclient.InferenceServerClient(echo.target)
+    tensors = []
+    for datatype, array in arrays.items():
+        tensor = grpcclient.InferInput(f"in_{datatype}", list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    result = client.infer("echo", tensors)
+    for datatype, array in arrays.items():
+        answered = result.as_numpy(f"out_{datatype}")
+        np.testing.assert_array_equal(answered, array, err_msg=datatype)
+        assert answered.dtype == array.dtype or datatype == "BYTES", datatype
+    client.close()
+
+
+def test_every_typed_datatype_round_trips(typed_echo: GrpcServing) -> None:
+    arrays = {datatype: array for datatype, array in samples().items() if datatype in TYPED_CONTENTS}
+    request = pb.ModelInferRequest(model_name="echo")
+    for datatype, array in arrays.items():
+        tensor = request.inputs.add(name=f"in_{datatype}", datatype=datatype, shape=array.shape)
+        getattr(tensor.contents, TYPED_CONTENTS[datatype]).extend(array.ravel().tolist())
+    channel, service = stub(typed_echo.target)
+    with channel:
+        response = service.ModelInfer(request)
+        assert len(response.outputs) == len(arrays)
+        for position, output in enumerate(response.outputs):
+            datatype = output.datatype
+            raw = response.raw_output_contents[position]
+            flat = deserialize_bytes_tensor(raw) if datatype == "BYTES" else np.frombuffer(raw, DATATYPES[datatype])
+            np.testing.assert_array_equal(flat.reshape(list(output.shape)), arrays[datatype], err_msg=datatype)
+        fp16 = pb.ModelInferRequest(model_name="echo")
+        fp16.inputs.add(name="in_FP16", datatype="FP16", shape=[1, 2])
+        with pytest.raises(grpc.RpcError) as refused:
+            service.ModelInfer(fp16)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "FP16 has no typed contents" in refused.value.details()
+
+
+def _request(**tensor: object) -> pb.ModelInferRequest:
+    """A request for the classifier with one input: FP32 [1, 4] unless ``tensor`` says otherwise."""
+    request = pb.ModelInferRequest(model_name="classifier")
+    request.inputs.add(**{"name": "input", "datatype": "FP32", "shape": [1, 4], **tensor})
+    return request
+
+
+def bad_requests() -> list[tuple[pb.ModelInferRequest, str]]:
+    """One request per way a gRPC client gets its input wrong, and what the error says."""
+    zeros = np.zeros(4, dtype="<f4").tobytes()
+    fp64 = pb.ModelInferRequest(model_name="classifier", raw_input_contents=[np.zeros(4).tobytes()])
+    fp64.inputs.add(name="input", datatype="FP64", shape=[1, 4])
+    mixed = _request(contents=pb.InferTensorContents(fp32_contents=[0, 0, 0, 0]))
+    mixed.raw_input_contents.append(zeros)
+    twice = _request(contents=pb.InferTensorContents(fp32_contents=[0] * 4))
+    twice.inputs.add(name="input", datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend([0] * 4)
+    unknown_output = _request(contents=pb.InferTensorContents(fp32_contents=[0] * 4))
+    unknown_output.outputs.add(name="nope")
+    return [
+        (pb.ModelInferRequest(model_name="classifier"), "at least one input"),
+        (fp64, "input 'input' is FP64; the model takes FP32"),
+        (_request(contents=pb.InferTensorContents(fp32_contents=[0, 0, 0, 99])), "maximum"),
+        (_request(contents=pb.InferTensorContents(fp32_contents=[0, 0, 0])), "needs 4 values, got 3"),
+        (_request(contents=pb.InferTensorContents(int_contents=[0, 0, 0, 0])), "go in contents.fp32_contents"),
+        (_request(), "needs 4 values, got 0"),
+        (_request(datatype="BF16"), "datatype 'BF16' is not supported"),
+        (mixed, "both contents and raw_input_contents"),
+        (twice, "given twice"),
+        (unknown_output, "unknown output 'nope'"),
+    ]
+
+
+def test_bad_input_is_invalid_argument_and_counted_as_a_4xx(server: GrpcServing) -> None:
+    before = server.metric("cutover_serving_requests_total", code="400")
+    failures = sum(server.metric("cutover_serving_requests_total", code=str(c)) for c in (500, 502, 503))
+    cases = bad_requests()
+    channel, service = stub(server.target)
+    with channel:
+        for request, message in cases:
+            with pytest.raises(grpc.RpcError) as refused:
+                service.ModelInfer(request)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (message, refused.value.details())
+            assert message in refused.value.details(), (message, refused.value.details())
+        raw = _request()
+        raw.raw_input_contents.append(np.zeros(4, dtype="<f4").tobytes()[:7])
+        with pytest.raises(grpc.RpcError) as short:
+            service.ModelInfer(raw)
+    assert short.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "needs 16 bytes, got 7" in short.value.details()
+    assert server.metric("cutover_serving_requests_total", code="400") == before + len(cases) + 1
+    assert sum(server.metric("cutover_serving_requests_total", code=str(c)) for c in (500, 502, 503)) == failures
+
+
+def test_unknown_model_is_not_found(server: GrpcServing) -> None:
+    request = _request(contents=pb.InferTensorContents(fp32_contents=[0] * 4))
+    request.model_name = "nope"
+    channel, service = stub(server.target)
+    with channel, pytest.raises(grpc.RpcError) as refused:
+        service.ModelInfer(request)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND and "unknown model 'nope'" in refused.value.details()
+
+
+def test_a_model_not_ready_is_unavailable_with_retry_after(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.onnx"
+    serving = GrpcServing(tmp_path, "--format", "onnx", "--model-uri", str(missing)).start(ready=False)
+    try:
+        serving.load_error()
+        client = grpcclient.InferenceServerClient(serving.target)
+        assert client.is_server_live()
+        assert not client.is_server_ready() and not client.is_model_ready("classifier")
+        client.close()
+        request = _request(contents=pb.InferTensorContents(fp32_contents=[0] * 4))
+        channel, service = stub(serving.target)
+        with channel, pytest.raises(grpc.RpcError) as refused:
+            service.ModelInfer(request)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE and "is not ready" in refused.value.details()
+        assert dict(refused.value.trailing_metadata())["retry-after"] == "1"
+        assert serving.metric("cutover_serving_requests_total", code="503") == 1
+    finally:
+        serving.stop()
+
+
+def test_a_failing_model_is_internal_and_counted_as_a_500(models: Path, tmp_path: Path) -> None:  # noqa: F811
+    serving = GrpcServing(tmp_path, "--format", "onnx", "--model-uri", str(models / "faulty.onnx")).start()
+    try:
+        x = sample_models.sample_inputs(1, seed=0)
+        x[0, 0] = sample_models.FAULTY_THRESHOLD + 1
+        client = grpcclient.InferenceServerClient(serving.target)
+        tensor = grpcclient.InferInput("input", [1, 4], "FP32")
+        tensor.set_data_from_numpy(x)
+        with pytest.raises(InferenceServerException, match="model failed") as failed:
+            client.infer("classifier", [tensor])
+        assert failed.value.status() == "StatusCode.INTERNAL"
+        client.close()
+        assert serving.metric("cutover_serving_requests_total", code="500") == 1
+    finally:
+        serving.stop()
