@@ -180,6 +180,16 @@ def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
             "--max-queue-size",
             str(batching["maxQueueSize"]),
         ]
+    cache = runtime.get("cache")
+    if cache is not None:
+        args += [
+            "--prediction-cache-entries",
+            str(cache["maxEntries"]),
+            "--prediction-cache-bytes",
+            str(cache["maxBytes"]),
+        ]
+        if cache.get("ttl"):
+            args += ["--prediction-cache-ttl", cache["ttl"]]
     for flag, key in (("--inputs", "inputs"), ("--outputs", "outputs"), ("--ood", "outOfDistribution")):
         if model.get(key):
             args += [flag, _canonical_json(model[key])]

@@ -54,9 +54,15 @@ def _run_fast(main: Coroutine[Any, Any, None]) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import os
 
-    from pydantic import TypeAdapter, ValidationError
+    from pydantic import TypeAdapter
 
-    from cutover.api.v1alpha1.modeldeployment import Batching, FallbackSpec, OutOfDistribution, TensorSpec
+    from cutover.api.v1alpha1.modeldeployment import (
+        Batching,
+        FallbackSpec,
+        OutOfDistribution,
+        PredictionCache,
+        TensorSpec,
+    )
     from cutover.serving.server import ServeConfig, serve
 
     _logging(args.verbose)
@@ -86,6 +92,13 @@ def _serve(args: argparse.Namespace) -> int:
             )
             if args.max_batch_size
             else None,
+            prediction_cache=PredictionCache(
+                max_entries=args.prediction_cache_entries,
+                max_bytes=args.prediction_cache_bytes,
+                ttl=args.prediction_cache_ttl,
+            )
+            if args.prediction_cache_entries
+            else None,
             out_of_distribution=OutOfDistribution.model_validate_json(args.ood) if args.ood else None,
             fallback=FallbackSpec.model_validate_json(args.fallback) if args.fallback else None,
             previous_url=args.previous_url,
@@ -102,7 +115,7 @@ def _serve(args: argparse.Namespace) -> int:
             safety_secrets_dir=args.safety_secrets_dir,
             safety_max_characters=args.safety_max_characters,
         )
-    except ValidationError as error:
+    except ValueError as error:  # pydantic's ValidationError is one
         print(f"cutover serve: {error}", file=sys.stderr)
         return 2
     _run_fast(serve(config))
@@ -133,6 +146,10 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     batching.add_argument("--max-batch-size", type=int, default=0)
     batching.add_argument("--max-queue-delay", default="2ms", help="e.g. 2ms (default 2ms)")
     batching.add_argument("--max-queue-size", type=int, default=256, help="queued requests before 503 (default 256)")
+    cache = serve.add_argument_group("prediction cache (off unless --prediction-cache-entries is given)")
+    cache.add_argument("--prediction-cache-entries", type=int, default=0, help="most answers kept")
+    cache.add_argument("--prediction-cache-bytes", type=int, default=64 << 20, help="most bytes kept (default 64 MiB)")
+    cache.add_argument("--prediction-cache-ttl", help="e.g. 5m: how long an answer may be reused (default: no limit)")
     server = serve.add_argument_group("server")
     server.add_argument("--host", default="0.0.0.0")
     server.add_argument("--port", type=int, default=SERVING_PORT, help="0 picks a free port (logged)")

@@ -21,6 +21,8 @@ A record as the server writes it (keys in this order)::
     confidence    top-class probability per row (first 32 rows), or null
     ood_score     out-of-distribution distance per row (first 32 rows), or null
     fallback      null, or the fallback link that answered ("previous", "baseline", "default")
+    cache         only with a prediction cache: "hit", "coalesced" (an identical request's model
+                  call answered it), "miss" or "bypass" (not cacheable); serving/cache.py
     latency_ms    time spent on the request
     status        HTTP status (422 for a request the SafetyPolicy refused)
     safety        only with a SafetyPolicy: what its filters found, one object per filter and
@@ -52,7 +54,7 @@ from .pii import redact_value
 log = logging.getLogger(__name__)
 
 NOT_REDACTED = frozenset(
-    {"request_id", "model", "version", "revision", "namespace", "input_digest", "time", "fallback"}
+    {"request_id", "model", "version", "revision", "namespace", "input_digest", "time", "fallback", "cache"}
 )
 _STOP = object()
 

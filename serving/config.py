@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cutover.api.contract import SERVING_PORT
-from cutover.api.v1alpha1.modeldeployment import Batching, FallbackSpec, OutOfDistribution, TensorSpec
+from cutover.api.v1alpha1.modeldeployment import (
+    Batching,
+    FallbackSpec,
+    OutOfDistribution,
+    PredictionCache,
+    TensorSpec,
+)
 
 
 @dataclass
@@ -34,6 +40,9 @@ class ServeConfig:
     inputs: Sequence[TensorSpec] = ()
     outputs: Sequence[TensorSpec] = ()
     batching: Batching | None = None
+    prediction_cache: PredictionCache | None = None
+    """Answer identical inference requests from memory (``serving/cache.py``); None: off.
+    Refused for format llm (ValueError), as the API refuses ``runtime.cache`` there."""
     out_of_distribution: OutOfDistribution | None = None
     fallback: FallbackSpec | None = None
     previous_url: str | None = None
@@ -62,3 +71,10 @@ class ServeConfig:
     safety_max_characters: int = 1_000_000
     """The most characters of text the SafetyPolicy reads per request and direction; a longer
     input is a 400, a longer answer a filter failure (refused under failClosed)."""
+
+    def __post_init__(self) -> None:
+        if self.prediction_cache is not None and self.format == "llm":
+            raise ValueError(
+                "the prediction cache is off for llm models: their answers are sampled and depend on the "
+                "whole conversation"
+            )

@@ -29,6 +29,7 @@ from .adapters.base import Adapter, TensorInfo
 from .audit import AuditLog
 from .batching import Batcher
 from .breaker import CircuitBreaker
+from .cache import PredictionCache
 from .config import ServeConfig
 from .fallback import FallbackChain, Link, remote, safe_default
 from .metrics import ServingMetrics
@@ -55,6 +56,8 @@ class LoadedModel:
     audit: AuditLog | None = None
     labels: Mapping[str, Sequence[str]] = field(default_factory=dict)
     """Class labels by output name (``labelFilename``), for the classification extension."""
+    cache: PredictionCache | None = None
+    """The prediction cache (``runtime.cache``), None when off."""
 
 
 def merge_schema(declared: Sequence[TensorSpec], discovered: Sequence[TensorInfo], kind: str) -> list[TensorInfo]:
@@ -170,7 +173,16 @@ class Loader:
             [o.metadata() for o in outputs],
             f", batching up to {batcher.max_batch_size}" if batcher is not None else "",
         )
-        return LoadedModel(adapter, inputs, outputs, raw_input, batcher, ood, fallback, audit, labels)
+        return LoadedModel(
+            adapter, inputs, outputs, raw_input, batcher, ood, fallback, audit, labels, self._prediction_cache()
+        )
+
+    def _prediction_cache(self) -> PredictionCache | None:
+        spec = self.config.prediction_cache
+        if spec is None:
+            return None
+        ttl = seconds(spec.ttl) if spec.ttl is not None else None
+        return PredictionCache(self.config.revision, spec.max_entries, spec.max_bytes, ttl, self.metrics.cache)
 
     async def _ood_scorer(self, inputs: Sequence[TensorInfo]) -> MahalanobisScorer | None:
         """The scorer of ``model.outOfDistribution``, checked against the input it scores."""

@@ -19,6 +19,11 @@ cutover_out_of_distribution_total              counter    rows above the configu
 cutover_serving_fallbacks_total                counter    link (previous, baseline, safe_default), reason
 cutover_serving_circuit_breaker_state          gauge      link; 0 closed, 1 half-open, 2 open
 cutover_serving_audit_dropped_total            counter    audit records dropped because the writer lagged
+cutover_serving_cache_hits_total               counter    requests the prediction cache answered (coalesced ones too)
+cutover_serving_cache_misses_total             counter    requests that called the model through the cache
+cutover_serving_cache_evictions_total          counter    reason (capacity, expired): answers dropped
+cutover_serving_cache_entries                  gauge      answers held
+cutover_serving_cache_bytes                    gauge      bytes of outputs held (the bound is maxBytes)
 cutover_safety_checks_total                    counter    filter, scope: requests a filter read text of
 cutover_safety_violations_total                counter    filter, category, action, scope: requests in
                                                           which it found something (at most one each)
@@ -43,7 +48,7 @@ API refuses any other).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -60,6 +65,8 @@ from cutover.api.contract import (
     SERVING_REQUESTS,
     Series,
 )
+
+from .cache import CacheMetrics
 
 if TYPE_CHECKING:
     from .batching import BatchStats
@@ -83,12 +90,15 @@ class ServingMetrics:
         in_flight: Callable[[], float],
         *,
         scores_out_of_distribution: bool = False,
+        caches_predictions: bool = False,
     ) -> None:
         """``in_flight`` is read at scrape time, so requests pay nothing for the gauge.
         ``scores_out_of_distribution``: whether this server scores rows against training
         statistics; only then is ``cutover_out_of_distribution_total`` exported (at 0 from the
         start), so an out-of-distribution gate on a model that is never scored finds no series
-        (``unavailable``) instead of passing on a counter that cannot move."""
+        (``unavailable``) instead of passing on a counter that cannot move.
+        ``caches_predictions``: whether this server has a prediction cache; only then are the
+        cache series exported (``cache`` is None without one)."""
         self.registry = CollectorRegistry(auto_describe=True)
         values = (namespace, model, revision)
 
@@ -135,6 +145,7 @@ class ServingMetrics:
         self._values = values
         self._by_code: dict[int, Counter] = {}
         self.safety = SafetyMetrics(self.registry, values)
+        self.cache = PredictionCacheMetrics(self.registry, values) if caches_predictions else None
 
     def request(self, code: int, seconds: float) -> None:
         counter = self._by_code.get(code)
@@ -165,6 +176,40 @@ class ServingMetrics:
 
     def breaker(self, link: str, state: str) -> None:
         self._breaker.labels(*self._values, link).set(BREAKER_STATES[state])
+
+
+class PredictionCacheMetrics(CacheMetrics):
+    """The prediction cache's series (``serving/cache.py``), created at 0 with the cache: a
+    server without one exports none."""
+
+    def __init__(self, registry: CollectorRegistry, values: tuple[str, ...]) -> None:
+        def series(kind: type[Counter] | type[Gauge], name: str, doc: str) -> Any:
+            return kind(name, doc, LABELS, registry=registry).labels(*values)
+
+        self._hits = series(Counter, "cutover_serving_cache_hits", "Requests the prediction cache answered")
+        self._misses = series(Counter, "cutover_serving_cache_misses", "Requests that called the model via the cache")
+        evictions = Counter(
+            "cutover_serving_cache_evictions",
+            "Answers the prediction cache dropped",
+            [*LABELS, "reason"],
+            registry=registry,
+        )
+        self._evictions = {reason: evictions.labels(*values, reason) for reason in ("capacity", "expired")}
+        self._entries = series(Gauge, "cutover_serving_cache_entries", "Answers the prediction cache holds")
+        self._bytes = series(Gauge, "cutover_serving_cache_bytes", "Bytes of outputs the prediction cache holds")
+
+    def hit(self) -> None:
+        self._hits.inc()
+
+    def miss(self) -> None:
+        self._misses.inc()
+
+    def evicted(self, reason: Literal["capacity", "expired"]) -> None:
+        self._evictions[reason].inc()
+
+    def size(self, entries: int, nbytes: int) -> None:
+        self._entries.set(entries)
+        self._bytes.set(nbytes)
 
 
 class SafetyMetrics:

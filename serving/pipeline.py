@@ -5,8 +5,8 @@ only routes a request here and turns the answer into a response.
 An inference request (Open Inference Protocol v2)::
 
     admit → policy → read → decode → validate → safety (inputs) → input filters
-          → out-of-distribution score → predict → confidence → fallback → output filters
-          → safety (outputs) → encode → audit
+          → out-of-distribution score → (prediction cache) → predict → confidence → fallback
+          → output filters → safety (outputs) → encode → audit
 
 A chat completion (an ``llm`` model)::
 
@@ -195,7 +195,11 @@ class Pipeline:
             for input_filter in self.filters.inputs:
                 inputs = await input_filter(inputs)
             ood_scores = self._score_ood(inputs)
-            outputs = await self._predict(inputs)
+            cache, cached = model.cache, None
+            if cache is None:
+                outputs = await self._predict(inputs)
+            else:  # serving/cache.py: what is kept, and why all that follows runs on a hit too
+                outputs, cached = await cache.outputs(inputs, request.parameters, lambda: self._predict(inputs))
             fallback = model.fallback
             confidence = top1_confidence(outputs, fallback.confidence_output if fallback else None)
             first = next(iter(outputs.values()), None)
@@ -214,6 +218,7 @@ class Pipeline:
                     outputs = await guard.tensors(policy, "output", outputs, request_id, found)
             encoded = encode(request, outputs, {"fallback": link} if link else None)
             if model.audit is not None:
+                lookup: dict[str, Any] = {} if cached is None else {"cache": cached}
                 self._audit(
                     request_id,
                     started,
@@ -223,6 +228,7 @@ class Pipeline:
                     ood_score=None if ood_scores is None else [round(float(v), 4) for v in ood_scores[:32]],
                     fallback=link,
                     safety=found if guard is not None else None,
+                    **lookup,
                 )
             return encoded
 

@@ -72,6 +72,7 @@ class ModelServer:
             config.revision,
             lambda: self.admission.in_flight,
             scores_out_of_distribution=config.out_of_distribution is not None,
+            caches_predictions=config.prediction_cache is not None,
         )
         self.loader = Loader(config, self.metrics, adapter)
         self.pipeline: Pipeline | None = None

@@ -195,6 +195,20 @@ CASES = [
         "upstream is required for formats triton and llm",
     ),
     Case(
+        "cache-for-llm",
+        AB,
+        {"spec.runtime.cache": {"maxEntries": 1000}},
+        "runtime.cache cannot be used with format llm",
+    ),
+    Case("cache-ttl-zero", GPU, {"spec.runtime.cache.ttl": "0s"}, "cache.ttl must be longer than 0s"),
+    Case(
+        "cache-without-entries",
+        GPU,
+        {"spec.runtime.cache.maxEntries": 0},
+        "greater than or equal to 1",
+        server="should be greater than or equal to 1",
+    ),
+    Case(
         "http-without-checksum",
         SHADOW,
         {"spec.model.checksum": DELETE},

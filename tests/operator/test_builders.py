@@ -260,3 +260,17 @@ def test_gpu_preflight_counts_shared_replicas_on_nodes_sharing_that_way() -> Non
     assert gpu.preflight(nodes, [], {"replicas": 2}) is None
     # The resource the operator passes today counts shared replicas, not whole GPUs.
     assert gpu.resource(runtime["gpu"]) == ("nvidia.com/gpu.shared", 1)
+
+
+def test_the_prediction_cache_reaches_cutover_serve_as_its_flags() -> None:
+    md = model("modeldeployment-gpu-mig.yaml")
+    args = builders.deployment(md, workload(md))["spec"]["template"]["spec"]["containers"][0]["args"]
+    parsed = cli.parser().parse_args(args)
+    assert (parsed.prediction_cache_entries, parsed.prediction_cache_bytes, parsed.prediction_cache_ttl) == (
+        100000,
+        64 << 20,
+        "1h",
+    )
+    uncached = model("modeldeployment-canary.yaml")
+    args = builders.deployment(uncached, workload(uncached))["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(arg.startswith("--prediction-cache") for arg in args)

@@ -240,6 +240,29 @@ class Batching(ApiModel):
     """Queued requests beyond which new ones are shed with 503 and Retry-After."""
 
 
+class PredictionCache(ApiModel):
+    """Answer identical inference requests from memory instead of the model, in each serving
+    pod. Only for a model that gives the same outputs for the same inputs every time (no
+    sampling, no state); refused for format llm. A cached answer still passes the fallback
+    chain and the SafetyPolicy's output filters."""
+
+    max_entries: Annotated[int, Field(ge=1, le=1000000)] = 10000
+    """Most answers kept; the least recently used one goes first."""
+    max_bytes: Annotated[int, Field(ge=1024, le=68719476736)] = 67108864
+    """Most bytes of cached outputs (64 MiB by default, at most 64 GiB); they count against the
+    container's memory, so leave room for them in runtime.resources."""
+    ttl: Duration | None = None
+    """How long an answer may be served from the cache; unset keeps it until it is evicted."""
+
+    rules = (
+        Rule(
+            cel="!has(self.ttl) || duration(self.ttl) > duration('0s')",
+            message="cache.ttl must be longer than 0s; remove it to keep answers until they are evicted",
+            check=lambda s: s.ttl is None or seconds(s.ttl) > 0,
+        ),
+    )
+
+
 class Autoscaling(ApiModel):
     """Horizontal autoscaling of each revision's serving pods."""
 
@@ -292,6 +315,8 @@ class RuntimeSpec(ApiModel):
     """Pod affinity and anti-affinity (core/v1 Affinity), passed through unchanged."""
     batching: Batching | None = None
     """Dynamic batching; unset serves each request alone."""
+    cache: PredictionCache | None = None
+    """Prediction cache for identical inference requests; unset asks the model every time."""
     autoscaling: Autoscaling | None = None
     """Horizontal autoscaling; unset keeps replicas fixed."""
     env: Annotated[list[EnvVar], Field(max_length=64)] = []
@@ -785,6 +810,12 @@ class ModelDeploymentSpec(ApiModel):
                 or s.strategy.blue_green.preview_replica_count is None
                 or s.strategy.blue_green.preview_replica_count <= s.runtime.autoscaling.max_replicas
             ),
+        ),
+        Rule(
+            cel="self.model.format != 'llm' || !has(self.runtime.cache)",
+            message="runtime.cache cannot be used with format llm: a language model's answers are sampled and "
+            "depend on the whole conversation, so a cached answer would be a different answer; remove runtime.cache",
+            check=lambda s: s.model.format != "llm" or s.runtime.cache is None,
         ),
     )
 
