@@ -235,6 +235,25 @@ def test_string_input_reaches_the_model_as_the_bytes_sent(models: Path, tmp_path
         serving.stop()
 
 
+def test_a_savedmodel_can_be_the_fallback_baseline(models: Path, tmp_path: Path) -> None:
+    uncertain = sample_models.onnx_classifier(tmp_path / "uncertain.onnx", "uncertain")
+    baseline = {"format": "tensorflow", "storageUri": f"file://{models / 'classifier'}"}
+    fallback = {"confidenceThreshold": 0.6, "previousVersion": False, "baseline": baseline}
+    serving = Serving(
+        tmp_path, "--format", "onnx", "--model-uri", str(uncertain), "--fallback", json.dumps(fallback)
+    ).start()
+    try:
+        x = np.array([[0.0, 0.0, 3.0, 0.0]], dtype=np.float32)  # the SavedModel is sure of this one (p = 0.99)
+        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": x.ravel().tolist()}]}
+        status, answer = serving.post("/v2/models/classifier/infer", body)
+        assert status == 200 and answer["parameters"]["fallback"] == "baseline"
+        outputs = {o["name"]: o["data"] for o in answer["outputs"]}
+        expected = in_process(models / "classifier", input=x)
+        np.testing.assert_allclose(outputs["probabilities"], expected["probabilities"].ravel(), rtol=1e-6)
+    finally:
+        serving.stop()
+
+
 def test_a_folder_that_is_not_a_savedmodel_is_not_ready_and_says_why(tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes(b"not a SavedModel")
     serving = Serving(tmp_path, "--format", "tensorflow", "--model-uri", str(tmp_path)).start(ready=False)
