@@ -86,7 +86,9 @@ class Batcher:
         ``max_batch_size: 0`` whenever the queue was empty)."""
         return len(self._queue)
 
-    async def submit(self, inputs: Mapping[str, np.ndarray], times: RequestTimes | None = None) -> dict[str, np.ndarray]:
+    async def submit(
+        self, inputs: Mapping[str, np.ndarray], times: RequestTimes | None = None
+    ) -> dict[str, np.ndarray]:
         """The model's outputs for ``inputs``, run in a batch; ``times`` (if given) gets the time
         the request waited for its batch (``queue``) and the time the model ran (``compute_infer``)."""
         if len(self._queue) >= self.max_queue_size:

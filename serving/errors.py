@@ -4,7 +4,10 @@ with: the raise site says what went wrong, the error says how the client hears i
 =================  ======  ===========================================================================
 error              status  when
 =================  ======  ===========================================================================
-InvalidInput       400     the request (body, tensors, chat messages) or the model refuses the input
+InvalidInput       400     the request (body, tensors, chat messages, a parameter the server does not
+                           honour) or the model refuses the input
+NotAllowed         403     what the server will not do here: load or unload models (the operator owns them)
+UnknownEncoding    415     a request Content-Encoding that cannot be decoded here
 ModelNotFound      404     an unknown model name or version
 NotSupported       404     the model cannot do what was asked (chat completions on a tensor model)
 SafetyBlocked      422     the SafetyPolicy refuses the request or the answer (``blockMessage``)
@@ -51,6 +54,20 @@ class InvalidInput(ServingError):
     that do not match the schema, a chat request without messages). Never a model failure."""
 
     status = 400
+
+
+class NotAllowed(ServingError):
+    """A request the server understands and will not carry out: loading or unloading models
+    (Triton's model repository extension), since the operator decides which revision a pod
+    serves. Retrying cannot help."""
+
+    status = 403
+
+
+class UnknownEncoding(ServingError):
+    """The request body's Content-Encoding is one that cannot be decoded here."""
+
+    status = 415
 
 
 class ModelNotFound(ServingError):

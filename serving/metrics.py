@@ -47,6 +47,7 @@ API refuses any other).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -67,6 +68,7 @@ from cutover.api.contract import (
 )
 
 from .cache import CacheMetrics
+from .statistics import InferenceStatistics
 
 if TYPE_CHECKING:
     from .batching import BatchStats
@@ -100,6 +102,8 @@ class ServingMetrics:
         ``caches_predictions``: whether this server has a prediction cache; only then are the
         cache series exported (``cache`` is None without one)."""
         self.registry = CollectorRegistry(auto_describe=True)
+        self.statistics = InferenceStatistics()
+        """Triton's statistics extension (``/v2/models/{name}/stats``), beside the Prometheus series."""
         values = (namespace, model, revision)
 
         def counter(name: str, doc: str, *extra: str) -> Counter:
@@ -161,11 +165,14 @@ class ServingMetrics:
             self.queue.observe(waited)
 
     def prediction(self, rows: int, confidence: Iterable[float] | None) -> None:
-        """Rows the primary model answered, and each row's top-class probability when known."""
+        """Rows the primary model answered, and each row's top-class probability when known. A
+        probability that is not finite (a model's answer to NaN or infinite input) is not one,
+        and is left out: one such row would make the histogram's sum NaN for good."""
         self.predictions.inc(rows)
         if confidence is not None:
             for value in confidence:
-                self.confidence.observe(value)
+                if math.isfinite(value):
+                    self.confidence.observe(value)
 
     def out_of_distribution(self, rows: int) -> None:
         """Count rows beyond the out-of-distribution threshold."""

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InferenceError, InvalidInput
+from .parameters import check_parameters, class_count, flag
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -56,6 +57,9 @@ class RequestedOutput:
     name: str
     binary: bool | None = None
     """None: the request-wide default (``binary_data_output``)."""
+    classification: int | None = None
+    """Triton's classification extension: answer the top this-many classes of each row as BYTES
+    "value:index[:label]" (``serving/classification.py``); None: the output as it is."""
 
 
 @dataclass
@@ -158,7 +162,10 @@ def _from_json(data: Any, datatype: str, dtype: np.dtype[Any], shape: tuple[int,
         if not all(isinstance(v, str) for v in flat):
             raise InvalidInput(f"{where}: BYTES data must be strings")
         array = np.empty(len(flat), dtype=object)
-        array[:] = [v.encode() for v in flat]
+        try:
+            array[:] = [v.encode() for v in flat]
+        except UnicodeEncodeError as error:  # a lone surrogate, which JSON's \ud800 escapes can spell
+            raise InvalidInput(f"{where}: BYTES data is not Unicode text ({error.reason})") from None
     else:
         try:
             array = np.asarray(data)
@@ -278,6 +285,7 @@ def decode_request(body: bytes, header_length: str | None = None, raw_input: Raw
             raise InvalidInput(f"{where} is given twice")
         datatype, dtype = _dtype(tensor, where)
         shape = _shape(tensor, where)
+        check_parameters(tensor.get("parameters"), "input", where)
         size = _binary_size(tensor.get("parameters"), where)
         if size is not None:
             if offset + size > len(binary):
@@ -293,16 +301,13 @@ def decode_request(body: bytes, header_length: str | None = None, raw_input: Raw
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("id must be a string")
-    parameters = header.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise InvalidInput("parameters must be an object")
-    binary_output = parameters.get("binary_data_output", False)
+    honoured = check_parameters(header.get("parameters"), "request", "the request")
     return InferRequest(
         inputs=arrays,
         id=request_id,
-        parameters=parameters,
+        parameters=honoured,
         outputs=_requested_outputs(header.get("outputs")),
-        binary_output=binary_output is True,
+        binary_output=flag(honoured, "binary_data_output", "the request") is True,
     )
 
 
@@ -315,11 +320,9 @@ def _requested_outputs(outputs: Any) -> list[RequestedOutput] | None:
     for position, output in enumerate(outputs):
         if not isinstance(output, dict) or not isinstance(output.get("name"), str):
             raise InvalidInput(f"outputs[{position}] must be an object with a name")
-        parameters = output.get("parameters") or {}
-        if not isinstance(parameters, dict):
-            raise InvalidInput(f"outputs[{position}].parameters must be an object")
-        binary = parameters.get("binary_data")
-        requested.append(RequestedOutput(output["name"], binary if isinstance(binary, bool) else None))
+        where = f"output {output['name']!r}"
+        asked = check_parameters(output.get("parameters"), "output", where)
+        requested.append(RequestedOutput(output["name"], flag(asked, "binary_data", where), class_count(asked, where)))
     return requested
 
 

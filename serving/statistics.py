@@ -1,0 +1,134 @@
+"""Triton's statistics extension: cumulative counts and durations of the inference path, by stage,
+answered at ``GET /v2/models/{name}[/versions/{version}]/stats`` and ``GET /v2/models/stats``
+so perf_analyzer prints a server-side breakdown beside its client-side latency.
+
+The stages are Triton's, measured with ``time.perf_counter_ns`` (a few hundred nanoseconds per
+request):
+
+==============  ==========================================================================
+success, fail   admitted requests answered, or ended by an error (any status), and their
+                whole time in the pipeline (reading the body to encoding the answer)
+queue           waiting in the dynamic batcher for the batch to start (admission never waits:
+                it sheds)
+compute_input   reading and decoding the request and validating its tensors
+compute_infer   the model run (with batching, the run of the batch the request was in)
+compute_output  classification and encoding the answer
+==============  ==========================================================================
+
+What lies between (safety filters, out-of-distribution scoring, the fallback chain) is in
+success but in no stage: perf_analyzer shows it as "overhead". ``inference_count`` counts the
+rows answered, ``execution_count`` the model runs (a batch of several requests runs once), and
+``batch_stats`` the model runs by batch size. cutover decodes and encodes per request, not per
+batch, so the per-batch ``compute_input`` and ``compute_output`` are counted with zero time;
+the per-request ones above hold that time. Cache counters are zero: no prediction cache here.
+
+Source: Triton's ``docs/protocol/extension_statistics.md`` (the JSON shape).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Duration:
+    """A cumulative count and its total time, in nanoseconds."""
+
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int, count: int = 1) -> None:
+        self.count += count
+        self.ns += ns
+
+    def json(self) -> dict[str, int]:
+        return {"count": self.count, "ns": self.ns}
+
+
+@dataclass
+class RequestTimes:
+    """One request's time in each stage, in nanoseconds, filled in as it goes; ``started`` is
+    when it was admitted (``time.perf_counter_ns``), ``rows`` how many rows it was answered for."""
+
+    started: int = 0
+    queue: int = 0
+    compute_input: int = 0
+    compute_infer: int = 0
+    compute_output: int = 0
+    rows: int = 0
+
+
+@dataclass
+class InferenceStatistics:
+    """The statistics of the one model revision a server serves, since it started."""
+
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    inference_count: int = 0
+    execution_count: int = 0
+    last_inference: int = 0
+    """Milliseconds since the epoch of the last answered request; 0 before the first."""
+    batches: dict[int, Duration] = field(default_factory=dict)
+    """Model runs and their time, by batch size (rows)."""
+
+    def execution(self, rows: int, ns: int) -> None:
+        """One model run over ``rows`` rows that took ``ns`` nanoseconds."""
+        self.execution_count += 1
+        self.batches.setdefault(rows, Duration()).add(ns)
+
+    @contextmanager
+    def request(self) -> Iterator[RequestTimes]:
+        """Time one admitted request: the block fills the ``RequestTimes`` it is given; when it
+        ends, the request counts as a success with its stages, or, if it raised, as a failure."""
+        times = RequestTimes(started=time.perf_counter_ns())
+        try:
+            yield times
+        except BaseException:
+            self.fail.add(time.perf_counter_ns() - times.started)
+            raise
+        self.success.add(time.perf_counter_ns() - times.started)
+        self.queue.add(times.queue)
+        self.compute_input.add(times.compute_input)
+        self.compute_infer.add(times.compute_infer)
+        self.compute_output.add(times.compute_output)
+        self.inference_count += times.rows
+        self.last_inference = time.time_ns() // 1_000_000
+
+    def json(self, name: str, version: str) -> dict[str, Any]:
+        """One ``model_stats`` entry, in Triton's JSON shape."""
+        zero = Duration().json()
+        return {
+            "name": name,
+            "version": version,
+            "last_inference": self.last_inference,
+            "inference_count": self.inference_count,
+            "execution_count": self.execution_count,
+            "inference_stats": {
+                "success": self.success.json(),
+                "fail": self.fail.json(),
+                "queue": self.queue.json(),
+                "compute_input": self.compute_input.json(),
+                "compute_infer": self.compute_infer.json(),
+                "compute_output": self.compute_output.json(),
+                "cache_hit": zero,
+                "cache_miss": zero,
+            },
+            "batch_stats": [
+                {
+                    "batch_size": size,
+                    "compute_input": {"count": runs.count, "ns": 0},
+                    "compute_infer": runs.json(),
+                    "compute_output": {"count": runs.count, "ns": 0},
+                }
+                for size, runs in sorted(self.batches.items())
+            ],
+            "memory_usage": [],
+        }
