@@ -54,6 +54,8 @@ class GatewayConfig:
     breaker_failures: int = 5
     breaker_open_seconds: float = 10.0
     max_request_bytes: int = 64 << 20
+    grpc_port: int | None = None
+    """The Open Inference Protocol's gRPC port (``gateway/grpc_proxy.py``; 0 picks one); None: no gRPC."""
     auth: bool = True
     tiers: dict[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     shutdown_delay: float = 0.0
@@ -196,10 +198,16 @@ class Gateway:
         return readiness(None, models=len(self.routes))
 
     def _authorize(self, request: web.Request, route: Route | None, model: str | None) -> ApiKey | None:
+        return self.authorize(request.headers, route, model)
+
+    def authorize(self, headers: Mapping[str, str], route: Route | None, model: str | None) -> ApiKey | None:
+        """The caller's key (None with auth off) if the request may go on now; raises ``Denied``
+        (401, 403, 429) otherwise, counted. ``headers`` are matched case-insensitively when they
+        are a ``CIMultiDict`` (HTTP's headers, gRPC's metadata in ``gateway/grpc_proxy.py``)."""
         if not self.config.auth:
             return None
         try:
-            return authorize(self.keys, self.limiter, request.headers, model, route.min_tier if route else None)
+            return authorize(self.keys, self.limiter, headers, model, route.min_tier if route else None)
         except Denied as denied:
             self.metrics.refused(denied)
             raise

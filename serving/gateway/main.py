@@ -6,10 +6,12 @@ import asyncio
 import logging
 from pathlib import Path
 
+from ..grpc_server import listening as grpc_listening
 from ..http import listening
 from ..kube import Credentials
 from ..lifecycle import until_signalled
 from .app import Gateway, GatewayConfig
+from .grpc_proxy import GatewayInferenceService
 from .watch import follow_backends, watch
 
 log = logging.getLogger("cutover.gateway")
@@ -23,8 +25,15 @@ async def run(
     gateway = Gateway(config)
     tasks: list[asyncio.Task[None]] = []
     try:
-        async with listening(
-            gateway.app(), config.host, config.port, backlog=2048, shutdown_grace=config.shutdown_grace
+        async with (
+            listening(gateway.app(), config.host, config.port, backlog=2048, shutdown_grace=config.shutdown_grace),
+            grpc_listening(
+                GatewayInferenceService(gateway),
+                config.host,
+                config.grpc_port,
+                max_message_bytes=config.max_request_bytes,
+                shutdown_grace=config.shutdown_grace,
+            ),
         ):
             tasks.append(asyncio.create_task(watch(gateway, Credentials.load(kubeconfig), namespaces)))
             if backends is not None:

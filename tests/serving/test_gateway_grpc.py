@@ -1,0 +1,179 @@
+"""The gateway's gRPC port as ``tritonclient.grpc`` meets it, in front of two real `cutover serve`
+revisions: health, metadata, config and inference pass through; calls are routed by the traffic
+table's weights and sticky metadata, mirrored and compared, and keyed by metadata as HTTP is;
+bad input is INVALID_ARGUMENT and never counted against a revision."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from cutover.serving import sample_models
+from cutover.serving.gateway.app import Gateway, GatewayConfig
+from cutover.serving.gateway.grpc_proxy import GatewayInferenceService
+from cutover.serving.grpc_server import listening
+
+from .support import Serving, key_secret
+from .test_gateway_faults import split
+from .test_gateway_requests import MODEL, comparisons, settled, shadowing
+from .test_server import expected, models  # noqa: F401  (the module's fixture)
+
+INPUTS = json.dumps([{"name": "input", "datatype": "FP32", "shape": [-1, 4], "range": {"min": -50, "max": 50}}])
+
+
+@pytest.fixture(scope="module")
+def revisions(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serving]]:  # noqa: F811
+    """Revision aaa serves version 1 and bbb version 2 of the same model (both `good`)."""
+    workdir = tmp_path_factory.mktemp("revisions")
+    started: dict[str, Serving] = {}
+    try:
+        for revision, version in (("aaa", "1"), ("bbb", "2")):
+            serving = Serving(
+                workdir,
+                "--format",
+                "onnx",
+                "--model-uri",
+                str(models / "good.onnx"),
+                "--inputs",
+                INPUTS,
+                name=MODEL,
+                version=version,
+            )
+            serving.args[serving.args.index("--revision") + 1] = revision
+            started[revision] = serving.start()
+        yield started
+    finally:
+        for serving in started.values():
+            serving.stop()
+
+
+class Front:
+    """A gateway with its gRPC port, routing by ``md`` to the revisions; ``client`` calls it."""
+
+    def __init__(self, gateway: Gateway, client: grpcclient.InferenceServerClient) -> None:
+        self.gateway, self.client = gateway, client
+
+    async def version(self, headers: dict[str, str] | None = None) -> str:
+        """The model version that answered one inference call (which revision served it)."""
+        result = await self.client.infer(MODEL, [tensor(sample_models.sample_inputs(1))], headers=headers)
+        return str(result.get_response().model_version)
+
+
+@pytest.fixture
+async def front(revisions: dict[str, Serving]) -> AsyncIterator[Front]:
+    urls = {f"svc-{revision}": serving.url for revision, serving in revisions.items()}
+    gateway = Gateway(GatewayConfig(auth=False))
+    gateway.unlisted = set()
+    gateway.set_resolver(lambda namespace, service: urls.get(service))
+    gateway.replace_deployments([split(100)])
+    service = GatewayInferenceService(gateway)
+    async with listening(service, "127.0.0.1", 0, max_message_bytes=1 << 20, shutdown_grace=1) as port:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        yield Front(gateway, client)
+        await client.close()
+    await gateway.close()
+
+
+def tensor(x: np.ndarray) -> grpcclient.InferInput:
+    infer_input = grpcclient.InferInput("input", list(x.shape), "FP32")
+    infer_input.set_data_from_numpy(x)
+    return infer_input
+
+
+async def test_tritonclient_grpc_works_through_the_gateway(front: Front, models: Path) -> None:  # noqa: F811
+    client = front.client
+    assert await client.is_server_live() and await client.is_server_ready()
+    assert await client.is_model_ready(MODEL) and await client.is_model_ready(MODEL, "1")
+    metadata = await client.get_model_metadata(MODEL)
+    assert metadata.name == MODEL and list(metadata.versions) == ["1"]
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [("input", "FP32", [-1, 4])]
+    config = (await client.get_model_config(MODEL)).config
+    assert config.name == MODEL and list(config.output[0].dims) == [-1, 3]
+    x = sample_models.sample_inputs(4, seed=9)
+    result = await client.infer(MODEL, [tensor(x)], request_id="through-1")
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected(models, x), rtol=1e-6)
+    assert result.get_response().id == "through-1" and result.get_response().model_version == "1"
+    wanted = grpcclient.InferRequestedOutput("probabilities")
+    pinned = await client.infer(MODEL, [tensor(x)], model_version="1", outputs=[wanted])
+    np.testing.assert_array_equal(pinned.as_numpy("probabilities"), result.as_numpy("probabilities"))
+    with pytest.raises(InferenceServerException, match="unknown version '7'") as unknown:
+        await client.infer(MODEL, [tensor(x)], model_version="7")
+    assert unknown.value.status() == "StatusCode.NOT_FOUND"
+    with pytest.raises(InferenceServerException, match="unknown model 'nope'") as missing:
+        await client.get_model_metadata("nope")
+    assert missing.value.status() == "StatusCode.NOT_FOUND"
+
+
+async def test_calls_are_routed_by_weight_and_by_sticky_metadata(front: Front) -> None:
+    assert {await front.version() for _ in range(5)} == {"1"}
+    front.gateway.replace_deployments([split(0)])
+    assert {await front.version() for _ in range(5)} == {"2"}
+
+    by_header = split(50)
+    by_header["spec"]["strategy"]["abTest"] = {"assignment": {"by": "header", "name": "X-Arm"}}
+    front.gateway.replace_deployments([by_header])
+    assert {await front.version({"x-arm": "candidate"}) for _ in range(8)} == {"2"}
+    assert {await front.version({"x-arm": "aaa"}) for _ in range(8)} == {"1"}
+
+    by_key = split(50)
+    by_key["spec"]["strategy"]["abTest"] = {"assignment": {"by": "hashKey", "name": "X-User"}}
+    front.gateway.replace_deployments([by_key])
+    arms = {user: {await front.version({"x-user": user}) for _ in range(4)} for user in ("ana", "bo", "cy", "dee")}
+    assert all(len(arm) == 1 for arm in arms.values()), arms  # each user keeps one arm
+    assert {arm for user_arms in arms.values() for arm in user_arms} == {"1", "2"}, arms  # both arms are used
+
+
+async def test_api_keys_come_from_metadata(front: Front) -> None:
+    gateway = front.gateway
+    gateway.config.auth = True
+    gateway.keys.replace([key_secret("pro", "cut_pro", "pro"), key_secret("other", "cut_other", "pro", models="x")])
+    for headers, status in (
+        (None, "StatusCode.UNAUTHENTICATED"),
+        ({"x-api-key": "cut_unknown"}, "StatusCode.UNAUTHENTICATED"),
+        ({"authorization": "Bearer cut_other"}, "StatusCode.PERMISSION_DENIED"),
+    ):
+        with pytest.raises(InferenceServerException) as refused:
+            await front.version(headers)
+        assert refused.value.status() == status, (headers, refused.value)
+    assert await front.version({"authorization": "Bearer cut_pro"}) == "1"
+    assert await front.version({"x-api-key": "cut_pro"}) == "1"
+    with pytest.raises(InferenceServerException, match="API key is required"):
+        await front.client.get_model_metadata(MODEL)
+
+
+async def test_mirrored_calls_are_compared(front: Front) -> None:
+    front.gateway.replace_deployments([shadowing({})])
+    for _ in range(3):
+        assert await front.version() == "1"
+    await settled(front.gateway)
+    assert comparisons(front.gateway, "bbb") == {"true": 3.0, "false": 0.0}
+
+
+async def test_bad_input_is_invalid_argument_and_no_revision_failure(
+    front: Front, revisions: dict[str, Serving]
+) -> None:
+    def counted(code: str) -> float:
+        registry = front.gateway.metrics.registry
+        labels = {"namespace": "ns", "model": MODEL, "revision": "aaa", "role": "stable", "code": code}
+        return registry.get_sample_value("cutover_gateway_requests_total", labels) or 0.0
+
+    client = front.client
+    short = tensor(np.zeros((1, 3), dtype=np.float32))
+    short.set_shape([1, 4])  # 12 bytes for a [1, 4] shape
+    with pytest.raises(InferenceServerException, match="needs 16 bytes, got 12") as refused:
+        await client.infer(MODEL, [short])
+    assert refused.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert counted("400") == 0, "refused at the gateway, before any revision"
+    before = revisions["aaa"].metric("cutover_serving_requests_total", code="400")
+    x = np.full((1, 4), 99, dtype=np.float32)  # beyond the revision's declared range
+    with pytest.raises(InferenceServerException, match="maximum") as out_of_range:
+        await client.infer(MODEL, [tensor(x)])
+    assert out_of_range.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert counted("400") == 1 and not any(counted(str(code)) for code in (500, 502, 503, 504))
+    assert revisions["aaa"].metric("cutover_serving_requests_total", code="400") == before + 1
