@@ -48,7 +48,8 @@ from tests.support.waiting import TimedOut, wait_until
 log = logging.getLogger("cutover.runner")
 SERVING_SELECTOR = f"{LABEL_APP_NAME}={SERVING_APP_NAME}"
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
-DROPPED_FLAGS = {"--previous-url", "--port", "--host"}
+DROPPED_FLAGS = {"--previous-url", "--port", "--host", "--grpc-port"}
+"""Dropped, with their values: the pod's ports would collide on loopback (gRPC is not served locally)."""
 
 
 def local_args(args: list[str], port: int) -> list[str]:

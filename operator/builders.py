@@ -19,6 +19,7 @@ from cutover.api.contract import (
     SAFETY_POLICY_KEY,
     SAFETY_SECRETS_DIR,
     SERVING_APP_NAME,
+    SERVING_GRPC_PORT,
     SERVING_PORT,
 )
 
@@ -34,6 +35,7 @@ from . import gpu
 from .rollout import Workload
 
 PORT = SERVING_PORT
+GRPC_PORT = SERVING_GRPC_PORT
 GPU_TAINT_KEY = "nvidia.com/gpu"
 MODEL_DIR = "/models"
 SHUTDOWN_DELAY_SECONDS = 5
@@ -163,6 +165,8 @@ def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
         md.metadata.namespace or "",
         "--port",
         str(PORT),
+        "--grpc-port",
+        str(GRPC_PORT),
     ]
     if model_path:
         args += ["--model-uri", model_path]
@@ -245,7 +249,10 @@ def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
         "name": "serve",
         "image": runtime.get("image", "ghcr.io/cutover/serving:0.1.0"),
         "args": args,
-        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         "env": env,
         "resources": resources,
         "readinessProbe": {"httpGet": {"path": probe_path["readiness"], "port": "http"}, "periodSeconds": 5},
@@ -320,9 +327,17 @@ def service(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
         "metadata": _metadata(md, child_name(md, workload.revision), labels),
         "spec": {
             "selector": {LABEL_MODEL: md.metadata.name, LABEL_REVISION: workload.revision},
-            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": _service_ports(),
         },
     }
+
+
+def _service_ports() -> list[dict[str, Any]]:
+    """A serving Service's ports: HTTP, and the Open Inference Protocol's gRPC (``grpc``)."""
+    return [
+        {"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"},
+        {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
+    ]
 
 
 def stable_service_name(md: ModelDeployment) -> str:
@@ -338,7 +353,7 @@ def stable_service(md: ModelDeployment, stable_revision: str) -> dict[str, Any]:
         "metadata": _metadata(md, stable_service_name(md), labels),
         "spec": {
             "selector": {LABEL_MODEL: md.metadata.name, LABEL_REVISION: stable_revision},
-            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": _service_ports(),
         },
     }
 
@@ -359,7 +374,7 @@ def shared_service(md: ModelDeployment, traffic: list[TrafficEntry]) -> dict[str
         "metadata": _metadata(md, md.metadata.name or "", labels),
         "spec": {
             "selector": selector,
-            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": _service_ports(),
         },
     }
 

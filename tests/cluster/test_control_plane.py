@@ -230,6 +230,9 @@ def test_helm_gateway_is_read_only_and_scoped_to_its_namespaces(kube: Kube, name
     pod = docs["Deployment"]["spec"]["template"]["spec"]
     args = cli.parser().parse_args(pod["containers"][0]["args"])
     assert args.namespace == [namespace] and args.retries == 1
+    grpc = {port["name"]: port for port in pod["containers"][0]["ports"]}["grpc"]
+    service = {port["name"]: port for port in docs["Service"]["spec"]["ports"]}["grpc"]
+    assert args.grpc_port == grpc["containerPort"] and service["targetPort"] == "grpc"
     mount = pod["containers"][0]["volumeMounts"][0]["mountPath"]
     assert (
         str(args.tiers).startswith(mount)

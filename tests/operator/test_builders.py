@@ -274,3 +274,22 @@ def test_the_prediction_cache_reaches_cutover_serve_as_its_flags() -> None:
     uncached = model("modeldeployment-canary.yaml")
     args = builders.deployment(uncached, workload(uncached))["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not any(arg.startswith("--prediction-cache") for arg in args)
+
+
+def test_serving_pods_and_services_declare_the_grpc_port_cutover_serve_listens_on() -> None:
+    from hack.runner import local_args
+
+    md = model("modeldeployment-canary.yaml")
+    container = builders.deployment(md, workload(md))["spec"]["template"]["spec"]["containers"][0]
+    declared = {port["name"]: port["containerPort"] for port in container["ports"]}
+    parsed = cli.parser().parse_args(container["args"])
+    assert (parsed.port, parsed.grpc_port) == (declared["http"], declared["grpc"])
+    for service in (
+        builders.service(md, workload(md)),
+        builders.stable_service(md, "abc123"),
+        builders.shared_service(md, []),
+    ):
+        ports = {port["name"]: port for port in service["spec"]["ports"]}
+        assert (ports["grpc"]["port"], ports["grpc"]["targetPort"]) == (declared["grpc"], "grpc")
+    # Revisions started on loopback by hack/runner.py would all take the pod's gRPC port.
+    assert cli.parser().parse_args(local_args(container["args"], 9000)).grpc_port is None
