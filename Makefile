@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 # `make test` runs lint, types and every test: unit, against the real local control plane
 # (hack/cluster), and packaging (a wheel in a clean virtual environment).
-.PHONY: demo test venv lint typecheck pytest crds cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-gateway bench-safety clean
+.PHONY: demo test venv lint typecheck pytest test-clients crds cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-gateway bench-safety clean
 
 test: lint typecheck pytest
 
@@ -43,7 +43,13 @@ cluster-tools:
 	hack/build-tools
 	hack/system-deps
 
-pytest: $(STAMP) cluster-tools
+# Clients the tests drive cutover serve with, each cached: Triton's perf_analyzer (libb64 from
+# hack/system-deps) and KServe's REST client in KServe's own environment.
+test-clients: $(STAMP) cluster-tools
+	hack/perf-analyzer
+	hack/kserve-client
+
+pytest: $(STAMP) cluster-tools test-clients
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
 
 cluster-up: $(STAMP)

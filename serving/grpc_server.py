@@ -114,7 +114,9 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         async def read() -> InferRequest:
             return decode_infer_request(request)
 
-        def encode(decoded: InferRequest, outputs: Any, parameters: dict[str, Any] | None) -> pb.ModelInferResponse:
+        async def encode(
+            decoded: InferRequest, outputs: Any, parameters: dict[str, Any] | None
+        ) -> pb.ModelInferResponse:
             return encode_infer_response(config.name, config.version, decoded, outputs, parameters)
 
         error: ServingError | None = None

@@ -14,9 +14,10 @@ listener and gives requests in flight ``shutdown_grace`` seconds to finish.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -44,6 +45,18 @@ def plain_error(request: web.Request, status: int, message: str) -> dict[str, st
 
 def json_errors(answered: Answered | None = None, body: ErrorBody = plain_error) -> Middleware:
     """Middleware that turns every error into a JSON body (``body`` gives it per request, such as
+def json_body(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    """``payload`` as a JSON response whose Content-Type is ``application/json`` with no charset
+    parameter, as Triton sends it: JSON is UTF-8 by definition (RFC 8259), and KServe's REST
+    client reads an error's reason only when the type is exactly ``application/json``
+    (aiohttp's ``json_response`` adds ``; charset=utf-8``)."""
+    return web.Response(
+        body=json.dumps(payload).encode(),
+        status=status,
+        headers={**(headers or {}), "Content-Type": "application/json"},
+    )
+
+
     OpenAI's error object on ``/v1`` routes), then calls ``answered`` with the final response.
     Redirects and other HTTP exceptions below 400 pass through untouched."""
 
@@ -55,14 +68,14 @@ def json_errors(answered: Answered | None = None, body: ErrorBody = plain_error)
             response = await handler(request)
         except ServingError as error:
             headers = None if error.retry_after is None else {"Retry-After": str(error.retry_after)}
-            response = web.json_response(body(request, error.status, str(error)), status=error.status, headers=headers)
+            response = json_body(body(request, error.status, str(error)), status=error.status, headers=headers)
         except web.HTTPException as error:
             if error.status < 400:
                 raise
-            response = web.json_response(body(request, error.status, error.reason), status=error.status)
+            response = json_body(body(request, error.status, error.reason), status=error.status)
         except Exception as error:
             log.exception("%s %s failed", request.method, request.path)
-            response = web.json_response(body(request, 500, f"internal error: {error}"), status=500)
+            response = json_body(body(request, 500, f"internal error: {error}"), status=500)
         if answered is not None:
             answered(request, response, started)
         return response
@@ -79,7 +92,7 @@ def readiness(reason: str | None, **fields: Any) -> web.Response:
     """A readiness answer: 200 ``{**fields, "ready": true}``, or 503 ``{**fields, "ready": false,
     "error": reason}`` when there is a reason not to be ready."""
     if reason is not None:
-        return web.json_response({**fields, "ready": False, "error": reason}, status=503)
+        return json_body({**fields, "ready": False, "error": reason}, status=503)
     return web.json_response({**fields, "ready": True})
 
 

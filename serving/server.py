@@ -43,6 +43,7 @@ from .errors import ModelNotFound, ModelNotReady
 from .lifecycle import until_signalled
 from .loading import Loader
 from .metrics import ServingMetrics
+from .offload import Offload
 from .openai import model_list
 from .pipeline import Admission, Pipeline
 from .protocol import HEADER_LENGTH
@@ -76,6 +77,8 @@ class ModelServer:
         )
         self.loader = Loader(config, self.metrics, adapter)
         self.pipeline: Pipeline | None = None
+        self.offload = Offload()
+        """Decodes and encodes large bodies in a worker process, so probes keep their answer time."""
         self.draining = False
         self.safety: Guard | None = None
         self.policy_file: PolicyFile | None = None
@@ -98,7 +101,9 @@ class ModelServer:
         if self.policy_file is not None and self._following is None:
             self._following = asyncio.get_running_loop().create_task(self.policy_file.run(), name="safety-policy")
         model = await self.loader.load()
-        self.pipeline = Pipeline(self.config, model, self.metrics, self.admission, safety=self.safety)
+        self.pipeline = Pipeline(
+            self.config, model, self.metrics, self.admission, safety=self.safety, offload=self.offload
+        )
 
     async def close(self) -> None:
         if self._following is not None:
@@ -107,6 +112,7 @@ class ModelServer:
                 await self._following
         if self.safety is not None:
             await self.safety.close()
+        self.offload.close()
         await self.loader.close()
 
     def app(self) -> web.Application:
@@ -211,7 +217,7 @@ class ModelServer:
         """Triton's model configuration (``model_config.proto`` in JSON); raises ``ModelNotReady``
         until loaded."""
         model = self.loaded().model
-        batch = model.batcher.max_batch_size if model.batcher else 0
+        batch = model.batcher.max_batch_size if model.batcher is not None else 0
 
         def tensor(info: TensorInfo) -> dict[str, object]:
             dims = list(info.shape[1:] if batch else info.shape)

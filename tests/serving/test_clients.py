@@ -1,0 +1,139 @@
+"""`cutover serve` driven by clients the project did not write, as their users run them: Triton's
+perf_analyzer (the C++ binary of the tritonclient wheel, installed by hack/perf-analyzer) against
+a batching server, and KServe's REST client (from KServe's own environment, built by
+hack/kserve-client). Both are installed by `make test`; a missing one fails, never skips."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from benchmarks.serving import KSERVE
+from cutover.serving import sample_models
+from tests.support.waiting import wait_until
+
+from .support import Serving
+
+REPO = Path(__file__).resolve().parents[2]
+PERF_ANALYZER = REPO / ".tools" / "perf-analyzer"
+KSERVE_CLIENT = Path(__file__).with_name("kserve_client.py")
+MAX_BATCH_SIZE = 8
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sample_models.onnx_classifier(tmp_path_factory.mktemp("clients") / "good.onnx", "good")
+
+
+@pytest.fixture(scope="module")
+def batching(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
+    workdir = tmp_path_factory.mktemp("batching")
+    serving = Serving(
+        workdir,
+        "--format",
+        "onnx",
+        "--model-uri",
+        str(model),
+        "--max-batch-size",
+        str(MAX_BATCH_SIZE),
+        "--audit-log",
+        str(workdir / "audit.jsonl"),
+    ).start()
+    yield serving
+    assert serving.stop() == 0
+
+
+def perf_analyzer(serving: Serving, *args: str) -> str:
+    """perf_analyzer's report of a short run against ``serving`` (one window of 100 requests)."""
+    binary = PERF_ANALYZER / "bin" / "perf_analyzer"
+    assert binary.exists(), f"{binary} is missing: run hack/perf-analyzer (make test does)"
+    done = subprocess.run(
+        [
+            str(binary),
+            "-m",
+            serving.name,
+            "-u",
+            serving.url.removeprefix("http://"),
+            "--measurement-mode",
+            "count_windows",
+            "--measurement-request-count",
+            "100",
+            "--max-trials",
+            "3",
+            "--stability-percentage",
+            "100",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LD_LIBRARY_PATH": str(PERF_ANALYZER / "lib")},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("batch", [4, 1])
+def test_perf_analyzer_drives_a_batching_server(batching: Serving, batch: int) -> None:
+    """perf_analyzer reads the model configuration and refuses ``-b 4`` unless ``max_batch_size``
+    says the model batches; that field read 0 whenever the batch queue was empty."""
+    status, config = batching.get("/v2/models/classifier/config")
+    assert status == 200 and config["max_batch_size"] == MAX_BATCH_SIZE, config
+    assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [4]}]
+    answered = batching.metric("cutover_serving_requests_total", code="200")
+    rows = batching.metric("cutover_predictions_total")
+    report = perf_analyzer(batching, "-b", str(batch))
+    assert f"Batch size: {batch}" in report and "Throughput:" in report, report
+    requests = batching.metric("cutover_serving_requests_total", code="200") - answered
+    assert requests >= 100 and batching.metric("cutover_predictions_total") - rows == requests * batch
+    assert batching.metric("cutover_serving_requests_total", code="500") == 0
+
+
+def kserve(serving: Serving, *requests: dict[str, Any]) -> list[dict[str, Any]]:
+    """KServe's InferenceRESTClient's answers to ``requests`` (see kserve_client.py)."""
+    python = KSERVE.bin / "python"
+    assert python.exists(), f"{python} is missing: run hack/kserve-client (make test does)"
+    done = subprocess.run(
+        [str(python), str(KSERVE_CLIENT), serving.url, serving.name, json.dumps(requests)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    answers: list[dict[str, Any]] = json.loads(done.stdout.splitlines()[-1])
+    return answers
+
+
+def audit_ids(serving: Serving) -> set[str]:
+    path = serving.log_path.parent / "audit.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return {json.loads(line)["request_id"] for line in lines}
+
+
+def test_kserve_client_reads_answers_ids_and_the_reasons_of_errors(batching: Serving, model: Path) -> None:
+    x = sample_models.sample_inputs(3, seed=4)
+    tensor = {"name": "input", "datatype": "FP32", "shape": [3, 4], "data": x.ravel().tolist()}
+    good, named, wrong_shape, out_of_type = kserve(
+        batching,
+        {"inputs": [tensor]},
+        {"id": "kserve-1", "inputs": [tensor]},
+        {"inputs": [{**tensor, "shape": [4, 3]}]},
+        {"inputs": [{**tensor, "datatype": "INT32", "data": [1] * 12}]},
+    )
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(good["outputs"]["probabilities"], session.run(None, {"input": x})[0], rtol=1e-6)
+    # A request without an id is answered with one (the protocol's response schema requires it),
+    # the one its audit record has.
+    assert good["id"] and named["id"] == "kserve-1"
+    wait_until(lambda: {good["id"], "kserve-1"} <= audit_ids(batching), 10, "the audit records")
+    # KServe reads the reason only from a body typed exactly application/json (no charset).
+    assert wrong_shape["status"] == 400 and "has shape [4, 3]; the model takes [-1, 4]" in wrong_shape["error"]
+    assert out_of_type["status"] == 400 and "input 'input' is INT32; the model takes FP32" in out_of_type["error"]
