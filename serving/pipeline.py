@@ -47,8 +47,8 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -58,6 +58,7 @@ from .audit import input_digest, summarize_outputs
 from .batching import QueueFull
 from .config import ServeConfig
 from .errors import (
+    CrisisEscalated,
     InferenceError,
     InvalidInput,
     NotSupported,
@@ -70,9 +71,10 @@ from .fallback import top1_confidence
 from .loading import LoadedModel
 from .metrics import ServingMetrics
 from .offload import Offload
-from .openai import chat_request, reply_content
+from .openai import chat_request, chunks_of, reply_content, stop_chunk
 from .protocol import InferRequest, decode_request, encode_response, tensor_bytes
 from .safety.guard import Guard
+from .safety.policy import Policy
 from .validation import validate
 
 log = logging.getLogger("cutover.serving")
@@ -104,6 +106,44 @@ class Encoded:
 
     body: bytes
     header_length: int | None
+
+
+class ChatStream:
+    """A streamed chat completion (``stream: true``), started: its first chunk is in hand, so
+    whatever could fail before the client heard anything has failed as an error with its status.
+    Iterate for the chunks (OpenAI's ``chat.completion.chunk`` objects), then always ``aclose()``:
+    that ends the upstream call, frees the admission slot and writes the audit record.
+
+    A failure after the start raises its ``ServingError`` from the iteration; the client has a
+    200 by then and hears it as an error event. ``status`` is what the request counts as once
+    the stream ended (``cutover_serving_requests_total``'s code): 200; the status of the error
+    that ended it (a 502 mid-stream counts against the revision as a 502 before the stream would
+    have); 422 when the SafetyPolicy blocked the answer and ended the stream with its
+    ``blockMessage`` (as a blocked whole answer counts); 499 when the client left first."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self._first: dict[str, Any] | None = None
+        self._rest: AsyncGenerator[dict[str, Any], None] | None = None
+
+    async def start(self, chunks: AsyncGenerator[dict[str, Any], None]) -> None:
+        """Take the first of ``chunks``, raising what fails before it."""
+        self._rest = chunks
+        try:
+            self._first = await anext(chunks)
+        except StopAsyncIteration:
+            self._first = None
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        assert self._rest is not None
+        if self._first is not None:
+            yield self._first
+        async for chunk in self._rest:
+            yield chunk
+
+    async def aclose(self) -> None:
+        if self._rest is not None:
+            await self._rest.aclose()
 
 
 class Admission:
@@ -253,12 +293,17 @@ class Pipeline:
                 )
             return encoded
 
-    async def chat(self, read_json: Callable[[], Awaitable[Any]], request_id: str | None = None) -> dict[str, Any]:
-        """Answer one chat completion. ``read_json`` returns the parsed body (a ValueError from it
-        is malformed JSON); ``request_id`` the client's request id for the audit record. Raises
+    async def chat(
+        self, read_json: Callable[[], Awaitable[Any]], request_id: str | None = None
+    ) -> dict[str, Any] | ChatStream:
+        """Answer one chat completion: a ``chat.completion``, or for ``stream: true`` a started
+        :class:`ChatStream`. ``read_json`` returns the parsed body (a ValueError from it is
+        malformed JSON); ``request_id`` the client's request id for the audit record. Raises
         ``Overloaded`` (503), ``InvalidInput`` (400), ``ModelNotFound`` or ``NotSupported``
-        (404), ``UpstreamError`` (502), and with a SafetyPolicy ``SafetyBlocked`` (422) and
-        ``SafetyUnavailable`` (503)."""
+        (404), the upstream's failures (``TooManyRequests`` 429, ``UpstreamError`` 502,
+        ``Overloaded`` 503), and with a SafetyPolicy ``SafetyBlocked`` (422) and
+        ``SafetyUnavailable`` (503); for a stream, each of them only when it happens before the
+        first chunk."""
         self.admission.check()
         started = time.perf_counter()
         guard = self.safety
@@ -276,23 +321,16 @@ class Pipeline:
             return input_digest([str(sent).encode()])
 
         found: list[dict[str, Any]] = []
+        if request.get("stream"):
+            stream = ChatStream()
+            await stream.start(self._stream(stream, request, request_id, started, policy, digest))
+            return stream
         with self.admission:
-            if guard is not None and policy is not None:
-                request_id = request_id or uuid.uuid4().hex
-                with self._refusals_audited(request_id, started, digest, found):
-                    request, escalated = await guard.chat_request(policy, request, request_id, found)
-                if escalated is not None:
-                    if self.model.audit is not None:
-                        self._audit(
-                            request_id,
-                            started,
-                            input_digest=digest(),
-                            outputs={"content": reply_content(escalated)},
-                            safety=found if guard is not None else None,
-                        )
-                    return escalated
-            for request_filter in self.filters.chat_requests:
-                request = await request_filter(request)
+            request, escalated, request_id = await self._chat_request(
+                request, request_id, started, policy, digest, found
+            )
+            if escalated is not None:
+                return escalated
             try:
                 response = await self.model.adapter.chat(request)
             except ServingError:
@@ -316,6 +354,113 @@ class Pipeline:
                     safety=found if guard is not None else None,
                 )
             return response
+
+    async def _chat_request(
+        self,
+        request: dict[str, Any],
+        request_id: str | None,
+        started: float,
+        policy: Policy | None,
+        digest: Callable[[], str],
+        found: list[dict[str, Any]],
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, str | None]:
+        """The request as the upstream gets it (screened, filtered), the answer to give instead
+        when the crisis filter escalated it (audited here), and the request id (one is made up
+        for the audit record and escalation when a SafetyPolicy applies and the client sent none)."""
+        guard = self.safety
+        if guard is not None and policy is not None:
+            request_id = request_id or uuid.uuid4().hex
+            with self._refusals_audited(request_id, started, digest, found):
+                request, escalated = await guard.chat_request(policy, request, request_id, found)
+            if escalated is not None:
+                if self.model.audit is not None:
+                    outputs = {"content": reply_content(escalated)}
+                    self._audit(request_id, started, input_digest=digest(), outputs=outputs, safety=found)
+                return request, escalated, request_id
+        for request_filter in self.filters.chat_requests:
+            request = await request_filter(request)
+        return request, None, request_id
+
+    async def _stream(
+        self,
+        stream: ChatStream,
+        request: dict[str, Any],
+        request_id: str | None,
+        started: float,
+        policy: Policy | None,
+        digest: Callable[[], str],
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The chunks of a streamed chat completion, while holding an admission slot: the
+        request screened as for a whole answer, then the upstream's chunks through the guard's
+        stream screening (``Guard.chat_stream``). The SafetyPolicy stopping the answer ends the
+        stream with a final chunk (``openai.stop_chunk``). Once the first chunk is out, the
+        audit record is written when the stream ends (the content the client got, assembled)
+        and ``stream.status`` says how the request counts."""
+        guard = self.safety
+        found: list[dict[str, Any]] = []
+        with self.admission:
+            request, escalated, request_id = await self._chat_request(
+                request, request_id, started, policy, digest, found
+            )
+            if escalated is not None:
+                for chunk in chunks_of(escalated):
+                    yield chunk
+                return
+            upstream = self._upstream_chunks(request)
+            screened = (
+                upstream
+                if guard is None or policy is None
+                else guard.chat_stream(policy, upstream, request_id or "", found)
+            )
+            status, indices = 499, {0}
+            last: dict[str, Any] | None = None
+            content: list[str] = []
+            try:
+                async with aclosing(upstream), aclosing(screened):
+                    try:
+                        async for chunk in screened:
+                            if last is None:
+                                self.metrics.predictions.inc()
+                            last = chunk
+                            _assemble(chunk, content, indices)
+                            yield chunk
+                        status = 200
+                    except SafetyBlocked as refusal:  # the answer, stopped: the client hears why
+                        status = 200 if isinstance(refusal, CrisisEscalated) else refusal.status
+                        last = stop_chunk(last, sorted(indices), str(refusal))
+                        _assemble(last, content, indices)
+                        yield last
+            except ServingError as error:
+                status = error.status
+                raise
+            except Exception as error:
+                status = InferenceError.status
+                log.exception("chat stream failed")
+                raise InferenceError(f"the stream failed: {error}") from None
+            finally:
+                stream.status = status
+                if last is not None and self.model.audit is not None:
+                    self._audit(
+                        request_id or last.get("id"),
+                        started,
+                        status,
+                        found if guard is not None else None,
+                        input_digest=digest(),
+                        outputs={"content": "".join(content)},
+                    )
+
+    async def _upstream_chunks(self, request: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        """The upstream's streamed chunks; a failure that is not a named error is an ``UpstreamError``."""
+        chunks = self.model.adapter.chat_stream(request)
+        async with aclosing(chunks):
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            except ServingError:
+                raise
+            except Exception as error:
+                log.warning("chat upstream failed: %s", error)
+                raise UpstreamError(f"upstream failed: {error}") from None
 
     async def _predict(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
         """The primary model's outputs, through the batcher when batching is on."""
@@ -424,3 +569,14 @@ async def _per_row(rows: int, observe: Callable[[], None]) -> None:
 def _digest(inputs: Mapping[str, np.ndarray]) -> str:
     """The audit digest of what the client sent: its input tensors' raw bytes."""
     return input_digest(tensor_bytes(a) for a in inputs.values())
+
+
+def _assemble(chunk: Mapping[str, Any], content: list[str], indices: set[int]) -> None:
+    """Note a streamed chunk: its first choice's text in ``content`` (the audit record's
+    content, as of a whole answer), every choice's index in ``indices``."""
+    for choice in chunk.get("choices") or ():
+        index = choice.get("index", 0)
+        indices.add(index)
+        text = (choice.get("delta") or {}).get("content")
+        if index == 0 and isinstance(text, str):
+            content.append(text)

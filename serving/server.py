@@ -39,13 +39,13 @@ from cutover.api.contract import REQUEST_ID_HEADER, REVISION_HEADER
 from . import grpc_server, http
 from .adapters.base import Adapter, TensorInfo
 from .config import ServeConfig
-from .errors import ModelNotFound, ModelNotReady
+from .errors import ModelNotFound, ModelNotReady, ServingError
 from .lifecycle import until_signalled
 from .loading import Loader
 from .metrics import ServingMetrics
 from .offload import Offload
-from .openai import model_list
-from .pipeline import Admission, Pipeline
+from .openai import DONE, error_body, error_object, event, model_list
+from .pipeline import Admission, ChatStream, Pipeline
 from .protocol import HEADER_LENGTH
 from .safety.guard import Guard
 from .safety.source import PolicyFile
@@ -57,6 +57,8 @@ SERVER_NAME = "cutover"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data", "model_configuration"]
 TRITON_TYPES = {"BYTES": "TYPE_STRING"}
+STREAMED_STATUS = web.ResponseKey("streamed_status", int)
+"""How a streamed chat answer counts (``ChatStream.status``): its HTTP status was 200 when it began."""
 
 
 class ModelServer:
@@ -117,7 +119,7 @@ class ModelServer:
 
     def app(self) -> web.Application:
         app = web.Application(
-            client_max_size=self.config.max_request_bytes, middlewares=[http.json_errors(self._answered)]
+            client_max_size=self.config.max_request_bytes, middlewares=[http.json_errors(self._answered, error_body)]
         )
         model = "/v2/models/{name}"
         versioned = "/v2/models/{name}/versions/{version}"
@@ -138,7 +140,7 @@ class ModelServer:
         """Every answer names the revision; infer and chat answers are counted by status."""
         response.headers[REVISION_HEADER] = self.config.revision
         if request.path.endswith("/infer") or request.path == "/v1/chat/completions":
-            self.metrics.request(response.status, time.perf_counter() - started)
+            self.metrics.request(response.get(STREAMED_STATUS, response.status), time.perf_counter() - started)
 
     def _model(self, request: web.Request) -> None:
         """Raises ``ModelNotFound`` unless the path names this server's model (and version)."""
@@ -172,7 +174,7 @@ class ModelServer:
         ``model_readiness()``, which does not ask the upstream."""
         reason = self._not_ready()
         if reason is None and self.pipeline is not None and not await self.pipeline.model.adapter.ready():
-            reason = "the upstream is not ready"
+            reason = f"the upstream is not ready: {self.pipeline.model.adapter.not_ready_reason or 'it says so'}"
         return reason
 
     def model_readiness(self) -> str | None:
@@ -245,9 +247,36 @@ class ModelServer:
         headers = {HEADER_LENGTH: str(answer.header_length), "Content-Type": "application/octet-stream"}
         return web.Response(body=answer.body, headers=headers)
 
-    async def chat(self, request: web.Request) -> web.Response:
+    async def chat(self, request: web.Request) -> web.StreamResponse:
         pipeline = self.loaded()
-        return web.json_response(await pipeline.chat(request.json, request.headers.get(REQUEST_ID_HEADER)))
+        answer = await pipeline.chat(request.json, request.headers.get(REQUEST_ID_HEADER))
+        if isinstance(answer, dict):
+            return web.json_response(answer)
+        return await self._stream(request, answer)
+
+    async def _stream(self, request: web.Request, stream: ChatStream) -> web.StreamResponse:
+        """Send a started chat stream as server-sent events (``serving/openai.py``), each chunk
+        written as it comes; a failure after the start is an error event. The request is
+        counted with ``stream.status`` once the stream ended."""
+        headers = {
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            REVISION_HEADER: self.config.revision,
+        }
+        response = web.StreamResponse(headers=headers)
+        async with contextlib.aclosing(stream):
+            try:
+                await response.prepare(request)
+                try:
+                    async for chunk in stream:
+                        await response.write(event(chunk))
+                    await response.write(DONE)
+                except ServingError as error:
+                    await response.write(event(error_object(error.status, str(error))))
+            except ConnectionResetError:  # the client left: closing the stream stops the upstream
+                log.info("chat stream closed by the client")
+        response[STREAMED_STATUS] = stream.status
+        return response
 
     async def openai_models(self, request: web.Request) -> web.Response:
         return web.json_response(model_list(self.config.name))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -57,6 +57,14 @@ class Adapter(abc.ABC):
     async def chat(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """An OpenAI-style chat completion; only language models have it."""
         raise NotSupported("this model takes tensors; chat completions need an llm model")
+
+    def chat_stream(self, request: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        """An OpenAI-style chat completion streamed: its ``chat.completion.chunk`` objects in
+        order; only language models have it."""
+        raise NotSupported("this model takes tensors; chat completions need an llm model")
+
+    not_ready_reason: str | None = None
+    """Why ``ready()`` last answered False, when the adapter knows (what its upstream answered)."""
 
     async def ready(self) -> bool:
         """Whether the model can answer now (remote adapters ask their upstream)."""

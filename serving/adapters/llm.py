@@ -1,25 +1,39 @@
 """A language model behind an OpenAI-compatible upstream (vLLM, TGI, llama.cpp, a hosted API),
 called with httpx. Our pod exposes the same chat endpoint, so safety filters, the audit log
 and the rollout's metrics sit between clients and the upstream; the Open Inference Protocol
-form takes ``text_input`` and answers ``text_output`` (one user message per row)."""
+form takes ``text_input`` and answers ``text_output`` (one user message per row).
+
+How the upstream's failures reach the client (``serving/errors.py``'s ``upstream_failure``):
+429 stays ``TooManyRequests`` and 503 ``Overloaded``, each with the upstream's ``Retry-After``;
+400, 413 and 422 are the client's request refused (400, with the upstream's reason); 401, 403
+(cutover's own upstream key refused), 404 (a wrong ``--upstream`` or ``--upstream-model``) and
+every other status are an ``UpstreamError`` (502) naming the cause. Transport failures are a 502
+whose message names the kind (timed out after N s, cannot connect, broke off the answer) and
+never comes out empty, and so is an answer that is not the JSON (or the event stream) asked for.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import httpx
 import numpy as np
 
-from ..errors import InvalidInput, UpstreamError
+from ..errors import InvalidInput, ServingError, UpstreamError, upstream_failure
 from .base import Adapter, TensorInfo
 
 READY_CACHE_SECONDS = 5.0
 
 
 class LLMAdapter(Adapter):
+    """Chat completions forwarded to the OpenAI-compatible server at ``url`` (with or without
+    its ``/v1``), as ``model``, with ``api_key`` as a bearer token; ``timeout`` (seconds) bounds
+    connecting and each read, so a stream may last longer as long as tokens keep coming."""
+
     platform = "openai_chat"
     inputs = (TensorInfo("text_input", "BYTES", (-1,)),)
     outputs = (TensorInfo("text_output", "BYTES", (-1,)),)
@@ -28,6 +42,7 @@ class LLMAdapter(Adapter):
         base = url.rstrip("/")
         self.base = base if base.endswith("/v1") else f"{base}/v1"
         self.model = model
+        self.timeout = timeout
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
             headers=headers, timeout=timeout, limits=httpx.Limits(max_connections=256, max_keepalive_connections=64)
@@ -39,26 +54,91 @@ class LLMAdapter(Adapter):
     def batchable(self) -> bool:
         return False
 
+    @property
+    def _name(self) -> str:
+        return f"the upstream {self.base}"
+
     async def load(self) -> None:
         if not await self.ready():
-            raise UpstreamError(f"the upstream {self.base} does not answer")
+            raise UpstreamError(self.not_ready_reason or f"{self._name} is not ready")
 
     async def chat(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """The upstream's chat completion for ``request`` (its ``model`` replaced by the
+        upstream's, ``stream`` off), answered as the client's model. Raises the errors of the
+        module docstring."""
         forwarded = {**request, "model": self.model, "stream": False}
         try:
             response = await self._client.post(f"{self.base}/chat/completions", json=forwarded)
         except httpx.HTTPError as error:
-            raise UpstreamError(f"upstream {self.base} unreachable: {error}") from None
-        if 400 <= response.status_code < 500:
-            raise InvalidInput(f"upstream refused the request ({response.status_code}): {response.text[:500]}")
+            raise self._transport_failure(error) from None
         if response.status_code != 200:
-            raise UpstreamError(f"upstream answered {response.status_code}: {response.text[:500]}")
+            raise self._refusal(response)
         try:
-            body: dict[str, Any] = response.json()
+            body = response.json()
         except ValueError:
-            raise UpstreamError("upstream answered with malformed JSON") from None
+            raise UpstreamError(f"{self._name} answered malformed JSON: {response.text[:200]!r}") from None
+        if not isinstance(body, dict):
+            raise UpstreamError(f"{self._name} answered JSON that is not a chat completion: {response.text[:200]!r}")
         body["model"] = request.get("model") or body.get("model")
         return body
+
+    async def chat_stream(self, request: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        """The upstream's chat completion for ``request`` streamed: each ``data:`` event's chunk
+        (``chat.completion.chunk``) as it arrives, until ``[DONE]``. ``stream_options`` (such
+        as ``include_usage``) go through as sent. Raises the errors of the module docstring,
+        before the first chunk for a refusal, or mid-stream (an ``error`` event, a chunk that is
+        not JSON, a connection that breaks off)."""
+        forwarded = {**request, "model": self.model, "stream": True}
+        try:
+            async with self._client.stream("POST", f"{self.base}/chat/completions", json=forwarded) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise self._refusal(response)
+                kind = response.headers.get("Content-Type", "")
+                if not kind.startswith("text/event-stream"):
+                    raise UpstreamError(f"{self._name} did not stream: it answered Content-Type {kind!r}")
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue  # blank separators, comments, event names
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    yield self._chunk(data, request)
+        except httpx.HTTPError as error:
+            raise self._transport_failure(error) from None
+        raise UpstreamError(f"{self._name} ended the stream without data: [DONE]: the answer may be cut short")
+
+    def _chunk(self, data: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        """One streamed chunk as the client gets it (named by the client's model)."""
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise UpstreamError(f"{self._name} streamed an event that is not JSON: {data[:200]!r}") from None
+        if not isinstance(chunk, dict):
+            raise UpstreamError(f"{self._name} streamed an event that is not a chunk: {data[:200]!r}")
+        if chunk.get("error"):
+            raise UpstreamError(f"{self._name} failed mid-stream: {_message(chunk)}")
+        chunk["model"] = request.get("model") or chunk.get("model")
+        return chunk
+
+    def _refusal(self, response: httpx.Response) -> ServingError:
+        """The error for an upstream answer that is not a 200 (``upstream_failure``'s mapping)."""
+        try:
+            message = _message(response.json())
+        except ValueError:
+            message = response.text[:500].strip()
+        return upstream_failure(self._name, response.status_code, message, response.headers.get("Retry-After"))
+
+    def _transport_failure(self, error: httpx.HTTPError) -> UpstreamError:
+        """A 502 naming how the upstream failed to answer; httpx's own message is often empty."""
+        detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        if isinstance(error, httpx.TimeoutException):
+            return UpstreamError(f"{self._name} timed out after {self.timeout:g} s ({detail})")
+        if isinstance(error, httpx.ConnectError):
+            return UpstreamError(f"cannot connect to {self._name} ({detail})")
+        if isinstance(error, httpx.TransportError):
+            return UpstreamError(f"{self._name} broke off the answer ({detail})")
+        return UpstreamError(f"{self._name} failed ({detail})")
 
     async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         prompts = inputs.get("text_input")
@@ -75,15 +155,41 @@ class LLMAdapter(Adapter):
         return {"text_output": texts.reshape(prompts.shape)}
 
     async def ready(self) -> bool:
+        """Whether ``GET /v1/models`` answers 2xx (asked at most every READY_CACHE_SECONDS); any
+        other answer leaves ``not_ready_reason`` saying why (credentials, a wrong path)."""
         now = time.monotonic()
         if now - self._ready_at > READY_CACHE_SECONDS:
+            url = f"{self.base}/models"
             try:
-                response = await self._client.get(f"{self.base}/models")
-                self._ready = response.status_code < 500
-            except httpx.HTTPError:
-                self._ready = False
+                response = await self._client.get(url)
+            except httpx.HTTPError as error:
+                self.not_ready_reason = str(self._transport_failure(error))
+            else:
+                self.not_ready_reason = None if response.is_success else _unready(url, response.status_code)
+            self._ready = self.not_ready_reason is None
             self._ready_at = now
         return self._ready
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _unready(url: str, status: int) -> str:
+    """Why an upstream that answered ``status`` to ``GET url`` cannot serve chat completions."""
+    if status in (401, 403):
+        return f"the upstream refused cutover's credentials ({status} from GET {url}): check its API key"
+    if status == 404:
+        return f"the upstream has no {url} (404): --upstream must be an OpenAI-compatible server's address"
+    return f"the upstream answered {status} to GET {url}"
+
+
+def _message(body: Any) -> str:
+    """The reason in an upstream's error body: OpenAI's ``{"error": {"message"}}``, TGI's
+    ``{"error": "..."}``, a bare ``{"message"}``, or the body itself in short."""
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+    return json.dumps(body)[:500]

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -24,14 +25,16 @@ from cutover.api.contract import GATEWAY_PORT, REQUEST_ID_HEADER
 
 from ..errors import InvalidInput, ServingError
 from ..http import json_errors, live, prometheus, readiness
+from ..openai import error_body, error_object, event
 from ..protocol import HEADER_LENGTH
 from .keys import DEFAULT_TIERS, ApiKey, Denied, KeyStore, Limiter, Tier, authorize, retry_after_header
 from .metrics import GatewayMetrics
 from .mirror import Mirrors, mirrored_copy
 from .proxy import Answer, Outgoing, Proxy, error_answer
 from .routing import Resolver, Route, RoutingTable, choose, for_version, mirrors_for
-from .upstream import Upstream
+from .upstream import Disconnected, Upstream
 
+log = logging.getLogger("cutover.gateway")
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept-Encoding", HEADER_LENGTH, REQUEST_ID_HEADER)
 """Content-Encoding is not among them: aiohttp decodes the body it names, and the decoded body is
 what goes on (with its own Content-Length)."""
@@ -164,7 +167,9 @@ class Gateway:
                 for mirror in mirrors:
                     self.mirrors.start(route, mirror, copy, live)
             answer = await self.proxy.forward(route, choice.backend, request)
-            if live is not None:
+            if live is not None and answer.stream is not None:
+                answer.live = live  # set once the stream has been sent on whole
+            elif live is not None:
                 live.set_result(answer)
             if choice.set_cookie is not None and answer.status < 500:
                 name, value = choice.set_cookie
@@ -176,7 +181,7 @@ class Gateway:
     # ---- HTTP ------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.max_request_bytes, middlewares=[json_errors()])
+        app = web.Application(client_max_size=self.config.max_request_bytes, middlewares=[json_errors(body=error_body)])
         app.router.add_get("/v2/health/live", live)
         app.router.add_get("/v2/health/ready", self.ready)
         app.router.add_get("/metrics", prometheus(self.metrics.registry))
@@ -253,26 +258,73 @@ class Gateway:
         sent = outgoing(request, body, idempotent=True)
         return _respond(await self.forward(route, sent, request.headers, request.cookies))
 
-    async def chat(self, request: web.Request) -> web.Response:
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        """An OpenAI chat completion, whole or streamed (sent on as it arrives); the gateway's
+        own errors here are OpenAI's error object, as the revisions' are."""
         body = await request_body(request)
         name = model_name(body)
         route = self.routes.get(name) if name is not None else None
         try:
             self._authorize(request, route, name)
         except Denied as denied:
-            return _refused(denied)
+            return _openai(_refusal(denied))
         if name is None:
-            return _respond(error_answer(400, "the request needs a JSON body with a model name"))
+            return _openai(error_answer(400, "the request needs a JSON body with a model name"))
         if route is None:
-            return _respond(error_answer(404, f"unknown model {name!r}"))
+            return _openai(error_answer(404, f"unknown model {name!r}"))
         sent = outgoing(request, body, idempotent=False)
-        return _respond(await self.forward(route, sent, request.headers, request.cookies))
+        answer = await self.forward(route, sent, request.headers, request.cookies)
+        if answer.stream is None:
+            return _openai(answer)
+        return await self._stream(request, answer)
+
+    async def _stream(self, request: web.Request, answer: Answer) -> web.StreamResponse:
+        """Send a streamed answer on piece by piece as the revision writes it. A revision that
+        breaks off, or is silent for ``backend_timeout`` seconds, ends it with an error event
+        (the status was sent with the first byte; the revision counts its own failure); a
+        client that leaves closes the revision's connection. The answer's mirrors get it whole
+        at the end."""
+        assert answer.stream is not None and answer.backend is not None
+        response = web.StreamResponse(status=answer.status, headers=answer.headers)
+        pieces: list[bytes] = []
+        status = answer.status
+        try:
+            await response.prepare(request)
+            try:
+                async for piece in answer.stream.pieces(self.config.backend_timeout):
+                    if answer.live is not None:
+                        pieces.append(piece)
+                    await response.write(piece)
+            except (Disconnected, TimeoutError) as error:
+                status = 504 if isinstance(error, TimeoutError) else 502
+                failure = f"revision {answer.backend.revision} {'went silent' if status == 504 else error} mid-stream"
+                log.warning("%s", failure)
+                await response.write(event(error_object(status, failure)))
+        except ConnectionResetError:
+            log.info("a client left a stream from revision %s", answer.backend.revision)
+        finally:
+            answer.stream.close()
+            if answer.live is not None:
+                answer.live.set_result(replace(answer, status=status, body=b"".join(pieces), stream=None))
+        return response
 
 
 def _refused(denied: Denied) -> web.Response:
     """401, 403, or 429 with the seconds until a token or the next day's quota."""
+    return _respond(_refusal(denied))
+
+
+def _refusal(denied: Denied) -> Answer:
     headers = {"Retry-After": retry_after_header(denied.retry_after)} if denied.retry_after else None
-    return _respond(error_answer(denied.status, str(denied), headers))
+    return error_answer(denied.status, str(denied), headers)
+
+
+def _openai(answer: Answer) -> web.Response:
+    """``answer``, with the gateway's own error (not a revision's answer) as OpenAI's error object."""
+    if answer.backend is None and answer.status >= 400:
+        body = error_object(answer.status, json.loads(answer.body)["error"])
+        answer = replace(answer, body=json.dumps(body).encode())
+    return _respond(answer)
 
 
 def _respond(answer: Answer) -> web.Response:

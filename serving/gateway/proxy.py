@@ -13,6 +13,10 @@ route's order not tried yet), else to the same one. A revision is healthy while 
 not open; an open breaker refuses the attempt at once with a 503 (reason ``open``), which is
 itself retried elsewhere.
 
+A streamed answer (an event stream: ``stream: true`` chat) is handed on at its headers, its body
+following as it arrives (``Answer.stream``); the retry decision is made on the status, before any
+byte reaches the client, so nothing is retried once the client has part of an answer.
+
 Nothing here knows HTTP servers: an ``Outgoing`` request goes in, an ``Answer`` comes out, and
 every failure is an answer with the status the client gets (502 unreachable or dropped, 503
 circuit open, 504 timed out) and a JSON error body.
@@ -20,6 +24,7 @@ circuit open, 504 timed out) and a JSON error body.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -34,7 +39,7 @@ from ..breaker import CircuitBreaker
 from ..protocol import HEADER_LENGTH
 from .metrics import GatewayMetrics
 from .routing import Backend, Route
-from .upstream import ConnectFailed, Disconnected, Upstream
+from .upstream import BodyStream, ConnectFailed, Disconnected, Upstream
 
 log = logging.getLogger("cutover.gateway")
 FORWARDED_RESPONSE_HEADERS = tuple(
@@ -77,6 +82,10 @@ class Answer:
     body: bytes
     headers: dict[str, str]
     backend: Backend | None
+    stream: BodyStream | None = None
+    """The body as it arrives, for a streamed answer (``body`` is empty then)."""
+    live: asyncio.Future[Answer] | None = None
+    """For a streamed answer that is mirrored: set with the whole answer once it was sent on."""
 
 
 def error_answer(status: int, message: str, headers: Mapping[str, str] | None = None) -> Answer:
@@ -150,6 +159,7 @@ class Proxy:
                 headers=outgoing.headers.items(),
                 body=outgoing.body,
                 timeout=self.settings.backend_timeout,
+                stream=True,
             )
         except ConnectFailed as error:
             message = f"revision {backend.revision} unreachable: {error}"
@@ -174,7 +184,7 @@ class Proxy:
         # One without it is a refusal that another attempt would repeat (a SafetyPolicy that
         # cannot be applied, failClosed) or one that must not be dodged by asking another revision.
         shed = status == 503 and "Retry-After" in out
-        return Answer(status, response.body, out, backend), RetryReason.SHED if shed else None
+        return Answer(status, response.body, out, backend, response.stream), RetryReason.SHED if shed else None
 
     def _failed(
         self, route: Route, backend: Backend, breaker: CircuitBreaker, status: int, message: str, started: float

@@ -7,6 +7,11 @@ body), and on a small model that cost is most of what the gateway adds (benchmar
 This client keeps idle connections per origin, writes the request in one call and parses the
 answer with httptools (the C parser uvicorn uses).
 
+An answer whose Content-Type is ``text/event-stream`` (a streamed chat completion) is handed
+over when its headers arrive, when the caller asked for that (``stream=True``): its body comes
+piece by piece as the revision writes it (:class:`BodyStream`), so the client gets each event
+without the gateway buffering the answer. Every other answer is read whole.
+
 Answers must carry Content-Length or chunked encoding, as every server the gateway routes to does;
 one delimited only by closing the connection counts as dropped. An answer to HEAD carries the
 headers of the GET answer (Content-Length included) and never a body; the parser cannot be told
@@ -22,12 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
+
+EVENT_STREAM = "text/event-stream"
 
 
 class UpstreamError(Exception):
@@ -42,12 +49,55 @@ class Disconnected(UpstreamError):
     """The connection broke, or the answer was malformed, after the request was sent."""
 
 
+class BodyStream:
+    """The body of an answer handed over before it has arrived: iterate :meth:`pieces` for its
+    bytes as they come, and :meth:`close` when done (a body abandoned before its end closes the
+    connection, which is out of step with it)."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self._connection = connection
+        self._pieces: asyncio.Queue[bytes | UpstreamError | None] = asyncio.Queue()
+        self.ended = False
+        """Whether the body ended, failed or was abandoned."""
+
+    def feed(self, data: bytes) -> None:
+        self._pieces.put_nowait(data)
+
+    def end(self) -> None:
+        self.ended = True
+        self._pieces.put_nowait(None)
+
+    def fail(self, error: UpstreamError) -> None:
+        if not self.ended:
+            self.ended = True
+            self._pieces.put_nowait(error)
+
+    async def pieces(self, timeout: float) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive. Raises ``Disconnected`` when the connection breaks
+        before the body ends, ``TimeoutError`` when nothing arrives for ``timeout`` seconds."""
+        while True:
+            async with asyncio.timeout(timeout):
+                piece = await self._pieces.get()
+            if piece is None:
+                return
+            if isinstance(piece, UpstreamError):
+                raise piece
+            yield piece
+
+    def close(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self._connection.close()
+
+
 @dataclass
 class Response:
     status: int
     headers: dict[str, str]
     """Lower-case names; a repeated header keeps its last value."""
     body: bytes
+    stream: BodyStream | None = None
+    """The body as it arrives, for an event stream asked for with ``stream=True`` (``body`` is empty then)."""
 
 
 class _Connection(asyncio.Protocol):
@@ -66,6 +116,10 @@ class _Connection(asyncio.Protocol):
         self._status = 0
         self._bodiless = False
         """Whether the answer in progress ends with its headers (the request was HEAD)."""
+        self._streams = False
+        """Whether an event-stream answer in progress may be handed over at its headers."""
+        self._stream: BodyStream | None = None
+        """The body of the answer in progress, when it was handed over at its headers."""
 
     # ---- asyncio.Protocol --------------------------------------------------------------------
 
@@ -92,6 +146,14 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
+        if self._streams and self._status == 200 and self._headers.get("content-type", "").startswith(EVENT_STREAM):
+            waiter, self._waiter = self._waiter, None
+            self._stream = BodyStream(self)
+            response = Response(self._status, self._headers, b"", self._stream)
+            self._headers = {}
+            if waiter is not None and not waiter.done():
+                waiter.set_result(response)
+            return
         if self._bodiless and self._status >= 200:
             # The parser would wait for the Content-Length bytes a HEAD answer announces but never
             # sends: the answer ends here, and the connection, out of step with its parser, closes.
@@ -103,9 +165,20 @@ class _Connection(asyncio.Protocol):
                 waiter.set_result(response)
 
     def on_body(self, body: bytes) -> None:
-        self._body.append(body)
+        if self._stream is not None:
+            self._stream.feed(body)
+        else:
+            self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.end()
+            if self._parser.should_keep_alive() and not self.closed:
+                self._pool._release(self)
+            else:
+                self.close()
+            return
         waiter, self._waiter = self._waiter, None
         response = Response(self._status, self._headers, b"".join(self._body))
         self._headers, self._body = {}, []
@@ -120,11 +193,15 @@ class _Connection(asyncio.Protocol):
 
     # ---- use -----------------------------------------------------------------------------------
 
-    def send(self, head: bytes, body: bytes, *, bodiless: bool = False) -> asyncio.Future[Response]:
-        """Write one request; ``bodiless`` when its answer has no body whatever its headers say (HEAD)."""
+    def send(
+        self, head: bytes, body: bytes, *, bodiless: bool = False, stream: bool = False
+    ) -> asyncio.Future[Response]:
+        """Write one request; ``bodiless`` when its answer has no body whatever its headers say
+        (HEAD); ``stream`` when an event-stream answer may be handed over at its headers."""
         assert self.transport is not None and self._waiter is None
         self._waiter = asyncio.get_running_loop().create_future()
         self._bodiless = bodiless
+        self._streams = stream
         if len(body) < 65536:
             self.transport.write(head + body)  # one segment for the usual small request
         else:
@@ -134,6 +211,9 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, error: UpstreamError) -> None:
         self.close()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.fail(error)
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
@@ -168,8 +248,11 @@ class Upstream:
         headers: Iterable[tuple[str, str]] = (),
         body: bytes = b"",
         timeout: float,
+        stream: bool = False,
     ) -> Response:
-        """``url`` is the origin (``http://host:port``), ``path`` the path and query to ask for."""
+        """``url`` is the origin (``http://host:port``), ``path`` the path and query to ask for;
+        ``timeout`` bounds the whole answer, or with ``stream`` an event stream's headers (its
+        body then comes through ``Response.stream``)."""
         async with asyncio.timeout(timeout):
             connection = await self._acquire(url)
             # Back to the bytes the client sent: aiohttp's server decodes them as UTF-8 with
@@ -178,7 +261,7 @@ class Upstream:
             lines += [f"{name}: {value}\r\n".encode("utf-8", "surrogateescape") for name, value in headers]
             lines.append(f"Content-Length: {len(body)}\r\n\r\n".encode("ascii"))
             try:
-                return await connection.send(b"".join(lines), body, bodiless=method.upper() == "HEAD")
+                return await connection.send(b"".join(lines), body, bodiless=method.upper() == "HEAD", stream=stream)
             except BaseException:
                 connection.close()  # cancelled or timed out mid-answer: never reuse it
                 raise

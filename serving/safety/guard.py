@@ -34,7 +34,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -44,7 +44,8 @@ from ..errors import CrisisEscalated, InvalidInput, SafetyBlocked, SafetyUnavail
 from ..metrics import SafetyMetrics
 from .base import Direction
 from .escalation import Escalation, Escalator, Outcome
-from .policy import Policy, Screening
+from .policy import STRENGTH, Hit, Policy, Screening
+from .stream import HeldText
 from .texts import Texts, chat_request_texts, chat_response_texts, tensor_texts
 
 log = logging.getLogger("cutover.serving.safety")
@@ -200,6 +201,100 @@ class Guard:
             return crisis_completion(self.model, policy.crisis_message, response)
         return texts.put(screening.texts) if screening.changed else response
 
+    async def chat_stream(
+        self,
+        policy: Policy,
+        chunks: AsyncIterator[dict[str, Any]],
+        request_id: str,
+        found: list[dict[str, Any]],
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Screen a streamed chat completion (its ``chat.completion.chunk`` objects) and yield
+        the chunks as the client should see them. Each choice's content is held back and
+        released a piece at a time (``stream.py``), each piece screened before it is sent,
+        redacted where the action is ``redact``; an advice ``disclaimer`` comes once, at the end
+        of its choice. Logprobs are dropped (they spell out the held-back tokens); tool calls and
+        other fields go on as they come.
+
+        One decision per request, as for a whole answer: the pieces' findings are counted
+        together, once (at most one violation per filter), when the stream ends, is stopped, or
+        is closed. ``block`` stops the stream by raising ``SafetyBlocked``, ``escalate`` (after
+        notifying) by raising ``CrisisEscalated``, a failure under ``failClosed`` by raising
+        ``SafetyUnavailable``; what was released before stays released. Closing this generator
+        does not close ``chunks``."""
+        if not policy.rules_for("output"):
+            async for chunk in chunks:
+                yield chunk
+            return
+        held: dict[int, HeldText] = {}
+        disclaimed: set[int] = set()
+        screened: list[Screening] = []
+        size = 0
+
+        async def release(index: int, piece: str) -> str:
+            nonlocal size
+            size += len(piece)
+            if size > self.max_characters:
+                reason = f"the answer has over {self.max_characters} characters of text, more than the filters read"
+                screening = policy.unscreened("output", (piece,), reason)
+            else:
+                screening = await self._read(policy, "output", (piece,), None)
+            screened.append(screening)
+            if screening.decision in ("block", "escalate") or (screening.failures and policy.fail_closed):
+                stopped = _merged(screened)
+                screened.clear()
+                self._record(policy, stopped, request_id, found)
+                self._verdict(policy, stopped)
+                raise CrisisEscalated(policy.crisis_message)
+            (text,) = screening.texts
+            tail = f"\n\n{policy.disclaimer}"
+            if policy.disclaimer and text.endswith(policy.disclaimer) and not piece.endswith(policy.disclaimer):
+                disclaimed.add(index)
+                text = text.removesuffix(tail) if text.endswith(tail) else ""
+            return text
+
+        try:
+            last: dict[str, Any] | None = None
+            async for chunk in chunks:
+                last = chunk
+                choices = chunk.get("choices")
+                if not isinstance(choices, list) or not choices:
+                    yield chunk  # the usage chunk
+                    continue
+                passed = []
+                for choice in choices:
+                    if not isinstance(choice, dict):
+                        continue
+                    index = choice.get("index", 0)
+                    index = index if isinstance(index, int) else 0
+                    delta: dict[str, Any] = choice["delta"] if isinstance(choice.get("delta"), dict) else {}
+                    content = delta.get("content")
+                    finished = choice.get("finish_reason") is not None
+                    piece = held.setdefault(index, HeldText()).add(
+                        content if isinstance(content, str) else "", finished
+                    )
+                    text = await release(index, piece) if piece else ""
+                    if finished and index in disclaimed:
+                        text += f"\n\n{policy.disclaimer}"
+                    out = {key: value for key, value in delta.items() if key != "content"}
+                    if text:
+                        out["content"] = text
+                    if out or finished:
+                        passed.append({**choice, "delta": out, "logprobs": None})
+                if passed:
+                    yield {**chunk, "choices": passed}
+            rest = [(index, text.add("", final=True)) for index, text in held.items()]
+            released = [(index, await release(index, piece) if piece else "") for index, piece in rest]
+            released = [(i, t + f"\n\n{policy.disclaimer}" if i in disclaimed else t) for i, t in released]
+            if any(text for _, text in released):
+                head = {key: value for key, value in (last or {}).items() if key not in ("choices", "usage")}
+                yield {
+                    **head,
+                    "choices": [{"index": i, "delta": {"content": t}, "finish_reason": None} for i, t in released if t],
+                }
+        finally:
+            if screened:  # ended, or closed early: count what was read, once
+                self._record(policy, _merged(screened), request_id, found)
+
     async def tensors(
         self,
         policy: Policy,
@@ -223,7 +318,17 @@ class Guard:
         self, policy: Policy, direction: Direction, texts: Texts[Carrier], request_id: str, found: list[dict[str, Any]]
     ) -> Screening:
         """Screen, count, audit, notify; raise for ``block`` and fail-closed failures."""
-        size = max(sum(map(len, texts.texts)), sum(map(len, texts.classified or ())))
+        screening = await self._read(policy, direction, texts.texts, texts.classified)
+        self._record(policy, screening, request_id, found)
+        self._verdict(policy, screening)
+        return screening
+
+    async def _read(
+        self, policy: Policy, direction: Direction, texts: tuple[str, ...], classified: tuple[str, ...] | None
+    ) -> Screening:
+        """The policy's screening of ``texts``, on a worker thread when they are long; nothing
+        counted yet. Raises ``InvalidInput`` for an input over ``max_characters``."""
+        size = max(sum(map(len, texts)), sum(map(len, classified or ())))
         if size > self.max_characters:
             if direction == "input":
                 raise InvalidInput(
@@ -231,12 +336,17 @@ class Guard:
                     f"this one has {size}"
                 )
             reason = f"the answer has {size} characters of text, over the {self.max_characters} the filters read"
-            screening = policy.unscreened(direction, texts.texts, reason)
-        elif size > OFF_LOOP_CHARACTERS:
-            screening = await asyncio.to_thread(policy.screen, direction, texts.texts, texts.classified)
-        else:
-            screening = policy.screen(direction, texts.texts, texts.classified)
+            return policy.unscreened(direction, texts, reason)
+        if size > OFF_LOOP_CHARACTERS:
+            return await asyncio.to_thread(policy.screen, direction, texts, classified)
+        return policy.screen(direction, texts, classified)
+
+    def _record(self, policy: Policy, screening: Screening, request_id: str, found: list[dict[str, Any]]) -> None:
+        """Count one request's screening in one direction (checks, at most one violation per
+        filter, time, failures), add its hits to the audit record ``found``, and notify an
+        escalation."""
         metrics = self.metrics
+        direction = screening.scope
         for name, seconds in screening.seconds:
             metrics.took(name, seconds)
         for name in screening.checked:
@@ -249,6 +359,12 @@ class Guard:
             log.error(
                 "safety filter %s failed on request %s (%s): %s", failure.filter, request_id, direction, failure.error
             )
+        if screening.decision == "escalate" and not (screening.failures and policy.fail_closed):
+            self._escalate(policy, screening, request_id)
+
+    @staticmethod
+    def _verdict(policy: Policy, screening: Screening) -> None:
+        """Raise ``SafetyUnavailable`` for a failure under ``failClosed``, ``SafetyBlocked`` for ``block``."""
         if screening.failures and policy.fail_closed:
             names = ", ".join(sorted({f.filter for f in screening.failures}))
             raise SafetyUnavailable(
@@ -256,9 +372,6 @@ class Guard:
             )
         if screening.decision == "block":
             raise SafetyBlocked(policy.block_message)
-        if screening.decision == "escalate":
-            self._escalate(policy, screening, request_id)
-        return screening
 
     def _escalate(self, policy: Policy, screening: Screening, request_id: str) -> None:
         crisis = [hit for hit in screening.violations() if hit.filter == "crisis"]
@@ -304,3 +417,33 @@ def crisis_completion(model: str, message: str, response: Mapping[str, Any] | No
         "choices": [{"index": 0, **choice}],
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
     }
+
+
+def _merged(screenings: list[Screening]) -> Screening:
+    """The screenings of one stream's pieces as one screening of the whole answer: the strongest
+    decision, each (filter, category) at its highest score, each filter checked and failed once,
+    its time summed."""
+    hits: dict[tuple[str, str], Hit] = {}
+    seconds: dict[Any, float] = {}
+    checked: dict[Any, None] = {}
+    failures: dict[Any, Any] = {}
+    for screening in screenings:
+        for hit in screening.hits:
+            key = (hit.filter, hit.category)
+            if key not in hits or hit.score > hits[key].score:
+                hits[key] = hit
+        for name, took in screening.seconds:
+            seconds[name] = seconds.get(name, 0.0) + took
+        checked.update(dict.fromkeys(screening.checked))
+        for failure in screening.failures:
+            failures.setdefault(failure.filter, failure)
+    decisions = {screening.decision for screening in screenings}
+    return Screening(
+        "output",
+        next((action for action in STRENGTH if action in decisions), "pass"),
+        (),
+        hits=tuple(hits.values()),
+        checked=tuple(checked),
+        failures=tuple(failures.values()),
+        seconds=tuple(seconds.items()),
+    )

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
+from cutover.serving.gateway.app import Gateway, GatewayConfig
 from cutover.serving.gateway.keys import secret_manifest
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
+
+
+def openai_error(body: Any) -> str:
+    """The message of an OpenAI error object (``{"error": {"message", "type", "param", "code"}}``,
+    what ``/v1`` routes answer), after checking its shape."""
+    assert isinstance(body, dict) and set(body["error"]) == {"message", "type", "param", "code"}, body
+    message = body["error"]["message"]
+    assert isinstance(message, str) and message
+    return message
 
 
 class Serving:
@@ -139,3 +155,34 @@ def key_secret(name: str, key: str, tier: str, **extra: str) -> dict[str, Any]:
         "metadata": manifest["metadata"],
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
     }
+
+
+@contextmanager
+def threaded_gateway(model: str, url: str, **config: Any) -> Iterator[tuple[str, Gateway]]:
+    """`cutover gateway`'s app on its own event loop and thread, routing all of ``model``'s
+    traffic to the serving process at ``url`` (one stable revision, no keys needed unless
+    ``config`` says ``auth=True``); yields its base URL and the gateway."""
+    loop = asyncio.new_event_loop()
+    gateway = Gateway(GatewayConfig(**{"auth": False, **config}))
+    gateway.unlisted = set()
+    gateway.set_resolver(lambda namespace, service: url)
+    traffic = [{"revision": "a", "role": "stable", "weight": 100, "service": f"{model}-a"}]
+    deployment = {"metadata": {"namespace": "tests", "name": model}, "spec": {"model": {"name": model}}}
+    gateway.replace_deployments([{**deployment, "status": {"traffic": traffic}}])
+    runner = web.AppRunner(gateway.app(), access_log=None)
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", gateway
+    finally:
+
+        async def stop() -> None:
+            await runner.cleanup()
+            await gateway.close()
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()

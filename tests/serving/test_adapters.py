@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import tritonclient.http as httpclient
 from cutover.serving import sample_models
 from tests.support.waiting import wait_until
 
-from .support import Serving
+from .support import Serving, openai_error
 
 INPUTS = json.dumps([{"name": "input", "datatype": "FP32", "shape": [-1, 4]}])
 OUTPUTS = json.dumps([{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}])
@@ -124,36 +125,83 @@ def test_triton_adapter_forwards_to_an_upstream_server(tmp_path: Path, onnx_good
 
 
 class ChatUpstream(http.server.BaseHTTPRequestHandler):
-    """An OpenAI-compatible chat server that answers with a fixed text, as a vLLM would."""
+    """An OpenAI-compatible chat server, as a vLLM would be: it answers ``reply``, or the text
+    after ``say:`` in the last message, whole or streamed a word per event (with a usage chunk
+    when ``stream_options.include_usage`` asks), and ``GET /v1/models`` (any other path is a
+    404). A last message naming a fault gets it: ``[429]`` rate-limited with ``Retry-After: 7``,
+    ``[401]`` the API key refused, ``[slow]`` an answer after 3 s, ``[broken]`` an error event
+    after the first word of a stream, ``[cut]`` a stream that ends after it without [DONE],
+    ``[hold]`` a stream that waits after it until ``release`` is set. The key ``sk-revoked``
+    is refused (401) everywhere."""
 
     reply = "Write to jane.doe@example.com for help."
     seen: list[dict[str, Any]] = []
+    release = threading.Event()
 
     def do_GET(self) -> None:
-        self._send(200, {"object": "list", "data": [{"id": "tiny-llm"}]})
+        if self.headers.get("Authorization") == "Bearer sk-revoked":
+            self._send(401, {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}})
+        elif self.path == "/v1/models":
+            self._send(200, {"object": "list", "data": [{"id": "tiny-llm"}]})
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         ChatUpstream.seen.append({"body": body, "authorization": self.headers.get("Authorization")})
+        last = str(body["messages"][-1].get("content"))
         if body.get("max_tokens") == -1:
             self._send(400, {"error": {"message": "max_tokens must be positive"}})
-            return
-        message = {"role": "assistant", "content": self.reply}
-        self._send(
-            200,
-            {
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "model": body["model"],
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            },
-        )
+        elif "[429]" in last:
+            error = {"message": "Rate limit reached for requests", "type": "requests", "code": "rate_limit_exceeded"}
+            self._send(429, {"error": error}, {"Retry-After": "7"})
+        elif "[401]" in last:
+            self._send(401, {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}})
+        else:
+            if "[slow]" in last:
+                time.sleep(3)
+            reply = last.partition("say:")[2].strip() or self.reply
+            if body.get("stream"):
+                self._stream(body, reply, last)
+                return
+            message = {"role": "assistant", "content": reply}
+            choice = {"index": 0, "message": message, "finish_reason": "stop"}
+            self._send(
+                200, {"id": "chatcmpl-1", "object": "chat.completion", "model": body["model"], "choices": [choice]}
+            )
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
+    def _stream(self, body: dict[str, Any], reply: str, last: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()  # HTTP/1.0: the body ends when the connection closes
+        head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": body["model"]}
+        words = reply.split(" ")
+        deltas = [{"role": "assistant", "content": ""}] + [
+            {"content": w if i == 0 else f" {w}"} for i, w in enumerate(words)
+        ]
+        events = [{**head, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+        if "[broken]" in last or "[cut]" in last:
+            events = events[:2] + ([{"error": {"message": "CUDA out of memory"}}] if "[broken]" in last else [])
+        else:
+            events.append({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage = {"prompt_tokens": 3, "completion_tokens": len(words), "total_tokens": 3 + len(words)}
+                events.append({**head, "choices": [], "usage": usage})
+        for sent, event in enumerate(events):
+            if sent == 2 and "[hold]" in last:
+                ChatUpstream.release.wait(30)
+            self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            self.wfile.flush()
+        if "[cut]" not in last and "[broken]" not in last:
+            self.wfile.write(b"data: [DONE]\n\n")
+
+    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -161,7 +209,7 @@ class ChatUpstream(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def chat_upstream() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ChatUpstream)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -198,9 +246,9 @@ def test_llm_chat_is_forwarded_audited_and_redacted(
         record = json.loads(line.splitlines()[-1])
         assert "jane.doe@example.com" not in line and "[REDACTED:email]" in json.dumps(record["outputs"])
         status, error = serving.post("/v1/chat/completions", {**request, "max_tokens": -1})
-        assert status == 400 and "max_tokens must be positive" in error["error"]
+        assert status == 400 and "max_tokens must be positive" in openai_error(error)
         status, error = serving.post("/v1/chat/completions", {"messages": "hi"})
-        assert status == 400 and "messages" in error["error"]
+        assert status == 400 and "messages" in openai_error(error)
         body = {"inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1], "data": ["hello"]}]}
         status, answer = serving.post("/v2/models/assistant/infer", body)
         assert status == 200 and answer["outputs"][0]["data"] == [ChatUpstream.reply]
@@ -212,7 +260,7 @@ def test_chat_on_a_tensor_model_is_a_clear_404(tmp_path: Path, onnx_good: Path) 
     serving = Serving(tmp_path, "--format", "onnx", "--model-uri", str(onnx_good)).start()
     try:
         status, error = serving.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})
-        assert status == 404 and "takes tensors" in error["error"]
+        assert status == 404 and "takes tensors" in openai_error(error)
     finally:
         serving.stop()
 

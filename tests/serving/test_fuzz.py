@@ -77,7 +77,10 @@ def check(status: int, body: bytes) -> None:
     assert status < 500, f"{status}: {body[:300]!r}"
     if status >= 400:
         error = json.loads(body)
-        assert isinstance(error, dict) and isinstance(error.get("error"), str) and error["error"]
+        assert isinstance(error, dict), error
+        reason = error.get("error")  # OpenAI's error object on /v1, {"error": "..."} on /v2
+        reason = reason.get("message") if isinstance(reason, dict) else reason
+        assert isinstance(reason, str) and reason
 
 
 json_values = st.recursive(

@@ -58,6 +58,7 @@ class FakeUpstream(Upstream):
         headers: Iterable[tuple[str, str]] = (),
         body: bytes = b"",
         timeout: float,
+        stream: bool = False,
     ) -> Response:
         self.sent.append((method, url, path))
         return self.behaviour[url]()

@@ -69,7 +69,12 @@ async def test_once_loaded_answers_and_errors_are_json_named_by_revision_and_cou
     }
     assert (await answers["ok"].json())["outputs"][0]["name"] == "probabilities"
     assert (await answers["route"].json()) == {"error": "Not Found"}
-    assert "chat completions need an llm model" in (await answers["chat"].json())["error"]
+    assert (await answers["chat"].json())["error"] == {
+        "message": "this model takes tensors; chat completions need an llm model",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "model_not_found",
+    }
     assert {answer.headers[REVISION_HEADER] for answer in answers.values()} == {"rev-1"}
     assert (await client.get("/v2/health/ready")).status == 200
     assert "cutover_serving_requests_total" in await (await client.get("/metrics")).text()

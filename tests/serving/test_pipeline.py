@@ -319,7 +319,7 @@ async def _malformed_json() -> Any:
         (Chat(), json_body({"messages": []}), InvalidInput, 400, "messages must be a non-empty list"),
         (Chat(), json_body({"messages": [{"role": "robot"}]}), InvalidInput, 400, r"messages\[0\] needs a role"),
         (Chat(), json_body({"model": "gpt", "messages": [{"role": "user"}]}), ModelNotFound, 404, "unknown model"),
-        (Chat(), json_body({"stream": True, "messages": [{"role": "user"}]}), InvalidInput, 400, "stream: true"),
+        (Chat(), json_body({"stream": "yes", "messages": [{"role": "user"}]}), InvalidInput, 400, "stream must be"),
         (Classifier(), json_body({"messages": [{"role": "user"}]}), NotSupported, 404, "chat completions need"),
         (Chat(ConnectionError("reset")), json_body({"messages": [{"role": "user"}]}), UpstreamError, 502, "reset"),
     ],

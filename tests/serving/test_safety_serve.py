@@ -30,7 +30,7 @@ from tests.support.waiting import wait_until
 
 from . import safety_fakes
 from .safety_fakes import fake_builders
-from .support import Serving
+from .support import Serving, openai_error
 from .test_pipeline import LABELS, Chat, config
 from .test_safety_policy import document
 
@@ -153,7 +153,7 @@ async def test_over_http_no_policy_is_503_and_not_ready_then_the_policy_answers(
 
     refused = await client.post(CHAT, json=said("hi"))
     ready = await client.get("/v2/health/ready")
-    assert refused.status == 503 and "no safety policy can be applied" in (await refused.json())["error"]
+    assert refused.status == 503 and "no safety policy can be applied" in openai_error(await refused.json())
     assert (
         ready.status == 503
         and "no safety policy applied: cannot read the safety policy" in (await ready.json())["error"]
@@ -169,11 +169,11 @@ async def test_over_http_no_policy_is_503_and_not_ready_then_the_policy_answers(
         and (await answer.json())["choices"][0]["message"]["content"] == "echo: mail [REDACTED:email]"
     )
     blocked = await client.post(CHAT, json=said("you idiot"))
-    assert blocked.status == 422 and await blocked.json() == {"error": "Refused by policy."}
+    assert blocked.status == 422 and openai_error(await blocked.json()) == "Refused by policy."
     failed = await client.post(CHAT, json=said("BOOM"))
-    assert failed.status == 503 and "failClosed" in (await failed.json())["error"]
+    assert failed.status == 503 and "failClosed" in openai_error(await failed.json())
     deep = await client.post(CHAT, data="[" * 200_000 + "]" * 200_000)
-    assert deep.status == 400 and "nested too deeply" in (await deep.json())["error"]
+    assert deep.status == 400 and "nested too deeply" in openai_error(await deep.json())
     metrics = await (await client.get("/metrics")).text()
     assert (
         'cutover_serving_requests_total{code="422",model="classifier",namespace="tests",revision="rev-1"} 1.0'
@@ -304,7 +304,7 @@ def test_cutover_serve_follows_its_policy_file_with_the_real_pii_filter(tmp_path
         )
         assert status == 503 and "no safety policy applied: cannot read the safety policy" in answer["error"]
         status, answer = serving.post("/v1/chat/completions", said("hi"))
-        assert status == 503 and "no safety policy can be applied" in answer["error"]
+        assert status == 503 and "no safety policy can be applied" in openai_error(answer)
 
         volume.write(document(generation=4, pii={"entities": ["email", "creditCard"]}))
         wait_until(lambda: serving.get("/v2/health/ready")[0] == 200, 30, "the policy to apply")
@@ -331,7 +331,7 @@ def test_cutover_serve_follows_its_policy_file_with_the_real_pii_filter(tmp_path
         volume.write(document(generation=5, pii={"action": "block"}, blockMessage="No personal data, please."))
         wait_until(lambda: 'generation="5"' in serving.metrics(), 30, "generation 5 to apply")
         status, answer = serving.post("/v1/chat/completions", said("hello"))
-        assert status == 422 and answer == {"error": "No personal data, please."}
+        assert status == 422 and openai_error(answer) == "No personal data, please."
         assert "cutover_safety_policy_info{" in serving.metrics() and 'generation="4"' not in serving.metrics()
     finally:
         serving.stop()

@@ -1,0 +1,215 @@
+"""The ``openai`` Python client as LLM application developers call cutover: chat completions whole
+and streamed (server-sent events) against a real `cutover serve` in front of an OpenAI-compatible
+upstream, and through the gateway; a SafetyPolicy on a stream (redacted in place, stopped
+mid-stream with its blockMessage); the upstream's faults (429, refused credentials, a timeout, a
+stream that breaks off) as the client sees them; and readiness that asks the upstream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from cutover.serving.adapters.llm import LLMAdapter
+from tests.support.waiting import wait_until
+
+from .support import Serving, threaded_gateway
+from .test_adapters import ChatUpstream, chat_upstream
+from .test_safety_policy import document
+
+__all__ = ["chat_upstream"]  # the fixture, used by name
+
+MODEL = "assistant"
+GUARDED = "guarded"
+
+
+def said(text: str) -> list[Any]:
+    return [{"role": "user", "content": text}]
+
+
+def llm(workdir: Path, upstream: str, name: str, *args: str) -> Serving:
+    audit = workdir / f"{name}-audit.jsonl"
+    return Serving(
+        workdir, "--format", "llm", "--upstream", upstream, "--upstream-model", "tiny-llm", "--audit-log", str(audit),
+        *args, name=name,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, chat_upstream: str) -> Iterator[Serving]:
+    serving = llm(tmp_path_factory.mktemp("openai"), chat_upstream, MODEL, "--upstream-timeout", "2").start()
+    yield serving
+    serving.stop()
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory, chat_upstream: str) -> Iterator[Serving]:
+    """An llm revision whose SafetyPolicy (the real filters) redacts emails from answers and
+    blocks toxic answers; neither reads the request, so the upstream is told what to say."""
+    workdir = tmp_path_factory.mktemp("guarded")
+    spec = {
+        "pii": {"entities": ["email"], "scope": "outputs"},
+        "toxicity": {"action": "block", "scope": "outputs"},
+        "blockMessage": "Not under this policy.",
+    }
+    policy = workdir / "policy.json"
+    policy.write_text(json.dumps(document(**spec)))
+    serving = llm(workdir, chat_upstream, GUARDED, "--safety-policy", str(policy)).start()
+    yield serving
+    serving.stop()
+
+
+@pytest.fixture(scope="module")
+def gateways(served: Serving, guarded: Serving) -> Iterator[dict[str, str]]:
+    """A gateway in front of each revision; faults must not open its circuit for the tests after."""
+    with (
+        threaded_gateway(MODEL, served.url, breaker_failures=1000) as (plain, _),
+        threaded_gateway(GUARDED, guarded.url, breaker_failures=1000) as (safe, _),
+    ):
+        yield {MODEL: plain, GUARDED: safe}
+
+
+@pytest.fixture(params=["serve", "gateway"])
+def via(request: pytest.FixtureRequest, served: Serving, guarded: Serving, gateways: dict[str, str]) -> str:
+    return str(request.param)
+
+
+def client(via: str, serving: Serving, gateways: dict[str, str]) -> openai.OpenAI:
+    base = serving.url if via == "serve" else gateways[serving.name]
+    return openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=20)
+
+
+def text_of(chunks: list[Any]) -> str:
+    return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+
+
+def test_whole_and_streamed_answers_reach_the_client_event_by_event(
+    via: str, served: Serving, gateways: dict[str, str]
+) -> None:
+    chat = client(via, served, gateways).chat.completions
+    audit = Path(served.args[served.args.index("--audit-log") + 1])
+    audited = len(audit.read_text().splitlines()) if audit.exists() else 0
+
+    whole = chat.create(model=MODEL, messages=said("hello"))
+    chunks = list(chat.create(model=MODEL, messages=said("hello"), stream=True, stream_options={"include_usage": True}))
+
+    assert whole.choices[0].message.content == ChatUpstream.reply and whole.model == MODEL
+    assert text_of(chunks) == ChatUpstream.reply
+    words = [chunk.choices[0].delta.content for chunk in chunks if chunk.choices and chunk.choices[0].delta.content]
+    assert len(words) == len(ChatUpstream.reply.split(" "))  # as the upstream sent them, not gathered
+    assert chunks[0].choices[0].delta.role == "assistant" and {chunk.model for chunk in chunks} == {MODEL}
+    assert [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 8
+    forwarded = ChatUpstream.seen[-1]["body"]
+    assert forwarded["stream"] is True and forwarded["stream_options"] == {"include_usage": True}
+    assert forwarded["model"] == "tiny-llm"
+    records = wait_until(lambda: len(lines := audit.read_text().splitlines()) >= audited + 2 and lines, 10, "records")
+    streamed = json.loads(records[-1])  # one record for the stream, written at its end with its content
+    assert len(records) == audited + 2 and streamed["status"] == 200
+    assert streamed["outputs"] == {"content": "Write to [REDACTED:email] for help."}  # the audit log's own redaction
+
+
+def test_each_event_is_sent_on_as_it_comes(via: str, served: Serving, gateways: dict[str, str]) -> None:
+    """The upstream holds the rest of its answer until the client has the first word: a server or
+    gateway that gathered the stream before sending it would never give the client that word."""
+    ChatUpstream.release.clear()
+    stream = client(via, served, gateways).chat.completions.create(
+        model=MODEL, messages=said("[hold] say: one two three"), stream=True
+    )
+    chunks = iter(stream)
+    first = next(chunk for chunk in chunks if chunk.choices and chunk.choices[0].delta.content)
+    ChatUpstream.release.set()
+
+    assert first.choices[0].delta.content == "one"
+    assert text_of(list(chunks)) == " two three"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_faults_reach_the_client_with_a_faithful_status_and_reason(
+    via: str, stream: bool, served: Serving, gateways: dict[str, str]
+) -> None:
+    """Once a 400 for all of them (429 and refused credentials blamed on the caller), and a
+    timeout with an empty reason; the openai client showed only "Error code: 400"."""
+    chat = client(via, served, gateways).chat.completions
+
+    def refused(text: str, error: type[openai.APIStatusError], **extra: Any) -> openai.APIStatusError:
+        with pytest.raises(error) as caught:
+            chat.create(model=MODEL, messages=said(text), stream=stream, **extra)
+        return caught.value
+
+    limited = refused("[429]", openai.RateLimitError)
+    assert limited.response.headers["Retry-After"] == "7" and "Rate limit reached" in limited.message
+    credentials = refused("[401]", openai.InternalServerError)
+    assert credentials.status_code == 502 and "refused cutover's credentials (401)" in credentials.message
+    assert "Incorrect API key provided" in credentials.message
+    slow = refused("[slow]", openai.InternalServerError)
+    assert slow.status_code == 502 and "timed out after 2 s (ReadTimeout)" in slow.message
+    invalid = refused("hi", openai.BadRequestError, max_tokens=-1)
+    assert "max_tokens must be positive" in invalid.message and invalid.type == "invalid_request_error"
+    unknown = refused("hi", openai.NotFoundError, extra_body={"model": "gpt-9"})
+    assert "unknown model 'gpt-9'" in unknown.message
+
+
+def test_a_stream_that_breaks_off_ends_with_an_error_event_and_counts_as_a_failure(
+    via: str, served: Serving, gateways: dict[str, str]
+) -> None:
+    """The status was sent with the first byte; the client hears the failure as an error event,
+    and the revision counts the request as the 502 it would have answered."""
+    chat = client(via, served, gateways).chat.completions
+    before = served.metric("cutover_serving_requests_total", code="502")
+    for fault, reason in (("[broken]", "failed mid-stream: CUDA out of memory"), ("[cut]", "without data: [DONE]")):
+        received: list[Any] = []
+        with pytest.raises(openai.APIError) as broke:
+            received.extend(chat.create(model=MODEL, messages=said(f"{fault} say: one two"), stream=True))
+        assert reason in broke.value.message
+    assert served.metric("cutover_serving_requests_total", code="502") == before + 2
+
+
+def test_a_safety_policy_redacts_a_stream_in_place_and_stops_it_with_its_block_message(
+    via: str, guarded: Serving, gateways: dict[str, str]
+) -> None:
+    chat = client(via, guarded, gateways).chat.completions
+    blocked_before = guarded.metric("cutover_safety_violations_total", filter="toxicity")
+
+    redacted = list(
+        chat.create(model=GUARDED, messages=said("say: Sure. Mail jane.doe@example.com today."), stream=True)
+    )
+    stopped = list(
+        chat.create(
+            model=GUARDED,
+            messages=said("say: Happy to help. You are a worthless idiot and everyone knows it. Bye."),
+            stream=True,
+        )
+    )
+
+    assert text_of(redacted) == "Sure. Mail [REDACTED:email] today."
+    assert text_of(stopped) == "Happy to help. Not under this policy."
+    assert stopped[-1].choices[0].finish_reason == "content_filter"
+    assert guarded.metric("cutover_safety_violations_total", filter="toxicity") == blocked_before + 1
+
+
+async def test_the_upstream_is_ready_only_when_it_lists_its_models(chat_upstream: str) -> None:
+    """Any answer below 500 once made a revision Ready: a wrong path (404) or a refused key (401)
+    left a Ready revision whose every chat failed."""
+    adapters = {
+        "right": LLMAdapter(chat_upstream, "tiny-llm"),
+        "wrong path": LLMAdapter(f"{chat_upstream}/openai", "tiny-llm"),
+        "revoked key": LLMAdapter(chat_upstream, "tiny-llm", api_key="sk-revoked"),
+        "nothing there": LLMAdapter("http://127.0.0.1:9", "tiny-llm"),
+    }
+    try:
+        ready = {name: await adapter.ready() for name, adapter in adapters.items()}
+        reasons = {name: adapter.not_ready_reason for name, adapter in adapters.items()}
+    finally:
+        for adapter in adapters.values():
+            await adapter.close()
+
+    assert ready == {"right": True, "wrong path": False, "revoked key": False, "nothing there": False}
+    assert reasons["right"] is None
+    assert f"no {chat_upstream}/openai/v1/models (404)" in str(reasons["wrong path"])
+    assert "refused cutover's credentials (401" in str(reasons["revoked key"])
+    assert "cannot connect to the upstream http://127.0.0.1:9/v1 (ConnectError" in str(reasons["nothing there"])
