@@ -187,6 +187,11 @@ KServe's and MLServer's default."""
 GATEWAY_GRPC_PORT = 8081
 """The gateway's gRPC port in its pod and Service (the Helm chart's ``gateway.grpcPort``)."""
 
+PROBE_TIMEOUT_SECONDS = 1
+"""How long the kubelet waits for a serving pod's health answers (the probes' ``timeoutSeconds``,
+Kubernetes' default made explicit): serving must answer ``/v2/health/live`` within it however
+large the requests it is working on (serving/offload.py)."""
+
 REVISION_HEADER = "Cutover-Revision"
 """Response header naming the revision that answered; the fallback chain also reads it to tell
 its own revision's answers from another's."""

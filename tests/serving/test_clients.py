@@ -1,13 +1,17 @@
 """`cutover serve` driven by clients the project did not write, as their users run them: Triton's
 perf_analyzer (the C++ binary of the tritonclient wheel, installed by hack/perf-analyzer) against
-a batching server, and KServe's REST client (from KServe's own environment, built by
-hack/kserve-client). Both are installed by `make test`; a missing one fails, never skips."""
+a batching server, KServe's REST client (from KServe's own environment, built by
+hack/kserve-client), and the kubelet's probes while large requests are decoded. The clients are
+installed by `make test`; a missing one fails, never skips."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ import onnxruntime as ort
 import pytest
 
 from benchmarks.serving import KSERVE
+from cutover.api.contract import PROBE_TIMEOUT_SECONDS
 from cutover.serving import sample_models
 from tests.support.waiting import wait_until
 
@@ -137,3 +142,32 @@ def test_kserve_client_reads_answers_ids_and_the_reasons_of_errors(batching: Ser
     # KServe reads the reason only from a body typed exactly application/json (no charset).
     assert wrong_shape["status"] == 400 and "has shape [4, 3]; the model takes [-1, 4]" in wrong_shape["error"]
     assert out_of_type["status"] == 400 and "input 'input' is INT32; the model takes FP32" in out_of_type["error"]
+
+
+def test_liveness_answers_within_the_probe_timeout_while_three_50_mb_requests_decode(batching: Serving) -> None:
+    """JSON decoding holds the GIL; done on the event loop it stalled /v2/health/live 2.8 s under
+    three such requests, and the kubelet restarts a pod whose liveness probe times out."""
+    x = sample_models.sample_inputs(600_000, seed=5)
+    tensor = {"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+    body = json.dumps({"inputs": [tensor]}).encode()
+    assert len(body) > 45_000_000
+    statuses: list[int] = []
+
+    def send() -> None:  # the answer is read, not parsed: parsing 36 MB here would stall this process's probes
+        request = urllib.request.Request(batching.url + "/v2/models/classifier/infer", data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=120) as response:
+            response.read()
+            statuses.append(response.status)
+
+    senders = [threading.Thread(target=send) for _ in range(3)]
+    for sender in senders:
+        sender.start()
+    answered: list[float] = []
+    while any(sender.is_alive() for sender in senders):
+        started = time.perf_counter()
+        with urllib.request.urlopen(batching.url + "/v2/health/live", timeout=PROBE_TIMEOUT_SECONDS) as response:
+            assert response.status == 200
+        answered.append(time.perf_counter() - started)
+        next((s for s in senders if s.is_alive()), senders[0]).join(0.1)  # the next probe, as a period sends it
+    assert statuses == [200, 200, 200]
+    assert len(answered) > 10 and max(answered) < PROBE_TIMEOUT_SECONDS, sorted(answered)[-5:]
