@@ -32,6 +32,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
 from .errors import InvalidInput
+from .parameters import check_parameters, class_count
 from .protocol import InferRequest, RequestedOutput, datatype_of, decode_tensor, select_outputs, tensor_bytes
 
 TYPED_CONTENTS = {
@@ -110,6 +111,7 @@ def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
         name = tensor.name
         if name in arrays:
             raise InvalidInput(f"input {name!r} is given twice")
+        check_parameters(_parameters(tensor.parameters), "input", f"input {name!r}")
         if raw:
             if tensor.HasField("contents"):
                 raise InvalidInput(f"input {name!r} has both contents and raw_input_contents")
@@ -119,9 +121,23 @@ def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
     return InferRequest(
         inputs=arrays,
         id=message.id or None,
-        parameters={key: parameter_value(value) for key, value in message.parameters.items()},
-        outputs=[RequestedOutput(output.name) for output in message.outputs] or None,
+        parameters=check_parameters(_parameters(message.parameters), "request", "the request"),
+        outputs=[_requested_output(output) for output in message.outputs] or None,
         binary_output=True,
+    )
+
+
+def _parameters(parameters: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
+    return {key: parameter_value(value) for key, value in parameters.items()}
+
+
+def _requested_output(output: pb.ModelInferRequest.InferRequestedOutputTensor) -> RequestedOutput:
+    """A requested output, with Triton's ``classification`` parameter; every other parameter
+    is refused as over HTTP (``serving/parameters.py``; outputs are always raw here)."""
+    where = f"output {output.name!r}"
+    return RequestedOutput(
+        output.name,
+        classification=class_count(check_parameters(_parameters(output.parameters), "output", where), where),
     )
 
 

@@ -10,10 +10,13 @@ ServerMetadata     as ``/v2``
 ModelMetadata      as ``/v2/models/{name}``
 ModelConfig        as ``/v2/models/{name}/config`` (Triton's model configuration)
 ModelInfer         the same ``Pipeline`` as ``/v2/models/{name}/infer`` (``grpc_protocol.py``)
+ModelStatistics    as ``/v2/models[/{name}[/versions/{v}]]/stats`` (Triton's statistics extension)
+RepositoryIndex    as ``/v2/repository/index``
+RepositoryModel…   Load and Unload refused as over HTTP (PERMISSION_DENIED: the operator owns models)
 =================  ============================================================================
 
-The other methods of Triton's service (streaming, statistics, the repository, shared memory,
-trace and log settings) answer UNIMPLEMENTED. Every answer names the revision that answered in
+The other methods of Triton's service (streaming, shared memory, trace and log settings) answer
+UNIMPLEMENTED. Every answer names the revision that answered in
 its trailing metadata (``cutover-revision``); ModelInfer calls are counted with the HTTP status
 they end with (``grpc_protocol.py``), in the series HTTP requests are counted in, so the rollout
 analysis sees them as it sees HTTP; a request the client cancels is not counted, as over HTTP.
@@ -136,6 +139,34 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
             await self._call(context, error.status, str(error), error.retry_after)
         context.set_trailing_metadata(self.revision)
         return answer
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Context) -> pb.ModelStatisticsResponse:
+        if request.name:
+            try:
+                self.server.serves(request.name, request.version)
+            except ServingError as error:
+                await self._call(context, error.status, str(error))
+        context.set_trailing_metadata(self.revision)
+        return json_format.ParseDict(self.server.statistics(), pb.ModelStatisticsResponse())
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Context) -> pb.RepositoryIndexResponse:
+        context.set_trailing_metadata(self.revision)
+        index = self.server.index(ready_only=request.ready)
+        return json_format.ParseDict({"models": index}, pb.RepositoryIndexResponse())
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Context
+    ) -> pb.RepositoryModelLoadResponse:
+        await self._refuse_control(context, "load", request.model_name)
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Context
+    ) -> pb.RepositoryModelUnloadResponse:
+        await self._refuse_control(context, "unload", request.model_name)
+
+    async def _refuse_control(self, context: Context, action: str, model: str) -> NoReturn:
+        error = self.server.control_refused(action, model)
+        await self._call(context, error.status, str(error))
 
 
 @asynccontextmanager

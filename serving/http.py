@@ -22,10 +22,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
+from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from .errors import ServingError
+from .errors import InvalidInput, ServingError, UnknownEncoding
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,6 @@ def plain_error(request: web.Request, status: int, message: str) -> dict[str, st
     return {"error": message}
 
 
-def json_errors(answered: Answered | None = None, body: ErrorBody = plain_error) -> Middleware:
-    """Middleware that turns every error into a JSON body (``body`` gives it per request, such as
 def json_body(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     """``payload`` as a JSON response whose Content-Type is ``application/json`` with no charset
     parameter, as Triton sends it: JSON is UTF-8 by definition (RFC 8259), and KServe's REST
@@ -57,6 +57,8 @@ def json_body(payload: Any, status: int = 200, headers: Mapping[str, str] | None
     )
 
 
+def json_errors(answered: Answered | None = None, body: ErrorBody = plain_error) -> Middleware:
+    """Middleware that turns every error into a JSON body (``body`` gives it per request, such as
     OpenAI's error object on ``/v1`` routes), then calls ``answered`` with the final response.
     Redirects and other HTTP exceptions below 400 pass through untouched."""
 
@@ -81,6 +83,32 @@ def json_body(payload: Any, status: int = 200, headers: Mapping[str, str] | None
         return response
 
     return middleware
+
+
+DECODED_ENCODINGS = frozenset(
+    {"", "identity", "gzip", "deflate", *(["br"] if HAS_BROTLI else []), *(["zstd"] if HAS_ZSTD else [])}
+)
+"""Request Content-Encodings aiohttp decodes here (br and zstd only where their library is installed)."""
+
+
+async def request_body(request: web.Request) -> bytes:
+    """The request's body, decoded from its Content-Encoding. Raises ``UnknownEncoding``
+    (415) for an encoding that cannot be decoded here, ``InvalidInput`` (400) for a body that
+    does not decode as it says (aiohttp's read raises then, which would otherwise be a 500)."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in DECODED_ENCODINGS:
+        offered = ", ".join(sorted(e for e in DECODED_ENCODINGS if e not in ("", "identity")))
+        raise UnknownEncoding(f"Content-Encoding {encoding!r} is not supported; send {offered} or none")
+    try:
+        return await request.read()
+    except RequestPayloadError as error:
+        reason = " ".join(str(error).split())
+        raise InvalidInput(f"the request body cannot be read: {reason}") from None
+
+
+async def request_json(request: web.Request) -> Any:
+    """The request's body (``request_body``) parsed as JSON; a ValueError when it is not JSON."""
+    return json.loads(await request_body(request))
 
 
 async def live(request: web.Request) -> web.Response:

@@ -56,6 +56,7 @@ import numpy as np
 
 from .audit import input_digest, summarize_outputs
 from .batching import QueueFull
+from .classification import classified
 from .config import ServeConfig
 from .errors import (
     CrisisEscalated,
@@ -75,6 +76,7 @@ from .openai import chat_request, chunks_of, reply_content, stop_chunk
 from .protocol import InferRequest, decode_request, encode_response, tensor_bytes
 from .safety.guard import Guard
 from .safety.policy import Policy
+from .statistics import RequestTimes
 from .validation import validate
 
 log = logging.getLogger("cutover.serving")
@@ -189,6 +191,8 @@ class Pipeline:
         self.offload = offload
         """Where large HTTP bodies are decoded and encoded (``serving/offload.py``); None: inline."""
         self._audited_drops = 0
+        self._unbatched = frozenset(t.name for t in model.outputs if t.shape[:1] != (-1,))
+        """Outputs without a batch dimension: classified as one row."""
 
     async def infer(
         self,
@@ -236,7 +240,7 @@ class Pipeline:
         ``SafetyBlocked`` or ``CrisisEscalated`` (422) and ``SafetyUnavailable`` (503)."""
         model = self.model
         self.admission.check()
-        with self.admission:
+        with self.admission, self.metrics.statistics.request() as times:
             started = time.perf_counter()
             guard = self.safety
             policy = guard.current() if guard is not None else None
@@ -245,6 +249,7 @@ class Pipeline:
             except RecursionError:  # json's C parser recurses per nesting level
                 raise InvalidInput("malformed JSON: nested too deeply") from None
             validate(request.inputs, model.inputs)
+            times.compute_input = time.perf_counter_ns() - times.started
             inputs = request.inputs
             found: list[dict[str, Any]] = []
             # The answer carries the id the audit record has: the request's, else the client's
@@ -258,14 +263,13 @@ class Pipeline:
             ood_scores = await self._score_ood(inputs)
             cache, cached = model.cache, None
             if cache is None:
-                outputs = await self._predict(inputs)
+                outputs = await self._predict(inputs, times)
             else:  # serving/cache.py: what is kept, and why all that follows runs on a hit too
-                outputs, cached = await cache.outputs(inputs, request.parameters, lambda: self._predict(inputs))
+                outputs, cached = await cache.outputs(inputs, request.parameters, lambda: self._predict(inputs, times))
             fallback = model.fallback
             confidence = top1_confidence(outputs, fallback.confidence_output if fallback else None)
-            first = next(iter(outputs.values()), None)
-            rows = first.shape[0] if first is not None and first.ndim else 1
-            await _per_row(rows, lambda: self.metrics.prediction(rows, confidence))
+            times.rows = _rows(outputs)
+            await _per_row(times.rows, lambda: self.metrics.prediction(times.rows, confidence))
             link = None
             if fallback is not None and fallback.needed(confidence):
                 answer = await fallback.answer(inputs)
@@ -277,7 +281,10 @@ class Pipeline:
             if guard is not None and policy is not None:
                 with self._refusals_audited(request_id, started, lambda: _digest(request.inputs), found):
                     outputs = await guard.tensors(policy, "output", outputs, request_id, found)
-            encoded = await encode(request, outputs, {"fallback": link} if link else None)
+            encoding = time.perf_counter_ns()
+            answered = classified(outputs, request.outputs, model.labels, self._unbatched)
+            encoded = await encode(request, answered, {"fallback": link} if link else None)
+            times.compute_output = time.perf_counter_ns() - encoding
             if model.audit is not None:
                 lookup: dict[str, Any] = {} if cached is None else {"cache": cached}
                 self._audit(
@@ -462,12 +469,18 @@ class Pipeline:
                 log.warning("chat upstream failed: %s", error)
                 raise UpstreamError(f"upstream failed: {error}") from None
 
-    async def _predict(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
-        """The primary model's outputs, through the batcher when batching is on."""
+    async def _predict(self, inputs: Mapping[str, np.ndarray], times: RequestTimes) -> Tensors:
+        """The primary model's outputs, through the batcher when batching is on; ``times`` gets
+        the time it queued and ran."""
         try:
             if self.model.batcher is not None:
-                return await self.model.batcher.submit(inputs)
-            return await self.model.adapter.infer(inputs)
+                return await self.model.batcher.submit(inputs, times)
+            began = time.perf_counter_ns()
+            try:
+                return await self.model.adapter.infer(inputs)
+            finally:
+                times.compute_infer = time.perf_counter_ns() - began
+                self.metrics.statistics.execution(_rows(inputs), times.compute_infer)
         except QueueFull as error:
             raise Overloaded(f"overloaded: {error}") from None
         except NotSupported as error:
@@ -550,6 +563,12 @@ class Pipeline:
         if audit.dropped > self._audited_drops:
             self.metrics.audit_dropped.inc(audit.dropped - self._audited_drops)
             self._audited_drops = audit.dropped
+
+
+def _rows(arrays: Mapping[str, np.ndarray]) -> int:
+    """The rows (batch size) of a request's inputs or outputs: the first one's first dimension."""
+    first = next(iter(arrays.values()), None)
+    return first.shape[0] if first is not None and first.ndim else 1
 
 
 LARGE_ROWS = 10_000

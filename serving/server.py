@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from typing import Any
@@ -38,8 +39,9 @@ from cutover.api.contract import REQUEST_ID_HEADER, REVISION_HEADER
 
 from . import grpc_server, http
 from .adapters.base import Adapter, TensorInfo
+from .compression import compressed
 from .config import ServeConfig
-from .errors import ModelNotFound, ModelNotReady, ServingError
+from .errors import InvalidInput, ModelNotFound, ModelNotReady, NotAllowed, ServingError
 from .lifecycle import until_signalled
 from .loading import Loader
 from .metrics import ServingMetrics
@@ -55,7 +57,9 @@ __all__ = ["ModelServer", "ServeConfig", "serve"]
 log = logging.getLogger("cutover.serving")
 SERVER_NAME = "cutover"
 SERVER_VERSION = "0.1.0"
-EXTENSIONS = ["binary_tensor_data", "model_configuration"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository", "statistics"]
+"""Triton's extensions this server implements (``model_repository``: the index; loading and
+unloading are refused, as Triton refuses them when it does not control models)."""
 TRITON_TYPES = {"BYTES": "TYPE_STRING"}
 STREAMED_STATUS = web.ResponseKey("streamed_status", int)
 """How a streamed chat answer counts (``ChatStream.status``): its HTTP status was 200 when it began."""
@@ -126,10 +130,14 @@ class ModelServer:
         app.router.add_get("/v2/health/live", http.live)
         app.router.add_get("/v2/health/ready", self.ready)
         app.router.add_get("/v2", self.server_metadata)
+        app.router.add_get("/v2/models/stats", self.model_statistics)  # before {name} takes "stats"
+        app.router.add_post("/v2/repository/index", self.repository_index)
+        app.router.add_post("/v2/repository/models/{name}/{action:load|unload}", self.model_control)
         for prefix in (model, versioned):
             app.router.add_get(prefix, self.model_metadata)
             app.router.add_get(prefix + "/ready", self.model_ready)
             app.router.add_get(prefix + "/config", self.model_config)
+            app.router.add_get(prefix + "/stats", self.model_statistics)
             app.router.add_post(prefix + "/infer", self.infer)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.openai_models)
@@ -240,18 +248,65 @@ class ModelServer:
     async def infer(self, request: web.Request) -> web.Response:
         self._model(request)
         answer = await self.loaded().infer(
-            request.read, request.headers.get(HEADER_LENGTH), request.headers.get(REQUEST_ID_HEADER)
+            lambda: http.request_body(request),
+            request.headers.get(HEADER_LENGTH),
+            request.headers.get(REQUEST_ID_HEADER),
         )
         if answer.header_length is None:
-            return web.Response(body=answer.body, headers={"Content-Type": "application/json"})
+            return compressed(request, web.Response(body=answer.body, headers={"Content-Type": "application/json"}))
         headers = {HEADER_LENGTH: str(answer.header_length), "Content-Type": "application/octet-stream"}
-        return web.Response(body=answer.body, headers=headers)
+        return compressed(request, web.Response(body=answer.body, headers=headers))
+
+    async def model_statistics(self, request: web.Request) -> web.Response:
+        """Triton's statistics extension, for this server's model (``/v2/models/stats``: every
+        model, which is the one)."""
+        if "name" in request.match_info:
+            self._model(request)
+        return http.json_body(self.statistics())
+
+    def statistics(self) -> dict[str, Any]:
+        """Triton's statistics of the model (``serving/statistics.py``), from the start."""
+        return {"model_stats": [self.metrics.statistics.json(self.config.name, self.config.version)]}
+
+    async def repository_index(self, request: web.Request) -> web.Response:
+        """Triton's model repository index: the one model this server serves, with its state.
+        The body may be empty or ``{"ready": true}`` (only ready models)."""
+        body = await http.request_body(request)
+        try:
+            asked = json.loads(body) if body.strip() else {}
+        except (ValueError, RecursionError):
+            asked = None
+        ready = asked.get("ready", False) if isinstance(asked, dict) and set(asked) <= {"ready"} else None
+        if not isinstance(ready, bool):
+            raise InvalidInput('the index request is an empty body or {"ready": true} or {"ready": false}')
+        return http.json_body(self.index(ready_only=ready))
+
+    def index(self, *, ready_only: bool = False) -> list[dict[str, str]]:
+        """The repository index: name, version, state (READY, LOADING or UNAVAILABLE) and the
+        reason it is not ready ("" when it is)."""
+        reason = self._not_ready()
+        state = "READY" if reason is None else "LOADING" if reason == "loading" else "UNAVAILABLE"
+        if ready_only and reason is not None:
+            return []
+        return [{"name": self.config.name, "version": self.config.version, "state": state, "reason": reason or ""}]
+
+    async def model_control(self, request: web.Request) -> web.Response:
+        """Loading and unloading models (Triton's model repository extension): refused."""
+        raise self.control_refused(request.match_info["action"], request.match_info["name"])
+
+    def control_refused(self, action: str, model: str) -> NotAllowed:
+        """The refusal of a request to ``action`` ("load" or "unload") ``model``."""
+        return NotAllowed(
+            f"cannot {action} model {model!r}: this server serves revision {self.config.revision} of "
+            f"{self.config.name!r} only; the cutover operator decides which model a pod serves "
+            "(change the ModelDeployment)"
+        )
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         pipeline = self.loaded()
-        answer = await pipeline.chat(request.json, request.headers.get(REQUEST_ID_HEADER))
+        answer = await pipeline.chat(lambda: http.request_json(request), request.headers.get(REQUEST_ID_HEADER)
         if isinstance(answer, dict):
-            return web.json_response(answer)
+            return compressed(request, web.json_response(answer))
         return await self._stream(request, answer)
 
     async def _stream(self, request: web.Request, stream: ChatStream) -> web.StreamResponse:

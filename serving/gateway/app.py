@@ -19,12 +19,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 
 from cutover.api.contract import GATEWAY_PORT, REQUEST_ID_HEADER
 
-from ..errors import InvalidInput, ServingError
-from ..http import json_errors, live, prometheus, readiness
+from ..http import json_errors, live, prometheus, readiness, request_body
 from ..openai import error_body, error_object, event
 from ..protocol import HEADER_LENGTH
 from .keys import DEFAULT_TIERS, ApiKey, Denied, KeyStore, Limiter, Tier, authorize, retry_after_header
@@ -38,8 +36,6 @@ log = logging.getLogger("cutover.gateway")
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept-Encoding", HEADER_LENGTH, REQUEST_ID_HEADER)
 """Content-Encoding is not among them: aiohttp decodes the body it names, and the decoded body is
 what goes on (with its own Content-Length)."""
-DECODED_ENCODINGS = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
-"""Request Content-Encodings the gateway reads (aiohttp decodes gzip, deflate, br and zstd)."""
 STICKY_COOKIE_ATTRIBUTES = "Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax"
 """The A/B assignment cookie: the whole site, 30 days, out of scripts' reach."""
 
@@ -63,27 +59,6 @@ class GatewayConfig:
     tiers: dict[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     shutdown_delay: float = 0.0
     shutdown_grace: float = 30.0
-
-
-class UnsupportedEncoding(ServingError):
-    """The request body's Content-Encoding is one the gateway cannot decode."""
-
-    status = 415
-
-
-async def request_body(request: web.Request) -> bytes:
-    """The request's body, decoded from its Content-Encoding. Raises ``UnsupportedEncoding`` (415)
-    for an encoding the gateway cannot decode, ``InvalidInput`` (400) for a body that does not
-    decode as it says."""
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    if encoding not in DECODED_ENCODINGS:
-        message = f"Content-Encoding {encoding!r} is not supported; send gzip, deflate, br, zstd or none"
-        raise UnsupportedEncoding(message)
-    try:
-        return await request.read()
-    except RequestPayloadError as error:
-        reason = " ".join(str(error).split())
-        raise InvalidInput(f"the request body cannot be read: {reason}") from None
 
 
 def model_name(body: bytes) -> str | None:
@@ -190,7 +165,10 @@ class Gateway:
             app.router.add_get(prefix, self.model)
             app.router.add_get(prefix + "/ready", self.model)
             app.router.add_get(prefix + "/config", self.model)
+            app.router.add_get(prefix + "/stats", self.model)
             app.router.add_post(prefix + "/infer", self.model)
+        # The revision refuses loading and unloading with its reason (the operator owns models).
+        app.router.add_post("/v2/repository/models/{name}/{action:load|unload}", self.model)
         app.router.add_post("/v1/chat/completions", self.chat)
         return app
 

@@ -19,6 +19,7 @@ import time
 from dataclasses import replace
 from typing import Protocol
 
+from ..compression import decoded
 from ..protocol import HEADER_LENGTH
 from .metrics import GatewayMetrics
 from .proxy import Answer, Outgoing
@@ -33,8 +34,10 @@ VERSION_SEGMENT = re.compile(r"^(/v2/models/[^/?]+)/versions/[^/?]+")
 
 def mirrored_copy(outgoing: Outgoing) -> Outgoing:
     """The copy a mirror gets. It asks for whatever the mirror serves: a version named in the path
-    is the live revision's, which the mirror may not serve."""
-    return replace(outgoing, path=VERSION_SEGMENT.sub(r"\1", outgoing.path, count=1))
+    is the live revision's, which the mirror may not serve. It asks for an uncompressed answer:
+    only the comparison reads it."""
+    headers = {k: v for k, v in outgoing.headers.items() if k.lower() != "accept-encoding"}
+    return replace(outgoing, path=VERSION_SEGMENT.sub(r"\1", outgoing.path, count=1), headers=headers)
 
 
 class MirrorSettings(Protocol):
@@ -83,9 +86,13 @@ class Mirrors:
         answer = await live
         if answer.status != 200:
             return  # nothing to compare against
+        try:  # the live answer went to the client as it came, compressed if the client asked
+            live_body = decoded(answer.body, answer.headers.get("Content-Encoding"))
+        except ValueError:
+            return  # the live answer cannot be read: nothing to compare against
         outcome = compare(
             copy.path,
-            answer.body,
+            live_body,
             answer.headers.get(HEADER_LENGTH),
             payload if status == 200 else None,
             length,

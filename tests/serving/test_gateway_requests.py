@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from cutover.serving.compression import compressed
 from cutover.serving.gateway.app import Gateway, GatewayConfig
 
 MODEL = "fraud"
@@ -23,7 +24,8 @@ MODEL = "fraud"
 @dataclass
 class Revision:
     """A fake serving process: one model version, a fixed inference output and chat answer,
-    and the paths it was asked for. Like the real one, it refuses a version it does not serve."""
+    and the paths it was asked for. Like the real one, it refuses a version it does not serve
+    and compresses its answers when the client accepts it (whatever their size)."""
 
     revision: str
     version: str
@@ -49,12 +51,12 @@ class Revision:
             return web.json_response({"error": f"unknown version {version!r}"}, status=404, headers=headers)
         if request.path.endswith("/chat/completions"):
             answer = {"choices": [{"message": {"role": "assistant", "content": self.chat}}]}
-            return web.json_response(answer, headers=headers)
+            return compressed(request, web.json_response(answer, headers=headers), min_bytes=0)
         rows = len(self.output)
         output = {"name": "probabilities", "datatype": "FP32", "shape": [rows, len(self.output[0])]}
         data = [v for row in self.output for v in row]
         body = {"model_name": MODEL, "model_version": self.version, "outputs": [{**output, "data": data}]}
-        return web.json_response(body, headers=headers)
+        return compressed(request, web.json_response(body, headers=headers), min_bytes=0)
 
 
 def deployment(
@@ -236,17 +238,14 @@ async def test_mirrored_chat_is_compared_per_the_shadow_spec_not_by_identical_te
 
 
 async def test_protocol_paths_the_revisions_do_not_serve_get_a_json_404_at_the_gateway(stack: Stack) -> None:
-    """The statistics, trace, generate and repository extensions of the Open Inference Protocol
-    (with or without a version) are not served: a consistent 4xx JSON error, never a revision's
-    answer or a 5xx."""
+    """The trace and generate extensions of the Open Inference Protocol (with or without a
+    version) are not served: a consistent 4xx JSON error, never a revision's answer or a 5xx.
+    (Statistics and model loading go to the revision: tests/serving/test_triton_extensions.py.)"""
     stable = Revision("aaa", "1")
     client, _ = await stack([stable], deployment([{"revision": "aaa", "role": "stable", "weight": 100}]))
     for method, path in (
-        ("GET", f"/v2/models/{MODEL}/stats"),
-        ("GET", f"/v2/models/{MODEL}/versions/1/stats"),
         ("GET", f"/v2/models/{MODEL}/trace/setting"),
         ("POST", f"/v2/models/{MODEL}/versions/1/generate"),
-        ("POST", f"/v2/repository/models/{MODEL}/load"),
     ):
         answer = await client.request(method, path)
         assert answer.status in (404, 405) and answer.content_type == "application/json", (path, answer.status)
