@@ -265,7 +265,9 @@ class Pipeline:
             if cache is None:
                 outputs = await self._predict(inputs, times)
             else:  # serving/cache.py: what is kept, and why all that follows runs on a hit too
+                looked_up = time.perf_counter_ns()
                 outputs, cached = await cache.outputs(inputs, request.parameters, lambda: self._predict(inputs, times))
+                times.cached(cached, time.perf_counter_ns() - looked_up)
             fallback = model.fallback
             confidence = top1_confidence(outputs, fallback.confidence_output if fallback else None)
             times.rows = _rows(outputs)

@@ -13,6 +13,11 @@ queue           waiting in the dynamic batcher for the batch to start (admission
 compute_input   reading and decoding the request and validating its tensors
 compute_infer   the model run (with batching, the run of the batch the request was in)
 compute_output  classification and encoding the answer
+cache_hit       with a prediction cache (``serving/cache.py``), requests answered from it (or
+                from an identical request's model call in flight) and the time that took;
+                they have no queue or compute_infer
+cache_miss      requests the cache did not have, and the time the cache added (looking up
+                and keeping the answer; the model's time is in compute_infer)
 ==============  ==========================================================================
 
 What lies between (safety filters, out-of-distribution scoring, the fallback chain) is in
@@ -20,7 +25,7 @@ success but in no stage: perf_analyzer shows it as "overhead". ``inference_count
 rows answered, ``execution_count`` the model runs (a batch of several requests runs once), and
 ``batch_stats`` the model runs by batch size. cutover decodes and encodes per request, not per
 batch, so the per-batch ``compute_input`` and ``compute_output`` are counted with zero time;
-the per-request ones above hold that time. Cache counters are zero: no prediction cache here.
+the per-request ones above hold that time.
 
 Source: Triton's ``docs/protocol/extension_statistics.md`` (the JSON shape).
 """
@@ -60,6 +65,17 @@ class RequestTimes:
     compute_infer: int = 0
     compute_output: int = 0
     rows: int = 0
+    cache: str | None = None
+    """"hit" or "miss" when a prediction cache was asked; None otherwise."""
+    cache_ns: int = 0
+
+    def cached(self, lookup: str, ns: int) -> None:
+        """What the prediction cache answered (``serving/cache.py``'s lookup: hit, coalesced,
+        miss or bypass) after ``ns`` nanoseconds, the queue and model time included."""
+        if lookup in ("hit", "coalesced"):
+            self.cache, self.cache_ns = "hit", ns
+        elif lookup == "miss":
+            self.cache, self.cache_ns = "miss", ns - self.queue - self.compute_infer
 
 
 @dataclass
@@ -72,6 +88,8 @@ class InferenceStatistics:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
+    cache_hit: Duration = field(default_factory=Duration)
+    cache_miss: Duration = field(default_factory=Duration)
     inference_count: int = 0
     execution_count: int = 0
     last_inference: int = 0
@@ -95,16 +113,20 @@ class InferenceStatistics:
             self.fail.add(time.perf_counter_ns() - times.started)
             raise
         self.success.add(time.perf_counter_ns() - times.started)
-        self.queue.add(times.queue)
         self.compute_input.add(times.compute_input)
-        self.compute_infer.add(times.compute_infer)
         self.compute_output.add(times.compute_output)
+        if times.cache == "hit":
+            self.cache_hit.add(times.cache_ns)
+        else:
+            self.queue.add(times.queue)
+            self.compute_infer.add(times.compute_infer)
+            if times.cache == "miss":
+                self.cache_miss.add(times.cache_ns)
         self.inference_count += times.rows
         self.last_inference = time.time_ns() // 1_000_000
 
     def json(self, name: str, version: str) -> dict[str, Any]:
         """One ``model_stats`` entry, in Triton's JSON shape."""
-        zero = Duration().json()
         return {
             "name": name,
             "version": version,
@@ -118,8 +140,8 @@ class InferenceStatistics:
                 "compute_input": self.compute_input.json(),
                 "compute_infer": self.compute_infer.json(),
                 "compute_output": self.compute_output.json(),
-                "cache_hit": zero,
-                "cache_miss": zero,
+                "cache_hit": self.cache_hit.json(),
+                "cache_miss": self.cache_miss.json(),
             },
             "batch_stats": [
                 {

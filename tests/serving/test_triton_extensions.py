@@ -211,6 +211,24 @@ def test_statistics_count_each_stage_of_the_requests_answered(
     assert after["last_inference"] > 0
 
 
+def test_statistics_count_prediction_cache_hits_and_misses(models: Path, tmp_path: Path) -> None:
+    serving = Serving(
+        tmp_path, "--format", "onnx", "--model-uri", str(models / "good.onnx"), "--prediction-cache-entries", "8"
+    ).start()
+    client = httpclient.InferenceServerClient(serving.url.removeprefix("http://"))
+    try:
+        x = sample_models.sample_inputs(2, seed=19)
+        for _ in range(3):
+            client.infer("classifier", [infer_input(x)])
+        stats = client.get_inference_statistics("classifier")["model_stats"][0]["inference_stats"]
+        assert (stats["cache_miss"]["count"], stats["cache_hit"]["count"]) == (1, 2)
+        assert stats["compute_infer"]["count"] == 1 and stats["success"]["count"] == 3
+        assert stats["compute_input"]["count"] == stats["compute_output"]["count"] == 3
+    finally:
+        client.close()
+        serving.stop()
+
+
 def test_repository_index_lists_the_model_and_loading_is_refused(
     client: httpclient.InferenceServerClient, server: Serving
 ) -> None:
