@@ -31,6 +31,10 @@ benchmark. Each run also records the server's CPU use
 and the CPU taken by everything else on the machine; a point during which other programs took more than
 10% of a core is measured again (--attempts, default 3) and the report warns if none was quiet.
 
+Then Triton's perf_analyzer (the binary in the tritonclient 2.51.0 wheel, installed by hack/perf-analyzer)
+drives a fresh cutover-batching server at batch sizes 1 and 8 with 1 and 8 requests in flight, pinned like
+wrk, and its own report is printed as it wrote it.
+
 The limit is onnxruntime called in this process on the same input (pinned to CPU 1 as well); the cost of
 decoding the JSON body and encoding the response with the standard library is printed beside it.
 
@@ -63,7 +67,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +89,10 @@ WRK_PACKAGE = "wrk=4.1.0-3+b2"  # Debian 12 (bookworm)
 WRK_CPU = 0
 SERVER_CPU = 1
 READY_TIMEOUT = 180.0
+PERF_ANALYZER = REPO / "hack" / "perf-analyzer"  # installs Triton's perf_analyzer (tritonclient 2.51.0 wheel)
+PERF_BATCH_SIZES = (1, 8)
+PERF_CONCURRENCY = "1:8:7"  # perf_analyzer's start:end:step: 1, then 8 requests in flight
+UNSTABLE = "Failed to obtain stable measurement"  # perf_analyzer's words for a point it could not measure
 
 TARGET_THROUGHPUT_RATIO = 2.0
 TARGET_OVERHEAD_MS = 0.5
@@ -284,6 +292,13 @@ def ensure_wrk() -> str:
         subprocess.run([*sudo, "apt-get", "install", "-y", "-q", WRK_PACKAGE], check=True, stdout=subprocess.DEVNULL)
     done = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
     return (done.stdout or done.stderr).splitlines()[0].split(" Copyright")[0]
+
+
+def ensure_perf_analyzer() -> Path:
+    """The folder hack/perf-analyzer installs perf_analyzer into (cached; its last line of output):
+    bin/perf_analyzer, and lib/ for LD_LIBRARY_PATH."""
+    done = subprocess.run([str(PERF_ANALYZER)], capture_output=True, text=True, check=True)
+    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def build_model(path: Path) -> None:
@@ -534,28 +549,80 @@ class CpuMeter:
         run.other_cpu = max(0.0, 100 * (busy - server - ours) / wall)
 
 
-def wrk(script: Path, url: str, connections: int, seconds: float) -> Run:
-    """One wrk run on WRK_CPU; its CPUs are read from /proc once taskset has exec'd it (Run.wrk_cpus)."""
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "--latency"]
+@dataclass(frozen=True)
+class LoadRun:
+    """A finished load generator: exit status, output, and check_cpu's line for it while it ran."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    placed: str
+
+
+def run_load(command: Sequence[str], env: dict[str, str] | None = None) -> LoadRun:
+    """Run a load generator to its end on WRK_CPU; where it may run is read from /proc once taskset has exec'd
+    it (its /proc comm is the program's name), and a load generator off WRK_CPU aborts the benchmark."""
+    name = Path(command[0]).name[:15]  # /proc/PID/comm keeps 15 characters
     with subprocess.Popen(
-        pinned(WRK_CPU, [*command, "-s", str(script), url + INFER_PATH]),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        pinned(WRK_CPU, command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     ) as process:
         comm = Path(f"/proc/{process.pid}/comm")
-        while process.poll() is None and comm.read_text().strip() != "wrk":
+        while process.poll() is None and comm.read_text().strip() != name:
             time.sleep(0.001)
-        placed = check_cpu("wrk", [process.pid], WRK_CPU)
+        placed = check_cpu(name, [process.pid], WRK_CPU)
         stdout, stderr = process.communicate()
-    lines = [line for line in stdout.splitlines() if line.startswith("BENCH_RESULT ")]
-    if process.returncode != 0 or not lines:
-        raise SystemExit(f"wrk failed ({process.returncode}):\n{stdout}\n{stderr}")
-    return Run(**json.loads(lines[-1].removeprefix("BENCH_RESULT ")), wrk_cpus=placed)
+    return LoadRun(process.returncode, stdout, stderr, placed)
+
+
+def wrk(script: Path, url: str, connections: int, seconds: float) -> Run:
+    """One wrk run on WRK_CPU (Run.wrk_cpus: where it ran)."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "--latency"]
+    done = run_load([*command, "-s", str(script), url + INFER_PATH])
+    lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH_RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return Run(**json.loads(lines[-1].removeprefix("BENCH_RESULT ")), wrk_cpus=done.placed)
+
+
+def perf_analyzer(tool: Path, server: Server, expected: np.ndarray, seconds: float) -> bool:
+    """Triton's perf_analyzer against a fresh `server` at each of PERF_BATCH_SIZES rows a request, 1 and 8
+    requests in flight (synchronous HTTP requests, binary tensor data, random inputs, perf_analyzer's own
+    stability rule over measurement windows of `seconds`), on WRK_CPU. Prints its own report; returns False
+    when a run failed or a point never stabilised (perf_analyzer 2.51 says so but still exits 0)."""
+    env = {
+        **os.environ,
+        "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(tool / "lib"), os.environ.get("LD_LIBRARY_PATH")])),
+    }
+    running = Running(server)
+    passed = True
+    try:
+        running.wait_ready()
+        verify(running, expected)
+        for batch_size in PERF_BATCH_SIZES:
+            command = [str(tool / "bin" / "perf_analyzer"), "-m", MODEL, "-u", running.url.removeprefix("http://")]
+            command += ["-i", "http", "-b", str(batch_size), "--concurrency-range", PERF_CONCURRENCY]
+            command += ["--measurement-interval", f"{seconds * 1000:.0f}"]
+            print(f"\n$ perf_analyzer {' '.join(command[1:])}   (against {server.label})", flush=True)
+            done = run_load(command, env)
+            server_cpus = check_cpu(
+                server.label, [pid for pid, _fields in group_stats(running.process.pid)], SERVER_CPU
+            )
+            print(f"  {done.placed}\n  {server_cpus}\n{done.stdout}{done.stderr}", end="", flush=True)
+            if done.returncode != 0 or UNSTABLE in done.stdout + done.stderr:
+                print(f"perf_analyzer -b {batch_size} failed (exit status {done.returncode})")
+                passed = False
+    finally:
+        running.stop()
+    return passed
 
 
 def measure(
-    running: Running, script: Path, concurrencies: Sequence[int], duration: float, warmup: float, attempts: int
+    running: Running,
+    drive: Callable[[Running, int, float], Run],
+    concurrencies: Sequence[int],
+    duration: float,
+    warmup: float,
+    attempts: int,
 ) -> dict[int, Run]:
     """Warm up, then measure, at each concurrency; a point during which other programs took more than
     OTHER_CPU_LIMIT of a core is measured again (up to `attempts` in all) and the quietest attempt kept.
@@ -567,7 +634,7 @@ def measure(
 
     def load(connections: int, seconds: float, kind: str) -> Run:
         meter.start()
-        run = wrk(script, running.url, connections, seconds)
+        run = drive(running, connections, seconds)
         meter.stop(run)
         server = [pid for pid, _fields in group_stats(running.process.pid)]
         placed[:] = [run.wrk_cpus, check_cpu(running.server.label, server, SERVER_CPU)]
@@ -746,6 +813,166 @@ def report(
         )
 
 
+# ---------------------------------------------------------------------------------------------- gRPC
+
+GHZ_VERSION = "v0.93.0"  # github.com/bojand/ghz, the newest its module path resolves to on the Go proxy
+GRPC_CALL = "inference.GRPCInferenceService/ModelInfer"
+GRPC_LABELS = ("cutover-grpc", "mlserver-grpc")
+
+
+def ensure_ghz() -> Path:
+    """ghz, the gRPC load generator, built with `go install` into .bench/ghz-<version>/ (kept while it exists)."""
+    folder = BENCH / f"ghz-{GHZ_VERSION}"
+    binary = folder / "ghz"
+    if not binary.exists():
+        go = shutil.which("go") or "/usr/local/go/bin/go"
+        print(f"building ghz {GHZ_VERSION} with {go} into {folder.relative_to(REPO)}")
+        env = {**os.environ, "GOBIN": str(folder), "GOTOOLCHAIN": "local", "CGO_ENABLED": "0"}
+        subprocess.run([go, "install", f"github.com/bojand/ghz/cmd/ghz@{GHZ_VERSION}"], check=True, env=env)
+    return binary
+
+
+def grpc_request_files(folder: Path) -> tuple[Path, Path]:
+    """The service's descriptors as a protoset (from tritonclient's generated modules, which both servers'
+    protocol matches: KServe v2's inference.GRPCInferenceService) and ghz's request: the benchmark's fixed
+    input in raw_input_contents, as tritonclient.grpc sends it."""
+    import base64
+
+    from google.protobuf import descriptor_pb2
+    from tritonclient.grpc import model_config_pb2, service_pb2
+
+    descriptors = descriptor_pb2.FileDescriptorSet()
+    for module in (model_config_pb2, service_pb2):
+        module.DESCRIPTOR.CopyToProto(descriptors.file.add())
+    protoset, data = folder / "oip.protoset", folder / "grpc-request.json"
+    protoset.write_bytes(descriptors.SerializeToString())
+    raw = base64.b64encode(np.asarray([FEATURES], dtype="<f4").tobytes()).decode()
+    tensor = {"name": "input", "datatype": "FP32", "shape": [1, 4]}
+    data.write_text(json.dumps({"model_name": MODEL, "inputs": [tensor], "raw_input_contents": [raw]}))
+    return protoset, data
+
+
+def grpc_servers(model: Path) -> list[Server]:
+    """cutover serve with its gRPC port, and the tuned MLServer (whose gRPC port is always on), as above."""
+    by_label = {server.label: server for server in servers(model)}
+    cutover, mlserver = by_label["cutover"], by_label["mlserver"]
+    return [
+        replace(
+            cutover,
+            label="cutover-grpc",
+            description=f"{cutover.description}, --grpc-port",
+            command=lambda ports: [*cutover.command(ports), "--grpc-port", str(ports["grpc"])],
+            ports=("http", "grpc"),
+        ),
+        replace(mlserver, label="mlserver-grpc", description=f"{mlserver.description}, its gRPC port"),
+    ]
+
+
+def verify_grpc(running: Running, expected: np.ndarray) -> None:
+    """The server must answer the fixed input over gRPC (raw contents in) with the in-process probabilities,
+    in raw_output_contents or typed contents (MLServer answers typed)."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    request = service_pb2.ModelInferRequest(model_name=MODEL, raw_input_contents=[np.float32([FEATURES]).tobytes()])
+    request.inputs.add(name="input", datatype="FP32", shape=[1, 4])
+    with grpc.insecure_channel(f"127.0.0.1:{running.ports['grpc']}") as channel:
+        try:
+            response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+        except grpc.RpcError as error:
+            raise SystemExit(f"{running.server.label} answered {error.code()}: {error.details()}") from None
+    output = response.outputs[0]
+    if response.raw_output_contents:
+        got = np.frombuffer(response.raw_output_contents[0], dtype="<f4")
+    else:
+        got = np.asarray(output.contents.fp32_contents, dtype=np.float32)
+    got = got.astype(np.float64).reshape(list(output.shape))
+    if got.shape != expected.shape or not np.allclose(got, expected, rtol=0, atol=TOLERANCE):
+        raise SystemExit(f"{running.server.label} answered {got.tolist()} over gRPC, in-process {expected.tolist()}")
+
+
+def ghz(tool: Path, protoset: Path, data: Path, running: Running, connections: int, seconds: float) -> Run:
+    """One ghz run on WRK_CPU (GOMAXPROCS 1, as wrk runs one thread): `connections` calls in flight on one HTTP/2
+    connection (a gRPC client's one channel), for `seconds`, then waiting for the calls in flight to end."""
+    target = f"127.0.0.1:{running.ports['grpc']}"
+    command = [str(tool), "--insecure", "--protoset", str(protoset), "--call", GRPC_CALL, "--data-file", str(data)]
+    command += ["--concurrency", str(connections), "--connections", "1", "--duration", f"{seconds:g}s"]
+    command += ["--duration-stop", "wait", "--timeout", "10s", "--format", "json", target]
+    done = run_load(command, {**os.environ, "GOMAXPROCS": "1"})
+    if done.returncode != 0:
+        raise SystemExit(f"ghz failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    result = json.loads(done.stdout)
+    percentiles = {point["percentage"]: point["latency"] / 1000 for point in result.get("latencyDistribution") or []}
+    answered = result["statusCodeDistribution"].get("OK", 0)
+    return Run(
+        requests=answered,
+        duration_us=int(result["total"] / 1000),
+        connect=0,
+        read=0,
+        write=0,
+        status=result["count"] - answered,
+        timeout=0,
+        p50_us=percentiles.get(50, 0.0),
+        p99_us=percentiles.get(99, 0.0),
+        mean_us=result["average"] / 1000,
+        max_us=result["slowest"] / 1000,
+        wrk_cpus=done.placed,
+    )
+
+
+def grpc_benchmark(
+    model: Path, expected: np.ndarray, wanted: Sequence[str] | None, args: argparse.Namespace
+) -> dict[str, dict[int, Run]]:
+    """cutover serve against MLServer over gRPC, as the wrk runs above but driven by ghz (pinned the same way)."""
+    chosen = [server for server in grpc_servers(model) if wanted is None or server.label in wanted]
+    if not chosen:
+        return {}
+    tool = ensure_ghz()
+    protoset, data = grpc_request_files(BENCH / "run")
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    print(f"\ngRPC: ghz {GHZ_VERSION}, {GRPC_CALL}, raw_input_contents (tritonclient.grpc's default), one connection")
+    for server in chosen:
+        print(f"  {server.label:<18} {server.description}")
+
+    def drive(running: Running, connections: int, seconds: float) -> Run:
+        return ghz(tool, protoset, data, running, connections, seconds)
+
+    results: dict[str, dict[int, Run]] = {}
+    with on_cpu(WRK_CPU):
+        for server in chosen:
+            running = Running(server)
+            try:
+                running.wait_ready()
+                verify_grpc(running, expected)
+                results[server.label] = measure(
+                    running, drive, concurrencies, args.duration, args.warmup, args.attempts
+                )
+            finally:
+                running.stop()
+    return results
+
+
+def grpc_report(results: dict[str, dict[int, Run]], concurrencies: Sequence[int]) -> None:
+    """The gRPC pair side by side, and the target: >= TARGET_THROUGHPUT_RATIO x MLServer at equal or lower p99."""
+    if set(GRPC_LABELS) - set(results):
+        return
+    ours, theirs = results["cutover-grpc"], results["mlserver-grpc"]
+    print()
+    print("gRPC: cutover / mlserver (ghz, one connection, batching off in both)")
+    print(
+        f"{'concurrency':<12} {'req/s cutover':>14} {'req/s mlserver':>15} {'throughput x':>13} "
+        f"{'p99 cutover':>12} {'p99 mlserver':>13}  target (>= {TARGET_THROUGHPUT_RATIO:g}x at equal or lower p99)"
+    )
+    for connections in concurrencies:
+        a, b = ours[connections], theirs[connections]
+        ratio = a.throughput / b.throughput
+        met = ratio >= TARGET_THROUGHPUT_RATIO and a.p99_us <= b.p99_us
+        print(
+            f"{connections:<12} {a.throughput:14.0f} {b.throughput:15.0f} {ratio:13.2f} "
+            f"{a.p99_us / 1000:12.2f} {b.p99_us / 1000:13.2f}  {'met' if met else 'NOT met'}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", default="1,8,32,64", help="wrk connections per point (default 1,8,32,64)")
@@ -765,13 +992,14 @@ def main() -> None:
     wrk_version = ensure_wrk()
     versions = {"mlserver": ensure_peer(MLSERVER), "kserve": ensure_peer(KSERVE), "triton": ensure_peer(TRITON)}
     versions["cutover"] = package_versions(Path(sys.executable), ("cutover", "onnxruntime", "aiohttp"))
+    tool = ensure_perf_analyzer()
     model = BENCH / "model" / "classifier.onnx"
     build_model(model)
 
     chosen = servers(model)
     if args.servers:
         wanted = args.servers.split(",")
-        unknown = set(wanted) - {server.label for server in chosen}
+        unknown = set(wanted) - {server.label for server in chosen} - set(GRPC_LABELS)
         if unknown:
             parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
         chosen = [server for server in chosen if server.label in wanted]
@@ -808,11 +1036,27 @@ def main() -> None:
                 running.wait_ready()
                 verify(running, limit.expected)
                 results[server.label] = measure(
-                    running, script, concurrencies, args.duration, args.warmup, args.attempts
+                    running,
+                    lambda running, connections, seconds: wrk(script, running.url, connections, seconds),
+                    concurrencies,
+                    args.duration,
+                    args.warmup,
+                    args.attempts,
                 )
             finally:
                 running.stop()
     report(results, limit, concurrencies, args.duration, args.warmup)
+    grpc_report(
+        grpc_benchmark(model, limit.expected, args.servers.split(",") if args.servers else None, args), concurrencies
+    )
+
+    batching = [server for server in chosen if server.label == "cutover-batching"]
+    if batching:
+        print(f"\nperf_analyzer (tritonclient 2.51.0's, {tool}), its own report; batch sizes need a batching server")
+        with on_cpu(WRK_CPU):
+            passed = perf_analyzer(tool, batching[0], limit.expected, args.duration / 2)
+        if not passed:
+            raise SystemExit("perf_analyzer failed (above); the wrk figures stand")
 
 
 if __name__ == "__main__":
