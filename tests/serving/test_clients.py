@@ -97,6 +97,8 @@ def test_perf_analyzer_drives_a_batching_server(batching: Serving, batch: int) -
     rows = batching.metric("cutover_predictions_total")
     report = perf_analyzer(batching, "-b", str(batch))
     assert f"Batch size: {batch}" in report and "Throughput:" in report, report
+    # The server-side section, from Triton's statistics extension (/v2/models/{name}/stats).
+    assert "Server:" in report and "compute infer" in report, report
     requests = batching.metric("cutover_serving_requests_total", code="200") - answered
     assert requests >= 100 and batching.metric("cutover_predictions_total") - rows == requests * batch
     assert batching.metric("cutover_serving_requests_total", code="500") == 0
