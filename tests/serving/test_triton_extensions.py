@@ -27,7 +27,8 @@ from cutover.serving.compression import MIN_BYTES, preferred_coding
 from cutover.serving.gateway.app import Gateway, GatewayConfig
 from cutover.serving.server import EXTENSIONS
 
-from .support import Serving
+from .support import Serving, openai_error
+from .test_adapters import chat_upstream  # noqa: F401  (the module's fixture)
 from .test_grpc import GrpcServing
 
 LABELS = ["low", "medium", "high"]
@@ -342,6 +343,31 @@ def test_a_body_that_does_not_decode_as_its_content_encoding_says_is_a_4xx(serve
     for encoding, code in (("gzip", 400), ("deflate", 400), ("compress", 415)):
         status, answer = server.post(path, b"not compressed at all", {"Content-Encoding": encoding})
         assert (status, encoding) == (code, encoding) and answer["error"]
+
+
+def test_chat_answers_are_compressed_and_compressed_chat_requests_read(
+    tmp_path: Path,
+    chat_upstream: str,  # noqa: F811
+) -> None:
+    serving = Serving(
+        tmp_path, "--format", "llm", "--upstream", chat_upstream, "--upstream-model", "tiny-llm", name="assistant"
+    ).start()
+    try:
+        long = "word " * 400
+        request = {"model": "assistant", "messages": [{"role": "user", "content": f"say: {long}"}]}
+        sent = urllib.request.Request(
+            serving.url + "/v1/chat/completions",
+            data=gzip.compress(json.dumps(request).encode()),
+            headers={"Content-Encoding": "gzip", "Accept-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(sent, timeout=30) as response:
+            assert response.headers["Content-Encoding"] == "gzip"
+            answer = json.loads(gzip.decompress(response.read()))
+        assert answer["choices"][0]["message"]["content"] == long.strip()
+        status, error = serving.post("/v1/chat/completions", b"not compressed at all", {"Content-Encoding": "gzip"})
+        assert status == 400 and "cannot be read" in openai_error(error)
+    finally:
+        serving.stop()
 
 
 async def test_asyncio_tritonclient_reads_every_answer_while_it_always_accepts_compression(
