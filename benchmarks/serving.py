@@ -35,17 +35,25 @@ Then Triton's perf_analyzer (the binary in the tritonclient 2.51.0 wheel, instal
 drives a fresh cutover-batching server at batch sizes 1 and 8 with 1 and 8 requests in flight, pinned like
 wrk, and its own report is printed as it wrote it.
 
+Then gRPC (the Open Inference Protocol's inference.GRPCInferenceService): cutover serve with --grpc-port
+(cutover-grpc) against the tuned MLServer's gRPC port (mlserver-grpc), driven by ghz (github.com/bojand/ghz,
+built with `go install` into .bench/) pinned to CPU 0 with GOMAXPROCS 1: the same fixed input in
+raw_input_contents (what tritonclient.grpc sends), a fixed number of calls in flight (the concurrency) on one
+HTTP/2 connection, calls in flight at the end waited for; each server must first answer the fixed input over
+gRPC with the in-process probabilities, and a call that is not OK aborts the run. `--servers
+cutover-grpc,mlserver-grpc` runs this part alone.
+
 The limit is onnxruntime called in this process on the same input (pinned to CPU 1 as well); the cost of
 decoding the JSON body and encoding the response with the standard library is printed beside it.
 
 Targets (issue 6): at least 2x MLServer's throughput at equal or lower p99, at every concurrency; cutover's
-p50 at concurrency 1 within 0.5 ms of the in-process call.
+p50 at concurrency 1 within 0.5 ms of the in-process call. Issue 17: the same 2x over gRPC.
 
     .venv/bin/python benchmarks/serving.py [--concurrency 1,8,32,64] [--duration 10] [--quick]
 
 MLServer, KServe and Triton are installed by this script into their own virtual environments under .bench/
 from the pinned benchmarks/peers/*-requirements.txt (reused while the file is unchanged); wrk is installed
-with apt-get when missing. Run: `make bench-serving`.
+with apt-get when missing, ghz with Go. Run: `make bench-serving`.
 """
 
 from __future__ import annotations
