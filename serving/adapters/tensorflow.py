@@ -56,9 +56,9 @@ def _info(kind: str, name: str, spec: Any) -> TensorInfo:
 class TensorFlowAdapter(LocalAdapter):
     """Runs the ``serving_default`` signature of the SavedModel directory ``path``.
 
-    ``threads`` is TensorFlow's intra-op pool (0: TensorFlow's default, one per core); the
-    inter-op pool is one thread, as ONNX Runtime runs sequentially, since requests reach the
-    model one batch at a time. ``device="cpu"`` hides GPUs; otherwise TensorFlow places ops on a
+    ``threads`` sizes TensorFlow's intra-op pool (0: TensorFlow's default, one thread per core);
+    the inter-op pool has one thread, as the ONNX adapter runs its graph sequentially: one batch
+    reaches the model at a time and its ops share the intra-op threads. ``device="cpu"`` hides GPUs; otherwise TensorFlow places ops on a
     GPU when its build has CUDA and one is visible. TensorFlow takes these settings once per
     process, before its first op: when TensorFlow already runs with other settings (a fallback
     baseline asking for the same is fine), they stay and a warning says so. Raises ValueError on

@@ -5,6 +5,7 @@ with tritonclient; every answer is compared with calling the same SavedModel in 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import subprocess
@@ -78,12 +79,17 @@ def text_model(path: Path) -> Path:
     return save(path, serve)
 
 
-def in_process(path: Path, **inputs: np.ndarray) -> dict[str, np.ndarray]:
-    """What the SavedModel's serving signature answers when called here."""
+@functools.cache
+def loaded(path: Path) -> Any:
     import tensorflow as tf
 
-    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-    return {name: tensor.numpy() for name, tensor in signature(**inputs).items()}
+    return tf.saved_model.load(str(path))
+
+
+def in_process(path: Path, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+    """What the SavedModel's serving signature answers when called here."""
+    results = loaded(path).signatures["serving_default"](**inputs)
+    return {name: tensor.numpy() for name, tensor in results.items()}
 
 
 @pytest.fixture(scope="module")
