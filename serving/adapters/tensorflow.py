@@ -58,12 +58,12 @@ class TensorFlowAdapter(LocalAdapter):
 
     ``threads`` sizes TensorFlow's intra-op pool (0: TensorFlow's default, one thread per core);
     the inter-op pool has one thread, as the ONNX adapter runs its graph sequentially: one batch
-    reaches the model at a time and its ops share the intra-op threads. ``device="cpu"`` hides GPUs; otherwise TensorFlow places ops on a
-    GPU when its build has CUDA and one is visible. TensorFlow takes these settings once per
-    process, before its first op: when TensorFlow already runs with other settings (a fallback
-    baseline asking for the same is fine), they stay and a warning says so. Raises ValueError on
-    load when ``path`` is not a SavedModel, has no serving signature, or one of its tensors has
-    no protocol datatype or no known rank.
+    reaches the model at a time and its ops share the intra-op threads. ``device="cpu"`` hides
+    GPUs; otherwise TensorFlow places ops on a GPU when its build has CUDA and one is visible.
+    TensorFlow takes these settings once per process, before its first op: when TensorFlow
+    already runs with other settings (a fallback baseline asking for the same is fine), they stay
+    and a warning says so. Raises ValueError on load when ``path`` is not a SavedModel, has no
+    serving signature, or one of its tensors has no protocol datatype or no known rank.
     """
 
     platform = "tensorflow_savedmodel"
