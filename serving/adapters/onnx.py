@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidInput
 from .base import LocalAdapter, TensorInfo
 
 _TYPES = {
@@ -63,9 +64,18 @@ class OnnxAdapter(LocalAdapter):
         self._strings = {t.name for t in self.inputs if t.datatype == "BYTES"}
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feed = {
-            name: np.vectorize(lambda b: b.decode(), otypes=[object])(value) if name in self._strings else value
-            for name, value in inputs.items()
-        }
+        feed = {name: _texts(name, value) if name in self._strings else value for name, value in inputs.items()}
         results = self._session.run(self._output_names, feed)
         return dict(zip(self._output_names, results, strict=True))
+
+
+def _texts(name: str, array: np.ndarray) -> np.ndarray:
+    """A BYTES input as the ``str`` elements an ONNX string tensor takes. Raises ``InvalidInput``
+    (400) for an element that is not UTF-8: the client's input, not a failure of the model."""
+    try:
+        return np.vectorize(lambda element: element.decode(), otypes=[object])(array)
+    except UnicodeDecodeError as error:
+        raise InvalidInput(
+            f"input {name!r} holds an element that is not UTF-8 text ({error.reason} at byte {error.start}); "
+            "the model's string tensor takes text"
+        ) from None
