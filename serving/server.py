@@ -304,7 +304,7 @@ class ModelServer:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         pipeline = self.loaded()
-        answer = await pipeline.chat(lambda: http.request_json(request), request.headers.get(REQUEST_ID_HEADER)
+        answer = await pipeline.chat(lambda: http.request_json(request), request.headers.get(REQUEST_ID_HEADER))
         if isinstance(answer, dict):
             return compressed(request, web.json_response(answer))
         return await self._stream(request, answer)
