@@ -5,9 +5,11 @@ and Triton call by default. Other signatures are not served: no ModelDeployment 
 The signature describes itself: its inputs are the keyword arguments of the signature function,
 its outputs the keys of the dictionary it returns, each with a dtype and a shape (``None``, an
 unknown dimension, is -1). ``tf.string`` is BYTES, passed to the model as the raw bytes the
-client sent. A tensor of unknown rank, or of a type the protocol cannot carry (bfloat16,
-complex, resource), fails the load rather than every request. TensorFlow is imported on load,
-so other formats never pay for it (the ``tensorflow`` extra installs it).
+client sent. Inputs that disagree on their first dimension and that the model refuses are a
+400 (``InvalidInput``); any other refusal is a model failure. A tensor of unknown rank, or of a
+type the protocol cannot carry (bfloat16, complex, resource), fails the load rather than every
+request. TensorFlow is imported on load, so other formats never pay for it (the ``tensorflow``
+extra installs it).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidInput
 from .base import LocalAdapter, TensorInfo
 
 log = logging.getLogger("cutover.serving")
@@ -75,6 +78,7 @@ class TensorFlowAdapter(LocalAdapter):
         self.device = device
         self._model: Any = None
         self._signature: Any = None
+        self._invalid_argument: type[Exception] = Exception
 
     def load_sync(self) -> None:
         import tensorflow as tf
@@ -97,10 +101,21 @@ class TensorFlowAdapter(LocalAdapter):
             found = ", ".join(self._model.signatures) or "none"
             raise ValueError(f"SavedModel {self.path} has no {SIGNATURE} signature (it has: {found})")
         self._signature = self._model.signatures[SIGNATURE]
+        self._invalid_argument = tf.errors.InvalidArgumentError
         _, inputs = self._signature.structured_input_signature
         self.inputs = [_info("input", name, spec) for name, spec in inputs.items()]
         self.outputs = [_info("output", name, spec) for name, spec in self._signature.structured_outputs.items()]
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = self._signature(**inputs)
+        try:
+            results = self._signature(**inputs)
+        except self._invalid_argument:
+            # Each input passed validation alone; inputs that disagree on their first dimension are the
+            # client's mistake, not the model's. Otherwise a model that refuses its input fails (500),
+            # as an ONNX model does, so a revision that refuses every request is rolled back.
+            rows = {name: array.shape[0] for name, array in inputs.items() if array.ndim}
+            if len(set(rows.values())) < 2:
+                raise
+            sizes = ", ".join(f"{name!r} has {count}" for name, count in rows.items())
+            raise InvalidInput(f"the inputs disagree on their first (batch) dimension: {sizes}") from None
         return {name: tensor.numpy() for name, tensor in results.items()}

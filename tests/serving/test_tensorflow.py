@@ -237,6 +237,17 @@ def test_string_input_reaches_the_model_as_the_bytes_sent(models: Path, tmp_path
             {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["hi"]}]},
         )
         assert status == 400 and "missing input 'weight'" in answer["error"]
+        status, answer = serving.post(
+            "/v2/models/text/infer",
+            {
+                "inputs": [
+                    {"name": "text", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]},
+                    {"name": "weight", "datatype": "FP64", "shape": [3], "data": [1, 2, 3]},
+                ]
+            },
+        )
+        assert status == 400, answer  # each input is valid alone; the model refuses rows that do not pair up
+        assert answer["error"] == "the inputs disagree on their first (batch) dimension: 'text' has 2, 'weight' has 3"
     finally:
         serving.stop()
 
