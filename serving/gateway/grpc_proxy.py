@@ -16,7 +16,8 @@ message; its HTTP status as the gRPC status code Triton uses (``grpc_protocol.st
 with its message, ``retry-after`` and ``cutover-revision`` in the trailing metadata.
 
 ServerLive and ServerReady answer for the gateway itself (ready once its watched lists arrived,
-until draining); ModelReady, ModelMetadata and ModelConfig ask a revision of the model.
+until draining); ModelReady, ModelMetadata, ModelConfig and ModelStatistics ask a revision of
+the model.
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ class GatewayInferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  #
         return pb.ModelConfigResponse(
             config=json_format.ParseDict(await _json(context, answer), config, ignore_unknown_fields=True)
         )
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Context) -> pb.ModelStatisticsResponse:
+        """The statistics of the revision the call is routed to (a model name is needed: the
+        gateway routes by it)."""
+        answer = await self._forward(context, request.name, request.version, "GET", "/stats")
+        statistics = pb.ModelStatisticsResponse()
+        return json_format.ParseDict(await _json(context, answer), statistics, ignore_unknown_fields=True)
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         try:

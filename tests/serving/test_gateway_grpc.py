@@ -102,6 +102,8 @@ async def test_tritonclient_grpc_works_through_the_gateway(front: Front, models:
     wanted = grpcclient.InferRequestedOutput("probabilities")
     pinned = await client.infer(MODEL, [tensor(x)], model_version="1", outputs=[wanted])
     np.testing.assert_array_equal(pinned.as_numpy("probabilities"), result.as_numpy("probabilities"))
+    statistics = (await client.get_inference_statistics(MODEL)).model_stats[0]
+    assert statistics.name == MODEL and statistics.inference_count >= 4
     with pytest.raises(InferenceServerException, match="unknown version '7'") as unknown:
         await client.infer(MODEL, [tensor(x)], model_version="7")
     assert unknown.value.status() == "StatusCode.NOT_FOUND"

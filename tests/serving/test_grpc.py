@@ -210,6 +210,26 @@ def test_every_typed_datatype_round_trips(typed_echo: GrpcServing) -> None:
     assert "FP16 has no typed contents" in refused.value.details()
 
 
+def test_bytes_that_are_not_utf8_for_a_string_input_are_invalid_argument_not_a_model_failure(
+    echo: GrpcServing,
+) -> None:
+    arrays = samples()
+    arrays["BYTES"] = np.array([[b"ok", b"\xff\xfe"], [b"", b"x"]], dtype=object)
+    tensors = []
+    for datatype, array in arrays.items():
+        tensor = grpcclient.InferInput(f"in_{datatype}", list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    before = echo.metric("cutover_serving_requests_total", code="400")
+    client = grpcclient.InferenceServerClient(echo.target)
+    with pytest.raises(InferenceServerException, match="not UTF-8") as refused:
+        client.infer("echo", tensors)
+    client.close()
+    assert refused.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert echo.metric("cutover_serving_requests_total", code="400") == before + 1
+    assert echo.metric("cutover_serving_requests_total", code="500") == 0
+
+
 def _request(**tensor: object) -> pb.ModelInferRequest:
     """A request for the classifier with one input: FP32 [1, 4] unless ``tensor`` says otherwise."""
     request = pb.ModelInferRequest(model_name="classifier")
