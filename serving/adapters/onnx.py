@@ -73,9 +73,10 @@ def _texts(name: str, array: np.ndarray) -> np.ndarray:
     """A BYTES input as the ``str`` elements an ONNX string tensor takes. Raises ``InvalidInput``
     (400) for an element that is not UTF-8: the client's input, not a failure of the model."""
     try:
-        return np.vectorize(lambda element: element.decode(), otypes=[object])(array)
+        texts: np.ndarray = np.vectorize(lambda element: element.decode(), otypes=[object])(array)
     except UnicodeDecodeError as error:
         raise InvalidInput(
             f"input {name!r} holds an element that is not UTF-8 text ({error.reason} at byte {error.start}); "
             "the model's string tensor takes text"
         ) from None
+    return texts
