@@ -2,8 +2,8 @@
 answered at ``GET /v2/models/{name}[/versions/{version}]/stats`` and ``GET /v2/models/stats``
 so perf_analyzer prints a server-side breakdown beside its client-side latency.
 
-The stages are Triton's, measured with ``time.perf_counter_ns`` (a few hundred nanoseconds per
-request):
+The stages are Triton's, measured with ``time.perf_counter_ns`` (a handful of clock reads per
+request, no lock: the event loop is the only writer):
 
 ==============  ==========================================================================
 success, fail   admitted requests answered, or ended by an error (any status), and their
