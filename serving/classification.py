@@ -27,7 +27,8 @@ def classify(array: np.ndarray, count: int, labels: Sequence[str] = (), *, batch
     """The top ``count`` classes of each row of ``array`` as an object array of ``bytes``
     ("value:index[:label]"): shape ``[rows, min(count, classes)]`` when ``batched`` (the first
     dimension is the batch), else ``[min(count, classes)]``. ``labels[i]`` names class i; an
-    index past the labels, or with an empty line, has none. Raises ``InvalidInput`` for a non-numeric ``array``."""
+    index past the labels, or with an empty line, has none. Raises ``InvalidInput`` for a
+    non-numeric ``array``."""
     if array.dtype.kind not in "biuf":
         raise InvalidInput(f"classification needs a numeric output, not {array.dtype}")
     rows = array.reshape(array.shape[0], -1) if batched and array.ndim > 1 else array.reshape(1, -1)
@@ -55,8 +56,8 @@ def classified(
 ) -> dict[str, np.ndarray]:
     """``outputs`` with each output the request asked to classify replaced by its top classes;
     ``labels`` by output name, ``unbatched`` the names of outputs the model declares without a
-    batch dimension (one row each). An
-    output the request names but the model lacks is left for ``select_outputs`` to refuse."""
+    batch dimension (one row each). An output the request names but the model lacks is left for
+    ``select_outputs`` to refuse."""
     answer = dict(outputs)
     for wanted in requested or ():
         if wanted.classification is not None and wanted.name in answer:
