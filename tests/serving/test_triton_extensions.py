@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -455,3 +456,8 @@ async def test_the_extensions_and_compression_pass_through_the_gateway(gateway_u
             await client.unload_model("classifier")
     finally:
         await client.close()
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        url = gateway_url + "/v2/models/classifier/infer"
+        async with session.post(url, data=json_request(200), headers={"Accept-Encoding": "gzip"}) as answer:
+            assert answer.status == 200 and answer.headers["Content-Encoding"] == "gzip"
+            assert len(json.loads(gzip.decompress(await answer.read()))["outputs"][0]["data"]) == 600
