@@ -28,11 +28,12 @@ Not cached: a request with sequence parameters (``sequence_id``, ``sequence_star
 (``bypass``); models of format ``llm`` (sampled answers) have no cache: the API and
 ``cutover serve`` refuse one. Errors are never cached.
 
-Identical requests in flight together share one model call (single-flight): the first starts it
+Identical requests in flight together share one model call (single-flight): the first makes it
 (``miss``), the others wait for its answer (``coalesced``; counted as hits, since they cost no
-model call of their own) instead of calling the model again. The call runs as a task of its own,
-so a client that goes away does not cancel it for the others; when it fails, every request
-waiting for it gets that error.
+model call of their own) instead of calling the model again. When the call fails, every request
+waiting for it gets that error; when the first request goes away before the answer (its client
+disconnected), the waiting ones do not fail: one of them calls the model again. (A task of its
+own for every call would spare that second call, at about 10 microseconds on every miss.)
 """
 
 from __future__ import annotations
@@ -75,8 +76,12 @@ class CacheMetrics:
     def evicted(self, reason: Literal["capacity", "expired"]) -> None:
         """An answer dropped to stay within the bounds, or because it was older than the ttl."""
 
-    def size(self, entries: int, nbytes: int) -> None:
-        """The answers held now and their bytes."""
+    def held(self, entries: Callable[[], float], nbytes: Callable[[], float]) -> None:
+        """How to read the answers held and their bytes when the metrics are read."""
+
+
+class _Abandoned(Exception):
+    """The request whose model call others were waiting for went away before the answer."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,8 @@ class PredictionCache:
         self.clock = clock
         self.nbytes = 0
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
-        self._calls: dict[bytes, asyncio.Task[Tensors]] = {}
+        self._calls: dict[bytes, asyncio.Future[Tensors]] = {}
+        self.metrics.held(lambda: len(self._entries), lambda: self.nbytes)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -185,26 +191,33 @@ class PredictionCache:
             key = await asyncio.to_thread(digest, self.revision, inputs, parameters)
         else:
             key = digest(self.revision, inputs, parameters)
-        entry = self._get(key)
-        if entry is not None:
+        while True:
+            entry = self._get(key)
+            if entry is not None:
+                self.metrics.hit()
+                return entry.outputs, "hit"
+            call = self._calls.get(key)
+            if call is None:
+                break
+            try:  # shielded: a waiting request that goes away must not cancel the call for the others
+                outputs = await asyncio.shield(call)
+            except _Abandoned:
+                continue  # the request that called the model went away first: ask again
             self.metrics.hit()
-            return entry.outputs, "hit"
-        call = self._calls.get(key)
-        if call is not None:
-            self.metrics.hit()
-            return await asyncio.shield(call), "coalesced"
+            return outputs, "coalesced"
         self.metrics.miss()
-        call = self._calls[key] = asyncio.ensure_future(self._call(key, predict))
-        call.add_done_callback(_retrieved)
-        return await asyncio.shield(call), "miss"
-
-    async def _call(self, key: bytes, predict: Callable[[], Awaitable[Tensors]]) -> Tensors:
+        call = self._calls[key] = asyncio.get_running_loop().create_future()
         try:
             outputs = _owned(await predict())
+        except BaseException as error:
+            call.set_exception(_Abandoned() if isinstance(error, asyncio.CancelledError) else error)
+            call.exception()  # marked as read: no request may be waiting for it
+            raise
         finally:
             del self._calls[key]
+        call.set_result(outputs)
         self._put(key, outputs)
-        return outputs
+        return outputs, "miss"
 
     def _get(self, key: bytes) -> _Entry | None:
         entry = self._entries.get(key)
@@ -225,16 +238,7 @@ class PredictionCache:
         self.nbytes += nbytes
         while len(self._entries) > self.max_entries or self.nbytes > self.max_bytes:
             self._drop(next(iter(self._entries)), "capacity")
-        self.metrics.size(len(self._entries), self.nbytes)
 
     def _drop(self, key: bytes, reason: Literal["capacity", "expired"]) -> None:
         self.nbytes -= self._entries.pop(key).nbytes
         self.metrics.evicted(reason)
-        self.metrics.size(len(self._entries), self.nbytes)
-
-
-def _retrieved(call: asyncio.Task[Tensors]) -> None:
-    """Mark a model call's failure as seen: when every request that waited for it has gone away,
-    nobody else reads it (asyncio would log it as never retrieved)."""
-    if not call.cancelled():
-        call.exception()

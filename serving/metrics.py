@@ -214,9 +214,10 @@ class PredictionCacheMetrics(CacheMetrics):
     def evicted(self, reason: Literal["capacity", "expired"]) -> None:
         self._evictions[reason].inc()
 
-    def size(self, entries: int, nbytes: int) -> None:
-        self._entries.set(entries)
-        self._bytes.set(nbytes)
+    def held(self, entries: Callable[[], float], nbytes: Callable[[], float]) -> None:
+        """Read at scrape time: requests pay nothing for the gauges."""
+        self._entries.set_function(entries)
+        self._bytes.set_function(nbytes)
 
 
 class SafetyMetrics:

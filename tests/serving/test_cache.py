@@ -187,6 +187,16 @@ def test_the_key_does_not_change_with_how_the_same_request_is_spelled(same: Call
     assert same() == key()
 
 
+async def test_a_large_input_digested_on_a_worker_thread_is_found_again() -> None:
+    cache, _ = cached()
+    image = {"x": np.random.default_rng(0).standard_normal((1, 3, 512, 512)).astype(np.float32)}  # 3 MiB
+    model = Model()
+
+    lookups = [(await cache.outputs(image, {}, model(image)))[1] for _ in range(2)]
+
+    assert lookups == ["miss", "hit"] and len(model.asked) == 1
+
+
 async def test_requests_in_a_sequence_pass_by_the_cache() -> None:
     cache, metrics = cached()
     model = Model()
@@ -202,50 +212,72 @@ async def test_requests_in_a_sequence_pass_by_the_cache() -> None:
 # -- identical requests in flight together --------------------------------------------------------
 
 
-async def test_identical_requests_in_flight_share_one_model_call_even_when_the_first_goes_away() -> None:
-    cache, metrics = cached()
-    gate = asyncio.Event()
-    calls = 0
+class Gated:
+    """A model call that waits for ``gate``, then answers or raises ``failure``; counts its calls."""
 
-    async def predict() -> Tensors:
-        nonlocal calls
-        calls += 1
-        await gate.wait()
+    def __init__(self, failure: Exception | None = None) -> None:
+        self.gate = asyncio.Event()
+        self.calls = 0
+        self.failure = failure
+
+    async def __call__(self) -> Tensors:
+        self.calls += 1
+        await self.gate.wait()
+        if self.failure is not None:
+            raise self.failure
         return {"y": np.ones((1, 1), dtype=np.float32)}
 
-    waiting = [asyncio.create_task(cache.outputs(row(1), {}, predict)) for _ in range(4)]
-    while sample(metrics, "cutover_serving_cache_hits_total") != 3:  # every follower is waiting
-        await asyncio.sleep(0)
-    waiting[0].cancel()  # the client whose request started the call disconnects
-    gate.set()
+    async def started(self, calls: int) -> None:
+        """Wait until the model has been called ``calls`` times; requests started before then
+        are waiting by now too (each ran up to its first wait while this one yielded)."""
+        while self.calls < calls:
+            await asyncio.sleep(0)
+
+
+async def test_identical_requests_in_flight_share_one_model_call() -> None:
+    cache, metrics = cached()
+    model = Gated()
+
+    waiting = [asyncio.create_task(cache.outputs(row(1), {}, model)) for _ in range(4)]
+    await model.started(1)
+    model.gate.set()
+    answers = await asyncio.gather(*waiting)
+
+    assert model.calls == 1 and [lookup for _, lookup in answers] == ["miss", "coalesced", "coalesced", "coalesced"]
+    assert all(outputs is answers[0][0] for outputs, _ in answers)
+    assert sample(metrics, "cutover_serving_cache_hits_total") == 3
+    assert (await cache.outputs(row(1), {}, model))[1] == "hit"
+
+
+async def test_when_the_request_that_called_the_model_goes_away_a_waiting_one_asks_again() -> None:
+    cache, metrics = cached()
+    model = Gated()
+
+    waiting = [asyncio.create_task(cache.outputs(row(1), {}, model)) for _ in range(3)]
+    await model.started(1)
+    waiting[0].cancel()  # its client disconnected
+    await model.started(2)
+    model.gate.set()
     answers = await asyncio.gather(*waiting[1:])
 
-    assert calls == 1 and [lookup for _, lookup in answers] == ["coalesced"] * 3
     assert waiting[0].cancelled()
-    assert (await cache.outputs(row(1), {}, predict))[1] == "hit", "the call finished and was kept"
+    assert sorted(lookup for _, lookup in answers) == ["coalesced", "miss"], "nobody else saw the cancellation"
+    assert model.calls == 2 and sample(metrics, "cutover_serving_cache_misses_total") == 2
 
 
 async def test_a_failed_model_call_fails_everyone_waiting_for_it_and_is_not_kept() -> None:
     cache, _ = cached()
-    gate = asyncio.Event()
-    calls = 0
+    model = Gated(InferenceError("model failed: boom"))
 
-    async def predict() -> Tensors:
-        nonlocal calls
-        calls += 1
-        await gate.wait()
-        raise InferenceError("model failed: boom")
-
-    waiting = [asyncio.create_task(cache.outputs(row(1), {}, predict)) for _ in range(3)]
-    while calls == 0:
-        await asyncio.sleep(0)
-    gate.set()
+    waiting = [asyncio.create_task(cache.outputs(row(1), {}, model)) for _ in range(3)]
+    await model.started(1)
+    model.gate.set()
     results = await asyncio.gather(*waiting, return_exceptions=True)
 
-    assert calls == 1 and all(isinstance(r, InferenceError) for r in results)
+    assert model.calls == 1 and all(isinstance(r, InferenceError) for r in results)
     with pytest.raises(InferenceError):
-        await cache.outputs(row(1), {}, predict)
-    assert calls == 2 and len(cache) == 0
+        await cache.outputs(row(1), {}, model)
+    assert model.calls == 2 and len(cache) == 0
 
 
 # -- on the request path --------------------------------------------------------------------------
