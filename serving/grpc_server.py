@@ -21,11 +21,13 @@ its trailing metadata (``cutover-revision``); ModelInfer calls are counted with 
 they end with (``grpc_protocol.py``), in the series HTTP requests are counted in, so the rollout
 analysis sees them as it sees HTTP; a request the client cancels is not counted, as over HTTP.
 An error is the status code ``grpc_protocol.status_code`` gives for its HTTP status, with its
-message, and ``retry-after`` in the trailing metadata when it has one.
+message, and ``retry-after`` in the trailing metadata when it has one; a request that is not a
+valid message is INVALID_ARGUMENT (``parsed_in_handlers``).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -33,7 +35,8 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import json_format, message_factory
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2, service_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 
@@ -169,6 +172,37 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         await self._call(context, error.status, str(error))
 
 
+def parsed_in_handlers(service: service_pb2_grpc.GRPCInferenceServiceServicer) -> grpc.GenericRpcHandler:
+    """The unary methods of ``GRPCInferenceService`` (from its descriptor) calling ``service``, each
+    request parsed in the handler: bytes that are not the method's message (malformed, or a
+    string field that is not UTF-8) are INVALID_ARGUMENT with the reason, where grpcio's own
+    parsing answers UNKNOWN, which reads as a server failure. The streaming method is left out:
+    UNIMPLEMENTED, as for any method not served."""
+    described = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in described.methods:
+        if method.client_streaming or method.server_streaming:
+            continue
+        request_type = message_factory.GetMessageClass(method.input_type)
+        response_type = message_factory.GetMessageClass(method.output_type)
+        behaviour = getattr(service, method.name)
+
+        async def call(
+            data: bytes, context: Context, behaviour: Any = behaviour, request_type: Any = request_type
+        ) -> Any:
+            try:
+                request = request_type.FromString(data)
+            except DecodeError as error:
+                await abort(context, 400, f"the request is not a valid {request_type.DESCRIPTOR.full_name}: {error}")
+            answer = behaviour(request, context)  # the servicer's defaults for methods not served are not async
+            return await answer if inspect.isawaitable(answer) else answer
+
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            call, response_serializer=response_type.SerializeToString
+        )
+    return grpc.method_handlers_generic_handler(described.full_name, handlers)
+
+
 @asynccontextmanager
 async def listening(
     service: service_pb2_grpc.GRPCInferenceServiceServicer,
@@ -187,7 +221,7 @@ async def listening(
         return
     options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", -1)]
     grpc_server = grpc.aio.server(options=options)
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(service, grpc_server)
+    grpc_server.add_generic_rpc_handlers((parsed_in_handlers(service),))
     bound = grpc_server.add_insecure_port(f"{host}:{port}")
     await grpc_server.start()
     log.info("gRPC listening on %s:%d", host, bound)

@@ -282,6 +282,25 @@ def test_bad_input_is_invalid_argument_and_counted_as_a_4xx(server: GrpcServing)
     assert sum(server.metric("cutover_serving_requests_total", code=str(c)) for c in (500, 502, 503)) == failures
 
 
+def test_bytes_that_are_not_a_message_are_invalid_argument(server: GrpcServing) -> None:
+    """A body that does not parse, or a string field that is not UTF-8: the client's mistake,
+    not grpcio's UNKNOWN (read as a server failure)."""
+    name_not_utf8 = b"\x0a\x02\xff\xfe"  # field 1 (model_name), two bytes that are not UTF-8
+    channel = grpc.insecure_channel(server.target)
+    infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")  # sends bytes as they are
+    with channel:
+        for body in (name_not_utf8, b"\xff\xff\xff"):
+            with pytest.raises(grpc.RpcError) as refused:
+                infer(body)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+            assert "not a valid inference.ModelInferRequest" in refused.value.details()
+    client = grpcclient.InferenceServerClient(server.target)
+    with pytest.raises(InferenceServerException) as unserved:
+        client.get_system_shared_memory_status()
+    assert unserved.value.status() == "StatusCode.UNIMPLEMENTED"
+    client.close()
+
+
 def test_unknown_model_is_not_found(server: GrpcServing) -> None:
     request = _request(contents=pb.InferTensorContents(fp32_contents=[0] * 4))
     request.model_name = "nope"
