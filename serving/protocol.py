@@ -326,6 +326,20 @@ def _requested_outputs(outputs: Any) -> list[RequestedOutput] | None:
     return requested
 
 
+def decode_index_request(body: bytes) -> bool:
+    """Whether a repository index request (Triton's model repository extension) asks for ready
+    models only: its body is empty or ``{"ready": true|false}``. Raises ``InvalidInput`` for
+    any other body."""
+    try:
+        asked = json.loads(body) if body.strip() else {}
+    except (ValueError, RecursionError):
+        asked = None
+    ready = asked.get("ready", False) if isinstance(asked, dict) and set(asked) <= {"ready"} else None
+    if not isinstance(ready, bool):
+        raise InvalidInput('the index request is an empty body or {"ready": true} or {"ready": false}')
+    return ready
+
+
 def _decode_raw(body: bytes, raw_input: RawInput | None) -> InferRequest:
     """The header-less form: the body is the one input of a batch-1 request; outputs in binary."""
     if raw_input is None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from typing import Any
@@ -41,14 +40,14 @@ from . import grpc_server, http
 from .adapters.base import Adapter, TensorInfo
 from .compression import compressed
 from .config import ServeConfig
-from .errors import InvalidInput, ModelNotFound, ModelNotReady, NotAllowed, ServingError
+from .errors import ModelNotFound, ModelNotReady, NotAllowed, ServingError
 from .lifecycle import until_signalled
 from .loading import Loader
 from .metrics import ServingMetrics
 from .offload import Offload
 from .openai import DONE, error_body, error_object, event, model_list
 from .pipeline import Admission, ChatStream, Pipeline
-from .protocol import HEADER_LENGTH
+from .protocol import HEADER_LENGTH, decode_index_request
 from .safety.guard import Guard
 from .safety.source import PolicyFile
 
@@ -271,15 +270,8 @@ class ModelServer:
     async def repository_index(self, request: web.Request) -> web.Response:
         """Triton's model repository index: the one model this server serves, with its state.
         The body may be empty or ``{"ready": true}`` (only ready models)."""
-        body = await http.request_body(request)
-        try:
-            asked = json.loads(body) if body.strip() else {}
-        except (ValueError, RecursionError):
-            asked = None
-        ready = asked.get("ready", False) if isinstance(asked, dict) and set(asked) <= {"ready"} else None
-        if not isinstance(ready, bool):
-            raise InvalidInput('the index request is an empty body or {"ready": true} or {"ready": false}')
-        return http.json_body(self.index(ready_only=ready))
+        ready_only = decode_index_request(await http.request_body(request))
+        return http.json_body(self.index(ready_only=ready_only))
 
     def index(self, *, ready_only: bool = False) -> list[dict[str, str]]:
         """The repository index: name, version, state (READY, LOADING or UNAVAILABLE) and the

@@ -22,10 +22,10 @@ from aiohttp import web
 
 from cutover.api.contract import GATEWAY_PORT, REQUEST_ID_HEADER
 
-from ..http import json_errors, live, prometheus, readiness, request_body
+from ..http import json_body, json_errors, live, prometheus, readiness, request_body
 from ..openai import error_body, error_object, event
-from ..protocol import HEADER_LENGTH
-from .keys import DEFAULT_TIERS, ApiKey, Denied, KeyStore, Limiter, Tier, authorize, retry_after_header
+from ..protocol import HEADER_LENGTH, decode_index_request
+from .keys import DEFAULT_TIERS, ApiKey, Denied, KeyStore, Limiter, Tier, authorize, forbidden, retry_after_header
 from .metrics import GatewayMetrics
 from .mirror import Mirrors, mirrored_copy
 from .proxy import Answer, Outgoing, Proxy, error_answer
@@ -167,6 +167,7 @@ class Gateway:
             app.router.add_get(prefix + "/config", self.model)
             app.router.add_get(prefix + "/stats", self.model)
             app.router.add_post(prefix + "/infer", self.model)
+        app.router.add_post("/v2/repository/index", self.repository_index)
         # The revision refuses loading and unloading with its reason (the operator owns models).
         app.router.add_post("/v2/repository/models/{name}/{action:load|unload}", self.model)
         app.router.add_post("/v1/chat/completions", self.chat)
@@ -213,6 +214,31 @@ class Gateway:
             for model, r in self.routes.items()
         }
         return web.json_response(table)
+
+    async def repository_index(self, request: web.Request) -> web.Response:
+        """Triton's model repository index of the models the gateway routes and the caller's key
+        may call: one entry per model and version, READY while a revision serving it is healthy
+        (its circuit not open), else UNAVAILABLE. The body may be empty or ``{"ready": true}``."""
+        try:
+            key = self._authorize(request, None, None)
+        except Denied as denied:
+            return _refused(denied)
+        ready_only = decode_index_request(await request_body(request))
+        index = []
+        for model, route in sorted(self.routes.items()):
+            if key is not None and forbidden(key, self.limiter.tiers, model, route.min_tier) is not None:
+                continue
+            healthy: dict[str, bool] = {}
+            for backend in route.backends:
+                version = backend.version or ""
+                healthy[version] = healthy.get(version, False) or self.proxy.healthy(backend)
+            for version, up in sorted(healthy.items()):
+                if up or not ready_only:
+                    reason = "" if up else "every revision serving it is failing (circuit open)"
+                    index.append(
+                        {"name": model, "version": version, "state": "READY" if up else "UNAVAILABLE", "reason": reason}
+                    )
+        return json_body(index)
 
     async def model(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

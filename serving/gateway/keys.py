@@ -214,13 +214,23 @@ def authorize(
         raise Denied(401, "unknown API key")
     if key.revoked:
         raise Denied(403, f"API key {key.id} is revoked")
-    tier = limiter.tiers.get(key.tier)
-    if model is not None and key.models and model not in key.models and key.tier != "admin":
-        raise Denied(403, f"API key {key.id} may not call model {model!r}")
-    if min_tier in limiter.tiers and tier is not None and tier.rank < limiter.tiers[min_tier].rank:
-        raise Denied(403, f"model {model!r} needs the {min_tier} tier; key {key.id} is {key.tier}")
+    if model is not None:
+        refusal = forbidden(key, limiter.tiers, model, min_tier)
+        if refusal is not None:
+            raise refusal
     limiter.admit(key)
     return key
+
+
+def forbidden(key: ApiKey, tiers: Mapping[str, Tier], model: str, min_tier: str | None = None) -> Denied | None:
+    """Why ``key`` may not call ``model`` (which needs ``min_tier``, if not None): a 403
+    ``Denied``; None when it may."""
+    if key.models and model not in key.models and key.tier != "admin":
+        return Denied(403, f"API key {key.id} may not call model {model!r}")
+    tier = tiers.get(key.tier)
+    if min_tier in tiers and tier is not None and tier.rank < tiers[min_tier].rank:
+        return Denied(403, f"model {model!r} needs the {min_tier} tier; key {key.id} is {key.tier}")
+    return None
 
 
 def retry_after_header(seconds: float) -> str:

@@ -15,8 +15,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from cutover.serving.breaker import CircuitBreaker
 from cutover.serving.compression import compressed
 from cutover.serving.gateway.app import Gateway, GatewayConfig
+
+from .support import key_secret
 
 MODEL = "fraud"
 
@@ -251,3 +254,38 @@ async def test_protocol_paths_the_revisions_do_not_serve_get_a_json_404_at_the_g
         assert answer.status in (404, 405) and answer.content_type == "application/json", (path, answer.status)
         assert "error" in await answer.json()
     assert stable.paths == []
+
+
+async def test_the_repository_index_lists_the_versions_a_key_may_call_and_their_state(stack: Stack) -> None:
+    traffic = [
+        {"revision": "aaa", "role": "stable", "weight": 90},
+        {"revision": "bbb", "role": "candidate", "weight": 10},
+    ]
+    md = deployment(traffic, history={"aaa": "1"}, candidate="bbb", version="2")
+    client, gateway = await stack([Revision("aaa", "1"), Revision("bbb", "2")], md)
+    failing = CircuitBreaker(1, 60)
+    failing.record_failure()
+    gateway.proxy.breakers[gateway.routes[MODEL].backends[1].url] = failing
+    answer = await client.post("/v2/repository/index")
+    assert await answer.json() == [
+        {"name": MODEL, "version": "1", "state": "READY", "reason": ""},
+        {
+            "name": MODEL,
+            "version": "2",
+            "state": "UNAVAILABLE",
+            "reason": "every revision serving it is failing (circuit open)",
+        },
+    ]
+    gateway.config.auth = True
+    gateway.keys.replace(
+        [key_secret("other", "cut_other", "pro", models="other"), key_secret("mine", "cut_mine", "pro")]
+    )
+    assert (await client.post("/v2/repository/index")).status == 401
+    other = await client.post("/v2/repository/index", headers={"Authorization": "Bearer cut_other"})
+    assert await other.json() == []
+    ready = await client.post(
+        "/v2/repository/index", data=b'{"ready": true}', headers={"Authorization": "Bearer cut_mine"}
+    )
+    assert [entry["version"] for entry in await ready.json()] == ["1"]
+    malformed = await client.post("/v2/repository/index", data=b"[]", headers={"Authorization": "Bearer cut_mine"})
+    assert malformed.status == 400

@@ -452,6 +452,8 @@ async def test_the_extensions_and_compression_pass_through_the_gateway(gateway_u
         np.testing.assert_allclose(result.as_numpy("probabilities"), probabilities(models, x), rtol=1e-6)
         statistics = await client.get_inference_statistics("classifier", "1")
         assert statistics["model_stats"][0]["version"] == "1"
+        index = [{"name": "classifier", "version": "1", "state": "READY", "reason": ""}]
+        assert await client.get_model_repository_index() == index
         with pytest.raises(InferenceServerException, match="the cutover operator decides"):
             await client.unload_model("classifier")
     finally:
