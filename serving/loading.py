@@ -219,10 +219,12 @@ class Loader:
         return labels
 
     def _beside_model(self, uri: str) -> str:
-        """A relative statistics path is read beside the model file ("training-stats.json")."""
+        """A relative statistics path is read beside the model file ("training-stats.json"), or
+        inside the model when it is a directory (a SavedModel, copied whole with what it holds)."""
         if "://" in uri or uri.startswith("/") or not self._model_path:
             return uri
-        return str(self._model_path.parent / uri)
+        folder = self._model_path if self._model_path.is_dir() else self._model_path.parent
+        return str(folder / uri)
 
     async def _fallback_chain(self, spec: FallbackSpec, outputs: Sequence[TensorInfo]) -> FallbackChain:
         """previous version → baseline model → safe default, the first two behind circuit breakers."""

@@ -96,6 +96,8 @@ def in_process(path: Path, **inputs: np.ndarray) -> dict[str, np.ndarray]:
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("savedmodels")
     classifier(folder / "classifier")
+    # Inside the SavedModel, so a copy of the directory carries it: --ood names it relative to the model.
+    sample_models.write_training_statistics(folder / "classifier" / "assets.extra" / "statistics.json")
     text_model(folder / "text")
     return folder
 
@@ -112,6 +114,8 @@ def server(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         "16",
         "--max-queue-delay",
         "20ms",
+        "--ood",
+        json.dumps({"statisticsUri": "assets.extra/statistics.json", "input": "input", "threshold": 4}),
     ).start()
     yield serving
     assert serving.stop() == 0
@@ -149,6 +153,7 @@ def test_answers_equal_the_savedmodel_called_in_process(server: Serving, models:
     expected = in_process(models / "classifier", input=x)
     np.testing.assert_allclose(result.as_numpy("probabilities"), expected["probabilities"], rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(result.as_numpy("label"), expected["label"])
+    assert server.metric("cutover_out_of_distribution_score_count") >= 5  # scored against the SavedModel's statistics
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(server: Serving, models: Path) -> None:
