@@ -88,10 +88,13 @@ class LocalAdapter(Adapter):
     answers faster than that runs inline on the event loop: handing a 10 µs call to a thread costs
     more than the call (measured in benchmarks/serving.py), and the loop is blocked no longer than
     the hand-off would take. The choice follows a moving average of the call time, so a model that
-    slows down moves to the thread by itself.
+    slows down moves to the thread by itself; a call whose inputs hold more than INLINE_BYTES goes
+    to the thread whatever the average (a large batch after many small ones would otherwise hold
+    the loop, and the health probes with it, for as long as the model takes).
     """
 
     INLINE_SECONDS = 0.0005
+    INLINE_BYTES = 64 << 10
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.platform}-infer")
@@ -118,7 +121,7 @@ class LocalAdapter(Adapter):
             self._average = took if self._average == float("inf") else 0.9 * self._average + 0.1 * took
 
     async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._average < self.INLINE_SECONDS:
+        if self._average < self.INLINE_SECONDS and sum(a.nbytes for a in inputs.values()) <= self.INLINE_BYTES:
             return self._timed(inputs)
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._timed, inputs)
 
