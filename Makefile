@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 # `make test` runs lint, types and every test: unit, against the real local control plane
 # (hack/cluster), and packaging (a wheel in a clean virtual environment).
-.PHONY: demo test venv lint typecheck pytest test-clients crds cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-gateway bench-safety clean
+.PHONY: demo test venv lint typecheck pytest test-clients crds cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-gateway bench-streaming bench-safety clean
 
 test: lint typecheck pytest
 
@@ -70,6 +70,10 @@ bench-serving: $(STAMP)
 
 bench-gateway: $(STAMP) cluster-tools
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/gateway.py
+
+# Time to the first token of streamed chat: the upstream directly, cutover serve, the gateway, a SafetyPolicy.
+bench-streaming: $(STAMP)
+	$(BIN)/python benchmarks/streaming.py
 
 # SafetyPolicy filters on their held-out test splits beside offline baselines, and the latency
 # they add to a chat request (issue 15's targets).

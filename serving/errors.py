@@ -23,7 +23,8 @@ SafetyUnavailable  503     a SafetyPolicy is required and cannot be applied (no 
                            a filter failed and the policy is ``failClosed``); never an unfiltered answer
 =================  ======  ===========================================================================
 
-The body is always ``{"error": "<message>"}`` (``serving/http.py`` writes it). A 500 is kept for a
+The body is ``{"error": "<message>"}`` (``serving/http.py`` writes it), and OpenAI's error object
+on ``/v1`` routes (``serving/openai.py``). A 500 is kept for a
 model that fails, so the rollout's analysis sees a broken revision; input a client got wrong is
 always a 4xx. :func:`upstream_failure` maps an upstream's status to one of these, for every
 adapter that forwards. Names follow the Open Inference Protocol servers (KServe's and MLServer's

@@ -13,15 +13,29 @@ A chat completion (an ``llm`` model)::
     admit → policy → read → check (serving/openai.py) → safety (request) → request filters
           → upstream → response filters → safety (response) → audit
 
+A streamed chat completion (``stream: true``) is a :class:`ChatStream`::
+
+    admit → policy → read → check → safety (request) → request filters → upstream opened
+          → first chunk (all failures so far are HTTP errors) → chunks, each through the
+            safety screening of the stream → audit (at the end, with the assembled content)
+
 Safety. With a SafetyPolicy (``serving/safety/guard.py``), the policy is taken once per request
 (none applied: ``SafetyUnavailable``, 503, before the body is read) and screens the request's
 texts before anything else sees them and the answer's texts last, after any fallback, so the
 client never gets what it did not check. A refusal (``SafetyBlocked`` or ``CrisisEscalated``,
 422) is audited with its findings and status; an escalated chat request is answered with the
-policy's crisis message without asking the upstream, and counts no prediction. Streaming chat
-is refused in ``serving/openai.py`` today; when it is added, the response screening must run on
-the assembled completion (``Guard.chat_response``) before any part of it reaches the client,
-or per chunk with the same one-decision-per-request rule.
+policy's crisis message without asking the upstream, and counts no prediction. A streamed
+answer is screened as it goes (``Guard.chat_stream``): its text is held back to the last
+complete sentence and each piece screened before it is released, redacted in place, with one
+decision per request (the pieces' findings are counted together, once); a block or escalation
+mid-stream ends the stream with a final chunk carrying the ``blockMessage`` (or the crisis
+message) and ``finish_reason: "content_filter"``. What this costs in time to the first token is
+in ``serving/safety/stream.py`` and ``benchmarks/README.md``.
+
+Errors after a stream has started cannot change its status (200 was sent with the first chunk):
+the client hears them as an error event, and the request counts as the error's status (a
+revision whose upstream breaks off mid-stream fails as it would have before the stream began),
+as 422 when the SafetyPolicy blocked the answer, and as 499 when the client left first.
 
 Admission sheds a request with ``Overloaded`` (503) when ``max_in_flight`` requests are in
 progress; while the process drains, requests are still served (endpoints take a moment to drop
@@ -31,7 +45,8 @@ Filters are where the SafetyPolicy filters will slot in; none is built in yet. E
 plain value at its step and returns it, changed or not, or raises a ``ServingError`` to refuse
 the request: input filters see the validated inputs (the model, the out-of-distribution score
 and the fallback chain see what they return), output filters the final outputs after any
-fallback; chat filters see the checked request and the upstream's answer. The audit record's
+fallback; chat filters see the checked request and the upstream's answer (a whole one: response
+filters do not see a stream's chunks). The audit record's
 input digest is always over what the client sent.
 
 Metrics: rows answered by the primary model, their confidence, out-of-distribution scores and

@@ -3,9 +3,10 @@ request, a chat response or a set of tensors with it, and what the answer become
 
 The pipeline (``serving/pipeline.py``) takes :meth:`Guard.current` once per request, so a request
 is screened both ways by one policy generation even when a new one is applied meanwhile, then
-calls :meth:`Guard.chat_request`, :meth:`Guard.chat_response` or :meth:`Guard.tensors`. Each
-screens the texts (``texts.py``) with the policy (``policy.py``), counts and records what it
-found, and then:
+calls :meth:`Guard.chat_request`, :meth:`Guard.chat_response`, :meth:`Guard.chat_stream` (a
+streamed answer, screened a sentence at a time as ``stream.py`` holds it back) or
+:meth:`Guard.tensors`. Each screens the texts (``texts.py``) with the policy (``policy.py``),
+counts and records what it found, and then:
 
 - ``block``: raises ``SafetyBlocked`` (422, the ``blockMessage``);
 - ``escalate``: notifies the escalation webhook (one event per request and scope, with the
@@ -20,7 +21,8 @@ request is refused with ``SafetyUnavailable`` (503, saying which filter failed),
 unfiltered; without it the texts go on as the other filters left them.
 
 Metrics per request, filter and scope: one check when the filter read at least one text and
-finished, at most one violation (the category with the highest score), the filter's time.
+finished, at most one violation (the category with the highest score), the filter's time; for a
+stream, over all its pieces together.
 
 Long texts are screened on a worker thread (detectors are pure and thread-safe), so a long
 message costs that request time but never stalls the event loop for the others. Over

@@ -213,3 +213,19 @@ async def test_the_upstream_is_ready_only_when_it_lists_its_models(chat_upstream
     assert f"no {chat_upstream}/openai/v1/models (404)" in str(reasons["wrong path"])
     assert "refused cutover's credentials (401" in str(reasons["revoked key"])
     assert "cannot connect to the upstream http://127.0.0.1:9/v1 (ConnectError" in str(reasons["nothing there"])
+
+
+def test_a_revision_that_breaks_off_a_stream_is_an_error_event_at_the_gateway(chat_upstream: str) -> None:
+    """A revision whose connection drops mid-stream (here: an answer that ends with the
+    connection, before [DONE]): the gateway has sent the status and the first events already, so
+    it ends the stream with an error event naming the revision, and never retries it."""
+    with threaded_gateway(MODEL, chat_upstream, breaker_failures=1000) as (url, gateway):
+        chat = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=20).chat.completions
+        received: list[Any] = []
+        with pytest.raises(openai.APIError) as broke:
+            received.extend(chat.create(model=MODEL, messages=said("[cut] say: one two"), stream=True))
+        retried = gateway.metrics.registry.get_sample_value("cutover_gateway_retries_total", {"reason": "disconnect"})
+
+    assert text_of(received) == "one"
+    assert "revision a" in broke.value.message and "mid-stream" in broke.value.message
+    assert not retried
