@@ -23,7 +23,9 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 import yaml
+from tritonclient.utils import InferenceServerException
 
 from cutover.api.contract import API_KEY_HEADER, REVISION_HEADER
 from cutover.serving import sample_models
@@ -138,10 +140,20 @@ def stack(kube: Kube, namespace: str, models: Path, tmp_path: Path) -> Iterator[
     tiers = tmp_path / "tiers.yaml"
     tiers.write_text(yaml.safe_dump({"free": {"rate": 0.001, "burst": 10}, "pro": {"rate": 10_000, "burst": 10_000}}))
     set_traffic(kube, namespace, {"aaa": 80, "bbb": 20})
+    grpc_port = free_port()
     gateway = GatewayProcess(
-        kube, namespace, tmp_path, backends, "--tiers", str(tiers), "--breaker-failures", "3"
+        kube,
+        namespace,
+        tmp_path,
+        backends,
+        "--tiers",
+        str(tiers),
+        "--breaker-failures",
+        "3",
+        "--grpc-port",
+        str(grpc_port),
     ).start()
-    yield {"gateway": gateway, "a": a, "b": b, "kube": kube, "namespace": namespace}
+    yield {"gateway": gateway, "a": a, "b": b, "kube": kube, "namespace": namespace, "grpc": f"127.0.0.1:{grpc_port}"}
     gateway.stop()
     a.stop()
     b.stop()
@@ -224,6 +236,22 @@ def test_weighted_split_and_a_live_table_change(stack: dict[str, Any]) -> None:
     wait_until(lambda: all(r[1] == "rev-2" for r in run(send(gateway.url, [x] * 20))), 10, "the new weights", 0.05)
     print(f"traffic table change applied in {time.monotonic() - changed:.2f} s")
     assert all(r[1] == "rev-2" for r in run(send(gateway.url, [x] * 200)))
+
+
+def test_grpc_calls_take_the_same_split_and_keys(stack: dict[str, Any]) -> None:
+    """tritonclient.grpc against the gateway's gRPC port: the key from metadata, the 80/20 split."""
+    client = grpcclient.InferenceServerClient(stack["grpc"])
+    assert client.is_server_live() and client.is_server_ready()
+    tensor = grpcclient.InferInput("input", [1, 4], "FP32")
+    tensor.set_data_from_numpy(sample_models.sample_inputs(1, seed=1))
+    with pytest.raises(InferenceServerException, match="API key is required") as refused:
+        client.infer(MODEL, [tensor])
+    assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
+    key = {"authorization": f"Bearer {KEYS['pro']}"}
+    assert client.is_model_ready(MODEL, headers=key)
+    versions = Counter(client.infer(MODEL, [tensor], headers=key).get_response().model_version for _ in range(400))
+    assert set(versions) <= {"1", "2"} and within(versions["2"], 400, 0.2), versions
+    client.close()
 
 
 def test_hashed_key_keeps_each_user_on_one_arm(kube: Kube, stack: dict[str, Any]) -> None:
