@@ -17,7 +17,9 @@ GET      /metrics                                          Prometheus
 This module only wires: the model is loaded by ``loading.py``, a request is answered by the
 HTTP-free ``pipeline.py``, errors become JSON bodies and the listener drains in ``http.py``.
 Every answer names the revision that answered (``Cutover-Revision``); infer and chat answers
-are counted by status code.
+are counted by status code. With ``--grpc-port`` the same model is served over gRPC too
+(``grpc_server.py``), from the same plain values: ``readiness()``, ``description()``,
+``metadata()``, ``triton_config()`` and the pipeline.
 
 With ``--safety-policy`` the server follows that file (``serving/safety/source.py``) from the
 start, alongside loading the model; until a valid policy is applied, infer and chat answer
