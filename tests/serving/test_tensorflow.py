@@ -323,6 +323,30 @@ def test_batching_needs_an_unknown_first_dimension(tmp_path: Path) -> None:
     assert not asyncio.run(batchable(classifier(tmp_path / "two-rows", batch=2)))
 
 
+def test_a_keras_export_is_served_by_its_serving_default_signature(tmp_path: Path) -> None:
+    import keras
+
+    features = keras.Input((4,), name="features")
+    dense = keras.layers.Dense(3, activation="softmax")
+    model = keras.Model(features, dense(features))
+    dense.set_weights([WEIGHT, BIAS])
+    model.export(str(tmp_path / "keras"), format="tf_saved_model", verbose=False)
+
+    async def served(x: np.ndarray) -> tuple[TensorFlowAdapter, dict[str, np.ndarray]]:
+        adapter = TensorFlowAdapter(tmp_path / "keras")
+        await adapter.load()
+        try:
+            return adapter, await adapter.infer({"features": x})
+        finally:
+            await adapter.close()
+
+    x = rows(3, seed=5)
+    adapter, outputs = asyncio.run(served(x))
+    assert [t.metadata() for t in adapter.inputs] == [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}]
+    assert [t.metadata() for t in adapter.outputs] == [{"name": "output_0", "datatype": "FP32", "shape": [-1, 3]}]
+    np.testing.assert_allclose(outputs["output_0"], np.asarray(model(x)), rtol=1e-6)
+
+
 def test_serving_another_format_does_not_import_tensorflow(tmp_path: Path) -> None:
     """`cutover serve` for ONNX never pays TensorFlow's import time (seconds, hundreds of MB)."""
     model = sample_models.onnx_classifier(tmp_path / "good.onnx")
