@@ -26,11 +26,14 @@ from cutover.serving import sample_models
 from tests.support.waiting import wait_until
 
 from .support import Serving
+from .test_fuzz import gateway, server  # noqa: F401 - the fuzzed server and the gateway in front of it
 
 REPO = Path(__file__).resolve().parents[2]
 PERF_ANALYZER = REPO / ".tools" / "perf-analyzer"
 KSERVE_CLIENT = Path(__file__).with_name("kserve_client.py")
 MAX_BATCH_SIZE = 8
+ADMIN = {"Authorization": "Bearer cut_fuzz-admin"}
+"""The gateway fixture's admin key."""
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +107,13 @@ def test_perf_analyzer_drives_a_batching_server(batching: Serving, batch: int) -
     assert batching.metric("cutover_serving_requests_total", code="500") == 0
 
 
-def kserve(serving: Serving, *requests: dict[str, Any]) -> list[dict[str, Any]]:
-    """KServe's InferenceRESTClient's answers to ``requests`` (see kserve_client.py)."""
+def kserve(url: str, *requests: dict[str, Any], headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """KServe's InferenceRESTClient's answers to ``requests`` to the classifier at ``url`` (see
+    kserve_client.py), sent with ``headers``."""
     python = KSERVE.bin / "python"
     assert python.exists(), f"{python} is missing: run hack/kserve-client (make test does)"
     done = subprocess.run(
-        [str(python), str(KSERVE_CLIENT), serving.url, serving.name, json.dumps(requests)],
+        [str(python), str(KSERVE_CLIENT), url, "classifier", json.dumps(requests), json.dumps(headers or {})],
         capture_output=True,
         text=True,
         timeout=120,
@@ -129,7 +133,7 @@ def test_kserve_client_reads_answers_ids_and_the_reasons_of_errors(batching: Ser
     x = sample_models.sample_inputs(3, seed=4)
     tensor = {"name": "input", "datatype": "FP32", "shape": [3, 4], "data": x.ravel().tolist()}
     good, named, wrong_shape, out_of_type = kserve(
-        batching,
+        batching.url,
         {"inputs": [tensor]},
         {"id": "kserve-1", "inputs": [tensor]},
         {"inputs": [{**tensor, "shape": [4, 3]}]},
@@ -144,6 +148,17 @@ def test_kserve_client_reads_answers_ids_and_the_reasons_of_errors(batching: Ser
     # KServe reads the reason only from a body typed exactly application/json (no charset).
     assert wrong_shape["status"] == 400 and "has shape [4, 3]; the model takes [-1, 4]" in wrong_shape["error"]
     assert out_of_type["status"] == 400 and "input 'input' is INT32; the model takes FP32" in out_of_type["error"]
+
+
+def test_kserve_client_through_the_gateway(request: pytest.FixtureRequest) -> None:
+    """The gateway's own errors and those it passes on reach KServe's client with their reason."""
+    tensor = {"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0.1, 1.2, -1.5, 0.5]}
+    url = f"http://127.0.0.1:{request.getfixturevalue('gateway')}"
+    good, wrong_shape = kserve(url, {"inputs": [tensor]}, {"inputs": [{**tensor, "shape": [2, 2]}]}, headers=ADMIN)
+    assert good["status"] == 200 and good["id"] and len(good["outputs"]["probabilities"][0]) == 3
+    assert wrong_shape["status"] == 400 and "has shape [2, 2]; the model takes [-1, 4]" in wrong_shape["error"]
+    (unauthorized,) = kserve(url, {"inputs": [tensor]})
+    assert unauthorized["status"] == 401 and "an API key is required" in unauthorized["error"]
 
 
 def test_liveness_answers_within_the_probe_timeout_while_three_50_mb_requests_decode(batching: Serving) -> None:
