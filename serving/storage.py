@@ -30,6 +30,8 @@ def sha256(path: Path) -> str:
 
 
 def _verify(path: Path, checksum: str | None) -> Path:
+    if checksum is not None and path.is_dir():
+        raise StorageError(f"{path} is a directory (a SavedModel?): a checksum is for one file; serve it without one")
     if checksum is not None and (actual := sha256(path)) != checksum:
         raise StorageError(f"{path} has checksum {actual}, expected {checksum}: refusing to serve a changed file")
     return path

@@ -286,6 +286,17 @@ def test_a_folder_that_is_not_a_savedmodel_is_not_ready_and_says_why(tmp_path: P
         serving.stop()
 
 
+def test_a_checksum_for_a_savedmodel_directory_is_refused_by_name(models: Path, tmp_path: Path) -> None:
+    checksum = "sha256:" + "0" * 64
+    args = ("--format", "tensorflow", "--model-uri", str(models / "classifier"), "--checksum", checksum)
+    serving = Serving(tmp_path, *args).start(ready=False)
+    try:
+        status, answer = serving.load_error()
+        assert status == 503 and "is a directory (a SavedModel?): a checksum is for one file" in answer["error"]
+    finally:
+        serving.stop()
+
+
 def test_signatures_the_server_cannot_serve_fail_the_load_naming_why(tmp_path: Path) -> None:
     """Loaded in this process: what a pod's ready endpoint would report."""
     import tensorflow as tf
