@@ -87,6 +87,7 @@ from .fallback import top1_confidence
 from .loading import LoadedModel
 from .metrics import ServingMetrics
 from .offload import Offload
+from .ood import ScorerError
 from .openai import chat_request, chunks_of, reply_content, stop_chunk
 from .protocol import InferRequest, decode_request, encode_response, tensor_bytes
 from .safety.guard import Guard
@@ -512,13 +513,19 @@ class Pipeline:
 
     async def _score_ood(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray | None:
         """Each row's Mahalanobis distance from the training data (None when the model has no
-        training statistics); rows beyond the threshold are counted."""
+        training statistics); rows beyond the threshold are counted. Raises ``InvalidInput``
+        for rows the statistics cannot score (another width, where the model leaves it free)."""
         spec = self.config.out_of_distribution
         if self.model.ood is None or spec is None:
             return None
         array = inputs[spec.input]
+        if array.ndim > 1 and not array.shape[0]:
+            return np.zeros(0)  # an empty batch: no rows to score (reshape cannot infer their width)
         rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(1, -1)
-        scores = self.model.ood.score(rows.astype(np.float64, copy=False))
+        try:
+            scores = self.model.ood.score(rows.astype(np.float64, copy=False))
+        except ScorerError as error:
+            raise InvalidInput(f"input {spec.input!r}: {error}") from None
 
         def observe() -> None:
             for score in scores.tolist():

@@ -262,6 +262,24 @@ async def test_rows_far_from_the_training_data_are_scored_and_counted() -> None:
     assert sample(p, "cutover_out_of_distribution_score_count") == 2
 
 
+async def test_rows_the_training_statistics_cannot_score_are_never_a_model_failure() -> None:
+    """An empty batch has no rows to score (reshaping it raised, a 500); rows of another width
+    than the statistics' (a model that leaves the width free) are the client's input."""
+
+    class AnyWidth(Classifier):
+        inputs = (TensorInfo("input", "FP32", (-1, -1)),)
+
+    spec = OutOfDistribution.model_validate({"statisticsUri": "unused", "input": "input", "threshold": 4})
+    scorer = MahalanobisScorer({"mean": [0.0, 0.0], "covariance": [[1.0, 0.0], [0.0, 1.0]]})
+    p = pipeline(AnyWidth(), serve=config(out_of_distribution=spec), ood=scorer)
+    empty = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [0, 2], "data": []}]}
+    _, outputs = decode_response((await p.infer(body(json.dumps(empty).encode()))).body)
+    assert outputs["probabilities"].shape == (0, 2)
+    wide = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
+    with pytest.raises(InvalidInput, match="input 'input': input has 3 features per row; the training statistics"):
+        await p.infer(body(json.dumps(wide).encode()))
+
+
 async def test_filters_see_the_inputs_before_the_model_and_the_outputs_before_encoding(tmp_path: Path) -> None:
     async def clip(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: np.clip(array, -1, 1) for name, array in inputs.items()}
