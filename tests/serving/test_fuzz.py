@@ -33,6 +33,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
     workdir = tmp_path_factory.mktemp("fuzz")
     model = sample_models.onnx_classifier(workdir / "good.onnx", "good")
     inputs = json.dumps([{"name": "input", "datatype": "FP32", "shape": [-1, 4], "range": {"min": -100, "max": 100}}])
+    statistics = sample_models.write_training_statistics(workdir / "statistics.json")
+    ood = json.dumps({"statisticsUri": str(statistics), "input": "input", "threshold": 4})
     serving = Serving(
         workdir,
         "--format",
@@ -47,6 +49,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
         str(MAX_BYTES),
         "--audit-log",
         str(workdir / "audit.jsonl"),
+        "--ood",  # scoring every accepted request: an empty batch once made it fail (500)
+        ood,
     ).start()
     yield serving
     assert serving.stop() == 0
