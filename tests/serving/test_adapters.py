@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -124,12 +125,17 @@ def test_triton_adapter_forwards_to_an_upstream_server(tmp_path: Path, onnx_good
         upstream.stop()
 
 
+FAULTS = {429: "Rate limit reached for requests", 401: "Incorrect API key provided"}
+"""The upstream's reason for a fault status, as OpenAI words it."""
+
+
 class ChatUpstream(http.server.BaseHTTPRequestHandler):
     """An OpenAI-compatible chat server, as a vLLM would be: it answers ``reply``, or the text
     after ``say:`` in the last message, whole or streamed a word per event (with a usage chunk
     when ``stream_options.include_usage`` asks), and ``GET /v1/models`` (any other path is a
-    404). A last message naming a fault gets it: ``[429]`` rate-limited with ``Retry-After: 7``,
-    ``[401]`` the API key refused, ``[slow]`` an answer after 3 s, ``[broken]`` an error event
+    404). A last message naming a fault gets it: a status in brackets (``[429]``, ``[401]``, …)
+    that status with an OpenAI error body (and ``Retry-After: 7`` for 429 and 503), ``[garbage]``
+    a 200 that is HTML, ``[slow]`` an answer after 3 s, ``[broken]`` an error event
     after the first word of a stream, ``[cut]`` a stream that ends after it without [DONE],
     ``[hold]`` a stream that waits after it until ``release`` is set. The key ``sk-revoked``
     is refused (401) everywhere."""
@@ -152,11 +158,15 @@ class ChatUpstream(http.server.BaseHTTPRequestHandler):
         last = str(body["messages"][-1].get("content"))
         if body.get("max_tokens") == -1:
             self._send(400, {"error": {"message": "max_tokens must be positive"}})
-        elif "[429]" in last:
-            error = {"message": "Rate limit reached for requests", "type": "requests", "code": "rate_limit_exceeded"}
-            self._send(429, {"error": error}, {"Retry-After": "7"})
-        elif "[401]" in last:
-            self._send(401, {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}})
+        elif fault := re.search(r"\[(\d{3})\]", last):
+            status = int(fault.group(1))
+            wait = {"Retry-After": "7"} if status in (429, 503) else {}
+            self._send(status, {"error": {"message": FAULTS.get(status, f"failed with {status}")}}, wait)
+        elif "[garbage]" in last:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>502 Bad Gateway</html>")
         else:
             if "[slow]" in last:
                 time.sleep(3)

@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from cutover.serving.adapters.llm import LLMAdapter
+from cutover.serving.errors import InvalidInput, Overloaded, ServingError, TooManyRequests, UpstreamError
 from tests.support.waiting import wait_until
 
 from .support import Serving, threaded_gateway
@@ -190,6 +191,39 @@ def test_a_safety_policy_redacts_a_stream_in_place_and_stops_it_with_its_block_m
     assert text_of(stopped) == "Happy to help. Not under this policy."
     assert stopped[-1].choices[0].finish_reason == "content_filter"
     assert guarded.metric("cutover_safety_violations_total", filter="toxicity") == blocked_before + 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "status", "retry_after", "reason"),
+    [
+        ("[429]", TooManyRequests, 429, 7, "is rate-limiting (429): Rate limit reached"),
+        ("[503]", Overloaded, 503, 7, "is unavailable or overloaded (503)"),
+        ("[401]", UpstreamError, 502, None, "refused cutover's credentials (401): Incorrect API key"),
+        ("[403]", UpstreamError, 502, None, "refused cutover's credentials (403)"),
+        ("[404]", UpstreamError, 502, None, "failed (404)"),
+        ("[413]", InvalidInput, 400, None, "refused the request (413)"),
+        ("[422]", InvalidInput, 400, None, "refused the request (422)"),
+        ("[500]", UpstreamError, 502, None, "failed (500)"),
+        ("[504]", UpstreamError, 502, None, "failed (504)"),
+        ("[garbage]", UpstreamError, 502, None, "answered malformed JSON|did not stream"),
+        ("[slow]", UpstreamError, 502, None, "timed out after 0.5 s (ReadTimeout)"),
+    ],
+)
+async def test_every_upstream_failure_keeps_its_meaning_whole_or_streamed(
+    chat_upstream: str, fault: str, error: type[ServingError], status: int, retry_after: int | None, reason: str
+) -> None:
+    """The kind: every status class an upstream answers, and what is not an answer (malformed,
+    too slow), each a named error with a faithful status, the upstream's Retry-After, and a reason."""
+    adapter = LLMAdapter(chat_upstream, "tiny-llm", timeout=0.5)
+    request = {"messages": said(fault)}
+    try:
+        for call in (adapter.chat(request), anext(adapter.chat_stream(request))):
+            with pytest.raises(error) as caught:
+                await call
+            assert caught.value.status == status and caught.value.retry_after == retry_after
+            assert any(part in str(caught.value) for part in reason.split("|")), caught.value
+    finally:
+        await adapter.close()
 
 
 async def test_the_upstream_is_ready_only_when_it_lists_its_models(chat_upstream: str) -> None:
