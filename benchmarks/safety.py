@@ -46,7 +46,9 @@ Measured twice: (1) the engine's ``screen`` calls alone, in process (the filters
 (2) when ``cutover serve`` has ``--safety-policy``, the same chat request to two real serving
 processes in front of one local OpenAI-compatible upstream, one with the policy and one
 without, alternating request by request: the difference of their p50s is the added latency
-and their ratio is printed beside it.
+and their ratio is printed beside it, with each serving process's CPU time per request (read
+from ``/proc``): on a machine whose cores other work shares, the wall-clock difference also
+holds the time the busier process waited for a core, and the CPU time does not.
 
 Targets (issue 15): crisis recall >= 0.95 at precision >= 0.8; PII recall >= 0.98 on structured
 entities with no Luhn-invalid card redacted; added latency <= 2 ms at p50.
@@ -60,6 +62,7 @@ import http.client
 import http.server
 import importlib
 import json
+import os
 import platform
 import re
 import socket
@@ -509,6 +512,9 @@ class Added:
     note: str = ""
     per_filter_ms: dict[str, list[float]] = field(default_factory=dict)
     """In process: each filter's time per exchange, both directions (the engine's own timing)."""
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    """Over HTTP: each serving process's CPU time per timed request, ``with`` and ``without``
+    the policy: what the policy costs the server whatever else shares the cores."""
 
 
 def added_latency(filters: Sequence[str], rounds: int) -> Added | None:
@@ -596,6 +602,16 @@ class _ChatUpstream(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """The CPU time (user and system, all threads) process ``pid`` has used, read from
+    ``/proc`` (clock ticks, 10 ms on Linux); None where there is no ``/proc``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -668,7 +684,11 @@ def request_latency(filters: Sequence[str], rounds: int, crisis_scope: str | Non
 
             warmup = 50
             refused: dict[str, int] = {}
+            pids = {which: process.pid for which, process in zip(ports, processes, strict=True)}
+            cpu: dict[str, float | None] = {}
             for index in range(rounds + warmup):
+                if index == warmup:
+                    cpu = {which: _cpu_seconds(pid) for which, pid in pids.items()}
                 order = ("with", "without") if index % 2 else ("without", "with")
                 for which in order:
                     connection = connections[which]
@@ -687,6 +707,10 @@ def request_latency(filters: Sequence[str], rounds: int, crisis_scope: str | Non
                     elif index >= warmup:
                         (added.with_ms if which == "with" else added.without_ms).append(elapsed)
             added.note = f"{rounds} requests each"
+            for which, pid in pids.items():
+                before, after = cpu.get(which), _cpu_seconds(pid)
+                if before is not None and after is not None and rounds:
+                    added.cpu_ms[which] = (after - before) * 1000 / rounds
             if refused:
                 # A refused request skips the upstream and would look fast: timed only the 200s.
                 added.note += "; NOT answered 200 (benign texts refused; not timed): " + ", ".join(
@@ -721,6 +745,12 @@ def _added_line(added: Added) -> str:
             f"{'PASS' if extra <= TARGET_ADDED_MS else 'FAIL'}  added latency p50 {extra:.3f} ms <= "
             f"{TARGET_ADDED_MS} ms: request p50 {with_p50:.3f} ms with all filters, {without_p50:.3f} ms without, "
             f"ratio {with_p50 / without_p50:.2f} ({added.how}; {added.note})"
+            + (
+                f"; server CPU per request {added.cpu_ms['with']:.3f} ms with, {added.cpu_ms['without']:.3f} ms "
+                f"without (+{added.cpu_ms['with'] - added.cpu_ms['without']:.3f})"
+                if len(added.cpu_ms) == 2
+                else ""
+            )
         )
     p99 = sorted(added.with_ms)[int(0.99 * (len(added.with_ms) - 1))]
     return (
@@ -820,7 +850,10 @@ def main(argv: list[str] | None = None) -> int:
         capture_output=True,
         text=True,
     ).stdout.strip()
-    print(f"safety filters at {commit or 'an unknown commit'}; {platform.python_version()} on {platform.machine()}")
+    print(
+        f"safety filters at {commit or 'an unknown commit'}; {platform.python_version()} on {platform.machine()}, "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}"
+    )
     results: list[Result] = []
     skipped: dict[str, str] = {}
     everyday = [json.loads(line) for line in EVERYDAY.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -40,7 +40,7 @@ from cutover.api.v1alpha1.safetypolicy import AdviceFilter
 
 from . import learned
 from .base import Direction, FilterName, Finding
-from .lexicon import WordList, Words, is_question, word_list, words
+from .lexicon import WordList, WordLists, Words, is_question, word_list, words
 from .normalise import normalise, sentences
 
 DOMAINS = ("medical", "legal", "financial")
@@ -70,7 +70,8 @@ class _Rules:
     imperative: WordList
     modal: WordList
     hedge: WordList
-    anchors: dict[str, WordList]
+    anchors: WordLists
+    """Each domain's list, by domain, read together."""
 
 
 @cache
@@ -79,7 +80,7 @@ def _rules() -> _Rules:
         imperative=word_list("advice_imperatives"),
         modal=word_list("advice_modals"),
         hedge=word_list("advice_hedges"),
-        anchors={domain: word_list(f"advice_{domain}") for domain in DOMAINS},
+        anchors=WordLists({domain: word_list(f"advice_{domain}") for domain in DOMAINS}),
     )
 
 
@@ -99,7 +100,7 @@ def clause_starts(sentence: Words) -> list[int]:
 
 def _named(raw: str, sentence: Words) -> list[str]:
     rules = _rules()
-    named = [domain for domain in DOMAINS if rules.anchors[domain].search(sentence)]
+    named = rules.anchors.found(sentence)
     if "medical" not in named and _DOSE.search(raw):
         named.append("medical")
     if "financial" not in named and (_TICKER.search(raw) or _MONEY.search(raw)):

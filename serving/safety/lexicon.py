@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -112,8 +112,7 @@ class WordList:
             self._follows[first] = (single, exact, second_stems)
         # Words with a listed prefix, found by one scan of the text in C rather than a
         # str.startswith per word in Python.
-        stems = "|".join(re.escape(stem) for stem in sorted(self._prefixes, key=len, reverse=True))
-        self._prefix_pattern = re.compile(rf"(?<![\w'-])(?:{stems})") if stems else None
+        self._prefix_pattern = _prefix_pattern(self._prefixes)
 
     def _at(self, sentence: Words, i: int) -> tuple[int, str] | None:
         """The longest term starting at word ``i``: (index after its last word, the term)."""
@@ -144,19 +143,21 @@ class WordList:
                 best = (end, term)
         return best
 
-    def _candidates(self, sentence: Words, at: Iterable[int] | None) -> list[int]:
+    def _candidates(
+        self, sentence: Words, at: Iterable[int] | None, prefixed: Iterable[int] | None = None
+    ) -> list[int]:
         """Word indices where a term may start: the word opens some term or starts with a listed
-        prefix (set look-ups and one regular-expression scan, before any term is tried)."""
+        prefix (set look-ups and one regular-expression scan, before any term is tried;
+        ``prefixed``, when given, are the words with a listed prefix, found by the caller)."""
         found = sentence.words
         index = self._index
         candidates = (
             {i for i, word in enumerate(found) if word in index} if not index.keys().isdisjoint(found) else set()
         )
-        if self._prefix_pattern is not None:
-            for match in self._prefix_pattern.finditer(sentence.text):
-                i = bisect_left(sentence.starts, match.start())
-                if i < len(found) and sentence.starts[i] == match.start():
-                    candidates.add(i)
+        if prefixed is not None:
+            candidates.update(prefixed)
+        elif self._prefix_pattern is not None:
+            candidates.update(i for i, _ in _prefixed(self._prefix_pattern, sentence))
         if at is not None:
             candidates &= set(at)
         return sorted(candidates)
@@ -178,6 +179,61 @@ class WordList:
     def search(self, sentence: Words, at: Iterable[int] | None = None) -> bool:
         """Whether any term occurs (starting at one of ``at``, when given)."""
         return any(self._at(sentence, i) for i in self._candidates(sentence, at))
+
+
+def _prefix_pattern(stems: Iterable[str]) -> re.Pattern[str] | None:
+    """One regular expression finding where any of ``stems`` starts a word, the longest stem
+    there; None when there are none. The stems are grouped by their first character, so a word
+    is tried against the stems it can start with, not against every stem in turn."""
+    groups: dict[str, list[str]] = {}
+    for stem in sorted(stems, key=len, reverse=True):
+        groups.setdefault(stem[0], []).append(re.escape(stem[1:]))
+    alternatives = "|".join(f"{re.escape(first)}(?:{'|'.join(rests)})" for first, rests in groups.items())
+    return re.compile(rf"(?<![\w'-])(?:{alternatives})") if alternatives else None
+
+
+def _prefixed(pattern: re.Pattern[str], sentence: Words) -> Iterator[tuple[int, str]]:
+    """Each word of ``sentence`` where ``pattern`` (a :func:`_prefix_pattern`) finds a stem: the
+    word's index and the stem."""
+    starts = sentence.starts
+    for match in pattern.finditer(sentence.text):
+        i = bisect_left(starts, match.start())
+        if i < len(starts) and starts[i] == match.start():
+            yield i, match.group()
+
+
+class WordLists:
+    """Several :class:`WordList` read in one sentence together: ``found(sentence)`` names the
+    lists with a term in it, what ``[name for name, wordlist in lists.items() if
+    wordlist.search(sentence)]`` names, with one regular-expression scan for the prefixes of
+    all the lists instead of one per list.
+
+    The scan reports the longest stem at each word; every other stem found there is a prefix
+    of it, so the lists with a stem at that word are those holding a prefix of the longest
+    (read once per stem, when the lists are built). A stem never covers the start of another
+    word, so the scan finds every word each list's own scan would."""
+
+    def __init__(self, lists: Mapping[str, WordList]) -> None:
+        self.lists = dict(lists)
+        stems = {stem for wordlist in self.lists.values() for stem in wordlist._prefixes}
+        self._owners = {
+            stem: frozenset(name for name, wordlist in self.lists.items() if stem.startswith(wordlist._prefix_tuple))
+            for stem in stems
+        }
+        self._pattern = _prefix_pattern(stems)
+
+    def found(self, sentence: Words) -> list[str]:
+        """The names of the lists with a term in ``sentence``, in the order they were given."""
+        prefixed: dict[str, list[int]] = {name: [] for name in self.lists}
+        if self._pattern is not None:
+            for i, stem in _prefixed(self._pattern, sentence):
+                for name in self._owners[stem]:
+                    prefixed[name].append(i)
+        return [
+            name
+            for name, wordlist in self.lists.items()
+            if any(wordlist._at(sentence, i) for i in wordlist._candidates(sentence, None, prefixed[name]))
+        ]
 
 
 @cache

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
+from itertools import filterfalse
 
 _FORMAT = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]")
 _LOOKALIKES = str.maketrans(
@@ -76,7 +77,6 @@ _LOOKALIKES = str.maketrans(
     }
 )
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
-_LEET_CHARS = "013457@$!"
 # A token holding a leet character (whether it also holds a letter is checked per token): the
 # cheap search for any leet character first skips most text.
 _LEET_ANY = re.compile(r"[013457@$!]")
@@ -87,13 +87,14 @@ _REPEATS = re.compile(r"(.)\1{2,}")
 
 
 def _strip_accents(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(char for char in decomposed if not unicodedata.combining(char))
+    return "".join(filterfalse(unicodedata.combining, unicodedata.normalize("NFKD", text)))
 
 
 def _unleet(token: re.Match[str]) -> str:
     word = token.group()
-    if any(char.isalpha() for char in word) and any(char in _LEET_CHARS for char in word):
+    # The token holds a leet character (``_TOKEN``); it is leet when it holds a letter too (most
+    # tokens found are numbers: a number is all digits, and a digit is never a letter).
+    if not word.isdigit() and any(map(str.isalpha, word)):
         # A trailing "!" is punctuation, not an "i": "die!" stays "die".
         stripped = word.rstrip("!")
         return stripped.translate(_LEET) + word[len(stripped) :]
@@ -103,12 +104,13 @@ def _unleet(token: re.Match[str]) -> str:
 def _join(spaced: re.Match[str]) -> str:
     letters = spaced.group()[::2]  # one separator character between letters
     # Only join when it spells a word: letters (after leet) rather than a list of digits ("1 2 3").
-    return letters if any(char.isalpha() for char in letters) else spaced.group()
+    return letters if any(map(str.isalpha, letters)) else spaced.group()
 
 
 CACHED_CHARACTERS = 4096
-"""Texts up to this long are normalised once per screening: the four classifiers (and their
-per-sentence passes) read the same texts one after another, so the last few results are kept
+"""Texts up to this long are normalised, and cut into sentences, once per screening: the four
+classifiers (and their per-sentence passes) read the same texts one after another, so the last
+few results are kept
 (:data:`_RECENT` of them; a request's texts, not a cache across requests)."""
 _RECENT = 64
 
@@ -144,11 +146,21 @@ _recent = lru_cache(maxsize=_RECENT)(_normalise)
 _SENTENCE = re.compile(r"(?<=[.!?\n])\s+|\n+")
 
 
-def sentences(text: str, limit: int = 64) -> list[str]:
+def sentences(text: str, limit: int = 64) -> tuple[str, ...]:
     """``text`` cut into sentences (at ``.``, ``!``, ``?`` followed by space, and at line
     breaks), at most ``limit`` of them (the rest joined into the last), so that a long answer is
-    scored per sentence: one bad sentence is not outvoted by many harmless ones."""
+    scored per sentence: one bad sentence is not outvoted by many harmless ones. Each
+    classifier cuts the texts it reads, so a short text's cut is kept as its normal form is."""
+    if len(text) <= CACHED_CHARACTERS:
+        return _recent_sentences(text, limit)
+    return _sentences(text, limit)
+
+
+def _sentences(text: str, limit: int) -> tuple[str, ...]:
     parts = [part for part in _SENTENCE.split(text) if part.strip()]
     if len(parts) > limit:
         parts = [*parts[: limit - 1], " ".join(parts[limit - 1 :])]
-    return parts
+    return tuple(parts)
+
+
+_recent_sentences = lru_cache(maxsize=_RECENT)(_sentences)

@@ -8,6 +8,8 @@ import pytest
 
 from cutover.api.v1alpha1.safetypolicy import AdviceFilter
 from cutover.serving.safety import advice, learned
+from cutover.serving.safety.lexicon import WordList, WordLists, words
+from cutover.serving.safety.normalise import normalise
 
 from .safety_corpus import check_corpus
 
@@ -126,6 +128,38 @@ def test_other_languages(detector: advice.AdviceDetector) -> None:
 def test_never_raises(detector: advice.AdviceDetector, text: str) -> None:
     for finding in detector.scan(text, "output"):
         assert 0.0 <= finding.score <= 1.0
+
+
+def test_lists_read_together_name_what_each_list_finds_alone() -> None:
+    """The domains' lists are read in one scan of their prefixes (``lexicon.WordLists``). Where
+    one list's stem starts another's ("anti*" and "antibiotic*"), the scan reports the longer
+    stem only, and the lists of the shorter must still be named; a stem after an apostrophe or a
+    hyphen starts no word for either way of reading."""
+    lists = {
+        "short": WordList(["anti*", "pill"]),
+        "long": WordList(["antibiotic*", "take the pill"]),
+        "other": WordList(["antiviral*", "the pill *"]),
+    }
+    together = WordLists(lists)
+    anchors = advice._rules().anchors
+    crafted = [
+        "antibiotics for a cold",
+        "an antiviral, then antics",
+        "take the pill daily",
+        "o'antibiotics and pre-antibiotic care",
+        "x-'antiviral",
+        "",
+    ]
+    corpus = [
+        e.text for name in ("advice", "bias") for split in ("train", "test") for e in learned.read_corpus(name, split)
+    ]
+    for raw in crafted + corpus:
+        sentence = words(normalise(raw))
+        assert together.found(sentence) == [name for name, wordlist in lists.items() if wordlist.search(sentence)]
+        assert anchors.found(sentence) == [
+            name for name, wordlist in anchors.lists.items() if wordlist.search(sentence)
+        ]
+    assert together.found(words("antibiotics for a cold")) == ["short", "long"]
 
 
 def test_rebuilding_for_a_new_generation_reuses_the_model() -> None:
