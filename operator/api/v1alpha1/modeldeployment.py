@@ -82,8 +82,8 @@ class TensorSpec(ApiModel):
     label_filename: Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^\S+$")] | None = None
     """Outputs only: a text file with one class label per line (line i names class i), as
     Triton's ``label_filename``: a path relative to the model file's folder (inside a SavedModel
-    directory), or absolute. The classification extension (``parameters.classification`` on a requested output) answers "value:index:label"
-    with it, "value:index" without."""
+    directory), or absolute. The classification extension (``parameters.classification`` on a
+    requested output) answers "value:index:label" with it, "value:index" without."""
 
 
 class OutOfDistribution(ApiModel):
