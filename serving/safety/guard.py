@@ -275,8 +275,11 @@ class Guard:
                         content if isinstance(content, str) else "", finished
                     )
                     text = await release(index, piece) if piece else ""
-                    if finished and index in disclaimed:
-                        text += f"\n\n{policy.disclaimer}"
+                    if finished:  # the choice is complete: nothing of it is left to release
+                        del held[index]
+                        if index in disclaimed:
+                            disclaimed.discard(index)
+                            text += f"\n\n{policy.disclaimer}"
                     out = {key: value for key, value in delta.items() if key != "content"}
                     if text:
                         out["content"] = text
