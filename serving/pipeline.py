@@ -308,7 +308,7 @@ class Pipeline:
                 self._audit(
                     request_id,
                     started,
-                    input_digest=_digest(request.inputs),
+                    input_digest=await _per_row(_elements(request.inputs), lambda: _digest(request.inputs)),
                     outputs=summarize_outputs(outputs),
                     confidence=None if confidence is None else [round(c, 6) for c in confidence[:32]],
                     ood_score=None if ood_scores is None else [round(float(v), 4) for v in ood_scores[:32]],
@@ -596,17 +596,21 @@ def _rows(arrays: Mapping[str, np.ndarray]) -> int:
 
 
 LARGE_ROWS = 10_000
-"""Rows from which metrics observed row by row are observed on a thread: a Python loop over
-600,000 rows held the event loop 0.34 s (on a thread it lets go of the GIL every 5 ms)."""
+"""Rows (or elements) from which work done row by row runs on a thread: a Python loop observing
+600,000 confidences held the event loop 0.34 s (on a thread it lets go of the GIL every 5 ms)."""
 
 
-async def _per_row(rows: int, observe: Callable[[], None]) -> None:
-    """Run ``observe``, which observes metrics row by row, inline for fewer than ``LARGE_ROWS``
-    rows, else on a thread so that probes and other requests keep being answered."""
+async def _per_row(rows: int, work: Callable[[], T]) -> T:
+    """``work()``, which goes row by row (observing metrics, digesting BYTES elements): inline for
+    fewer than ``LARGE_ROWS`` rows, else on a thread so that probes and other requests keep being
+    answered."""
     if rows < LARGE_ROWS:
-        observe()
-    else:
-        await asyncio.to_thread(observe)
+        return work()
+    return await asyncio.to_thread(work)
+
+
+def _elements(inputs: Mapping[str, np.ndarray]) -> int:
+    return sum(array.size for array in inputs.values())
 
 
 def _digest(inputs: Mapping[str, np.ndarray]) -> str:
