@@ -17,7 +17,8 @@ Not compressed:
   body raw to show its reason.
 
 Request bodies sent with ``Content-Encoding: gzip`` or ``deflate`` (``tritonclient``'s
-``request_compression_algorithm``) are decoded by aiohttp before the pipeline reads them.
+``request_compression_algorithm``) are decoded by :func:`decoded` (``http.request_body``) into
+at most the request size limit, however far they would expand.
 Source: RFC 9110 section 12.5.3 (Accept-Encoding); Triton's HTTP server compresses the same way,
 inference answers only.
 """
@@ -62,24 +63,51 @@ def preferred_coding(accept_encoding: str | None) -> ContentCoding | None:
     return best
 
 
-def decoded(body: bytes, content_encoding: str | None) -> bytes:
-    """``body`` decoded from its ``Content-Encoding`` (gzip or deflate; none or identity: as it
-    is). Raises ValueError for another coding or a body that does not decode."""
+DECODED = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
+"""The Content-Encodings :func:`decoded` reads (x-gzip is gzip's old name, RFC 9110 8.4.1.3)."""
+
+
+class TooLarge(ValueError):
+    """A body that decodes to more than the limit it was given."""
+
+
+def decoded(body: bytes, content_encoding: str | None, limit: int | None = None) -> bytes:
+    """``body`` decoded from its ``Content-Encoding``: gzip (every member of it), deflate
+    (zlib-wrapped as RFC 9110 says, or the raw stream some clients send), none or identity (as it
+    is). The output stops at ``limit`` bytes, so a small body that expands to gigabytes never
+    takes more memory than the limit. Raises ``TooLarge`` past ``limit`` and ValueError for
+    another coding or a body that does not decode (corrupt or truncated)."""
     coding = (content_encoding or "identity").strip().lower()
-    try:
-        if coding == "gzip":
-            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
-        if coding == "deflate":
-            # RFC 9110 deflate is zlib-wrapped; some servers send the raw stream, so try both.
-            try:
-                return zlib.decompress(body)
-            except zlib.error:
-                return zlib.decompress(body, -zlib.MAX_WBITS)
-    except zlib.error as error:
-        raise ValueError(f"the body does not decode as {coding}: {error}") from None
-    if coding != "identity":
+    if coding not in DECODED:
         raise ValueError(f"Content-Encoding {coding!r} cannot be decoded here")
-    return body
+    if coding in ("", "identity"):
+        return body
+    room = len(body) * 1032 + 64 if limit is None else limit  # deflate expands 1032:1 at most
+    parts: list[bytes] = []
+    rest = body
+    while rest:
+        decoder = zlib.decompressobj(_window(coding, rest))
+        try:
+            part = decoder.decompress(rest, room + 1)
+        except zlib.error as error:
+            raise ValueError(f"the body does not decode as {coding}: {error}") from None
+        if len(part) > room:
+            raise TooLarge(f"the body decodes to more than {limit} bytes")
+        if not decoder.eof:
+            raise ValueError(f"the body does not decode as {coding}: it ends early")
+        parts.append(part)
+        room -= len(part)
+        rest = decoder.unused_data if coding != "deflate" else b""  # gzip may hold several members
+    return b"".join(parts)
+
+
+def _window(coding: str, data: bytes) -> int:
+    """zlib's ``wbits`` for ``data`` in ``coding``: a gzip member, a zlib stream, or raw deflate
+    (a deflate body whose first two bytes are not a zlib header)."""
+    if coding != "deflate":
+        return 16 + zlib.MAX_WBITS
+    zlib_header = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+    return zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
 
 
 def compressed(request: web.Request, response: web.Response, min_bytes: int = MIN_BYTES) -> web.Response:

@@ -124,7 +124,9 @@ class ModelServer:
 
     def app(self) -> web.Application:
         app = web.Application(
-            client_max_size=self.config.max_request_bytes, middlewares=[http.json_errors(self._answered, error_body)]
+            client_max_size=self.config.max_request_bytes,
+            middlewares=[http.json_errors(self._answered, error_body)],
+            handler_args=http.OWN_DECODING,
         )
         model = "/v2/models/{name}"
         versioned = "/v2/models/{name}/versions/{version}"
@@ -249,7 +251,7 @@ class ModelServer:
     async def infer(self, request: web.Request) -> web.Response:
         self._model(request)
         answer = await self.loaded().infer(
-            lambda: http.request_body(request),
+            lambda: http.request_body(request, self.config.max_request_bytes),
             request.headers.get(HEADER_LENGTH),
             request.headers.get(REQUEST_ID_HEADER),
         )
@@ -272,7 +274,7 @@ class ModelServer:
     async def repository_index(self, request: web.Request) -> web.Response:
         """Triton's model repository index: the one model this server serves, with its state.
         The body may be empty or ``{"ready": true}`` (only ready models)."""
-        ready_only = decode_index_request(await http.request_body(request))
+        ready_only = decode_index_request(await http.request_body(request, self.config.max_request_bytes))
         return http.json_body(self.index(ready_only=ready_only))
 
     def index(self, *, ready_only: bool = False) -> list[dict[str, str]]:
@@ -298,7 +300,9 @@ class ModelServer:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         pipeline = self.loaded()
-        answer = await pipeline.chat(lambda: http.request_json(request), request.headers.get(REQUEST_ID_HEADER))
+        answer = await pipeline.chat(
+            lambda: http.request_json(request, self.config.max_request_bytes), request.headers.get(REQUEST_ID_HEADER)
+        )
         if isinstance(answer, dict):
             return compressed(request, web.json_response(answer))
         return await self._stream(request, answer)

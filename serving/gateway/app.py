@@ -22,7 +22,7 @@ from aiohttp import web
 
 from cutover.api.contract import GATEWAY_PORT, REQUEST_ID_HEADER
 
-from ..http import json_body, json_errors, live, prometheus, readiness, request_body
+from ..http import OWN_DECODING, json_body, json_errors, live, prometheus, readiness, request_body
 from ..openai import error_body, error_object, event
 from ..protocol import HEADER_LENGTH, decode_index_request
 from .keys import DEFAULT_TIERS, ApiKey, Denied, KeyStore, Limiter, Tier, authorize, forbidden, retry_after_header
@@ -34,8 +34,8 @@ from .upstream import Disconnected, Upstream
 
 log = logging.getLogger("cutover.gateway")
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept-Encoding", HEADER_LENGTH, REQUEST_ID_HEADER)
-"""Content-Encoding is not among them: aiohttp decodes the body it names, and the decoded body is
-what goes on (with its own Content-Length)."""
+"""Content-Encoding is not among them: ``http.request_body`` decodes the body it names, and the
+decoded body is what goes on (with its own Content-Length)."""
 STICKY_COOKIE_ATTRIBUTES = "Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax"
 """The A/B assignment cookie: the whole site, 30 days, out of scripts' reach."""
 
@@ -156,7 +156,11 @@ class Gateway:
     # ---- HTTP ------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.max_request_bytes, middlewares=[json_errors(body=error_body)])
+        app = web.Application(
+            client_max_size=self.config.max_request_bytes,
+            middlewares=[json_errors(body=error_body)],
+            handler_args=OWN_DECODING,
+        )
         app.router.add_get("/v2/health/live", live)
         app.router.add_get("/v2/health/ready", self.ready)
         app.router.add_get("/metrics", prometheus(self.metrics.registry))
@@ -223,7 +227,7 @@ class Gateway:
             key = self._authorize(request, None, None)
         except Denied as denied:
             return _refused(denied)
-        ready_only = decode_index_request(await request_body(request))
+        ready_only = decode_index_request(await request_body(request, self.config.max_request_bytes))
         index = []
         for model, route in sorted(self.routes.items()):
             if key is not None and forbidden(key, self.limiter.tiers, model, route.min_tier) is not None:
@@ -258,14 +262,14 @@ class Gateway:
                 message = f"unknown version {version!r} of model {name!r}; live versions: {served or 'none'}"
                 return _respond(error_answer(404, message))
             route = pinned
-        body = await request_body(request) if request.method == "POST" else b""
+        body = await request_body(request, self.config.max_request_bytes) if request.method == "POST" else b""
         sent = outgoing(request, body, idempotent=True)
         return _respond(await self.forward(route, sent, request.headers, request.cookies))
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         """An OpenAI chat completion, whole or streamed (sent on as it arrives); the gateway's
         own errors here are OpenAI's error object, as the revisions' are."""
-        body = await request_body(request)
+        body = await request_body(request, self.config.max_request_bytes)
         name = model_name(body)
         route = self.routes.get(name) if name is not None else None
         try:

@@ -101,11 +101,12 @@ async def test_malformed_keys_headers_and_bodies_get_a_4xx_json_error_never_a_50
     assert status == 401 and "API key is required" in openai_error(json.loads(body))
     status, body = await raw_request(port, chat + key, deep)
     assert status == 400 and "model name" in openai_error(json.loads(body))
-    for encoding in (b"gzip", b"deflate", b"br"):
+    for encoding in (b"gzip", b"deflate"):
         head = infer + key + b"Content-Encoding: " + encoding + b"\r\n"
         assert "cannot be read" in json_error(*await raw_request(port, head, b"not compressed"), 400)
-    head = infer + key + b"Content-Encoding: compress\r\n"
-    assert "not supported" in json_error(*await raw_request(port, head, b"{}"), 415)
+    for encoding in (b"compress", b"br"):  # br: no client of the protocols sends it; see serving/http.py
+        head = infer + key + b"Content-Encoding: " + encoding + b"\r\n"
+        assert "not supported" in json_error(*await raw_request(port, head, b"{}"), 415)
     assert all(breaker.state == "closed" for breaker in gateway._breakers.values())
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
 import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -463,3 +464,24 @@ async def test_the_extensions_and_compression_pass_through_the_gateway(gateway_u
         async with session.post(url, data=json_request(200), headers={"Accept-Encoding": "gzip"}) as answer:
             assert answer.status == 200 and answer.headers["Content-Encoding"] == "gzip"
             assert len(json.loads(gzip.decompress(await answer.read()))["outputs"][0]["data"]) == 600
+
+
+def high_water_mark(process: subprocess.Popen[bytes]) -> int:
+    """The most memory ``process`` has held (VmHWM), in bytes."""
+    status = Path(f"/proc/{process.pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+
+
+def test_a_compressed_body_costs_the_server_no_more_than_the_size_limit(models: Path, tmp_path: Path) -> None:
+    """4.5 MB of gzip that expands to 1 GiB is a 413 within about the 64 MiB limit of memory;
+    aiohttp's own decoding, which expands a whole network read at once, took 430 MB for it."""
+    serving = Serving(tmp_path, "--format", "onnx", "--model-uri", str(models / "good.onnx")).start()
+    try:
+        assert serving.process is not None
+        before = high_water_mark(serving.process)
+        member = gzip.compress(b"\0" * (64 << 20), compresslevel=1)
+        status, _, answer = post_raw(serving.url, member * 16, {"Content-Encoding": "gzip"})  # 16 members: 1 GiB
+        assert status == 413 and json.loads(answer)["error"], answer
+        assert high_water_mark(serving.process) - before < 4 * (64 << 20)
+    finally:
+        serving.stop()
