@@ -141,7 +141,12 @@ class Gateway:
                 copy = mirrored_copy(request)
                 for mirror in mirrors:
                     self.mirrors.start(route, mirror, copy, live)
-            answer = await self.proxy.forward(route, choice.backend, request)
+            try:
+                answer = await self.proxy.forward(route, choice.backend, request)
+            except BaseException:
+                if live is not None:  # the client left (a gRPC deadline): no answer to compare the mirrors' with
+                    live.set_result(error_answer(499, "the client closed the request"))
+                raise
             if live is not None and answer.stream is not None:
                 answer.live = live  # set once the stream has been sent on whole
             elif live is not None:

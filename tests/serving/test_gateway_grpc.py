@@ -5,6 +5,7 @@ bad input is INVALID_ARGUMENT and never counted against a revision."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
+from aiohttp import web
 from tritonclient.utils import InferenceServerException
 
 from cutover.serving import sample_models
@@ -21,14 +23,16 @@ from cutover.serving.grpc_server import listening
 
 from .support import Serving, key_secret
 from .test_gateway_faults import split
-from .test_gateway_requests import MODEL, comparisons, settled, shadowing
-from .test_server import expected, models  # noqa: F401  (the module's fixture)
+from .test_gateway_requests import MODEL, Revision, Stack, comparisons, settled, shadowing, stack
+from .test_server import expected, models
+
+__all__ = ["models", "stack"]  # the fixtures, used by name
 
 INPUTS = json.dumps([{"name": "input", "datatype": "FP32", "shape": [-1, 4], "range": {"min": -50, "max": 50}}])
 
 
 @pytest.fixture(scope="module")
-def revisions(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serving]]:  # noqa: F811
+def revisions(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serving]]:
     """Revision aaa serves version 1 and bbb version 2 of the same model (both `good`)."""
     workdir = tmp_path_factory.mktemp("revisions")
     started: dict[str, Serving] = {}
@@ -86,7 +90,7 @@ def tensor(x: np.ndarray) -> grpcclient.InferInput:
     return infer_input
 
 
-async def test_tritonclient_grpc_works_through_the_gateway(front: Front, models: Path) -> None:  # noqa: F811
+async def test_tritonclient_grpc_works_through_the_gateway(front: Front, models: Path) -> None:
     client = front.client
     assert await client.is_server_live() and await client.is_server_ready()
     assert await client.is_model_ready(MODEL) and await client.is_model_ready(MODEL, "1")
@@ -179,3 +183,27 @@ async def test_bad_input_is_invalid_argument_and_no_revision_failure(
     assert out_of_range.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert counted("400") == 1 and not any(counted(str(code)) for code in (500, 502, 503, 504))
     assert revisions["aaa"].metric("cutover_serving_requests_total", code="400") == before + 1
+
+
+async def test_a_call_the_client_gave_up_on_leaves_no_mirror_waiting(stack: Stack) -> None:
+    """A gRPC client's deadline cancels the call in the gateway: the mirrors waiting to compare
+    with its answer end too, rather than each holding one of the gateway's mirror slots forever."""
+    release = asyncio.Event()
+
+    class Stuck(Revision):
+        async def handle(self, request: web.Request) -> web.Response:
+            if request.path.endswith("/infer"):
+                await release.wait()
+            return await super().handle(request)
+
+    _, gateway = await stack([Stuck("aaa", "1"), Revision("bbb", "2")], shadowing({}))
+    service = GatewayInferenceService(gateway)
+    async with listening(service, "127.0.0.1", 0, max_message_bytes=1 << 20, shutdown_grace=0) as port:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        with pytest.raises(InferenceServerException) as gave_up:
+            await client.infer(MODEL, [tensor(sample_models.sample_inputs(1))], client_timeout=0.5)
+        assert gave_up.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+        await settled(gateway)
+        assert comparisons(gateway, "bbb") == {"true": 0.0, "false": 0.0}
+        release.set()
+        await client.close()
