@@ -132,6 +132,7 @@ class Gateway:
             self.metrics.shed()
             return error_answer(503, f"overloaded: {self.in_flight} requests in progress", {"Retry-After": "1"})
         self.in_flight += 1
+        answer: Answer | None = None
         try:
             choice = choose(route, headers, cookies, healthy=self.proxy.healthy)
             mirrors = mirrors_for(route, choice.backend) if route.mirrors else []
@@ -156,7 +157,8 @@ class Gateway:
                 answer.headers["Set-Cookie"] = f"{name}={value}; {STICKY_COOKIE_ATTRIBUTES}"
             return answer
         finally:
-            self.in_flight -= 1
+            if answer is None or answer.stream is None:  # a stream is in flight until sent on (_stream)
+                self.in_flight -= 1
 
     # ---- HTTP ------------------------------------------------------------------------------
 
@@ -285,7 +287,7 @@ class Gateway:
             return _openai(error_answer(400, "the request needs a JSON body with a model name"))
         if route is None:
             return _openai(error_answer(404, f"unknown model {name!r}"))
-        sent = outgoing(request, body, idempotent=False)
+        sent = replace(outgoing(request, body, idempotent=False), streams=True)
         answer = await self.forward(route, sent, request.headers, request.cookies)
         if answer.stream is None:
             return _openai(answer)
@@ -295,8 +297,8 @@ class Gateway:
         """Send a streamed answer on piece by piece as the revision writes it. A revision that
         breaks off, or is silent for ``backend_timeout`` seconds, ends it with an error event
         (the status was sent with the first byte; the revision counts its own failure); a
-        client that leaves closes the revision's connection. The answer's mirrors get it whole
-        at the end."""
+        client that leaves closes the revision's connection. The request is in flight until the
+        end, and the answer's mirrors get it whole then."""
         assert answer.stream is not None and answer.backend is not None
         response = web.StreamResponse(status=answer.status, headers=answer.headers)
         pieces: list[bytes] = []
@@ -317,6 +319,7 @@ class Gateway:
             log.info("a client left a stream from revision %s", answer.backend.revision)
         finally:
             answer.stream.close()
+            self.in_flight -= 1
             if answer.live is not None:
                 answer.live.set_result(replace(answer, status=status, body=b"".join(pieces), stream=None))
         return response

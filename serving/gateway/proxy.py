@@ -15,7 +15,9 @@ itself retried elsewhere.
 
 A streamed answer (an event stream: ``stream: true`` chat) is handed on at its headers, its body
 following as it arrives (``Answer.stream``); the retry decision is made on the status, before any
-byte reaches the client, so nothing is retried once the client has part of an answer.
+byte reaches the client, so nothing is retried once the client has part of an answer. Its attempt
+is counted (and its breaker told) when the headers arrive, so its duration is the time to the
+first byte; a revision that breaks off later is counted by the revision itself.
 
 Nothing here knows HTTP servers: an ``Outgoing`` request goes in, an ``Answer`` comes out, and
 every failure is an answer with the status the client gets (502 unreachable or dropped, 503
@@ -72,6 +74,8 @@ class Outgoing:
     headers: dict[str, str]
     idempotent: bool
     """Whether it may be resent after a dropped connection (inference yes, chat no)."""
+    streams: bool = False
+    """Whether an event-stream answer is handed on at its headers (``Answer.stream``: chat)."""
 
 
 @dataclass
@@ -159,7 +163,7 @@ class Proxy:
                 headers=outgoing.headers.items(),
                 body=outgoing.body,
                 timeout=self.settings.backend_timeout,
-                stream=True,
+                stream=outgoing.streams,
             )
         except ConnectFailed as error:
             message = f"revision {backend.revision} unreachable: {error}"

@@ -259,6 +259,7 @@ def test_a_revision_that_breaks_off_a_stream_is_an_error_event_at_the_gateway(ch
         with pytest.raises(openai.APIError) as broke:
             received.extend(chat.create(model=MODEL, messages=said("[cut] say: one two"), stream=True))
         retried = gateway.metrics.registry.get_sample_value("cutover_gateway_retries_total", {"reason": "disconnect"})
+        wait_until(lambda: gateway.in_flight == 0, 10, "the stream to be no longer in flight at the gateway")
 
     assert text_of(received) == "one"
     assert "revision a" in broke.value.message and "mid-stream" in broke.value.message
