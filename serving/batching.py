@@ -95,7 +95,10 @@ class Batcher:
             raise QueueFull(f"{len(self._queue)} requests are queued")
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name="batcher")
-        rows = next(iter(inputs.values())).shape[0] if inputs else 0
+        counts = {array.shape[0] if array.ndim else None for array in inputs.values()}
+        if len(counts) != 1 or None in counts:
+            raise ValueError(f"the inputs disagree on the batch dimension ({sorted(map(str, counts))}); validate first")
+        rows = counts.pop()
         pending = _Pending(inputs, rows, signature(inputs), asyncio.get_running_loop().create_future(), times=times)
         self._queue.append(pending)
         self._arrived.set()

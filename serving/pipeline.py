@@ -264,7 +264,7 @@ class Pipeline:
                 request = await read()
             except RecursionError:  # json's C parser recurses per nesting level
                 raise InvalidInput("malformed JSON: nested too deeply") from None
-            validate(request.inputs, model.inputs)
+            validate(request.inputs, model.inputs, batched=model.batcher is not None)
             times.compute_input = time.perf_counter_ns() - times.started
             inputs = request.inputs
             found: list[dict[str, Any]] = []

@@ -12,7 +12,12 @@ from .errors import InvalidInput
 from .protocol import datatype_of
 
 
-def validate(inputs: Mapping[str, np.ndarray], schema: Sequence[TensorInfo]) -> None:
+def validate(inputs: Mapping[str, np.ndarray], schema: Sequence[TensorInfo], *, batched: bool = False) -> None:
+    """Raise ``InvalidInput`` (400) unless ``inputs`` are exactly the inputs ``schema`` declares,
+    each of the declared datatype, shape (-1: any) and value range. ``batched``: the model runs
+    requests merged along the first dimension (dynamic batching), so every input must have one
+    and all must agree on it; a request whose inputs disagree would be cut into rows that belong
+    to other clients' requests."""
     expected = {t.name: t for t in schema}
     unknown = [name for name in inputs if name not in expected]
     if unknown:
@@ -22,6 +27,14 @@ def validate(inputs: Mapping[str, np.ndarray], schema: Sequence[TensorInfo]) -> 
         raise InvalidInput(f"missing input {missing[0]!r}; the model takes {', '.join(expected)}")
     for name, array in inputs.items():
         check(array, expected[name])
+    if batched:
+        rows = {name: array.shape[0] if array.ndim else None for name, array in inputs.items()}
+        if len(set(rows.values())) > 1 or None in rows.values():
+            told = ", ".join(f"{name!r} {'is a scalar' if n is None else f'has {n}'}" for name, n in rows.items())
+            raise InvalidInput(
+                f"inputs disagree on the batch (first) dimension: {told}; every input of a batching model "
+                "takes the same number of rows"
+            )
 
 
 def check(array: np.ndarray, spec: TensorInfo) -> None:

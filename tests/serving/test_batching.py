@@ -106,3 +106,12 @@ async def test_one_failing_request_does_not_fail_its_batch_neighbours() -> None:
         assert not isinstance(result, BaseException)
         np.testing.assert_array_equal(result["y"], request["x"] * 2)
     await batcher.close()
+
+
+async def test_a_request_whose_inputs_disagree_on_rows_is_never_queued() -> None:
+    model = Model()
+    batcher = Batcher(model, max_batch_size=32, max_queue_delay=0.05, max_queue_size=64)
+    with pytest.raises(ValueError, match="batch dimension"):
+        await batcher.submit({"x": np.zeros((2, 2), np.float32), "w": np.zeros((1, 2), np.float32)})
+    assert model.calls == []
+    await batcher.close()

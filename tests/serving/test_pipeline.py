@@ -16,6 +16,7 @@ import pytest
 from cutover.api.v1alpha1.modeldeployment import OutOfDistribution
 from cutover.serving.adapters.base import Adapter, TensorInfo
 from cutover.serving.audit import AuditLog, input_digest
+from cutover.serving.batching import Batcher
 from cutover.serving.config import ServeConfig
 from cutover.serving.errors import (
     InferenceError,
@@ -30,7 +31,7 @@ from cutover.serving.fallback import FallbackChain, Link, safe_default
 from cutover.serving.loading import LoadedModel
 from cutover.serving.metrics import ServingMetrics
 from cutover.serving.ood import MahalanobisScorer
-from cutover.serving.pipeline import Admission, Filters, Pipeline
+from cutover.serving.pipeline import Admission, Encoded, Filters, Pipeline
 from cutover.serving.protocol import HEADER_LENGTH, RawInput, assemble, decode_response, encode_tensors
 
 LABELS = {"namespace": "tests", "model": "classifier", "revision": "rev-1"}
@@ -352,3 +353,38 @@ async def test_chat_failures_are_named_errors_with_their_status(
 
     assert caught.value.status == status
     assert p.admission.in_flight == 0
+
+
+class Weighted(Adapter):
+    """Two inputs that must agree on rows: ``x`` [-1, 2] times ``w`` [-1, 1]."""
+
+    platform: ClassVar[str] = "test_weighted"
+    inputs = (TensorInfo("x", "FP32", (-1, 2)), TensorInfo("w", "FP32", (-1, 1)))
+    outputs = (TensorInfo("y", "FP32", (-1, 2)),)
+
+    async def load(self) -> None:
+        pass
+
+    async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": inputs["x"] * inputs["w"]}
+
+
+def weighted(x: Sequence[Sequence[float]], w: Sequence[Sequence[float]]) -> bytes:
+    tensors = [("x", x, 2), ("w", w, 1)]
+    inputs = [{"name": n, "datatype": "FP32", "shape": [len(v), width], "data": v} for n, v, width in tensors]
+    return json.dumps({"inputs": inputs}).encode()
+
+
+async def test_inputs_that_disagree_on_rows_are_refused_before_a_batch_takes_them() -> None:
+    """Merged along the first dimension, a request with 2 rows of x and 1 of w would borrow a
+    neighbour's w (its answer wrong, the neighbour's 200 undeserved); it is the client's 400."""
+    adapter = Weighted()
+    batcher = Batcher(adapter.infer, max_batch_size=8, max_queue_delay=0.05, max_queue_size=8)
+    p = pipeline(adapter, batcher=batcher)
+    good = p.infer(body(weighted([[1, 2]], [[3]])))
+    bad = p.infer(body(weighted([[1, 1], [1, 1]], [[10]])))
+    answers = await asyncio.gather(good, bad, return_exceptions=True)
+    assert isinstance(answers[1], InvalidInput) and "batch (first) dimension" in str(answers[1])
+    assert isinstance(answers[0], Encoded)
+    assert json.loads(answers[0].body)["outputs"][0]["data"] == [3, 6]
+    await batcher.close()
