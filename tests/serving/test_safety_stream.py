@@ -120,3 +120,18 @@ async def test_a_filter_failing_mid_stream_under_fail_closed_ends_it_with_an_err
     assert setup.pipeline.admission.in_flight == 0
     (record,) = setup.records()
     assert record["status"] == 503
+
+
+async def test_an_escalated_streamed_request_is_answered_with_the_crisis_message_as_a_stream(tmp_path: Path) -> None:
+    upstream = Streamer("never asked")
+    setup = Setup(tmp_path, upstream)  # every filter, crisis on the request too
+    body = {"messages": [{"role": "user", "content": "I want to die"}], "stream": True}
+    stream = await setup.pipeline.chat(json_body(body), "req-1")
+    assert isinstance(stream, ChatStream)
+    chunks = [chunk async for chunk in stream]
+    await stream.aclose()
+
+    assert upstream.asked == [] and contents(chunks) == ["You are not alone. Call 988."]
+    assert chunks[0]["object"] == "chat.completion.chunk" and chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert setup.sample("cutover_predictions_total") == 0
