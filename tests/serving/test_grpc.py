@@ -5,6 +5,7 @@ bad input is INVALID_ARGUMENT and counted as a 4xx, never against the revision."
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcaio
 from onnx import TensorProto, helper
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
@@ -23,9 +25,12 @@ from cutover.serving import sample_models
 from cutover.serving.grpc_protocol import TYPED_CONTENTS
 from cutover.serving.protocol import DATATYPES
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 from .support import Serving
-from .test_server import expected, models  # noqa: F401  (the module's fixture)
+from .test_server import expected, models
+
+__all__ = ["models"]  # the fixture, used by name
 
 ONNX_TYPES = {
     "BOOL": TensorProto.BOOL,
@@ -86,7 +91,7 @@ def samples() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def server(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServing]:  # noqa: F811
+def server(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServing]:
     workdir = tmp_path_factory.mktemp("serve-grpc")
     inputs = json.dumps([{"name": "input", "datatype": "FP32", "shape": [-1, 4], "range": {"min": -50, "max": 50}}])
     serving = GrpcServing(
@@ -139,7 +144,7 @@ def test_health_metadata_and_config_through_tritonclient(server: GrpcServing) ->
     client.close()
 
 
-def test_tritonclient_infers_with_raw_contents_as_rest_does(server: GrpcServing, models: Path) -> None:  # noqa: F811
+def test_tritonclient_infers_with_raw_contents_as_rest_does(server: GrpcServing, models: Path) -> None:
     x = sample_models.sample_inputs(3, seed=4)
     client = grpcclient.InferenceServerClient(server.target)
     tensor = grpcclient.InferInput("input", list(x.shape), "FP32")
@@ -157,7 +162,7 @@ def test_tritonclient_infers_with_raw_contents_as_rest_does(server: GrpcServing,
     client.close()
 
 
-def test_typed_contents_as_kserve_clients_send_them(server: GrpcServing, models: Path) -> None:  # noqa: F811
+def test_typed_contents_as_kserve_clients_send_them(server: GrpcServing, models: Path) -> None:
     x = sample_models.sample_inputs(2, seed=5)
     request = pb.ModelInferRequest(model_name="classifier", id="typed")
     request.inputs.add(name="input", datatype="FP32", shape=[2, 4]).contents.fp32_contents.extend(x.ravel().tolist())
@@ -330,7 +335,7 @@ def test_a_model_not_ready_is_unavailable_with_retry_after(tmp_path: Path) -> No
         serving.stop()
 
 
-def test_a_failing_model_is_internal_and_counted_as_a_500(models: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_a_failing_model_is_internal_and_counted_as_a_500(models: Path, tmp_path: Path) -> None:
     serving = GrpcServing(tmp_path, "--format", "onnx", "--model-uri", str(models / "faulty.onnx")).start()
     try:
         x = sample_models.sample_inputs(1, seed=0)
@@ -343,5 +348,55 @@ def test_a_failing_model_is_internal_and_counted_as_a_500(models: Path, tmp_path
         assert failed.value.status() == "StatusCode.INTERNAL"
         client.close()
         assert serving.metric("cutover_serving_requests_total", code="500") == 1
+    finally:
+        serving.stop()
+
+
+def test_grpc_calls_are_batched_with_their_own_rows_and_audited(models: Path, tmp_path: Path) -> None:
+    """Concurrent gRPC calls share the batcher as HTTP requests do, each answered with its own rows,
+    and each is audited under its request id."""
+    audit = tmp_path / "audit.jsonl"
+    serving = GrpcServing(
+        tmp_path,
+        "--format",
+        "onnx",
+        "--model-uri",
+        str(models / "good.onnx"),
+        "--max-batch-size",
+        "16",
+        "--max-queue-delay",
+        "5ms",
+        "--audit-log",
+        str(audit),
+    ).start()
+    try:
+        inputs = [sample_models.sample_inputs(1 + i % 3, seed=200 + i) for i in range(40)]
+
+        async def call_all() -> list[np.ndarray]:
+            client = grpcaio.InferenceServerClient(serving.target)
+
+            async def one(i: int, x: np.ndarray) -> np.ndarray:
+                tensor = grpcaio.InferInput("input", list(x.shape), "FP32")
+                tensor.set_data_from_numpy(x)
+                result = await client.infer("classifier", [tensor], request_id=f"grpc-{i}")
+                answer: np.ndarray = result.as_numpy("probabilities")
+                return answer
+
+            try:
+                return await asyncio.gather(*(one(i, x) for i, x in enumerate(inputs)))
+            finally:
+                await client.close()
+
+        for x, answer in zip(inputs, asyncio.run(call_all()), strict=True):
+            np.testing.assert_allclose(answer, expected(models, x), rtol=1e-5, atol=1e-6)
+        assert serving.metric("cutover_serving_batch_size_sum") == sum(x.shape[0] for x in inputs)
+        assert serving.metric("cutover_serving_batch_size_count") < len(inputs), "no two calls were batched together"
+
+        def audited() -> set[str] | None:
+            lines = audit.read_text().splitlines() if audit.exists() else []
+            ids = {json.loads(line)["request_id"] for line in lines}
+            return ids if len(ids) == len(inputs) else None
+
+        assert wait_until(audited, 10, "every call audited") == {f"grpc-{i}" for i in range(len(inputs))}
     finally:
         serving.stop()
