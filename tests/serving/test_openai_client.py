@@ -18,7 +18,7 @@ from cutover.serving.adapters.llm import LLMAdapter
 from cutover.serving.errors import InvalidInput, Overloaded, ServingError, TooManyRequests, UpstreamError
 from tests.support.waiting import wait_until
 
-from .support import Serving, threaded_gateway
+from .support import Serving, key_secret, threaded_gateway
 from .test_adapters import ChatUpstream, chat_upstream
 from .test_safety_policy import document
 
@@ -26,6 +26,7 @@ __all__ = ["chat_upstream"]  # the fixture, used by name
 
 MODEL = "assistant"
 GUARDED = "guarded"
+API_KEY = "cut_app-key"
 
 
 def said(text: str) -> list[Any]:
@@ -66,11 +67,14 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, chat_upstream: str) -> Ite
 
 @pytest.fixture(scope="module")
 def gateways(served: Serving, guarded: Serving) -> Iterator[dict[str, str]]:
-    """A gateway in front of each revision; faults must not open its circuit for the tests after."""
+    """A gateway in front of each revision, taking the openai client's API key as its own (both
+    send ``Authorization: Bearer``); faults must not open its circuit for the tests after."""
     with (
-        threaded_gateway(MODEL, served.url, breaker_failures=1000) as (plain, _),
-        threaded_gateway(GUARDED, guarded.url, breaker_failures=1000) as (safe, _),
+        threaded_gateway(MODEL, served.url, auth=True, breaker_failures=1000) as (plain, first),
+        threaded_gateway(GUARDED, guarded.url, auth=True, breaker_failures=1000) as (safe, second),
     ):
+        for gateway in (first, second):
+            gateway.keys.replace([key_secret("app", API_KEY, "pro")])
         yield {MODEL: plain, GUARDED: safe}
 
 
@@ -81,7 +85,7 @@ def via(request: pytest.FixtureRequest, served: Serving, guarded: Serving, gatew
 
 def client(via: str, serving: Serving, gateways: dict[str, str]) -> openai.OpenAI:
     base = serving.url if via == "serve" else gateways[serving.name]
-    return openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=20)
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=API_KEY, max_retries=0, timeout=20)
 
 
 def text_of(chunks: list[Any]) -> str:
