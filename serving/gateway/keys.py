@@ -227,8 +227,8 @@ def forbidden(key: ApiKey, tiers: Mapping[str, Tier], model: str, min_tier: str 
     ``Denied``; None when it may."""
     if key.models and model not in key.models and key.tier != "admin":
         return Denied(403, f"API key {key.id} may not call model {model!r}")
-    tier = tiers.get(key.tier)
-    if min_tier in tiers and tier is not None and tier.rank < tiers[min_tier].rank:
+    tier, needed = tiers.get(key.tier), tiers.get(min_tier) if min_tier is not None else None
+    if tier is not None and needed is not None and tier.rank < needed.rank:
         return Denied(403, f"model {model!r} needs the {min_tier} tier; key {key.id} is {key.tier}")
     return None
 
