@@ -4,12 +4,13 @@ A streamed chat completion arrives a few characters at a time, and a filter cann
 sentence (a PII span may still be arriving; "I want to" is harmless until its last word). So the
 text of each streamed choice is held back and released a piece at a time: up to the last
 sentence end followed by white space (``. ``, ``!``, ``?``, ``…``), a CJK full stop (``。``,
-which needs none) or a line break, or, when a piece grows past :data:`HOLD_CHARACTERS` without one (code, a list without
-stops), up to its last white space. A piece is screened on its own before any of it is sent;
-what remains when the choice finishes is screened last.
+which needs none) or a line break; or, when a piece grows past :data:`HOLD_CHARACTERS` without
+one (code, a list without stops), up to its last white space (text with none at all is held to
+the end). A piece is screened on its own before any of it is sent; what remains when the choice
+finishes is screened last.
 
 The cost is the time to the first token: nothing of a choice's text is sent before its first
-sentence is complete and screened (measured in ``benchmarks/gateway.py``). A span a filter
+sentence is complete and screened (measured in ``benchmarks/streaming.py``). A span a filter
 needs to see whole never straddles two pieces unless it holds a sentence end followed by white
 space, or runs past HOLD_CHARACTERS.
 """
