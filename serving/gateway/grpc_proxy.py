@@ -26,7 +26,7 @@ import json
 import logging
 from collections.abc import Mapping
 from http.cookies import CookieError, SimpleCookie
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 from google.protobuf import json_format
@@ -39,7 +39,7 @@ from cutover.api.contract import REQUEST_ID_HEADER, REVISION_HEADER
 from ..errors import ServingError
 from ..grpc_protocol import decode_infer_request, infer_response
 from ..grpc_server import Context, Metadata, abort
-from ..protocol import HEADER_LENGTH, assemble, decode_response, encode_tensors
+from ..protocol import HEADER_LENGTH, RequestedOutput, assemble, decode_response, encode_tensors
 from .app import Gateway
 from .keys import Denied, retry_after_header
 from .proxy import Answer, Outgoing
@@ -100,7 +100,7 @@ class GatewayInferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  #
         if decoded.id is not None:
             header["id"] = decoded.id
         if decoded.outputs is not None:
-            header["outputs"] = [{"name": output.name} for output in decoded.outputs]
+            header["outputs"] = [_requested(output) for output in decoded.outputs]
         body, length = assemble(header, buffers)
         answer = await self._forward(
             context, request.model_name, request.model_version, "POST", "/infer", body, str(length or len(body))
@@ -162,6 +162,13 @@ class GatewayInferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  #
         return answer
 
 
+def _requested(output: RequestedOutput) -> dict[str, Any]:
+    """A requested output as the HTTP request names it, with its classification if asked."""
+    if output.classification is None:
+        return {"name": output.name}
+    return {"name": output.name, "parameters": {"classification": output.classification}}
+
+
 def _cookies(values: list[str]) -> dict[str, str]:
     """The cookies of ``cookie`` metadata entries; an entry that does not parse is skipped."""
     cookies: dict[str, str] = {}
@@ -181,7 +188,7 @@ def _names(answer: Answer) -> Metadata:
     return tuple((key, value) for header, key in names if (value := answer.headers.get(header)) is not None)
 
 
-async def _refuse(context: Context, answer: Answer) -> None:
+async def _refuse(context: Context, answer: Answer) -> NoReturn:
     """End the call with a revision's (or the gateway's) error answer."""
     try:
         message = str(json.loads(answer.body)["error"])

@@ -106,6 +106,10 @@ async def test_tritonclient_grpc_works_through_the_gateway(front: Front, models:
     wanted = grpcclient.InferRequestedOutput("probabilities")
     pinned = await client.infer(MODEL, [tensor(x)], model_version="1", outputs=[wanted])
     np.testing.assert_array_equal(pinned.as_numpy("probabilities"), result.as_numpy("probabilities"))
+    top = grpcclient.InferRequestedOutput("probabilities", class_count=1)
+    classified = (await client.infer(MODEL, [tensor(x)], outputs=[top])).as_numpy("probabilities")
+    best = result.as_numpy("probabilities").argmax(axis=1)
+    assert [int(item.decode().split(":")[1]) for item in classified.ravel()] == best.tolist()
     statistics = (await client.get_inference_statistics(MODEL)).model_stats[0]
     assert statistics.name == MODEL and statistics.inference_count >= 4
     with pytest.raises(InferenceServerException, match="unknown version '7'") as unknown:
