@@ -133,6 +133,22 @@ def test_each_event_is_sent_on_as_it_comes(via: str, served: Serving, gateways: 
     assert text_of(list(chunks)) == " two three"
 
 
+def test_a_client_that_leaves_mid_stream_is_counted_as_499(served: Serving, gateways: dict[str, str]) -> None:
+    """The client left, not the revision: no failure is counted against it (499, nginx's code).
+    (Through the gateway, the revision sees it leave when the gateway next writes to the client
+    and finds it gone, which closes the gateway's connection to the revision.)"""
+    before = served.metric("cutover_serving_requests_total", code="499")
+    ChatUpstream.release.clear()
+    stream = client("serve", served, gateways).chat.completions.create(
+        model=MODEL, messages=said("[hold] say: one two three"), stream=True
+    )
+    next(chunk for chunk in stream if chunk.choices and chunk.choices[0].delta.content)
+    stream.close()
+    ChatUpstream.release.set()  # the next event finds the client gone
+
+    wait_until(lambda: served.metric("cutover_serving_requests_total", code="499") == before + 1, 10, "a 499")
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_upstream_faults_reach_the_client_with_a_faithful_status_and_reason(
     via: str, stream: bool, served: Serving, gateways: dict[str, str]
