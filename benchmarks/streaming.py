@@ -224,7 +224,15 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
             }
             requests = args.paced_requests if token_ms else args.requests
             print(f"upstream {token_ms:g} ms a token; {requests} requests each, interleaved", flush=True)
-            times = asyncio.run(measure(clients, requests, args.warmup if not token_ms else 2))
+            for name, process, cpu in (
+                ("upstream", up, bench.WRK_CPU),
+                ("cutover serve", processes[1], bench.SERVER_CPU),
+                ("cutover serve + policy", processes[2], bench.SERVER_CPU),
+                ("cutover gateway", gw, bench.SERVER_CPU),
+            ):
+                print("  " + bench.check_cpu(name, [process.pid], cpu))
+            with bench.on_cpu(bench.WRK_CPU):  # the client, beside the upstream
+                times = asyncio.run(measure(clients, requests, args.warmup if not token_ms else 2))
             medians = {name: statistics.median(values) * 1000 for name, values in times.items()}
             for name, values in times.items():
                 p90 = statistics.quantiles(values, n=10)[-1] * 1000
