@@ -12,6 +12,7 @@ runtime's (``cutover.serving.http``).
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -36,6 +37,8 @@ log = logging.getLogger("cutover.gateway")
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept-Encoding", HEADER_LENGTH, REQUEST_ID_HEADER)
 """Content-Encoding is not among them: ``http.request_body`` decodes the body it names, and the
 decoded body is what goes on (with its own Content-Length)."""
+SERVER_NAME = "cutover-gateway"
+"""The server metadata's name, over HTTP (``GET /v2``) and gRPC (``gateway/grpc_proxy.py``)."""
 STICKY_COOKIE_ATTRIBUTES = "Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax"
 """The A/B assignment cookie: the whole site, 30 days, out of scripts' reach."""
 
@@ -170,6 +173,7 @@ class Gateway:
         )
         app.router.add_get("/v2/health/live", live)
         app.router.add_get("/v2/health/ready", self.ready)
+        app.router.add_get("/v2", server_metadata)
         app.router.add_get("/metrics", prometheus(self.metrics.registry))
         app.router.add_get("/gateway/routes", self.table)
         for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
@@ -323,6 +327,13 @@ class Gateway:
             if answer.live is not None:
                 answer.live.set_result(replace(answer, status=status, body=b"".join(pieces), stream=None))
         return response
+
+
+async def server_metadata(request: web.Request) -> web.Response:
+    """``GET /v2``: the gateway's own server metadata, which clients such as perf_analyzer ask for
+    before anything else (it answered 404). No extensions are claimed here: what a model offers
+    is its revisions', and each model's routes (``/config``, ``/stats``) are theirs."""
+    return json_body({"name": SERVER_NAME, "version": importlib.metadata.version("cutover"), "extensions": []})
 
 
 def _refused(denied: Denied) -> web.Response:

@@ -40,13 +40,12 @@ from ..errors import ServingError
 from ..grpc_protocol import decode_infer_request, infer_response
 from ..grpc_server import Context, Metadata, abort
 from ..protocol import HEADER_LENGTH, RequestedOutput, assemble, decode_response, encode_tensors
-from .app import Gateway
+from .app import SERVER_NAME, Gateway
 from .keys import Denied, retry_after_header
 from .proxy import Answer, Outgoing
 from .routing import for_version
 
 log = logging.getLogger("cutover.gateway")
-SERVER_NAME = "cutover-gateway"
 
 
 class GatewayInferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]  # tritonclient is untyped
