@@ -6,7 +6,9 @@ may change no finding.
 - Real words of ASCII text are read with an ASCII letter class.
 - ``Cues.any_of`` answers from the words seen before; the plain way asks word by word.
 - ``CrisisDetector.scan`` skips readers whose answer cannot change the finding; the plain way
-  decides from the whole :func:`crisis.read`."""
+  decides from the whole :func:`crisis.read`.
+- The normaliser (every classifier's) finds leet tokens and repeats with patterns written for
+  speed, and looks for spaced letters only where a letter stands between two separators."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 
 from cutover.api.v1alpha1.safetypolicy import CrisisFilter
 from cutover.serving.safety import crisis
+from cutover.serving.safety import normalise as normalise_module
 from cutover.serving.safety.base import Direction, Finding
 from cutover.serving.safety.learned import Example, read_corpus
 from cutover.serving.safety.normalise import normalise
@@ -75,6 +78,16 @@ def test_the_finder_agrees_on_any_ascii_text(text: str) -> None:
     for phrases in (book.inputs, book.outputs, book.masked, book.support):
         assert phrases.matches(text, True) == _every_word(phrases, text, True)
         assert phrases.matches(text) == _every_word(phrases, text, False)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from("ab01345679_@$!.- \n\u0663\u00e9\u00b2"), max_size=30) | st.text(max_size=30))
+def test_the_normaliser_patterns_find_what_their_plain_forms_find(text: str) -> None:
+    plain_token = re.compile(r"(?<![\w@$!])[\w@$!]*[013457@$!][\w@$!]*")
+    assert [m.span() for m in normalise_module._TOKEN.finditer(text)] == [m.span() for m in plain_token.finditer(text)]
+    assert normalise_module._REPEATS.sub(r"\1\1", text) == re.sub(r"(.)\1{2,}", r"\1\1", text)
+    if normalise_module._SPACED.search(text):
+        assert normalise_module._SPACED_HINT.search(text)
 
 
 @settings(max_examples=300, deadline=None)
