@@ -1,8 +1,8 @@
 # One Dockerfile, one target per component. Build with, for example:
 #   docker build --target operator -t ghcr.io/cutover/operator:0.1.0 .
 #   docker build --target serving -t ghcr.io/cutover/serving:0.1.0 .
-#   docker build --target serving --build-arg EXTRAS=serving,torch -t ghcr.io/cutover/serving-torch:0.1.0 .
-#   docker build --target serving --build-arg EXTRAS=serving,tensorflow -t ghcr.io/cutover/serving-tensorflow:0.1.0 .
+#   docker build --target serving --build-arg EXTRAS=serving,otlp,torch -t ghcr.io/cutover/serving-torch:0.1.0 .
+#   docker build --target serving --build-arg EXTRAS=serving,otlp,tensorflow -t ghcr.io/cutover/serving-tensorflow:0.1.0 .
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -29,10 +29,10 @@ ENTRYPOINT ["cutover"]
 CMD ["operator"]
 
 # The serving runtime: one model revision per pod (ONNX Runtime, Triton and LLM upstreams;
-# add torch or tensorflow with --build-arg EXTRAS=serving,torch or serving,tensorflow). The
+# add torch or tensorflow with --build-arg EXTRAS=serving,otlp,torch or serving,otlp,tensorflow). The
 # operator passes `serve ...` as args.
 FROM base AS serving
-ARG EXTRAS=serving
+ARG EXTRAS=serving,otlp
 COPY --from=build /wheels /wheels
 RUN wheel="$(ls /wheels/cutover-*.whl)" && pip install --no-cache-dir "${wheel}[${EXTRAS}]" && rm -rf /wheels
 USER 10001

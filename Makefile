@@ -18,7 +18,7 @@ demo: $(STAMP) cluster-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev,serving,torch,tensorflow]'
+	$(BIN)/pip install --quiet -e '.[dev,serving,otlp,torch,tensorflow]'
 	touch $@
 
 venv: $(STAMP)

@@ -4,6 +4,7 @@ needs neither kopf nor the serving stack."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -52,8 +53,6 @@ def _run_fast(main: Coroutine[Any, Any, None]) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import os
-
     from pydantic import TypeAdapter
 
     from cutover.api.v1alpha1.modeldeployment import (
@@ -114,6 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
             safety_policy=args.safety_policy,
             safety_secrets_dir=args.safety_secrets_dir,
             safety_max_characters=args.safety_max_characters,
+            otlp_endpoint=args.otlp_endpoint,
         )
     except ValueError as error:  # pydantic's ValidationError is one
         print(f"cutover serve: {error}", file=sys.stderr)
@@ -179,6 +179,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=1_000_000,
         help="most characters of text screened per request and direction; longer inputs get 400 (default 1000000)",
     )
+    _add_otlp(serve)
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(run=_serve)
 
@@ -206,6 +207,7 @@ def _gateway(args: argparse.Namespace) -> int:
         tiers=tiers,
         shutdown_delay=args.shutdown_delay,
         shutdown_grace=args.shutdown_grace,
+        otlp_endpoint=args.otlp_endpoint,
     )
     _run_fast(run(config, namespaces=args.namespace, kubeconfig=args.kubeconfig, backends=args.backends))
     return 0
@@ -259,6 +261,17 @@ def _add_safety(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     check.set_defaults(run=_safety_check)
 
 
+def _add_otlp(command: argparse.ArgumentParser) -> None:
+    """``--otlp-endpoint``: tracing with OpenTelemetry (``serving/tracing.py``), off by default."""
+    command.add_argument(
+        "--otlp-endpoint",
+        default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+        metavar="URL",
+        help="trace requests and export the spans over OTLP/HTTP to this collector, e.g. http://collector:4318 "
+        "(default: $OTEL_EXPORTER_OTLP_ENDPOINT; unset: no tracing)",
+    )
+
+
 def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gateway = sub.add_parser("gateway", help="run the API gateway in front of every serving revision")
     gateway.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)")
@@ -280,6 +293,7 @@ def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     gateway.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds for in-flight requests")
     gateway.add_argument("--backends", type=Path, help="development: JSON map namespace/service -> URL, followed live")
     gateway.add_argument("--no-auth", action="store_true", help="development: no API keys, no rate limits")
+    _add_otlp(gateway)
     gateway.add_argument("-v", "--verbose", action="store_true")
     gateway.set_defaults(run=_gateway)
 

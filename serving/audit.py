@@ -25,6 +25,8 @@ A record as the server writes it (keys in this order)::
                   call answered it), "miss" or "bypass" (not cacheable); serving/cache.py
     latency_ms    time spent on the request
     status        HTTP status (422 for a request the SafetyPolicy refused)
+    trace_id      only when the request was traced: its OpenTelemetry trace id (32 hex digits)
+    span_id       and the id of its span that wrote the record (16 hex digits); serving/tracing.py
     safety        only with a SafetyPolicy: what its filters found, one object per filter and
                   category with the highest score, {"filter", "category", "action", "score",
                   "scope"} (never the text)
@@ -54,7 +56,19 @@ from .pii import redact_value
 log = logging.getLogger(__name__)
 
 NOT_REDACTED = frozenset(
-    {"request_id", "model", "version", "revision", "namespace", "input_digest", "time", "fallback", "cache"}
+    {
+        "request_id",
+        "model",
+        "version",
+        "revision",
+        "namespace",
+        "input_digest",
+        "time",
+        "fallback",
+        "cache",
+        "trace_id",
+        "span_id",
+    }
 )
 _STOP = object()
 

@@ -68,6 +68,8 @@ class ServeConfig:
     """Where the crisis escalation webhook's URL is (``escalation-url``) when it comes from a Secret."""
     safety_poll_interval: float = 2.0
     """Seconds between reads of the SafetyPolicy file."""
+    otlp_endpoint: str | None = None
+    """The OTLP/HTTP collector's base URL spans are exported to (``serving/tracing.py``); None: no tracing."""
     safety_max_characters: int = 1_000_000
     """The most characters of text the SafetyPolicy reads per request and direction; a longer
     input is a 400, a longer answer a filter failure (refused under failClosed)."""

@@ -26,6 +26,7 @@ from cutover.api.contract import REVISION_HEADER
 from .breaker import CircuitBreaker
 from .errors import UpstreamError
 from .protocol import HEADER_LENGTH, assemble, decode_response, encode_tensors
+from .tracing import propagated
 
 log = logging.getLogger(__name__)
 Answer = Callable[[Mapping[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
@@ -137,7 +138,7 @@ def remote(session: aiohttp.ClientSession, url: str, model: str, timeout: float,
     async def answer(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         tensors, buffers = encode_tensors(inputs, dict.fromkeys(inputs, True))
         body, header_length = assemble({"inputs": tensors, "parameters": {"binary_data_output": True}}, buffers)
-        headers = {HEADER_LENGTH: str(header_length)} if header_length is not None else {}
+        headers = propagated({HEADER_LENGTH: str(header_length)} if header_length is not None else {})
         async with session.post(endpoint, data=body, headers=headers, timeout=client_timeout) as response:
             payload = await response.read()
             if response.headers.get(REVISION_HEADER) == own_revision:

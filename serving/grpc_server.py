@@ -45,6 +45,7 @@ from cutover.api.contract import REQUEST_ID_HEADER, REVISION_HEADER
 from .errors import InferenceError, ServingError
 from .grpc_protocol import decode_infer_request, encode_infer_response, status_code
 from .protocol import InferRequest
+from .tracing import Tracing
 
 if TYPE_CHECKING:
     from .server import ModelServer
@@ -172,12 +173,16 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         await self._call(context, error.status, str(error))
 
 
-def parsed_in_handlers(service: service_pb2_grpc.GRPCInferenceServiceServicer) -> grpc.GenericRpcHandler:
+def parsed_in_handlers(
+    service: service_pb2_grpc.GRPCInferenceServiceServicer, tracing: Tracing | None = None
+) -> grpc.GenericRpcHandler:
     """The unary methods of ``GRPCInferenceService`` (from its descriptor) calling ``service``, each
     request parsed in the handler: bytes that are not the method's message (malformed, or a
     string field that is not UTF-8) are INVALID_ARGUMENT with the reason, where grpcio's own
     parsing answers UNKNOWN, which reads as a server failure. The streaming method is left out:
-    UNIMPLEMENTED, as for any method not served."""
+    UNIMPLEMENTED, as for any method not served. With ``tracing`` on, each call is a SERVER span
+    (``inference.GRPCInferenceService/ModelInfer``), a child of the ``traceparent`` in its metadata."""
+    tracing = tracing or Tracing()
     described = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in described.methods:
@@ -188,14 +193,21 @@ def parsed_in_handlers(service: service_pb2_grpc.GRPCInferenceServiceServicer) -
         behaviour = getattr(service, method.name)
 
         async def call(
-            data: bytes, context: Context, behaviour: Any = behaviour, request_type: Any = request_type
+            data: bytes,
+            context: Context,
+            behaviour: Any = behaviour,
+            request_type: Any = request_type,
+            name: str = f"{described.full_name}/{method.name}",
         ) -> Any:
-            try:
-                request = request_type.FromString(data)
-            except DecodeError as error:
-                await abort(context, 400, f"the request is not a valid {request_type.DESCRIPTOR.full_name}: {error}")
-            answer = behaviour(request, context)  # the servicer's defaults for methods not served are not async
-            return await answer if inspect.isawaitable(answer) else answer
+            metadata = tracing.enabled and {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+            with tracing.serving(name, metadata or {}, {"rpc.system": "grpc"}):
+                try:
+                    request = request_type.FromString(data)
+                except DecodeError as error:
+                    message = f"the request is not a valid {request_type.DESCRIPTOR.full_name}: {error}"
+                    await abort(context, 400, message)
+                answer = behaviour(request, context)  # the servicer's defaults for methods not served are not async
+                return await answer if inspect.isawaitable(answer) else answer
 
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             call, response_serializer=response_type.SerializeToString
@@ -211,17 +223,19 @@ async def listening(
     *,
     max_message_bytes: int,
     shutdown_grace: float,
+    tracing: Tracing | None = None,
 ) -> AsyncIterator[int | None]:
     """Serve ``service`` (this module's, or the gateway's) over gRPC on ``host:port`` (0 picks a
     free port, logged; None: no gRPC) until the block ends, yielding the port; then stop taking
     calls and give those in flight ``shutdown_grace`` seconds. Requests up to
-    ``max_message_bytes`` (a larger one is RESOURCE_EXHAUSTED), answers of any size."""
+    ``max_message_bytes`` (a larger one is RESOURCE_EXHAUSTED), answers of any size; each call
+    traced with ``tracing`` when it is on."""
     if port is None:
         yield None
         return
     options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", -1)]
     grpc_server = grpc.aio.server(options=options)
-    grpc_server.add_generic_rpc_handlers((parsed_in_handlers(service),))
+    grpc_server.add_generic_rpc_handlers((parsed_in_handlers(service, tracing),))
     bound = grpc_server.add_insecure_port(f"{host}:{port}")
     await grpc_server.start()
     log.info("gRPC listening on %s:%d", host, bound)

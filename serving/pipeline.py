@@ -93,6 +93,7 @@ from .protocol import InferRequest, decode_request, encode_response, tensor_byte
 from .safety.guard import Guard
 from .safety.policy import Policy
 from .statistics import RequestTimes
+from .tracing import Tracing
 from .validation import validate
 
 log = logging.getLogger("cutover.serving")
@@ -197,6 +198,7 @@ class Pipeline:
         filters: Filters | None = None,
         safety: Guard | None = None,
         offload: Offload | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         self.model = model
@@ -206,6 +208,8 @@ class Pipeline:
         self.safety = safety
         self.offload = offload
         """Where large HTTP bodies are decoded and encoded (``serving/offload.py``); None: inline."""
+        self.tracing = tracing or Tracing()
+        """The stages' spans (``serving/tracing.py``); off by default."""
         self._audited_drops = 0
         self._unbatched = frozenset(t.name for t in model.outputs if t.shape[:1] != (-1,))
         """Outputs without a batch dimension: classified as one row."""
@@ -260,11 +264,14 @@ class Pipeline:
             started = time.perf_counter()
             guard = self.safety
             policy = guard.current() if guard is not None else None
+            tracing = self.tracing
             try:
-                request = await read()
+                with tracing.span("decode"):
+                    request = await read()
             except RecursionError:  # json's C parser recurses per nesting level
                 raise InvalidInput("malformed JSON: nested too deeply") from None
-            validate(request.inputs, model.inputs, batched=model.batcher is not None)
+            with tracing.span("validate"):
+                validate(request.inputs, model.inputs, batched=model.batcher is not None)
             times.compute_input = time.perf_counter_ns() - times.started
             inputs = request.inputs
             found: list[dict[str, Any]] = []
@@ -272,7 +279,10 @@ class Pipeline:
             # X-Request-Id, else one made here (the protocol's response schema requires an id).
             request.id = request_id = request.id or request_id or uuid.uuid4().hex
             if guard is not None and policy is not None:
-                with self._refusals_audited(request_id, started, lambda: _digest(request.inputs), found):
+                with (
+                    self._refusals_audited(request_id, started, lambda: _digest(request.inputs), found),
+                    tracing.span("safety", {"direction": "input"}),
+                ):
                     inputs = await guard.tensors(policy, "input", inputs, request_id, found)
             for input_filter in self.filters.inputs:
                 inputs = await input_filter(inputs)
@@ -290,18 +300,23 @@ class Pipeline:
             await _per_row(times.rows, lambda: self.metrics.prediction(times.rows, confidence))
             link = None
             if fallback is not None and fallback.needed(confidence):
-                answer = await fallback.answer(inputs)
+                with tracing.span("fallback"):
+                    answer = await fallback.answer(inputs)
                 if answer is not None:
                     outputs, link = answer.outputs, answer.link
                     self.metrics.fallback(link, "low_confidence")
             for output_filter in self.filters.outputs:
                 outputs = await output_filter(outputs)
             if guard is not None and policy is not None:
-                with self._refusals_audited(request_id, started, lambda: _digest(request.inputs), found):
+                with (
+                    self._refusals_audited(request_id, started, lambda: _digest(request.inputs), found),
+                    tracing.span("safety", {"direction": "output"}),
+                ):
                     outputs = await guard.tensors(policy, "output", outputs, request_id, found)
             encoding = time.perf_counter_ns()
-            answered = classified(outputs, request.outputs, model.labels, self._unbatched)
-            encoded = await encode(request, answered, {"fallback": link} if link else None)
+            with tracing.span("encode"):
+                answered = classified(outputs, request.outputs, model.labels, self._unbatched)
+                encoded = await encode(request, answered, {"fallback": link} if link else None)
             times.compute_output = time.perf_counter_ns() - encoding
             if model.audit is not None:
                 lookup: dict[str, Any] = {} if cached is None else {"cache": cached}
@@ -334,12 +349,14 @@ class Pipeline:
         guard = self.safety
         policy = guard.current() if guard is not None else None
         try:
-            body = await read_json()
+            with self.tracing.span("decode"):
+                body = await read_json()
         except ValueError as error:
             raise InvalidInput(f"malformed JSON: {error}") from None
         except RecursionError:
             raise InvalidInput("malformed JSON: nested too deeply") from None
-        request = chat_request(body, self.config.name)
+        with self.tracing.span("validate"):
+            request = chat_request(body, self.config.name)
         sent = request.get("messages")
 
         def digest() -> str:
@@ -357,7 +374,8 @@ class Pipeline:
             if escalated is not None:
                 return escalated
             try:
-                response = await self.model.adapter.chat(request)
+                with self.tracing.span("model"):
+                    response = await self.model.adapter.chat(request)
             except ServingError:
                 raise
             except Exception as error:
@@ -368,7 +386,10 @@ class Pipeline:
             self.metrics.predictions.inc()
             if guard is not None and policy is not None:
                 assert request_id is not None
-                with self._refusals_audited(request_id, started, digest, found):
+                with (
+                    self._refusals_audited(request_id, started, digest, found),
+                    self.tracing.span("safety", {"direction": "output"}),
+                ):
                     response = await guard.chat_response(policy, response, request_id, found)
             if self.model.audit is not None:
                 self._audit(
@@ -395,7 +416,10 @@ class Pipeline:
         guard = self.safety
         if guard is not None and policy is not None:
             request_id = request_id or uuid.uuid4().hex
-            with self._refusals_audited(request_id, started, digest, found):
+            with (
+                self._refusals_audited(request_id, started, digest, found),
+                self.tracing.span("safety", {"direction": "input"}),
+            ):
                 request, escalated = await guard.chat_request(policy, request, request_id, found)
             if escalated is not None:
                 if self.model.audit is not None:
@@ -475,10 +499,16 @@ class Pipeline:
                     )
 
     async def _upstream_chunks(self, request: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-        """The upstream's streamed chunks; a failure that is not a named error is an ``UpstreamError``."""
+        """The upstream's streamed chunks; a failure that is not a named error is an ``UpstreamError``.
+        The ``model`` span ends with the first chunk: a span cannot stay current across yields."""
         chunks = self.model.adapter.chat_stream(request)
         async with aclosing(chunks):
             try:
+                with self.tracing.span("model", {"stream": True}):
+                    first = await anext(chunks, None)
+                if first is None:
+                    return
+                yield first
                 async for chunk in chunks:
                     yield chunk
             except ServingError:
@@ -492,10 +522,17 @@ class Pipeline:
         the time it queued and ran."""
         try:
             if self.model.batcher is not None:
-                return await self.model.batcher.submit(inputs, times)
+                began, queued, ran = time.perf_counter_ns(), times.queue, times.compute_infer
+                try:
+                    return await self.model.batcher.submit(inputs, times)
+                finally:  # the queue and the batch's run, measured by the batcher
+                    queued = times.queue - queued
+                    self.tracing.record("queue", began, queued)
+                    self.tracing.record("model", began + queued, times.compute_infer - ran)
             began = time.perf_counter_ns()
             try:
-                return await self.model.adapter.infer(inputs)
+                with self.tracing.span("model"):
+                    return await self.model.adapter.infer(inputs)
             finally:
                 times.compute_infer = time.perf_counter_ns() - began
                 self.metrics.statistics.execution(_rows(inputs), times.compute_infer)
@@ -582,6 +619,7 @@ class Pipeline:
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                 "status": status,
                 **({"safety": safety} if safety is not None else {}),
+                **self.tracing.ids(),
             }
         )
         if audit.dropped > self._audited_drops:

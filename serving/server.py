@@ -52,6 +52,8 @@ from .pipeline import Admission, ChatStream, Pipeline
 from .protocol import HEADER_LENGTH, decode_index_request
 from .safety.guard import Guard
 from .safety.source import PolicyFile
+from .tracing import Tracing
+from .tracing import middleware as tracing_middleware
 
 __all__ = ["ModelServer", "ServeConfig", "serve"]
 
@@ -69,10 +71,12 @@ STREAMED_STATUS = web.ResponseKey("streamed_status", int)
 class ModelServer:
     """The routes of one model revision. ``pipeline`` is None until the model has loaded
     (``load()``); until then the model's routes answer ``ModelNotReady`` (503) with the reason.
-    ``adapter`` replaces the one ``config`` names (tests pass their own)."""
+    ``adapter`` replaces the one ``config`` names (tests pass their own); ``tracing`` is off
+    unless given (``serving/tracing.py``)."""
 
-    def __init__(self, config: ServeConfig, adapter: Adapter | None = None) -> None:
+    def __init__(self, config: ServeConfig, adapter: Adapter | None = None, tracing: Tracing | None = None) -> None:
         self.config = config
+        self.tracing = tracing or Tracing()
         self.admission = Admission(config.max_in_flight)
         self.metrics = ServingMetrics(
             config.namespace,
@@ -109,7 +113,13 @@ class ModelServer:
             self._following = asyncio.get_running_loop().create_task(self.policy_file.run(), name="safety-policy")
         model = await self.loader.load()
         self.pipeline = Pipeline(
-            self.config, model, self.metrics, self.admission, safety=self.safety, offload=self.offload
+            self.config,
+            model,
+            self.metrics,
+            self.admission,
+            safety=self.safety,
+            offload=self.offload,
+            tracing=self.tracing,
         )
 
     async def close(self) -> None:
@@ -125,7 +135,7 @@ class ModelServer:
     def app(self) -> web.Application:
         app = web.Application(
             client_max_size=self.config.max_request_bytes,
-            middlewares=[http.json_errors(self._answered, error_body)],
+            middlewares=[tracing_middleware(self.tracing, _counted), http.json_errors(self._answered, error_body)],
             handler_args=http.OWN_DECODING,
         )
         model = "/v2/models/{name}"
@@ -150,7 +160,7 @@ class ModelServer:
     def _answered(self, request: web.Request, response: web.StreamResponse, started: float) -> None:
         """Every answer names the revision; infer and chat answers are counted by status."""
         response.headers[REVISION_HEADER] = self.config.revision
-        if request.path.endswith("/infer") or request.path == "/v1/chat/completions":
+        if _counted(request):
             self.metrics.request(response.get(STREAMED_STATUS, response.status), time.perf_counter() - started)
 
     def _model(self, request: web.Request) -> None:
@@ -335,10 +345,15 @@ class ModelServer:
         return web.json_response(model_list(self.config.name))
 
 
+def _counted(request: web.Request) -> bool:
+    """Whether a request is a model call (infer or chat): counted by status, and traced."""
+    return request.path.endswith("/infer") or request.path == "/v1/chat/completions"
+
+
 async def serve(config: ServeConfig) -> None:
     """Run until SIGTERM or SIGINT; then drain: readiness turns 503, the listener closes after
     ``shutdown_delay``, and in-flight requests get ``shutdown_grace`` seconds to finish."""
-    server = ModelServer(config)
+    server = ModelServer(config, tracing=Tracing.exporting("cutover-serve", config.otlp_endpoint))
     async with (
         http.listening(server.app(), config.host, config.port, backlog=1024, shutdown_grace=config.shutdown_grace),
         grpc_server.listening(
@@ -347,6 +362,7 @@ async def serve(config: ServeConfig) -> None:
             config.grpc_port,
             max_message_bytes=config.max_request_bytes,
             shutdown_grace=config.shutdown_grace,
+            tracing=server.tracing,
         ),
     ):
         loading = asyncio.create_task(server.load())
@@ -356,4 +372,5 @@ async def serve(config: ServeConfig) -> None:
         loading.cancel()
         await asyncio.sleep(config.shutdown_delay)
     await server.close()
+    server.tracing.close()
     log.info("stopped")

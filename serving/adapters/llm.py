@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 
 from ..errors import InvalidInput, ServingError, UpstreamError, upstream_failure
+from ..tracing import propagated
 from .base import Adapter, TensorInfo
 
 READY_CACHE_SECONDS = 5.0
@@ -68,7 +69,7 @@ class LLMAdapter(Adapter):
         module docstring."""
         forwarded = {**request, "model": self.model, "stream": False}
         try:
-            response = await self._client.post(f"{self.base}/chat/completions", json=forwarded)
+            response = await self._client.post(f"{self.base}/chat/completions", json=forwarded, headers=propagated())
         except httpx.HTTPError as error:
             raise self._transport_failure(error) from None
         if response.status_code != 200:
@@ -90,7 +91,8 @@ class LLMAdapter(Adapter):
         not JSON, a connection that breaks off)."""
         forwarded = {**request, "model": self.model, "stream": True}
         try:
-            async with self._client.stream("POST", f"{self.base}/chat/completions", json=forwarded) as response:
+            url, headers = f"{self.base}/chat/completions", propagated()
+            async with self._client.stream("POST", url, json=forwarded, headers=headers) as response:
                 if response.status_code != 200:
                     await response.aread()
                     raise self._refusal(response)

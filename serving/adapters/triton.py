@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import InvalidInput, UpstreamError, upstream_failure
 from ..protocol import HEADER_LENGTH, assemble, decode_response, encode_tensors
+from ..tracing import propagated
 from .base import Adapter, TensorInfo
 
 READY_CACHE_SECONDS = 1.0
@@ -61,7 +62,7 @@ class TritonAdapter(Adapter):
         (``header_length`` is the request's); raises what ``upstream_failure`` maps any other
         status to, and ``UpstreamError`` for a timeout or an upstream that cannot be reached."""
         assert self._session is not None, "load() first"
-        headers = {} if header_length is None else {HEADER_LENGTH: str(header_length)}
+        headers = propagated({} if header_length is None else {HEADER_LENGTH: str(header_length)})
         try:
             async with self._session.request(method, self.base + path, data=body, headers=headers) as response:
                 payload = await response.read()

@@ -26,6 +26,8 @@ from cutover.api.contract import GATEWAY_PORT, REQUEST_ID_HEADER
 from ..http import OWN_DECODING, json_body, json_errors, live, prometheus, readiness, request_body
 from ..openai import error_body, error_object, event
 from ..protocol import HEADER_LENGTH, decode_index_request
+from ..tracing import TRACE_HEADERS, Tracing
+from ..tracing import middleware as tracing_middleware
 from .keys import DEFAULT_TIERS, ApiKey, Denied, KeyStore, Limiter, Tier, authorize, forbidden, retry_after_header
 from .metrics import GatewayMetrics
 from .mirror import Mirrors, mirrored_copy
@@ -34,9 +36,10 @@ from .routing import Resolver, Route, RoutingTable, choose, for_version, mirrors
 from .upstream import Disconnected, Upstream
 
 log = logging.getLogger("cutover.gateway")
-FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept-Encoding", HEADER_LENGTH, REQUEST_ID_HEADER)
+FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept-Encoding", HEADER_LENGTH, REQUEST_ID_HEADER, *TRACE_HEADERS)
 """Content-Encoding is not among them: ``http.request_body`` decodes the body it names, and the
-decoded body is what goes on (with its own Content-Length)."""
+decoded body is what goes on (with its own Content-Length). ``traceparent`` goes on as sent while
+the gateway does not trace; tracing, each attempt sends its own span's."""
 SERVER_NAME = "cutover-gateway"
 """The server metadata's name, over HTTP (``GET /v2``) and gRPC (``gateway/grpc_proxy.py``)."""
 STICKY_COOKIE_ATTRIBUTES = "Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax"
@@ -62,6 +65,8 @@ class GatewayConfig:
     tiers: dict[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     shutdown_delay: float = 0.0
     shutdown_grace: float = 30.0
+    otlp_endpoint: str | None = None
+    """The OTLP/HTTP collector's base URL spans are exported to (``serving/tracing.py``); None: no tracing."""
 
 
 def model_name(body: bytes) -> str | None:
@@ -83,17 +88,18 @@ def outgoing(request: web.Request, body: bytes, *, idempotent: bool) -> Outgoing
 
 class Gateway:
     """One gateway: its routing table, keys, limiter, proxy, mirrors and metrics, and the
-    aiohttp application (``app()``) that serves them."""
+    aiohttp application (``app()``) that serves them; ``tracing`` is off unless given."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, tracing: Tracing | None = None) -> None:
         self.config = config
+        self.tracing = tracing or Tracing()
         self.metrics = GatewayMetrics()
         self.keys = KeyStore()
         self.limiter = Limiter(tiers=config.tiers)
         self.routing = RoutingTable()
         self._upstream = Upstream()
-        self.proxy = Proxy(config, self._upstream, self.metrics)
-        self.mirrors = Mirrors(config, self._upstream, self.metrics)
+        self.proxy = Proxy(config, self._upstream, self.metrics, self.tracing)
+        self.mirrors = Mirrors(config, self._upstream, self.metrics, self.tracing)
         self._breakers = self.proxy.breakers
         """The proxy's breakers, by backend URL (tests read them)."""
         self._mirrors = self.mirrors.tasks
@@ -168,7 +174,7 @@ class Gateway:
     def app(self) -> web.Application:
         app = web.Application(
             client_max_size=self.config.max_request_bytes,
-            middlewares=[json_errors(body=error_body)],
+            middlewares=[tracing_middleware(self.tracing, _routed), json_errors(body=error_body)],
             handler_args=OWN_DECODING,
         )
         app.router.add_get("/v2/health/live", live)
@@ -334,6 +340,11 @@ async def server_metadata(request: web.Request) -> web.Response:
     before anything else (it answered 404). No extensions are claimed here: what a model offers
     is its revisions', and each model's routes (``/config``, ``/stats``) are theirs."""
     return json_body({"name": SERVER_NAME, "version": importlib.metadata.version("cutover"), "extensions": []})
+
+
+def _routed(request: web.Request) -> bool:
+    """Whether a request goes to a model's revisions (traced), rather than to the gateway itself."""
+    return request.path.startswith("/v2/models/") or request.path == "/v1/chat/completions"
 
 
 def _refused(denied: Denied) -> web.Response:

@@ -40,6 +40,7 @@ from ..errors import ServingError
 from ..grpc_protocol import decode_infer_request, infer_response
 from ..grpc_server import Context, Metadata, abort
 from ..protocol import HEADER_LENGTH, RequestedOutput, assemble, decode_response, encode_tensors
+from ..tracing import TRACE_HEADERS
 from .app import SERVER_NAME, Gateway
 from .keys import Denied, retry_after_header
 from .proxy import Answer, Outgoing
@@ -153,8 +154,9 @@ class GatewayInferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  #
                 await abort(context, 404, f"unknown version {version!r} of model {name!r}")
             route, path = pinned, f"{path}/versions/{quote(version, safe='')}"
         headers = {HEADER_LENGTH: header_length} if header_length is not None else {}
-        if (request_id := metadata.get(REQUEST_ID_HEADER)) is not None:
-            headers[REQUEST_ID_HEADER] = request_id
+        for name in (REQUEST_ID_HEADER, *TRACE_HEADERS):  # as HTTP passes them on
+            if (value := metadata.get(name)) is not None:
+                headers[name] = value
         sent = Outgoing(method, path + suffix, body, headers, idempotent=True)
         answer = await gateway.forward(route, sent, metadata, _cookies(metadata.getall("cookie", [])))
         context.set_trailing_metadata(_names(answer))

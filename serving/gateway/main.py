@@ -10,6 +10,7 @@ from ..grpc_server import listening as grpc_listening
 from ..http import listening
 from ..kube import Credentials
 from ..lifecycle import until_signalled
+from ..tracing import Tracing
 from .app import Gateway, GatewayConfig
 from .grpc_proxy import GatewayInferenceService
 from .watch import follow_backends, watch
@@ -22,7 +23,7 @@ async def run(
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain: unready at once, the listener open for
     ``shutdown_delay`` seconds more, requests in progress given ``shutdown_grace`` to finish."""
-    gateway = Gateway(config)
+    gateway = Gateway(config, Tracing.exporting("cutover-gateway", config.otlp_endpoint))
     tasks: list[asyncio.Task[None]] = []
     try:
         async with (
@@ -33,6 +34,7 @@ async def run(
                 config.grpc_port,
                 max_message_bytes=config.max_request_bytes,
                 shutdown_grace=config.shutdown_grace,
+                tracing=gateway.tracing,
             ),
         ):
             tasks.append(asyncio.create_task(watch(gateway, Credentials.load(kubeconfig), namespaces)))
@@ -46,4 +48,5 @@ async def run(
         for task in tasks:
             task.cancel()
         await gateway.close()
+        gateway.tracing.close()
     log.info("stopped")

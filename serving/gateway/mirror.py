@@ -21,6 +21,7 @@ from typing import Protocol
 
 from ..compression import decoded
 from ..protocol import HEADER_LENGTH
+from ..tracing import SpanKind, Tracing, answered, propagated
 from .metrics import GatewayMetrics
 from .proxy import Answer, Outgoing
 from .routing import Backend, Route
@@ -50,10 +51,14 @@ class MirrorSettings(Protocol):
 class Mirrors:
     """The mirrored requests in progress."""
 
-    def __init__(self, settings: MirrorSettings, upstream: Upstream, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, settings: MirrorSettings, upstream: Upstream, metrics: GatewayMetrics, tracing: Tracing | None = None
+    ) -> None:
         self.settings = settings
         self.upstream = upstream
         self.metrics = metrics
+        self.tracing = tracing or Tracing()
+        """Each copy a CLIENT span ``mirror``, a child of the live request's span."""
         self.tasks: set[asyncio.Task[None]] = set()
         """One per copy in progress; a task leaves when it ends."""
 
@@ -70,18 +75,21 @@ class Mirrors:
     async def _mirror(self, route: Route, mirror: Backend, copy: Outgoing, live: asyncio.Future[Answer]) -> None:
         started = time.perf_counter()
         status, payload, length = 502, b"", None
-        try:
-            response = await self.upstream.request(
-                "POST",
-                mirror.url,
-                copy.path,
-                headers=copy.headers.items(),
-                body=copy.body,
-                timeout=self.settings.backend_timeout,
-            )
-            status, payload, length = response.status, response.body, response.headers.get(HEADER_LENGTH.lower())
-        except (UpstreamError, TimeoutError) as error:
-            log.debug("mirror to %s failed: %s", mirror.revision, error)
+        with self.tracing.span("mirror", {"cutover.revision": mirror.revision}, SpanKind.CLIENT) as span:
+            try:
+                response = await self.upstream.request(
+                    "POST",
+                    mirror.url,
+                    copy.path,
+                    headers=(copy.headers if span is None else propagated(copy.headers)).items(),
+                    body=copy.body,
+                    timeout=self.settings.backend_timeout,
+                )
+                status, payload, length = response.status, response.body, response.headers.get(HEADER_LENGTH.lower())
+            except (UpstreamError, TimeoutError) as error:
+                log.debug("mirror to %s failed: %s", mirror.revision, error)
+            if span is not None:
+                answered(span, status)
         self.metrics.request(route, mirror, status, time.perf_counter() - started)
         answer = await live
         if answer.status != 200:

@@ -31,7 +31,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
@@ -39,6 +39,7 @@ from cutover.api.contract import REVISION_HEADER
 
 from ..breaker import CircuitBreaker
 from ..protocol import HEADER_LENGTH
+from ..tracing import SpanKind, Tracing, answered, propagated
 from .metrics import GatewayMetrics
 from .routing import Backend, Route
 from .upstream import BodyStream, ConnectFailed, Disconnected, Upstream
@@ -111,10 +112,14 @@ class ProxySettings(Protocol):
 class Proxy:
     """Attempts, retries and the circuit breakers of every revision, by its URL."""
 
-    def __init__(self, settings: ProxySettings, upstream: Upstream, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, settings: ProxySettings, upstream: Upstream, metrics: GatewayMetrics, tracing: Tracing | None = None
+    ) -> None:
         self.settings = settings
         self.upstream = upstream
         self.metrics = metrics
+        self.tracing = tracing or Tracing()
+        """Each attempt a CLIENT span whose ``traceparent`` the revision gets."""
         self.breakers: dict[str, CircuitBreaker] = {}
         """By backend URL, created with the first attempt."""
 
@@ -138,7 +143,12 @@ class Proxy:
         answer: Answer | None = None
         for attempt in range(1 + self.settings.retries):
             tried.append(backend)
-            answer, retry = await self._send(route, backend, outgoing)
+            attributes = {"http.request.method": outgoing.method, "cutover.revision": backend.revision}
+            with self.tracing.span(outgoing.method, attributes, SpanKind.CLIENT) as span:
+                sent = outgoing if span is None else replace(outgoing, headers=propagated(outgoing.headers))
+                answer, retry = await self._send(route, backend, sent)
+                if span is not None:
+                    answered(span, answer.status)
             if retry is None or attempt == self.settings.retries:
                 break
             self.metrics.retried(retry)

@@ -154,7 +154,13 @@ class ChatUpstream(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        ChatUpstream.seen.append({"body": body, "authorization": self.headers.get("Authorization")})
+        ChatUpstream.seen.append(
+            {
+                "body": body,
+                "authorization": self.headers.get("Authorization"),
+                "traceparent": self.headers.get("traceparent"),
+            }
+        )
         last = str(body["messages"][-1].get("content"))
         if body.get("max_tokens") == -1:
             self._send(400, {"error": {"message": "max_tokens must be positive"}})
