@@ -95,10 +95,10 @@ class Batcher:
             raise QueueFull(f"{len(self._queue)} requests are queued")
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name="batcher")
-        counts = {array.shape[0] if array.ndim else None for array in inputs.values()}
-        if len(counts) != 1 or None in counts:
-            raise ValueError(f"the inputs disagree on the batch dimension ({sorted(map(str, counts))}); validate first")
-        rows = counts.pop()
+        counts = [array.shape[0] if array.ndim else -1 for array in inputs.values()]
+        if len(set(counts)) > 1 or min(counts, default=0) < 0:
+            raise ValueError(f"the inputs disagree on the batch dimension (rows {counts}); validate first")
+        rows = counts[0] if counts else 0
         pending = _Pending(inputs, rows, signature(inputs), asyncio.get_running_loop().create_future(), times=times)
         self._queue.append(pending)
         self._arrived.set()
