@@ -172,7 +172,11 @@ class PredictionCache:
         self._calls: dict[bytes, asyncio.Future[Tensors]] = {}
         self.metrics.held(lambda: len(self._entries), lambda: self.nbytes)
 
-    def __len__(self) -> int:
+    @property
+    def entries(self) -> int:
+        """Answers held. Not ``__len__``: an empty cache would then be false, and ``if
+        model.cache`` read "no cache" (the batcher's ``__len__`` once told perf_analyzer a
+        batching model did not batch)."""
         return len(self._entries)
 
     async def outputs(

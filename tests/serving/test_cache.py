@@ -87,7 +87,7 @@ async def test_the_least_recently_used_answer_goes_first_when_entries_run_out() 
 
     assert lookups == ["miss", "miss", "hit", "miss", "hit", "miss"]
     assert model.asked == [1, 2, 3, 2], "3 pushed out 2 (1 had just been used), then 2 pushed out 3"
-    assert len(cache) == 2
+    assert cache.entries == 2
     assert sample(metrics, "cutover_serving_cache_evictions_total", reason="capacity") == 2
     assert sample(metrics, "cutover_serving_cache_entries") == 2
     assert (
@@ -107,7 +107,7 @@ async def test_bytes_are_bounded_too_and_an_answer_larger_than_the_bound_is_not_
     for value in (1, 2, 3):
         await ask(cache, model, value)
 
-    assert len(cache) == 2 and cache.nbytes == 2 * each
+    assert cache.entries == 2 and cache.nbytes == 2 * each
     assert sample(metrics, "cutover_serving_cache_bytes") == 2 * each
     assert await ask(cache, model, 1) == "miss", "1 went out for 3"
     huge = Model(width=1000)
@@ -277,7 +277,7 @@ async def test_a_failed_model_call_fails_everyone_waiting_for_it_and_is_not_kept
     assert model.calls == 1 and all(isinstance(r, InferenceError) for r in results)
     with pytest.raises(InferenceError):
         await cache.outputs(row(1), {}, model)
-    assert model.calls == 2 and len(cache) == 0
+    assert model.calls == 2 and cache.entries == 0
 
 
 # -- on the request path --------------------------------------------------------------------------
