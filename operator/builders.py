@@ -141,8 +141,10 @@ def _safety_policy(md: ModelDeployment) -> tuple[list[str], list[dict[str, Any]]
     return args, volumes, mounts
 
 
-def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
-    """The Deployment running one revision's serving pods."""
+def deployment(md: ModelDeployment, workload: Workload, otlp_endpoint: str | None = None) -> dict[str, Any]:
+    """The Deployment running one revision's serving pods; they trace requests and export the
+    spans to ``otlp_endpoint`` when the operator is given one (an operator setting, the same for
+    every ModelDeployment: ``cutover operator --serving-otlp-endpoint``)."""
     model, runtime = workload.source.model, workload.source.runtime
     name = child_name(md, workload.revision)
     pod_labels = {
@@ -210,6 +212,8 @@ def deployment(md: ModelDeployment, workload: Workload) -> dict[str, Any]:
             args += ["--previous-url", f"http://{stable_service_name(md)}:{PORT}"]
     safety_args, safety_volumes, safety_mounts = _safety_policy(md)
     args += [*safety_args, "--shutdown-delay", str(SHUTDOWN_DELAY_SECONDS)]
+    if otlp_endpoint:
+        args += ["--otlp-endpoint", otlp_endpoint]
     env = [{"name": e["name"], "value": e.get("value", "")} for e in runtime.get("env", [])]
     upstream_key = (model.get("upstream") or {}).get("apiKeySecretRef")
     if upstream_key:
@@ -450,11 +454,16 @@ def http_route(md: ModelDeployment, traffic: list[TrafficEntry]) -> dict[str, An
     }
 
 
-def children(md: ModelDeployment, workloads: tuple[Workload, ...], traffic: list[TrafficEntry]) -> list[dict[str, Any]]:
-    """Every child a plan asks for."""
+def children(
+    md: ModelDeployment,
+    workloads: tuple[Workload, ...],
+    traffic: list[TrafficEntry],
+    otlp_endpoint: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every child a plan asks for (``otlp_endpoint``: as :func:`deployment` takes it)."""
     out: list[dict[str, Any]] = []
     for workload in workloads:
-        out.append(deployment(md, workload))
+        out.append(deployment(md, workload, otlp_endpoint))
         out.append(service(md, workload))
         budget = disruption_budget(md, workload)
         if budget:

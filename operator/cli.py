@@ -29,7 +29,12 @@ def _operator(args: argparse.Namespace) -> int:
     from cutover.operator.main import run
 
     _logging(args.verbose)
-    run(namespaces=args.namespace, verdicts_from=args.verdicts_from, metrics_port=args.metrics_port or None)
+    run(
+        namespaces=args.namespace,
+        verdicts_from=args.verdicts_from,
+        metrics_port=args.metrics_port or None,
+        serving_otlp_endpoint=args.serving_otlp_endpoint,
+    )
     return 0
 
 
@@ -329,6 +334,12 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="development: read analysis verdicts from DIR/<namespace>_<name>.json instead of Prometheus",
+    )
+    op.add_argument(
+        "--serving-otlp-endpoint",
+        metavar="URL",
+        help="serving pods trace requests and export the spans over OTLP/HTTP to this collector "
+        "(cutover serve --otlp-endpoint); default: they do not trace",
     )
     op.add_argument("-v", "--verbose", action="store_true")
     op.set_defaults(run=_operator)

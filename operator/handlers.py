@@ -61,6 +61,8 @@ class Context:
     """Per object: what this process last applied of its children, by (kind, name): digest and when."""
     gateway_api: bool = False
     clock: Callable[[], float] = time.time
+    serving_otlp_endpoint: str | None = None
+    """Where serving pods export their spans (``builders.deployment``); None: they do not trace."""
 
     def forget(self, key: ObjectKey, uid: str, wake: asyncio.Event) -> None:
         """Drop everything kept about one object whose loop ended (the object is gone, or the
@@ -287,7 +289,7 @@ async def _apply(ctx: Context, md: ModelDeployment, plan: Plan, children: list[C
     namespace = md.metadata.namespace
     applied = ctx.applied.setdefault((namespace or "", md.metadata.name or ""), {})
     now = time.monotonic()
-    for child in builders.children(md, plan.workloads, list(plan.status.traffic)):
+    for child in builders.children(md, plan.workloads, list(plan.status.traffic), ctx.serving_otlp_endpoint):
         if child["kind"] == "HTTPRoute" and not ctx.gateway_api:
             continue
         key = (child["kind"], child["metadata"]["name"])

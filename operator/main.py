@@ -51,7 +51,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
-def build_registry(verdicts_from: Path | None) -> kopf.OperatorRegistry:
+def build_registry(verdicts_from: Path | None, serving_otlp_endpoint: str | None = None) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     handlers.register(registry)
     alerts.register(registry)
@@ -71,7 +71,9 @@ def build_registry(verdicts_from: Path | None) -> kopf.OperatorRegistry:
         http = httpx.AsyncClient()
         verdicts: VerdictSource = FileVerdicts(verdicts_from) if verdicts_from else PrometheusVerdicts(http, kube)
         gateway_api = await kube.discover("/apis/gateway.networking.k8s.io/v1")
-        memo.ctx = handlers.Context(kube, verdicts, gateway_api=gateway_api)
+        memo.ctx = handlers.Context(
+            kube, verdicts, gateway_api=gateway_api, serving_otlp_endpoint=serving_otlp_endpoint
+        )
         prometheus_rules = await kube.discover("/apis/monitoring.coreos.com/v1")
         memo.safety = safety_handlers.SafetyContext(kube)
         memo.alerts = alerts.AlertContext(kube, http, Notifier(http, kube), prometheus_rules=prometheus_rules)
@@ -93,11 +95,13 @@ def run(
     metrics_port: int | None = 8000,
     stop_flag: threading.Event | None = None,
     ready_flag: threading.Event | None = None,
+    serving_otlp_endpoint: str | None = None,
 ) -> None:
-    """Run until stopped (Ctrl-C, SIGTERM, or ``stop_flag``)."""
+    """Run until stopped (Ctrl-C, SIGTERM, or ``stop_flag``); serving pods export their spans
+    to ``serving_otlp_endpoint`` when it is given."""
     if metrics_port:
         start_http_server(metrics_port)
-    registry = build_registry(verdicts_from)
+    registry = build_registry(verdicts_from, serving_otlp_endpoint)
     asyncio.run(
         kopf.operator(
             registry=registry,

@@ -293,3 +293,13 @@ def test_serving_pods_and_services_declare_the_grpc_port_cutover_serve_listens_o
         assert (ports["grpc"]["port"], ports["grpc"]["targetPort"]) == (declared["grpc"], "grpc")
     # Revisions started on loopback by hack/runner.py would all take the pod's gRPC port.
     assert cli.parser().parse_args(local_args(container["args"], 9000)).grpc_port is None
+
+
+def test_serving_pods_trace_only_when_the_operator_is_given_an_otlp_endpoint() -> None:
+    md = model("modeldeployment-canary.yaml")
+    traced = builders.children(md, (workload(md),), [], "http://otel-collector:4318")[0]
+    assert traced["kind"] == "Deployment"
+    args = traced["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert cli.parser().parse_args(args).otlp_endpoint == "http://otel-collector:4318"
+    untraced = builders.deployment(md, workload(md))["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--otlp-endpoint" not in untraced
