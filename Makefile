@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 # `make test` runs lint, types and every test: unit, against the real local control plane
 # (hack/cluster), and packaging (a wheel in a clean virtual environment).
-.PHONY: demo test venv lint typecheck pytest test-clients crds cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-gateway bench-streaming bench-safety clean
+.PHONY: demo test venv lint typecheck pytest test-clients crds cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-cache bench-gateway bench-streaming bench-safety clean
 
 test: lint typecheck pytest
 
@@ -67,6 +67,10 @@ bench-operator: $(STAMP) cluster-tools
 # Installs MLServer and KServe into .bench/ (pinned) and wrk with apt-get when missing.
 bench-serving: $(STAMP)
 	$(BIN)/python benchmarks/serving.py
+
+# The prediction cache's hit path beside its miss path and beside no cache (wrk, two cutover serve).
+bench-cache: $(STAMP)
+	$(BIN)/python benchmarks/cache.py
 
 bench-gateway: $(STAMP) cluster-tools
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/gateway.py

@@ -84,7 +84,7 @@ class _Abandoned(Exception):
     """The request whose model call others were waiting for went away before the answer."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Entry:
     outputs: Tensors
     nbytes: int
@@ -99,29 +99,27 @@ def _stateful(parameters: Mapping[str, Any]) -> bool:
 def digest(revision: str, inputs: Mapping[str, np.ndarray], parameters: Mapping[str, Any]) -> bytes:
     """The cache key of a request: 32 bytes of BLAKE2b over the revision, every input's name,
     datatype, shape and little-endian bytes (BYTES elements length-prefixed) in name order, and
-    the parameters that are not ENCODING_ONLY (as canonical JSON). Each part is length-prefixed,
-    so no two different requests write the same stream. Raises ``InferenceError`` for an array
-    with no protocol datatype."""
+    the parameters that are not ENCODING_ONLY (as canonical JSON). Raises ``InferenceError`` for
+    an array with no protocol datatype."""
     hasher = hashlib.blake2b(digest_size=32)
-
-    def part(data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        hasher.update(struct.pack("<Q", view.nbytes))
-        hasher.update(view)
-
-    part(revision.encode())
+    # Lengths and counts before what they measure, datatypes padded to one width: the stream parses
+    # back one way only, so two different requests never hash the same bytes.
+    label = revision.encode()
+    hasher.update(struct.pack("<2Q", len(label), len(inputs)) + label)
     for name in sorted(inputs):
         array = inputs[name]
         datatype = datatype_of(array)
-        part(name.encode())
-        part(datatype.encode())
-        part(struct.pack(f"<{array.ndim}Q", *array.shape))
         if datatype == "BYTES":
-            part(tensor_bytes(array))
+            data: bytes | memoryview = tensor_bytes(array)
         else:
-            part(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).data)
+            data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).data
+        label = name.encode()
+        hasher.update(struct.pack(f"<3Q{array.ndim}Q", len(label), array.ndim, memoryview(data).nbytes, *array.shape))
+        hasher.update(label + datatype.encode().ljust(8))
+        hasher.update(data)
     meaningful = {k: v for k, v in parameters.items() if k not in ENCODING_ONLY}
-    part(json.dumps(meaningful, sort_keys=True, separators=(",", ":")).encode() if meaningful else b"")
+    if meaningful:
+        hasher.update(json.dumps(meaningful, sort_keys=True, separators=(",", ":")).encode())
     return hasher.digest()
 
 
@@ -140,7 +138,7 @@ def _owned(outputs: Mapping[str, np.ndarray]) -> Tensors:
     be counted short), read-only: every request that hits shares them."""
     owned = {}
     for name, array in outputs.items():
-        own = array.copy() if array.base is not None else array
+        own = array.copy() if isinstance(array.base, np.ndarray) else array
         own.flags.writeable = False
         owned[name] = own
     return owned
