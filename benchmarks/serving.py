@@ -969,7 +969,8 @@ def grpc_report(results: dict[str, dict[int, Run]], concurrencies: Sequence[int]
     print("gRPC: cutover / mlserver (ghz, one connection, batching off in both)")
     print(
         f"{'concurrency':<12} {'req/s cutover':>14} {'req/s mlserver':>15} {'throughput x':>13} "
-        f"{'p99 cutover':>12} {'p99 mlserver':>13}  target (>= {TARGET_THROUGHPUT_RATIO:g}x at equal or lower p99)"
+        f"{'p99 cutover':>12} {'p99 mlserver':>13} {'cpu us/call cutover':>20} {'mlserver':>9} {'cpu x':>6}"
+        f"  target (>= {TARGET_THROUGHPUT_RATIO:g}x at equal or lower p99)"
     )
     for connections in concurrencies:
         a, b = ours[connections], theirs[connections]
@@ -977,8 +978,19 @@ def grpc_report(results: dict[str, dict[int, Run]], concurrencies: Sequence[int]
         met = ratio >= TARGET_THROUGHPUT_RATIO and a.p99_us <= b.p99_us
         print(
             f"{connections:<12} {a.throughput:14.0f} {b.throughput:15.0f} {ratio:13.2f} "
-            f"{a.p99_us / 1000:12.2f} {b.p99_us / 1000:13.2f}  {'met' if met else 'NOT met'}"
+            f"{a.p99_us / 1000:12.2f} {b.p99_us / 1000:13.2f} {cpu_per_call(a):20.0f} {cpu_per_call(b):9.0f} "
+            f"{cpu_per_call(b) / cpu_per_call(a):6.2f}  {'met' if met else 'NOT met'}"
         )
+    print(
+        "cpu us/call: the server's CPU time per answered call (its CPU share over its throughput), which other "
+        "programs on the machine change less than req/s: a single-threaded server's req/s on an idle core is about "
+        "1e6 over it, so 'cpu x' is the throughput ratio an idle machine would show"
+    )
+
+
+def cpu_per_call(run: Run) -> float:
+    """Microseconds of server CPU per answered request during a run."""
+    return run.server_cpu / 100 / run.throughput * 1e6
 
 
 def main() -> None:
