@@ -44,6 +44,7 @@ from cutover.api.contract import REQUEST_ID_HEADER, REVISION_HEADER
 
 from .errors import InferenceError, ServingError
 from .grpc_protocol import decode_infer_request, encode_infer_response, status_code
+from .pipeline import Tensors
 from .protocol import InferRequest
 from .tracing import Tracing
 
@@ -122,7 +123,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
             return decode_infer_request(request)
 
         async def encode(
-            decoded: InferRequest, outputs: Any, parameters: dict[str, Any] | None
+            decoded: InferRequest, outputs: Tensors, parameters: dict[str, Any] | None
         ) -> pb.ModelInferResponse:
             return encode_infer_response(config.name, config.version, decoded, outputs, parameters)
 
