@@ -96,6 +96,8 @@ class Run:
 
 
 def cpus(server: Server) -> str:
+    """Where the server's threads may run (/proc); a server off SERVER_CPU aborts the run (bench.check_cpu)."""
+    bench.check_cpu("cutover serve", [server.process.pid], bench.SERVER_CPU)
     return ",".join(sorted(bench.cpus_allowed(server.process.pid)))
 
 
@@ -144,7 +146,9 @@ def wrk(script: Path, server: Server, connections: int, seconds: int) -> Run:
     before = server.counters()
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", "-s", str(script)]
     command += [server.url + INFER, "--", str(runs_started * 1_000_000)]
-    done = subprocess.run(bench.pinned(bench.WRK_CPU, command), capture_output=True, text=True, check=True)
+    done = bench.run_load(command)  # on WRK_CPU, checked there
+    if done.returncode != 0:
+        raise SystemExit(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     result = next(line for line in done.stdout.splitlines() if line.startswith("BENCH_RESULT "))
     requests, duration_us, errors, p50, p99 = (float(v) for v in result.split()[1:])
     if errors:
