@@ -64,8 +64,10 @@ bench-analysis: $(STAMP)
 bench-operator: $(STAMP) cluster-tools
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/operator_scale.py
 
-# Installs MLServer and KServe into .bench/ (pinned) and wrk with apt-get when missing.
+# Installs MLServer, KServe and Triton into .bench/ (pinned), wrk with apt-get when missing, and perf_analyzer
+# with hack/perf-analyzer (its libb64 comes from hack/system-deps).
 bench-serving: $(STAMP)
+	hack/system-deps
 	$(BIN)/python benchmarks/serving.py
 
 # The prediction cache's hit path beside its miss path and beside no cache (wrk, two cutover serve).
