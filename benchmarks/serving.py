@@ -1033,7 +1033,7 @@ def main() -> None:
     for name, found in versions.items():
         print(f"  {name}: " + ", ".join(f"{package} {version}" for package, version in found.items()))
     if pinning():
-        print(f"  load: wrk, 1 thread, pinned to CPU {WRK_CPU}; each server one process pinned to CPU {SERVER_CPU}")
+        print(f"  load: wrk, 1 thread, pinned to CPU {WRK_CPU}; each server (all its processes) on CPU {SERVER_CPU}")
     else:
         print("  load: wrk, 1 thread; fewer than 2 CPUs available, so nothing is pinned (figures are not comparable)")
     print("  onnxruntime everywhere: 1 intra-op thread, 1 inter-op thread, sequential, CPU provider")
