@@ -245,6 +245,11 @@ class Gateway:
         except Denied as denied:
             return _refused(denied)
         ready_only = decode_index_request(await request_body(request, self.config.max_request_bytes))
+        return json_body(self.index(key, ready_only=ready_only))
+
+    def index(self, key: ApiKey | None, *, ready_only: bool = False) -> list[dict[str, str]]:
+        """The repository index ``key`` may see (all with auth off): name, version, state
+        (READY or UNAVAILABLE) and the reason; only the READY entries with ``ready_only``."""
         index = []
         for model, route in sorted(self.routes.items()):
             if key is not None and forbidden(key, self.limiter.tiers, model, route.min_tier) is not None:
@@ -259,7 +264,7 @@ class Gateway:
                     index.append(
                         {"name": model, "version": version, "state": "READY" if up else "UNAVAILABLE", "reason": reason}
                     )
-        return json_body(index)
+        return index
 
     async def model(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

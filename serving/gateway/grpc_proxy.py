@@ -17,7 +17,7 @@ with its message, ``retry-after`` and ``cutover-revision`` in the trailing metad
 
 ServerLive and ServerReady answer for the gateway itself (ready once its watched lists arrived,
 until draining); ModelReady, ModelMetadata, ModelConfig and ModelStatistics ask a revision of
-the model.
+the model; RepositoryIndex lists what the caller's key may call, as over HTTP.
 """
 
 from __future__ import annotations
@@ -90,6 +90,16 @@ class GatewayInferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  #
         statistics = pb.ModelStatisticsResponse()
         return json_format.ParseDict(await _json(context, answer), statistics, ignore_unknown_fields=True)
 
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Context) -> pb.RepositoryIndexResponse:
+        """The models the gateway routes that the caller's key may call (``Gateway.index``)."""
+        metadata = CIMultiDict(_text_metadata(context))
+        try:
+            key = self.gateway.authorize(metadata, None, None)
+        except Denied as denied:
+            await _denied(context, denied)
+        index = self.gateway.index(key, ready_only=request.ready)
+        return json_format.ParseDict({"models": index}, pb.RepositoryIndexResponse())
+
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         try:
             decoded = decode_infer_request(request)
@@ -136,15 +146,12 @@ class GatewayInferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  #
         check and routing; the call ends here with the gateway's own refusal (unknown model or
         version, a key refused)."""
         gateway = self.gateway
-        metadata = CIMultiDict(
-            (key, value) for key, value in context.invocation_metadata() or () if isinstance(value, str)
-        )
+        metadata = CIMultiDict(_text_metadata(context))
         route = gateway.routes.get(name)
         try:
             gateway.authorize(metadata, route, name)
         except Denied as denied:
-            retry_after = retry_after_header(denied.retry_after) if denied.retry_after else None
-            await abort(context, denied.status, str(denied), retry_after)
+            await _denied(context, denied)
         if route is None:
             await abort(context, 404, f"unknown model {name!r}")
         path = f"/v2/models/{quote(name, safe='')}"
@@ -161,6 +168,17 @@ class GatewayInferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  #
         answer = await gateway.forward(route, sent, metadata, _cookies(metadata.getall("cookie", [])))
         context.set_trailing_metadata(_names(answer))
         return answer
+
+
+def _text_metadata(context: Context) -> list[tuple[str, str]]:
+    """A call's metadata that stands for HTTP headers: every entry but binary (``-bin``) ones."""
+    return [(key, value) for key, value in context.invocation_metadata() or () if isinstance(value, str)]
+
+
+async def _denied(context: Context, denied: Denied) -> NoReturn:
+    """End the call with the gateway's refusal of its key: 401, 403 or 429 (with ``retry-after``)."""
+    retry_after = retry_after_header(denied.retry_after) if denied.retry_after else None
+    await abort(context, denied.status, str(denied), retry_after)
 
 
 def _requested(output: RequestedOutput) -> dict[str, Any]:

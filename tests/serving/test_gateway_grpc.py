@@ -155,6 +155,10 @@ async def test_api_keys_come_from_metadata(front: Front) -> None:
     assert await front.version({"x-api-key": "cut_pro"}) == "1"
     with pytest.raises(InferenceServerException, match="API key is required"):
         await front.client.get_model_metadata(MODEL)
+    index = await front.client.get_model_repository_index(headers={"x-api-key": "cut_pro"})
+    assert {(model.name, model.version, model.state) for model in index.models} == {(MODEL, "1", "READY")}
+    hidden = await front.client.get_model_repository_index(headers={"x-api-key": "cut_other"})
+    assert list(hidden.models) == []  # its key may call model x only
 
 
 async def test_mirrored_calls_are_compared(front: Front) -> None:
