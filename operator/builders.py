@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Collection
 from typing import Any
 
 from cutover.api.contract import (
@@ -141,10 +142,14 @@ def _safety_policy(md: ModelDeployment) -> tuple[list[str], list[dict[str, Any]]
     return args, volumes, mounts
 
 
-def deployment(md: ModelDeployment, workload: Workload, otlp_endpoint: str | None = None) -> dict[str, Any]:
+def deployment(
+    md: ModelDeployment, workload: Workload, otlp_endpoint: str | None = None, scaled_externally: bool = False
+) -> dict[str, Any]:
     """The Deployment running one revision's serving pods; they trace requests and export the
     spans to ``otlp_endpoint`` when the operator is given one (an operator setting, the same for
-    every ModelDeployment: ``cutover operator --serving-otlp-endpoint``)."""
+    every ModelDeployment: ``cutover operator --serving-otlp-endpoint``). ``scaled_externally``:
+    another scaler (an HPA, KEDA) owns its replicas, so the field is left out and server-side
+    apply releases the operator's ownership of it."""
     model, runtime = workload.source.model, workload.source.runtime
     name = child_name(md, workload.revision)
     pod_labels = {
@@ -306,7 +311,7 @@ def deployment(md: ModelDeployment, workload: Workload, otlp_endpoint: str | Non
         "kind": "Deployment",
         "metadata": _metadata(md, name, labels),
         "spec": {
-            "replicas": workload.replicas,
+            **({} if scaled_externally else {"replicas": workload.replicas}),
             "selector": {"matchLabels": {LABEL_MODEL: md.metadata.name, LABEL_REVISION: workload.revision}},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
@@ -459,11 +464,14 @@ def children(
     workloads: tuple[Workload, ...],
     traffic: list[TrafficEntry],
     otlp_endpoint: str | None = None,
+    scaled_externally: Collection[str] = (),
 ) -> list[dict[str, Any]]:
-    """Every child a plan asks for (``otlp_endpoint``: as :func:`deployment` takes it)."""
+    """Every child a plan asks for (``otlp_endpoint``: as :func:`deployment` takes it;
+    ``scaled_externally``: names of the Deployments whose replicas another scaler owns)."""
     out: list[dict[str, Any]] = []
     for workload in workloads:
-        out.append(deployment(md, workload, otlp_endpoint))
+        external = child_name(md, workload.revision) in scaled_externally
+        out.append(deployment(md, workload, otlp_endpoint, external))
         out.append(service(md, workload))
         budget = disruption_budget(md, workload)
         if budget:

@@ -62,6 +62,7 @@ from cutover.api.contract import (
     REVISION_LABELS,
     SAFETY_CHECKS,
     SAFETY_VIOLATIONS,
+    SERVING_IN_FLIGHT,
     SERVING_REQUEST_DURATION,
     SERVING_REQUESTS,
     Series,
@@ -125,7 +126,7 @@ class ServingMetrics:
             "cutover_serving_queue_duration_seconds", "Time a request waited for its batch", LATENCY_BUCKETS
         ).labels(*values)
         self.batch_size = histogram("cutover_serving_batch_size", "Rows per model call", BATCH_BUCKETS).labels(*values)
-        Gauge("cutover_serving_in_flight", "Requests in progress", LABELS, registry=self.registry).labels(
+        Gauge(SERVING_IN_FLIGHT.name, SERVING_IN_FLIGHT.help, SERVING_IN_FLIGHT.labels, registry=self.registry).labels(
             *values
         ).set_function(in_flight)
         # Event counters the analysis reads are created at 0 now: a series that exists says "no

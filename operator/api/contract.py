@@ -119,6 +119,12 @@ SHADOW_COMPARISONS = Series(
     (*REVISION_LABELS, "agree"),
     ("gateway",),
 )
+SERVING_IN_FLIGHT = Series("cutover_serving_in_flight", "gauge", "Requests in progress", exported_by=("serving",))
+"""One series per serving pod; the autoscaler's ``targetInFlight`` is held against its average."""
+GPU_UTILIZATION = "DCGM_FI_DEV_GPU_UTIL"
+"""NVIDIA DCGM exporter's GPU utilisation gauge (percent, one series per GPU, labelled with the
+``namespace`` and ``pod`` it is allocated to): what ``targetGpuUtilization`` is held against. Not
+cutover's own series, so not in ``SERIES``; the local stack exports a stand-in under this name."""
 
 REQUESTS: dict[Component, Series] = {"serving": SERVING_REQUESTS, "gateway": GATEWAY_REQUESTS}
 """Request counters by the component that counts them (the gateway when it routes the traffic)."""
@@ -135,6 +141,7 @@ SERIES = (
     SAFETY_VIOLATIONS,
     SAFETY_CHECKS,
     SHADOW_COMPARISONS,
+    SERVING_IN_FLIGHT,
 )
 """Every series in this contract."""
 
@@ -220,6 +227,11 @@ SERVING_APP_NAME = "cutover-serving"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 """Recommended label; ``MANAGER`` on every Deployment and Service the operator makes."""
 MANAGER = "cutover"
+ANNOTATION_SCALED_BY = "cutover.dev/scaled-by"
+"""ModelDeployment annotation naming what scales its pods instead of the operator (``keda``,
+``hpa``, any platform's name): the operator then leaves ``spec.replicas`` of its Deployments
+alone. An HPA (KEDA makes one per ScaledObject) whose scaleTargetRef names one of its
+Deployments is found without it."""
 
 
 # ---- Series the operator exports ---------------------------------------------------------------

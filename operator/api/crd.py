@@ -159,6 +159,9 @@ KINDS: tuple[Kind, ...] = (
             Column("Version", ".spec.model.version", priority=1, description="Desired model version"),
             Column("Step", ".status.currentStepIndex", "integer", "Canary step in progress", priority=1),
             Column("Verdict", ".status.lastAnalysis.verdict", priority=1, description="Last analysis verdict"),
+            Column(
+                "Replicas", ".status.autoscaling.desiredReplicas", "integer", "Pods the autoscaler decided", priority=1
+            ),
             Column("Message", ".status.message", priority=1, description="What is happening"),
         ),
     ),

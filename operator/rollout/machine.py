@@ -14,6 +14,7 @@ from dataclasses import replace
 from cutover.api.v1alpha1.modeldeployment import ModelDeploymentStatus
 
 from . import alerts, reasons, requests
+from .autoscaling import autoscale
 from .state import Pass, RolloutState, elapsed
 from .status import SAFETY_POLICY_READY, finish
 from .strategies import strategy_for
@@ -34,6 +35,7 @@ def reconcile(inputs: Inputs) -> Plan:
     strategy = strategy_for(md.spec.strategy)
     state = RolloutState.of(md.status or ModelDeploymentStatus())
     p = Pass(inputs, state, source, strategy, provider_for(md.spec.traffic.provider, strategy))
+    _autoscale(p)
 
     requests.handle(p, desired)
     alerts.handle(p, desired)
@@ -73,6 +75,18 @@ def reconcile(inputs: Inputs) -> Plan:
         _progress(p, desired)
 
     return finish(p, desired)
+
+
+def _autoscale(p: Pass) -> None:
+    """The autoscaler's step, first: the rest of the pass sizes every revision from the count
+    it decided. It stands down while another scaler owns the Deployments' replicas."""
+    spec = p.spec.runtime.autoscaling
+    external = tuple(sorted(p.inputs.scaled_externally))
+    if spec is None or external:
+        p.state = replace(p.state, autoscaling=None, scaled_externally=external)
+        return
+    scaled = autoscale(spec, p.state.autoscaling, p.inputs.load, p.now)
+    p.state = replace(p.state, autoscaling=scaled, scaled_externally=())
 
 
 def _watch(p: Pass, desired: str) -> None:

@@ -76,6 +76,19 @@ POLICY_PENDING: Final = "PolicyPending"
 """SafetyPolicyReady's reasons: the referenced policy is served, missing, invalid (its spec, or
 its webhook Secret), or its current generation not judged by the operator yet."""
 
+VALID_METRIC: Final = "ValidMetric"
+METRIC_MISSING: Final = "MetricMissing"
+NO_TARGET: Final = "NoTarget"
+SCALED_EXTERNALLY: Final = "ScaledExternally"
+"""ScalingActive's reasons: the autoscaler scales on a metric it read; holds the count because a
+metric has no series (or Prometheus cannot be read); has no target (minReplicas pods); stands
+down because an HPA, KEDA or the platform (cutover.dev/scaled-by) owns the replicas."""
+MAX_BELOW_CANARY_STEP: Final = "MaxBelowCanaryStep"
+"""ScalingLimited's reason (beside the autoscaler's own limits, status.autoscaling.limitedBy)
+when maxReplicas is too few pods for the smallest canary weight with traffic provider replicas."""
+SCALED: Final = "Scaled"
+"""Event: the autoscaler changed the model's pod count."""
+
 
 def alert_action(action: str) -> str:
     """The reason of the event that answers an AlertRule's action: ``AlertRollback`` for

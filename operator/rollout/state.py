@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from cutover.api.v1alpha1 import Condition
 from cutover.api.v1alpha1.modeldeployment import (
     AnalysisStatus,
+    AutoscalingStatus,
     HandledRequest,
     ModelDeployment,
     ModelDeploymentSpec,
@@ -68,6 +69,8 @@ class RolloutState:
     last_handled_alerts: Mapping[str, str]
     fallback_revision: str | None
     fallback_reason: str
+    autoscaling: AutoscalingStatus | None
+    scaled_externally: tuple[str, ...]
 
     @classmethod
     def of(cls, status: ModelDeploymentStatus) -> RolloutState:
@@ -96,6 +99,8 @@ class RolloutState:
             last_handled_alerts=dict(status.last_handled_alerts),
             fallback_revision=status.fallback_revision,
             fallback_reason=status.fallback_reason,
+            autoscaling=status.autoscaling,
+            scaled_externally=tuple(status.scaled_externally),
         )
 
     def status(
@@ -135,6 +140,8 @@ class RolloutState:
             last_handled_alerts=dict(self.last_handled_alerts),
             fallback_revision=self.fallback_revision,
             fallback_reason=self.fallback_reason,
+            autoscaling=self.autoscaling,
+            scaled_externally=list(self.scaled_externally),
         )
 
     def source_of(self, revision: str) -> Source | None:
@@ -195,9 +202,13 @@ class Pass:
 
     @property
     def replicas(self) -> int:
-        """Pods a revision runs at full size: runtime.replicas, or the autoscaler's minimum."""
+        """Pods a revision runs at full size: runtime.replicas, or what the autoscaler decided
+        (its minimum before its first decision, and while another scaler owns the count)."""
         runtime = self.spec.runtime
-        return runtime.autoscaling.min_replicas if runtime.autoscaling else runtime.replicas
+        if runtime.autoscaling is None:
+            return runtime.replicas
+        scaled = self.state.autoscaling
+        return scaled.desired_replicas if scaled is not None else runtime.autoscaling.min_replicas
 
     def ready(self, revision: str | None) -> int:
         """Ready pods of ``revision`` (0 for None)."""

@@ -8,7 +8,8 @@ they first show.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Final
@@ -17,6 +18,7 @@ from cutover.api.v1alpha1 import Condition
 from cutover.api.v1alpha1.modeldeployment import Phase
 
 from . import reasons
+from .autoscaling import targets
 from .state import Pass, elapsed
 from .traffic import table
 from .types import BASELINE_SUFFIX, Plan, comparison
@@ -32,6 +34,8 @@ ROLLED_BACK: Final = "RolledBack"
 ANALYSIS_AVAILABLE: Final = "AnalysisAvailable"
 GPU_CAPACITY: Final = "GPUCapacity"
 SAFETY_POLICY_READY: Final = "SafetyPolicyReady"
+SCALING_ACTIVE: Final = "ScalingActive"
+SCALING_LIMITED: Final = "ScalingLimited"
 """Condition types, in the order they are written."""
 
 HANDLED_REQUESTS_KEPT = 20
@@ -214,6 +218,8 @@ def finish(p: Pass, desired: str) -> Plan:
             elif told is not None:
                 p.event(reasons.SAFETY_POLICY_READY, safety.message)
 
+    conditions.extend(scaling_conditions(p, make))
+
     handled = [*reversed(p.answered), *p.stored.handled_requests][:HANDLED_REQUESTS_KEPT]
     # The evidence of a verdict about the rollout this pass began with is kept, also when that
     # verdict ended the rollout (rolled back, promoted); not when another rollout replaced it.
@@ -258,3 +264,50 @@ def rollout_message(p: Pass, weight: int, human: str | None, problems: Mapping[s
         if problem is not None:
             head += f"; {role} pods: {problem.describe()}"
     return head
+
+
+def scaling_conditions(p: Pass, make: Callable[[str, bool | None, str, str], Condition]) -> list[Condition]:
+    """ScalingActive and ScalingLimited, as an HPA writes them, when runtime.autoscaling is set;
+    an Event when the autoscaler changed the count."""
+    spec = p.spec.runtime.autoscaling
+    if spec is None:
+        return []
+    scaled, external = p.state.autoscaling, p.state.scaled_externally
+    if scaled is None:
+        text = f"replicas of {', '.join(external)} are owned by another scaler; the operator leaves them alone"
+        return [make(SCALING_ACTIVE, False, reasons.SCALED_EXTERNALLY, text)]
+    before = p.stored.autoscaling
+    if scaled.desired_replicas != scaled.current_replicas and (before is None or before != scaled):
+        p.event(reasons.SCALED, f"{scaled.current_replicas} -> {scaled.desired_replicas} pods: {scaled.message}")
+    if not targets(spec):
+        active = make(SCALING_ACTIVE, False, reasons.NO_TARGET, "no target set: the model runs minReplicas pods")
+    elif scaled.limited_by == "MetricMissing":
+        active = make(SCALING_ACTIVE, False, reasons.METRIC_MISSING, scaled.message)
+    else:
+        active = make(SCALING_ACTIVE, True, reasons.VALID_METRIC, scaled.message)
+    floor = canary_floor(p)
+    if floor is not None and spec.max_replicas < floor[1]:
+        weight, needed = floor
+        replicas = p.replicas
+        text = (
+            f"a {weight}% canary step needs {needed} pods to be {weight}% of the pods (traffic provider replicas); "
+            f"maxReplicas is {spec.max_replicas}: it runs as 1 of {replicas} pods"
+        )
+        limited = make(SCALING_LIMITED, True, reasons.MAX_BELOW_CANARY_STEP, text)
+    elif scaled.limited_by not in ("", "Tolerance", "MetricMissing"):
+        limited = make(SCALING_LIMITED, True, scaled.limited_by, scaled.message)
+    else:
+        limited = make(SCALING_LIMITED, False, "DesiredWithinRange", scaled.message)
+    return [active, limited]
+
+
+def canary_floor(p: Pass) -> tuple[int, int] | None:
+    """With traffic provider replicas, where a canary's weight is its share of the pods: the
+    smallest step weight and the pods needed for that share to be at most that weight (a
+    count below gives its one pod a larger share). None for any other strategy or provider."""
+    canary = p.spec.strategy.canary
+    weights = [s.set_weight for s in canary.steps if s.set_weight] if canary is not None else []
+    if not p.provider.pooled or not weights:
+        return None
+    least = min(weights)
+    return least, math.ceil(100 / least)

@@ -25,6 +25,7 @@ from cutover.api.v1alpha1.modeldeployment import (
 
 if TYPE_CHECKING:
     from ..pods import PodProblem
+    from .autoscaling import Load
 
 BASELINE_SUFFIX = "-baseline"
 """Fresh baseline pods of the stable revision run under the stable revision plus this suffix."""
@@ -175,6 +176,12 @@ class Inputs:
     """Firing AlertRules that act on this ModelDeployment (read from their status)."""
     safety: SafetyInput | None = None
     """The referenced SafetyPolicy's readiness; None when the spec references none."""
+    load: Load | None = None
+    """What the autoscaler's metrics read (None when runtime.autoscaling is unset or they are
+    not due in this pass)."""
+    scaled_externally: tuple[str, ...] = ()
+    """Deployments of the model whose replicas another scaler owns (an HPA targets them, or
+    the cutover.dev/scaled-by annotation says so): the operator's autoscaler stands down."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from cutover.operator.rollout import (
     comparison,
     reconcile,
 )
+from cutover.operator.rollout.autoscaling import Load
 
 from ..cases import load
 
@@ -40,6 +41,10 @@ class Sim:
     capacity: Capacity | None = None
     safety: SafetyInput | None = None
     """The referenced SafetyPolicy's readiness, as the operator reads it (None: no reference)."""
+    load: Load | None = None
+    """What the autoscaler's metrics read in each pass."""
+    scaled_externally: tuple[str, ...] = ()
+    """Deployments another scaler owns."""
 
     @classmethod
     def of(cls, example: str, **spec_changes: Any) -> Sim:
@@ -75,6 +80,8 @@ class Sim:
             watch=watch,
             alerts=alerts,
             safety=self.safety,
+            load=self.load,
+            scaled_externally=self.scaled_externally,
         )
         plan = reconcile(inputs)
         self.plans.append(plan)

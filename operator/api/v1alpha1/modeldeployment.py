@@ -269,22 +269,41 @@ class PredictionCache(ApiModel):
 
 
 class Autoscaling(ApiModel):
-    """Horizontal autoscaling of each revision's serving pods."""
+    """Horizontal autoscaling of the model's pods by the operator, with the Kubernetes
+    HorizontalPodAutoscaler's algorithm (tolerance, stabilisation windows, default scaling
+    policies) on metrics read from Prometheus. With both targets set the larger count wins (as
+    an HPA with several metrics); with neither, the model runs minReplicas pods."""
 
     min_replicas: Annotated[int, Field(ge=0, le=1000)] = 1
     """Fewest pods."""
     max_replicas: Annotated[int, Field(ge=1, le=1000)]
     """Most pods."""
     target_in_flight: Annotated[int, Field(ge=1)] | None = None
-    """Target concurrent requests per pod."""
+    """Target concurrent requests per pod (cutover_serving_in_flight, averaged over the pods)."""
     target_gpu_utilization: Annotated[int, Field(ge=1, le=100)] | None = None
-    """Target GPU utilisation percent per pod."""
+    """Target GPU utilisation percent per pod (DCGM exporter's DCGM_FI_DEV_GPU_UTIL)."""
+    scale_up_stabilization: Duration | None = None
+    """The HPA's behavior.scaleUp.stabilizationWindowSeconds: scale up to the lowest count
+    recommended within this window (0s when unset)."""
+    scale_down_stabilization: Duration | None = None
+    """The HPA's behavior.scaleDown.stabilizationWindowSeconds: scale down to the highest count
+    recommended within this window (300s when unset)."""
 
     rules = (
         Rule(
             cel="self.minReplicas <= self.maxReplicas",
             message="autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
             check=lambda s: s.min_replicas <= s.max_replicas,
+        ),
+        Rule(
+            cel="!has(self.scaleDownStabilization) || duration(self.scaleDownStabilization) <= duration('3600s')",
+            message="autoscaling.scaleDownStabilization must be at most 1h (the HPA's limit)",
+            check=lambda s: s.scale_down_stabilization is None or seconds(s.scale_down_stabilization) <= 3600,
+        ),
+        Rule(
+            cel="!has(self.scaleUpStabilization) || duration(self.scaleUpStabilization) <= duration('3600s')",
+            message="autoscaling.scaleUpStabilization must be at most 1h (the HPA's limit)",
+            check=lambda s: s.scale_up_stabilization is None or seconds(s.scale_up_stabilization) <= 3600,
         ),
     )
 
@@ -953,6 +972,66 @@ class ScaleDown(ApiModel):
     """When its pods are removed."""
 
 
+ScalingLimit = Literal[
+    "",
+    "Tolerance",
+    "ScaleUpStabilization",
+    "ScaleDownStabilization",
+    "ScaleUpPolicy",
+    "ScaleDownPolicy",
+    "MinReplicas",
+    "MaxReplicas",
+    "MetricMissing",
+]
+
+
+class Recommendation(ApiModel):
+    """A pod count the metrics asked for, and when (the stabilisation windows read them)."""
+
+    at: datetime
+    """When it was computed."""
+    replicas: int
+    """Pods the metrics asked for, before stabilisation and limits."""
+
+
+class ScaleEvent(ApiModel):
+    """A change of the pod count the autoscaler made (the scaling policies read them)."""
+
+    at: datetime
+    """When the count changed."""
+    change: int
+    """Pods added (above 0) or removed (below 0)."""
+
+
+class AutoscalingStatus(ApiModel):
+    """What the autoscaler last decided and why."""
+
+    current_replicas: int
+    """Pods the model ran at full size before the decision."""
+    desired_replicas: int
+    """Pods it runs at full size now (the stable revision's count; a canary's candidate gets its
+    traffic share of it)."""
+    metric: Literal["inFlight", "gpuUtilization", ""] = ""
+    """The metric that decided (the one asking for most pods); empty when none could be read."""
+    value: float | None = None
+    """That metric's average per pod."""
+    target: int | None = None
+    """That metric's target per pod."""
+    limited_by: ScalingLimit = ""
+    """What held the count away from what the metric asked for: Tolerance (within 10%),
+    ScaleUpStabilization, ScaleDownStabilization, ScaleUpPolicy, ScaleDownPolicy (at most
+    max(100%, 4 pods) up and 100% down per 15s), MinReplicas, MaxReplicas, or MetricMissing
+    (no series: the count is held)."""
+    message: str = ""
+    """The decision in words."""
+    evaluated_at: datetime | None = None
+    """When the metrics were last read (every 15s, the HPA's sync period)."""
+    recommendations: list[Recommendation] = []
+    """Recent recommendations, oldest first (those inside the longer stabilisation window)."""
+    scale_events: list[ScaleEvent] = []
+    """Changes of the count inside the scaling policies' period, oldest first."""
+
+
 class ModelDeploymentStatus(ApiModel):
     """What the operator observed and did. Written only by the operator."""
 
@@ -1014,6 +1093,11 @@ class ModelDeploymentStatus(ApiModel):
     last_handled_alerts: dict[str, str] = {}
     """Per AlertRule (by name), the firing whose action was last taken (when it started firing):
     one action per firing, however long it lasts."""
+    autoscaling: AutoscalingStatus | None = None
+    """The autoscaler's last decision, when runtime.autoscaling is set and nothing else scales the pods."""
+    scaled_externally: list[str] = []
+    """Deployments of this model whose replicas another scaler owns (an HPA, which KEDA also
+    creates, or the cutover.dev/scaled-by annotation): the operator leaves their count alone."""
 
 
 class ModelDeployment(ApiModel):
