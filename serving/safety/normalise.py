@@ -116,8 +116,7 @@ def _join(spaced: re.Match[str]) -> str:
 CACHED_CHARACTERS = 4096
 """Texts up to this long are normalised, and cut into sentences, once per screening: the four
 classifiers (and their per-sentence passes) read the same texts one after another, so the last
-few results are kept
-(:data:`_RECENT` of them; a request's texts, not a cache across requests)."""
+few results are kept (:data:`_RECENT` of them; a request's texts, not a cache across requests)."""
 _RECENT = 64
 
 
