@@ -17,6 +17,8 @@ The same small ONNX classifier (cutover.serving.sample_models.onnx_classifier: 4
 * triton              Triton Inference Server 2.51.0 (the tritonserver binary shipped in the nvidia-pytriton 0.7.0
                       wheel) with its Python backend running benchmarks/peers/triton_model.py over onnxruntime: one
                       model instance, no dynamic batching, gRPC off, readiness by the model's ready endpoint
+* triton-batching     the same with Triton's dynamic batcher: max_batch_size 32, max_queue_delay_microseconds 1000
+                      (model.py runs the rows of the requests it is handed as one batch)
 
 and driven by the same load generator: wrk, one thread, a fixed number of keep-alive connections (the
 concurrency), POSTing the same Open Inference Protocol JSON body (batch 1, input `input` FP32 [1,4]) to
@@ -366,8 +368,9 @@ def servers(model: Path) -> list[Server]:
             ports=("http", "grpc"),
         )
 
-    def triton() -> Server:
-        folder = BENCH / "run" / "triton"
+    def triton(label: str, max_batch_size: int) -> Server:
+        """Triton's Python backend; with max_batch_size > 0, Triton's dynamic batcher (1 ms queue delay)."""
+        folder = BENCH / "run" / label
         python = f"{sys.version_info.major}.{sys.version_info.minor}"  # the Triton venv's, made from this Python
         site = TRITON.root / "lib" / f"python{python}" / "site-packages"
         dist = site / "pytriton" / "tritonserver"
@@ -383,12 +386,14 @@ def servers(model: Path) -> list[Server]:
             shutil.copy(dist / "python_backend_stubs" / python / "triton_python_backend_stub", backend)
             version.mkdir(parents=True)
             shutil.copy(PEERS / "triton_model.py", version / "model.py")
+            batch = "" if max_batch_size else "-1, "  # with batching, the batch dimension is implied
             (version.parent / "config.pbtxt").write_text(
-                f'name: "{MODEL}"\nbackend: "python"\nmax_batch_size: 0\n'
-                'input [{ name: "input", data_type: TYPE_FP32, dims: [ -1, 4 ] }]\n'
-                'output [{ name: "probabilities", data_type: TYPE_FP32, dims: [ -1, 3 ] }]\n'
+                f'name: "{MODEL}"\nbackend: "python"\nmax_batch_size: {max_batch_size}\n'
+                f'input [{{ name: "input", data_type: TYPE_FP32, dims: [ {batch}4 ] }}]\n'
+                f'output [{{ name: "probabilities", data_type: TYPE_FP32, dims: [ {batch}3 ] }}]\n'
                 "instance_group [{ count: 1, kind: KIND_CPU }]\n"
                 f'parameters: {{ key: "onnx_model", value: {{ string_value: "{model}" }} }}\n'
+                + ("dynamic_batching { max_queue_delay_microseconds: 1000 }\n" if max_batch_size else "")
             )
 
         def command(ports: dict[str, int]) -> list[str]:
@@ -403,10 +408,15 @@ def servers(model: Path) -> list[Server]:
         # different build from the venv's base) and the backend fails; the venv's bin first on PATH makes the stub
         # run in the venv (numpy < 2, onnxruntime). nvidia_pytriton.libs holds tritonserver's own libraries.
         libraries = [str(sysconfig.get_config_var("LIBDIR")), str(site / "nvidia_pytriton.libs")]
+        described = (
+            f"dynamic batching: max_batch_size {max_batch_size}, max_queue_delay_microseconds 1000"
+            if max_batch_size
+            else "no dynamic batching"
+        )
         return Server(
-            "triton",
+            label,
             f"Triton {TRITON_VERSION} (nvidia-pytriton's binary), Python backend: model.py over onnxruntime, "
-            "1 instance, no dynamic batching, gRPC off",
+            f"1 instance, {described}, gRPC off",
             command,
             ports=("http", "grpc", "metrics"),
             env={
@@ -438,7 +448,8 @@ def servers(model: Path) -> list[Server]:
             "workers 1, gRPC off, no access or latency log lines",
         ),
         kserve("kserve-defaults", [], "defaults (workers 1, gRPC on, access and latency log lines)"),
-        triton(),
+        triton("triton", 0),
+        triton("triton-batching", 32),
     ]
 
 
@@ -802,10 +813,14 @@ def report(
     print()
     print("throughput (req/s) against concurrency")
     print(f"{'server':<20}" + "".join(f"{'c=' + str(c):>9}" for c in concurrencies))
-    for label in ("cutover", "cutover-batching", "mlserver", "mlserver-batching", "triton"):
+    for label in ("cutover", "cutover-batching", "mlserver", "mlserver-batching", "triton", "triton-batching"):
         if label in results:
             print(f"{label:<20}" + "".join(f"{results[label][c].throughput:9.0f}" for c in concurrencies))
-    for batched, plain in (("cutover-batching", "cutover"), ("mlserver-batching", "mlserver")):
+    for batched, plain in (
+        ("cutover-batching", "cutover"),
+        ("mlserver-batching", "mlserver"),
+        ("triton-batching", "triton"),
+    ):
         if batched in results and plain in results:
             gains = "".join(
                 f"{results[batched][c].throughput / results[plain][c].throughput:9.2f}" for c in concurrencies
