@@ -26,14 +26,31 @@ def _crds(args: argparse.Namespace) -> int:
 
 def _operator(args: argparse.Namespace) -> int:
 
+    from cutover.operator.leader import LeaseSettings
     from cutover.operator.main import run
 
     _logging(args.verbose)
+    try:
+        leader_election = (
+            LeaseSettings(
+                name=args.leader_elect_resource_name,
+                namespace=args.leader_elect_resource_namespace,
+                lease_duration=args.leader_elect_lease_duration,
+                renew_deadline=args.leader_elect_renew_deadline,
+                retry_period=args.leader_elect_retry_period,
+            )
+            if args.leader_elect
+            else None
+        )
+    except ValueError as error:  # settings that cannot work: a usage error, not a crash loop
+        print(f"cutover operator: {error}", file=sys.stderr)
+        return 2
     run(
         namespaces=args.namespace,
         verdicts_from=args.verdicts_from,
         metrics_port=args.metrics_port or None,
         serving_otlp_endpoint=args.serving_otlp_endpoint,
+        leader_election=leader_election,
     )
     return 0
 
@@ -320,7 +337,7 @@ def parser() -> argparse.ArgumentParser:
     crds.add_argument("--stdout", action="store_true", help="print a multi-document YAML stream instead")
     crds.set_defaults(run=_crds)
 
-    op = sub.add_parser("operator", help="run the operator (standalone; one replica per cluster)")
+    op = sub.add_parser("operator", help="run the operator (one process, or replicas with --leader-elect)")
     op.add_argument(
         "-n",
         "--namespace",
@@ -340,6 +357,35 @@ def parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="serving pods trace requests and export the spans over OTLP/HTTP to this collector "
         "(cutover serve --otlp-endpoint); default: they do not trace",
+    )
+    election = op.add_argument_group(
+        "leader election (several replicas, one reconciling: the holder of a coordination.k8s.io Lease)"
+    )
+    election.add_argument("--leader-elect", action="store_true", help="reconcile only while holding the Lease")
+    election.add_argument("--leader-elect-resource-name", default="cutover-operator", help="the Lease's name")
+    election.add_argument(
+        "--leader-elect-resource-namespace", default="default", help="the Lease's namespace (default: default)"
+    )
+    election.add_argument(
+        "--leader-elect-lease-duration",
+        type=int,
+        default=10,
+        metavar="SECONDS",
+        help="a standby takes the Lease once it has not changed for this long (default 10)",
+    )
+    election.add_argument(
+        "--leader-elect-renew-deadline",
+        type=float,
+        default=7.0,
+        metavar="SECONDS",
+        help="the leader exits when it has not renewed the Lease for this long; below the lease duration (default 7)",
+    )
+    election.add_argument(
+        "--leader-elect-retry-period",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often the leader renews and a standby looks; below the renew deadline (default 2)",
     )
     op.add_argument("-v", "--verbose", action="store_true")
     op.set_defaults(run=_operator)

@@ -1,4 +1,5 @@
-"""`cutover operator`: the kopf operator, configured for cutover and run standalone."""
+"""`cutover operator`: the kopf operator, configured for cutover; one process alone, or one of
+several replicas of which the holder of a Lease reconciles (leader.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from prometheus_client import start_http_server
 
 from cutover.api.v1alpha1 import GROUP
 
-from . import handlers, safety_handlers
+from . import handlers, metrics, safety_handlers
 from .alerts import handlers as alerts
 from .alerts.notify import Notifier
 from .kube import Kube
+from .leader import Elector, LeaseSettings
 from .verdicts import FileVerdicts, PrometheusVerdicts, VerdictSource
 
 logger = logging.getLogger("cutover.operator")
@@ -96,20 +98,44 @@ def run(
     stop_flag: threading.Event | None = None,
     ready_flag: threading.Event | None = None,
     serving_otlp_endpoint: str | None = None,
+    leader_election: LeaseSettings | None = None,
 ) -> None:
     """Run until stopped (Ctrl-C, SIGTERM, or ``stop_flag``); serving pods export their spans
-    to ``serving_otlp_endpoint`` when it is given."""
+    to ``serving_otlp_endpoint`` when it is given.
+
+    With ``leader_election``, kopf starts only once this process holds that Lease (until then it
+    serves its metrics and nothing else), the Lease is released after kopf stopped, and the
+    process exits with ``leader.LOST_EXIT_CODE`` the moment it stops holding it (leader.py)."""
     if metrics_port:
         start_http_server(metrics_port)
     registry = build_registry(verdicts_from, serving_otlp_endpoint)
-    asyncio.run(
-        kopf.operator(
-            registry=registry,
-            standalone=True,
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            memo=kopf.Memo(),
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
+    elector = None
+    if leader_election:
+        elector = Elector(leader_election, _client)
+        elector.start()
+        elector.wait_leading()
+    else:
+        metrics.LEADER.set(1)
+    try:
+        asyncio.run(
+            kopf.operator(
+                registry=registry,
+                standalone=True,
+                clusterwide=not namespaces,
+                namespaces=namespaces,
+                memo=kopf.Memo(),
+                stop_flag=stop_flag,
+                ready_flag=ready_flag,
+            )
         )
-    )
+    finally:
+        if elector:
+            elector.stop()
+
+
+def _client() -> Kube:
+    """A client with the operator's credentials, made before kopf runs."""
+    info = login(settings=kopf.OperatorSettings())
+    if info is None:
+        raise RuntimeError("no Kubernetes credentials: set KUBECONFIG or run in a pod")
+    return Kube.from_connection(info, timeout=10.0)

@@ -23,6 +23,7 @@ RECONCILE_SECONDS = Histogram(
     ["kind"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+LEADER = Gauge("cutover_operator_leader", "1 while this operator process holds the leader election Lease")
 PHASE = Gauge("cutover_rollout_phase", "1 for the ModelDeployment's current phase", ["namespace", "name", "phase"])
 WEIGHT = Gauge("cutover_rollout_candidate_weight", "Percent of live traffic on the candidate", ["namespace", "name"])
 DECISIONS = Counter("cutover_rollout_decisions", "Analysis verdicts acted on", ["verdict"])

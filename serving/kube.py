@@ -63,6 +63,7 @@ _PLURALS = {
     ("cutover.dev/v1alpha1", "AlertRule"): "alertrules",
     ("cutover.dev/v1alpha1", "SafetyPolicy"): "safetypolicies",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrules",
+    ("coordination.k8s.io/v1", "Lease"): "leases",
 }
 
 
@@ -265,17 +266,33 @@ class Kube:
         items: list[dict[str, Any]] = body.get("items", [])
         return items
 
-    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply under the cutover field manager (taking over conflicting fields)."""
+    async def apply(self, obj: dict[str, Any], field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
+        """Server-side apply under ``field_manager`` (taking over conflicting fields)."""
         meta = obj["metadata"]
         url = path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
         body: dict[str, Any] = await self._request(
             "PATCH",
             url,
-            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            params={"fieldManager": field_manager, "force": "true"},
             data=json.dumps(obj),
             headers={"Content-Type": "application/apply-patch+yaml"},
         )
+        return body
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """POST a new object; raises :class:`ApiError` (409 when one of that name exists)."""
+        meta = obj["metadata"]
+        body: dict[str, Any] = await self._request(
+            "POST", path(obj["apiVersion"], obj["kind"], meta.get("namespace")), json=obj
+        )
+        return body
+
+    async def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT an object whole, guarded by its ``metadata.resourceVersion``: a 409 when anyone
+        wrote it since that version was read (what a Lease's holder relies on)."""
+        meta = obj["metadata"]
+        url = path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        body: dict[str, Any] = await self._request("PUT", url, json=obj)
         return body
 
     async def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any]:

@@ -17,11 +17,26 @@ from tests.support.kubectl import Kube
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
+LEASE_TIMING = (
+    "--leader-elect-lease-duration=4",
+    "--leader-elect-renew-deadline=3",
+    "--leader-elect-retry-period=0.5",
+)
+"""Short leader election settings, so a takeover takes seconds: a standby takes a dead leader's
+Lease 4 to 4.5 s after its last renewal."""
+
 
 class Operator:
-    def __init__(self, kube: Kube, namespace: str, workdir: Path) -> None:
-        self.kube, self.namespace, self.workdir = kube, namespace, workdir
-        self.verdicts = workdir / "verdicts"
+    """One operator process. With ``lease``, one of several replicas electing a leader on that
+    Lease in the test's namespace (``LEASE_TIMING``); ``verdicts``: a folder shared with another
+    replica (default: its own, under ``workdir``)."""
+
+    def __init__(
+        self, kube: Kube, namespace: str, workdir: Path, *, lease: str | None = None, verdicts: Path | None = None
+    ) -> None:
+        self.kube, self.namespace, self.workdir, self.lease = kube, namespace, workdir, lease
+        workdir.mkdir(exist_ok=True)
+        self.verdicts = verdicts or workdir / "verdicts"
         self.verdicts.mkdir(exist_ok=True)
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -31,6 +46,12 @@ class Operator:
         env = {**os.environ, "KUBECONFIG": self.kube.kubeconfig}
         log = (self.workdir / "operator.log").open("ab")
         self.metrics_port = free_port()
+        election = [
+            "--leader-elect",
+            f"--leader-elect-resource-name={self.lease}",
+            f"--leader-elect-resource-namespace={self.namespace}",
+            *LEASE_TIMING,
+        ]
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -43,6 +64,7 @@ class Operator:
                 str(self.metrics_port),
                 "--verdicts-from",
                 str(self.verdicts),
+                *(election if self.lease else []),
             ],
             env=env,
             stdout=log,
@@ -76,18 +98,29 @@ class Operator:
     def log(self) -> str:
         return (self.workdir / "operator.log").read_text(errors="replace")
 
-    def passes(self) -> int | None:
-        """Reconcile passes this process has finished (``cutover_operator_reconciles_total``), or
-        None while its metrics endpoint does not answer yet."""
+    def _metric(self, series: str) -> int | None:
+        """The value of one series of this process's metrics (0 when it has none yet), or None
+        while its metrics endpoint does not answer."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
                 text = response.read().decode()
         except OSError:
             return None
         for line in text.splitlines():
-            if line.startswith('cutover_operator_reconciles_total{kind="ModelDeployment"}'):
+            if line.startswith(f"{series} "):
                 return int(float(line.rpartition(" ")[2]))
         return 0
+
+    def passes(self) -> int | None:
+        """Reconcile passes this process has finished (``cutover_operator_reconciles_total``), or
+        None while its metrics endpoint does not answer yet."""
+        return self._metric('cutover_operator_reconciles_total{kind="ModelDeployment"}')
+
+    def leading(self) -> bool | None:
+        """Whether this process holds the Lease (``cutover_operator_leader``), or None while its
+        metrics endpoint does not answer yet."""
+        value = self._metric("cutover_operator_leader")
+        return None if value is None else value == 1
 
     def wait_passes(self, count: int = 2, timeout: float = 60) -> None:
         """Until this process has finished ``count`` more reconcile passes than it had now.

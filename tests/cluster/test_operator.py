@@ -8,12 +8,15 @@ import os
 import random
 import subprocess
 import time
+from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cutover.api.contract import LABEL_MODEL
+from cutover.api.v1alpha1 import seconds as seconds_of
 from tests.support.kubectl import Kube
 from tests.support.waiting import wait_until
 
@@ -278,54 +281,127 @@ def test_on_call_annotations_and_the_kubectl_plugin(kube: Kube, namespace: str, 
     assert "not in the revision history" in body["status"]["handledRequests"][0]["result"]
 
 
+def pausing_canary(pause: str) -> dict[str, Any]:
+    """A canary of twelve steps, ten of them pauses of ``pause``, for tests that interrupt it."""
+    doc = fast_canary()
+    pauses = [{"pause": {"duration": pause}} for _ in range(10)]
+    doc["spec"]["strategy"]["canary"]["steps"] = [{"setWeight": 10}, *pauses[:5], {"setWeight": 50}, *pauses[5:]]
+    return doc
+
+
+class StepLog:
+    """A rollout's steps as a test sees them: each (currentStepIndex, stepStartedAt) that status
+    showed, and at the end the StepCompleted events, which together prove that no step was
+    skipped, repeated or cut short however often the operator was interrupted."""
+
+    def __init__(self, kube: Kube, namespace: str, doc: dict[str, Any]) -> None:
+        self.kube, self.namespace, self.name = kube, namespace, doc["metadata"]["name"]
+        self.steps: list[dict[str, Any]] = doc["spec"]["strategy"]["canary"]["steps"]
+        self.seen: list[tuple[int, str]] = []
+
+    def observe(self) -> dict[str, Any]:
+        """The status now, its step recorded when it changed."""
+        status: dict[str, Any] = md(self.kube, self.namespace, self.name)["status"]
+        mark = (status.get("currentStepIndex", -1), status.get("stepStartedAt", ""))
+        if status.get("candidateRevision") and (not self.seen or self.seen[-1] != mark):
+            self.seen.append(mark)
+        return status
+
+    def watch(self, seconds: float) -> dict[str, Any]:
+        """Observe for ``seconds`` (the time between two interruptions); the last status."""
+        deadline = time.monotonic() + seconds
+        status = self.observe()
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            status = self.observe()
+        return status
+
+    def check_promoted_step_by_step(self) -> None:
+        """The rollout ended promoted; steps went forward only, no pause ended early, and each
+        step completed exactly once."""
+        wait_until(lambda: not self.observe().get("candidateRevision"), timeout=120, what="the rollout to finish")
+        body = md(self.kube, self.namespace, self.name)
+        assert body["status"]["phase"] in ("Healthy", "Progressing") and condition(body, "Promoted")["status"] == "True"
+        indexes = [i for i, _ in self.seen]
+        assert indexes == sorted(indexes), f"a step was repeated: {self.seen}"
+        starts = {i: datetime.fromisoformat(t) for i, t in self.seen if t}
+        for i, step in enumerate(self.steps):
+            if "pause" in step and i in starts and i + 1 in starts:
+                seconds = seconds_of(step["pause"]["duration"])
+                assert (starts[i + 1] - starts[i]).total_seconds() >= seconds, f"pause {i} was cut short: {self.seen}"
+        events = self.kube.json(
+            "get", "events", "-n", self.namespace, "--field-selector", f"involvedObject.name={self.name}"
+        )["items"]
+        completed = Counter[str]()
+        for event in events:
+            if event["reason"] == "StepCompleted":
+                completed[event["message"]] += event.get("count", 1)
+        assert all(n == 1 for n in completed.values()), f"a step completed twice: {completed}"
+        done = sorted(int(message.split()[2]) for message in completed)  # "canary step 3 done; now at ..."
+        assert done == list(range(len(self.steps))), f"steps completed: {done}"
+
+
 def test_killed_operator_resumes_without_skipping_or_repeating_a_step(
     kube: Kube, namespace: str, operator: Operator
 ) -> None:
-    doc = fast_canary()
-    pauses = [{"pause": {"duration": "4s"}} for _ in range(10)]
-    doc["spec"]["strategy"]["canary"]["steps"] = [{"setWeight": 10}, *pauses[:5], {"setWeight": 50}, *pauses[5:]]
+    doc = pausing_canary("4s")
     deploy_v1(kube, namespace, doc)
     operator.verdict("ranker", "promote")
     new_version(kube, namespace, doc, "v2")
     rng = random.Random(20261122)
-    seen: list[tuple[int, str]] = []
-
-    def observe() -> dict[str, Any]:
-        status = md(kube, namespace, "ranker")["status"]
-        mark = (status.get("currentStepIndex", -1), status.get("stepStartedAt", ""))
-        if status.get("candidateRevision") and (not seen or seen[-1] != mark):
-            seen.append(mark)
-        return status
-
+    steps = StepLog(kube, namespace, doc)
     kills = 0
-    while kills < 20:
-        deadline = time.monotonic() + rng.uniform(0.3, 1.5)
-        while time.monotonic() < deadline:
-            status = observe()
-            time.sleep(0.1)
-        if not status.get("candidateRevision"):
-            break
+    while kills < 20 and steps.watch(rng.uniform(0.3, 1.5)).get("candidateRevision"):
         operator.kill()
         kills += 1
         operator.start()
-    wait_until(lambda: not observe().get("candidateRevision"), timeout=120, what="the rollout to finish")
     assert kills == 20, f"the rollout finished after only {kills} kills"
-    body = md(kube, namespace, "ranker")
-    assert body["status"]["phase"] in ("Healthy", "Progressing") and condition(body, "Promoted")["status"] == "True"
-    indexes = [i for i, _ in seen]
-    assert indexes == sorted(indexes), f"a step was repeated: {seen}"
-    from datetime import datetime
+    steps.check_promoted_step_by_step()
 
-    starts = {i: datetime.fromisoformat(t) for i, t in seen if t}
-    steps = doc["spec"]["strategy"]["canary"]["steps"]
-    for i, step in enumerate(steps):
-        if "pause" in step and i in starts and i + 1 in starts:
-            assert (starts[i + 1] - starts[i]).total_seconds() >= 4, f"pause step {i} was cut short: {seen}"
-    events = kube.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=ranker")["items"]
-    completed = [e for e in events if e["reason"] == "StepCompleted"]
-    messages = [e["message"] for e in completed]
-    assert len(messages) == len(set(messages)), f"a step completed twice: {messages}"
-    assert sum(e.get("count", 1) for e in completed) <= len(steps)
+
+def test_a_standby_takes_over_from_a_killed_leader_within_15_s_and_never_writes_before(
+    kube: Kube, namespace: str, tmp_path: Path
+) -> None:
+    """Two replicas electing a leader on a Lease; the leader SIGKILLed at ten random points of a
+    rollout. Each time the standby leads within 15 s (4 to 5 s with LEASE_TIMING), until then the
+    ModelDeployment is not written at all, and the rollout neither skips nor repeats a step. The
+    standby finishes no reconcile pass while it waits: kopf does not even run in it."""
+    first = Operator(kube, namespace, tmp_path / "a", lease="cutover-operator")
+    replicas = [first.start(), Operator(kube, namespace, tmp_path / "b", lease=first.lease, verdicts=first.verdicts)]
+    replicas[1].start()
+    try:
+        doc = pausing_canary("8s")
+        deploy_v1(kube, namespace, doc)
+        first.verdict("ranker", "promote")
+        new_version(kube, namespace, doc, "v2")
+        rng = random.Random(20261201)
+        steps = StepLog(kube, namespace, doc)
+        takeovers: list[float] = []
+        while len(takeovers) < 10 and steps.watch(rng.uniform(0.3, 3.0)).get("candidateRevision"):
+            leader, standby = wait_until(
+                lambda: [(a, b) for a, b in (replicas, replicas[::-1]) if a.leading() and b.leading() is False],
+                what="one leader and one standby",
+            )[0]
+            assert standby.passes() == 0, "the standby reconciled while the leader held the Lease"
+            leader.kill()
+            killed_at, written = time.monotonic(), md(kube, namespace, "ranker")["metadata"]["resourceVersion"]
+
+            def took_over(standby: Operator = standby, written: str = written) -> bool:
+                version = md(kube, namespace, "ranker")["metadata"]["resourceVersion"]
+                if not standby.leading():  # read after the object: nobody led when it was read
+                    assert version == written, "the ModelDeployment was written while nobody held the Lease"
+                    return False
+                return bool(standby.passes())
+
+            wait_until(took_over, timeout=15, interval=0.1, what="the standby to take over")
+            takeovers.append(time.monotonic() - killed_at)
+            leader.start()  # back, as the standby
+        assert len(takeovers) == 10, f"the rollout finished after only {len(takeovers)} takeovers"
+        steps.check_promoted_step_by_step()
+        print(f"takeovers: {' '.join(f'{t:.1f}' for t in takeovers)} s")
+    finally:
+        for replica in replicas:
+            replica.stop()
 
 
 def test_gateway_api_provider_gets_a_weighted_httproute(kube: Kube, namespace: str, operator: Operator) -> None:

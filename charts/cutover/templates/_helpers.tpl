@@ -27,6 +27,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
+{{- define "cutover.leaseName" -}}
+{{- default (printf "%s-operator" (include "cutover.fullname" .)) .Values.operator.leaderElection.leaseName -}}
+{{- end -}}
+
 {{- define "cutover.gatewayRules" -}}
 - apiGroups: [cutover.dev]
   resources: [modeldeployments]
