@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 # `make test` runs lint, types and every test: unit, against the real local control plane
 # (hack/cluster), and packaging (a wheel in a clean virtual environment).
-.PHONY: demo test venv lint typecheck pytest test-clients crds cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-cache bench-gateway bench-streaming bench-safety clean
+.PHONY: demo test venv lint typecheck pytest test-clients crds cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-cache bench-gateway bench-streaming bench-safety bench-tracing clean
 
 test: lint typecheck pytest
 
@@ -83,6 +83,10 @@ bench-streaming: $(STAMP)
 
 # SafetyPolicy filters on their held-out test splits beside offline baselines, and the latency
 # they add to a chat request (issue 15's targets).
+# Tracing's cost on the REST path: off, on, and 1% sampled (wrk, three cutover serve, one run).
+bench-tracing: $(STAMP)
+	$(BIN)/python benchmarks/tracing.py
+
 bench-safety: $(STAMP)
 	$(BIN)/python benchmarks/safety.py
 

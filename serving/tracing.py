@@ -87,8 +87,10 @@ class Tracing:
     def span(
         self, name: str, attributes: Mapping[str, Any] | None = None, kind: SpanKind = SpanKind.INTERNAL
     ) -> AbstractContextManager[Span | None]:
-        """A span made current for the block, a child of the current one; nothing when off."""
-        if self.tracer is None:
+        """A span made current for the block, a child of the current one; nothing when off or
+        when the current span is not recorded (a request its sampler left out: its stages would
+        not be either, and skipping them saves about 8 us each)."""
+        if self.tracer is None or not trace.get_current_span().is_recording():
             return _OFF
         return self.tracer.start_as_current_span(name, kind=kind, attributes=attributes)
 
@@ -111,8 +113,9 @@ class Tracing:
 
     def record(self, name: str, started: int, duration: int, attributes: Mapping[str, Any] | None = None) -> None:
         """A span, a child of the current one, for what took ``duration`` ns from ``started``
-        (``time.perf_counter_ns()``), measured elsewhere (the batcher's queue and run)."""
-        if self.tracer is None:
+        (``time.perf_counter_ns()``), measured elsewhere (the batcher's queue and run); nothing
+        when the current span is not recorded, as for :meth:`span`."""
+        if self.tracer is None or not trace.get_current_span().is_recording():
             return
         start = time.time_ns() - (time.perf_counter_ns() - started)
         self.tracer.start_span(name, attributes=attributes, start_time=start).end(start + duration)
