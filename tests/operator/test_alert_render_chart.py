@@ -32,12 +32,18 @@ def helm() -> str:
     return found
 
 
-def template(*values: str) -> list[dict[str, Any]]:
+def rendered(*values: str) -> list[dict[str, Any]]:
+    """Every object the chart renders as release ``cutover`` in namespace ``payments``, with
+    ``values`` as ``--set`` arguments. Raises CalledProcessError when helm refuses them."""
     args = [helm(), "template", "cutover", str(CHART), "--kube-version", "1.36.3", "--namespace", "payments"]
     for value in values:
         args += ["--set", value]
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc and doc["kind"] == "AlertRule"]
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def template(*values: str) -> list[dict[str, Any]]:
+    return [doc for doc in rendered(*values) if doc["kind"] == "AlertRule"]
 
 
 def anchors() -> set[str]:
