@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -36,16 +36,20 @@ from .rollout import (
     Plan,
     Request,
     WatchInput,
+    autoscaling,
     comparison,
     reconcile,
     requests_in,
 )
+from .rollout.autoscaling import Load
 from .verdicts import VerdictSource
 
 PLURAL = "modeldeployments"
 ROLLING_INTERVAL = 2.0
 RESTING_INTERVAL = 30.0
 REAPPLY_SECONDS = 300.0
+HANDOVER_MANAGER = "cutover-handover"
+"""Field manager that keeps a Deployment's replicas while the operator lets go of them."""
 
 
 @dataclass
@@ -190,10 +194,12 @@ async def reconcile_once(
     logger: logging.Logger,
     alerts: tuple[AlertAction, ...] = (),
     policy: Callable[[str, str], safety.PolicySummary | None] = lambda namespace, name: None,
+    hpa_targets: Collection[str] = (),
 ) -> float:
     """One pass of the reconcile loop; returns the seconds until the next one. ``alerts``: the
     firing AlertRules that act on this object; ``policy``: the SafetyPolicy of a (namespace,
-    name), None when there is none (what ``safetyPolicyRef`` names is looked up in it)."""
+    name), None when there is none (what ``safetyPolicyRef`` names is looked up in it);
+    ``hpa_targets``: the Deployments in its namespace that an HPA scales."""
     started = time.monotonic()
     kube = ctx.kube
     meta = body.get("metadata", {})
@@ -220,7 +226,9 @@ async def reconcile_once(
     ref = md.spec.safety_policy_ref
     namespace = md.metadata.namespace or ""
     held = safety.readiness(namespace, ref.name, policy(namespace, ref.name)) if ref is not None else None
-    plan = reconcile(Inputs(md, ready, at, analysis, requests, capacity, problems, watch, alerts, held))
+    external = tuple(sorted(c.name for c in children if c.name in hpa_targets))
+    load = await _load(ctx, md, children, at, logger) if not external else None
+    plan = reconcile(Inputs(md, ready, at, analysis, requests, capacity, problems, watch, alerts, held, load, external))
     await _apply(ctx, md, plan, children)
     new_status = plan.status.wire()
     if new_status != (obj.get("status") or {}):
@@ -229,7 +237,9 @@ async def reconcile_once(
         post = kopf.info if event.type == "Normal" else kopf.warn
         post(cast(kopf.Body, obj), reason=event.reason, message=event.message)
     metrics.observe(md, plan, analysis, time.monotonic() - started)
-    return ROLLING_INTERVAL if plan.status.candidate_revision or plan.status.phase != "Healthy" else RESTING_INTERVAL
+    if plan.status.candidate_revision or plan.status.phase != "Healthy":
+        return ROLLING_INTERVAL
+    return autoscaling.SYNC_SECONDS if plan.status.autoscaling is not None else RESTING_INTERVAL
 
 
 async def _analysis(ctx: Context, md: ModelDeployment, now: float, logger: logging.Logger) -> AnalysisInput | None:
@@ -245,6 +255,25 @@ async def _analysis(ctx: Context, md: ModelDeployment, now: float, logger: loggi
             return None
         reason = f"analysis failed: {type(err).__name__}: {err}"[:500]
         return AnalysisInput(judged, "unavailable", reason, md.spec.analysis.consecutive_error_limit)
+
+
+async def _load(
+    ctx: Context, md: ModelDeployment, children: list[Child], at: datetime, logger: logging.Logger
+) -> Load | None:
+    """What the autoscaler reads in this pass: the load on the revisions that take live
+    traffic (stable when the table is empty), when runtime.autoscaling is set and a sync period
+    has passed; None otherwise. A failure reads as no metric (the count is held)."""
+    stored = md.status
+    if md.spec.runtime.autoscaling is None or stored is None or not autoscaling.due(stored.autoscaling, at):
+        return None
+    live = [row.revision for row in stored.traffic if row.weight > 0] or [stored.stable_revision or ""]
+    pods = sum(c.ready for c in children if c.revision in live)
+    try:
+        return await ctx.verdicts.load(md, live, pods, at.timestamp())
+    except Exception as err:
+        metrics.RECONCILE_ERRORS.labels("ModelDeployment").inc()
+        logger.exception("reading the autoscaler's metrics failed")
+        return Load({}, pods, f"{type(err).__name__}: {err}"[:300])
 
 
 async def _watch(ctx: Context, md: ModelDeployment, now: float, logger: logging.Logger) -> WatchInput | None:
@@ -289,7 +318,14 @@ async def _apply(ctx: Context, md: ModelDeployment, plan: Plan, children: list[C
     namespace = md.metadata.namespace
     applied = ctx.applied.setdefault((namespace or "", md.metadata.name or ""), {})
     now = time.monotonic()
-    for child in builders.children(md, plan.workloads, list(plan.status.traffic), ctx.serving_otlp_endpoint):
+    unowned = (
+        {builders.child_name(md, w.revision) for w in plan.workloads}
+        if autoscaling.scaled_by(md) is not None
+        else set(plan.status.scaled_externally)
+    )
+    traffic = list(plan.status.traffic)
+    live = {c.name: c.wanted for c in children}
+    for child in builders.children(md, plan.workloads, traffic, ctx.serving_otlp_endpoint, unowned):
         if child["kind"] == "HTTPRoute" and not ctx.gateway_api:
             continue
         key = (child["kind"], child["metadata"]["name"])
@@ -297,6 +333,8 @@ async def _apply(ctx: Context, md: ModelDeployment, plan: Plan, children: list[C
         last = applied.get(key)
         if last is not None and last[0] == digest and now - last[1] < REAPPLY_SECONDS:
             continue
+        if key[1] in unowned and key[1] in live:
+            await _hand_over_replicas(kube, child, live[key[1]])
         await kube.apply(child)
         applied[key] = (digest, now)
     wanted = {w.revision for w in plan.workloads}
@@ -307,6 +345,21 @@ async def _apply(ctx: Context, md: ModelDeployment, plan: Plan, children: list[C
         for api_version, kind in (("v1", "Service"), ("policy/v1", "PodDisruptionBudget"), ("apps/v1", "Deployment")):
             await kube.delete(api_version, kind, namespace, old.name)
             applied.pop((kind, old.name), None)
+
+
+async def _hand_over_replicas(kube: Kube, deployment: dict[str, Any], replicas: int) -> None:
+    """Before the operator applies a Deployment without ``spec.replicas`` (another scaler owns
+    it), a second field manager claims the count it has now: otherwise the API server would
+    reset a field its only manager dropped to its default, 1 pod, until the HPA notices. This
+    is the handover the Kubernetes docs give (Server-Side Apply, "Transferring ownership")."""
+    meta = deployment["metadata"]
+    claim = {
+        "apiVersion": deployment["apiVersion"],
+        "kind": deployment["kind"],
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "spec": {"replicas": replicas},
+    }
+    await kube.apply(claim, field_manager=HANDOVER_MANAGER)
 
 
 # ----------------------------------------------------------------------------- registration
@@ -344,6 +397,14 @@ def register(registry: kopf.OperatorRegistry) -> None:
         )
         return {(namespace or "", labels[LABEL_MODEL]): child}
 
+    @kopf.index("autoscaling", "v2", "horizontalpodautoscalers", id="hpa_targets", registry=registry)
+    async def hpa_targets(namespace: str | None, spec: kopf.Spec, **_: Any) -> dict[str, str]:
+        # KEDA makes one HPA per ScaledObject, so this finds KEDA too.
+        target = spec.get("scaleTargetRef") or {}
+        if target.get("kind") != "Deployment" or not target.get("name"):
+            return {}
+        return {namespace or "": str(target["name"])}
+
     @kopf.index(GROUP, VERSION, "alertrules", id="alert_actions", registry=registry)
     async def alert_actions(
         namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
@@ -373,6 +434,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         deployments_by_model: kopf.Index[tuple[str, str], Child],
         alert_actions: kopf.Index[ObjectKey, tuple[AlertAction, ...]],
         safety_policies: kopf.Index[ObjectKey, safety.PolicySummary],
+        hpa_targets: kopf.Index[str, str],
         logger: logging.Logger,
         **_: Any,
     ) -> None:
@@ -386,7 +448,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
         async def one_pass() -> float:
             children = list(deployments_by_model.get(key, []))
             alerts = tuple(a for actions in alert_actions.get(key, []) for a in actions)
-            return await reconcile_once(ctx, body, children, logger, alerts, policy)
+            scaled = set(hpa_targets.get(namespace, []))
+            return await reconcile_once(ctx, body, children, logger, alerts, policy, scaled)
 
         await lifecycle.serve(
             ctx.loops,

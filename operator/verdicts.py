@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,8 +24,10 @@ from cutover.analysis import Analysis, Arms, MetricsUnavailable, PostPromotionWa
 from cutover.api import contract
 from cutover.api.v1alpha1 import ModelDeployment, seconds
 
+from . import load as autoscaler_load
 from .kube import Kube
 from .rollout import AnalysisInput, AnalysisPlan, WatchInput, comparison
+from .rollout.autoscaling import Load
 from .secrets import SecretUnavailable, secret_text
 
 
@@ -36,6 +39,11 @@ class VerdictSource(Protocol):
     async def watch(self, md: ModelDeployment, now: float) -> WatchInput | None:
         """The post-promotion watch's finding on ``md.status.postPromotion`` (None when no
         revision is being watched)."""
+        ...
+
+    async def load(self, md: ModelDeployment, revisions: Sequence[str], pods: int, now: float) -> Load:
+        """What the autoscaler reads: the load on ``revisions`` (those taking live traffic,
+        ``pods`` ready pods among them); a metric that cannot be read is None in it."""
         ...
 
     def drop(self, uid: str) -> None:
@@ -168,6 +176,13 @@ class PrometheusVerdicts:
             return _Watch(key, None, WatchInput(watched.revision, False, reason))
         return _Watch(key, watch, WatchInput(watched.revision, False, "watching"))
 
+    async def load(self, md: ModelDeployment, revisions: Sequence[str], pods: int, now: float) -> Load:
+        try:
+            provider = self._provider(md, await self._headers(md))
+        except CredentialsUnavailable as err:
+            return Load({}, pods, f"metrics unavailable: {err}")
+        return await autoscaler_load.read(provider, md, revisions, pods, now)
+
     async def current(self, md: ModelDeployment, now: float) -> AnalysisInput | None:
         uid = md.metadata.uid or f"{md.metadata.namespace}/{md.metadata.name}"
         key = comparison(md.spec, md.status)
@@ -253,6 +268,10 @@ class FileVerdicts:
             return None
         name, found = read[0], read[1]["watch"]
         return WatchInput(watched.revision, bool(found["alarm"]), found.get("reason", f"scripted in {name}"))
+
+    async def load(self, md: ModelDeployment, revisions: Sequence[str], pods: int, now: float) -> Load:
+        """No metrics are read with --verdicts-from: the autoscaler holds the count."""
+        return Load({}, pods, "no metrics with --verdicts-from")
 
     async def current(self, md: ModelDeployment, now: float) -> AnalysisInput | None:
         key = comparison(md.spec, md.status)

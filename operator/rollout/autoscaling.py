@@ -29,10 +29,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
+from cutover.api.contract import ANNOTATION_SCALED_BY
 from cutover.api.v1alpha1 import seconds
 from cutover.api.v1alpha1.modeldeployment import (
     Autoscaling,
     AutoscalingStatus,
+    ModelDeployment,
     Recommendation,
     ScaleEvent,
     ScalingLimit,
@@ -205,8 +207,9 @@ def decide(
         limited, text = "ScaleUpStabilization", f"{text}; {up} recommended within the scale-up window"
     highest = scale_up_limit(current, events, behavior.up, now)
     lowest = scale_down_limit(current, events, behavior.down, now)
-    top, top_reason = (highest, "ScaleUpPolicy") if highest < maximum else (maximum, "MaxReplicas")
-    bottom, bottom_reason = (lowest, "ScaleDownPolicy") if lowest > minimum else (minimum, "MinReplicas")
+    top_reason: ScalingLimit = "ScaleUpPolicy" if highest < maximum else "MaxReplicas"
+    bottom_reason: ScalingLimit = "ScaleDownPolicy" if lowest > minimum else "MinReplicas"
+    top, bottom = min(highest, maximum), max(lowest, minimum)
     wanted = stabilized
     if wanted > top:
         wanted, limited, text = top, top_reason, f"{text}; at most {top} allowed ({top_reason})"
@@ -236,6 +239,12 @@ def _record(
     since = now - timedelta(seconds=longest)
     kept = tuple(e for e in events if e.at > since)
     return (*kept, ScaleEvent(at=now, change=wanted - current)) if wanted != current else kept
+
+
+def scaled_by(md: ModelDeployment) -> str | None:
+    """What the ``cutover.dev/scaled-by`` annotation says scales the model's pods instead of
+    the operator (None without it)."""
+    return md.metadata.annotations.get(ANNOTATION_SCALED_BY)
 
 
 def targets(spec: Autoscaling) -> dict[Metric, int]:

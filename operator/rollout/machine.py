@@ -14,7 +14,7 @@ from dataclasses import replace
 from cutover.api.v1alpha1.modeldeployment import ModelDeploymentStatus
 
 from . import alerts, reasons, requests
-from .autoscaling import autoscale
+from .autoscaling import autoscale, scaled_by
 from .state import Pass, RolloutState, elapsed
 from .status import SAFETY_POLICY_READY, finish
 from .strategies import strategy_for
@@ -82,7 +82,7 @@ def _autoscale(p: Pass) -> None:
     it decided. It stands down while another scaler owns the Deployments' replicas."""
     spec = p.spec.runtime.autoscaling
     external = tuple(sorted(p.inputs.scaled_externally))
-    if spec is None or external:
+    if spec is None or external or scaled_by(p.md) is not None:
         p.state = replace(p.state, autoscaling=None, scaled_externally=external)
         return
     scaled = autoscale(spec, p.state.autoscaling, p.inputs.load, p.now)

@@ -14,11 +14,12 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
+from cutover.api.contract import ANNOTATION_SCALED_BY
 from cutover.api.v1alpha1 import Condition
 from cutover.api.v1alpha1.modeldeployment import Phase
 
 from . import reasons
-from .autoscaling import targets
+from .autoscaling import scaled_by, targets
 from .state import Pass, elapsed
 from .traffic import table
 from .types import BASELINE_SUFFIX, Plan, comparison
@@ -274,7 +275,9 @@ def scaling_conditions(p: Pass, make: Callable[[str, bool | None, str, str], Con
         return []
     scaled, external = p.state.autoscaling, p.state.scaled_externally
     if scaled is None:
-        text = f"replicas of {', '.join(external)} are owned by another scaler; the operator leaves them alone"
+        by = scaled_by(p.md)
+        owner = f"{by} ({ANNOTATION_SCALED_BY})" if by is not None else f"an HPA on {', '.join(external)}"
+        text = f"the replicas are owned by {owner}; the operator leaves them alone"
         return [make(SCALING_ACTIVE, False, reasons.SCALED_EXTERNALLY, text)]
     before = p.stored.autoscaling
     if scaled.desired_replicas != scaled.current_replicas and (before is None or before != scaled):
