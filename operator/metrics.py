@@ -10,7 +10,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from cutover.api.contract import REVISION_ROLE
 from cutover.api.v1alpha1 import ModelDeployment
-from cutover.api.v1alpha1.modeldeployment import Phase
+from cutover.api.v1alpha1.modeldeployment import Phase, ScalingLimit
 
 from .alerts.evaluator import live_revisions
 from .rollout import AnalysisInput, Plan, reasons
@@ -70,6 +70,52 @@ def observe(md: ModelDeployment, plan: Plan, analysis: AnalysisInput | None, sec
         if event.reason in _ALERT_ACTIONS:
             ALERT_ACTIONS.labels(_ALERT_ACTIONS[event.reason], str(event.type == "Normal").lower()).inc()
     _export_roles((namespace, name), md.spec.model.name, live_revisions(md.model_copy(update={"status": plan.status})))
+    _export_autoscaling(namespace, name, plan)
+
+
+AUTOSCALER_REPLICAS = Gauge(
+    "cutover_autoscaler_replicas",
+    "Pods the autoscaler found (current) and decided (desired) for the model at full size",
+    ["namespace", "name", "kind"],
+)
+AUTOSCALER_METRIC = Gauge(
+    "cutover_autoscaler_metric_value",
+    "The deciding metric's average per pod, and its target",
+    ["namespace", "name", "metric", "kind"],
+)
+AUTOSCALER_LIMITED = Gauge(
+    "cutover_autoscaler_limited",
+    "1 for what held the autoscaler's count away from what its metric asked (status.autoscaling.limitedBy)",
+    ["namespace", "name", "reason"],
+)
+SCALING_LIMITS = get_args(ScalingLimit)
+
+
+def _export_autoscaling(namespace: str, name: str, plan: Plan) -> None:
+    """The autoscaler's last decision as gauges; none for a ModelDeployment without it."""
+    scaled = plan.status.autoscaling
+    if scaled is None:
+        _forget_autoscaling(namespace, name)
+        return
+    AUTOSCALER_REPLICAS.labels(namespace, name, "current").set(scaled.current_replicas)
+    AUTOSCALER_REPLICAS.labels(namespace, name, "desired").set(scaled.desired_replicas)
+    if scaled.metric and scaled.value is not None and scaled.target is not None:
+        AUTOSCALER_METRIC.labels(namespace, name, scaled.metric, "value").set(scaled.value)
+        AUTOSCALER_METRIC.labels(namespace, name, scaled.metric, "target").set(scaled.target)
+    for reason in SCALING_LIMITS:
+        if reason:
+            AUTOSCALER_LIMITED.labels(namespace, name, reason).set(1.0 if scaled.limited_by == reason else 0.0)
+
+
+def _forget_autoscaling(namespace: str, name: str) -> None:
+    for gauge, labels in (
+        (AUTOSCALER_REPLICAS, [("current",), ("desired",)]),
+        (AUTOSCALER_METRIC, [(m, k) for m in ("inFlight", "gpuUtilization") for k in ("value", "target")]),
+        (AUTOSCALER_LIMITED, [(reason,) for reason in SCALING_LIMITS if reason]),
+    ):
+        for rest in labels:
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, name, *rest)
 
 
 REVISION_ROLE_GAUGE = Gauge(REVISION_ROLE.name, REVISION_ROLE.help, list(REVISION_ROLE.labels))
@@ -98,8 +144,9 @@ def _export_roles(key: tuple[str, str], model: str, live: list[tuple[str, str]])
 
 
 def forget(namespace: str, name: str) -> None:
-    """Drop the role series of a ModelDeployment that is gone (its loop ended)."""
+    """Drop the role and autoscaler series of a ModelDeployment that is gone (its loop ended)."""
     _export_roles((namespace, name), "", [])
+    _forget_autoscaling(namespace, name)
 
 
 # ---- AlertRules --------------------------------------------------------------------------------

@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from prometheus_client import generate_latest
 
 from cutover.api.v1alpha1.modeldeployment import Autoscaling, ScaleEvent
-from cutover.operator import builders
+from cutover.operator import builders, metrics
 from cutover.operator.rollout.autoscaling import (
     Behavior,
     Load,
@@ -254,3 +255,16 @@ def test_max_below_what_a_pooled_canary_step_needs_is_a_condition() -> None:
     limited = next(c for c in sim.status["conditions"] if c["type"] == "ScalingLimited")  # type: ignore[index]
     assert (limited["status"], limited["reason"]) == ("True", "MaxBelowCanaryStep")
     assert "5% canary step needs 20 pods" in limited["message"]
+
+
+def test_the_decision_is_exported_and_dropped_with_the_object() -> None:
+    sim = _sim(CANARY)
+    sim.load = in_flight(40, 2)
+    metrics.observe(sim.md, sim.step(seconds=15), None, 0.001)
+    text = generate_latest().decode()
+    labels = 'name="fraud-scorer",namespace="payments"'
+    assert f'cutover_autoscaler_replicas{{kind="desired",{labels}}} 6.0' in text  # 2 -> max(2x, +4)
+    assert f'cutover_autoscaler_metric_value{{kind="value",metric="inFlight",{labels}}} 20.0' in text
+    assert f'cutover_autoscaler_limited{{{labels},reason="ScaleUpPolicy"}} 1.0' in text
+    metrics.forget("payments", "fraud-scorer")
+    assert "cutover_autoscaler_replicas{" not in generate_latest().decode()
