@@ -5,8 +5,8 @@ exported over OTLP/HTTP (``--otlp-endpoint``, or the standard ``OTEL_EXPORTER_OT
 Off by default, and then nothing is traced and nothing is passed on by ``cutover serve`` (the
 gateway still passes the client's ``traceparent`` on as it came). Off costs nothing measurable:
 :meth:`Tracing.span` is a shared ``nullcontext`` then, not a call into OpenTelemetry's API (its
-no-op tracer costs about 10 us a span here, and a request has up to eight; benchmarks/README.md
-has the figures on and off).
+no-op tracer costs a few microseconds a span, and a request has up to eight; benchmarks/README.md
+has the figures off, on and sampled).
 
 On, each traced process has its own ``TracerProvider`` (``service.name`` ``cutover-serve`` or
 ``cutover-gateway``), passed in rather than set globally, so tests run a gateway and a revision in

@@ -2,10 +2,10 @@
 each with its own TracerProvider and in-memory exporter: the ``traceparent`` a client sends is
 the parent of the gateway's span, the gateway's attempt the parent of the revision's, the
 pipeline's stages are the revision's children, the upstream is called with the span it was
-called in, and the audit record carries the trace id; over gRPC the same from metadata; mirrored
-copies are children of the live request. Off, nothing is traced, and the gateway still passes
-the client's ``traceparent`` on. A `cutover serve` process exports over OTLP/HTTP to a receiver
-here that decodes what it gets with opentelemetry-proto."""
+called in, and the audit record carries the trace id; over gRPC the same from metadata;
+mirrored copies are children of the live request; with a SafetyPolicy its screening is a span.
+Off, nothing is traced, and the gateway still passes the client's ``traceparent`` on. A `cutover
+serve` process exports over OTLP/HTTP to a receiver here that decodes with opentelemetry-proto."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ from tests.support.waiting import wait_until
 from .support import Serving
 from .test_adapters import ChatUpstream, chat_upstream
 from .test_gateway_requests import MODEL, deployment, settled, shadowing
+from .test_safety_pipeline import Setup, Upstream
 from .test_server import models
 
 __all__ = ["chat_upstream", "models"]  # the fixtures, used by name
@@ -179,6 +180,41 @@ async def test_a_chat_completion_is_one_trace_from_the_client_to_the_upstream_an
     assert (record["trace_id"], record["span_id"]) == (TRACE, own(answered))
 
 
+async def test_a_streamed_chat_completion_calls_the_upstream_inside_its_model_span(
+    stack: Start, chat_upstream: str, tmp_path: Path
+) -> None:
+    serving, served = traced("cutover-serve")
+    client = (await stack(llm(chat_upstream, tmp_path), deployment(STABLE), serving, Tracing())).client
+    sent = {**CHAT, "stream": True}
+    answer = await client.post("/v1/chat/completions", json=sent, headers={"traceparent": TRACEPARENT})
+    assert answer.status == 200 and (await answer.read()).endswith(b"data: [DONE]\n\n")
+    spans = served.get_finished_spans()
+    model = only(spans, "model")
+    assert model.attributes is not None and model.attributes["stream"] is True
+    assert parent(model) == own(only(spans, "POST /v1/chat/completions"))
+    assert ChatUpstream.seen[-1]["traceparent"] == f"00-{TRACE}-{own(model)}-01"
+
+
+async def test_the_triton_adapter_calls_its_upstream_inside_the_model_span(stack: Start, models: Path) -> None:
+    upstream_tracing, upstream_spans = traced("triton")
+    upstream = ModelServer(onnx(models), tracing=upstream_tracing)  # it speaks Triton's protocol
+    await upstream.load()
+    triton = TestServer(upstream.app())
+    await triton.start_server()
+    try:
+        serving, served = traced("cutover-serve")
+        url = str(triton.make_url("")).rstrip("/")
+        config = ServeConfig(name=MODEL, version="1", format="triton", upstream=url, upstream_model=MODEL)
+        client = (await stack(config, deployment(STABLE), serving, Tracing())).client
+        answer = await client.post(f"/v2/models/{MODEL}/infer", json=INFER, headers={"traceparent": TRACEPARENT})
+        assert answer.status == 200, await answer.text()
+    finally:
+        await triton.close()
+        await upstream.close()
+    called = only(upstream_spans.get_finished_spans(), "POST /v2/models/{name}/infer")
+    assert parent(called) == own(only(served.get_finished_spans(), "model")) and trace_of(called) == TRACE
+
+
 async def test_an_inference_request_has_a_span_per_stage_and_its_mirrored_copy_is_a_child_of_the_request(
     stack: Start, models: Path
 ) -> None:
@@ -298,3 +334,26 @@ def test_cutover_serve_exports_its_spans_over_otlp_to_the_standard_endpoint(
         assert {s.name for s in Collector.spans if s.parent_span_id == span.span_id} >= {"decode", "model", "encode"}
     finally:
         assert serving.stop() == 0
+
+
+async def test_with_a_safety_policy_each_direction_screened_is_a_span(tmp_path: Path) -> None:
+    tracing, exported = traced("cutover-serve")
+    setup = Setup(tmp_path, Upstream())
+    setup.pipeline.tracing = tracing
+    with tracing.serving("POST /v1/chat/completions", {"traceparent": TRACEPARENT}):
+        await setup.chat("hello there")
+    screened = [span.attributes["direction"] for span in exported.get_finished_spans() if span.name == "safety"]
+    assert screened == ["input", "output"]
+
+
+async def test_a_request_its_caller_left_unsampled_records_no_spans_and_passes_its_trace_on(
+    stack: Start, chat_upstream: str, tmp_path: Path
+) -> None:
+    serving, served = traced("cutover-serve")
+    client = (await stack(llm(chat_upstream, tmp_path), deployment(STABLE), serving, Tracing())).client
+    unsampled = f"00-{TRACE}-{CALLER}-00"
+    answer = await client.post("/v1/chat/completions", json=CHAT, headers={"traceparent": unsampled})
+    assert answer.status == 200 and served.get_finished_spans() == ()
+    passed_on = ChatUpstream.seen[-1]["traceparent"]
+    assert passed_on.startswith(f"00-{TRACE}-") and passed_on.endswith("-00")
+    assert audited(tmp_path / "audit.jsonl")["trace_id"] == TRACE
