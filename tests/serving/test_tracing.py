@@ -35,7 +35,7 @@ from cutover.api.v1alpha1.modeldeployment import Batching
 from cutover.serving import sample_models
 from cutover.serving.gateway.app import Gateway, GatewayConfig
 from cutover.serving.gateway.grpc_proxy import GatewayInferenceService
-from cutover.serving.grpc_server import listening
+from cutover.serving.grpc_server import InferenceService, listening
 from cutover.serving.server import ModelServer, ServeConfig
 from cutover.serving.tracing import Tracing
 from tests.support.waiting import wait_until
@@ -241,12 +241,10 @@ async def test_an_inference_request_has_a_span_per_stage_and_its_mirrored_copy_i
     assert {trace_of(span) for span in (*gateway_spans, *serving_spans)} == {TRACE}
 
 
-async def test_a_grpc_call_takes_its_trace_from_its_metadata(stack: Start, models: Path) -> None:
-    serving, served = traced("cutover-serve")
-    front, fronted = traced("cutover-gateway")
-    each = await stack(onnx(models), deployment(STABLE), serving, front)
-    service = GatewayInferenceService(each.gateway)
-    async with listening(service, "127.0.0.1", 0, max_message_bytes=1 << 20, shutdown_grace=0, tracing=front) as port:
+async def grpc_infer(service: Any, tracing: Tracing) -> None:
+    """One ModelInfer call with tritonclient.grpc, sent the client's ``traceparent``, to
+    ``service`` listening with ``tracing``."""
+    async with listening(service, "127.0.0.1", 0, max_message_bytes=1 << 20, shutdown_grace=0, tracing=tracing) as port:
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
         x = sample_models.sample_inputs(1, seed=1)
         tensor = grpcclient.InferInput("input", list(x.shape), "FP32")
@@ -256,6 +254,14 @@ async def test_a_grpc_call_takes_its_trace_from_its_metadata(stack: Start, model
         finally:
             await client.close()
     assert np.asarray(result.as_numpy("probabilities")).shape == (1, 3)
+
+
+async def test_a_grpc_call_takes_its_trace_from_its_metadata(stack: Start, models: Path) -> None:
+    serving, served = traced("cutover-serve")
+    front, fronted = traced("cutover-gateway")
+    each = await stack(onnx(models), deployment(STABLE), serving, front)
+    service = GatewayInferenceService(each.gateway)
+    await grpc_infer(service, front)
     gateway_spans, serving_spans = fronted.get_finished_spans(), served.get_finished_spans()
     call = only(gateway_spans, "inference.GRPCInferenceService/ModelInfer")
     assert call.kind == SpanKind.SERVER and parent(call) == CALLER and trace_of(call) == TRACE
@@ -357,3 +363,17 @@ async def test_a_request_its_caller_left_unsampled_records_no_spans_and_passes_i
     passed_on = ChatUpstream.seen[-1]["traceparent"]
     assert passed_on.startswith(f"00-{TRACE}-") and passed_on.endswith("-00")
     assert audited(tmp_path / "audit.jsonl")["trace_id"] == TRACE
+
+
+async def test_a_grpc_call_to_cutover_serve_is_the_parent_of_its_stages(models: Path) -> None:
+    serving, served = traced("cutover-serve")
+    server = ModelServer(onnx(models), tracing=serving)
+    await server.load()
+    try:
+        await grpc_infer(InferenceService(server), serving)
+    finally:
+        await server.close()
+    spans = served.get_finished_spans()
+    call = only(spans, "inference.GRPCInferenceService/ModelInfer")
+    assert call.kind == SpanKind.SERVER and parent(call) == CALLER and trace_of(call) == TRACE
+    assert children(spans, call) == ["decode", "encode", "model", "validate"]
