@@ -56,33 +56,50 @@ class BodyStream:
 
     def __init__(self, connection: _Connection) -> None:
         self._connection = connection
-        self._pieces: asyncio.Queue[bytes | UpstreamError | None] = asyncio.Queue()
+        self._arrived: list[bytes] = []
+        self._complete = False
+        self._error: UpstreamError | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self.ended = False
         """Whether the body ended, failed or was abandoned."""
 
     def feed(self, data: bytes) -> None:
-        self._pieces.put_nowait(data)
+        self._arrived.append(data)
+        self._wake()
 
     def end(self) -> None:
-        self.ended = True
-        self._pieces.put_nowait(None)
+        self.ended = self._complete = True
+        self._wake()
 
     def fail(self, error: UpstreamError) -> None:
         if not self.ended:
-            self.ended = True
-            self._pieces.put_nowait(error)
+            self.ended, self._error = True, error
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def pieces(self, timeout: float) -> AsyncIterator[bytes]:
-        """The body's bytes as they arrive. Raises ``Disconnected`` when the connection breaks
-        before the body ends, ``TimeoutError`` when nothing arrives for ``timeout`` seconds."""
+        """The body's bytes as they arrive (what arrived together, in one piece). Raises
+        ``Disconnected`` when the connection breaks before the body ends, ``TimeoutError`` when
+        nothing arrives for ``timeout`` seconds."""
         while True:
-            async with asyncio.timeout(timeout):
-                piece = await self._pieces.get()
-            if piece is None:
+            if not self._arrived and not self._complete and self._error is None:
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._waiter
+                finally:
+                    self._waiter = None
+            if self._arrived:
+                piece = self._arrived[0] if len(self._arrived) == 1 else b"".join(self._arrived)
+                self._arrived.clear()
+                yield piece
+            elif self._error is not None:
+                raise self._error
+            else:
                 return
-            if isinstance(piece, UpstreamError):
-                raise piece
-            yield piece
 
     def close(self) -> None:
         if not self.ended:
