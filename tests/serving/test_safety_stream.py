@@ -18,7 +18,7 @@ from .test_pipeline import json_body
 from .test_safety_pipeline import Setup, Upstream
 from .test_safety_policy import WEBHOOK
 
-POLICY = {
+POLICY: dict[str, Any] = {
     "crisis": {"escalationWebhook": WEBHOOK, "responseMessage": "You are not alone. Call 988.", "scope": "outputs"},
     "toxicity": {"action": "flag", "scope": "outputs"},
     "pii": {"entities": ["email"], "scope": "outputs"},
