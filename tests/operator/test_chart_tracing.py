@@ -3,27 +3,21 @@ serving pod, as the flags each command takes; empty, neither traces."""
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
 import pytest
-import yaml
 
 from cutover.operator import cli
 
-from .test_alert_render_chart import CHART, helm
+from .test_alert_render_chart import rendered
 
 
 def commands(*values: str) -> dict[str, Any]:
     """The parsed arguments of each container the chart renders, by container name."""
-    args = [helm(), "template", "cutover", str(CHART), "--kube-version", "1.36.3"]
-    for value in values:
-        args += ["--set", value]
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-    deployments = [doc for doc in yaml.safe_load_all(out) if doc and doc["kind"] == "Deployment"]
     return {
         container["name"]: cli.parser().parse_args(container["args"])
-        for doc in deployments
+        for doc in rendered(*values)
+        if doc["kind"] == "Deployment"
         for container in doc["spec"]["template"]["spec"]["containers"]
     }
 
