@@ -2,7 +2,8 @@
 values over the pods of the revisions that take live traffic, and how many pods reported.
 
 - ``inFlight``: the serving pods' ``cutover_serving_in_flight`` (one series per pod), by the
-  contract's revision labels;
+  contract's revision labels, averaged over :data:`WINDOW` and summed over the model (the
+  autoscaler holds the sum to ``targetInFlight`` per pod);
 - ``gpuUtilization``: NVIDIA DCGM exporter's ``DCGM_FI_DEV_GPU_UTIL`` (one series per GPU,
   labelled with the ``namespace`` and ``pod`` it is allocated to), averaged per pod; the pods
   are found by name (``<modeldeployment>-<revision>-...``, what the Deployments make).
@@ -24,6 +25,10 @@ from cutover.api.v1alpha1 import ModelDeployment
 from .builders import child_name
 from .rollout.autoscaling import Load, Metric, Reading, targets
 
+WINDOW = "30s"
+"""The in-flight gauge is averaged over this window (two sync periods): sampled at one scrape,
+it swings from the whole batch to nothing as batches close."""
+
 
 def queries(md: ModelDeployment, revisions: Sequence[str]) -> dict[Metric, str]:
     """Per metric the autoscaling spec targets, the PromQL vector of per-pod values."""
@@ -35,10 +40,11 @@ def queries(md: ModelDeployment, revisions: Sequence[str]) -> dict[Metric, str]:
     for metric in targets(spec):
         if metric == "inFlight":
             chosen = "|".join(re.escape(r) for r in revisions)
-            out[metric] = (
+            selector = (
                 f'{contract.SERVING_IN_FLIGHT.sample}{{namespace="{namespace}",'
                 f'model="{md.spec.model.name}",revision=~"{chosen}"}}'
             )
+            out[metric] = f"avg_over_time({selector}[{WINDOW}])"
         else:
             pods = "|".join(re.escape(child_name(md, r)) for r in revisions)
             selector = f'{contract.GPU_UTILIZATION}{{namespace="{namespace}",pod=~"({pods})-.+"}}'

@@ -5,10 +5,14 @@ Source: the HPA documentation (kubernetes.io, "Horizontal Pod Autoscaling", sect
 controller it describes (pkg/controller/podautoscaler/horizontal.go, replica_calculator.go).
 Read there, written here:
 
-- per metric, ``desired = ceil(pods * average / target)``, where the average is over the pods
-  that report the metric; no change while ``|average / target - 1| <= 0.1`` (the tolerance);
-- pods that report nothing count as at the target when the others ask to scale down and as 0
-  when they ask to scale up; if that flips the direction or lands within the tolerance, no change;
+- a per-pod metric (GPU utilisation: the HPA's Pods metric), ``desired = ceil(pods * average /
+  target)``, the average over the pods that report it; no change while ``|average / target -
+  1| <= 0.1`` (the tolerance); pods that report nothing count as at the target when the others
+  ask to scale down and as 0 when they ask to scale up; if that flips the direction or lands
+  within the tolerance, no change;
+- a metric summed over the model (in-flight requests: the HPA's External metric with an
+  AverageValue target, as KEDA's Prometheus scaler feeds it), ``desired = ceil(total /
+  target)``, with the same tolerance on ``total / (target * current)``;
 - several metrics: the largest count wins; a metric that cannot be read blocks scaling down
   (and scaling at all when none can be read): the count is held;
 - every recommendation is kept with its time; the count moves up only to the lowest one within
@@ -131,6 +135,20 @@ def metric_replicas(pods: int, reading: Reading, target: float) -> tuple[int, bo
     if (new_ratio < 1.0 and wanted > pods) or (new_ratio > 1.0 and wanted < pods):
         return pods, True
     return wanted, False
+
+
+def total_replicas(current: int, total: float, target: float) -> tuple[int, bool]:
+    """Pods a metric summed over the model asks for, held to an average ``target`` per pod,
+    and whether the tolerance held the count at ``current``: the HPA's External metric with an
+    AverageValue target (what KEDA's Prometheus scaler gives an HPA), ``ceil(total / target)``
+    unless ``total / (target * current)`` is within the tolerance of 1.
+
+    In-flight requests are scaled this way: their sum is what the pods must carry however it
+    is spread, so a pod not scraped yet (just started) changes nothing, and the count does not
+    depend on how many pods Prometheus saw."""
+    if current and abs(total / (target * current) - 1.0) <= TOLERANCE:
+        return current, True
+    return math.ceil(total / target), False
 
 
 @dataclass(frozen=True)
@@ -282,8 +300,13 @@ def autoscale(
         if reading is None or reading.average is None or load is None:
             missing.append(f"{metric}: " + (load.error if load is not None and load.error else "no series"))
             continue
-        replicas, tolerated = metric_replicas(max(load.pods, reading.reporting), reading, float(target))
-        proposals.append((replicas, metric, reading.average, target, tolerated))
+        if metric == "inFlight":
+            replicas, tolerated = total_replicas(current, reading.total, float(target))
+            average = reading.total / max(current, 1)
+        else:
+            replicas, tolerated = metric_replicas(max(load.pods, reading.reporting), reading, float(target))
+            average = reading.total / reading.reporting
+        proposals.append((replicas, metric, average, target, tolerated))
     best = max(proposals, default=None)
     blocked = best is None or (missing and best[0] < current)  # a missing metric never lets it scale down
     previous = tuple(status.recommendations) if status is not None else ()

@@ -20,6 +20,7 @@ from cutover.operator.rollout.autoscaling import (
     metric_replicas,
     scale_down_limit,
     scale_up_limit,
+    total_replicas,
 )
 
 from ..cases import BG, CANARY
@@ -53,6 +54,13 @@ def test_pods_without_a_value_count_at_the_target_going_down_and_at_zero_going_u
     assert metric_replicas(4, Reading("inFlight", 60, 2), 10) == (6, False)
     # up that the silent pods turn into down: no change
     assert metric_replicas(4, Reading("inFlight", 15, 1), 10) == (4, True)
+
+
+def test_in_flight_is_summed_over_the_model_as_an_external_average_value_metric() -> None:
+    # however the requests are spread over the pods (or whether new pods were scraped yet)
+    assert total_replicas(4, 40, 4) == (10, False)
+    assert total_replicas(10, 43, 4) == (10, True)  # 43 / (4 x 10) is within the tolerance
+    assert total_replicas(10, 2, 4) == (1, False)
 
 
 def test_no_reporting_pod_is_an_error() -> None:
