@@ -46,7 +46,7 @@ from .errors import InferenceError, ServingError
 from .grpc_protocol import decode_infer_request, encode_infer_response, status_code
 from .pipeline import Tensors
 from .protocol import InferRequest
-from .tracing import Tracing
+from .tracing import Tracing, propagated
 
 if TYPE_CHECKING:
     from .server import ModelServer
@@ -182,7 +182,8 @@ def parsed_in_handlers(
     string field that is not UTF-8) are INVALID_ARGUMENT with the reason, where grpcio's own
     parsing answers UNKNOWN, which reads as a server failure. The streaming method is left out:
     UNIMPLEMENTED, as for any method not served. With ``tracing`` on, each call is a SERVER span
-    (``inference.GRPCInferenceService/ModelInfer``), a child of the ``traceparent`` in its metadata."""
+    (``inference.GRPCInferenceService/ModelInfer``), a child of the ``traceparent`` in its metadata,
+    and the span's ``traceparent`` goes back in the initial metadata."""
     tracing = tracing or Tracing()
     described = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
@@ -201,7 +202,9 @@ def parsed_in_handlers(
             name: str = f"{described.full_name}/{method.name}",
         ) -> Any:
             metadata = tracing.enabled and {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-            with tracing.serving(name, metadata or {}, {"rpc.system": "grpc"}):
+            with tracing.serving(name, metadata or {}, {"rpc.system": "grpc"}) as span:
+                if span is not None:  # the call's traceparent, as an HTTP answer carries it
+                    await context.send_initial_metadata(tuple(propagated().items()))
                 try:
                     request = request_type.FromString(data)
                 except DecodeError as error:

@@ -14,7 +14,8 @@ one process with an in-memory exporter each. The spans:
 
 - SERVER ``POST /v2/models/{name}/infer``, ``POST /v1/chat/completions`` (by route): a request,
   a child of the caller's span;
-- SERVER ``inference.GRPCInferenceService/<Method>``: a gRPC call, its context from the metadata;
+- SERVER ``inference.GRPCInferenceService/<Method>``: a gRPC call, its context from the metadata
+  (its own ``traceparent`` goes back in the initial metadata);
 - ``decode``, ``validate``, ``safety`` (with a SafetyPolicy; ``direction`` input or output),
   ``queue`` (batching), ``model``, ``fallback``, ``encode``: the pipeline's stages (``pipeline.py``);
 - CLIENT ``POST`` (gateway): one attempt at a revision, whose context goes on as ``traceparent``;

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
@@ -30,6 +31,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
+from tritonclient.grpc.service_pb2 import ServerLiveRequest
+from tritonclient.grpc.service_pb2_grpc import GRPCInferenceServiceStub
 
 from cutover.api.v1alpha1.modeldeployment import Batching
 from cutover.serving import sample_models
@@ -377,3 +380,23 @@ async def test_a_grpc_call_to_cutover_serve_is_the_parent_of_its_stages(models: 
     call = only(spans, "inference.GRPCInferenceService/ModelInfer")
     assert call.kind == SpanKind.SERVER and parent(call) == CALLER and trace_of(call) == TRACE
     assert children(spans, call) == ["decode", "encode", "model", "validate"]
+
+
+async def test_a_grpc_answer_carries_the_traceparent_of_its_call(models: Path) -> None:
+    serving, served = traced("cutover-serve")
+    server = ModelServer(onnx(models), tracing=serving)
+    try:
+        async with (
+            listening(
+                InferenceService(server), "127.0.0.1", 0, max_message_bytes=1024, shutdown_grace=0, tracing=serving
+            ) as port,
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
+            sent = (("traceparent", TRACEPARENT),)
+            call = GRPCInferenceServiceStub(channel).ServerLive(ServerLiveRequest(), metadata=sent)
+            assert (await call).live
+            metadata = dict(await call.initial_metadata())
+    finally:
+        await server.close()
+    span = only(served.get_finished_spans(), "inference.GRPCInferenceService/ServerLive")
+    assert parent(span) == CALLER and metadata["traceparent"] == f"00-{TRACE}-{own(span)}-01"
