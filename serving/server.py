@@ -52,7 +52,7 @@ from .pipeline import Admission, ChatStream, Pipeline
 from .protocol import HEADER_LENGTH, decode_index_request
 from .safety.guard import Guard
 from .safety.source import PolicyFile
-from .tracing import Tracing
+from .tracing import Tracing, propagated
 from .tracing import middleware as tracing_middleware
 
 __all__ = ["ModelServer", "ServeConfig", "serve"]
@@ -326,7 +326,7 @@ class ModelServer:
             "Cache-Control": "no-cache",
             REVISION_HEADER: self.config.revision,
         }
-        response = web.StreamResponse(headers=headers)
+        response = web.StreamResponse(headers=propagated(headers))  # the request's traceparent, when traced
         async with contextlib.aclosing(stream):
             try:
                 await response.prepare(request)

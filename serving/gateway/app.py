@@ -26,7 +26,7 @@ from cutover.api.contract import GATEWAY_PORT, REQUEST_ID_HEADER
 from ..http import OWN_DECODING, json_body, json_errors, live, prometheus, readiness, request_body
 from ..openai import error_body, error_object, event
 from ..protocol import HEADER_LENGTH, decode_index_request
-from ..tracing import TRACE_HEADERS, Tracing
+from ..tracing import TRACE_HEADERS, Tracing, propagated
 from ..tracing import middleware as tracing_middleware
 from .keys import DEFAULT_TIERS, ApiKey, Denied, KeyStore, Limiter, Tier, authorize, forbidden, retry_after_header
 from .metrics import GatewayMetrics
@@ -315,7 +315,7 @@ class Gateway:
         client that leaves closes the revision's connection. The request is in flight until the
         end, and the answer's mirrors get it whole then."""
         assert answer.stream is not None and answer.backend is not None
-        response = web.StreamResponse(status=answer.status, headers=answer.headers)
+        response = web.StreamResponse(status=answer.status, headers=propagated(answer.headers))  # when traced
         pieces: list[bytes] = []
         status = answer.status
         try:

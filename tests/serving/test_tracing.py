@@ -183,14 +183,17 @@ async def test_a_chat_completion_is_one_trace_from_the_client_to_the_upstream_an
     assert (record["trace_id"], record["span_id"]) == (TRACE, own(answered))
 
 
-async def test_a_streamed_chat_completion_calls_the_upstream_inside_its_model_span(
+async def test_a_streamed_chat_completion_calls_the_upstream_inside_its_model_span_and_carries_its_trace(
     stack: Start, chat_upstream: str, tmp_path: Path
 ) -> None:
     serving, served = traced("cutover-serve")
-    client = (await stack(llm(chat_upstream, tmp_path), deployment(STABLE), serving, Tracing())).client
+    front, fronted = traced("cutover-gateway")
+    client = (await stack(llm(chat_upstream, tmp_path), deployment(STABLE), serving, front)).client
     sent = {**CHAT, "stream": True}
     answer = await client.post("/v1/chat/completions", json=sent, headers={"traceparent": TRACEPARENT})
     assert answer.status == 200 and (await answer.read()).endswith(b"data: [DONE]\n\n")
+    request = only(fronted.get_finished_spans(), "POST /v1/chat/completions")
+    assert answer.headers["traceparent"] == f"00-{TRACE}-{own(request)}-01"
     spans = served.get_finished_spans()
     model = only(spans, "model")
     assert model.attributes is not None and model.attributes["stream"] is True
