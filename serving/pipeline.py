@@ -49,6 +49,10 @@ fallback; chat filters see the checked request and the upstream's answer (a whol
 filters do not see a stream's chunks). The audit record's
 input digest is always over what the client sent.
 
+Tracing: with ``tracing`` on, the stages are spans under the request's (decode, validate, safety,
+queue, model, fallback, encode; ``serving/tracing.py``) and the audit record carries the trace id;
+off, no OpenTelemetry code runs.
+
 Metrics: rows answered by the primary model, their confidence, out-of-distribution scores and
 the fallback link that answered are counted here; request counts and durations by status code
 are counted where the status is known, in the HTTP layer.
