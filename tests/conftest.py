@@ -30,7 +30,9 @@ def _failed(session: pytest.Session) -> bool:
 @pytest.fixture(scope="session")
 def kube(request: pytest.FixtureRequest) -> Iterator[Kube]:
     if os.environ.get("KUBECONFIG"):
-        client = Kube(os.environ["KUBECONFIG"].split(os.pathsep)[0])
+        kubeconfig = Path(os.environ["KUBECONFIG"].split(os.pathsep)[0])
+        pids = kubeconfig.parent / "pids"  # a cluster that `hack/cluster up NAME` started
+        client = Kube(str(kubeconfig), pids if pids.is_dir() else None)
         client.run("apply", "--server-side", "--force-conflicts", "--field-manager=pytest", "-f", str(REPO / "crds"))
         yield client
         return

@@ -18,3 +18,16 @@ def operator(kube: Kube, namespace: str, tmp_path: Path) -> Iterator[Operator]:
     op = Operator(kube, namespace, tmp_path).start()
     yield op
     op.stop()
+
+
+@pytest.fixture
+def replicas(kube: Kube, namespace: str, tmp_path: Path) -> Iterator[list[Operator]]:
+    """Two `cutover operator` processes electing a leader on the Lease ``cutover-operator`` in
+    the test's namespace (operator_support.LEASE_TIMING), reading the verdicts of the first's
+    folder; stopped at teardown."""
+    first = Operator(kube, namespace, tmp_path / "a", lease="cutover-operator")
+    second = Operator(kube, namespace, tmp_path / "b", lease=first.lease, verdicts=first.verdicts)
+    pair = [first.start(), second.start()]
+    yield pair
+    for replica in pair:
+        replica.stop()

@@ -80,14 +80,29 @@ class Operator:
             self.process.wait(timeout=30)
             self.process = None
 
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-            self.process = None
+    def stop(self) -> int | None:
+        """SIGTERM, as Kubernetes stops a pod; its exit status (None: it had to be killed)."""
+        if self.process is None:
+            return None
+        self.process.terminate()
+        try:
+            status = self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+        self.process = None
+        return status
+
+    def exited(self, timeout: float) -> int:
+        """Its exit status, once it exits by itself within ``timeout`` seconds.
+
+        Raises:
+            subprocess.TimeoutExpired: it is still running.
+        """
+        assert self.process is not None
+        status = self.process.wait(timeout=timeout)
+        self.process = None
+        return status
 
     def verdict(self, name: str, verdict: str, **extra: Any) -> None:
         path = self.verdicts / f"{self.namespace}_{name}.json"
@@ -135,3 +150,15 @@ class Operator:
         before = self.passes()
         assert before is not None, "the operator's metrics endpoint does not answer"
         wait_until(lambda: (self.passes() or 0) >= before + count, timeout, f"{count} more reconcile passes")
+
+
+def leader_and_standby(replicas: list[Operator]) -> tuple[Operator, Operator]:
+    """The two replicas as (leader, standby), once one leads and the other answers as a standby.
+
+    Raises:
+        TimedOut: not so within 30 s.
+    """
+    pairs = [(replicas[0], replicas[1]), (replicas[1], replicas[0])]
+    return wait_until(
+        lambda: [(a, b) for a, b in pairs if a.leading() and b.leading() is False], 30, "one leader and one standby"
+    )[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -17,11 +18,12 @@ import pytest
 
 from cutover.api.contract import LABEL_MODEL
 from cutover.api.v1alpha1 import seconds as seconds_of
+from cutover.operator.leader import LOST_EXIT_CODE
 from tests.support.kubectl import Kube
 from tests.support.waiting import wait_until
 
 from ..cases import EXAMPLES, load
-from .operator_support import Operator
+from .operator_support import Operator, leader_and_standby
 
 pytestmark = pytest.mark.cluster
 
@@ -360,48 +362,80 @@ def test_killed_operator_resumes_without_skipping_or_repeating_a_step(
 
 
 def test_a_standby_takes_over_from_a_killed_leader_within_15_s_and_never_writes_before(
-    kube: Kube, namespace: str, tmp_path: Path
+    kube: Kube, namespace: str, replicas: list[Operator]
 ) -> None:
     """Two replicas electing a leader on a Lease; the leader SIGKILLed at ten random points of a
     rollout. Each time the standby leads within 15 s (4 to 5 s with LEASE_TIMING), until then the
     ModelDeployment is not written at all, and the rollout neither skips nor repeats a step. The
     standby finishes no reconcile pass while it waits: kopf does not even run in it."""
-    first = Operator(kube, namespace, tmp_path / "a", lease="cutover-operator")
-    replicas = [first.start(), Operator(kube, namespace, tmp_path / "b", lease=first.lease, verdicts=first.verdicts)]
-    replicas[1].start()
+    doc = pausing_canary("8s")
+    deploy_v1(kube, namespace, doc)
+    replicas[0].verdict("ranker", "promote")
+    new_version(kube, namespace, doc, "v2")
+    rng = random.Random(20261201)
+    steps = StepLog(kube, namespace, doc)
+    takeovers: list[float] = []
+    while len(takeovers) < 10 and steps.watch(rng.uniform(0.3, 3.0)).get("candidateRevision"):
+        leader, standby = leader_and_standby(replicas)
+        assert standby.passes() == 0, "the standby reconciled while the leader held the Lease"
+        leader.kill()
+        killed_at, written = time.monotonic(), md(kube, namespace, "ranker")["metadata"]["resourceVersion"]
+
+        def took_over(standby: Operator = standby, written: str = written) -> bool:
+            version = md(kube, namespace, "ranker")["metadata"]["resourceVersion"]
+            if not standby.leading():  # read after the object: nobody led when it was read
+                assert version == written, "the ModelDeployment was written while nobody held the Lease"
+                return False
+            return bool(standby.passes())
+
+        wait_until(took_over, timeout=15, interval=0.1, what="the standby to take over")
+        takeovers.append(time.monotonic() - killed_at)
+        leader.start()  # back, as the standby
+    assert len(takeovers) == 10, f"the rollout finished after only {len(takeovers)} takeovers"
+    steps.check_promoted_step_by_step()
+    print(f"takeovers: {' '.join(f'{t:.1f}' for t in takeovers)} s")
+
+
+def holder(kube: Kube, namespace: str) -> str:
+    return str(kube.json("get", "lease", "cutover-operator", "-n", namespace)["spec"].get("holderIdentity", ""))
+
+
+def test_a_stopped_leader_releases_the_lease_so_the_standby_need_not_wait_it_out(
+    kube: Kube, namespace: str, replicas: list[Operator]
+) -> None:
+    """SIGTERM (a rolling upgrade, a drained node): the leader stops kopf, then gives the Lease up."""
+    deploy_v1(kube, namespace, fast_canary())
+    leader, standby = leader_and_standby(replicas)
+    before = holder(kube, namespace)
+    assert leader.stop() == 0
+    assert holder(kube, namespace) != before  # released: nobody's, or already the standby's
+    wait_until(standby.leading, timeout=10, what="the standby to lead")
+
+
+def test_a_leader_cut_off_from_the_api_server_steps_down_and_nothing_is_applied_twice(
+    kube: Kube, namespace: str, replicas: list[Operator]
+) -> None:
+    """The API server stops answering mid-rollout (a restart, a partition): the leader exits with
+    status 3 once its renew deadline passes; the rollout then goes on under whichever replica
+    takes the Lease, each step completed once."""
+    if kube.pid_dir is None:
+        pytest.skip("the control plane was not started by hack/cluster")
+    doc = pausing_canary("3s")
+    deploy_v1(kube, namespace, doc)
+    replicas[0].verdict("ranker", "promote")
+    new_version(kube, namespace, doc, "v2")
+    steps = StepLog(kube, namespace, doc)
+    steps.watch(2.0)
+    leader, standby = leader_and_standby(replicas)
+    apiserver = int((kube.pid_dir / "kube-apiserver.pid").read_text())
+    os.kill(apiserver, signal.SIGSTOP)
     try:
-        doc = pausing_canary("8s")
-        deploy_v1(kube, namespace, doc)
-        first.verdict("ranker", "promote")
-        new_version(kube, namespace, doc, "v2")
-        rng = random.Random(20261201)
-        steps = StepLog(kube, namespace, doc)
-        takeovers: list[float] = []
-        while len(takeovers) < 10 and steps.watch(rng.uniform(0.3, 3.0)).get("candidateRevision"):
-            leader, standby = wait_until(
-                lambda: [(a, b) for a, b in (replicas, replicas[::-1]) if a.leading() and b.leading() is False],
-                what="one leader and one standby",
-            )[0]
-            assert standby.passes() == 0, "the standby reconciled while the leader held the Lease"
-            leader.kill()
-            killed_at, written = time.monotonic(), md(kube, namespace, "ranker")["metadata"]["resourceVersion"]
-
-            def took_over(standby: Operator = standby, written: str = written) -> bool:
-                version = md(kube, namespace, "ranker")["metadata"]["resourceVersion"]
-                if not standby.leading():  # read after the object: nobody led when it was read
-                    assert version == written, "the ModelDeployment was written while nobody held the Lease"
-                    return False
-                return bool(standby.passes())
-
-            wait_until(took_over, timeout=15, interval=0.1, what="the standby to take over")
-            takeovers.append(time.monotonic() - killed_at)
-            leader.start()  # back, as the standby
-        assert len(takeovers) == 10, f"the rollout finished after only {len(takeovers)} takeovers"
-        steps.check_promoted_step_by_step()
-        print(f"takeovers: {' '.join(f'{t:.1f}' for t in takeovers)} s")
+        status = leader.exited(timeout=15)
     finally:
-        for replica in replicas:
-            replica.stop()
+        os.kill(apiserver, signal.SIGCONT)
+    assert status == LOST_EXIT_CODE and standby.process is not None and standby.process.poll() is None
+    leader.start()  # restarted by its Deployment, as a standby
+    steps.check_promoted_step_by_step()
 
 
 def test_gateway_api_provider_gets_a_weighted_httproute(kube: Kube, namespace: str, operator: Operator) -> None:
@@ -470,12 +504,27 @@ def gone(kube: Kube, *args: str) -> bool:
     return kube.run("get", *args, check=False).returncode != 0
 
 
-def test_namespace_deletion_completes_once_the_operator_is_gone(kube: Kube, namespace: str, operator: Operator) -> None:
-    """The order a platform engineer meets: operator uninstalled (or scaled to 0), then the
-    namespace deleted. Nothing may wait for an operator that is not coming back."""
+def test_deletion_completes_once_the_operator_is_gone(kube: Kube, namespace: str, operator: Operator) -> None:
+    """The order a platform engineer meets: operator uninstalled (or scaled to 0), then its
+    objects or their namespace deleted. Nothing may wait for an operator that is not coming back:
+    no object of any kind it handles carries a finalizer, once it has handled them."""
     deploy_v1(kube, namespace, fast_canary())
-    assert not md(kube, namespace, "ranker")["metadata"].get("finalizers")
+    others = [load("safetypolicy.yaml"), load("alertrule.yaml")]
+    for doc in others:
+        doc["metadata"].pop("namespace")
+    others[1]["spec"]["interval"] = "1s"  # its first evaluation writes its status
+    kube.apply(*others, namespace=namespace)
+    wait_until(
+        lambda: all(
+            item.get("status") for item in kube.json("get", "safetypolicy,alertrule", "-n", namespace)["items"]
+        ),
+        what="the SafetyPolicy and the AlertRule handled",
+    )
+    kinds = ["modeldeployment", "safetypolicy", "alertrule"]
+    for item in kube.json("get", ",".join(kinds), "-n", namespace)["items"]:
+        assert not item["metadata"].get("finalizers"), item["metadata"]
     operator.stop()
+    kube.run("delete", ",".join(kinds), "--all", "-n", namespace, "--timeout=60s")
     kube.run("delete", "namespace", namespace, "--wait=false")
     wait_until(lambda: gone(kube, "namespace", namespace), timeout=90, what=f"namespace {namespace} to be gone")
 
