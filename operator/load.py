@@ -15,6 +15,7 @@ an HPA on an Argo Rollout sees them), not mirrored or kept pods whose load says 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 
@@ -35,21 +36,24 @@ def queries(md: ModelDeployment, revisions: Sequence[str]) -> dict[Metric, str]:
     spec = md.spec.runtime.autoscaling
     if spec is None:
         return {}
-    namespace = md.metadata.namespace or ""
+    namespace = _string(md.metadata.namespace or "")
     out: dict[Metric, str] = {}
     for metric in targets(spec):
         if metric == "inFlight":
-            chosen = "|".join(re.escape(r) for r in revisions)
-            selector = (
-                f'{contract.SERVING_IN_FLIGHT.sample}{{namespace="{namespace}",'
-                f'model="{md.spec.model.name}",revision=~"{chosen}"}}'
-            )
+            chosen = _string("|".join(re.escape(r) for r in revisions))
+            model = _string(md.spec.model.name)
+            selector = f"{contract.SERVING_IN_FLIGHT.sample}{{namespace={namespace},model={model},revision=~{chosen}}}"
             out[metric] = f"avg_over_time({selector}[{WINDOW}])"
         else:
-            pods = "|".join(re.escape(child_name(md, r)) for r in revisions)
-            selector = f'{contract.GPU_UTILIZATION}{{namespace="{namespace}",pod=~"({pods})-.+"}}'
-            out[metric] = f"avg by (pod) ({selector})"
+            pods = _string(f"({'|'.join(re.escape(child_name(md, r)) for r in revisions)})-.+")
+            out[metric] = f"avg by (pod) ({contract.GPU_UTILIZATION}{{namespace={namespace},pod=~{pods}}})"
     return out
+
+
+def _string(value: str) -> str:
+    """``value`` as a PromQL string literal: quoted, its backslashes and quotes escaped (a JSON
+    string is one; a regular expression's own escapes need that second layer)."""
+    return json.dumps(value)
 
 
 async def read(provider: MetricProvider, md: ModelDeployment, revisions: Sequence[str], pods: int, at: float) -> Load:
