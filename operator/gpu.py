@@ -17,9 +17,13 @@ that asks for no sharing never gets a slice of someone else's GPU by accident.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
+from .kube import Kube
 from .rollout import Capacity
 
 TERMINAL = ("Succeeded", "Failed")
@@ -29,6 +33,8 @@ SHARING_STRATEGIES = {"timeSlicing": "time-slicing", "mps": "mps"}
 """runtime.gpu.sharing -> the value of SHARING_LABEL on nodes that share GPUs that way."""
 SHARED_SUFFIX = ".shared"
 """Suffix of a shared replica's resource name (device plugin ``renameByDefault: true``)."""
+GPU_PREFIX = "nvidia.com/"
+"""What every resource the preflight counts starts with: whole GPUs, MIG slices, shared replicas."""
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 MEMORY_LABEL = "nvidia.com/gpu.memory"
 
@@ -122,3 +128,141 @@ def preflight(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], runtime: 
         sharing=gpu.get("sharing"),
         node_selector=runtime.get("nodeSelector"),
     )
+
+
+# ----------------------------------------------------------------------------- the shared view
+
+SYNC_TIMEOUT = 30.0
+"""Seconds a preflight waits for the first list of nodes and pods before its pass fails."""
+BOUND_AND_LIVE = "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"
+"""Field selector of the pods that hold GPUs: bound to a node and not finished. A pod that stops
+matching (it ends) arrives as DELETED, one that starts to (it is bound) as ADDED."""
+
+
+class GpuViewUnavailable(RuntimeError):
+    """The nodes and pods could not be listed within :data:`SYNC_TIMEOUT` (RBAC, API server down)."""
+
+
+def _gpu_only(resources: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (resources or {}).items() if k.startswith(GPU_PREFIX)}
+
+
+def trim_node(node: dict[str, Any]) -> dict[str, Any] | None:
+    """What :func:`free_pods` reads of a node (name, labels, unschedulable, GPU allocatable), or
+    None for a node that offers no GPU resource (it can never fit a GPU pod)."""
+    allocatable = _gpu_only(node.get("status", {}).get("allocatable"))
+    if not allocatable:
+        return None
+    meta = node.get("metadata", {})
+    return {
+        "metadata": {"name": meta.get("name", ""), "labels": dict(meta.get("labels") or {})},
+        "spec": {"unschedulable": bool(node.get("spec", {}).get("unschedulable"))},
+        "status": {"allocatable": allocatable},
+    }
+
+
+def trim_pod(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """What :func:`free_pods` and the candidate filter read of a pod (namespace, labels, node,
+    its containers' GPU requests), or None for a pod that holds no GPU: unbound, finished, or
+    requesting no GPU resource."""
+    spec = pod.get("spec", {})
+    if not spec.get("nodeName") or pod.get("status", {}).get("phase") in TERMINAL:
+        return None
+    containers = [
+        {"resources": {"requests": _gpu_only(c.get("resources", {}).get("requests"))}}
+        for c in spec.get("containers", [])
+    ]
+    if not any(c["resources"]["requests"] for c in containers):
+        return None
+    meta = pod.get("metadata", {})
+    return {
+        "metadata": {"namespace": meta.get("namespace", ""), "labels": dict(meta.get("labels") or {})},
+        "spec": {"nodeName": spec["nodeName"], "containers": containers},
+    }
+
+
+class GpuView:
+    """One shared view of the cluster's GPU nodes and the GPU requests of its bound pods, for the
+    preflight of every ModelDeployment: kept by a list-then-watch of nodes and one of pods
+    (cluster-wide: another namespace's pods use the same GPUs), started by the first preflight
+    that needs it, so an operator without GPU ModelDeployments watches nothing.
+
+    A preflight used to list every node and pod of the cluster on each pass of each GPU
+    ModelDeployment (2 lists a pass, each the size of the cluster); now a pass reads memory.
+    Only GPU nodes and pods that hold GPUs are kept, trimmed to what the preflight reads
+    (:func:`trim_node`, :func:`trim_pod`), so the view's size follows the GPU pods, not the
+    cluster. Each event is applied as it arrives: a pod bound a moment ago is counted by the
+    next preflight that runs after its event (the watch's delay, not a cache's lifetime)."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, dict[str, Any]] = {}
+        """By node name."""
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        """By (namespace, name)."""
+        self._synced = {"Node": asyncio.Event(), "Pod": asyncio.Event()}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def observe(self, kind: str, event: str, obj: Any) -> None:
+        """Apply one event of a :class:`~cutover.serving.kube.Watcher` of ``kind`` (Node or
+        Pod): ("SYNC", items) replaces what is kept, ADDED/MODIFIED/DELETED change one object."""
+        trim: Callable[[dict[str, Any]], dict[str, Any] | None] = trim_node if kind == "Node" else trim_pod
+        kept: dict[Any, dict[str, Any]] = self.nodes if kind == "Node" else self.pods
+        if event == "SYNC":
+            kept.clear()
+            for item in obj:
+                self.observe(kind, "ADDED", item)
+            self._synced[kind].set()
+            return
+        meta = obj.get("metadata", {})
+        key = meta.get("name", "") if kind == "Node" else (meta.get("namespace", ""), meta.get("name", ""))
+        trimmed = trim(obj) if event != "DELETED" else None
+        if trimmed is None:
+            kept.pop(key, None)
+        else:
+            kept[key] = trimmed
+
+    def start(self, kube: Kube) -> None:
+        """Start the two watches on ``kube`` (once; later calls do nothing)."""
+        if self._tasks:
+            return
+        for kind, collection, params in (
+            ("Node", "/api/v1/nodes", {}),
+            ("Pod", "/api/v1/pods", {"fieldSelector": BOUND_AND_LIVE}),
+        ):
+            self._tasks.append(
+                asyncio.create_task(self._follow(kube, kind, collection, params), name=f"gpu view {kind}")
+            )
+
+    async def _follow(self, kube: Kube, kind: str, collection: str, params: dict[str, str]) -> None:
+        async for event, obj in kube.watch(collection, **params).events():
+            self.observe(kind, event, obj)
+
+    async def preflight(
+        self, kube: Kube, runtime: dict[str, Any], leave_out: Callable[[dict[str, Any]], bool]
+    ) -> Capacity | None:
+        """:func:`preflight` over the view (started on ``kube`` if it is not yet), without the
+        pods ``leave_out`` picks (a rollout's own candidate pods). None when the pods request
+        no GPU. Raises :class:`GpuViewUnavailable` when the first lists take over
+        :data:`SYNC_TIMEOUT` seconds."""
+        if resource(runtime.get("gpu")) is None:
+            return None
+        self.start(kube)
+        try:
+            async with asyncio.timeout(SYNC_TIMEOUT):
+                for synced in self._synced.values():
+                    await synced.wait()
+        except TimeoutError:
+            raise GpuViewUnavailable(
+                f"nodes and pods not listed within {SYNC_TIMEOUT:.0f} s (see the watch's log)"
+            ) from None
+        pods = [pod for pod in self.pods.values() if not leave_out(pod)]
+        return preflight(list(self.nodes.values()), pods, runtime)
+
+    async def close(self) -> None:
+        """Stop the watches (operator cleanup)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()

@@ -67,6 +67,8 @@ class Context:
     clock: Callable[[], float] = time.time
     serving_otlp_endpoint: str | None = None
     """Where serving pods export their spans (``builders.deployment``); None: they do not trace."""
+    gpus: gpu.GpuView = field(default_factory=gpu.GpuView)
+    """The cluster's GPU nodes and GPU pods, watched, for every GPU ModelDeployment's preflight."""
 
     def forget(self, key: ObjectKey, uid: str, wake: asyncio.Event) -> None:
         """Drop everything kept about one object whose loop ended (the object is gone, or the
@@ -89,16 +91,11 @@ def annotation_writer(body: dict[str, Any], key: str) -> str:
     return ""
 
 
-async def _capacity(kube: Kube, md: ModelDeployment) -> Capacity | None:
-    runtime = md.spec.wire()["runtime"]
-    if gpu.resource(runtime.get("gpu")) is None:
-        return None
-    nodes = await kube.list("v1", "Node")
-    pods = await kube.list("v1", "Pod", field_selector="status.phase!=Succeeded,status.phase!=Failed")
+async def _capacity(ctx: Context, md: ModelDeployment) -> Capacity | None:
     # The candidate's own pods are what the answer is about: counting them as used would make a
     # placed candidate look short of GPUs on the next pass.
     candidate = md.status.candidate_revision if md.status else None
-    return gpu.preflight(nodes, [p for p in pods if not _pod_of(p, md, candidate)], runtime)
+    return await ctx.gpus.preflight(ctx.kube, md.spec.wire()["runtime"], lambda pod: _pod_of(pod, md, candidate))
 
 
 def _pod_of(pod: dict[str, Any], md: ModelDeployment, revision: str | None) -> bool:
@@ -218,7 +215,7 @@ async def reconcile_once(
         Request(r.action, r.id, annotation_writer(obj, REQUEST_ANNOTATIONS[r.action]))
         for r in requests_in(md.metadata.annotations)
     )
-    capacity = await _capacity(kube, md)
+    capacity = await _capacity(ctx, md)
     analysis = await _analysis(ctx, md, now, logger)
     watch = await _watch(ctx, md, now, logger)
     problems = await _pod_problems(kube, md, logger) if any(c.ready < c.wanted for c in children) else {}

@@ -84,6 +84,7 @@ def build_registry(verdicts_from: Path | None, serving_otlp_endpoint: str | None
 
     @kopf.on.cleanup(registry=registry)
     async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
+        await memo.ctx.gpus.close()
         await memo.ctx.kube.close()
         await memo.http.aclose()
 
