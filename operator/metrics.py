@@ -144,7 +144,13 @@ def _export_roles(key: tuple[str, str], model: str, live: list[tuple[str, str]])
 
 
 def forget(namespace: str, name: str) -> None:
-    """Drop the role and autoscaler series of a ModelDeployment that is gone (its loop ended)."""
+    """Drop every series of a ModelDeployment that is gone (its loop ended): phase, weight, roles
+    and the autoscaler's."""
+    for phase in PHASES:
+        with contextlib.suppress(KeyError):
+            PHASE.remove(namespace, name, phase)
+    with contextlib.suppress(KeyError):
+        WEIGHT.remove(namespace, name)
     _export_roles((namespace, name), "", [])
     _forget_autoscaling(namespace, name)
 
@@ -185,7 +191,19 @@ def observe_alert(namespace: str, name: str, states: list[str], problems: list[s
 
 
 def forget_alert(namespace: str, name: str) -> None:
-    """Drop the instance gauges of an AlertRule that is gone (its loop ended)."""
+    """Drop every series of an AlertRule that is gone (its loop ended): instance gauges,
+    evaluation, problem and delivery counters (a rule created again under the name counts from 0)."""
     for state in ALERT_STATES:
         with contextlib.suppress(KeyError):
             ALERT_INSTANCES.remove(namespace, name, state)
+    for counter in (ALERT_EVALUATIONS, ALERT_NOTIFICATIONS, ALERT_NOTIFICATION_FAILURES):
+        with contextlib.suppress(KeyError):
+            counter.remove(namespace, name)
+    problems = {labels[2] for labels in _label_sets(ALERT_EVALUATION_ERRORS) if labels[:2] == (namespace, name)}
+    for reason in problems:
+        ALERT_EVALUATION_ERRORS.remove(namespace, name, reason)
+
+
+def _label_sets(metric: Counter) -> list[tuple[str, ...]]:
+    """The label values of every child ``metric`` has now."""
+    return [tuple(labels) for labels in metric._metrics]  # prometheus_client has no public list
