@@ -258,10 +258,13 @@ async def _load(
     ctx: Context, md: ModelDeployment, children: list[Child], at: datetime, logger: logging.Logger
 ) -> Load | None:
     """What the autoscaler reads in this pass: the load on the revisions that take live
-    traffic (stable when the table is empty), when runtime.autoscaling is set and a sync period
-    has passed; None otherwise. A failure reads as no metric (the count is held)."""
+    traffic (stable when the table is empty), when runtime.autoscaling is set, the operator
+    scales the model and a sync period has passed; None otherwise. A failure reads as no
+    metric (the count is held)."""
     stored = md.status
-    if md.spec.runtime.autoscaling is None or stored is None or not autoscaling.due(stored.autoscaling, at):
+    if md.spec.runtime.autoscaling is None or stored is None or autoscaling.scaled_by(md) is not None:
+        return None
+    if not autoscaling.due(stored.autoscaling, at):
         return None
     live = [row.revision for row in stored.traffic if row.weight > 0] or [stored.stable_revision or ""]
     pods = sum(c.ready for c in children if c.revision in live)
