@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from cutover.api.contract import interval_text
+from cutover.api.contract import ANNOTATION_SCALED_BY, interval_text
 from cutover.api.v1alpha1 import REQUEST_ANNOTATIONS
 
 RESOURCE = "modeldeployments.cutover.dev"
@@ -187,6 +187,16 @@ def status_lines(body: dict[str, Any]) -> list[str]:
         said = f"{ready.get('status', 'Unknown')} {ready.get('reason', '')}".rstrip()
         hold = "" if ready.get("status") == "True" else " (rollouts hold)"
         lines.append(f"Safety:     SafetyPolicy {policy}: ready {said}{hold}")
+    scaled = status.get("autoscaling")
+    if scaled:
+        value = f", {scaled['metric']} {scaled['value']:g}/pod (target {scaled['target']})" if "value" in scaled else ""
+        limit = f"; limited by {scaled['limitedBy']}" if scaled.get("limitedBy") else ""
+        lines.append(
+            f"Scaling:    {scaled['currentReplicas']} -> {scaled['desiredReplicas']} pods{value}{limit}: "
+            f"{scaled.get('message', '')}".rstrip(": ")
+        )
+    elif status.get("scaledExternally") or ANNOTATION_SCALED_BY in (body["metadata"].get("annotations") or {}):
+        lines.append("Scaling:    by another scaler (an HPA, KEDA or the platform); the operator leaves replicas alone")
     steps = (spec.get("strategy", {}).get("canary") or {}).get("steps", [])
     if steps and status.get("candidateRevision"):
         lines.append("Steps:")

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from cutover.api.v1alpha1.modeldeployment import Autoscaling, ScaleEvent
-from cutover.operator import builders, metrics
+from cutover.operator import builders, kubectl_plugin, metrics
 from cutover.operator.rollout.autoscaling import (
     Behavior,
     Load,
@@ -229,6 +229,14 @@ def test_a_blue_green_preview_runs_as_many_pods_as_the_autoscaled_stable() -> No
     sim.step(seconds=15)
     counts = {w.role: w.replicas for w in sim.plans[-1].workloads}
     assert counts == {"stable": 8, "preview": 8}
+
+
+def test_kubectl_cutover_status_says_what_the_autoscaler_did() -> None:
+    sim = _sim(CANARY)
+    sim.load = in_flight(40, 2)
+    sim.step(seconds=15)
+    (line,) = [x for x in kubectl_plugin.status_lines({**sim.doc, "status": sim.status}) if x.startswith("Scaling:")]
+    assert line.startswith("Scaling:    2 -> 6 pods, inFlight 20/pod (target 4); limited by ScaleUpPolicy: ")
 
 
 def test_another_scaler_owns_the_replicas() -> None:
