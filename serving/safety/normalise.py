@@ -7,8 +7,10 @@ words.
 Steps, in order: Unicode NFKC (full-width and styled letters to plain ones), zero-width and
 other format characters dropped, casefold, accents dropped (``é`` -> ``e``, ``ß`` -> ``ss``), common
 Cyrillic and Greek look-alikes mapped to Latin, leetspeak read back (``0 1 3 4 5 7 @ $ !`` as ``o i
-e a s t a s i``) but only inside a token that mixes letters with those characters (so ``911``,
-``24/7`` and ``$5`` stay as they are), runs of three or more single letters separated by spaces,
+e a s t a s i``) but only inside a token that mixes letters with those characters and does not
+read as a number or an identifier (so ``911``, ``24/7``, ``$5``, ``r2707``, ``A10573``, ``v2`` and
+``D13`` stay as they are: a digit leet does not use, three digits in a row, or digits at one
+end outnumbering the letters), runs of three or more single letters separated by spaces,
 dots, dashes or underscores joined (``k.i.l.l`` -> ``kill``), typographic apostrophes and quotes
 read as ASCII ones (``i’m`` -> ``i'm``, so phrase lists need one spelling), and a character repeated three or
 more times squashed to two (``pleeease`` -> ``pleease``). Whitespace is collapsed to one space.
@@ -96,15 +98,26 @@ def _strip_accents(text: str) -> str:
     return "".join(filterfalse(unicodedata.combining, unicodedata.normalize("NFKD", text)))
 
 
+# A number or an identifier, not leet: a digit leet does not use, or three digits in a row
+# ("r2707", "A10573", "v2", "4096x"); leet spells a letter with each digit, so its digit runs are short.
+_NUMBERED = re.compile(r"[2689]|[0-9]{3}")
+# Digits at one end only ("D13", "B17", "7pm"): a number with a letter, when the digits outnumber the letters.
+_AT_ONE_END = re.compile(r"[0-9]+[^0-9]+|[^0-9]+[0-9]+")
+
+
 def _unleet(token: re.Match[str]) -> str:
     word = token.group()
+    # A trailing "!" is punctuation, not an "i": "die!" stays "die".
+    stripped = word.rstrip("!")
     # The token holds a leet character (``_TOKEN``); it is leet when it holds a letter too (most
-    # tokens found are numbers: a number is all digits, and a digit is never a letter).
-    if not word.isdigit() and any(map(str.isalpha, word)):
-        # A trailing "!" is punctuation, not an "i": "die!" stays "die".
-        stripped = word.rstrip("!")
-        return stripped.translate(_LEET) + word[len(stripped) :]
-    return word
+    # tokens found are numbers: a number is all digits, and a digit is never a letter), unless it
+    # reads as a number or an identifier: "r2707" is an order number, not "r2tot".
+    letters = sum(map(str.isalpha, stripped))
+    if not letters or _NUMBERED.search(stripped):
+        return word
+    if sum(map(str.isdigit, stripped)) > letters and _AT_ONE_END.fullmatch(stripped):
+        return word
+    return stripped.translate(_LEET) + word[len(stripped) :]
 
 
 def _join(spaced: re.Match[str]) -> str:

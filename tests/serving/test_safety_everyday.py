@@ -14,12 +14,13 @@ from __future__ import annotations
 import string
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from cutover.api.v1alpha1.safetypolicy import AdviceFilter, BiasFilter, CrisisFilter, PiiFilter, ToxicityFilter
 from cutover.serving.safety import advice, bias, crisis, pii, toxicity
 from cutover.serving.safety.base import Detector, Direction
+from cutover.serving.safety.normalise import normalise
 
 INPUTS_EN = [
     "hi",
@@ -341,3 +342,67 @@ def test_random_short_strings_and_printable_noise_have_no_finding(
         # of abuse is toxicity): only strings that hold no evidence are noise to this filter.
         assume(not toxicity.model().signals(text).evidence)
     assert detectors[name].scan(text, direction) == []
+
+
+# Numbers and identifiers the leet reading once turned into words: "r2707" read as "r2tot", and
+# "tot" (German "dead") is a crisis cue, so a benign answer with a reference number was flagged.
+IDENTIFIERS = st.one_of(
+    st.from_regex(r"[A-Za-z]{1,3}-?[0-9]{2,8}", fullmatch=True),  # order and ticket numbers, "D13"
+    st.from_regex(r"[A-Za-z]{1,2}[013457]{2,6}", fullmatch=True),  # of the digits leet reads as letters
+    st.from_regex(r"[a-z][0-9]{1,2}[a-z]?[0-9]{2,5}", fullmatch=True),  # ids made mostly of digits
+    st.from_regex(r"v[0-9]{1,2}\.[0-9]{1,2}\.[0-9]{1,3}", fullmatch=True),  # versions
+    st.from_regex(r"[0-9]{1,2}(:[0-5][0-9])?(am|pm|h)?", fullmatch=True),  # times
+    st.from_regex(r"[$€£]?[0-9]{1,4}(\.[0-9]{2})?[km]?( EUR| USD)?", fullmatch=True),  # prices
+    st.from_regex(r"[A-Z]{1,2}[0-9][A-Z0-9]? [0-9][A-Z]{2}|[0-9]{5}", fullmatch=True),  # postcodes
+    st.from_regex(r"(\+[0-9]{1,3} )?[0-9]{3}-[0-9]{4}( ext\. ?[0-9]{1,4})?", fullmatch=True),  # phones
+    st.from_regex(r"(0x)?[0-9a-f]{6,16}", fullmatch=True),  # hex ids and hashes
+)
+# Without the crisis filter's one known false alarm, which sits just under its threshold alone.
+PLAIN_LINES = [
+    line for line in (*INPUTS_EN, *OUTPUTS_EN, *OUTPUTS_DE, *OUTPUTS_FR, *OUTPUTS_ES) if "watering" not in line
+]
+
+
+@pytest.mark.parametrize("name", ["crisis", "toxicity", "advice", "bias"])
+@settings(
+    max_examples=200,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    line=st.sampled_from(PLAIN_LINES),
+    token=IDENTIFIERS,
+    where=st.sampled_from(["{line} {token}.", "{token}: {line}", "{line} (ref {token})"]),
+    direction=st.sampled_from(["input", "output"]),
+)
+@example(
+    line="The word you are looking for is 'ephemeral'.", token="r2707", where="{line} {token}.", direction="output"
+)
+def test_numbers_and_identifiers_in_everyday_lines_add_no_finding(
+    detectors: dict[str, Detector], name: str, line: str, token: str, where: str, direction: Direction
+) -> None:
+    # Against the same line with a word in the token's place: only what the token says counts
+    # (a line can sit near a threshold, and "note: what should I cook tonight? ..." crosses it).
+    text = where.format(line=line, token=token)
+    before = {finding.category for finding in detectors[name].scan(where.format(line=line, token="ref"), direction)}
+    after = {finding.category for finding in detectors[name].scan(text, direction)}
+    assert after <= before, f"{text!r}: {after - before}"
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("k1ll mys3lf", "kill myself"),
+        ("su1c1d3", "suicide"),
+        ("5u1c1d3", "suicide"),
+        ("5h1t", "shit"),
+        ("du 1d10t", "du idiot"),
+        ("ref r2707.", "ref r2707."),
+        ("order A10573", "order a10573"),
+        ("gate D13", "gate d13"),
+        ("v2.0.7", "v2.0.7"),
+    ],
+)
+def test_leet_words_are_read_as_words_and_numbers_stay_numbers(written: str, read: str) -> None:
+    assert normalise(written) == read
