@@ -331,7 +331,20 @@ async def serve(
                 log.exception("%s pass failed", what)
                 delay = ERROR_RETRY
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=delay)
-                await asyncio.sleep(coalesce)
+                await asyncio.wait_for(_poked_or_stopped(wake, stopped), timeout=delay)
+                if not stopped:
+                    await asyncio.sleep(coalesce)
     finally:
         forget(wake)
+
+
+async def _poked_or_stopped(wake: asyncio.Event, stopped: Stopped) -> None:
+    """Until the loop is poked or asked to stop. A stopped loop that waited out its delay (30 s
+    at rest) held operator shutdown for its cancellation timeout, each kind in turn, and with it
+    the release of the leader's Lease (leader.py)."""
+    waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()

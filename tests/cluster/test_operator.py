@@ -4,6 +4,7 @@ annotations drive rollouts, GPU capacity is reported, and a killed operator resu
 from __future__ import annotations
 
 import copy
+import json
 import os
 import random
 import signal
@@ -283,11 +284,12 @@ def test_on_call_annotations_and_the_kubectl_plugin(kube: Kube, namespace: str, 
     assert "not in the revision history" in body["status"]["handledRequests"][0]["result"]
 
 
-def pausing_canary(pause: str) -> dict[str, Any]:
-    """A canary of twelve steps, ten of them pauses of ``pause``, for tests that interrupt it."""
+def pausing_canary(pause: str, pauses: int = 10) -> dict[str, Any]:
+    """A canary of two weights, each followed by half of ``pauses`` pauses of ``pause``, for
+    tests that interrupt it."""
     doc = fast_canary()
-    pauses = [{"pause": {"duration": pause}} for _ in range(10)]
-    doc["spec"]["strategy"]["canary"]["steps"] = [{"setWeight": 10}, *pauses[:5], {"setWeight": 50}, *pauses[5:]]
+    half = [{"pause": {"duration": pause}} for _ in range(pauses // 2)]
+    doc["spec"]["strategy"]["canary"]["steps"] = [{"setWeight": 10}, *half, {"setWeight": 50}, *half]
     return doc
 
 
@@ -404,12 +406,25 @@ def test_a_stopped_leader_releases_the_lease_so_the_standby_need_not_wait_it_out
     kube: Kube, namespace: str, replicas: list[Operator]
 ) -> None:
     """SIGTERM (a rolling upgrade, a drained node): the leader stops kopf, then gives the Lease up."""
-    deploy_v1(kube, namespace, fast_canary())
     leader, standby = leader_and_standby(replicas)
     before = holder(kube, namespace)
     assert leader.stop() == 0
     assert holder(kube, namespace) != before  # released: nobody's, or already the standby's
     wait_until(standby.leading, timeout=10, what="the standby to lead")
+
+
+def test_a_leader_whose_lease_was_taken_exits_and_the_standby_respects_the_new_holder(
+    kube: Kube, namespace: str, replicas: list[Operator]
+) -> None:
+    """Someone else writes the Lease (another operator installed over the same one, a person):
+    the leader finds it at its next renewal and exits with status 3; the standby waits for the
+    new holder's lease duration like any other."""
+    leader, standby = leader_and_standby(replicas)
+    taken = {"spec": {"holderIdentity": "someone-else", "leaseDurationSeconds": 600}}
+    kube.run("patch", "lease", "cutover-operator", "-n", namespace, "--type=merge", "-p", json.dumps(taken))
+    assert leader.exited(timeout=10) == LOST_EXIT_CODE
+    time.sleep(5)  # a window longer than the tests' lease duration (4 s), in which nothing may change
+    assert standby.leading() is False and holder(kube, namespace) == "someone-else"
 
 
 def test_a_leader_cut_off_from_the_api_server_steps_down_and_nothing_is_applied_twice(
@@ -420,12 +435,12 @@ def test_a_leader_cut_off_from_the_api_server_steps_down_and_nothing_is_applied_
     takes the Lease, each step completed once."""
     if kube.pid_dir is None:
         pytest.skip("the control plane was not started by hack/cluster")
-    doc = pausing_canary("3s")
+    doc = pausing_canary("2s", pauses=4)
     deploy_v1(kube, namespace, doc)
     replicas[0].verdict("ranker", "promote")
     new_version(kube, namespace, doc, "v2")
     steps = StepLog(kube, namespace, doc)
-    steps.watch(2.0)
+    steps.watch(1.0)
     leader, standby = leader_and_standby(replicas)
     apiserver = int((kube.pid_dir / "kube-apiserver.pid").read_text())
     os.kill(apiserver, signal.SIGSTOP)
@@ -523,7 +538,7 @@ def test_deletion_completes_once_the_operator_is_gone(kube: Kube, namespace: str
     kinds = ["modeldeployment", "safetypolicy", "alertrule"]
     for item in kube.json("get", ",".join(kinds), "-n", namespace)["items"]:
         assert not item["metadata"].get("finalizers"), item["metadata"]
-    operator.stop()
+    assert operator.stop() == 0, "SIGTERM did not stop the operator within 20 s"  # each loop waited out 10 s
     kube.run("delete", ",".join(kinds), "--all", "-n", namespace, "--timeout=60s")
     kube.run("delete", "namespace", namespace, "--wait=false")
     wait_until(lambda: gone(kube, "namespace", namespace), timeout=90, what=f"namespace {namespace} to be gone")

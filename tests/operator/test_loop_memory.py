@@ -209,6 +209,39 @@ def test_a_poked_loop_runs_its_next_pass_at_once_and_a_stopped_one_returns() -> 
     assert passes == [0, 1] and not memory.wakes
 
 
+def test_a_loop_asked_to_stop_returns_without_waiting_out_its_delay() -> None:
+    """Operator shutdown sets every loop's ``stopped`` and pokes none; a loop at rest waited
+    out its delay (30 s) until its cancellation timeout, so SIGTERM took 10 s per kind."""
+    memory = LoopMemory()
+    stopped = Stopped()
+    waiting = asyncio.Event()
+
+    async def one_pass() -> float:
+        waiting.set()
+        return 3600.0
+
+    async def run() -> None:
+        loop = asyncio.create_task(
+            lifecycle.serve(
+                memory,
+                KEY,
+                stopped,
+                one_pass,
+                what="Thing",
+                gone=lambda: asyncio.sleep(0, result=False),
+                forget=lambda wake: memory.forget(KEY, wake),
+                failed=lambda reason: None,
+                log=LOG,
+            )
+        )
+        await waiting.wait()
+        stopped.set()
+        await asyncio.wait_for(loop, timeout=5)
+
+    asyncio.run(run())
+    assert not memory.wakes
+
+
 # ----------------------------------------------------------------------------- the loops
 
 
