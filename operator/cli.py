@@ -27,9 +27,13 @@ def _crds(args: argparse.Namespace) -> int:
 def _operator(args: argparse.Namespace) -> int:
 
     from cutover.operator.leader import LeaseSettings
+    from cutover.operator.lifecycle import Shard
     from cutover.operator.main import run
 
     _logging(args.verbose)
+    if args.default_shard and not args.shard:
+        print("cutover operator: --default-shard needs --shard NAME", file=sys.stderr)
+        return 2
     try:
         leader_election = (
             LeaseSettings(
@@ -51,6 +55,7 @@ def _operator(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port or None,
         serving_otlp_endpoint=args.serving_otlp_endpoint,
         leader_election=leader_election,
+        shard=Shard(args.shard, default=args.default_shard) if args.shard else None,
     )
     return 0
 
@@ -357,6 +362,15 @@ def parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="serving pods trace requests and export the spans over OTLP/HTTP to this collector "
         "(cutover serve --otlp-endpoint); default: they do not trace",
+    )
+    shards = op.add_argument_group("sharding (several operators, each serving its own objects)")
+    shards.add_argument(
+        "--shard",
+        metavar="NAME",
+        help="reconcile only ModelDeployments, SafetyPolicies and AlertRules labelled cutover.dev/shard=NAME",
+    )
+    shards.add_argument(
+        "--default-shard", action="store_true", help="with --shard: also the objects without a cutover.dev/shard label"
     )
     election = op.add_argument_group(
         "leader election (several replicas, one reconciling: the holder of a coordination.k8s.io Lease)"

@@ -365,8 +365,10 @@ async def _hand_over_replicas(kube: Kube, deployment: dict[str, Any], replicas: 
 # ----------------------------------------------------------------------------- registration
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
-    """Attach the handlers to a registry (a fresh one per operator run)."""
+def register(registry: kopf.OperatorRegistry, shard: lifecycle.Shard | None = None) -> None:
+    """Attach the handlers to a registry (a fresh one per operator run). With ``shard``, only
+    that shard's ModelDeployments get a loop; the indices still see every object, so an
+    AlertRule or SafetyPolicy served by another shard still acts on this shard's objects."""
 
     @kopf.index(
         "apps",
@@ -424,7 +426,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         for target_namespace, target in firing_actions(namespace or "", name, spec, status):
             memo.ctx.loops.poke(target_namespace, target)
 
-    @lifecycle.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
+    @lifecycle.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0, shard=shard)
     async def modeldeployment_loop(
         stopped: lifecycle.Stopped,
         namespace: str,

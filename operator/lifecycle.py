@@ -34,6 +34,8 @@ from typing import Any, cast
 
 import kopf
 
+from cutover.api.contract import LABEL_SHARD
+
 from .kube import ApiError
 
 logger = logging.getLogger("cutover.operator.lifecycle")
@@ -79,6 +81,22 @@ class Stopped:
         await self._event.wait()
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Which objects one operator serves when several share a cluster (``cutover operator
+    --shard NAME``): those labelled ``cutover.dev/shard=NAME``, and with ``default`` also those
+    without the label, so objects made before sharding stay served. An object is served by at
+    most one shard as long as shard names differ and one shard at most is the default."""
+
+    name: str
+    default: bool = False
+
+    def serves(self, labels: Mapping[str, str]) -> bool:
+        """Whether an object with these labels is this shard's."""
+        value = labels.get(LABEL_SHARD)
+        return value == self.name or (value is None and self.default)
+
+
 @dataclass
 class _Loop:
     task: asyncio.Task[None]
@@ -92,10 +110,14 @@ class Loops:
 
     ``fn`` is the loop; ``cancellation_timeout`` is how long (seconds) a stopped loop may take
     to return before it is cancelled; ``backoff`` is how long to wait before restarting a loop
-    that raised."""
+    that raised; ``shard``, when given, limits the loops to the objects it serves (an object
+    relabelled out of it has its loop stopped, as if deleted, and the other shard starts one)."""
 
-    def __init__(self, fn: LoopFn, *, cancellation_timeout: float = 10.0, backoff: float = 10.0) -> None:
+    def __init__(
+        self, fn: LoopFn, *, cancellation_timeout: float = 10.0, backoff: float = 10.0, shard: Shard | None = None
+    ) -> None:
         self.fn = fn
+        self.shard = shard
         self.cancellation_timeout = cancellation_timeout
         self.backoff = backoff
         self.running: dict[str, _Loop] = {}
@@ -115,6 +137,10 @@ class Loops:
             if loop is not None:
                 self._stop(uid)
             self._remember_ended(uid)
+            return
+        if self.shard is not None and not self.shard.serves(metadata.get("labels") or {}):
+            if loop is not None:
+                self._stop(uid)  # moved to another shard; moved back, it starts a new loop
             return
         if self._closed or uid in self._ended:
             return
@@ -193,14 +219,16 @@ def daemon(
     registry: kopf.OperatorRegistry,
     cancellation_timeout: float = 10.0,
     backoff: float = 10.0,
+    shard: Shard | None = None,
 ) -> Callable[[LoopFn], LoopFn]:
     """Run the decorated function once per object of the resource, like ``@kopf.daemon``, but
     from raw watch events, so no finalizer is ever added (see the module docstring). The
     function gets kopf's handler kwargs (``name``, ``namespace``, ``memo``, ``logger``, the
-    indices), a live ``body`` and ``stopped`` (a :class:`Stopped`)."""
+    indices), a live ``body`` and ``stopped`` (a :class:`Stopped`). With ``shard``, only the
+    objects of that shard get a loop."""
 
     def decorator(fn: LoopFn) -> LoopFn:
-        loops = Loops(fn, cancellation_timeout=cancellation_timeout, backoff=backoff)
+        loops = Loops(fn, cancellation_timeout=cancellation_timeout, backoff=backoff, shard=shard)
 
         @kopf.on.event(group, version, plural, registry=registry, id=f"{fn.__name__}/loops")
         async def _observe(type: str | None, body: kopf.Body, **kwargs: Any) -> None:

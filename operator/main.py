@@ -20,6 +20,7 @@ from .alerts import handlers as alerts
 from .alerts.notify import Notifier
 from .kube import Kube
 from .leader import Elector, LeaseSettings
+from .lifecycle import Shard
 from .verdicts import FileVerdicts, PrometheusVerdicts, VerdictSource
 
 logger = logging.getLogger("cutover.operator")
@@ -53,11 +54,13 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
-def build_registry(verdicts_from: Path | None, serving_otlp_endpoint: str | None = None) -> kopf.OperatorRegistry:
+def build_registry(
+    verdicts_from: Path | None, serving_otlp_endpoint: str | None = None, shard: Shard | None = None
+) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    handlers.register(registry)
-    alerts.register(registry)
-    safety_handlers.register(registry)
+    handlers.register(registry, shard)
+    alerts.register(registry, shard)
+    safety_handlers.register(registry, shard)
 
     @kopf.on.login(registry=registry)
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -100,16 +103,18 @@ def run(
     ready_flag: threading.Event | None = None,
     serving_otlp_endpoint: str | None = None,
     leader_election: LeaseSettings | None = None,
+    shard: Shard | None = None,
 ) -> None:
     """Run until stopped (Ctrl-C, SIGTERM, or ``stop_flag``); serving pods export their spans
-    to ``serving_otlp_endpoint`` when it is given.
+    to ``serving_otlp_endpoint`` when it is given. With ``shard``, only that shard's objects
+    are reconciled (lifecycle.Shard).
 
     With ``leader_election``, kopf starts only once this process holds that Lease (until then it
     serves its metrics and nothing else), the Lease is released after kopf stopped, and the
     process exits with ``leader.LOST_EXIT_CODE`` the moment it stops holding it (leader.py)."""
     if metrics_port:
         start_http_server(metrics_port)
-    registry = build_registry(verdicts_from, serving_otlp_endpoint)
+    registry = build_registry(verdicts_from, serving_otlp_endpoint, shard)
     elector = None
     if leader_election:
         elector = Elector(leader_election, _client)

@@ -146,7 +146,7 @@ def reference_of(spec: Mapping[str, Any]) -> str | None:
 # ----------------------------------------------------------------------------- registration
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
+def register(registry: kopf.OperatorRegistry, shard: lifecycle.Shard | None = None) -> None:
     """Attach the SafetyPolicy handlers to a registry; they find their :class:`SafetyContext` at
     ``memo.safety`` (set at startup), and the ``policy_references`` index (which
     ModelDeployments reference each policy). The ModelDeployment handlers register the
@@ -157,7 +157,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         policy = reference_of(spec)
         return {(namespace or "", policy): name} if policy else {}
 
-    @lifecycle.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
+    @lifecycle.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0, shard=shard)
     async def safetypolicy_loop(
         stopped: lifecycle.Stopped,
         namespace: str,

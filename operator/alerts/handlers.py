@@ -263,11 +263,11 @@ async def _invalid(
 # ----------------------------------------------------------------------------- registration
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
+def register(registry: kopf.OperatorRegistry, shard: lifecycle.Shard | None = None) -> None:
     """Attach the AlertRule handlers to a registry; they find their :class:`AlertContext` at
     ``memo.alerts`` (set at startup)."""
 
-    @lifecycle.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
+    @lifecycle.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0, shard=shard)
     async def alertrule_loop(
         stopped: lifecycle.Stopped,
         namespace: str,

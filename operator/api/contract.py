@@ -216,6 +216,9 @@ per-revision Service selects its pods by it."""
 LABEL_ROLE = "cutover.dev/role"
 """Label on Deployments and Services (not pods, so a role change never restarts them): the
 revision's role (``Role`` in the API: stable, candidate, baseline, preview or previous)."""
+LABEL_SHARD = "cutover.dev/shard"
+"""Label on ModelDeployments, SafetyPolicies and AlertRules: the operator shard that serves the
+object (``cutover operator --shard NAME``), when several operators share a cluster."""
 LABEL_API_KEY = "cutover.dev/api-key"
 """Label (value ``true``) on the Secrets that hold gateway API keys."""
 ANNOTATION_MIN_TIER = "cutover.dev/min-tier"

@@ -164,3 +164,28 @@ async def test_a_loop_that_clings_on_after_cancellation_does_not_hold_up_shutdow
     await asyncio.sleep(0.01)
     async with asyncio.timeout(2):
         await loops.stop_all()
+
+
+def sharded(uid: str, shard: str | None, generation: int = 1) -> dict[str, Any]:
+    return body(uid, generation, labels={"cutover.dev/shard": shard} if shard else {})
+
+
+async def test_a_shard_serves_only_its_objects_and_lets_go_of_one_moved_away() -> None:
+    """Two operators, shards "a" (the default) and "b", see the same watch events: each object
+    gets exactly one loop, the unlabelled one in the default shard; relabelled, it changes hands."""
+    a = lifecycle.Loops(Recorder(), shard=lifecycle.Shard("a", default=True))
+    b = lifecycle.Loops(Recorder(), shard=lifecycle.Shard("b"))
+    for event in (sharded("1", "a"), sharded("2", "b"), sharded("3", None), sharded("4", "c")):
+        a.observe("ADDED", event, {})
+        b.observe("ADDED", event, {})
+    assert (sorted(a.running), sorted(b.running)) == (["1", "3"], ["2"])
+    moved = sharded("1", "b", generation=2)
+    a.observe("MODIFIED", moved, {})
+    b.observe("MODIFIED", moved, {})
+    assert (sorted(a.running), sorted(b.running)) == (["3"], ["1", "2"])
+    back = sharded("1", "a", generation=3)
+    a.observe("MODIFIED", back, {})
+    b.observe("MODIFIED", back, {})
+    assert (sorted(a.running), sorted(b.running)) == (["1", "3"], ["2"])
+    await a.stop_all()
+    await b.stop_all()

@@ -31,6 +31,28 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- default (printf "%s-operator" (include "cutover.fullname" .)) .Values.operator.leaderElection.leaseName -}}
 {{- end -}}
 
+{{/* operator.shards as a JSON list, checked: each shard named once, one default at most; no
+shards is one unnamed shard (a single operator Deployment serving every object). */}}
+{{- define "cutover.operatorShards" -}}
+{{- $shards := .Values.operator.shards | default (list (dict)) -}}
+{{- $names := list -}}
+{{- $defaults := 0 -}}
+{{- range $shards -}}
+{{- if and $.Values.operator.shards (not .name) -}}{{- fail "every operator.shards entry needs a name" -}}{{- end -}}
+{{- if has .name $names -}}{{- fail (printf "operator.shards: %s is named twice" .name) -}}{{- end -}}
+{{- $names = append $names .name -}}
+{{- if .default -}}{{- $defaults = add1 $defaults -}}{{- end -}}
+{{- end -}}
+{{- if gt $defaults 1 -}}{{- fail "operator.shards: one default shard at most (it serves the unlabelled objects)" -}}{{- end -}}
+{{- toJson $shards -}}
+{{- end -}}
+
+{{/* The Lease of one operator shard ({root, shard}): the release's Lease, suffixed with the shard's name. */}}
+{{- define "cutover.shardLease" -}}
+{{- $lease := include "cutover.leaseName" .root -}}
+{{- if .shard.name -}}{{- printf "%s-%s" $lease .shard.name | trunc 63 | trimSuffix "-" -}}{{- else -}}{{- $lease -}}{{- end -}}
+{{- end -}}
+
 {{- define "cutover.gatewayRules" -}}
 - apiGroups: [cutover.dev]
   resources: [modeldeployments]
