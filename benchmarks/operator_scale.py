@@ -1,31 +1,54 @@
-"""500 ModelDeployments applied at once: time to steady state and the operator's peak memory.
+"""The operator's cost as the number of ModelDeployments grows: time to steady state, peak
+memory and CPU at rest for each count, then what deleting half of the largest count gives back.
 
-Starts the local control plane (hack/cluster, its own cluster name), runs the real
-`cutover operator` process watching one namespace, applies N ModelDeployments in one
-`kubectl apply`, and waits until every one reports phase Healthy (its Deployment and Service
-applied, its pods scheduled and ready, status written). Prints the time and the operator's
-peak resident memory (VmHWM) beside the targets: 60 s and 200 MB on 2 cores.
+For each count (250, 500, 1,000 and 2,000 by default) it starts the local control plane afresh
+(hack/cluster, its own cluster name), adds simulated nodes enough for every pod (250 pods per
+CPU node; 8 GPUs per GPU node), runs the real `cutover operator` process watching one
+namespace, applies the ModelDeployments at once with four `kubectl apply` clients (a third of
+them ask for a GPU, so their passes run the GPU preflight) and waits until every one reports
+phase Healthy (Deployment and Service applied, pod scheduled and ready, status written). Then
+it measures the operator's CPU time over ``--rest`` seconds at rest.
 
-    python benchmarks/operator_scale.py [--count 500]
+After the largest count it deletes ``--delete`` of them and waits until their per-object state
+is gone (their series leave the operator's /metrics), prints the resident memory then, applies
+the same objects again and prints the peak once they are Healthy: memory that was freed is
+reused, so the peak stays where it was; a leak would raise it by what the first round kept.
+
+Each figure is printed with the machine's load average (this machine is shared: a load above
+its core count means the figures are slower than the operator alone would be).
+
+Targets: 2,000 steady within 120 s and under 300 MB on 2 cores, CPU at rest growing no faster
+than the count.
+
+    python benchmarks/operator_scale.py [--counts 250,500,1000,2000] [--delete 1000] [--rest 60]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER = "bench"
 NAMESPACE = "scale"
+GPU_PRODUCT = "NVIDIA-A100-SXM4-80GB"
+CPU_PODS_PER_NODE = 250
+GPUS_PER_NODE = 8
+TARGET_SECONDS, TARGET_MB = 120, 300
+PHASE = "cutover_rollout_phase"
+"""The operator's per-ModelDeployment series counted to see its per-object state go."""
 
 
 def kubectl(kubeconfig: str, *args: str, input: str | None = None) -> str:
@@ -35,101 +58,233 @@ def kubectl(kubeconfig: str, *args: str, input: str | None = None) -> str:
     return done.stdout
 
 
-def peak_rss_mb(pid: int) -> float:
+def memory_mb(pid: int, field: str) -> float:
+    """``VmHWM`` (peak resident) or ``VmRSS`` (resident now) of a process, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def manifests(count: int, shard: int = 0, shards: int = 1) -> str:
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used (``/proc/PID/stat`` fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    return "load {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
+def gpu_backed(i: int) -> bool:
+    return i % 3 == 2
+
+
+def manifests(names: range, shard: int = 0, shards: int = 1) -> str:
+    """ModelDeployments model-NNNN for ``names`` (every ``shards``-th from ``shard``): one pod
+    each, every third asking for one A100."""
     base = yaml.safe_load((REPO / "examples" / "modeldeployment-canary.yaml").read_text())
     docs = []
-    for i in range(shard, count, shards):
+    for i in names[shard::shards]:
         doc = copy.deepcopy(base)
         doc["metadata"] = {"name": f"model-{i:04d}", "namespace": NAMESPACE, "labels": {"team": f"t{i % 20}"}}
         doc["spec"]["model"]["name"] = f"model-{i:04d}"
         doc["spec"]["model"]["storageUri"] = f"file:///models/model-{i:04d}.onnx"
-        doc["spec"]["runtime"]["replicas"] = 1
-        doc["spec"]["runtime"]["resources"] = {"requests": {"cpu": "50m", "memory": "128Mi"}}
+        runtime = doc["spec"]["runtime"]
+        runtime["replicas"] = 1
+        runtime["resources"] = {"requests": {"cpu": "50m", "memory": "128Mi"}}
+        if gpu_backed(i):
+            runtime["gpu"] = {"count": 1, "product": GPU_PRODUCT}
         docs.append(doc)
     return yaml.safe_dump_all(docs)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=500)
-    parser.add_argument("--timeout", type=float, default=600)
-    args = parser.parse_args()
-    os.environ["PATH"] = f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}"
+def nodes(count: int) -> str:
+    """Simulated nodes beside hack/nodes.yaml's, so that every pod of ``count`` ModelDeployments
+    finds a place: CPU nodes of 250 pods, A100 nodes of 8 GPUs (hack/nodes.yaml's cpu-0 and
+    gpu-a100-0 with more GPUs)."""
+    templates = {d["metadata"]["name"]: d for d in yaml.safe_load_all((REPO / "hack" / "nodes.yaml").read_text())}
+    gpu_pods = sum(1 for i in range(count) if gpu_backed(i))
+    out = []
+    for template, how_many, prefix in (
+        (templates["cpu-0"], -(-(count - gpu_pods) // CPU_PODS_PER_NODE), "bench-cpu"),
+        (templates["gpu-a100-0"], -(-gpu_pods // GPUS_PER_NODE), "bench-gpu"),
+    ):
+        for n in range(how_many):
+            node: dict[str, Any] = copy.deepcopy(template)
+            node["metadata"]["name"] = node["metadata"]["labels"]["kubernetes.io/hostname"] = f"{prefix}-{n}"
+            if prefix == "bench-gpu":
+                node["metadata"]["labels"]["nvidia.com/gpu.count"] = str(GPUS_PER_NODE)
+                for resources in (node["status"]["capacity"], node["status"]["allocatable"]):
+                    resources["nvidia.com/gpu"] = str(GPUS_PER_NODE)
+            out.append(node)
+    return yaml.safe_dump_all(out)
+
+
+def healthy(kubeconfig: str) -> int:
+    phases = kubectl(kubeconfig, "get", "md", "-n", NAMESPACE, "-o", "jsonpath={.items[*].status.phase}")
+    return phases.split().count("Healthy")
+
+
+def series(port: int, name: str) -> int:
+    """How many series of metric ``name`` the operator exports now."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return sum(1 for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def wait(what: str, done: Any, timeout: float, started: float) -> float:
+    """Poll ``done()`` once a second until it is true; the seconds since ``started``."""
+    while not done():
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"{what}: not reached within {timeout:.0f} s ({load()})")
+        time.sleep(1)
+    return time.monotonic() - started
+
+
+@dataclass
+class Figures:
+    count: int
+    applied: float
+    steady: float
+    peak_mb: float
+    rest_cpu_per_min: float
+    load: str
+
+
+def apply_all(kubeconfig: str, names: range) -> None:
+    """Four clients at once, as a GitOps sync of a large repository would."""
+    appliers = [
+        subprocess.Popen(
+            ["kubectl", "--kubeconfig", kubeconfig, "apply", "--server-side", "-f", "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for shard, applier in enumerate(appliers):
+        assert applier.stdin is not None
+        applier.stdin.write(manifests(names, shard, len(appliers)))
+        applier.stdin.close()
+    for applier in appliers:
+        if applier.wait() != 0:
+            raise SystemExit("kubectl apply failed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(count: int, args: argparse.Namespace, last: bool) -> Figures:
     subprocess.run([REPO / "hack" / "cluster", "down", CLUSTER], check=False)  # start from nothing
     up = subprocess.run([REPO / "hack" / "cluster", "up", CLUSTER], capture_output=True, text=True, check=True)
     kubeconfig = up.stdout.strip().splitlines()[-1]
+    kubectl(kubeconfig, "apply", "--server-side", "-f", "-", input=nodes(count))
+    kubectl(kubeconfig, "wait", "--for=condition=Ready", "--timeout=120s", "node", "--all")
     workdir = Path(tempfile.mkdtemp(prefix="cutover-scale-"))
+    port = free_port()
     operator = None
     try:
         kubectl(kubeconfig, "create", "namespace", NAMESPACE)
         log = (workdir / "operator.log").open("w")
+        flags = ["--metrics-port", str(port), "--verdicts-from", str(workdir)]
         operator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cutover.operator.cli",
-                "operator",
-                "-n",
-                NAMESPACE,
-                "--metrics-port",
-                "0",
-                "--verdicts-from",
-                str(workdir),
-            ],
+            [sys.executable, "-m", "cutover.operator.cli", "operator", "-n", NAMESPACE, *flags],
             env={**os.environ, "KUBECONFIG": kubeconfig},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        time.sleep(3)  # the operator is up and watching
-        idle_rss = peak_rss_mb(operator.pid)
+        pid = operator.pid
+        wait("operator up", lambda: _answers(port), 60, time.monotonic())
+        names = range(count)
         started = time.monotonic()
-        # Four clients at once, as a GitOps sync of a large repository would.
-        appliers = [
-            subprocess.Popen(
-                ["kubectl", "--kubeconfig", kubeconfig, "apply", "--server-side", "-f", "-"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                text=True,
-            )
-            for _ in range(4)
-        ]
-        for shard, applier in enumerate(appliers):
-            assert applier.stdin is not None
-            applier.stdin.write(manifests(args.count, shard, len(appliers)))
-            applier.stdin.close()
-        for applier in appliers:
-            applier.wait()
+        apply_all(kubeconfig, names)
         applied = time.monotonic() - started
-        healthy = 0
-        while time.monotonic() - started < args.timeout:
-            items = json.loads(kubectl(kubeconfig, "get", "md", "-n", NAMESPACE, "-o", "json"))["items"]
-            healthy = sum(1 for i in items if (i.get("status") or {}).get("phase") == "Healthy")
-            if healthy == args.count:
-                break
-            print(f"  {time.monotonic() - started:5.0f} s: {healthy} Healthy", file=sys.stderr, flush=True)
-            time.sleep(1)
-        elapsed = time.monotonic() - started
-        rss = peak_rss_mb(operator.pid)
-        print(f"operator scale: {args.count} ModelDeployments applied at once on {os.cpu_count()} cores\n")
-        print(f"{'measure':<44} {'value':>10} {'target':>10} {'ratio':>7}")
-        print(f"{'kubectl apply of all objects (s)':<44} {applied:>10.1f} {'-':>10} {'-':>7}")
-        print(f"{'all Healthy, from the first apply (s)':<44} {elapsed:>10.1f} {60:>10} {elapsed / 60:>7.2f}")
-        print(f"{'all Healthy, after the last apply (s)':<44} {elapsed - applied:>10.1f} {'-':>10} {'-':>7}")
-        print(f"{'Healthy at the end':<44} {healthy:>10} {args.count:>10} {healthy / args.count:>7.2f}")
-        print(f"{'operator peak RSS (MB)':<44} {rss:>10.0f} {200:>10} {rss / 200:>7.2f}")
-        print(f"{'operator RSS before the burst (MB)':<44} {idle_rss:>10.0f} {'-':>10} {'-':>7}")
+        steady = wait(f"{count} Healthy", lambda: healthy(kubeconfig) == count, args.timeout, started)
+        figures_load = load()
+        peak = memory_mb(pid, "VmHWM")
+        time.sleep(10)  # the burst's last status writes and events
+        cpu = cpu_seconds(pid)
+        time.sleep(args.rest)
+        per_min = (cpu_seconds(pid) - cpu) * 60 / args.rest
+        figures = Figures(count, applied, steady, peak, per_min, figures_load)
+        print(
+            f"  {count}: Healthy after {steady:.1f} s, peak {peak:.0f} MB, {per_min:.2f} CPU s/min at rest ({load()})",
+            file=sys.stderr,
+            flush=True,
+        )
+        if last and args.delete:
+            churn(kubeconfig, pid, port, count, args)
+        return figures
     finally:
         if operator is not None:
             operator.terminate()
             operator.wait(timeout=30)
         subprocess.run([REPO / "hack" / "cluster", "down", CLUSTER], check=False)
+
+
+def _answers(port: int) -> bool:
+    try:
+        series(port, "cutover_operator_leader")
+    except OSError:
+        return False
+    return True
+
+
+def churn(kubeconfig: str, pid: int, port: int, count: int, args: argparse.Namespace) -> None:
+    """Delete ``args.delete`` of the ``count`` ModelDeployments, wait until their series are
+    gone, then create them again; print the memory at each point."""
+    gone = range(count - args.delete, count)
+    before_rss, before_peak, before_series = memory_mb(pid, "VmRSS"), memory_mb(pid, "VmHWM"), series(port, PHASE)
+    before_load = load()
+    started = time.monotonic()
+    kubectl(kubeconfig, "delete", "md", "-n", NAMESPACE, "--wait=false", *(f"model-{i:04d}" for i in gone))
+    kept = before_series * (count - args.delete) // count  # each ModelDeployment exports one per phase
+    freed = wait("per-object state freed", lambda: series(port, PHASE) <= kept, args.timeout, started)
+    time.sleep(10)
+    after_rss, after_series, after_load = memory_mb(pid, "VmRSS"), series(port, PHASE), load()
+    started = time.monotonic()
+    apply_all(kubeconfig, gone)
+    again = wait(f"{args.delete} Healthy again", lambda: healthy(kubeconfig) == count, args.timeout, started)
+    again_rss, again_peak, again_load = memory_mb(pid, "VmRSS"), memory_mb(pid, "VmHWM"), load()
+    print(f"\nDeleting {args.delete} of {count} ModelDeployments, then creating them again\n")
+    print(f"{'point':<46} {'RSS MB':>7} {'peak MB':>8} {PHASE + ' series':>36}  load (1, 5, 15 min)")
+    rows = (
+        ("before the delete", before_rss, f"{before_peak:.0f}", before_series, before_load),
+        (f"{freed:.0f} s after the delete, state freed", after_rss, "", after_series, after_load),
+        (f"created again, Healthy after {again:.0f} s", again_rss, f"{again_peak:.0f}", "", again_load),
+    )
+    for point, rss, peak, count_now, at in rows:
+        print(f"{point:<46} {rss:>7.0f} {peak:>8} {count_now:>36}  {at}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--counts", default="250,500,1000,2000", help="comma-separated (default 250,500,1000,2000)")
+    parser.add_argument("--delete", type=int, default=1000, help="deleted after the largest count (0: none)")
+    parser.add_argument("--rest", type=float, default=60, help="seconds of CPU measured at rest (default 60)")
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+    counts = sorted(int(c) for c in args.counts.split(","))
+    args.delete = min(args.delete, counts[-1])
+    os.environ["PATH"] = f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}"
+    results = [run(count, args, last=count == counts[-1]) for count in counts]
+    print(f"\noperator scale on {os.cpu_count()} cores, a third of the ModelDeployments on GPUs\n")
+    header = f"{'ModelDeployments':>16} {'applied s':>10} {'Healthy s':>10} {'peak MB':>8} {'CPU s/min at rest':>18}"
+    print(f"{header} {'per 1,000':>10}  load at Healthy (1, 5, 15 min)")
+    for f in results:
+        print(
+            f"{f.count:>16} {f.applied:>10.1f} {f.steady:>10.1f} {f.peak_mb:>8.0f} {f.rest_cpu_per_min:>18.2f}"
+            f" {f.rest_cpu_per_min * 1000 / f.count:>10.2f}  {f.load}"
+        )
+    top = results[-1]
+    print(
+        f"\ntargets at {top.count}: Healthy {top.steady:.1f} s of {TARGET_SECONDS} ({top.steady / TARGET_SECONDS:.2f}),"
+        f" peak {top.peak_mb:.0f} MB of {TARGET_MB} ({top.peak_mb / TARGET_MB:.2f});"
+        " CPU at rest per 1,000 ModelDeployments should not rise with the count"
+    )
 
 
 if __name__ == "__main__":
