@@ -48,7 +48,10 @@ processes in front of one local OpenAI-compatible upstream, one with the policy 
 without, alternating request by request: the difference of their p50s is the added latency
 and their ratio is printed beside it, with each serving process's CPU time per request (read
 from ``/proc``): on a machine whose cores other work shares, the wall-clock difference also
-holds the time the busier process waited for a core, and the CPU time does not.
+holds the time the busier process waited for a core, and the CPU time does not. Where the
+script may use CPUs 0 and 1, both serving processes run on CPU 1 and the client and upstream on
+CPU 0 (``taskset``, as ``benchmarks/serving.py`` pins), checked from ``/proc``; the in-process
+line prints the mean CPU time per exchange too, the figure to set beside the servers' difference.
 
 Targets (issue 15): crisis recall >= 0.95 at precision >= 0.8; PII recall >= 0.98 on structured
 entities with no Luhn-invalid card redacted; added latency <= 2 ms at p50.
@@ -61,6 +64,7 @@ import contextlib
 import http.client
 import http.server
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -81,6 +85,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+# Pinning as the serving benchmark does it: the serving processes on SERVER_CPU, the client here on WRK_CPU.
+_spec = importlib.util.spec_from_file_location("serving_bench", REPO / "benchmarks" / "serving.py")
+assert _spec and _spec.loader
+bench = importlib.util.module_from_spec(_spec)
+sys.modules["serving_bench"] = bench
+_spec.loader.exec_module(bench)
 FILTERS = ("crisis", "toxicity", "pii", "advice", "bias")
 STRUCTURED = ("email", "phone", "creditCard", "ssn", "iban", "ipAddress")
 PII_BEFORE = "be9bbf7"
@@ -515,7 +525,7 @@ class Added:
     cpu_ms: dict[str, float] = field(default_factory=dict)
     """CPU time, which does not count waiting for a core: over HTTP each serving process's per
     timed request, ``with`` and ``without`` the policy; in process the p50 per exchange
-    (``with``)."""
+    (``with``) and the mean (``mean``)."""
 
 
 def added_latency(filters: Sequence[str], rounds: int) -> Added | None:
@@ -559,6 +569,7 @@ def added_latency(filters: Sequence[str], rounds: int) -> Added | None:
             added.per_filter_ms.setdefault(name, []).append(milliseconds)
     if cpu_ms:
         added.cpu_ms["with"] = statistics.median(cpu_ms)
+        added.cpu_ms["mean"] = statistics.fmean(cpu_ms)
     sizes = [len(unique(text, rounds)) for text in (*USER_MESSAGES, *ASSISTANT_ANSWERS)]
     added.note = (
         f"{len(pairs)} exchanges of {min(sizes)}-{max(sizes)} chars, every sentence unique per round, default scopes"
@@ -630,7 +641,9 @@ def _serve(upstream: str, port: int, log: Path, policy: Path | None) -> subproce
     if policy is not None:
         command += ["--safety-policy", str(policy)]
     with log.open("wb") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            bench.pinned(bench.SERVER_CPU, command), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def _ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -652,7 +665,14 @@ def request_latency(filters: Sequence[str], rounds: int, crisis_scope: str | Non
     """The same chat request to two real ``cutover serve`` processes in front of one local
     upstream, one with a policy of ``filters`` (``--safety-policy``) and one without,
     alternating, one request at a time on a keep-alive connection each; None when this build's
-    ``cutover serve`` has no ``--safety-policy``."""
+    ``cutover serve`` has no ``--safety-policy``. Where both CPUs are free to this script, both
+    serving processes run on ``SERVER_CPU`` and this client and the upstream on ``WRK_CPU``, so
+    the client never takes the servers' core (other programs on the machine still may)."""
+    with bench.on_cpu(bench.WRK_CPU):  # before the upstream's threads start: they inherit it
+        return _request_latency(filters, rounds, crisis_scope)
+
+
+def _request_latency(filters: Sequence[str], rounds: int, crisis_scope: str | None) -> Added | None:
     usage = subprocess.run(
         [sys.executable, "-m", "cutover.operator.cli", "serve", "--help"], capture_output=True, text=True
     ).stdout
@@ -677,6 +697,7 @@ def request_latency(filters: Sequence[str], rounds: int, crisis_scope: str | Non
                     _ready(port, process, log)
                 except RuntimeError as error:
                     return Added("cutover serve over HTTP", note=f"{which} a policy: {error}"[-600:])
+            placed = bench.check_cpu("cutover serve", [process.pid for process in processes], bench.SERVER_CPU)
             connections = {which: http.client.HTTPConnection("127.0.0.1", port) for which, port in ports.items()}
             added = Added(
                 "cutover serve over HTTP, alternating with and without --safety-policy"
@@ -711,7 +732,11 @@ def request_latency(filters: Sequence[str], rounds: int, crisis_scope: str | Non
                         refused[f"{which}: {answer.status}"] = refused.get(f"{which}: {answer.status}", 0) + 1
                     elif index >= warmup:
                         (added.with_ms if which == "with" else added.without_ms).append(elapsed)
-            added.note = f"{rounds} requests each"
+            added.note = f"{rounds} requests each, load average {os.getloadavg()[0]:.1f}; " + (
+                f"servers on CPU {bench.SERVER_CPU}, client and upstream on CPU {bench.WRK_CPU}"
+                if bench.pinning()
+                else f"not pinned ({placed})"
+            )
             for which, pid in pids.items():
                 before, after = cpu.get(which), _cpu_seconds(pid)
                 if before is not None and after is not None and rounds:
@@ -752,7 +777,9 @@ def _added_line(added: Added) -> str:
             f"ratio {with_p50 / without_p50:.2f} ({added.how}; {added.note})"
             + (
                 f"; server CPU per request {added.cpu_ms['with']:.3f} ms with, {added.cpu_ms['without']:.3f} ms "
-                f"without (+{added.cpu_ms['with'] - added.cpu_ms['without']:.3f})"
+                f"without (+{added.cpu_ms['with'] - added.cpu_ms['without']:.3f} ms of CPU, "
+                f"{'<=' if added.cpu_ms['with'] - added.cpu_ms['without'] <= TARGET_ADDED_MS else '>'} "
+                f"{TARGET_ADDED_MS} ms)"
                 if len(added.cpu_ms) == 2
                 else ""
             )
@@ -761,7 +788,12 @@ def _added_line(added: Added) -> str:
     return (
         f"{'PASS' if with_p50 <= TARGET_ADDED_MS else 'FAIL'}  added latency p50 {with_p50:.3f} ms <= "
         f"{TARGET_ADDED_MS} ms (p99 {p99:.3f} ms; {added.how}; {added.note})"
-        + (f"; CPU time p50 {added.cpu_ms['with']:.3f} ms" if "with" in added.cpu_ms else "")
+        + (
+            f"; CPU time p50 {added.cpu_ms['with']:.3f} ms, mean {added.cpu_ms['mean']:.3f} ms (the mean compares "
+            "with the server CPU per request over HTTP)"
+            if "with" in added.cpu_ms
+            else ""
+        )
     )
 
 
