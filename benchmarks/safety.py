@@ -101,6 +101,7 @@ TARGET_CRISIS_RECALL = 0.95
 TARGET_CRISIS_PRECISION = 0.8
 TARGET_PII_RECALL = 0.98
 TARGET_ADDED_MS = 2.0
+FILTER_SECONDS = "cutover_safety_filter_duration_seconds"
 
 Scan = Callable[[str, str], list[tuple[str, tuple[tuple[int, int], ...]]]]
 """A system under test: (text, direction) -> [(category, spans)]."""
@@ -526,6 +527,9 @@ class Added:
     """CPU time, which does not count waiting for a core: over HTTP each serving process's per
     timed request, ``with`` and ``without`` the policy; in process the p50 per exchange
     (``with``) and the mean (``mean``)."""
+    filters_ms: float | None = None
+    """Over HTTP: the filters' own time per timed request in the serving process with the policy,
+    from its ``cutover_safety_filter_duration_seconds`` (wall clock inside the filters)."""
 
 
 def added_latency(filters: Sequence[str], rounds: int) -> Added | None:
@@ -628,6 +632,14 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _filter_seconds(port: int) -> float:
+    """The sum of a serving process's ``cutover_safety_filter_duration_seconds`` (every filter,
+    both directions), read from its ``/metrics``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        lines = answer.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(f"{FILTER_SECONDS}_sum"))
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -712,9 +724,11 @@ def _request_latency(filters: Sequence[str], rounds: int, crisis_scope: str | No
             refused: dict[str, int] = {}
             pids = {which: process.pid for which, process in zip(ports, processes, strict=True)}
             cpu: dict[str, float | None] = {}
+            filtered = 0.0
             for index in range(rounds + warmup):
                 if index == warmup:
                     cpu = {which: _cpu_seconds(pid) for which, pid in pids.items()}
+                    filtered = _filter_seconds(ports["with"])
                 order = ("with", "without") if index % 2 else ("without", "with")
                 for which in order:
                     connection = connections[which]
@@ -741,6 +755,8 @@ def _request_latency(filters: Sequence[str], rounds: int, crisis_scope: str | No
                 before, after = cpu.get(which), _cpu_seconds(pid)
                 if before is not None and after is not None and rounds:
                     added.cpu_ms[which] = (after - before) * 1000 / rounds
+            if rounds:
+                added.filters_ms = (_filter_seconds(ports["with"]) - filtered) * 1000 / rounds
             if refused:
                 # A refused request skips the upstream and would look fast: timed only the 200s.
                 added.note += "; NOT answered 200 (benign texts refused; not timed): " + ", ".join(
@@ -781,6 +797,12 @@ def _added_line(added: Added) -> str:
                 f"{'<=' if added.cpu_ms['with'] - added.cpu_ms['without'] <= TARGET_ADDED_MS else '>'} "
                 f"{TARGET_ADDED_MS} ms)"
                 if len(added.cpu_ms) == 2
+                else ""
+            )
+            + (
+                f"; the filters' own wall time in the server with the policy ({FILTER_SECONDS}) "
+                f"{added.filters_ms:.3f} ms per request"
+                if added.filters_ms is not None
                 else ""
             )
         )
