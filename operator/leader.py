@@ -10,10 +10,10 @@ leader's first pass continues where the last one stopped, as after any crash.
 
 Why this loop and not a library's:
 
-- kopf's peering (``settings.peering``) does not elect: every operator writes its priority into a
-  KopfPeering object, and one that sees a peer of higher priority pauses its watches, while peers
-  of equal priority all keep working (only a warning says so). Nothing in it is a Lease, pausing
-  happens inside running handlers' pace, and a lost connection leaves both sides deciding alone.
+- kopf's peering (``settings.peering``) does not elect: each operator writes its priority into
+  a KopfPeering object and pauses its watches while it sees a peer of higher priority, and peers
+  of equal priority (two replicas of one Deployment) all pause. Nothing in it is a Lease, and
+  handlers already running go on while paused.
 - ``kubernetes.leaderelection`` (the official Python client) runs its loop on a thread with the
   synchronous ``kubernetes`` client, an SDK the size of the rest of cutover that the operator
   otherwise does without (``cutover.serving.kube`` is its one client), and it leaves what happens
@@ -50,7 +50,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 
@@ -173,15 +173,9 @@ class Elector:
     the process exits at once with :data:`LOST_EXIT_CODE`.
     """
 
-    def __init__(
-        self,
-        settings: LeaseSettings,
-        client: Callable[[], Kube],
-        me: str | None = None,
-        *,
-        exit: Callable[[int], object] = os._exit,
-    ) -> None:
-        self.settings, self.client, self.me, self._exit = settings, client, me or identity(), exit
+    def __init__(self, settings: LeaseSettings, client: Callable[[], Kube]) -> None:
+        """``client`` makes the thread's own API client (it is opened on the thread's event loop)."""
+        self.settings, self.client, self.me = settings, client, identity()
         self.leading = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="leader-election", daemon=True)
@@ -248,8 +242,11 @@ class Elector:
                     self._lease = await (kube.create(claim) if lease is None else kube.replace(claim))
                     self._renewed_at = started
                     return True
-            except ApiError as error:  # 409: another candidate was quicker
-                logger.debug("leader election: %s", error)
+            except ApiError as error:
+                if error.status == 409:  # another candidate was quicker
+                    logger.debug("leader election: %s", error)
+                else:  # 403: the Role does not grant this Lease
+                    logger.warning("leader election: the Lease was refused: %s", error)
                 wait = self.settings.retry_period
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 logger.warning("leader election: cannot reach the API server: %s", error)
@@ -268,13 +265,11 @@ class Elector:
             started = time.monotonic()
             if started >= deadline:
                 self._lose(f"not renewed for {settings.renew_deadline} s")
-                return
             try:
                 await asyncio.wait_for(self._renew_once(kube), timeout=deadline - started)
                 self._renewed_at = started
             except LeaseLost as lost:
                 self._lose(str(lost))
-                return
             except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as error:
                 logger.warning("leader election: renewal failed: %s", error or type(error).__name__)
 
@@ -292,17 +287,15 @@ class Elector:
             self._lease = lease
             raise
 
-    def _lose(self, reason: str) -> None:
-        self._lease = None  # not ours to release
+    def _lose(self, reason: str) -> NoReturn:
         metrics.LEADER.set(0)
         logger.critical("leader election lost: %s; exiting so that this process writes nothing more", reason)
         for handler in logging.getLogger().handlers:
             handler.flush()
-        self._exit(LOST_EXIT_CODE)
+        os._exit(LOST_EXIT_CODE)
 
     async def _release(self, kube: Kube) -> None:
-        if self._lease is None:
-            return
+        assert self._lease is not None  # set when leading began
         try:
             await asyncio.wait_for(
                 kube.replace(released(self._lease, datetime.now(UTC))),
