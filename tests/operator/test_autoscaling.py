@@ -150,6 +150,15 @@ def test_a_missing_metric_holds_the_count() -> None:
         assert (held.desired_replicas, held.limited_by) == (5, "MetricMissing")
 
 
+def test_at_zero_pods_nothing_is_measured_and_zero_is_held() -> None:
+    spec = Autoscaling(min_replicas=0, max_replicas=4, target_in_flight=2, target_gpu_utilization=50)
+    status = autoscale(spec, None, Load({"inFlight": None, "gpuUtilization": None}, 0), T0)
+    assert (status.desired_replicas, status.limited_by) == (0, "MetricMissing")
+    readings = {"inFlight": Reading("inFlight", 0, 0), "gpuUtilization": Reading("gpuUtilization", 0, 0)}
+    later = autoscale(spec, status, Load(readings, 0), T0 + timedelta(seconds=15))  # type: ignore[arg-type]
+    assert later.desired_replicas == 0
+
+
 def test_one_missing_metric_blocks_scaling_down_but_not_up() -> None:
     spec = Autoscaling(min_replicas=1, max_replicas=20, target_in_flight=4, target_gpu_utilization=70)
     status = autoscale(spec, None, in_flight(4, 1), T0).model_copy(update={"desired_replicas": 6})
