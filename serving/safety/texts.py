@@ -97,7 +97,8 @@ def chat_request_texts(request: Mapping[str, Any]) -> Texts[dict[str, Any]]:
 
 
 def chat_response_texts(response: Mapping[str, Any]) -> Texts[dict[str, Any]]:
-    """The texts of an upstream's chat completion: every choice's ``message.content``."""
+    """The texts of an upstream's chat completion: every choice's ``message.content``. ``put``
+    returns the completion with the edited texts; an edited choice's ``logprobs`` become null."""
     choices = response.get("choices")
     choices = choices if isinstance(choices, list) else []
     located = [
@@ -109,10 +110,12 @@ def chat_response_texts(response: Mapping[str, Any]) -> Texts[dict[str, Any]]:
     texts = tuple(text for _, text in located)
 
     def put(edited: Sequence[str]) -> dict[str, Any]:
+        # An edited choice loses its logprobs: their tokens spell out the answer as the model
+        # wrote it (a redacted email, say), so they would undo the edit.
         copied = list(choices)
         messages = {index: choices[index]["message"] for (index, _), _ in located}
         for index, message in _edited(messages, located, edited).items():
-            copied[index] = {**choices[index], "message": message}
+            copied[index] = {**choices[index], "message": message, "logprobs": None}
         return {**response, "choices": copied}
 
     return Texts(texts, None, put)

@@ -51,7 +51,14 @@ class Upstream(Adapter):
         return {
             "id": "chatcmpl-up",
             "model": "classifier",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "logprobs": {"content": [{"token": word, "logprob": -0.5} for word in content.split()]},
+                    "finish_reason": "stop",
+                }
+            ],
         }
 
 
@@ -247,6 +254,8 @@ async def test_the_upstreams_answer_is_disclaimed_redacted_or_replaced(
 
     assert answer["choices"][0]["message"]["content"] == content
     assert answer["choices"][0]["finish_reason"] == finish and answer["id"] == "chatcmpl-up"
+    # The tokens' logprobs spell out the answer as the model wrote it: an edited answer has none.
+    assert (answer["choices"][0].get("logprobs") is None) == (content != reply)
     assert setup.sample("cutover_predictions_total") == 1
     assert setup.sample("cutover_safety_checks_total", filter="bias", scope="output") == 1
 
