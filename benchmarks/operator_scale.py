@@ -146,7 +146,11 @@ class Figures:
     count: int
     applied: float
     steady: float
+    idle_mb: float
+    """The operator's resident memory before the first apply."""
     peak_mb: float
+    burst_cpu: float
+    """The operator's CPU seconds from the first apply to all Healthy."""
     rest_cpu_per_min: float
     load: str
 
@@ -199,17 +203,19 @@ def run(count: int, args: argparse.Namespace, last: bool) -> Figures:
         pid = operator.pid
         wait("operator up", lambda: _answers(port), 60, time.monotonic())
         names = range(count)
+        idle_cpu, idle_mb = cpu_seconds(pid), memory_mb(pid, "VmRSS")
         started = time.monotonic()
         apply_all(kubeconfig, names)
         applied = time.monotonic() - started
         steady = wait(f"{count} Healthy", lambda: healthy(kubeconfig) == count, args.timeout, started)
         figures_load = load()
         peak = memory_mb(pid, "VmHWM")
+        burst_cpu = cpu_seconds(pid) - idle_cpu
         time.sleep(10)  # the burst's last status writes and events
         cpu = cpu_seconds(pid)
         time.sleep(args.rest)
         per_min = (cpu_seconds(pid) - cpu) * 60 / args.rest
-        figures = Figures(count, applied, steady, peak, per_min, figures_load)
+        figures = Figures(count, applied, steady, idle_mb, peak, burst_cpu, per_min, figures_load)
         print(
             f"  {count}: Healthy after {steady:.1f} s, peak {peak:.0f} MB, {per_min:.2f} CPU s/min at rest ({load()})",
             file=sys.stderr,
@@ -272,11 +278,15 @@ def main() -> None:
     os.environ["PATH"] = f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}"
     results = [run(count, args, last=count == counts[-1]) for count in counts]
     print(f"\noperator scale on {os.cpu_count()} cores, a third of the ModelDeployments on GPUs\n")
-    header = f"{'ModelDeployments':>16} {'applied s':>10} {'Healthy s':>10} {'peak MB':>8} {'CPU s/min at rest':>18}"
+    header = (
+        f"{'ModelDeployments':>16} {'applied s':>10} {'Healthy s':>10} {'idle MB':>8} {'peak MB':>8}"
+        f" {'CPU s to Healthy':>17} {'CPU s/min at rest':>18}"
+    )
     print(f"{header} {'per 1,000':>10}  load at Healthy (1, 5, 15 min)")
     for f in results:
         print(
-            f"{f.count:>16} {f.applied:>10.1f} {f.steady:>10.1f} {f.peak_mb:>8.0f} {f.rest_cpu_per_min:>18.2f}"
+            f"{f.count:>16} {f.applied:>10.1f} {f.steady:>10.1f} {f.idle_mb:>8.0f} {f.peak_mb:>8.0f}"
+            f" {f.burst_cpu:>17.1f} {f.rest_cpu_per_min:>18.2f}"
             f" {f.rest_cpu_per_min * 1000 / f.count:>10.2f}  {f.load}"
         )
     top = results[-1]
