@@ -299,24 +299,7 @@ def _false_alarms(detector: Detector, lines: list[tuple[str, Direction]]) -> lis
     return found
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "toxicity",
-        "pii",
-        "advice",
-        "bias",
-        # Crisis flags 1 of the 234 lines (a thank-you note for watering plants, suicidalIdeation
-        # 0.32 against its threshold of 0.3, chosen for recall): a known false alarm, named in
-        # docs/safety.md's limits. The test stays, so that any further false alarm shows.
-        pytest.param(
-            "crisis",
-            marks=pytest.mark.xfail(
-                strict=False, reason="crisis flags one everyday line (0.32 at threshold 0.3); docs/safety.md"
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("name", ["toxicity", "pii", "advice", "bias", "crisis"])
 def test_everyday_text_has_no_finding(detectors: dict[str, Detector], name: str) -> None:
     alarms = _false_alarms(detectors[name], EVERYDAY)
     assert alarms == [], f"{name}: {len(alarms)} false alarms on {len(EVERYDAY)} everyday lines\n" + "\n".join(alarms)
@@ -357,7 +340,8 @@ IDENTIFIERS = st.one_of(
     st.from_regex(r"(\+[0-9]{1,3} )?[0-9]{3}-[0-9]{4}( ext\. ?[0-9]{1,4})?", fullmatch=True),  # phones
     st.from_regex(r"(0x)?[0-9a-f]{6,16}", fullmatch=True),  # hex ids and hashes
 )
-# Without the crisis filter's one known false alarm, which sits just under its threshold alone.
+# Without the line the crisis filter once flagged (0.32 at its threshold 0.3): it passes alone,
+# but scores 0.37 with " 0." appended, whatever the leet reading.
 PLAIN_LINES = [
     line for line in (*INPUTS_EN, *OUTPUTS_EN, *OUTPUTS_DE, *OUTPUTS_FR, *OUTPUTS_ES) if "watering" not in line
 ]
