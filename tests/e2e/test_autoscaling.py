@@ -71,7 +71,14 @@ def test_a_load_step_scales_up_then_down_and_a_canary_takes_its_share(stack: Sta
 
     # down: once the step ends, after the 20 s window, to one pod again (the canary's share with it)
     step.stop()
-    md = until(stack, "autoscaled", lambda m: desired(m) == 1, 120, "scaled down to 1 pod")
+    limits: set[str] = set()
+
+    def down(m: dict[str, Any]) -> bool:
+        limits.add((status(m).get("autoscaling") or {}).get("limitedBy", ""))
+        return desired(m) == 1
+
+    until(stack, "autoscaled", down, 120, "scaled down to 1 pod")
+    assert "ScaleDownStabilization" in limits, limits  # held at 10 while the window had a 10 in it
     assert replicas(stack) == {"stable": 1, "candidate": 1}
     nothing_lost(base)
     nothing_lost(step)
