@@ -24,6 +24,7 @@ Layout, by what changes together:
 ``requests``           on-call requests, one function per action
 ``alerts``             AlertRule actions: pause, rollback, fallback, once per firing
 ``strategies/``        one module per strategy: canary, blueGreen, shadow, abTest
+``autoscaling``        the HPA algorithm: how many pods the model runs at full size
 ``workloads``          replica and surge math: which pods each revision runs
 ``traffic``            the traffic table, one provider each for gateway, gatewayAPI, replicas
 ``status``             phase, message and conditions
