@@ -55,6 +55,10 @@ API_ERROR_RETRY = 5.0
 """Seconds before the next pass after any other refusal of the API server."""
 ERROR_RETRY = 10.0
 """Seconds before the next pass after an unexpected error."""
+PASSES_AT_ONCE = 16
+"""Passes of one kind's loops that run at once; the others wait their turn. Unbounded, a burst
+of 500 new ModelDeployments queued hundreds of requests behind the client's 32 connections, and
+536 passes failed by the 30 s request timeout (each then waited 10 s and ran again)."""
 
 PER_EVENT_KWARGS = frozenset({"type", "event", "body", "meta", "spec", "status", "patch", "annotations", "labels"})
 """Handler kwargs that describe one event; a long-running loop reads the live ``body`` instead."""
@@ -260,6 +264,8 @@ class LoopMemory:
     writes: dict[ObjectKey, tuple[frozenset[str], dict[str, Any]]] = field(default_factory=dict)
     """Per object: the resourceVersions our status writes have superseded since kopf's view
     last caught up, and what the last write returned."""
+    passes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PASSES_AT_ONCE))
+    """Held by each pass (:func:`serve`): at most :data:`PASSES_AT_ONCE` of this kind at once."""
 
     def start(self, key: ObjectKey) -> asyncio.Event:
         """Register the loop that now serves ``key``; returns its wake-up event (what
@@ -327,7 +333,8 @@ async def serve(
 ) -> None:
     """Run the passes of one object's loop until ``stopped`` is set or the object is gone.
 
-    ``one_pass`` returns the seconds until the next pass; a poke (:meth:`LoopMemory.poke`)
+    ``one_pass`` returns the seconds until the next pass; it runs holding ``memory.passes``
+    (a burst of objects takes turns rather than timing out together); a poke (:meth:`LoopMemory.poke`)
     starts it sooner, ``coalesce`` seconds after the poke so that the rest of its burst (a
     status echo, a child's several updates) is handled in the same pass. A pass that fails is
     counted (``failed`` gets ``ApiError<status>`` or ``Unexpected``), logged under ``what`` (the
@@ -341,7 +348,8 @@ async def serve(
         while not stopped:
             wake.clear()
             try:
-                delay = await one_pass()
+                async with memory.passes:
+                    delay = await one_pass()
             except ApiError as err:
                 if err.status == 404 and await gone():
                     log.info("the %s is gone; its loop ends", what)

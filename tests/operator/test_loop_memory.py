@@ -170,6 +170,51 @@ def test_a_loop_retries_what_fails_and_ends_when_its_object_is_gone(monkeypatch:
     assert ended == [memory.wakes[KEY]], "the ending loop hands its wake-up event to forget"
 
 
+async def test_a_burst_of_objects_takes_turns_for_its_passes() -> None:
+    """500 new ModelDeployments ran their first passes all at once; their requests queued behind
+    the client's 32 connections past the request timeout, and 536 passes failed."""
+    memory = LoopMemory()
+    stopped = Stopped()
+    running: list[int] = []
+    most = 0
+    done = 0
+
+    async def one_pass() -> float:
+        nonlocal most, done
+        running.append(1)
+        most = max(most, len(running))
+        await asyncio.sleep(0.01)
+        running.pop()
+        done += 1
+        return 3600.0
+
+    keys = [("ns", f"m{i}") for i in range(3 * lifecycle.PASSES_AT_ONCE)]
+    loops = [
+        asyncio.create_task(
+            lifecycle.serve(
+                memory,
+                key,
+                stopped,
+                one_pass,
+                what="Thing",
+                gone=lambda: asyncio.sleep(0, result=False),
+                forget=lambda wake: None,
+                failed=lambda reason: None,
+                log=LOG,
+            )
+        )
+        for key in keys
+    ]
+    async with asyncio.timeout(10):
+        while done < len(keys):
+            await asyncio.sleep(0.005)
+    assert most == lifecycle.PASSES_AT_ONCE
+    stopped.set()
+    for key in keys:
+        memory.poke(*key)
+    await asyncio.gather(*loops)
+
+
 def test_a_poked_loop_runs_its_next_pass_at_once_and_a_stopped_one_returns() -> None:
     memory = LoopMemory()
     stopped = Stopped()
