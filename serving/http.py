@@ -7,6 +7,11 @@ gives its own per request (``cutover serve`` answers OpenAI's error object on ``
 status (and ``Retry-After`` when it has one), an aiohttp HTTP error (404 unknown route, 405, 413
 over the size limit) with its reason, and anything else as a 500 that is logged.
 
+Clients that leave. A request's handler is cancelled when its client closes the connection
+(aiohttp's ``handler_cancellation``), which closes the upstream call or frees the admission slot
+it holds at once, and it is counted as 499; otherwise a client that gave up while an upstream was
+silent (an LLM generating) held its slot until the upstream spoke again or timed out.
+
 Draining. On SIGTERM the process turns its readiness to 503 while the listener stays open for a
 shutdown delay (endpoints take a moment to drop the pod), then :func:`listening` closes the
 listener and gives requests in flight ``shutdown_grace`` seconds to finish.
@@ -39,6 +44,11 @@ Answered = Callable[[web.Request, web.StreamResponse, float], None]
 
 ErrorBody = Callable[[web.Request, int, str], Any]
 """The JSON body of an error: from the request, the status and the message."""
+
+
+CLIENT_CLOSED = 499
+"""The status a request is counted with when the client left before its answer (nginx's code):
+not a failure of the revision."""
 
 
 def plain_error(request: web.Request, status: int, message: str) -> dict[str, str]:
@@ -79,6 +89,10 @@ def json_errors(answered: Answered | None = None, body: ErrorBody = plain_error)
         except Exception as error:
             log.exception("%s %s failed", request.method, request.path)
             response = json_body(body(request, 500, f"internal error: {error}"), status=500)
+        except asyncio.CancelledError:
+            if answered is not None and request.transport is None:  # the client left (handler cancellation)
+                answered(request, web.Response(status=CLIENT_CLOSED), started)
+            raise
         if answered is not None:
             answered(request, response, started)
         return response
@@ -153,7 +167,7 @@ async def listening(
 ) -> AsyncIterator[web.AppRunner]:
     """Serve ``app`` on ``host:port`` (port 0 picks a free one, logged) until the block ends;
     then close the listener and give requests in flight ``shutdown_grace`` seconds to finish."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_grace)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_grace, handler_cancellation=True)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, backlog=backlog).start()

@@ -169,7 +169,7 @@ def threaded_gateway(model: str, url: str, **config: Any) -> Iterator[tuple[str,
     traffic = [{"revision": "a", "role": "stable", "weight": 100, "service": f"{model}-a"}]
     deployment = {"metadata": {"namespace": "tests", "name": model}, "spec": {"model": {"name": model}}}
     gateway.replace_deployments([{**deployment, "status": {"traffic": traffic}}])
-    runner = web.AppRunner(gateway.app(), access_log=None)
+    runner = web.AppRunner(gateway.app(), access_log=None, handler_cancellation=True)  # as http.listening runs it
     loop.run_until_complete(runner.setup())
     loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)

@@ -149,6 +149,28 @@ def test_a_client_that_leaves_mid_stream_is_counted_as_499(served: Serving, gate
     wait_until(lambda: served.metric("cutover_serving_requests_total", code="499") == before + 1, 10, "a 499")
 
 
+def test_a_client_that_leaves_while_the_upstream_is_silent_frees_its_slot_at_once(
+    via: str, served: Serving, gateways: dict[str, str]
+) -> None:
+    """The upstream holds the stream (a long generation) and the client leaves: the request ends
+    then, not when the upstream speaks again or times out. It held its admission slot meanwhile,
+    so a few clients that gave up could shed everyone else's requests as 503s. Through the
+    gateway, its call to the revision is closed as the client leaves."""
+    before = served.metric("cutover_serving_requests_total", code="499")
+    ChatUpstream.release.clear()
+    try:
+        stream = client(via, served, gateways).chat.completions.create(
+            model=MODEL, messages=said("[hold] say: one two three"), stream=True
+        )
+        next(chunk for chunk in stream if chunk.choices and chunk.choices[0].delta.content)
+        stream.close()
+
+        wait_until(lambda: served.metric("cutover_serving_requests_total", code="499") == before + 1, 10, "a 499")
+        assert served.metric("cutover_serving_in_flight") == 0
+    finally:
+        ChatUpstream.release.set()
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_upstream_faults_reach_the_client_with_a_faithful_status_and_reason(
     via: str, stream: bool, served: Serving, gateways: dict[str, str]
