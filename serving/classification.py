@@ -15,6 +15,7 @@ classified; asking it of a BYTES output is an ``InvalidInput`` (400).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
@@ -31,7 +32,12 @@ def classify(array: np.ndarray, count: int, labels: Sequence[str] = (), *, batch
     non-numeric ``array``."""
     if array.dtype.kind not in "biuf":
         raise InvalidInput(f"classification needs a numeric output, not {array.dtype}")
-    rows = array.reshape(array.shape[0], -1) if batched and array.ndim > 1 else array.reshape(1, -1)
+    # The row length is given, not inferred (-1): numpy cannot infer it for an empty batch.
+    rows = (
+        array.reshape(array.shape[0], math.prod(array.shape[1:]))
+        if batched and array.ndim > 1
+        else array.reshape(1, -1)
+    )
     top = min(count, rows.shape[1])
     # Largest first; a stable sort of the negated values keeps equal values in index order, and
     # NaN (negated, still NaN) sorts last.

@@ -25,6 +25,7 @@ from aiohttp.web_response import ContentCoding
 from tritonclient.utils import InferenceServerException
 
 from cutover.serving import sample_models
+from cutover.serving.classification import classify
 from cutover.serving.compression import MIN_BYTES, preferred_coding
 from cutover.serving.gateway.app import Gateway, GatewayConfig
 from cutover.serving.server import EXTENSIONS
@@ -118,6 +119,39 @@ def test_class_count_beyond_the_classes_answers_every_class(
     wanted = [httpclient.InferRequestedOutput("probabilities", class_count=10)]
     result = client.infer("classifier", [infer_input(x)], outputs=wanted)
     assert texts(result.as_numpy("probabilities")) == top_classes(probabilities(models, x), 3)
+
+
+def test_class_count_of_an_empty_batch_is_an_empty_answer(server: Serving) -> None:
+    """Zero rows in is zero rows out, as without a class count (it was a 500, counted against the
+    revision)."""
+    body = {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [0, 4], "data": []}],
+        "outputs": [{"name": "probabilities", "parameters": {"classification": 2}}],
+    }
+    status, answer = server.post("/v2/models/classifier/infer", body)
+    assert status == 200, answer
+    assert answer["outputs"][0] | {"data": []} == {
+        "name": "probabilities",
+        "datatype": "BYTES",
+        "shape": [0, 2],
+        "data": [],
+    }
+
+
+@pytest.mark.parametrize(
+    ("shape", "batched", "expected"),
+    [
+        ((0, 3), True, (0, 2)),
+        ((0, 3, 2), True, (0, 2)),
+        ((2, 0), True, (2, 0)),
+        ((0,), False, (0,)),
+        ((0, 3), False, (0,)),
+    ],
+)
+def test_every_empty_output_classifies_to_an_empty_answer(
+    shape: tuple[int, ...], batched: bool, expected: tuple[int, ...]
+) -> None:
+    assert classify(np.zeros(shape, dtype=np.float32), 2, batched=batched).shape == expected
 
 
 # ---- parameters --------------------------------------------------------------------------------
