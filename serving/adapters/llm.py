@@ -69,7 +69,9 @@ class LLMAdapter(Adapter):
         module docstring."""
         forwarded = {**request, "model": self.model, "stream": False}
         try:
-            response = await self._client.post(f"{self.base}/chat/completions", json=forwarded, headers=propagated())
+            response = await self._client.post(
+                f"{self.base}/chat/completions", content=_json_body(forwarded), headers=propagated(JSON_HEADERS)
+            )
         except httpx.HTTPError as error:
             raise self._transport_failure(error) from None
         if response.status_code != 200:
@@ -89,10 +91,10 @@ class LLMAdapter(Adapter):
         as ``include_usage``) go through as sent. Raises the errors of the module docstring,
         before the first chunk for a refusal, or mid-stream (an ``error`` event, a chunk that is
         not JSON, a connection that breaks off)."""
-        forwarded = {**request, "model": self.model, "stream": True}
+        forwarded = _json_body({**request, "model": self.model, "stream": True})
         try:
-            url, headers = f"{self.base}/chat/completions", propagated()
-            async with self._client.stream("POST", url, json=forwarded, headers=headers) as response:
+            url, headers = f"{self.base}/chat/completions", propagated(JSON_HEADERS)
+            async with self._client.stream("POST", url, content=forwarded, headers=headers) as response:
                 if response.status_code != 200:
                     await response.aread()
                     raise self._refusal(response)
@@ -174,6 +176,21 @@ class LLMAdapter(Adapter):
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _json_body(request: Mapping[str, Any]) -> bytes:
+    """``request`` as the UTF-8 JSON body sent upstream. Raises ``InvalidInput`` for what the
+    client's JSON may hold (Python's reader takes it) and no JSON body can carry on: text with a
+    lone surrogate (an escaped ``"\\ud800"``), a number that is NaN or infinite."""
+    try:
+        return json.dumps(request, ensure_ascii=False, allow_nan=False).encode()
+    except UnicodeEncodeError:
+        raise InvalidInput("the request holds text that is not Unicode (a lone surrogate escape)") from None
+    except ValueError:
+        raise InvalidInput("the request holds a number that is NaN or infinite, which JSON cannot carry") from None
 
 
 def _unready(url: str, status: int) -> str:

@@ -18,7 +18,7 @@ from cutover.serving.adapters.llm import LLMAdapter
 from cutover.serving.errors import InvalidInput, Overloaded, ServingError, TooManyRequests, UpstreamError
 from tests.support.waiting import wait_until
 
-from .support import Serving, key_secret, threaded_gateway
+from .support import Serving, key_secret, openai_error, threaded_gateway
 from .test_adapters import ChatUpstream, chat_upstream
 from .test_safety_policy import document
 
@@ -306,3 +306,23 @@ def test_a_revision_that_breaks_off_a_stream_is_an_error_event_at_the_gateway(ch
     assert text_of(received) == "one"
     assert "revision a" in broke.value.message and "mid-stream" in broke.value.message
     assert not retried
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [('"x \\ud800 y"', "not Unicode"), ("NaN", "NaN or infinite"), ("-Infinity", "NaN or infinite")],
+)
+def test_json_the_upstream_cannot_be_sent_is_refused_as_the_clients(
+    served: Serving, stream: bool, value: str, reason: str
+) -> None:
+    """JSON as Python reads it may hold a lone surrogate (an escaped ``"\\ud800"``), NaN or
+    Infinity, which no JSON body to the upstream can carry: each was a 502 ("upstream failed"),
+    counted against the revision, for the client's own request."""
+    seen = len(ChatUpstream.seen)
+    message = f'{{"role": "user", "content": "hi", "name": {value}}}'
+    body = f'{{"model": "{MODEL}", "messages": [{message}], "stream": {str(stream).lower()}}}'
+    status, answer = served.post("/v1/chat/completions", body.encode())
+    assert status == 400, answer
+    assert reason in openai_error(answer)
+    assert len(ChatUpstream.seen) == seen
