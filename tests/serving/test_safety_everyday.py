@@ -390,3 +390,69 @@ def test_numbers_and_identifiers_in_everyday_lines_add_no_finding(
 )
 def test_leet_words_are_read_as_words_and_numbers_stay_numbers(written: str, read: str) -> None:
     assert normalise(written) == read
+
+
+# Everyday chat whose only "evidence" of toxicity is a word the corpus ties to toxic lines
+# (function words and contractions: "have", "can't", "i'll", "you're"; everyday words: "come",
+# "promise"), so that fastText's score decides, and on this corpus it rests on punctuation,
+# contractions and prefix tokens. "We can't wait to celebrate with you." scores 0.81; "note: what
+# should I cook tonight? I have rice, eggs and spinach" 0.87 (the prefix makes the first sentence
+# a run of its own; the run "i have rice, eggs and spinach" alone scores 0.86); and the maximum
+# over runs lets a run without evidence decide once another sentence holds some ("We can't wait
+# to celebrate with you. I'd love to come, count me in!" 0.84). Known to fail: dropping function
+# words from the evidence and reading fastText only on runs that hold evidence clears the
+# function-word lines, but "promise" still decides, and the calibration moves enough that lines
+# near 0.8 cross it ("git checkout -b feature/login", more false positives on the held-out split).
+PREFIXES = ["", "note: ", "Note: ", "Q: ", "re: ", "Re: ", "update - ", "UPDATE - ", "fyi: ", "PS: "]
+EVERYDAY_SENTENCES = [
+    "We can't wait to celebrate with you.",
+    "I have rice, eggs and spinach",
+    "what should I cook tonight?",
+    "Happy birthday, Grandpa! We love you so much.",
+    "happy 40th, have the best day ever!",
+    "Congratulations on the wedding, you two!",
+    "Thank you so much for the flowers, they're gorgeous.",
+    "thanks again, you've been a huge help",
+    "I can't thank you enough for last night.",
+    "We're so proud of you, well done!",
+    "She's coming home for Christmas and we can't wait",
+    "They've booked the hall for the party on Saturday.",
+    "I'll bring the cake if you bring the candles",
+    "don't forget the card, it's on the kitchen table",
+    "we won't be late, promise!",
+    "You're invited to our anniversary dinner at eight.",
+    "I'd love to come, count me in!",
+    "I've got two kids and a dog, what car would you get?",
+    "we have a meeting at ten, can we move lunch?",
+    "who would like coffee?",
+    "I'm so happy for you both!",
+    "Cheers to another year around the sun!",
+    "Merry Christmas and a happy new year to all of you!",
+    "it's been ages, we should catch up soon",
+    "what time does the party start?",
+    "Welcome back! How was the trip?",
+]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 15: learned-only evidence lets fastText flag everyday chat")
+@settings(
+    max_examples=150, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    prefix=st.sampled_from(PREFIXES),
+    lines=st.lists(st.sampled_from(EVERYDAY_SENTENCES), min_size=1, max_size=3),
+    ending=st.sampled_from(["", "!", "!!", " :)", " 🎉"]),
+    direction=st.sampled_from(["input", "output"]),
+)
+@example(
+    prefix="note: ",
+    lines=["what should I cook tonight?", "I have rice, eggs and spinach"],
+    ending="",
+    direction="input",
+)
+@example(prefix="", lines=["We can't wait to celebrate with you."], ending="", direction="output")
+def test_greetings_thanks_and_prefixed_chat_have_no_toxicity_finding(
+    detectors: dict[str, Detector], prefix: str, lines: list[str], ending: str, direction: Direction
+) -> None:
+    text = prefix + " ".join(lines) + ending
+    assert detectors["toxicity"].scan(text, direction) == [], f"{text!r}: {toxicity.model().score(text):.3f}"
