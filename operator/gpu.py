@@ -20,8 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from cutover.api.contract import LABEL_MODEL, LABEL_REVISION
 
 from .kube import Kube
 from .rollout import Capacity
@@ -58,9 +61,21 @@ def _quantity(value: Any) -> int:
         return 0
 
 
+def requested(pods: Iterable[dict[str, Any]], resource: str) -> dict[str, int]:
+    """Per node name: how much of ``resource`` the bound, unfinished ``pods`` request."""
+    used: dict[str, int] = defaultdict(int)
+    for pod in pods:
+        node = pod.get("spec", {}).get("nodeName")
+        if not node or pod.get("status", {}).get("phase") in TERMINAL:
+            continue
+        for container in pod["spec"].get("containers", []):
+            used[node] += _quantity(container.get("resources", {}).get("requests", {}).get(resource, 0))
+    return used
+
+
 def free_pods(
-    nodes: list[dict[str, Any]],
-    pods: list[dict[str, Any]],
+    nodes: Iterable[dict[str, Any]],
+    used: Mapping[str, int],
     resource: str,
     per_pod: int,
     product: str | None = None,
@@ -69,17 +84,11 @@ def free_pods(
     sharing: str | None = None,
     node_selector: dict[str, str] | None = None,
 ) -> Capacity:
-    """How many more pods requesting ``per_pod`` of ``resource`` fit. ``reserved`` counts
+    """How many more pods requesting ``per_pod`` of ``resource`` fit on ``nodes``, given what is
+    ``used`` of it per node name (:func:`requested`, or :class:`GpuView`'s totals). ``reserved`` counts
     requests of our own pods per node that are about to go away and should count as free
     (none by default). ``sharing`` (runtime.gpu.sharing: none, timeSlicing or mps) and
     ``node_selector`` (runtime.nodeSelector) leave out nodes the pod cannot land on."""
-    used: dict[str, int] = defaultdict(int)
-    for pod in pods:
-        node = pod.get("spec", {}).get("nodeName")
-        if not node or pod.get("status", {}).get("phase") in TERMINAL:
-            continue
-        for container in pod["spec"].get("containers", []):
-            used[node] += _quantity(container.get("resources", {}).get("requests", {}).get(resource, 0))
     fits = total = 0
     eligible = 0
     for node in nodes:
@@ -99,7 +108,7 @@ def free_pods(
             continue
         eligible += 1
         name = node["metadata"]["name"]
-        free = allocatable - used[name] + (reserved or {}).get(name, 0)
+        free = allocatable - used.get(name, 0) + (reserved or {}).get(name, 0)
         total += allocatable
         fits += max(0, free) // per_pod
     where = f" on nodes with {product}" if product else ""
@@ -110,9 +119,15 @@ def free_pods(
 
 
 def preflight(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], runtime: dict[str, Any]) -> Capacity | None:
-    """:func:`free_pods` for a ModelDeployment's ``runtime`` (wire form): the resource, product,
-    memory, sharing and node selector all read from it, so a GPU field the pods honour is never
-    one the preflight forgets. None when the pods request no GPU."""
+    """:func:`free_pods` for a ModelDeployment's ``runtime`` (wire form) among ``pods``: the
+    resource, product, memory, sharing and node selector all read from it, so a GPU field the
+    pods honour is never one the preflight forgets. None when the pods request no GPU."""
+    return _preflight(nodes, lambda name: requested(pods, name), runtime)
+
+
+def _preflight(
+    nodes: Iterable[dict[str, Any]], used: Callable[[str], Mapping[str, int]], runtime: dict[str, Any]
+) -> Capacity | None:
     gpu = runtime.get("gpu")
     wanted = resource(gpu)
     if wanted is None or gpu is None:
@@ -120,7 +135,7 @@ def preflight(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], runtime: 
     name, count = wanted
     return free_pods(
         nodes,
-        pods,
+        used(name),
         name,
         count,
         product=gpu.get("product"),
@@ -161,24 +176,35 @@ def trim_node(node: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def trim_pod(pod: dict[str, Any]) -> dict[str, Any] | None:
-    """What :func:`free_pods` and the candidate filter read of a pod (namespace, labels, node,
-    its containers' GPU requests), or None for a pod that holds no GPU: unbound, finished, or
-    requesting no GPU resource."""
+Owner = tuple[str, str, str]
+"""A pod's (namespace, ModelDeployment, revision), from its cutover.dev labels."""
+
+
+@dataclass(frozen=True)
+class HeldGpus:
+    """What the view keeps of a pod that holds GPUs: its node, owner and GPU requests."""
+
+    node: str
+    owner: Owner
+    requests: dict[str, int]
+
+
+def trim_pod(pod: dict[str, Any]) -> HeldGpus | None:
+    """The GPUs a pod holds (summed over its containers, by resource), or None for a pod that
+    holds none: unbound, finished, or requesting no GPU resource."""
     spec = pod.get("spec", {})
     if not spec.get("nodeName") or pod.get("status", {}).get("phase") in TERMINAL:
         return None
-    containers = [
-        {"resources": {"requests": _gpu_only(c.get("resources", {}).get("requests"))}}
-        for c in spec.get("containers", [])
-    ]
-    if not any(c["resources"]["requests"] for c in containers):
+    requests: dict[str, int] = defaultdict(int)
+    for container in spec.get("containers", []):
+        for name, quantity in _gpu_only(container.get("resources", {}).get("requests")).items():
+            requests[name] += _quantity(quantity)
+    if not any(requests.values()):
         return None
     meta = pod.get("metadata", {})
-    return {
-        "metadata": {"namespace": meta.get("namespace", ""), "labels": dict(meta.get("labels") or {})},
-        "spec": {"nodeName": spec["nodeName"], "containers": containers},
-    }
+    labels = meta.get("labels") or {}
+    owner = (meta.get("namespace", ""), labels.get(LABEL_MODEL, ""), labels.get(LABEL_REVISION, ""))
+    return HeldGpus(spec["nodeName"], owner, dict(requests))
 
 
 class GpuView:
@@ -188,8 +214,9 @@ class GpuView:
     that needs it, so an operator without GPU ModelDeployments watches nothing.
 
     A preflight used to list every node and pod of the cluster on each pass of each GPU
-    ModelDeployment (2 lists a pass, each the size of the cluster); now a pass reads memory.
-    Only GPU nodes and pods that hold GPUs are kept, trimmed to what the preflight reads
+    ModelDeployment (2 lists a pass, each the size of the cluster); now a pass reads memory,
+    and costs the GPU nodes: the requests per node are totalled as pod events arrive. Only GPU
+    nodes and pods that hold GPUs are kept, trimmed to what the preflight reads
     (:func:`trim_node`, :func:`trim_pod`), so the view's size follows the GPU pods, not the
     cluster. Each event is applied as it arrives: a pod bound a moment ago is counted by the
     next preflight that runs after its event (the watch's delay, not a cache's lifetime)."""
@@ -197,29 +224,62 @@ class GpuView:
     def __init__(self) -> None:
         self.nodes: dict[str, dict[str, Any]] = {}
         """By node name."""
-        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pods: dict[tuple[str, str], HeldGpus] = {}
         """By (namespace, name)."""
+        self.used: dict[str, dict[str, int]] = {}
+        """By GPU resource, then node name: what the kept pods request, kept up to date with each
+        pod event so that a preflight costs the GPU nodes, not the GPU pods."""
+        self.owned: dict[Owner, set[tuple[str, str]]] = {}
+        """By owner (namespace, ModelDeployment, revision): its pods, for :meth:`preflight`'s
+        ``leave_out``."""
         self._synced = {"Node": asyncio.Event(), "Pod": asyncio.Event()}
         self._tasks: list[asyncio.Task[None]] = []
 
     def observe(self, kind: str, event: str, obj: Any) -> None:
         """Apply one event of a :class:`~cutover.serving.kube.Watcher` of ``kind`` (Node or
         Pod): ("SYNC", items) replaces what is kept, ADDED/MODIFIED/DELETED change one object."""
-        trim: Callable[[dict[str, Any]], dict[str, Any] | None] = trim_node if kind == "Node" else trim_pod
-        kept: dict[Any, dict[str, Any]] = self.nodes if kind == "Node" else self.pods
         if event == "SYNC":
-            kept.clear()
+            if kind == "Node":
+                self.nodes.clear()
+            else:
+                self.pods.clear()
+                self.used.clear()
+                self.owned.clear()
             for item in obj:
                 self.observe(kind, "ADDED", item)
             self._synced[kind].set()
             return
         meta = obj.get("metadata", {})
-        key = meta.get("name", "") if kind == "Node" else (meta.get("namespace", ""), meta.get("name", ""))
-        trimmed = trim(obj) if event != "DELETED" else None
-        if trimmed is None:
-            kept.pop(key, None)
+        if kind == "Node":
+            node = trim_node(obj) if event != "DELETED" else None
+            if node is None:
+                self.nodes.pop(meta.get("name", ""), None)
+            else:
+                self.nodes[meta.get("name", "")] = node
+            return
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        self._count(key, self.pods.pop(key, None), -1)
+        held = trim_pod(obj) if event != "DELETED" else None
+        if held is not None:
+            self.pods[key] = held
+            self._count(key, held, +1)
+
+    def _count(self, key: tuple[str, str], held: HeldGpus | None, sign: int) -> None:
+        """Add (``sign`` +1) or take away (-1) one pod's requests and ownership."""
+        if held is None:
+            return
+        for name, quantity in held.requests.items():
+            per_node = self.used.setdefault(name, {})
+            per_node[held.node] = per_node.get(held.node, 0) + sign * quantity
+            if not per_node[held.node]:
+                del per_node[held.node]
+        pods = self.owned.setdefault(held.owner, set())
+        if sign > 0:
+            pods.add(key)
         else:
-            kept[key] = trimmed
+            pods.discard(key)
+        if not pods:
+            del self.owned[held.owner]
 
     def start(self, kube: Kube) -> None:
         """Start the two watches on ``kube`` (once; later calls do nothing)."""
@@ -237,13 +297,11 @@ class GpuView:
         async for event, obj in kube.watch(collection, **params).events():
             self.observe(kind, event, obj)
 
-    async def preflight(
-        self, kube: Kube, runtime: dict[str, Any], leave_out: Callable[[dict[str, Any]], bool]
-    ) -> Capacity | None:
+    async def preflight(self, kube: Kube, runtime: dict[str, Any], leave_out: Owner | None = None) -> Capacity | None:
         """:func:`preflight` over the view (started on ``kube`` if it is not yet), without the
-        pods ``leave_out`` picks (a rollout's own candidate pods). None when the pods request
-        no GPU. Raises :class:`GpuViewUnavailable` when the first lists take over
-        :data:`SYNC_TIMEOUT` seconds."""
+        pods of ``leave_out`` (a rollout's own candidate: namespace, ModelDeployment, revision).
+        None when the pods request no GPU. Raises :class:`GpuViewUnavailable` when the first
+        lists take over :data:`SYNC_TIMEOUT` seconds."""
         if resource(runtime.get("gpu")) is None:
             return None
         self.start(kube)
@@ -255,8 +313,18 @@ class GpuView:
             raise GpuViewUnavailable(
                 f"nodes and pods not listed within {SYNC_TIMEOUT:.0f} s (see the watch's log)"
             ) from None
-        pods = [pod for pod in self.pods.values() if not leave_out(pod)]
-        return preflight(list(self.nodes.values()), pods, runtime)
+        return _preflight(self.nodes.values(), lambda name: self._used(name, leave_out), runtime)
+
+    def _used(self, name: str, leave_out: Owner | None) -> Mapping[str, int]:
+        used = self.used.get(name, {})
+        mine = self.owned.get(leave_out, set()) if leave_out is not None else set()
+        if not mine:
+            return used
+        less = dict(used)
+        for key in mine:
+            held = self.pods[key]
+            less[held.node] = less.get(held.node, 0) - held.requests.get(name, 0)
+        return less
 
     async def close(self) -> None:
         """Stop the watches (operator cleanup)."""

@@ -95,18 +95,8 @@ async def _capacity(ctx: Context, md: ModelDeployment) -> Capacity | None:
     # The candidate's own pods are what the answer is about: counting them as used would make a
     # placed candidate look short of GPUs on the next pass.
     candidate = md.status.candidate_revision if md.status else None
-    return await ctx.gpus.preflight(ctx.kube, md.spec.wire()["runtime"], lambda pod: _pod_of(pod, md, candidate))
-
-
-def _pod_of(pod: dict[str, Any], md: ModelDeployment, revision: str | None) -> bool:
-    meta = pod.get("metadata", {})
-    labels = meta.get("labels") or {}
-    return (
-        revision is not None
-        and meta.get("namespace") == md.metadata.namespace
-        and labels.get(LABEL_MODEL) == md.metadata.name
-        and labels.get(LABEL_REVISION) == revision
-    )
+    mine = (md.metadata.namespace or "", md.metadata.name or "", candidate) if candidate else None
+    return await ctx.gpus.preflight(ctx.kube, md.spec.wire()["runtime"], mine)
 
 
 async def _invalid(

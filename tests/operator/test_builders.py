@@ -129,9 +129,10 @@ def test_gpu_preflight_counts_free_devices_per_node() -> None:
 
     nodes = [node("a", 4, "A100"), node("b", 4, "A100"), node("c", 2, "L4")]
     pods = [pod("a", 3), pod("b", 2)]
-    assert gpu.free_pods(nodes, pods, "nvidia.com/gpu", 2).free_pods == 0 + 1 + 1
-    assert gpu.free_pods(nodes, pods, "nvidia.com/gpu", 2, product="A100").free_pods == 1
-    assert gpu.free_pods(nodes, pods, "nvidia.com/gpu", 1, product="A100").free_pods == 3
+    used = gpu.requested(pods, "nvidia.com/gpu")
+    assert gpu.free_pods(nodes, used, "nvidia.com/gpu", 2).free_pods == 0 + 1 + 1
+    assert gpu.free_pods(nodes, used, "nvidia.com/gpu", 2, product="A100").free_pods == 1
+    assert gpu.free_pods(nodes, used, "nvidia.com/gpu", 1, product="A100").free_pods == 3
 
 
 def test_serving_args_carry_schema_fallback_and_a_promotion_proof_previous_version() -> None:

@@ -21,10 +21,13 @@ def node(name: str, gpus: int, product: str = "A100", **spec: Any) -> dict[str, 
     }
 
 
-def pod(name: str, node_name: str | None, gpus: int, phase: str = "Running", model: str = "other") -> dict[str, Any]:
+def pod(
+    name: str, node_name: str | None, gpus: int, phase: str = "Running", model: str = "other", revision: str = "r1"
+) -> dict[str, Any]:
     requests = {"cpu": "1", **({"nvidia.com/gpu": str(gpus)} if gpus else {})}
+    labels = {"cutover.dev/model": model, "cutover.dev/revision": revision}
     return {
-        "metadata": {"namespace": "shop", "name": name, "labels": {"cutover.dev/model": model}},
+        "metadata": {"namespace": "shop", "name": name, "labels": labels},
         "spec": {"nodeName": node_name, "containers": [{"name": "c", "resources": {"requests": requests}}]},
         "status": {"phase": phase},
     }
@@ -58,10 +61,8 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def free(view: gpu.GpuView, server: Watches, leave_out: str | None = None) -> int:
-    capacity = await view.preflight(
-        cast(Kube, server), RUNTIME, lambda p: p["metadata"]["labels"].get("cutover.dev/model") == leave_out
-    )
+async def free(view: gpu.GpuView, server: Watches, leave_out: gpu.Owner | None = None) -> int:
+    capacity = await view.preflight(cast(Kube, server), RUNTIME, leave_out)
     assert capacity is not None
     return capacity.free_pods
 
@@ -84,6 +85,9 @@ async def test_a_pod_bound_since_the_last_preflight_is_counted_by_the_next() -> 
     server.events["/api/v1/pods"].put_nowait(("ADDED", pod("p1", "a", 2)))
     await settle()
     assert await free(view, server) == 6
+    server.events["/api/v1/pods"].put_nowait(("MODIFIED", pod("p1", "a", 2)))  # its status, say
+    await settle()
+    assert await free(view, server) == 6, "counted once however often it changes"
     server.events["/api/v1/pods"].put_nowait(("MODIFIED", pod("p1", "a", 2, phase="Succeeded")))
     server.events["/api/v1/pods"].put_nowait(("ADDED", pod("p2", "b", 1)))
     await settle()
@@ -99,10 +103,16 @@ async def test_a_pod_bound_since_the_last_preflight_is_counted_by_the_next() -> 
 
 
 async def test_a_rollouts_own_candidate_pods_are_left_out() -> None:
-    server = Watches([node("a", 4)], [pod("c1", "a", 2, model="ranker"), pod("o1", "a", 1)])
+    pods = [pod("c1", "a", 2, model="ranker", revision="new"), pod("s1", "a", 1, model="ranker"), pod("o1", "a", 1)]
+    server = Watches([node("a", 4)], pods)
     view = gpu.GpuView()
-    assert await free(view, server) == 1
-    assert await free(view, server, leave_out="ranker") == 3
+    assert await free(view, server) == 0
+    assert await free(view, server, leave_out=("shop", "ranker", "new")) == 2
+    assert await free(view, server, leave_out=("other", "ranker", "new")) == 0, "another namespace's ranker"
+    server.events["/api/v1/pods"].put_nowait(("DELETED", pods[0]))
+    await settle()
+    assert await free(view, server, leave_out=("shop", "ranker", "new")) == 2
+    assert view.owned == {("shop", "ranker", "r1"): {("shop", "s1")}, ("shop", "other", "r1"): {("shop", "o1")}}
     await view.close()
 
 
@@ -116,13 +126,14 @@ def test_the_view_keeps_only_what_holds_or_offers_gpus() -> None:
     view.observe("Pod", "SYNC", [pod("gpu", "a", 1), pod("cpu", "a", 0), pod("pending", None, 1)])
     assert list(view.nodes) == ["a"] and list(view.pods) == [("shop", "gpu")]
     assert view.nodes["a"]["status"]["allocatable"] == {"nvidia.com/gpu": "4"}
-    assert view.pods[("shop", "gpu")]["spec"]["containers"] == [{"resources": {"requests": {"nvidia.com/gpu": "1"}}}]
+    assert view.pods[("shop", "gpu")] == gpu.HeldGpus("a", ("shop", "other", "r1"), {"nvidia.com/gpu": 1})
+    assert view.used == {"nvidia.com/gpu": {"a": 1}}
     view.observe("Pod", "SYNC", [])
-    assert not view.pods, "a relist replaces what was kept"
+    assert not view.pods and not view.used and not view.owned, "a relist replaces what was kept"
 
 
 async def test_a_modeldeployment_without_gpus_starts_no_watch() -> None:
     server = Watches([], [])
     view = gpu.GpuView()
-    assert await view.preflight(cast(Kube, server), {"replicas": 2}, lambda p: False) is None
+    assert await view.preflight(cast(Kube, server), {"replicas": 2}) is None
     assert server.opened == []
