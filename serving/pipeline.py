@@ -224,14 +224,17 @@ class Pipeline:
         header_length: str | None = None,
         request_id: str | None = None,
     ) -> Encoded:
-        """Answer one inference request over HTTP. ``read_body`` returns its body (called once
-        admitted); ``header_length`` is the ``Inference-Header-Content-Length`` sent with it, if
-        any; ``request_id`` the client's request id (``X-Request-Id``) for the audit record when
-        the body names none. Large bodies are decoded, and large answers encoded, off the event
-        loop (``offload``). Raises what :meth:`answer` raises."""
+        """Answer one inference request over HTTP. ``read_body`` returns its body, read once a
+        slot is free and before the request takes it (a client still sending its body is not in
+        progress: slow uploads would hold every slot); ``header_length`` is the
+        ``Inference-Header-Content-Length`` sent with it, if any; ``request_id`` the client's
+        request id (``X-Request-Id``) for the audit record when the body names none. Large
+        bodies are decoded, and large answers encoded, off the event loop (``offload``). Raises
+        what :meth:`answer` raises."""
+        self.admission.check()  # a request that would be shed is refused before its body is read
+        body = await read_body()
 
         async def read() -> InferRequest:
-            body = await read_body()
             return await self._codec(len(body), decode_request, body, header_length, self.model.raw_input)
 
         async def encode(request: InferRequest, outputs: Tensors, parameters: dict[str, Any] | None) -> Encoded:

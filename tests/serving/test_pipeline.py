@@ -232,6 +232,29 @@ async def test_requests_beyond_max_in_flight_are_shed_with_retry_after() -> None
     assert p.admission.in_flight == 0
 
 
+async def test_a_body_still_on_its_way_holds_no_admission_slot() -> None:
+    """A client that sends its headers and trickles (or never finishes) its body is not in
+    progress yet: it held a slot while its body was read, so a few slow uploads shed every
+    other request as a 503, counted against the revision."""
+    p = pipeline(max_in_flight=1)
+    reading, arrived = asyncio.Event(), asyncio.Event()
+
+    async def trickling() -> bytes:
+        reading.set()
+        await arrived.wait()
+        return request([[1, 2]])
+
+    slow = asyncio.create_task(p.infer(trickling))
+    await asyncio.wait_for(reading.wait(), timeout=5)
+
+    answer = await p.infer(body(request([[3, 4]])))
+
+    assert decode_response(answer.body)[0]["outputs"]
+    arrived.set()
+    await slow
+    assert p.admission.in_flight == 0
+
+
 async def test_a_low_confidence_answer_is_replaced_by_the_fallback_chain(tmp_path: Path) -> None:
     default = {"outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [1, 2], "data": [0.99, 0.01]}]}
     chain = FallbackChain([Link("safe_default", safe_default(default))], threshold=0.9, confidence_output=None)
