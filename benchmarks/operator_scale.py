@@ -132,12 +132,18 @@ def series(port: int, name: str) -> int:
     return sum(1 for line in text.splitlines() if line.startswith(name + "{"))
 
 
+POLL_SECONDS = 3.0
+"""Between two looks at the phases: each lists every ModelDeployment (tens of MB of JSON at
+2,000); a look every second kept kubectl at half a core, on the cores the run measures."""
+
+
 def wait(what: str, done: Any, timeout: float, started: float) -> float:
-    """Poll ``done()`` once a second until it is true; the seconds since ``started``."""
+    """Poll ``done()`` every :data:`POLL_SECONDS` until it is true; the seconds since ``started``
+    (late by up to the poll interval)."""
     while not done():
         if time.monotonic() - started > timeout:
             raise SystemExit(f"{what}: not reached within {timeout:.0f} s ({load()})")
-        time.sleep(1)
+        time.sleep(POLL_SECONDS)
     return time.monotonic() - started
 
 
