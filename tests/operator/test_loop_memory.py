@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 import kopf
@@ -13,7 +14,7 @@ import pytest
 
 from cutover.operator import handlers, lifecycle, safety_handlers
 from cutover.operator.kube import ApiError, Kube
-from cutover.operator.lifecycle import LoopMemory, Stopped
+from cutover.operator.lifecycle import LoopMemory, ObjectKey, Stopped
 from cutover.operator.verdicts import VerdictSource
 
 from ..cases import CANARY, load
@@ -65,6 +66,29 @@ def frozen(body: dict[str, Any]) -> kopf.Body:
 
 def at(version: str, **status: Any) -> dict[str, Any]:
     return {"metadata": {"namespace": KEY[0], "name": KEY[1], "resourceVersion": version}, "status": status}
+
+
+def serve(
+    memory: LoopMemory,
+    key: ObjectKey,
+    stopped: Stopped,
+    one_pass: Callable[[], Awaitable[float]],
+    coalesce: float = lifecycle.COALESCE_SECONDS,
+) -> Coroutine[Any, Any, None]:
+    """The loop of a Thing that is never gone and whose failures go nowhere; it forgets what
+    ``memory`` holds for ``key`` when it ends, as the real loops do."""
+    return lifecycle.serve(
+        memory,
+        key,
+        stopped,
+        one_pass,
+        what="Thing",
+        gone=lambda: asyncio.sleep(0, result=False),
+        forget=lambda wake: memory.forget(key, wake),
+        failed=lambda reason: None,
+        log=LOG,
+        coalesce=coalesce,
+    )
 
 
 # ----------------------------------------------------------------------------- LoopMemory
@@ -189,22 +213,7 @@ async def test_a_burst_of_objects_takes_turns_for_its_passes() -> None:
         return 3600.0
 
     keys = [("ns", f"m{i}") for i in range(3 * lifecycle.PASSES_AT_ONCE)]
-    loops = [
-        asyncio.create_task(
-            lifecycle.serve(
-                memory,
-                key,
-                stopped,
-                one_pass,
-                what="Thing",
-                gone=lambda: asyncio.sleep(0, result=False),
-                forget=lambda wake: None,
-                failed=lambda reason: None,
-                log=LOG,
-            )
-        )
-        for key in keys
-    ]
+    loops = [asyncio.create_task(serve(memory, key, stopped, one_pass)) for key in keys]
     async with asyncio.timeout(10):
         while done < len(keys):
             await asyncio.sleep(0.005)
@@ -229,20 +238,7 @@ def test_a_poked_loop_runs_its_next_pass_at_once_and_a_stopped_one_returns() -> 
         return 3600.0  # only a poke brings the next pass
 
     async def run() -> None:
-        loop = asyncio.create_task(
-            lifecycle.serve(
-                memory,
-                KEY,
-                stopped,
-                one_pass,
-                what="Thing",
-                gone=lambda: asyncio.sleep(0, result=False),
-                forget=lambda wake: memory.forget(KEY, wake),
-                failed=lambda reason: None,
-                log=LOG,
-                coalesce=0.0,
-            )
-        )
+        loop = asyncio.create_task(serve(memory, KEY, stopped, one_pass, coalesce=0.0))
         while not passes:
             await asyncio.sleep(0)
         memory.poke(*KEY)
@@ -266,19 +262,7 @@ def test_a_loop_asked_to_stop_returns_without_waiting_out_its_delay() -> None:
         return 3600.0
 
     async def run() -> None:
-        loop = asyncio.create_task(
-            lifecycle.serve(
-                memory,
-                KEY,
-                stopped,
-                one_pass,
-                what="Thing",
-                gone=lambda: asyncio.sleep(0, result=False),
-                forget=lambda wake: memory.forget(KEY, wake),
-                failed=lambda reason: None,
-                log=LOG,
-            )
-        )
+        loop = asyncio.create_task(serve(memory, KEY, stopped, one_pass))
         await waiting.wait()
         stopped.set()
         await asyncio.wait_for(loop, timeout=5)
