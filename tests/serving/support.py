@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.server
 import json
 import signal
 import subprocess
@@ -31,6 +32,29 @@ def openai_error(body: Any) -> str:
     message = body["error"]["message"]
     assert isinstance(message, str) and message
     return message
+
+
+CLASSIFIER_INPUTS = json.dumps(
+    [{"name": "input", "datatype": "FP32", "shape": [-1, 4], "range": {"min": -50, "max": 50}}]
+)
+"""``--inputs`` for the sample classifier (``cutover.serving.sample_models``): its FP32 input of
+four features a row, any number of rows, with the declared value range [-50, 50]."""
+
+
+@contextmanager
+def threaded_http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A standard-library ``ThreadingHTTPServer`` answering with ``handler`` on a free loopback
+    port, on its own thread (an upstream, a file server, an OTLP receiver); yields its base URL
+    (``http://127.0.0.1:PORT``), then stops it and closes its socket."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 class Serving:

@@ -21,7 +21,7 @@ import tritonclient.http as httpclient
 from cutover.serving import sample_models
 from tests.support.waiting import wait_until
 
-from .support import Serving, openai_error
+from .support import Serving, openai_error, threaded_http_server
 
 INPUTS = json.dumps([{"name": "input", "datatype": "FP32", "shape": [-1, 4]}])
 OUTPUTS = json.dumps([{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}])
@@ -227,11 +227,8 @@ class ChatUpstream(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def chat_upstream() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ChatUpstream)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with threaded_http_server(ChatUpstream) as url:
+        yield url
 
 
 def test_llm_chat_is_forwarded_audited_and_redacted(
@@ -293,10 +290,8 @@ def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
+    with threaded_http_server(Quiet) as url:
+        yield url, root
 
 
 def test_http_model_is_downloaded_and_verified(tmp_path: Path, onnx_good: Path, file_server: tuple[str, Path]) -> None:

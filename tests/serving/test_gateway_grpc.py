@@ -6,7 +6,6 @@ bad input is INVALID_ARGUMENT and never counted against a revision."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -21,14 +20,12 @@ from cutover.serving.gateway.app import Gateway, GatewayConfig
 from cutover.serving.gateway.grpc_proxy import GatewayInferenceService
 from cutover.serving.grpc_server import listening
 
-from .support import Serving, key_secret
+from .support import CLASSIFIER_INPUTS, Serving, key_secret
 from .test_gateway_faults import split
 from .test_gateway_requests import MODEL, Revision, Stack, comparisons, settled, shadowing, stack
 from .test_server import expected, models
 
 __all__ = ["models", "stack"]  # the fixtures, used by name
-
-INPUTS = json.dumps([{"name": "input", "datatype": "FP32", "shape": [-1, 4], "range": {"min": -50, "max": 50}}])
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +42,7 @@ def revisions(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 "--model-uri",
                 str(models / "good.onnx"),
                 "--inputs",
-                INPUTS,
+                CLASSIFIER_INPUTS,
                 name=MODEL,
                 version=version,
             )

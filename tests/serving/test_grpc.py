@@ -27,7 +27,7 @@ from cutover.serving.protocol import DATATYPES
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
-from .support import Serving
+from .support import CLASSIFIER_INPUTS, Serving
 from .test_server import expected, models
 
 __all__ = ["models"]  # the fixture, used by name
@@ -93,9 +93,8 @@ def samples() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def server(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServing]:
     workdir = tmp_path_factory.mktemp("serve-grpc")
-    inputs = json.dumps([{"name": "input", "datatype": "FP32", "shape": [-1, 4], "range": {"min": -50, "max": 50}}])
     serving = GrpcServing(
-        workdir, "--format", "onnx", "--model-uri", str(models / "good.onnx"), "--inputs", inputs
+        workdir, "--format", "onnx", "--model-uri", str(models / "good.onnx"), "--inputs", CLASSIFIER_INPUTS
     ).start()
     yield serving
     assert serving.stop() == 0

@@ -4,9 +4,8 @@ precision statistics, flattening, and statistics loaded from a file and over HTT
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,8 @@ import pytest
 from scipy.spatial.distance import mahalanobis  # type: ignore[import-untyped,unused-ignore]
 
 from cutover.serving.ood import MahalanobisScorer, ScorerError, load_statistics
+
+from .support import threaded_http_server
 
 
 @pytest.fixture
@@ -151,15 +152,8 @@ def http_server() -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with threaded_http_server(Handler) as url:
+        yield url
 
 
 def test_load_statistics_over_http(http_server: str) -> None:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from tests.support.waiting import wait_until
 
 from . import safety_fakes
 from .safety_fakes import fake_builders
-from .support import Serving, openai_error
+from .support import Serving, openai_error, threaded_http_server
 from .test_pipeline import LABELS, Chat, config
 from .test_safety_policy import document
 
@@ -271,10 +270,8 @@ class Upstream(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def upstream() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with threaded_http_server(Upstream) as url:
+        yield url
 
 
 def test_cutover_serve_follows_its_policy_file_with_the_real_pii_filter(tmp_path: Path, upstream: str) -> None:

@@ -22,7 +22,7 @@ from cutover.serving import sample_models
 from cutover.serving.protocol import HEADER_LENGTH, decode_response
 from tests.support.waiting import wait_until
 
-from .support import Serving
+from .support import CLASSIFIER_INPUTS, Serving
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,6 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
     workdir = tmp_path_factory.mktemp("serve")
-    inputs = json.dumps([{"name": "input", "datatype": "FP32", "shape": [-1, 4], "range": {"min": -50, "max": 50}}])
     ood = json.dumps({"statisticsUri": str(models / "statistics.json"), "input": "input", "threshold": 4})
     serving = Serving(
         workdir,
@@ -46,7 +45,7 @@ def server(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         "--model-uri",
         str(models / "good.onnx"),
         "--inputs",
-        inputs,
+        CLASSIFIER_INPUTS,
         "--ood",
         ood,
         "--audit-log",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from cutover.serving.server import ModelServer, ServeConfig
 from cutover.serving.tracing import Tracing
 from tests.support.waiting import wait_until
 
-from .support import Serving
+from .support import Serving, threaded_http_server
 from .test_adapters import ChatUpstream, chat_upstream
 from .test_gateway_requests import MODEL, deployment, settled, shadowing
 from .test_safety_pipeline import Setup, Upstream
@@ -321,11 +320,8 @@ class Collector(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def collector() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with threaded_http_server(Collector) as url:
+        yield url
 
 
 def test_cutover_serve_exports_its_spans_over_otlp_to_the_standard_endpoint(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 
 from cutover.serving.protocol import HEADER_LENGTH
 
-from .support import Serving
+from .support import Serving, threaded_http_server
 
 FAILURES: dict[int, tuple[int, dict[str, str], bytes]] = {
     1: (503, {"Retry-After": "7"}, b'{"error": "Server not ready: too many requests queued"}'),
@@ -71,22 +70,20 @@ class FailingTriton(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
-    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FailingTriton)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    serving = Serving(
-        tmp_path_factory.mktemp("triton-upstream"),
-        "--format",
-        "triton",
-        "--upstream",
-        f"http://127.0.0.1:{upstream.server_address[1]}",
-        "--upstream-model",
-        "up",
-        "--upstream-timeout",
-        "0.5",
-    ).start()
-    yield serving
-    serving.stop()
-    upstream.shutdown()
+    with threaded_http_server(FailingTriton) as upstream:
+        serving = Serving(
+            tmp_path_factory.mktemp("triton-upstream"),
+            "--format",
+            "triton",
+            "--upstream",
+            upstream,
+            "--upstream-model",
+            "up",
+            "--upstream-timeout",
+            "0.5",
+        ).start()
+        yield serving
+        serving.stop()
 
 
 def infer(serving: Serving, rows: int) -> tuple[int, str | None, str]:
