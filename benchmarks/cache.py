@@ -26,7 +26,6 @@ onnxruntime uses one thread. Last, the key's own cost in process, for a row and 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -39,13 +38,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+# benchmarks/serving.py, from this script's own folder (first on sys.path when run as a script).
 # Pinning, ports and wrk's installation as the serving benchmark does them.
-_spec = importlib.util.spec_from_file_location("serving_bench", REPO / "benchmarks" / "serving.py")
-assert _spec and _spec.loader
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["serving_bench"] = bench
-_spec.loader.exec_module(bench)
+import serving as bench
 
 CUTOVER = [sys.executable, "-m", "cutover.operator.cli"]
 INFER = "/v2/models/classifier/infer"

@@ -64,7 +64,6 @@ import contextlib
 import http.client
 import http.server
 import importlib
-import importlib.util
 import json
 import os
 import platform
@@ -84,13 +83,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# benchmarks/serving.py, from this script's own folder (first on sys.path when run as a script).
+# Pinning as the serving benchmark does it: the servers on SERVER_CPU, the client on WRK_CPU.
+import serving as bench
+
 REPO = Path(__file__).resolve().parent.parent
-# Pinning as the serving benchmark does it: the serving processes on SERVER_CPU, the client here on WRK_CPU.
-_spec = importlib.util.spec_from_file_location("serving_bench", REPO / "benchmarks" / "serving.py")
-assert _spec and _spec.loader
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["serving_bench"] = bench
-_spec.loader.exec_module(bench)
 FILTERS = ("crisis", "toxicity", "pii", "advice", "bias")
 STRUCTURED = ("email", "phone", "creditCard", "ssn", "iban", "ipAddress")
 PII_BEFORE = "be9bbf7"

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import http.server
-import importlib.util
 import os
 import statistics
 import subprocess
@@ -37,13 +36,9 @@ import timeit
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+# benchmarks/serving.py, from this script's own folder (first on sys.path when run as a script).
 # Pinning, servers and wrk as the serving benchmark does them.
-_spec = importlib.util.spec_from_file_location("serving_bench", REPO / "benchmarks" / "serving.py")
-assert _spec and _spec.loader
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["serving_bench"] = bench
-_spec.loader.exec_module(bench)
+import serving as bench
 
 SAMPLED = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"}
 
