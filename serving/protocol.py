@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,8 @@ DATATYPES: dict[str, np.dtype[Any]] = {
 """Protocol datatypes and their numpy types. BF16 has no numpy type and is refused with a 400."""
 
 _BY_NUMPY = {dtype.newbyteorder("="): name for name, dtype in DATATYPES.items() if name != "BYTES"}
+_LITTLE_ENDIAN = ("<", "|", "=") if sys.byteorder == "little" else ("<", "|")
+"""numpy byte orders whose bytes are already the protocol's (little-endian, or single bytes)."""
 _JSON_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}
 """Which kinds of JSON number each numpy kind accepts: no bools as numbers, no floats as ints."""
 
@@ -83,6 +86,11 @@ class RawInput:
 
 
 def datatype_of(array: np.ndarray) -> str:
+    """The protocol datatype of ``array``. Raises ``InferenceError`` (500) for a numpy type the
+    protocol has none for."""
+    name = _BY_NUMPY.get(array.dtype)  # native byte order: found without making a dtype
+    if name is not None:
+        return name
     if array.dtype.kind in "OSU":
         return "BYTES"
     try:
@@ -243,8 +251,11 @@ def decode_tensor(
     else its flat ``values`` (numbers, booleans, or ``bytes`` for BYTES). Raises ``InvalidInput``
     (400) for a datatype, shape or data that does not fit."""
     where = f"input {name!r}"
-    datatype, dtype = _dtype({"datatype": datatype}, where)
-    dims = _shape({"shape": list(shape)}, where)
+    dtype, dims = DATATYPES.get(datatype), tuple(shape)
+    if dtype is None or (dims and min(dims) < 0) or len(dims) > 16 or math.prod(dims) > 2**31:
+        # refused: by the checks of a JSON tensor, which say why (``shape`` holds integers)
+        datatype, dtype = _dtype({"datatype": datatype}, where)
+        dims = _shape({"shape": list(dims)}, where)
     if raw is not None:
         return _from_binary(raw, datatype, dtype, dims, where)
     if datatype != "BYTES":
@@ -367,6 +378,8 @@ def tensor_bytes(array: np.ndarray) -> bytes:
             data = item.encode() if isinstance(item, str) else bytes(item)
             parts += [struct.pack("<I", len(data)), data]
         return b"".join(parts)
+    if array.dtype.byteorder in _LITTLE_ENDIAN:
+        return array.tobytes()  # C order, whatever the array's layout
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 

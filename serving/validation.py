@@ -19,12 +19,12 @@ def validate(inputs: Mapping[str, np.ndarray], schema: Sequence[TensorInfo], *, 
     and all must agree on it; a request whose inputs disagree would be cut into rows that belong
     to other clients' requests."""
     expected = {t.name: t for t in schema}
-    unknown = [name for name in inputs if name not in expected]
-    if unknown:
-        raise InvalidInput(f"unknown input {unknown[0]!r}; the model takes {', '.join(expected)}")
-    missing = [name for name in expected if name not in inputs]
-    if missing:
-        raise InvalidInput(f"missing input {missing[0]!r}; the model takes {', '.join(expected)}")
+    for name in inputs:
+        if name not in expected:
+            raise InvalidInput(f"unknown input {name!r}; the model takes {', '.join(expected)}")
+    if len(inputs) != len(expected):  # every input is known, so one the model takes is missing
+        missing = next(name for name in expected if name not in inputs)
+        raise InvalidInput(f"missing input {missing!r}; the model takes {', '.join(expected)}")
     for name, array in inputs.items():
         check(array, expected[name])
     if batched:
@@ -38,15 +38,17 @@ def validate(inputs: Mapping[str, np.ndarray], schema: Sequence[TensorInfo], *, 
 
 
 def check(array: np.ndarray, spec: TensorInfo) -> None:
-    where = f"input {spec.name!r}"
+    """Raise ``InvalidInput`` (400) unless ``array`` has the datatype, shape and value range of
+    ``spec``."""
     datatype = datatype_of(array)
     if datatype != spec.datatype:
-        raise InvalidInput(f"{where} is {datatype}; the model takes {spec.datatype}")
-    dims = zip(spec.shape, array.shape, strict=False)
-    if len(array.shape) != len(spec.shape) or any(d not in (-1, got) for d, got in dims):
-        raise InvalidInput(f"{where} has shape {list(array.shape)}; the model takes {list(spec.shape)} (-1: any)")
+        raise InvalidInput(f"input {spec.name!r} is {datatype}; the model takes {spec.datatype}")
+    shape = array.shape
+    if len(shape) != len(spec.shape) or not all(d == -1 or d == got for d, got in zip(spec.shape, shape, strict=True)):
+        raise InvalidInput(f"input {spec.name!r} has shape {list(shape)}; the model takes {list(spec.shape)} (-1: any)")
     if (spec.min is None and spec.max is None) or not array.size:
         return
+    where = f"input {spec.name!r}"
     values = array.astype(np.float64, copy=False)
     if np.isnan(values).any():
         raise InvalidInput(f"{where} contains NaN; the model takes values in [{spec.min}, {spec.max}]")

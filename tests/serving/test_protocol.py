@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import uuid
 
 import numpy as np
 import pytest
@@ -12,16 +13,19 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from cutover.serving.errors import InvalidInput as ProtocolError
+from cutover.serving.pipeline import new_request_id
 from cutover.serving.protocol import (
     DATATYPES,
     InferRequest,
     RawInput,
     RequestedOutput,
     assemble,
+    datatype_of,
     decode_request,
     decode_response,
     encode_response,
     encode_tensors,
+    tensor_bytes,
 )
 
 NUMERIC = [name for name in DATATYPES if name != "BYTES"]
@@ -138,3 +142,30 @@ def test_truncated_bytes_element_is_refused() -> None:
     ).encode()
     length = str(len(body))
     assert "runs past" in _error(body + struct.pack("<I", 10) + b"ab", length)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(6, dtype=">f4").reshape(2, 3),
+        np.arange(6, dtype="<i8").reshape(2, 3).T,
+        np.arange(6, dtype=">u2").reshape(3, 2)[::2],
+        np.array([True, False]),
+    ],
+    ids=["big-endian", "transposed", "big-endian strided", "bool"],
+)
+def test_output_bytes_are_little_endian_in_c_order_whatever_the_layout(array: np.ndarray) -> None:
+    """A model may answer in any byte order and layout; the binary form is always little-endian
+    in C order, under the datatype of the values (the native-order shortcut must not take these)."""
+    little = array.astype(array.dtype.newbyteorder("<"))
+    assert tensor_bytes(array) == np.ascontiguousarray(little).tobytes()
+    assert datatype_of(array) == datatype_of(little)
+
+
+def test_request_ids_made_here_are_uuid4_hex() -> None:
+    """The id of an answer to a request that named none: a fresh version-4 UUID's 32 hex digits."""
+    made = [new_request_id() for _ in range(1000)]
+    assert len(set(made)) == len(made)
+    for text in made:
+        parsed = uuid.UUID(text)
+        assert (parsed.hex, parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
