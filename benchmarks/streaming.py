@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import importlib.util
 import json
 import os
 import statistics
@@ -42,15 +41,6 @@ ANSWER = (
     "It will be sunny in the morning and cloudy later on. Take a light jacket with you."
 )
 FIRST_WORD = ANSWER.split(" ")[0]
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"{name}_bench", REPO / "benchmarks" / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---- the processes ------------------------------------------------------------------------------
@@ -306,7 +296,13 @@ def main() -> None:
     )
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--token-ms", type=lambda s: [float(v) for v in s.split(",")], default=[0.0, 20.0])
-    run(parser.parse_args(), _load("serving"), _load("safety"))
+    # benchmarks/serving.py and safety.py, from this script's own folder (first on sys.path when run as
+    # a script); imported here, so the --role processes above start without them.
+    import safety
+
+    import serving
+
+    run(parser.parse_args(), serving, safety)
 
 
 if __name__ == "__main__":
