@@ -21,6 +21,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import NotSupported
+from ..protocol import DATATYPES
+
+DATATYPES_BY_DTYPE_NAME = {dtype.name: datatype for datatype, dtype in DATATYPES.items() if datatype != "BYTES"}
+"""Protocol datatypes by the name of their numpy type (``"float32"``: ``"FP32"``), the name
+TensorFlow's ``tf.DType.name`` and PyTorch's ``str(torch.dtype)`` (less ``torch.``) give too."""
 
 
 @dataclass(frozen=True)

@@ -18,19 +18,16 @@ import numpy as np
 
 from cutover.api.v1alpha1.modeldeployment import TensorSpec
 
-from .base import LocalAdapter, TensorInfo
+from .base import DATATYPES_BY_DTYPE_NAME, LocalAdapter, TensorInfo
 
-_DATATYPES = {
-    "bool": "BOOL",
-    "uint8": "UINT8",
-    "int8": "INT8",
-    "int16": "INT16",
-    "int32": "INT32",
-    "int64": "INT64",
-    "float16": "FP16",
-    "float32": "FP32",
-    "float64": "FP64",
-}
+
+def _datatype(dtype: Any, tensor: str) -> str:
+    """The protocol datatype of ``torch.dtype`` ``dtype``; raises ValueError, naming ``tensor``,
+    for one the protocol cannot carry (bfloat16, complex, quantized)."""
+    name = str(dtype).removeprefix("torch.")
+    if name not in DATATYPES_BY_DTYPE_NAME:
+        raise ValueError(f"the exported program's {tensor} is {name}, which the protocol cannot carry")
+    return DATATYPES_BY_DTYPE_NAME[name]
 
 
 def _is_exported_program(path: Path) -> bool:
@@ -85,7 +82,7 @@ class PyTorchAdapter(LocalAdapter):
         for name in program.graph_signature.user_inputs:
             value = placeholders[name].meta["val"]
             shape = tuple(d if isinstance(d, int) else -1 for d in value.shape)
-            infos.append(TensorInfo(name, _DATATYPES[str(value.dtype).removeprefix("torch.")], shape))
+            infos.append(TensorInfo(name, _datatype(value.dtype, f"input {name!r}"), shape))
         return infos
 
     @staticmethod
@@ -95,7 +92,7 @@ class PyTorchAdapter(LocalAdapter):
         return [
             TensorInfo(
                 f"output__{position}",
-                _DATATYPES[str(v.dtype).removeprefix("torch.")],
+                _datatype(v.dtype, f"output output__{position}"),
                 tuple(d if isinstance(d, int) else -1 for d in v.shape),
             )
             for position, v in enumerate(values)

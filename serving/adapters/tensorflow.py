@@ -22,28 +22,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInput
-from .base import LocalAdapter, TensorInfo
+from .base import DATATYPES_BY_DTYPE_NAME, LocalAdapter, TensorInfo
 
 log = logging.getLogger("cutover.serving")
 
 SIGNATURE = "serving_default"
 """The signature served (``tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY``)."""
 
-_DATATYPES = {
-    "bool": "BOOL",
-    "uint8": "UINT8",
-    "uint16": "UINT16",
-    "uint32": "UINT32",
-    "uint64": "UINT64",
-    "int8": "INT8",
-    "int16": "INT16",
-    "int32": "INT32",
-    "int64": "INT64",
-    "float16": "FP16",
-    "float32": "FP32",
-    "float64": "FP64",
-    "string": "BYTES",
-}
+_DATATYPES = {**DATATYPES_BY_DTYPE_NAME, "string": "BYTES"}
 """Protocol datatypes by ``tf.DType.name``."""
 
 

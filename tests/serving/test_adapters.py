@@ -91,6 +91,53 @@ def test_exported_program_describes_itself(tmp_path: Path, onnx_good: Path) -> N
         serving.stop()
 
 
+@pytest.mark.parametrize(("dtype", "datatype"), [("uint16", "UINT16"), ("uint32", "UINT32"), ("uint64", "UINT64")])
+async def test_an_exported_program_takes_every_unsigned_type_the_protocol_has(
+    tmp_path: Path, dtype: str, datatype: str
+) -> None:
+    """The PyTorch adapter kept its own table of types, which stopped at uint8: a program taking
+    uint16, uint32 or uint64 failed to load with a bare KeyError."""
+    import torch
+
+    from cutover.serving.adapters.pytorch import PyTorchAdapter
+
+    class Widen(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.to(torch.int64) + 1
+
+    torch.export.save(
+        torch.export.export(Widen(), (torch.zeros((2, 3), dtype=getattr(torch, dtype)),)), tmp_path / "m.pt2"
+    )
+    adapter = PyTorchAdapter(tmp_path / "m.pt2", threads=1, device="cpu")
+    try:
+        await adapter.load()
+        assert [(t.name, t.datatype) for t in adapter.inputs] == [("x", datatype)]
+        answer = await adapter.infer({"x": np.full((2, 3), 7, dtype=dtype)})
+        assert answer["output__0"].tolist() == [[8, 8, 8], [8, 8, 8]]
+    finally:
+        await adapter.close()
+
+
+async def test_an_exported_program_of_a_type_the_protocol_cannot_carry_fails_its_load_saying_which(
+    tmp_path: Path,
+) -> None:
+    import torch
+
+    from cutover.serving.adapters.pytorch import PyTorchAdapter
+
+    class Halve(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x / 2).to(torch.bfloat16)
+
+    torch.export.save(torch.export.export(Halve(), (torch.zeros((2, 3)),)), tmp_path / "m.pt2")
+    adapter = PyTorchAdapter(tmp_path / "m.pt2", threads=1, device="cpu")
+    try:
+        with pytest.raises(ValueError, match="output output__0 is bfloat16, which the protocol cannot carry"):
+            await adapter.load()
+    finally:
+        await adapter.close()
+
+
 def test_triton_adapter_forwards_to_an_upstream_server(tmp_path: Path, onnx_good: Path) -> None:
     upstream = Serving(tmp_path, "--format", "onnx", "--model-uri", str(onnx_good), name="upstream-model").start()
     front = Serving(
