@@ -1,6 +1,7 @@
 """``cutover serve``: one model revision per process behind the Open Inference Protocol v2.
 
-Routes (all errors are ``{"error": "..."}`` with a 4xx, or 5xx only for a model that fails):
+Routes (errors are ``{"error": "..."}``, on ``/v1`` OpenAI's error object, with a 4xx, or 5xx only
+for a model that fails):
 
 =======  ===============================================  ===========================================
 GET      /v2/health/live, /v2/health/ready                 200, or 503 while loading or draining
@@ -8,8 +9,11 @@ GET      /v2                                               server metadata and e
 GET      /v2/models/{name}[/versions/{v}]                  model metadata
 GET      /v2/models/{name}[/versions/{v}]/ready            200 or 503
 GET      /v2/models/{name}[/versions/{v}]/config           Triton-style config (for perf_analyzer)
+GET      /v2/models[/{name}[/versions/{v}]]/stats          Triton's statistics extension
 POST     /v2/models/{name}[/versions/{v}]/infer            JSON or binary tensors
-POST     /v1/chat/completions                              OpenAI-style chat (llm models)
+POST     /v2/repository/index                              Triton's repository index: the one model
+POST     /v2/repository/models/{name}/load|unload          refused: 403 (``NotAllowed``)
+POST     /v1/chat/completions                              OpenAI-style chat (llm models), streamed as SSE
 GET      /v1/models                                        OpenAI-style model list
 GET      /metrics                                          Prometheus
 =======  ===============================================  ===========================================
@@ -19,7 +23,7 @@ HTTP-free ``pipeline.py``, errors become JSON bodies and the listener drains in 
 Every answer names the revision that answered (``Cutover-Revision``); infer and chat answers
 are counted by status code. With ``--grpc-port`` the same model is served over gRPC too
 (``grpc_server.py``), from the same plain values: ``readiness()``, ``description()``,
-``metadata()``, ``triton_config()`` and the pipeline.
+``metadata()``, ``triton_config()``, ``statistics()``, ``index()`` and the pipeline.
 
 With ``--safety-policy`` the server follows that file (``serving/safety/source.py``) from the
 start, alongside loading the model; until a valid policy is applied, infer and chat answer
