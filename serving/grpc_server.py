@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("cutover.serving")
 Context = grpc.aio.ServicerContext[Any, Any]
 Metadata = tuple[tuple[str, str], ...]
+SPAN_ATTRIBUTES = {"rpc.system": "grpc"}
+"""The attributes of a traced call's SERVER span."""
 
 
 async def abort(
@@ -200,9 +202,10 @@ def parsed_in_handlers(
             behaviour: Any = behaviour,
             request_type: Any = request_type,
             name: str = f"{described.full_name}/{method.name}",
+            awaited: bool = inspect.iscoroutinefunction(behaviour),
         ) -> Any:
             metadata = tracing.enabled and {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-            with tracing.serving(name, metadata or {}, {"rpc.system": "grpc"}) as span:
+            with tracing.serving(name, metadata or {}, SPAN_ATTRIBUTES) as span:
                 if span is not None:  # the call's traceparent, as an HTTP answer carries it
                     await context.send_initial_metadata(tuple(propagated().items()))
                 try:
@@ -211,7 +214,7 @@ def parsed_in_handlers(
                     message = f"the request is not a valid {request_type.DESCRIPTOR.full_name}: {error}"
                     await abort(context, 400, message)
                 answer = behaviour(request, context)  # the servicer's defaults for methods not served are not async
-                return await answer if inspect.isawaitable(answer) else answer
+                return await answer if awaited else answer
 
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             call, response_serializer=response_type.SerializeToString
