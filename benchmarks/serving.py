@@ -635,6 +635,31 @@ def perf_analyzer(tool: Path, server: Server, expected: np.ndarray, seconds: flo
     return passed
 
 
+def measure_each(
+    servers: Sequence[Server],
+    check: Callable[[Running], None],
+    drive: Callable[[Running, int, float], Run],
+    concurrencies: Sequence[int],
+    args: argparse.Namespace,
+) -> dict[str, dict[int, Run]]:
+    """Each server in turn, with this script on WRK_CPU: started, its answers checked (``check``
+    raises when they are wrong), measured at each concurrency (:func:`measure`, with ``args``'
+    duration, warmup and attempts) and stopped. The runs by server label, then concurrency."""
+    results: dict[str, dict[int, Run]] = {}
+    with on_cpu(WRK_CPU):
+        for server in servers:
+            running = Running(server)
+            try:
+                running.wait_ready()
+                check(running)
+                results[server.label] = measure(
+                    running, drive, concurrencies, args.duration, args.warmup, args.attempts
+                )
+            finally:
+                running.stop()
+    return results
+
+
 def measure(
     running: Running,
     drive: Callable[[Running, int, float], Run],
@@ -960,19 +985,7 @@ def grpc_benchmark(
     def drive(running: Running, connections: int, seconds: float) -> Run:
         return ghz(tool, protoset, data, running, connections, seconds)
 
-    results: dict[str, dict[int, Run]] = {}
-    with on_cpu(WRK_CPU):
-        for server in chosen:
-            running = Running(server)
-            try:
-                running.wait_ready()
-                verify_grpc(running, expected)
-                results[server.label] = measure(
-                    running, drive, concurrencies, args.duration, args.warmup, args.attempts
-                )
-            finally:
-                running.stop()
-    return results
+    return measure_each(chosen, lambda running: verify_grpc(running, expected), drive, concurrencies, args)
 
 
 def grpc_report(results: dict[str, dict[int, Run]], concurrencies: Sequence[int]) -> None:
@@ -1063,23 +1076,13 @@ def main() -> None:
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(WRK_SCRIPT.replace("{{BODY}}", BODY))
 
-    results: dict[str, dict[int, Run]] = {}
-    with on_cpu(WRK_CPU):
-        for server in chosen:
-            running = Running(server)
-            try:
-                running.wait_ready()
-                verify(running, limit.expected)
-                results[server.label] = measure(
-                    running,
-                    lambda running, connections, seconds: wrk(script, running.url, connections, seconds),
-                    concurrencies,
-                    args.duration,
-                    args.warmup,
-                    args.attempts,
-                )
-            finally:
-                running.stop()
+    results = measure_each(
+        chosen,
+        lambda running: verify(running, limit.expected),
+        lambda running, connections, seconds: wrk(script, running.url, connections, seconds),
+        concurrencies,
+        args,
+    )
     report(results, limit, concurrencies, args.duration, args.warmup)
     grpc_report(
         grpc_benchmark(model, limit.expected, args.servers.split(",") if args.servers else None, args), concurrencies
