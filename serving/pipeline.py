@@ -4,7 +4,7 @@ only routes a request here and turns the answer into a response.
 
 An inference request (Open Inference Protocol v2)::
 
-    admit → policy → read → decode → validate → safety (inputs) → input filters
+    read → admit → policy → decode → validate → safety (inputs) → input filters
           → out-of-distribution score → (prediction cache) → predict → confidence → fallback
           → output filters → safety (outputs) → encode → audit
 
@@ -20,7 +20,8 @@ A streamed chat completion (``stream: true``) is a :class:`ChatStream`::
             safety screening of the stream → audit (at the end, with the assembled content)
 
 Safety. With a SafetyPolicy (``serving/safety/guard.py``), the policy is taken once per request
-(none applied: ``SafetyUnavailable``, 503, before the body is read) and screens the request's
+(none applied: ``SafetyUnavailable``, 503, before the request is decoded, and for chat before its
+body is read) and screens the request's
 texts before anything else sees them and the answer's texts last, after any fallback, so the
 client never gets what it did not check. A refusal (``SafetyBlocked`` or ``CrisisEscalated``,
 422) is audited with its findings and status; an escalated chat request is answered with the
@@ -41,7 +42,8 @@ Admission sheds a request with ``Overloaded`` (503) when ``max_in_flight`` reque
 progress; while the process drains, requests are still served (endpoints take a moment to drop
 the pod, and the listener closes only after the shutdown delay).
 
-Filters are where the SafetyPolicy filters will slot in; none is built in yet. Each takes the
+Filters are hooks for checks of one's own (the SafetyPolicy screens through its guard, above);
+none is built in. Each takes the
 plain value at its step and returns it, changed or not, or raises a ``ServingError`` to refuse
 the request: input filters see the validated inputs (the model, the out-of-distribution score
 and the fallback chain see what they return), output filters the final outputs after any
@@ -108,8 +110,8 @@ TensorFilter = Callable[[Tensors], Awaitable[Tensors]]
 ChatFilter = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 """A filter of chat completion requests or responses (OpenAI-style JSON objects)."""
 Answer = TypeVar("Answer")
-T = TypeVar("T")
 """An encoded inference response: ``Encoded`` over HTTP, a ``ModelInferResponse`` over gRPC."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
