@@ -21,17 +21,16 @@ A streamed chat completion (``stream: true``) is a :class:`ChatStream`::
 
 Safety. With a SafetyPolicy (``serving/safety/guard.py``), the policy is taken once per request
 (none applied: ``SafetyUnavailable``, 503, before the request is decoded, and for chat before its
-body is read) and screens the request's
-texts before anything else sees them and the answer's texts last, after any fallback, so the
-client never gets what it did not check. A refusal (``SafetyBlocked`` or ``CrisisEscalated``,
-422) is audited with its findings and status; an escalated chat request is answered with the
-policy's crisis message without asking the upstream, and counts no prediction. A streamed
-answer is screened as it goes (``Guard.chat_stream``): its text is held back to the last
-complete sentence and each piece screened before it is released, redacted in place, with one
-decision per request (the pieces' findings are counted together, once); a block or escalation
-mid-stream ends the stream with a final chunk carrying the ``blockMessage`` (or the crisis
-message) and ``finish_reason: "content_filter"``. What this costs in time to the first token is
-in ``serving/safety/stream.py`` and ``benchmarks/README.md``.
+body is read) and screens the request's texts before anything else sees them and the answer's texts
+last, after any fallback, so the client never gets what it did not check. A refusal
+(``SafetyBlocked`` or ``CrisisEscalated``, 422) is audited with its findings and status; an
+escalated chat request is answered with the policy's crisis message without asking the upstream,
+and counts no prediction. A streamed answer is screened as it goes (``Guard.chat_stream``): its
+text is held back to the last complete sentence and each piece screened before it is released,
+redacted in place, with one decision per request (the pieces' findings are counted together, once);
+a block or escalation mid-stream ends the stream with a final chunk carrying the ``blockMessage``
+(or the crisis message) and ``finish_reason: "content_filter"``. What this costs in time to the
+first token is in ``serving/safety/stream.py`` and ``benchmarks/README.md``.
 
 Errors after a stream has started cannot change its status (200 was sent with the first chunk):
 the client hears them as an error event, and the request counts as the error's status (a
@@ -43,13 +42,12 @@ progress; while the process drains, requests are still served (endpoints take a 
 the pod, and the listener closes only after the shutdown delay).
 
 Filters are hooks for checks of one's own (the SafetyPolicy screens through its guard, above);
-none is built in. Each takes the
-plain value at its step and returns it, changed or not, or raises a ``ServingError`` to refuse
-the request: input filters see the validated inputs (the model, the out-of-distribution score
-and the fallback chain see what they return), output filters the final outputs after any
-fallback; chat filters see the checked request and the upstream's answer (a whole one: response
-filters do not see a stream's chunks). The audit record's
-input digest is always over what the client sent.
+none is built in. Each takes the plain value at its step and returns it, changed or not, or
+raises a ``ServingError`` to refuse the request: input filters see the validated inputs (the
+model, the out-of-distribution score and the fallback chain see what they return), output filters
+the final outputs after any fallback; chat filters see the checked request and the upstream's
+answer (a whole one: response filters do not see a stream's chunks). The audit record's input
+digest is always over what the client sent.
 
 Tracing: with ``tracing`` on, the stages are spans under the request's (decode, validate, safety,
 queue, model, fallback, encode; ``serving/tracing.py``) and the audit record carries the trace id;
