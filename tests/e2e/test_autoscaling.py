@@ -59,10 +59,10 @@ def test_a_load_step_scales_up_then_down_and_a_canary_takes_its_share(stack: Sta
     base = start_traffic(stack, "autoscaled", rate=LOW)
     step = Traffic(stack.gateway_url, stack.api_key, "autoscaled", rate=HIGH)
     step.start()
-    # up: 1 -> 5 -> 10 pods within two sync periods of the load reaching Prometheus
-    md = until(stack, "autoscaled", lambda m: desired(m) == 10, 90, "scaled up to 10 pods")
-    assert status(md)["autoscaling"]["limitedBy"] == "MaxReplicas", status(md)["autoscaling"]
-    assert replicas(stack) == {"stable": 10}
+    # up: 1 -> 5 -> 10 pods within two sync periods of the load reaching Prometheus (10 is the
+    # maxReplicas; whether the recommendation was clamped to it or came to 10 depends on the load
+    # the machine could make, so limitedBy is not pinned here: the unit tests pin it)
+    until(stack, "autoscaled", lambda m: desired(m) == 10 and replicas(stack) == {"stable": 10}, 90, "up to 10 pods")
 
     # a canary at 20% of the traffic runs a fifth of the autoscaled count beside it
     stack.apply(autoscaled(stack, "v2", models["improved"], canary))
