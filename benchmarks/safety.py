@@ -68,7 +68,6 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -637,12 +636,6 @@ def _filter_seconds(port: int) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(f"{FILTER_SECONDS}_sum"))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _serve(upstream: str, port: int, log: Path, policy: Path | None) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "cutover.operator.cli", "serve", "--name", "assistant", "--version", "1"]
     command += ["--format", "llm", "--upstream", upstream, "--upstream-model", "tiny-llm"]
@@ -694,7 +687,7 @@ def _request_latency(filters: Sequence[str], rounds: int, crisis_scope: str | No
         root = Path(folder)
         policy = root / "policy.json"
         policy.write_text(json.dumps(policy_document(filters, crisis_scope)))
-        ports = {"without": _free_port(), "with": _free_port()}
+        ports = {"without": bench.free_port(), "with": bench.free_port()}
         try:
             for which, port in ports.items():
                 log = root / f"{which}.log"

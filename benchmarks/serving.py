@@ -197,6 +197,13 @@ def free_port() -> int:
         return port
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time process ``pid`` has used (every thread), in seconds, from
+    ``/proc/PID/stat`` (fields 14 and 15, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # The CPUs this process may use, read once at import, before on_cpu() narrows its own affinity: a check made
 # inside on_cpu(WRK_CPU) saw only CPU 0 and pinned nothing, so every server and wrk shared CPU 0 (serving
 # figures published before 2026-12-01 were measured that way).

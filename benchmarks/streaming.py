@@ -23,7 +23,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -226,7 +225,9 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
             ):
                 if not args.float:
                     print("  " + bench.check_cpu(name, [process.pid], cpu))
-            before = {name: cpu_seconds(process.pid) for name, process in (("serve", processes[1]), ("gateway", gw))}
+            before = {
+                name: bench.cpu_seconds(process.pid) for name, process in (("serve", processes[1]), ("gateway", gw))
+            }
             with contextlib.nullcontext() if args.float else bench.on_cpu(bench.WRK_CPU):  # beside the upstream
                 times = asyncio.run(measure(clients, requests, args.warmup if not token_ms else 2))
             medians = {name: statistics.median(values) * 1000 for name, values in times.items()}
@@ -243,7 +244,7 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
             print(f"  cutover serve adds {serve_added:.3f} ms to the upstream's")
             # CPU time is what a busy machine cannot inflate: the gateway's own work per streamed answer.
             rounds = requests + (args.warmup if not token_ms else 2)
-            spent = {name: (cpu_seconds(process.pid) - before[name]) / rounds * 1000 for name, process in (
+            spent = {name: (bench.cpu_seconds(process.pid) - before[name]) / rounds * 1000 for name, process in (
                 ("serve", processes[1]), ("gateway", gw))}  # fmt: skip
             # cutover serve answered its own requests and the gateway's: two per round.
             print(
@@ -260,12 +261,6 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
     finally:
         for process in processes:
             process.kill()
-
-
-def cpu_seconds(pid: int) -> float:
-    """The user and system CPU time ``pid`` has used (``/proc/<pid>/stat``), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def paired(slower: list[float], faster: list[float]) -> float:

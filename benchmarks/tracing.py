@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import http.server
-import os
 import statistics
 import subprocess
 import sys
@@ -76,12 +75,6 @@ def receive(port: int) -> None:
 def spans_received(url: str) -> int:
     with urllib.request.urlopen(url + "/spans", timeout=5) as answer:
         return int(answer.read())
-
-
-def cpu_seconds(pid: int) -> float:
-    """The CPU time a process has used so far (user and system, every thread), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def exported(url: str) -> None:
@@ -158,12 +151,12 @@ def main() -> None:
         for round in range(args.rounds):
             for connections in concurrency:
                 for each in running[round % 3 :] + running[: round % 3]:  # each goes first in turn
-                    used = cpu_seconds(each.process.pid)
+                    used = bench.cpu_seconds(each.process.pid)
                     run = bench.wrk(script, each.url, connections, args.duration)
                     if run.errors:
                         raise SystemExit(f"{each.server.label}: {run.errors} errors in {run.requests} requests")
                     exported(collector)  # so that a traced server's export does not run into the next one's
-                    run.server_cpu = (cpu_seconds(each.process.pid) - used) / run.requests * 1e6
+                    run.server_cpu = (bench.cpu_seconds(each.process.pid) - used) / run.requests * 1e6
                     runs.setdefault((each.server.label, connections), []).append(run)
         for each in running:
             each.stop()  # exports what each still holds
