@@ -202,9 +202,6 @@ class Gateway:
             return readiness("shutting down" if self.draining else f"waiting for the first list of {waiting}")
         return readiness(None, models=len(self.routes))
 
-    def _authorize(self, request: web.Request, route: Route | None, model: str | None) -> ApiKey | None:
-        return self.authorize(request.headers, route, model)
-
     def authorize(self, headers: Mapping[str, str], route: Route | None, model: str | None) -> ApiKey | None:
         """The caller's key (None with auth off) if the request may go on now; raises ``Denied``
         (401, 403, 429) otherwise, counted. ``headers`` are matched case-insensitively when they
@@ -219,7 +216,7 @@ class Gateway:
 
     async def table(self, request: web.Request) -> web.Response:
         try:
-            key = self._authorize(request, None, None)
+            key = self.authorize(request.headers, None, None)
         except Denied as denied:
             return _refused(denied)
         if self.config.auth and (key is None or key.tier != "admin"):
@@ -241,7 +238,7 @@ class Gateway:
         may call: one entry per model and version, READY while a revision serving it is healthy
         (its circuit not open), else UNAVAILABLE. The body may be empty or ``{"ready": true}``."""
         try:
-            key = self._authorize(request, None, None)
+            key = self.authorize(request.headers, None, None)
         except Denied as denied:
             return _refused(denied)
         ready_only = decode_index_request(await request_body(request, self.config.max_request_bytes))
@@ -270,7 +267,7 @@ class Gateway:
         name = request.match_info["name"]
         route = self.routes.get(name)
         try:
-            self._authorize(request, route, name)
+            self.authorize(request.headers, route, name)
         except Denied as denied:
             return _refused(denied)
         if route is None:
@@ -295,7 +292,7 @@ class Gateway:
         name = model_name(body)
         route = self.routes.get(name) if name is not None else None
         try:
-            self._authorize(request, route, name)
+            self.authorize(request.headers, route, name)
         except Denied as denied:
             return _openai(_refusal(denied))
         if name is None:

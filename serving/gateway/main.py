@@ -11,7 +11,7 @@ from ..http import listening
 from ..kube import Credentials
 from ..lifecycle import until_signalled
 from ..tracing import Tracing
-from .app import Gateway, GatewayConfig
+from .app import SERVER_NAME, Gateway, GatewayConfig
 from .grpc_proxy import GatewayInferenceService
 from .watch import follow_backends, watch
 
@@ -23,7 +23,7 @@ async def run(
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain: unready at once, the listener open for
     ``shutdown_delay`` seconds more, requests in progress given ``shutdown_grace`` to finish."""
-    gateway = Gateway(config, Tracing.exporting("cutover-gateway", config.otlp_endpoint))
+    gateway = Gateway(config, Tracing.exporting(SERVER_NAME, config.otlp_endpoint))
     tasks: list[asyncio.Task[None]] = []
     try:
         async with (
