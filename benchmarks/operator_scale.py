@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+import serving as bench
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER = "bench"
@@ -64,12 +65,6 @@ def memory_mb(pid: int, field: str) -> float:
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used (``/proc/PID/stat`` fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load() -> str:
@@ -181,12 +176,6 @@ def apply_all(kubeconfig: str, names: range) -> None:
             raise SystemExit("kubectl apply failed")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run(count: int, args: argparse.Namespace, last: bool) -> Figures:
     subprocess.run([REPO / "hack" / "cluster", "down", CLUSTER], check=False)  # start from nothing
     up = subprocess.run([REPO / "hack" / "cluster", "up", CLUSTER], capture_output=True, text=True, check=True)
@@ -194,7 +183,7 @@ def run(count: int, args: argparse.Namespace, last: bool) -> Figures:
     kubectl(kubeconfig, "apply", "--server-side", "-f", "-", input=nodes(count))
     kubectl(kubeconfig, "wait", "--for=condition=Ready", "--timeout=120s", "node", "--all")
     workdir = Path(tempfile.mkdtemp(prefix="cutover-scale-"))
-    port = free_port()
+    port = bench.free_port()
     operator = None
     try:
         kubectl(kubeconfig, "create", "namespace", NAMESPACE)
@@ -209,18 +198,18 @@ def run(count: int, args: argparse.Namespace, last: bool) -> Figures:
         pid = operator.pid
         wait("operator up", lambda: _answers(port), 60, time.monotonic())
         names = range(count)
-        idle_cpu, idle_mb = cpu_seconds(pid), memory_mb(pid, "VmRSS")
+        idle_cpu, idle_mb = bench.cpu_seconds(pid), memory_mb(pid, "VmRSS")
         started = time.monotonic()
         apply_all(kubeconfig, names)
         applied = time.monotonic() - started
         steady = wait(f"{count} Healthy", lambda: healthy(kubeconfig) == count, args.timeout, started)
         figures_load = load()
         peak = memory_mb(pid, "VmHWM")
-        burst_cpu = cpu_seconds(pid) - idle_cpu
+        burst_cpu = bench.cpu_seconds(pid) - idle_cpu
         time.sleep(10)  # the burst's last status writes and events
-        cpu = cpu_seconds(pid)
+        cpu = bench.cpu_seconds(pid)
         time.sleep(args.rest)
-        per_min = (cpu_seconds(pid) - cpu) * 60 / args.rest
+        per_min = (bench.cpu_seconds(pid) - cpu) * 60 / args.rest
         figures = Figures(count, applied, steady, idle_mb, peak, burst_cpu, per_min, figures_load)
         print(
             f"  {count}: Healthy after {steady:.1f} s, peak {peak:.0f} MB, {per_min:.2f} CPU s/min at rest ({load()})",
