@@ -81,12 +81,12 @@ bench-gateway: $(STAMP) cluster-tools
 bench-streaming: $(STAMP)
 	$(BIN)/python benchmarks/streaming.py
 
-# SafetyPolicy filters on their held-out test splits beside offline baselines, and the latency
-# they add to a chat request (issue 15's targets).
 # Tracing's cost on the REST path: off, on, and 1% sampled (wrk, three cutover serve, one run).
 bench-tracing: $(STAMP)
 	$(BIN)/python benchmarks/tracing.py
 
+# SafetyPolicy filters on their held-out test splits beside offline baselines, and the latency
+# they add to a chat request (issue 15's targets).
 bench-safety: $(STAMP)
 	$(BIN)/python benchmarks/safety.py
 
