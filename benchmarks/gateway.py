@@ -72,20 +72,6 @@ def start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def wait_ready(url: str, what: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{what} exited; see {log}")
-        try:
-            if bench.http("GET", url + "/v2/health/ready", timeout=1.0)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{what} not ready; see {log}")
-
-
 def kubectl(kubeconfig: str, *args: str, stdin: str | None = None) -> None:
     subprocess.run(
         [str(REPO / ".venv/bin/kubectl"), "--kubeconfig", kubeconfig, *args], input=stdin, text=True, check=True,
@@ -122,7 +108,7 @@ def main() -> None:
             "--model-uri", str(model), "--host", "127.0.0.1", "--port", str(ports["backend"]), "--threads", "1",
         ]  # fmt: skip
         processes.append(backend := start(serve, work / "backend.log"))
-        wait_ready(f"http://127.0.0.1:{ports['backend']}", "cutover serve", backend, work / "backend.log")
+        bench.wait_ready(f"http://127.0.0.1:{ports['backend']}", "cutover serve", backend, work / "backend.log")
 
         kubectl(kubeconfig, "create", "namespace", "bench")
         md = {
@@ -155,7 +141,7 @@ def main() -> None:
             "--host", "127.0.0.1", "--port", str(ports["gateway"]), "--backends", str(work / "backends.json"),
         ]  # fmt: skip
         processes.append(gw := start(gateway, work / "gateway.log"))
-        wait_ready(f"http://127.0.0.1:{ports['gateway']}", "cutover gateway", gw, work / "gateway.log")
+        bench.wait_ready(f"http://127.0.0.1:{ports['gateway']}", "cutover gateway", gw, work / "gateway.log")
         deadline = time.monotonic() + 10
         while bench.http("POST", f"http://127.0.0.1:{ports['gateway']}{bench.INFER_PATH}", bench.BODY)[0] != 401:
             if time.monotonic() > deadline:  # the route is there once unauthenticated calls get 401, not 404

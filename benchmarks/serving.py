@@ -197,6 +197,24 @@ def free_port() -> int:
         return port
 
 
+def wait_ready(
+    url: str, what: str, process: subprocess.Popen[bytes], log: Path, path: str = READY_PATH, timeout: float = 60
+) -> None:
+    """Wait until GET ``url`` + ``path`` answers 200; raise SystemExit (naming ``what`` and its
+    ``log``) when ``process`` exits first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited; see {log}")
+        try:
+            if http("GET", url + path, timeout=1.0)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{what} not ready; see {log}")
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time process ``pid`` has used (every thread), in seconds, from
     ``/proc/PID/stat`` (fields 14 and 15, in clock ticks)."""

@@ -176,17 +176,7 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
         return process
 
     def ready(port: int, path: str, process: subprocess.Popen[bytes], name: str) -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise SystemExit(f"{name} exited; see {work / name}.log")
-            try:
-                if bench.http("GET", f"http://127.0.0.1:{port}{path}", timeout=1.0)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise SystemExit(f"{name} not ready; see {work / name}.log")
+        bench.wait_ready(f"http://127.0.0.1:{port}", name, process, work / f"{name}.log", path, timeout=120)
 
     policy = work / "policy.json"
     policy.write_text(json.dumps(safety.policy_document(["crisis", "toxicity", "pii", "advice", "bias"])))
