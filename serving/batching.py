@@ -155,10 +155,11 @@ class Batcher:
         live = [p for p in batch if not p.future.done()]  # a caller that went away is skipped
         if not live:
             return
-        self._on_batch(BatchStats(sum(p.rows for p in live), tuple(started - p.enqueued for p in live)))
-        for pending in live:
+        waited = tuple(started - p.enqueued for p in live)
+        self._on_batch(BatchStats(sum(p.rows for p in live), waited))
+        for pending, seconds in zip(live, waited, strict=True):
             if pending.times is not None:
-                pending.times.queue += int((started - pending.enqueued) * 1e9)
+                pending.times.queue += int(seconds * 1e9)
         try:
             if len(live) == 1:
                 _resolve(live[0], await self._timed(live[0].inputs, live))
