@@ -15,7 +15,6 @@ an HPA on an Argo Rollout sees them), not mirrored or kept pods whose load says 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 
@@ -23,6 +22,7 @@ from cutover.analysis import MetricProvider, MetricsUnavailable
 from cutover.api import contract
 from cutover.api.v1alpha1 import ModelDeployment
 
+from .alerts.queries import string_literal
 from .builders import child_name
 from .rollout.autoscaling import Load, Metric, Reading, targets
 
@@ -36,24 +36,18 @@ def queries(md: ModelDeployment, revisions: Sequence[str]) -> dict[Metric, str]:
     spec = md.spec.runtime.autoscaling
     if spec is None:
         return {}
-    namespace = _string(md.metadata.namespace or "")
+    namespace = string_literal(md.metadata.namespace or "")
     out: dict[Metric, str] = {}
     for metric in targets(spec):
         if metric == "inFlight":
-            chosen = _string("|".join(re.escape(r) for r in revisions))
-            model = _string(md.spec.model.name)
+            chosen = string_literal("|".join(re.escape(r) for r in revisions))
+            model = string_literal(md.spec.model.name)
             selector = f"{contract.SERVING_IN_FLIGHT.sample}{{namespace={namespace},model={model},revision=~{chosen}}}"
             out[metric] = f"avg_over_time({selector}[{WINDOW}])"
         else:
-            pods = _string(f"({'|'.join(re.escape(child_name(md, r)) for r in revisions)})-.+")
+            pods = string_literal(f"({'|'.join(re.escape(child_name(md, r)) for r in revisions)})-.+")
             out[metric] = f"avg by (pod) ({contract.GPU_UTILIZATION}{{namespace={namespace},pod=~{pods}}})"
     return out
-
-
-def _string(value: str) -> str:
-    """``value`` as a PromQL string literal: quoted, its backslashes and quotes escaped (a JSON
-    string is one; a regular expression's own escapes need that second layer)."""
-    return json.dumps(value)
 
 
 async def read(provider: MetricProvider, md: ModelDeployment, revisions: Sequence[str], pods: int, at: float) -> Load:

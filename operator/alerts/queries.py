@@ -71,11 +71,13 @@ def request_source(md: ModelDeployment) -> RequestSource:
 def matchers(labels: Mapping[str, str]) -> str:
     """PromQL equality matchers (without braces) for ``labels``, values escaped:
     ``namespace="shop",model="ranker"``."""
-    return ",".join(f'{name}="{_escape(value)}"' for name, value in labels.items())
+    return ",".join(f"{name}={string_literal(value)}" for name, value in labels.items())
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def string_literal(value: str) -> str:
+    """``value`` as a PromQL double-quoted string literal, its backslashes, quotes and newlines
+    escaped (a regular expression's own escapes need that second layer)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def builtin_query(
