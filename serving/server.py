@@ -187,7 +187,8 @@ class ModelServer:
             raise ModelNotReady(f"model {self.config.name!r} is not ready: {self.loader.error}")
         return self.pipeline
 
-    def _not_ready(self) -> str | None:
+    def model_readiness(self) -> str | None:
+        """Why the model is not ready (None: it is)."""
         if self.draining:
             return "shutting down"
         if self.loader.error is None and self.safety is not None and self.safety.policy is None:
@@ -197,14 +198,10 @@ class ModelServer:
     async def readiness(self) -> str | None:
         """Why the server is not ready to answer (None: it is); the model's own readiness is
         ``model_readiness()``, which does not ask the upstream."""
-        reason = self._not_ready()
+        reason = self.model_readiness()
         if reason is None and self.pipeline is not None and not await self.pipeline.model.adapter.ready():
             reason = f"the upstream is not ready: {self.pipeline.model.adapter.not_ready_reason or 'it says so'}"
         return reason
-
-    def model_readiness(self) -> str | None:
-        """Why the model is not ready (None: it is)."""
-        return self._not_ready()
 
     async def ready(self, request: web.Request) -> web.Response:
         return http.readiness(await self.readiness())
@@ -294,7 +291,7 @@ class ModelServer:
     def index(self, *, ready_only: bool = False) -> list[dict[str, str]]:
         """The repository index: name, version, state (READY, LOADING or UNAVAILABLE) and the
         reason it is not ready ("" when it is)."""
-        reason = self._not_ready()
+        reason = self.model_readiness()
         state = "READY" if reason is None else "LOADING" if reason == "loading" else "UNAVAILABLE"
         if ready_only and reason is not None:
             return []
