@@ -53,13 +53,14 @@ def queries(md: ModelDeployment, revisions: Sequence[str]) -> dict[Metric, str]:
 async def read(provider: MetricProvider, md: ModelDeployment, revisions: Sequence[str], pods: int, at: float) -> Load:
     """The load on ``revisions`` (the live ones) at ``at``: ``pods`` is their ready pods. A
     metric with no series reads as None; Prometheus unreachable as every metric None, with why."""
+    vectors = queries(md, revisions)
     readings: dict[Metric, Reading | None] = {}
-    for metric, vector in queries(md, revisions).items():
+    for metric, vector in vectors.items():
         try:
             total = await provider.instant(f"sum({vector})", at)  # empty, not 0, without a series
             count = await provider.instant(f"count({vector})", at) if total else {}
         except MetricsUnavailable as err:
-            return Load({m: None for m in queries(md, revisions)}, pods, str(err))
+            return Load(dict.fromkeys(vectors), pods, str(err))
         reporting = int(sum(count.values()))
         readings[metric] = Reading(metric, sum(total.values()), reporting) if reporting else None
     return Load(readings, pods)
