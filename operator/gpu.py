@@ -80,15 +80,13 @@ def free_pods(
     per_pod: int,
     product: str | None = None,
     min_memory_mib: int | None = None,
-    reserved: dict[str, int] | None = None,
     sharing: str | None = None,
     node_selector: dict[str, str] | None = None,
 ) -> Capacity:
     """How many more pods requesting ``per_pod`` of ``resource`` fit on ``nodes``, given what is
-    ``used`` of it per node name (:func:`requested`, or :class:`GpuView`'s totals). ``reserved`` counts
-    requests of our own pods per node that are about to go away and should count as free
-    (none by default). ``sharing`` (runtime.gpu.sharing: none, timeSlicing or mps) and
-    ``node_selector`` (runtime.nodeSelector) leave out nodes the pod cannot land on."""
+    ``used`` of it per node name (:func:`requested`, or :class:`GpuView`'s totals). ``sharing``
+    (runtime.gpu.sharing: none, timeSlicing or mps) and ``node_selector`` (runtime.nodeSelector)
+    leave out nodes the pod cannot land on."""
     fits = total = 0
     eligible = 0
     for node in nodes:
@@ -108,7 +106,7 @@ def free_pods(
             continue
         eligible += 1
         name = node["metadata"]["name"]
-        free = allocatable - used.get(name, 0) + (reserved or {}).get(name, 0)
+        free = allocatable - used.get(name, 0)
         total += allocatable
         fits += max(0, free) // per_pod
     where = f" on nodes with {product}" if product else ""
