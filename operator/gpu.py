@@ -62,14 +62,11 @@ def _quantity(value: Any) -> int:
 
 
 def requested(pods: Iterable[dict[str, Any]], resource: str) -> dict[str, int]:
-    """Per node name: how much of ``resource`` the bound, unfinished ``pods`` request."""
+    """Per node name: how much of the GPU ``resource`` the bound, unfinished ``pods`` request
+    (each pod read by :func:`trim_pod`, as :class:`GpuView` reads it)."""
     used: dict[str, int] = defaultdict(int)
-    for pod in pods:
-        node = pod.get("spec", {}).get("nodeName")
-        if not node or pod.get("status", {}).get("phase") in TERMINAL:
-            continue
-        for container in pod["spec"].get("containers", []):
-            used[node] += _quantity(container.get("resources", {}).get("requests", {}).get(resource, 0))
+    for held in filter(None, map(trim_pod, pods)):
+        used[held.node] += held.requests.get(resource, 0)
     return used
 
 
