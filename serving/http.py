@@ -141,7 +141,7 @@ async def request_json(request: web.Request, limit: int) -> Any:
 
 async def live(request: web.Request) -> web.Response:
     """``/v2/health/live``: the process answers."""
-    return web.json_response({"live": True})
+    return json_body({"live": True})
 
 
 def readiness(reason: str | None, **fields: Any) -> web.Response:
@@ -149,7 +149,7 @@ def readiness(reason: str | None, **fields: Any) -> web.Response:
     "error": reason}`` when there is a reason not to be ready."""
     if reason is not None:
         return json_body({**fields, "ready": False, "error": reason}, status=503)
-    return web.json_response({**fields, "ready": True})
+    return json_body({**fields, "ready": True})
 
 
 def prometheus(registry: CollectorRegistry) -> Handler:

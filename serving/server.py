@@ -207,7 +207,7 @@ class ModelServer:
         return http.readiness(await self.readiness())
 
     async def server_metadata(self, request: web.Request) -> web.Response:
-        return web.json_response(self.description())
+        return http.json_body(self.description())
 
     def description(self) -> dict[str, Any]:
         """The server's metadata (Open Inference Protocol): name, version, extensions."""
@@ -215,7 +215,7 @@ class ModelServer:
 
     async def model_metadata(self, request: web.Request) -> web.Response:
         self._model(request)
-        return web.json_response(self.metadata())
+        return http.json_body(self.metadata())
 
     def metadata(self) -> dict[str, Any]:
         """The model's metadata (Open Inference Protocol); raises ``ModelNotReady`` until loaded."""
@@ -235,7 +235,7 @@ class ModelServer:
     async def model_config(self, request: web.Request) -> web.Response:
         """Triton's model-configuration extension, which perf_analyzer reads."""
         self._model(request)
-        return web.json_response(self.triton_config())
+        return http.json_body(self.triton_config())
 
     def triton_config(self) -> dict[str, Any]:
         """Triton's model configuration (``model_config.proto`` in JSON); raises ``ModelNotReady``
@@ -315,7 +315,7 @@ class ModelServer:
             lambda: http.request_json(request, self.config.max_request_bytes), request.headers.get(REQUEST_ID_HEADER)
         )
         if isinstance(answer, dict):
-            return compressed(request, web.json_response(answer))
+            return compressed(request, http.json_body(answer))
         return await self._stream(request, answer)
 
     async def _stream(self, request: web.Request, stream: ChatStream) -> web.StreamResponse:
@@ -343,7 +343,7 @@ class ModelServer:
         return response
 
     async def openai_models(self, request: web.Request) -> web.Response:
-        return web.json_response(model_list(self.config.name))
+        return http.json_body(model_list(self.config.name))
 
 
 def _counted(request: web.Request) -> bool:

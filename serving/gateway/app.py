@@ -231,7 +231,7 @@ class Gateway:
             }
             for model, r in self.routes.items()
         }
-        return web.json_response(table)
+        return json_body(table)
 
     async def repository_index(self, request: web.Request) -> web.Response:
         """Triton's model repository index of the models the gateway routes and the caller's key

@@ -199,3 +199,24 @@ def test_liveness_answers_within_the_probe_timeout_while_three_50_mb_requests_de
         next((s for s in senders if s.is_alive()), senders[0]).join(0.1)  # the next probe, as a period sends it
     assert statuses == [200, 200, 200]
     assert len(answered) > 10 and max(answered) < PROBE_TIMEOUT_SECONDS, sorted(answered)[-5:]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/classifier",
+        "/v2/models/classifier/ready",
+        "/v2/models/classifier/config",
+        "/v2/repository/index",
+    ],
+)
+def test_every_json_answer_is_typed_exactly_application_json(batching: Serving, path: str) -> None:
+    """JSON is UTF-8 by definition; a charset parameter makes KServe's client drop what it reads."""
+    method = "POST" if path.endswith("/index") else "GET"
+    request = urllib.request.Request(batching.url + path, data=b"{}" if method == "POST" else None, method=method)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["Content-Type"] == "application/json", path
+        json.loads(response.read())
