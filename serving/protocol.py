@@ -75,6 +75,14 @@ class InferRequest:
     binary_output: bool = False
     """The request-wide default for outputs that do not say."""
 
+    def __post_init__(self) -> None:
+        """Raises ``InvalidInput`` (400) when an output is asked for twice, as Triton refuses
+        it: which of the two entries' binary and classification choices holds is not said."""
+        if self.outputs and len({output.name for output in self.outputs}) != len(self.outputs):
+            names = [output.name for output in self.outputs]
+            twice = next(name for name in names if names.count(name) > 1)
+            raise InvalidInput(f"output {twice!r} is asked for twice")
+
 
 @dataclass(frozen=True)
 class RawInput:

@@ -252,6 +252,9 @@ def bad_requests() -> list[tuple[pb.ModelInferRequest, str]]:
     twice.inputs.add(name="input", datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend([0] * 4)
     unknown_output = _request(contents=pb.InferTensorContents(fp32_contents=[0] * 4))
     unknown_output.outputs.add(name="nope")
+    output_twice = _request(contents=pb.InferTensorContents(fp32_contents=[0] * 4))
+    output_twice.outputs.add(name="probabilities")
+    output_twice.outputs.add(name="probabilities").parameters["classification"].int64_param = 2
     return [
         (pb.ModelInferRequest(model_name="classifier"), "at least one input"),
         (fp64, "input 'input' is FP64; the model takes FP32"),
@@ -263,6 +266,7 @@ def bad_requests() -> list[tuple[pb.ModelInferRequest, str]]:
         (mixed, "both contents and raw_input_contents"),
         (twice, "given twice"),
         (unknown_output, "unknown output 'nope'"),
+        (output_twice, "output 'probabilities' is asked for twice"),
     ]
 
 

@@ -124,6 +124,11 @@ def _one(**tensor: object) -> bytes:
         (_one(data=[1, 2]), "9999", "the body has"),
         (_one(data=[1, 2]), "abc", "must be an integer"),
         (b"\x00" * 3, "0", "needs a model with exactly one input"),
+        (
+            json.dumps({**json.loads(_one(data=[1, 2])), "outputs": [{"name": "y"}, {"name": "y"}]}).encode(),
+            None,
+            "output 'y' is asked for twice",
+        ),
     ],
 )
 def test_bad_bodies_are_400_with_the_reason(body: bytes, length: str | None, message: str) -> None:
