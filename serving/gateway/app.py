@@ -32,7 +32,7 @@ from .keys import DEFAULT_TIERS, ApiKey, Denied, KeyStore, Limiter, Tier, author
 from .metrics import GatewayMetrics
 from .mirror import Mirrors, mirrored_copy
 from .proxy import Answer, Outgoing, Proxy, error_answer
-from .routing import Resolver, Route, RoutingTable, choose, for_version, mirrors_for
+from .routing import Resolver, Route, RoutingTable, choose, for_version, mirrors_for, unknown_version
 from .upstream import Disconnected, Upstream
 
 log = logging.getLogger("cutover.gateway")
@@ -277,9 +277,7 @@ class Gateway:
             # Only a revision serving that version can answer: never split it by weight.
             pinned = for_version(route, version)
             if pinned is None:
-                served = ", ".join(sorted({repr(b.version) for b in route.backends if b.version is not None}))
-                message = f"unknown version {version!r} of model {name!r}; live versions: {served or 'none'}"
-                return _respond(error_answer(404, message))
+                return _respond(error_answer(404, unknown_version(route, name, version)))
             route = pinned
         body = await request_body(request, self.config.max_request_bytes) if request.method == "POST" else b""
         sent = outgoing(request, body, idempotent=True)

@@ -44,7 +44,7 @@ from ..tracing import TRACE_HEADERS
 from .app import SERVER_NAME, Gateway
 from .keys import Denied, retry_after_header
 from .proxy import Answer, Outgoing
-from .routing import for_version
+from .routing import for_version, unknown_version
 
 log = logging.getLogger("cutover.gateway")
 
@@ -158,7 +158,7 @@ class GatewayInferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  #
         if version:
             pinned = for_version(route, version)
             if pinned is None:
-                await abort(context, 404, f"unknown version {version!r} of model {name!r}")
+                await abort(context, 404, unknown_version(route, name, version))
             route, path = pinned, f"{path}/versions/{quote(version, safe='')}"
         headers = {HEADER_LENGTH: header_length} if header_length is not None else {}
         for name in (REQUEST_ID_HEADER, *TRACE_HEADERS):  # as HTTP passes them on

@@ -172,6 +172,13 @@ def for_version(route: Route, version: str) -> Route | None:
     return replace(route, backends=serving, assignment=None)
 
 
+def unknown_version(route: Route, name: str, version: str) -> str:
+    """The 404 message for a request that names a ``version`` of model ``name`` that no live
+    revision of ``route`` serves, listing those that are live."""
+    served = ", ".join(sorted({repr(b.version) for b in route.backends if b.version is not None}))
+    return f"unknown version {version!r} of model {name!r}; live versions: {served or 'none'}"
+
+
 def _by_weight(backends: tuple[Backend, ...], point: float) -> Backend:
     """The backend whose share of [0, 100) holds ``point``, in the route's fixed order."""
     total = sum(b.weight for b in backends) or 1

@@ -109,7 +109,9 @@ async def test_tritonclient_grpc_works_through_the_gateway(front: Front, models:
     assert [int(item.decode().split(":")[1]) for item in classified.ravel()] == best.tolist()
     statistics = (await client.get_inference_statistics(MODEL)).model_stats[0]
     assert statistics.name == MODEL and statistics.inference_count >= 4
-    with pytest.raises(InferenceServerException, match="unknown version '7'") as unknown:
+    with pytest.raises(
+        InferenceServerException, match="unknown version '7' of model 'fraud'; live versions: '1'"
+    ) as unknown:
         await client.infer(MODEL, [tensor(x)], model_version="7")
     assert unknown.value.status() == "StatusCode.NOT_FOUND"
     with pytest.raises(InferenceServerException, match="unknown model 'nope'") as missing:
