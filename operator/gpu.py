@@ -26,6 +26,7 @@ from typing import Any
 
 from cutover.api.contract import LABEL_MODEL, LABEL_REVISION
 
+from . import metrics
 from .kube import Kube
 from .rollout import Capacity
 
@@ -289,7 +290,12 @@ class GpuView:
             )
 
     async def _follow(self, kube: Kube, kind: str, collection: str, params: dict[str, str]) -> None:
-        async for event, obj in kube.watch(collection, **params).events():
+        resource = collection.rpartition("/")[2]
+
+        def restarted(reason: str) -> None:
+            metrics.WATCH_RESTARTS.labels(resource, reason).inc()
+
+        async for event, obj in kube.watch(collection, restarted, **params).events():
             self.observe(kind, event, obj)
 
     async def preflight(self, kube: Kube, runtime: dict[str, Any], leave_out: Owner | None = None) -> Capacity | None:

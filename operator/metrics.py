@@ -4,16 +4,24 @@ rendered PrometheusRules join on to tell a candidate from the stable revision.""
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import get_args
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from cutover.api.contract import REVISION_ROLE
 from cutover.api.v1alpha1 import ModelDeployment
-from cutover.api.v1alpha1.modeldeployment import Phase, ScalingLimit
+from cutover.api.v1alpha1.modeldeployment import (
+    AnalysisStatus,
+    MetricEvidence,
+    ModelDeploymentStatus,
+    Phase,
+    ScalingLimit,
+)
 
 from .alerts.evaluator import live_revisions
 from .rollout import AnalysisInput, Plan, reasons
+from .rollout.status import ANALYSIS_AVAILABLE as ANALYSIS_AVAILABLE_CONDITION
 
 RECONCILES = Counter("cutover_operator_reconciles", "Reconcile passes", ["kind"])
 RECONCILE_ERRORS = Counter("cutover_operator_reconcile_errors", "Reconcile passes that failed", ["kind"])
@@ -28,6 +36,24 @@ PHASE = Gauge("cutover_rollout_phase", "1 for the ModelDeployment's current phas
 WEIGHT = Gauge("cutover_rollout_candidate_weight", "Percent of live traffic on the candidate", ["namespace", "name"])
 DECISIONS = Counter("cutover_rollout_decisions", "Analysis verdicts acted on", ["verdict"])
 TRANSITIONS = Counter("cutover_rollout_transitions", "Promotions, rollbacks and other transitions", ["reason"])
+LAST_PROGRESS = Gauge(
+    "cutover_rollout_last_progress_timestamp_seconds",
+    "When the rollout in progress last moved (status.lastProgressAt: a step, more candidate pods ready), "
+    "Unix seconds; no series while nothing rolls out",
+    ["namespace", "name"],
+)
+ANALYSIS_AVAILABLE = Gauge(
+    "cutover_rollout_analysis_available",
+    "1 while the rollout in progress can read its metrics, 0 once they failed consecutiveErrorLimit times "
+    "in a row (condition AnalysisAvailable False: weights frozen); no series while nothing rolls out",
+    ["namespace", "name"],
+)
+WATCH_RESTARTS = Counter(
+    "cutover_operator_watch_restarts",
+    "Lists of the operator's own watches (GPU nodes and pods) started again after the first: the API server "
+    "ended the watch (ended) or a list or the connection failed (failed)",
+    ["resource", "reason"],
+)
 ALERT_ACTIONS = Counter(
     "cutover_alert_actions",
     "AlertRule actions answered on ModelDeployments (taken: true when done, false when ignored)",
@@ -55,7 +81,8 @@ _COUNTED = frozenset(
 
 def observe(md: ModelDeployment, plan: Plan, analysis: AnalysisInput | None, seconds: float) -> None:
     """Record one reconcile pass of ``md`` that took ``seconds`` and produced ``plan`` (the
-    phase, weight, verdict acted on, transitions and the live revisions' roles)."""
+    phase, weight, verdict acted on, transitions, the live revisions' roles and the last
+    analysis' evidence)."""
     namespace, name = md.metadata.namespace or "", md.metadata.name or ""
     RECONCILES.labels("ModelDeployment").inc()
     RECONCILE_SECONDS.labels("ModelDeployment").observe(seconds)
@@ -70,7 +97,32 @@ def observe(md: ModelDeployment, plan: Plan, analysis: AnalysisInput | None, sec
         if event.reason in _ALERT_ACTIONS:
             ALERT_ACTIONS.labels(_ALERT_ACTIONS[event.reason], str(event.type == "Normal").lower()).inc()
     _export_roles((namespace, name), md.spec.model.name, live_revisions(md.model_copy(update={"status": plan.status})))
+    _export_analysis((namespace, name), plan.status.last_analysis)
+    _export_rollout(namespace, name, plan.status)
     _export_autoscaling(namespace, name, plan)
+
+
+def _export_rollout(namespace: str, name: str, status: ModelDeploymentStatus) -> None:
+    """The rollout in progress as the series the chart's PrometheusRule watches (stuck
+    rollouts, analysis unavailable); none while no candidate rolls out, so that a finished
+    rollout's last values raise no alert."""
+    progressed = status.last_progress_at if status.candidate_revision else None
+    if progressed is None:
+        _forget_rollout(namespace, name)
+        return
+    LAST_PROGRESS.labels(namespace, name).set(progressed.timestamp())
+    available = next((c for c in status.conditions if c.type == ANALYSIS_AVAILABLE_CONDITION), None)
+    if available is None:
+        with contextlib.suppress(KeyError):
+            ANALYSIS_AVAILABLE.remove(namespace, name)
+    else:
+        ANALYSIS_AVAILABLE.labels(namespace, name).set(1.0 if available.status == "True" else 0.0)
+
+
+def _forget_rollout(namespace: str, name: str) -> None:
+    for gauge in (LAST_PROGRESS, ANALYSIS_AVAILABLE):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, name)
 
 
 AUTOSCALER_REPLICAS = Gauge(
@@ -118,6 +170,66 @@ def _forget_autoscaling(namespace: str, name: str) -> None:
                 gauge.remove(namespace, name, *rest)
 
 
+ANALYSIS_ESTIMATE = Gauge(
+    "cutover_analysis_estimate",
+    "The last analysis' point estimate per metric: the candidate relative to its baseline (status.lastAnalysis)",
+    ["namespace", "name", "metric"],
+)
+ANALYSIS_LOWER = Gauge(
+    "cutover_analysis_lower_bound",
+    "The last analysis' lower confidence bound per metric, valid at any stopping time; none when unbounded",
+    ["namespace", "name", "metric"],
+)
+ANALYSIS_UPPER = Gauge(
+    "cutover_analysis_upper_bound",
+    "The last analysis' upper confidence bound per metric; none when unbounded",
+    ["namespace", "name", "metric"],
+)
+ANALYSIS_DECISION = Gauge(
+    "cutover_analysis_decision",
+    "1 for each metric's decision in the last analysis (pass, fail, continue, inconclusive), 0 for the others",
+    ["namespace", "name", "metric", "decision"],
+)
+METRIC_DECISIONS = get_args(MetricEvidence.model_fields["decision"].annotation)
+_analysed: dict[tuple[str, str], set[str]] = {}
+"""Per ModelDeployment (namespace, name), the metrics its analysis series are exported for, so
+that a metric that leaves status.lastAnalysis loses its series at the next pass."""
+
+
+def _export_analysis(key: tuple[str, str], analysis: AnalysisStatus | None) -> None:
+    """status.lastAnalysis as gauges, for the dashboards' decisions and bounds: per metric its
+    estimate, bounds (a bound status leaves out, being unbounded, has no series) and decision."""
+    evidence = {metric.name: metric for metric in analysis.metrics} if analysis is not None else {}
+    for metric in _analysed.get(key, set()) - set(evidence):
+        _forget_metric(key, metric)
+    for metric, found in evidence.items():
+        for gauge, value in (
+            (ANALYSIS_ESTIMATE, found.estimate),
+            (ANALYSIS_LOWER, found.lower),
+            (ANALYSIS_UPPER, found.upper),
+        ):
+            if value is None or not math.isfinite(value):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*key, metric)
+            else:
+                gauge.labels(*key, metric).set(value)
+        for decision in METRIC_DECISIONS:
+            ANALYSIS_DECISION.labels(*key, metric, decision).set(1.0 if found.decision == decision else 0.0)
+    if evidence:
+        _analysed[key] = set(evidence)
+    else:
+        _analysed.pop(key, None)
+
+
+def _forget_metric(key: tuple[str, str], metric: str) -> None:
+    for gauge in (ANALYSIS_ESTIMATE, ANALYSIS_LOWER, ANALYSIS_UPPER):
+        with contextlib.suppress(KeyError):
+            gauge.remove(*key, metric)
+    for decision in METRIC_DECISIONS:
+        with contextlib.suppress(KeyError):
+            ANALYSIS_DECISION.remove(*key, metric, decision)
+
+
 REVISION_ROLE_GAUGE = Gauge(REVISION_ROLE.name, REVISION_ROLE.help, list(REVISION_ROLE.labels))
 _roles: dict[tuple[str, str], set[tuple[str, ...]]] = {}
 """Per ModelDeployment (namespace, name), the role series it exports now, so that a revision
@@ -144,14 +256,16 @@ def _export_roles(key: tuple[str, str], model: str, live: list[tuple[str, str]])
 
 
 def forget(namespace: str, name: str) -> None:
-    """Drop every series of a ModelDeployment that is gone (its loop ended): phase, weight, roles
-    and the autoscaler's."""
+    """Drop every series of a ModelDeployment that is gone (its loop ended): phase, weight, roles,
+    the rollout's and the autoscaler's."""
     for phase in PHASES:
         with contextlib.suppress(KeyError):
             PHASE.remove(namespace, name, phase)
     with contextlib.suppress(KeyError):
         WEIGHT.remove(namespace, name)
     _export_roles((namespace, name), "", [])
+    _export_analysis((namespace, name), None)
+    _forget_rollout(namespace, name)
     _forget_autoscaling(namespace, name)
 
 

@@ -3,9 +3,10 @@
 A pass validates the policy, renders its ConfigMap, copies its crisis webhook's Secret (when
 it names one), writes status (Ready, observedGeneration, the ModelDeployments that reference
 it) and posts an Event when Ready changes; the decisions are in :mod:`.safety`. It runs when the
-policy's spec changes, when a ModelDeployment starts or stops referencing it, when the Secret
-it copies changes, and every ``RESTING_INTERVAL`` seconds, which also repairs a rendered
-object someone edited or deleted.
+policy's spec changes, when a ModelDeployment starts or stops referencing it, and every
+``RESTING_INTERVAL`` seconds, which also repairs a rendered object someone edited or deleted and
+copies a rotated webhook Secret. The Secret is read by name at each pass, never watched: a
+watch would need the right to list every Secret of the namespace (docs/access.md).
 
 The ModelDeployment side is in :mod:`.handlers`: it reads each policy's readiness from the
 ``safety_policies`` index and is poked when a policy changes.
@@ -49,8 +50,6 @@ class SafetyContext:
     """Per policy: the event that wakes its loop, and our status writes the watch has not echoed."""
     applied: dict[PolicyKey, dict[str, tuple[str, float]]] = field(default_factory=dict)
     """Per policy: digest of the ConfigMap / Secret last applied (by kind), and when."""
-    secrets: dict[PolicyKey, tuple[str, str]] = field(default_factory=dict)
-    """Per policy: the (namespace, Secret name) its crisis webhook URL is copied from."""
     references: dict[PolicyKey, str] = field(default_factory=dict)
     """Per ModelDeployment (namespace, name): the policy its spec referenced when last seen."""
     clock: Callable[[], float] = time.time
@@ -59,7 +58,6 @@ class SafetyContext:
         """Drop what is kept about a policy whose loop ended (unless a new loop owns the name)."""
         if self.loops.forget(key, wake):
             self.applied.pop(key, None)
-            self.secrets.pop(key, None)
 
 
 async def _apply(ctx: SafetyContext, key: PolicyKey, obj: dict[str, Any]) -> None:
@@ -110,10 +108,8 @@ async def reconcile_policy(
         await _apply(ctx, key, safety.config_map(policy, safety.document(policy)))
         ref = safety.escalation_ref(policy)
         if ref is None:
-            ctx.secrets.pop(key, None)
             await _drop_copied_secret(ctx, key, policy)
         else:
-            ctx.secrets[key] = (key[0], ref.name)
             try:
                 url = await secret_text(ctx.kube, key[0], ref, "crisis.escalationWebhook.urlSecretRef")
             except SecretUnavailable as err:
@@ -172,7 +168,9 @@ def register(registry: kopf.OperatorRegistry, shard: lifecycle.Shard | None = No
         key = (namespace, name)
 
         async def one_pass() -> float:
-            return await reconcile_policy(ctx, key, body, list(policy_references.get(key, [])), logger)
+            delay = await reconcile_policy(ctx, key, body, list(policy_references.get(key, [])), logger)
+            metrics.RECONCILES.labels("SafetyPolicy").inc()
+            return delay
 
         await lifecycle.serve(
             ctx.loops,
@@ -226,12 +224,3 @@ def register(registry: kopf.OperatorRegistry, shard: lifecycle.Shard | None = No
         for policy in (before, now):
             if policy is not None:
                 ctx.loops.poke(md[0], policy)
-
-    @kopf.on.event("", "v1", "secrets", registry=registry, id="safety_secret_changed")
-    async def safety_secret_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-        ctx: SafetyContext | None = getattr(memo, "safety", None)
-        if ctx is None:
-            return
-        for policy, source in list(ctx.secrets.items()):
-            if source == (namespace or "", name):
-                ctx.loops.poke(*policy)

@@ -32,7 +32,7 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ _PLURALS = {
     ("v1", "Secret"): "secrets",
     ("v1", "ConfigMap"): "configmaps",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
     ("cutover.dev/v1alpha1", "ModelDeployment"): "modeldeployments",
     ("cutover.dev/v1alpha1", "AlertRule"): "alertrules",
@@ -328,19 +329,33 @@ class Kube:
         result: dict[str, Any] = await self._request("PUT", url, json=payload)
         return result
 
-    def watch(self, collection: str, **params: str) -> Watcher:
+    def watch(self, collection: str, restarted: Callable[[str], None] | None = None, **params: str) -> Watcher:
         """A list-then-watch of the collection at API path ``collection`` (``params``: a label
-        selector, say) over this session."""
-        return Watcher(self.session, self.credentials, collection, **params)
+        selector, say) over this session; ``restarted`` as for :class:`Watcher`."""
+        return Watcher(self.session, self.credentials, collection, restarted, **params)
 
 
 class Watcher:
     """Lists a collection, then watches it from that resourceVersion; relists when the watch
     expires (410) or the connection drops. Yields ("SYNC", items) after each list, then
-    ("ADDED" | "MODIFIED" | "DELETED", object)."""
+    ("ADDED" | "MODIFIED" | "DELETED", object).
 
-    def __init__(self, session: aiohttp.ClientSession, credentials: Credentials, path: str, **params: str) -> None:
+    ``restarted`` is called each time the loop lists again, with why: ``ended`` (the API server
+    ended the watch: 410 Gone or another ERROR event, or refused it) or ``failed`` (a list, the
+    connection or an event failed). A watch that only times out (every 300 s) goes on from its
+    resourceVersion without a new list and is no restart. The owners count these
+    (``cutover_gateway_watch_restarts_total``, ``cutover_operator_watch_restarts_total``)."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        credentials: Credentials,
+        path: str,
+        restarted: Callable[[str], None] | None = None,
+        **params: str,
+    ) -> None:
         self.session, self.credentials, self.path, self.params = session, credentials, path, params
+        self.restarted = restarted or (lambda reason: None)
 
     async def _get(self, params: dict[str, str], timeout: float) -> aiohttp.ClientResponse:
         return await self.session.get(
@@ -366,9 +381,11 @@ class Watcher:
                 backoff = 0.2
                 async for event, obj in self._watch(version):
                     yield event, obj
+                self.restarted("ended")
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                self.restarted("failed")
                 log.warning("watch %s: %s; relisting in %.1f s", self.path, error, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)

@@ -69,6 +69,13 @@ class GatewayMetrics:
             ["namespace", "model", "revision"],
             registry=self.registry,
         )
+        self._watch_restarts = Counter(
+            "cutover_gateway_watch_restarts",
+            "Lists of the gateway's watches (modeldeployments, secrets) started again after the first, by why: "
+            "ended (the API server ended the watch) or failed (a list or the connection failed)",
+            ["resource", "reason"],
+            registry=self.registry,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, metric: Any, *values: str) -> Any:
@@ -111,6 +118,11 @@ class GatewayMetrics:
     def shed(self) -> None:
         """A request refused (503) because the gateway had ``max_in_flight`` in progress."""
         self._shed.inc()
+
+    def watch_restarted(self, resource: str, reason: str) -> None:
+        """A watch of ``resource`` lists again (``reason``: ended or failed, as the
+        :class:`~cutover.serving.kube.Watcher` says): routes and keys may have been stale meanwhile."""
+        self._watch_restarts.labels(resource, reason).inc()
 
     def mirror_skipped(self) -> None:
         """A mirrored copy not sent: too many mirrors in progress, or not a POST."""

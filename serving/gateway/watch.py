@@ -10,6 +10,7 @@ no traffic. Without it a Service is ``http://service.namespace.svc:SERVING_PORT`
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -20,6 +21,10 @@ from .app import Gateway
 from .keys import KEY_LABEL
 
 log = logging.getLogger("cutover.gateway")
+
+
+RESOURCES = {"md": "modeldeployments", "keys": "secrets"}
+"""The resource each kind of watch follows, as ``cutover_gateway_watch_restarts_total`` names it."""
 
 
 def _paths(namespaces: list[str]) -> list[tuple[str | None, str, str]]:
@@ -57,7 +62,8 @@ async def watch(gateway: Gateway, credentials: Credentials, namespaces: list[str
         tasks = []
         for namespace, kind, path in _paths(namespaces):
             params = {"labelSelector": f"{KEY_LABEL}=true"} if kind == "keys" else {}
-            tasks.append(asyncio.create_task(_follow(gateway, kube.watch(path, **params), namespace, kind)))
+            watcher = kube.watch(path, functools.partial(gateway.metrics.watch_restarted, RESOURCES[kind]), **params)
+            tasks.append(asyncio.create_task(_follow(gateway, watcher, namespace, kind)))
         try:
             await asyncio.gather(*tasks)
         finally:

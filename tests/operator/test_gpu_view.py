@@ -42,7 +42,7 @@ class Watches:
         self.events: dict[str, asyncio.Queue[tuple[str, Any]]] = {path: asyncio.Queue() for path in self.lists}
         self.opened: list[tuple[str, dict[str, str]]] = []
 
-    def watch(self, collection: str, **params: str) -> Watches.Watcher:
+    def watch(self, collection: str, restarted: object = None, **params: str) -> Watches.Watcher:
         self.opened.append((collection, params))
         return Watches.Watcher(self, collection)
 

@@ -83,6 +83,64 @@ async def test_an_object_at_the_api_servers_size_limit_arrives_through_the_watch
     assert lists == 1, "the large event ended the watch and forced a relist"
 
 
+class RestartingApiServer:
+    """The first watch times out normally after one event (the client watches on, no restart);
+    the second ends with a 410 Gone ERROR event; the second list fails with a 500; after that
+    lists answer and the watch stays open."""
+
+    def __init__(self) -> None:
+        self.lists = 0
+        self.watches = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch") != "1":
+            self.lists += 1
+            if self.lists == 2:
+                return web.json_response({"kind": "Status", "code": 500}, status=500)
+            return web.json_response({"metadata": {"resourceVersion": "1"}, "items": []})
+        self.watches += 1
+        response = web.StreamResponse()
+        await response.prepare(request)
+        if self.watches == 1:
+            await response.write(json.dumps({"type": "ADDED", "object": secret("a", "2")}).encode() + b"\n")
+            return response  # the server's timeoutSeconds: the stream ends cleanly
+        if self.watches == 2:
+            gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}
+            await response.write(json.dumps(gone).encode() + b"\n")
+            return response
+        await asyncio.sleep(3600)
+        return response
+
+
+async def test_a_relist_is_reported_with_why_and_a_timed_out_watch_is_not_one() -> None:
+    """The gateway's and the operator's watch-restart counters (the chart's watch alert) count
+    these calls: the API server ended the watch, then the list failed."""
+    fake = RestartingApiServer()
+    app = web.Application()
+    app.router.add_get("/api/v1/secrets", fake.handle)
+    server = TestServer(app)
+    await server.start_server()
+    reasons: list[str] = []
+    syncs = 0
+    try:
+        async with aiohttp.ClientSession() as session:
+            credentials = Credentials(str(server.make_url("")).rstrip("/"), False)
+            watcher = Watcher(session, credentials, "/api/v1/secrets", reasons.append)
+
+            async def read() -> None:
+                nonlocal syncs
+                async for event, _ in watcher.events():
+                    syncs += event == "SYNC"
+                    if syncs == 2:
+                        return
+
+            await asyncio.wait_for(read(), 20)
+    finally:
+        await server.close()
+    assert reasons == ["ended", "failed"]
+    assert (fake.lists, fake.watches) == (3, 2), "the timed-out watch went on from its resourceVersion"
+
+
 class Chunks:
     """A stream that hands out the given pieces, as ``aiohttp.StreamReader.iter_any`` does."""
 
