@@ -15,9 +15,10 @@ never comes out empty, and so is an answer that is not the JSON (or the event st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -101,11 +102,13 @@ class LLMAdapter(Adapter):
                 kind = response.headers.get("Content-Type", "")
                 if not kind.startswith("text/event-stream"):
                     raise UpstreamError(f"{self._name} did not stream: it answered Content-Type {kind!r}")
-                async for line in response.aiter_lines():
+                lines = response.aiter_lines()
+                async for line in lines:
                     if not line.startswith("data:"):
                         continue  # blank separators, comments, event names
                     data = line[5:].strip()
                     if data == "[DONE]":
+                        await _drain(lines)
                         return
                     yield self._chunk(data, request)
         except httpx.HTTPError as error:
@@ -179,6 +182,18 @@ class LLMAdapter(Adapter):
 
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+DRAIN_SECONDS = 0.5
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read what follows ``[DONE]`` to the end of the body (for at most DRAIN_SECONDS), so
+    httpx keeps the connection for the next request: the end of the chunked body comes after
+    the last event, and a stream left before it closes the connection, which cost every
+    streamed answer a new TCP connection to the upstream, set up before its first token."""
+    with contextlib.suppress(TimeoutError, httpx.HTTPError):  # the answer is whole: nothing left to lose
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in lines:
+                pass
 
 
 def _json_body(request: Mapping[str, Any]) -> bytes:

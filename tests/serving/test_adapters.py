@@ -17,8 +17,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.http as httpclient
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from cutover.serving import sample_models
+from cutover.serving.adapters.llm import LLMAdapter
 from tests.support.waiting import wait_until
 
 from .support import Serving, openai_error, threaded_http_server
@@ -323,6 +326,34 @@ def test_chat_on_a_tensor_model_is_a_clear_404(tmp_path: Path, onnx_good: Path) 
         assert status == 404 and "takes tensors" in openai_error(error)
     finally:
         serving.stop()
+
+
+async def test_streamed_chats_reuse_one_upstream_connection() -> None:
+    """A keep-alive upstream that ends each event stream with a chunked body's last chunk, as
+    vLLM's (uvicorn) does: the adapter reads past ``[DONE]`` to that end, or httpx closes the
+    connection and every streamed answer pays a new one before its first token."""
+    peers: list[Any] = []
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        delta = {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]}
+        await response.write(b"data: " + json.dumps(delta).encode() + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        return response  # aiohttp sends the last chunk (0 CRLF CRLF) after this, on its own
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    async with TestServer(app) as server:
+        adapter = LLMAdapter(str(server.make_url("/")), "tiny-llm")
+        try:
+            for _ in range(3):
+                chunks = [c async for c in adapter.chat_stream({"model": "a", "messages": []})]
+                assert [c["choices"][0]["delta"]["content"] for c in chunks] == ["hi"]
+        finally:
+            await adapter.close()
+    assert len(peers) == 3 and len(set(peers)) == 1, peers
 
 
 @pytest.fixture
