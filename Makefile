@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 # `make test` runs lint, types and every test: unit, against the real local control plane
 # (hack/cluster), and packaging (a wheel in a clean virtual environment).
-.PHONY: demo test venv lint typecheck pytest test-clients crds cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-cache bench-gateway bench-streaming bench-safety bench-tracing clean
+.PHONY: demo test venv lint typecheck pytest test-clients crds dashboards cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-cache bench-gateway bench-streaming bench-safety bench-tracing clean
 
 test: lint typecheck pytest
 
@@ -44,10 +44,12 @@ cluster-tools:
 	hack/system-deps
 
 # Clients the tests drive cutover serve with, each cached: Triton's perf_analyzer (libb64 from
-# hack/system-deps) and KServe's REST client in KServe's own environment.
+# hack/system-deps) and KServe's REST client in KServe's own environment; and kstatus, which
+# reads ModelDeployments as Flux does.
 test-clients: $(STAMP) cluster-tools
 	hack/perf-analyzer
 	hack/kserve-client
+	hack/build-kstatus
 
 pytest: $(STAMP) cluster-tools test-clients
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
@@ -93,6 +95,11 @@ bench-safety: $(STAMP)
 crds: $(STAMP)
 	$(BIN)/cutover crds --output crds
 	$(BIN)/cutover crds --output charts/cutover/crds
+
+# The Grafana dashboards the chart ships (monitoring.dashboards), generated from operator/dashboards.py;
+# tests/operator/test_dashboards.py fails while the committed copies differ from what this writes.
+dashboards: $(STAMP)
+	$(BIN)/python -m cutover.operator.dashboards --output charts/cutover/dashboards
 
 clean:
 	rm -rf $(VENV) .demo .tools build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
