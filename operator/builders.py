@@ -1,14 +1,15 @@
 """Pure builders of a ModelDeployment's children: one Deployment, Service and (with more than
-one replica) PodDisruptionBudget per revision, and the weighted HTTPRoute for the Gateway API
-provider. Each child is a plain dict in wire form, named stably and owned by the
-ModelDeployment, ready for server-side apply.
+one replica) PodDisruptionBudget per revision, the weighted HTTPRoute for the Gateway API
+provider, and the NetworkPolicy over its serving pods when the operator is given one's sources.
+Each child is a plain dict in wire form, named stably and owned by the ModelDeployment, ready for
+server-side apply.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from cutover.api.contract import (
@@ -83,6 +84,12 @@ def _metadata(md: ModelDeployment, name: str, labels: dict[str, str]) -> dict[st
     }
 
 
+def serving_pods(md: ModelDeployment) -> dict[str, str]:
+    """The labels that every serving pod of ``md`` carries, whatever its revision: what its
+    NetworkPolicy and the chart's PodMonitor (by ``app.kubernetes.io/name``) select."""
+    return {LABEL_MODEL: md.metadata.name or "", LABEL_APP_NAME: SERVING_APP_NAME}
+
+
 def _storage(model: dict[str, Any]) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Where the serving process finds the model, plus volumes, mounts and init containers. A
     tensorflow model is a SavedModel directory: from s3 its whole prefix is copied."""
@@ -153,9 +160,8 @@ def deployment(
     model, runtime = workload.source.model, workload.source.runtime
     name = child_name(md, workload.revision)
     pod_labels = {
-        LABEL_MODEL: md.metadata.name or "",
+        **serving_pods(md),
         LABEL_REVISION: workload.revision,
-        LABEL_APP_NAME: SERVING_APP_NAME,
         "app.kubernetes.io/instance": md.metadata.name or "",
     }
     model_path, volumes, mounts, init = _storage(model)
@@ -414,6 +420,26 @@ def disruption_budget(md: ModelDeployment, workload: Workload) -> dict[str, Any]
     }
 
 
+def network_policy(md: ModelDeployment, ingress: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The NetworkPolicy (networking.k8s.io/v1) over all serving pods of ``md``: they accept
+    connections from the sources of ``ingress`` (NetworkPolicyIngressRule objects, as the chart
+    renders them: the gateway, Prometheus, and any the user adds) and nothing else; with
+    ``fallback.previousVersion`` also from the model's own serving pods, whose fallback calls the
+    stable revision. Egress is left open (model storage and LLM upstreams may be anywhere)."""
+    pods = serving_pods(md)
+    rules = [dict(rule) for rule in ingress]
+    if md.spec.fallback is not None and md.spec.fallback.previous_version:
+        rules.append({"from": [{"podSelector": {"matchLabels": pods}}], "ports": [{"port": "http", "protocol": "TCP"}]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(
+            md, md.metadata.name or "", {LABEL_MODEL: md.metadata.name or "", LABEL_MANAGED_BY: MANAGER}
+        ),
+        "spec": {"podSelector": {"matchLabels": pods}, "policyTypes": ["Ingress"], "ingress": rules},
+    }
+
+
 def http_route(md: ModelDeployment, traffic: list[TrafficEntry]) -> dict[str, Any] | None:
     """The weighted HTTPRoute for provider gatewayAPI: backends by weight, a RequestMirror
     filter for shadow, and session persistence for A/B assignment by header or cookie."""
@@ -465,9 +491,11 @@ def children(
     traffic: list[TrafficEntry],
     otlp_endpoint: str | None = None,
     scaled_externally: Collection[str] = (),
+    serving_ingress: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Every child a plan asks for (``otlp_endpoint``: as :func:`deployment` takes it;
-    ``scaled_externally``: names of the Deployments whose replicas another scaler owns)."""
+    ``scaled_externally``: names of the Deployments whose replicas another scaler owns;
+    ``serving_ingress``: as :func:`network_policy` takes it, None for no NetworkPolicy)."""
     out: list[dict[str, Any]] = []
     for workload in workloads:
         external = child_name(md, workload.revision) in scaled_externally
@@ -484,4 +512,6 @@ def children(
     route = http_route(md, traffic) if md.spec.traffic.provider == "gatewayAPI" else None
     if route:
         out.append(route)
+    if serving_ingress is not None:
+        out.append(network_policy(md, serving_ingress))
     return out

@@ -4,6 +4,7 @@ needs neither kopf nor the serving stack."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Coroutine, Sequence
@@ -54,6 +55,7 @@ def _operator(args: argparse.Namespace) -> int:
         verdicts_from=args.verdicts_from,
         metrics_port=args.metrics_port or None,
         serving_otlp_endpoint=args.serving_otlp_endpoint,
+        serving_ingress=args.serving_network_policy,
         leader_election=leader_election,
         shard=Shard(args.shard, default=args.default_shard) if args.shard else None,
     )
@@ -288,6 +290,19 @@ def _add_safety(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     check.set_defaults(run=_safety_check)
 
 
+def _ingress_rules(text: str) -> list[dict[str, Any]]:
+    """``--serving-network-policy``'s value: a JSON list of NetworkPolicyIngressRule objects
+    (networking.k8s.io/v1, each with ``from`` and ``ports``). Raises ArgumentTypeError (a usage
+    error) for anything else; the API server checks the rules' fields when they are applied."""
+    try:
+        rules = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+    if not isinstance(rules, list) or not all(isinstance(rule, dict) for rule in rules):
+        raise argparse.ArgumentTypeError("a JSON list of NetworkPolicyIngressRule objects is expected")
+    return rules
+
+
 def _add_otlp(command: argparse.ArgumentParser) -> None:
     """``--otlp-endpoint``: tracing with OpenTelemetry (``serving/tracing.py``), off by default."""
     command.add_argument(
@@ -362,6 +377,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="serving pods trace requests and export the spans over OTLP/HTTP to this collector "
         "(cutover serve --otlp-endpoint); default: they do not trace",
+    )
+    op.add_argument(
+        "--serving-network-policy",
+        type=_ingress_rules,
+        metavar="JSON",
+        help="give each ModelDeployment a NetworkPolicy admitting to its serving pods only these sources: "
+        "a JSON list of NetworkPolicyIngressRule objects (the chart's networkPolicy values render it); "
+        "default: no NetworkPolicy",
     )
     shards = op.add_argument_group("sharding (several operators, each serving its own objects)")
     shards.add_argument(

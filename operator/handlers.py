@@ -67,6 +67,8 @@ class Context:
     clock: Callable[[], float] = time.time
     serving_otlp_endpoint: str | None = None
     """Where serving pods export their spans (``builders.deployment``); None: they do not trace."""
+    serving_ingress: list[dict[str, Any]] | None = None
+    """Who may connect to serving pods (``builders.network_policy``); None: no NetworkPolicy."""
     gpus: gpu.GpuView = field(default_factory=gpu.GpuView)
     """The cluster's GPU nodes and GPU pods, watched, for every GPU ModelDeployment's preflight."""
 
@@ -315,7 +317,9 @@ async def _apply(ctx: Context, md: ModelDeployment, plan: Plan, children: list[C
     )
     traffic = list(plan.status.traffic)
     live = {c.name: c.wanted for c in children}
-    for child in builders.children(md, plan.workloads, traffic, ctx.serving_otlp_endpoint, unowned):
+    for child in builders.children(
+        md, plan.workloads, traffic, ctx.serving_otlp_endpoint, unowned, ctx.serving_ingress
+    ):
         if child["kind"] == "HTTPRoute" and not ctx.gateway_api:
             continue
         key = (child["kind"], child["metadata"]["name"])

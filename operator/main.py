@@ -55,7 +55,10 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 def build_registry(
-    verdicts_from: Path | None, serving_otlp_endpoint: str | None = None, shard: Shard | None = None
+    verdicts_from: Path | None,
+    serving_otlp_endpoint: str | None = None,
+    shard: Shard | None = None,
+    serving_ingress: list[dict[str, Any]] | None = None,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     handlers.register(registry, shard)
@@ -77,7 +80,11 @@ def build_registry(
         verdicts: VerdictSource = FileVerdicts(verdicts_from) if verdicts_from else PrometheusVerdicts(http, kube)
         gateway_api = await kube.discover("/apis/gateway.networking.k8s.io/v1")
         memo.ctx = handlers.Context(
-            kube, verdicts, gateway_api=gateway_api, serving_otlp_endpoint=serving_otlp_endpoint
+            kube,
+            verdicts,
+            gateway_api=gateway_api,
+            serving_otlp_endpoint=serving_otlp_endpoint,
+            serving_ingress=serving_ingress,
         )
         prometheus_rules = await kube.discover("/apis/monitoring.coreos.com/v1")
         memo.safety = safety_handlers.SafetyContext(kube)
@@ -104,17 +111,20 @@ def run(
     serving_otlp_endpoint: str | None = None,
     leader_election: LeaseSettings | None = None,
     shard: Shard | None = None,
+    serving_ingress: list[dict[str, Any]] | None = None,
 ) -> None:
     """Run until stopped (Ctrl-C, SIGTERM, or ``stop_flag``); serving pods export their spans
     to ``serving_otlp_endpoint`` when it is given. With ``shard``, only that shard's objects
-    are reconciled (lifecycle.Shard).
+    are reconciled (lifecycle.Shard). With ``serving_ingress`` (NetworkPolicyIngressRule
+    objects), each ModelDeployment gets a NetworkPolicy admitting only those sources to its
+    serving pods (builders.network_policy).
 
     With ``leader_election``, kopf starts only once this process holds that Lease (until then it
     serves its metrics and nothing else), the Lease is released after kopf stopped, and the
     process exits with ``leader.LOST_EXIT_CODE`` the moment it stops holding it (leader.py)."""
     if metrics_port:
         start_http_server(metrics_port)
-    registry = build_registry(verdicts_from, serving_otlp_endpoint, shard)
+    registry = build_registry(verdicts_from, serving_otlp_endpoint, shard, serving_ingress)
     elector = None
     if leader_election:
         elector = Elector(leader_election, _client)

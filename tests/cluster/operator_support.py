@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,19 @@ Lease 4 to 4.5 s after its last renewal."""
 class Operator:
     """One operator process. With ``lease``, one of several replicas electing a leader on that
     Lease in the test's namespace (``LEASE_TIMING``); ``verdicts``: a folder shared with another
-    replica (default: its own, under ``workdir``)."""
+    replica (default: its own, under ``workdir``); ``args``: more `cutover operator` arguments."""
 
     def __init__(
-        self, kube: Kube, namespace: str, workdir: Path, *, lease: str | None = None, verdicts: Path | None = None
+        self,
+        kube: Kube,
+        namespace: str,
+        workdir: Path,
+        *,
+        lease: str | None = None,
+        verdicts: Path | None = None,
+        args: Sequence[str] = (),
     ) -> None:
-        self.kube, self.namespace, self.workdir, self.lease = kube, namespace, workdir, lease
+        self.kube, self.namespace, self.workdir, self.lease, self.args = kube, namespace, workdir, lease, args
         workdir.mkdir(exist_ok=True)
         self.verdicts = verdicts or workdir / "verdicts"
         self.verdicts.mkdir(exist_ok=True)
@@ -65,6 +73,7 @@ class Operator:
                 "--verdicts-from",
                 str(self.verdicts),
                 *(election if self.lease else []),
+                *self.args,
             ],
             env=env,
             stdout=log,
