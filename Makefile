@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 # `make test` runs lint, types and every test: unit, against the real local control plane
 # (hack/cluster), and packaging (a wheel in a clean virtual environment).
-.PHONY: demo test venv lint typecheck pytest test-clients crds dashboards cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-cache bench-gateway bench-streaming bench-safety bench-tracing clean
+.PHONY: demo test venv lint typecheck pytest test-clients krew crds dashboards cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-cache bench-gateway bench-streaming bench-safety bench-tracing clean
 
 test: lint typecheck pytest
 
@@ -45,11 +45,12 @@ cluster-tools:
 
 # Clients the tests drive cutover serve with, each cached: Triton's perf_analyzer (libb64 from
 # hack/system-deps) and KServe's REST client in KServe's own environment; and kstatus, which
-# reads ModelDeployments as Flux does.
+# reads ModelDeployments as Flux does; and krew, which installs `kubectl cutover` as users do.
 test-clients: $(STAMP) cluster-tools
 	hack/perf-analyzer
 	hack/kserve-client
 	hack/build-kstatus
+	hack/krew
 
 pytest: $(STAMP) cluster-tools test-clients
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
@@ -91,6 +92,11 @@ bench-tracing: $(STAMP)
 # they add to a chat request (issue 15's targets).
 bench-safety: $(STAMP)
 	$(BIN)/python benchmarks/safety.py
+
+# The kubectl plugin's krew archive (build/krew/) and its manifest plugins/cutover.yaml, whose
+# sha256 a test checks: run it after changing operator/kubectl_plugin.py.
+krew: $(STAMP)
+	$(BIN)/python -m hack.krew_package
 
 crds: $(STAMP)
 	$(BIN)/cutover crds --output crds

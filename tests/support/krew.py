@@ -1,0 +1,55 @@
+"""krew as a user runs it: `kubectl krew install` of cutover's manifest and archive into a
+private KREW_ROOT, offline (``--archive`` instead of the manifest's uri). krew itself is built
+from its Go module by hack/krew (cached)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from hack import krew_package
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+def krew_bin() -> Path:
+    """The folder holding krew, kubectl-krew and validate-krew-manifest (hack/krew builds it once)."""
+    done = subprocess.run([REPO / "hack" / "krew"], capture_output=True, text=True, check=True)
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+@dataclass(frozen=True)
+class Installed:
+    """cutover installed by krew under ``root``; ``env`` runs kubectl as that user does."""
+
+    root: Path
+    env: dict[str, str]
+
+    def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``kubectl ARGS`` with this user's PATH (at most 60 s)."""
+        return subprocess.run(["kubectl", *args], env=self.env, capture_output=True, text=True, timeout=60)
+
+
+def install(tmp: Path) -> Installed:
+    """Build the archive and install it with ``kubectl krew install --manifest --archive`` under
+    ``tmp``. The PATH it leaves holds krew's bin/, a folder with only kubectl, and the system's
+    folders: not the project's virtual environment, so the plugin runs on the system's python3
+    with nothing installed. Raises ``CalledProcessError`` when krew refuses it."""
+    archive = tmp / krew_package.archive_name()
+    archive.write_bytes(krew_package.archive())
+    tools = tmp / "tools"
+    tools.mkdir()
+    (tools / "kubectl").symlink_to(shutil.which("kubectl") or "kubectl")
+    root = tmp / "krew"
+    path = os.pathsep.join([str(root / "bin"), str(tools), str(krew_bin()), "/usr/local/bin", "/usr/bin", "/bin"])
+    env = {"PATH": path, "HOME": str(tmp), "KREW_ROOT": str(root), "LANG": "C.UTF-8"}
+    if "KUBECONFIG" in os.environ:
+        env["KUBECONFIG"] = os.environ["KUBECONFIG"]
+    subprocess.run(
+        ["kubectl", "krew", "install", f"--manifest={krew_package.MANIFEST}", f"--archive={archive}"],
+        env=env, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return Installed(root, env)
