@@ -251,3 +251,12 @@ def test_the_operator_is_scraped_and_calls_only_dns_the_api_server_prometheus_an
         str(ingress["from"]): {"9090"},
         "anywhere": {"443"},
     }
+
+
+@pytest.mark.parametrize("value", ["{not json", '{"from": []}', "[1, 2]"])
+def test_the_operator_refuses_serving_ingress_that_is_not_a_list_of_rules(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.parser().parse_args(["operator", f"--serving-network-policy={value}"])
+    assert exited.value.code == 2 and "--serving-network-policy" in capsys.readouterr().err
