@@ -41,6 +41,9 @@ def test_wheel_installs_and_imports_in_a_clean_venv(tmp_path: Path) -> None:
     kinds = [d["spec"]["names"]["kind"] for d in yaml.safe_load_all(crds.stdout)]
     assert kinds == ["ModelDeployment", "SafetyPolicy", "AlertRule"]
     assert (env_dir / "bin" / "kubectl-cutover").exists()
+    # kubectl 1.26+ completes `kubectl cutover` by running it from PATH.
+    complete = subprocess.run([env_dir / "bin" / "kubectl_complete-cutover", "hist"], capture_output=True, text=True)
+    assert complete.stdout.splitlines() == ["history\tlist past stable revisions and handled requests", ":4"]
     # Away from the work tree, only the cutover names exist.
     for bare in ("operator.api", "serving", "api", "analysis"):
         probe = f"import importlib\ntry:\n importlib.import_module({bare!r})\nexcept ImportError:\n exit(0)\nexit(1)"
