@@ -38,9 +38,11 @@ from .rollout import (
     WatchInput,
     autoscaling,
     comparison,
+    reasons,
     reconcile,
     requests_in,
 )
+from .rollout import status as rollout_status
 from .rollout.autoscaling import Load
 from .verdicts import VerdictSource
 
@@ -50,6 +52,55 @@ RESTING_INTERVAL = 30.0
 REAPPLY_SECONDS = 300.0
 HANDOVER_MANAGER = "cutover-handover"
 """Field manager that keeps a Deployment's replicas while the operator lets go of them."""
+
+
+@dataclass(frozen=True)
+class Child:
+    """What the Deployment index keeps of one of our Deployments."""
+
+    name: str
+    revision: str
+    ready: int
+    owner: str
+    wanted: int = 0
+    """spec.replicas: pods the Deployment is asked for."""
+
+
+def child_of(
+    name: str, labels: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any], meta: Mapping[str, Any]
+) -> Child:
+    """What a pass reads of one of our Deployments (its name, labels, spec, status, metadata)."""
+    owner = next((r.get("uid", "") for r in meta.get("ownerReferences", []) if r.get("kind") == "ModelDeployment"), "")
+    return Child(
+        name,
+        labels.get(LABEL_REVISION, ""),
+        int(status.get("readyReplicas") or 0),
+        owner,
+        int(spec.get("replicas") or 0),
+    )
+
+
+@dataclass
+class SeenChildren:
+    """Per Deployment of ours (namespace, name): the :class:`Child` its last watch event gave,
+    so that only an event that changes what a pass reads wakes the ModelDeployment's loop. The
+    controller writes a Deployment's status several times while its pods start (observed
+    generation, replicas, conditions, then ready replicas); each woke a pass that found nothing
+    new but the last."""
+
+    seen: dict[tuple[str, str], Child] = field(default_factory=dict)
+
+    def changed(self, event: str | None, namespace: str, name: str, child: Child) -> bool:
+        """Record one watch event of a Deployment (DELETED forgets it); whether it changed what a
+        pass reads of it (a deletion does)."""
+        key = (namespace, name)
+        if event == "DELETED":
+            self.seen.pop(key, None)
+            return True
+        if self.seen.get(key) == child:
+            return False
+        self.seen[key] = child
+        return True
 
 
 @dataclass
@@ -71,6 +122,7 @@ class Context:
     """Who may connect to serving pods (``builders.network_policy``); None: no NetworkPolicy."""
     gpus: gpu.GpuView = field(default_factory=gpu.GpuView)
     """The cluster's GPU nodes and GPU pods, watched, for every GPU ModelDeployment's preflight."""
+    children: SeenChildren = field(default_factory=SeenChildren)
 
     def forget(self, key: ObjectKey, uid: str, wake: asyncio.Event) -> None:
         """Drop everything kept about one object whose loop ended (the object is gone, or the
@@ -109,37 +161,11 @@ async def _invalid(
     old = body.get("status") or {}
     if old.get("phase") == "Failed" and old.get("message") == message:
         return
-    now = datetime.now(UTC).isoformat()
-    condition = {
-        "type": "Ready",
-        "status": "False",
-        "reason": "InvalidSpec",
-        "message": message,
-        "lastTransitionTime": now,
-        "observedGeneration": body["metadata"].get("generation"),
-    }
-    status = {
-        **old,
-        "phase": "Failed",
-        "message": message,
-        "conditions": [condition],
-        "observedGeneration": body["metadata"].get("generation"),
-    }
+    now = datetime.fromtimestamp(ctx.clock(), UTC)
+    status = rollout_status.invalid(old, body["metadata"].get("generation"), message, now)
     ctx.loops.remember(key, body, await ctx.kube.replace_status(body, status))
-    kopf.warn(cast(kopf.Body, body), reason="InvalidSpec", message=message)
+    kopf.warn(cast(kopf.Body, body), reason=reasons.INVALID_SPEC, message=message)
     logger.warning("invalid spec: %s", message)
-
-
-@dataclass(frozen=True)
-class Child:
-    """What the Deployment index keeps of one of our Deployments."""
-
-    name: str
-    revision: str
-    ready: int
-    owner: str
-    wanted: int = 0
-    """spec.replicas: pods the Deployment is asked for."""
 
 
 def firing_actions(
@@ -381,17 +407,7 @@ def register(registry: kopf.OperatorRegistry, shard: lifecycle.Shard | None = No
         meta: kopf.Meta,
         **_: Any,
     ) -> dict[tuple[str, str], Child]:
-        owner = next(
-            (r.get("uid", "") for r in meta.get("ownerReferences", []) if r.get("kind") == "ModelDeployment"), ""
-        )
-        child = Child(
-            name,
-            labels.get(LABEL_REVISION, ""),
-            int(status.get("readyReplicas") or 0),
-            owner,
-            int(spec.get("replicas") or 0),
-        )
-        return {(namespace or "", labels[LABEL_MODEL]): child}
+        return {(namespace or "", labels[LABEL_MODEL]): child_of(name, labels, spec, status, meta)}
 
     @kopf.index("autoscaling", "v2", "horizontalpodautoscalers", id="hpa_targets", registry=registry)
     async def hpa_targets(namespace: str | None, spec: kopf.Spec, **_: Any) -> dict[str, str]:
@@ -460,9 +476,23 @@ def register(registry: kopf.OperatorRegistry, shard: lifecycle.Shard | None = No
         )
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    async def modeldeployment_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-        memo.ctx.loops.poke(namespace or "", name)
+    async def modeldeployment_changed(
+        namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
+    ) -> None:
+        if not memo.ctx.loops.ours((namespace or "", name), body):
+            memo.ctx.loops.poke(namespace or "", name)
 
     @kopf.on.event("apps", "v1", "deployments", registry=registry, labels={LABEL_MODEL: kopf.PRESENT})
-    async def child_changed(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:
-        memo.ctx.loops.poke(namespace or "", labels[LABEL_MODEL])
+    async def child_changed(
+        type: str | None,
+        namespace: str | None,
+        name: str,
+        labels: Mapping[str, str],
+        spec: kopf.Spec,
+        status: kopf.Status,
+        meta: kopf.Meta,
+        memo: kopf.Memo,
+        **_: Any,
+    ) -> None:
+        if memo.ctx.children.changed(type, namespace or "", name, child_of(name, labels, spec, status, meta)):
+            memo.ctx.loops.poke(namespace or "", labels[LABEL_MODEL])

@@ -64,6 +64,14 @@ ROLLOUT_IN_PROGRESS: Final = "RolloutInProgress"
 NO_ROLLOUT: Final = "NoRollout"
 ROLLED_BACK: Final = "RolledBack"
 NOT_ROLLED_BACK: Final = "NotRolledBack"
+RECONCILED: Final = "Reconciled"
+NOT_STALLED: Final = "NotStalled"
+FALLBACK: Final = "Fallback"
+INVALID_SPEC: Final = "InvalidSpec"
+"""Reconciling's and Stalled's own reasons (beside the Progressing reasons Reconciling repeats
+during a rollout, PodsNotReady while the stable revision is short of pods, and RolledBack or
+ProgressDeadlineExceeded for Stalled): the spec is in effect; nothing is stuck; an AlertRule's
+fallback serves instead of stable until on-call resumes; a spec only the operator can find wrong."""
 METRICS_AVAILABLE: Final = "MetricsAvailable"
 METRICS_UNAVAILABLE: Final = "MetricsUnavailable"
 SUFFICIENT: Final = "Sufficient"

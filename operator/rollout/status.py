@@ -1,7 +1,10 @@
 """The status a pass writes: phase, message and conditions, from the state the pass reached.
 
 Conditions are the contract (``kubectl wait --for=condition=Promoted``, Argo CD and Flux read
-them); phase and message are for people. Each condition keeps its lastTransitionTime while its
+them); phase and message are for people. Reconciling and Stalled are the conditions kstatus
+(sigs.k8s.io/cli-utils ``pkg/kstatus``, what Flux's health checks run) reads first, see
+:func:`gitops_conditions`; Argo CD's health check (charts/cutover/files/argocd) reads them with
+the phase. Each condition keeps its lastTransitionTime while its
 status stays the same. Pod problems and waits for a person are told once, as an Event, when
 they first show.
 """
@@ -12,7 +15,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cutover.api.contract import ANNOTATION_SCALED_BY
 from cutover.api.v1alpha1 import Condition
@@ -37,6 +40,8 @@ GPU_CAPACITY: Final = "GPUCapacity"
 SAFETY_POLICY_READY: Final = "SafetyPolicyReady"
 SCALING_ACTIVE: Final = "ScalingActive"
 SCALING_LIMITED: Final = "ScalingLimited"
+RECONCILING: Final = "Reconciling"
+STALLED: Final = "Stalled"
 """Condition types, in the order they are written."""
 
 HANDLED_REQUESTS_KEPT = 20
@@ -220,6 +225,8 @@ def finish(p: Pass, desired: str) -> Plan:
                 p.event(reasons.SAFETY_POLICY_READY, safety.message)
 
     conditions.extend(scaling_conditions(p, make))
+    progressing = next(c for c in conditions if c.type == PROGRESSING)
+    conditions.extend(gitops_conditions(p, phase, message, progressing, stable_ready < replicas, waiting, make))
 
     handled = [*reversed(p.answered), *p.stored.handled_requests][:HANDLED_REQUESTS_KEPT]
     # The evidence of a verdict about the rollout this pass began with is kept, also when that
@@ -242,6 +249,67 @@ def finish(p: Pass, desired: str) -> Plan:
     )
     status = final.status(observed_generation=gen, conditions=conditions, traffic=traffic, handled_requests=handled)
     return Plan(tuple(found), status, tuple(p.events), comparison(md.spec, status))
+
+
+def gitops_conditions(
+    p: Pass,
+    phase: Phase,
+    message: str,
+    progressing: Condition,
+    short: bool,
+    waiting: bool,
+    make: Callable[[str, bool | None, str, str], Condition],
+) -> list[Condition]:
+    """Reconciling and Stalled, as kstatus reads them (sigs.k8s.io/cli-utils pkg/kstatus,
+    generic.go: Reconciling True is InProgress, Stalled True is Failed, both checked before
+    Ready), each written False when all is well. ``progressing``: this pass's Progressing
+    condition; ``short``: the stable revision has fewer ready pods than it asks for;
+    ``waiting``: a new spec waits for the SafetyPolicy before its rollout starts.
+
+    Reconciling is True while the spec is not in effect yet and the operator is on its way:
+    a rollout under way, with the Progressing condition's reason (RolloutInProgress, or
+    Paused, AwaitingPromotion, SafetyPolicyNotReady: a rollout that waits is not done either,
+    so a Flux wait does not pass it half-way), a rollout waiting to start, or the stable revision
+    short of ready pods (PodsNotReady). Stalled is True where it will not get there without a
+    new spec or a person: rolled back (RolledBack, whatever rolled it back), no ready pod past
+    progressDeadlineSeconds (ProgressDeadlineExceeded), an AlertRule's fallback serving instead
+    of stable (Fallback). Both carry status.message."""
+    stalled = (
+        reasons.ROLLED_BACK
+        if phase == "RolledBack"
+        else reasons.PROGRESS_DEADLINE_EXCEEDED
+        if phase == "Failed"
+        else reasons.FALLBACK
+        if phase == "Degraded" and p.state.fallback_revision is not None
+        else None
+    )
+    if stalled is None and (p.state.candidate_revision is not None or waiting):
+        reconciling = make(RECONCILING, True, progressing.reason, message)
+    elif stalled is None and short:
+        reconciling = make(RECONCILING, True, reasons.PODS_NOT_READY, message)
+    else:
+        reconciling = make(RECONCILING, False, stalled or reasons.RECONCILED, message)
+    return [reconciling, make(STALLED, stalled is not None, stalled or reasons.NOT_STALLED, message if stalled else "")]
+
+
+def invalid(old: Mapping[str, Any], generation: int | None, message: str, now: datetime) -> dict[str, Any]:
+    """The status (wire form) of a ModelDeployment whose spec only the operator can find wrong,
+    ``message`` saying where: phase Failed; Ready False, Reconciling False and Stalled True,
+    each with reason InvalidSpec (kstatus: Failed, where Ready False alone reads as InProgress
+    until a Flux wait times out). The rest of ``old`` (revisions, traffic) is kept: what ran
+    before still runs."""
+    conditions = [
+        Condition(
+            type=type_,
+            status=status,
+            reason=reasons.INVALID_SPEC,
+            message=message,
+            last_transition_time=now,
+            observed_generation=generation,
+        ).wire()
+        for type_, status in ((READY, "False"), (RECONCILING, "False"), (STALLED, "True"))
+    ]
+    return {**old, "phase": "Failed", "message": message, "conditions": conditions, "observedGeneration": generation}
 
 
 def rollout_message(p: Pass, weight: int, human: str | None, problems: Mapping[str, PodProblem]) -> str:
