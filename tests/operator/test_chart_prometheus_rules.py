@@ -146,3 +146,20 @@ def test_every_series_the_rules_read_is_exported() -> None:
     }
     assert len(read) >= 15
     assert read <= names, sorted(read - names)
+
+
+def test_the_runbooks_and_the_operations_guide_link_to_sections_that_exist() -> None:
+    docs = REPO / "docs"
+
+    def sections(page: Path) -> set[str]:
+        headings = re.findall(r"^#{2,3} (.+)$", page.read_text(), re.MULTILINE)
+        return {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
+
+    links = [
+        (page.name, target, anchor)
+        for page in (docs / "runbooks.md", docs / "operations.md")
+        for target, anchor in re.findall(r"\]\(([a-z]*\.md)?#([a-z0-9-]+)\)", page.read_text())
+    ]
+    assert len(links) >= 20
+    for page, target, anchor in links:
+        assert anchor in sections(docs / (target or page)), (page, target, anchor)
