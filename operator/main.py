@@ -48,6 +48,11 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.networking.request_timeout = 60
     settings.posting.level = logging.INFO
     settings.peering.standalone = True
+    # No cluster-wide list and watch of CustomResourceDefinitions and Namespaces (kopf's
+    # observers of new resources and namespaces), so the chart grants neither: the resources are
+    # discovered once at startup (as gateway_api and prometheus_rules are below), and watched
+    # namespaces are taken as named (docs/access.md).
+    settings.scanning.disabled = True
 
 
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -36,7 +36,11 @@ def kube(request: pytest.FixtureRequest) -> Iterator[Kube]:
         client.run("apply", "--server-side", "--force-conflicts", "--field-manager=pytest", "-f", str(REPO / "crds"))
         yield client
         return
-    up = subprocess.run([REPO / "hack/cluster", "up", CLUSTER_NAME], capture_output=True, text=True)
+    # The audit log of ServiceAccounts' requests: what test_rbac compares the chart's grants with.
+    audit = {"CUTOVER_AUDIT_POLICY": str(REPO / "hack" / "audit-policy.yaml")}
+    up = subprocess.run(
+        [REPO / "hack/cluster", "up", CLUSTER_NAME], capture_output=True, text=True, env={**os.environ, **audit}
+    )
     if up.returncode != 0:
         pytest.fail(f"hack/cluster up failed:\n{up.stderr}")
     try:

@@ -45,7 +45,6 @@ def test_a_safetypolicy_that_is_gone_leaves_nothing_behind() -> None:
     for key in (KEY, OTHER):
         ctx.loops.supersede(key, "7", {})
         ctx.applied[key] = {"ConfigMap": ("digest", 0.0)}
-        ctx.secrets[key] = (key[0], "webhook")
     ctx.forget(KEY, wakes[KEY])
-    for kept in (ctx.loops.wakes, ctx.loops.writes, ctx.applied, ctx.secrets):
+    for kept in (ctx.loops.wakes, ctx.loops.writes, ctx.applied):
         assert list(kept) == [OTHER]
