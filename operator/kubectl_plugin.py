@@ -387,6 +387,8 @@ def history_lines(body: Mapping[str, Any]) -> list[str]:
 # which kubectl vendors); they are quoted, as is every string a plain scalar could misread.
 _YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
 _PLAIN = re.compile(r"[A-Za-z][-A-Za-z0-9_./]*")
+_LONGEST_KEY = 1000
+"""Longer keys are written as explicit keys (YAML limits an implicit key to 1024 characters)."""
 
 
 def _yaml_printable(code: int) -> bool:
@@ -434,11 +436,13 @@ def _yaml_block(value: Any) -> list[str]:
         lines = []
         for key, item in value.items():
             name = _yaml_scalar(str(key))
+            # An implicit key ("KEY: value") may be at most 1024 characters long; a longer one
+            # is written as an explicit key ("? KEY" and ": value" on the next line).
+            head = [f"{name}:"] if len(name) <= _LONGEST_KEY else [f"? {name}", ":"]
             if isinstance(item, dict | list) and item:
-                nested = _yaml_block(item)
-                lines += [f"{name}:", *(f"  {line}" if isinstance(item, dict) else line for line in nested)]
+                lines += [*head, *(f"  {line}" for line in _yaml_block(item))]
             else:
-                lines.append(f"{name}: {_yaml_scalar(item)}")
+                lines += [*head[:-1], f"{head[-1]} {_yaml_scalar(item)}"]
         return lines
     if isinstance(value, list) and value:
         lines = []

@@ -146,17 +146,18 @@ def test_yaml_writes_plain_words_plainly() -> None:
     ]
     assert yaml_text({"steps": [{"setWeight": 20}, {"analysis": {}}], "empty": []}).splitlines() == [
         "steps:",
-        "- setWeight: 20",
-        "- analysis: {}",
+        "  - setWeight: 20",
+        "  - analysis: {}",
         "empty: []",
     ]
 
 
-# Strings a YAML 1.1 reader would take for something else if they were written plainly.
+# Strings a YAML 1.1 reader would take for something else if they were written plainly, and keys
+# longer than an implicit key may be.
 TRAPS = ["yes", "No", "ON", "off", "y", "n", "null", "Null", "~", "", "true", "1e3", "0x1F", "0o17", "012", "1_000",
          "12:30:00", "2026-11-30", ".inf", "-.inf", ".NaN", "- a", "a: b", "#x", "a #b", "[1]", "{a: 1}", "&a", "*a",
          "!tag", "|", ">", "'q'", '"q"', "%x", "@x", "`x", " lead", "trail ", "a\nb", "tab\there", "\x00\x7f\x85",
-         "\u2028\u2029\ufeff", "é ∞ 😀", "=", "<<", "?", "-", "---", "..."]  # fmt: skip
+         "\u2028\u2029\ufeff", "é ∞ 😀", "=", "<<", "?", "-", "---", "...", "k" * 1100, "é\n" * 400]  # fmt: skip
 
 
 @pytest.mark.parametrize("text", TRAPS)
