@@ -1,9 +1,10 @@
 """Development only: the whole stack on one machine, for `make demo` and the full-stack tests.
 
-The real control plane (hack/cluster), real Prometheus (Debian's package) scraping the gateway and
-every serving process, the real operator reading Prometheus, the real gateway, and the local
-runner (hack/runner.py) that starts a real `cutover serve` process per revision. Everything runs on
-loopback and is stopped by `close()`, which is also what Ctrl-C reaches.
+The real control plane (hack/cluster), real Prometheus (Debian's package) scraping the gateway,
+the operator and every serving process (what the chart's dashboards read), the real operator
+reading Prometheus, the real gateway, and the local runner (hack/runner.py) that starts a real
+`cutover serve` process per revision. Everything runs on loopback and is stopped by `close()`,
+which is also what Ctrl-C reaches.
 
 The parts tests use too come from ``tests.support``: kubectl, Prometheus, free ports and waiting.
 """
@@ -55,6 +56,7 @@ class Stack:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.kubeconfig = kubeconfig or ""
         self.gateway_port = free_port()
+        self.operator_metrics_port = free_port()
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
         self.runner_dir = workdir / "runner"
         self.api_key = "cut_demo-traffic-key"
@@ -63,6 +65,10 @@ class Stack:
             workdir,
             [
                 {"job_name": "cutover-gateway", "static_configs": [{"targets": [f"127.0.0.1:{self.gateway_port}"]}]},
+                {
+                    "job_name": "cutover-operator",
+                    "static_configs": [{"targets": [f"127.0.0.1:{self.operator_metrics_port}"]}],
+                },
                 {
                     "job_name": "cutover-serving",
                     "file_sd_configs": [
@@ -102,9 +108,10 @@ class Stack:
         self.start_prometheus()
         self._spawn(
             "operator",
-            [PYTHON, "-m", "cutover.operator.cli", "operator", "-n", self.namespace, "--metrics-port", "0"],
+            [PYTHON, "-m", "cutover.operator.cli", "operator", "-n", self.namespace,
+             "--metrics-port", str(self.operator_metrics_port)],
             env={"KUBECONFIG": self.kubeconfig},
-        )
+        )  # fmt: skip
         self._spawn(
             "gateway",
             [PYTHON, "-m", "cutover.operator.cli", "gateway", "-n", self.namespace, "--kubeconfig", self.kubeconfig,

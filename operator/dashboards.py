@@ -320,7 +320,7 @@ def executive() -> dashboard.Dashboard:
                 query("sum by (verdict) (increase(cutover_rollout_decisions_total[1h]))", "{{verdict}}"),
             ),
             listing(
-                "Rollouts in flight",
+                "Rollouts in flight now",
                 "Each ModelDeployment in flight, its phase and the percent of live traffic on its candidate",
                 query(f"({in_flight}) * on(namespace, name) group_left() {WEIGHT}{{{NAMESPACE}}}", instant=True),
                 width=24,
@@ -517,7 +517,7 @@ def safety() -> dashboard.Dashboard:
             ),
             series(
                 "Share of checked requests that violated",
-                "Violations / requests checked, per filter and scope (inputs: what users sent, outputs: what the "
+                "Violations / requests checked, per filter and scope (input: what users sent, output: what the "
                 "model answered, which the safety gates judge)",
                 "percentunit",
                 query(

@@ -18,6 +18,7 @@ import pytest
 
 from cutover.serving import sample_models
 from hack.devstack import Stack, Traffic
+from tests.support import grafana
 from tests.support.kubectl import Kube
 from tests.support.waiting import wait_until
 
@@ -130,6 +131,27 @@ def start_traffic(stack: Stack, name: str, rate: float = 60, users: int = 0) -> 
     return traffic
 
 
+def dashboards_show_data(stack: Stack, model: str, since: float, titles: dict[str, tuple[str, ...]]) -> None:
+    """The chart's dashboards (per dashboard, the panels named ``titles``) show data for ``model``
+    from ``since`` on: each panel's queries, variables chosen as a user would, return series from
+    the stack's Prometheus, which scrapes what a cluster's would (serving, gateway, operator)."""
+    values = {"namespace": stack.namespace, "model": model, "modeldeployment": model, "slo": "0.999"}
+    values["__rate_interval"] = "10s"  # Grafana's: four scrape intervals at least (1 s here)
+    empty = {
+        name: found
+        for name, panels in titles.items()
+        if (found := grafana.without_data(stack.prometheus, grafana.load(name), panels, values, since))
+    }
+    assert not empty, json.dumps(empty, indent=1)
+
+
+SIDE_BY_SIDE = tuple(
+    f"{signal}: {role}"
+    for signal in ("Requests per second", "5xx ratio", "Latency", "Requests in flight")
+    for role in ("stable", "candidate")
+)
+
+
 def nothing_lost(traffic: Traffic) -> None:
     traffic.stop()
     answered = sum(traffic.answered.values())
@@ -140,6 +162,7 @@ def nothing_lost(traffic: Traffic) -> None:
 def test_canary_promotes_a_good_version_rolls_back_a_bad_one_and_honours_on_call(
     stack: Stack, models: dict[str, Path]
 ) -> None:
+    started = time.time()
     stack.apply(deployment(stack, "canary", "v1", models["v1"], CANARY))
     v1 = status(until(stack, "canary", ready, 120, "v1 Ready"))["stableRevision"]
     traffic = start_traffic(stack, "canary")
@@ -165,6 +188,10 @@ def test_canary_promotes_a_good_version_rolls_back_a_bad_one_and_honours_on_call
     assert any(r["action"] == "rollbackTo" for r in status(md)["handledRequests"])
     wait_until(lambda: answered_by(traffic, v1), 30, "the gateway to send traffic to v1 again")
     assert {r[1] for r in list(traffic.recent)[-50:]} == {v1}
+    executive = ("Availability", "Requests", "Error budget left", "Models live", "Requests per second by model")
+    executive += ("Error budget burn rate by model", "Rollout outcomes", "Verdicts acted on", "Rollouts in flight now")
+    operations = ("Phase", "Decisions", "Candidate weight", "Analysis estimates and bounds", *SIDE_BY_SIDE)
+    dashboards_show_data(stack, "canary", started, {"executive": executive, "operations": operations})
     nothing_lost(traffic)
 
 

@@ -14,6 +14,7 @@ running stable process without a restart or a new revision, and its metrics name
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from .test_full_stack import (
     CANARY,
     answered_by,
     condition,
+    dashboards_show_data,
     deployment,
     nothing_lost,
     promoted_over,
@@ -122,6 +124,7 @@ def output_counts(stack: Stack, revision: str) -> tuple[float, float]:
 def test_safety_violations_gate_promotes_a_polite_model_and_rolls_back_a_rude_one(
     stack: Stack, upstream: ChatUpstream
 ) -> None:
+    started = time.time()
     stack.apply(safety_policy(stack))
     stack.apply(assistant(stack, "v1", upstream, "polite"))
     md = until(stack, "assistant", lambda m: ready(m) and condition(m, "SafetyPolicyReady") == "True", 120, "v1 Ready")
@@ -158,6 +161,9 @@ def test_safety_violations_gate_promotes_a_polite_model_and_rolls_back_a_rude_on
     violations, checks = output_counts(stack, v2)
     assert checks > 0 and violations / checks <= 0.2, (violations, checks)
     wait_until(lambda: answered_by(traffic, v2), 30, "the gateway to send all traffic to v2 again")
+    safety = ("Violations by filter and category", "Share of checked requests that violated", "Filter latency")
+    safety += ("Violations by filter: stable", "Violations by filter: candidate", "Policy applied")
+    dashboards_show_data(stack, "assistant", started, {"safety": safety})
 
     # A changed policy reaches the running stable process through its volume, under traffic:
     # the metrics name the new generation, with no new revision and no restart.

@@ -99,6 +99,8 @@ def test_panels_tile_the_grid_and_read_the_chosen_datasource_and_variables() -> 
         ]  # fmt: skip
         assert all(0 <= x < 24 for cell in cells for x, _ in cell), name
         assert all(not a & b for a, b in itertools.combinations(cells, 2)), f"{name}: panels overlap"
+        titles = [panel["title"] for panel in panels(dashboard)]
+        assert len(titles) == len(set(titles)), f"{name}: panels share a title"
         variables = {variable["name"] for variable in dashboard["templating"]["list"]}
         used = set()
         for panel in panels(dashboard):

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from .prometheus import Prometheus
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "charts" / "cutover" / "dashboards"
 
@@ -50,3 +53,19 @@ def instantiate(expr: str, values: Mapping[str, str]) -> str:
         return {**GRAFANA, **values}[name]
 
     return VARIABLE.sub(value, expr)
+
+
+def without_data(
+    prometheus: Prometheus, dashboard: Mapping[str, Any], titles: Iterable[str], values: Mapping[str, str], start: float
+) -> dict[str, list[str]]:
+    """Among the panels named ``titles``, those Grafana would show as "No data" over the time
+    from ``start`` to now: none of their queries (variables put in from ``values``) returns a
+    series. Raises KeyError for a title no panel has."""
+    by_title = {panel["title"]: panel for panel in panels(dashboard)}
+    end = time.time()
+    found = {}
+    for title in titles:
+        queries = [instantiate(target["expr"], values) for target in by_title[title]["targets"]]
+        if not any(prometheus.query_range(query, start, end, 5) for query in queries):
+            found[title] = queries
+    return found

@@ -73,6 +73,18 @@ class Prometheus:
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
 
+    def query_range(self, promql: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        """A range query's ``data.result`` (one dict per series: ``metric``, ``values``), as a
+        Grafana panel asks it: from ``start`` to ``end`` (Unix seconds), one point per ``step`` s."""
+        query = {"query": promql, "start": start, "end": end, "step": step}
+        with urllib.request.urlopen(
+            f"{self.address}/api/v1/query_range?{urllib.parse.urlencode(query)}", timeout=10
+        ) as response:
+            body = json.load(response)
+        assert body["status"] == "success"
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
     def wait_for(self, promql: str, timeout: float = 30) -> list[dict[str, Any]]:
         """Poll until the query returns a non-empty result, and return it.
 
