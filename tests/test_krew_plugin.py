@@ -1,7 +1,7 @@
 """`kubectl cutover` installs with krew: the committed manifest (plugins/cutover.yaml) names the
 archive that hack/krew_package builds from today's plugin, krew-index's validator accepts it,
 and `kubectl krew install --manifest --archive` (offline) gives a plugin kubectl finds, that runs
-on the system's python3 with nothing installed and completes through kubectl_complete-cutover.
+on a python3 that sees none of the project's packages and completes through kubectl_complete-cutover.
 Against a cluster: tests/cluster/test_krew_install.py."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`kubectl cutover` installed by krew (offline, from the archive hack/krew_package builds) on
-the real control plane: kubectl finds it through krew's bin/, it runs on the system's python3
-with nothing installed, and `status` (text, -o json, -o yaml), `history -o json` and shell
+the real control plane: kubectl finds it through krew's bin/, it runs on a python3 that sees
+none of the project's packages, and `status` (text, -o json, -o yaml), `history -o json` and shell
 completion of ModelDeployment names work against the API server (issue 19, item 8)."""
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,16 +36,18 @@ class Installed:
 
 def install(tmp: Path) -> Installed:
     """Build the archive and install it with ``kubectl krew install --manifest --archive`` under
-    ``tmp``. The PATH it leaves holds krew's bin/, a folder with only kubectl, and the system's
-    folders: not the project's virtual environment, so the plugin runs on the system's python3
-    with nothing installed. Raises ``CalledProcessError`` when krew refuses it."""
+    ``tmp``. The PATH it leaves holds krew's bin/, a folder with only kubectl and python3 (the
+    interpreter this virtual environment was made from, which sees none of its packages), and
+    /usr/bin:/bin: the plugin runs as on a machine where nothing of the project is installed.
+    Raises ``CalledProcessError`` when krew refuses it."""
     archive = tmp / krew_package.archive_name()
     archive.write_bytes(krew_package.archive())
     tools = tmp / "tools"
     tools.mkdir()
     (tools / "kubectl").symlink_to(shutil.which("kubectl") or "kubectl")
+    (tools / "python3").symlink_to(Path(sys.base_prefix) / "bin" / "python3")
     root = tmp / "krew"
-    path = os.pathsep.join([str(root / "bin"), str(tools), str(krew_bin()), "/usr/local/bin", "/usr/bin", "/bin"])
+    path = os.pathsep.join([str(root / "bin"), str(tools), str(krew_bin()), "/usr/bin", "/bin"])
     env = {"PATH": path, "HOME": str(tmp), "KREW_ROOT": str(root), "LANG": "C.UTF-8"}
     if "KUBECONFIG" in os.environ:
         env["KUBECONFIG"] = os.environ["KUBECONFIG"]
