@@ -48,7 +48,8 @@ def install(tmp: Path) -> Installed:
     (tools / "python3").symlink_to(Path(sys.base_prefix) / "bin" / "python3")
     root = tmp / "krew"
     path = os.pathsep.join([str(root / "bin"), str(tools), str(krew_bin()), "/usr/bin", "/bin"])
-    env = {"PATH": path, "HOME": str(tmp), "KREW_ROOT": str(root), "LANG": "C.UTF-8"}
+    # KREW_NO_UPGRADE_CHECK: krew would otherwise ask GitHub, now and then, for its latest release.
+    env = {"PATH": path, "HOME": str(tmp), "KREW_ROOT": str(root), "KREW_NO_UPGRADE_CHECK": "1", "LANG": "C.UTF-8"}
     if "KUBECONFIG" in os.environ:
         env["KUBECONFIG"] = os.environ["KUBECONFIG"]
     subprocess.run(
