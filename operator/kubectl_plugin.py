@@ -4,8 +4,9 @@
 One file with no dependency beyond Python 3.11's standard library and the ``kubectl`` binary,
 so that krew can install it as it is (``kubectl-cutover`` in the archive ``make krew`` builds
 for ``plugins/cutover.yaml``, hack/krew_package.py) and a user needs none of the project's
-packages; the ``kubectl-cutover`` entry point of the Python package runs this same file. The names it shares with the operator (the request annotations, the scaled-by
-annotation, how a confidence interval is written) are typed here once more, and
+packages; the ``kubectl-cutover`` entry point of the Python package runs this same file. The
+names it shares with the operator (the request annotations, the scaled-by annotation, how a
+confidence interval is written) are typed here once more, and
 ``tests/test_kubectl_plugin_standalone.py`` fails when they drift from ``cutover.api``.
 
 Every action writes one annotation whose value carries a fresh request id
