@@ -183,6 +183,7 @@ class Elector:
         self._renewed_at = 0.0
 
     def start(self) -> None:
+        metrics.LEADER.labels(self.settings.name).set(0)  # a standby says so from the start
         logger.info(
             "leader election: waiting for Lease %s/%s as %s", self.settings.namespace, self.settings.name, self.me
         )
@@ -209,10 +210,10 @@ class Elector:
             if not await self._acquire(kube):
                 return
             self.leading.set()
-            metrics.LEADER.set(1)
+            metrics.LEADER.labels(self.settings.name).set(1)
             logger.info("leader election: leading (Lease %s/%s)", self.settings.namespace, self.settings.name)
             await self._renew(kube)
-            metrics.LEADER.set(0)
+            metrics.LEADER.labels(self.settings.name).set(0)
             await self._release(kube)
 
     async def _stopped(self, seconds: float) -> bool:
@@ -288,7 +289,7 @@ class Elector:
             raise
 
     def _lose(self, reason: str) -> NoReturn:
-        metrics.LEADER.set(0)
+        metrics.LEADER.labels(self.settings.name).set(0)
         logger.critical("leader election lost: %s; exiting so that this process writes nothing more", reason)
         for handler in logging.getLogger().handlers:
             handler.flush()

@@ -136,7 +136,7 @@ def run(
         elector.start()
         elector.wait_leading()
     else:
-        metrics.LEADER.set(1)
+        metrics.LEADER.labels("").set(1)
     try:
         asyncio.run(
             kopf.operator(

@@ -31,7 +31,12 @@ RECONCILE_SECONDS = Histogram(
     ["kind"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-LEADER = Gauge("cutover_operator_leader", "1 while this operator process holds the leader election Lease")
+LEADER = Gauge(
+    "cutover_operator_leader",
+    "1 while this operator process holds its leader election Lease, 0 while it waits for it; lease: the Lease's "
+    "name (one per shard), empty for an operator that runs without leader election",
+    ["lease"],
+)
 PHASE = Gauge("cutover_rollout_phase", "1 for the ModelDeployment's current phase", ["namespace", "name", "phase"])
 WEIGHT = Gauge("cutover_rollout_candidate_weight", "Percent of live traffic on the candidate", ["namespace", "name"])
 DECISIONS = Counter("cutover_rollout_decisions", "Analysis verdicts acted on", ["verdict"])

@@ -143,7 +143,7 @@ class Operator:
     def leading(self) -> bool | None:
         """Whether this process holds the Lease (``cutover_operator_leader``), or None while its
         metrics endpoint does not answer yet."""
-        value = self._metric("cutover_operator_leader")
+        value = self._metric(f'cutover_operator_leader{{lease="{self.lease or ""}"}}')
         return None if value is None else value == 1
 
     def wait_passes(self, count: int = 2, timeout: float = 60) -> None:

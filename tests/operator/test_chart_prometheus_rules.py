@@ -6,6 +6,7 @@ docs/runbooks.md that exists."""
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -30,8 +31,10 @@ UNIT_TESTS = Path(__file__).with_name("prometheus-rules.test.yaml")
 TEMPLATE = REPO / "charts" / "cutover" / "templates" / "prometheusrule.yaml"
 
 
+@functools.cache
 def prometheus_rule(*values: str) -> dict[str, Any]:
-    """The PrometheusRule the chart renders with the rule switched on and ``values`` set."""
+    """The PrometheusRule the chart renders with the rule switched on and ``values`` set (one
+    helm run per set of values; callers do not change it)."""
     docs = [d for d in rendered("monitoring.prometheusRule.enabled=true", *values) if d["kind"] == "PrometheusRule"]
     assert len(docs) == 1
     return docs[0]
