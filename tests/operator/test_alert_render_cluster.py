@@ -50,3 +50,17 @@ def test_the_charts_default_alert_rules_validate_against_the_server(kube: Kube, 
     kube.apply(*docs, namespace=namespace, dry_run=True)
     for doc in docs:
         AlertRule.model_validate(doc)
+
+
+def test_the_charts_prometheus_rule_on_cutover_validates_against_the_server(kube: Kube, namespace: str) -> None:
+    """monitoring.prometheusRule (test_chart_prometheus_rules.py) against the real CRD: a rule
+    promtool accepts can still be a PrometheusRule the API server refuses."""
+    out = subprocess.run(
+        [helm(), "template", "cutover", str(CHART), "--namespace", namespace, "--kubeconfig", kube.kubeconfig,
+         "--validate", "--set", "monitoring.prometheusRule.enabled=true",
+         "--show-only", "templates/prometheusrule.yaml"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    docs = [doc for doc in yaml.safe_load_all(out) if doc]
+    assert [doc["kind"] for doc in docs] == ["PrometheusRule"]
+    kube.apply(*docs, namespace=namespace, dry_run=True)
