@@ -43,10 +43,7 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from cutover.api import contract
 
-from .rollout import reasons
-
-GRAFANA_VERSION = "11.6"
-"""The Grafana version the SDK's pinned release targets (its schema version is what it writes)."""
+from .rollout import BASELINE_SUFFIX, reasons
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 NAMESPACE = 'namespace=~"$namespace"'
@@ -215,8 +212,13 @@ def label_variable(
 
 def executive() -> dashboard.Dashboard:
     """Availability, requests and the error budget, models live, rollouts and their outcomes."""
-    errors = f"sum(increase({REQUESTS}{{{NAMESPACE},{FIVE_XX}}}[$__range])) or vector(0)"
-    total = f"sum(increase({REQUESTS}{{{NAMESPACE}}}[$__range]))"
+
+    def errors(window: str) -> str:
+        return f"(sum(increase({REQUESTS}{{{NAMESPACE},{FIVE_XX}}}[{window}])) or vector(0))"
+
+    def total(window: str) -> str:
+        return f"sum(increase({REQUESTS}{{{NAMESPACE}}}[{window}]))"
+
     per_model_errors = f"sum by (namespace, model) ({rate(REQUESTS, NAMESPACE, FIVE_XX)})"
     per_model_total = f"sum by (namespace, model) ({rate(REQUESTS, NAMESPACE)})"
     transitions = "sum(increase(cutover_rollout_transitions_total"
@@ -224,9 +226,12 @@ def executive() -> dashboard.Dashboard:
     slo = (
         dashboard.CustomVariable("slo")
         .label("Availability SLO")
-        .description("The share of requests that must not fail (5xx): the error budget is the rest")
-        .values("0.99,0.995,0.999,0.9995")
-        .current(VariableOption(selected=True, text="0.999", value="0.999"))
+        .description(
+            "Percent of requests that must not fail (5xx) over 30 days, the error budget being the rest "
+            "(as the chart's monitoring.prometheusRule.slo.availability)"
+        )
+        .values("99,99.5,99.9,99.95")
+        .current(VariableOption(selected=True, text="99.9", value="99.9"))
     )
     builder = base(
         "cutover-executive",
@@ -242,14 +247,15 @@ def executive() -> dashboard.Dashboard:
                 "Share of inference and chat requests answered without a 5xx over the time range "
                 "(cutover_serving_requests_total: every serving process, every traffic provider)",
                 "percentunit",
-                query(f"1 - ({errors}) / {total}", instant=True),
+                query(f"1 - {errors('$__range')} / {total('$__range')}", instant=True),
             ),
-            single("Requests", "Requests served over the time range", "short", query(total, instant=True)),
+            single("Requests", "Requests served over the time range", "short", query(total("$__range"), instant=True)),
             single(
                 "Error budget left",
-                "1 - (5xx ratio over the time range) / (1 - SLO): below 0 the SLO is missed",
+                "What is left of the last 30 days' error budget: 1 - (5xx ratio over 30 days) / (1 - SLO); "
+                "below 0 the SLO is missed",
                 "percentunit",
-                query(f"1 - (({errors}) / {total}) / (1 - $slo)", instant=True),
+                query(f"1 - ({errors('30d')} / {total('30d')}) / (1 - $slo / 100)", instant=True),
             ),
             single(
                 "Models live",
@@ -272,7 +278,7 @@ def executive() -> dashboard.Dashboard:
                 "a 30-day budget in 2 days (Google SRE workbook's fast-burn page)",
                 "short",
                 query(
-                    f"({per_model_errors} or {per_model_total} * 0) / {per_model_total} / (1 - $slo)",
+                    f"({per_model_errors} or {per_model_total} * 0) / {per_model_total} / (1 - $slo / 100)",
                     "{{namespace}}/{{model}}",
                 ),
             ),
@@ -476,7 +482,7 @@ def operations() -> dashboard.Dashboard:
                 (
                     (
                         f"avg by (namespace, revision) (label_replace({contract.GPU_UTILIZATION}{{{NAMESPACE}}}, "
-                        f'"revision", "$1", "pod", ".+-([0-9a-f]{{10}}(?:-baseline)?)-[a-z0-9]+-[a-z0-9]+"))',
+                        f'"revision", "$1", "pod", ".+-([0-9a-f]{{10}}(?:{BASELINE_SUFFIX})?)-[a-z0-9]+-[a-z0-9]+"))',
                         "{{revision}}",
                     ),
                 ),

@@ -135,7 +135,7 @@ def dashboards_show_data(stack: Stack, model: str, since: float, titles: dict[st
     """The chart's dashboards (per dashboard, the panels named ``titles``) show data for ``model``
     from ``since`` on: each panel's queries, variables chosen as a user would, return series from
     the stack's Prometheus, which scrapes what a cluster's would (serving, gateway, operator)."""
-    values = {"namespace": stack.namespace, "model": model, "modeldeployment": model, "slo": "0.999"}
+    values = {"namespace": stack.namespace, "model": model, "modeldeployment": model, "slo": "99.9"}
     values["__rate_interval"] = "10s"  # Grafana's: four scrape intervals at least (1 s here)
     empty = {
         name: found
