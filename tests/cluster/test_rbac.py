@@ -32,6 +32,7 @@ from tests.support.waiting import wait_until
 
 from .operator_support import Operator
 from .test_control_plane import helm
+from .test_gateway import GatewayProcess
 from .test_operator import condition, deploy_v1, fast_canary, md, new_version
 from .test_safety_policy import PAGER, policy_doc, webhook_secret
 
@@ -233,36 +234,68 @@ def test_the_operator_is_granted_exactly_what_it_uses(kube: Kube, namespace: str
             what="the copied webhook Secret deleted",
         )
 
-        # Everything granted in the watched namespace is used there or granted cluster-wide, and
-        # everything granted cluster-wide is used cluster-wide.
-        here = granted(kube, user, namespace)
-        elsewhere = granted(kube, user, "default")
-
-        def compared() -> dict[str, tuple[set[Grant], set[Grant]]]:
-            requests = audited(kube, user)
-            cluster = needs([r for r in requests if r["namespace"] is None])
-            in_namespace = needs([r for r in requests if r["namespace"] == namespace]) | elsewhere
-            return {
-                "cluster-wide": unused_and_missing(elsewhere, cluster),
-                namespace: unused_and_missing(here, in_namespace),
-            }
-
-        wait_until(
-            lambda: not any(unused for unused, _ in compared().values()),
-            what="every grant used",
-            detail=lambda: str(compared()),
-        )
+        exact = Comparison(kube, user, namespace)
+        wait_until(exact.all_used, what="every grant used", detail=exact.describe)
     finally:
         operator.stop()
-    requests = audited(kube, user)
-    refused = sorted({(r["grant"], r["namespace"], r["name"]) for r in requests if r["code"] == 403})
-    assert not refused, f"requests the chart's RBAC refused: {refused}"
-    for scope, (unused, missing) in compared().items():
-        assert not unused and not missing, (
-            f"{scope}: granted but unused {sorted(unused)}, used but not granted {sorted(missing)}"
-        )
-    assert not {r["namespace"] for r in requests} - {namespace, None}, "requests outside the watched namespace"
-    assert not {g for g in here | elsewhere if g[2] == "secrets" and g[0] in ("list", "watch")}, "Secrets listed"
+    exact.check()
+    assert not {g for g in exact.here | exact.elsewhere if g[2] == "secrets" and g[0] in ("list", "watch")}
+
+
+def test_the_gateway_is_granted_exactly_what_it_uses(kube: Kube, namespace: str, tmp_path: Path, install: Any) -> None:
+    release = namespace
+    install(release, render(release, namespace, f"gateway.watchNamespaces={{{namespace}}}"))
+    sa = f"{release}-cutover-gateway"
+    backends = tmp_path / "backends.json"
+    backends.write_text("{}")
+    as_gateway = service_account_kube(kube, namespace, sa, tmp_path / "kubeconfig")
+    gateway = GatewayProcess(as_gateway, namespace, tmp_path, backends).start()
+    try:
+        exact = Comparison(kube, account(namespace, sa), namespace)
+        wait_until(exact.all_used, what="every grant used", detail=exact.describe)
+    finally:
+        gateway.stop()
+    exact.check()
+    assert not exact.elsewhere, "cluster-wide grants with gateway.watchNamespaces set"
+
+
+class Comparison:
+    """``user``'s grants in ``namespace`` and cluster-wide (asked in ``default``) against the
+    requests it made: everything granted in the namespace is used there or granted cluster-wide,
+    and everything granted cluster-wide is used cluster-wide."""
+
+    def __init__(self, kube: Kube, user: str, namespace: str) -> None:
+        self.kube, self.user, self.namespace = kube, user, namespace
+        self.here = granted(kube, user, namespace)
+        self.elsewhere = granted(kube, user, "default")
+
+    def compared(self) -> dict[str, tuple[set[Grant], set[Grant]]]:
+        """Per scope: (granted but unused, used but not granted)."""
+        requests = audited(self.kube, self.user)
+        cluster = needs([r for r in requests if r["namespace"] is None])
+        in_namespace = needs([r for r in requests if r["namespace"] == self.namespace]) | self.elsewhere
+        return {
+            "cluster-wide": unused_and_missing(self.elsewhere, cluster),
+            self.namespace: unused_and_missing(self.here, in_namespace),
+        }
+
+    def all_used(self) -> bool:
+        return not any(unused for unused, _ in self.compared().values())
+
+    def describe(self) -> str:
+        return str(self.compared())
+
+    def check(self) -> None:
+        """Fails on a refused request, a grant not used, a request not granted, or a request in
+        a namespace it does not serve."""
+        requests = audited(self.kube, self.user)
+        refused = sorted({(r["grant"], r["namespace"], r["name"]) for r in requests if r["code"] == 403})
+        assert not refused, f"requests the chart's RBAC refused: {refused}"
+        for scope, (unused, missing) in self.compared().items():
+            assert not unused and not missing, (
+                f"{scope}: granted but unused {sorted(unused)}, used but not granted {sorted(missing)}"
+            )
+        assert not {r["namespace"] for r in requests} - {self.namespace, None}, "requests in other namespaces"
 
 
 def test_personas_view_edit_and_an_on_call_that_can_only_make_requests(

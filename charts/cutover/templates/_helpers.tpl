@@ -56,7 +56,7 @@ shards is one unnamed shard (a single operator Deployment serving every object).
 {{- define "cutover.gatewayRules" -}}
 - apiGroups: [cutover.dev]
   resources: [modeldeployments]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 - apiGroups: [""]
   resources: [secrets]
   verbs: [list, watch]
