@@ -128,6 +128,12 @@ def test_an_object_the_operator_has_not_touched_still_has_every_key() -> None:
     assert kubectl_plugin.history_document({"metadata": {"name": "new"}})["revisions"] == []
 
 
+def test_the_documented_shape_names_every_key() -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "rollouts.md").read_text()
+    keys = {*kubectl_plugin.status_document(BODY), *kubectl_plugin.history_document(BODY)}
+    assert not {key for key in keys if f"`{key}`" not in docs}, "docs/rollouts.md leaves out a key of -o json"
+
+
 def test_an_unknown_output_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         kubectl_plugin.main(["status", "fraud", "-o", "wide"])
