@@ -52,7 +52,8 @@ LABEL_SAFETY_POLICY: Final = "cutover.dev/safety-policy"
 """Label on the rendered ConfigMap and the copied Secret: the SafetyPolicy's name."""
 
 READY: Final = "Ready"
-"""The SafetyPolicy's one condition type."""
+STALLED: Final = "Stalled"
+"""The SafetyPolicy's condition types: Ready, and Stalled for kstatus (Flux)."""
 VALID: Final = "Valid"
 """Ready True: the spec is valid, rendered, and its webhook Secret (if any) copied."""
 INVALID_SPEC: Final = "InvalidSpec"
@@ -165,27 +166,40 @@ def _enabled(section: Any) -> bool:
 def status(
     old: Mapping[str, Any], assessment: Assessment, generation: int | None, deployments: Iterable[str], now: datetime
 ) -> dict[str, Any]:
-    """The status to write (wire form): observedGeneration, the Ready condition (keeping its
-    lastTransitionTime while its status stays the same) and the sorted referencing
-    ModelDeployments."""
-    state = "True" if assessment.ready else "False"
-    previous = next((c for c in old.get("conditions") or [] if c.get("type") == READY), None)
-    since = previous.get("lastTransitionTime") if previous and previous.get("status") == state else None
-    condition = Condition(
-        type=READY,
-        status=state,
-        reason=assessment.reason,
-        message=assessment.message,
-        last_transition_time=now,
-        observed_generation=generation,
-    ).wire()
-    if since is not None:
-        condition["lastTransitionTime"] = since
-    others = [c for c in old.get("conditions") or [] if c.get("type") != READY]
+    """The status to write (wire form): observedGeneration, the Ready and Stalled conditions
+    (each keeping its lastTransitionTime while its status stays the same) and the sorted
+    referencing ModelDeployments. Stalled is True for InvalidSpec, which only a new spec
+    ends, so that kstatus (Flux) reads the policy as Failed rather than InProgress, as it
+    reads Ready False; a Secret that cannot be read yet may still come, and stays InProgress."""
+    written = {c.get("type"): c for c in old.get("conditions") or []}
+
+    def condition(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+        state = "True" if ok else "False"
+        wire = Condition(
+            type=type_,
+            status=state,
+            reason=reason,
+            message=message,
+            last_transition_time=now,
+            observed_generation=generation,
+        ).wire()
+        previous = written.get(type_)
+        if previous is not None and previous.get("status") == state and previous.get("lastTransitionTime"):
+            wire["lastTransitionTime"] = previous["lastTransitionTime"]
+        return wire
+
+    stalled = assessment.reason == INVALID_SPEC
+    ours = [
+        condition(READY, assessment.ready, assessment.reason, assessment.message),
+        condition(
+            STALLED, stalled, INVALID_SPEC if stalled else reasons.NOT_STALLED, assessment.message if stalled else ""
+        ),
+    ]
+    others = [c for c in old.get("conditions") or [] if c.get("type") not in (READY, STALLED)]
     return {
         **{k: v for k, v in old.items() if k not in ("conditions", "observedGeneration", "deployments")},
         "observedGeneration": generation,
-        "conditions": [condition, *others],
+        "conditions": [*ours, *others],
         "deployments": sorted(set(deployments)),
     }
 

@@ -42,7 +42,7 @@ from ..secrets import SecretUnavailable, secret_text
 from . import notify, render, windows
 from .evaluator import Evaluation, Problem, PrometheusUnavailable, evaluate, live_revisions
 from .instances import Instance, Observation, advance
-from .status import INVALID_WINDOW, TARGET_NOT_FOUND, Delivered, Event, decide, restore
+from .status import INVALID_WINDOW, STALLED, TARGET_NOT_FOUND, Delivered, Event, decide, restore
 
 PLURAL = "alertrules"
 ERROR_DELAY = 10.0
@@ -238,22 +238,26 @@ async def _apply_rule(
 async def _invalid(
     ctx: AlertContext, key: RuleKey, obj: dict[str, Any], error: ValidationError, logger: logging.Logger
 ) -> None:
-    """A spec only the operator can find wrong: Ready False with InvalidSpec, and one Event."""
+    """A spec only the operator can find wrong: Ready False and Stalled True with InvalidSpec,
+    and one Event."""
     message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())[:2000]
     old = obj.get("status") or {}
     ready: dict[str, Any] = next((c for c in old.get("conditions") or [] if c.get("type") == "Ready"), {})
     if ready.get("reason") == "InvalidSpec" and ready.get("message") == message:
         return
-    condition = Condition(
-        type="Ready",
-        status="False",
-        reason="InvalidSpec",
-        message=message,
-        last_transition_time=datetime.now(UTC),
-        observed_generation=obj["metadata"].get("generation"),
-    ).wire()
-    others = [c for c in old.get("conditions") or [] if c.get("type") != "Ready"]
-    status = {**old, "conditions": [condition, *others], "observedGeneration": obj["metadata"].get("generation")}
+    ours = [
+        Condition(
+            type=type_,
+            status=state,
+            reason="InvalidSpec",
+            message=message,
+            last_transition_time=datetime.now(UTC),
+            observed_generation=obj["metadata"].get("generation"),
+        ).wire()
+        for type_, state in (("Ready", "False"), (STALLED, "True"))
+    ]
+    others = [c for c in old.get("conditions") or [] if c.get("type") not in ("Ready", STALLED)]
+    status = {**old, "conditions": [*ours, *others], "observedGeneration": obj["metadata"].get("generation")}
     ctx.loops.remember(key, obj, await ctx.kube.replace_status(obj, status))
     kopf.warn(cast(kopf.Body, obj), reason="InvalidSpec", message=message)
     metrics.ALERT_EVALUATION_ERRORS.labels(key[0], key[1], "InvalidSpec").inc()

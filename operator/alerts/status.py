@@ -11,6 +11,8 @@ Conditions:
 - ``Ready``: the rule can be evaluated as written. False with ``InvalidSpec`` (only the operator
   can tell), ``QueryInvalid`` (a query Prometheus refuses, or an unknown template variable) or
   ``InvalidMaintenanceWindow`` (an unknown time zone, a cron field out of range).
+- ``Stalled``: True with the same reasons as Ready False: a spec problem ends only with a new
+  spec, so kstatus (Flux) reads the rule as Failed where Ready False alone reads as InProgress.
 - ``DataAvailable``: every instance had a value. False with ``NoData``,
   ``QueryReturnedSeveralSeries``, ``MetricsUnavailable`` or ``TargetNotFound``: the instances
   without a value keep their state (missing data is neither a violation nor a recovery).
@@ -35,6 +37,8 @@ from .windows import OpenWindow
 INVALID_WINDOW = "InvalidMaintenanceWindow"
 TARGET_NOT_FOUND = "TargetNotFound"
 NOTIFICATION_FAILED = "NotificationFailed"
+STALLED = "Stalled"
+NOT_STALLED = "NotStalled"
 _SPEC_PROBLEMS = frozenset({QueryInvalid.reason, INVALID_WINDOW})
 """Problems that only a change of the AlertRule fixes: they make it not Ready."""
 _MESSAGE_LIMIT = 2000
@@ -178,6 +182,15 @@ def decide(
             not data_problems,
             data_problems[0].reason if data_problems else "DataAvailable",
             _joined(data_problems) if data_problems else "every instance had a value",
+            generation,
+            now,
+        ),
+        _condition(
+            old.conditions,
+            STALLED,
+            bool(spec_problems),
+            spec_problems[0].reason if spec_problems else NOT_STALLED,
+            _joined(spec_problems) if spec_problems else "",
             generation,
             now,
         ),

@@ -5,16 +5,33 @@ from its Go module by hack/build-kstatus), both over the objects the operator wr
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
+import logging
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import httpx
 import lupa.lua51
 import pytest
 import yaml
 
+from cutover.api.v1alpha1 import AlertRule
+from cutover.operator import safety_handlers
+from cutover.operator.alerts import handlers as alert_handlers
+from cutover.operator.alerts import notify
+from cutover.operator.alerts.evaluator import Problem
+from cutover.operator.alerts.handlers import AlertContext
+from cutover.operator.alerts.status import Delivered, decide
+from cutover.operator.kube import Kube
+
+from ..cases import AR, load
 from .gitops_cases import CASES, HEALTH_CHECK, TESTDATA, render
+from .test_alert_status import T0, evaluated
+from .test_loop_memory import StatusServer, frozen
+from .test_safety_policy import FakeKube, policy_body, run_pass, secret
 
 REPO = Path(__file__).resolve().parents[2]
 HEALTH_LUA = (HEALTH_CHECK / "health.lua").read_text()
@@ -99,14 +116,23 @@ ARGOCD_TO_KSTATUS = {"Healthy": "Current", "Progressing": "InProgress", "Suspend
 
 
 @pytest.fixture(scope="module")
-def kstatus() -> dict[str, dict[str, str]]:
-    """kstatus' result for every testdata file, by case name."""
+def kstatus_command() -> str:
+    """hack/kstatus, built (or found in its cache) by hack/build-kstatus."""
     built = subprocess.run([REPO / "hack" / "build-kstatus"], check=True, capture_output=True, text=True)
-    binary = built.stdout.strip().splitlines()[-1]
-    files = sorted(TESTDATA.glob("*.yaml"))
-    out = subprocess.run([binary, *map(str, files)], check=True, capture_output=True, text=True).stdout
+    return built.stdout.strip().splitlines()[-1]
+
+
+def read_with_kstatus(command: str, files: list[Path]) -> dict[str, dict[str, str]]:
+    """kstatus' result (status, message) for each of ``files``, by file name without suffix."""
+    out = subprocess.run([command, *map(str, files)], check=True, capture_output=True, text=True).stdout
     results = [json.loads(line) for line in out.splitlines()]
     return {Path(r["path"]).stem: r for r in results}
+
+
+@pytest.fixture(scope="module")
+def kstatus(kstatus_command: str) -> dict[str, dict[str, str]]:
+    """kstatus' result for every testdata file, by case name."""
+    return read_with_kstatus(kstatus_command, sorted(TESTDATA.glob("*.yaml")))
 
 
 @pytest.mark.parametrize("name", sorted(KSTATUS))
@@ -135,3 +161,48 @@ def test_argocd_and_flux_agree(kstatus: dict[str, dict[str, str]], case: dict[st
     passing it (as Ready True alone did) or timing it out."""
     name = Path(case["inputPath"]).stem
     assert kstatus[name]["status"] == ARGOCD_TO_KSTATUS[case["healthStatus"]["status"]]
+
+
+def test_kstatus_fails_a_safety_policy_or_alert_rule_only_a_new_spec_can_fix(
+    kstatus_command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same kind of fault as a ModelDeployment's InvalidSpec: Ready False alone reads as
+    InProgress, so a Flux wait on a SafetyPolicy or AlertRule with a spec problem timed out
+    instead of failing (a spec only the operator rejects, or a query Prometheus refuses). A
+    webhook Secret that is not there yet may still come: InProgress."""
+    for kind in ("info", "warn"):
+        monkeypatch.setattr(safety_handlers.kopf, kind, lambda *args, **kwargs: None)
+    policies = {
+        "policy-valid": (policy_body(), [secret("crisis-escalation", url="https://pager.example/hook")]),
+        "policy-invalid": (policy_body(toxicity={"threshold": 0.85, "action": "quarantine"}), []),
+        "policy-no-secret": (policy_body(), []),
+    }
+    objects = {name: {**body, "status": run_pass(FakeKube(*held), body)} for name, (body, held) in policies.items()}
+    rule = {**copy.deepcopy(load(AR)), "metadata": {"name": "r", "namespace": "payments", "generation": 1}}
+    for name, problems in (
+        ("rule-firing", []),
+        ("rule-bad-query", [Problem("QueryInvalid", "Prometheus refused the query: parse error")]),
+    ):
+        status, _ = decide(
+            AlertRule.model_validate(rule), None, evaluated([2.0, 2.0, 2.0]), problems, None, Delivered(), T0
+        )
+        objects[name] = {**rule, "status": status.wire()}
+    invalid = {**copy.deepcopy(rule), "metadata": {**rule["metadata"], "resourceVersion": "1"}}
+    invalid["spec"]["for"] = 0
+    server = StatusServer(invalid)
+    ctx = AlertContext(cast(Kube, server), cast(httpx.AsyncClient, None), cast(notify.Notifier, None))
+    asyncio.run(alert_handlers.evaluate_once(ctx, ("payments", "r"), frozen(invalid), logging.getLogger("test")))
+    objects["rule-invalid"] = server.body
+    for name, obj in objects.items():
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(obj))
+    read = read_with_kstatus(kstatus_command, sorted(tmp_path.glob("*.yaml")))
+    assert {name: r["status"] for name, r in read.items()} == {
+        "policy-valid": "Current",
+        "policy-invalid": "Failed",
+        "policy-no-secret": "InProgress",
+        "rule-firing": "Current",
+        "rule-bad-query": "Failed",
+        "rule-invalid": "Failed",
+    }
+    assert "toxicity.action" in read["policy-invalid"]["message"]
+    assert read["rule-bad-query"]["message"] == "Prometheus refused the query: parse error"
