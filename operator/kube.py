@@ -7,12 +7,9 @@ Only this adapter knows kopf: the client itself lives with the gateway, which mu
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import kopf
 
-from cutover.serving.kube import FIELD_MANAGER, ApiError, Credentials, path, tls_file
+from cutover.serving.kube import FIELD_MANAGER, ApiError, Credentials, path, private_folder, tls_file
 from cutover.serving.kube import Kube as Client
 
 __all__ = ["FIELD_MANAGER", "ApiError", "Kube", "credentials", "path"]
@@ -20,8 +17,8 @@ __all__ = ["FIELD_MANAGER", "ApiError", "Kube", "credentials", "path"]
 
 def credentials(info: kopf.ConnectionInfo) -> Credentials:
     """kopf's ``ConnectionInfo`` as the client's credentials (certificates given as data are
-    written to a private temp dir)."""
-    workdir = Path(tempfile.mkdtemp(prefix="cutover-kube-"))
+    written to a private temp dir, made only then)."""
+    workdir = private_folder()
     return Credentials.of(
         info.server,
         ca=tls_file(workdir, "ca.crt", info.ca_data, info.ca_path),

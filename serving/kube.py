@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import os
@@ -109,16 +110,23 @@ def path(api_version: str, kind: str, namespace: str | None = None, name: str | 
     return base + (f"/{quote(name)}" if name else "")
 
 
+def private_folder() -> Callable[[], Path]:
+    """A private temporary folder (``tempfile.mkdtemp``), made on the first call and the same one
+    after: credentials given as files then need no writable temp dir at all (a container with a
+    read-only root file system and no /tmp, as the chart runs the gateway)."""
+    return functools.cache(lambda: Path(tempfile.mkdtemp(prefix="cutover-kube-")))
+
+
 def tls_file(
-    workdir: Path, name: str, data: str | bytes | None, path: str | bytes | os.PathLike[Any] | None
+    workdir: Callable[[], Path], name: str, data: str | bytes | None, path: str | bytes | os.PathLike[Any] | None
 ) -> str | None:
     """A certificate or key file for ``ssl``: ``path`` as given, else ``data`` (base64 text as in a
-    kubeconfig, or the raw bytes) written to ``workdir/name``; None when neither is set."""
+    kubeconfig, or the raw bytes) written to ``workdir()/name``; None when neither is set."""
     if path:
         return os.fsdecode(path)
     if not data:
         return None
-    target = workdir / name
+    target = workdir() / name
     target.write_bytes(base64.b64decode(data) if isinstance(data, str) else data)
     return str(target)
 
@@ -182,7 +190,7 @@ class Credentials:
         user: dict[str, Any] = next(
             (u["user"] for u in config.get("users", []) if u["name"] == context.get("user")), {}
         )
-        workdir = Path(tempfile.mkdtemp(prefix="cutover-kube-"))
+        workdir = private_folder()
 
         def file(data_key: str, path_key: str, source: dict[str, Any]) -> str | None:
             relative = source.get(path_key)  # relative to the kubeconfig's folder

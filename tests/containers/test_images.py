@@ -193,7 +193,7 @@ def test_the_operator_image_reconciles_on_the_control_plane(
     images: Images, kube: Kube, namespace: str, tmp_path: Path
 ) -> None:
     pod = chart_pod(chart(namespace, f"operator.watchNamespaces={{{namespace}}}"), "operator")
-    kubeconfig = kubeconfig_for(kube, tmp_path / "kube")
+    kubeconfig = kubeconfig_for(kube, tmp_path / "kube", "/etc/cutover/kube")
     metrics_port = free_port()
     extra = ["--volume", f"{kubeconfig.parent}:/etc/cutover/kube:ro", "--env=KUBECONFIG=/etc/cutover/kube/kubeconfig"]
     with running(images, pod, host_network=True, extra=extra, args=[f"--metrics-port={metrics_port}"]) as operator:
@@ -225,7 +225,7 @@ def test_the_gateway_image_routes_to_the_serving_container(
         "-p", json.dumps({"status": {"traffic": traffic}}),
     )  # fmt: skip
     config = tmp_path / "config"
-    kubeconfig_for(kube, config)
+    kubeconfig_for(kube, config, "/etc/cutover/kube")
     (config / "backends.json").write_text(json.dumps({f"{namespace}/{MODEL}-r1": serving.url(SERVING_PORT)}))
     (config / "backends.json").chmod(0o644)
     pod = chart_pod(chart(namespace, f"gateway.watchNamespaces={{{namespace}}}", "gateway.auth=false"), "gateway")
@@ -241,15 +241,14 @@ def test_the_gateway_image_routes_to_the_serving_container(
         url = f"http://127.0.0.1:{port}"
         wait_ready(gateway, url + "/v2/health/ready")
         x = sample_models.sample_inputs(3, seed=7).astype(np.float32)
-        np.testing.assert_allclose(
-            wait_until(lambda: _routed(url, x), 30, "the gateway to route the model"), expected(models, x), rtol=1e-5
-        )
+        (answer,) = wait_until(lambda: _routed(url, x), 30, "the gateway to route the model")
+        np.testing.assert_allclose(answer, expected(models, x), rtol=1e-5)
 
 
-def _routed(url: str, x: np.ndarray) -> np.ndarray | None:
+def _routed(url: str, x: np.ndarray) -> tuple[np.ndarray] | None:
     """The answer through the gateway once its watch has seen the route (None before: 404)."""
     try:
-        return triton_infer(url, x)
+        return (triton_infer(url, x),)
     except InferenceServerException as error:
         if "404" in str(error.status()) or "not found" in str(error).lower():
             return None

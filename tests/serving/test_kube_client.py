@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import ssl
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
 import yaml
 from aiohttp import web
@@ -139,9 +142,21 @@ def test_credentials_from_a_kubeconfig_with_a_token_or_a_password(tmp_path: Path
 
 
 def test_certificate_data_is_written_to_a_private_file_and_a_path_is_kept(tmp_path: Path) -> None:
-    written = tls_file(tmp_path, "client.crt", base64.b64encode(b"CERT").decode(), None)
+    written = tls_file(lambda: tmp_path, "client.crt", base64.b64encode(b"CERT").decode(), None)
     assert written is not None and Path(written).read_bytes() == b"CERT"
-    raw = tls_file(tmp_path, "ca.crt", b"RAW", None)
+    raw = tls_file(lambda: tmp_path, "ca.crt", b"RAW", None)
     assert raw is not None and Path(raw).read_bytes() == b"RAW"
-    assert tls_file(tmp_path, "client.key", "ignored", Path("/keys/client.key")) == "/keys/client.key"
-    assert tls_file(tmp_path, "none", None, None) is None
+    assert tls_file(lambda: tmp_path, "client.key", "ignored", Path("/keys/client.key")) == "/keys/client.key"
+    assert tls_file(lambda: tmp_path, "none", None, None) is None
+
+
+def test_a_kubeconfig_naming_certificate_files_needs_no_temp_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the chart runs the gateway: a read-only root file system with no /tmp, where making a
+    temporary folder fails; certificates given as files (relative to the kubeconfig) need none."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "read-only-root"))
+    shutil.copy(certifi.where(), tmp_path / "ca.crt")
+    cluster = {"server": "https://127.0.0.1:6443", "certificate-authority": "ca.crt"}
+    secure = Credentials.load(str(kubeconfig(tmp_path, cluster, {"token": "abc"})))
+    assert isinstance(secure.ssl, ssl.SSLContext) and secure.ssl.verify_mode == ssl.CERT_REQUIRED
