@@ -20,6 +20,7 @@ import pytest
 from cutover.api.contract import LABEL_MODEL
 from cutover.api.v1alpha1 import seconds as seconds_of
 from cutover.operator.leader import LOST_EXIT_CODE
+from tests.support import kstatus
 from tests.support.kubectl import Kube
 from tests.support.waiting import wait_until
 
@@ -186,6 +187,10 @@ def test_verdicts_drive_a_canary_to_promotion(kube: Kube, namespace: str, operat
     operator.wait_passes(2)  # the operator looked again and held the step
     body = md(kube, namespace, "ranker")
     assert body["status"]["currentStepIndex"] == 1 and body["status"]["phase"] == "Progressing"  # held by analysis
+    assert (condition(body, "Reconciling")["status"], condition(body, "Reconciling")["reason"]) == (
+        "True",
+        "RolloutInProgress",
+    )
     operator.verdict("ranker", "promote")
     subprocess.run(
         [
@@ -215,7 +220,7 @@ def test_verdicts_drive_a_canary_to_promotion(kube: Kube, namespace: str, operat
     assert previous["metadata"]["labels"]["cutover.dev/role"] == "previous"
 
 
-def test_rollback_verdict_returns_to_stable(kube: Kube, namespace: str, operator: Operator) -> None:
+def test_rollback_verdict_returns_to_stable(kube: Kube, namespace: str, operator: Operator, tmp_path: Path) -> None:
     doc = fast_canary()
     stable = deploy_v1(kube, namespace, doc)
     operator.verdict("ranker", "continue")
@@ -229,6 +234,11 @@ def test_rollback_verdict_returns_to_stable(kube: Kube, namespace: str, operator
     assert body["status"]["stableRevision"] == stable and weights(body) == {"stable": 100}
     assert condition(body, "RolledBack")["status"] == "True"
     assert "error-rate ratio 3.1" in body["status"]["message"]
+    # Flux fails its health check at once: kstatus reads the object the API server returns as Failed.
+    assert (condition(body, "Stalled")["status"], condition(body, "Stalled")["reason"]) == ("True", "RolledBack")
+    served = tmp_path / "ranker.json"
+    served.write_text(kube.run("get", "md/ranker", "-n", namespace, "-o", "json").stdout)
+    assert kstatus.read(kstatus.command(), [served])["ranker"]["status"] == "Failed"
     wait_until(
         lambda: kube.run("get", "deployment", f"ranker-{candidate}", "-n", namespace, check=False).returncode != 0,
         what="the candidate deployment to go",

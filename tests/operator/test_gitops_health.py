@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import logging
-import subprocess
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,6 +24,7 @@ from cutover.operator.alerts.evaluator import Problem
 from cutover.operator.alerts.handlers import AlertContext
 from cutover.operator.alerts.status import Delivered, decide
 from cutover.operator.kube import Kube
+from tests.support import kstatus as kstatus_support
 
 from ..cases import AR, load
 from .gitops_cases import CASES, HEALTH_CHECK, TESTDATA, render
@@ -33,7 +32,6 @@ from .test_alert_status import T0, evaluated
 from .test_loop_memory import StatusServer, frozen
 from .test_safety_policy import FakeKube, policy_body, run_pass, secret
 
-REPO = Path(__file__).resolve().parents[2]
 HEALTH_LUA = (HEALTH_CHECK / "health.lua").read_text()
 HEALTH_TESTS: list[dict[str, Any]] = yaml.safe_load((HEALTH_CHECK / "health_test.yaml").read_text())["tests"]
 ARGOCD_STATUSES = {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}
@@ -117,22 +115,14 @@ ARGOCD_TO_KSTATUS = {"Healthy": "Current", "Progressing": "InProgress", "Suspend
 
 @pytest.fixture(scope="module")
 def kstatus_command() -> str:
-    """hack/kstatus, built (or found in its cache) by hack/build-kstatus."""
-    built = subprocess.run([REPO / "hack" / "build-kstatus"], check=True, capture_output=True, text=True)
-    return built.stdout.strip().splitlines()[-1]
-
-
-def read_with_kstatus(command: str, files: list[Path]) -> dict[str, dict[str, str]]:
-    """kstatus' result (status, message) for each of ``files``, by file name without suffix."""
-    out = subprocess.run([command, *map(str, files)], check=True, capture_output=True, text=True).stdout
-    results = [json.loads(line) for line in out.splitlines()]
-    return {Path(r["path"]).stem: r for r in results}
+    """hack/kstatus, built or found in its cache."""
+    return kstatus_support.command()
 
 
 @pytest.fixture(scope="module")
 def kstatus(kstatus_command: str) -> dict[str, dict[str, str]]:
     """kstatus' result for every testdata file, by case name."""
-    return read_with_kstatus(kstatus_command, sorted(TESTDATA.glob("*.yaml")))
+    return kstatus_support.read(kstatus_command, sorted(TESTDATA.glob("*.yaml")))
 
 
 @pytest.mark.parametrize("name", sorted(KSTATUS))
@@ -195,7 +185,7 @@ def test_kstatus_fails_a_safety_policy_or_alert_rule_only_a_new_spec_can_fix(
     objects["rule-invalid"] = server.body
     for name, obj in objects.items():
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(obj))
-    read = read_with_kstatus(kstatus_command, sorted(tmp_path.glob("*.yaml")))
+    read = kstatus_support.read(kstatus_command, sorted(tmp_path.glob("*.yaml")))
     assert {name: r["status"] for name, r in read.items()} == {
         "policy-valid": "Current",
         "policy-invalid": "Failed",
