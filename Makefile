@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 # `make test` runs lint, types and every test: unit, against the real local control plane
 # (hack/cluster), and packaging (a wheel in a clean virtual environment).
-.PHONY: demo test venv lint typecheck pytest test-clients krew crds dashboards cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-cache bench-gateway bench-streaming bench-safety bench-tracing clean
+.PHONY: demo test venv lint typecheck pytest test-clients images test-images krew crds dashboards cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-cache bench-gateway bench-streaming bench-safety bench-tracing clean
 
 test: lint typecheck pytest
 
@@ -26,6 +26,7 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
 
 # mypy strict over every package. The folders are mapped under `cutover` (pyproject's
 # package-dir), so mypy reads them through links laid out as the import names.
@@ -52,8 +53,17 @@ test-clients: $(STAMP) cluster-tools
 	hack/build-kstatus
 	hack/krew
 
-pytest: $(STAMP) cluster-tools test-clients
+pytest: $(STAMP) cluster-tools test-clients test-images
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
+
+# The images (Dockerfile) built with podman on a Debian base made by debootstrap (hack/images):
+# every target, or those the container tests run (tests/containers). Each prints its build time
+# and size; `hack/images save DIR` writes them as archives for containerd or another machine.
+images: cluster-tools
+	hack/images
+
+test-images: cluster-tools
+	hack/images operator serving gateway
 
 cluster-up: $(STAMP)
 	@hack/cluster up
