@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.krew import Installed, install
+from tests.support.krew import install
 from tests.support.kubectl import Kube
 
 from .test_operator import fast_canary
@@ -38,8 +38,7 @@ def test_kubectl_cutover_installed_by_krew_reads_the_cluster(kube: Kube, namespa
     kube.run("patch", "md", "ranker", "-n", namespace, "--subresource=status", "--type=merge",
              "-p", json.dumps({"status": STATUS}))  # fmt: skip
     stored = kube.json("get", "md", "ranker", "-n", namespace)["status"]  # with the CRD's defaults
-    user: Installed = install(tmp_path)
-    user.env["KUBECONFIG"] = kube.kubeconfig
+    user = install(tmp_path, kube.kubeconfig)
 
     text = user.kubectl("cutover", "status", "ranker", "-n", namespace)
     assert text.returncode == 0, text.stderr

@@ -34,12 +34,13 @@ class Installed:
         return subprocess.run(["kubectl", *args], env=self.env, capture_output=True, text=True, timeout=60)
 
 
-def install(tmp: Path) -> Installed:
+def install(tmp: Path, kubeconfig: str | None = None) -> Installed:
     """Build the archive and install it with ``kubectl krew install --manifest --archive`` under
     ``tmp``. The PATH it leaves holds krew's bin/, a folder with only kubectl and python3 (the
     interpreter this virtual environment was made from, which sees none of its packages), and
     /usr/bin:/bin: the plugin runs as on a machine where nothing of the project is installed.
-    Raises ``CalledProcessError`` when krew refuses it."""
+    kubectl then reads ``kubeconfig`` (else the KUBECONFIG of this process, if any). Raises
+    ``CalledProcessError`` when krew refuses it."""
     archive = tmp / krew_package.archive_name()
     archive.write_bytes(krew_package.archive())
     tools = tmp / "tools"
@@ -50,8 +51,8 @@ def install(tmp: Path) -> Installed:
     path = os.pathsep.join([str(root / "bin"), str(tools), str(krew_bin()), "/usr/bin", "/bin"])
     # KREW_NO_UPGRADE_CHECK: krew would otherwise ask GitHub, now and then, for its latest release.
     env = {"PATH": path, "HOME": str(tmp), "KREW_ROOT": str(root), "KREW_NO_UPGRADE_CHECK": "1", "LANG": "C.UTF-8"}
-    if "KUBECONFIG" in os.environ:
-        env["KUBECONFIG"] = os.environ["KUBECONFIG"]
+    if kubeconfig or "KUBECONFIG" in os.environ:
+        env["KUBECONFIG"] = kubeconfig or os.environ["KUBECONFIG"]
     subprocess.run(
         ["kubectl", "krew", "install", f"--manifest={krew_package.MANIFEST}", f"--archive={archive}"],
         env=env, capture_output=True, text=True, check=True, timeout=60,
