@@ -184,7 +184,7 @@ def test_yaml_round_trips_through_pyyaml(value: Any) -> None:
     assert yaml.safe_load(yaml_text(value)) == value
 
 
-class Kubeconfig:
+class Cluster:
     """Answers the kubectl commands completion runs, and records them."""
 
     def __init__(self, answers: dict[str, str | None]) -> None:
@@ -195,7 +195,7 @@ class Kubeconfig:
         return next((out for key, out in self.answers.items() if key in " ".join(command)), None)
 
 
-CLUSTER = Kubeconfig(
+CLUSTER = Cluster(
     {
         "get modeldeployments.cutover.dev -o name": "modeldeployment.cutover.dev/fraud\n"
         "modeldeployment.cutover.dev/fraud-eu\nmodeldeployment.cutover.dev/ranker\n",
@@ -233,7 +233,7 @@ def test_completion_offers_what_fits_the_word(words: list[str], offered: list[st
 def test_completion_asks_the_cluster_the_words_name() -> None:
     """ModelDeployment names come from the namespace, context and kubeconfig on the line; the
     namespaces from that context and kubeconfig in any namespace."""
-    cluster = Kubeconfig(CLUSTER.answers)
+    cluster = Cluster(CLUSTER.answers)
     completions(["--context=prod-eu", "status", "-n", "payments", "--kubeconfig", "/k", ""], cluster)
     completions(["--context", "prod-eu", "-n", "payments", "status", "-n", ""], cluster)
     assert cluster.commands == [
