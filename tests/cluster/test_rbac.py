@@ -30,6 +30,7 @@ from cutover.api.v1alpha1 import REQUEST_ANNOTATIONS
 from tests.support.kubectl import Kube
 from tests.support.waiting import wait_until
 
+from ..conftest import REPO
 from .operator_support import Operator
 from .test_control_plane import helm
 from .test_gateway import GatewayProcess
@@ -38,7 +39,6 @@ from .test_safety_policy import PAGER, policy_doc, webhook_secret
 
 pytestmark = pytest.mark.cluster
 
-REPO = Path(__file__).resolve().parents[2]
 RBAC_KINDS = {
     "ServiceAccount",
     "ClusterRole",
@@ -120,14 +120,20 @@ def granted(kube: Kube, user: str, namespace: str) -> set[Grant]:
     return review(user) - review(account(namespace, "nobody"))
 
 
-def audited(kube: Kube, user: str) -> list[dict[str, Any]]:
-    """The requests ``user`` made to resources, from the API server's audit log: each event's
-    verb, group, resource[/subresource], namespace (None: cluster-wide), name and status code."""
+def audit_log(kube: Kube) -> Path:
+    """The API server's audit log, which hack/cluster writes beside the kubeconfig; skips the test
+    on a cluster that keeps none (one not started by the tests, or without the policy)."""
     log = Path(kube.kubeconfig).parent / "logs" / "audit.log"
     if not log.exists():
         pytest.skip("the API server keeps no audit log (start it with CUTOVER_AUDIT_POLICY=hack/audit-policy.yaml)")
+    return log
+
+
+def audited(kube: Kube, user: str) -> list[dict[str, Any]]:
+    """The requests ``user`` made to resources, from the API server's audit log: each event's
+    verb, group, resource[/subresource], namespace (None: cluster-wide), name and status code."""
     out = []
-    for line in log.read_text().splitlines():
+    for line in audit_log(kube).read_text().splitlines():
         event = json.loads(line)
         ref = event.get("objectRef") or {}
         if event["user"]["username"] != user or not ref.get("resource"):
@@ -175,6 +181,7 @@ def service_account_kube(kube: Kube, namespace: str, name: str, path: Path) -> K
 
 
 def test_the_operator_is_granted_exactly_what_it_uses(kube: Kube, namespace: str, tmp_path: Path, install: Any) -> None:
+    audit_log(kube)
     release = namespace  # ClusterRoles are named after the release: one per test
     install(release, render(release, namespace, f"operator.watchNamespaces={{{namespace}}}"))
     sa = f"{release}-cutover-operator"
@@ -243,6 +250,7 @@ def test_the_operator_is_granted_exactly_what_it_uses(kube: Kube, namespace: str
 
 
 def test_the_gateway_is_granted_exactly_what_it_uses(kube: Kube, namespace: str, tmp_path: Path, install: Any) -> None:
+    audit_log(kube)
     release = namespace
     install(release, render(release, namespace, f"gateway.watchNamespaces={{{namespace}}}"))
     sa = f"{release}-cutover-gateway"
