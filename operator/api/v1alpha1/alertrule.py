@@ -254,7 +254,8 @@ class AlertRuleStatus(ApiModel):
     """Notifications sent and failed."""
     conditions: Conditions = []
     """Ready: the rule is valid and evaluated; DataAvailable: every instance had a value;
-    Notified: the last deliveries succeeded."""
+    Stalled: a spec problem only a new spec fixes (kstatus reads it as Failed); Notified: the
+    last deliveries succeeded."""
 
 
 class AlertRule(ApiModel):

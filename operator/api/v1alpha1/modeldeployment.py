@@ -1042,7 +1042,10 @@ class ModelDeploymentStatus(ApiModel):
     message: str = ""
     """What is happening, in words."""
     conditions: Conditions = []
-    """Ready, Progressing, Promoted, RolledBack, AnalysisAvailable, GPUCapacity."""
+    """Ready, Progressing, Promoted, RolledBack, AnalysisAvailable, GPUCapacity,
+    SafetyPolicyReady, ScalingActive, ScalingLimited; Reconciling (True while the spec is not in
+    effect yet) and Stalled (True when it will not be without a new spec or on-call), which
+    kstatus and Flux read."""
     stable_revision: str | None = None
     """Revision serving live traffic."""
     candidate_revision: str | None = None

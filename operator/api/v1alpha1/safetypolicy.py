@@ -195,7 +195,8 @@ class SafetyPolicyStatus(ApiModel):
     observed_generation: int | None = None
     """The metadata.generation last acted on."""
     conditions: Conditions = []
-    """Ready: the policy is valid and served."""
+    """Ready: the policy is valid and served; Stalled: its spec is invalid, which only a new
+    spec fixes (kstatus reads it as Failed)."""
     deployments: list[str] = []
     """ModelDeployments that reference this policy."""
 
