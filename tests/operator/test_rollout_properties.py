@@ -127,6 +127,14 @@ def run(example: str, script: list[dict[str, Any]]) -> None:
         for row in new.traffic:
             assert 0 <= row.weight <= 100 and 0 <= row.mirror_percent <= 100
         assert len({w.revision for w in plan.workloads}) == len(plan.workloads)
+        # What GitOps tools read: a rollout under way is Reconciling; an end that needs a new
+        # spec or on-call is Stalled (kstatus' Failed) and only that; never both.
+        gitops = {c.type: c.status for c in new.conditions if c.type in ("Reconciling", "Stalled")}
+        assert not gitops["Reconciling"] == gitops["Stalled"] == "True", new.message
+        if new.candidate_revision is not None:
+            assert gitops["Reconciling"] == "True", new.message
+        ended = new.phase in ("RolledBack", "Failed") or (new.phase == "Degraded" and new.fallback_revision is not None)
+        assert (gitops["Stalled"] == "True") == ended, (new.phase, new.message)
 
         status = new.wire()
         fraction = {"all": 1.0, "none": 0.0, "half": 0.5}[move["ready"]]
