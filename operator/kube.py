@@ -7,12 +7,16 @@ Only this adapter knows kopf: the client itself lives with the gateway, which mu
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from pathlib import Path
+
 import kopf
 
 from cutover.serving.kube import FIELD_MANAGER, ApiError, Credentials, path, private_folder, tls_file
 from cutover.serving.kube import Kube as Client
 
-__all__ = ["FIELD_MANAGER", "ApiError", "Kube", "credentials", "path"]
+__all__ = ["FIELD_MANAGER", "ApiError", "Kube", "credentials", "path", "relative_to_kubeconfig"]
 
 
 def credentials(info: kopf.ConnectionInfo) -> Credentials:
@@ -28,6 +32,27 @@ def credentials(info: kopf.ConnectionInfo) -> Credentials:
         token=info.token,
         username=info.username,
         password=info.password,
+    )
+
+
+def relative_to_kubeconfig(info: kopf.ConnectionInfo | None) -> kopf.ConnectionInfo | None:
+    """``info`` from kopf's ``login_with_kubeconfig`` with its certificate and key paths read as
+    kubectl reads them: relative to the kubeconfig's folder, where kopf (1.45) leaves them
+    relative to the working directory. The kubeconfig is kopf's: the first of $KUBECONFIG, else
+    ~/.kube/config. Absolute paths and None pass unchanged."""
+    if info is None:
+        return None
+    first = next((p.strip() for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p.strip()), "")
+    folder = Path(first or "~/.kube/config").expanduser().parent
+
+    def resolved(file: str | None) -> str | None:
+        return str(folder / file) if file else file
+
+    return dataclasses.replace(
+        info,
+        ca_path=resolved(info.ca_path),
+        certificate_path=resolved(info.certificate_path),
+        private_key_path=resolved(info.private_key_path),
     )
 
 

@@ -18,7 +18,7 @@ from cutover.api.v1alpha1 import GROUP
 from . import handlers, metrics, safety_handlers
 from .alerts import handlers as alerts
 from .alerts.notify import Notifier
-from .kube import Kube
+from .kube import Kube, relative_to_kubeconfig
 from .leader import Elector, LeaseSettings
 from .lifecycle import Shard
 from .verdicts import FileVerdicts, PrometheusVerdicts, VerdictSource
@@ -56,7 +56,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
 
 
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    """In a pod, the service account; else the kubeconfig, its file paths read as kubectl reads them."""
+    return kopf.login_with_service_account(**kwargs) or relative_to_kubeconfig(kopf.login_with_kubeconfig(**kwargs))
 
 
 def build_registry(

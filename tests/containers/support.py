@@ -170,14 +170,12 @@ def running(
         images.podman("rm", "--force", "--time", "0", name, check=False)
 
 
-def kubeconfig_for(kube: Kube, folder: Path, mounted_at: str) -> Path:
+def kubeconfig_for(kube: Kube, folder: Path) -> Path:
     """A copy of ``kube``'s kubeconfig (its current context only) that the chart's user 10001 can
-    read in a container where ``folder`` is mounted at ``mounted_at``: the certificate and key
-    as files beside it (``ca.crt``, ``client.crt``, ``client.key``), since a read-only root file
-    system with no /tmp (the gateway's) leaves no room for the temporary files inline data
-    needs. Their paths are absolute: kopf reads a relative path in a kubeconfig against the
-    working directory, not the kubeconfig's folder as kubectl does. Returns the new
-    kubeconfig's path in ``folder``."""
+    read wherever ``folder`` is mounted: the certificate and key as files beside it (``ca.crt``,
+    ``client.crt``, ``client.key``, named relative to it, as kubectl reads them), since a
+    read-only root file system with no /tmp (the gateway's) leaves no room for the temporary
+    files inline data needs. Returns the new kubeconfig's path in ``folder``."""
     config = kube.json("config", "view", "--raw", "--flatten", "--minify")
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o755)
@@ -189,7 +187,7 @@ def kubeconfig_for(kube: Kube, folder: Path, mounted_at: str) -> Path:
         target = folder / filename
         target.write_bytes(base64.b64decode(section.pop(f"{field}-data")))
         target.chmod(0o644)
-        section[field] = f"{mounted_at}/{filename}"
+        section[field] = filename
     path = folder / "kubeconfig"
     path.write_text(json.dumps(config))
     path.chmod(0o644)

@@ -193,7 +193,7 @@ def test_the_operator_image_reconciles_on_the_control_plane(
     images: Images, kube: Kube, namespace: str, tmp_path: Path
 ) -> None:
     pod = chart_pod(chart(namespace, f"operator.watchNamespaces={{{namespace}}}"), "operator")
-    kubeconfig = kubeconfig_for(kube, tmp_path / "kube", "/etc/cutover/kube")
+    kubeconfig = kubeconfig_for(kube, tmp_path / "kube")
     metrics_port = free_port()
     extra = ["--volume", f"{kubeconfig.parent}:/etc/cutover/kube:ro", "--env=KUBECONFIG=/etc/cutover/kube/kubeconfig"]
     with running(images, pod, host_network=True, extra=extra, args=[f"--metrics-port={metrics_port}"]) as operator:
@@ -225,7 +225,7 @@ def test_the_gateway_image_routes_to_the_serving_container(
         "-p", json.dumps({"status": {"traffic": traffic}}),
     )  # fmt: skip
     config = tmp_path / "config"
-    kubeconfig_for(kube, config, "/etc/cutover/kube")
+    kubeconfig_for(kube, config)
     (config / "backends.json").write_text(json.dumps({f"{namespace}/{MODEL}-r1": serving.url(SERVING_PORT)}))
     (config / "backends.json").chmod(0o644)
     pod = chart_pod(chart(namespace, f"gateway.watchNamespaces={{{namespace}}}", "gateway.auth=false"), "gateway")

@@ -4,11 +4,17 @@ them over (a token, a user name and password, skipping TLS verification) reaches
 from __future__ import annotations
 
 import base64
+import json
+import shutil
 import ssl
+from pathlib import Path
 
+import certifi
 import kopf
+import pytest
 
 from cutover.operator.kube import credentials
+from cutover.operator.main import login
 
 
 def test_kopf_credentials_become_the_clients() -> None:
@@ -17,3 +23,24 @@ def test_kopf_credentials_become_the_clients() -> None:
     basic = credentials(kopf.ConnectionInfo(server="https://10.0.0.1:6443", username="u", password="p", insecure=True))
     assert isinstance(basic.ssl, ssl.SSLContext) and basic.ssl.verify_mode == ssl.CERT_NONE
     assert basic.headers == {"Authorization": "Basic " + base64.b64encode(b"u:p").decode()}
+
+
+def test_a_kubeconfigs_relative_paths_are_read_from_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As kubectl reads them; kopf's own kubeconfig login reads them from the working directory."""
+    folder = tmp_path / "kube"
+    folder.mkdir()
+    shutil.copy(certifi.where(), folder / "ca.crt")
+    cluster = {"server": "https://127.0.0.1:6443", "certificate-authority": "ca.crt"}
+    config = {
+        "current-context": "c",
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+        "clusters": [{"name": "k", "cluster": cluster}],
+        "users": [{"name": "u", "user": {"token": "abc"}}],
+    }
+    (folder / "config").write_text(json.dumps(config))
+    monkeypatch.setenv("KUBECONFIG", str(folder / "config"))
+    monkeypatch.chdir(tmp_path)
+    info = login(settings=kopf.OperatorSettings())
+    assert info is not None and info.ca_path == str(folder / "ca.crt")
+    secure = credentials(info)
+    assert isinstance(secure.ssl, ssl.SSLContext) and secure.ssl.verify_mode == ssl.CERT_REQUIRED
