@@ -6,7 +6,7 @@ builders, pinned to its Grafana 11.6 target in pyproject's dev extra), never wri
 - **operations**: per ModelDeployment, its phase, candidate weight and the analysis' estimates
   with their confidence bounds and decision per metric; then stable and candidate side by side
   (left and right): requests by code, 5xx ratio, latency p50/p90/p99, requests in flight, batch
-  queue wait, rows per model call, fallbacks, circuit breakers, GPU utilisation;
+  queue depth and wait, rows per model call, fallbacks, circuit breakers, GPU utilisation;
 - **safety**: SafetyPolicy violations by filter and category, the share of checked requests
   that violated, blocked requests, crisis escalations and their webhook deliveries, PII
   redactions, per revision side by side, filter latency, failures and the policy applied.
@@ -419,6 +419,12 @@ def operations() -> dashboard.Dashboard:
             ),
         ],
         "Batching": [
+            Signal(
+                "Batch queue depth",
+                "Requests waiting for their batch, all pods of the revision together (models with batching only)",
+                "short",
+                ((f"sum by ({per_revision}) (cutover_serving_queue_depth{{{MODEL}}})", "{{revision}}"),),
+            ),
             Signal(
                 "Batch queue wait",
                 "Time a request waited for its batch: p50, p99",

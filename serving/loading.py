@@ -153,6 +153,7 @@ class Loader:
                 on_run=self.metrics.statistics.execution,
             )
             self._closers.insert(0, batcher.close)
+            self.metrics.queue_depth(batcher)
         elif config.batching is not None:
             log.warning("batching is off: the model's tensors have no variable first (batch) dimension")
         ood = await self._ood_scorer(inputs)

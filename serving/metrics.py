@@ -10,6 +10,7 @@ series                                         type       extra labels, buckets
 cutover_serving_requests_total                 counter    code (HTTP status of infer and chat requests)
 cutover_serving_request_duration_seconds       histogram  LATENCY_BUCKETS, whole request in the server
 cutover_serving_queue_duration_seconds         histogram  LATENCY_BUCKETS, time in the batch queue
+cutover_serving_queue_depth                    gauge      requests waiting in the batch queue (batching only)
 cutover_serving_batch_size                     histogram  BATCH_BUCKETS, rows per model call
 cutover_serving_in_flight                      gauge      requests being served now
 cutover_predictions_total                      counter    rows answered by the primary model
@@ -72,7 +73,7 @@ from .cache import CacheMetrics
 from .statistics import InferenceStatistics
 
 if TYPE_CHECKING:
-    from .batching import BatchStats
+    from .batching import Batcher, BatchStats
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 OOD_BUCKETS = (0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 20, 50)
@@ -126,6 +127,9 @@ class ServingMetrics:
             "cutover_serving_queue_duration_seconds", "Time a request waited for its batch", LATENCY_BUCKETS
         ).labels(*values)
         self.batch_size = histogram("cutover_serving_batch_size", "Rows per model call", BATCH_BUCKETS).labels(*values)
+        self._queue_depth = Gauge(
+            "cutover_serving_queue_depth", "Requests waiting in the batch queue", LABELS, registry=self.registry
+        )
         Gauge(SERVING_IN_FLIGHT.name, SERVING_IN_FLIGHT.help, SERVING_IN_FLIGHT.labels, registry=self.registry).labels(
             *values
         ).set_function(in_flight)
@@ -158,6 +162,11 @@ class ServingMetrics:
             counter = self._by_code[code] = self._requests.labels(*self._values, str(code))
         counter.inc()
         self.duration.observe(seconds)
+
+    def queue_depth(self, batcher: Batcher) -> None:
+        """Export ``batcher``'s queue length, read at scrape time (requests pay nothing for it):
+        only a server that batches has the series."""
+        self._queue_depth.labels(*self._values).set_function(lambda: batcher.queued)
 
     def batch(self, stats: BatchStats) -> None:
         """One model call of the batcher: its rows, and how long each request in it waited."""

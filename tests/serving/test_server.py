@@ -313,6 +313,26 @@ def test_full_queue_sheds_with_503_and_retry_after(models: Path, tmp_path: Path)
         serving.stop()
 
 
+def test_the_batch_queue_depth_is_exported_while_requests_wait(tmp_path: Path) -> None:
+    """What the operations dashboard shows as queue depth: requests waiting for their batch,
+    none once every one is answered."""
+    model = sample_models.onnx_classifier(tmp_path / "slower.onnx", "slow", slow_work=3000)
+    serving = Serving(
+        tmp_path, "--format", "onnx", "--model-uri", str(model), "--max-batch-size", "1", "--max-queue-delay", "0ms"
+    ).start()
+    try:
+        bodies = [_body(sample_models.sample_inputs(1, seed=i)) for i in range(8)]
+        results: list[tuple[int, bytes, dict[str, str]]] = []
+        thread = threading.Thread(target=lambda: results.extend(asyncio.run(_post_many(serving.url, bodies, 8))))
+        thread.start()
+        wait_until(lambda: serving.metric("cutover_serving_queue_depth") > 0, 10, "requests queued", interval=0.01)
+        thread.join(60)
+        assert [status for status, _, _ in results] == [200] * len(bodies)
+        assert serving.metric("cutover_serving_queue_depth") == 0
+    finally:
+        serving.stop()
+
+
 def test_sigterm_finishes_in_flight_requests(tmp_path: Path) -> None:
     model = sample_models.onnx_classifier(tmp_path / "slower.onnx", "slow", slow_work=3000)
     serving = Serving(tmp_path, "--format", "onnx", "--model-uri", str(model), "--shutdown-delay", "0.5").start()
