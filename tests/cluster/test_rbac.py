@@ -4,11 +4,11 @@ Least privilege: the real operator runs as the chart's ServiceAccount, bound to 
 chart's roles, through one scenario that takes every path that talks to the API server (a
 rollout and its rollback over the Gateway API, a GPU preflight, a SafetyPolicy whose webhook
 Secret is copied and then dropped, an AlertRule rendered as a PrometheusRule and reading a
-bearer token, leader election, the legacy finalizer). The API server's audit log
-(hack/audit-policy.yaml) says which (verb, group, resource) it asked for, where, and whether it
-was refused; the grants are what the API server answers to a SelfSubjectRulesReview as that
-account (`kubectl auth can-i --list`). A refused request fails the test, and so does a grant no
-request used.
+bearer token, a NetworkPolicy per model (networkPolicy.enabled), leader election, the legacy
+finalizer). The API server's audit log (hack/audit-policy.yaml) says which (verb, group,
+resource) it asked for, where, and whether it was refused; the grants are what the API server
+answers to a SelfSubjectRulesReview as that account (`kubectl auth can-i --list`). A refused
+request fails the test, and so does a grant no request used. The gateway is held to the same.
 
 Personas: Kubernetes' view, edit and admin take in cutover's resources; the on-call role may
 annotate a ModelDeployment with requests and, through the chart's ValidatingAdmissionPolicy,
@@ -54,8 +54,7 @@ Grant = tuple[str, str, str]
 
 
 def render(release: str, namespace: str, *values: str) -> list[dict[str, Any]]:
-    """The chart's RBAC objects (``RBAC_KINDS``) for ``release`` in ``namespace``; ``values`` are
-    ``--set`` arguments."""
+    """The chart's objects for ``release`` in ``namespace``; ``values`` are ``--set`` arguments."""
     sets = [arg for value in values for arg in ("--set", value)]
     rendered = subprocess.run(
         [
@@ -72,18 +71,18 @@ def render(release: str, namespace: str, *values: str) -> list[dict[str, Any]]:
         capture_output=True,
         text=True,
     ).stdout
-    return [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] in RBAC_KINDS]
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
 
 
 @pytest.fixture
 def install(kube: Kube) -> Iterator[Any]:
-    """Applies rendered RBAC objects; the cluster-scoped ones are deleted at teardown (the
-    namespaced ones go with the test's namespace)."""
+    """Applies the RBAC objects (``RBAC_KINDS``) of rendered ones; the cluster-scoped ones are
+    deleted at teardown (the namespaced ones go with the test's namespace)."""
     releases: list[str] = []
 
     def apply(release: str, docs: list[dict[str, Any]]) -> None:
         releases.append(release)
-        kube.apply(*docs)
+        kube.apply(*(doc for doc in docs if doc["kind"] in RBAC_KINDS))
 
     yield apply
     for release in releases:
@@ -183,14 +182,19 @@ def service_account_kube(kube: Kube, namespace: str, name: str, path: Path) -> K
 def test_the_operator_is_granted_exactly_what_it_uses(kube: Kube, namespace: str, tmp_path: Path, install: Any) -> None:
     audit_log(kube)
     release = namespace  # ClusterRoles are named after the release: one per test
-    install(release, render(release, namespace, f"operator.watchNamespaces={{{namespace}}}"))
+    docs = render(release, namespace, f"operator.watchNamespaces={{{namespace}}}", "networkPolicy.enabled=true")
+    install(release, docs)
     sa = f"{release}-cutover-operator"
     user = account(namespace, sa)
+    # The chart's settings that change what the operator asks for: a NetworkPolicy per model.
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == sa)
+    chart_args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     operator = Operator(
         service_account_kube(kube, namespace, sa, tmp_path / "kubeconfig"),
         namespace,
         tmp_path,
         lease=f"{release}-cutover-operator",
+        args=[arg for arg in chart_args if arg.startswith("--serving-network-policy=")],
     ).start()
     try:
         # A Prometheus bearer token (read by the AlertRule's evaluation) and a crisis webhook
