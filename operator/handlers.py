@@ -343,6 +343,7 @@ async def _apply(ctx: Context, md: ModelDeployment, plan: Plan, children: list[C
     )
     traffic = list(plan.status.traffic)
     live = {c.name: c.wanted for c in children}
+    due: list[tuple[tuple[str, str], str, dict[str, Any]]] = []
     for child in builders.children(
         md, plan.workloads, traffic, ctx.serving_otlp_endpoint, unowned, ctx.serving_ingress
     ):
@@ -351,12 +352,21 @@ async def _apply(ctx: Context, md: ModelDeployment, plan: Plan, children: list[C
         key = (child["kind"], child["metadata"]["name"])
         digest = hashlib.sha256(json.dumps(child, sort_keys=True).encode()).hexdigest()
         last = applied.get(key)
-        if last is not None and last[0] == digest and now - last[1] < REAPPLY_SECONDS:
-            continue
+        if last is None or last[0] != digest or now - last[1] >= REAPPLY_SECONDS:
+            due.append((key, digest, child))
+
+    async def send(key: tuple[str, str], digest: str, child: dict[str, Any]) -> None:
         if key[1] in unowned and key[1] in live:
             await _hand_over_replicas(kube, child, live[key[1]])
         await kube.apply(child)
         applied[key] = (digest, now)
+
+    # All at once, each waiting on the API server alone: one after the other, a new
+    # ModelDeployment's pass waited for its two Services' cluster IPs (seconds each on a busy
+    # control plane) one after the other, and its Deployment for both.
+    for sent in await asyncio.gather(*(send(*args) for args in due), return_exceptions=True):
+        if isinstance(sent, BaseException):
+            raise sent
     wanted = {w.revision for w in plan.workloads}
     for old in children:
         if old.revision in wanted or old.owner != md.metadata.uid:
@@ -479,7 +489,7 @@ def register(registry: kopf.OperatorRegistry, shard: lifecycle.Shard | None = No
     async def modeldeployment_changed(
         namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
     ) -> None:
-        if not memo.ctx.loops.ours((namespace or "", name), body):
+        if memo.ctx.loops.observed((namespace or "", name), body):
             memo.ctx.loops.poke(namespace or "", name)
 
     @kopf.on.event("apps", "v1", "deployments", registry=registry, labels={LABEL_MODEL: kopf.PRESENT})

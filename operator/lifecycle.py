@@ -279,6 +279,21 @@ class LoopMemory:
         if event is not None:
             event.set()
 
+    def observed(self, key: ObjectKey, body: Mapping[str, Any]) -> bool:
+        """Take one watch event of the object; whether it is news to its loop. Not news: one of
+        our own status writes coming back (kopf's view has caught up with it, so it is no longer
+        kept), or a version one of them superseded; the loop's next pass would only find the
+        status its last pass wrote. Poking on every event made each status write cost a second
+        pass of the same object."""
+        mine = self.writes.get(key)
+        if mine is None:
+            return True
+        version = body.get("metadata", {}).get("resourceVersion")
+        if version == mine[1].get("metadata", {}).get("resourceVersion"):
+            del self.writes[key]
+            return False
+        return version not in mine[0]
+
     def latest(self, key: ObjectKey, body: Mapping[str, Any]) -> dict[str, Any]:
         """The freshest view of the object: kopf's live ``body``, unless it still predates one
         of our status writes, then what the last write returned.

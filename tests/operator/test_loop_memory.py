@@ -12,6 +12,7 @@ from typing import Any, cast
 import kopf
 import pytest
 
+from cutover.api.contract import LABEL_MODEL, LABEL_REVISION
 from cutover.operator import handlers, lifecycle, safety_handlers
 from cutover.operator.kube import ApiError, Kube
 from cutover.operator.lifecycle import LoopMemory, ObjectKey, Stopped
@@ -343,3 +344,87 @@ def test_an_invalid_modeldeployment_is_reported_once_while_the_watch_lags() -> N
     for _ in range(3):
         asyncio.run(handlers.reconcile_once(ctx, watch, [], LOG))
     assert server.writes == 1 and server.body["status"]["phase"] == "Failed"
+
+
+def test_our_own_status_writes_coming_back_are_no_news_and_free_what_was_kept() -> None:
+    memory = LoopMemory()
+    assert memory.observed(KEY, at("10")), "no write of ours yet: every event is news"
+    memory.remember(KEY, at("10"), at("11", ours=True))
+    assert not memory.observed(KEY, at("10")), "a version our write superseded"
+    assert KEY in memory.writes
+    assert not memory.observed(KEY, at("11", ours=True)), "the echo of our write"
+    assert KEY not in memory.writes, "the watch caught up: the write is no longer kept"
+    memory.remember(KEY, at("11"), at("12", ours=True))
+    assert memory.observed(KEY, at("13", theirs=True)), "a write by someone else after ours"
+
+
+@pytest.mark.usefixtures("quiet")
+def test_a_modeldeployment_loop_is_woken_only_by_events_that_bring_it_something_new() -> None:
+    """Every watch event woke the loop: the echo of each of its own status writes, and each of
+    the controller's several status writes to a Deployment whose pods were starting, though a
+    pass reads only its ready and wanted replicas. On the way to Healthy that was five passes
+    where two found something new."""
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry)
+    by_name = {h.id.rsplit(".", 1)[-1]: h.fn for h in registry._watching.get_all_handlers()}
+    created = copy.deepcopy(load(CANARY))
+    created["metadata"].update(namespace="shop", uid="uid-1", resourceVersion="10", generation=1)
+    key = ("shop", created["metadata"]["name"])
+    server = StatusServer(created)
+    ctx = handlers.Context(cast(Kube, server), cast(VerdictSource, NoVerdicts()))
+    memo = kopf.Memo(ctx=ctx)
+    wake = ctx.loops.start(key)
+
+    def woken(handler: str, **event: Any) -> bool:
+        wake.clear()
+        asyncio.run(by_name[handler](memo=memo, namespace="shop", **event))
+        return wake.is_set()
+
+    def deployment(event: str, **status: Any) -> bool:
+        labels = {LABEL_MODEL: key[1], LABEL_REVISION: "abc"}
+        meta = {"ownerReferences": [{"kind": "ModelDeployment", "uid": "uid-1"}]}
+        spec = {"replicas": 1}
+        return woken(
+            "child_changed", type=event, name=f"{key[1]}-abc", labels=labels, spec=spec, status=status, meta=meta
+        )
+
+    assert woken("modeldeployment_changed", name=key[1], body=frozen(created))
+    asyncio.run(handlers.reconcile_once(ctx, frozen(created), [], LOG))  # writes status Progressing
+    assert not woken("modeldeployment_changed", name=key[1], body=frozen(server.body)), "our own write"
+    assert deployment("ADDED")
+    assert not deployment("MODIFIED", observedGeneration=1)
+    assert not deployment("MODIFIED", observedGeneration=1, replicas=1, unavailableReplicas=1)
+    assert deployment("MODIFIED", observedGeneration=1, replicas=1, readyReplicas=1)
+    assert deployment("DELETED", observedGeneration=1, replicas=1, readyReplicas=1)
+    assert not ctx.children.seen, "a deleted Deployment is forgotten"
+    someone = {**server.body, "metadata": {**server.body["metadata"], "resourceVersion": "99"}}
+    assert woken("modeldeployment_changed", name=key[1], body=frozen(someone)), "a change by someone else"
+
+
+class SlowApplies(StatusServer):
+    """Each apply takes a while, as a Service's does while the API server allocates its IP."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(body)
+        self.applies = self.in_flight = self.most_in_flight = 0
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.applies += 1
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(0.05)
+        self.in_flight -= 1
+        return obj
+
+
+@pytest.mark.usefixtures("quiet")
+def test_a_pass_applies_its_children_at_once() -> None:
+    """A new ModelDeployment's first pass applied its Deployment, Service and stable Service one
+    after the other: each waited for the one before, its status for all three."""
+    created = copy.deepcopy(load(CANARY))
+    created["metadata"].update(namespace="shop", uid="uid-1", resourceVersion="10", generation=1)
+    server = SlowApplies(created)
+    ctx = handlers.Context(cast(Kube, server), cast(VerdictSource, NoVerdicts()))
+    asyncio.run(handlers.reconcile_once(ctx, frozen(created), [], LOG))
+    assert server.applies >= 3 and server.most_in_flight == server.applies
+    assert server.writes == 1
