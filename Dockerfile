@@ -9,7 +9,7 @@
 # (hack/images) passes one made from Debian's archive with debootstrap, so the images the tests
 # run come from no container registry; Python's packages come from PyPI either way.
 ARG BASE=debian:bookworm-slim
-# The serving target's extras from pyproject.toml (the operator, gateway-free, needs none).
+# The serving target's extras from pyproject.toml (the cli and operator targets take none).
 ARG EXTRAS=serving,otlp
 
 # Debian's Python in a virtual environment of its own (/opt/cutover), tini as PID 1 (it passes
