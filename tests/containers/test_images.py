@@ -87,7 +87,7 @@ def serving_pod(model: str, namespace: str = "tests") -> dict[str, Any]:
         }
     )
     wire = md.spec.wire()
-    workload = Workload("r1", "stable", 1, Source(wire["model"], wire["runtime"]))  # type: ignore[arg-type]
+    workload = Workload("r1", "stable", 1, Source(wire["model"], wire["runtime"]))
     pod: dict[str, Any] = builders.deployment(md, workload)["spec"]["template"]["spec"]
     return pod
 
