@@ -14,7 +14,7 @@ from .prometheus import Prometheus
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "charts" / "cutover" / "dashboards"
 
-GRAFANA = {"__rate_interval": "1m", "__range": "1h", "__interval": "30s"}
+GRAFANA = {"__rate_interval": "1m", "__range": "1h"}
 """Grafana's own variables, as Grafana would give them for a short time range."""
 VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 
