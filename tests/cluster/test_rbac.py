@@ -28,7 +28,7 @@ import yaml
 
 from cutover.api.v1alpha1 import REQUEST_ANNOTATIONS
 from tests.support.kubectl import Kube
-from tests.support.waiting import wait_until
+from tests.support.waiting import TimedOut, wait_until
 
 from ..conftest import REPO
 from .operator_support import Operator
@@ -149,6 +149,11 @@ def audited(kube: Kube, user: str) -> list[dict[str, Any]]:
     return out
 
 
+def refused(kube: Kube, user: str) -> list[tuple[Grant, str | None, str | None]]:
+    """The requests of ``user`` the API server refused (403): (grant, namespace, name)."""
+    return sorted({(r["grant"], r["namespace"], r["name"]) for r in audited(kube, user) if r["code"] == 403})
+
+
 def needs(requests: list[dict[str, Any]]) -> set[Grant]:
     """The grants ``requests`` needed: each one's own, and ``create`` too for a server-side apply
     that created its object (the API server authorizes that as a create)."""
@@ -247,6 +252,8 @@ def test_the_operator_is_granted_exactly_what_it_uses(kube: Kube, namespace: str
 
         exact = Comparison(kube, user, namespace)
         wait_until(exact.all_used, what="every grant used", detail=exact.describe)
+    except TimedOut as err:  # a step the operator never took: say what it was refused
+        raise TimedOut(f"{err}; refused: {refused(kube, user)}") from err
     finally:
         operator.stop()
     exact.check()
@@ -300,13 +307,12 @@ class Comparison:
     def check(self) -> None:
         """Fails on a refused request, a grant not used, a request not granted, or a request in
         a namespace it does not serve."""
-        requests = audited(self.kube, self.user)
-        refused = sorted({(r["grant"], r["namespace"], r["name"]) for r in requests if r["code"] == 403})
-        assert not refused, f"requests the chart's RBAC refused: {refused}"
+        assert not refused(self.kube, self.user), f"requests the chart's RBAC refused: {refused(self.kube, self.user)}"
         for scope, (unused, missing) in self.compared().items():
             assert not unused and not missing, (
                 f"{scope}: granted but unused {sorted(unused)}, used but not granted {sorted(missing)}"
             )
+        requests = audited(self.kube, self.user)
         assert not {r["namespace"] for r in requests} - {self.namespace, None}, "requests in other namespaces"
 
 
