@@ -58,6 +58,8 @@ def request_handled(action: str) -> str:
 # ----------------------------------------------------------------------------- condition reasons
 
 SERVING: Final = "Serving"
+SCALED_TO_ZERO: Final = "ScaledToZero"
+"""Ready True with no pod: the model runs 0 replicas, as its spec or autoscaler asks."""
 NO_READY_PODS: Final = "NoReadyPods"
 PAUSED: Final = "Paused"
 ROLLOUT_IN_PROGRESS: Final = "RolloutInProgress"

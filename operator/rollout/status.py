@@ -2,11 +2,10 @@
 
 Conditions are the contract (``kubectl wait --for=condition=Promoted``, Argo CD and Flux read
 them); phase and message are for people. Reconciling and Stalled are the conditions kstatus
-(sigs.k8s.io/cli-utils ``pkg/kstatus``, what Flux's health checks run) reads first, see
-:func:`gitops_conditions`; Argo CD's health check (charts/cutover/files/argocd) reads them with
-the phase. Each condition keeps its lastTransitionTime while its
-status stays the same. Pod problems and waits for a person are told once, as an Event, when
-they first show.
+(sigs.k8s.io/cli-utils ``pkg/kstatus``, what Flux's health checks run) reads first, then Ready,
+see :func:`gitops_conditions`; Argo CD's health check (charts/cutover/files/argocd) reads them
+with the phase. Each condition keeps its lastTransitionTime while its status stays the same.
+Pod problems and waits for a person are told once, as an Event, when they first show.
 """
 
 from __future__ import annotations
@@ -142,8 +141,14 @@ def finish(p: Pass, desired: str) -> Plan:
     conditions = [
         make(
             READY,
-            stable_ready > 0,
-            reasons.SERVING if stable_ready else stable_problem.reason if stable_problem else reasons.NO_READY_PODS,
+            stable_ready > 0 or replicas == 0,  # scaled to zero as asked: settled, as a Deployment's Available
+            reasons.SERVING
+            if stable_ready
+            else reasons.SCALED_TO_ZERO
+            if replicas == 0
+            else stable_problem.reason
+            if stable_problem
+            else reasons.NO_READY_PODS,
             f"{stable_ready}/{replicas} pods of stable revision {stable} ready"
             + (f"; {stable_problem.describe()}" if stable_problem else ""),
         ),

@@ -61,6 +61,15 @@ def healthy() -> dict[str, Any]:
     return _object(deployed())
 
 
+def scaled_to_zero() -> dict[str, Any]:
+    """runtime.replicas 0: nothing runs, as asked."""
+    sim = Sim.of(CANARY)
+    sim.doc["spec"]["runtime"]["replicas"] = 0
+    sim.step()
+    sim.step()
+    return _object(sim)
+
+
 def not_observed() -> dict[str, Any]:
     """A new model version applied by GitOps, before the operator's next pass."""
     sim = deployed()
@@ -182,6 +191,7 @@ CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "created": created,
     "pending": pending,
     "healthy": healthy,
+    "scaled-to-zero": scaled_to_zero,
     "not-observed": not_observed,
     "canary": canary,
     "paused": paused,
