@@ -11,6 +11,7 @@ summed over the model (the HPA's External AverageValue metric) rather than avera
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,17 @@ import pytest
 
 from hack.devstack import Stack, Traffic
 
-from .test_full_stack import deployment, models, nothing_lost, ready, stack, start_traffic, status, until
+from .test_full_stack import (
+    dashboards_show_data,
+    deployment,
+    models,
+    nothing_lost,
+    ready,
+    stack,
+    start_traffic,
+    status,
+    until,
+)
 
 __all__ = ["models", "stack"]  # the fixtures, shared with the full-stack tests
 
@@ -53,6 +64,7 @@ def replicas(stack: Stack) -> dict[str, int]:
 
 
 def test_a_load_step_scales_up_then_down_and_a_canary_takes_its_share(stack: Stack, models: dict[str, Path]) -> None:
+    started = time.time()
     canary = {"type": "canary", "canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}}
     stack.apply(autoscaled(stack, "v1", models["good"], canary))
     until(stack, "autoscaled", lambda m: ready(m) and desired(m) == 1, 120, "v1 Ready on 1 pod")
@@ -80,5 +92,9 @@ def test_a_load_step_scales_up_then_down_and_a_canary_takes_its_share(stack: Sta
     until(stack, "autoscaled", down, 120, "scaled down to 1 pod")
     assert "ScaleDownStabilization" in limits, limits  # held at 10 while the window had a 10 in it
     assert replicas(stack) == {"stable": 1, "candidate": 1}
+    # the operations dashboard's batching row, for the stable and the canary (both batch)
+    batching = ("Batch queue depth", "Batch queue wait", "Rows per model call")
+    titles = tuple(f"{signal}: {role}" for signal in batching for role in ("stable", "candidate"))
+    dashboards_show_data(stack, "autoscaled", started, {"operations": titles})
     nothing_lost(base)
     nothing_lost(step)
