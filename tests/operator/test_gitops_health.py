@@ -94,7 +94,7 @@ KSTATUS = {
     "created": "Current",  # no status yet: kstatus cannot tell (docs/gitops.md, healthCheckExprs)
     "pending": "InProgress",
     "healthy": "Current",
-    "scaled-to-zero": "Current",  # Ready False (no pod ready) read as InProgress forever
+    "scaled-to-zero": "Current",  # Ready True ScaledToZero (its old Ready False read as InProgress)
     "not-observed": "InProgress",
     "canary": "InProgress",
     "paused": "InProgress",
