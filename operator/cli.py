@@ -143,6 +143,9 @@ def _serve(args: argparse.Namespace) -> int:
             safety_secrets_dir=args.safety_secrets_dir,
             safety_max_characters=args.safety_max_characters,
             otlp_endpoint=args.otlp_endpoint,
+            explain_max_in_flight=args.explain_max_in_flight,
+            explain_timeout=args.explain_timeout,
+            explain_background=args.explain_background,
         )
     except ValueError as error:  # pydantic's ValidationError is one
         print(f"cutover serve: {error}", file=sys.stderr)
@@ -193,6 +196,10 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     server.add_argument("--cache-dir", type=Path, default=Path("/tmp/cutover-models"), help="downloaded models")
     server.add_argument("--shutdown-delay", type=float, default=0.0, help="seconds not-ready before closing")
     server.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds for in-flight requests")
+    explain = serve.add_argument_group("explanations (POST .../explain, off the hot path)")
+    explain.add_argument("--explain-max-in-flight", type=int, default=1, help="at once, then 503 (0: off; default 1)")
+    explain.add_argument("--explain-timeout", type=float, default=2.0, help="seconds each may take (default 2)")
+    explain.add_argument("--explain-background", type=int, default=50, help="background rows sampled (default 50)")
     safety = serve.add_argument_group("safety (SafetyPolicy filters)")
     safety.add_argument(
         "--safety-policy",
@@ -238,6 +245,10 @@ def _gateway(args: argparse.Namespace) -> int:
         shutdown_grace=args.shutdown_grace,
         otlp_endpoint=args.otlp_endpoint,
     )
+    if args.feedback_window is not None:
+        config.feedback_window = args.feedback_window
+    if args.feedback_max_answers is not None:
+        config.feedback_max_answers = args.feedback_max_answers
     _run_fast(run(config, namespaces=args.namespace, kubeconfig=args.kubeconfig, backends=args.backends))
     return 0
 
@@ -335,6 +346,16 @@ def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     gateway.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds for in-flight requests")
     gateway.add_argument("--backends", type=Path, help="development: JSON map namespace/service -> URL, followed live")
     gateway.add_argument("--no-auth", action="store_true", help="development: no API keys, no rate limits")
+    gateway.add_argument(
+        "--feedback-window",
+        type=float,
+        help="seconds after an answer during which its ground truth is taken (default 3600)",
+    )
+    gateway.add_argument(
+        "--feedback-max-answers",
+        type=int,
+        help="answers kept for feedback, about 450 bytes each (default 100000)",
+    )
     _add_otlp(gateway)
     gateway.add_argument("-v", "--verbose", action="store_true")
     gateway.set_defaults(run=_gateway)

@@ -270,7 +270,7 @@ def _rule_name(rule: AlertRule) -> str:
 
 # ---- what a message says -------------------------------------------------------------------------
 
-_PERCENT_METRICS = {"errorRate", "outOfDistributionRate", "safetyViolationRate"}
+_PERCENT_METRICS = {"errorRate", "outOfDistributionRate", "safetyViolationRate", "accuracy"}
 _METRIC_NAMES = {
     "errorRate": "error rate",
     "latencyP99": "p99 latency",
@@ -279,6 +279,8 @@ _METRIC_NAMES = {
     "outOfDistributionRate": "out-of-distribution rate",
     "safetyViolationRate": "safety violation rate",
     "requestRate": "request rate",
+    "accuracy": "accuracy on fed-back answers",
+    "calibrationError": "expected calibration error",
 }
 
 

@@ -15,7 +15,13 @@ outOfDistributionRate   out-of-distribution rows / rows predicted
 safetyViolationRate     safety violations / safety checks on the model's answers
                         (``scope="output"``), summed over the policy's filters
 requestRate             requests per second
+accuracy                fed-back rows answered right / all fed-back rows (gateway feedback)
+calibrationError        expected calibration error of the fed-back rows with a probability:
+                        sum over bins of |right - summed confidence| / rows
 ======================  ====================================================================
+
+The feedback series exist only for a ModelDeployment with ``spec.feedback`` whose answers went
+through the gateway; without them the two feedback builtins have no data.
 
 Requests and latency come from the gateway's series when the ModelDeployment's
 ``traffic.provider`` is ``gateway`` (it sees every answer, a crashing pod's included), else
@@ -42,6 +48,9 @@ from typing import Literal, get_args, get_origin
 
 from cutover.analysis.engine import SAFETY_SCOPE, RequestSource
 from cutover.api.contract import (
+    FEEDBACK,
+    FEEDBACK_BY_CONFIDENCE,
+    FEEDBACK_CONFIDENCE,
     OUT_OF_DISTRIBUTION,
     PREDICTION_CONFIDENCE,
     PREDICTIONS,
@@ -147,6 +156,22 @@ def _confidence(s: _Select) -> str:
     return f"{s.rate(name + '_sum')} / {s.rate(name + '_count')}"
 
 
+_CORRECT = 'outcome="correct"'
+
+
+def _accuracy(s: _Select) -> str:
+    return f"{s.counter(FEEDBACK, _CORRECT)} / {s.counter(FEEDBACK)}"
+
+
+def _calibration_error(s: _Select) -> str:
+    # ECE = sum over bins of |right_b - confidence_b| / rows: rates over one window are counts
+    # over it divided by its length, which cancels out.
+    right = s.rate(FEEDBACK_BY_CONFIDENCE.sample, _CORRECT, by=("bucket",))
+    confidence = s.rate(FEEDBACK_CONFIDENCE.sample, by=("bucket",))
+    head = f"sum by ({', '.join(s.by)}) " if s.by else "sum"
+    return f"{head}(abs({right} - {confidence})) / {s.counter(FEEDBACK_BY_CONFIDENCE)}"
+
+
 _BUILTINS: dict[str, Callable[[_Select], str]] = {
     "errorRate": _error_rate,
     "latencyP50": _latency(0.5),
@@ -155,5 +180,7 @@ _BUILTINS: dict[str, Callable[[_Select], str]] = {
     "outOfDistributionRate": lambda s: f"{s.counter(OUT_OF_DISTRIBUTION)} / {s.counter(PREDICTIONS)}",
     "safetyViolationRate": _violation_rate,
     "requestRate": lambda s: s.counter(s.requests),
+    "accuracy": _accuracy,
+    "calibrationError": _calibration_error,
 }
 assert set(_BUILTINS) == set(BUILTINS), "every builtin of the API has its PromQL"

@@ -45,7 +45,7 @@ from .queries import BY_REVISION, builtin_query, matchers, request_source
 API_VERSION = "monitoring.coreos.com/v1"
 KIND = "PrometheusRule"
 _JOIN = "on (namespace, model, revision)"
-_PERCENT = frozenset({"errorRate", "outOfDistributionRate", "safetyViolationRate"})
+_PERCENT = frozenset({"errorRate", "outOfDistributionRate", "safetyViolationRate", "accuracy"})
 _NAMES = {
     "errorRate": "error rate",
     "latencyP50": "p50 latency",
@@ -54,6 +54,8 @@ _NAMES = {
     "outOfDistributionRate": "out-of-distribution rate",
     "safetyViolationRate": "safety violation rate",
     "requestRate": "request rate",
+    "accuracy": "accuracy on fed-back answers",
+    "calibrationError": "expected calibration error",
 }
 
 

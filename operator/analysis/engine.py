@@ -20,7 +20,20 @@ outOfDistributionRate   ``cutover_out_of_distribution`` /                 servin
 safetyViolations        ``cutover_safety_violations`` /                   serving (SafetyPolicy
                         ``cutover_safety_checks``, both                  filters)
                         ``scope="output"``, summed over filters
+accuracy                ``cutover_gateway_feedback``                      gateway (feedback)
+                        ``outcome="incorrect"`` / all
+calibrationError        expected calibration error of the candidate       gateway (feedback)
+                        from ``cutover_gateway_feedback_by_confidence``
+                        and ``cutover_gateway_feedback_confidence``
+                        against ``thresholdRange.max``
 ======================  ===============================================  ===========================
+
+Accuracy is judged as its complement, the share of fed-back rows the revision got wrong, by the
+same anytime-valid rate test as the error rate: a candidate wrong more often than the baseline
+(beyond the margins) rolls back. Its trials are the rows given their truth in the interval, not
+the requests answered: the test compares the fed-back share of each arm. Feedback arrives after
+the answer, so an interval's rows may have been answered in an earlier one; both arms are fed
+back the same way, so they compare.
 
 Requests and latency come from the gateway when it routes the traffic (it sees every answer,
 including those of a crashing pod), else from the serving pods.
@@ -63,6 +76,9 @@ import numpy as np
 
 from cutover.api.contract import (
     CONFIDENCE_BUCKETS,
+    FEEDBACK,
+    FEEDBACK_BY_CONFIDENCE,
+    FEEDBACK_CONFIDENCE,
     OUT_OF_DISTRIBUTION,
     PREDICTION_CONFIDENCE,
     PREDICTIONS,
@@ -78,6 +94,8 @@ from cutover.api.v1alpha1.modeldeployment import AnalysisSpec, AnalysisStatus, M
 from .cusum import BinomialCusum
 from .histograms import exceedances
 from .judges import (
+    Bins,
+    CalibrationJudge,
     ConfidenceJudge,
     CountJudge,
     Counts,
@@ -110,7 +128,8 @@ _EXTRAPOLATING = re.compile(r"\b(increase|rate|irate|delta|idelta)\s*\(")
 whose answers Prometheus extrapolates (refused anywhere else)."""
 _ALL: Mapping[str, str] = {}
 """No narrowing: every child of a series."""
-Update = Callable[[CountJudge], None]
+AnyJudge = CountJudge | CalibrationJudge
+Update = Callable[[AnyJudge], None]
 """One metric's interval, ready to apply to (a copy of) its judge."""
 
 assert LOW_CONFIDENCE in CONFIDENCE_BUCKETS
@@ -188,6 +207,18 @@ def as_count(value: float, what: str, *, hint: str = "") -> float:
     raise MetricsUnavailable(f"{what} is {problem}")
 
 
+def as_amount(value: float, what: str) -> float:
+    """``value`` as a summed amount (a counter of probabilities): finite, non-negative, at most
+    2**53. Raises :class:`MetricsUnavailable` naming ``what`` and the value otherwise."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise MetricsUnavailable(f"{what} is {value!r}, not a number") from None
+    if not math.isfinite(x) or x < 0 or x > MAX_COUNT:
+        raise MetricsUnavailable(f"{what} is {x:g}, not a finite non-negative amount")
+    return x
+
+
 def _revision(labels: Labels) -> str:
     return dict(labels).get("revision", "")
 
@@ -220,7 +251,7 @@ class Analysis:
         share = spec.alpha / len(spec.metrics)
         self.judges = {m.name: self._judge(m, share, low_confidence) for m in spec.metrics}
 
-    def _judge(self, metric: MetricSpec, share: float, low_confidence: float) -> CountJudge:
+    def _judge(self, metric: MetricSpec, share: float, low_confidence: float) -> AnyJudge:
         limits = metric.threshold_range
         settings = JudgeSettings(
             alpha=self.spec.alpha,
@@ -240,10 +271,13 @@ class Analysis:
             return LatencyJudge(metric.name, settings, threshold_seconds=seconds(metric.latency_threshold))
         if metric.builtin == "predictionConfidence":
             return ConfidenceJudge(metric.name, settings, low_confidence=low_confidence)
+        if metric.builtin == "calibrationError":
+            return CalibrationJudge(metric.name, settings)
         what = {
             "errorRate": "errors",
             "outOfDistributionRate": "out-of-distribution predictions",
             "safetyViolations": "safety violations",
+            "accuracy": "wrong answers",
         }.get(metric.builtin or "", "events")
         return CountJudge(metric.name, settings, what=what)
 
@@ -255,16 +289,25 @@ class Analysis:
         return f'{series.sample}{{namespace="{self.namespace}",model="{self.model}",revision=~"{revisions}"{extra}}}'
 
     async def _read(
-        self, tick: _Tick, series: Series, arms: Arms, by: tuple[str, ...], only: Mapping[str, str] = _ALL
+        self,
+        tick: _Tick,
+        series: Series,
+        arms: Arms,
+        by: tuple[str, ...],
+        only: Mapping[str, str] = _ALL,
+        *,
+        whole: bool = True,
     ) -> dict[Labels, float]:
         """One series' increments by ``by`` (which starts with revision), every value checked to
-        be a count and every arm required to have a series. ``only`` narrows the selection to
-        the children with those label values (for example the safety series' ``scope``)."""
+        be a count (an amount, finite and non-negative, when not ``whole``) and every arm
+        required to have a series. ``only`` narrows the selection to the children with those
+        label values (for example the safety series' ``scope``)."""
         values = await tick.increments(self._selector(series, arms, only), by)
         checked = {}
         for labels, value in values.items():
             where = ", ".join(f'{k}="{v}"' for k, v in labels)
-            checked[labels] = as_count(value, f"the increment of {series.sample}{{{where}}}")
+            what = f"the increment of {series.sample}{{{where}}}"
+            checked[labels] = as_count(value, what) if whole else as_amount(value, what)
         for revision in (arms.candidate, arms.baseline):
             if not any(_revision(labels) == revision for labels in checked):
                 which = "".join(f' with {name}="{value}"' for name, value in only.items())
@@ -295,6 +338,35 @@ class Analysis:
         for revision in (arms.candidate, arms.baseline):
             key = (("revision", revision),)
             out.append(Counts(min(hits[key], total[key]), total[key]))
+        return out[0], out[1]
+
+    async def _wrong(self, tick: _Tick, arms: Arms) -> tuple[Counts, Counts]:
+        """Fed-back rows the revision got wrong, out of all fed-back rows."""
+        by_outcome = await self._read(tick, FEEDBACK, arms, ("revision", "outcome"))
+        out = []
+        for revision in (arms.candidate, arms.baseline):
+            mine = {dict(labels).get("outcome"): v for labels, v in by_outcome.items() if _revision(labels) == revision}
+            out.append(Counts(mine.get("incorrect", 0.0), sum(mine.values())))
+        return out[0], out[1]
+
+    async def _calibration(self, tick: _Tick, arms: Arms) -> tuple[Bins, Bins]:
+        """Each arm's fed-back rows, right ones and summed confidence per probability bin."""
+        rows = await self._read(tick, FEEDBACK_BY_CONFIDENCE, arms, ("revision", "bucket", "outcome"))
+        sums = await self._read(tick, FEEDBACK_CONFIDENCE, arms, ("revision", "bucket"), whole=False)
+        out = []
+        for revision in (arms.candidate, arms.baseline):
+            bins: dict[str, list[float]] = {}
+            for labels, value in rows.items():
+                found = dict(labels)
+                if found.get("revision") == revision:
+                    counts = bins.setdefault(found.get("bucket", ""), [0.0, 0.0, 0.0])
+                    counts[0] += value
+                    counts[1] += value if found.get("outcome") == "correct" else 0.0
+            for labels, value in sums.items():
+                found = dict(labels)
+                if found.get("revision") == revision:
+                    bins.setdefault(found.get("bucket", ""), [0.0, 0.0, 0.0])[2] += value
+            out.append(Bins(tuple((b, n, right, confidence) for b, (n, right, confidence) in sorted(bins.items()))))
         return out[0], out[1]
 
     async def _histograms(self, tick: _Tick, series: Series, arms: Arms) -> tuple[Histogram, Histogram]:
@@ -417,9 +489,14 @@ class Analysis:
             return lambda judge: _histogram_judge(judge).update_histograms(*histograms)
         elif metric.builtin == "outOfDistributionRate":
             counts = await self._counts(tick, OUT_OF_DISTRIBUTION, PREDICTIONS, arms)
+        elif metric.builtin == "accuracy":
+            counts = await self._wrong(tick, arms)
+        elif metric.builtin == "calibrationError":
+            bins = await self._calibration(tick, arms)
+            return lambda judge: _calibration_judge(judge).update_bins(*bins)
         else:
             counts = await self._counts(tick, SAFETY_VIOLATIONS, SAFETY_CHECKS, arms, {"scope": SAFETY_SCOPE})
-        return lambda judge: judge.update(*counts)
+        return lambda judge: _count_judge(judge).update(*counts)
 
     async def tick(self, provider: MetricProvider, now: float) -> Result:
         """Read the interval since the last successful tick and decide.
@@ -470,7 +547,17 @@ class Analysis:
         return result
 
 
-def _histogram_judge(judge: CountJudge) -> LatencyJudge | ConfidenceJudge:
+def _calibration_judge(judge: AnyJudge) -> CalibrationJudge:
+    assert isinstance(judge, CalibrationJudge)
+    return judge
+
+
+def _count_judge(judge: AnyJudge) -> CountJudge:
+    assert isinstance(judge, CountJudge)
+    return judge
+
+
+def _histogram_judge(judge: AnyJudge) -> LatencyJudge | ConfidenceJudge:
     assert isinstance(judge, LatencyJudge | ConfidenceJudge)
     return judge
 
@@ -503,7 +590,9 @@ class PostPromotionWatch:
         self.watches: dict[str, BinomialCusum] = {}
         for metric in analysis.spec.metrics:
             judge = analysis.judges[metric.name]
-            if metric.builtin not in ("errorRate", "latency") or not judge.test.candidate_trials:
+            if not isinstance(judge, CountJudge) or metric.builtin not in ("errorRate", "latency"):
+                continue
+            if not judge.test.candidate_trials:
                 continue
             trials = float(judge.test.candidate_trials)
             # Half an event of prior keeps a clean rollout from setting p0 = 0 (no alarm possible).

@@ -280,6 +280,66 @@ class ConfidenceJudge(CountJudge):
         return replace(base, reason=f"{base.reason}; {detail}")
 
 
+@dataclass(frozen=True)
+class Bins:
+    """One interval of ground-truth feedback for one arm, per confidence bin: (bin, rows, rows
+    right, summed top-class probability of the rows)."""
+
+    bins: tuple[tuple[str, float, float, float], ...]
+
+
+def expected_calibration_error(bins: dict[str, list[float]]) -> float | None:
+    """ECE = sum over bins b of (n_b / N) |acc_b - conf_b| = sum |right_b - confidence_b| / N,
+    from each bin's [rows, right, summed confidence]; None without rows. Guo et al., "On
+    Calibration of Modern Neural Networks" (ICML 2017), equation 3."""
+    rows = sum(n for n, _, _ in bins.values())
+    if rows <= 0:
+        return None
+    return sum(abs(right - confidence) for _, right, confidence in bins.values()) / rows
+
+
+class CalibrationJudge:
+    """Expected calibration error of the candidate against a limit (``thresholdRange.max``),
+    from the rows given their truth so far, the baseline's reported beside it.
+
+    A guardrail on a point estimate, not a sequential test: once the candidate has ``minSamples``
+    fed-back rows with a probability it passes while its ECE is within the limit and fails above
+    it, and it is re-read every interval. ECE read from a sample is biased upwards (each bin's
+    |acc - conf| is positive even for a perfectly calibrated model), by about
+    sqrt(2 / (pi n_b)) times the spread of a bin's accuracy; 1,000 rows over ten bins put that
+    near 0.02, so a limit well above it (0.05 or more) or a larger minSamples is what makes the
+    gate mean calibration rather than sample size."""
+
+    def __init__(self, name: str, settings: JudgeSettings) -> None:
+        self.name, self.critical = name, settings.critical
+        self.limit = settings.threshold_max
+        self.arms: tuple[dict[str, list[float]], dict[str, list[float]]] = ({}, {})
+
+    def update_bins(self, candidate: Bins, baseline: Bins) -> None:
+        for totals, read in zip(self.arms, (candidate, baseline), strict=True):
+            for bucket, rows, right, confidence in read.bins:
+                bin_totals = totals.setdefault(bucket, [0.0, 0.0, 0.0])
+                bin_totals[0] += rows
+                bin_totals[1] += right
+                bin_totals[2] += confidence
+
+    def evidence(self, min_samples: int) -> Evidence:
+        n_c, n_b = (int(sum(b[0] for b in arm.values())) for arm in self.arms)
+        ece_c, ece_b = (expected_calibration_error(arm) for arm in self.arms)
+
+        def said(decision: Decision, reason: str) -> Evidence:
+            return Evidence(self.name, decision, reason, self.critical, n_c, n_b, ece_c)
+
+        errors = f"expected calibration error candidate {_fmt(ece_c)} vs baseline {_fmt(ece_b)}"
+        if self.limit is None:  # the API requires thresholdRange.max for calibrationError
+            return said("inconclusive", f"{errors}; no thresholdRange.max to judge it against")
+        if n_c < min_samples or ece_c is None:
+            return said("inconclusive", f"{n_c} of {min_samples} fed-back rows with a probability so far; {errors}")
+        if ece_c > self.limit:
+            return said("fail", f"{errors}: above thresholdRange.max {self.limit:.3g}")
+        return said("pass", f"{errors}: within thresholdRange.max {self.limit:.3g}")
+
+
 def decide(evidence: list[Evidence], *, min_samples_met: bool, min_duration_met: bool) -> tuple[Verdict, str]:
     """The verdict and its reason in words, from every metric's evidence."""
     failed = [e for e in evidence if e.decision == "fail"]

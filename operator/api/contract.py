@@ -119,6 +119,42 @@ SHADOW_COMPARISONS = Series(
     (*REVISION_LABELS, "agree"),
     ("gateway",),
 )
+FEEDBACK_ABSENT = (
+    "the gateway exports it for a revision once it answered a request of a ModelDeployment with spec.feedback "
+    "(HTTP inference through the gateway)"
+)
+FEEDBACK = Series(
+    "cutover_gateway_feedback",
+    "counter",
+    "Rows of answers given ground truth (POST /v2/models/{name}/feedback), by whether the answer's top class was it",
+    (*REVISION_LABELS, "outcome"),
+    exported_by=("gateway",),
+    absent_when=FEEDBACK_ABSENT,
+)
+"""``outcome`` is ``correct`` or ``incorrect``; one per row, counted once per request id."""
+FEEDBACK_BY_CONFIDENCE = Series(
+    "cutover_gateway_feedback_by_confidence",
+    "counter",
+    "Rows given ground truth whose answer had a top-class probability, by probability bucket and outcome",
+    (*REVISION_LABELS, "bucket", "outcome"),
+    exported_by=("gateway",),
+    absent_when=FEEDBACK_ABSENT,
+)
+"""``bucket`` is the upper edge of the row's ``CALIBRATION_BUCKETS`` bin (``0.1`` holds [0, 0.1),
+``1`` holds [0.9, 1]); rows whose answer carries no probability (a label output) are not here."""
+FEEDBACK_CONFIDENCE = Series(
+    "cutover_gateway_feedback_confidence",
+    "counter",
+    "Sum of the top-class probabilities of the rows in cutover_gateway_feedback_by_confidence, by bucket",
+    (*REVISION_LABELS, "bucket"),
+    exported_by=("gateway",),
+    absent_when=FEEDBACK_ABSENT,
+)
+"""With the two above, the expected calibration error of a revision over a window is PromQL:
+``sum(abs(correct_b - confidence_b)) / sum(rows_b)`` over buckets b (docs/analysis.md)."""
+CALIBRATION_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+"""Upper edges of the ten equal-width top-class probability bins of the expected calibration
+error (Guo et al., "On Calibration of Modern Neural Networks", 2017, section 2)."""
 SERVING_IN_FLIGHT = Series("cutover_serving_in_flight", "gauge", "Requests in progress", exported_by=("serving",))
 """One series per serving pod; the autoscaler's ``targetInFlight`` is held against its average."""
 GPU_UTILIZATION = "DCGM_FI_DEV_GPU_UTIL"
@@ -142,6 +178,9 @@ SERIES = (
     SAFETY_CHECKS,
     SHADOW_COMPARISONS,
     SERVING_IN_FLIGHT,
+    FEEDBACK,
+    FEEDBACK_BY_CONFIDENCE,
+    FEEDBACK_CONFIDENCE,
 )
 """Every series in this contract."""
 
@@ -269,6 +308,8 @@ RUNBOOK_ANCHORS = {
     "outOfDistributionRate": "out-of-distribution-rate",
     "safetyViolationRate": "safety-violations",
     "requestRate": "no-predictions",
+    "accuracy": "accuracy-drop",
+    "calibrationError": "calibration",
 }
 """AlertRule builtin metric -> the anchor of its section in ``RUNBOOKS`` (the GitHub slug of the
 section's heading: ``## Error rate`` is ``error-rate``); a test checks every anchor has its heading."""

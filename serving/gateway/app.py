@@ -23,11 +23,13 @@ from aiohttp import web
 
 from cutover.api.contract import GATEWAY_PORT, REQUEST_ID_HEADER
 
+from ..errors import InvalidInput
 from ..http import OWN_DECODING, json_body, json_errors, live, prometheus, readiness, request_body
 from ..openai import error_body, error_object, event
 from ..protocol import HEADER_LENGTH, decode_index_request
 from ..tracing import TRACE_HEADERS, Tracing, propagated
 from ..tracing import middleware as tracing_middleware
+from .feedback import DEFAULT_CAPACITY, DEFAULT_WINDOW, Feedback
 from .keys import DEFAULT_TIERS, ApiKey, Denied, KeyStore, Limiter, Tier, authorize, forbidden, retry_after_header
 from .metrics import GatewayMetrics
 from .mirror import Mirrors, mirrored_copy
@@ -67,6 +69,10 @@ class GatewayConfig:
     shutdown_grace: float = 30.0
     otlp_endpoint: str | None = None
     """The OTLP/HTTP collector's base URL spans are exported to (``serving/tracing.py``); None: no tracing."""
+    feedback_window: float = DEFAULT_WINDOW
+    """Seconds after an answer during which its ground truth is taken (``gateway/feedback.py``)."""
+    feedback_max_answers: int = DEFAULT_CAPACITY
+    """Answers kept for feedback, oldest dropped first: the store's memory bound."""
 
 
 def model_name(body: bytes) -> str | None:
@@ -100,6 +106,7 @@ class Gateway:
         self._upstream = Upstream()
         self.proxy = Proxy(config, self._upstream, self.metrics, self.tracing)
         self.mirrors = Mirrors(config, self._upstream, self.metrics, self.tracing)
+        self.feedback = Feedback(self.metrics, capacity=config.feedback_max_answers, window=config.feedback_window)
         self._breakers = self.proxy.breakers
         """The proxy's breakers, by backend URL (tests read them)."""
         self._mirrors = self.mirrors.tasks
@@ -188,6 +195,7 @@ class Gateway:
             app.router.add_get(prefix + "/config", self.model)
             app.router.add_get(prefix + "/stats", self.model)
             app.router.add_post(prefix + "/infer", self.model)
+        app.router.add_post("/v2/models/{name}/feedback", self.give_feedback)
         app.router.add_post("/v2/repository/index", self.repository_index)
         # The revision refuses loading and unloading with its reason (the operator owns models).
         app.router.add_post("/v2/repository/models/{name}/{action:load|unload}", self.model)
@@ -281,7 +289,30 @@ class Gateway:
             route = pinned
         body = await request_body(request, self.config.max_request_bytes) if request.method == "POST" else b""
         sent = outgoing(request, body, idempotent=True)
-        return _respond(await self.forward(route, sent, request.headers, request.cookies))
+        answer = await self.forward(route, sent, request.headers, request.cookies)
+        if route.feedback is not None and answer.status == 200 and request.path.endswith("/infer"):
+            self.feedback.keep(route, answer)
+        return _respond(answer)
+
+    async def give_feedback(self, request: web.Request) -> web.Response:
+        """Ground truth for answers of the model (``gateway/feedback.py``): the key must be one
+        that may call the model."""
+        name = request.match_info["name"]
+        route = self.routes.get(name)
+        try:
+            self.authorize(request.headers, route, name)
+        except Denied as denied:
+            return _refused(denied)
+        if route is None:
+            return _respond(error_answer(404, f"unknown model {name!r}"))
+        if route.feedback is None:
+            message = f"model {name!r} takes no feedback: its ModelDeployment does not set spec.feedback"
+            return _respond(error_answer(404, message))
+        try:
+            status, answer = self.feedback.give(route, await request_body(request, self.config.max_request_bytes))
+        except InvalidInput as error:
+            return _respond(error_answer(400, str(error)))
+        return json_body(answer, status=status)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         """An OpenAI chat completion, whole or streamed (sent on as it arrives); the gateway's

@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from cutover.api.contract import GATEWAY_REQUEST_DURATION, GATEWAY_REQUESTS, LATENCY_BUCKETS, SHADOW_COMPARISONS
+from cutover.api.contract import (
+    CALIBRATION_BUCKETS,
+    FEEDBACK,
+    FEEDBACK_BY_CONFIDENCE,
+    FEEDBACK_CONFIDENCE,
+    GATEWAY_REQUEST_DURATION,
+    GATEWAY_REQUESTS,
+    LATENCY_BUCKETS,
+    SHADOW_COMPARISONS,
+)
 
 from ..metrics import BREAKER_STATES
 from .keys import Denied
@@ -76,6 +85,30 @@ class GatewayMetrics:
             ["resource", "reason"],
             registry=self.registry,
         )
+        self._feedback = Counter(FEEDBACK.name, FEEDBACK.help, FEEDBACK.labels, registry=self.registry)
+        self._by_confidence = Counter(
+            FEEDBACK_BY_CONFIDENCE.name,
+            FEEDBACK_BY_CONFIDENCE.help,
+            FEEDBACK_BY_CONFIDENCE.labels,
+            registry=self.registry,
+        )
+        self._confidence = Counter(
+            FEEDBACK_CONFIDENCE.name, FEEDBACK_CONFIDENCE.help, FEEDBACK_CONFIDENCE.labels, registry=self.registry
+        )
+        self._feedback_refused = Counter(
+            "cutover_gateway_feedback_refused",
+            "Ground-truth feedback items refused, by why: unknown (no answer with that id, or evicted), late "
+            "(answered longer ago than the feedback window), duplicate (already given), ambiguous (the id "
+            "answered twice), invalid (a truth that does not fit the answer)",
+            ["namespace", "model", "reason"],
+            registry=self.registry,
+        )
+        self._unreadable = Counter(
+            "cutover_gateway_feedback_unreadable",
+            "Answers of a ModelDeployment with spec.feedback whose predicted class could not be read (not kept)",
+            ["namespace", "model", "revision"],
+            registry=self.registry,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, metric: Any, *values: str) -> Any:
@@ -127,3 +160,43 @@ class GatewayMetrics:
     def mirror_skipped(self) -> None:
         """A mirrored copy not sent: too many mirrors in progress, or not a POST."""
         self._mirror_skipped.inc()
+
+    def answer_kept(self, route: Route, backend: Backend) -> None:
+        """An answer of ``backend`` kept for feedback: its feedback counters exist from now on, at
+        0 until feedback comes ("no feedback yet" is then a present series, not a missing one)."""
+        values = (route.namespace, route.model, backend.revision)
+        for outcome in ("correct", "incorrect"):
+            self._child(self._feedback, *values, outcome)
+            for bucket in CALIBRATION_LABELS:
+                self._child(self._by_confidence, *values, bucket, outcome)
+        for bucket in CALIBRATION_LABELS:
+            self._child(self._confidence, *values, bucket)
+
+    def answer_unreadable(self, route: Route, backend: Backend) -> None:
+        """An answer of ``backend`` with no class the feedback could be compared with."""
+        self._child(self._unreadable, route.namespace, route.model, backend.revision).inc()
+
+    def feedback(self, route: Route, revision: str, correct: bool, confidence: float | None) -> None:
+        """One row of ``revision``'s answer given its truth: right or not, and the answer's
+        top-class probability (None when the answer had none, as a label output)."""
+        values = (route.namespace, route.model, revision)
+        outcome = "correct" if correct else "incorrect"
+        self._child(self._feedback, *values, outcome).inc()
+        if confidence is not None:
+            bucket = CALIBRATION_LABELS[calibration_bin(confidence)]
+            self._child(self._by_confidence, *values, bucket, outcome).inc()
+            self._child(self._confidence, *values, bucket).inc(confidence)
+
+    def feedback_refused(self, route: Route, reason: str) -> None:
+        """One feedback item refused, and why (the reasons of ``cutover_gateway_feedback_refused_total``)."""
+        self._child(self._feedback_refused, route.namespace, route.model, reason).inc()
+
+
+CALIBRATION_LABELS = tuple(f"{edge:g}" for edge in CALIBRATION_BUCKETS)
+"""The ``bucket`` label of each bin: its upper edge as written (``0.1`` … ``1``)."""
+
+
+def calibration_bin(confidence: float) -> int:
+    """The index of the ``CALIBRATION_BUCKETS`` bin holding ``confidence`` (in [0, 1]): bins are
+    closed below and open above, the last closed on both sides."""
+    return min(int(confidence * len(CALIBRATION_BUCKETS)), len(CALIBRATION_BUCKETS) - 1)

@@ -31,6 +31,7 @@ from typing import Any
 
 from cutover.api.contract import ANNOTATION_MIN_TIER, SERVING_PORT
 
+from .feedback import FeedbackSettings
 from .shadow import Comparison
 
 log = logging.getLogger("cutover.gateway")
@@ -73,6 +74,8 @@ class Route:
     min_tier: str | None = None
     comparison: Comparison = field(default_factory=Comparison)
     """How mirrored answers are compared (spec.strategy.shadow)."""
+    feedback: FeedbackSettings | None = None
+    """Whether (and from which output) answers are kept for ground-truth feedback (spec.feedback)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,7 @@ def route_from(md: Mapping[str, Any], resolve: Resolver) -> Route | None:
         assignment=Assignment(sticky["by"], sticky["name"]) if sticky else None,
         min_tier=(meta.get("annotations") or {}).get(ANNOTATION_MIN_TIER),
         comparison=Comparison.of(strategy.get("shadow")),
+        feedback=FeedbackSettings.of(spec.get("feedback")),
     )
 
 

@@ -31,7 +31,16 @@ from cutover.serving.gateway.app import GatewayMetrics
 from cutover.serving.gateway.routing import Backend, Route
 from cutover.serving.metrics import ServingMetrics
 
-BUILTINS = ("errorRate", "latency", "predictionConfidence", "outOfDistributionRate", "safetyViolations")
+BUILTINS = (
+    "errorRate",
+    "latency",
+    "predictionConfidence",
+    "outOfDistributionRate",
+    "safetyViolations",
+    "accuracy",
+    "calibrationError",
+)
+EXTRA = {"latency": {"latencyThreshold": "100ms"}, "calibrationError": {"thresholdRange": {"max": 0.05}}}
 ARMS = Arms("c0ffee00", "ba5e1111")
 
 
@@ -62,6 +71,7 @@ class Everything:
         for revision in (ARMS.candidate, ARMS.baseline):
             for i, le in enumerate(edges if "le" in by else [None]):
                 labels = {"revision": revision, "code": "200", "le": "+Inf" if le == math.inf else str(le)}
+                labels |= {"outcome": "correct", "bucket": "1"}
                 out[tuple((name, labels[name]) for name in by)] = float(i + 1)
         return out
 
@@ -74,7 +84,7 @@ def test_every_series_the_engine_reads_is_registered_by_some_component(source: s
     exported = {sample for registry in registries().values() for _, _, sample in families(registry)}
     provider = Everything()
     for builtin in BUILTINS:
-        metric = {"name": "m", "builtin": builtin} | ({"latencyThreshold": "100ms"} if builtin == "latency" else {})
+        metric = {"name": "m", "builtin": builtin} | EXTRA.get(builtin, {})
         spec = AnalysisSpec.model_validate({"metrics": [metric]})
         analysis = Analysis(spec, namespace="shop", model="ranker", arms=ARMS, started_at=0.0, request_source=source)  # type: ignore[arg-type]
         asyncio.run(analysis.tick(provider, 30.0))

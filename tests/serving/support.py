@@ -182,16 +182,19 @@ def key_secret(name: str, key: str, tier: str, **extra: str) -> dict[str, Any]:
 
 
 @contextmanager
-def threaded_gateway(model: str, url: str, **config: Any) -> Iterator[tuple[str, Gateway]]:
+def threaded_gateway(
+    model: str, url: str, spec: dict[str, Any] | None = None, **config: Any
+) -> Iterator[tuple[str, Gateway]]:
     """`cutover gateway`'s app on its own event loop and thread, routing all of ``model``'s
     traffic to the serving process at ``url`` (one stable revision, no keys needed unless
-    ``config`` says ``auth=True``); yields its base URL and the gateway."""
+    ``config`` says ``auth=True``; ``spec`` adds to the ModelDeployment's spec); yields its base
+    URL and the gateway."""
     loop = asyncio.new_event_loop()
     gateway = Gateway(GatewayConfig(**{"auth": False, **config}))
     gateway.unlisted = set()
     gateway.set_resolver(lambda namespace, service: url)
     traffic = [{"revision": "a", "role": "stable", "weight": 100, "service": f"{model}-a"}]
-    deployment = {"metadata": {"namespace": "tests", "name": model}, "spec": {"model": {"name": model}}}
+    deployment = {"metadata": {"namespace": "tests", "name": model}, "spec": {"model": {"name": model}, **(spec or {})}}
     gateway.replace_deployments([{**deployment, "status": {"traffic": traffic}}])
     runner = web.AppRunner(gateway.app(), access_log=None, handler_cancellation=True)  # as http.listening runs it
     loop.run_until_complete(runner.setup())

@@ -48,6 +48,8 @@ class AlertMetric(ApiModel):
             "outOfDistributionRate",
             "safetyViolationRate",
             "requestRate",
+            "accuracy",
+            "calibrationError",
         ]
         | None
     ) = None

@@ -513,7 +513,17 @@ class StrategySpec(ApiModel):
 
 # --------------------------------------------------------------------------- analysis
 
-BuiltinMetric = Literal["errorRate", "latency", "predictionConfidence", "outOfDistributionRate", "safetyViolations"]
+BuiltinMetric = Literal[
+    "errorRate",
+    "latency",
+    "predictionConfidence",
+    "outOfDistributionRate",
+    "safetyViolations",
+    "accuracy",
+    "calibrationError",
+]
+FEEDBACK_METRICS = ("accuracy", "calibrationError")
+"""Builtin metrics read from ground-truth feedback: they need ``spec.feedback``."""
 
 
 class ThresholdRange(ApiModel):
@@ -588,6 +598,15 @@ class MetricSpec(ApiModel):
 
     rules = (
         one_of("builtin", "prometheus", "a metric sets exactly one of builtin or prometheus"),
+        Rule(
+            cel="!has(self.builtin) || self.builtin != 'calibrationError' || "
+            "(has(self.thresholdRange) && has(self.thresholdRange.max))",
+            message="builtin calibrationError is judged against a limit: set thresholdRange.max (the largest "
+            "expected calibration error the candidate may show, e.g. 0.05)",
+            check=lambda s: (
+                s.builtin != "calibrationError" or (s.threshold_range is not None and s.threshold_range.max is not None)
+            ),
+        ),
         Rule(
             cel="(has(self.builtin) && self.builtin == 'latency') == has(self.latencyThreshold)",
             message="latencyThreshold is required for builtin latency and only allowed there",
@@ -758,6 +777,18 @@ class FallbackSpec(ApiModel):
     """When a failing link is skipped."""
 
 
+class FeedbackSpec(ApiModel):
+    """Keep the gateway's answers for ground-truth feedback (``POST /v2/models/{name}/feedback``
+    with the answer's id and its truth), which becomes per-revision accuracy and calibration: the
+    ``accuracy`` and ``calibrationError`` builtin metrics, and the ``cutover_gateway_feedback_*``
+    series. The gateway reads each answer's top class from the output named here; answers of
+    models without this block are not parsed."""
+
+    output: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    """The output holding the class: probabilities or scores (the arg-max is the class), class
+    indices, labels, or Triton's classification extension; unset: the answer's first output."""
+
+
 # --------------------------------------------------------------------------- spec
 
 
@@ -778,6 +809,8 @@ class ModelDeploymentSpec(ApiModel):
     """SafetyPolicy applied on the serving path."""
     fallback: FallbackSpec | None = None
     """Fallback chain for failed or unsure predictions."""
+    feedback: FeedbackSpec | None = None
+    """Keep answers for ground-truth feedback at the gateway; unset: no feedback is taken."""
     progress_deadline_seconds: Annotated[int, Field(ge=30, le=604800)] = 3600
     """A rollout with no progress for this long is rolled back."""
     revision_history_limit: Annotated[int, Field(ge=0, le=100)] = 10
@@ -834,6 +867,21 @@ class ModelDeploymentSpec(ApiModel):
                 or s.strategy.blue_green.preview_replica_count is None
                 or s.strategy.blue_green.preview_replica_count <= s.runtime.autoscaling.max_replicas
             ),
+        ),
+        Rule(
+            cel="has(self.feedback) || !self.analysis.metrics.exists(m, has(m.builtin) && "
+            "m.builtin in ['accuracy', 'calibrationError'])",
+            message="builtin accuracy and calibrationError read ground-truth feedback: set spec.feedback so the "
+            "gateway keeps answers for it",
+            check=lambda s: (
+                s.feedback is not None or not any(m.builtin in FEEDBACK_METRICS for m in s.analysis.metrics)
+            ),
+        ),
+        Rule(
+            cel="!has(self.feedback) || (self.traffic.provider == 'gateway' && self.model.format != 'llm')",
+            message="spec.feedback needs traffic.provider gateway (the gateway keeps the answers) and a model that "
+            "answers classes (not format llm)",
+            check=lambda s: s.feedback is None or (s.traffic.provider == "gateway" and s.model.format != "llm"),
         ),
         Rule(
             cel="self.model.format != 'llm' || !has(self.runtime.cache)",

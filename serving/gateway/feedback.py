@@ -1,0 +1,318 @@
+"""Ground-truth feedback: which revision answered a request, what class it gave, and whether the
+truth a client sends later agrees (``POST /v2/models/{name}/feedback``).
+
+No anchor has this route: Seldon Core v1 had ``/api/v1.0/feedback`` (request, response, reward,
+truth); KServe, MLServer, Triton and the Open Inference Protocol have none. SageMaker Model
+Monitor and NannyML join late labels on an inference id offline. Here the gateway joins them
+online, so a rollout can be judged on accuracy and calibration while it runs (docs/analysis.md).
+
+Which answers are kept. Only those of a ModelDeployment with ``spec.feedback`` (the route's
+``feedback``), answered 200 to an HTTP ``.../infer`` through this gateway; reading an answer costs a
+JSON parse per answer, which no other model pays. The id is the answer's ``id``: the request's own
+``id``, else its ``X-Request-Id`` header, else the one serving made up (the client reads it in
+the answer). Each row of the answer keeps its top class, read from the output
+``spec.feedback.output`` names (else the first):
+
+- a floating output with more than one column: the arg-max over its last axis (rows are the
+  other axes), the same rule as the shadow comparison's ``top1``; its largest value is the
+  confidence when the row is a probability distribution (values in [0, 1] summing to 1 within
+  1e-3), else there is none (logits);
+- a floating output with one column: a binary score, class 1 when it is at least 0.5, with
+  confidence max(p, 1 - p) when it is within [0, 1];
+- an integer or boolean output: each element is a row's class index, without confidence;
+- Triton's classification extension (BYTES ``"value:index[:label]"``, top class first in each
+  row): the index and label, and the value as confidence when it is within [0, 1];
+- another BYTES output with one element per row: that text is the row's label.
+
+An answer that fits none of these (or an output that is missing) is not kept and is counted
+(``cutover_gateway_feedback_unreadable_total``).
+
+The store. At most ``capacity`` answers, in the order they were answered; the oldest is dropped
+for each new one beyond it, whatever its age. An answer older than ``window`` seconds is
+still held until then, and feedback for it is refused as late. One entry costs about 450 bytes
+for a one-row answer with a 36-character id, plus about 100 bytes per extra row
+(``tests/serving/test_feedback.py`` measures it): the default 100,000 answers take about 45 MB.
+The store is per gateway replica: feedback that reaches a replica other than the one that
+answered is refused as unknown (404). With several replicas, route a client's feedback to the
+replica that answered it (session affinity by client IP on the gateway Service), or accept that
+a share of feedback is lost; the counters of all replicas add up in Prometheus either way.
+
+The feedback. ``{"id": ID, "truth": T}``, or a JSON list of such objects (a batch). ``T`` is one
+class (an integer index, or a string: a label, or an index written as text) for a one-row answer,
+or a list of one class per row. Each item is answered on its own: 200 with how many rows were
+right; 404 for an id this replica has not kept for that model (unknown) or kept longer than the
+window ago (late); 409 for an id already given its truth (duplicate) or that answered more than
+once (ambiguous: a client reused it, and no one can tell which answer the truth is for); 400 for
+a truth that does not fit the answer (its row count, or a float). Nothing is counted twice: an
+id takes one truth, once. A body that is not one of these shapes, or a batch naming an id twice,
+is refused whole (400) before anything is counted. A single item answers with its own status; a
+batch answers 200 when every item was taken, else 207 with each item's status in ``results``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import InvalidInput, ServingError
+from ..protocol import HEADER_LENGTH, decode_response
+
+if TYPE_CHECKING:  # routing reads FeedbackSettings from here
+    from .metrics import GatewayMetrics
+    from .proxy import Answer
+    from .routing import Route
+
+DEFAULT_WINDOW = 3600.0
+"""Seconds after an answer during which its truth is taken (``--feedback-window``)."""
+DEFAULT_CAPACITY = 100_000
+"""Answers kept per gateway replica (``--feedback-max-answers``)."""
+MAX_ITEMS = 10_000
+"""Items in one feedback batch."""
+MAX_ID_LENGTH = 256
+MAX_LABEL_LENGTH = 256
+PROBABILITY_TOLERANCE = 1e-3
+"""How far from 1 a row's values may sum and still be read as probabilities."""
+_UNREADABLE = (ServingError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError)
+"""What parsing an answer of the wrong shape raises."""
+
+Truth = int | str
+Row = tuple[int | None, str | None, float | None]
+"""One row's top class: its index, its label, and its probability, each None when not known."""
+
+
+@dataclass(frozen=True)
+class FeedbackSettings:
+    """``spec.feedback`` of a ModelDeployment: keep its answers for feedback."""
+
+    output: str | None = None
+    """The output the class is read from; None: the answer's first output."""
+
+    @classmethod
+    def of(cls, spec: Mapping[str, Any] | None) -> FeedbackSettings | None:
+        """From ``spec.feedback`` as the API server stores it; None when it is not set."""
+        if not isinstance(spec, Mapping):
+            return None
+        output = spec.get("output")
+        return cls(output if isinstance(output, str) else None)
+
+
+def predicted(body: bytes, header_length: str | None, output: str | None) -> tuple[str, tuple[Row, ...]] | None:
+    """The answer's id and each row's top class, read as the module says; None when the answer
+    has no id or no class can be read from it."""
+    try:
+        header, arrays = decode_response(body, header_length)
+        answer_id = header.get("id")
+        name = output if output is not None else header["outputs"][0]["name"]
+        array = arrays[name]
+    except _UNREADABLE:
+        return None
+    if not isinstance(answer_id, str) or not answer_id or len(answer_id) > MAX_ID_LENGTH:
+        return None
+    rows = _rows(array)
+    return (answer_id, rows) if rows else None
+
+
+def _rows(array: np.ndarray) -> tuple[Row, ...] | None:
+    kind = array.dtype.kind
+    if kind == "f" and array.ndim >= 1 and array.shape[-1] > 1:
+        scores = array.reshape(-1, array.shape[-1]).astype(np.float64)
+        if not np.isfinite(scores).all():
+            return None
+        top = scores.argmax(axis=1)
+        best = scores.max(axis=1)
+        sums = scores.sum(axis=1)
+        probabilities = (
+            (scores >= 0).all(axis=1) & (scores <= 1).all(axis=1) & (np.abs(sums - 1) <= PROBABILITY_TOLERANCE)
+        )
+        return tuple(
+            (int(i), None, float(p) if ok else None)
+            for i, p, ok in zip(top.tolist(), best.tolist(), probabilities.tolist(), strict=True)
+        )
+    if kind == "f":
+        rows: list[Row] = []
+        for p in array.reshape(-1).astype(np.float64).tolist():
+            if not math.isfinite(p):
+                return None
+            rows.append((int(p >= 0.5), None, max(p, 1 - p) if 0 <= p <= 1 else None))
+        return tuple(rows)
+    if kind in "iub":
+        return tuple((int(v), None, None) for v in array.reshape(-1).tolist())
+    if kind == "O":
+        return _bytes_rows(array)
+    return None
+
+
+def _bytes_rows(array: np.ndarray) -> tuple[Row, ...] | None:
+    """Rows of a BYTES output: the classification extension's top class per row, else one label
+    per element when the output has one per row."""
+    first = array.reshape(array.shape[0], -1)[:, 0] if array.ndim > 1 else array.reshape(1, -1)[:, 0]
+    texts = [v.decode() if isinstance(v, bytes) else str(v) for v in first.tolist()]
+    rows: list[Row] = []
+    for text in texts:
+        value, _, rest = text.partition(":")
+        index, _, label = rest.partition(":")
+        try:
+            score, position = float(value), int(index)
+        except ValueError:
+            break
+        rows.append((position, label or None, score if 0 <= score <= 1 else None))
+    else:
+        return tuple(rows)
+    if array.size == (array.shape[0] if array.ndim else 1):  # not classification: one label per row
+        flat = [v.decode() if isinstance(v, bytes) else str(v) for v in array.reshape(-1).tolist()]
+        return tuple((None, label, None) for label in flat)
+    return None
+
+
+def _right(row: Row, truth: Truth) -> bool:
+    index, label, _ = row
+    if isinstance(truth, int):
+        return index == truth or label == str(truth)
+    return label == truth or (index is not None and str(index) == truth)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One feedback item: the id of an answer and its truth, one class per row."""
+
+    id: str
+    truth: tuple[Truth, ...]
+    single: bool
+    """The truth was given as one class, not a list: it fits a one-row answer only."""
+
+
+def _truth(value: Any, where: str) -> Truth:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidInput(f"{where}: a class is an integer index or a string label, not {json.dumps(value)[:64]}")
+    if isinstance(value, str) and not 0 < len(value) <= MAX_LABEL_LENGTH:
+        raise InvalidInput(f"{where}: a label has 1 to {MAX_LABEL_LENGTH} characters")
+    return value
+
+
+def _item(value: Any, where: str) -> Item:
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{where} must be an object with id and truth")
+    unknown = set(value) - {"id", "truth"}
+    if unknown:
+        raise InvalidInput(f"{where} has unknown fields {sorted(unknown)}; it takes id and truth")
+    answer_id, truth = value.get("id"), value.get("truth")
+    if not isinstance(answer_id, str) or not 0 < len(answer_id) <= MAX_ID_LENGTH:
+        raise InvalidInput(f"{where}: id must be the answer's id, a string of 1 to {MAX_ID_LENGTH} characters")
+    if truth is None:
+        raise InvalidInput(f"{where}: truth is required")
+    if isinstance(truth, list):
+        if not truth:
+            raise InvalidInput(f"{where}: truth must name a class for each row of the answer, not an empty list")
+        return Item(answer_id, tuple(_truth(t, f"{where}: truth[{i}]") for i, t in enumerate(truth)), single=False)
+    return Item(answer_id, (_truth(truth, f"{where}: truth"),), single=True)
+
+
+def parse(body: bytes) -> tuple[list[Item], bool]:
+    """The items of a feedback body and whether it was a batch (a list). Raises ``InvalidInput``
+    for anything else, or a batch that names an id twice: nothing of it is taken."""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidInput('the body must be JSON: {"id": ..., "truth": ...} or a list of them') from None
+    if not isinstance(value, list):
+        return [_item(value, "the feedback")], False
+    if not 0 < len(value) <= MAX_ITEMS:
+        raise InvalidInput(f"a feedback batch has 1 to {MAX_ITEMS} items, not {len(value)}")
+    items = [_item(v, f"item {i}") for i, v in enumerate(value)]
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise InvalidInput(f"id {item.id!r} appears twice in the batch: an answer takes one truth")
+        seen.add(item.id)
+    return items, True
+
+
+class Kept:
+    """One answer kept for feedback."""
+
+    __slots__ = ("at", "revision", "rows", "state")
+
+    def __init__(self, revision: str, rows: tuple[Row, ...], at: float) -> None:
+        self.revision, self.rows, self.at = revision, rows, at
+        self.state = "open"
+        """open, given (its truth came) or ambiguous (its id answered again)."""
+
+
+class Feedback:
+    """The kept answers of one gateway replica, and the feedback they take."""
+
+    def __init__(
+        self,
+        metrics: GatewayMetrics,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        window: float = DEFAULT_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.metrics, self.capacity, self.window, self.clock = metrics, capacity, window, clock
+        self.kept: OrderedDict[tuple[str, str], Kept] = OrderedDict()
+        """By (model name, answer id), oldest first."""
+
+    def keep(self, route: Route, answer: Answer) -> None:
+        """Keep ``answer`` (a revision's 200 to an inference request on ``route``, which has
+        ``feedback``) by its id; an id answered before is ambiguous from now on."""
+        assert route.feedback is not None and answer.backend is not None
+        read = predicted(answer.body, answer.headers.get(HEADER_LENGTH), route.feedback.output)
+        if read is None:
+            self.metrics.answer_unreadable(route, answer.backend)
+            return
+        answer_id, rows = read
+        self.metrics.answer_kept(route, answer.backend)
+        key = (route.model, answer_id)
+        before = self.kept.get(key)
+        if before is not None:
+            before.state = "ambiguous"
+            return
+        self.kept[key] = Kept(answer.backend.revision, rows, self.clock())
+        while len(self.kept) > self.capacity:
+            self.kept.popitem(last=False)
+
+    def give(self, route: Route, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Take a feedback body for ``route``'s model: the status and JSON body of the answer.
+        Raises ``InvalidInput`` for a body that is refused whole."""
+        items, batch = parse(body)
+        results = [self._one(route, item) for item in items]
+        if not batch:
+            return results[0]["status"], results[0]
+        taken = all(r["status"] == 200 for r in results)
+        return (200 if taken else 207), {"results": results}
+
+    def _one(self, route: Route, item: Item) -> dict[str, Any]:
+        kept = self.kept.get((route.model, item.id))
+        if kept is None:
+            return self._refused(route, item, 404, "unknown", f"no answer of model {route.model!r} with id {item.id!r}")
+        if self.clock() - kept.at > self.window:
+            message = f"the answer {item.id!r} is older than the feedback window ({self.window:g}s)"
+            return self._refused(route, item, 404, "late", message)
+        if kept.state == "given":
+            return self._refused(route, item, 409, "duplicate", f"the answer {item.id!r} already has its truth")
+        if kept.state == "ambiguous":
+            message = f"the id {item.id!r} answered more than one request: the truth cannot be matched to one"
+            return self._refused(route, item, 409, "ambiguous", message)
+        rows = len(kept.rows)
+        if rows != len(item.truth) or (item.single and rows != 1):
+            message = f"the answer {item.id!r} has {rows} row(s): give a list of {rows} class(es) as truth"
+            return self._refused(route, item, 400, "invalid", message)
+        kept.state = "given"
+        right = 0
+        for row, truth in zip(kept.rows, item.truth, strict=True):
+            correct = _right(row, truth)
+            right += correct
+            self.metrics.feedback(route, kept.revision, correct, row[2])
+        return {"id": item.id, "status": 200, "revision": kept.revision, "rows": rows, "correct": right}
+
+    def _refused(self, route: Route, item: Item, status: int, reason: str, message: str) -> dict[str, Any]:
+        self.metrics.feedback_refused(route, reason)
+        return {"id": item.id, "status": status, "reason": reason, "error": message}
