@@ -122,8 +122,10 @@ def listing(title: str, description: str, target: prometheus.Dataquery, width: i
 
 
 def by_role(vector: str, role: str, on: str = "namespace, model, revision") -> str:
-    """``vector`` (which keeps the labels in ``on``) kept to the revisions whose role is ``role``."""
-    return f'({vector}) * on({on}) group_left() {ROLE}{{{MODEL},role="{role}"}}'
+    """``vector`` (which keeps the labels in ``on``) kept to the revisions whose role is ``role``.
+    The role series is reduced to one per revision first: two processes exporting it (an operator
+    that has just lost its Lease, two scrape jobs) would otherwise fail the one-to-one match."""
+    return f'({vector}) * on({on}) group_left() max by ({on}) ({ROLE}{{{MODEL},role="{role}"}})'
 
 
 def rate(sample: str, matchers: str = MODEL, *also: str) -> str:
