@@ -14,6 +14,11 @@ is gone (their series leave the operator's /metrics), prints the resident memory
 the same objects again and prints the peak once they are Healthy: memory that was freed is
 reused, so the peak stays where it was; a leak would raise it by what the first round kept.
 
+The operator runs as its own ServiceAccount, and the API server audits that account's requests
+(hack/cluster with CUTOVER_AUDIT_POLICY): the requests it made per ModelDeployment until all were
+Healthy, by verb and resource, and its requests per minute at rest are figures the machine's load
+does not change.
+
 Each figure is printed with the machine's load average (this machine is shared: a load above
 its core count means the figures are slower than the operator alone would be).
 
@@ -27,12 +32,16 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +59,16 @@ GPUS_PER_NODE = 8
 TARGET_SECONDS, TARGET_MB = 120, 300
 PHASE = "cutover_rollout_phase"
 """The operator's per-ModelDeployment series counted to see its per-object state go."""
+ACCOUNT = "cutover"
+"""The operator's ServiceAccount in NAMESPACE: its requests, and only its, are audited."""
+AUDIT_POLICY = f"""apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+- level: Metadata
+  users: ["system:serviceaccount:{NAMESPACE}:{ACCOUNT}"]
+- level: None
+"""
 
 
 def kubectl(kubeconfig: str, *args: str, input: str | None = None) -> str:
@@ -65,6 +84,45 @@ def memory_mb(pid: int, field: str) -> float:
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def operator_kubeconfig(kubeconfig: str, path: Path) -> str:
+    """A kubeconfig at ``path`` for the ServiceAccount ACCOUNT (bound to cluster-admin): the
+    cluster's server and CA with a token of that account."""
+    kubectl(kubeconfig, "create", "serviceaccount", ACCOUNT, "-n", NAMESPACE)
+    subject = f"--serviceaccount={NAMESPACE}:{ACCOUNT}"
+    kubectl(kubeconfig, "create", "clusterrolebinding", "cutover-bench", "--clusterrole=cluster-admin", subject)
+    token = kubectl(kubeconfig, "create", "token", ACCOUNT, "-n", NAMESPACE, "--duration=24h").strip()
+    config = yaml.safe_load(Path(kubeconfig).read_text())
+    cluster = config["clusters"][0]
+    config["users"] = [{"name": ACCOUNT, "user": {"token": token}}]
+    config["contexts"] = [{"name": ACCOUNT, "context": {"cluster": cluster["name"], "user": ACCOUNT}}]
+    config["current-context"] = ACCOUNT
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+class Audit:
+    """The operator's requests, read from the API server's audit log as it grows."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.offset = 0
+
+    def since_last(self) -> Counter[str]:
+        """The requests logged since the last call, by "verb resource[/subresource]"."""
+        with self.log.open("rb") as f:
+            f.seek(self.offset)
+            lines = f.readlines()
+        complete = lines if not lines or lines[-1].endswith(b"\n") else lines[:-1]
+        self.offset += sum(len(line) for line in complete)
+        out: Counter[str] = Counter()
+        for line in complete:
+            event = json.loads(line)
+            ref = event.get("objectRef") or {}
+            resource = "/".join(p for p in (ref.get("resource"), ref.get("subresource")) if p) or event["requestURI"]
+            out[f"{event['verb']} {resource}"] += 1
+        return out
 
 
 def load() -> str:
@@ -116,20 +174,62 @@ def nodes(count: int) -> str:
     return yaml.safe_dump_all(out)
 
 
-def healthy(kubeconfig: str) -> int:
-    phases = kubectl(kubeconfig, "get", "md", "-n", NAMESPACE, "-o", "jsonpath={.items[*].status.phase}")
-    return phases.split().count("Healthy")
+class Phases:
+    """Every ModelDeployment's phase, kept by one ``kubectl get --watch``: a list every few
+    seconds (what this harness did first) made the API server serialize every object again
+    each time, tens of MB at 2,000, on the cores the run measures."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        columns = "custom-columns=EVENT:.type,NAME:.object.metadata.name,PHASE:.object.status.phase"
+        watch = ["get", "md", "-n", NAMESPACE, "--watch", "--output-watch-events", "--no-headers", "-o", columns]
+        self.watch = subprocess.Popen(
+            ["kubectl", "--kubeconfig", kubeconfig, *watch],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.phases: dict[str, str] = {}
+        threading.Thread(target=self._follow, daemon=True).start()
+
+    def _follow(self) -> None:
+        assert self.watch.stdout is not None
+        for line in self.watch.stdout:
+            event, name, phase = [*line.split(), "", "", ""][:3]
+            if event == "DELETED":
+                self.phases.pop(name, None)
+            elif name:
+                self.phases[name] = phase
+
+    def healthy(self) -> int:
+        """How many ModelDeployments report phase Healthy now."""
+        return list(self.phases.values()).count("Healthy")
+
+    def close(self) -> None:
+        self.watch.terminate()
+        self.watch.wait()
+
+
+def scrape(port: int) -> list[str]:
+    """The lines of the operator's /metrics."""
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode().splitlines()
 
 
 def series(port: int, name: str) -> int:
     """How many series of metric ``name`` the operator exports now."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return sum(1 for line in text.splitlines() if line.startswith(name + "{"))
+    return sum(1 for line in scrape(port) if line.startswith(name + "{"))
 
 
-POLL_SECONDS = 3.0
-"""Between two looks at the phases: each lists every ModelDeployment (tens of MB of JSON at
-2,000); a look every second kept kubectl at half a core, on the cores the run measures."""
+PASSES = 'cutover_operator_reconciles_total{kind="ModelDeployment"}'
+PASS_SECONDS = 'cutover_operator_reconcile_duration_seconds_sum{kind="ModelDeployment"}'
+
+
+def passes(port: int) -> tuple[float, float]:
+    """The operator's ModelDeployment passes so far, and their seconds in all."""
+    values = dict(line.rsplit(" ", 1) for line in scrape(port) if line.startswith((PASSES, PASS_SECONDS)))
+    return float(values.get(PASSES, 0)), float(values.get(PASS_SECONDS, 0))
+
+
+POLL_SECONDS = 1.0
+"""Between two looks at a condition."""
 
 
 def wait(what: str, done: Any, timeout: float, started: float) -> float:
@@ -154,6 +254,13 @@ class Figures:
     """The operator's CPU seconds from the first apply to all Healthy."""
     rest_cpu_per_min: float
     load: str
+    requests: Counter[str]
+    """The operator's API requests from the first apply until all were Healthy."""
+    passes: float
+    """Passes of ModelDeployments from the first apply until all were Healthy."""
+    pass_seconds: float
+    """Their mean wall time (API requests included), in seconds."""
+    rest_requests_per_min: float
 
 
 def apply_all(kubeconfig: str, names: range) -> None:
@@ -177,21 +284,30 @@ def apply_all(kubeconfig: str, names: range) -> None:
 
 
 def run(count: int, args: argparse.Namespace, last: bool) -> Figures:
+    workdir = Path(tempfile.mkdtemp(prefix="cutover-scale-"))
+    (workdir / "audit.yaml").write_text(AUDIT_POLICY)
     subprocess.run([REPO / "hack" / "cluster", "down", CLUSTER], check=False)  # start from nothing
-    up = subprocess.run([REPO / "hack" / "cluster", "up", CLUSTER], capture_output=True, text=True, check=True)
+    up = subprocess.run(
+        [REPO / "hack" / "cluster", "up", CLUSTER],
+        env={**os.environ, "CUTOVER_AUDIT_POLICY": str(workdir / "audit.yaml")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     kubeconfig = up.stdout.strip().splitlines()[-1]
     kubectl(kubeconfig, "apply", "--server-side", "-f", "-", input=nodes(count))
     kubectl(kubeconfig, "wait", "--for=condition=Ready", "--timeout=120s", "node", "--all")
-    workdir = Path(tempfile.mkdtemp(prefix="cutover-scale-"))
     port = bench.free_port()
-    operator = None
+    operator = phases = None
+    audit = Audit(Path(kubeconfig).parent / "logs" / "audit.log")
     try:
         kubectl(kubeconfig, "create", "namespace", NAMESPACE)
+        phases = Phases(kubeconfig)
         log = (workdir / "operator.log").open("w")
         flags = ["--metrics-port", str(port), "--verdicts-from", str(workdir)]
         operator = subprocess.Popen(
             [sys.executable, "-m", "cutover.operator.cli", "operator", "-n", NAMESPACE, *flags],
-            env={**os.environ, "KUBECONFIG": kubeconfig},
+            env={**os.environ, "KUBECONFIG": operator_kubeconfig(kubeconfig, workdir / "operator.kubeconfig")},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -199,30 +315,55 @@ def run(count: int, args: argparse.Namespace, last: bool) -> Figures:
         wait("operator up", lambda: _answers(port), 60, time.monotonic())
         names = range(count)
         idle_cpu, idle_mb = bench.cpu_seconds(pid), memory_mb(pid, "VmRSS")
+        audit.since_last()  # the operator's start: its watches
+        passes_before, seconds_before = passes(port)
         started = time.monotonic()
         apply_all(kubeconfig, names)
         applied = time.monotonic() - started
-        steady = wait(f"{count} Healthy", lambda: healthy(kubeconfig) == count, args.timeout, started)
+        steady = wait(f"{count} Healthy", lambda: phases.healthy() == count, args.timeout, started)
         figures_load = load()
         peak = memory_mb(pid, "VmHWM")
         burst_cpu = bench.cpu_seconds(pid) - idle_cpu
+        requests = audit.since_last()
+        passes_now, seconds_now = passes(port)
+        burst_passes = passes_now - passes_before
+        pass_seconds = (seconds_now - seconds_before) / max(burst_passes, 1)
         time.sleep(10)  # the burst's last status writes and events
         cpu = bench.cpu_seconds(pid)
+        audit.since_last()
         time.sleep(args.rest)
         per_min = (bench.cpu_seconds(pid) - cpu) * 60 / args.rest
-        figures = Figures(count, applied, steady, idle_mb, peak, burst_cpu, per_min, figures_load)
+        rest_requests = sum(audit.since_last().values()) * 60 / args.rest
+        figures = Figures(
+            count,
+            applied,
+            steady,
+            idle_mb,
+            peak,
+            burst_cpu,
+            per_min,
+            figures_load,
+            requests,
+            burst_passes,
+            pass_seconds,
+            rest_requests,
+        )
         print(
             f"  {count}: Healthy after {steady:.1f} s, peak {peak:.0f} MB, {per_min:.2f} CPU s/min at rest ({load()})",
             file=sys.stderr,
             flush=True,
         )
         if last and args.delete:
-            churn(kubeconfig, pid, port, count, args)
+            churn(kubeconfig, phases, pid, port, count, args)
         return figures
     finally:
+        if phases is not None:
+            phases.close()
         if operator is not None:
             operator.terminate()
             operator.wait(timeout=30)
+        shutil.copy(audit.log, workdir)
+        print(f"  the operator's log and its requests' audit log: {workdir}", file=sys.stderr)
         subprocess.run([REPO / "hack" / "cluster", "down", CLUSTER], check=False)
 
 
@@ -234,7 +375,7 @@ def _answers(port: int) -> bool:
     return True
 
 
-def churn(kubeconfig: str, pid: int, port: int, count: int, args: argparse.Namespace) -> None:
+def churn(kubeconfig: str, phases: Phases, pid: int, port: int, count: int, args: argparse.Namespace) -> None:
     """Delete ``args.delete`` of the ``count`` ModelDeployments, wait until their series are
     gone, then create them again; print the memory at each point."""
     gone = range(count - args.delete, count)
@@ -248,7 +389,7 @@ def churn(kubeconfig: str, pid: int, port: int, count: int, args: argparse.Names
     after_rss, after_series, after_load = memory_mb(pid, "VmRSS"), series(port, PHASE), load()
     started = time.monotonic()
     apply_all(kubeconfig, gone)
-    again = wait(f"{args.delete} Healthy again", lambda: healthy(kubeconfig) == count, args.timeout, started)
+    again = wait(f"{args.delete} Healthy again", lambda: phases.healthy() == count, args.timeout, started)
     again_rss, again_peak, again_load = memory_mb(pid, "VmRSS"), memory_mb(pid, "VmHWM"), load()
     print(f"\nDeleting {args.delete} of {count} ModelDeployments, then creating them again\n")
     print(f"{'point':<46} {'RSS MB':>7} {'peak MB':>8} {PHASE + ' series':>36}  load (1, 5, 15 min)")
@@ -277,13 +418,27 @@ def main() -> None:
         f"{'ModelDeployments':>16} {'applied s':>10} {'Healthy s':>10} {'idle MB':>8} {'peak MB':>8}"
         f" {'CPU s to Healthy':>17} {'CPU s/min at rest':>18}"
     )
-    print(f"{header} {'per 1,000':>10}  load at Healthy (1, 5, 15 min)")
+    header += f" {'per 1,000':>10} {'passes per MD':>14} {'pass ms':>8} {'requests per MD':>16}"
+    header += f" {'requests/min at rest per 1,000':>31}"
+    print(f"{header}  load at Healthy (1, 5, 15 min)")
     for f in results:
         print(
             f"{f.count:>16} {f.applied:>10.1f} {f.steady:>10.1f} {f.idle_mb:>8.0f} {f.peak_mb:>8.0f}"
             f" {f.burst_cpu:>17.1f} {f.rest_cpu_per_min:>18.2f}"
-            f" {f.rest_cpu_per_min * 1000 / f.count:>10.2f}  {f.load}"
+            f" {f.rest_cpu_per_min * 1000 / f.count:>10.2f} {f.passes / f.count:>14.2f} {f.pass_seconds * 1000:>8.1f}"
+            f" {sum(f.requests.values()) / f.count:>16.2f}"
+            f" {f.rest_requests_per_min * 1000 / f.count:>31.1f}  {f.load}"
         )
+    print("\nthe operator's API requests per ModelDeployment, from the first apply to all Healthy\n")
+    print(f"{'verb resource':<40}" + "".join(f"{f.count:>8}" for f in results))
+    kinds = sorted({k for f in results for k in f.requests}, key=lambda k: -results[-1].requests[k])
+    shown = [k for k in kinds if any(f.requests[k] >= f.count / 100 for f in results)]
+    rows = [(kind, [f.requests[kind] for f in results]) for kind in shown]
+    rows.append(
+        ("the rest (watches, lists, discovery)", [sum(f.requests[k] for k in kinds if k not in shown) for f in results])
+    )
+    for kind, counts in rows:
+        print(f"{kind:<40}" + "".join(f"{n / f.count:>8.2f}" for n, f in zip(counts, results, strict=True)))
     top = results[-1]
     print(
         f"\ntargets at {top.count}: Healthy {top.steady:.1f} s of {TARGET_SECONDS} ({top.steady / TARGET_SECONDS:.2f}),"
