@@ -74,6 +74,14 @@ class ServeConfig:
     """The most characters of text the SafetyPolicy reads per request and direction; a longer
     input is a 400, a longer answer a filter failure (refused under failClosed)."""
 
+    explain_max_in_flight: int = 1
+    """Explanations computed at once (``serving/explain.py``), each on its own thread; one more
+    is refused with 503. 0 turns the explain endpoint off (501)."""
+    explain_timeout: float = 2.0
+    """Seconds an explanation may take; one that needs longer is refused with 422."""
+    explain_background: int = 50
+    """Background rows an explanation samples from the training statistics' exemplars."""
+
     def __post_init__(self) -> None:
         if self.prediction_cache is not None and self.format == "llm":
             raise ValueError(

@@ -12,8 +12,10 @@ ModelNotFound      404     an unknown model name or version
 NotSupported       404     the model cannot do what was asked (chat completions on a tensor model)
 SafetyBlocked      422     the SafetyPolicy refuses the request or the answer (``blockMessage``)
 CrisisEscalated    422     an inference request or answer the crisis filter escalated (``responseMessage``)
+ExplanationTimeout 422     an explanation that needs more than the server's ``--explain-timeout``
 TooManyRequests    429     the upstream rate-limits us (``Retry-After`` as the upstream said, else 1)
 InferenceError     500     the model failed, or answered what the protocol cannot carry
+NotExplainable     501     an explain request to a model that cannot be explained (llm, remote Triton)
 UpstreamError      502     an upstream (Triton, an LLM server, the previous version) failed, timed out,
                            or refused cutover's own credentials
 ModelNotReady      503     the model is loading or failed to load (``Retry-After: 1``)
@@ -95,6 +97,25 @@ class SafetyBlocked(ServingError):
 class CrisisEscalated(SafetyBlocked):
     """The crisis filter escalated an inference request or its answer: the message is the
     policy's ``responseMessage`` (a chat completion answers it as the assistant instead)."""
+
+
+class ExplanationTimeout(ServingError):
+    """An explanation passed the server's time limit (``--explain-timeout``) after ``evaluations``
+    model rows: the request asked for more than the limit allows (rows, samples, background).
+    A 4xx: neither a failure of the revision nor one that retrying the same request can help."""
+
+    status = 422
+
+    def __init__(self, message: str = "", *, evaluations: int = 0) -> None:
+        super().__init__(message)
+        self.evaluations = evaluations
+
+
+class NotExplainable(ServingError):
+    """The explain endpoint cannot explain this model: token-level attributions of language
+    models are not offered, and a remote Triton model's perturbed rows would be its live traffic."""
+
+    status = 501
 
 
 class TooManyRequests(ServingError):

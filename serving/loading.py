@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -26,6 +27,7 @@ from cutover.api.v1alpha1.modeldeployment import FallbackSpec, TensorSpec
 
 from . import adapters, storage
 from .adapters.base import Adapter, TensorInfo
+from .attribution import Exemplars
 from .audit import AuditLog
 from .batching import Batcher
 from .breaker import CircuitBreaker
@@ -33,6 +35,7 @@ from .cache import PredictionCache
 from .config import ServeConfig
 from .fallback import FallbackChain, Link, remote, safe_default
 from .metrics import ServingMetrics
+from .drift import InputBinning
 from .ood import MahalanobisScorer, load_statistics
 from .protocol import RawInput
 
@@ -58,6 +61,14 @@ class LoadedModel:
     """Class labels by output name (``labelFilename``), for the classification extension."""
     cache: PredictionCache | None = None
     """The prediction cache (``runtime.cache``), None when off."""
+    exemplars: Exemplars | None = None
+    """Training examples from the statistics file (``exemplars``), for the explain endpoint's
+    neighbours, counterfactuals and background rows; None without them."""
+    features: Sequence[str] = ()
+    """Feature names from the statistics file (``features``), for explanations; empty without them."""
+    drift: InputBinning | None = None
+    """The statistics file's ``histograms``: the scored input's features are counted per bin
+    for the input drift analysis; None without them."""
 
 
 def merge_schema(declared: Sequence[TensorSpec], discovered: Sequence[TensorInfo], kind: str) -> list[TensorInfo]:
@@ -94,6 +105,17 @@ def merge_schema(declared: Sequence[TensorSpec], discovered: Sequence[TensorInfo
             f"declared {kind} {', '.join(infos)} not in the model ({', '.join(i.name for i in discovered)})"
         )
     return merged
+
+
+def _feature_names(statistics: Mapping[str, Any], features: int) -> list[str]:
+    """The statistics file's optional ``features``: one name per feature. Raises ValueError
+    for another count or a name that is not a string."""
+    names = statistics.get("features", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError("'features' in the training statistics must be a list of names")
+    if names and len(names) != features:
+        raise ValueError(f"'features' names {len(names)} features; the training statistics have {features}")
+    return names
 
 
 class Loader:
@@ -156,7 +178,12 @@ class Loader:
             self.metrics.queue_depth(batcher)
         elif config.batching is not None:
             log.warning("batching is off: the model's tensors have no variable first (batch) dimension")
-        ood = await self._ood_scorer(inputs)
+        ood, statistics = await self._ood_scorer(inputs)
+        exemplars = Exemplars.parse(statistics, ood.precision) if ood is not None else None
+        features = _feature_names(statistics, ood.features if ood is not None else 0)
+        drift = InputBinning.parse(statistics, features, ood.features) if ood is not None else None
+        if drift is not None:
+            self.metrics.watch_inputs(drift)
         labels = await asyncio.to_thread(self._labels)
         fallback = None
         if config.fallback is not None and config.fallback.confidence_threshold is not None:
@@ -175,7 +202,19 @@ class Loader:
             f", batching up to {batcher.max_batch_size}" if batcher is not None else "",
         )
         return LoadedModel(
-            adapter, inputs, outputs, raw_input, batcher, ood, fallback, audit, labels, self._prediction_cache()
+            adapter,
+            inputs,
+            outputs,
+            raw_input,
+            batcher,
+            ood,
+            fallback,
+            audit,
+            labels,
+            self._prediction_cache(),
+            exemplars,
+            features,
+            drift,
         )
 
     def _prediction_cache(self) -> PredictionCache | None:
@@ -185,21 +224,23 @@ class Loader:
         ttl = seconds(spec.ttl) if spec.ttl is not None else None
         return PredictionCache(self.config.revision, spec.max_entries, spec.max_bytes, ttl, self.metrics.cache)
 
-    async def _ood_scorer(self, inputs: Sequence[TensorInfo]) -> MahalanobisScorer | None:
-        """The scorer of ``model.outOfDistribution``, checked against the input it scores."""
+    async def _ood_scorer(self, inputs: Sequence[TensorInfo]) -> tuple[MahalanobisScorer | None, dict[str, Any]]:
+        """The scorer of ``model.outOfDistribution``, checked against the input it scores, and
+        the training statistics it was made from (empty without one)."""
         spec = self.config.out_of_distribution
         if spec is None:
-            return None
+            return None, {}
         if spec.input not in {t.name for t in inputs}:
             raise ValueError(f"outOfDistribution.input {spec.input!r} is not an input of the model")
-        scorer = MahalanobisScorer(await asyncio.to_thread(load_statistics, self._beside_model(spec.statistics_uri)))
+        statistics = await asyncio.to_thread(load_statistics, self._beside_model(spec.statistics_uri))
+        scorer = MahalanobisScorer(statistics)
         shape = next(t.shape for t in inputs if t.name == spec.input)
         features = int(np.prod(shape[1:])) if len(shape) > 1 else 1
         if min(shape[1:], default=1) > 0 and features != scorer.features:
             raise ValueError(
                 f"the training statistics have {scorer.features} features; input {spec.input!r} has {features}"
             )
-        return scorer
+        return scorer, statistics
 
     def _labels(self) -> dict[str, list[str]]:
         """Each declared output's class labels: its ``labelFilename``, one label per line, read

@@ -11,6 +11,7 @@ GET      /v2/models/{name}[/versions/{v}]/ready            200 or 503
 GET      /v2/models/{name}[/versions/{v}]/config           Triton-style config (for perf_analyzer)
 GET      /v2/models[/{name}[/versions/{v}]]/stats          Triton's statistics extension
 POST     /v2/models/{name}[/versions/{v}]/infer            JSON or binary tensors
+POST     /v2/models/{name}[/versions/{v}]/explain          an infer body: attributions (``explain.py``)
 POST     /v2/repository/index                              Triton's repository index: the one model
 POST     /v2/repository/models/{name}/load|unload          refused: 403 (``NotAllowed``)
 POST     /v1/chat/completions                              OpenAI-style chat (llm models), streamed as SSE
@@ -47,6 +48,8 @@ from .adapters.base import Adapter, TensorInfo
 from .compression import compressed
 from .config import ServeConfig
 from .errors import ModelNotFound, ModelNotReady, NotAllowed, ServingError
+from .explain import Explainer
+from .explain import refused as explanations_refused
 from .lifecycle import until_signalled
 from .loading import Loader
 from .metrics import ServingMetrics
@@ -64,9 +67,17 @@ __all__ = ["ModelServer", "ServeConfig", "serve"]
 log = logging.getLogger("cutover.serving")
 SERVER_NAME = "cutover"
 SERVER_VERSION = "0.1.0"
-EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository", "statistics"]
+EXTENSIONS = [
+    "binary_tensor_data",
+    "classification",
+    "explain",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+]
 """Triton's extensions this server implements (``model_repository``: the index; loading and
-unloading are refused, as Triton refuses them when it does not control models)."""
+unloading are refused, as Triton refuses them when it does not control models), and cutover's
+``explain`` (``serving/explain.py``)."""
 TRITON_TYPES = {"BYTES": "TYPE_STRING"}
 STREAMED_STATUS = web.ResponseKey("streamed_status", int)
 """How a streamed chat answer counts (``ChatStream.status``): its HTTP status was 200 when it began."""
@@ -92,6 +103,7 @@ class ModelServer:
         )
         self.loader = Loader(config, self.metrics, adapter)
         self.pipeline: Pipeline | None = None
+        self.explainer: Explainer | None = None
         self.offload = Offload()
         """Decodes and encodes large bodies in a worker process, so probes keep their answer time."""
         self.draining = False
@@ -125,6 +137,7 @@ class ModelServer:
             offload=self.offload,
             tracing=self.tracing,
         )
+        self.explainer = Explainer(self.config, model, self.metrics.registry)
 
     async def close(self) -> None:
         if self._following is not None:
@@ -134,6 +147,8 @@ class ModelServer:
         if self.safety is not None:
             await self.safety.close()
         self.offload.close()
+        if self.explainer is not None:
+            self.explainer.close()
         await self.loader.close()
 
     def app(self) -> web.Application:
@@ -156,6 +171,7 @@ class ModelServer:
             app.router.add_get(prefix + "/config", self.model_config)
             app.router.add_get(prefix + "/stats", self.model_statistics)
             app.router.add_post(prefix + "/infer", self.infer)
+            app.router.add_post(prefix + "/explain", self.explain)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.openai_models)
         app.router.add_get("/metrics", http.prometheus(self.metrics.registry))
@@ -270,6 +286,21 @@ class ModelServer:
             return compressed(request, web.Response(body=answer.body, headers={"Content-Type": "application/json"}))
         headers = {HEADER_LENGTH: str(answer.header_length), "Content-Type": "application/octet-stream"}
         return compressed(request, web.Response(body=answer.body, headers=headers))
+
+    async def explain(self, request: web.Request) -> web.Response:
+        """Feature attributions of an infer body's rows, off the hot path (``serving/explain.py``);
+        not counted with infer requests."""
+        self._model(request)
+        refusal = explanations_refused(self.config)
+        if refusal is not None:
+            raise refusal
+        self.loaded()
+        assert self.explainer is not None
+        body = await http.request_body(request, self.config.max_request_bytes)
+        answer = await self.explainer.explain(
+            body, request.headers.get(HEADER_LENGTH), request.headers.get(REQUEST_ID_HEADER)
+        )
+        return compressed(request, http.json_body(answer))
 
     async def model_statistics(self, request: web.Request) -> web.Response:
         """Triton's statistics extension, for this server's model (``/v2/models/stats``: every

@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -129,6 +129,12 @@ class LocalAdapter(Adapter):
         if self._average < self.INLINE_SECONDS and sum(a.nbytes for a in inputs.values()) <= self.INLINE_BYTES:
             return self._timed(inputs)
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._timed, inputs)
+
+    def explanation_run(self) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
+        """The model as explanations run it (``serving/explain.py``), on their own threads
+        beside the one worker that answers inference: ``run`` by default (PyTorch modules and
+        TensorFlow functions may be called from several threads at once)."""
+        return self.run
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,28 +47,44 @@ class OnnxAdapter(LocalAdapter):
         self.device = device
         self.providers: list[str] = []
         self._session: Any = None
+        self._explaining: Any = None
+        self._explaining_lock = threading.Lock()
 
     def load_sync(self) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        providers = ["CPUExecutionProvider"]
-        if self.device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        self._session = ort.InferenceSession(str(self.path), options, providers=providers)
+        self._session = self._new_session(self.threads)
         self.providers = self._session.get_providers()
         self.inputs = [_info(node) for node in self._session.get_inputs()]
         self.outputs = [_info(node) for node in self._session.get_outputs()]
         self._output_names = [t.name for t in self.outputs]
         self._strings = {t.name for t in self.inputs if t.datatype == "BYTES"}
 
+    def _new_session(self, threads: int) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        providers = ["CPUExecutionProvider"]
+        if self.device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        return ort.InferenceSession(str(self.path), options, providers=providers)
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._run(self._session, inputs)
+
+    def _run(self, session: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {name: _texts(name, value) if name in self._strings else value for name, value in inputs.items()}
-        results = self._session.run(self._output_names, feed)
+        results = session.run(self._output_names, feed)
         return dict(zip(self._output_names, results, strict=True))
+
+    def explanation_run(self) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
+        """A second session of the model with one intra-op thread, made on first use: an
+        explanation's thousands of rows neither queue behind nor share threads with inference."""
+        with self._explaining_lock:
+            if self._explaining is None:
+                self._explaining = self._new_session(1)
+        return functools.partial(self._run, self._explaining)
 
 
 def _texts(name: str, array: np.ndarray) -> np.ndarray:

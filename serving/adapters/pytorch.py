@@ -10,7 +10,7 @@ Outputs are a tensor, or a tuple of tensors named in order.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,22 @@ class PyTorchAdapter(LocalAdapter):
             )
             for position, v in enumerate(values)
         ]
+
+    @property
+    def device(self) -> Any:
+        """The ``torch.device`` the model runs on."""
+        return self._device
+
+    def differentiable(self, output: int) -> Callable[..., Any]:
+        """The model as a function of tensors (in ``inputs`` order) to its ``output``-th output,
+        for gradient methods (``serving/explain.py``): called outside ``torch.inference_mode()``,
+        which ``run`` uses and under which no gradient can be taken."""
+
+        def forward(*tensors: Any) -> Any:
+            result = self._module(*tensors)
+            return (result if isinstance(result, tuple | list) else (result,))[output]
+
+        return forward
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch

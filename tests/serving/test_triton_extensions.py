@@ -282,7 +282,7 @@ def test_repository_index_lists_the_model_and_loading_is_refused(
 
 def test_server_metadata_lists_the_extensions_implemented(client: httpclient.InferenceServerClient) -> None:
     assert sorted(client.get_server_metadata()["extensions"]) == sorted(
-        ["binary_tensor_data", "classification", "model_configuration", "model_repository", "statistics"]
+        ["binary_tensor_data", "classification", "explain", "model_configuration", "model_repository", "statistics"]
     )
     assert sorted(EXTENSIONS) == sorted(client.get_server_metadata()["extensions"])
 

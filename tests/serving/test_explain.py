@@ -1,0 +1,337 @@
+"""The explain endpoint of `cutover serve` (serving/explain.py), on real processes with real ONNX
+and TorchScript models: Shapley values equal a brute-force enumeration of the definition, sampled
+ones are additive and reproducible from their seed, neighbours are the nearest exemplars by
+Mahalanobis distance, a counterfactual changes the model's class within the declared ranges,
+Integrated Gradients run on a model served under inference mode, and bad requests, a busy
+endpoint, a timeout and language models get their status with a JSON error, counted apart from
+the predictions a rollout's analysis reads."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from scipy.spatial.distance import mahalanobis  # type: ignore[import-untyped,unused-ignore]
+
+from cutover.serving import sample_models
+from tests.support.waiting import wait_until
+
+from .support import CLASSIFIER_INPUTS, Serving
+
+EXEMPLARS = 40
+FEATURE_NAMES = ["age", "income", "debt", "tenure"]
+PATH = "/v2/models/classifier/explain"
+
+
+def body(rows: np.ndarray, **parameters: Any) -> dict[str, Any]:
+    return {
+        "inputs": [{"name": "input", "shape": list(rows.shape), "datatype": "FP32", "data": rows.ravel().tolist()}],
+        "parameters": parameters,
+    }
+
+
+def statistics_with_exemplars(path: Path, models: Path) -> np.ndarray:
+    """The sample model's training statistics with EXEMPLARS exemplars (labelled by the good
+    model's class) and feature names; returns the exemplar rows."""
+    rows = sample_models.sample_inputs(EXEMPLARS, seed=3)
+    labels = predict(models / "good.onnx", rows).argmax(axis=1)
+    statistics = {
+        **sample_models.training_statistics(),
+        "features": FEATURE_NAMES,
+        "exemplars": {
+            "ids": [f"train-{i}" for i in range(EXEMPLARS)],
+            "rows": rows.tolist(),
+            "labels": [f"class-{c}" for c in labels],
+        },
+    }
+    path.write_text(json.dumps(statistics))
+    return rows
+
+
+def predict(model: Path, rows: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    result: np.ndarray = session.run(None, {"input": rows.astype(np.float32)})[0]
+    return result.astype(np.float64)
+
+
+def brute_force_shapley(model: Path, x: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Shapley values [M, K] by their definition, subset by subset (itertools)."""
+    features = x.size
+
+    def value(subset: tuple[int, ...]) -> np.ndarray:
+        rows = background.copy()
+        rows[:, list(subset)] = x[list(subset)]
+        mean: np.ndarray = predict(model, rows).mean(axis=0)
+        return mean
+
+    phi = np.zeros((features, 3))
+    for i in range(features):
+        others = [j for j in range(features) if j != i]
+        for size in range(features):
+            weight = math.factorial(size) * math.factorial(features - size - 1) / math.factorial(features)
+            for subset in itertools.combinations(others, size):
+                phi[i] += weight * (value(tuple(sorted((*subset, i)))) - value(subset))
+    return phi
+
+
+def attributions(output: dict[str, Any]) -> np.ndarray:
+    return np.array([a["attribution"] for a in output["attributions"]])
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    for variant in ("good", "slow"):
+        sample_models.onnx_classifier(folder / f"{variant}.onnx", variant)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exemplar_rows(models: Path) -> np.ndarray:
+    return statistics_with_exemplars(models / "statistics.json", models)
+
+
+def ood(models: Path) -> str:
+    return json.dumps({"statisticsUri": str(models / "statistics.json"), "input": "input", "threshold": 4})
+
+
+@pytest.fixture(scope="module")
+def server(models: Path, exemplar_rows: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
+    workdir = tmp_path_factory.mktemp("serve")
+    serving = Serving(
+        workdir,
+        *("--format", "onnx", "--model-uri", str(models / "good.onnx"), "--inputs", CLASSIFIER_INPUTS),
+        *("--ood", ood(models), "--audit-log", str(workdir / "audit.jsonl")),
+    ).start()
+    yield serving
+    assert serving.stop() == 0
+
+
+def test_exact_shapley_values_equal_the_definition(server: Serving, models: Path, exemplar_rows: np.ndarray) -> None:
+    rows = sample_models.sample_inputs(2, seed=11)
+
+    status, answer = server.post(PATH, body(rows, background=EXEMPLARS))
+
+    assert status == 200, answer
+    assert [e["row"] for e in answer["explanations"]] == [0, 1]
+    for row, explanation in zip(rows, answer["explanations"], strict=True):
+        assert explanation["method"] == "shapley_exact"
+        assert explanation["background"] == {"rows": EXEMPLARS, "source": "exemplars"}
+        assert explanation["model_evaluations"] == 2**4 * EXEMPLARS
+        (output,) = explanation["outputs"]
+        assert output["name"] == "probabilities"
+        assert [a["feature"] for a in output["attributions"]] == FEATURE_NAMES
+        assert [a["value"] for a in output["attributions"]] == pytest.approx(row.tolist())
+        expected = brute_force_shapley(models / "good.onnx", row.astype(np.float64), exemplar_rows.astype(np.float64))
+        np.testing.assert_allclose(attributions(output), expected, atol=1e-6)
+        np.testing.assert_allclose(output["prediction"], predict(models / "good.onnx", row[None])[0], atol=1e-6)
+        np.testing.assert_allclose(output["baseline"], predict(models / "good.onnx", exemplar_rows).mean(0), atol=1e-6)
+        assert np.abs(output["additivity_residual"]).max() < 1e-6
+    assert server.metric("cutover_explanation_model_rows_total") >= 2 * 2**4 * EXEMPLARS
+    assert server.metric("cutover_explanations_total", method="shapley_exact", code="200") >= 1
+    assert server.metric("cutover_predictions_total") == 0  # perturbed rows are no predictions
+
+
+def test_sampled_shapley_values_are_additive_close_and_reproducible(server: Serving) -> None:
+    row = sample_models.sample_inputs(1, seed=12)
+    request = body(row, method="shapley_permutation", nsamples=200, seed=42, background=EXEMPLARS)
+
+    first, second = server.post(PATH, request), server.post(PATH, request)
+    exact = server.post(PATH, body(row, background=EXEMPLARS))
+
+    assert first[0] == 200, first
+    assert first[1]["explanations"] == second[1]["explanations"]  # the seed reproduces it
+    (explanation,) = first[1]["explanations"]
+    assert (explanation["method"], explanation["seed"], explanation["samples"]) == ("shapley_permutation", 42, 400)
+    assert explanation["model_evaluations"] == 400 * 5 * EXEMPLARS
+    (output,) = explanation["outputs"]
+    assert np.abs(output["additivity_residual"]).max() < 1e-6
+    reference = attributions(exact[1]["explanations"][0]["outputs"][0])
+    error = np.linalg.norm(attributions(output) - reference) / np.linalg.norm(reference)
+    assert error < 0.1
+
+
+def test_neighbours_are_the_nearest_exemplars_without_their_rows(server: Serving, exemplar_rows: np.ndarray) -> None:
+    row = sample_models.sample_inputs(1, seed=13)
+    statistics = sample_models.training_statistics()
+    precision = np.linalg.inv(np.array(statistics["covariance"]))
+
+    status, answer = server.post(PATH, body(row, neighbours=3))
+
+    assert status == 200, answer
+    distances = [mahalanobis(row[0], e, precision) for e in exemplar_rows]
+    nearest = np.argsort(distances)[:3]
+    neighbours = answer["explanations"][0]["neighbours"]
+    assert [n["id"] for n in neighbours] == [f"train-{i}" for i in nearest]
+    assert [n["distance"] for n in neighbours] == pytest.approx([distances[i] for i in nearest])
+    assert all(set(n) == {"id", "distance", "label"} and n["label"].startswith("class-") for n in neighbours)
+
+
+def test_a_counterfactual_changes_the_class_within_the_declared_range(server: Serving, models: Path) -> None:
+    row = sample_models.sample_inputs(1, seed=14)
+
+    status, answer = server.post(PATH, body(row, counterfactual=True))
+
+    assert status == 200, answer
+    found = answer["explanations"][0]["counterfactual"]
+    assert found["valid"] and found["class"] != found["counterfactual_class"]
+    assert found["class"] == predict(models / "good.onnx", row).argmax()
+    changed = row[0].astype(np.float64).copy()
+    for change in found["changes"]:
+        index = FEATURE_NAMES.index(change["feature"])
+        assert change["from"] == pytest.approx(row[0, index])
+        changed[index] = change["to"]
+    assert found["changes"] and np.all(np.abs(changed) <= 50)
+    assert predict(models / "good.onnx", changed[None]).argmax() == found["counterfactual_class"]
+    assert found["exemplar"]["id"].startswith("train-") and "row" not in found["exemplar"]
+
+
+def test_an_explanation_is_audited_on_request_without_its_inputs(server: Serving) -> None:
+    row = sample_models.sample_inputs(1, seed=15)
+    status, answer = server.post(PATH, {**body(row, audit=True), "id": "explain-audit-1"})
+    assert status == 200, answer
+    audit = Path(server.log_path.parent / "audit.jsonl")
+
+    def record() -> dict[str, Any] | None:
+        lines = audit.read_text().splitlines() if audit.exists() else []
+        found = [json.loads(line) for line in lines if "explain-audit-1" in line]
+        return found[0] if found else None
+
+    entry = wait_until(record, 10, "the explanation's audit record", 0.05)
+    assert entry["type"] == "explanation" and entry["method"] == "shapley_exact"
+    assert "inputs" not in entry and "input_digest" not in entry
+    assert [t["feature"] for t in entry["outputs"][0]["top"]] and len(entry["outputs"][0]["top"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("request_body", "message"),
+    [
+        (body(np.zeros((1, 5), np.float32)), "shape"),
+        (body(np.zeros((2, 4), np.float32), method="lime"), "parameters.method"),
+        (body(np.zeros((1, 4), np.float32), nsamples=0), "parameters.nsamples"),
+        (body(np.zeros((1, 4), np.float32), neighbours="3"), "parameters.neighbours"),
+        (body(np.zeros((1, 4), np.float32), counterfactual="yes"), "parameters.counterfactual"),
+        (body(np.zeros((1, 4), np.float32), method="integrated_gradients"), "PyTorch models only"),
+        (body(np.zeros((1, 4), np.float32), input="other"), "parameters.input"),
+        ({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2]}]}, "needs 4 values"),
+        (b"{not json", "JSON"),
+        ({**body(np.zeros((1, 4), np.float32)), "parameters": {"priority": 3}}, "'priority' is not supported"),
+    ],
+)
+def test_bad_explain_requests_are_400_json(server: Serving, request_body: Any, message: str) -> None:
+    status, answer = server.post(PATH, request_body)
+    assert status == 400, answer
+    assert message in answer["error"]
+
+
+@pytest.mark.usefixtures("exemplar_rows")
+def test_busy_and_timed_out_explanations_are_refused_and_counted_apart(models: Path, tmp_path: Path) -> None:
+    serving = Serving(
+        tmp_path,
+        *("--format", "onnx", "--model-uri", str(models / "slow.onnx"), "--inputs", CLASSIFIER_INPUTS),
+        *("--ood", ood(models), "--explain-timeout", "0.5", "--explain-max-in-flight", "1"),
+    ).start()
+    try:
+        long_one = body(sample_models.sample_inputs(20, seed=16), method="shapley_permutation", nsamples=1000)
+        results: list[tuple[int, Any]] = []
+        first = threading.Thread(target=lambda: results.append(serving.post(PATH, long_one)))
+        first.start()
+        wait_until(lambda: serving.metric("cutover_explanation_in_flight") == 1, 10, "an explanation in progress", 0.01)
+        busy = refusal(serving, PATH, body(sample_models.sample_inputs(1)))
+        first.join(30)
+
+        assert busy.code == 503 and busy.headers["Retry-After"] == "1"
+        assert "explanations in progress" in json.loads(busy.read())["error"]
+        ((status, answer),) = results
+        assert status == 422 and "limit of 0.5 s" in answer["error"], answer
+        infer = serving.post("/v2/models/classifier/infer", body(sample_models.sample_inputs(1)))
+        assert infer[0] == 200
+        assert serving.metric("cutover_explanations_total", code="422") == 1
+        assert serving.metric("cutover_explanations_total", code="503") == 1
+        assert serving.metric("cutover_serving_requests_total") == 1  # the infer alone
+        assert serving.metric("cutover_predictions_total") == 1
+    finally:
+        serving.stop()
+
+
+def refusal(serving: Serving, path: str, request_body: dict[str, Any]) -> urllib.error.HTTPError:
+    """The error answer to a POST, headers and all."""
+    request = urllib.request.Request(serving.url + path, data=json.dumps(request_body).encode())
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    return refused.value
+
+
+def test_explanations_switched_off_are_501(models: Path, tmp_path: Path) -> None:
+    serving = Serving(
+        tmp_path,
+        *("--format", "onnx", "--model-uri", str(models / "good.onnx"), "--inputs", CLASSIFIER_INPUTS),
+        "--explain-max-in-flight",
+        "0",
+    ).start()
+    try:
+        refused = refusal(serving, PATH, body(np.zeros((1, 4))))
+        assert refused.code == 501
+        assert "explanations are off" in json.loads(refused.read())["error"]
+    finally:
+        serving.stop()
+
+
+def test_language_models_are_not_explained(tmp_path: Path) -> None:
+    serving = Serving(
+        tmp_path, *("--format", "llm", "--upstream", "http://127.0.0.1:9", "--upstream-model", "m"), name="chat"
+    ).start(ready=False)
+    try:
+        status, answer = serving.post("/v2/models/chat/explain", body(np.zeros((1, 4))))
+        assert status == 501
+        assert "token-level attributions" in answer["error"]
+    finally:
+        serving.stop()
+
+
+def test_integrated_gradients_on_a_torchscript_model(tmp_path: Path) -> None:
+    pytest.importorskip("captum")
+    model = sample_models.torchscript_classifier(tmp_path / "good.pt", "good")
+    outputs = json.dumps([{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}])
+    statistics = tmp_path / "statistics.json"
+    sample_models.write_training_statistics(statistics)
+    serving = Serving(
+        tmp_path,
+        *("--format", "pytorch", "--model-uri", str(model), "--inputs", CLASSIFIER_INPUTS, "--outputs", outputs),
+        *("--ood", json.dumps({"statisticsUri": str(statistics), "input": "input", "threshold": 4})),
+    ).start()
+    try:
+        row = sample_models.sample_inputs(1, seed=17)
+        status, answer = serving.post(PATH, body(row, steps=200))
+    finally:
+        serving.stop()
+
+    assert status == 200, answer
+    (explanation,) = answer["explanations"]
+    assert (explanation["method"], explanation["steps"]) == ("integrated_gradients", 200)
+    assert explanation["background"] == {"rows": 1, "source": "mean"}
+    (output,) = explanation["outputs"]
+    np.testing.assert_allclose(output["prediction"], predict_torch(model, row), atol=1e-5)
+    # Completeness (Sundararajan et al.): the attributions add up to f(x) - f(baseline), up to the
+    # Riemann sum's error.
+    assert np.abs(output["additivity_residual"]).max() < 1e-3
+    assert np.abs(attributions(output)).max() > 1e-3
+
+
+def predict_torch(model: Path, rows: np.ndarray) -> np.ndarray:
+    import torch
+
+    module = torch.jit.load(str(model))  # type: ignore[no-untyped-call]
+    with torch.no_grad():
+        result: np.ndarray = module(torch.from_numpy(rows)).numpy()[0]
+    return result
