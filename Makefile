@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 # `make test` runs lint, types and every test: unit, against the real local control plane
 # (hack/cluster), and packaging (a wheel in a clean virtual environment).
-.PHONY: demo test venv lint typecheck pytest test-clients images test-images krew crds dashboards cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-cache bench-gateway bench-streaming bench-safety bench-tracing clean
+.PHONY: demo test e2e-real venv lint typecheck pytest test-clients images test-images krew crds dashboards cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-cache bench-gateway bench-streaming bench-safety bench-tracing clean
 
 test: lint typecheck pytest
 
@@ -64,6 +64,15 @@ images: cluster-tools
 
 test-images: cluster-tools
 	hack/images operator serving gateway
+
+# The canary scenario with pods that really run, on one real node beside kwok's (hack/node: the
+# kubelet and containerd built by hack/build-node, Debian's runc and CNI plugins) with the serving
+# image (hack/images) loaded into it. Slower than the rest and needs root, so `make test` leaves it
+# out (the realnode marker); the README gives its run time.
+e2e-real: $(STAMP) cluster-tools
+	hack/build-node
+	hack/images serving
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -m realnode tests/e2e/test_real_node.py
 
 cluster-up: $(STAMP)
 	@hack/cluster up

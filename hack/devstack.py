@@ -47,8 +47,17 @@ class Stack:
         cluster: str = "demo",
         scrape_interval: str = "1s",
         kubeconfig: str | None = None,
+        real_node: bool = False,
     ) -> None:
-        """With ``kubeconfig``, use that cluster (the tests' own) instead of starting ``cluster``."""
+        """With ``kubeconfig``, use that cluster (the tests' own) instead of starting ``cluster``.
+
+        ``real_node``: the serving pods run on that cluster's real node (hack/node) rather than
+        under the local runner; Prometheus scrapes their pod IPs and the gateway calls those of
+        ready endpoints, both as the EndpointSlices list them (hack/endpoints.py). Needs
+        ``kubeconfig``."""
+        if real_node and kubeconfig is None:
+            raise ValueError("a real node joins an existing cluster: pass its kubeconfig")
+        self.real_node = real_node
         self.workdir = workdir
         self.namespace = namespace
         self.cluster = cluster
@@ -99,9 +108,11 @@ class Stack:
 
         self.apply(secret_manifest("demo-traffic", self.namespace, self.api_key, "admin", owner="demo"))
         self.runner_dir.mkdir(parents=True, exist_ok=True)
+        # Both write the gateway's backends file and Prometheus's serving targets in runner_dir.
+        data_plane = "hack.endpoints" if self.real_node else "hack.runner"
         self._spawn(
             "runner",
-            [PYTHON, "-m", "hack.runner", "--kubeconfig", self.kubeconfig, "-n", self.namespace,
+            [PYTHON, "-m", data_plane, "--kubeconfig", self.kubeconfig, "-n", self.namespace,
              "--state-dir", str(self.runner_dir)],
             cwd=REPO,
         )  # fmt: skip

@@ -23,6 +23,17 @@ REPO = Path(__file__).resolve().parent.parent
 CLUSTER_NAME = "pytest"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out the real-node tests (``realnode``: slow, root, a kubelet and containerd to
+    build) unless the ``-m`` expression names them, as `make e2e-real` does."""
+    if "realnode" in (config.option.markexpr or ""):
+        return
+    left_out = [item for item in items if item.get_closest_marker("realnode")]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not item.get_closest_marker("realnode")]
+
+
 def _failed(session: pytest.Session) -> bool:
     return session.testsfailed > 0
 

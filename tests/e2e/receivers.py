@@ -18,10 +18,11 @@ from tests.support.ports import free_port
 
 
 class Loopback:
-    """One aiohttp application on 127.0.0.1: start with :meth:`start`, end with :meth:`stop`.
-    Subclasses add their routes in :meth:`routes`."""
+    """One aiohttp application on ``host`` (127.0.0.1 unless a real node's pods must reach it):
+    start with :meth:`start`, end with :meth:`stop`. Subclasses add their routes in :meth:`routes`."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = free_port()
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -31,7 +32,7 @@ class Loopback:
 
     def url(self, path: str) -> str:
         """The address of ``path`` on this server (``/hooks/oncall``)."""
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.host}:{self.port}{path}"
 
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
@@ -56,7 +57,7 @@ class Loopback:
         self.routes(app)
         runner = web.AppRunner(app)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(runner, self.host, self.port).start()
         self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
         self._ready.set()
         try:
