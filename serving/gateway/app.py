@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cutover.api.contract import GATEWAY_PORT, REQUEST_ID_HEADER
+from cutover.api.contract import GATEWAY_PORT, REQUEST_ID_HEADER, REVISION_HEADER
 
 from ..errors import InvalidInput
 from ..http import OWN_DECODING, json_body, json_errors, live, prometheus, readiness, request_body
@@ -195,6 +195,7 @@ class Gateway:
             app.router.add_get(prefix + "/config", self.model)
             app.router.add_get(prefix + "/stats", self.model)
             app.router.add_post(prefix + "/infer", self.model)
+            app.router.add_post(prefix + "/explain", self.explain)
         app.router.add_post("/v2/models/{name}/feedback", self.give_feedback)
         app.router.add_post("/v2/repository/index", self.repository_index)
         # The revision refuses loading and unloading with its reason (the operator owns models).
@@ -271,7 +272,9 @@ class Gateway:
                     )
         return index
 
-    async def model(self, request: web.Request) -> web.Response:
+    def _route(self, request: web.Request) -> Route | web.Response:
+        """The route of the model (and version) a request names, once its key may call it; else
+        the refusal to answer."""
         name = request.match_info["name"]
         route = self.routes.get(name)
         try:
@@ -287,12 +290,39 @@ class Gateway:
             if pinned is None:
                 return _respond(error_answer(404, unknown_version(route, name, version)))
             route = pinned
+        return route
+
+    async def model(self, request: web.Request) -> web.Response:
+        route = self._route(request)
+        if isinstance(route, web.Response):
+            return route
         body = await request_body(request, self.config.max_request_bytes) if request.method == "POST" else b""
         sent = outgoing(request, body, idempotent=True)
         answer = await self.forward(route, sent, request.headers, request.cookies)
         if route.feedback is not None and answer.status == 200 and request.path.endswith("/infer"):
             self.feedback.keep(route, answer)
         return _respond(answer)
+
+    async def explain(self, request: web.Request) -> web.Response:
+        """An explanation (``serving/explain.py``) by the revision that would answer the same
+        infer: the one named in ``Cutover-Revision`` (every answer carries it, so a client
+        explains the answer it got; 404 once that revision is no longer live), else the one infer
+        would choose (weights, sticky header or cookie). One attempt, never mirrored, outside the
+        request series and circuit breakers (``Proxy.once``)."""
+        route = self._route(request)
+        if isinstance(route, web.Response):
+            return route
+        revision = request.headers.get(REVISION_HEADER)
+        if revision:
+            backend = next((b for b in route.backends if b.revision == revision), None)
+            if backend is None:
+                live = ", ".join(b.revision for b in route.backends) or "none"
+                message = f"revision {revision!r} of model {route.model!r} is not live; live revisions: {live}"
+                return _respond(error_answer(404, message))
+        else:
+            backend = choose(route, request.headers, request.cookies, healthy=self.proxy.healthy).backend
+        body = await request_body(request, self.config.max_request_bytes)
+        return _respond(await self.proxy.once(backend, outgoing(request, body, idempotent=True)))
 
     async def give_feedback(self, request: web.Request) -> web.Response:
         """Ground truth for answers of the model (``gateway/feedback.py``): the key must be one

@@ -157,6 +157,26 @@ class Proxy:
         assert answer is not None
         return answer
 
+    async def once(self, backend: Backend, outgoing: Outgoing) -> Answer:
+        """One attempt at ``backend`` alone, outside its circuit breaker, the retries and the
+        request series the rollout's analysis reads: for explanations, which must reach the
+        revision they name and are not its traffic (an explanation refused as busy is no failure)."""
+        try:
+            response = await self.upstream.request(
+                outgoing.method,
+                backend.url,
+                outgoing.path,
+                headers=outgoing.headers.items(),
+                body=outgoing.body,
+                timeout=self.settings.backend_timeout,
+            )
+        except (ConnectFailed, Disconnected) as error:
+            return error_answer(502, f"revision {backend.revision} unreachable: {error}")
+        except TimeoutError:
+            return error_answer(504, f"revision {backend.revision} timed out")
+        out = {name: v for name, lower in FORWARDED_RESPONSE_HEADERS if (v := response.headers.get(lower)) is not None}
+        return Answer(response.status, response.body, out, backend)
+
     async def _send(self, route: Route, backend: Backend, outgoing: Outgoing) -> tuple[Answer, RetryReason | None]:
         """One attempt; the answer, and why it may be retried (None: it may not)."""
         breaker = self._breaker(backend)

@@ -12,7 +12,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -183,17 +183,27 @@ def key_secret(name: str, key: str, tier: str, **extra: str) -> dict[str, Any]:
 
 @contextmanager
 def threaded_gateway(
-    model: str, url: str, spec: dict[str, Any] | None = None, **config: Any
+    model: str, url: str | Mapping[str, str], spec: dict[str, Any] | None = None, **config: Any
 ) -> Iterator[tuple[str, Gateway]]:
     """`cutover gateway`'s app on its own event loop and thread, routing all of ``model``'s
-    traffic to the serving process at ``url`` (one stable revision, no keys needed unless
-    ``config`` says ``auth=True``; ``spec`` adds to the ModelDeployment's spec); yields its base
-    URL and the gateway."""
+    traffic to the serving process at ``url`` (one stable revision, "a"), or split evenly between
+    the revisions of a mapping revision -> URL (the first stable, the others canary); no keys
+    needed unless ``config`` says ``auth=True``; ``spec`` adds to the ModelDeployment's spec.
+    Yields its base URL and the gateway."""
     loop = asyncio.new_event_loop()
     gateway = Gateway(GatewayConfig(**{"auth": False, **config}))
     gateway.unlisted = set()
-    gateway.set_resolver(lambda namespace, service: url)
-    traffic = [{"revision": "a", "role": "stable", "weight": 100, "service": f"{model}-a"}]
+    urls = {"a": url} if isinstance(url, str) else dict(url)
+    gateway.set_resolver(lambda namespace, service: urls[service.removeprefix(f"{model}-")])
+    traffic = [
+        {
+            "revision": revision,
+            "role": "canary" if i else "stable",
+            "weight": 100 // len(urls),
+            "service": f"{model}-{revision}",
+        }
+        for i, revision in enumerate(urls)
+    ]
     deployment = {"metadata": {"namespace": "tests", "name": model}, "spec": {"model": {"name": model}, **(spec or {})}}
     gateway.replace_deployments([{**deployment, "status": {"traffic": traffic}}])
     runner = web.AppRunner(gateway.app(), access_log=None, handler_cancellation=True)  # as http.listening runs it

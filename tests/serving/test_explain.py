@@ -23,10 +23,12 @@ import onnxruntime as ort
 import pytest
 from scipy.spatial.distance import mahalanobis  # type: ignore[import-untyped,unused-ignore]
 
+from cutover.api.contract import GATEWAY_REQUESTS, REVISION_HEADER
 from cutover.serving import sample_models
+from cutover.serving.gateway.app import Gateway
 from tests.support.waiting import wait_until
 
-from .support import CLASSIFIER_INPUTS, Serving
+from .support import CLASSIFIER_INPUTS, Serving, threaded_gateway
 
 EXEMPLARS = 40
 FEATURE_NAMES = ["age", "income", "debt", "tenure"]
@@ -91,7 +93,7 @@ def attributions(output: dict[str, Any]) -> np.ndarray:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("models")
-    for variant in ("good", "slow"):
+    for variant in ("good", "shifted", "slow"):
         sample_models.onnx_classifier(folder / f"{variant}.onnx", variant)
     return folder
 
@@ -247,11 +249,11 @@ def test_busy_and_timed_out_explanations_are_refused_and_counted_apart(models: P
         first = threading.Thread(target=lambda: results.append(serving.post(PATH, long_one)))
         first.start()
         wait_until(lambda: serving.metric("cutover_explanation_in_flight") == 1, 10, "an explanation in progress", 0.01)
-        busy = refusal(serving, PATH, body(sample_models.sample_inputs(1)))
+        busy = call(serving.url + PATH, body(sample_models.sample_inputs(1)))
         first.join(30)
 
-        assert busy.code == 503 and busy.headers["Retry-After"] == "1"
-        assert "explanations in progress" in json.loads(busy.read())["error"]
+        assert busy[0] == 503 and busy[1]["Retry-After"] == "1"
+        assert "explanations in progress" in busy[2]["error"]
         ((status, answer),) = results
         assert status == 422 and "limit of 0.5 s" in answer["error"], answer
         infer = serving.post("/v2/models/classifier/infer", body(sample_models.sample_inputs(1)))
@@ -264,12 +266,14 @@ def test_busy_and_timed_out_explanations_are_refused_and_counted_apart(models: P
         serving.stop()
 
 
-def refusal(serving: Serving, path: str, request_body: dict[str, Any]) -> urllib.error.HTTPError:
-    """The error answer to a POST, headers and all."""
-    request = urllib.request.Request(serving.url + path, data=json.dumps(request_body).encode())
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=10)
-    return refused.value
+def call(url: str, request_body: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
+    """The status, headers and JSON body of the answer to a POST."""
+    request = urllib.request.Request(url, data=json.dumps(request_body).encode(), headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, json.loads(error.read())
 
 
 def test_explanations_switched_off_are_501(models: Path, tmp_path: Path) -> None:
@@ -280,9 +284,9 @@ def test_explanations_switched_off_are_501(models: Path, tmp_path: Path) -> None
         "0",
     ).start()
     try:
-        refused = refusal(serving, PATH, body(np.zeros((1, 4))))
-        assert refused.code == 501
-        assert "explanations are off" in json.loads(refused.read())["error"]
+        status, _, answer = call(serving.url + PATH, body(np.zeros((1, 4))))
+        assert status == 501
+        assert "explanations are off" in answer["error"]
     finally:
         serving.stop()
 
@@ -335,3 +339,51 @@ def predict_torch(model: Path, rows: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         result: np.ndarray = module(torch.from_numpy(rows)).numpy()[0]
     return result
+
+
+def test_the_gateway_sends_an_explanation_to_the_revision_that_answered(
+    server: Serving, models: Path, tmp_path: Path
+) -> None:
+    shifted = Serving(
+        tmp_path,
+        *("--format", "onnx", "--model-uri", str(models / "shifted.onnx"), "--inputs", CLASSIFIER_INPUTS),
+        version="2",
+    ).start()
+    row = body(sample_models.sample_inputs(1, seed=18))
+    answered: dict[str, list[float]] = {}
+    try:
+        with threaded_gateway("classifier", {"rev-1": server.url, "rev-2": shifted.url}) as (url, gateway):
+
+            def both_revisions() -> bool:
+                status, headers, answer = call(url + "/v2/models/classifier/infer", row)
+                assert status == 200, answer
+                answered[headers[REVISION_HEADER]] = answer["outputs"][0]["data"]
+                return len(answered) == 2
+
+            wait_until(both_revisions, 30, "answers from both revisions", 0)
+            infers = counted(gateway)
+            assert infers >= 2
+            for revision, probabilities in answered.items():
+                status, headers, answer = call(url + PATH, row, {REVISION_HEADER: revision})
+                assert status == 200, answer
+                assert headers[REVISION_HEADER] == revision
+                assert answer["explanations"][0]["outputs"][0]["prediction"] == pytest.approx(probabilities)
+            gone = call(url + PATH, row, {REVISION_HEADER: "rev-9"})
+            unpinned = call(url + PATH, row)
+            assert counted(gateway) == infers  # explanations are not the revisions' traffic
+    finally:
+        shifted.stop()
+
+    assert answered["rev-1"] != pytest.approx(answered["rev-2"])
+    assert gone[0] == 404 and "'rev-9'" in gone[2]["error"] and "rev-1, rev-2" in gone[2]["error"]
+    assert unpinned[0] == 200 and unpinned[1][REVISION_HEADER] in answered
+
+
+def counted(gateway: Gateway) -> float:
+    """The gateway's requests per revision, the series the rollout's analysis reads, all summed."""
+    return sum(
+        sample.value
+        for family in gateway.metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == f"{GATEWAY_REQUESTS.name}_total"
+    )
