@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 import kopf
 
@@ -45,8 +46,8 @@ def relative_to_kubeconfig(info: kopf.ConnectionInfo | None) -> kopf.ConnectionI
     first = next((p.strip() for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p.strip()), "")
     folder = Path(first or "~/.kube/config").expanduser().parent
 
-    def resolved(file: str | None) -> str | None:
-        return str(folder / file) if file else file
+    def resolved(file: str | bytes | os.PathLike[Any] | None) -> str | None:
+        return str(folder / os.fsdecode(file)) if file else None
 
     return dataclasses.replace(
         info,
