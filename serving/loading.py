@@ -33,9 +33,9 @@ from .batching import Batcher
 from .breaker import CircuitBreaker
 from .cache import PredictionCache
 from .config import ServeConfig
+from .drift import InputBinning
 from .fallback import FallbackChain, Link, remote, safe_default
 from .metrics import ServingMetrics
-from .drift import InputBinning
 from .ood import MahalanobisScorer, load_statistics
 from .protocol import RawInput
 

@@ -17,6 +17,8 @@ cutover_predictions_total                      counter    rows answered by the p
 cutover_prediction_confidence                  histogram  CONFIDENCE_BUCKETS, top-class probability
 cutover_out_of_distribution_score              histogram  OOD_BUCKETS, Mahalanobis distance per row
 cutover_out_of_distribution_total              counter    rows above the configured threshold
+cutover_input_feature_rows_total               counter    feature, bin: rows per bin of the training edges
+cutover_input_feature_reference                gauge      feature, bin: training share of the bin
 cutover_serving_fallbacks_total                counter    link (previous, baseline, safe_default), reason
 cutover_serving_circuit_breaker_state          gauge      link; 0 closed, 1 half-open, 2 open
 cutover_serving_audit_dropped_total            counter    audit records dropped because the writer lagged
@@ -56,6 +58,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cutover.api.contract import (
     CONFIDENCE_BUCKETS,
+    INPUT_FEATURE_REFERENCE,
+    INPUT_FEATURE_ROWS,
     LATENCY_BUCKETS,
     OUT_OF_DISTRIBUTION,
     PREDICTION_CONFIDENCE,
@@ -74,6 +78,7 @@ from .statistics import InferenceStatistics
 
 if TYPE_CHECKING:
     from .batching import Batcher, BatchStats
+    from .drift import FeatureBins, InputBinning
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 OOD_BUCKETS = (0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 20, 50)
@@ -143,6 +148,13 @@ class ServingMetrics:
         self._ood = shared_counter(OUT_OF_DISTRIBUTION)
         if scores_out_of_distribution:
             self._ood.labels(*values)
+        self._feature_rows = shared_counter(INPUT_FEATURE_ROWS)
+        self._feature_reference = Gauge(
+            INPUT_FEATURE_REFERENCE.name,
+            INPUT_FEATURE_REFERENCE.help,
+            INPUT_FEATURE_REFERENCE.labels,
+            registry=self.registry,
+        )
         self._fallbacks = counter("cutover_serving_fallbacks", "Requests answered by a fallback", "link", "reason")
         self._breaker = Gauge(
             "cutover_serving_circuit_breaker_state",
@@ -187,6 +199,21 @@ class ServingMetrics:
     def out_of_distribution(self, rows: int) -> None:
         """Count rows beyond the out-of-distribution threshold."""
         self._ood.labels(*self._values).inc(rows)
+
+    def watch_inputs(self, binning: InputBinning) -> None:
+        """Export the input drift series of ``binning``'s features: each bin's row counter at 0
+        and its training share."""
+        for feature in binning.features:
+            for index, share in enumerate(feature.proportions):
+                self._feature_rows.labels(*self._values, feature.name, str(index))
+                self._feature_reference.labels(*self._values, feature.name, str(index)).set(share)
+
+    def input_rows(self, counts: Iterable[tuple[FeatureBins, Iterable[int]]]) -> None:
+        """Count rows per feature and bin (from :meth:`InputBinning.counts`)."""
+        for feature, per_bin in counts:
+            for index, rows in enumerate(per_bin):
+                if rows:
+                    self._feature_rows.labels(*self._values, feature.name, str(index)).inc(int(rows))
 
     def fallback(self, link: str, reason: str) -> None:
         self._fallbacks.labels(*self._values, link, reason).inc()

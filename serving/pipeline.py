@@ -557,7 +557,8 @@ class Pipeline:
 
     async def _score_ood(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray | None:
         """Each row's Mahalanobis distance from the training data (None when the model has no
-        training statistics); rows beyond the threshold are counted. Raises ``InvalidInput``
+        training statistics); rows beyond the threshold are counted, and each watched feature's
+        value by its bin for the input drift analysis. Raises ``InvalidInput``
         for rows the statistics cannot score (another width, where the model leaves it free)."""
         spec = self.config.out_of_distribution
         if self.model.ood is None or spec is None:
@@ -577,6 +578,8 @@ class Pipeline:
                     self.metrics.ood_score.observe(score)
 
         await _per_row(len(scores), observe)
+        if self.model.drift is not None:
+            self.metrics.input_rows(self.model.drift.counts(rows.astype(np.float64, copy=False)))
         beyond = int((~(scores <= spec.threshold)).sum())  # NaN and infinite inputs are beyond it too
         if beyond:
             self.metrics.out_of_distribution(beyond)

@@ -23,6 +23,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -79,8 +80,18 @@ def sample_inputs(n: int, *, seed: int = 0, shift: float = 0.0) -> np.ndarray:
 
 
 def training_statistics() -> dict[str, Any]:
-    """Mean and covariance of the training distribution, as the serving runtime's OOD check reads them."""
-    return {"mean": MEAN.tolist(), "covariance": COVARIANCE.tolist()}
+    """Mean and covariance of the training distribution, as the serving runtime's OOD check reads
+    them, and each feature's deciles with a tenth of the rows in each bin, as its input drift
+    series bin them (``cutover.serving.drift``)."""
+    deciles = [NormalDist().inv_cdf(k / 10) for k in range(1, 10)]
+    return {
+        "mean": MEAN.tolist(),
+        "covariance": COVARIANCE.tolist(),
+        "histograms": {
+            "edges": [[float(m + s * z) for z in deciles] for m, s in zip(MEAN, STD, strict=True)],
+            "proportions": [[0.1] * 10 for _ in range(FEATURES)],
+        },
+    }
 
 
 def write_training_statistics(path: str | Path) -> Path:

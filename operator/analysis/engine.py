@@ -26,6 +26,11 @@ calibrationError        expected calibration error of the candidate       gatewa
                         from ``cutover_gateway_feedback_by_confidence``
                         and ``cutover_gateway_feedback_confidence``
                         against ``thresholdRange.max``
+inputDrift              per-feature PSI and KS test of the candidate's    serving (training
+                        ``cutover_input_feature_rows`` per bin against    statistics' histograms)
+                        its ``cutover_input_feature_reference``
+                        (:mod:`.drift`), PSI against
+                        ``thresholdRange.max``
 ======================  ===============================================  ===========================
 
 Accuracy is judged as its complement, the share of fed-back rows the revision got wrong, by the
@@ -79,6 +84,8 @@ from cutover.api.contract import (
     FEEDBACK,
     FEEDBACK_BY_CONFIDENCE,
     FEEDBACK_CONFIDENCE,
+    INPUT_FEATURE_REFERENCE,
+    INPUT_FEATURE_ROWS,
     OUT_OF_DISTRIBUTION,
     PREDICTION_CONFIDENCE,
     PREDICTIONS,
@@ -92,6 +99,7 @@ from cutover.api.v1alpha1 import seconds
 from cutover.api.v1alpha1.modeldeployment import AnalysisSpec, AnalysisStatus, MetricEvidence, MetricSpec, Verdict
 
 from .cusum import BinomialCusum
+from .drift import FeatureCounts, InputDriftJudge
 from .histograms import exceedances
 from .judges import (
     Bins,
@@ -128,7 +136,7 @@ _EXTRAPOLATING = re.compile(r"\b(increase|rate|irate|delta|idelta)\s*\(")
 whose answers Prometheus extrapolates (refused anywhere else)."""
 _ALL: Mapping[str, str] = {}
 """No narrowing: every child of a series."""
-AnyJudge = CountJudge | CalibrationJudge
+AnyJudge = CountJudge | CalibrationJudge | InputDriftJudge
 Update = Callable[[AnyJudge], None]
 """One metric's interval, ready to apply to (a copy of) its judge."""
 
@@ -273,6 +281,8 @@ class Analysis:
             return ConfidenceJudge(metric.name, settings, low_confidence=low_confidence)
         if metric.builtin == "calibrationError":
             return CalibrationJudge(metric.name, settings)
+        if metric.builtin == "inputDrift":
+            return InputDriftJudge(metric.name, settings)
         what = {
             "errorRate": "errors",
             "outOfDistributionRate": "out-of-distribution predictions",
@@ -367,6 +377,37 @@ class Analysis:
                 if found.get("revision") == revision:
                     bins.setdefault(found.get("bucket", ""), [0.0, 0.0, 0.0])[2] += value
             out.append(Bins(tuple((b, n, right, confidence) for b, (n, right, confidence) in sorted(bins.items()))))
+        return out[0], out[1]
+
+    async def _features(self, tick: _Tick, arms: Arms) -> tuple[FeatureCounts, FeatureCounts]:
+        """Each arm's rows per feature and bin over the interval, and its training shares (read
+        at the interval's end); every feature's bins numbered 0 to bins - 1 in both."""
+        rows = await self._read(tick, INPUT_FEATURE_ROWS, arms, ("revision", "feature", "bin"))
+        shares = await tick.provider.instant(self._selector(INPUT_FEATURE_REFERENCE, arms, _ALL), tick.end)
+        out = []
+        for revision in (arms.candidate, arms.baseline):
+            counted = _per_feature(rows, revision, lambda value, what: value)
+            reference = _per_feature(
+                shares, revision, lambda value, what: as_amount(value, f"the training share {what}")
+            )
+            if not reference:
+                why = INPUT_FEATURE_REFERENCE.absent_when
+                raise MetricsUnavailable(
+                    f"no samples of {INPUT_FEATURE_REFERENCE.sample} for revision {revision} ({why})"
+                )
+            for feature, bins in counted.items():
+                if sorted(bins) != list(range(len(bins))) or sorted(reference.get(feature, {})) != sorted(bins):
+                    raise MetricsUnavailable(
+                        f"{INPUT_FEATURE_ROWS.sample} of revision {revision}: feature {feature!r} has bins "
+                        f"{sorted(bins)} and training shares for {sorted(reference.get(feature, {}))}"
+                    )
+            ordered = {feature: sorted(bins) for feature, bins in counted.items()}
+            out.append(
+                FeatureCounts(
+                    {feature: tuple(counted[feature][i] for i in bins) for feature, bins in ordered.items()},
+                    {feature: tuple(reference[feature][i] for i in bins) for feature, bins in ordered.items()},
+                )
+            )
         return out[0], out[1]
 
     async def _histograms(self, tick: _Tick, series: Series, arms: Arms) -> tuple[Histogram, Histogram]:
@@ -494,6 +535,9 @@ class Analysis:
         elif metric.builtin == "calibrationError":
             bins = await self._calibration(tick, arms)
             return lambda judge: _calibration_judge(judge).update_bins(*bins)
+        elif metric.builtin == "inputDrift":
+            features = await self._features(tick, arms)
+            return lambda judge: _drift_judge(judge).update_features(*features)
         else:
             counts = await self._counts(tick, SAFETY_VIOLATIONS, SAFETY_CHECKS, arms, {"scope": SAFETY_SCOPE})
         return lambda judge: _count_judge(judge).update(*counts)
@@ -545,6 +589,30 @@ class Analysis:
             if result.verdict == "unavailable":
                 break
         return result
+
+
+def _per_feature(
+    values: Mapping[Labels, float], revision: str, check: Callable[[float, str], float]
+) -> dict[str, dict[int, float]]:
+    """``revision``'s values by feature and bin index, each passed through ``check`` (given the
+    value and where it was read). Raises :class:`MetricsUnavailable` for a bin that is no index."""
+    table: dict[str, dict[int, float]] = {}
+    for labels, value in values.items():
+        found = dict(labels)
+        if found.get("revision") != revision:
+            continue
+        where = f'of revision {revision}, feature "{found.get("feature", "")}", bin "{found.get("bin", "")}"'
+        try:
+            index = int(found.get("bin", ""))
+        except ValueError:
+            raise MetricsUnavailable(f"input drift series {where}: the bin is not an index") from None
+        table.setdefault(found.get("feature", ""), {})[index] = check(value, where)
+    return table
+
+
+def _drift_judge(judge: AnyJudge) -> InputDriftJudge:
+    assert isinstance(judge, InputDriftJudge)
+    return judge
 
 
 def _calibration_judge(judge: AnyJudge) -> CalibrationJudge:

@@ -112,6 +112,32 @@ SAFETY_CHECKS = Series(
     exported_by=("serving",),
     absent_when="serving creates its children only when it applies a SafetyPolicy (a revision without one has none)",
 )
+INPUT_DRIFT_MAX_FEATURES = 32
+"""Input drift: at most this many features per model are binned (the training statistics'
+``histograms`` choose which), so a pod exports at most features x bins children of each drift series."""
+INPUT_DRIFT_MAX_BINS = 10
+"""Input drift: at most this many bins per feature (9 edges), as in the usual PSI deciles."""
+INPUT_DRIFT_ABSENT = (
+    "serving exports it only for a model whose training statistics (model.outOfDistribution.statisticsUri) "
+    "have 'histograms'"
+)
+INPUT_FEATURE_ROWS = Series(
+    "cutover_input_feature_rows",
+    "counter",
+    "Rows of the scored input by feature and by the bin of the training statistics' edges their value falls in",
+    (*REVISION_LABELS, "feature", "bin"),
+    exported_by=("serving",),
+    absent_when=INPUT_DRIFT_ABSENT,
+)
+"""``bin`` is the bin's index, "0" for values at or below the first edge; a NaN value is not counted."""
+INPUT_FEATURE_REFERENCE = Series(
+    "cutover_input_feature_reference",
+    "gauge",
+    "Share of the training rows in each bin of a feature (the reference the input drift is measured against)",
+    (*REVISION_LABELS, "feature", "bin"),
+    exported_by=("serving",),
+    absent_when=INPUT_DRIFT_ABSENT,
+)
 SHADOW_COMPARISONS = Series(
     "cutover_gateway_shadow_comparisons",
     "counter",
@@ -174,6 +200,8 @@ SERIES = (
     PREDICTIONS,
     PREDICTION_CONFIDENCE,
     OUT_OF_DISTRIBUTION,
+    INPUT_FEATURE_ROWS,
+    INPUT_FEATURE_REFERENCE,
     SAFETY_VIOLATIONS,
     SAFETY_CHECKS,
     SHADOW_COMPARISONS,

@@ -521,6 +521,7 @@ BuiltinMetric = Literal[
     "safetyViolations",
     "accuracy",
     "calibrationError",
+    "inputDrift",
 ]
 FEEDBACK_METRICS = ("accuracy", "calibrationError")
 """Builtin metrics read from ground-truth feedback: they need ``spec.feedback``."""
@@ -605,6 +606,15 @@ class MetricSpec(ApiModel):
             "expected calibration error the candidate may show, e.g. 0.05)",
             check=lambda s: (
                 s.builtin != "calibrationError" or (s.threshold_range is not None and s.threshold_range.max is not None)
+            ),
+        ),
+        Rule(
+            cel="!has(self.builtin) || self.builtin != 'inputDrift' || "
+            "(has(self.thresholdRange) && has(self.thresholdRange.max))",
+            message="builtin inputDrift is judged against a limit: set thresholdRange.max (the largest population "
+            "stability index a feature may reach, e.g. 0.2)",
+            check=lambda s: (
+                s.builtin != "inputDrift" or (s.threshold_range is not None and s.threshold_range.max is not None)
             ),
         ),
         Rule(
@@ -875,6 +885,16 @@ class ModelDeploymentSpec(ApiModel):
             "gateway keeps answers for it",
             check=lambda s: (
                 s.feedback is not None or not any(m.builtin in FEEDBACK_METRICS for m in s.analysis.metrics)
+            ),
+        ),
+        Rule(
+            cel="has(self.model.outOfDistribution) || !self.analysis.metrics.exists(m, has(m.builtin) && "
+            "m.builtin == 'inputDrift')",
+            message="builtin inputDrift compares the inputs with the training statistics' histograms: set "
+            "model.outOfDistribution (its statisticsUri file holds them)",
+            check=lambda s: (
+                s.model.out_of_distribution is not None
+                or not any(m.builtin == "inputDrift" for m in s.analysis.metrics)
             ),
         ),
         Rule(
