@@ -1,6 +1,10 @@
 """What the gateway adds: the same `cutover serve` backend called directly, through `cutover gateway`
-(with a real API key, rate limiting and the traffic table from a real control plane), and through an
-nginx reverse proxy (Debian's package, upstream keepalive), by the same wrk load in one run.
+(with a real API key, rate limiting and the traffic table from a real control plane), through a
+second gateway whose ModelDeployment sets spec.feedback (it parses every answer and keeps its id,
+revision and class for ground-truth feedback: serving/gateway/feedback.py), and through an nginx
+reverse proxy (Debian's package, upstream keepalive), by the same wrk load in one run. Each answer
+gets an id of its own from serving, so the feedback store fills to its capacity and then drops its
+oldest answer for each new one, as it does under steady traffic.
 
     .venv/bin/python benchmarks/gateway.py [--concurrency 1,8,32] [--duration 10]
 
@@ -79,6 +83,45 @@ def kubectl(kubeconfig: str, *args: str, stdin: str | None = None) -> None:
     )  # fmt: skip
 
 
+def deploy(kubeconfig: str, namespace: str, spec: dict[str, object]) -> None:
+    """The benchmark's ModelDeployment in ``namespace`` (with ``spec`` added), its API key and its
+    traffic table: all of it to the one backend, Service ``clf-r1``."""
+    from cutover.serving.gateway.keys import secret_manifest
+
+    kubectl(kubeconfig, "create", "namespace", namespace)
+    md = {
+        "apiVersion": "cutover.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "clf", "namespace": namespace},
+        "spec": {
+            "model": {"name": bench.MODEL, "version": "1", "format": "onnx", "storageUri": "file:///m.onnx"},
+            "strategy": {"type": "canary", "canary": {"steps": [{"setWeight": 20}]}},
+            **spec,
+        },
+    }
+    kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(md))
+    kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(secret_manifest("bench-key", namespace, KEY, "admin")))
+    traffic = {"status": {"traffic": [{"revision": "r1", "role": "stable", "weight": 100, "service": "clf-r1"}]}}
+    patch = ["patch", "md", "clf", "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps(traffic)]
+    kubectl(kubeconfig, *patch)
+
+
+def start_gateway(kubeconfig: str, namespace: str, port: int, backends: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`cutover gateway` for ``namespace`` on ``port``, once it routes the benchmark's model."""
+    gateway = [
+        str(REPO / ".venv/bin/cutover"), "gateway", "-n", namespace, "--kubeconfig", kubeconfig,
+        "--host", "127.0.0.1", "--port", str(port), "--backends", str(backends),
+    ]  # fmt: skip
+    process = start(gateway, log)
+    bench.wait_ready(f"http://127.0.0.1:{port}", "cutover gateway", process, log)
+    deadline = time.monotonic() + 10
+    while bench.http("POST", f"http://127.0.0.1:{port}{bench.INFER_PATH}", bench.BODY)[0] != 401:
+        if time.monotonic() > deadline:  # the route is there once unauthenticated calls get 401, not 404
+            raise SystemExit("the gateway never learned the route")
+        time.sleep(0.1)
+    return process
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", default="1,8,32")
@@ -89,7 +132,6 @@ def main() -> None:
     bench.ensure_wrk()
     nginx = ensure_nginx()
     from cutover.serving import sample_models
-    from cutover.serving.gateway.keys import secret_manifest
 
     work = Path(tempfile.mkdtemp(prefix="cutover-bench-gateway-"))
     script = work / "post.lua"
@@ -102,7 +144,7 @@ def main() -> None:
     )
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        ports = {name: bench.free_port() for name in ("backend", "gateway", "nginx")}
+        ports = {name: bench.free_port() for name in ("backend", "gateway", "feedback", "nginx")}
         serve = [
             str(REPO / ".venv/bin/cutover"), "serve", "--name", bench.MODEL, "--version", "1", "--format", "onnx",
             "--model-uri", str(model), "--host", "127.0.0.1", "--port", str(ports["backend"]), "--threads", "1",
@@ -110,43 +152,14 @@ def main() -> None:
         processes.append(backend := start(serve, work / "backend.log"))
         bench.wait_ready(f"http://127.0.0.1:{ports['backend']}", "cutover serve", backend, work / "backend.log")
 
-        kubectl(kubeconfig, "create", "namespace", "bench")
-        md = {
-            "apiVersion": "cutover.dev/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "clf", "namespace": "bench"},
-            "spec": {
-                "model": {"name": bench.MODEL, "version": "1", "format": "onnx", "storageUri": "file:///m.onnx"},
-                "strategy": {"type": "canary", "canary": {"steps": [{"setWeight": 20}]}},
-            },
-        }
-        kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(md))
-        kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(secret_manifest("bench-key", "bench", KEY, "admin")))
-        traffic = {"status": {"traffic": [{"revision": "r1", "role": "stable", "weight": 100, "service": "clf-r1"}]}}
-        kubectl(
-            kubeconfig,
-            "patch",
-            "md",
-            "clf",
-            "-n",
-            "bench",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            json.dumps(traffic),
-        )
-        (work / "backends.json").write_text(json.dumps({"bench/clf-r1": f"http://127.0.0.1:{ports['backend']}"}))
-        gateway = [
-            str(REPO / ".venv/bin/cutover"), "gateway", "-n", "bench", "--kubeconfig", kubeconfig,
-            "--host", "127.0.0.1", "--port", str(ports["gateway"]), "--backends", str(work / "backends.json"),
-        ]  # fmt: skip
-        processes.append(gw := start(gateway, work / "gateway.log"))
-        bench.wait_ready(f"http://127.0.0.1:{ports['gateway']}", "cutover gateway", gw, work / "gateway.log")
-        deadline = time.monotonic() + 10
-        while bench.http("POST", f"http://127.0.0.1:{ports['gateway']}{bench.INFER_PATH}", bench.BODY)[0] != 401:
-            if time.monotonic() > deadline:  # the route is there once unauthenticated calls get 401, not 404
-                raise SystemExit("the gateway never learned the route")
-            time.sleep(0.1)
+        backend_url = f"http://127.0.0.1:{ports['backend']}"
+        backends = work / "backends.json"
+        backends.write_text(json.dumps({"bench/clf-r1": backend_url, "bench-feedback/clf-r1": backend_url}))
+        deploy(kubeconfig, "bench", {})
+        deploy(kubeconfig, "bench-feedback", {"feedback": {}})
+        processes.append(gw := start_gateway(kubeconfig, "bench", ports["gateway"], backends, work / "gateway.log"))
+        log = work / "gateway-feedback.log"
+        processes.append(fb := start_gateway(kubeconfig, "bench-feedback", ports["feedback"], backends, log))
 
         (work / "nginx").mkdir()
         (work / "nginx.conf").write_text(
@@ -160,12 +173,18 @@ def main() -> None:
         targets = {
             "direct": f"http://127.0.0.1:{ports['backend']}",
             "cutover gateway": f"http://127.0.0.1:{ports['gateway']}",
+            "gateway+feedback": f"http://127.0.0.1:{ports['feedback']}",
             "nginx": f"http://127.0.0.1:{ports['nginx']}",
         }
         print(
             f"wrk -t1 on CPU {bench.WRK_CPU}; backend and proxy on CPU {bench.SERVER_CPU}; {args.duration:g} s a point"
         )
-        for name, process in (("cutover serve", backend), ("cutover gateway", gw), ("nginx", ngx)):
+        for name, process in (
+            ("cutover serve", backend),
+            ("cutover gateway", gw),
+            ("gateway+feedback", fb),
+            ("nginx", ngx),
+        ):
             group = [pid for pid, _fields in bench.group_stats(process.pid)]  # nginx: master and worker
             print("  " + bench.check_cpu(name, group, bench.SERVER_CPU))
         results: dict[str, dict[int, object]] = {name: {} for name in targets}
@@ -185,7 +204,7 @@ def main() -> None:
         for connections in concurrencies:
             direct = results["direct"][connections]
             line = [f"  c={connections:<3}"]
-            for name in ("cutover gateway", "nginx"):
+            for name in ("cutover gateway", "gateway+feedback", "nginx"):
                 run = results[name][connections]
                 added = (run.p50_us - direct.p50_us) / 1000  # type: ignore[attr-defined]
                 ratio = run.throughput / direct.throughput  # type: ignore[attr-defined]
@@ -195,6 +214,12 @@ def main() -> None:
         added = (results["cutover gateway"][c1].p50_us - results["direct"][c1].p50_us) / 1000  # type: ignore[attr-defined]
         verdict = "meets" if added <= TARGET_ADDED_MS else "misses"
         print(f"\ngateway adds {added:.3f} ms at p50 (c={c1}): {verdict} the {TARGET_ADDED_MS} ms target")
+        print("keeping answers for feedback, over the gateway without it (p50, ms; throughput ratio):")
+        for connections in concurrencies:
+            plain, kept = results["cutover gateway"][connections], results["gateway+feedback"][connections]
+            extra = (kept.p50_us - plain.p50_us) / 1000  # type: ignore[attr-defined]
+            ratio = kept.throughput / plain.throughput  # type: ignore[attr-defined]
+            print(f"  c={connections:<3} +{extra:.3f} ms p50, {ratio:.2f}x throughput")
     finally:
         for process in processes:
             process.terminate()

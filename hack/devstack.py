@@ -235,11 +235,16 @@ class Traffic:
     chat: bool = False
     """Send OpenAI chat completions (``/v1/chat/completions``, an ``llm`` model) instead of
     Open Inference Protocol tensors."""
+    truth: tuple[int, ...] = ()
+    """With truth (each body's true class, in the order of ``bodies()``), every answer is followed
+    by its ground truth (``POST /v2/models/{model}/feedback`` with the answer's id), as a client
+    whose labels arrive at once; ``fed_back`` counts the statuses of those calls."""
     sent: int = 0
     answered: Counter[int] = field(default_factory=Counter)
     recent: deque[tuple[float, str, int, str | None]] = field(default_factory=lambda: deque(maxlen=100_000))
     """(time, revision that answered, status, user) of each answer."""
     lost: int = 0
+    fed_back: Counter[int] = field(default_factory=Counter)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -277,20 +282,25 @@ class Traffic:
                 due = started + self.sent / self.rate
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
                 user = f"user-{self.sent % self.users}" if self.users else None
-                task = asyncio.create_task(self._one(session, bodies[self.sent % len(bodies)], user))
+                task = asyncio.create_task(self._one(session, self.sent % len(bodies), bodies, user))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
                 self.sent += 1
             await asyncio.gather(*pending)
 
-    async def _one(self, session: aiohttp.ClientSession, body: str, user: str | None) -> None:
+    async def _one(self, session: aiohttp.ClientSession, index: int, bodies: list[str], user: str | None) -> None:
         headers = {"X-User-Id": user} if user else None
         try:
-            async with session.post(f"{self.url}{self.path}", data=body, headers=headers) as response:
-                await response.read()
+            async with session.post(f"{self.url}{self.path}", data=bodies[index], headers=headers) as response:
+                answer = await response.read()
                 revision = response.headers.get(REVISION_HEADER, "?")
                 self.answered[response.status] += 1
                 self.recent.append((time.monotonic(), revision, response.status, user))
+            if self.truth and response.status == 200:
+                feedback = {"id": json.loads(answer)["id"], "truth": self.truth[index]}
+                async with session.post(f"{self.url}/v2/models/{self.model}/feedback", json=feedback) as given:
+                    await given.read()
+                    self.fed_back[given.status] += 1
 
         except aiohttp.ClientError:
             self.lost += 1

@@ -59,8 +59,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ..errors import InvalidInput, ServingError
 from ..protocol import HEADER_LENGTH, decode_response
 
@@ -105,57 +103,78 @@ class FeedbackSettings:
 
 def predicted(body: bytes, header_length: str | None, output: str | None) -> tuple[str, tuple[Row, ...]] | None:
     """The answer's id and each row's top class, read as the module says; None when the answer
-    has no id or no class can be read from it."""
+    has no id or no class can be read from it. A JSON answer is read with ``json`` alone (a
+    classifier's few values a row cost less as Python lists than as numpy arrays); a binary one
+    through the protocol's decoder."""
     try:
-        header, arrays = decode_response(body, header_length)
+        if header_length is None:
+            header = json.loads(body)
+            tensor = _json_tensor(header, output)
+        else:
+            header, arrays = decode_response(body, header_length)
+            array = arrays[output if output is not None else header["outputs"][0]["name"]]
+            kind = {"f": "f", "i": "i", "u": "i", "b": "i", "O": "s"}[array.dtype.kind]
+            values = array.reshape(-1).tolist()
+            if kind == "s":
+                values = [v.decode() for v in values]
+            tensor = (kind, tuple(array.shape), values)
         answer_id = header.get("id")
-        name = output if output is not None else header["outputs"][0]["name"]
-        array = arrays[name]
+        rows = _rows(*tensor)
     except _UNREADABLE:
         return None
     if not isinstance(answer_id, str) or not answer_id or len(answer_id) > MAX_ID_LENGTH:
         return None
-    rows = _rows(array)
     return (answer_id, rows) if rows else None
 
 
-def _rows(array: np.ndarray) -> tuple[Row, ...] | None:
-    kind = array.dtype.kind
-    if kind == "f" and array.ndim >= 1 and array.shape[-1] > 1:
-        scores = array.reshape(-1, array.shape[-1]).astype(np.float64)
-        if not np.isfinite(scores).all():
-            return None
-        top = scores.argmax(axis=1)
-        best = scores.max(axis=1)
-        sums = scores.sum(axis=1)
-        probabilities = (
-            (scores >= 0).all(axis=1) & (scores <= 1).all(axis=1) & (np.abs(sums - 1) <= PROBABILITY_TOLERANCE)
-        )
-        return tuple(
-            (int(i), None, float(p) if ok else None)
-            for i, p, ok in zip(top.tolist(), best.tolist(), probabilities.tolist(), strict=True)
-        )
-    if kind == "f":
-        rows: list[Row] = []
-        for p in array.reshape(-1).astype(np.float64).tolist():
-            if not math.isfinite(p):
+_KINDS = {"FP16": "f", "FP32": "f", "FP64": "f", "BF16": "f", "BOOL": "i", "BYTES": "s"}
+"""The kind of values of each Open Inference Protocol datatype (``i`` for the integer types too)."""
+
+
+def _json_tensor(header: Mapping[str, Any], output: str | None) -> tuple[str, tuple[int, ...], list[Any]]:
+    """(kind, shape, flat values) of the output named ``output`` (else the first) of a JSON
+    answer. Raises ``ValueError`` (or another of ``_UNREADABLE``) when it is not one."""
+    outputs = header["outputs"]
+    tensor = outputs[0] if output is None else next((t for t in outputs if t["name"] == output), None)
+    if tensor is None:
+        raise KeyError(f"no output {output!r}")
+    datatype, shape, data = tensor["datatype"], tuple(tensor["shape"]), tensor["data"]
+    kind = _KINDS.get(datatype) or ("i" if datatype.startswith(("INT", "UINT")) else "")
+    while data and isinstance(data[0], list):  # the protocol allows nested data too
+        data = [v for row in data for v in row]
+    valid = {"f": (int, float), "i": (int,), "s": (str,)}.get(kind)
+    if valid is None or len(data) != math.prod(shape) or not all(isinstance(v, valid) for v in data):
+        raise ValueError(f"output {tensor['name']!r} is not a readable {datatype} tensor")
+    return kind, shape, data
+
+
+def _rows(kind: str, shape: tuple[int, ...], values: list[Any]) -> tuple[Row, ...] | None:
+    if kind == "f" and shape and shape[-1] > 1:
+        width, rows = shape[-1], []
+        for start in range(0, len(values), width):
+            scores = values[start : start + width]
+            if not all(math.isfinite(v) for v in scores):
                 return None
-            rows.append((int(p >= 0.5), None, max(p, 1 - p) if 0 <= p <= 1 else None))
+            best = max(scores)
+            probability = all(0 <= v <= 1 for v in scores) and abs(math.fsum(scores) - 1) <= PROBABILITY_TOLERANCE
+            rows.append((scores.index(best), None, float(best) if probability else None))
         return tuple(rows)
-    if kind in "iub":
-        return tuple((int(v), None, None) for v in array.reshape(-1).tolist())
-    if kind == "O":
-        return _bytes_rows(array)
-    return None
+    if kind == "f":
+        if not all(math.isfinite(p) for p in values):
+            return None
+        return tuple((int(p >= 0.5), None, max(p, 1 - p) if 0 <= p <= 1 else None) for p in values)
+    if kind == "i":
+        return tuple((int(v), None, None) for v in values)
+    return _text_rows(shape, values)
 
 
-def _bytes_rows(array: np.ndarray) -> tuple[Row, ...] | None:
-    """Rows of a BYTES output: the classification extension's top class per row, else one label
-    per element when the output has one per row."""
-    first = array.reshape(array.shape[0], -1)[:, 0] if array.ndim > 1 else array.reshape(1, -1)[:, 0]
-    texts = [v.decode() if isinstance(v, bytes) else str(v) for v in first.tolist()]
+def _text_rows(shape: tuple[int, ...], values: list[str]) -> tuple[Row, ...] | None:
+    """Rows of a BYTES output: the classification extension's top class per row (the first of
+    each row's "value:index[:label]"), else one label per element when it has one per row."""
+    count = shape[0] if len(shape) > 1 else 1
+    width = len(values) // count if count else 0
     rows: list[Row] = []
-    for text in texts:
+    for text in values[::width] if width else ():
         value, _, rest = text.partition(":")
         index, _, label = rest.partition(":")
         try:
@@ -165,9 +184,8 @@ def _bytes_rows(array: np.ndarray) -> tuple[Row, ...] | None:
         rows.append((position, label or None, score if 0 <= score <= 1 else None))
     else:
         return tuple(rows)
-    if array.size == (array.shape[0] if array.ndim else 1):  # not classification: one label per row
-        flat = [v.decode() if isinstance(v, bytes) else str(v) for v in array.reshape(-1).tolist()]
-        return tuple((None, label, None) for label in flat)
+    if len(shape) == 1 or width == 1:  # not classification: one label per row
+        return tuple((None, label, None) for label in values)
     return None
 
 
@@ -234,15 +252,12 @@ def parse(body: bytes) -> tuple[list[Item], bool]:
     return items, True
 
 
-class Kept:
-    """One answer kept for feedback."""
-
-    __slots__ = ("at", "revision", "rows", "state")
-
-    def __init__(self, revision: str, rows: tuple[Row, ...], at: float) -> None:
-        self.revision, self.rows, self.at = revision, rows, at
-        self.state = "open"
-        """open, given (its truth came) or ambiguous (its id answered again)."""
+Kept = tuple[str, tuple[Row, ...], float, str]
+"""One answer kept for feedback: the revision that answered, its rows, when (the store's clock),
+and its state: open, given (its truth came) or ambiguous (its id answered again). A plain tuple
+of strings, numbers and tuples of them: the garbage collector stops tracking such tuples, so a
+full store adds nothing to its collections (a class instance each would be traversed at every
+full collection)."""
 
 
 class Feedback:
@@ -273,9 +288,9 @@ class Feedback:
         key = (route.model, answer_id)
         before = self.kept.get(key)
         if before is not None:
-            before.state = "ambiguous"
+            self.kept[key] = (*before[:3], "ambiguous")
             return
-        self.kept[key] = Kept(answer.backend.revision, rows, self.clock())
+        self.kept[key] = (answer.backend.revision, rows, self.clock(), "open")
         while len(self.kept) > self.capacity:
             self.kept.popitem(last=False)
 
@@ -290,28 +305,30 @@ class Feedback:
         return (200 if taken else 207), {"results": results}
 
     def _one(self, route: Route, item: Item) -> dict[str, Any]:
-        kept = self.kept.get((route.model, item.id))
+        key = (route.model, item.id)
+        kept = self.kept.get(key)
         if kept is None:
             return self._refused(route, item, 404, "unknown", f"no answer of model {route.model!r} with id {item.id!r}")
-        if self.clock() - kept.at > self.window:
+        revision, kept_rows, at, state = kept
+        if self.clock() - at > self.window:
             message = f"the answer {item.id!r} is older than the feedback window ({self.window:g}s)"
             return self._refused(route, item, 404, "late", message)
-        if kept.state == "given":
+        if state == "given":
             return self._refused(route, item, 409, "duplicate", f"the answer {item.id!r} already has its truth")
-        if kept.state == "ambiguous":
+        if state == "ambiguous":
             message = f"the id {item.id!r} answered more than one request: the truth cannot be matched to one"
             return self._refused(route, item, 409, "ambiguous", message)
-        rows = len(kept.rows)
+        rows = len(kept_rows)
         if rows != len(item.truth) or (item.single and rows != 1):
             message = f"the answer {item.id!r} has {rows} row(s): give a list of {rows} class(es) as truth"
             return self._refused(route, item, 400, "invalid", message)
-        kept.state = "given"
+        self.kept[key] = (revision, kept_rows, at, "given")
         right = 0
-        for row, truth in zip(kept.rows, item.truth, strict=True):
+        for row, truth in zip(kept_rows, item.truth, strict=True):
             correct = _right(row, truth)
             right += correct
-            self.metrics.feedback(route, kept.revision, correct, row[2])
-        return {"id": item.id, "status": 200, "revision": kept.revision, "rows": rows, "correct": right}
+            self.metrics.feedback(route, revision, correct, row[2])
+        return {"id": item.id, "status": 200, "revision": revision, "rows": rows, "correct": right}
 
     def _refused(self, route: Route, item: Item, status: int, reason: str, message: str) -> dict[str, Any]:
         self.metrics.feedback_refused(route, reason)

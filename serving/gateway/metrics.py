@@ -110,6 +110,8 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._feedback_children: set[tuple[str, str, str]] = set()
+        """(namespace, model, revision) whose feedback children exist."""
 
     def _child(self, metric: Any, *values: str) -> Any:
         key = (id(metric), *values)
@@ -165,6 +167,9 @@ class GatewayMetrics:
         """An answer of ``backend`` kept for feedback: its feedback counters exist from now on, at
         0 until feedback comes ("no feedback yet" is then a present series, not a missing one)."""
         values = (route.namespace, route.model, backend.revision)
+        if values in self._feedback_children:
+            return
+        self._feedback_children.add(values)
         for outcome in ("correct", "incorrect"):
             self._child(self._feedback, *values, outcome)
             for bucket in CALIBRATION_LABELS:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 
 from cutover.serving import sample_models
@@ -194,6 +196,49 @@ def test_canary_promotes_a_good_version_rolls_back_a_bad_one_and_honours_on_call
     operations += ("Reconciles and errors", "Reconcile duration", "Leaders and watch restarts")
     dashboards_show_data(stack, "canary", started, {"executive": executive, "operations": operations})
     nothing_lost(traffic)
+
+
+def sampled_truth(traffic: Traffic, model: Path) -> tuple[int, ...]:
+    """A true class for each of ``traffic``'s bodies, drawn (seeded) from ``model``'s own
+    probabilities: a world that model describes exactly, where it is calibrated and right as
+    often as it is confident (about 86% for the sample classifier)."""
+    rows = np.array([json.loads(body)["inputs"][0]["data"] for body in traffic.bodies()], dtype=np.float32)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    probabilities = session.run(None, {"input": rows})[0].astype(np.float64)
+    rng = np.random.default_rng(11)
+    return tuple(int(rng.choice(len(p), p=p / p.sum())) for p in probabilities)
+
+
+def test_canary_rolls_back_a_less_accurate_model_on_accuracy_alone(stack: Stack, models: dict[str, Path]) -> None:
+    """Clients send the truth of each answer back; a candidate as fast and error-free as stable
+    that is right less often ("shifted" agrees with stable's classes on about 70% of rows) is
+    rolled back by the accuracy gate while errors and latency have nothing against it."""
+
+    def with_feedback(version: str, model: str) -> dict[str, Any]:
+        md = deployment(stack, "accuracy", version, models[model], CANARY)
+        md["spec"]["feedback"] = {}
+        md["spec"]["analysis"]["metrics"] += [
+            {"name": "latency", "builtin": "latency", "latencyThreshold": "100ms", "passMargin": 1.0},
+            {"name": "accuracy", "builtin": "accuracy", "critical": True},
+        ]
+        return md
+
+    stack.apply(with_feedback("v1", "good"))
+    v1 = status(until(stack, "accuracy", ready, 120, "v1 Ready"))["stableRevision"]
+    stack.wait_served("accuracy")
+    traffic = Traffic(stack.gateway_url, stack.api_key, "accuracy", rate=60)
+    traffic.truth = sampled_truth(traffic, models["good"])
+    traffic.start()
+    stack.apply(with_feedback("v2", "shifted"))
+    md = until(stack, "accuracy", rolled_back, 240, "the less accurate version rolled back")
+    assert status(md)["stableRevision"] == v1
+    evidence = {m["name"]: m for m in status(md)["lastAnalysis"]["metrics"]}
+    assert evidence["accuracy"]["decision"] == "fail" and evidence["accuracy"]["lower"] > 1.0, evidence
+    assert evidence["error-rate"]["decision"] != "fail" and evidence["latency"]["decision"] != "fail", evidence
+    assert "critical metric accuracy failed" in status(md)["lastAnalysis"]["reason"]
+    nothing_lost(traffic)
+    assert set(traffic.fed_back) == {200}, dict(traffic.fed_back)  # every answer's truth was taken, once
+    assert traffic.answered[500] == 0
 
 
 def test_blue_green_switches_all_traffic_after_the_preview_passes(stack: Stack, models: dict[str, Path]) -> None:

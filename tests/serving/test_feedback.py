@@ -9,6 +9,7 @@ with tritonclient (binary tensors, the classification extension)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import tracemalloc
@@ -306,8 +307,9 @@ def test_an_unreadable_answer_is_counted_and_never_fails_the_request() -> None:
     )
 
 
-def test_an_entry_costs_what_the_docs_say() -> None:
-    """gateway/feedback.py states about 450 bytes for a one-row answer with a 36-character id."""
+def test_an_entry_costs_what_the_docs_say_and_nothing_at_garbage_collection() -> None:
+    """gateway/feedback.py states about 450 bytes for a one-row answer with a 36-character id,
+    in tuples the garbage collector stops tracking."""
     store = Feedback(GatewayMetrics(), capacity=20_000)
     backend = Backend(REVISION, "stable", "http://127.0.0.1:1", 100)
     route = Route("tests", MODEL, MODEL, (backend,), feedback=FeedbackSettings())
@@ -320,3 +322,6 @@ def test_an_entry_costs_what_the_docs_say() -> None:
     tracemalloc.stop()
     assert len(store.kept) == 20_000
     assert 300 < per_entry < 500, per_entry
+    for _ in range(3):  # a tuple is untracked at a collection once what it holds is: row, rows, entry
+        gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in store.kept.values())  # full collections never walk them
