@@ -67,11 +67,10 @@ test-images: cluster-tools
 
 # The canary scenario with pods that really run, on one real node beside kwok's (hack/node: the
 # kubelet and containerd built by hack/build-node, Debian's runc and CNI plugins) with the serving
-# image (hack/images) loaded into it. Slower than the rest and needs root, so `make test` leaves it
-# out (the realnode marker); the README gives its run time.
+# image (hack/images, which the test builds or reuses) loaded into it. Slower than the rest and needs
+# root, so `make test` leaves it out (the realnode marker); hack/README gives its run time.
 e2e-real: $(STAMP) cluster-tools
 	hack/build-node
-	hack/images serving
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -m realnode tests/e2e/test_real_node.py
 
 cluster-up: $(STAMP)

@@ -77,7 +77,7 @@ def node(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]
         hack(REPO / "hack/node", "load", cluster.name, archive)
         body = kube.json("get", "node", name)
         address = next(a["address"] for a in body["status"]["addresses"] if a["type"] == "InternalIP")
-        yield Node(name, address, ipaddress.ip_network(f"{address}/24", strict=False))
+        yield Node(name, address, ipaddress.IPv4Network(f"{address}/24", strict=False))
     finally:
         hack(REPO / "hack/node", "down", cluster.name)
 
