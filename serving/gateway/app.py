@@ -143,7 +143,8 @@ class Gateway:
         self, route: Route, request: Outgoing, headers: Mapping[str, str], cookies: Mapping[str, str]
     ) -> Answer:
         """The answer to ``request`` on ``route``: shed at capacity (503), else chosen by weight
-        or sticky assignment (``headers``, ``cookies``), mirrored, and proxied with retries."""
+        or sticky assignment (``headers``, ``cookies``), mirrored, and proxied with retries; an
+        inference answer kept for feedback when the route takes it (``gateway/feedback.py``)."""
         if self.in_flight >= self.config.max_in_flight:
             self.metrics.shed()
             return error_answer(503, f"overloaded: {self.in_flight} requests in progress", {"Retry-After": "1"})
@@ -171,6 +172,8 @@ class Gateway:
             if choice.set_cookie is not None and answer.status < 500:
                 name, value = choice.set_cookie
                 answer.headers["Set-Cookie"] = f"{name}={value}; {STICKY_COOKIE_ATTRIBUTES}"
+            if route.feedback is not None and answer.status == 200 and request.path.split("?")[0].endswith("/infer"):
+                self.feedback.keep(route, answer)  # over HTTP and gRPC (gateway/grpc_proxy.py) alike
             return answer
         finally:
             if answer is None or answer.stream is None:  # a stream is in flight until sent on (_stream)
@@ -298,10 +301,7 @@ class Gateway:
             return route
         body = await request_body(request, self.config.max_request_bytes) if request.method == "POST" else b""
         sent = outgoing(request, body, idempotent=True)
-        answer = await self.forward(route, sent, request.headers, request.cookies)
-        if route.feedback is not None and answer.status == 200 and request.path.endswith("/infer"):
-            self.feedback.keep(route, answer)
-        return _respond(answer)
+        return _respond(await self.forward(route, sent, request.headers, request.cookies))
 
     async def explain(self, request: web.Request) -> web.Response:
         """An explanation (``serving/explain.py``) by the revision that would answer the same

@@ -7,8 +7,9 @@ Monitor and NannyML join late labels on an inference id offline. Here the gatewa
 online, so a rollout can be judged on accuracy and calibration while it runs (docs/analysis.md).
 
 Which answers are kept. Only those of a ModelDeployment with ``spec.feedback`` (the route's
-``feedback``), answered 200 to an HTTP ``.../infer`` through this gateway; reading an answer costs a
-JSON parse per answer, which no other model pays. The id is the answer's ``id``: the request's own
+``feedback``), answered 200 to an ``.../infer`` through this gateway, over HTTP or gRPC (which the
+gateway sends on as HTTP); reading an answer costs a JSON parse per answer, which no other model
+pays. The id is the answer's ``id``: the request's own
 ``id``, else its ``X-Request-Id`` header, else the one serving made up (the client reads it in
 the answer). Each row of the answer keeps its top class, read from the output
 ``spec.feedback.output`` names (else the first):

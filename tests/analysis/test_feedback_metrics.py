@@ -162,6 +162,14 @@ def model_deployment(spec: dict[str, Any]) -> dict[str, Any]:
             {"feedback": {}, "traffic": {"provider": "replicas"}},
             "spec.feedback needs traffic.provider gateway",
         ),
+        (
+            {
+                "feedback": {},
+                "strategy": {"type": "shadow", "shadow": {}},
+                "analysis": {"metrics": [ACCURACY]},
+            },
+            "a shadow candidate's answers never reach clients",
+        ),
     ],
 )
 def test_the_api_refuses_feedback_metrics_that_could_never_have_data(spec: dict[str, Any], said: str) -> None:

@@ -6,6 +6,7 @@ bad input is INVALID_ARGUMENT and never counted against a revision."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -214,3 +215,18 @@ async def test_a_call_the_client_gave_up_on_leaves_no_mirror_waiting(stack: Stac
         assert comparisons(gateway, "bbb") == {"true": 0.0, "false": 0.0}
         release.set()
         await client.close()
+
+
+async def test_answers_over_grpc_are_kept_for_feedback(front: Front) -> None:
+    """Ground truth for a gRPC answer (tritonclient.grpc, binary tensors underneath) is taken as
+    for an HTTP one: the gateway keeps every inference answer it forwards for a model with
+    spec.feedback, whatever protocol the client spoke."""
+    md = split(100)
+    md["spec"]["feedback"] = {}
+    front.gateway.replace_deployments([md])
+    x = sample_models.sample_inputs(2, seed=5)
+    result = await front.client.infer(MODEL, [tensor(x)], request_id="over-grpc")
+    top = result.as_numpy("probabilities").argmax(axis=1).tolist()
+    route = front.gateway.routes[MODEL]
+    status, answer = front.gateway.feedback.give(route, json.dumps({"id": "over-grpc", "truth": top}).encode())
+    assert (status, answer["revision"], answer["correct"]) == (200, "aaa", 2)

@@ -898,6 +898,15 @@ class ModelDeploymentSpec(ApiModel):
             ),
         ),
         Rule(
+            cel="self.strategy.type != 'shadow' || !self.analysis.metrics.exists(m, has(m.builtin) && "
+            "m.builtin in ['accuracy', 'calibrationError'])",
+            message="a shadow candidate's answers never reach clients, so no ground truth comes back for them: "
+            "judge a shadow rollout by its agreement with stable, or use a canary for accuracy and calibrationError",
+            check=lambda s: (
+                s.strategy.type != "shadow" or not any(m.builtin in FEEDBACK_METRICS for m in s.analysis.metrics)
+            ),
+        ),
+        Rule(
             cel="!has(self.feedback) || (self.traffic.provider == 'gateway' && self.model.format != 'llm')",
             message="spec.feedback needs traffic.provider gateway (the gateway keeps the answers) and a model that "
             "answers classes (not format llm)",
