@@ -407,4 +407,28 @@ CASES = [
         "greater than or equal to 1",
         server="should be greater than or equal to 1",
     ),
+    Case(
+        "accuracy-without-feedback",
+        CANARY,
+        {"spec.analysis.metrics.2": {"name": "accuracy", "builtin": "accuracy"}},
+        "builtin accuracy and calibrationError read ground-truth feedback: set spec.feedback",
+    ),
+    Case(
+        "calibration-without-limit",
+        CANARY,
+        {"spec.feedback": {}, "spec.analysis.metrics.2": {"name": "ece", "builtin": "calibrationError"}},
+        "builtin calibrationError is judged against a limit: set thresholdRange.max",
+    ),
+    Case(
+        "feedback-without-gateway",
+        CANARY,
+        {"spec.feedback": {}, "spec.traffic": {"provider": "replicas"}},
+        "spec.feedback needs traffic.provider gateway",
+    ),
+    Case(
+        "accuracy-of-a-shadow",
+        SHADOW,
+        {"spec.feedback": {}, "spec.analysis.metrics": [{"name": "accuracy", "builtin": "accuracy"}]},
+        "a shadow candidate's answers never reach clients",
+    ),
 ]
