@@ -39,9 +39,11 @@ Series (labels namespace, model, revision as every serving series):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
+import os
 import random
 import threading
 import time
@@ -140,7 +142,9 @@ class Explainer:
         self.metrics = ExplanationMetrics(
             registry, (config.namespace, config.name, config.revision), lambda: self.in_flight
         )
-        self._executor = ThreadPoolExecutor(max(config.explain_max_in_flight, 1), thread_name_prefix="explain")
+        self._executor = ThreadPoolExecutor(
+            max(config.explain_max_in_flight, 1), thread_name_prefix="explain", initializer=_yield_to_inference
+        )
         self._exemplar_classes: np.ndarray | None = None
         self._lock = threading.Lock()
 
@@ -528,6 +532,13 @@ class Plan:
         low = np.full(x.size, -np.inf if info.min is None else info.min)
         high = np.full(x.size, np.inf if info.max is None else info.max)
         return counterfactual(classify, x, exemplars, self.explainer.exemplar_classes(classify), low, high, features)
+
+
+def _yield_to_inference() -> None:
+    """Run this explanation thread at nice 19 (on Linux a thread has its own nice value): where
+    explanations and inference share a CPU, the scheduler gives inference the time it needs."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 PARAMETERS = frozenset(
