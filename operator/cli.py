@@ -301,6 +301,22 @@ def _add_safety(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     check.set_defaults(run=_safety_check)
 
 
+def _positive_seconds(text: str) -> float:
+    """A finite number of seconds above 0; ArgumentTypeError (a usage error) otherwise."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
+    return value
+
+
+def _positive_count(text: str) -> int:
+    """A whole number above 0; ArgumentTypeError (a usage error) otherwise."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a count above 0")
+    return value
+
+
 def _ingress_rules(text: str) -> list[dict[str, Any]]:
     """``--serving-network-policy``'s value: a JSON list of NetworkPolicyIngressRule objects
     (networking.k8s.io/v1, each with ``from`` and ``ports``). Raises ArgumentTypeError (a usage
@@ -348,12 +364,12 @@ def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     gateway.add_argument("--no-auth", action="store_true", help="development: no API keys, no rate limits")
     gateway.add_argument(
         "--feedback-window",
-        type=float,
+        type=_positive_seconds,
         help="seconds after an answer during which its ground truth is taken (default 3600)",
     )
     gateway.add_argument(
         "--feedback-max-answers",
-        type=int,
+        type=_positive_count,
         help="answers kept for feedback, about 450 bytes each (default 100000)",
     )
     _add_otlp(gateway)

@@ -272,6 +272,10 @@ class Feedback:
         window: float = DEFAULT_WINDOW,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if capacity < 1 or not 0 < window < math.inf:
+            raise ValueError(
+                f"the feedback store needs a capacity above 0 and a finite window above 0, not {capacity}, {window}"
+            )
         self.metrics, self.capacity, self.window, self.clock = metrics, capacity, window, clock
         self.kept: OrderedDict[tuple[str, str], Kept] = OrderedDict()
         """By (model name, answer id), oldest first."""

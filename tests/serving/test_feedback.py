@@ -12,6 +12,8 @@ from __future__ import annotations
 import gc
 import json
 import re
+import subprocess
+import sys
 import tracemalloc
 import urllib.error
 import urllib.request
@@ -325,3 +327,23 @@ def test_an_entry_costs_what_the_docs_say_and_nothing_at_garbage_collection() ->
     for _ in range(3):  # a tuple is untracked at a collection once what it holds is: row, rows, entry
         gc.collect()
     assert not any(gc.is_tracked(entry) for entry in store.kept.values())  # full collections never walk them
+
+
+@pytest.mark.parametrize(
+    ("flag", "said"),
+    [
+        ("--feedback-max-answers=0", "0 is not a count above 0"),
+        ("--feedback-max-answers=-1", "-1 is not a count above 0"),
+        ("--feedback-window=-1", "-1 is not a number of seconds above 0"),
+        ("--feedback-window=inf", "inf is not a number of seconds above 0"),
+    ],
+)
+def test_a_store_that_could_not_hold_anything_is_a_usage_error(flag: str, said: str) -> None:
+    """A negative capacity once emptied the store and then failed every answer (popping from an
+    empty store); 0 kept nothing, and a window of 0 or less refused all feedback as late."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cutover.operator.cli", "gateway", flag], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and said in done.stderr, done.stderr
+    with pytest.raises(ValueError, match="capacity above 0"):
+        Feedback(GatewayMetrics(), capacity=0)
