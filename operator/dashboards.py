@@ -59,6 +59,9 @@ FIVE_XX = 'code=~"5.."'
 
 REQUESTS = contract.SERVING_REQUESTS.sample
 DURATION = contract.SERVING_REQUEST_DURATION.name
+FEEDBACK = contract.FEEDBACK.sample
+BY_CONFIDENCE = contract.FEEDBACK_BY_CONFIDENCE.sample
+CORRECT = 'outcome="correct"'
 ROLE = contract.REVISION_ROLE.name
 PHASE = "cutover_rollout_phase"
 WEIGHT = "cutover_rollout_candidate_weight"
@@ -478,6 +481,36 @@ def operations() -> dashboard.Dashboard:
                     (
                         f"max by ({per_revision}) (cutover_gateway_circuit_breaker_state{{{MODEL}}})",
                         "{{revision}} gateway",
+                    ),
+                ),
+            ),
+        ],
+        "Ground truth": [
+            Signal(
+                "Accuracy",
+                "Share of the answers given their truth (POST /v2/models/{name}/feedback, ModelDeployments with "
+                "spec.feedback) that were right: what the analysis' accuracy judges",
+                "percentunit",
+                (
+                    (
+                        f"sum by ({per_revision}) ({rate(FEEDBACK, MODEL, CORRECT)}) "
+                        f"/ sum by ({per_revision}) ({rate(FEEDBACK)})",
+                        "{{revision}}",
+                    ),
+                ),
+            ),
+            Signal(
+                "Expected calibration error",
+                "How far the answers' top-class probability is from how often they were right, over ten probability "
+                "bins of the answers given their truth: what the analysis' calibrationError judges (0 is calibrated)",
+                "short",
+                (
+                    (
+                        f"sum by ({per_revision}) (abs("
+                        f"sum by ({per_revision}, bucket) ({rate(BY_CONFIDENCE, MODEL, CORRECT)}) "
+                        f"- sum by ({per_revision}, bucket) ({rate(contract.FEEDBACK_CONFIDENCE.sample)})"
+                        f")) / sum by ({per_revision}) ({rate(BY_CONFIDENCE)})",
+                        "{{revision}}",
                     ),
                 ),
             ),

@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from cutover.operator.dashboards import ROLES
 from cutover.serving import sample_models
 from hack.devstack import Stack, Traffic
 from tests.support import grafana
@@ -223,6 +224,7 @@ def test_canary_rolls_back_a_less_accurate_model_on_accuracy_alone(stack: Stack,
         ]
         return md
 
+    started = time.time()
     stack.apply(with_feedback("v1", "good"))
     v1 = status(until(stack, "accuracy", ready, 120, "v1 Ready"))["stableRevision"]
     stack.wait_served("accuracy")
@@ -236,6 +238,8 @@ def test_canary_rolls_back_a_less_accurate_model_on_accuracy_alone(stack: Stack,
     assert evidence["accuracy"]["decision"] == "fail" and evidence["accuracy"]["lower"] > 1.0, evidence
     assert evidence["error-rate"]["decision"] != "fail" and evidence["latency"]["decision"] != "fail", evidence
     assert "critical metric accuracy failed" in status(md)["lastAnalysis"]["reason"]
+    panels = tuple(f"{signal}: {role}" for signal in ("Accuracy", "Expected calibration error") for role in ROLES)
+    dashboards_show_data(stack, "accuracy", started, {"operations": panels})
     nothing_lost(traffic)
     assert set(traffic.fed_back) == {200}, dict(traffic.fed_back)  # every answer's truth was taken, once
     assert traffic.answered[500] == 0
