@@ -86,6 +86,15 @@ def test_the_pod_monitor_follows_the_watched_namespaces() -> None:
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["c"]}
 
 
+def test_the_pod_monitor_follows_the_shards_namespaces() -> None:
+    """A shard with its own namespaces watches those: its serving pods are scraped too."""
+    shards = ("operator.shards[0].name=a", "operator.shards[0].namespaces={c}", "operator.shards[1].name=b")
+    monitor = next(iter(by_kind(*ALL_ON, "operator.watchNamespaces={a}", *shards)["PodMonitor"].values()))
+    assert sorted(monitor["spec"]["namespaceSelector"]["matchNames"]) == ["a", "c"]
+    monitor = next(iter(by_kind(*ALL_ON, *shards)["PodMonitor"].values()))
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}, "shard b watches every namespace"
+
+
 def test_service_monitors_select_the_operator_and_gateway_services_by_named_ports() -> None:
     docs = by_kind(*ALL_ON)
     pods = {name: doc["spec"]["template"] for name, doc in docs["Deployment"].items()}
