@@ -1,8 +1,9 @@
-"""The chart with every switch on, against the real API server with the Prometheus Operator's
-CRDs (hack/cluster installs them from its Go module): `helm lint --strict`, `helm template
---validate`, a strict server-side dry run of every object, a real `helm install` whose
-ServiceMonitors, PodMonitor and NetworkPolicies select what is really there, and the operator,
-run with the chart's arguments, fencing a ModelDeployment's serving pods."""
+"""The chart with every switch on (tests/support/chart.py derives them from values.yaml), against
+the real API server with the Prometheus Operator's CRDs (hack/cluster installs them from its Go
+module): `helm lint --strict`, `helm template --validate`, a strict server-side dry run of every
+object, a real `helm install` under a release name as long as Helm allows whose ServiceMonitors,
+PodMonitor and NetworkPolicies select what is really there, and the operator, run with the
+chart's arguments, fencing a ModelDeployment's serving pods."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from cutover.operator import cli
+from tests.support.chart import every_switch
 from tests.support.kubectl import Kube
 from tests.support.waiting import wait_until
 
@@ -25,15 +27,7 @@ from .test_operator import deploy_v1, fast_canary
 
 pytestmark = pytest.mark.cluster
 CHART = str(REPO / "charts" / "cutover")
-EVERY_SWITCH = (
-    "monitoring.serviceMonitor.enabled=true",
-    "monitoring.podMonitor.enabled=true",
-    "monitoring.prometheusRule.enabled=true",
-    "monitoring.dashboards.enabled=true",
-    "networkPolicy.enabled=true",
-    "defaultAlertRules.enabled=true",
-    "tracing.otlpEndpoint=http://otel-collector.observability:4318",
-)
+EVERY_SWITCH = every_switch()
 MONITORING_CRDS = ("servicemonitors.monitoring.coreos.com", "podmonitors.monitoring.coreos.com")
 
 
@@ -80,7 +74,7 @@ def test_the_chart_lints_and_validates_with_every_switch_on(kube: Kube, namespac
     assert lint.returncode == 0, lint.stdout + lint.stderr
     docs = template(kube, namespace, *EVERY_SWITCH)
     kinds = {doc["kind"] for doc in docs}
-    assert {"ServiceMonitor", "PodMonitor", "NetworkPolicy"} <= kinds
+    assert {"ServiceMonitor", "PodMonitor", "NetworkPolicy", "PrometheusRule", "ValidatingAdmissionPolicy"} <= kinds
     # helm --validate checks built-in kinds only; the API server checks the custom resources'
     # schemas too, and strict field validation refuses a field the CRD does not know.
     kube.apply(*docs, namespace=namespace, dry_run=True)
@@ -97,12 +91,20 @@ def test_an_unknown_monitor_field_is_refused(kube: Kube, namespace: str, monitor
 @pytest.fixture
 def release(kube: Kube, namespace: str, monitoring_crds: None) -> Iterator[str]:
     """The chart installed with every switch on into the test's namespace (its cluster-wide RBAC
-    named after the release, so it is unique), uninstalled at teardown."""
-    name = f"mon-{namespace}"
+    named after the release, so it is unique), uninstalled at teardown. The release's name is as
+    long as Helm allows (53 characters), so every name the chart makes from it is at its longest."""
+    name = f"{namespace}-{'long-release-name-' * 3}"[:53].rstrip("-")
     command = [helm(), "--kubeconfig", kube.kubeconfig, "-n", namespace]
-    subprocess.run([*command, "install", name, CHART, *sets(*EVERY_SWITCH)], check=True, capture_output=True, text=True)
-    yield name
-    subprocess.run([*command, "uninstall", name, "--wait=false"], check=False, capture_output=True)
+    try:
+        installed = subprocess.run(
+            [*command, "install", name, CHART, *sets(*EVERY_SWITCH)], capture_output=True, text=True
+        )
+        # No warning either: the API server warns of a Deployment name too long for its pods' hostnames.
+        assert installed.returncode == 0 and "Warning" not in installed.stderr, installed.stderr
+        yield name
+    finally:
+        # A failed install leaves its cluster-wide objects too (ClusterRoles, admission policy).
+        subprocess.run([*command, "uninstall", name, "--wait=false"], check=False, capture_output=True)
 
 
 def selected(kube: Kube, kind: str, namespace: str, selector: dict[str, Any]) -> list[dict[str, Any]]:
@@ -113,14 +115,17 @@ def selected(kube: Kube, kind: str, namespace: str, selector: dict[str, Any]) ->
     return items
 
 
+def component(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
+    """The first Deployment of one of the release's components (``operator``: its first shard)."""
+    deployments = kube.json("get", "deployments", "-n", namespace, "-l", f"app.kubernetes.io/component={name}")
+    return sorted(deployments["items"], key=lambda d: str(d["metadata"]["name"]))[0]
+
+
 def test_helm_install_makes_monitors_and_policies_that_select_the_real_objects(
     kube: Kube, namespace: str, release: str
 ) -> None:
     monitors = kube.json("get", "servicemonitors", "-n", namespace)["items"]
-    assert sorted(m["metadata"]["name"] for m in monitors) == [
-        f"{release}-cutover-gateway",
-        f"{release}-cutover-operator",
-    ]
+    assert sorted(m["metadata"]["labels"]["app.kubernetes.io/component"] for m in monitors) == ["gateway", "operator"]
     for monitor in monitors:
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
         (service,) = selected(kube, "services", namespace, monitor["spec"]["selector"])
@@ -138,10 +143,12 @@ def test_helm_install_makes_monitors_and_policies_that_select_the_real_objects(
     can = kube.run("auth", "can-i", "patch", "networkpolicies.networking.k8s.io", "-n", "default", "--as", account)
     assert can.stdout.strip() == "yes", "the operator applies the serving pods' NetworkPolicies"
 
-    policies = {p["metadata"]["name"]: p for p in kube.json("get", "networkpolicies", "-n", namespace)["items"]}
-    assert sorted(policies) == [f"{release}-cutover-gateway", f"{release}-cutover-operator"]
-    for component in ("gateway", "operator"):
-        policy = policies[f"{release}-cutover-{component}"]
+    policies = {
+        p["metadata"]["labels"]["app.kubernetes.io/component"]: p
+        for p in kube.json("get", "networkpolicies", "-n", namespace)["items"]
+    }
+    assert sorted(policies) == ["gateway", "operator"]
+    for component, policy in policies.items():
         pods = selected(kube, "pods", namespace, policy["spec"]["podSelector"])
         assert pods and all(p["metadata"]["labels"]["app.kubernetes.io/component"] == component for p in pods)
 
@@ -152,7 +159,7 @@ def test_the_operator_fences_each_model_deployments_serving_pods(
     """The operator, run with the arguments the chart gives it, makes a NetworkPolicy in the
     ModelDeployment's namespace that selects exactly its serving pods, which the PodMonitor
     selects too; the ModelDeployment owns it."""
-    deployment = kube.json("get", "deployment", f"{release}-cutover-operator", "-n", namespace)
+    deployment = component(kube, namespace, "operator")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     flag = next(a for a in args if a.startswith("--serving-network-policy="))
     assert cli.parser().parse_args(args).serving_network_policy
@@ -174,7 +181,7 @@ def test_the_operator_fences_each_model_deployments_serving_pods(
     assert fenced and {p["metadata"]["name"] for p in fenced} == {p["metadata"]["name"] for p in serving}
     (pod_monitor,) = kube.json("get", "podmonitors", "-n", namespace)["items"]
     assert len(selected(kube, "pods", namespace, pod_monitor["spec"]["selector"])) == len(serving)
-    gateway = kube.json("get", "deployment", f"{release}-cutover-gateway", "-n", namespace)
+    gateway = component(kube, namespace, "gateway")
     gateway_labels = gateway["spec"]["template"]["metadata"]["labels"]
     assert any(
         peer.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": namespace}

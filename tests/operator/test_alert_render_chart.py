@@ -32,10 +32,10 @@ def helm() -> str:
     return found
 
 
-def rendered(*values: str) -> list[dict[str, Any]]:
-    """Every object the chart renders as release ``cutover`` in namespace ``payments``, with
-    ``values`` as ``--set`` arguments. Raises CalledProcessError when helm refuses them."""
-    args = [helm(), "template", "cutover", str(CHART), "--kube-version", "1.36.3", "--namespace", "payments"]
+def rendered(*values: str, release: str = "cutover") -> list[dict[str, Any]]:
+    """Every object the chart renders as ``release`` in namespace ``payments``, with ``values`` as
+    ``--set`` arguments. Raises CalledProcessError when helm refuses them."""
+    args = [helm(), "template", release, str(CHART), "--kube-version", "1.36.3", "--namespace", "payments"]
     for value in values:
         args += ["--set", value]
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout

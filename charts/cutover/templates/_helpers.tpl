@@ -10,6 +10,16 @@
 {{- end -}}
 {{- end -}}
 
+{{/* The name of one of the release's objects ({root, suffix}): <fullname>-<suffix>, the fullname
+shortened so that the whole fits a DNS label's 63 characters (a Service's name must) while the
+suffix, which tells the release's objects apart, stays whole: cutting the end off instead made a
+Service name the API server refuses, and three dashboards one ConfigMap name. */}}
+{{- define "cutover.componentName" -}}
+{{- $room := sub 62 (len .suffix) -}}
+{{- if lt $room 1 -}}{{- fail (printf "the name suffix %q leaves no room for the release's name in 63 characters" .suffix) -}}{{- end -}}
+{{- printf "%s-%s" (include "cutover.fullname" .root | trunc (int $room) | trimSuffix "-") .suffix -}}
+{{- end -}}
+
 {{- define "cutover.labels" -}}
 app.kubernetes.io/name: {{ include "cutover.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -50,7 +60,9 @@ shards is one unnamed shard (a single operator Deployment serving every object).
 {{/* The Lease of one operator shard ({root, shard}): the release's Lease, suffixed with the shard's name. */}}
 {{- define "cutover.shardLease" -}}
 {{- $lease := include "cutover.leaseName" .root -}}
-{{- if .shard.name -}}{{- printf "%s-%s" $lease .shard.name | trunc 63 | trimSuffix "-" -}}{{- else -}}{{- $lease -}}{{- end -}}
+{{- /* Not cut at 63 characters: a Lease's name may have 253, and cut, shards of a long release
+name shared one Lease (and so one leader for all of them). */ -}}
+{{- if .shard.name -}}{{- printf "%s-%s" $lease .shard.name -}}{{- else -}}{{- $lease -}}{{- end -}}
 {{- end -}}
 
 {{- define "cutover.gatewayRules" -}}
