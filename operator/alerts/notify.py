@@ -281,6 +281,7 @@ _METRIC_NAMES = {
     "requestRate": "request rate",
     "accuracy": "accuracy on fed-back answers",
     "calibrationError": "expected calibration error",
+    "inputDrift": "largest input drift (PSI) of a feature",
 }
 
 

@@ -18,6 +18,9 @@ requestRate             requests per second
 accuracy                fed-back rows answered right / all fed-back rows (gateway feedback)
 calibrationError        expected calibration error of the fed-back rows with a probability:
                         sum over bins of |right - summed confidence| / rows
+inputDrift              the largest population stability index over the features the training
+                        statistics bin, of the rows in the window against the training shares,
+                        smoothed as the rollout analysis does (:mod:`cutover.analysis.drift`)
 ======================  ====================================================================
 
 The feedback series exist only for a ModelDeployment with ``spec.feedback`` whose answers went
@@ -46,11 +49,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args, get_origin
 
+from cutover.analysis.drift import REFERENCE_FLOOR, SMOOTHING
 from cutover.analysis.engine import SAFETY_SCOPE, RequestSource
 from cutover.api.contract import (
     FEEDBACK,
     FEEDBACK_BY_CONFIDENCE,
     FEEDBACK_CONFIDENCE,
+    INPUT_FEATURE_REFERENCE,
+    INPUT_FEATURE_ROWS,
     OUT_OF_DISTRIBUTION,
     PREDICTION_CONFIDENCE,
     PREDICTIONS,
@@ -172,6 +178,23 @@ def _calibration_error(s: _Select) -> str:
     return f"{head}(abs({right} - {confidence})) / {s.counter(FEEDBACK_BY_CONFIDENCE)}"
 
 
+def _input_drift(s: _Select) -> str:
+    # PSI = sum over bins of (p - q) ln(p / q) per feature, then the largest feature. Live shares
+    # from the window's rows with SMOOTHING added to each bin, training shares floored at
+    # REFERENCE_FLOOR and renormalised: the same numbers as cutover.analysis.drift.
+    bins, features = (*s.by, "feature", "bin"), (*s.by, "feature")
+    on = f"on ({', '.join(features)}) group_left"
+    counted = f"increase({INPUT_FEATURE_ROWS.sample}{{{s.matchers}}}[{s.window}])"
+    rows = f"(sum by ({', '.join(bins)}) ({counted}) + {SMOOTHING})"
+    live = f"({rows} / {on} sum by ({', '.join(features)}) ({rows}))"
+    floored = (
+        f"clamp_min(max by ({', '.join(bins)}) ({INPUT_FEATURE_REFERENCE.sample}{{{s.matchers}}}), {REFERENCE_FLOOR})"
+    )
+    train = f"({floored} / {on} sum by ({', '.join(features)}) ({floored}))"
+    head = f"max by ({', '.join(s.by)}) " if s.by else "max"
+    return f"{head}(sum by ({', '.join(features)}) (({live} - {train}) * ln({live} / {train})))"
+
+
 _BUILTINS: dict[str, Callable[[_Select], str]] = {
     "errorRate": _error_rate,
     "latencyP50": _latency(0.5),
@@ -182,5 +205,6 @@ _BUILTINS: dict[str, Callable[[_Select], str]] = {
     "requestRate": lambda s: s.counter(s.requests),
     "accuracy": _accuracy,
     "calibrationError": _calibration_error,
+    "inputDrift": _input_drift,
 }
 assert set(_BUILTINS) == set(BUILTINS), "every builtin of the API has its PromQL"

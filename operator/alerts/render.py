@@ -56,6 +56,7 @@ _NAMES = {
     "requestRate": "request rate",
     "accuracy": "accuracy on fed-back answers",
     "calibrationError": "expected calibration error",
+    "inputDrift": "largest input drift (PSI) of a feature",
 }
 
 

@@ -338,6 +338,7 @@ RUNBOOK_ANCHORS = {
     "requestRate": "no-predictions",
     "accuracy": "accuracy-drop",
     "calibrationError": "calibration",
+    "inputDrift": "input-drift",
 }
 """AlertRule builtin metric -> the anchor of its section in ``RUNBOOKS`` (the GitHub slug of the
 section's heading: ``## Error rate`` is ``error-rate``); a test checks every anchor has its heading."""

@@ -39,8 +39,13 @@ BUILTINS = (
     "safetyViolations",
     "accuracy",
     "calibrationError",
+    "inputDrift",
 )
-EXTRA = {"latency": {"latencyThreshold": "100ms"}, "calibrationError": {"thresholdRange": {"max": 0.05}}}
+EXTRA = {
+    "latency": {"latencyThreshold": "100ms"},
+    "calibrationError": {"thresholdRange": {"max": 0.05}},
+    "inputDrift": {"thresholdRange": {"max": 0.2}},
+}
 ARMS = Arms("c0ffee00", "ba5e1111")
 
 
@@ -71,12 +76,14 @@ class Everything:
         for revision in (ARMS.candidate, ARMS.baseline):
             for i, le in enumerate(edges if "le" in by else [None]):
                 labels = {"revision": revision, "code": "200", "le": "+Inf" if le == math.inf else str(le)}
-                labels |= {"outcome": "correct", "bucket": "1"}
+                labels |= {"outcome": "correct", "bucket": "1", "feature": "age", "bin": "0"}
                 out[tuple((name, labels[name]) for name in by)] = float(i + 1)
         return out
 
     async def instant(self, query: str, at: float) -> dict[Labels, float]:
-        return {(): 1.0}
+        self.selectors.append(query)
+        labels = {"feature": "age", "bin": "0"}
+        return {(("revision", r), *labels.items()): 1.0 for r in (ARMS.candidate, ARMS.baseline)}
 
 
 @pytest.mark.parametrize("source", ["gateway", "serving"])

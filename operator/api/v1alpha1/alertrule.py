@@ -50,6 +50,7 @@ class AlertMetric(ApiModel):
             "requestRate",
             "accuracy",
             "calibrationError",
+            "inputDrift",
         ]
         | None
     ) = None
