@@ -31,7 +31,6 @@ import aiohttp
 from cutover.serving.kube import Credentials, Watcher
 from hack.runner import _replace
 
-log = logging.getLogger("cutover.endpoints")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 """The label the endpoint-slice controller puts on each slice: the Service it belongs to."""
 PORT_NAME = "http"

@@ -2,8 +2,8 @@
 built from the control plane's Kubernetes version, containerd with Debian's runc, Debian's CNI
 bridge) beside kwok's simulated ones, the project's serving image (hack/images) loaded into it.
 The real scheduler places the pods there by the node's label and taint, the real kubelet starts
-them and probes them, the endpoint-slice controller follows their readiness, Prometheus finds
-them through the API server and scrapes their pod IPs, and the gateway calls those pod IPs.
+them and probes them, the endpoint-slice controller follows their readiness, and from the
+EndpointSlices (hack/endpoints.py) Prometheus scrapes their pod IPs and the gateway calls them.
 
 Slow (a node to start, an image to load, containers that import onnxruntime): `make e2e-real`
 runs it; plain `pytest` leaves it out (the ``realnode`` marker). Needs root."""
