@@ -60,6 +60,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..compression import decoded
 from ..errors import InvalidInput, ServingError
 from ..protocol import HEADER_LENGTH, decode_response
 
@@ -284,7 +285,11 @@ class Feedback:
         """Keep ``answer`` (a revision's 200 to an inference request on ``route``, which has
         ``feedback``) by its id; an id answered before is ambiguous from now on."""
         assert route.feedback is not None and answer.backend is not None
-        read = predicted(answer.body, answer.headers.get(HEADER_LENGTH), route.feedback.output)
+        try:  # compressed for a client that accepts it, as the revision sent it
+            body = decoded(answer.body, answer.headers.get("Content-Encoding"))
+        except ValueError:
+            body = b""
+        read = predicted(body, answer.headers.get(HEADER_LENGTH), route.feedback.output)
         if read is None:
             self.metrics.answer_unreadable(route, answer.backend)
             return

@@ -10,6 +10,7 @@ with tritonclient (binary tensors, the classification extension)."""
 from __future__ import annotations
 
 import gc
+import gzip
 import json
 import re
 import subprocess
@@ -125,6 +126,26 @@ def test_an_answer_without_an_id_is_fed_back_by_the_id_serving_gave_it(gateway: 
     assert answer_id  # the protocol's answer carries an id even when the request had none
     assert feedback(url, {"id": answer_id, "truth": str(int(probabilities[0].argmax()))})[0] == 200
     assert counted(gw, "correct") == 1
+
+
+def test_an_answer_compressed_for_the_client_is_kept(gateway: tuple[str, Gateway]) -> None:
+    """A client that accepts gzip gets a large answer compressed by the revision, and the gateway
+    passes it on as it came: it must decode it to read the classes (it read nothing before)."""
+    url, gw = gateway
+    x = sample_models.sample_inputs(100, seed=2)
+    tensor = {"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+    request = urllib.request.Request(
+        f"{url}/v2/models/{MODEL}/infer",
+        data=json.dumps({"id": "zipped", "inputs": [tensor]}).encode(),
+        headers={"Accept-Encoding": "gzip"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+        answer = json.loads(gzip.decompress(response.read()))
+    top = np.asarray(answer["outputs"][0]["data"]).reshape(100, 3).argmax(axis=1).tolist()
+    assert feedback(url, {"id": "zipped", "truth": top})[1]["correct"] == 100
+    assert counted(gw, series="feedback_unreadable") == 0
 
 
 def test_binary_answers_and_the_classification_extension_through_tritonclient(gateway: tuple[str, Gateway]) -> None:
