@@ -317,7 +317,11 @@ def status_lines(body: Mapping[str, Any]) -> list[str]:
         hold = " (rollouts hold)" if safety["holding"] else ""
         lines.append(f"Safety:     SafetyPolicy {safety['name']}: ready {said}{hold}")
     if scaled := doc["autoscaling"]:
-        value = f", {scaled['metric']} {scaled['value']:g}/pod (target {scaled['target']})" if "value" in scaled else ""
+        # Only the replica counts are required (the CRD); the rest may be missing.
+        target = f" (target {scaled['target']})" if scaled.get("target") is not None else ""
+        value = (
+            f", {scaled.get('metric', '')} {scaled['value']:g}/pod{target}" if scaled.get("value") is not None else ""
+        )
         limit = f"; limited by {scaled['limitedBy']}" if scaled.get("limitedBy") else ""
         lines.append(
             f"Scaling:    {scaled['currentReplicas']} -> {scaled['desiredReplicas']} pods{value}{limit}: "
@@ -347,7 +351,7 @@ def status_lines(body: Mapping[str, Any]) -> list[str]:
             lines.append(f"  {m['name']:<20} {m.get('decision', ''):<12} estimate {estimate} {bounds}".rstrip())
     if watch := doc["postPromotion"]:
         lines.append(
-            f"Watch:      {watch['state']} {watch['revision']} until {watch['until']}"
+            f"Watch:      {watch.get('state', 'Watching')} {watch['revision']} until {watch['until']}"
             f" (rollback to {watch['previous']}): {watch.get('reason', '')}".rstrip(": ")
         )
     lines.append("Conditions:")

@@ -246,3 +246,36 @@ def test_completion_asks_the_cluster_the_words_name() -> None:
 def test_completion_offers_nothing_when_kubectl_fails() -> None:
     assert completions(["status", ""], lambda command: None) == ([], NO_FILE_COMPLETION)
     assert completions(["rollback", "fraud", "--to", ""], lambda command: None) == ([], NO_FILE_COMPLETION)
+
+
+def smallest(schema: dict[str, Any]) -> Any:
+    """The least a CRD's structural schema accepts: an object with its required properties only,
+    an array of one such item, the first enum value, else a plain string, 1 or 0.5."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {key: smallest(properties[key]) for key in schema.get("required", [])}
+    if kind == "array":
+        return [smallest(schema["items"])]
+    return {"integer": 1, "number": 0.5, "boolean": True}.get(kind, "x")
+
+
+def test_the_text_reads_a_status_with_only_what_the_crd_requires() -> None:
+    """An operator (an older one, or this one on a path it rarely takes) may leave out every field
+    the CRD does not require, and the API server keeps such a status: `kubectl cutover status`
+    failed with a KeyError on an autoscaling status without its target and a post-promotion
+    watch without its state."""
+    crd = yaml.safe_load(
+        (Path(__file__).resolve().parent.parent / "crds" / "cutover.dev_modeldeployments.yaml").read_text()
+    )
+    properties = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    status = {key: smallest(schema) for key, schema in properties.items()}
+    assert {"autoscaling", "postPromotion", "lastAnalysis", "traffic", "history"} <= status.keys()
+    body = {**BODY, "status": status}
+    text = "\n".join(kubectl_plugin.status_lines(body) + kubectl_plugin.history_lines(body))
+    assert "Watch:      Watching" in text
+    # A metric's value without the target beside it.
+    status["autoscaling"] |= {"value": 0.5}
+    assert "Scaling:    1 -> 1 pods" in "\n".join(kubectl_plugin.status_lines(body))
