@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import math
@@ -145,6 +146,8 @@ class Explainer:
         self._executor = ThreadPoolExecutor(
             max(config.explain_max_in_flight, 1), thread_name_prefix="explain", initializer=_yield_to_inference
         )
+        if config.format == "pytorch":  # Captum and what it imports (matplotlib) take seconds, once
+            self._executor.submit(importlib.import_module, "captum.attr")
         self._exemplar_classes: np.ndarray | None = None
         self._lock = threading.Lock()
 
@@ -214,6 +217,8 @@ class Explainer:
         array = request.inputs[explained.name]
         if array.ndim < 2:
             raise InvalidInput(f"input {explained.name!r} needs a batch dimension to be explained")
+        if not np.isfinite(array).all():
+            raise InvalidInput(f"input {explained.name!r} holds NaN or infinite values, which have no attributions")
         outputs = [
             t
             for t in self.model.outputs

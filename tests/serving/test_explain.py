@@ -240,10 +240,16 @@ def test_bad_explain_requests_are_400_json(server: Serving, request_body: Any, m
 def test_busy_and_timed_out_explanations_are_refused_and_counted_apart(models: Path, tmp_path: Path) -> None:
     serving = Serving(
         tmp_path,
-        *("--format", "onnx", "--model-uri", str(models / "slow.onnx"), "--inputs", CLASSIFIER_INPUTS),
+        *("--format", "onnx", "--model-uri", str(models / "slow.onnx")),  # no declared range: NaN passes validation
         *("--ood", ood(models), "--explain-timeout", "0.5", "--explain-max-in-flight", "1"),
     ).start()
     try:
+        for value in ("NaN", "Infinity"):
+            sent = (
+                f'{{"inputs": [{{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [{value}, 1, 2, 3]}}]}}'
+            )
+            status, answer = serving.post(PATH, sent.encode())
+            assert status == 400 and "NaN or infinite" in answer["error"], answer
         long_one = body(sample_models.sample_inputs(20, seed=16), method="shapley_permutation", nsamples=1000)
         results: list[tuple[int, Any]] = []
         first = threading.Thread(target=lambda: results.append(serving.post(PATH, long_one)))
@@ -258,6 +264,7 @@ def test_busy_and_timed_out_explanations_are_refused_and_counted_apart(models: P
         assert status == 422 and "limit of 0.5 s" in answer["error"], answer
         infer = serving.post("/v2/models/classifier/infer", body(sample_models.sample_inputs(1)))
         assert infer[0] == 200
+        assert serving.metric("cutover_explanations_total", code="400") == 2
         assert serving.metric("cutover_explanations_total", code="422") == 1
         assert serving.metric("cutover_explanations_total", code="503") == 1
         assert serving.metric("cutover_serving_requests_total") == 1  # the infer alone
@@ -313,6 +320,7 @@ def test_integrated_gradients_on_a_torchscript_model(tmp_path: Path) -> None:
         tmp_path,
         *("--format", "pytorch", "--model-uri", str(model), "--inputs", CLASSIFIER_INPUTS, "--outputs", outputs),
         *("--ood", json.dumps({"statisticsUri": str(statistics), "input": "input", "threshold": 4})),
+        *("--explain-timeout", "60"),  # the first explanation waits for Captum's import
     ).start()
     try:
         row = sample_models.sample_inputs(1, seed=17)
