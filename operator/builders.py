@@ -30,7 +30,7 @@ from cutover.api.contract import (
 from cutover.api.contract import LABEL_MODEL as LABEL_MODEL
 from cutover.api.contract import LABEL_REVISION as LABEL_REVISION
 from cutover.api.contract import LABEL_ROLE as LABEL_ROLE
-from cutover.api.v1alpha1 import API_VERSION
+from cutover.api.v1alpha1 import API_VERSION, seconds
 from cutover.api.v1alpha1.base import ObjectMeta, as_stored
 from cutover.api.v1alpha1.modeldeployment import ModelDeployment, TrafficEntry
 
@@ -208,6 +208,16 @@ def deployment(
         ]
         if cache.get("ttl"):
             args += ["--prediction-cache-ttl", cache["ttl"]]
+    explain = runtime.get("explain")
+    if explain is not None:
+        args += [
+            "--explain-max-in-flight",
+            str(explain["maxInFlight"] if explain["enabled"] else 0),
+            "--explain-timeout",
+            f"{seconds(explain['timeout']):g}",
+            "--explain-background",
+            str(explain["background"]),
+        ]
     for flag, key in (("--inputs", "inputs"), ("--outputs", "outputs"), ("--ood", "outOfDistribution")):
         if model.get(key):
             args += [flag, _canonical_json(model[key])]

@@ -202,6 +202,12 @@ CASES = [
     ),
     Case("cache-ttl-zero", GPU, {"spec.runtime.cache.ttl": "0s"}, "cache.ttl must be longer than 0s"),
     Case(
+        "explain-timeout-too-long",
+        GPU,
+        {"spec.runtime.explain.timeout": "10m"},
+        "explain.timeout must be longer than 0s and at most 5m",
+    ),
+    Case(
         "cache-without-entries",
         GPU,
         {"spec.runtime.cache.maxEntries": 0},

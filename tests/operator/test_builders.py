@@ -304,3 +304,18 @@ def test_serving_pods_trace_only_when_the_operator_is_given_an_otlp_endpoint() -
     assert cli.parser().parse_args(args).otlp_endpoint == "http://otel-collector:4318"
     untraced = builders.deployment(md, workload(md))["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--otlp-endpoint" not in untraced
+
+
+def test_the_explain_endpoint_s_limits_reach_cutover_serve_as_its_flags() -> None:
+    md = model(
+        "modeldeployment-canary.yaml", runtime={"explain": {"maxInFlight": 3, "timeout": "1m30s", "background": 20}}
+    )
+    args = builders.deployment(md, workload(md))["spec"]["template"]["spec"]["containers"][0]["args"]
+    parsed = cli.parser().parse_args(args)
+    assert (parsed.explain_max_in_flight, parsed.explain_timeout, parsed.explain_background) == (3, 90.0, 20)
+    off = model("modeldeployment-canary.yaml", runtime={"explain": {"enabled": False}})
+    args = builders.deployment(off, workload(off))["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert cli.parser().parse_args(args).explain_max_in_flight == 0  # cutover serve answers 501
+    unset = model("modeldeployment-canary.yaml")
+    args = builders.deployment(unset, workload(unset))["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(arg.startswith("--explain") for arg in args)

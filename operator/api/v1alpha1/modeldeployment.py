@@ -268,6 +268,33 @@ class PredictionCache(ApiModel):
     )
 
 
+class Explanations(ApiModel):
+    """The serving pods' explain endpoint (``POST /v2/models/{name}/explain``): per-feature
+    attributions, nearest training examples and counterfactuals, computed in each pod off the
+    inference path (their own threads, never the batcher) and never counted as predictions.
+    Neighbours, counterfactuals and background rows come from the ``exemplars`` of
+    ``model.outOfDistribution.statisticsUri``."""
+
+    enabled: bool = True
+    """Whether the endpoint answers; off, it answers 501."""
+    max_in_flight: Annotated[int, Field(ge=1, le=64)] = 1
+    """Explanations computed at once per pod, each on a thread of its own; one more is refused
+    with 503 and Retry-After. Each takes a CPU core while it runs: leave room in runtime.resources."""
+    timeout: Duration = "2s"
+    """Longest an explanation may take; one that needs longer is refused with 422."""
+    background: Annotated[int, Field(ge=1, le=1000)] = 50
+    """Background rows sampled from the exemplars for each explanation (the model evaluates
+    this many rows per coalition or feature order: more is steadier and slower)."""
+
+    rules = (
+        Rule(
+            cel="duration(self.timeout) > duration('0s') && duration(self.timeout) <= duration('5m')",
+            message="explain.timeout must be longer than 0s and at most 5m",
+            check=lambda s: 0 < seconds(s.timeout) <= 300,
+        ),
+    )
+
+
 class Autoscaling(ApiModel):
     """Horizontal autoscaling of the model's pods by the operator, with the Kubernetes
     HorizontalPodAutoscaler's algorithm (tolerance, stabilisation windows, default scaling
@@ -341,6 +368,8 @@ class RuntimeSpec(ApiModel):
     """Dynamic batching; unset serves each request alone."""
     cache: PredictionCache | None = None
     """Prediction cache for identical inference requests; unset asks the model every time."""
+    explain: Explanations | None = None
+    """The explain endpoint's limits; unset keeps its defaults (on, one at a time, 2s, 50 rows)."""
     autoscaling: Autoscaling | None = None
     """Horizontal autoscaling; unset keeps replicas fixed."""
     env: Annotated[list[EnvVar], Field(max_length=64)] = []
