@@ -376,3 +376,43 @@ def test_personas_view_edit_and_an_on_call_that_can_only_make_requests(
     ) - {"cutover.dev/rollback"}
     # Editors are not held to it.
     kube.run("annotate", "md/ranker", "note=x", "-n", namespace, "--as=dev", "--as-group=editors")
+    # Every other way in is refused too: by the policy where RBAC lets the patch through, by RBAC
+    # where the verb or subresource is not on-call's; and view writes nothing.
+    spec = {"apiVersion": body["apiVersion"], "kind": body["kind"], "metadata": {"name": "ranker"}}
+    spec["spec"] = {**body["spec"], "revisionHistoryLimit": 1}
+    by_policy = {
+        "removing another annotation": as_oncall("annotate", "note-"),
+        "a JSON patch of the spec": as_oncall(
+            "patch", "--type=json", "-p", '[{"op": "replace", "path": "/spec/runtime/replicas", "value": 9}]'
+        ),
+        "an owner": as_oncall(
+            "patch",
+            "--type=merge",
+            "-p",
+            '{"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "u"}]}}',
+        ),
+        "a server-side apply of the spec": kube.run(
+            *("apply", "--server-side", "--force-conflicts", "-f", "-", "-n", namespace, "--as=pager"),
+            "--as-group=oncall",
+            input=json.dumps(spec),
+            check=False,
+        ),
+    }
+    for what, done in by_policy.items():
+        assert done.returncode != 0 and "ValidatingAdmissionPolicy" in done.stderr, what
+    status = as_oncall("patch", "--subresource=status", "--type=merge", "-p", '{"status": {"phase": "Healthy"}}')
+    viewer = kube.run(
+        *("annotate", "--overwrite", "md/ranker", "cutover.dev/abort=v-1", "-n", namespace, "--as=v"),
+        "--as-group=viewers",
+        check=False,
+    )
+    replaced = kube.run(
+        *("replace", "-f", "-", "-n", namespace, "--as=pager", "--as-group=oncall"),
+        input=json.dumps(md(kube, namespace, "ranker")),
+        check=False,
+    )
+    for what, done in {"status": status, "replace (update)": replaced, "view annotating": viewer}.items():
+        assert done.returncode != 0 and "forbidden" in done.stderr, what
+    after = md(kube, namespace, "ranker")
+    assert after["spec"] == body["spec"] and after["metadata"]["annotations"]["note"] == "x"
+    assert after.get("status", {}).get("phase") != "Healthy" and "ownerReferences" not in after["metadata"]
