@@ -327,16 +327,11 @@ class Gateway:
     async def give_feedback(self, request: web.Request) -> web.Response:
         """Ground truth for answers of the model (``gateway/feedback.py``): the key must be one
         that may call the model."""
-        name = request.match_info["name"]
-        route = self.routes.get(name)
-        try:
-            self.authorize(request.headers, route, name)
-        except Denied as denied:
-            return _refused(denied)
-        if route is None:
-            return _respond(error_answer(404, f"unknown model {name!r}"))
+        route = self._route(request)
+        if isinstance(route, web.Response):
+            return route
         if route.feedback is None:
-            message = f"model {name!r} takes no feedback: its ModelDeployment does not set spec.feedback"
+            message = f"model {route.model!r} takes no feedback: its ModelDeployment does not set spec.feedback"
             return _respond(error_answer(404, message))
         try:
             status, answer = self.feedback.give(route, await request_body(request, self.config.max_request_bytes))
