@@ -32,7 +32,7 @@ from cutover.serving.gateway.metrics import CALIBRATION_LABELS, GatewayMetrics, 
 from cutover.serving.gateway.proxy import Answer
 from cutover.serving.gateway.routing import Backend, Route
 
-from .support import CLASSIFIER_INPUTS, Serving, threaded_gateway
+from .support import CLASSIFIER_INPUTS, Serving, key_secret, threaded_gateway
 
 MODEL = "classifier"
 REVISION = "a"  # threaded_gateway's one stable revision
@@ -257,6 +257,18 @@ def test_feedback_needs_a_model_that_takes_it(serving: Serving, gateway: tuple[s
         status, answer = feedback(plain, {"id": answer_id, "truth": 1})
         assert status == 404 and "does not set spec.feedback" in answer["error"]
         assert not gw.feedback.kept  # its answers were never parsed
+
+
+def test_feedback_needs_a_key_that_may_call_the_model(serving: Serving) -> None:
+    with threaded_gateway(MODEL, serving.url, spec={"feedback": {}}, auth=True) as (url, gw):
+        gw.keys.replace([key_secret("mine", "cut_mine", "pro"), key_secret("other", "cut_other", "pro", models="x")])
+        answer_id, probabilities = infer(url, 1, headers={"Authorization": "Bearer cut_mine"})
+        body = json.dumps({"id": answer_id, "truth": int(probabilities[0].argmax())}).encode()
+        assert post(f"{url}/v2/models/{MODEL}/feedback", body)[0] == 401
+        status, answer = post(f"{url}/v2/models/{MODEL}/feedback", body, {"Authorization": "Bearer cut_other"})
+        assert status == 403 and "error" in answer
+        assert counted(gw) == 0
+        assert post(f"{url}/v2/models/{MODEL}/feedback", body, {"Authorization": "Bearer cut_mine"})[0] == 200
 
 
 def test_the_store_drops_its_oldest_answer_beyond_its_capacity(serving: Serving) -> None:
