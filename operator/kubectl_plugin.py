@@ -319,9 +319,8 @@ def status_lines(body: Mapping[str, Any]) -> list[str]:
     if scaled := doc["autoscaling"]:
         # Only the replica counts are required (the CRD); the rest may be missing.
         target = f" (target {scaled['target']})" if scaled.get("target") is not None else ""
-        value = (
-            f", {scaled.get('metric', '')} {scaled['value']:g}/pod{target}" if scaled.get("value") is not None else ""
-        )
+        metric = f"{scaled['metric']} " if scaled.get("metric") else ""
+        value = f", {metric}{scaled['value']:g}/pod{target}" if scaled.get("value") is not None else ""
         limit = f"; limited by {scaled['limitedBy']}" if scaled.get("limitedBy") else ""
         lines.append(
             f"Scaling:    {scaled['currentReplicas']} -> {scaled['desiredReplicas']} pods{value}{limit}: "

@@ -278,4 +278,4 @@ def test_the_text_reads_a_status_with_only_what_the_crd_requires() -> None:
     assert "Watch:      Watching" in text
     # A metric's value without the target beside it.
     status["autoscaling"] |= {"value": 0.5}
-    assert "Scaling:    1 -> 1 pods" in "\n".join(kubectl_plugin.status_lines(body))
+    assert "Scaling:    1 -> 1 pods, 0.5/pod" in "\n".join(kubectl_plugin.status_lines(body))
