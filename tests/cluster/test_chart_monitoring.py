@@ -189,3 +189,26 @@ def test_the_operator_fences_each_model_deployments_serving_pods(
         for rule in policy["spec"]["ingress"]
         for peer in rule["from"]
     )
+
+
+def test_every_switch_turns_on_and_off_by_helm_upgrade_and_uninstall_leaves_nothing(
+    kube: Kube, namespace: str, monitoring_crds: None
+) -> None:
+    """A release made with the defaults takes every switch by `helm upgrade` and gives them back
+    (no field the API server keeps immutable changes on the way), and `helm uninstall` removes
+    every object of the release, in its namespace and cluster-wide."""
+    name = f"up-{namespace}"
+    command = [helm(), "--kubeconfig", kube.kubeconfig, "-n", namespace]
+    kinds = "all,configmaps,networkpolicies,servicemonitors,podmonitors,prometheusrules,alertrules,roles,rolebindings"
+    cluster_kinds = "clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings"
+    mine = f"app.kubernetes.io/instance={name}"
+    try:
+        for step in (["install"], ["upgrade", *sets(*EVERY_SWITCH)], ["upgrade", "--reset-values"]):
+            done = subprocess.run([*command, *step[:1], name, CHART, *step[1:]], capture_output=True, text=True)
+            assert done.returncode == 0, f"helm {step[0]}: {done.stderr}"
+            if "--reset-values" in step:
+                assert not kube.json("get", "servicemonitors,networkpolicies", "-n", namespace, "-l", mine)["items"]
+    finally:
+        subprocess.run([*command, "uninstall", name, "--wait"], check=False, capture_output=True)
+    assert not kube.json("get", kinds, "-n", namespace, "-l", mine)["items"]
+    assert not kube.json("get", cluster_kinds, "-l", mine)["items"]
