@@ -150,7 +150,7 @@ class Loops:
             return
         if loop is not None:
             loop.raw.clear()
-            loop.raw.update(raw_body)
+            loop.raw.update(kept(raw_body))
             return
         # Names are unique in a namespace: a loop for the same name under another uid serves an
         # object that was deleted while the watch was down (a relist reports no DELETED for it).
@@ -159,7 +159,7 @@ class Loops:
             if (running.raw.get("metadata", {}).get("namespace"), running.raw.get("metadata", {}).get("name")) == key:
                 self._stop(other)
                 self._remember_ended(other)
-        raw = dict(raw_body)
+        raw = kept(raw_body)
         stopped = Stopped()
         call = {k: v for k, v in kwargs.items() if k not in PER_EVENT_KWARGS}
         call.update(body=kopf.Body(cast(kopf.RawBody, raw)), stopped=stopped)
@@ -213,6 +213,26 @@ class Loops:
             self._stop(uid)
         if self._stopping:
             await asyncio.gather(*self._stopping, return_exceptions=True)
+
+
+def kept(raw_body: Mapping[str, Any]) -> dict[str, Any]:
+    """What a loop keeps of an object's body between events: all of it but its managedFields,
+    of which each entry keeps its manager and the annotations it owns (who wrote an on-call
+    request, ``handlers.annotation_writer``). The rest of managedFields mirrors every field of
+    spec and status as nested dicts, a third of a ModelDeployment's body, kept for each object
+    for the life of its loop."""
+    meta = raw_body.get("metadata") or {}
+    entries = meta.get("managedFields")
+    if not entries:
+        return dict(raw_body)
+    owned = []
+    for entry in entries:
+        annotations = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:annotations")
+        if annotations:
+            owned.append(
+                {"manager": entry.get("manager", ""), "fieldsV1": {"f:metadata": {"f:annotations": annotations}}}
+            )
+    return {**raw_body, "metadata": {**meta, "managedFields": owned}}
 
 
 def daemon(

@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 import pytest
 
-from cutover.operator import lifecycle, main
+from cutover.operator import handlers, lifecycle, main
 
 
 def body(uid: str, generation: int = 1, **metadata: Any) -> dict[str, Any]:
@@ -189,3 +189,27 @@ async def test_a_shard_serves_only_its_objects_and_lets_go_of_one_moved_away() -
     assert (sorted(a.running), sorted(b.running)) == (["1", "3"], ["2"])
     await a.stop_all()
     await b.stop_all()
+
+
+async def test_a_loop_keeps_of_managed_fields_only_who_owns_each_annotation() -> None:
+    """managedFields mirrors every field of spec and status, a third of a ModelDeployment's
+    body, and each loop kept it whole for the life of the object; a pass reads of it only
+    which manager wrote an on-call annotation."""
+    managed = [
+        {"manager": "kubectl", "fieldsV1": {"f:metadata": {"f:labels": {"f:team": {}}}, "f:spec": {"f:model": {}}}},
+        {"manager": "cutover", "fieldsV1": {"f:status": {"f:phase": {}, "f:history": {}}}},
+        {"manager": "kubectl-annotate", "fieldsV1": {"f:metadata": {"f:annotations": {"f:cutover.dev/rollback": {}}}}},
+    ]
+    created = body("a", managedFields=managed)
+    created["spec"] = {"model": {"name": "m"}}
+    fn = Recorder()
+    loops = lifecycle.Loops(fn)
+    loops.observe("ADDED", created, {})
+    await until(lambda: fn.seen)
+    (loop,) = loops.running.values()
+    assert loop.raw["metadata"]["managedFields"] == [managed[2]]
+    assert handlers.annotation_writer(loop.raw, "cutover.dev/rollback") == "kubectl-annotate"
+    assert loop.raw["spec"] == created["spec"] and created["metadata"]["managedFields"] == managed
+    loops.observe("MODIFIED", body("a", generation=2, managedFields=managed[:2]), {})
+    assert loop.raw["metadata"]["managedFields"] == [] and loop.raw["metadata"]["generation"] == 2
+    await loops.stop_all()
