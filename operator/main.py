@@ -41,11 +41,11 @@ class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     kopf builds the essence of every object on every watch event, whether or not a handler
     reacts to changes, by deep-copying the whole body and then dropping its metadata and status
     (``DiffBaseStorage.build``, kopf 1.45). A ModelDeployment's status and a body's
-    managedFields are most of it: py-spy had that copy at a tenth of the operator's
-    busy samples while 500 ModelDeployments came up. The body handed to kopf's build here holds only what the essence
-    keeps (every top-level field but metadata and status, and the metadata's labels and
-    annotations), so the essence is the same. With ``extra_fields`` (a handler of status
-    fields) kopf gets the whole body."""
+    managedFields are most of it: py-spy had that copy at a tenth of the operator's busy
+    samples while 500 ModelDeployments came up. The body handed to kopf's build here holds
+    only what the essence keeps (every top-level field but metadata and status, and the
+    metadata's labels and annotations), so the essence is the same. With ``extra_fields`` (a
+    handler of status fields) kopf gets the whole body."""
 
     def build(self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None) -> kopf.BodyEssence:
         if extra_fields:
