@@ -169,7 +169,13 @@ def reference(python: Path, folder: Path, rows: np.ndarray, background: np.ndarr
     data, out, script = folder / f"{kind}.npz", folder / f"{kind}-shap.npy", folder / "reference.py"
     np.savez(data, rows=rows, background=background)
     script.write_text(REFERENCE)
-    subprocess.run([str(python), str(script), str(data), str(folder / "model.onnx"), kind, str(out)], check=True)
+    done = subprocess.run(
+        [str(python), str(script), str(data), str(folder / "model.onnx"), kind, str(out)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:  # shap's progress bars otherwise fill the report
+        raise SystemExit(f"shap failed:\n{done.stderr}")
     values: np.ndarray = np.load(out)
     return values
 
