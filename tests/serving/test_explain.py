@@ -8,13 +8,14 @@ the predictions a rollout's analysis reads."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,17 +67,18 @@ def predict(model: Path, rows: np.ndarray) -> np.ndarray:
     return result.astype(np.float64)
 
 
-def brute_force_shapley(model: Path, x: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """Shapley values [M, K] by their definition, subset by subset (itertools)."""
+def brute_force_shapley(model: Callable[[np.ndarray], np.ndarray], x: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Shapley values [M, K] of ``model`` (rows -> [n, K] values) by their definition, subset
+    by subset (itertools), against ``background`` rows."""
     features = x.size
 
     def value(subset: tuple[int, ...]) -> np.ndarray:
         rows = background.copy()
         rows[:, list(subset)] = x[list(subset)]
-        mean: np.ndarray = predict(model, rows).mean(axis=0)
+        mean: np.ndarray = model(rows).mean(axis=0)
         return mean
 
-    phi = np.zeros((features, 3))
+    phi = np.zeros((features, model(x[None]).shape[1]))
     for i in range(features):
         others = [j for j in range(features) if j != i]
         for size in range(features):
@@ -134,7 +136,9 @@ def test_exact_shapley_values_equal_the_definition(server: Serving, models: Path
         assert output["name"] == "probabilities"
         assert [a["feature"] for a in output["attributions"]] == FEATURE_NAMES
         assert [a["value"] for a in output["attributions"]] == pytest.approx(row.tolist())
-        expected = brute_force_shapley(models / "good.onnx", row.astype(np.float64), exemplar_rows.astype(np.float64))
+        expected = brute_force_shapley(
+            functools.partial(predict, models / "good.onnx"), row.astype(np.float64), exemplar_rows.astype(np.float64)
+        )
         np.testing.assert_allclose(attributions(output), expected, atol=1e-6)
         np.testing.assert_allclose(output["prediction"], predict(models / "good.onnx", row[None])[0], atol=1e-6)
         np.testing.assert_allclose(output["baseline"], predict(models / "good.onnx", exemplar_rows).mean(0), atol=1e-6)

@@ -24,6 +24,7 @@ from cutover.serving import sample_models
 from cutover.serving.adapters.tensorflow import TensorFlowAdapter
 
 from .support import Serving
+from .test_explain import brute_force_shapley
 
 WEIGHT = np.array([[0.5, -1.0, 0.25], [1.5, 0.0, -0.5], [-0.75, 2.0, 0.5], [0.1, 0.2, -1.2]], dtype=np.float32)
 BIAS = np.array([0.1, -0.2, 0.05], dtype=np.float32)
@@ -371,3 +372,26 @@ def test_serving_another_format_does_not_import_tensorflow(tmp_path: Path) -> No
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_a_savedmodel_is_explained_black_box(server: Serving, models: Path) -> None:
+    """Shapley values of a TensorFlow model (its function called from the explanation thread,
+    beside the batcher), against the training mean: exact, as the definition gives them."""
+    x = rows(1, seed=7)
+    predictions = server.metric("cutover_predictions_total")
+    tensor = {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": x.ravel().tolist()}
+
+    status, answer = server.post("/v2/models/classifier/explain", {"inputs": [tensor]})
+
+    assert status == 200, answer
+    (explanation,) = answer["explanations"]
+    assert (explanation["method"], explanation["background"]) == ("shapley_exact", {"rows": 1, "source": "mean"})
+    probabilities = next(o for o in explanation["outputs"] if o["name"] == "probabilities")
+    mean = np.array(sample_models.training_statistics()["mean"])[None]
+    expected = brute_force_shapley(
+        lambda r: in_process(models / "classifier", input=r.astype(np.float32))["probabilities"].astype(np.float64),
+        x[0].astype(np.float64),
+        mean,
+    )
+    np.testing.assert_allclose([a["attribution"] for a in probabilities["attributions"]], expected, atol=1e-6)
+    assert server.metric("cutover_predictions_total") == predictions  # the batcher saw none of it
