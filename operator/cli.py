@@ -167,7 +167,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     model.add_argument("--upstream-timeout", type=float, default=30.0, help="seconds (default 30)")
     model.add_argument("--inputs", help="declared inputs: JSON list of {name, datatype, shape, range}")
     model.add_argument("--outputs", help="declared outputs: JSON list of {name, datatype, shape, range}")
-    model.add_argument("--ood", help="out-of-distribution scoring: JSON {statisticsUri, input, threshold}")
+    model.add_argument(
+        "--ood", help="out-of-distribution scoring: JSON {statisticsUri, input, threshold[, method, modelUri]}"
+    )
     model.add_argument("--fallback", help="fallback chain: JSON of spec.fallback")
     model.add_argument("--previous-url", help="the previous version's endpoint, first link of the fallback chain")
     model.add_argument("--confidence-output", help="output whose top class is the confidence (default: the first)")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.parse
+import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,7 @@ from .config import ServeConfig
 from .drift import InputBinning
 from .fallback import FallbackChain, Link, remote, safe_default
 from .metrics import ServingMetrics
-from .ood import MahalanobisScorer, load_statistics
+from .ood import MahalanobisScorer, OnnxScorer, Scorer, load_statistics
 from .protocol import RawInput
 
 log = logging.getLogger("cutover.serving")
@@ -55,6 +57,7 @@ class LoadedModel:
     non-BYTES input)."""
     batcher: Batcher | None = None
     ood: MahalanobisScorer | None = None
+    """The training statistics' Mahalanobis scorer (its mean and precision serve explanations too)."""
     fallback: FallbackChain | None = None
     audit: AuditLog | None = None
     labels: Mapping[str, Sequence[str]] = field(default_factory=dict)
@@ -69,6 +72,9 @@ class LoadedModel:
     drift: InputBinning | None = None
     """The statistics file's ``histograms``: the scored input's features are counted per bin
     for the input drift analysis; None without them."""
+    scorer: Scorer | None = None
+    """What scores rows for ``model.outOfDistribution``: ``ood`` for the mahalanobis method, else
+    the ONNX model of the method; None without outOfDistribution."""
 
 
 def merge_schema(declared: Sequence[TensorSpec], discovered: Sequence[TensorInfo], kind: str) -> list[TensorInfo]:
@@ -184,6 +190,7 @@ class Loader:
         drift = InputBinning.parse(statistics, features, ood.features) if ood is not None else None
         if drift is not None:
             self.metrics.watch_inputs(drift)
+        scorer = await self._ood_model(ood)
         labels = await asyncio.to_thread(self._labels)
         fallback = None
         if config.fallback is not None and config.fallback.confidence_threshold is not None:
@@ -215,6 +222,7 @@ class Loader:
             exemplars,
             features,
             drift,
+            scorer,
         )
 
     def _prediction_cache(self) -> PredictionCache | None:
@@ -241,6 +249,19 @@ class Loader:
                 f"the training statistics have {scorer.features} features; input {spec.input!r} has {features}"
             )
         return scorer, statistics
+
+    async def _ood_model(self, statistics: MahalanobisScorer | None) -> Scorer | None:
+        """The scorer ``model.outOfDistribution.method`` names: the statistics' Mahalanobis
+        scorer, or its ONNX model (``modelUri``, read beside the model) loaded for the same
+        feature count. Raises ValueError for a model that cannot score those rows."""
+        spec = self.config.out_of_distribution
+        if spec is None or statistics is None or spec.method == "mahalanobis":
+            return statistics
+        assert spec.model_uri is not None  # the API requires it for the ONNX methods
+        path = self._beside_model(spec.model_uri)
+        if path.startswith("file://"):
+            path = urllib.request.url2pathname(urllib.parse.urlsplit(path).path)
+        return await asyncio.to_thread(OnnxScorer, path, spec.method, statistics.features)
 
     def _labels(self) -> dict[str, list[str]]:
         """Each declared output's class labels: its ``labelFilename``, one label per line, read

@@ -15,7 +15,7 @@ cutover_serving_batch_size                     histogram  BATCH_BUCKETS, rows pe
 cutover_serving_in_flight                      gauge      requests being served now
 cutover_predictions_total                      counter    rows answered by the primary model
 cutover_prediction_confidence                  histogram  CONFIDENCE_BUCKETS, top-class probability
-cutover_out_of_distribution_score              histogram  OOD_BUCKETS, Mahalanobis distance per row
+cutover_out_of_distribution_score              histogram  OOD_BUCKETS, score per row (the method's unit)
 cutover_out_of_distribution_total              counter    rows above the configured threshold
 cutover_input_feature_rows_total               counter    feature, bin: rows per bin of the training edges
 cutover_input_feature_reference                gauge      feature, bin: training share of the bin
@@ -143,7 +143,10 @@ class ServingMetrics:
         self.predictions = shared_counter(PREDICTIONS).labels(*values)
         self.confidence = shared_histogram(PREDICTION_CONFIDENCE, CONFIDENCE_BUCKETS).labels(*values)
         self.ood_score = histogram(
-            "cutover_out_of_distribution_score", "Mahalanobis distance of each row", OOD_BUCKETS
+            "cutover_out_of_distribution_score",
+            "Out-of-distribution score of each row (Mahalanobis distance, isolation forest anomaly score or "
+            "autoencoder reconstruction error, as outOfDistribution.method says)",
+            OOD_BUCKETS,
         ).labels(*values)
         self._ood = shared_counter(OUT_OF_DISTRIBUTION)
         if scores_out_of_distribution:

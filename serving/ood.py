@@ -1,5 +1,7 @@
 """Out-of-distribution scoring: how far each input row lies from the training data, as the
-Mahalanobis distance from the training mean under the training covariance.
+Mahalanobis distance from the training mean under the training covariance, or by an extra ONNX
+model shipped beside the main one and run in the same onnxruntime (``model.outOfDistribution.method``):
+an isolation forest or an autoencoder's reconstruction error (:class:`OnnxScorer`).
 
 A model answers confidently even on inputs unlike anything it was trained on; the distance lets
 the server count such inputs (``cutover_out_of_distribution_total``) and a rollout's analysis
@@ -16,14 +18,36 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
 
+from cutover.api.v1alpha1.modeldeployment import OutOfDistributionMethod
+
 
 class ScorerError(ValueError):
     """The input does not fit the statistics (its feature count differs)."""
+
+
+class Scorer(Protocol):
+    """Scores rows [n, features]: higher is further from the training data."""
+
+    features: int
+
+    def score(self, rows: np.ndarray) -> np.ndarray: ...
+
+
+def _matrix(rows: np.ndarray, features: int) -> np.ndarray:
+    """``rows`` as [n, features] float64: higher-rank input [n, ...] flattened per row, a 1-D input
+    one row. Raises :class:`ScorerError` for a scalar or another feature count."""
+    array = np.asarray(rows, dtype=np.float64)
+    if array.ndim == 0:
+        raise ScorerError("input is a scalar; out-of-distribution scoring needs rows of features")
+    matrix = array.reshape(1, -1) if array.ndim == 1 else array.reshape(array.shape[0], -1)
+    if matrix.shape[1] != features:
+        raise ScorerError(f"input has {matrix.shape[1]} features per row; the training statistics describe {features}")
+    return matrix
 
 
 class MahalanobisScorer:
@@ -53,19 +77,82 @@ class MahalanobisScorer:
     def score(self, rows: np.ndarray) -> np.ndarray:
         """The distance of each row, shape [n]. ``rows`` is [n, features]; higher-rank input
         [n, ...] is flattened per row, and a 1-D input is one row."""
-        array = np.asarray(rows, dtype=np.float64)
-        if array.ndim == 0:
-            raise ScorerError("input is a scalar; out-of-distribution scoring needs rows of features")
-        matrix = array.reshape(1, -1) if array.ndim == 1 else array.reshape(array.shape[0], -1)
-        if matrix.shape[1] != self.features:
-            raise ScorerError(
-                f"input has {matrix.shape[1]} features per row; the training statistics describe {self.features}"
-            )
-        centred = matrix - self.mean
+        centred = _matrix(rows, self.features) - self.mean
         squared = np.einsum("ij,jk,ik->i", centred, self.precision, centred)
         # Rounding can take a distance of ~0 just below zero.
         result: np.ndarray = np.sqrt(np.maximum(squared, 0.0))
         return result
+
+
+_ONNX_FLOATS = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+ISOLATION_FOREST_SCORES = "scores"
+"""The output of skl2onnx's IsolationForest converter the isolation forest scorer reads:
+scikit-learn's ``decision_function`` (positive inside the forest's boundary)."""
+
+
+class OnnxScorer:
+    """Scores rows with an extra ONNX model (``model.outOfDistribution.modelUri``) in onnxruntime,
+    the runtime the main model runs in; no scikit-learn or torch at serve time.
+
+    ``isolationForest``: an ``sklearn.ensemble.IsolationForest`` converted by skl2onnx (one float
+    input [n, features]; its ``scores`` output is ``decision_function``). The score is
+    0.5 - decision_function: 0.5 on the forest's own boundary (set by its ``contamination``), and
+    with ``contamination="auto"`` exactly the anomaly score s(x) = 2^(-E[h(x)] / c(n)) of Liu, Ting
+    and Zhou, "Isolation Forest" (ICDM 2008), in (0, 1]: near 1 isolated at once, below 0.5 normal.
+
+    ``autoencoder``: any model whose one output reconstructs its one input [n, features] (a small
+    torch model exported with ``torch.onnx.export``). The score is the mean squared reconstruction
+    error per feature, ||x - AE(x)||^2 / features, in the input's squared units; a threshold is
+    usually a high quantile (99th) of the training rows' errors.
+
+    A row with a NaN or infinite value scores NaN (beyond any threshold), as the Mahalanobis
+    distance does. Raises ValueError at construction for a file onnxruntime cannot load, and for
+    a model whose inputs or outputs do not fit ``features`` (it is run once on a row of zeros)."""
+
+    def __init__(self, path: str, method: OutOfDistributionMethod, features: int) -> None:
+        import onnxruntime as ort  # the serving extra's runtime, as adapters/onnx.py
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # rows are scored on the request's path, beside the model's own threads
+        try:
+            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own types for missing and invalid files
+            raise ValueError(f"cannot load the {method} model {path}: {error}") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].type not in _ONNX_FLOATS:
+            found = [(i.name, i.type) for i in inputs]
+            raise ValueError(f"the {method} model {path} must have one float input [n, features]; it has {found}")
+        self.input, self.dtype = inputs[0].name, _ONNX_FLOATS[inputs[0].type]
+        names = [o.name for o in self.session.get_outputs()]
+        if method == "isolationForest":
+            if ISOLATION_FOREST_SCORES not in names:
+                raise ValueError(
+                    f"the isolationForest model {path} has outputs {names}, not {ISOLATION_FOREST_SCORES!r} "
+                    "(convert an sklearn IsolationForest with skl2onnx)"
+                )
+            self.output = ISOLATION_FOREST_SCORES
+        elif len(names) != 1:
+            raise ValueError(f"the autoencoder model {path} must have one output (the reconstruction); it has {names}")
+        else:
+            self.output = names[0]
+        self.method, self.features = method, features
+        try:
+            self.score(np.zeros((1, features)))
+        except Exception as error:
+            raise ValueError(f"the {method} model {path} does not score rows of {features} features: {error}") from None
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        """Each row's score, shape [n], as the class says; ``rows`` as for
+        :meth:`MahalanobisScorer.score`. Raises :class:`ScorerError` for another feature count."""
+        matrix = _matrix(rows, self.features)
+        (answer,) = self.session.run([self.output], {self.input: matrix.astype(self.dtype)})
+        out = np.asarray(answer, dtype=np.float64)
+        if self.method == "isolationForest":
+            scores: np.ndarray = 0.5 - out.reshape(matrix.shape[0])
+        else:
+            scores = np.mean((matrix - out.reshape(matrix.shape)) ** 2, axis=1)
+        scores[~np.isfinite(matrix).all(axis=1)] = np.nan
+        return scores
 
 
 def _array(value: Any, name: str) -> np.ndarray:

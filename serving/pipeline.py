@@ -556,19 +556,20 @@ class Pipeline:
             raise InferenceError(f"model failed: {error}") from None
 
     async def _score_ood(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray | None:
-        """Each row's Mahalanobis distance from the training data (None when the model has no
-        training statistics); rows beyond the threshold are counted, and each watched feature's
+        """Each row's out-of-distribution score (Mahalanobis distance, or the ONNX scorer's of
+        ``outOfDistribution.method``; None when the model has no training statistics); rows
+        beyond the threshold are counted, and each watched feature's
         value by its bin for the input drift analysis. Raises ``InvalidInput``
         for rows the statistics cannot score (another width, where the model leaves it free)."""
         spec = self.config.out_of_distribution
-        if self.model.ood is None or spec is None:
+        if self.model.scorer is None or spec is None:
             return None
         array = inputs[spec.input]
         if array.ndim > 1 and not array.shape[0]:
             return np.zeros(0)  # an empty batch: no rows to score (reshape cannot infer their width)
         rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(1, -1)
         try:
-            scores = self.model.ood.score(rows.astype(np.float64, copy=False))
+            scores = self.model.scorer.score(rows.astype(np.float64, copy=False))
         except ScorerError as error:
             raise InvalidInput(f"input {spec.input!r}: {error}") from None
 

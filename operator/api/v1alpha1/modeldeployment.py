@@ -86,8 +86,12 @@ class TensorSpec(ApiModel):
     requested output) answers "value:index:label" with it, "value:index" without."""
 
 
+OutOfDistributionMethod = Literal["mahalanobis", "isolationForest", "autoencoder"]
+
+
 class OutOfDistribution(ApiModel):
-    """Out-of-distribution scoring by Mahalanobis distance against training statistics."""
+    """Out-of-distribution scoring against the training data: Mahalanobis distance from the
+    training statistics, or an extra ONNX model (isolation forest, autoencoder) beside the model."""
 
     statistics_uri: Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^\S+$")]
     """Training statistics (feature means and covariance, as JSON): a URI, or a path relative
@@ -95,7 +99,31 @@ class OutOfDistribution(ApiModel):
     input: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     """The input tensor whose rows are scored."""
     threshold: Annotated[float, Field(gt=0)]
-    """Mahalanobis distance above which a prediction counts as out of distribution."""
+    """Score above which a prediction counts as out of distribution, in the method's unit:
+    Mahalanobis distance; isolation forest anomaly score (0.5 is the forest's own boundary, 1 the
+    most isolated); autoencoder mean squared reconstruction error per feature."""
+    method: OutOfDistributionMethod = "mahalanobis"
+    """How rows are scored: mahalanobis (from statisticsUri), isolationForest (an sklearn
+    IsolationForest converted by skl2onnx) or autoencoder (a model reconstructing its input),
+    the last two an ONNX file at modelUri run in the serving pod's onnxruntime."""
+    model_uri: Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^\S+$")] | None = None
+    """The scorer's ONNX file for isolationForest and autoencoder: a path relative to the
+    model's storageUri (shipped beside it), an absolute path or file://."""
+
+    rules = (
+        Rule(
+            cel="(self.method == 'mahalanobis') == !has(self.modelUri)",
+            message="outOfDistribution.modelUri (the scorer's ONNX file) is required for methods isolationForest "
+            "and autoencoder, and not allowed for mahalanobis",
+            check=lambda s: (s.method == "mahalanobis") == (s.model_uri is None),
+        ),
+        Rule(
+            cel="!has(self.modelUri) || !self.modelUri.contains('://') || self.modelUri.startsWith('file://')",
+            message="outOfDistribution.modelUri is a file in the serving pod: a path beside the model, an absolute "
+            "path or file://",
+            check=lambda s: s.model_uri is None or "://" not in s.model_uri or s.model_uri.startswith("file://"),
+        ),
+    )
 
 
 class Upstream(ApiModel):
