@@ -83,6 +83,34 @@ def kubectl(kubeconfig: str, *args: str, stdin: str | None = None) -> None:
     )  # fmt: skip
 
 
+def store_cost(answers: int = 50_000) -> str:
+    """What keeping one answer costs the gateway's event loop, in process and side by side: the
+    feedback store's keep() on a one-row answer of the sample classifier, against json.loads of
+    the same answer (the least any reading of it costs), each over ``answers`` fresh answers."""
+    from cutover.serving.gateway.feedback import Feedback, FeedbackSettings
+    from cutover.serving.gateway.metrics import GatewayMetrics
+    from cutover.serving.gateway.proxy import Answer
+    from cutover.serving.gateway.routing import Backend, Route
+
+    backend = Backend("r1", "stable", "http://127.0.0.1:1", 100)
+    route = Route("bench", "clf", bench.MODEL, (backend,), feedback=FeedbackSettings())
+    output = {"name": "probabilities", "datatype": "FP32", "shape": [1, 3], "data": [0.0862, 0.8276, 0.0862]}
+    bodies = [
+        json.dumps({"id": f"{n:036d}", "model_name": bench.MODEL, "model_version": "1", "outputs": [output]}).encode()
+        for n in range(answers)
+    ]
+    store = Feedback(GatewayMetrics())
+    started = time.perf_counter()
+    for body in bodies:
+        json.loads(body)
+    parse = (time.perf_counter() - started) / answers
+    started = time.perf_counter()
+    for body in bodies:
+        store.keep(route, Answer(200, body, {}, backend))
+    keep = (time.perf_counter() - started) / answers
+    return f"keep() {keep * 1e6:.1f} us an answer, json.loads {parse * 1e6:.1f} us: {keep / parse:.1f}x"
+
+
 def deploy(kubeconfig: str, namespace: str, spec: dict[str, object]) -> None:
     """The benchmark's ModelDeployment in ``namespace`` (with ``spec`` added), its API key and its
     traffic table: all of it to the one backend, Service ``clf-r1``."""
@@ -179,6 +207,7 @@ def main() -> None:
         print(
             f"wrk -t1 on CPU {bench.WRK_CPU}; backend and proxy on CPU {bench.SERVER_CPU}; {args.duration:g} s a point"
         )
+        print(f"  feedback store, in process: {store_cost()}")
         for name, process in (
             ("cutover serve", backend),
             ("cutover gateway", gw),
