@@ -156,9 +156,9 @@ class Explainer:
 
     async def explain(self, body: bytes, header_length: str | None, request_id: str | None) -> dict[str, Any]:
         """The answer to one explain request (its body and ``Inference-Header-Content-Length``).
-        Raises ``Overloaded`` (503)
-        when ``explain_max_in_flight`` are in progress, ``InvalidInput`` (400) for a malformed
-        request or parameters, ``ExplanationTimeout`` (422) past ``explain_timeout``."""
+        Raises ``Overloaded`` (503) when ``explain_max_in_flight`` are in progress,
+        ``InvalidInput`` (400) for a malformed request or parameters, ``ExplanationTimeout``
+        (422) past ``explain_timeout``, ``InferenceError`` (500) when the model fails."""
         started = time.perf_counter()
         method, code, rows = "none", 200, 0
         try:
@@ -168,8 +168,11 @@ class Explainer:
                     f"{self.in_flight} explanations in progress (the limit); try again",
                     retry_after=math.ceil(self.config.explain_timeout),
                 )
-            body, header_length, parameters = _explain_parameters(body, header_length)
-            request = decode_request(body, header_length, self.model.raw_input)
+            try:
+                body, header_length, parameters = _explain_parameters(body, header_length)
+                request = decode_request(body, header_length, self.model.raw_input)
+            except RecursionError:  # json's C parser recurses per nesting level
+                raise InvalidInput("malformed JSON: nested too deeply") from None
             request.parameters = parameters
             validate(request.inputs, self.model.inputs, batched=True)
             plan = self._plan(adapter, request)

@@ -231,6 +231,7 @@ def test_an_explanation_is_audited_on_request_without_its_inputs(server: Serving
         (body(np.zeros((1, 4), np.float32), input="other"), "parameters.input"),
         ({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2]}]}, "needs 4 values"),
         (b"{not json", "JSON"),
+        (b'{"inputs": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", "nested too deeply"),
         ({**body(np.zeros((1, 4), np.float32)), "parameters": {"priority": 3}}, "'priority' is not supported"),
     ],
 )
