@@ -391,6 +391,10 @@ def test_personas_view_edit_and_an_on_call_that_can_only_make_requests(
             "-p",
             '{"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "u"}]}}',
         ),
+        # Field ownership is how a server-side applier (Flux) drops a field removed from Git.
+        "emptying metadata.managedFields": as_oncall(
+            "patch", "--type=merge", "-p", '{"metadata": {"managedFields": [{}]}}'
+        ),
         "a server-side apply of the spec": kube.run(
             *("apply", "--server-side", "--force-conflicts", "-f", "-", "-n", namespace, "--as=pager"),
             "--as-group=oncall",
@@ -416,3 +420,5 @@ def test_personas_view_edit_and_an_on_call_that_can_only_make_requests(
     after = md(kube, namespace, "ranker")
     assert after["spec"] == body["spec"] and after["metadata"]["annotations"]["note"] == "x"
     assert after.get("status", {}).get("phase") != "Healthy" and "ownerReferences" not in after["metadata"]
+    owners = kube.json("get", "md/ranker", "-n", namespace, "--show-managed-fields")["metadata"]["managedFields"]
+    assert "pytest" in {m["manager"] for m in owners}, "the applier still owns what it applied"
