@@ -363,6 +363,9 @@ class Plan:
         self.neighbours, self.counterfactual, self.audit, self.deadline = neighbours, counterfactual, audit, deadline
         model = explainer.model
         self.features: list[str] = list(model.features) if model.features else []
+        self.widths: list[int] = []
+        """Values per row of each explained output, side by side in the row model's answer (an
+        output's shape may leave them free: known from the model's answer)."""
 
     def run(self) -> list[dict[str, Any]]:
         """Every row's explanation; raises ``ExplanationTimeout`` past the deadline."""
@@ -437,6 +440,7 @@ class Plan:
                 for name, value in request.inputs.items()
             }
             results = run(feed)
+            self.widths = [int(np.asarray(results[o.name]).size // len(rows)) for o in self.outputs]
             return np.concatenate(
                 [np.asarray(results[o.name], np.float64).reshape(len(rows), -1) for o in self.outputs], axis=1
             )
@@ -473,8 +477,9 @@ class Plan:
         dtype = torch.from_numpy(self.request.inputs[self.explained.name][:1]).dtype
         point = torch.from_numpy(x.reshape(1, *shape)).to(dtype).to(adapter.device)
         start = torch.from_numpy(baseline.reshape(1, *shape)).to(dtype).to(adapter.device)
+        ends = model(np.stack([x, baseline]))  # the prediction and the baseline's (and the outputs' widths)
         values = []
-        evaluations = 0
+        evaluations = 2
         for output in self.outputs:
             index = [t.name for t in adapter.outputs].index(output.name)
             forward = adapter.differentiable(index)
@@ -484,8 +489,7 @@ class Plan:
                 arguments.insert(position, explained)
                 return forward(*arguments).reshape(explained.shape[0], -1)
 
-            width = int(np.prod(output.shape[1:])) if len(output.shape) > 1 else 1
-            for target in range(width):
+            for target in range(self.widths[self.outputs.index(output)]):
                 if time.monotonic() > self.deadline:
                     raise DeadlineExceeded(evaluations)
                 with torch.enable_grad():
@@ -498,16 +502,13 @@ class Plan:
                     )
                 values.append(attributions.detach().cpu().numpy().reshape(-1).astype(np.float64))
                 evaluations += self.steps
-        ends = model(np.stack([x, baseline]))
-        evaluations += 2
         return Attribution(np.stack(values, axis=1), ends[1], ends[0], evaluations)
 
     def _outputs(self, attribution: Attribution, x: np.ndarray, features: Sequence[str]) -> list[dict[str, Any]]:
         """The attribution of each explained output, its columns of the side-by-side values."""
         answer, start = [], 0
         residual = attribution.residual
-        for output in self.outputs:
-            width = int(np.prod(output.shape[1:])) if len(output.shape) > 1 else 1
+        for output, width in zip(self.outputs, self.widths, strict=True):
             columns = slice(start, start + width)
             start += width
             answer.append(
@@ -528,7 +529,7 @@ class Plan:
         self, model: RowModel, x: np.ndarray, exemplars: Exemplars, features: Sequence[str]
     ) -> dict[str, Any] | None:
         """The counterfactual of ``x`` by the class of the first explained output (its largest value)."""
-        width = int(np.prod(self.outputs[0].shape[1:])) if len(self.outputs[0].shape) > 1 else 1
+        width = self.widths[0]
         if width < 2:
             raise InvalidInput(f"counterfactuals need a class output; {self.outputs[0].name!r} has one value per row")
 

@@ -400,3 +400,21 @@ def counted(gateway: Gateway) -> float:
         for sample in family.samples
         if sample.name == f"{GATEWAY_REQUESTS.name}_total"
     )
+
+
+def test_an_output_whose_width_the_model_leaves_free_is_explained(models: Path, tmp_path: Path) -> None:
+    import onnx
+
+    graph = onnx.load(str(models / "good.onnx"))
+    graph.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "classes"  # [batch, classes]
+    onnx.save(graph, str(tmp_path / "free.onnx"))
+    serving = Serving(tmp_path, "--format", "onnx", "--model-uri", str(tmp_path / "free.onnx")).start()
+    try:
+        status, answer = serving.post(PATH, body(sample_models.sample_inputs(1, seed=19)))
+    finally:
+        serving.stop()
+
+    assert status == 200, answer
+    (output,) = answer["explanations"][0]["outputs"]
+    assert attributions(output).shape == (4, 3) and len(output["prediction"]) == 3
+    assert np.abs(output["additivity_residual"]).max() < 1e-6
