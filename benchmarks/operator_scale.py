@@ -297,7 +297,7 @@ def run(count: int, args: argparse.Namespace, last: bool) -> Figures:
     up = subprocess.run(
         [REPO / "hack" / "cluster", "up", CLUSTER],
         env={**os.environ, "CUTOVER_AUDIT_POLICY": str(workdir / "audit.yaml")},
-        capture_output=True,
+        stdout=subprocess.PIPE,  # its errors go to ours
         text=True,
         check=True,
     )
