@@ -418,3 +418,46 @@ def test_an_output_whose_width_the_model_leaves_free_is_explained(models: Path, 
     (output,) = answer["explanations"][0]["outputs"]
     assert attributions(output).shape == (4, 3) and len(output["prediction"]) == 3
     assert np.abs(output["additivity_residual"]).max() < 1e-6
+
+
+def test_one_input_is_explained_with_the_others_held_at_the_request_s_values(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.array([[1.0, -2.0], [0.5, 1.0], [-1.0, 0.25], [2.0, 1.5]], dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Concat", ["a", "b"], ["both"], axis=1),
+            helper.make_node("MatMul", ["both", "weight"], ["linear"]),
+            helper.make_node("Tanh", ["linear"], ["score"]),
+        ],
+        "two_inputs",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 2]) for name in ("a", "b")],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(weight, "weight")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(tmp_path / "two.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "two.onnx"), providers=["CPUExecutionProvider"])
+    a, b = np.array([[0.3, -1.2]], np.float32), np.array([[2.0, 0.7]], np.float32)
+
+    def with_b(rows: np.ndarray) -> np.ndarray:
+        feed = {"a": rows.astype(np.float32), "b": np.repeat(b, len(rows), axis=0)}
+        result: np.ndarray = session.run(None, feed)[0]
+        return result.astype(np.float64)
+
+    serving = Serving(tmp_path, "--format", "onnx", "--model-uri", str(tmp_path / "two.onnx")).start()
+    try:
+        tensors = [
+            {"name": n, "shape": [1, 2], "datatype": "FP32", "data": v.ravel().tolist()}
+            for n, v in (("a", a), ("b", b))
+        ]
+        status, answer = serving.post(PATH, {"inputs": tensors, "parameters": {"input": "a"}})
+    finally:
+        serving.stop()
+
+    assert status == 200, answer
+    (output,) = answer["explanations"][0]["outputs"]
+    assert answer["explanations"][0]["background"] == {"rows": 1, "source": "zeros"}  # no training statistics
+    expected = brute_force_shapley(with_b, a[0].astype(np.float64), np.zeros((1, 2)))
+    np.testing.assert_allclose(attributions(output), expected, atol=1e-6)
