@@ -148,9 +148,9 @@ def test_helm_install_makes_monitors_and_policies_that_select_the_real_objects(
         for p in kube.json("get", "networkpolicies", "-n", namespace)["items"]
     }
     assert sorted(policies) == ["gateway", "operator"]
-    for component, policy in policies.items():
+    for part, policy in policies.items():
         pods = selected(kube, "pods", namespace, policy["spec"]["podSelector"])
-        assert pods and all(p["metadata"]["labels"]["app.kubernetes.io/component"] == component for p in pods)
+        assert pods and all(p["metadata"]["labels"]["app.kubernetes.io/component"] == part for p in pods)
 
 
 def test_the_operator_fences_each_model_deployments_serving_pods(
