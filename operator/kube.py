@@ -13,8 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import kopf
+import yaml
 
-from cutover.serving.kube import FIELD_MANAGER, ApiError, Credentials, path, private_folder, tls_file
+from cutover.serving.kube import (
+    FIELD_MANAGER,
+    ApiError,
+    Credentials,
+    kubeconfig_token,
+    kubeconfig_user,
+    path,
+    private_folder,
+    tls_file,
+)
 from cutover.serving.kube import Kube as Client
 
 __all__ = ["FIELD_MANAGER", "ApiError", "Kube", "credentials", "path", "relative_to_kubeconfig"]
@@ -39,12 +49,16 @@ def credentials(info: kopf.ConnectionInfo) -> Credentials:
 def relative_to_kubeconfig(info: kopf.ConnectionInfo | None) -> kopf.ConnectionInfo | None:
     """``info`` from kopf's ``login_with_kubeconfig`` with its certificate and key paths read as
     kubectl reads them: relative to the kubeconfig's folder, where kopf (1.45) leaves them
-    relative to the working directory. The kubeconfig is kopf's: the first of $KUBECONFIG, else
-    ~/.kube/config. Absolute paths and None pass unchanged."""
+    relative to the working directory, and the user's ``tokenFile``, which kopf ignores, read
+    (``cutover.serving.kube.kubeconfig_token``: raises UnsupportedCredentials for an ``exec``
+    plugin, which kopf ignores too, leaving the operator anonymous). The kubeconfig is kopf's: the
+    first of $KUBECONFIG, else ~/.kube/config. Absolute paths and None pass unchanged."""
     if info is None:
         return None
     first = next((p.strip() for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p.strip()), "")
-    folder = Path(first or "~/.kube/config").expanduser().parent
+    kubeconfig = Path(first or "~/.kube/config").expanduser()
+    folder = kubeconfig.parent
+    token = info.token or kubeconfig_token(kubeconfig_user(yaml.safe_load(kubeconfig.read_text())), folder)
 
     def resolved(file: str | bytes | os.PathLike[Any] | None) -> str | None:
         return str(folder / os.fsdecode(file)) if file else None
@@ -54,6 +68,7 @@ def relative_to_kubeconfig(info: kopf.ConnectionInfo | None) -> kopf.ConnectionI
         ca_path=resolved(info.ca_path),
         certificate_path=resolved(info.certificate_path),
         private_key_path=resolved(info.private_key_path),
+        token=token,
     )
 
 

@@ -15,6 +15,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from cutover.api.v1alpha1 import GROUP
+from cutover.serving.kube import UnsupportedCredentials
 
 from . import handlers, metrics, safety_handlers
 from .alerts import handlers as alerts
@@ -77,8 +78,13 @@ def configure(settings: kopf.OperatorSettings) -> None:
 
 
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In a pod, the service account; else the kubeconfig, its file paths read as kubectl reads them."""
-    return kopf.login_with_service_account(**kwargs) or relative_to_kubeconfig(kopf.login_with_kubeconfig(**kwargs))
+    """In a pod, the service account; else the kubeconfig, its file paths read as kubectl reads them.
+    Raises kopf.PermanentError for a kubeconfig whose user cutover cannot authenticate as (an
+    ``exec`` plugin), so the operator stops with that reason instead of retrying it forever."""
+    try:
+        return kopf.login_with_service_account(**kwargs) or relative_to_kubeconfig(kopf.login_with_kubeconfig(**kwargs))
+    except UnsupportedCredentials as error:
+        raise kopf.PermanentError(str(error)) from error
 
 
 def build_registry(

@@ -187,9 +187,7 @@ class Credentials:
         current = config.get("current-context")
         context = next(c["context"] for c in config["contexts"] if c["name"] == current)
         cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
-        user: dict[str, Any] = next(
-            (u["user"] for u in config.get("users", []) if u["name"] == context.get("user")), {}
-        )
+        user = kubeconfig_user(config)
         workdir = private_folder()
 
         def file(data_key: str, path_key: str, source: dict[str, Any]) -> str | None:
@@ -206,10 +204,46 @@ class Credentials:
             certificate=file("client-certificate-data", "client-certificate", user) if secure else None,
             key=file("client-key-data", "client-key", user) if secure else None,
             insecure=bool(cluster.get("insecure-skip-tls-verify")),
-            token=user.get("token"),
+            token=kubeconfig_token(user, path.parent),
             username=user.get("username"),
             password=user.get("password"),
         )
+
+
+class UnsupportedCredentials(ValueError):
+    """A kubeconfig's user authenticates in a way cutover does not: an ``exec`` credential plugin
+    or an ``auth-provider``. Without this the client would go on as anonymous and every request
+    would fail with a 401 or 403 that says nothing about the kubeconfig."""
+
+
+def kubeconfig_user(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``user`` entry of a parsed kubeconfig's current context ({} when it names none)."""
+    current = config.get("current-context")
+    context = next((c["context"] for c in config.get("contexts", []) if c["name"] == current), {})
+    user: dict[str, Any] = next((u["user"] for u in config.get("users", []) if u["name"] == context.get("user")), {})
+    return user
+
+
+def kubeconfig_token(user: dict[str, Any], folder: Path) -> str | None:
+    """The bearer token a kubeconfig ``user`` entry gives: ``token``, else the contents of
+    ``tokenFile`` read once, relative to ``folder`` (the kubeconfig's) as kubectl reads it, else
+    an ``auth-provider``'s cached access-token; None for none. Raises UnsupportedCredentials for an
+    ``exec`` plugin or an ``auth-provider`` without a token (client-go's ``AuthInfo`` fields; the
+    plugins are not in cutover's images either), OSError when the token file cannot be read."""
+    if user.get("token"):
+        return str(user["token"])
+    if user.get("tokenFile"):
+        return (folder / user["tokenFile"]).read_text().strip()
+    if user.get("auth-provider", {}).get("config", {}).get("access-token"):
+        return str(user["auth-provider"]["config"]["access-token"])  # a cached one, as kopf takes it
+    for way in ("exec", "auth-provider"):
+        if way in user:
+            command = user[way].get("command") or user[way].get("name")
+            raise UnsupportedCredentials(
+                f"the kubeconfig's user authenticates with {way} ({command}), which cutover does not run: "
+                "give it a token, tokenFile or client certificate, or run in a pod with its service account"
+            )
+    return None
 
 
 def _relative(api_path: str) -> str:

@@ -15,6 +15,8 @@ import pytest
 
 from cutover.operator.kube import credentials
 from cutover.operator.main import login
+from cutover.serving.kube import UnsupportedCredentials
+from tests.serving.test_kube_client import kubeconfig
 
 
 def test_kopf_credentials_become_the_clients() -> None:
@@ -44,3 +46,20 @@ def test_a_kubeconfigs_relative_paths_are_read_from_its_folder(tmp_path: Path, m
     assert info is not None and info.ca_path == str(folder / "ca.crt")
     secure = credentials(info)
     assert isinstance(secure.ssl, ssl.SSLContext) and secure.ssl.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_the_operator_reads_a_token_file_and_refuses_an_exec_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kopf's kubeconfig login ignores both: the operator ran as anonymous, each call a 403. The
+    refusal is permanent, so the operator stops with its reason instead of retrying it forever."""
+    (tmp_path / "token").write_text("from-file\n")
+    cluster = {"server": "http://127.0.0.1:8001"}
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path, cluster, {"tokenFile": "token"})))
+    monkeypatch.chdir("/")
+    info = login(settings=kopf.OperatorSettings())
+    assert info is not None and credentials(info).headers == {"Authorization": "Bearer from-file"}
+    kubeconfig(tmp_path, cluster, {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "aws"}})
+    with pytest.raises(kopf.PermanentError, match=r"exec \(aws\)") as refused:
+        login(settings=kopf.OperatorSettings())
+    assert isinstance(refused.value.__cause__, UnsupportedCredentials)

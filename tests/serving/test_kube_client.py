@@ -19,7 +19,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from cutover.serving.kube import ApiError, Credentials, Kube, path, tls_file
+from cutover.serving.kube import ApiError, Credentials, Kube, UnsupportedCredentials, path, tls_file
 
 MD = {
     "apiVersion": "cutover.dev/v1alpha1",
@@ -160,3 +160,19 @@ def test_a_kubeconfig_naming_certificate_files_needs_no_temp_dir(
     cluster = {"server": "https://127.0.0.1:6443", "certificate-authority": "ca.crt"}
     secure = Credentials.load(str(kubeconfig(tmp_path, cluster, {"token": "abc"})))
     assert isinstance(secure.ssl, ssl.SSLContext) and secure.ssl.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_a_kubeconfig_token_file_is_read_from_its_folder_and_an_exec_plugin_is_refused(tmp_path: Path) -> None:
+    """As kubectl reads ``tokenFile``; an ``exec`` plugin or an ``auth-provider`` with no token
+    used to leave the client anonymous, every request a 401 or 403 that named no cause."""
+    (tmp_path / "token").write_text("from-file\n")
+    cluster = {"server": "http://127.0.0.1:8001"}
+    from_file = Credentials.load(str(kubeconfig(tmp_path, cluster, {"tokenFile": "token"})))
+    assert from_file.headers == {"Authorization": "Bearer from-file"}
+    cached = {"auth-provider": {"name": "oidc", "config": {"access-token": "cached"}}}
+    assert Credentials.load(str(kubeconfig(tmp_path, cluster, cached))).headers == {"Authorization": "Bearer cached"}
+    plugin = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "aws", "args": ["eks", "get-token"]}}
+    with pytest.raises(UnsupportedCredentials, match=r"exec \(aws\)"):
+        Credentials.load(str(kubeconfig(tmp_path, cluster, plugin)))
+    with pytest.raises(UnsupportedCredentials, match=r"auth-provider \(gcp\)"):
+        Credentials.load(str(kubeconfig(tmp_path, cluster, {"auth-provider": {"name": "gcp"}})))
