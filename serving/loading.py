@@ -38,7 +38,7 @@ from .config import ServeConfig
 from .drift import InputBinning
 from .fallback import FallbackChain, Link, remote, safe_default
 from .metrics import ServingMetrics
-from .ood import MahalanobisScorer, OnnxScorer, Scorer, load_statistics
+from .ood import MahalanobisScorer, OnnxScorer, OodCheck, Scorer, load_statistics, training_threshold
 from .protocol import RawInput
 
 log = logging.getLogger("cutover.serving")
@@ -72,9 +72,9 @@ class LoadedModel:
     drift: InputBinning | None = None
     """The statistics file's ``histograms``: the scored input's features are counted per bin
     for the input drift analysis; None without them."""
-    scorer: Scorer | None = None
-    """What scores rows for ``model.outOfDistribution``: ``ood`` for the mahalanobis method, else
-    the ONNX model of the method; None without outOfDistribution."""
+    ood_check: OodCheck | None = None
+    """What scores rows for ``model.outOfDistribution`` (``ood`` for the mahalanobis method, else
+    the ONNX model of the method) and its threshold; None without outOfDistribution."""
 
 
 def merge_schema(declared: Sequence[TensorSpec], discovered: Sequence[TensorInfo], kind: str) -> list[TensorInfo]:
@@ -190,7 +190,7 @@ class Loader:
         drift = InputBinning.parse(statistics, features, ood.features) if ood is not None else None
         if drift is not None:
             self.metrics.watch_inputs(drift)
-        scorer = await self._ood_model(ood)
+        ood_check = await self._ood_check(ood, statistics)
         labels = await asyncio.to_thread(self._labels)
         fallback = None
         if config.fallback is not None and config.fallback.confidence_threshold is not None:
@@ -222,7 +222,7 @@ class Loader:
             exemplars,
             features,
             drift,
-            scorer,
+            ood_check,
         )
 
     def _prediction_cache(self) -> PredictionCache | None:
@@ -250,18 +250,23 @@ class Loader:
             )
         return scorer, statistics
 
-    async def _ood_model(self, statistics: MahalanobisScorer | None) -> Scorer | None:
-        """The scorer ``model.outOfDistribution.method`` names: the statistics' Mahalanobis
-        scorer, or its ONNX model (``modelUri``, read beside the model) loaded for the same
-        feature count. Raises ValueError for a model that cannot score those rows."""
+    async def _ood_check(self, ood: MahalanobisScorer | None, statistics: Mapping[str, Any]) -> OodCheck | None:
+        """The scorer ``model.outOfDistribution.method`` names (the statistics' Mahalanobis
+        scorer, or its ONNX model at ``modelUri``, read beside the model, for the same feature
+        count) with its threshold (``threshold``, else the statistics' for the method). Raises
+        ValueError for a model that cannot score those rows and for no threshold."""
         spec = self.config.out_of_distribution
-        if spec is None or statistics is None or spec.method == "mahalanobis":
-            return statistics
+        if spec is None or ood is None:
+            return None
+        threshold = spec.threshold if spec.threshold is not None else training_threshold(statistics, spec.method)
+        if spec.method == "mahalanobis":
+            return OodCheck(ood, threshold)
         assert spec.model_uri is not None  # the API requires it for the ONNX methods
         path = self._beside_model(spec.model_uri)
         if path.startswith("file://"):
             path = urllib.request.url2pathname(urllib.parse.urlsplit(path).path)
-        return await asyncio.to_thread(OnnxScorer, path, spec.method, statistics.features)
+        scorer: Scorer = await asyncio.to_thread(OnnxScorer, path, spec.method, ood.features)
+        return OodCheck(scorer, threshold)
 
     def _labels(self) -> dict[str, list[str]]:
         """Each declared output's class labels: its ``labelFilename``, one label per line, read

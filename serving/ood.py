@@ -14,9 +14,11 @@ business.
 from __future__ import annotations
 
 import json
+import math
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,6 +38,27 @@ class Scorer(Protocol):
     features: int
 
     def score(self, rows: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class OodCheck:
+    """A scorer and the score above which a row counts as out of distribution."""
+
+    scorer: Scorer
+    threshold: float
+
+
+def training_threshold(statistics: Mapping[str, Any], method: OutOfDistributionMethod) -> float:
+    """The statistics file's threshold for ``method``: ``{"thresholds": {"autoencoder": 0.013}}``.
+    Raises ValueError, saying what to set, when it has none or it is not a positive number."""
+    thresholds = statistics.get("thresholds", {})
+    value = thresholds.get(method) if isinstance(thresholds, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"set outOfDistribution.threshold, or 'thresholds': {{{method!r}: <a positive number>}} in the training "
+            f"statistics (found {value!r})"
+        )
+    return float(value)
 
 
 def _matrix(rows: np.ndarray, features: int) -> np.ndarray:

@@ -562,14 +562,15 @@ class Pipeline:
         value by its bin for the input drift analysis. Raises ``InvalidInput``
         for rows the statistics cannot score (another width, where the model leaves it free)."""
         spec = self.config.out_of_distribution
-        if self.model.scorer is None or spec is None:
+        check = self.model.ood_check
+        if check is None or spec is None:
             return None
         array = inputs[spec.input]
         if array.ndim > 1 and not array.shape[0]:
             return np.zeros(0)  # an empty batch: no rows to score (reshape cannot infer their width)
         rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(1, -1)
         try:
-            scores = self.model.scorer.score(rows.astype(np.float64, copy=False))
+            scores = check.scorer.score(rows.astype(np.float64, copy=False))
         except ScorerError as error:
             raise InvalidInput(f"input {spec.input!r}: {error}") from None
 
@@ -581,7 +582,7 @@ class Pipeline:
         await _per_row(len(scores), observe)
         if self.model.drift is not None:
             self.metrics.input_rows(self.model.drift.counts(rows.astype(np.float64, copy=False)))
-        beyond = int((~(scores <= spec.threshold)).sum())  # NaN and infinite inputs are beyond it too
+        beyond = int((~(scores <= check.threshold)).sum())  # NaN and infinite inputs are beyond it too
         if beyond:
             self.metrics.out_of_distribution(beyond)
         return scores

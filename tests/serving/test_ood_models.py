@@ -18,7 +18,7 @@ from sklearn.ensemble import IsolationForest
 
 from cutover.api.v1alpha1.modeldeployment import OutOfDistribution
 from cutover.serving import sample_models
-from cutover.serving.ood import OnnxScorer, ScorerError
+from cutover.serving.ood import OnnxScorer, ScorerError, training_threshold
 
 from .support import CLASSIFIER_INPUTS, Serving
 
@@ -130,6 +130,13 @@ def test_models_that_cannot_score_the_input_are_refused_at_load(
         OnnxScorer(narrow, "autoencoder", 4)
 
 
+def test_a_threshold_can_come_with_the_training_statistics() -> None:
+    assert training_threshold({"thresholds": {"autoencoder": 0.013}}, "autoencoder") == 0.013
+    for statistics in ({}, {"thresholds": {"isolationForest": 0.6}}, {"thresholds": {"autoencoder": -1}}):
+        with pytest.raises(ValueError, match=r"set outOfDistribution\.threshold, or 'thresholds'"):
+            training_threshold(statistics, "autoencoder")
+
+
 @pytest.mark.parametrize(
     ("spec", "said"),
     [
@@ -147,12 +154,12 @@ def test_the_api_refuses_a_method_without_its_model(spec: dict[str, Any], said: 
 def forest_server(forest_file: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
     folder = tmp_path_factory.mktemp("models")
     sample_models.onnx_classifier(folder / "good.onnx", "good")
-    sample_models.write_training_statistics(folder / "statistics.json")
+    statistics = sample_models.training_statistics() | {"thresholds": {"isolationForest": 0.6}}
+    (folder / "statistics.json").write_text(json.dumps(statistics))
     (folder / "forest.onnx").write_bytes(Path(forest_file).read_bytes())
-    ood = {
+    ood = {  # no threshold: the statistics' for the method
         "statisticsUri": "statistics.json",
         "input": "input",
-        "threshold": 0.6,
         "method": "isolationForest",
         "modelUri": "forest.onnx",  # beside the model, as the statistics are
     }

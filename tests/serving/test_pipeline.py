@@ -30,7 +30,7 @@ from cutover.serving.errors import (
 from cutover.serving.fallback import FallbackChain, Link, safe_default
 from cutover.serving.loading import LoadedModel
 from cutover.serving.metrics import ServingMetrics
-from cutover.serving.ood import MahalanobisScorer
+from cutover.serving.ood import MahalanobisScorer, OodCheck
 from cutover.serving.pipeline import Admission, Encoded, Filters, Pipeline
 from cutover.serving.protocol import HEADER_LENGTH, RawInput, assemble, decode_response, encode_tensors
 
@@ -278,7 +278,7 @@ async def test_a_low_confidence_answer_is_replaced_by_the_fallback_chain(tmp_pat
 async def test_rows_far_from_the_training_data_are_scored_and_counted() -> None:
     spec = OutOfDistribution.model_validate({"statisticsUri": "unused", "input": "input", "threshold": 4})
     scorer = MahalanobisScorer({"mean": [0.0, 0.0], "covariance": [[1.0, 0.0], [0.0, 1.0]]})
-    p = pipeline(serve=config(out_of_distribution=spec), ood=scorer, scorer=scorer)
+    p = pipeline(serve=config(out_of_distribution=spec), ood=scorer, ood_check=OodCheck(scorer, 4.0))
 
     await p.infer(body(request([[0, 1], [6, 8]])))
 
@@ -295,7 +295,7 @@ async def test_rows_the_training_statistics_cannot_score_are_never_a_model_failu
 
     spec = OutOfDistribution.model_validate({"statisticsUri": "unused", "input": "input", "threshold": 4})
     scorer = MahalanobisScorer({"mean": [0.0, 0.0], "covariance": [[1.0, 0.0], [0.0, 1.0]]})
-    p = pipeline(AnyWidth(), serve=config(out_of_distribution=spec), ood=scorer, scorer=scorer)
+    p = pipeline(AnyWidth(), serve=config(out_of_distribution=spec), ood=scorer, ood_check=OodCheck(scorer, 4.0))
     empty = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [0, 2], "data": []}]}
     _, outputs = decode_response((await p.infer(body(json.dumps(empty).encode()))).body)
     assert outputs["probabilities"].shape == (0, 2)

@@ -98,10 +98,12 @@ class OutOfDistribution(ApiModel):
     to the model's storageUri."""
     input: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     """The input tensor whose rows are scored."""
-    threshold: Annotated[float, Field(gt=0)]
+    threshold: Annotated[float, Field(gt=0)] | None = None
     """Score above which a prediction counts as out of distribution, in the method's unit:
     Mahalanobis distance; isolation forest anomaly score (0.5 is the forest's own boundary, 1 the
-    most isolated); autoencoder mean squared reconstruction error per feature."""
+    most isolated); autoencoder mean squared reconstruction error per feature. Unset: the
+    statistics file's ``thresholds`` entry for the method (set when the scorer was fitted, e.g.
+    the 99th percentile of the training rows' scores), so it travels with the model."""
     method: OutOfDistributionMethod = "mahalanobis"
     """How rows are scored: mahalanobis (from statisticsUri), isolationForest (an sklearn
     IsolationForest converted by skl2onnx) or autoencoder (a model reconstructing its input),
