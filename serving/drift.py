@@ -52,9 +52,9 @@ class InputBinning:
     def parse(cls, statistics: Mapping[str, Any], names: Sequence[str], features: int) -> InputBinning | None:
         """The ``histograms`` of ``statistics`` (None without them) for rows of ``features``
         columns named ``names`` (their indices when empty). Raises ValueError, saying what is
-        wrong, for entries of another count, edges that do not increase or are not finite,
-        proportions that are negative or do not sum to 1, and more features or bins than the
-        limits."""
+        wrong, for entries of another count, two watched features of one name, edges that do not
+        increase or are not finite, proportions that are negative or do not sum to 1, and more
+        features or bins than the limits."""
         block = statistics.get("histograms")
         if block is None:
             return None
@@ -74,6 +74,10 @@ class InputBinning:
                 continue
             name = names[column] if names else str(column)
             watched.append(_feature(column, name, edge, share))
+        seen = [f.name for f in watched]
+        if len(set(seen)) != len(seen):
+            twice = sorted({name for name in seen if seen.count(name) > 1})
+            raise ValueError(f"'features' names {twice} more than once; each watched feature needs its own series")
         if len(watched) > INPUT_DRIFT_MAX_FEATURES:
             raise ValueError(
                 f"'histograms' watches {len(watched)} features; at most {INPUT_DRIFT_MAX_FEATURES} (set the others "

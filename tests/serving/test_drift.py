@@ -58,6 +58,12 @@ def test_bad_histograms_say_what_is_wrong(edges: list[Any], proportions: list[An
         binning(edges, proportions)
 
 
+def test_two_watched_features_of_one_name_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"names \['age'\] more than once"):
+        binning([EDGES, EDGES], [SHARES, SHARES], ("age", "age"))
+    assert binning([EDGES, None], [SHARES, None], ("age", "age")) is not None  # one of them watched
+
+
 def test_the_feature_count_and_the_series_bound_are_checked() -> None:
     with pytest.raises(ValueError, match="the training statistics have 3 features"):
         InputBinning.parse({"histograms": {"edges": [EDGES], "proportions": [SHARES]}}, (), 3)
