@@ -249,11 +249,17 @@ class Explainer:
                 f"shapley_exact over {features} features takes 2^{features} coalitions; the most is "
                 f"{EXACT_MAX_FEATURES}: use shapley_permutation"
             )
-        exemplars = self.model.exemplars
+        spec = self.config.out_of_distribution
+        # The training statistics (their exemplars, mean and feature names) describe one input.
+        described = spec is not None and spec.input == explained.name
+        exemplars = self.model.exemplars if described else None
         neighbours = _integer(parameters, "neighbours", 0, 0, 100)
         wants_counterfactual = _boolean(parameters, "counterfactual")
         if (neighbours or wants_counterfactual) and exemplars is None:
-            raise InvalidInput("neighbours and counterfactuals need exemplars in the model's training statistics")
+            raise InvalidInput(
+                f"neighbours and counterfactuals need exemplars of input {explained.name!r} in the model's "
+                "training statistics"
+            )
         if exemplars is not None and exemplars.rows.shape[1] != features:
             raise InvalidInput(
                 f"input {explained.name!r} has {features} features; the training statistics {exemplars.rows.shape[1]}"
@@ -276,6 +282,7 @@ class Explainer:
             counterfactual=wants_counterfactual,
             audit=_boolean(parameters, "audit") and self.model.audit is not None,
             deadline=time.monotonic() + self.config.explain_timeout,
+            described=described,
         )
 
     def _explained_input(self, parameters: Mapping[str, Any]) -> TensorInfo:
@@ -356,13 +363,17 @@ class Plan:
         counterfactual: bool,
         audit: bool,
         deadline: float,
+        described: bool,
     ) -> None:
         self.explainer, self.adapter, self.request = explainer, adapter, request
         self.explained, self.outputs, self.method, self.seed = explained, outputs, method, seed
         self.samples, self.steps, self.background = samples, steps, background
         self.neighbours, self.counterfactual, self.audit, self.deadline = neighbours, counterfactual, audit, deadline
         model = explainer.model
-        self.features: list[str] = list(model.features) if model.features else []
+        self.exemplars = model.exemplars if described else None
+        """The exemplars of the explained input (None when the statistics describe another)."""
+        self.mean = model.ood.mean if described and model.ood is not None else None
+        self.features: list[str] = list(model.features) if described and model.features else []
         self.widths: list[int] = []
         """Values per row of each explained output, side by side in the row model's answer (an
         output's shape may leave them free: known from the model's answer)."""
@@ -396,7 +407,7 @@ class Plan:
                     "background": {"rows": len(background), "source": source},
                     "outputs": self._outputs(attribution, x, features),
                 }
-                exemplars = self.explainer.model.exemplars
+                exemplars = self.exemplars
                 if self.neighbours and exemplars is not None:
                     explanation["neighbours"] = exemplars.nearest(x, self.neighbours)
                 if self.counterfactual and exemplars is not None:
@@ -415,13 +426,12 @@ class Plan:
         return explanations
 
     def _background(self, features: int) -> tuple[np.ndarray, str]:
-        model = self.explainer.model
-        if model.exemplars is not None:
-            rows = model.exemplars.rows
+        if self.exemplars is not None:
+            rows = self.exemplars.rows
             chosen = np.random.default_rng(self.seed).choice(len(rows), min(self.background, len(rows)), replace=False)
             return rows[np.sort(chosen)], "exemplars"
-        if model.ood is not None and model.ood.features == features:
-            return model.ood.mean[None, :], "mean"
+        if self.mean is not None and self.mean.size == features:
+            return self.mean[None, :], "mean"
         return np.zeros((1, features)), "zeros"
 
     def _row_model(

@@ -446,18 +446,24 @@ def test_one_input_is_explained_with_the_others_held_at_the_request_s_values(tmp
         result: np.ndarray = session.run(None, feed)[0]
         return result.astype(np.float64)
 
-    serving = Serving(tmp_path, "--format", "onnx", "--model-uri", str(tmp_path / "two.onnx")).start()
+    # Training statistics of input b alone: never the background of a.
+    (tmp_path / "b.json").write_text(json.dumps({"mean": [5.0, 5.0], "covariance": [[1.0, 0.0], [0.0, 1.0]]}))
+    ood_b = json.dumps({"statisticsUri": str(tmp_path / "b.json"), "input": "b", "threshold": 4})
+    serving = Serving(tmp_path, "--format", "onnx", "--model-uri", str(tmp_path / "two.onnx"), "--ood", ood_b).start()
     try:
         tensors = [
             {"name": n, "shape": [1, 2], "datatype": "FP32", "data": v.ravel().tolist()}
             for n, v in (("a", a), ("b", b))
         ]
         status, answer = serving.post(PATH, {"inputs": tensors, "parameters": {"input": "a"}})
+        of_b = serving.post(PATH, {"inputs": tensors})  # the outOfDistribution input by default
     finally:
         serving.stop()
 
     assert status == 200, answer
     (output,) = answer["explanations"][0]["outputs"]
-    assert answer["explanations"][0]["background"] == {"rows": 1, "source": "zeros"}  # no training statistics
+    assert answer["explanations"][0]["background"] == {"rows": 1, "source": "zeros"}
+    assert of_b[1]["explanations"][0]["background"] == {"rows": 1, "source": "mean"}
+    assert [a["feature"] for a in of_b[1]["explanations"][0]["outputs"][0]["attributions"]] == ["b[0]", "b[1]"]
     expected = brute_force_shapley(with_b, a[0].astype(np.float64), np.zeros((1, 2)))
     np.testing.assert_allclose(attributions(output), expected, atol=1e-6)
