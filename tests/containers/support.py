@@ -21,6 +21,8 @@ from tests.support.kubectl import Kube
 from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
+SESSION_LABEL = "cutover.dev/test-session"
+"""Each test container carries the process id of the pytest session that ran it."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,22 @@ def build(*targets: str) -> Images:
     lines = subprocess.run([REPO / "hack/images", "env"], capture_output=True, text=True, check=True).stdout
     env = dict(line.split("=", 1) for line in lines.splitlines())
     repository, tag = env.pop("CUTOVER_IMAGE_REPOSITORY"), env.pop("CUTOVER_IMAGE_TAG")
-    return Images(env, repository, tag)
+    images = Images(env, repository, tag)
+    remove_orphans(images)
+    return images
+
+
+def remove_orphans(images: Images) -> None:
+    """Remove the containers of test sessions that are gone: a session ended by SIGTERM or
+    SIGKILL (a CI timeout) skips ``running``'s cleanup, and its containers ran on, an operator
+    among them still watching the API server. Containers of sessions still running (another
+    checkout's, at the same time) are left alone."""
+    listed = json.loads(images.podman("ps", "--all", "--format", "json", "--filter", f"label={SESSION_LABEL}").stdout)
+    for container in listed:
+        try:
+            os.kill(int(container["Labels"][SESSION_LABEL]), 0)
+        except ProcessLookupError:
+            images.podman("rm", "--force", "--time", "0", container["Id"], check=False)
 
 
 @dataclass
@@ -151,7 +168,8 @@ def running(
     spec = pod["containers"][0]
     name = f"cutover-test-{uuid.uuid4().hex[:8]}"
     ports = [port["containerPort"] for port in spec.get("ports", [])]
-    command = ["run", "--detach", "--name", name, *podman_flags(pod, claims or {}), *extra]
+    command = ["run", "--detach", "--name", name, f"--label={SESSION_LABEL}={os.getpid()}"]
+    command += [*podman_flags(pod, claims or {}), *extra]
     command += ["--network=host"] if host_network else [f"--publish=127.0.0.1::{port}" for port in ports]
     images.podman(*command, spec["image"], *spec.get("args", []), *args)
     try:

@@ -42,7 +42,7 @@ from tests.support.kubectl import Kube
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
-from .support import REPO, Container, Images, build, kubeconfig_for, running, wait_ready
+from .support import REPO, SESSION_LABEL, Container, Images, build, kubeconfig_for, remove_orphans, running, wait_ready
 
 pytestmark = pytest.mark.containers
 MODEL = "classifier"
@@ -142,6 +142,19 @@ def test_the_operator_deploys_the_serving_image_that_was_built(images: Images) -
     docs = chart("cutover")
     assert chart_pod(docs, "operator")["containers"][0]["image"] == images.name("operator")
     assert chart_pod(docs, "gateway")["containers"][0]["image"] == images.name("gateway")
+
+
+def test_a_killed_sessions_containers_are_removed_and_a_running_ones_kept(images: Images) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    orphan = images.podman("create", f"--label={SESSION_LABEL}={gone.pid}", images.name("serving")).stdout.strip()
+    alive = images.podman("create", f"--label={SESSION_LABEL}=1", images.name("serving")).stdout.strip()
+    try:
+        remove_orphans(images)
+        assert images.podman("container", "exists", orphan, check=False).returncode == 1
+        assert images.podman("container", "exists", alive, check=False).returncode == 0
+    finally:
+        images.podman("rm", "--force", "--ignore", orphan, alive, check=False)
 
 
 def test_the_serving_container_answers_triton_clients_probes_and_prometheus(serving: Container, models: Path) -> None:
