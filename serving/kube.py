@@ -219,7 +219,7 @@ class UnsupportedCredentials(ValueError):
 def kubeconfig_user(config: dict[str, Any]) -> dict[str, Any]:
     """The ``user`` entry of a parsed kubeconfig's current context ({} when it names none)."""
     current = config.get("current-context")
-    context = next((c["context"] for c in config.get("contexts", []) if c["name"] == current), {})
+    context: dict[str, Any] = next((c["context"] for c in config.get("contexts", []) if c["name"] == current), {})
     user: dict[str, Any] = next((u["user"] for u in config.get("users", []) if u["name"] == context.get("user")), {})
     return user
 
@@ -233,7 +233,7 @@ def kubeconfig_token(user: dict[str, Any], folder: Path) -> str | None:
     if user.get("token"):
         return str(user["token"])
     if user.get("tokenFile"):
-        return (folder / user["tokenFile"]).read_text().strip()
+        return (folder / str(user["tokenFile"])).read_text().strip()
     if user.get("auth-provider", {}).get("config", {}).get("access-token"):
         return str(user["auth-provider"]["config"]["access-token"])  # a cached one, as kopf takes it
     for way in ("exec", "auth-provider"):
