@@ -258,14 +258,14 @@ class Loader:
         spec = self.config.out_of_distribution
         if spec is None or ood is None:
             return None
-        threshold = spec.threshold if spec.threshold is not None else training_threshold(statistics, spec.method)
-        if spec.method == "mahalanobis":
+        threshold = spec.threshold if spec.threshold is not None else training_threshold(statistics, spec.scorer)
+        if spec.scorer == "mahalanobis":
             return OodCheck(ood, threshold)
         assert spec.model_uri is not None  # the API requires it for the ONNX methods
         path = self._beside_model(spec.model_uri)
         if path.startswith("file://"):
             path = urllib.request.url2pathname(urllib.parse.urlsplit(path).path)
-        scorer: Scorer = await asyncio.to_thread(OnnxScorer, path, spec.method, ood.features)
+        scorer: Scorer = await asyncio.to_thread(OnnxScorer, path, spec.scorer, ood.features)
         return OodCheck(scorer, threshold)
 
     def _labels(self) -> dict[str, list[str]]:

@@ -60,6 +60,13 @@ SP = "safetypolicy.yaml"
 AR = "alertrule.yaml"
 
 CASES = [
+    # A name the CRD accepts as any object's (253 characters, dots, a digit first) but that its
+    # Services cannot be named after: <name>-<revision>-baseline is a DNS-1035 label of <= 63.
+    Case("name-too-long", CANARY, {"metadata.name": "m" * 44}, "at most 43 characters", server="Too long"),
+    Case("name-with-a-dot", CANARY, {"metadata.name": "fraud.v2"}, "should match pattern", server="should match"),
+    Case(
+        "name-begins-with-a-digit", CANARY, {"metadata.name": "2fraud"}, "should match pattern", server="should match"
+    ),
     Case(
         "strategy-block-missing",
         CANARY,

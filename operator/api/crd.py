@@ -26,6 +26,7 @@ from .v1alpha1 import (
     SafetyPolicyStatus,
 )
 from .v1alpha1.base import DURATION_PATTERN, GROUP, VERSION
+from .v1alpha1.modeldeployment import NAME_SCHEMA
 
 _DROPPED_KEYS = {"title", "$defs", "discriminator"}
 
@@ -126,6 +127,8 @@ class Kind:
     status: type[BaseModel]
     description: str
     columns: tuple[Column, ...] = field(default=())
+    name_schema: dict[str, Any] | None = None
+    """What ``metadata.name`` must be, when the kind's children are named after it."""
 
     @property
     def name(self) -> str:
@@ -164,6 +167,7 @@ KINDS: tuple[Kind, ...] = (
             ),
             Column("Message", ".status.message", priority=1, description="What is happening"),
         ),
+        name_schema=NAME_SCHEMA,
     ),
     Kind(
         kind="SafetyPolicy",
@@ -244,7 +248,8 @@ def crd(kind: Kind) -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string", "description": "cutover.dev/v1alpha1"},
                                 "kind": {"type": "string", "description": kind.kind},
-                                "metadata": {"type": "object"},
+                                "metadata": {"type": "object"}
+                                | ({"properties": {"name": kind.name_schema}} if kind.name_schema else {}),
                                 "spec": structural(kind.spec),
                                 "status": structural(kind.status),
                             },

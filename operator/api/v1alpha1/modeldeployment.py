@@ -104,20 +104,28 @@ class OutOfDistribution(ApiModel):
     most isolated); autoencoder mean squared reconstruction error per feature. Unset: the
     statistics file's ``thresholds`` entry for the method (set when the scorer was fitted, e.g.
     the 99th percentile of the training rows' scores), so it travels with the model."""
-    method: OutOfDistributionMethod = "mahalanobis"
-    """How rows are scored: mahalanobis (from statisticsUri), isolationForest (an sklearn
-    IsolationForest converted by skl2onnx) or autoencoder (a model reconstructing its input),
-    the last two an ONNX file at modelUri run in the serving pod's onnxruntime."""
+    method: OutOfDistributionMethod | None = None
+    """How rows are scored: mahalanobis (from statisticsUri; unset means this), isolationForest
+    (an sklearn IsolationForest converted by skl2onnx) or autoencoder (a model reconstructing its
+    input), the last two an ONNX file at modelUri run in the serving pod's onnxruntime. No
+    default is written into the object: a revision is the hash of its model section, so a
+    default would give every model written before this field a new revision, and a rollout of
+    what already runs, on the operator's upgrade."""
     model_uri: Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^\S+$")] | None = None
     """The scorer's ONNX file for isolationForest and autoencoder: a path relative to the
     model's storageUri (shipped beside it), an absolute path or file://."""
 
+    @property
+    def scorer(self) -> OutOfDistributionMethod:
+        """The method in effect: ``method``, or mahalanobis when it is unset."""
+        return self.method or "mahalanobis"
+
     rules = (
         Rule(
-            cel="(self.method == 'mahalanobis') == !has(self.modelUri)",
+            cel="(!has(self.method) || self.method == 'mahalanobis') == !has(self.modelUri)",
             message="outOfDistribution.modelUri (the scorer's ONNX file) is required for methods isolationForest "
             "and autoencoder, and not allowed for mahalanobis",
-            check=lambda s: (s.method == "mahalanobis") == (s.model_uri is None),
+            check=lambda s: (s.scorer == "mahalanobis") == (s.model_uri is None),
         ),
         Rule(
             cel="!has(self.modelUri) || !self.modelUri.contains('://') || self.modelUri.startsWith('file://')",
@@ -1239,6 +1247,22 @@ class ModelDeploymentStatus(ApiModel):
     creates, or the cutover.dev/scaled-by annotation): the operator leaves their count alone."""
 
 
+NAME_MAX_LENGTH = 43
+"""The longest ModelDeployment name whose children can be named: a revision's baseline Service
+is ``<name>-<10-character revision>-baseline``, and a Service name is at most 63 characters."""
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+"""A DNS-1035 label, the form of a Service name (a letter first, no dots), which every child's
+name begins with."""
+NAME_SCHEMA = {"type": "string", "maxLength": NAME_MAX_LENGTH, "pattern": NAME_PATTERN}
+"""``metadata.name`` in the CRD (the only metadata a CRD may constrain)."""
+
+
+class ModelDeploymentMeta(ObjectMeta):
+    """Metadata whose name the children's names can be built from (:data:`NAME_SCHEMA`)."""
+
+    name: Annotated[str, StringConstraints(max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)] | None = None
+
+
 class ModelDeployment(ApiModel):
     """A model served behind one endpoint and rolled out safely by cutover."""
 
@@ -1246,6 +1270,6 @@ class ModelDeployment(ApiModel):
 
     api_version: Literal["cutover.dev/v1alpha1"] = "cutover.dev/v1alpha1"
     kind: Literal["ModelDeployment"] = "ModelDeployment"
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    metadata: ModelDeploymentMeta = Field(default_factory=ModelDeploymentMeta)
     spec: ModelDeploymentSpec
     status: ModelDeploymentStatus | None = None
