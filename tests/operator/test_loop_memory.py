@@ -362,8 +362,8 @@ def test_our_own_status_writes_coming_back_are_no_news_and_free_what_was_kept() 
 def test_a_modeldeployment_loop_is_woken_only_by_events_that_bring_it_something_new() -> None:
     """Every watch event woke the loop: the echo of each of its own status writes, and each of
     the controller's several status writes to a Deployment whose pods were starting, though a
-    pass reads only its ready and wanted replicas. On the way to Healthy that was five passes
-    where two found something new."""
+    pass reads only its ready and wanted replicas: of the eight events below, five bring the
+    loop something new."""
     registry = kopf.OperatorRegistry()
     handlers.register(registry)
     by_name = {h.id.rsplit(".", 1)[-1]: h.fn for h in registry._watching.get_all_handlers()}
