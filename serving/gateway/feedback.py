@@ -44,10 +44,13 @@ or a list of one class per row. Each item is answered on its own: 200 with how m
 right; 404 for an id this replica has not kept for that model (unknown) or kept longer than the
 window ago (late); 409 for an id already given its truth (duplicate) or that answered more than
 once (ambiguous: a client reused it, and no one can tell which answer the truth is for); 400 for
-a truth that does not fit the answer (its row count, or a float). Nothing is counted twice: an
-id takes one truth, once. A body that is not one of these shapes, or a batch naming an id twice,
-is refused whole (400) before anything is counted. A single item answers with its own status; a
-batch answers 200 when every item was taken, else 207 with each item's status in ``results``.
+a truth that does not fit the answer (its row count, a float, or a class the answer could not
+give: a negative index, an index beyond the output's columns or a binary score's 0 and 1, text
+that is no index for an answer without labels), which would otherwise count as a wrong answer of
+the revision. Nothing is counted twice: an id takes one truth, once. A body that is not one of
+these shapes, or a batch naming an id twice, is refused whole (400) before anything is counted.
+A single item answers with its own status; a batch answers 200 when every item was taken, else
+207 with each item's status in ``results``.
 """
 
 from __future__ import annotations
@@ -103,9 +106,13 @@ class FeedbackSettings:
         return cls(output if isinstance(output, str) else None)
 
 
-def predicted(body: bytes, header_length: str | None, output: str | None) -> tuple[str, tuple[Row, ...]] | None:
-    """The answer's id and each row's top class, read as the module says; None when the answer
-    has no id or no class can be read from it. A JSON answer is read with ``json`` alone (a
+def predicted(
+    body: bytes, header_length: str | None, output: str | None
+) -> tuple[str, tuple[Row, ...], int | None] | None:
+    """The answer's id, each row's top class, and how many classes the output can name (its
+    columns, 2 for a binary score; None when the answer does not say: class indices, the
+    classification extension's top classes, labels), read as the module says; None when the
+    answer has no id or no class can be read from it. A JSON answer is read with ``json`` alone (a
     classifier's few values a row cost less as Python lists than as numpy arrays); a binary one
     through the protocol's decoder."""
     try:
@@ -126,7 +133,9 @@ def predicted(body: bytes, header_length: str | None, output: str | None) -> tup
         return None
     if not isinstance(answer_id, str) or not answer_id or len(answer_id) > MAX_ID_LENGTH:
         return None
-    return (answer_id, rows) if rows else None
+    kind, shape, _ = tensor
+    classes = None if kind != "f" else shape[-1] if shape and shape[-1] > 1 else 2
+    return (answer_id, rows, classes) if rows else None
 
 
 _KINDS = {"FP16": "f", "FP32": "f", "FP64": "f", "BF16": "f", "BOOL": "i", "BYTES": "s"}
@@ -195,7 +204,22 @@ def _right(row: Row, truth: Truth) -> bool:
     index, label, _ = row
     if isinstance(truth, int):
         return index == truth or label == str(truth)
-    return label == truth or (index is not None and str(index) == truth)
+    return label == truth or (index is not None and truth.isascii() and truth.isdigit() and int(truth) == index)
+
+
+def _unfit(row: Row, truth: Truth, classes: int | None) -> bool:
+    """Whether ``truth`` cannot name a class the answer's row could have given: a negative
+    index, one beyond the output's ``classes``, or text that is no index where the row has
+    only an index. Such a truth says nothing about the revision: counted, it would be a wrong
+    answer the model could not have avoided."""
+    index, label, _ = row
+    if index is None or (isinstance(truth, str) and label is not None):
+        return False  # compared as text to the row's label, which may be any text
+    if isinstance(truth, str):
+        if not (truth.isascii() and truth.isdigit()):
+            return True
+        truth = int(truth)
+    return truth < 0 or (classes is not None and truth >= classes)
 
 
 @dataclass(frozen=True)
@@ -254,12 +278,12 @@ def parse(body: bytes) -> tuple[list[Item], bool]:
     return items, True
 
 
-Kept = tuple[str, tuple[Row, ...], float, str]
-"""One answer kept for feedback: the revision that answered, its rows, when (the store's clock),
-and its state: open, given (its truth came) or ambiguous (its id answered again). A plain tuple
-of strings, numbers and tuples of them: the garbage collector stops tracking such tuples, so a
-full store adds nothing to its collections (a class instance each would be traversed at every
-full collection)."""
+Kept = tuple[str, tuple[Row, ...], int | None, float, str]
+"""One answer kept for feedback: the revision that answered, its rows, how many classes its
+output can name (None: not known), when (the store's clock), and its state: open, given (its
+truth came) or ambiguous (its id answered again). A plain tuple of strings, numbers and tuples
+of them: the garbage collector stops tracking such tuples, so a full store adds nothing to its
+collections (a class instance each would be traversed at every full collection)."""
 
 
 class Feedback:
@@ -293,14 +317,14 @@ class Feedback:
         if read is None:
             self.metrics.answer_unreadable(route, answer.backend)
             return
-        answer_id, rows = read
+        answer_id, rows, classes = read
         self.metrics.answer_kept(route, answer.backend)
         key = (route.model, answer_id)
         before = self.kept.get(key)
         if before is not None:
-            self.kept[key] = (*before[:3], "ambiguous")
+            self.kept[key] = (*before[:4], "ambiguous")
             return
-        self.kept[key] = (answer.backend.revision, rows, self.clock(), "open")
+        self.kept[key] = (answer.backend.revision, rows, classes, self.clock(), "open")
         while len(self.kept) > self.capacity:
             self.kept.popitem(last=False)
 
@@ -319,7 +343,7 @@ class Feedback:
         kept = self.kept.get(key)
         if kept is None:
             return self._refused(route, item, 404, "unknown", f"no answer of model {route.model!r} with id {item.id!r}")
-        revision, kept_rows, at, state = kept
+        revision, kept_rows, classes, at, state = kept
         if self.clock() - at > self.window:
             message = f"the answer {item.id!r} is older than the feedback window ({self.window:g}s)"
             return self._refused(route, item, 404, "late", message)
@@ -332,7 +356,17 @@ class Feedback:
         if rows != len(item.truth) or (item.single and rows != 1):
             message = f"the answer {item.id!r} has {rows} row(s): give a list of {rows} class(es) as truth"
             return self._refused(route, item, 400, "invalid", message)
-        self.kept[key] = (revision, kept_rows, at, "given")
+        unfit = [
+            (i, t) for i, (row, t) in enumerate(zip(kept_rows, item.truth, strict=True)) if _unfit(row, t, classes)
+        ]
+        if unfit:
+            row_index, truth = unfit[0]
+            names = f"classes 0 to {classes - 1}" if classes is not None else "class indices from 0"
+            message = (
+                f"the truth {truth!r} of row {row_index} is not a class the answer {item.id!r} could give ({names})"
+            )
+            return self._refused(route, item, 400, "invalid", message)
+        self.kept[key] = (revision, kept_rows, classes, at, "given")
         right = 0
         for row, truth in zip(kept_rows, item.truth, strict=True):
             correct = _right(row, truth)

@@ -380,3 +380,40 @@ def test_a_store_that_could_not_hold_anything_is_a_usage_error(flag: str, said: 
     assert done.returncode == 2 and said in done.stderr, done.stderr
     with pytest.raises(ValueError, match="capacity above 0"):
         Feedback(GatewayMetrics(), capacity=0)
+
+
+def kept_answer(output: dict[str, Any]) -> tuple[GatewayMetrics, Feedback, Route]:
+    """A store holding one answer (id ``id-1``) of ``output`` by the stable revision."""
+    metrics = GatewayMetrics()
+    store = Feedback(metrics)
+    backend = Backend(REVISION, "stable", "http://127.0.0.1:1", 100)
+    route = Route("tests", MODEL, MODEL, (backend,), feedback=FeedbackSettings())
+    store.keep(route, Answer(200, answer(output), {}, backend))
+    return metrics, store, route
+
+
+@pytest.mark.parametrize(
+    ("output", "truth"),
+    [
+        (tensor("FP32", [1, 3], [0.2, 0.7, 0.1]), 3),  # beyond the columns
+        (tensor("FP32", [1, 3], [0.2, 0.7, 0.1]), "3"),
+        (tensor("FP32", [1, 3], [0.2, 0.7, 0.1]), -1),
+        (tensor("FP32", [1, 3], [0.2, 0.7, 0.1]), "cat"),  # a label, for an answer with none
+        (tensor("FP32", [1, 1], [0.9]), 2),  # a binary score's classes are 0 and 1
+        (tensor("INT64", [1], [2]), -1),
+        (tensor("BYTES", [1, 1], ["0.900000:2"]), "dog"),  # the extension without labels
+    ],
+)
+def test_a_truth_the_answer_could_not_give_is_a_400_not_a_wrong_answer(output: dict[str, Any], truth: Any) -> None:
+    metrics, store, route = kept_answer(output)
+    status, said = store.give(route, json.dumps({"id": "id-1", "truth": truth}).encode())
+    assert (status, said["reason"]) == (400, "invalid") and "is not a class the answer" in said["error"], said
+    labels = {"namespace": "tests", "model": MODEL, "revision": REVISION, "outcome": "incorrect"}
+    assert not metrics.registry.get_sample_value("cutover_gateway_feedback_total", labels)
+    assert store.give(route, b'{"id": "id-1", "truth": 1}')[0] == 200  # the id is still open
+
+
+@pytest.mark.parametrize("truth", [2, "2", "02"])
+def test_a_class_index_given_as_text_is_the_same_class(truth: Any) -> None:
+    _, store, route = kept_answer(tensor("FP32", [1, 3], [0.1, 0.2, 0.7]))
+    assert store.give(route, json.dumps({"id": "id-1", "truth": truth}).encode())[1]["correct"] == 1
