@@ -50,7 +50,7 @@ def relative_to_kubeconfig(info: kopf.ConnectionInfo | None) -> kopf.ConnectionI
     """``info`` from kopf's ``login_with_kubeconfig`` with its certificate and key paths read as
     kubectl reads them: relative to the kubeconfig's folder, where kopf (1.45) leaves them
     relative to the working directory, and the user's ``tokenFile``, which kopf ignores, read
-    (``cutover.serving.kube.kubeconfig_token``: raises UnsupportedCredentials for an ``exec``
+    (``cutover.serving.kube.kubeconfig_token``: raises CredentialsError for an ``exec``
     plugin, which kopf ignores too, leaving the operator anonymous). The kubeconfig is kopf's: the
     first of $KUBECONFIG, else ~/.kube/config. Absolute paths and None pass unchanged."""
     if info is None:

@@ -15,12 +15,12 @@ import kopf
 from prometheus_client import start_http_server
 
 from cutover.api.v1alpha1 import GROUP
-from cutover.serving.kube import UnsupportedCredentials
+from cutover.serving.kube import CredentialsError
 
 from . import handlers, metrics, safety_handlers
 from .alerts import handlers as alerts
 from .alerts.notify import Notifier
-from .kube import Kube, relative_to_kubeconfig
+from .kube import Kube, credentials, relative_to_kubeconfig
 from .leader import Elector, LeaseSettings
 from .lifecycle import Shard
 from .verdicts import FileVerdicts, PrometheusVerdicts, VerdictSource
@@ -79,11 +79,15 @@ def configure(settings: kopf.OperatorSettings) -> None:
 
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """In a pod, the service account; else the kubeconfig, its file paths read as kubectl reads them.
-    Raises kopf.PermanentError for a kubeconfig whose user cutover cannot authenticate as (an
-    ``exec`` plugin), so the operator stops with that reason instead of retrying it forever."""
+    Raises kopf.PermanentError for credentials that cannot work (``CredentialsError``: a file
+    they name missing, an ``exec`` plugin), so the operator stops with that reason instead of
+    retrying it forever."""
     try:
-        return kopf.login_with_service_account(**kwargs) or relative_to_kubeconfig(kopf.login_with_kubeconfig(**kwargs))
-    except UnsupportedCredentials as error:
+        info = kopf.login_with_service_account(**kwargs) or relative_to_kubeconfig(kopf.login_with_kubeconfig(**kwargs))
+        if info is not None:
+            credentials(info)  # reads the files they name now
+        return info
+    except CredentialsError as error:
         raise kopf.PermanentError(str(error)) from error
 
 

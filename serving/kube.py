@@ -155,15 +155,21 @@ class Credentials:
         password: str | None = None,
     ) -> Credentials:
         """From their parts: ``ca``, ``certificate`` and ``key`` are file paths (see ``tls_file``);
-        ``insecure`` skips verifying the server's certificate; a token wins over a password."""
+        ``insecure`` skips verifying the server's certificate; a token wins over a password.
+        Raises CredentialsError naming the files when they cannot be read or are not PEM."""
         tls: ssl.SSLContext | bool = False
         if server.startswith("https://"):
-            tls = ssl.create_default_context(cafile=ca)
+            try:
+                tls = ssl.create_default_context(cafile=ca)
+                if certificate:
+                    tls.load_cert_chain(certificate, key)
+            except OSError as error:  # ssl.SSLError too: a file that is not PEM
+                raise CredentialsError(
+                    f"cannot use the TLS files (CA {ca}, certificate {certificate}, key {key}): {error}"
+                ) from error
             if insecure:
                 tls.check_hostname = False
                 tls.verify_mode = ssl.CERT_NONE
-            if certificate:
-                tls.load_cert_chain(certificate, key)
         headers = {}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -210,10 +216,13 @@ class Credentials:
         )
 
 
-class UnsupportedCredentials(ValueError):
-    """A kubeconfig's user authenticates in a way cutover does not: an ``exec`` credential plugin
-    or an ``auth-provider``. Without this the client would go on as anonymous and every request
-    would fail with a 401 or 403 that says nothing about the kubeconfig."""
+class CredentialsError(ValueError):
+    """Credentials that cannot work, and why: a file they name that cannot be read (a CA,
+    certificate, key or token file missing where the process runs, as in a container that mounts
+    the kubeconfig but not what it names: ``ssl`` says "No such file or directory" without the
+    file), or a kubeconfig user that authenticates in a way cutover does not (an ``exec`` plugin
+    or an ``auth-provider``, where the client would go on as anonymous and every request fail
+    with a 401 or 403 that says nothing about the kubeconfig)."""
 
 
 def kubeconfig_user(config: dict[str, Any]) -> dict[str, Any]:
@@ -227,19 +236,22 @@ def kubeconfig_user(config: dict[str, Any]) -> dict[str, Any]:
 def kubeconfig_token(user: dict[str, Any], folder: Path) -> str | None:
     """The bearer token a kubeconfig ``user`` entry gives: ``token``, else the contents of
     ``tokenFile`` read once, relative to ``folder`` (the kubeconfig's) as kubectl reads it, else
-    an ``auth-provider``'s cached access-token; None for none. Raises UnsupportedCredentials for an
+    an ``auth-provider``'s cached access-token; None for none. Raises CredentialsError for an
     ``exec`` plugin or an ``auth-provider`` without a token (client-go's ``AuthInfo`` fields; the
-    plugins are not in cutover's images either), OSError when the token file cannot be read."""
+    plugins are not in cutover's images either), or for a token file that cannot be read."""
     if user.get("token"):
         return str(user["token"])
     if user.get("tokenFile"):
-        return (folder / str(user["tokenFile"])).read_text().strip()
+        try:
+            return (folder / str(user["tokenFile"])).read_text().strip()
+        except OSError as error:
+            raise CredentialsError(f"cannot read the kubeconfig's tokenFile: {error}") from error
     if user.get("auth-provider", {}).get("config", {}).get("access-token"):
         return str(user["auth-provider"]["config"]["access-token"])  # a cached one, as kopf takes it
     for way in ("exec", "auth-provider"):
         if way in user:
             command = user[way].get("command") or user[way].get("name")
-            raise UnsupportedCredentials(
+            raise CredentialsError(
                 f"the kubeconfig's user authenticates with {way} ({command}), which cutover does not run: "
                 "give it a token, tokenFile or client certificate, or run in a pod with its service account"
             )

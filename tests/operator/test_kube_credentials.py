@@ -15,7 +15,7 @@ import pytest
 
 from cutover.operator.kube import credentials
 from cutover.operator.main import login
-from cutover.serving.kube import UnsupportedCredentials
+from cutover.serving.kube import CredentialsError
 from tests.serving.test_kube_client import kubeconfig
 
 
@@ -62,4 +62,13 @@ def test_the_operator_reads_a_token_file_and_refuses_an_exec_plugin(
     kubeconfig(tmp_path, cluster, {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "aws"}})
     with pytest.raises(kopf.PermanentError, match=r"exec \(aws\)") as refused:
         login(settings=kopf.OperatorSettings())
-    assert isinstance(refused.value.__cause__, UnsupportedCredentials)
+    assert isinstance(refused.value.__cause__, CredentialsError)
+
+
+def test_the_operator_stops_on_a_certificate_file_it_cannot_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = {"server": "https://127.0.0.1:6443", "certificate-authority": "missing-ca.crt"}
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path, cluster, {"token": "abc"})))
+    with pytest.raises(kopf.PermanentError, match=r"missing-ca\.crt"):
+        login(settings=kopf.OperatorSettings())

@@ -19,7 +19,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from cutover.serving.kube import ApiError, Credentials, Kube, UnsupportedCredentials, path, tls_file
+from cutover.serving.kube import ApiError, Credentials, CredentialsError, Kube, path, tls_file
 
 MD = {
     "apiVersion": "cutover.dev/v1alpha1",
@@ -172,7 +172,26 @@ def test_a_kubeconfig_token_file_is_read_from_its_folder_and_an_exec_plugin_is_r
     cached = {"auth-provider": {"name": "oidc", "config": {"access-token": "cached"}}}
     assert Credentials.load(str(kubeconfig(tmp_path, cluster, cached))).headers == {"Authorization": "Bearer cached"}
     plugin = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "aws", "args": ["eks", "get-token"]}}
-    with pytest.raises(UnsupportedCredentials, match=r"exec \(aws\)"):
+    with pytest.raises(CredentialsError, match=r"exec \(aws\)"):
         Credentials.load(str(kubeconfig(tmp_path, cluster, plugin)))
-    with pytest.raises(UnsupportedCredentials, match=r"auth-provider \(gcp\)"):
+    with pytest.raises(CredentialsError, match=r"auth-provider \(gcp\)"):
         Credentials.load(str(kubeconfig(tmp_path, cluster, {"auth-provider": {"name": "gcp"}})))
+
+
+@pytest.mark.parametrize(
+    ("ca", "user"),
+    [
+        ("gone/ca.crt", {"token": "abc"}),
+        ("ca.crt", {"client-certificate": "gone/client.crt", "client-key": "gone/client.key"}),
+        ("ca.crt", {"tokenFile": "gone/token"}),
+    ],
+)
+def test_a_file_the_kubeconfig_names_that_is_missing_is_named_in_the_error(
+    tmp_path: Path, ca: str, user: dict[str, str]
+) -> None:
+    """As in a container that mounts the kubeconfig but not the files it names: ``ssl`` said only
+    "No such file or directory", and the operator retried that every minute."""
+    shutil.copy(certifi.where(), tmp_path / "ca.crt")
+    cluster = {"server": "https://127.0.0.1:6443", "certificate-authority": ca}
+    with pytest.raises(CredentialsError, match=r"gone/"):
+        Credentials.load(str(kubeconfig(tmp_path, cluster, user)))
