@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -47,6 +48,14 @@ async def fetch(uri: str, checksum: str | None, cache_dir: Path, *, timeout: flo
         path = Path(uri.removeprefix("file://"))
         if not path.exists():
             raise StorageError(f"model file {path} does not exist")
+        if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+            # ONNX Runtime says only "system error number 13".
+            mode = path.stat()
+            raise StorageError(
+                f"model file {path} ({stat.filemode(mode.st_mode)}, owner {mode.st_uid}:{mode.st_gid}) is not readable "
+                f"by this process (user {os.getuid()}, groups {sorted({os.getgid(), *os.getgroups()})}): "
+                "make it readable by the pod's user or its fsGroup"
+            )
         return _verify(path, checksum)
     if checksum is None:
         raise StorageError("an http(s) model needs a checksum (sha256:<hex>)")

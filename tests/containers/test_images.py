@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,6 +179,25 @@ def test_the_serving_container_answers_triton_clients_probes_and_prometheus(serv
         metrics = response.read().decode()
     counted = [line for line in metrics.splitlines() if line.startswith("cutover_serving_requests_total{")]
     assert any('code="200"' in line and float(line.rpartition(" ")[2]) >= 1 for line in counted), counted
+
+
+def test_a_model_file_the_pods_user_cannot_read_is_named_and_the_pod_stays_unready(
+    images: Images, models: Path, tmp_path: Path
+) -> None:
+    """ONNX Runtime said only "system error number 13"; the pod keeps retrying, live and unready."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o755)
+    shutil.copy(models / "good.onnx", private / "good.onnx")
+    (private / "good.onnx").chmod(0o600)
+    with running(images, serving_pod("good.onnx"), claims={"models": private}) as container:
+        wait_until(lambda: "is not readable" in container.logs(), 30, "the reason in the log", 0.1)
+        assert "owner 0:0" in container.logs() and "user 10001" in container.logs()
+        url = container.url(SERVING_PORT)
+        with urllib.request.urlopen(url + "/v2/health/live", timeout=5) as live:
+            assert live.status == 200
+        with pytest.raises(urllib.error.HTTPError) as ready:
+            urllib.request.urlopen(url + "/v2/health/ready", timeout=5)
+        assert ready.value.code == 503
 
 
 def test_sigterm_lets_requests_in_flight_finish_and_exits_0(images: Images, models: Path) -> None:
