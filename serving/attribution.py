@@ -131,25 +131,36 @@ def sampled_shapley(
 ) -> Attribution:
     """Shapley values of row ``x`` [M] against ``background`` [k, M] estimated from ``pairs``
     random feature orders and their reverses: 2 x pairs x (M + 1) x k model rows, exactly
-    additive. Raises DeadlineExceeded past ``deadline``."""
+    additive. The orders are drawn and evaluated a few at a time, as many as one model call
+    takes, so memory does not grow with ``pairs`` (all at once, their coalition masks alone were
+    2 x pairs x (M + 1) x M bytes, built before the first deadline check). Raises
+    DeadlineExceeded past ``deadline``, ValueError when ``pairs`` is below 1."""
     features = x.size
     rng = np.random.default_rng(seed)
     evaluate = Evaluations(model, deadline)
-    orders = np.array([rng.permutation(features) for _ in range(pairs)])
-    orders = np.concatenate([orders, orders[:, ::-1]])  # [P, M]
-    ranks = np.argsort(orders, axis=1)  # the position of each feature in each order
-    # Coalition j of an order holds its first j features: feature i is in it when its rank < j.
-    masks = ranks[:, None, :] < np.arange(features + 1)[None, :, None]  # [P, M+1, M]
-    values = _coalition_values(evaluate, x, background, masks.reshape(-1, features))
-    values = values.reshape(len(orders), features + 1, -1)
-    gains = values[:, 1:] - values[:, :-1]  # [P, M, K]: what each order's j-th feature adds
-    attributions = np.zeros((features, values.shape[2]))
-    for order, gain in zip(orders, gains, strict=True):
-        attributions[order] += gain
-    attributions /= len(orders)
-    return Attribution(
-        attributions, values[:, 0].mean(axis=0), values[:, -1].mean(axis=0), evaluate.evaluations, len(orders)
-    )
+    per_block = max(1, CHUNK_ROWS // (2 * (features + 1) * len(background)))
+    coalition_sizes = np.arange(features + 1)
+    sums: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # attributions [M, K], v(empty), v(all)
+    for start in range(0, pairs, per_block):
+        forward = np.array([rng.permutation(features) for _ in range(min(per_block, pairs - start))])
+        orders = np.concatenate([forward, forward[:, ::-1]])  # [P, M]
+        ranks = np.argsort(orders, axis=1)  # the position of each feature in each order
+        # Coalition j of an order holds its first j features: feature i is in it when its rank < j.
+        masks = ranks[:, None, :] < coalition_sizes[None, :, None]  # [P, M+1, M]
+        values = _coalition_values(evaluate, x, background, masks.reshape(-1, features))
+        values = values.reshape(len(orders), features + 1, -1)
+        if sums is None:
+            sums = (np.zeros((features, values.shape[2])), np.zeros(values.shape[2]), np.zeros(values.shape[2]))
+        attributions, empty, full = sums
+        gains = values[:, 1:] - values[:, :-1]  # [P, M, K]: what each order's j-th feature adds
+        for order, gain in zip(orders, gains, strict=True):
+            attributions[order] += gain
+        empty += values[:, 0].sum(axis=0)
+        full += values[:, -1].sum(axis=0)
+    if sums is None:
+        raise ValueError(f"sampled Shapley values need at least one pair of orders, not {pairs}")
+    drawn = 2 * pairs
+    return Attribution(sums[0] / drawn, sums[1] / drawn, sums[2] / drawn, evaluate.evaluations, drawn)
 
 
 def _whitening(precision: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ the exemplars the statistics file may hold, and counterfactuals that change only
 from __future__ import annotations
 
 import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -58,6 +59,23 @@ def test_a_passed_deadline_stops_before_the_next_model_call(data: tuple[np.ndarr
     with pytest.raises(DeadlineExceeded) as stopped:
         exact_shapley(model, x, background, time.monotonic() - 1)
     assert stopped.value.evaluations == 0
+
+
+def test_the_memory_of_a_sampled_estimate_does_not_grow_with_its_samples() -> None:
+    """nsamples is the client's to choose (up to 1,000 pairs): drawn all at once, the orders'
+    coalition masks of a 200-feature input took 80 MB at 1,000 pairs before any deadline check,
+    and grow with the square of the features."""
+    weights = np.linspace(-1.0, 1.0, 200)
+    x, background = np.ones(200), np.zeros((1, 200))
+    peaks = []
+    for pairs in (100, 1000):
+        tracemalloc.start()
+        found = sampled_shapley(lambda rows: rows @ weights[:, None], x, background, pairs, seed=3, deadline=LATER)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        np.testing.assert_allclose(found.values[:, 0], weights, atol=1e-12)  # a linear model's are exact
+        assert found.evaluations == 2 * pairs * 201
+    assert peaks[1] < 1.2 * peaks[0], peaks
 
 
 PRECISION = np.eye(2)
