@@ -146,6 +146,7 @@ def _serve(args: argparse.Namespace) -> int:
             explain_max_in_flight=args.explain_max_in_flight,
             explain_timeout=args.explain_timeout,
             explain_background=args.explain_background,
+            explain_sample_rate=args.explain_sample_rate,
         )
     except ValueError as error:  # pydantic's ValidationError is one
         print(f"cutover serve: {error}", file=sys.stderr)
@@ -202,6 +203,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     explain.add_argument("--explain-max-in-flight", type=int, default=1, help="at once, then 503 (0: off; default 1)")
     explain.add_argument("--explain-timeout", type=float, default=2.0, help="seconds each may take (default 2)")
     explain.add_argument("--explain-background", type=int, default=50, help="background rows sampled (default 50)")
+    explain.add_argument(
+        "--explain-sample-rate",
+        type=float,
+        default=0.0,
+        help="fraction of answered rows explained in the background for attribution shift (default 0: none)",
+    )
     safety = serve.add_argument_group("safety (SafetyPolicy filters)")
     safety.add_argument(
         "--safety-policy",

@@ -81,8 +81,17 @@ class ServeConfig:
     """Seconds an explanation may take; one that needs longer is refused with 422."""
     explain_background: int = 50
     """Background rows an explanation samples from the training statistics' exemplars."""
+    explain_sample_rate: float = 0.0
+    """Fraction (0 to 1) of answered rows explained in the background for the attribution shift
+    analysis (``serving/attribution_sampling.py``); 0: none."""
 
     def __post_init__(self) -> None:
+        if not 0 <= self.explain_sample_rate <= 1:
+            raise ValueError(f"--explain-sample-rate must be from 0 to 1, got {self.explain_sample_rate:g}")
+        if self.explain_sample_rate and self.format in ("llm", "triton"):
+            raise ValueError(f"--explain-sample-rate: {self.format} models cannot be explained here")
+        if self.explain_sample_rate and self.explain_max_in_flight <= 0:
+            raise ValueError("--explain-sample-rate needs explanations on (--explain-max-in-flight above 0)")
         if self.prediction_cache is not None and self.format == "llm":
             raise ValueError(
                 "the prediction cache is off for llm models: their answers are sampled and depend on the "

@@ -144,7 +144,7 @@ class Explainer:
             registry, (config.namespace, config.name, config.revision), lambda: self.in_flight
         )
         self._executor = ThreadPoolExecutor(
-            max(config.explain_max_in_flight, 1), thread_name_prefix="explain", initializer=_yield_to_inference
+            max(config.explain_max_in_flight, 1), thread_name_prefix="explain", initializer=yield_to_inference
         )
         if config.format == "pytorch":  # Captum and what it imports (matplotlib) take seconds, once
             self._executor.submit(importlib.import_module, "captum.attr")
@@ -216,7 +216,7 @@ class Explainer:
     def _plan(self, adapter: LocalAdapter, request: InferRequest) -> Plan:
         """What to compute, checked before it takes a thread; raises ``InvalidInput``."""
         parameters = request.parameters or {}
-        explained = self._explained_input(parameters)
+        explained = self.explained_input(parameters)
         array = request.inputs[explained.name]
         if array.ndim < 2:
             raise InvalidInput(f"input {explained.name!r} needs a batch dimension to be explained")
@@ -285,7 +285,17 @@ class Explainer:
             described=described,
         )
 
-    def _explained_input(self, parameters: Mapping[str, Any]) -> TensorInfo:
+    def explain_rows(self, inputs: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+        """Each row's explanation of ``inputs`` (name -> [rows, ...], validated), computed on the
+        calling thread with an explain request's defaults (``auto`` method, a random seed), for
+        the attribution sampler (``serving/attribution_sampling.py``). Raises ``InvalidInput``
+        for rows that cannot be explained, ``ExplanationTimeout`` past ``explain_timeout``, and
+        what the model raises."""
+        return self._plan(self._adapter(), InferRequest(dict(inputs))).run()
+
+    def explained_input(self, parameters: Mapping[str, Any]) -> TensorInfo:
+        """The input ``parameters.input`` names, else ``outOfDistribution.input``, else the first;
+        raises ``InvalidInput`` for another name or a non-numeric input."""
         inputs = {t.name: t for t in self.model.inputs}
         spec = self.config.out_of_distribution
         default = spec.input if spec is not None else next(iter(inputs))
@@ -553,7 +563,7 @@ class Plan:
         return counterfactual(classify, x, exemplars, self.explainer.exemplar_classes(classify), low, high, features)
 
 
-def _yield_to_inference() -> None:
+def yield_to_inference() -> None:
     """Run this explanation thread at nice 19 (on Linux a thread has its own nice value): where
     explanations and inference share a CPU, the scheduler gives inference the time it needs."""
     with contextlib.suppress(OSError):

@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from cutover.api.contract import ATTRIBUTION_SAMPLE_MAX_FEATURES
 from cutover.api.v1alpha1 import seconds
 from cutover.api.v1alpha1.modeldeployment import FallbackSpec, TensorSpec
 
@@ -184,6 +185,8 @@ class Loader:
             self.metrics.queue_depth(batcher)
         elif config.batching is not None:
             log.warning("batching is off: the model's tensors have no variable first (batch) dimension")
+        if config.explain_sample_rate:
+            _check_sampled_input(inputs, config)
         ood, statistics = await self._ood_scorer(inputs)
         exemplars = Exemplars.parse(statistics, ood.precision) if ood is not None else None
         features = _feature_names(statistics, ood.features if ood is not None else 0)
@@ -337,3 +340,18 @@ class Loader:
                 await closer()
             except Exception:
                 log.exception("while closing")
+
+
+def _check_sampled_input(inputs: Sequence[TensorInfo], config: ServeConfig) -> None:
+    """Raises ValueError unless the input attribution sampling explains (``outOfDistribution.input``,
+    else the first) declares 1 to ``ATTRIBUTION_SAMPLE_MAX_FEATURES`` features per row: each is a
+    child of the top-feature series (``serving/attribution_sampling.py``)."""
+    name = config.out_of_distribution.input if config.out_of_distribution is not None else inputs[0].name
+    explained = next((t for t in inputs if t.name == name), None)
+    width = int(np.prod(explained.shape[1:])) if explained is not None and len(explained.shape) > 1 else 0
+    if width <= 0 or width > ATTRIBUTION_SAMPLE_MAX_FEATURES:
+        raise ValueError(
+            f"--explain-sample-rate: input {name!r} must declare a batch dimension and 1 to "
+            f"{ATTRIBUTION_SAMPLE_MAX_FEATURES} features per row (one series each); its shape is "
+            f"{list(explained.shape) if explained is not None else 'not declared'}"
+        )

@@ -73,6 +73,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from .attribution_sampling import AttributionSampler
 from .audit import input_digest, summarize_outputs
 from .batching import QueueFull
 from .classification import classified
@@ -203,6 +204,7 @@ class Pipeline:
         safety: Guard | None = None,
         offload: Offload | None = None,
         tracing: Tracing | None = None,
+        sampler: AttributionSampler | None = None,
     ) -> None:
         self.config = config
         self.model = model
@@ -214,6 +216,8 @@ class Pipeline:
         """Where large HTTP bodies are decoded and encoded (``serving/offload.py``); None: inline."""
         self.tracing = tracing or Tracing()
         """The stages' spans (``serving/tracing.py``); off by default."""
+        self.sampler = sampler
+        """Takes a fraction of answered rows to explain in the background (``--explain-sample-rate``)."""
         self._audited_drops = 0
         self._unbatched = frozenset(t.name for t in model.outputs if t.shape[:1] != (-1,))
         """Outputs without a batch dimension: classified as one row."""
@@ -304,6 +308,8 @@ class Pipeline:
             fallback = model.fallback
             confidence = top1_confidence(outputs, fallback.confidence_output if fallback else None)
             times.rows = _rows(outputs)
+            if self.sampler is not None:
+                self.sampler.offer(inputs)
             await _per_row(times.rows, lambda: self.metrics.prediction(times.rows, confidence))
             link = None
             if fallback is not None and fallback.needed(confidence):

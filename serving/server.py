@@ -45,6 +45,7 @@ from cutover.api.contract import REQUEST_ID_HEADER, REVISION_HEADER
 
 from . import grpc_server, http
 from .adapters.base import Adapter, TensorInfo
+from .attribution_sampling import AttributionSampler
 from .compression import compressed
 from .config import ServeConfig
 from .errors import ModelNotFound, ModelNotReady, NotAllowed, ServingError
@@ -104,6 +105,7 @@ class ModelServer:
         self.loader = Loader(config, self.metrics, adapter)
         self.pipeline: Pipeline | None = None
         self.explainer: Explainer | None = None
+        self.sampler: AttributionSampler | None = None
         self.offload = Offload()
         """Decodes and encodes large bodies in a worker process, so probes keep their answer time."""
         self.draining = False
@@ -128,6 +130,9 @@ class ModelServer:
         if self.policy_file is not None and self._following is None:
             self._following = asyncio.get_running_loop().create_task(self.policy_file.run(), name="safety-policy")
         model = await self.loader.load()
+        self.explainer = Explainer(self.config, model, self.metrics.registry)
+        if self.config.explain_sample_rate:
+            self.sampler = AttributionSampler(self.explainer, self.config.explain_sample_rate, self.metrics.registry)
         self.pipeline = Pipeline(
             self.config,
             model,
@@ -136,8 +141,8 @@ class ModelServer:
             safety=self.safety,
             offload=self.offload,
             tracing=self.tracing,
+            sampler=self.sampler,
         )
-        self.explainer = Explainer(self.config, model, self.metrics.registry)
 
     async def close(self) -> None:
         if self._following is not None:
@@ -147,6 +152,8 @@ class ModelServer:
         if self.safety is not None:
             await self.safety.close()
         self.offload.close()
+        if self.sampler is not None:
+            self.sampler.close()
         if self.explainer is not None:
             self.explainer.close()
         await self.loader.close()

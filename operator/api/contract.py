@@ -115,6 +115,9 @@ SAFETY_CHECKS = Series(
 INPUT_DRIFT_MAX_FEATURES = 32
 """Input drift: at most this many features per model are binned (the training statistics'
 ``histograms`` choose which), so a pod exports at most features x bins children of each drift series."""
+ATTRIBUTION_SAMPLE_MAX_FEATURES = 32
+"""Attribution sampling: at most this many features in the explained input, one child each of
+``cutover_attribution_top_feature_total`` per pod."""
 INPUT_DRIFT_MAX_BINS = 10
 """Input drift: at most this many bins per feature (9 edges), as in the usual PSI deciles."""
 INPUT_DRIFT_ABSENT = (
