@@ -218,6 +218,8 @@ def deployment(
             "--explain-background",
             str(explain["background"]),
         ]
+        if explain.get("sampleRate") is not None:
+            args += ["--explain-sample-rate", f"{explain['sampleRate']:g}"]
     for flag, key in (("--inputs", "inputs"), ("--outputs", "outputs"), ("--ood", "outOfDistribution")):
         if model.get(key):
             args += [flag, _canonical_json(model[key])]

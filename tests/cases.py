@@ -215,6 +215,25 @@ CASES = [
         "explain.timeout must be longer than 0s and at most 5m",
     ),
     Case(
+        "explain-sample-rate-for-llm",
+        AB,
+        {"spec.runtime.explain": {"sampleRate": 0.1}},
+        "runtime.explain.sampleRate needs a model the pod runs itself",
+    ),
+    Case(
+        "explain-sample-rate-while-off",
+        GPU,
+        {"spec.runtime.explain": {"enabled": False, "sampleRate": 0.1}},
+        "explain.sampleRate needs explain.enabled",
+    ),
+    Case(
+        "explain-sample-rate-above-one",
+        GPU,
+        {"spec.runtime.explain.sampleRate": 1.5},
+        "less than or equal to 1",
+        server="should be less than or equal to 1",
+    ),
+    Case(
         "cache-without-entries",
         GPU,
         {"spec.runtime.cache.maxEntries": 0},

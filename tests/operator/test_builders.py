@@ -319,3 +319,7 @@ def test_the_explain_endpoint_s_limits_reach_cutover_serve_as_its_flags() -> Non
     unset = model("modeldeployment-canary.yaml")
     args = builders.deployment(unset, workload(unset))["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not any(arg.startswith("--explain") for arg in args)
+    sampled = model("modeldeployment-canary.yaml", runtime={"explain": {"sampleRate": 0.05}})
+    args = builders.deployment(sampled, workload(sampled))["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert cli.parser().parse_args(args).explain_sample_rate == 0.05
+    assert parsed.explain_sample_rate == 0  # unset: nothing sampled

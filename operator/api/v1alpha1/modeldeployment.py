@@ -323,12 +323,23 @@ class Explanations(ApiModel):
     background: Annotated[int, Field(ge=1, le=1000)] = 50
     """Background rows sampled from the exemplars for each explanation (the model evaluates
     this many rows per coalition or feature order: more is steadier and slower)."""
+    sample_rate: Annotated[float, Field(gt=0, le=1)] | None = None
+    """Fraction of the rows each pod answers that it explains in the background, counting each
+    row's most attributed feature per revision (``cutover_attribution_top_feature_total``), the
+    data of the attribution shift comparison; unset: none. Rows are dropped (and counted) when
+    the pod cannot keep up, never delaying inference. The explained input needs 1 to 32 features."""
 
     rules = (
         Rule(
             cel="duration(self.timeout) > duration('0s') && duration(self.timeout) <= duration('5m')",
             message="explain.timeout must be longer than 0s and at most 5m",
             check=lambda s: 0 < seconds(s.timeout) <= 300,
+        ),
+        Rule(
+            cel="!has(self.sampleRate) || self.enabled",
+            message="explain.sampleRate needs explain.enabled: sampled rows are explained by the explain endpoint's "
+            "machinery",
+            check=lambda s: s.sample_rate is None or s.enabled,
         ),
     )
 
@@ -978,6 +989,18 @@ class ModelDeploymentSpec(ApiModel):
             message="spec.feedback needs traffic.provider gateway (the gateway keeps the answers) and a model that "
             "answers classes (not format llm)",
             check=lambda s: s.feedback is None or (s.traffic.provider == "gateway" and s.model.format != "llm"),
+        ),
+        Rule(
+            cel="!has(self.runtime.explain) || !has(self.runtime.explain.sampleRate) || "
+            "self.model.format in ['onnx', 'pytorch', 'tensorflow']",
+            message="runtime.explain.sampleRate needs a model the pod runs itself (format onnx, pytorch or "
+            "tensorflow): a language model has no feature attributions, and a remote Triton model's perturbed rows "
+            "would count as its traffic",
+            check=lambda s: (
+                s.runtime.explain is None
+                or s.runtime.explain.sample_rate is None
+                or s.model.format in ("onnx", "pytorch", "tensorflow")
+            ),
         ),
         Rule(
             cel="self.model.format != 'llm' || !has(self.runtime.cache)",
