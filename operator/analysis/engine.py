@@ -31,6 +31,10 @@ inputDrift              per-feature PSI and KS test of the candidate's    servin
                         its ``cutover_input_feature_reference``
                         (:mod:`.drift`), PSI against
                         ``thresholdRange.max``
+attributionShift        the candidate's ``cutover_attribution_top_feature`` serving (runtime.explain
+                        shares against stable's: total variation         .sampleRate)
+                        against ``thresholdRange.max`` and a chi-square
+                        test of homogeneity (:mod:`.attribution`)
 ======================  ===============================================  ===========================
 
 Accuracy is judged as its complement, the share of fed-back rows the revision got wrong, by the
@@ -80,6 +84,7 @@ from typing import Literal
 import numpy as np
 
 from cutover.api.contract import (
+    ATTRIBUTION_TOP_FEATURE,
     CONFIDENCE_BUCKETS,
     FEEDBACK,
     FEEDBACK_BY_CONFIDENCE,
@@ -98,6 +103,7 @@ from cutover.api.contract import (
 from cutover.api.v1alpha1 import seconds
 from cutover.api.v1alpha1.modeldeployment import AnalysisSpec, AnalysisStatus, MetricEvidence, MetricSpec, Verdict
 
+from .attribution import AttributionShiftJudge
 from .cusum import BinomialCusum
 from .drift import FeatureCounts, InputDriftJudge
 from .histograms import exceedances
@@ -124,6 +130,11 @@ SAFETY_SCOPE = "output"
 not what users send it."""
 MAX_COUNT = float(2**53)
 """The largest count a tick accepts: beyond it float64 no longer holds every whole number."""
+JUDGED_ALONE = frozenset({"inputDrift", "calibrationError"})
+"""Builtins that judge the candidate against its own reference (its training data, a limit), the
+baseline only reported beside it: the baseline needs no data of them (a stable revision whose
+statistics have no histograms, or that answers logits without probabilities), and its samples
+do not hold back the verdict."""
 _OR_ZERO = re.compile(r"\s+or\s+vector\s*\(\s*0\s*\)\s*$")
 _ROUND = re.compile(r"round\s*\((.*)\)", re.DOTALL)
 _SELECTOR_TEXT = r"(?P<selector>[A-Za-z_:][A-Za-z0-9_:]*\s*(?:\{[^{}]*\})?)"
@@ -136,7 +147,7 @@ _EXTRAPOLATING = re.compile(r"\b(increase|rate|irate|delta|idelta)\s*\(")
 whose answers Prometheus extrapolates (refused anywhere else)."""
 _ALL: Mapping[str, str] = {}
 """No narrowing: every child of a series."""
-AnyJudge = CountJudge | CalibrationJudge | InputDriftJudge
+AnyJudge = CountJudge | CalibrationJudge | InputDriftJudge | AttributionShiftJudge
 Update = Callable[[AnyJudge], None]
 """One metric's interval, ready to apply to (a copy of) its judge."""
 
@@ -283,6 +294,8 @@ class Analysis:
             return CalibrationJudge(metric.name, settings)
         if metric.builtin == "inputDrift":
             return InputDriftJudge(metric.name, settings)
+        if metric.builtin == "attributionShift":
+            return AttributionShiftJudge(metric.name, settings)
         what = {
             "errorRate": "errors",
             "outOfDistributionRate": "out-of-distribution predictions",
@@ -307,18 +320,20 @@ class Analysis:
         only: Mapping[str, str] = _ALL,
         *,
         whole: bool = True,
+        required: tuple[str, ...] | None = None,
     ) -> dict[Labels, float]:
         """One series' increments by ``by`` (which starts with revision), every value checked to
-        be a count (an amount, finite and non-negative, when not ``whole``) and every arm
-        required to have a series. ``only`` narrows the selection to the children with those
-        label values (for example the safety series' ``scope``)."""
+        be a count (an amount, finite and non-negative, when not ``whole``) and each revision of
+        ``required`` (default: both arms) required to have a series. ``only`` narrows the
+        selection to the children with those label values (for example the safety series'
+        ``scope``)."""
         values = await tick.increments(self._selector(series, arms, only), by)
         checked = {}
         for labels, value in values.items():
             where = ", ".join(f'{k}="{v}"' for k, v in labels)
             what = f"the increment of {series.sample}{{{where}}}"
             checked[labels] = as_count(value, what) if whole else as_amount(value, what)
-        for revision in (arms.candidate, arms.baseline):
+        for revision in (arms.candidate, arms.baseline) if required is None else required:
             if not any(_revision(labels) == revision for labels in checked):
                 which = "".join(f' with {name}="{value}"' for name, value in only.items())
                 why = f" ({series.absent_when})" if series.absent_when else ""
@@ -361,8 +376,9 @@ class Analysis:
 
     async def _calibration(self, tick: _Tick, arms: Arms) -> tuple[Bins, Bins]:
         """Each arm's fed-back rows, right ones and summed confidence per probability bin."""
-        rows = await self._read(tick, FEEDBACK_BY_CONFIDENCE, arms, ("revision", "bucket", "outcome"))
-        sums = await self._read(tick, FEEDBACK_CONFIDENCE, arms, ("revision", "bucket"), whole=False)
+        alone = (arms.candidate,)  # JUDGED_ALONE: a baseline answering without probabilities has no bins
+        rows = await self._read(tick, FEEDBACK_BY_CONFIDENCE, arms, ("revision", "bucket", "outcome"), required=alone)
+        sums = await self._read(tick, FEEDBACK_CONFIDENCE, arms, ("revision", "bucket"), whole=False, required=alone)
         out = []
         for revision in (arms.candidate, arms.baseline):
             bins: dict[str, list[float]] = {}
@@ -379,10 +395,28 @@ class Analysis:
             out.append(Bins(tuple((b, n, right, confidence) for b, (n, right, confidence) in sorted(bins.items()))))
         return out[0], out[1]
 
+    async def _top_features(self, tick: _Tick, arms: Arms) -> tuple[dict[str, float], dict[str, float]]:
+        """Each arm's explained rows by their most attributed feature over the interval; both
+        arms must export them (stable is the reference)."""
+        rows = await self._read(tick, ATTRIBUTION_TOP_FEATURE, arms, ("revision", "feature"))
+        out: tuple[dict[str, float], dict[str, float]] = ({}, {})
+        for labels, value in rows.items():
+            found = dict(labels)
+            for arm, revision in zip(out, (arms.candidate, arms.baseline), strict=True):
+                if found.get("revision") == revision:
+                    arm[found.get("feature", "")] = arm.get(found.get("feature", ""), 0.0) + value
+        return out
+
     async def _features(self, tick: _Tick, arms: Arms) -> tuple[FeatureCounts, FeatureCounts]:
         """Each arm's rows per feature and bin over the interval, and its training shares (read
-        at the interval's end); every feature's bins numbered 0 to bins - 1 in both."""
-        rows = await self._read(tick, INPUT_FEATURE_ROWS, arms, ("revision", "feature", "bin"))
+        at the interval's end); every feature's bins numbered 0 to bins - 1 in both. Only the
+        candidate must have them: it is judged against its own training data, and the baseline
+        is only reported beside it, so a baseline whose statistics have no histograms (one
+        deployed before they were added) reads as no feature, not as missing data that would
+        hold the rollout at unavailable."""
+        rows = await self._read(
+            tick, INPUT_FEATURE_ROWS, arms, ("revision", "feature", "bin"), required=(arms.candidate,)
+        )
         shares = await tick.provider.instant(self._selector(INPUT_FEATURE_REFERENCE, arms, _ALL), tick.end)
         out = []
         for revision in (arms.candidate, arms.baseline):
@@ -390,7 +424,7 @@ class Analysis:
             reference = _per_feature(
                 shares, revision, lambda value, what: as_amount(value, f"the training share {what}")
             )
-            if not reference:
+            if not reference and revision == arms.candidate:
                 why = INPUT_FEATURE_REFERENCE.absent_when
                 raise MetricsUnavailable(
                     f"no samples of {INPUT_FEATURE_REFERENCE.sample} for revision {revision} ({why})"
@@ -538,6 +572,9 @@ class Analysis:
         elif metric.builtin == "inputDrift":
             features = await self._features(tick, arms)
             return lambda judge: _drift_judge(judge).update_features(*features)
+        elif metric.builtin == "attributionShift":
+            tops = await self._top_features(tick, arms)
+            return lambda judge: _attribution_judge(judge).update_top_features(*tops)
         else:
             counts = await self._counts(tick, SAFETY_VIOLATIONS, SAFETY_CHECKS, arms, {"scope": SAFETY_SCOPE})
         return lambda judge: _count_judge(judge).update(*counts)
@@ -572,7 +609,10 @@ class Analysis:
         evidence = [j.evidence(metrics[name].min_samples or self.spec.min_samples) for name, j in self.judges.items()]
         samples_met = all(
             e.candidate_samples >= (metrics[e.name].min_samples or self.spec.min_samples)
-            and e.baseline_samples >= (metrics[e.name].min_samples or self.spec.min_samples)
+            and (
+                metrics[e.name].builtin in JUDGED_ALONE
+                or e.baseline_samples >= (metrics[e.name].min_samples or self.spec.min_samples)
+            )
             for e in evidence
         )
         duration_met = now - self.started_at >= seconds(self.spec.min_duration)
@@ -608,6 +648,11 @@ def _per_feature(
             raise MetricsUnavailable(f"input drift series {where}: the bin is not an index") from None
         table.setdefault(found.get("feature", ""), {})[index] = check(value, where)
     return table
+
+
+def _attribution_judge(judge: AnyJudge) -> AttributionShiftJudge:
+    assert isinstance(judge, AttributionShiftJudge)
+    return judge
 
 
 def _drift_judge(judge: AnyJudge) -> InputDriftJudge:

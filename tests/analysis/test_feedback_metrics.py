@@ -116,6 +116,21 @@ def test_an_overconfident_candidate_fails_calibration_and_a_calibrated_one_passe
     assert evidence.decision == "pass"
 
 
+def test_calibration_is_judged_when_the_baseline_answers_without_probabilities() -> None:
+    """A stable revision answering logits (or labels) gets its truth, but no confidence bins:
+    the candidate's calibration is judged against the limit all the same."""
+    over, calibrated = analysis(CALIBRATION), analysis(CALIBRATION)
+    provider, steady = FakeProvider(), FakeProvider()
+    fed_back(provider, BASE, 150, 0)
+    fed_back(steady, BASE, 150, 0)
+    binned(provider, CAND, {"1": (100, 80, 95.5), "0.6": (50, 28, 27.5)})
+    binned(steady, CAND, {"1": (100, 95, 95.5), "0.6": (50, 27, 27.5)})
+    result = tick(over, provider, 30.0)
+    assert result.verdict == "rollback" and "above thresholdRange.max 0.05" in result.reason
+    assert "baseline n/a" in result.evidence[0].reason
+    assert tick(calibrated, steady, 30.0).verdict == "promote"
+
+
 def test_calibration_waits_for_the_minimum_rows_and_accumulates_intervals() -> None:
     a = analysis(CALIBRATION, min_samples=200)
     provider = FakeProvider()

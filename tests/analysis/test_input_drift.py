@@ -142,6 +142,21 @@ def test_a_candidate_seeing_drifted_inputs_is_rolled_back_and_a_steady_one_promo
     assert tick(steady, same, 30.0).verdict == "promote"
 
 
+def test_a_candidate_is_judged_when_the_baseline_has_no_histograms() -> None:
+    """A stable revision whose training statistics predate histograms exports no drift series:
+    the candidate is judged against its own training data all the same, rolled back or
+    promoted, not held at unavailable or waiting for the baseline's rows."""
+    rng = np.random.default_rng(15)
+    drifted, steady = analysis(DRIFT), analysis(DRIFT)
+    moved, same = FakeProvider(), FakeProvider()
+    served(moved, CAND, {"age": rng.normal(loc=1.0, size=300)})
+    served(same, CAND, {"age": rng.normal(size=300)})
+    rollback = tick(drifted, moved, 30.0)
+    assert rollback.verdict == "rollback" and "'age'" in rollback.reason
+    assert "baseline no feature read" in rollback.reason
+    assert tick(steady, same, 30.0).verdict == "promote"
+
+
 def test_a_revision_without_training_shares_is_unavailable_not_judged() -> None:
     a = analysis(DRIFT)
     provider = FakeProvider()
