@@ -36,10 +36,11 @@ import threading
 from collections.abc import Mapping
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import Counter, Gauge
 
 from .errors import ServingError
 from .explain import Explainer, yield_to_inference
+from .metrics import ServingMetrics
 
 log = logging.getLogger("cutover.serving")
 
@@ -53,23 +54,24 @@ class AttributionSampler:
     priority thread (the loader has checked the explained input's width)."""
 
     def __init__(
-        self, explainer: Explainer, rate: float, registry: CollectorRegistry, *, queue_rows: int = QUEUE_ROWS
+        self,
+        explainer: Explainer,
+        rate: float,
+        metrics: ServingMetrics,
+        *,
+        queue_rows: int = QUEUE_ROWS,
     ) -> None:
+        registry = metrics.registry
         config = explainer.config
         labels = (config.namespace, config.name, config.revision)
         names = ("namespace", "model", "revision")
-        self._top = Counter(
-            "cutover_attribution_top_feature",
-            "Sampled rows by the feature with the largest |attribution| (of the predicted class's output)",
-            [*names, "feature"],
-            registry=registry,
-        )
         samples = Counter(
             "cutover_attribution_samples",
             "Rows sampled for attributions, by outcome (explained, flat, failed, dropped: the queue was full)",
             [*names, "outcome"],
             registry=registry,
         )
+        self._top = metrics.attribution_top_feature
         self._outcomes = {outcome: samples.labels(*labels, outcome) for outcome in OUTCOMES}
         self._pending = 0
         """Rows queued or being explained."""

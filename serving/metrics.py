@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cutover.api.contract import (
+    ATTRIBUTION_TOP_FEATURE,
     CONFIDENCE_BUCKETS,
     INPUT_FEATURE_REFERENCE,
     INPUT_FEATURE_ROWS,
@@ -151,6 +152,8 @@ class ServingMetrics:
         self._ood = shared_counter(OUT_OF_DISTRIBUTION)
         if scores_out_of_distribution:
             self._ood.labels(*values)
+        self.attribution_top_feature = shared_counter(ATTRIBUTION_TOP_FEATURE)
+        """Explained sampled rows by their most attributed feature (``serving/attribution_sampling.py``)."""
         self._feature_rows = shared_counter(INPUT_FEATURE_ROWS)
         self._feature_reference = Gauge(
             INPUT_FEATURE_REFERENCE.name,

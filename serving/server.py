@@ -132,7 +132,7 @@ class ModelServer:
         model = await self.loader.load()
         self.explainer = Explainer(self.config, model, self.metrics.registry)
         if self.config.explain_sample_rate:
-            self.sampler = AttributionSampler(self.explainer, self.config.explain_sample_rate, self.metrics.registry)
+            self.sampler = AttributionSampler(self.explainer, self.config.explain_sample_rate, self.metrics)
         self.pipeline = Pipeline(
             self.config,
             model,

@@ -117,7 +117,7 @@ INPUT_DRIFT_MAX_FEATURES = 32
 ``histograms`` choose which), so a pod exports at most features x bins children of each drift series."""
 ATTRIBUTION_SAMPLE_MAX_FEATURES = 32
 """Attribution sampling: at most this many features in the explained input, one child each of
-``cutover_attribution_top_feature_total`` per pod."""
+``ATTRIBUTION_TOP_FEATURE`` per pod."""
 INPUT_DRIFT_MAX_BINS = 10
 """Input drift: at most this many bins per feature (9 edges), as in the usual PSI deciles."""
 INPUT_DRIFT_ABSENT = (
@@ -140,6 +140,16 @@ INPUT_FEATURE_REFERENCE = Series(
     (*REVISION_LABELS, "feature", "bin"),
     exported_by=("serving",),
     absent_when=INPUT_DRIFT_ABSENT,
+)
+ATTRIBUTION_TOP_FEATURE = Series(
+    "cutover_attribution_top_feature",
+    "counter",
+    "Rows explained in the background (runtime.explain.sampleRate) by the feature with the largest |attribution| "
+    "of the predicted output",
+    (*REVISION_LABELS, "feature"),
+    exported_by=("serving",),
+    absent_when="serving counts sampled rows only with runtime.explain.sampleRate set (a revision deployed "
+    "without it has none: set it one rollout before gating on attributionShift)",
 )
 SHADOW_COMPARISONS = Series(
     "cutover_gateway_shadow_comparisons",
@@ -205,6 +215,7 @@ SERIES = (
     OUT_OF_DISTRIBUTION,
     INPUT_FEATURE_ROWS,
     INPUT_FEATURE_REFERENCE,
+    ATTRIBUTION_TOP_FEATURE,
     SAFETY_VIOLATIONS,
     SAFETY_CHECKS,
     SHADOW_COMPARISONS,

@@ -600,6 +600,7 @@ BuiltinMetric = Literal[
     "accuracy",
     "calibrationError",
     "inputDrift",
+    "attributionShift",
 ]
 FEEDBACK_METRICS = ("accuracy", "calibrationError")
 """Builtin metrics read from ground-truth feedback: they need ``spec.feedback``."""
@@ -693,6 +694,15 @@ class MetricSpec(ApiModel):
             "stability index a feature may reach, e.g. 0.2)",
             check=lambda s: (
                 s.builtin != "inputDrift" or (s.threshold_range is not None and s.threshold_range.max is not None)
+            ),
+        ),
+        Rule(
+            cel="!has(self.builtin) || self.builtin != 'attributionShift' || "
+            "(has(self.thresholdRange) && has(self.thresholdRange.max))",
+            message="builtin attributionShift is judged against a limit: set thresholdRange.max (the largest total "
+            "variation distance between the revisions' most attributed features, e.g. 0.2)",
+            check=lambda s: (
+                s.builtin != "attributionShift" or (s.threshold_range is not None and s.threshold_range.max is not None)
             ),
         ),
         Rule(
@@ -973,6 +983,16 @@ class ModelDeploymentSpec(ApiModel):
             check=lambda s: (
                 s.model.out_of_distribution is not None
                 or not any(m.builtin == "inputDrift" for m in s.analysis.metrics)
+            ),
+        ),
+        Rule(
+            cel="(has(self.runtime.explain) && has(self.runtime.explain.sampleRate)) || "
+            "!self.analysis.metrics.exists(m, has(m.builtin) && m.builtin == 'attributionShift')",
+            message="builtin attributionShift compares the rows each revision explains in the background: set "
+            "runtime.explain.sampleRate (the stable revision needs it too: set it one rollout before the gate)",
+            check=lambda s: (
+                (s.runtime.explain is not None and s.runtime.explain.sample_rate is not None)
+                or not any(m.builtin == "attributionShift" for m in s.analysis.metrics)
             ),
         ),
         Rule(
