@@ -81,6 +81,8 @@ def decoded(body: bytes, content_encoding: str | None, limit: int | None = None)
     if coding not in DECODED:
         raise ValueError(f"Content-Encoding {coding!r} cannot be decoded here")
     if coding in ("", "identity"):
+        if limit is not None and len(body) > limit:
+            raise TooLarge(f"the body has more than {limit} bytes")
         return body
     room = len(body) * 1032 + 64 if limit is None else limit  # deflate expands 1032:1 at most
     parts: list[bytes] = []

@@ -24,12 +24,12 @@ from aiohttp import web
 from cutover.api.contract import GATEWAY_PORT, REQUEST_ID_HEADER, REVISION_HEADER
 
 from ..errors import InvalidInput
-from ..http import OWN_DECODING, json_body, json_errors, live, prometheus, readiness, request_body
+from ..http import INLINE_BYTES, OWN_DECODING, json_body, json_errors, live, prometheus, readiness, request_body
 from ..openai import error_body, error_object, event
 from ..protocol import HEADER_LENGTH, decode_index_request
 from ..tracing import TRACE_HEADERS, Tracing, propagated
 from ..tracing import middleware as tracing_middleware
-from .feedback import DEFAULT_CAPACITY, DEFAULT_WINDOW, Feedback
+from .feedback import DEFAULT_CAPACITY, DEFAULT_WINDOW, MAX_BODY_BYTES, Feedback, parse
 from .keys import DEFAULT_TIERS, ApiKey, Denied, KeyStore, Limiter, Tier, authorize, forbidden, retry_after_header
 from .metrics import GatewayMetrics
 from .mirror import Mirrors, mirrored_copy
@@ -326,7 +326,8 @@ class Gateway:
 
     async def give_feedback(self, request: web.Request) -> web.Response:
         """Ground truth for answers of the model (``gateway/feedback.py``): the key must be one
-        that may call the model."""
+        that may call the model. A body of more than INLINE_BYTES is parsed on a thread, so the
+        answers the gateway forwards meanwhile are not held behind it."""
         route = self._route(request)
         if isinstance(route, web.Response):
             return route
@@ -334,7 +335,9 @@ class Gateway:
             message = f"model {route.model!r} takes no feedback: its ModelDeployment does not set spec.feedback"
             return _respond(error_answer(404, message))
         try:
-            status, answer = self.feedback.give(route, await request_body(request, self.config.max_request_bytes))
+            body = await request_body(request, min(MAX_BODY_BYTES, self.config.max_request_bytes))
+            items, batch = await asyncio.to_thread(parse, body) if len(body) > INLINE_BYTES else parse(body)
+            status, answer = self.feedback.take(route, items, batch)
         except InvalidInput as error:
             return _respond(error_answer(400, str(error)))
         return json_body(answer, status=status)

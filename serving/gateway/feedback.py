@@ -48,7 +48,8 @@ a truth that does not fit the answer (its row count, a float, or a class the ans
 give: a negative index, an index beyond the output's columns or a binary score's 0 and 1, text
 that is no index for an answer without labels), which would otherwise count as a wrong answer of
 the revision. Nothing is counted twice: an id takes one truth, once. A body that is not one of
-these shapes, or a batch naming an id twice, is refused whole (400) before anything is counted.
+these shapes, or a batch naming an id twice, is refused whole (400) before anything is counted,
+and one over ``MAX_BODY_BYTES`` (413) before it is parsed.
 A single item answers with its own status; a batch answers 200 when every item was taken, else
 207 with each item's status in ``results``.
 """
@@ -78,6 +79,11 @@ DEFAULT_CAPACITY = 100_000
 """Answers kept per gateway replica (``--feedback-max-answers``)."""
 MAX_ITEMS = 10_000
 """Items in one feedback batch."""
+MAX_BODY_BYTES = 2 << 20
+"""Bytes of one feedback body, decoded: twice a batch of MAX_ITEMS items with 36-character ids
+and 20-class truths (about 1 MB). Beyond it a 413, before any parsing: a body at the gateway's
+request limit (64 MiB) made about 3 million items, 650 MB of Python objects and seconds of
+parsing before MAX_ITEMS could refuse it."""
 MAX_ID_LENGTH = 256
 MAX_LABEL_LENGTH = 256
 PROBABILITY_TOLERANCE = 1e-3
@@ -331,7 +337,11 @@ class Feedback:
     def give(self, route: Route, body: bytes) -> tuple[int, dict[str, Any]]:
         """Take a feedback body for ``route``'s model: the status and JSON body of the answer.
         Raises ``InvalidInput`` for a body that is refused whole."""
-        items, batch = parse(body)
+        return self.take(route, *parse(body))
+
+    def take(self, route: Route, items: list[Item], batch: bool) -> tuple[int, dict[str, Any]]:
+        """Take the items of a feedback body ``parse`` read, for ``route``'s model: the status
+        and JSON body of the answer."""
         results = [self._one(route, item) for item in items]
         if not batch:
             return results[0]["status"], results[0]

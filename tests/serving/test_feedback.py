@@ -27,7 +27,7 @@ import tritonclient.http as httpclient
 
 from cutover.serving import sample_models
 from cutover.serving.gateway.app import Gateway
-from cutover.serving.gateway.feedback import Feedback, FeedbackSettings, predicted
+from cutover.serving.gateway.feedback import MAX_ITEMS, Feedback, FeedbackSettings, predicted
 from cutover.serving.gateway.metrics import CALIBRATION_LABELS, GatewayMetrics, calibration_bin
 from cutover.serving.gateway.proxy import Answer
 from cutover.serving.gateway.routing import Backend, Route
@@ -246,6 +246,23 @@ def test_a_batch_takes_what_it_can_and_says_what_it_did_not(gateway: tuple[str, 
     assert status == 207
     assert [(r["id"], r["status"]) for r in answer["results"]] == [("good", 200), ("gone", 404)]
     assert counted(gw, "correct") == 1 and refused(gw, "unknown") == 1
+
+
+def test_a_feedback_body_beyond_its_limit_is_a_413_before_parsing_and_a_full_batch_is_taken(
+    gateway: tuple[str, Gateway],
+) -> None:
+    """A body at the gateway's request limit (64 MiB) held the event loop for seconds and took
+    650 MB to parse before the item limit refused it."""
+    url, gw = gateway
+    item = '{"id": "0123456789abcdef0123456789abcdef0123", "truth": 1}'
+    status, answer = feedback(url, ("[" + ",".join([item] * 40_000) + "]").encode())
+    assert status == 413 and "error" in answer
+    assert counted(gw, series="feedback_refused") == 0
+    answer_id, probabilities = infer(url, 1)
+    batch = [{"id": f"{n:036d}", "truth": 1} for n in range(MAX_ITEMS - 1)]
+    status, answer = feedback(url, [*batch, {"id": answer_id, "truth": int(probabilities[0].argmax())}])
+    assert status == 207 and [r["status"] for r in answer["results"]] == [404] * (MAX_ITEMS - 1) + [200]
+    assert refused(gw, "unknown") == MAX_ITEMS - 1 and counted(gw, "correct") == 1
 
 
 def test_feedback_needs_a_model_that_takes_it(serving: Serving, gateway: tuple[str, Gateway]) -> None:
