@@ -16,37 +16,10 @@ import pytest
 from cutover.serving.attribution_sampling import top_feature
 from tests.support.waiting import wait_until
 
-from .support import Serving
+from .support import Serving, linear_onnx, relying_on
 
 PATH = "/v2/models/classifier/infer"
 SAMPLE_ALL = ("--explain-sample-rate", "1")
-
-
-def linear_onnx(path: Path, weight: np.ndarray, features: int | str | None = None) -> Path:
-    """An ONNX model ``output = input @ weight``: FP32 [batch, F] -> [batch, K]; ``features``
-    overrides the input's declared width (a name makes it free)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    width = weight.shape[0] if features is None else features
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["input", "weight"], ["output"])],
-        "linear",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", weight.shape[1]])],
-        [numpy_helper.from_array(weight.astype(np.float32), "weight")],
-    )
-    # IR version 8, as sample_models writes: onnx's newer default is refused by onnxruntime
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    onnx.save(model, str(path))
-    return path
-
-
-def relying_on(path: Path, feature: int) -> Path:
-    """A four-feature model whose one output is feature ``feature`` alone."""
-    weight = np.zeros((4, 1))
-    weight[feature, 0] = 1.0
-    return linear_onnx(path, weight)
 
 
 def infer(serving: Serving, rows: np.ndarray) -> np.ndarray:
