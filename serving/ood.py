@@ -130,7 +130,8 @@ class OnnxScorer:
 
     A row with a NaN or infinite value scores NaN (beyond any threshold), as the Mahalanobis
     distance does. Raises ValueError at construction for a file onnxruntime cannot load, and for
-    a model whose inputs or outputs do not fit ``features`` (it is run once on a row of zeros)."""
+    a model whose inputs or outputs do not fit ``features`` or a batch of rows (it is run once on
+    two rows of zeros)."""
 
     def __init__(self, path: str, method: OutOfDistributionMethod, features: int) -> None:
         import onnxruntime as ort  # the serving extra's runtime, as adapters/onnx.py
@@ -159,10 +160,13 @@ class OnnxScorer:
         else:
             self.output = names[0]
         self.method, self.features = method, features
-        try:
-            self.score(np.zeros((1, features)))
+        try:  # two rows: a model exported with a fixed batch of one scores one row and fails on more
+            self.score(np.zeros((2, features)))
         except Exception as error:
-            raise ValueError(f"the {method} model {path} does not score rows of {features} features: {error}") from None
+            raise ValueError(
+                f"the {method} model {path} does not score a batch of rows of {features} features (its batch "
+                f"dimension must be free, as torch.onnx.export's dynamic_axes make it): {error}"
+            ) from None
 
     def score(self, rows: np.ndarray) -> np.ndarray:
         """Each row's score, shape [n], as the class says; ``rows`` as for

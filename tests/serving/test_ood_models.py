@@ -51,7 +51,7 @@ def write_forest(forest: IsolationForest, path: Path) -> Path:
     return path
 
 
-def write_autoencoder(module: Any, path: Path, features: int = 4) -> Path:
+def write_autoencoder(module: Any, path: Path, features: int = 4, *, free_batch: bool = True) -> Path:
     torch.onnx.export(
         module,
         (torch.zeros(1, features),),
@@ -59,7 +59,7 @@ def write_autoencoder(module: Any, path: Path, features: int = 4) -> Path:
         dynamo=False,
         input_names=["x"],
         output_names=["reconstruction"],
-        dynamic_axes={"x": {0: "batch"}, "reconstruction": {0: "batch"}},
+        dynamic_axes={"x": {0: "batch"}, "reconstruction": {0: "batch"}} if free_batch else None,
     )
     return path
 
@@ -120,14 +120,17 @@ def test_models_that_cannot_score_the_input_are_refused_at_load(
     forest_file: str, autoencoder_file: str, tmp_path: Path
 ) -> None:
     narrow = str(write_autoencoder(torch.nn.Linear(3, 3), tmp_path / "narrow.onnx", features=3))
+    one_row = str(write_autoencoder(torch.nn.Linear(4, 4), tmp_path / "one-row.onnx", free_batch=False))
     with pytest.raises(ValueError, match=r"cannot load the isolationForest model .*missing\.onnx"):
         OnnxScorer(str(tmp_path / "missing.onnx"), "isolationForest", 4)
     with pytest.raises(ValueError, match=r"has outputs \['reconstruction'\], not 'scores'"):
         OnnxScorer(autoencoder_file, "isolationForest", 4)
     with pytest.raises(ValueError, match="must have one output"):
         OnnxScorer(forest_file, "autoencoder", 4)
-    with pytest.raises(ValueError, match="does not score rows of 4 features"):
+    with pytest.raises(ValueError, match="does not score a batch of rows of 4 features"):
         OnnxScorer(narrow, "autoencoder", 4)
+    with pytest.raises(ValueError, match="its batch dimension must be free"):  # it scored one row, then failed
+        OnnxScorer(one_row, "autoencoder", 4)  # every request of more than one row in the hot path
 
 
 def test_a_threshold_can_come_with_the_training_statistics() -> None:
