@@ -133,7 +133,7 @@ def percentile(values: list[float], q: float) -> float:
 class Served:
     """`cutover serve` for one model on the server CPU."""
 
-    def __init__(self, folder: Path, features: int) -> None:
+    def __init__(self, folder: Path, features: int, *extra: str) -> None:
         self.port = bench.free_port()
         ood = json.dumps({"statisticsUri": str(folder / "statistics.json"), "input": "input", "threshold": 1000})
         command = [
@@ -142,8 +142,9 @@ class Served:
             *("--name", MODEL, "--version", "1", "--format", "onnx", "--model-uri", str(folder / "model.onnx")),
             *("--host", "127.0.0.1", "--port", str(self.port), "--threads", "1", "--ood", ood),
             *("--explain-max-in-flight", "1", "--explain-timeout", "30"),
+            *extra,
         ]
-        self.log = (folder / "serve.log").open("wb")
+        self.log = (folder / f"serve-{self.port}.log").open("wb")
         self.process = subprocess.Popen(
             bench.pinned(bench.SERVER_CPU, command), stdout=self.log, stderr=subprocess.STDOUT
         )
@@ -151,7 +152,7 @@ class Served:
             f"http://127.0.0.1:{self.port}",
             "cutover serve",
             self.process,
-            folder / "serve.log",
+            folder / f"serve-{self.port}.log",
             timeout=bench.READY_TIMEOUT,
         )
 
