@@ -220,6 +220,8 @@ class Explainer:
         array = request.inputs[explained.name]
         if array.ndim < 2:
             raise InvalidInput(f"input {explained.name!r} needs a batch dimension to be explained")
+        if not array.size:
+            raise InvalidInput(f"input {explained.name!r} has shape {list(array.shape)}: no values to explain")
         if not np.isfinite(array).all():
             raise InvalidInput(f"input {explained.name!r} holds NaN or infinite values, which have no attributions")
         outputs = [

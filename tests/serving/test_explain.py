@@ -223,6 +223,7 @@ def test_an_explanation_is_audited_on_request_without_its_inputs(server: Serving
     ("request_body", "message"),
     [
         (body(np.zeros((1, 5), np.float32)), "shape"),
+        (body(np.zeros((0, 4), np.float32)), "shape [0, 4]: no values to explain"),  # was a 500
         (body(np.zeros((2, 4), np.float32), method="lime"), "parameters.method"),
         (body(np.zeros((1, 4), np.float32), nsamples=0), "parameters.nsamples"),
         (body(np.zeros((1, 4), np.float32), neighbours="3"), "parameters.neighbours"),
