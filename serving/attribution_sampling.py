@@ -101,13 +101,14 @@ class AttributionSampler:
         if not chosen:
             return
         for row in self._rng.choice(rows, chosen, replace=False).tolist():
+            with self._lock:  # counted before the worker can take it, so pending never reads low
+                self._pending += 1
             try:
                 self._queue.put_nowait({name: value[row : row + 1].copy() for name, value in inputs.items()})
             except queue.Full:
-                self._outcomes["dropped"].inc()
-            else:
                 with self._lock:
-                    self._pending += 1
+                    self._pending -= 1
+                self._outcomes["dropped"].inc()
 
     def close(self) -> None:
         """Stop the thread after the row it is explaining; queued rows are forgotten."""
