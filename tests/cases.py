@@ -227,6 +227,21 @@ CASES = [
         "explain.sampleRate needs explain.enabled",
     ),
     Case(
+        "attribution-shift-without-sampling",
+        CANARY,
+        {"spec.analysis.metrics.0": {"name": "reasons", "builtin": "attributionShift", "thresholdRange": {"max": 0.2}}},
+        "builtin attributionShift compares the rows each revision explains in the background",
+    ),
+    Case(
+        "attribution-shift-without-limit",
+        CANARY,
+        {
+            "spec.analysis.metrics.0": {"name": "reasons", "builtin": "attributionShift"},
+            "spec.runtime.explain": {"sampleRate": 0.1},
+        },
+        "builtin attributionShift is judged against a limit",
+    ),
+    Case(
         "explain-sample-rate-above-one",
         GPU,
         {"spec.runtime.explain.sampleRate": 1.5},
