@@ -71,6 +71,7 @@ from .attribution import (
 )
 from .config import ServeConfig
 from .errors import ExplanationTimeout, InferenceError, InvalidInput, NotExplainable, Overloaded, ServingError
+from .http import CLIENT_CLOSED
 from .loading import LoadedModel
 from .protocol import InferRequest, decode_request
 from .validation import validate
@@ -181,6 +182,10 @@ class Explainer:
             try:
                 loop = asyncio.get_running_loop()
                 explanations = await loop.run_in_executor(self._executor, plan.run)
+            except asyncio.CancelledError:  # the client left (handler cancellation)
+                plan.abandoned.set()  # its thread stops before its next model call, freeing its place
+                code = CLIENT_CLOSED
+                raise
             finally:
                 self.in_flight -= 1
             rows = sum(e["model_evaluations"] for e in explanations)
@@ -355,6 +360,10 @@ class Explainer:
             )
 
 
+class Abandoned(Exception):
+    """The client of an explanation left; its computation stops (no one reads what it raises)."""
+
+
 class Plan:
     """One checked explain request, computed by :meth:`run` on an explanation thread."""
 
@@ -389,6 +398,10 @@ class Plan:
         self.widths: list[int] = []
         """Values per row of each explained output, side by side in the row model's answer (an
         output's shape may leave them free: known from the model's answer)."""
+        self.abandoned = threading.Event()
+        """Set when the client left: the computation stops before its next model call. Without
+        it an abandoned explanation ran on to its deadline, holding one of the explanation threads
+        while the in-flight count had let the next request in, to wait behind it."""
 
     def run(self) -> list[dict[str, Any]]:
         """Every row's explanation; raises ``ExplanationTimeout`` past the deadline."""
@@ -455,6 +468,8 @@ class Plan:
         dtype = request.inputs[explained.name].dtype
 
         def model(rows: np.ndarray) -> np.ndarray:
+            if self.abandoned.is_set():
+                raise Abandoned
             feed = {
                 name: rows.reshape(len(rows), *shape).astype(dtype)
                 if name == explained.name
@@ -514,6 +529,8 @@ class Plan:
             for target in range(self.widths[self.outputs.index(output)]):
                 if time.monotonic() > self.deadline:
                     raise DeadlineExceeded(evaluations)
+                if self.abandoned.is_set():
+                    raise Abandoned
                 with torch.enable_grad():
                     attributions = IntegratedGradients(call).attribute(
                         point,

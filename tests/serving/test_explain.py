@@ -9,11 +9,13 @@ the predictions a rollout's analysis reads."""
 from __future__ import annotations
 
 import functools
+import http.client
 import itertools
 import json
 import math
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -275,6 +277,29 @@ def test_busy_and_timed_out_explanations_are_refused_and_counted_apart(models: P
         assert serving.metric("cutover_explanations_total", code="503") == 1
         assert serving.metric("cutover_serving_requests_total") == 1  # the infer alone
         assert serving.metric("cutover_predictions_total") == 1
+    finally:
+        serving.stop()
+
+
+@pytest.mark.usefixtures("exemplar_rows")
+def test_an_explanation_its_client_left_stops_and_frees_its_thread(models: Path, tmp_path: Path) -> None:
+    """The one explanation thread is not held to the time limit (two minutes here) by a client
+    that hung up: the next explanation is answered, and the one abandoned is counted as 499."""
+    serving = Serving(
+        tmp_path,
+        *("--format", "onnx", "--model-uri", str(models / "slow.onnx")),
+        *("--ood", ood(models), "--explain-timeout", "120", "--explain-max-in-flight", "1"),
+    ).start()
+    try:
+        long_one = body(sample_models.sample_inputs(500, seed=16), method="shapley_permutation", nsamples=1000)
+        connection = http.client.HTTPConnection("127.0.0.1", urllib.parse.urlsplit(serving.url).port, timeout=30)
+        connection.request("POST", PATH, json.dumps(long_one), {"Content-Type": "application/json"})
+        wait_until(lambda: serving.metric("cutover_explanation_in_flight") == 1, 10, "an explanation in progress", 0.01)
+        connection.close()  # the client hangs up
+        wait_until(lambda: serving.metric("cutover_explanations_total", code="499") == 1, 10, "the 499", 0.01)
+        status, _, answer = call(serving.url + PATH, body(sample_models.sample_inputs(1)))
+        assert status == 200 and answer["explanations"][0]["row"] == 0, answer
+        assert serving.metric("cutover_explanations_total", code="200") == 1
     finally:
         serving.stop()
 
