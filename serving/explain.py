@@ -28,7 +28,8 @@ cache, the fallback chain or the prediction, confidence and out-of-distribution 
 rollout's analysis reads; and they are not counted in ``cutover_serving_requests_total``. Each
 is bounded by ``--explain-timeout``: one that passes it between two model calls stops and is
 answered ``ExplanationTimeout`` (422): the request asked for more than the server's limit allows,
-which is neither a failure of the revision nor worth retrying as is. ``parameters.audit: true``
+which is neither a failure of the revision nor worth retrying as is; one whose client leaves
+stops before its next model call and is counted as 499. ``parameters.audit: true``
 writes an audit record of the explanation (its top attributions, never the inputs).
 
 Series (labels namespace, model, revision as every serving series):
