@@ -379,7 +379,8 @@ def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     gateway.add_argument(
         "--feedback-max-answers",
         type=_positive_count,
-        help="answers kept for feedback, about 450 bytes each (default 100000)",
+        help="rows of answers kept for feedback, an answer of n rows counting n, about 450 bytes a one-row "
+        "answer (default 100000)",
     )
     _add_otlp(gateway)
     gateway.add_argument("-v", "--verbose", action="store_true")

@@ -72,7 +72,8 @@ class GatewayConfig:
     feedback_window: float = DEFAULT_WINDOW
     """Seconds after an answer during which its ground truth is taken (``gateway/feedback.py``)."""
     feedback_max_answers: int = DEFAULT_CAPACITY
-    """Answers kept for feedback, oldest dropped first: the store's memory bound."""
+    """Rows of answers kept for feedback (an answer of n rows counts n), oldest dropped first: the
+    store's memory bound."""
 
 
 def model_name(body: bytes) -> str | None:

@@ -28,11 +28,14 @@ the answer). Each row of the answer keeps its top class, read from the output
 An answer that fits none of these (or an output that is missing) is not kept and is counted
 (``cutover_gateway_feedback_unreadable_total``).
 
-The store. At most ``capacity`` answers, in the order they were answered; the oldest is dropped
-for each new one beyond it, whatever its age. An answer older than ``window`` seconds is
-still held until then, and feedback for it is refused as late. One entry costs about 450 bytes
-for a one-row answer with a 36-character id, plus about 100 bytes per extra row
-(``tests/serving/test_feedback.py`` measures it): the default 100,000 answers take about 45 MB.
+The store. At most ``capacity`` rows of answers (an answer of n rows counts n: the bound is on
+memory, which a client sending answers of many rows would otherwise multiply), in the order
+they were answered; the oldest answers are dropped for each new one beyond it, whatever their
+age, and an answer of more rows than the store holds is not kept (counted as unreadable). An
+answer older than ``window`` seconds is still held until then, and feedback for it is refused
+as late. One entry costs about 450 bytes for a one-row answer with a 36-character id, plus about
+100 bytes per extra row (``tests/serving/test_feedback.py`` measures it): the default 100,000
+rows take at most about 45 MB.
 The store is per gateway replica: feedback that reaches a replica other than the one that
 answered is refused as unknown (404). With several replicas, route a client's feedback to the
 replica that answered it (session affinity by client IP on the gateway Service), or accept that
@@ -76,7 +79,8 @@ if TYPE_CHECKING:  # routing reads FeedbackSettings from here
 DEFAULT_WINDOW = 3600.0
 """Seconds after an answer during which its truth is taken (``--feedback-window``)."""
 DEFAULT_CAPACITY = 100_000
-"""Answers kept per gateway replica (``--feedback-max-answers``)."""
+"""Rows of answers kept per gateway replica (``--feedback-max-answers``: one-row answers, as
+most are; an answer of n rows counts n)."""
 MAX_ITEMS = 10_000
 """Items in one feedback batch."""
 MAX_BODY_BYTES = 2 << 20
@@ -310,6 +314,8 @@ class Feedback:
         self.metrics, self.capacity, self.window, self.clock = metrics, capacity, window, clock
         self.kept: OrderedDict[tuple[str, str], Kept] = OrderedDict()
         """By (model name, answer id), oldest first."""
+        self.rows = 0
+        """Rows of the kept answers: the store's bound (``capacity``)."""
 
     def keep(self, route: Route, answer: Answer) -> None:
         """Keep ``answer`` (a revision's 200 to an inference request on ``route``, which has
@@ -320,7 +326,7 @@ class Feedback:
         except ValueError:
             body = b""
         read = predicted(body, answer.headers.get(HEADER_LENGTH), route.feedback.output)
-        if read is None:
+        if read is None or len(read[1]) > self.capacity:  # the latter would empty the store
             self.metrics.answer_unreadable(route, answer.backend)
             return
         answer_id, rows, classes = read
@@ -331,8 +337,10 @@ class Feedback:
             self.kept[key] = (*before[:4], "ambiguous")
             return
         self.kept[key] = (answer.backend.revision, rows, classes, self.clock(), "open")
-        while len(self.kept) > self.capacity:
-            self.kept.popitem(last=False)
+        self.rows += len(rows)
+        while self.rows > self.capacity:
+            _, dropped = self.kept.popitem(last=False)
+            self.rows -= len(dropped[1])
 
     def give(self, route: Route, body: bytes) -> tuple[int, dict[str, Any]]:
         """Take a feedback body for ``route``'s model: the status and JSON body of the answer.

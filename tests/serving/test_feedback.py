@@ -399,6 +399,22 @@ def test_a_store_that_could_not_hold_anything_is_a_usage_error(flag: str, said: 
         Feedback(GatewayMetrics(), capacity=0)
 
 
+def test_the_store_is_bounded_by_rows_not_answers() -> None:
+    """An answer of n rows takes n places: a client sending answers of many rows could make a
+    store bounded by answers hold any number of rows (about 100 bytes each)."""
+    metrics = GatewayMetrics()
+    store = Feedback(metrics, capacity=10)
+    backend = Backend(REVISION, "stable", "http://127.0.0.1:1", 100)
+    route = Route("tests", MODEL, MODEL, (backend,), feedback=FeedbackSettings())
+    for n in range(3):
+        store.keep(route, Answer(200, answer(tensor("INT64", [4], [0, 1, 2, 3]), f"four-{n}"), {}, backend))
+    assert [key[1] for key in store.kept] == ["four-1", "four-2"]
+    store.keep(route, Answer(200, answer(tensor("INT64", [11], [0] * 11), "eleven"), {}, backend))
+    assert [key[1] for key in store.kept] == ["four-1", "four-2"]  # not kept: it would have emptied the store
+    labels = {"namespace": "tests", "model": MODEL, "revision": REVISION}
+    assert metrics.registry.get_sample_value("cutover_gateway_feedback_unreadable_total", labels) == 1
+
+
 def kept_answer(output: dict[str, Any]) -> tuple[GatewayMetrics, Feedback, Route]:
     """A store holding one answer (id ``id-1``) of ``output`` by the stable revision."""
     metrics = GatewayMetrics()
