@@ -330,9 +330,10 @@ class StepLog:
             status = self.observe()
         return status
 
-    def check_promoted_step_by_step(self) -> None:
+    def check_promoted_step_by_step(self, events_lost: int = 0) -> None:
         """The rollout ended promoted; steps went forward only, no pause ended early, and each
-        step completed exactly once."""
+        step completed exactly once: its StepCompleted event is there once, except for at most
+        ``events_lost`` steps whose event may be missing (never repeated)."""
         wait_until(lambda: not self.observe().get("candidateRevision"), timeout=120, what="the rollout to finish")
         body = md(self.kube, self.namespace, self.name)
         assert body["status"]["phase"] in ("Healthy", "Progressing") and condition(body, "Promoted")["status"] == "True"
@@ -352,7 +353,8 @@ class StepLog:
                 completed[event["message"]] += event.get("count", 1)
         assert all(n == 1 for n in completed.values()), f"a step completed twice: {completed}"
         done = sorted(int(message.split()[2]) for message in completed)  # "canary step 3 done; now at ..."
-        assert done == list(range(len(self.steps))), f"steps completed: {done}"
+        missing = set(range(len(self.steps))) - set(done)
+        assert set(done) <= set(range(len(self.steps))) and len(missing) <= events_lost, f"steps completed: {done}"
 
 
 def test_killed_operator_resumes_without_skipping_or_repeating_a_step(
@@ -460,7 +462,10 @@ def test_a_leader_cut_off_from_the_api_server_steps_down_and_nothing_is_applied_
         os.kill(apiserver, signal.SIGCONT)
     assert status == LOST_EXIT_CODE and standby.process is not None and standby.process.poll() is None
     leader.start()  # restarted by its Deployment, as a standby
-    steps.check_promoted_step_by_step()
+    # A status write in flight when the API server froze lands when it resumes, after the leader
+    # that sent it has exited: the step is done once, in status, but the event that leader would
+    # have posted next is never posted, and the new leader finds the step already done.
+    steps.check_promoted_step_by_step(events_lost=1)
 
 
 def test_gateway_api_provider_gets_a_weighted_httproute(kube: Kube, namespace: str, operator: Operator) -> None:
