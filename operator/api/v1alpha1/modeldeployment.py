@@ -602,6 +602,19 @@ BuiltinMetric = Literal[
     "inputDrift",
     "attributionShift",
 ]
+
+
+def _limited(builtin: str, limit: str) -> Rule:
+    """The rule that builtin metric ``builtin``, judged against a limit rather than against the
+    baseline, sets ``thresholdRange.max`` (``limit`` says what it bounds, with an example)."""
+    return Rule(
+        cel=f"!has(self.builtin) || self.builtin != '{builtin}' || "
+        "(has(self.thresholdRange) && has(self.thresholdRange.max))",
+        message=f"builtin {builtin} is judged against a limit: set thresholdRange.max ({limit})",
+        check=lambda s: s.builtin != builtin or (s.threshold_range is not None and s.threshold_range.max is not None),
+    )
+
+
 FEEDBACK_METRICS = ("accuracy", "calibrationError")
 """Builtin metrics read from ground-truth feedback: they need ``spec.feedback``."""
 
@@ -678,32 +691,11 @@ class MetricSpec(ApiModel):
 
     rules = (
         one_of("builtin", "prometheus", "a metric sets exactly one of builtin or prometheus"),
-        Rule(
-            cel="!has(self.builtin) || self.builtin != 'calibrationError' || "
-            "(has(self.thresholdRange) && has(self.thresholdRange.max))",
-            message="builtin calibrationError is judged against a limit: set thresholdRange.max (the largest "
-            "expected calibration error the candidate may show, e.g. 0.05)",
-            check=lambda s: (
-                s.builtin != "calibrationError" or (s.threshold_range is not None and s.threshold_range.max is not None)
-            ),
-        ),
-        Rule(
-            cel="!has(self.builtin) || self.builtin != 'inputDrift' || "
-            "(has(self.thresholdRange) && has(self.thresholdRange.max))",
-            message="builtin inputDrift is judged against a limit: set thresholdRange.max (the largest population "
-            "stability index a feature may reach, e.g. 0.2)",
-            check=lambda s: (
-                s.builtin != "inputDrift" or (s.threshold_range is not None and s.threshold_range.max is not None)
-            ),
-        ),
-        Rule(
-            cel="!has(self.builtin) || self.builtin != 'attributionShift' || "
-            "(has(self.thresholdRange) && has(self.thresholdRange.max))",
-            message="builtin attributionShift is judged against a limit: set thresholdRange.max (the largest total "
-            "variation distance between the revisions' most attributed features, e.g. 0.2)",
-            check=lambda s: (
-                s.builtin != "attributionShift" or (s.threshold_range is not None and s.threshold_range.max is not None)
-            ),
+        _limited("calibrationError", "the largest expected calibration error the candidate may show, e.g. 0.05"),
+        _limited("inputDrift", "the largest population stability index a feature may reach, e.g. 0.2"),
+        _limited(
+            "attributionShift",
+            "the largest total variation distance between the revisions' most attributed features, e.g. 0.2",
         ),
         Rule(
             cel="(has(self.builtin) && self.builtin == 'latency') == has(self.latencyThreshold)",
