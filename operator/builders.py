@@ -379,13 +379,22 @@ def stable_service_name(md: ModelDeployment) -> str:
 
 
 def stable_service(md: ModelDeployment, stable_revision: str) -> dict[str, Any]:
-    """The stable revision under a fixed name: the first link of every revision's fallback chain."""
+    """The stable revision under a fixed name: the first link of every revision's fallback chain.
+
+    Headless (``clusterIP: None``): its only client is the fallback link inside the model's own
+    pods, whose HTTP client resolves the name to the stable pods' addresses and spreads its
+    connections over them, so it needs no virtual IP. Each cluster IP is an allocation the API
+    server makes one at a time (about 30 a second on an idle two-core control plane, half that
+    under load: ``benchmarks/README.md``), and this Service would double them for every
+    ModelDeployment with a fallback. The port is the container's, as a headless Service's
+    clients connect to the pods directly."""
     labels = {LABEL_MODEL: md.metadata.name or "", LABEL_ROLE: "stable", LABEL_MANAGED_BY: MANAGER}
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(md, stable_service_name(md), labels),
         "spec": {
+            "clusterIP": "None",
             "selector": {LABEL_MODEL: md.metadata.name, LABEL_REVISION: stable_revision},
             "ports": _service_ports(),
         },

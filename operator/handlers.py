@@ -358,7 +358,7 @@ async def _apply(ctx: Context, md: ModelDeployment, plan: Plan, children: list[C
     async def send(key: tuple[str, str], digest: str, child: dict[str, Any]) -> None:
         if key[1] in unowned and key[1] in live:
             await _hand_over_replicas(kube, child, live[key[1]])
-        await kube.apply(child)
+        await _apply_child(kube, child)
         applied[key] = (digest, now)
 
     # All at once, each waiting on the API server alone: one after the other, a new
@@ -375,6 +375,25 @@ async def _apply(ctx: Context, md: ModelDeployment, plan: Plan, children: list[C
         for api_version, kind in (("v1", "Service"), ("policy/v1", "PodDisruptionBudget"), ("apps/v1", "Deployment")):
             await kube.delete(api_version, kind, namespace, old.name)
             applied.pop((kind, old.name), None)
+
+
+async def _apply_child(kube: Kube, child: dict[str, Any]) -> None:
+    """Server-side apply one child. A Service whose cluster IP the child changes (the stable
+    fallback Service, headless since this release, had one before) cannot be changed in place:
+    the API server refuses ``spec.clusterIP`` once set, so it is deleted and created again. Its
+    clients are the model's own pods' fallback links, which resolve the name on their next
+    connection."""
+    try:
+        await kube.apply(child)
+    except ApiError as err:
+        if not (child["kind"] == "Service" and err.status == 422 and "spec.clusterIP" in str(err)):
+            raise
+        meta = child["metadata"]
+        logging.getLogger("cutover.operator").info(
+            "recreating Service %s/%s: its cluster IP cannot change in place", meta["namespace"], meta["name"]
+        )
+        await kube.delete("v1", "Service", meta["namespace"], meta["name"])
+        await kube.apply(child)
 
 
 async def _hand_over_replicas(kube: Kube, deployment: dict[str, Any], replicas: int) -> None:

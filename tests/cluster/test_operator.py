@@ -580,3 +580,39 @@ def test_an_upgrade_strips_the_finalizer_earlier_versions_added(kube: Kube, name
         assert body["status"]["phase"] in ("Progressing", "Healthy")
     finally:
         operator.stop()
+
+
+def test_an_upgrade_recreates_the_stable_service_an_earlier_version_gave_a_cluster_ip(
+    kube: Kube, namespace: str, tmp_path: Path
+) -> None:
+    """Earlier versions made the fallback chain's ``<name>-stable`` Service with a cluster IP;
+    the API server refuses to change ``spec.clusterIP`` in place, so the operator deletes it and
+    creates it headless, and the ModelDeployment becomes Healthy as if nothing were in its way."""
+    doc = fast_canary("upgraded")
+    assert doc["spec"]["fallback"]["previousVersion"]
+    kube.apply(doc, namespace=namespace)
+    uid = md(kube, namespace, "upgraded")["metadata"]["uid"]
+    old = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "upgraded-stable",
+            "namespace": namespace,
+            "labels": {LABEL_MODEL: "upgraded", "app.kubernetes.io/managed-by": "cutover"},
+            "ownerReferences": [
+                {"apiVersion": "cutover.dev/v1alpha1", "kind": "ModelDeployment", "name": "upgraded", "uid": uid}
+            ],
+        },
+        "spec": {"selector": {LABEL_MODEL: "upgraded"}, "ports": [{"name": "http", "port": 8080}]},
+    }
+    kube.apply(old, namespace=namespace)
+    assert kube.json("get", "service", "upgraded-stable", "-n", namespace)["spec"]["clusterIP"] != "None"
+    operator = Operator(kube, namespace, tmp_path).start()
+    try:
+        healthy_pods(kube, namespace, "upgraded")
+        service = kube.json("get", "service", "upgraded-stable", "-n", namespace)
+        assert service["spec"]["clusterIP"] == "None"
+        assert service["metadata"]["ownerReferences"][0]["uid"] == uid
+        assert set(service["spec"]["selector"]) == {LABEL_MODEL, "cutover.dev/revision"}
+    finally:
+        operator.stop()

@@ -150,6 +150,7 @@ def test_serving_args_carry_schema_fallback_and_a_promotion_proof_previous_versi
     children = builders.children(md, (workload(md), candidate), [])
     alias = next(c for c in children if c["metadata"]["name"] == "fraud-scorer-stable")
     assert alias["spec"]["selector"][builders.LABEL_REVISION] == "abc123"
+    assert alias["spec"]["clusterIP"] == "None", "the fallback link resolves the pods: no cluster IP to allocate"
     parsed = cli.parser().parse_args(args)  # the builder speaks cutover serve's flags
     assert parsed.revision == "def456" and parsed.inputs
 
