@@ -10,8 +10,6 @@ means the next pass does the same work: all state lives in the object's status.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -49,7 +47,6 @@ from .verdicts import VerdictSource
 PLURAL = "modeldeployments"
 ROLLING_INTERVAL = 2.0
 RESTING_INTERVAL = 30.0
-REAPPLY_SECONDS = 300.0
 HANDOVER_MANAGER = "cutover-handover"
 """Field manager that keeps a Deployment's replicas while the operator lets go of them."""
 
@@ -112,7 +109,7 @@ class Context:
     verdicts: VerdictSource
     loops: LoopMemory = field(default_factory=LoopMemory)
     """Per object: the event that wakes its loop, and our status writes the watch has not echoed."""
-    applied: dict[ObjectKey, dict[tuple[str, str], tuple[str, float]]] = field(default_factory=dict)
+    applied: dict[ObjectKey, dict[tuple[str, str], lifecycle.Applied]] = field(default_factory=dict)
     """Per object: what this process last applied of its children, by (kind, name): digest and when."""
     gateway_api: bool = False
     clock: Callable[[], float] = time.time
@@ -329,9 +326,9 @@ async def gone(kube: Kube, kind: str, body: kopf.Body) -> bool:
 async def _apply(ctx: Context, md: ModelDeployment, plan: Plan, children: list[Child]) -> None:
     """Apply every child of the plan; delete the children of revisions the plan no longer has.
 
-    A child identical to what this process applied in the last REAPPLY_SECONDS is not sent
-    again (at rest that is most passes); anything older is re-applied, which also repairs
-    children someone edited or deleted by hand."""
+    A child identical to what this process applied lately is not sent again (at rest that is
+    most passes); after its re-apply interval (``lifecycle.apply_due``) it is, which also
+    repairs children someone edited or deleted by hand."""
     kube = ctx.kube
     namespace = md.metadata.namespace
     applied = ctx.applied.setdefault((namespace or "", md.metadata.name or ""), {})
@@ -350,10 +347,9 @@ async def _apply(ctx: Context, md: ModelDeployment, plan: Plan, children: list[C
         if child["kind"] == "HTTPRoute" and not ctx.gateway_api:
             continue
         key = (child["kind"], child["metadata"]["name"])
-        digest = hashlib.sha256(json.dumps(child, sort_keys=True).encode()).hexdigest()
-        last = applied.get(key)
-        if last is None or last[0] != digest or now - last[1] >= REAPPLY_SECONDS:
-            due.append((key, digest, child))
+        body = lifecycle.digest(child)
+        if lifecycle.apply_due(applied.get(key), body, now, f"{namespace}/{key[0]}/{key[1]}"):
+            due.append((key, body, child))
 
     async def send(key: tuple[str, str], digest: str, child: dict[str, Any]) -> None:
         if key[1] in unowned and key[1] in live:

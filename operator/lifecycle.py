@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -60,6 +62,32 @@ PASSES_AT_ONCE = 16
 of 500 new ModelDeployments queued hundreds of requests behind the client's 32 connections, and
 536 passes failed by the 30 s request timeout (each then waited 10 s and ran again)."""
 
+REAPPLY_SECONDS = 300.0
+"""An object the operator made is applied again, unchanged, after about this long (at most half
+as long again: :func:`apply_due`), which repairs what someone edited or deleted by hand."""
+
+Applied = tuple[str, float]
+"""What was last applied of one object: the digest of its body (:func:`digest`) and when
+(``time.monotonic()``)."""
+
+
+def digest(obj: Mapping[str, Any]) -> str:
+    """The SHA-256 of ``obj`` as sorted JSON (hex): equal for equal bodies, whatever their key order."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def apply_due(last: Applied | None, wanted: str, now: float, name: str) -> bool:
+    """Whether an object whose body digests to ``wanted`` must be applied at ``now``: never
+    applied, changed since ``last``, or unchanged for its re-apply interval. That interval is
+    REAPPLY_SECONDS stretched by up to half, by a hash of ``name`` (the object's kind and name,
+    say): objects made in one burst (2,000 ModelDeployments' children applied in a minute) are
+    then re-applied over two and a half minutes, not in one wave that queues behind itself."""
+    if last is None or last[0] != wanted:
+        return True
+    spread = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=2).digest()) / 65536
+    return now - last[1] >= REAPPLY_SECONDS * (1 + spread / 2)
+
+
 PER_EVENT_KWARGS = frozenset({"type", "event", "body", "meta", "spec", "status", "patch", "annotations", "labels"})
 """Handler kwargs that describe one event; a long-running loop reads the live ``body`` instead."""
 
@@ -74,12 +102,22 @@ class Stopped:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._wakes: list[asyncio.Event] = []
 
     def __bool__(self) -> bool:
         return self._event.is_set()
 
     def set(self) -> None:
         self._event.set()
+        for wake in self._wakes:
+            wake.set()
+
+    def wakes(self, event: asyncio.Event) -> None:
+        """Set ``event`` too when the loop is asked to stop (now, if it already was): a loop
+        then waits on one event for a poke and for its stop."""
+        self._wakes.append(event)
+        if self:
+            event.set()
 
     async def wait(self) -> None:
         await self._event.wait()
@@ -379,6 +417,7 @@ async def serve(
     exists (deleted, or created again under another uid while no watch event said so).
     ``forget`` gets the loop's wake-up event when it ends, for :meth:`LoopMemory.forget`."""
     wake = memory.start(key)
+    stopped.wakes(wake)
     try:
         while not stopped:
             wake.clear()
@@ -401,21 +440,15 @@ async def serve(
                 failed("Unexpected")
                 log.exception("%s pass failed", what)
                 delay = ERROR_RETRY
+            # Until poked or asked to stop (``stopped`` sets ``wake`` too): a stopped loop that
+            # waited out its delay (30 s at rest) held operator shutdown for its cancellation
+            # timeout, each kind in turn, and with it the release of the leader's Lease
+            # (leader.py). One event in the loop's own task: a resting loop holds no other task
+            # (waiting on two events through asyncio.wait_for took three more, 2,000 loops 6,000).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_poked_or_stopped(wake, stopped), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await wake.wait()
                 if not stopped:
                     await asyncio.sleep(coalesce)
     finally:
         forget(wake)
-
-
-async def _poked_or_stopped(wake: asyncio.Event, stopped: Stopped) -> None:
-    """Until the loop is poked or asked to stop. A stopped loop that waited out its delay (30 s
-    at rest) held operator shutdown for its cancellation timeout, each kind in turn, and with it
-    the release of the leader's Lease (leader.py)."""
-    waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiting in waits:
-            waiting.cancel()

@@ -4,6 +4,7 @@ several replicas of which the holder of a Lease reconciles (leader.py)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from collections.abc import Iterable
@@ -169,6 +170,10 @@ def run(
         elector.wait_leading()
     else:
         metrics.LEADER.labels("").set(1)
+    # What exists now (modules, the registry, kopf's own) lives as long as the process: the
+    # collector need not walk it again at each full collection, which a burst of thousands of
+    # objects triggers every few seconds.
+    gc.freeze()
     try:
         asyncio.run(
             kopf.operator(

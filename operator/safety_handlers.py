@@ -15,8 +15,6 @@ The ModelDeployment side is in :mod:`.handlers`: it reads each policy's readines
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -35,7 +33,6 @@ from .secrets import SecretUnavailable, secret_text
 
 PLURAL = "safetypolicies"
 RESTING_INTERVAL = 30.0
-REAPPLY_SECONDS = 300.0
 
 PolicyKey = tuple[str, str]
 """A SafetyPolicy's (namespace, name)."""
@@ -48,7 +45,7 @@ class SafetyContext:
     kube: Kube
     loops: lifecycle.LoopMemory = field(default_factory=lifecycle.LoopMemory)
     """Per policy: the event that wakes its loop, and our status writes the watch has not echoed."""
-    applied: dict[PolicyKey, dict[str, tuple[str, float]]] = field(default_factory=dict)
+    applied: dict[PolicyKey, dict[str, lifecycle.Applied]] = field(default_factory=dict)
     """Per policy: digest of the ConfigMap / Secret last applied (by kind), and when."""
     references: dict[PolicyKey, str] = field(default_factory=dict)
     """Per ModelDeployment (namespace, name): the policy its spec referenced when last seen."""
@@ -61,15 +58,13 @@ class SafetyContext:
 
 
 async def _apply(ctx: SafetyContext, key: PolicyKey, obj: dict[str, Any]) -> None:
-    """Server-side apply ``obj`` unless this process applied the same in the last REAPPLY_SECONDS."""
+    """Server-side apply ``obj`` unless this process applied the same lately (``lifecycle.apply_due``)."""
     applied = ctx.applied.setdefault(key, {})
-    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-    last = applied.get(obj["kind"])
-    now = time.monotonic()
-    if last is not None and last[0] == digest and now - last[1] < REAPPLY_SECONDS:
+    wanted, now = lifecycle.digest(obj), time.monotonic()
+    if not lifecycle.apply_due(applied.get(obj["kind"]), wanted, now, f"{key[0]}/{obj['kind']}/{key[1]}"):
         return
     await ctx.kube.apply(obj)
-    applied[obj["kind"]] = (digest, now)
+    applied[obj["kind"]] = (wanted, now)
 
 
 async def _drop_copied_secret(ctx: SafetyContext, key: PolicyKey, policy: SafetyPolicy) -> None:

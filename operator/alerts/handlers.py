@@ -18,8 +18,6 @@ fires, under the same dedupe key).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -46,7 +44,6 @@ from .status import INVALID_WINDOW, STALLED, TARGET_NOT_FOUND, Delivered, Event,
 
 PLURAL = "alertrules"
 ERROR_DELAY = 10.0
-REAPPLY_SECONDS = 300.0
 
 RuleKey = tuple[str, str]
 """An AlertRule's (namespace, name)."""
@@ -66,7 +63,7 @@ class AlertContext:
     instances: dict[RuleKey, list[Instance]] = field(default_factory=dict)
     """Per rule: the instances after its last evaluation (the status may lag behind our write)."""
     memory: dict[RuleKey, notify.NotifyMemory] = field(default_factory=dict)
-    applied: dict[RuleKey, tuple[str, float]] = field(default_factory=dict)
+    applied: dict[RuleKey, lifecycle.Applied] = field(default_factory=dict)
     """Per rule: digest of the PrometheusRule last applied, and when."""
     clock: Callable[[], float] = time.time
 
@@ -218,13 +215,11 @@ async def _write(ctx: AlertContext, key: RuleKey, obj: dict[str, Any], status: A
 async def _apply_rule(
     ctx: AlertContext, key: RuleKey, rule: AlertRule, found: list[ModelDeployment], logger: logging.Logger
 ) -> list[Event]:
-    """Apply the rendered PrometheusRule when it changed (or every REAPPLY_SECONDS); a refusal
-    is an Event, not a failed evaluation."""
+    """Apply the rendered PrometheusRule when it changed (or its re-apply is due:
+    ``lifecycle.apply_due``); a refusal is an Event, not a failed evaluation."""
     wanted = render.prometheus_rule(rule, found)
-    digest = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()
-    last = ctx.applied.get(key)
-    now = time.monotonic()
-    if last is not None and last[0] == digest and now - last[1] < REAPPLY_SECONDS:
+    digest, now = lifecycle.digest(wanted), time.monotonic()
+    if not lifecycle.apply_due(ctx.applied.get(key), digest, now, f"{key[0]}/PrometheusRule/{key[1]}"):
         return []
     try:
         await ctx.kube.apply(wanted)

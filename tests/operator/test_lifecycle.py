@@ -5,6 +5,7 @@ registry asks kopf for no finalizer at all, so deleting a namespace never waits 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 import kopf
@@ -213,3 +214,24 @@ async def test_a_loop_keeps_of_managed_fields_only_who_owns_each_annotation() ->
     loops.observe("MODIFIED", body("a", generation=2, managedFields=managed[:2]), {})
     assert loop.raw["metadata"]["managedFields"] == [] and loop.raw["metadata"]["generation"] == 2
     await loops.stop_all()
+
+
+def test_unchanged_objects_made_in_one_burst_are_reapplied_spread_out_not_in_one_wave() -> None:
+    from cutover.operator.lifecycle import REAPPLY_SECONDS, apply_due, digest
+
+    body = {"kind": "Service", "metadata": {"name": "m-0"}}
+    wanted = digest(body)
+    assert wanted == digest(dict(reversed(list(body.items())))), "key order must not matter"
+    assert apply_due(None, wanted, 0.0, "ns/Service/m-0"), "never applied"
+    assert apply_due(("other", 0.0), wanted, 1.0, "ns/Service/m-0"), "changed"
+    names = [f"ns/Service/m-{i}" for i in range(2000)]
+    due_after = []
+    for name in names:
+        # The first whole second at which the unchanged object is due again.
+        second = next(t for t in range(0, 1000) if apply_due((wanted, 0.0), wanted, float(t), name))
+        assert apply_due((wanted, 0.0), wanted, float(second + 1), name), "stays due once due"
+        due_after.append(second)
+    assert min(due_after) >= REAPPLY_SECONDS and max(due_after) <= REAPPLY_SECONDS * 1.5
+    # Spread over the interval: no 10 s window of its 15 holds twice its even share.
+    windows = Counter(t // 10 for t in due_after)
+    assert len(windows) >= 15 and max(windows.values()) < 2 * len(names) / 15, windows.most_common(3)

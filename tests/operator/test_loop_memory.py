@@ -428,3 +428,29 @@ def test_a_pass_applies_its_children_at_once() -> None:
     asyncio.run(handlers.reconcile_once(ctx, frozen(created), [], LOG))
     assert server.applies >= 3 and server.most_in_flight == server.applies
     assert server.writes == 1
+
+
+async def test_a_resting_loop_holds_only_its_own_task_and_returns_at_once_when_stopped() -> None:
+    """2,000 resting ModelDeployments held four tasks each (waiting on a poke and on the stop
+    through asyncio.wait_for and asyncio.wait), several KB apiece; one event in the loop's own
+    task does for both."""
+    memory = LoopMemory()
+    stops = [Stopped() for _ in range(50)]
+    rested = 0
+
+    async def one_pass() -> float:
+        nonlocal rested
+        rested += 1
+        return 3600.0  # at rest for an hour
+
+    before = len(asyncio.all_tasks())
+    loops = [asyncio.create_task(serve(memory, ("ns", f"m{i}"), stop, one_pass)) for i, stop in enumerate(stops)]
+    async with asyncio.timeout(5):
+        while rested < len(loops):
+            await asyncio.sleep(0.005)
+    await asyncio.sleep(0.01)
+    assert len(asyncio.all_tasks()) - before == len(loops), "one task per resting loop"
+    for stop in stops:
+        stop.set()
+    async with asyncio.timeout(1):  # not the hour they were resting for
+        await asyncio.gather(*loops)
