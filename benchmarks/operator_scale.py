@@ -19,6 +19,12 @@ The operator runs as its own ServiceAccount, and the API server audits that acco
 Healthy, by verb and resource, and its requests per minute at rest are figures the machine's load
 does not change.
 
+Beside each count, the control plane alone (``--alone``, on by default): a fresh cluster is given
+the same children the operator would make (each ModelDeployment's Deployment and Services, from
+cutover's own builders) by the same four `kubectl apply` clients, and timed until every
+Deployment has its pod ready. That is the least time any operator could take on this machine;
+the operator's time to Healthy is printed against it.
+
 Each figure is printed with the machine's load average (this machine is shared: a load above
 its core count means the figures are slower than the operator alone would be).
 
@@ -173,28 +179,32 @@ def nodes(count: int) -> str:
     return yaml.safe_dump_all(out)
 
 
-class Phases:
-    """How many ModelDeployments report phase Healthy, read from the API server's table (the
-    printer columns, computed server-side: a few bytes a row, where a full list or a
-    custom-columns list sends every object whole, tens of MB at 2,000, on the cores the run
-    measures), at most every :data:`TABLE_SECONDS`. A ``kubectl get --watch`` (tried first) went
-    quiet under load and missed the last phases: a run waited 600 s on 2,000 Healthy it had."""
+class Table:
+    """How many objects of ``resource`` in the namespace have rows for which ``counted(columns)``
+    holds, read from the API server's table (the printer columns, computed server-side: a few
+    bytes a row, where a full list or a custom-columns list sends every object whole, tens of MB
+    at 2,000, on the cores the run measures), at most every :data:`TABLE_SECONDS`. A ``kubectl
+    get --watch`` (tried first) went quiet under load and missed the last phases: a run waited
+    600 s on 2,000 Healthy it had."""
 
-    def __init__(self, kubeconfig: str) -> None:
-        self.command = ["kubectl", "--kubeconfig", kubeconfig, "get", "md", "-n", NAMESPACE, "--no-headers"]
+    def __init__(self, kubeconfig: str, resource: str, counted: Any) -> None:
+        self.command = ["kubectl", "--kubeconfig", kubeconfig, "get", resource, "-n", NAMESPACE, "--no-headers"]
+        self.counted = counted
         self.read_at = -TABLE_SECONDS
-        self.count = 0
+        self.last = 0
 
-    def healthy(self) -> int:
-        """How many ModelDeployments report phase Healthy (as of the last read)."""
+    def count(self) -> int:
+        """The rows counted (as of the last read)."""
         if time.monotonic() - self.read_at >= TABLE_SECONDS:
             rows = subprocess.run(self.command, capture_output=True, text=True).stdout.splitlines()
-            self.count = sum(1 for row in rows if "Healthy" in row.split())
+            self.last = sum(1 for row in rows if self.counted(row.split()))
             self.read_at = time.monotonic()
-        return self.count
+        return self.last
 
-    def close(self) -> None:
-        """Nothing runs between reads."""
+
+def healthy_table(kubeconfig: str) -> Table:
+    """ModelDeployments that report phase Healthy."""
+    return Table(kubeconfig, "md", lambda columns: "Healthy" in columns)
 
 
 def scrape(port: int) -> list[str]:
@@ -252,10 +262,37 @@ class Figures:
     pass_seconds: float
     """Their mean wall time (API requests included), in seconds."""
     rest_requests_per_min: float
+    alone: float | None = None
+    """Seconds the control plane alone took for the same children (``--alone``)."""
 
 
-def apply_all(kubeconfig: str, names: range) -> None:
-    """Four clients at once, as a GitOps sync of a large repository would."""
+def children_alone(names: range, shard: int = 0, shards: int = 1) -> str:
+    """What the operator applies for each ModelDeployment of :func:`manifests` (its stable
+    revision's Deployment and Service, and the fallback chain's stable Service), built by
+    cutover's own builders, less the owner references: their owner does not exist here, and the
+    garbage collector would delete them. As a JSON List: a revision hash such as ``276086e245``
+    is a string to PyYAML's dumper and a number to kubectl's YAML reader."""
+    from cutover.api.v1alpha1 import ModelDeployment
+    from cutover.operator import builders
+    from cutover.operator.rollout import Source, Workload
+    from cutover.operator.rollout.types import revision_of
+
+    docs = []
+    for doc in yaml.safe_load_all(manifests(names, shard, shards)):
+        md = ModelDeployment.model_validate(doc)
+        wire = md.spec.wire()
+        stable = Workload(
+            revision_of(wire["model"], wire["runtime"]), "stable", 1, Source(wire["model"], wire["runtime"])
+        )
+        for child in builders.children(md, (stable,), []):
+            child["metadata"].pop("ownerReferences", None)
+            docs.append(child)
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+
+
+def apply_all(kubeconfig: str, names: range, render: Any = manifests) -> None:
+    """Four clients at once, as a GitOps sync of a large repository would, each applying
+    ``render(names, shard, 4)``."""
     appliers = [
         subprocess.Popen(
             ["kubectl", "--kubeconfig", kubeconfig, "apply", "--server-side", "-f", "-"],
@@ -267,16 +304,16 @@ def apply_all(kubeconfig: str, names: range) -> None:
     ]
     for shard, applier in enumerate(appliers):
         assert applier.stdin is not None
-        applier.stdin.write(manifests(names, shard, len(appliers)))
+        applier.stdin.write(render(names, shard, len(appliers)))
         applier.stdin.close()
     for applier in appliers:
         if applier.wait() != 0:
             raise SystemExit("kubectl apply failed")
 
 
-def run(count: int, args: argparse.Namespace, last: bool) -> Figures:
-    workdir = Path(tempfile.mkdtemp(prefix="cutover-scale-"))
-    (workdir / "audit.yaml").write_text(AUDIT_POLICY)
+def cluster_up(count: int, workdir: Path) -> str:
+    """A fresh control plane (auditing by ``workdir``'s policy) with nodes for ``count``
+    ModelDeployments' pods; its kubeconfig."""
     subprocess.run([REPO / "hack" / "cluster", "down", CLUSTER], check=False)  # start from nothing
     up = subprocess.run(
         [REPO / "hack" / "cluster", "up", CLUSTER],
@@ -288,12 +325,39 @@ def run(count: int, args: argparse.Namespace, last: bool) -> Figures:
     kubeconfig = up.stdout.strip().splitlines()[-1]
     kubectl(kubeconfig, "apply", "--server-side", "-f", "-", input=nodes(count))
     kubectl(kubeconfig, "wait", "--for=condition=Ready", "--timeout=120s", "node", "--all")
+    return kubeconfig
+
+
+def alone(count: int, args: argparse.Namespace) -> float:
+    """Seconds from the first apply of ``count`` ModelDeployments' children (no operator) until
+    every Deployment has its pod ready: what the control plane itself needs."""
+    workdir = Path(tempfile.mkdtemp(prefix="cutover-scale-alone-"))
+    (workdir / "audit.yaml").write_text(AUDIT_POLICY)
+    kubeconfig = cluster_up(count, workdir)
+    try:
+        kubectl(kubeconfig, "create", "namespace", NAMESPACE)
+        names = range(count)
+        rendered = {shard: children_alone(names, shard, 4) for shard in range(4)}  # before the clock starts
+        ready = Table(kubeconfig, "deployments", lambda row: row[1] == "1/1")
+        started = time.monotonic()
+        apply_all(kubeconfig, names, lambda _names, shard, _shards: rendered[shard])
+        took = wait(f"{count} Deployments ready", lambda: ready.count() == count, args.timeout, started)
+        print(f"  {count}: the control plane alone, every pod ready after {took:.1f} s ({load()})", file=sys.stderr)
+        return took
+    finally:
+        subprocess.run([REPO / "hack" / "cluster", "down", CLUSTER], check=False)
+
+
+def run(count: int, args: argparse.Namespace, last: bool) -> Figures:
+    workdir = Path(tempfile.mkdtemp(prefix="cutover-scale-"))
+    (workdir / "audit.yaml").write_text(AUDIT_POLICY)
+    kubeconfig = cluster_up(count, workdir)
     port = bench.free_port()
-    operator = phases = None
+    operator = None
     audit = Audit(Path(kubeconfig).parent / "logs" / "audit.log")
     try:
         kubectl(kubeconfig, "create", "namespace", NAMESPACE)
-        phases = Phases(kubeconfig)
+        phases = healthy_table(kubeconfig)
         log = (workdir / "operator.log").open("w")
         flags = ["--metrics-port", str(port), "--verdicts-from", str(workdir)]
         operator = subprocess.Popen(
@@ -311,7 +375,7 @@ def run(count: int, args: argparse.Namespace, last: bool) -> Figures:
         started = time.monotonic()
         apply_all(kubeconfig, names)
         applied = time.monotonic() - started
-        steady = wait(f"{count} Healthy", lambda: phases.healthy() == count, args.timeout, started)
+        steady = wait(f"{count} Healthy", lambda: phases.count() == count, args.timeout, started)
         figures_load = load()
         peak = memory_mb(pid, "VmHWM")
         burst_cpu = bench.cpu_seconds(pid) - idle_cpu
@@ -348,8 +412,6 @@ def run(count: int, args: argparse.Namespace, last: bool) -> Figures:
             churn(kubeconfig, phases, pid, port, count, args)
         return figures
     finally:
-        if phases is not None:
-            phases.close()
         if operator is not None:
             operator.terminate()
             operator.wait(timeout=30)
@@ -366,7 +428,7 @@ def _answers(port: int) -> bool:
     return True
 
 
-def churn(kubeconfig: str, phases: Phases, pid: int, port: int, count: int, args: argparse.Namespace) -> None:
+def churn(kubeconfig: str, phases: Table, pid: int, port: int, count: int, args: argparse.Namespace) -> None:
     """Delete ``args.delete`` of the ``count`` ModelDeployments, wait until their series are
     gone, then create them again; print the memory at each point."""
     gone = range(count - args.delete, count)
@@ -380,7 +442,7 @@ def churn(kubeconfig: str, phases: Phases, pid: int, port: int, count: int, args
     after_rss, after_series, after_load = memory_mb(pid, "VmRSS"), series(port, PHASE), load()
     started = time.monotonic()
     apply_all(kubeconfig, gone)
-    again = wait(f"{args.delete} Healthy again", lambda: phases.healthy() == count, args.timeout, started)
+    again = wait(f"{args.delete} Healthy again", lambda: phases.count() == count, args.timeout, started)
     again_rss, again_peak, again_load = memory_mb(pid, "VmRSS"), memory_mb(pid, "VmHWM"), load()
     print(f"\nDeleting {args.delete} of {count} ModelDeployments, then creating them again\n")
     print(f"{'point':<46} {'RSS MB':>7} {'peak MB':>8} {PHASE + ' series':>36}  load (1, 5, 15 min)")
@@ -399,11 +461,21 @@ def main() -> None:
     parser.add_argument("--delete", type=int, default=1000, help="deleted after the largest count (0: none)")
     parser.add_argument("--rest", type=float, default=60, help="seconds of CPU measured at rest (default 60)")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--alone",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the control plane alone with the same children, for each count (default: on)",
+    )
     args = parser.parse_args()
     counts = sorted(int(c) for c in args.counts.split(","))
     args.delete = min(args.delete, counts[-1])
     os.environ["PATH"] = f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}"
-    results = [run(count, args, last=count == counts[-1]) for count in counts]
+    results = []
+    for count in counts:
+        took = alone(count, args) if args.alone else None
+        results.append(run(count, args, last=count == counts[-1]))
+        results[-1].alone = took
     print(f"\noperator scale on {os.cpu_count()} cores, a third of the ModelDeployments on GPUs\n")
     header = (
         f"{'ModelDeployments':>16} {'applied s':>10} {'Healthy s':>10} {'idle MB':>8} {'peak MB':>8}"
@@ -430,6 +502,12 @@ def main() -> None:
     )
     for kind, counts in rows:
         print(f"{kind:<40}" + "".join(f"{n / f.count:>8.2f}" for n, f in zip(counts, results, strict=True)))
+    if args.alone:
+        print("\nthe operator against the control plane alone (the same children, applied by kubectl)\n")
+        print(f"{'ModelDeployments':>16} {'alone s':>8} {'operator s':>11} {'ratio':>6}")
+        for f in results:
+            assert f.alone is not None
+            print(f"{f.count:>16} {f.alone:>8.1f} {f.steady:>11.1f} {f.steady / f.alone:>6.2f}")
     top = results[-1]
     print(
         f"\ntargets at {top.count}: Healthy {top.steady:.1f} s of {TARGET_SECONDS} ({top.steady / TARGET_SECONDS:.2f}),"
