@@ -1,5 +1,5 @@
 """A language model behind an OpenAI-compatible upstream (vLLM, TGI, llama.cpp, a hosted API),
-called with httpx. Our pod exposes the same chat endpoint, so safety filters, the audit log
+called with aiohttp's client. Our pod exposes the same chat endpoint, so safety filters, the audit log
 and the rollout's metrics sit between clients and the upstream; the Open Inference Protocol
 form takes ``text_input`` and answers ``text_output`` (one user message per row).
 
@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 import numpy as np
 
 from ..errors import InvalidInput, ServingError, UpstreamError, upstream_failure
@@ -45,10 +45,8 @@ class LLMAdapter(Adapter):
         self.base = base if base.endswith("/v1") else f"{base}/v1"
         self.model = model
         self.timeout = timeout
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            headers=headers, timeout=timeout, limits=httpx.Limits(max_connections=256, max_keepalive_connections=64)
-        )
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._session: aiohttp.ClientSession | None = None
         self._ready_at = 0.0
         self._ready = False
 
@@ -64,25 +62,39 @@ class LLMAdapter(Adapter):
         if not await self.ready():
             raise UpstreamError(self.not_ready_reason or f"{self._name} is not ready")
 
+    def _client(self) -> aiohttp.ClientSession:
+        """The session to the upstream, made on first use (inside the event loop): pooled
+        keep-alive connections, ``timeout`` for connecting and for each read, proxies and CA
+        bundles from the environment (``HTTPS_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE``)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_read=self.timeout),
+                connector=aiohttp.TCPConnector(limit=256),
+                trust_env=True,
+            )
+        return self._session
+
     async def chat(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """The upstream's chat completion for ``request`` (its ``model`` replaced by the
         upstream's, ``stream`` off), answered as the client's model. Raises the errors of the
         module docstring."""
-        forwarded = {**request, "model": self.model, "stream": False}
+        forwarded = _json_body({**request, "model": self.model, "stream": False})
         try:
-            response = await self._client.post(
-                f"{self.base}/chat/completions", content=_json_body(forwarded), headers=propagated(JSON_HEADERS)
-            )
-        except httpx.HTTPError as error:
+            async with self._client().post(
+                f"{self.base}/chat/completions", data=forwarded, headers=propagated(JSON_HEADERS)
+            ) as response:
+                text = await response.text(errors="replace")
+                if response.status != 200:
+                    raise self._refusal(response, text)
+        except (aiohttp.ClientError, TimeoutError) as error:
             raise self._transport_failure(error) from None
-        if response.status_code != 200:
-            raise self._refusal(response)
         try:
-            body = response.json()
+            body = json.loads(text)
         except ValueError:
-            raise UpstreamError(f"{self._name} answered malformed JSON: {response.text[:200]!r}") from None
+            raise UpstreamError(f"{self._name} answered malformed JSON: {text[:200]!r}") from None
         if not isinstance(body, dict):
-            raise UpstreamError(f"{self._name} answered JSON that is not a chat completion: {response.text[:200]!r}")
+            raise UpstreamError(f"{self._name} answered JSON that is not a chat completion: {text[:200]!r}")
         body["model"] = request.get("model") or body.get("model")
         return body
 
@@ -95,14 +107,13 @@ class LLMAdapter(Adapter):
         forwarded = _json_body({**request, "model": self.model, "stream": True})
         try:
             url, headers = f"{self.base}/chat/completions", propagated(JSON_HEADERS)
-            async with self._client.stream("POST", url, content=forwarded, headers=headers) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    raise self._refusal(response)
+            async with self._client().post(url, data=forwarded, headers=headers) as response:
+                if response.status != 200:
+                    raise self._refusal(response, await response.text(errors="replace"))
                 kind = response.headers.get("Content-Type", "")
                 if not kind.startswith("text/event-stream"):
                     raise UpstreamError(f"{self._name} did not stream: it answered Content-Type {kind!r}")
-                lines = response.aiter_lines()
+                lines = event_lines(response.content)
                 async for line in lines:
                     if not line.startswith("data:"):
                         continue  # blank separators, comments, event names
@@ -111,7 +122,7 @@ class LLMAdapter(Adapter):
                         await _drain(lines)
                         return
                     yield self._chunk(data, request)
-        except httpx.HTTPError as error:
+        except (aiohttp.ClientError, TimeoutError) as error:
             raise self._transport_failure(error) from None
         raise UpstreamError(f"{self._name} ended the stream without data: [DONE]: the answer may be cut short")
 
@@ -128,22 +139,23 @@ class LLMAdapter(Adapter):
         chunk["model"] = request.get("model") or chunk.get("model")
         return chunk
 
-    def _refusal(self, response: httpx.Response) -> ServingError:
-        """The error for an upstream answer that is not a 200 (``upstream_failure``'s mapping)."""
+    def _refusal(self, response: aiohttp.ClientResponse, text: str) -> ServingError:
+        """The error for an upstream answer that is not a 200, whose body is ``text``
+        (``upstream_failure``'s mapping)."""
         try:
-            message = _message(response.json())
+            message = _message(json.loads(text))
         except ValueError:
-            message = response.text[:500].strip()
-        return upstream_failure(self._name, response.status_code, message, response.headers.get("Retry-After"))
+            message = text[:500].strip()
+        return upstream_failure(self._name, response.status, message, response.headers.get("Retry-After"))
 
-    def _transport_failure(self, error: httpx.HTTPError) -> UpstreamError:
-        """A 502 naming how the upstream failed to answer; httpx's own message is often empty."""
+    def _transport_failure(self, error: aiohttp.ClientError | TimeoutError) -> UpstreamError:
+        """A 502 naming how the upstream failed to answer; the client's own message is often empty."""
         detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        if isinstance(error, httpx.TimeoutException):
+        if isinstance(error, TimeoutError):  # aiohttp's connect and read timeouts are TimeoutErrors
             return UpstreamError(f"{self._name} timed out after {self.timeout:g} s ({detail})")
-        if isinstance(error, httpx.ConnectError):
+        if isinstance(error, aiohttp.ClientConnectorError):
             return UpstreamError(f"cannot connect to {self._name} ({detail})")
-        if isinstance(error, httpx.TransportError):
+        if isinstance(error, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
             return UpstreamError(f"{self._name} broke off the answer ({detail})")
         return UpstreamError(f"{self._name} failed ({detail})")
 
@@ -168,17 +180,20 @@ class LLMAdapter(Adapter):
         if now - self._ready_at > READY_CACHE_SECONDS:
             url = f"{self.base}/models"
             try:
-                response = await self._client.get(url)
-            except httpx.HTTPError as error:
+                async with self._client().get(url) as response:
+                    await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError) as error:
                 self.not_ready_reason = str(self._transport_failure(error))
             else:
-                self.not_ready_reason = None if response.is_success else _unready(url, response.status_code)
+                self.not_ready_reason = None if 200 <= status < 300 else _unready(url, status)
             self._ready = self.not_ready_reason is None
             self._ready_at = now
         return self._ready
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -186,14 +201,36 @@ DRAIN_SECONDS = 0.5
 
 
 async def _drain(lines: AsyncIterator[str]) -> None:
-    """Read what follows ``[DONE]`` to the end of the body (for at most DRAIN_SECONDS), so
-    httpx keeps the connection for the next request: the end of the chunked body comes after
+    """Read what follows ``[DONE]`` to the end of the body (for at most DRAIN_SECONDS), so the
+    client keeps the connection for the next request: the end of the chunked body comes after
     the last event, and a stream left before it closes the connection, which cost every
     streamed answer a new TCP connection to the upstream, set up before its first token."""
-    with contextlib.suppress(TimeoutError, httpx.HTTPError):  # the answer is whole: nothing left to lose
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError, UpstreamError):  # the answer is whole
         async with asyncio.timeout(DRAIN_SECONDS):
             async for _ in lines:
                 pass
+
+
+MAX_EVENT_LINE_BYTES = 16 << 20
+"""The longest line of an event stream read from the upstream (16 MiB): a chunk is a few hundred
+bytes, a whole answer in one event a few hundred KB; an upstream that never ends a line is cut off."""
+
+
+async def event_lines(body: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """The lines of an event stream as they arrive, without their ends (CRLF, LF or CR ends a
+    line: the HTML Living Standard's server-sent events), decoded as UTF-8 with bad bytes
+    replaced. aiohttp's own line reader refuses lines over twice its read buffer (128 KiB).
+    Raises ``UpstreamError`` for a line over MAX_EVENT_LINE_BYTES."""
+    pending = b""
+    async for piece in body.iter_any():
+        lines = (pending + piece).splitlines(keepends=True)
+        pending = lines.pop() if lines and not lines[-1].endswith((b"\n", b"\r")) else b""
+        if len(pending) > MAX_EVENT_LINE_BYTES:
+            raise UpstreamError(f"the upstream streamed a line of over {MAX_EVENT_LINE_BYTES >> 20} MiB")
+        for line in lines:
+            yield line.rstrip(b"\r\n").decode(errors="replace")
+    if pending:
+        yield pending.decode(errors="replace")
 
 
 def _json_body(request: Mapping[str, Any]) -> bytes:

@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestServer
 
 from cutover.serving import sample_models
 from cutover.serving.adapters.llm import LLMAdapter
+from cutover.serving.errors import UpstreamError
 from tests.support.waiting import wait_until
 
 from .support import Serving, openai_error, threaded_http_server
@@ -330,7 +331,7 @@ def test_chat_on_a_tensor_model_is_a_clear_404(tmp_path: Path, onnx_good: Path) 
 
 async def test_streamed_chats_reuse_one_upstream_connection() -> None:
     """A keep-alive upstream that ends each event stream with a chunked body's last chunk, as
-    vLLM's (uvicorn) does: the adapter reads past ``[DONE]`` to that end, or httpx closes the
+    vLLM's (uvicorn) does: the adapter reads past ``[DONE]`` to that end, or the client closes the
     connection and every streamed answer pays a new one before its first token."""
     peers: list[Any] = []
 
@@ -354,6 +355,69 @@ async def test_streamed_chats_reuse_one_upstream_connection() -> None:
         finally:
             await adapter.close()
     assert len(peers) == 3 and len(set(peers)) == 1, peers
+
+
+async def test_streamed_events_are_read_however_the_upstream_frames_and_splits_them() -> None:
+    """Server-sent events end their lines with CRLF, LF or CR, and a line may come in several
+    writes (a CRLF torn between two, a UTF-8 character torn between two): each chunk arrives
+    whole. One event of 300 KB (an answer in one piece) is more than aiohttp's own line reader
+    takes (128 KiB)."""
+    long_text = "x" * 300_000
+    deltas = ["a", "b", "c", long_text, "é"]
+
+    def event(text: str) -> bytes:
+        body = {"choices": [{"index": 0, "delta": {"content": text}}]}
+        return b"data: " + json.dumps(body, ensure_ascii=False).encode()
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b": a comment\r\n\r\n" + event("a") + b"\r")  # the CRLF torn in two
+        await response.write(b"\n\r\n" + event("b")[:7])
+        await response.write(event("b")[7:] + b"\r\r" + event("c") + b"\n\n")
+        await response.write(event(long_text)[:100_000])
+        await response.write(event(long_text)[100_000:] + b"\n\n")
+        accented = event("é")
+        torn = accented.index("é".encode()) + 1  # inside the character's two bytes
+        await response.write(accented[:torn])
+        await response.write(accented[torn:] + b"\n\ndata: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    async with TestServer(app) as server:
+        adapter = LLMAdapter(str(server.make_url("/")), "tiny-llm")
+        try:
+            chunks = [c async for c in adapter.chat_stream({"model": "a", "messages": []})]
+        finally:
+            await adapter.close()
+    assert [c["choices"][0]["delta"]["content"] for c in chunks] == deltas
+    assert all(c["model"] == "a" for c in chunks)
+
+
+async def test_an_upstream_that_never_ends_a_line_is_cut_off_with_a_named_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cutover.serving.adapters import llm
+
+    monkeypatch.setattr(llm, "MAX_EVENT_LINE_BYTES", 64 << 10)
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for _ in range(100):
+            await response.write(b"y" * 4096)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    async with TestServer(app) as server:
+        adapter = LLMAdapter(str(server.make_url("/")), "tiny-llm")
+        try:
+            with pytest.raises(UpstreamError, match="a line of over"):
+                _ = [c async for c in adapter.chat_stream({"model": "a", "messages": []})]
+        finally:
+            await adapter.close()
 
 
 @pytest.fixture

@@ -190,7 +190,7 @@ def test_upstream_faults_reach_the_client_with_a_faithful_status_and_reason(
     assert credentials.status_code == 502 and "refused cutover's credentials (401)" in credentials.message
     assert "Incorrect API key provided" in credentials.message
     slow = refused("[slow]", openai.InternalServerError)
-    assert slow.status_code == 502 and "timed out after 2 s (ReadTimeout)" in slow.message
+    assert slow.status_code == 502 and "timed out after 2 s (SocketTimeoutError" in slow.message
     invalid = refused("hi", openai.BadRequestError, max_tokens=-1)
     assert "max_tokens must be positive" in invalid.message and invalid.type == "invalid_request_error"
     unknown = refused("hi", openai.NotFoundError, extra_body={"model": "gpt-9"})
@@ -248,7 +248,7 @@ def test_a_safety_policy_redacts_a_stream_in_place_and_stops_it_with_its_block_m
         ("[500]", UpstreamError, 502, None, "failed (500)"),
         ("[504]", UpstreamError, 502, None, "failed (504)"),
         ("[garbage]", UpstreamError, 502, None, "answered malformed JSON|did not stream"),
-        ("[slow]", UpstreamError, 502, None, "timed out after 0.5 s (ReadTimeout)"),
+        ("[slow]", UpstreamError, 502, None, "timed out after 0.5 s (SocketTimeoutError"),
     ],
 )
 async def test_every_upstream_failure_keeps_its_meaning_whole_or_streamed(
@@ -288,7 +288,7 @@ async def test_the_upstream_is_ready_only_when_it_lists_its_models(chat_upstream
     assert reasons["right"] is None
     assert f"no {chat_upstream}/openai/v1/models (404)" in str(reasons["wrong path"])
     assert "refused cutover's credentials (401" in str(reasons["revoked key"])
-    assert "cannot connect to the upstream http://127.0.0.1:9/v1 (ConnectError" in str(reasons["nothing there"])
+    assert "cannot connect to the upstream http://127.0.0.1:9/v1 (ClientConnectorError" in str(reasons["nothing there"])
 
 
 def test_a_revision_that_breaks_off_a_stream_is_an_error_event_at_the_gateway(chat_upstream: str) -> None:
