@@ -10,10 +10,10 @@ carries answer text, each request on a kept-alive connection, read to its end. W
 ``--token-ms 0`` the upstream writes every word at once, so what is measured is what each hop
 adds; with a model's pace (20 ms a token) the SafetyPolicy's cost shows: it releases no text
 before the first sentence is complete and screened (``--paced-requests`` of them: each takes
-the upstream's whole answer, 0.7 s). Target: the gateway adds at most 1 ms to
-`cutover serve`'s time to the first token (the ratio is printed). The upstream and the client
-share CPU 0, the servers and the gateway CPU 1, when both are there (``--float``: nowhere in
-particular, for a machine where other work is pinned to CPU 1).
+the upstream's whole answer, 0.7 s). Target: the whole path (the gateway, then `cutover serve`)
+adds at most 1 ms to the upstream's own time to the first token; each hop's share is printed.
+The upstream and the client share CPU 0, the servers and the gateway CPU 1, when both are there
+(``--float``: nowhere in particular, for a machine where other work is pinned to CPU 1).
 """
 
 from __future__ import annotations
@@ -225,13 +225,15 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
                 p90 = statistics.quantiles(values, n=10)[-1] * 1000
                 print(f"  {name:<22} time to first token p50 {medians[name]:8.3f} ms  p90 {p90:8.3f} ms")
             # Each round's difference, then their median: the rounds share whatever else the machine ran.
-            added = paired(times["gateway → serve"], times["cutover serve"])
-            ratio = medians["gateway → serve"] / medians["cutover serve"]
-            verdict = "met" if added <= TARGET_ADDED_MS else "NOT met"
-            print(f"  the gateway adds {added:.3f} ms (median of paired rounds; p50 ratio {ratio:.3f}x cutover serve):")
-            print(f"    target {TARGET_ADDED_MS:g} ms {verdict}")
+            whole = paired(times["gateway → serve"], times["upstream directly"])
+            verdict = "met" if whole <= TARGET_ADDED_MS else "NOT met"
+            print(
+                f"  the gateway and cutover serve add {whole:.3f} ms to the upstream's (median of paired rounds):"
+                f" target {TARGET_ADDED_MS:g} ms {verdict}"
+            )
             serve_added = paired(times["cutover serve"], times["upstream directly"])
-            print(f"  cutover serve adds {serve_added:.3f} ms to the upstream's")
+            added = paired(times["gateway → serve"], times["cutover serve"])
+            print(f"    of which cutover serve {serve_added:.3f} ms, the gateway {added:.3f} ms")
             # CPU time is what a busy machine cannot inflate: the gateway's own work per streamed answer.
             rounds = requests + (args.warmup if not token_ms else 2)
             spent = {name: (bench.cpu_seconds(process.pid) - before[name]) / rounds * 1000 for name, process in (
