@@ -133,6 +133,21 @@ def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
     )
 
 
+def slow_to_decode(message: pb.ModelInferRequest) -> bool:
+    """Whether decoding ``message`` walks its values one by one in Python: typed ``contents``
+    (protobuf's repeated fields become Python numbers before numpy has them) or BYTES inputs
+    (each element is cut out on its own). Raw contents of other datatypes become arrays without
+    a copy, whatever their size."""
+    inputs = message.inputs
+    return any(not message.raw_input_contents or inputs[i].datatype == "BYTES" for i in range(len(inputs)))
+
+
+def decode_serialized_request(data: bytes) -> InferRequest:
+    """:func:`decode_infer_request` of a serialized ``ModelInferRequest``: what a worker process
+    is handed (``serving/offload.py``), since a parsed message does not cross processes."""
+    return decode_infer_request(pb.ModelInferRequest.FromString(data))
+
+
 def _parameters(parameters: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
     if not parameters:
         return {}

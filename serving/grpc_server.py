@@ -43,7 +43,13 @@ from tritonclient.grpc import service_pb2 as pb
 from cutover.api.contract import REQUEST_ID_HEADER, REVISION_HEADER
 
 from .errors import InferenceError, ServingError
-from .grpc_protocol import decode_infer_request, encode_infer_response, status_code
+from .grpc_protocol import (
+    decode_infer_request,
+    decode_serialized_request,
+    encode_infer_response,
+    slow_to_decode,
+    status_code,
+)
 from .pipeline import Tensors
 from .protocol import InferRequest
 from .tracing import Tracing, propagated
@@ -122,6 +128,12 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         config = server.config
 
         async def read() -> InferRequest:
+            # Decoding holds the GIL: 50 MB of typed values decoded on the event loop would
+            # stall /v2/health/live past the kubelet's probe timeout, as JSON did over HTTP.
+            if slow_to_decode(request):
+                size = request.ByteSize()
+                if size >= server.offload.threshold:
+                    return await server.offload.run(size, decode_serialized_request, request.SerializeToString())
             return decode_infer_request(request)
 
         async def encode(

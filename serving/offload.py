@@ -67,7 +67,7 @@ class Offload:
 
     def _start(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["cutover.serving.protocol"])
+        context.set_forkserver_preload(["cutover.serving.protocol", "cutover.serving.grpc_protocol"])
         pool = ProcessPoolExecutor(self.workers, mp_context=context)
         pool.submit(int).result()  # one worker is up before the first body waits on it
         return pool

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor
 
+from cutover.api.contract import PROBE_TIMEOUT_SECONDS
 from cutover.serving import sample_models
 from cutover.serving.grpc_protocol import TYPED_CONTENTS
 from cutover.serving.protocol import DATATYPES
@@ -403,3 +407,36 @@ def test_grpc_calls_are_batched_with_their_own_rows_and_audited(models: Path, tm
         assert wait_until(audited, 10, "every call audited") == {f"grpc-{i}" for i in range(len(inputs))}
     finally:
         serving.stop()
+
+
+def test_liveness_answers_within_the_probe_timeout_while_three_50_mb_typed_requests_decode(
+    server: GrpcServing, models: Path
+) -> None:
+    """Typed contents become numpy arrays value by value under the GIL; three 50 MB requests
+    decoded on the event loop would stall /v2/health/live (HTTP, the same loop) past the
+    kubelet's probe timeout, as JSON bodies once did over HTTP. They decode in a worker."""
+    x = sample_models.sample_inputs(3_200_000, seed=5)
+    request = pb.ModelInferRequest(model_name="classifier", id="large")
+    request.inputs.add(name="input", datatype="FP32", shape=list(x.shape)).contents.fp32_contents.extend(x.ravel())
+    assert request.ByteSize() > 50_000_000
+    answers: list[np.ndarray] = []
+
+    def send() -> None:
+        options = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
+        with grpc.insecure_channel(server.target, options=options) as channel:
+            response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=120)
+        answers.append(np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(-1, 3))
+
+    senders = [threading.Thread(target=send) for _ in range(3)]
+    for sender in senders:
+        sender.start()
+    answered: list[float] = []
+    while any(sender.is_alive() for sender in senders):
+        started = time.perf_counter()
+        with urllib.request.urlopen(server.url + "/v2/health/live", timeout=PROBE_TIMEOUT_SECONDS) as response:
+            assert response.status == 200
+        answered.append(time.perf_counter() - started)
+        next((s for s in senders if s.is_alive()), senders[0]).join(0.1)  # the next probe, as a period sends it
+    assert len(answers) == 3
+    np.testing.assert_allclose(answers[0][:100], expected(models, x[:100]), rtol=1e-6)
+    assert len(answered) > 5 and max(answered) < PROBE_TIMEOUT_SECONDS, sorted(answered)[-5:]
