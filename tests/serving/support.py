@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -170,6 +171,25 @@ class Serving:
         except subprocess.TimeoutExpired:
             self.process.kill()
             raise AssertionError(f"cutover serve did not stop within {timeout}s:\n{self.log()}") from None
+
+
+def probe_while(url: str, senders: list[threading.Thread]) -> list[float]:
+    """Start ``senders``, then probe ``url`` (``/v2/health/live`` of a server) every 0.1 s, as
+    the kubelet's period sends its probes, until they are all done; each probe's seconds. A
+    probe that takes longer than the operator's probe timeout raises, as the kubelet would
+    count a failure."""
+    from cutover.api.contract import PROBE_TIMEOUT_SECONDS
+
+    for sender in senders:
+        sender.start()
+    answered: list[float] = []
+    while any(sender.is_alive() for sender in senders):
+        started = time.perf_counter()
+        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_SECONDS) as response:
+            assert response.status == 200
+        answered.append(time.perf_counter() - started)
+        next((s for s in senders if s.is_alive()), senders[0]).join(0.1)
+    return answered
 
 
 def key_secret(name: str, key: str, tier: str, **extra: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -383,14 +383,7 @@ async def test_streamed_events_are_read_however_the_upstream_frames_and_splits_t
         await response.write(accented[torn:] + b"\n\ndata: [DONE]\n\n")
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    async with TestServer(app) as server:
-        adapter = LLMAdapter(str(server.make_url("/")), "tiny-llm")
-        try:
-            chunks = [c async for c in adapter.chat_stream({"model": "a", "messages": []})]
-        finally:
-            await adapter.close()
+    chunks = await streamed_from(chat)
     assert [c["choices"][0]["delta"]["content"] for c in chunks] == deltas
     assert all(c["model"] == "a" for c in chunks)
 
@@ -409,13 +402,18 @@ async def test_an_upstream_that_never_ends_a_line_is_cut_off_with_a_named_error(
             await response.write(b"y" * 4096)
         return response
 
+    with pytest.raises(UpstreamError, match="a line of over"):
+        await streamed_from(chat)
+
+
+async def streamed_from(chat: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> list[dict[str, Any]]:
+    """The chunks the adapter streams from an upstream whose chat completions ``chat`` answers."""
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
     async with TestServer(app) as server:
         adapter = LLMAdapter(str(server.make_url("/")), "tiny-llm")
         try:
-            with pytest.raises(UpstreamError, match="a line of over"):
-                _ = [c async for c in adapter.chat_stream({"model": "a", "messages": []})]
+            return [c async for c in adapter.chat_stream({"model": "a", "messages": []})]
         finally:
             await adapter.close()
 

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from cutover.api.contract import PROBE_TIMEOUT_SECONDS
 from cutover.serving import sample_models
 from tests.support.waiting import wait_until
 
-from .support import Serving
+from .support import Serving, probe_while
 from .test_fuzz import gateway, server  # noqa: F401 - the fuzzed server and the gateway in front of it
 
 REPO = Path(__file__).resolve().parents[2]
@@ -187,16 +186,7 @@ def test_liveness_answers_within_the_probe_timeout_while_three_50_mb_requests_de
             response.read()
             statuses.append(response.status)
 
-    senders = [threading.Thread(target=send) for _ in range(3)]
-    for sender in senders:
-        sender.start()
-    answered: list[float] = []
-    while any(sender.is_alive() for sender in senders):
-        started = time.perf_counter()
-        with urllib.request.urlopen(batching.url + "/v2/health/live", timeout=PROBE_TIMEOUT_SECONDS) as response:
-            assert response.status == 200
-        answered.append(time.perf_counter() - started)
-        next((s for s in senders if s.is_alive()), senders[0]).join(0.1)  # the next probe, as a period sends it
+    answered = probe_while(batching.url + "/v2/health/live", [threading.Thread(target=send) for _ in range(3)])
     assert statuses == [200, 200, 200]
     assert len(answered) > 10 and max(answered) < PROBE_TIMEOUT_SECONDS, sorted(answered)[-5:]
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from cutover.serving.protocol import DATATYPES
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
-from .support import CLASSIFIER_INPUTS, Serving
+from .support import CLASSIFIER_INPUTS, Serving, probe_while
 from .test_server import expected, models
 
 __all__ = ["models"]  # the fixture, used by name
@@ -427,16 +425,7 @@ def test_liveness_answers_within_the_probe_timeout_while_three_50_mb_typed_reque
             response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=120)
         answers.append(np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(-1, 3))
 
-    senders = [threading.Thread(target=send) for _ in range(3)]
-    for sender in senders:
-        sender.start()
-    answered: list[float] = []
-    while any(sender.is_alive() for sender in senders):
-        started = time.perf_counter()
-        with urllib.request.urlopen(server.url + "/v2/health/live", timeout=PROBE_TIMEOUT_SECONDS) as response:
-            assert response.status == 200
-        answered.append(time.perf_counter() - started)
-        next((s for s in senders if s.is_alive()), senders[0]).join(0.1)  # the next probe, as a period sends it
+    answered = probe_while(server.url + "/v2/health/live", [threading.Thread(target=send) for _ in range(3)])
     assert len(answers) == 3
     np.testing.assert_allclose(answers[0][:100], expected(models, x[:100]), rtol=1e-6)
     assert len(answered) > 5 and max(answered) < PROBE_TIMEOUT_SECONDS, sorted(answered)[-5:]
