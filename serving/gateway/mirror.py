@@ -8,6 +8,7 @@ chat call; the GETs of metadata have nothing to compare), and skipped, never que
 ``max_mirrors_in_flight`` copies are in progress, so a slow candidate cannot hold the gateway's
 memory. Each mirrored answer (or failure, as 502) counts as a request of its revision with role
 as in the traffic table, which is how the analysis sees a shadow candidate's errors and latency.
+Answers over ``MAX_COMPARED_BYTES`` are not compared.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from .shadow import compare
 from .upstream import Upstream, UpstreamError
 
 log = logging.getLogger("cutover.gateway")
+MAX_COMPARED_BYTES = 4 << 20
+"""Answers (decoded) of more bytes are not compared (4 MiB): comparing decodes both on the
+gateway's event loop, which every client's request waits on (about 15 ms a MB of JSON). The
+mirror's answer still counts as a request of its revision; the pair counts neither way."""
 VERSION_SEGMENT = re.compile(r"^(/v2/models/[^/?]+)/versions/[^/?]+")
 """The ``/versions/{version}`` part of an Open Inference Protocol path."""
 
@@ -92,12 +97,12 @@ class Mirrors:
                 answered(span, status)
         self.metrics.request(route, mirror, status, time.perf_counter() - started)
         answer = await live
-        if answer.status != 200:
-            return  # nothing to compare against
+        if answer.status != 200 or len(payload) > MAX_COMPARED_BYTES:
+            return  # nothing to compare against, or too large to read here
         try:  # the live answer went to the client as it came, compressed if the client asked
-            live_body = decoded(answer.body, answer.headers.get("Content-Encoding"))
-        except ValueError:
-            return  # the live answer cannot be read: nothing to compare against
+            live_body = decoded(answer.body, answer.headers.get("Content-Encoding"), MAX_COMPARED_BYTES)
+        except ValueError:  # TooLarge among them
+            return  # the live answer cannot be read here: nothing to compare against
         outcome = compare(
             copy.path,
             live_body,

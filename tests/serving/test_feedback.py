@@ -415,6 +415,26 @@ def test_the_store_is_bounded_by_rows_not_answers() -> None:
     assert metrics.registry.get_sample_value("cutover_gateway_feedback_unreadable_total", labels) == 1
 
 
+def test_an_answer_too_large_to_read_on_the_event_loop_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keeping an answer parses it on the gateway's event loop; a 36 MB JSON answer held every
+    client's requests half a second. Past MAX_ANSWER_BYTES (decoded) it is counted as unreadable
+    without being parsed, compressed or not."""
+    from cutover.serving.gateway import feedback
+
+    parsed: list[bytes] = []
+    monkeypatch.setattr(feedback, "predicted", lambda body, *_: parsed.append(body))
+    metrics = GatewayMetrics()
+    store = Feedback(metrics)
+    backend = Backend(REVISION, "stable", "http://127.0.0.1:1", 100)
+    route = Route("tests", MODEL, MODEL, (backend,), feedback=FeedbackSettings())
+    large = answer(tensor("INT64", [1], [1]), "large") + b" " * feedback.MAX_ANSWER_BYTES
+    store.keep(route, Answer(200, large, {}, backend))
+    store.keep(route, Answer(200, gzip.compress(large), {"Content-Encoding": "gzip"}, backend))
+    assert not store.kept and parsed == [b"", b""], "nothing of the answers was parsed"
+    labels = {"namespace": "tests", "model": MODEL, "revision": REVISION}
+    assert metrics.registry.get_sample_value("cutover_gateway_feedback_unreadable_total", labels) == 2
+
+
 def kept_answer(output: dict[str, Any]) -> tuple[GatewayMetrics, Feedback, Route]:
     """A store holding one answer (id ``id-1``) of ``output`` by the stable revision."""
     metrics = GatewayMetrics()

@@ -173,6 +173,25 @@ async def test_a_mirror_counts_its_answer_and_its_agreement_with_the_live_one() 
     assert metrics.registry.get_sample_value("cutover_gateway_mirror_skipped_total") == 1
 
 
+async def test_answers_too_large_to_decode_on_the_event_loop_are_not_compared() -> None:
+    """Comparing decodes both answers on the gateway's event loop; past MAX_COMPARED_BYTES the
+    pair is left uncompared (the mirror's request still counts), whichever side is large."""
+    from cutover.serving.gateway import mirror
+
+    small = json.dumps({"outputs": [{"name": "p", "datatype": "FP32", "shape": [1, 2], "data": [0.1, 0.9]}]})
+    large = small.encode() + b" " * mirror.MAX_COMPARED_BYTES
+    metrics = GatewayMetrics()
+    for live_body, mirror_body in ((large, small.encode()), (small.encode(), large)):
+        mirrors = Mirrors(GatewayConfig(), FakeUpstream({CANDIDATE.url: answers(200, mirror_body)}), metrics)
+        live: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        mirrors.start(ROUTE, CANDIDATE, INFER, live)
+        proxy_, _, _ = proxy({STABLE.url: answers(200, live_body)})
+        live.set_result(await proxy_.forward(ROUTE, STABLE, INFER))
+        await asyncio.wait_for(asyncio.gather(*mirrors.tasks), 5)
+    assert requests(metrics, CANDIDATE, 200) == 2
+    assert not [s for s in metrics.registry.collect() if s.name == "cutover_gateway_shadow_comparisons" and s.samples]
+
+
 def test_the_path_decides_the_comparison_and_a_failed_mirror_disagrees() -> None:
     rule = Comparison()
     chat = json.dumps({"choices": [{"message": {"role": "assistant", "content": "Yes, it is."}}]}).encode()
