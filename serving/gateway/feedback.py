@@ -92,9 +92,9 @@ parsing before MAX_ITEMS could refuse it."""
 MAX_ANSWER_BYTES = 4 << 20
 """Bytes of one answer, decoded, that the store reads to keep it (4 MiB). Reading is JSON or
 tensor decoding on the gateway's event loop, which every client's request waits on (about 15 ms
-a MB): a 36 MB answer held it half a second. A classifier's answer of a three-class row takes
-about 60 bytes, so the bound keeps answers of some 70,000 rows; larger ones are counted as
-unreadable and still reach their client."""
+a MB of JSON, ``serving/offload.py``): a 36 MB answer would hold it about half a second. A
+classifier's answer of a three-class row takes about 60 bytes, so the bound keeps answers of
+some 70,000 rows; larger ones are counted as unreadable and still reach their client."""
 MAX_ID_LENGTH = 256
 MAX_LABEL_LENGTH = 256
 PROBABILITY_TOLERANCE = 1e-3

@@ -416,8 +416,8 @@ def test_the_store_is_bounded_by_rows_not_answers() -> None:
 
 
 def test_an_answer_too_large_to_read_on_the_event_loop_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keeping an answer parses it on the gateway's event loop; a 36 MB JSON answer held every
-    client's requests half a second. Past MAX_ANSWER_BYTES (decoded) it is counted as unreadable
+    """Keeping an answer parses it on the gateway's event loop; a 36 MB JSON answer would hold
+    every client's requests about half a second. Past MAX_ANSWER_BYTES (decoded) it is counted as unreadable
     without being parsed, compressed or not."""
     from cutover.serving.gateway import feedback
 
