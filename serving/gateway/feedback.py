@@ -31,8 +31,8 @@ An answer that fits none of these (or an output that is missing) is not kept and
 The store. At most ``capacity`` rows of answers (an answer of n rows counts n: the bound is on
 memory, which a client sending answers of many rows would otherwise multiply), in the order
 they were answered; the oldest answers are dropped for each new one beyond it, whatever their
-age, and an answer of more rows than the store holds, or of more than ``MAX_ANSWER_BYTES``, is
-not kept (counted as unreadable). An
+age, and an answer of more rows than the store holds, or of more than
+``proxy.READ_ANSWER_BYTES``, is not kept (counted as unreadable). An
 answer older than ``window`` seconds is still held until then, and feedback for it is refused
 as late. One entry costs about 450 bytes for a one-row answer with a 36-character id, plus about
 100 bytes per extra row (``tests/serving/test_feedback.py`` measures it): the default 100,000
@@ -68,7 +68,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..compression import decoded
 from ..errors import InvalidInput, ServingError
 from ..protocol import HEADER_LENGTH, decode_response
 
@@ -89,12 +88,6 @@ MAX_BODY_BYTES = 2 << 20
 and 20-class truths (about 1 MB). Beyond it a 413, before any parsing: a body at the gateway's
 request limit (64 MiB) made about 3 million items, 650 MB of Python objects and seconds of
 parsing before MAX_ITEMS could refuse it."""
-MAX_ANSWER_BYTES = 4 << 20
-"""Bytes of one answer, decoded, that the store reads to keep it (4 MiB). Reading is JSON or
-tensor decoding on the gateway's event loop, which every client's request waits on (about 15 ms
-a MB of JSON, ``serving/offload.py``): a 36 MB answer would hold it about half a second. A
-classifier's answer of a three-class row takes about 60 bytes, so the bound keeps answers of
-some 70,000 rows; larger ones are counted as unreadable and still reach their client."""
 MAX_ID_LENGTH = 256
 MAX_LABEL_LENGTH = 256
 PROBABILITY_TOLERANCE = 1e-3
@@ -328,10 +321,7 @@ class Feedback:
         """Keep ``answer`` (a revision's 200 to an inference request on ``route``, which has
         ``feedback``) by its id; an id answered before is ambiguous from now on."""
         assert route.feedback is not None and answer.backend is not None
-        try:  # compressed for a client that accepts it, as the revision sent it
-            body = decoded(answer.body, answer.headers.get("Content-Encoding"), MAX_ANSWER_BYTES)
-        except ValueError:  # TooLarge among them: not read on the event loop
-            body = b""
+        body = answer.readable_body() or b""  # None: not read on the event loop
         read = predicted(body, answer.headers.get(HEADER_LENGTH), route.feedback.output)
         if read is None or len(read[1]) > self.capacity:  # the latter would empty the store
             self.metrics.answer_unreadable(route, answer.backend)

@@ -8,7 +8,7 @@ chat call; the GETs of metadata have nothing to compare), and skipped, never que
 ``max_mirrors_in_flight`` copies are in progress, so a slow candidate cannot hold the gateway's
 memory. Each mirrored answer (or failure, as 502) counts as a request of its revision with role
 as in the traffic table, which is how the analysis sees a shadow candidate's errors and latency.
-Answers over ``MAX_COMPARED_BYTES`` are not compared.
+Answers over ``proxy.READ_ANSWER_BYTES`` are not compared (neither pair counts).
 """
 
 from __future__ import annotations
@@ -20,20 +20,15 @@ import time
 from dataclasses import replace
 from typing import Protocol
 
-from ..compression import decoded
 from ..protocol import HEADER_LENGTH
 from ..tracing import SpanKind, Tracing, answered, propagated
 from .metrics import GatewayMetrics
-from .proxy import Answer, Outgoing
+from .proxy import READ_ANSWER_BYTES, Answer, Outgoing
 from .routing import Backend, Route
 from .shadow import compare
 from .upstream import Upstream, UpstreamError
 
 log = logging.getLogger("cutover.gateway")
-MAX_COMPARED_BYTES = 4 << 20
-"""Answers (decoded) of more bytes are not compared (4 MiB): comparing decodes both on the
-gateway's event loop, which every client's request waits on (about 15 ms a MB of JSON). The
-mirror's answer still counts as a request of its revision; the pair counts neither way."""
 VERSION_SEGMENT = re.compile(r"^(/v2/models/[^/?]+)/versions/[^/?]+")
 """The ``/versions/{version}`` part of an Open Inference Protocol path."""
 
@@ -97,11 +92,10 @@ class Mirrors:
                 answered(span, status)
         self.metrics.request(route, mirror, status, time.perf_counter() - started)
         answer = await live
-        if answer.status != 200 or len(payload) > MAX_COMPARED_BYTES:
+        if answer.status != 200 or len(payload) > READ_ANSWER_BYTES:
             return  # nothing to compare against, or too large to read here
-        try:  # the live answer went to the client as it came, compressed if the client asked
-            live_body = decoded(answer.body, answer.headers.get("Content-Encoding"), MAX_COMPARED_BYTES)
-        except ValueError:  # TooLarge among them
+        live_body = answer.readable_body()  # as it went to the client, compressed if the client asked
+        if live_body is None:
             return  # the live answer cannot be read here: nothing to compare against
         outcome = compare(
             copy.path,

@@ -38,6 +38,7 @@ from typing import Protocol
 from cutover.api.contract import REVISION_HEADER
 
 from ..breaker import CircuitBreaker
+from ..compression import decoded
 from ..protocol import HEADER_LENGTH
 from ..tracing import SpanKind, Tracing, answered, propagated
 from .metrics import GatewayMetrics
@@ -79,6 +80,15 @@ class Outgoing:
     """Whether an event-stream answer is handed on at its headers (``Answer.stream``: chat)."""
 
 
+READ_ANSWER_BYTES = 4 << 20
+"""The most bytes of an answer, decoded, that the gateway reads itself (4 MiB): to keep it for
+feedback (``gateway/feedback.py``) or compare it with a mirror's (``gateway/mirror.py``). Reading
+is JSON or tensor decoding on the event loop that every client's request waits on (about 15 ms a
+MB of JSON, ``serving/offload.py``): a 36 MB answer would hold it about half a second. A
+classifier's answer of a three-class row takes about 60 bytes, so the bound reads answers of some
+70,000 rows."""
+
+
 @dataclass
 class Answer:
     """What the client gets: a revision's answer, or the gateway's own error (``backend`` None)."""
@@ -91,6 +101,15 @@ class Answer:
     """The body as it arrives, for a streamed answer (``body`` is empty then)."""
     live: asyncio.Future[Answer] | None = None
     """For a streamed answer that is mirrored: set with the whole answer once it was sent on."""
+
+    def readable_body(self) -> bytes | None:
+        """The body as the revision wrote it, for the gateway's own reading: decoded from the
+        ``Content-Encoding`` it went to the client with; None when it does not decode or is over
+        READ_ANSWER_BYTES (a compressed one is stopped there, not decoded whole)."""
+        try:
+            return decoded(self.body, self.headers.get("Content-Encoding"), READ_ANSWER_BYTES)
+        except ValueError:  # TooLarge among them
+            return None
 
 
 def error_answer(status: int, message: str, headers: Mapping[str, str] | None = None) -> Answer:

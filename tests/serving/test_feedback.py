@@ -417,9 +417,9 @@ def test_the_store_is_bounded_by_rows_not_answers() -> None:
 
 def test_an_answer_too_large_to_read_on_the_event_loop_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keeping an answer parses it on the gateway's event loop; a 36 MB JSON answer would hold
-    every client's requests about half a second. Past MAX_ANSWER_BYTES (decoded) it is counted as unreadable
+    every client's requests about half a second. Past READ_ANSWER_BYTES (decoded) it is counted as unreadable
     without being parsed, compressed or not."""
-    from cutover.serving.gateway import feedback
+    from cutover.serving.gateway import feedback, proxy
 
     parsed: list[bytes] = []
     monkeypatch.setattr(feedback, "predicted", lambda body, *_: parsed.append(body))
@@ -427,7 +427,7 @@ def test_an_answer_too_large_to_read_on_the_event_loop_is_not_read(monkeypatch: 
     store = Feedback(metrics)
     backend = Backend(REVISION, "stable", "http://127.0.0.1:1", 100)
     route = Route("tests", MODEL, MODEL, (backend,), feedback=FeedbackSettings())
-    large = answer(tensor("INT64", [1], [1]), "large") + b" " * feedback.MAX_ANSWER_BYTES
+    large = answer(tensor("INT64", [1], [1]), "large") + b" " * proxy.READ_ANSWER_BYTES
     store.keep(route, Answer(200, large, {}, backend))
     store.keep(route, Answer(200, gzip.compress(large), {"Content-Encoding": "gzip"}, backend))
     assert not store.kept and parsed == [b"", b""], "nothing of the answers was parsed"

@@ -174,12 +174,12 @@ async def test_a_mirror_counts_its_answer_and_its_agreement_with_the_live_one() 
 
 
 async def test_answers_too_large_to_decode_on_the_event_loop_are_not_compared() -> None:
-    """Comparing decodes both answers on the gateway's event loop; past MAX_COMPARED_BYTES the
+    """Comparing decodes both answers on the gateway's event loop; past READ_ANSWER_BYTES the
     pair is left uncompared (the mirror's request still counts), whichever side is large."""
-    from cutover.serving.gateway import mirror
+    from cutover.serving.gateway.proxy import READ_ANSWER_BYTES
 
     small = json.dumps({"outputs": [{"name": "p", "datatype": "FP32", "shape": [1, 2], "data": [0.1, 0.9]}]})
-    large = small.encode() + b" " * mirror.MAX_COMPARED_BYTES
+    large = small.encode() + b" " * READ_ANSWER_BYTES
     metrics = GatewayMetrics()
     for live_body, mirror_body in ((large, small.encode()), (small.encode(), large)):
         mirrors = Mirrors(GatewayConfig(), FakeUpstream({CANDIDATE.url: answers(200, mirror_body)}), metrics)
