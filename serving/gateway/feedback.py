@@ -339,11 +339,6 @@ class Feedback:
             _, dropped = self.kept.popitem(last=False)
             self.rows -= len(dropped[1])
 
-    def give(self, route: Route, body: bytes) -> tuple[int, dict[str, Any]]:
-        """Take a feedback body for ``route``'s model: the status and JSON body of the answer.
-        Raises ``InvalidInput`` for a body that is refused whole."""
-        return self.take(route, *parse(body))
-
     def take(self, route: Route, items: list[Item], batch: bool) -> tuple[int, dict[str, Any]]:
         """Take the items of a feedback body ``parse`` read, for ``route``'s model: the status
         and JSON body of the answer."""

@@ -27,7 +27,7 @@ import tritonclient.http as httpclient
 
 from cutover.serving import sample_models
 from cutover.serving.gateway.app import Gateway
-from cutover.serving.gateway.feedback import MAX_ITEMS, Feedback, FeedbackSettings, predicted
+from cutover.serving.gateway.feedback import MAX_ITEMS, Feedback, FeedbackSettings, parse, predicted
 from cutover.serving.gateway.metrics import CALIBRATION_LABELS, GatewayMetrics, calibration_bin
 from cutover.serving.gateway.proxy import Answer
 from cutover.serving.gateway.routing import Backend, Route
@@ -459,14 +459,14 @@ def kept_answer(output: dict[str, Any]) -> tuple[GatewayMetrics, Feedback, Route
 )
 def test_a_truth_the_answer_could_not_give_is_a_400_not_a_wrong_answer(output: dict[str, Any], truth: Any) -> None:
     metrics, store, route = kept_answer(output)
-    status, said = store.give(route, json.dumps({"id": "id-1", "truth": truth}).encode())
+    status, said = store.take(route, *parse(json.dumps({"id": "id-1", "truth": truth}).encode()))
     assert (status, said["reason"]) == (400, "invalid") and "is not a class the answer" in said["error"], said
     labels = {"namespace": "tests", "model": MODEL, "revision": REVISION, "outcome": "incorrect"}
     assert not metrics.registry.get_sample_value("cutover_gateway_feedback_total", labels)
-    assert store.give(route, b'{"id": "id-1", "truth": 1}')[0] == 200  # the id is still open
+    assert store.take(route, *parse(b'{"id": "id-1", "truth": 1}'))[0] == 200  # the id is still open
 
 
 @pytest.mark.parametrize("truth", [2, "2", "02"])
 def test_a_class_index_given_as_text_is_the_same_class(truth: Any) -> None:
     _, store, route = kept_answer(tensor("FP32", [1, 3], [0.1, 0.2, 0.7]))
-    assert store.give(route, json.dumps({"id": "id-1", "truth": truth}).encode())[1]["correct"] == 1
+    assert store.take(route, *parse(json.dumps({"id": "id-1", "truth": truth}).encode()))[1]["correct"] == 1

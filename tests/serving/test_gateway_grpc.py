@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from cutover.serving import sample_models
 from cutover.serving.gateway.app import Gateway, GatewayConfig
+from cutover.serving.gateway.feedback import parse
 from cutover.serving.gateway.grpc_proxy import GatewayInferenceService
 from cutover.serving.grpc_server import listening
 
@@ -228,5 +229,5 @@ async def test_answers_over_grpc_are_kept_for_feedback(front: Front) -> None:
     result = await front.client.infer(MODEL, [tensor(x)], request_id="over-grpc")
     top = result.as_numpy("probabilities").argmax(axis=1).tolist()
     route = front.gateway.routes[MODEL]
-    status, answer = front.gateway.feedback.give(route, json.dumps({"id": "over-grpc", "truth": top}).encode())
+    status, answer = front.gateway.feedback.take(route, *parse(json.dumps({"id": "over-grpc", "truth": top}).encode()))
     assert (status, answer["revision"], answer["correct"]) == (200, "aaa", 2)
