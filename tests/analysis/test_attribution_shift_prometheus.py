@@ -10,12 +10,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
-from cutover.analysis import Analysis, Arms, PrometheusProvider, Result
+from cutover.analysis import Analysis, Arms, Result
 from cutover.api.v1alpha1.modeldeployment import AnalysisSpec
+from tests.analysis.ticking import ticks
 from tests.serving.support import Serving, relying_on
 from tests.support.prometheus import Prometheus
 from tests.support.waiting import wait_until
@@ -69,22 +69,17 @@ async def rollout(prometheus: Prometheus, revisions: dict[str, Serving]) -> list
     arms = Arms(f"rev-{CANDIDATE}", f"rev-{STABLE}")
     analysis = Analysis(spec, namespace="tests", model="classifier", arms=arms, started_at=time.time())
     rng = np.random.default_rng(9)
-    results = []
-    async with httpx.AsyncClient() as client:
-        provider = PrometheusProvider(client, prometheus.address, lookback=30)
-        for _ in range(5):
-            for serving in revisions.values():
-                send(serving, rng.normal(2.0, 1.0, (ROWS, 4)))
-            for serving in revisions.values():
-                explained = serving.metric("cutover_attribution_top_feature_total")
-                prometheus.wait_for(
-                    f'sum(cutover_attribution_top_feature_total{{revision="rev-{serving.version}"}}) == {explained}'
-                )
-            await asyncio.sleep(2.0)  # the analysis interval: a tick reads the growth since the last one
-            results.append(await analysis.tick(provider, time.time()))
-            if results[-1].verdict == "rollback":
-                break
-    return results
+
+    def feed(_: int) -> None:
+        for serving in revisions.values():
+            send(serving, rng.normal(2.0, 1.0, (ROWS, 4)))
+        for serving in revisions.values():
+            explained = serving.metric("cutover_attribution_top_feature_total")
+            prometheus.wait_for(
+                f'sum(cutover_attribution_top_feature_total{{revision="rev-{serving.version}"}}) == {explained}'
+            )
+
+    return await ticks(analysis, prometheus, range(5), feed, until="rollback")
 
 
 def test_a_candidate_relying_on_another_feature_is_rolled_back(

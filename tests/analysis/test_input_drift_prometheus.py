@@ -10,16 +10,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from prometheus_client import start_http_server
 
-from cutover.analysis import Analysis, Arms, PrometheusProvider, Result
+from cutover.analysis import Analysis, Arms, Result
 from cutover.api.v1alpha1.modeldeployment import AnalysisSpec
 from cutover.serving import sample_models
 from cutover.serving.drift import InputBinning
 from cutover.serving.metrics import ServingMetrics
+from tests.analysis.ticking import ticks
 from tests.support.ports import free_port
 from tests.support.prometheus import Prometheus
 
@@ -81,18 +81,13 @@ async def rollout(prometheus: Prometheus, revisions: dict[str, Revision]) -> lis
         }
     )
     analysis = Analysis(spec, namespace="shop", model="ranker", arms=Arms(CANDIDATE, STABLE), started_at=time.time())
-    results = []
-    async with httpx.AsyncClient() as client:
-        provider = PrometheusProvider(client, prometheus.address, lookback=30)
-        for seed in range(41, 46):
-            revisions[STABLE].serve(sample_models.sample_inputs(300, seed=seed))
-            revisions[CANDIDATE].serve(sample_models.sample_inputs(300, seed=seed + 100, shift=1.5))
-            scraped(prometheus, revisions)
-            await asyncio.sleep(2.0)
-            results.append(await analysis.tick(provider, time.time()))
-            if results[-1].verdict == "rollback":
-                break
-    return results
+
+    def feed(seed: int) -> None:
+        revisions[STABLE].serve(sample_models.sample_inputs(300, seed=seed))
+        revisions[CANDIDATE].serve(sample_models.sample_inputs(300, seed=seed + 100, shift=1.5))
+        scraped(prometheus, revisions)
+
+    return await ticks(analysis, prometheus, range(41, 46), feed, until="rollback")
 
 
 def test_a_candidate_sent_drifted_rows_is_rolled_back_with_every_row_counted(

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from cutover.analysis import Analysis, Arms, PostPromotionWatch, PrometheusProvider, Result, WatchResult
 from cutover.api.v1alpha1.modeldeployment import AnalysisSpec
+from tests.analysis import ticking
 from tests.support.ports import free_port
 from tests.support.prometheus import Prometheus
 
@@ -90,17 +91,13 @@ async def run(
     scraped(prometheus, exporter)
     before = dict(exporter.sent)
     analysis = Analysis(spec(), namespace="shop", model="ranker", arms=Arms(CANDIDATE, STABLE), started_at=time.time())
-    results = []
-    async with httpx.AsyncClient() as client:
-        provider = PrometheusProvider(client, prometheus.address, lookback=30)
-        for _ in range(ticks):
-            exporter.serve(STABLE, 5000, 100)
-            exporter.serve(CANDIDATE, 5000, int(5000 * candidate_error_rate))
-            scraped(prometheus, exporter)
-            await asyncio.sleep(2.0)
-            results.append(await analysis.tick(provider, time.time()))
-            if results[-1].verdict == until:
-                break
+
+    def feed(_: int) -> None:
+        exporter.serve(STABLE, 5000, 100)
+        exporter.serve(CANDIDATE, 5000, int(5000 * candidate_error_rate))
+        scraped(prometheus, exporter)
+
+    results = await ticking.ticks(analysis, prometheus, range(ticks), feed, until)
     evidence = results[-1].evidence[0]
     assert evidence.candidate_samples == exporter.sent[CANDIDATE] - before[CANDIDATE]
     assert evidence.baseline_samples == exporter.sent[STABLE] - before[STABLE]
