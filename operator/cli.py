@@ -91,6 +91,9 @@ def _serve(args: argparse.Namespace) -> int:
         PredictionCache,
         TensorSpec,
     )
+    from cutover.serving.grpc_threads import use_poll_io
+
+    use_poll_io()  # before grpc's first import
     from cutover.serving.server import ServeConfig, serve
 
     _logging(args.verbose)
@@ -230,9 +233,11 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _gateway(args: argparse.Namespace) -> int:
-
     import yaml
 
+    from cutover.serving.grpc_threads import use_poll_io
+
+    use_poll_io()  # before grpc's first import
     from cutover.serving.gateway.app import GatewayConfig
     from cutover.serving.gateway.keys import DEFAULT_TIERS, tiers_from
     from cutover.serving.gateway.main import run

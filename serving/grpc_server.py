@@ -50,6 +50,7 @@ from .grpc_protocol import (
     slow_to_decode,
     status_code,
 )
+from .grpc_threads import poller_yields
 from .pipeline import Tensors
 from .protocol import InferRequest
 from .tracing import Tracing, propagated
@@ -246,7 +247,8 @@ async def listening(
 ) -> AsyncIterator[int | None]:
     """Serve ``service`` (this module's, or the gateway's) over gRPC on ``host:port`` (0 picks a
     free port, logged; None: no gRPC) until the block ends, yielding the port; then stop taking
-    calls and give those in flight ``shutdown_grace`` seconds. Requests up to
+    calls and give those in flight ``shutdown_grace`` seconds. grpc.aio's poller thread yields to
+    the event loop (``grpc_threads.poller_yields``). Requests up to
     ``max_message_bytes`` (a larger one is RESOURCE_EXHAUSTED), answers of any size; each call
     traced with ``tracing`` when it is on."""
     if port is None:
@@ -257,6 +259,7 @@ async def listening(
     grpc_server.add_generic_rpc_handlers((parsed_in_handlers(service, tracing),))
     bound = grpc_server.add_insecure_port(f"{host}:{port}")
     await grpc_server.start()
+    poller_yields()
     log.info("gRPC listening on %s:%d", host, bound)
     try:
         yield bound

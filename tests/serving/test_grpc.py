@@ -25,6 +25,7 @@ from tritonclient.utils import InferenceServerException, deserialize_bytes_tenso
 from cutover.api.contract import PROBE_TIMEOUT_SECONDS
 from cutover.serving import sample_models
 from cutover.serving.grpc_protocol import TYPED_CONTENTS
+from cutover.serving.grpc_threads import POLL_IO_EXPERIMENTS, POLLER_NICE, use_poll_io
 from cutover.serving.protocol import DATATYPES
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
@@ -429,3 +430,33 @@ def test_liveness_answers_within_the_probe_timeout_while_three_50_mb_typed_reque
     assert len(answers) == 3
     np.testing.assert_allclose(answers[0][:100], expected(models, x[:100]), rtol=1e-6)
     assert len(answered) > 5 and max(answered) < PROBE_TIMEOUT_SECONDS, sorted(answered)[-5:]
+
+
+def test_grpcs_poller_thread_yields_to_the_event_loop(server: GrpcServing) -> None:
+    """One thread of the serving process, grpc.aio's completion-queue poller, runs at nice
+    POLLER_NICE so that its wake-ups do not preempt the event loop (``grpc_threads``); the event
+    loop's thread and the process's other threads keep theirs."""
+    assert server.process is not None
+    channel, client = stub(server.target)
+    with channel:
+        client.ServerLive(pb.ServerLiveRequest(), timeout=10)
+    nices = {}
+    for task in Path(f"/proc/{server.process.pid}/task").iterdir():
+        fields = task.joinpath("stat").read_text().rpartition(")")[2].split()
+        nices[int(task.name)] = int(fields[16])  # stat's 19th field, after pid and (comm)
+    loop = nices.pop(server.process.pid)  # 0, unless the tests themselves run niced
+    if loop >= POLLER_NICE:
+        pytest.skip(f"the tests run at nice {loop}: nothing to lower")
+    assert sorted(nices.values()) == [*[loop] * (len(nices) - 1), POLLER_NICE], nices
+
+
+def test_poll_io_is_asked_for_before_grpc_is_imported_unless_the_operator_chose() -> None:
+    environ: dict[str, str] = {}
+    assert use_poll_io(environ, imported=False)
+    assert environ == {"GRPC_EXPERIMENTS": POLL_IO_EXPERIMENTS}
+    chosen = {"GRPC_EXPERIMENTS": "event_engine_client"}
+    assert not use_poll_io(chosen, imported=False)
+    assert chosen == {"GRPC_EXPERIMENTS": "event_engine_client"}
+    late: dict[str, str] = {}
+    assert not use_poll_io(late, imported=True)  # grpc read its experiments already: it would not act
+    assert late == {}
