@@ -23,6 +23,8 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from ..errors import InvalidInput, ServingError, UpstreamError, upstream_failure
 from ..tracing import propagated
@@ -64,14 +66,24 @@ class LLMAdapter(Adapter):
 
     def _client(self) -> aiohttp.ClientSession:
         """The session to the upstream, made on first use (inside the event loop): pooled
-        keep-alive connections, ``timeout`` for connecting and for each read, proxies and CA
-        bundles from the environment (``HTTPS_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE``)."""
+        keep-alive connections, ``timeout`` for connecting and for each read, the proxy the
+        environment names for the upstream (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``), CA
+        bundles from ``SSL_CERT_FILE`` (read by OpenSSL).
+
+        The proxy is looked up once, here: aiohttp's ``trust_env`` looks it up, and ``~/.netrc``,
+        on a thread for every request, two hand-offs that added about a millisecond to each
+        streamed answer's first token on the benchmark's machine (``benchmarks/streaming.py``).
+        ``~/.netrc`` is not read; the upstream's key is ``api_key``."""
         if self._session is None:
+            proxy, proxy_auth = None, None
+            with contextlib.suppress(LookupError):  # no proxy for this upstream
+                proxy, proxy_auth = get_env_proxy_for_url(URL(self.base))
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_read=self.timeout),
                 connector=aiohttp.TCPConnector(limit=256),
-                trust_env=True,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
             )
         return self._session
 

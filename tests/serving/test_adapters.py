@@ -3,6 +3,8 @@ fallback chain, each through a real `cutover serve` process."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
 import http.server
 import json
@@ -355,6 +357,82 @@ async def test_streamed_chats_reuse_one_upstream_connection() -> None:
         finally:
             await adapter.close()
     assert len(peers) == 3 and len(set(peers)) == 1, peers
+
+
+class RecordingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A default executor that remembers what was handed to it."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.handed: list[str] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        self.handed.append(getattr(fn, "__qualname__", repr(fn)))
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_requests_to_the_upstream_hand_nothing_to_a_thread() -> None:
+    """Every hand-off to a thread and back delays the first token: aiohttp's ``trust_env`` looked up
+    the proxy and ``~/.netrc`` on a thread for every request (a millisecond of the first token in
+    benchmarks/streaming.py). The proxy is looked up once, when the session is made."""
+    executor = RecordingExecutor()
+    asyncio.get_running_loop().set_default_executor(executor)
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if not body["stream"]:
+            return web.json_response({"choices": [{"index": 0, "message": {"content": "hi"}}]})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\ndata: [DONE]\n\n')
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    async with TestServer(app) as server:
+        adapter = LLMAdapter(str(server.make_url("/")), "tiny-llm")
+        try:
+            for _ in range(2):
+                assert [c async for c in adapter.chat_stream({"model": "a", "messages": []})]
+                assert (await adapter.chat({"model": "a", "messages": []}))["choices"]
+        finally:
+            await adapter.close()
+    assert executor.handed == []
+
+
+async def test_the_upstream_is_reached_through_the_proxy_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``HTTP_PROXY`` (and ``HTTPS_PROXY``) carry the upstream's requests, ``NO_PROXY`` exempts
+    hosts, as curl and aiohttp's ``trust_env`` read them."""
+    through: list[str] = []
+
+    async def proxied(request: web.Request) -> web.Response:
+        through.append(str(request.url))  # a proxy is sent the absolute URL
+        return web.json_response({"choices": [{"index": 0, "message": {"content": "via proxy"}}]})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", proxied)
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with TestServer(app) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", str(proxy.make_url("/")))
+        adapter = LLMAdapter("http://llm.upstream.invalid:8000", "tiny-llm", timeout=5)
+        try:
+            answer = await adapter.chat({"model": "a", "messages": []})
+        finally:
+            await adapter.close()
+        assert answer["choices"][0]["message"]["content"] == "via proxy"
+        assert through == ["http://llm.upstream.invalid:8000/v1/chat/completions"]
+
+        monkeypatch.setenv("NO_PROXY", "upstream.invalid")
+        adapter = LLMAdapter("http://llm.upstream.invalid:8000", "tiny-llm", timeout=5)
+        try:
+            with pytest.raises(UpstreamError, match=re.escape("llm.upstream.invalid")):
+                await adapter.chat({"model": "a", "messages": []})
+        finally:
+            await adapter.close()
+        assert len(through) == 1
 
 
 async def test_streamed_events_are_read_however_the_upstream_frames_and_splits_them() -> None:
