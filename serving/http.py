@@ -139,6 +139,78 @@ async def request_json(request: web.Request, limit: int) -> Any:
     return json.loads(await request_body(request, limit))
 
 
+class EventStream(web.StreamResponse):
+    """A streamed answer (server-sent events) sent in as few writes as it can be without holding
+    anything back. Each write is a system call that wakes the reader: on one CPU shared with the
+    next hop, an answer whose events arrived together went out as one write per event, and the
+    next hop read none of them before the last was written.
+
+    - The headers go out with the first event, not alone at ``prepare`` (aiohttp's own switch,
+      which its ``web.Response`` turns off too).
+    - Events given to :meth:`send` while the sending task runs on (the chunks of one read from an
+      upstream) go out together in one write once that task waits, from a task of their own.
+      Nothing waits for a timer: a lone event goes out as soon as its sender waits for the next.
+    - Past ``max_pending`` bytes queued (a client that reads slower than the upstream writes),
+      :meth:`send` waits for the queue to be written, so memory stays bounded.
+
+    Call :meth:`finish` (or ``write_eof``, which calls it) before the handler returns, and
+    :meth:`abandon` when the handler ends early (cancelled: the client left)."""
+
+    _send_headers_immediately = False
+
+    def __init__(self, *, max_pending: int = 1 << 16, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_pending = max_pending
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._flusher: asyncio.Task[None] | None = None
+
+    @property
+    def pending_bytes(self) -> int:
+        """The bytes queued and not yet handed to the connection."""
+        return self._pending_bytes
+
+    async def send(self, data: bytes) -> None:
+        """Queue ``data`` to be written once the calling task waits. Raises what writing the
+        events queued before failed with (``ConnectionResetError``: the client left)."""
+        flusher = self._flusher
+        if flusher is not None and flusher.done():
+            self._flusher = None
+            flusher.result()
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        elif self._pending_bytes > self.max_pending:
+            await asyncio.shield(self._flusher)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._pending_bytes = 0
+            await super().write(data)
+
+    async def finish(self) -> None:
+        """Wait until every queued event is written; raises what writing them failed with."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            await flusher
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        await self.finish()
+        await super().write_eof(data)
+
+    def abandon(self) -> None:
+        """Drop what is queued and stop writing (the handler ends without finishing)."""
+        flusher, self._flusher = self._flusher, None
+        self._pending.clear()
+        if flusher is not None:
+            flusher.cancel()
+            if flusher.done() and not flusher.cancelled():
+                flusher.exception()  # retrieved: the client that left is logged by the handler
+
+
 async def live(request: web.Request) -> web.Response:
     """``/v2/health/live``: the process answers."""
     return json_body({"live": True})

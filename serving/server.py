@@ -358,25 +358,28 @@ class ModelServer:
 
     async def _stream(self, request: web.Request, stream: ChatStream) -> web.StreamResponse:
         """Send a started chat stream as server-sent events (``serving/openai.py``), each chunk
-        written as it comes; a failure after the start is an error event. The request is
+        sent as it comes (the chunks of one upstream read in one write, ``http.EventStream``); a
+        failure after the start is an error event. The request is
         counted with ``stream.status`` once the stream ended."""
         headers = {
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
             REVISION_HEADER: self.config.revision,
         }
-        response = web.StreamResponse(headers=propagated(headers))  # the request's traceparent, when traced
+        response = http.EventStream(headers=propagated(headers))  # the request's traceparent, when traced
         async with contextlib.aclosing(stream):
             try:
                 await response.prepare(request)
                 try:
                     async for chunk in stream:
-                        await response.write(event(chunk))
-                    await response.write(DONE)
+                        await response.send(event(chunk))
+                    await response.write_eof(DONE)
                 except ServingError as error:
-                    await response.write(event(error_object(error.status, str(error))))
+                    await response.write_eof(event(error_object(error.status, str(error))))
             except ConnectionResetError:  # the client left: closing the stream stops the upstream
                 log.info("chat stream closed by the client")
+            finally:
+                response.abandon()  # nothing, once written whole
         response[STREAMED_STATUS] = stream.status
         return response
 

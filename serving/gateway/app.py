@@ -24,7 +24,17 @@ from aiohttp import web
 from cutover.api.contract import GATEWAY_PORT, REQUEST_ID_HEADER, REVISION_HEADER
 
 from ..errors import InvalidInput
-from ..http import INLINE_BYTES, OWN_DECODING, json_body, json_errors, live, prometheus, readiness, request_body
+from ..http import (
+    INLINE_BYTES,
+    OWN_DECODING,
+    EventStream,
+    json_body,
+    json_errors,
+    live,
+    prometheus,
+    readiness,
+    request_body,
+)
 from ..openai import error_body, error_object, event
 from ..protocol import HEADER_LENGTH, decode_index_request
 from ..tracing import TRACE_HEADERS, Tracing, propagated
@@ -364,13 +374,14 @@ class Gateway:
         return await self._stream(request, answer)
 
     async def _stream(self, request: web.Request, answer: Answer) -> web.StreamResponse:
-        """Send a streamed answer on piece by piece as the revision writes it. A revision that
+        """Send a streamed answer on piece by piece as the revision writes it (its headers with the
+        first piece, ``EventStream``). A revision that
         breaks off, or is silent for ``backend_timeout`` seconds, ends it with an error event
         (the status was sent with the first byte; the revision counts its own failure); a
         client that leaves closes the revision's connection. The request is in flight until the
         end, and the answer's mirrors get it whole then."""
         assert answer.stream is not None and answer.backend is not None
-        response = web.StreamResponse(status=answer.status, headers=propagated(answer.headers))  # when traced
+        response = EventStream(status=answer.status, headers=propagated(answer.headers))  # when traced
         pieces: list[bytes] = []
         status = answer.status
         try:
@@ -379,15 +390,17 @@ class Gateway:
                 async for piece in answer.stream.pieces(self.config.backend_timeout):
                     if answer.live is not None:
                         pieces.append(piece)
-                    await response.write(piece)
+                    await response.send(piece)
+                await response.finish()
             except (Disconnected, TimeoutError) as error:
                 status = 504 if isinstance(error, TimeoutError) else 502
                 failure = f"revision {answer.backend.revision} {'went silent' if status == 504 else error} mid-stream"
                 log.warning("%s", failure)
-                await response.write(event(error_object(status, failure)))
+                await response.write_eof(event(error_object(status, failure)))
         except ConnectionResetError:
             log.info("a client left a stream from revision %s", answer.backend.revision)
         finally:
+            response.abandon()  # nothing, once written whole
             answer.stream.close()
             self.in_flight -= 1
             if answer.live is not None:

@@ -4,13 +4,15 @@ every answer, readiness, and infer and chat answers counted by status code."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Iterable
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from cutover.api.contract import REVISION_HEADER
+from cutover.serving.http import EventStream
 from cutover.serving.server import ModelServer
 
 from .test_pipeline import Classifier, config
@@ -101,3 +103,96 @@ async def test_draining_turns_readiness_to_503_while_requests_are_still_served(
     assert ready.status == 503 and await ready.json() == {"ready": False, "error": "shutting down"}
     assert await model_ready.json() == {"name": "classifier", "ready": False, "error": "shutting down"}
     assert answer.status == 200
+
+
+class CountedWrites:
+    """The transport writes of one answer: ``calls`` holds the bytes of each call."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.calls: list[bytes] = []
+        write, writelines = transport.write, transport.writelines
+
+        def counted_write(data: bytes | bytearray | memoryview) -> None:
+            self.calls.append(bytes(data))
+            write(data)
+
+        def counted_writelines(chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+            chunks = list(chunks)
+            self.calls.append(b"".join(chunks))
+            writelines(chunks)
+
+        transport.write = counted_write  # type: ignore[method-assign]
+        transport.writelines = counted_writelines  # type: ignore[method-assign]
+
+
+async def test_events_sent_together_go_out_in_one_write_with_the_headers() -> None:
+    """The headers, and the events sent before the handler next waits, are one write each time;
+    a lone event goes out as soon as the handler waits, without a timer; the last event ends the
+    body in the same write."""
+    go_on = asyncio.Event()
+    writes: list[CountedWrites] = []
+    seen_before_go: list[bytes] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        assert isinstance(request.transport, asyncio.Transport)
+        counted = CountedWrites(request.transport)
+        writes.append(counted)
+        response = EventStream(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for i in range(3):
+            await response.send(b"data: %d\n\n" % i)
+        await asyncio.sleep(0.05)  # waiting for an upstream: what was sent goes out meanwhile
+        seen_before_go.extend(counted.calls)
+        await go_on.wait()
+        await response.send(b"data: 3\n\n")
+        await response.write_eof(b"data: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/events", handler)
+    async with TestClient(TestServer(app)) as client:
+        answer = await client.get("/events")
+        assert answer.status == 200
+        first = await answer.content.readuntil(b"data: 2\n\n")
+        assert first == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"  # readable before the handler went on
+        go_on.set()
+        rest = await answer.read()
+    assert rest == b"data: 3\n\ndata: [DONE]\n\n"
+    calls = writes[0].calls
+    assert len(seen_before_go) == 1 and seen_before_go[0].startswith(b"HTTP/1.1 200")
+    assert seen_before_go[0].endswith(b"data: 0\n\ndata: 1\n\ndata: 2\n\n\r\n")
+    assert len(calls) == 3, calls  # then the lone event, then the last with the body's end
+    assert calls[2].endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+
+
+async def test_a_client_that_does_not_read_holds_the_sender_back() -> None:
+    """Past ``max_pending`` queued bytes, ``send`` waits until the queue is written, so a client
+    that stops reading stops the handler (and its upstream) rather than growing its memory."""
+    sent = 0
+    stalled = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal sent
+        response = EventStream(max_pending=1 << 16, headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        piece = b"data: " + b"x" * 1000 + b"\n\n"
+        while sent < 1 << 30:
+            try:
+                async with asyncio.timeout(0.5):
+                    await response.send(piece)
+            except TimeoutError:
+                stalled.set()
+                break
+            assert response.pending_bytes <= (1 << 16) + len(piece)
+            sent += len(piece)
+        response.abandon()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/events", handler)
+    async with TestClient(TestServer(app)) as client:
+        answer = await client.get("/events")
+        async with asyncio.timeout(30):
+            await stalled.wait()
+        answer.close()
+    assert sent < 1 << 28  # held back by the socket's buffers, not a gigabyte queued
