@@ -6,7 +6,7 @@ the handler. On a serving pod held to one core (a Guaranteed pod with one CPU un
 manager, or any pinned process) every hand-off is a context switch, and the scheduler lets a thread
 that wakes preempt the one running: measured with ghz at 8 calls in flight against ``cutover
 serve`` pinned to one CPU, grpcio 1.85, the event loop was preempted 6 times a call and a call cost
-320-370 us of CPU. Two changes take it to 205-270 us (``benchmarks/README.md``, "gRPC"):
+320-370 us of CPU. Two changes take it to 200-270 us (``benchmarks/README.md``, "gRPC"):
 
 - ``use_poll_io``: grpc's poll-based I/O (its default before EventEngine) instead of the
   EventEngine listener and endpoints, so the poller thread reads and writes the socket itself and
