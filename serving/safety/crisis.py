@@ -122,9 +122,13 @@ PARAMS = Params(epoch=60, lr=0.05, dim=16, bucket=40_000, minn=2, maxn=5, word_n
 """fastText parameters, chosen with the threshold on the dev slice: a low rate over many epochs
 gave fewer confident false positives than fastText's usual 0.5 (about 3 s to train, once per
 process; the model takes about 3 MB)."""
-MIN_WORDS = 2
+MIN_WORDS = 3
 """Real words (two or more letters, after normalisation and masking) a text needs before the
-learned score may decide: no escalation on fewer than two real words unless a rule matched."""
+learned score may decide: no escalation on fewer than three real words unless a rule matched.
+With two, one of them the cue, the score is mostly the cue's: "go live" scored 0.96, "we live"
+0.75 and "on live" (a random '0N&L1VE' read as leet) 0.37 for suicidal ideation, all escalated.
+The held-out splits have no two-word crisis that a rule misses (recall and precision unchanged,
+``benchmarks/safety.py``); two-word crises are the rules' ("kill myself", "want to die")."""
 
 _MASK = " ~ "
 _INPUT_MARK = "dirinput"

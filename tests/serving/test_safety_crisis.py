@@ -376,6 +376,26 @@ def test_random_short_strings_never_escalate_without_a_rule(text: str) -> None:
             assert reading.rules, (text, direction, findings)
 
 
+TWO_WORDS_WITH_A_CUE = ["go live", "we live", "my live", "so live", "live now", "on live", "0N&L1VE", "M0#L1VE"]
+
+
+@pytest.mark.parametrize("text", TWO_WORDS_WITH_A_CUE)
+def test_two_words_with_a_cue_are_not_enough_for_the_learned_score(text: str) -> None:
+    """Two words, one of them a cue ("live"), scored up to 0.96 for suicidal ideation and
+    escalated (found by the property test above, from '0N&L1VE' read as leet)."""
+    detector = crisis.detector(CrisisFilter(action="block"))
+    assert isinstance(detector, crisis.CrisisDetector)
+    for direction in ("input", "output"):
+        assert detector.scan(text, direction) == [], (text, direction)
+
+
+@pytest.mark.parametrize("text", ["kill myself", "k1ll mys3lf", "want to die", "quiero matarme"])
+def test_two_word_crises_are_still_found_by_the_rules(text: str) -> None:
+    detector = crisis.detector(CrisisFilter(action="block"))
+    assert isinstance(detector, crisis.CrisisDetector)
+    assert [f.category for f in detector.scan(text, "input")] == ["suicidalIdeation"]
+
+
 def test_corpus_lines_are_valid_examples() -> None:
     for split in ("train", "test"):
         path = crisis.DATA.parent / "corpus" / "crisis" / f"{split}.jsonl"
