@@ -30,8 +30,9 @@ from collections.abc import MutableMapping
 
 log = logging.getLogger("cutover.serving")
 
-POLL_IO_EXPERIMENTS = "-event_engine_listener,-event_engine_endpoint,-event_engine_for_all_other_endpoints"
-"""The value of ``GRPC_EXPERIMENTS`` that turns grpc's EventEngine I/O off (grpcio 1.85's names)."""
+POLL_IO_EXPERIMENTS = "-event_engine_listener,-event_engine_for_all_other_endpoints"
+"""The value of ``GRPC_EXPERIMENTS`` that turns grpc's EventEngine I/O off, in grpcio 1.85's
+names (it logs an error for a name it does not know: ``event_engine_endpoint`` is gone)."""
 POLLER_NICE = 10
 """The nice value of grpc.aio's completion-queue poller thread (the event loop's stays at 0)."""
 POLLER_TARGET = "_poll_wrapper"

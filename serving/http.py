@@ -154,7 +154,8 @@ class EventStream(web.StreamResponse):
       :meth:`send` waits for the queue to be written, so memory stays bounded.
 
     Call :meth:`finish` (or ``write_eof``, which calls it) before the handler returns, and
-    :meth:`abandon` when the handler ends early (cancelled: the client left)."""
+    :meth:`abandon` when the handler ends early (cancelled: the client left). ``write`` keeps
+    its place in the queue (it sends, then finishes)."""
 
     _send_headers_immediately = False
 
@@ -164,6 +165,7 @@ class EventStream(web.StreamResponse):
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._flusher: asyncio.Task[None] | None = None
+        self._ended = False
 
     @property
     def pending_bytes(self) -> int:
@@ -172,7 +174,10 @@ class EventStream(web.StreamResponse):
 
     async def send(self, data: bytes) -> None:
         """Queue ``data`` to be written once the calling task waits. Raises what writing the
-        events queued before failed with (``ConnectionResetError``: the client left)."""
+        events queued before failed with (``ConnectionResetError``: the client left), and
+        RuntimeError after ``write_eof``."""
+        if self._ended:
+            raise RuntimeError("cannot send after write_eof()")
         flusher = self._flusher
         if flusher is not None and flusher.done():
             self._flusher = None
@@ -197,7 +202,12 @@ class EventStream(web.StreamResponse):
         if flusher is not None:
             await flusher
 
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        await self.send(bytes(data))
+        await self.finish()
+
     async def write_eof(self, data: bytes = b"") -> None:
+        self._ended = True
         await self.finish()
         await super().write_eof(data)
 
@@ -205,6 +215,7 @@ class EventStream(web.StreamResponse):
         """Drop what is queued and stop writing (the handler ends without finishing)."""
         flusher, self._flusher = self._flusher, None
         self._pending.clear()
+        self._pending_bytes = 0
         if flusher is not None:
             flusher.cancel()
             if flusher.done() and not flusher.cancelled():

@@ -49,6 +49,8 @@ class LLMAdapter(Adapter):
         self.timeout = timeout
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._session: aiohttp.ClientSession | None = None
+        self._proxy: URL | None = None
+        """The proxy the upstream is reached through, once the session is made."""
         self._ready_at = 0.0
         self._ready = False
 
@@ -73,17 +75,22 @@ class LLMAdapter(Adapter):
         The proxy is looked up once, here: aiohttp's ``trust_env`` looks it up, and ``~/.netrc``,
         on a thread for every request, two hand-offs that added about a millisecond to each
         streamed answer's first token on the benchmark's machine (``benchmarks/streaming.py``).
-        ``~/.netrc`` is not read; the upstream's key is ``api_key``."""
+        The upstream's credentials never come from ``~/.netrc`` (its key is ``api_key``); the
+        proxy's may, as aiohttp reads them for a proxy named without any."""
         if self._session is None:
             proxy, proxy_auth = None, None
-            with contextlib.suppress(LookupError):  # no proxy for this upstream
+            # LookupError: no proxy for this upstream; ValueError: a URL that does not parse,
+            # which each request then fails on with a 502 naming the upstream.
+            with contextlib.suppress(LookupError, ValueError):
                 proxy, proxy_auth = get_env_proxy_for_url(URL(self.base))
+            if proxy is not None and proxy_auth is not None:  # in the URL: aiohttp's proxy_auth is deprecated
+                proxy = proxy.with_user(proxy_auth.login).with_password(proxy_auth.password)
+            self._proxy = proxy.with_user(None) if proxy is not None else None  # named in errors, without secrets
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_read=self.timeout),
                 connector=aiohttp.TCPConnector(limit=256),
                 proxy=proxy,
-                proxy_auth=proxy_auth,
             )
         return self._session
 
@@ -158,6 +165,9 @@ class LLMAdapter(Adapter):
             message = _message(json.loads(text))
         except ValueError:
             message = text[:500].strip()
+        if response.status == 407 and self._proxy is not None:  # the environment's proxy refused, not the upstream
+            refused = f"the proxy {self._proxy} refused cutover's credentials on the way to {self._name} (407)"
+            return UpstreamError(refused)
         return upstream_failure(self._name, response.status, message, response.headers.get("Retry-After"))
 
     def _transport_failure(self, error: aiohttp.ClientError | TimeoutError) -> UpstreamError:
@@ -165,6 +175,10 @@ class LLMAdapter(Adapter):
         detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         if isinstance(error, TimeoutError):  # aiohttp's connect and read timeouts are TimeoutErrors
             return UpstreamError(f"{self._name} timed out after {self.timeout:g} s ({detail})")
+        if isinstance(error, aiohttp.ClientProxyConnectionError):  # before its base class
+            return UpstreamError(f"cannot connect to the proxy for {self._name} ({detail})")
+        if isinstance(error, aiohttp.ClientHttpProxyError):
+            return UpstreamError(f"the proxy for {self._name} refused the connection ({detail})")
         if isinstance(error, aiohttp.ClientConnectorError):
             return UpstreamError(f"cannot connect to {self._name} ({detail})")
         if isinstance(error, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)):

@@ -52,23 +52,46 @@ class Disconnected(UpstreamError):
 class BodyStream:
     """The body of an answer handed over before it has arrived: iterate :meth:`pieces` for its
     bytes as they come, and :meth:`close` when done (a body abandoned before its end closes the
-    connection, which is out of step with it)."""
+    connection, which is out of step with it). Past ``max_unread`` bytes arrived and not yet
+    taken, the connection stops reading until they are: a client that reads slower than the
+    revision writes holds the revision back (its socket buffers fill) instead of growing the
+    gateway's memory by the whole answer."""
 
-    def __init__(self, connection: _Connection) -> None:
+    def __init__(self, connection: _Connection, max_unread: int = 1 << 16) -> None:
         self._connection = connection
+        self.max_unread = max_unread
         self._arrived: list[bytes] = []
+        self._unread = 0
+        self._paused = False
         self._complete = False
         self._error: UpstreamError | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.ended = False
         """Whether the body ended, failed or was abandoned."""
 
+    @property
+    def unread(self) -> int:
+        """Bytes arrived and not yet taken by :meth:`pieces`."""
+        return self._unread
+
     def feed(self, data: bytes) -> None:
         self._arrived.append(data)
+        self._unread += len(data)
+        transport = self._connection.transport
+        if self._unread > self.max_unread and not self._paused and transport is not None:
+            transport.pause_reading()
+            self._paused = True
         self._wake()
+
+    def _resume(self) -> None:
+        transport = self._connection.transport
+        if self._paused and transport is not None and not transport.is_closing():
+            transport.resume_reading()
+        self._paused = False
 
     def end(self) -> None:
         self.ended = self._complete = True
+        self._resume()  # the connection goes back to the pool reading
         self._wake()
 
     def fail(self, error: UpstreamError) -> None:
@@ -95,6 +118,8 @@ class BodyStream:
             if self._arrived:
                 piece = self._arrived[0] if len(self._arrived) == 1 else b"".join(self._arrived)
                 self._arrived.clear()
+                self._unread = 0
+                self._resume()
                 yield piece
             elif self._error is not None:
                 raise self._error

@@ -4,6 +4,7 @@ fallback chain, each through a real `cutover serve` process."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import hashlib
 import http.server
@@ -605,3 +606,50 @@ def test_safe_default_is_the_last_word(tmp_path: Path) -> None:
         np.testing.assert_array_equal(answer, [[1, 0, 0]])
     finally:
         serving.stop()
+
+
+async def test_proxy_failures_and_bad_upstream_urls_are_named_as_what_they_are(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A proxy that cannot be reached or refuses cutover's credentials is named as the proxy (not
+    as the upstream refusing its API key); an upstream URL that does not parse is a 502 naming the
+    upstream, never a ValueError out of the adapter."""
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    request = {"model": "a", "messages": []}
+
+    credentials: list[str | None] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        credentials.append(request.headers.get("Proxy-Authorization"))
+        return web.Response(status=407, headers={"Proxy-Authenticate": 'Basic realm="proxy"'})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", refuse)
+    async with TestServer(app) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", str(proxy.make_url("/")).replace("http://", "http://who:secret@"))
+        adapter = LLMAdapter("http://llm.upstream.invalid:8000", "tiny-llm", timeout=5)
+        try:
+            with pytest.raises(UpstreamError, match=r"the proxy http://127\.0\.0\.1:[0-9]+/? refused") as refused:
+                await adapter.chat(request)
+        finally:
+            await adapter.close()
+        assert "secret" not in str(refused.value)
+        assert credentials == ["Basic " + base64.b64encode(b"who:secret").decode()]  # sent, and only to the proxy
+
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")
+    adapter = LLMAdapter("http://llm.upstream.invalid:8000", "tiny-llm", timeout=5)
+    try:
+        with pytest.raises(UpstreamError, match="cannot connect to the proxy for the upstream"):
+            await adapter.chat(request)
+    finally:
+        await adapter.close()
+
+    for url in ("http://host:99999", "http://[::1"):
+        adapter = LLMAdapter(url, "tiny-llm", timeout=5)
+        try:
+            with pytest.raises(UpstreamError):
+                await adapter.chat(request)
+            assert not await adapter.ready() and adapter.not_ready_reason
+        finally:
+            await adapter.close()

@@ -448,6 +448,7 @@ def test_grpcs_poller_thread_yields_to_the_event_loop(server: GrpcServing) -> No
     if loop >= POLLER_NICE:
         pytest.skip(f"the tests run at nice {loop}: nothing to lower")
     assert sorted(nices.values()) == [*[loop] * (len(nices) - 1), POLLER_NICE], nices
+    assert "Unknown experiment" not in server.log_path.read_text()  # every name in GRPC_EXPERIMENTS is grpcio's
 
 
 def test_poll_io_is_asked_for_before_grpc_is_imported_unless_the_operator_chose() -> None:

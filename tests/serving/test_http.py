@@ -196,3 +196,41 @@ async def test_a_client_that_does_not_read_holds_the_sender_back() -> None:
             await stalled.wait()
         answer.close()
     assert sent < 1 << 28  # held back by the socket's buffers, not a gigabyte queued
+
+
+async def test_writes_keep_their_place_and_nothing_is_sent_after_the_end() -> None:
+    """``write`` goes behind what was sent before it; ``send`` after ``write_eof`` raises at once
+    (before, it was dropped and its task's error went unretrieved); ``abandon`` empties the
+    queue, its count included."""
+    failures: list[str] = []
+    left: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = EventStream(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.send(b"A")
+        await response.write(b"B")
+        await response.send(b"C")
+        await response.write_eof(b"D")
+        try:
+            await response.send(b"E")
+        except RuntimeError as error:
+            failures.append(str(error))
+        return response
+
+    async def abandoned(request: web.Request) -> web.StreamResponse:
+        response = EventStream(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.send(b"x" * 100)  # queued; its flush has not run yet
+        response.abandon()
+        left.append(response.pending_bytes)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/events", handler)
+    app.router.add_get("/abandoned", abandoned)
+    async with TestClient(TestServer(app)) as client:
+        assert await (await client.get("/events")).read() == b"ABCD"
+        assert await (await client.get("/abandoned")).read() == b""
+    assert failures == ["cannot send after write_eof()"]
+    assert left == [0]

@@ -176,3 +176,46 @@ async def test_an_answer_to_head_ends_with_its_headers_whatever_length_it_announ
     assert heads == [b"HEAD", b"GET"]
     listener.close()
     await upstream.close()
+
+
+async def test_an_event_stream_nobody_reads_holds_the_revision_back() -> None:
+    """A streamed answer is read ahead by at most ``max_unread`` bytes (plus one network read):
+    a client that stops reading no longer has the gateway hold the revision's whole answer
+    (100 MB read into memory before). Read to its end, the answer is whole and in order, and the
+    connection goes back to the pool reading."""
+    events = 4000
+    sent = asyncio.Event()
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for i in range(events):
+            await response.write(b"data: %06d " % i + b"x" * 5000 + b"\n\n")
+        sent.set()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", stream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    url = f"http://{host}:{port}"
+    client = Upstream()
+    try:
+        answer = await client.request("POST", url, "/v1/chat/completions", body=b"{}", timeout=10, stream=True)
+        assert answer.stream is not None
+        await asyncio.sleep(1.0)  # nobody reads; the revision fills its socket and waits
+        assert not sent.is_set()
+        assert answer.stream.unread <= answer.stream.max_unread + (1 << 18)
+        body = b"".join([piece async for piece in answer.stream.pieces(10)])
+        assert sent.is_set()
+        assert body.count(b"data: ") == events
+        assert [int(line[6:12]) for line in body.split(b"\n\n") if line] == list(range(events))
+        again = await client.request("POST", url, "/v1/chat/completions", body=b"{}", timeout=10, stream=True)
+        assert again.stream is not None
+        assert len(b"".join([piece async for piece in again.stream.pieces(10)])) == len(body)
+        assert client.opened == 1  # the paused connection was resumed before it went back to the pool
+    finally:
+        await client.close()
+        await runner.cleanup()
