@@ -12,7 +12,8 @@ import json
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -347,16 +348,10 @@ async def test_streamed_chats_reuse_one_upstream_connection() -> None:
         await response.write(b"data: [DONE]\n\n")
         return response  # aiohttp sends the last chunk (0 CRLF CRLF) after this, on its own
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    async with TestServer(app) as server:
-        adapter = LLMAdapter(str(server.make_url("/")), "tiny-llm")
-        try:
-            for _ in range(3):
-                chunks = [c async for c in adapter.chat_stream({"model": "a", "messages": []})]
-                assert [c["choices"][0]["delta"]["content"] for c in chunks] == ["hi"]
-        finally:
-            await adapter.close()
+    async with adapter_for(chat) as adapter:
+        for _ in range(3):
+            chunks = [c async for c in adapter.chat_stream({"model": "a", "messages": []})]
+            assert [c["choices"][0]["delta"]["content"] for c in chunks] == ["hi"]
     assert len(peers) == 3 and len(set(peers)) == 1, peers
 
 
@@ -388,16 +383,10 @@ async def test_requests_to_the_upstream_hand_nothing_to_a_thread() -> None:
         await response.write(b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\ndata: [DONE]\n\n')
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    async with TestServer(app) as server:
-        adapter = LLMAdapter(str(server.make_url("/")), "tiny-llm")
-        try:
-            for _ in range(2):
-                assert [c async for c in adapter.chat_stream({"model": "a", "messages": []})]
-                assert (await adapter.chat({"model": "a", "messages": []}))["choices"]
-        finally:
-            await adapter.close()
+    async with adapter_for(chat) as adapter:
+        for _ in range(2):
+            assert [c async for c in adapter.chat_stream({"model": "a", "messages": []})]
+            assert (await adapter.chat({"model": "a", "messages": []}))["choices"]
     assert executor.handed == []
 
 
@@ -485,16 +474,23 @@ async def test_an_upstream_that_never_ends_a_line_is_cut_off_with_a_named_error(
         await streamed_from(chat)
 
 
-async def streamed_from(chat: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> list[dict[str, Any]]:
-    """The chunks the adapter streams from an upstream whose chat completions ``chat`` answers."""
+@asynccontextmanager
+async def adapter_for(chat: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[LLMAdapter]:
+    """An LLM adapter whose upstream's chat completions ``chat`` answers, closed after."""
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
     async with TestServer(app) as server:
         adapter = LLMAdapter(str(server.make_url("/")), "tiny-llm")
         try:
-            return [c async for c in adapter.chat_stream({"model": "a", "messages": []})]
+            yield adapter
         finally:
             await adapter.close()
+
+
+async def streamed_from(chat: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> list[dict[str, Any]]:
+    """The chunks the adapter streams from an upstream whose chat completions ``chat`` answers."""
+    async with adapter_for(chat) as adapter:
+        return [c async for c in adapter.chat_stream({"model": "a", "messages": []})]
 
 
 @pytest.fixture
