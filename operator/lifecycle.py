@@ -114,10 +114,21 @@ class Stopped:
 
     def wakes(self, event: asyncio.Event) -> None:
         """Set ``event`` too when the loop is asked to stop (now, if it already was): a loop
-        then waits on one event for a poke and for its stop."""
+        then waits on one event for a poke and for its stop. :meth:`forget` it when the loop ends."""
         self._wakes.append(event)
         if self:
             event.set()
+
+    def forget(self, event: asyncio.Event) -> None:
+        """Stop setting ``event`` (its loop ended: a loop restarted after a failure brings a new
+        one, and the old ones would pile up)."""
+        with contextlib.suppress(ValueError):
+            self._wakes.remove(event)
+
+    @property
+    def waking(self) -> int:
+        """How many events a stop would set."""
+        return len(self._wakes)
 
     async def wait(self) -> None:
         await self._event.wait()
@@ -451,4 +462,5 @@ async def serve(
                 if not stopped:
                     await asyncio.sleep(coalesce)
     finally:
+        stopped.forget(wake)
         forget(wake)

@@ -272,6 +272,25 @@ def test_a_loop_asked_to_stop_returns_without_waiting_out_its_delay() -> None:
     assert not memory.wakes
 
 
+def test_a_loop_that_ends_leaves_no_wake_up_behind_in_its_stop() -> None:
+    """A loop restarted after a failure that escaped it registers a new wake-up with the same
+    ``Stopped``; the ended loop's must go, or they pile up one per restart."""
+    memory = LoopMemory()
+    stopped = Stopped()
+
+    async def failing() -> float:
+        raise asyncio.CancelledError  # escapes serve(), as a failure the loop does not catch would
+
+    async def run() -> None:
+        for _ in range(3):
+            with pytest.raises(asyncio.CancelledError):
+                await serve(memory, KEY, stopped, failing)
+            assert stopped.waking == 0
+
+    asyncio.run(run())
+    assert not memory.wakes
+
+
 # ----------------------------------------------------------------------------- the loops
 
 
