@@ -62,7 +62,6 @@ class BodyStream:
         self.max_unread = max_unread
         self._arrived: list[bytes] = []
         self._unread = 0
-        self._paused = False
         self._complete = False
         self._error: UpstreamError | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -78,16 +77,14 @@ class BodyStream:
         self._arrived.append(data)
         self._unread += len(data)
         transport = self._connection.transport
-        if self._unread > self.max_unread and not self._paused and transport is not None:
+        if self._unread > self.max_unread and transport is not None and transport.is_reading():
             transport.pause_reading()
-            self._paused = True
         self._wake()
 
     def _resume(self) -> None:
         transport = self._connection.transport
-        if self._paused and transport is not None and not transport.is_closing():
+        if transport is not None and not transport.is_closing() and not transport.is_reading():
             transport.resume_reading()
-        self._paused = False
 
     def end(self) -> None:
         self.ended = self._complete = True

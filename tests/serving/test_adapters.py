@@ -390,6 +390,15 @@ async def test_requests_to_the_upstream_hand_nothing_to_a_thread() -> None:
     assert executor.handed == []
 
 
+@pytest.fixture
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy in the environment, whatever the machine's: each test names its own."""
+    for name in ("http", "https", "all", "no"):
+        monkeypatch.delenv(f"{name}_proxy", raising=False)
+        monkeypatch.delenv(f"{name.upper()}_PROXY", raising=False)
+
+
+@pytest.mark.usefixtures("no_proxies")
 async def test_the_upstream_is_reached_through_the_proxy_the_environment_names(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -403,8 +412,6 @@ async def test_the_upstream_is_reached_through_the_proxy_the_environment_names(
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", proxied)
-    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
     async with TestServer(app) as proxy:
         monkeypatch.setenv("HTTP_PROXY", str(proxy.make_url("/")))
         adapter = LLMAdapter("http://llm.upstream.invalid:8000", "tiny-llm", timeout=5)
@@ -604,14 +611,13 @@ def test_safe_default_is_the_last_word(tmp_path: Path) -> None:
         serving.stop()
 
 
+@pytest.mark.usefixtures("no_proxies")
 async def test_proxy_failures_and_bad_upstream_urls_are_named_as_what_they_are(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A proxy that cannot be reached or refuses cutover's credentials is named as the proxy (not
     as the upstream refusing its API key); an upstream URL that does not parse is a 502 naming the
     upstream, never a ValueError out of the adapter."""
-    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
     request = {"model": "a", "messages": []}
 
     credentials: list[str | None] = []
