@@ -42,8 +42,10 @@ Then gRPC (the Open Inference Protocol's inference.GRPCInferenceService): cutove
 built with `go install` into .bench/) pinned to CPU 0 with GOMAXPROCS 1: the same fixed input in
 raw_input_contents (what tritonclient.grpc sends), a fixed number of calls in flight (the concurrency) on one
 HTTP/2 connection, calls in flight at the end waited for; each server must first answer the fixed input over
-gRPC with the in-process probabilities, and a call that is not OK aborts the run. `--servers
-cutover-grpc,mlserver-grpc` runs this part alone.
+gRPC with the in-process probabilities, and a call that is not OK aborts the run. Beside them grpc-floor
+(benchmarks/grpc_floor.py): grpc.aio run as cutover serve runs it, answering every call with one serialized
+answer and nothing decoded or run, the most any server on grpc.aio (MLServer's too) can do here. `--servers
+cutover-grpc,mlserver-grpc,grpc-floor` runs this part alone.
 
 The limit is onnxruntime called in this process on the same input (pinned to CPU 1 as well); the cost of
 decoding the JSON body and encoding the response with the standard library is printed beside it.
@@ -890,7 +892,7 @@ def report(
 
 GHZ_VERSION = "v0.93.0"  # github.com/bojand/ghz, the newest its module path resolves to on the Go proxy
 GRPC_CALL = "inference.GRPCInferenceService/ModelInfer"
-GRPC_LABELS = ("cutover-grpc", "mlserver-grpc")
+GRPC_LABELS = ("cutover-grpc", "mlserver-grpc", "grpc-floor")
 
 
 def ensure_ghz() -> Path:
@@ -925,10 +927,39 @@ def grpc_request_files(folder: Path) -> tuple[Path, Path]:
     return protoset, data
 
 
-def grpc_servers(model: Path) -> list[Server]:
-    """cutover serve with its gRPC port, and the tuned MLServer (whose gRPC port is always on), as above."""
+def grpc_servers(model: Path, expected: np.ndarray) -> list[Server]:
+    """cutover serve with its gRPC port, the tuned MLServer (whose gRPC port is always on), as above, and
+    grpc.aio's floor (benchmarks/grpc_floor.py: the ``expected`` answer, serialized once, for every call)."""
+    from tritonclient.grpc import service_pb2
+
     by_label = {server.label: server for server in servers(model)}
     cutover, mlserver = by_label["cutover"], by_label["mlserver"]
+    answer_file = BENCH / "run" / "grpc-floor-answer.pb"
+
+    def write_answer(ports: dict[str, int]) -> None:
+        answer = service_pb2.ModelInferResponse(model_name=MODEL, model_version="1", id="floor")
+        answer.outputs.add(name="probabilities", datatype="FP32", shape=list(expected.shape))
+        answer.raw_output_contents.append(expected.astype("<f4").tobytes())
+        answer_file.parent.mkdir(parents=True, exist_ok=True)
+        answer_file.write_bytes(answer.SerializeToString())
+
+    floor = Server(
+        label="grpc-floor",
+        description="grpc.aio answering every call with one serialized answer, nothing decoded or run "
+        "(benchmarks/grpc_floor.py; uvloop, poll-based I/O, poller at nice 10, as cutover serve)",
+        command=lambda ports: [
+            sys.executable,
+            str(REPO / "benchmarks" / "grpc_floor.py"),
+            "--answer",
+            str(answer_file),
+            "--grpc-port",
+            str(ports["grpc"]),
+            "--http-port",
+            str(ports["http"]),
+        ],
+        ports=("http", "grpc"),
+        prepare=write_answer,
+    )
     return [
         replace(
             cutover,
@@ -938,6 +969,7 @@ def grpc_servers(model: Path) -> list[Server]:
             ports=("http", "grpc"),
         ),
         replace(mlserver, label="mlserver-grpc", description=f"{mlserver.description}, its gRPC port"),
+        floor,
     ]
 
 
@@ -997,7 +1029,7 @@ def grpc_benchmark(
     model: Path, expected: np.ndarray, wanted: Sequence[str] | None, args: argparse.Namespace
 ) -> dict[str, dict[int, Run]]:
     """cutover serve against MLServer over gRPC, as the wrk runs above but driven by ghz (pinned the same way)."""
-    chosen = [server for server in grpc_servers(model) if wanted is None or server.label in wanted]
+    chosen = [server for server in grpc_servers(model, expected) if wanted is None or server.label in wanted]
     if not chosen:
         return {}
     tool = ensure_ghz()
@@ -1014,31 +1046,48 @@ def grpc_benchmark(
 
 
 def grpc_report(results: dict[str, dict[int, Run]], concurrencies: Sequence[int]) -> None:
-    """The gRPC pair side by side, and the target: >= TARGET_THROUGHPUT_RATIO x MLServer at equal or lower p99."""
-    if set(GRPC_LABELS) - set(results):
+    """The gRPC pair side by side, and the target: >= TARGET_THROUGHPUT_RATIO x MLServer at equal or lower p99.
+    With grpc-floor measured too, its throughput over MLServer's is the most any server on grpc.aio could show
+    here; a target point the floor itself misses is marked out of reach."""
+    if {"cutover-grpc", "mlserver-grpc"} - set(results):
         return
-    ours, theirs = results["cutover-grpc"], results["mlserver-grpc"]
+    ours, theirs, floor = results["cutover-grpc"], results["mlserver-grpc"], results.get("grpc-floor")
     print()
     print("gRPC: cutover / mlserver (ghz, one connection, batching off in both)")
     print(
         f"{'concurrency':<12} {'req/s cutover':>14} {'req/s mlserver':>15} {'throughput x':>13} "
         f"{'p99 cutover':>12} {'p99 mlserver':>13} {'cpu us/call cutover':>20} {'mlserver':>9} {'cpu x':>6}"
-        f"  target (>= {TARGET_THROUGHPUT_RATIO:g}x at equal or lower p99)"
+        + (f" {'req/s floor':>12} {'floor x':>8} {'cutover/floor':>14}" if floor else "")
+        + f"  target (>= {TARGET_THROUGHPUT_RATIO:g}x at equal or lower p99)"
     )
     for connections in concurrencies:
         a, b = ours[connections], theirs[connections]
         ratio = a.throughput / b.throughput
         met = ratio >= TARGET_THROUGHPUT_RATIO and a.p99_us <= b.p99_us
-        print(
+        verdict = "met" if met else "NOT met"
+        line = (
             f"{connections:<12} {a.throughput:14.0f} {b.throughput:15.0f} {ratio:13.2f} "
             f"{a.p99_us / 1000:12.2f} {b.p99_us / 1000:13.2f} {cpu_per_call(a):20.0f} {cpu_per_call(b):9.0f} "
-            f"{cpu_per_call(b) / cpu_per_call(a):6.2f}  {'met' if met else 'NOT met'}"
+            f"{cpu_per_call(b) / cpu_per_call(a):6.2f}"
         )
+        if floor:
+            f = floor[connections]
+            reach = f.throughput / b.throughput
+            line += f" {f.throughput:12.0f} {reach:8.2f} {a.throughput / f.throughput:14.2f}"
+            if not met and reach < TARGET_THROUGHPUT_RATIO:
+                verdict += f" (out of reach on grpc.aio: its floor is {reach:.2f}x)"
+        print(f"{line}  {verdict}")
     print(
         "cpu us/call: the server's CPU time per answered call (its CPU share over its throughput), which other "
         "programs on the machine change less than req/s: a single-threaded server's req/s on an idle core is about "
         "1e6 over it, so 'cpu x' is the throughput ratio an idle machine would show"
     )
+    if floor:
+        print(
+            "floor: grpc.aio answering one serialized answer to every call, nothing decoded or run "
+            "(benchmarks/grpc_floor.py); 'floor x' is its throughput over MLServer's (MLServer serves on grpc.aio "
+            "too), the most a grpc.aio server reaches here; 'cutover/floor' is cutover's share of it"
+        )
 
 
 def cpu_per_call(run: Run) -> float:
