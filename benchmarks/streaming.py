@@ -12,6 +12,9 @@ adds; with a model's pace (20 ms a token) the SafetyPolicy's cost shows: it rele
 before the first sentence is complete and screened (``--paced-requests`` of them: each takes
 the upstream's whole answer, 0.7 s). Target: the whole path (the gateway, then `cutover serve`)
 adds at most 1 ms to the upstream's own time to the first token; each hop's share is printed.
+Beside them, two byte relays (uvloop, nothing parsed) in the places of the gateway and `cutover
+serve` give the floor: what two hops add on this machine whatever runs in them, so the report
+can tell the machine's share of the added time from cutover's.
 The upstream and the client share CPU 0, the servers and the gateway CPU 1, when both are there
 (``--float``: nowhere in particular, for a machine where other work is pinned to CPU 1).
 """
@@ -115,12 +118,37 @@ async def _serve_forever(app: object, port: int) -> None:
     await runner.cleanup()
 
 
+async def relay(port: int, target: int) -> None:
+    """A byte relay: each connection accepted on ``port`` gets one of its own to ``target``, and
+    whatever either side sends is written to the other as it is read, nothing parsed. Two of them
+    in the places of the gateway and cutover serve are the floor of two hops on this machine."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(1 << 16):
+                writer.write(data)
+        finally:
+            writer.close()
+
+    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        onward_reader, onward_writer = await asyncio.open_connection("127.0.0.1", target)
+        await asyncio.gather(pipe(reader, onward_writer), pipe(onward_reader, writer))
+
+    server = await asyncio.start_server(connected, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
 def role(argv: list[str]) -> None:
-    """``--role upstream PORT TOKEN_MS`` or ``--role gateway PORT BACKEND``: run one process on uvloop."""
+    """``--role upstream PORT TOKEN_MS``, ``--role gateway PORT BACKEND`` or ``--role relay PORT
+    TARGET_PORT``: run one process on uvloop."""
     import uvloop
 
     kind, port = argv[0], int(argv[1])
-    main = upstream(port, float(argv[2])) if kind == "upstream" else gateway(port, argv[2])
+    if kind == "relay":
+        main = relay(port, int(argv[2]))
+    else:
+        main = upstream(port, float(argv[2])) if kind == "upstream" else gateway(port, argv[2])
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main)
 
@@ -182,7 +210,7 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
     policy.write_text(json.dumps(safety.policy_document(["crisis", "toxicity", "pii", "advice", "bias"])))
     try:
         for token_ms in args.token_ms:
-            ports = {name: bench.free_port() for name in ("upstream", "serve", "guarded", "gateway")}
+            ports = {name: bench.free_port() for name in ("upstream", "serve", "guarded", "gateway", "near", "far")}
             me = [sys.executable, str(Path(__file__).resolve()), "--role"]
             up = start(bench.WRK_CPU, [*me, "upstream", str(ports["upstream"]), str(token_ms)], "upstream")
             ready(ports["upstream"], "/v1/models", up, "upstream")
@@ -196,6 +224,10 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
             backend = f"http://127.0.0.1:{ports['serve']}"
             gw = start(bench.SERVER_CPU, [*me, "gateway", str(ports["gateway"]), backend], "gateway")
             ready(ports["gateway"], "/v2/health/ready", gw, "gateway")
+            # The floor: two byte relays where the gateway and cutover serve run (near: the client's side).
+            far = start(bench.SERVER_CPU, [*me, "relay", str(ports["far"]), str(ports["upstream"])], "far relay")
+            near = start(bench.SERVER_CPU, [*me, "relay", str(ports["near"]), str(ports["far"])], "near relay")
+            ready(ports["near"], "/v1/models", near, "relays")
 
             body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True})
             path = "/v1/chat/completions"
@@ -204,6 +236,7 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
                 "cutover serve": Client(ports["serve"], path, body.encode()),
                 "gateway → serve": Client(ports["gateway"], path, body.encode(), f"Authorization: Bearer {KEY}\r\n"),
                 "serve + SafetyPolicy": Client(ports["guarded"], path, body.encode()),
+                "two byte relays": Client(ports["near"], path, body.encode()),
             }
             requests = args.paced_requests if token_ms else args.requests
             print(f"upstream {token_ms:g} ms a token; {requests} requests each, interleaved", flush=True)
@@ -212,6 +245,8 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
                 ("cutover serve", processes[1], bench.SERVER_CPU),
                 ("cutover serve + policy", processes[2], bench.SERVER_CPU),
                 ("cutover gateway", gw, bench.SERVER_CPU),
+                ("relays", far, bench.SERVER_CPU),
+                ("relays", near, bench.SERVER_CPU),
             ):
                 if not args.float:
                     print("  " + bench.check_cpu(name, [process.pid], cpu))
@@ -234,6 +269,11 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
             serve_added = paired(times["cutover serve"], times["upstream directly"])
             added = paired(times["gateway → serve"], times["cutover serve"])
             print(f"    of which cutover serve {serve_added:.3f} ms, the gateway {added:.3f} ms")
+            floor = paired(times["two byte relays"], times["upstream directly"])
+            print(
+                f"  two byte relays in their places add {floor:.3f} ms (the floor of two hops here): "
+                f"cutover's own work adds {whole - floor:.3f} ms above it"
+            )
             # CPU time is what a busy machine cannot inflate: the gateway's own work per streamed answer.
             rounds = requests + (args.warmup if not token_ms else 2)
             spent = {name: (bench.cpu_seconds(process.pid) - before[name]) / rounds * 1000 for name, process in (
