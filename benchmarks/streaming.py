@@ -245,8 +245,8 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
                 ("cutover serve", processes[1], bench.SERVER_CPU),
                 ("cutover serve + policy", processes[2], bench.SERVER_CPU),
                 ("cutover gateway", gw, bench.SERVER_CPU),
-                ("relays", far, bench.SERVER_CPU),
-                ("relays", near, bench.SERVER_CPU),
+                ("far relay", far, bench.SERVER_CPU),
+                ("near relay", near, bench.SERVER_CPU),
             ):
                 if not args.float:
                     print("  " + bench.check_cpu(name, [process.pid], cpu))
@@ -270,9 +270,10 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
             added = paired(times["gateway → serve"], times["cutover serve"])
             print(f"    of which cutover serve {serve_added:.3f} ms, the gateway {added:.3f} ms")
             floor = paired(times["two byte relays"], times["upstream directly"])
+            above = paired(times["gateway → serve"], times["two byte relays"])
             print(
                 f"  two byte relays in their places add {floor:.3f} ms (the floor of two hops here): "
-                f"cutover's own work adds {whole - floor:.3f} ms above it"
+                f"cutover's own work adds {above:.3f} ms above it"
             )
             # CPU time is what a busy machine cannot inflate: the gateway's own work per streamed answer.
             rounds = requests + (args.warmup if not token_ms else 2)
