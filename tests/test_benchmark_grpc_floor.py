@@ -1,6 +1,7 @@
-"""benchmarks/serving.py measures grpc.aio's floor (benchmarks/grpc_floor.py) beside cutover serve and MLServer:
-the floor must pass the same answer check as the servers, and the report must tell a target point missed
-because of cutover's own work from one no grpc.aio server could reach."""
+"""benchmarks/serving.py measures the floor of cutover's gRPC server (benchmarks/grpc_floor.py: grpc.aio as
+cutover serve runs it, answering without any work) beside cutover serve and MLServer: the floor must run grpc as
+cutover serve does and pass the same answer check as the servers, and the report must tell a target point missed
+because of cutover's own work from one the floor misses too."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def test_the_floor_runs_grpc_as_cutover_serve_does(floor: tuple[bench.Running, n
     running, _ = floor
     with grpc.insecure_channel(f"127.0.0.1:{running.ports['grpc']}") as channel:
         infer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
-        for _ in range(2000):  # with EventEngine's I/O, about 40 us of its threads' CPU a call: 8 ticks
+        for _ in range(2000):  # with EventEngine's I/O its threads took 4 ticks here
             infer(service_pb2.ModelInferRequest(model_name=bench.MODEL), timeout=10)
     nice = [int(Path(task, "stat").read_text().rsplit(")", 1)[1].split()[16]) for task in threads(running)]
     assert nice.count(POLLER_NICE) == 1, nice
