@@ -37,6 +37,9 @@ async def serve(answer: bytes, grpc_port: int, http_port: int) -> None:
     import grpc
     from aiohttp import web
 
+    from cutover.serving.config import ServeConfig
+    from cutover.serving.grpc_server import server_options
+
     async def model_infer(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         return answer
 
@@ -52,8 +55,7 @@ async def serve(answer: bytes, grpc_port: int, http_port: int) -> None:
     app.router.add_get("/v2/health/ready", ready)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.max_send_message_length", -1)]
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(options=server_options(ServeConfig.max_request_bytes))  # serve's, by default
     server.add_generic_rpc_handlers((handler,))
     server.add_insecure_port(f"127.0.0.1:{grpc_port}")
     try:

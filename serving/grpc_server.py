@@ -235,6 +235,12 @@ def parsed_in_handlers(
     return grpc.method_handlers_generic_handler(described.full_name, handlers)
 
 
+def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """grpc's channel arguments for a server that takes requests of up to ``max_message_bytes``
+    (a larger one is RESOURCE_EXHAUSTED) and sends answers of any size."""
+    return [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", -1)]
+
+
 @asynccontextmanager
 async def listening(
     service: service_pb2_grpc.GRPCInferenceServiceServicer,
@@ -254,8 +260,7 @@ async def listening(
     if port is None:
         yield None
         return
-    options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", -1)]
-    grpc_server = grpc.aio.server(options=options)
+    grpc_server = grpc.aio.server(options=server_options(max_message_bytes))
     grpc_server.add_generic_rpc_handlers((parsed_in_handlers(service, tracing),))
     bound = grpc_server.add_insecure_port(f"{host}:{port}")
     await grpc_server.start()
