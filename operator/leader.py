@@ -62,6 +62,9 @@ logger = logging.getLogger("cutover.operator.leader")
 LOST_EXIT_CODE = 3
 """The process's exit status when it stopped leading without being asked to stop."""
 
+STOP_POLL_SECONDS = 0.1
+"""How often a standby waiting for the Lease looks whether it was asked to stop."""
+
 LEASE_API = "coordination.k8s.io/v1"
 
 
@@ -167,8 +170,9 @@ def released(lease: dict[str, Any], now: datetime) -> dict[str, Any]:
 class Elector:
     """Takes and keeps the Lease on a thread of its own.
 
-    ``start()`` begins; ``wait_leading()`` blocks until this process leads; ``stop()`` (after the
-    work that needed leadership has stopped) gives the Lease up and ends the thread. When a
+    ``start()`` begins; ``wait_leading(stop)`` blocks until this process leads or ``stop`` is set;
+    ``stop()`` (after the work that needed leadership has stopped) gives the Lease up and ends the
+    thread. When a
     renewal does not succeed within ``renew_deadline``, or the Lease turns out to be another's,
     the process exits at once with :data:`LOST_EXIT_CODE`.
     """
@@ -189,8 +193,15 @@ class Elector:
         )
         self._thread.start()
 
-    def wait_leading(self) -> None:
-        self.leading.wait()
+    def wait_leading(self, stop: threading.Event) -> bool:
+        """Block until this process leads (True) or ``stop`` is set first (False; the election
+        goes on until ``stop()``). ``stop`` is looked at every tenth of a second: it is set by a
+        signal handler, which cannot safely wake a wait on an Event the interrupted thread may
+        be inside of."""
+        while not self.leading.wait(STOP_POLL_SECONDS):
+            if stop.is_set():
+                return False
+        return True
 
     def stop(self) -> None:
         """Stop renewing and release the Lease if this process holds it; returns when done."""

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,6 +29,9 @@ from .lifecycle import Shard
 from .verdicts import FileVerdicts, PrometheusVerdicts, VerdictSource
 
 logger = logging.getLogger("cutover.operator")
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+"""The signals that stop the operator, as they stop kopf."""
 
 
 LEGACY_FINALIZER = f"{GROUP}/finalizer"
@@ -144,51 +149,87 @@ def run(
     namespaces: list[str],
     verdicts_from: Path | None = None,
     metrics_port: int | None = 8000,
-    stop_flag: threading.Event | None = None,
-    ready_flag: threading.Event | None = None,
     serving_otlp_endpoint: str | None = None,
     leader_election: LeaseSettings | None = None,
     shard: Shard | None = None,
     serving_ingress: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Run until stopped (Ctrl-C, SIGTERM, or ``stop_flag``); serving pods export their spans
-    to ``serving_otlp_endpoint`` when it is given. With ``shard``, only that shard's objects
+    """Run until SIGTERM or SIGINT (Ctrl-C); serving pods export their spans to
+    ``serving_otlp_endpoint`` when it is given. With ``shard``, only that shard's objects
     are reconciled (lifecycle.Shard). With ``serving_ingress`` (NetworkPolicyIngressRule
     objects), each ModelDeployment gets a NetworkPolicy admitting only those sources to its
     serving pods (builders.network_policy).
 
     With ``leader_election``, kopf starts only once this process holds that Lease (until then it
     serves its metrics and nothing else), the Lease is released after kopf stopped, and the
-    process exits with ``leader.LOST_EXIT_CODE`` the moment it stops holding it (leader.py)."""
+    process exits with ``leader.LOST_EXIT_CODE`` the moment it stops holding it (leader.py). A
+    signal at any point stops the process cleanly: a standby still waiting, or a leader whose
+    kopf has not yet set its own signal handlers, returns, and a leader gives the Lease up."""
     if metrics_port:
         start_http_server(metrics_port)
     registry = build_registry(verdicts_from, serving_otlp_endpoint, shard, serving_ingress)
-    elector = None
-    if leader_election:
-        elector = Elector(leader_election, _client)
-        elector.start()
-        elector.wait_leading()
-    else:
-        metrics.LEADER.labels("").set(1)
-    # What exists now (modules, the registry, kopf's own) lives as long as the process: the
-    # collector need not walk it again at each full collection, which a burst of thousands of
-    # objects triggers every few seconds.
-    gc.freeze()
-    try:
-        asyncio.run(
-            kopf.operator(
-                registry=registry,
-                standalone=True,
-                clusterwide=not namespaces,
-                namespaces=namespaces,
-                memo=kopf.Memo(),
-                stop_flag=stop_flag,
-                ready_flag=ready_flag,
-            )
-        )
-    finally:
+    stop = threading.Event()
+    elector = Elector(leader_election, _client) if leader_election else None
+    with _signals_set(stop):
         if elector:
-            elector.stop()
+            elector.start()
+        try:
+            if elector:
+                elector.wait_leading(stop)
+            else:
+                metrics.LEADER.labels("").set(1)
+            if stop.is_set():
+                logger.info("cutover operator stopped before it began reconciling")
+                return
+            # What exists now (modules, the registry, kopf's own) lives as long as the process:
+            # the collector need not walk it again at each full collection, which a burst of
+            # thousands of objects triggers every few seconds.
+            gc.freeze()
+            asyncio.run(_operator(registry, namespaces, stop))
+        finally:
+            if elector:
+                elector.stop()
+
+
+@contextmanager
+def _signals_set(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop`` (instead of killing the process) until an event loop
+    takes the signals over (``_operator``); the handlers found are put back on the way out.
+    Only the main thread can set handlers; elsewhere nothing is changed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    found = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    for signum in SIGNALS:
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        yield
+    finally:
+        for signum, handler in found.items():
+            signal.signal(signum, handler)
+
+
+async def _operator(registry: kopf.OperatorRegistry, namespaces: list[str], stop: threading.Event) -> None:
+    """kopf, stopped by a signal that came before it set its own handlers: until it does, the
+    event loop's handlers raise its stop flag, and a signal that came before the loop did
+    (``stop``) raises it at once. kopf's flag is an ``asyncio.Event`` because a
+    ``threading.Event`` is waited for on an executor thread, which keeps ``asyncio.run`` from
+    returning when kopf stops by a signal and the Event is never set."""
+    flag = asyncio.Event()
+    if threading.current_thread() is threading.main_thread():
+        loop = asyncio.get_running_loop()
+        for signum in SIGNALS:
+            loop.add_signal_handler(signum, flag.set)
+    if stop.is_set():
+        flag.set()
+    await kopf.operator(
+        registry=registry,
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        memo=kopf.Memo(),
+        stop_flag=flag,
+    )
 
 
 def _client() -> Kube:

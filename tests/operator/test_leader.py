@@ -4,6 +4,8 @@ plane (tests/cluster/test_operator.py)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,3 +79,62 @@ def test_the_cli_refuses_settings_without_a_margin_as_a_usage_error(capsys: pyte
     args = ["operator", "--leader-elect", "--leader-elect-lease-duration", "5", "--leader-elect-renew-deadline", "6"]
     assert cli.main(args) == 2
     assert "renew deadline < lease duration" in capsys.readouterr().err
+
+
+STOPPED_SCRIPT = """
+import asyncio, os, signal, sys, threading
+import kopf
+from cutover.operator import main
+from cutover.operator.leader import LeaseSettings
+
+
+class Unreachable:
+    async def __aenter__(self): return self
+    async def __aexit__(self, *_): return None
+    async def get(self, *_): raise OSError("no API server here")
+
+
+class Leading:
+    def __init__(self, settings, client): pass
+    def start(self): pass
+    def wait_leading(self, stop=None):
+        if sys.argv[1] == "leading":
+            os.kill(os.getpid(), signal.SIGTERM)  # as the Lease is taken
+        return True
+    def stop(self): print("released", flush=True)
+
+
+async def refused(**_):
+    raise AssertionError("kopf started after SIGTERM")
+
+
+async def starting(stop_flag, **_):
+    os.kill(os.getpid(), signal.SIGTERM)  # before kopf sets its own handlers
+    await asyncio.wait_for(stop_flag.wait(), 10)
+    print("stopped", flush=True)
+
+
+kopf.operator = starting if sys.argv[1] == "starting" else refused
+if sys.argv[1] in ("leading", "starting"):
+    main.Elector = Leading
+else:  # a standby: the real Elector, which never reaches an API server
+    main._client = Unreachable
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+settings = LeaseSettings("l", "ns", lease_duration=4, renew_deadline=3, retry_period=0.5)
+main.run(namespaces=["t"], metrics_port=None, leader_election=settings)
+print("exited", flush=True)
+"""
+
+
+@pytest.mark.parametrize("when", ["standby", "leading", "starting"])
+def test_sigterm_before_kopf_sets_its_handlers_stops_the_process_cleanly(when: str) -> None:
+    """SIGTERM while a standby waits for the Lease, between taking it and kopf's start, or as
+    kopf starts (before it sets its own handlers): the process exits 0 (kopf not started, or
+    stopped by its stop flag) and a leader gives the Lease up, where the signal's default action
+    killed it holding the Lease."""
+    done = subprocess.run(
+        [sys.executable, "-c", STOPPED_SCRIPT, when], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    expected = {"standby": [], "leading": ["released"], "starting": ["stopped", "released"]}[when]
+    assert done.stdout.split() == [*expected, "exited"]
