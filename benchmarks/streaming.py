@@ -139,14 +139,48 @@ async def relay(port: int, target: int) -> None:
         await server.serve_forever()
 
 
+async def proxy(port: int, target: int) -> None:
+    """An HTTP proxy written with aiohttp, the HTTP library of the gateway and cutover serve,
+    doing the least any such hop can: each request's body is posted to ``target`` on a kept-alive
+    connection, and the answer's bytes are written back as they come, nothing parsed or checked.
+    Two of them in the places of the gateway and cutover serve are the floor of two aiohttp hops."""
+    import aiohttp
+    from aiohttp import web
+
+    session = aiohttp.ClientSession(f"http://127.0.0.1:{target}", auto_decompress=False)
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
+        async with session.post(request.path, data=body, headers=headers) as upstream:
+            response = web.StreamResponse(status=upstream.status, headers={"Content-Type": upstream.content_type})
+            await response.prepare(request)
+            async for data in upstream.content.iter_any():
+                await response.write(data)
+            await response.write_eof()
+            return response
+
+    async def models(request: web.Request) -> web.Response:
+        async with session.get(request.path) as upstream:
+            return web.Response(body=await upstream.read(), content_type=upstream.content_type)
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", forward)
+    try:
+        await _serve_forever(app, port)
+    finally:
+        await session.close()
+
+
 def role(argv: list[str]) -> None:
-    """``--role upstream PORT TOKEN_MS``, ``--role gateway PORT BACKEND`` or ``--role relay PORT
-    TARGET_PORT``: run one process on uvloop."""
+    """``--role upstream PORT TOKEN_MS``, ``--role gateway PORT BACKEND``, ``--role relay PORT
+    TARGET_PORT`` or ``--role proxy PORT TARGET_PORT``: run one process on uvloop."""
     import uvloop
 
     kind, port = argv[0], int(argv[1])
-    if kind == "relay":
-        main = relay(port, int(argv[2]))
+    if kind in ("relay", "proxy"):
+        main = (relay if kind == "relay" else proxy)(port, int(argv[2]))
     else:
         main = upstream(port, float(argv[2])) if kind == "upstream" else gateway(port, argv[2])
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -210,7 +244,8 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
     policy.write_text(json.dumps(safety.policy_document(["crisis", "toxicity", "pii", "advice", "bias"])))
     try:
         for token_ms in args.token_ms:
-            ports = {name: bench.free_port() for name in ("upstream", "serve", "guarded", "gateway", "near", "far")}
+            names = ("upstream", "serve", "guarded", "gateway", "near", "far", "near proxy", "far proxy")
+            ports = {name: bench.free_port() for name in names}
             me = [sys.executable, str(Path(__file__).resolve()), "--role"]
             up = start(bench.WRK_CPU, [*me, "upstream", str(ports["upstream"]), str(token_ms)], "upstream")
             ready(ports["upstream"], "/v1/models", up, "upstream")
@@ -228,6 +263,12 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
             far = start(bench.SERVER_CPU, [*me, "relay", str(ports["far"]), str(ports["upstream"])], "far relay")
             near = start(bench.SERVER_CPU, [*me, "relay", str(ports["near"]), str(ports["far"])], "near relay")
             ready(ports["near"], "/v1/models", near, "relays")
+            # The floor of the HTTP library: two aiohttp proxies in the same places.
+            proxies = [
+                start(bench.SERVER_CPU, [*me, "proxy", str(ports[name]), str(ports[onward])], name)
+                for name, onward in (("far proxy", "upstream"), ("near proxy", "far proxy"))
+            ]
+            ready(ports["near proxy"], "/v1/models", proxies[1], "proxies")
 
             body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True})
             path = "/v1/chat/completions"
@@ -237,6 +278,7 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
                 "gateway → serve": Client(ports["gateway"], path, body.encode(), f"Authorization: Bearer {KEY}\r\n"),
                 "serve + SafetyPolicy": Client(ports["guarded"], path, body.encode()),
                 "two byte relays": Client(ports["near"], path, body.encode()),
+                "two aiohttp proxies": Client(ports["near proxy"], path, body.encode()),
             }
             requests = args.paced_requests if token_ms else args.requests
             print(f"upstream {token_ms:g} ms a token; {requests} requests each, interleaved", flush=True)
@@ -247,6 +289,8 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
                 ("cutover gateway", gw, bench.SERVER_CPU),
                 ("far relay", far, bench.SERVER_CPU),
                 ("near relay", near, bench.SERVER_CPU),
+                ("far proxy", proxies[0], bench.SERVER_CPU),
+                ("near proxy", proxies[1], bench.SERVER_CPU),
             ):
                 if not args.float:
                     print("  " + bench.check_cpu(name, [process.pid], cpu))
@@ -274,6 +318,12 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
             print(
                 f"  two byte relays in their places add {floor:.3f} ms (the floor of two hops here): "
                 f"cutover's own work adds {above:.3f} ms above it"
+            )
+            library = paired(times["two aiohttp proxies"], times["upstream directly"])
+            beyond = paired(times["gateway → serve"], times["two aiohttp proxies"])
+            print(
+                f"  two aiohttp proxies in their places add {library:.3f} ms (the floor of two hops written with"
+                f" aiohttp, nothing parsed): cutover adds {beyond:.3f} ms above them"
             )
             # CPU time is what a busy machine cannot inflate: the gateway's own work per streamed answer.
             rounds = requests + (args.warmup if not token_ms else 2)
