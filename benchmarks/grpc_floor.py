@@ -13,10 +13,15 @@ of every grpc.aio server. An
 HTTP port on the same event loop answers ``/v2/health/ready`` for the benchmark's readiness
 check, and nothing else.
 
-    .venv/bin/python benchmarks/grpc_floor.py --answer FILE --grpc-port N --http-port M
+    .venv/bin/python benchmarks/grpc_floor.py (--answer FILE | --model FILE) --grpc-port N --http-port M
 
 ``--answer`` holds a serialized ``inference.ModelInferResponse`` (the benchmark writes the one its
-fixed input should get, so the answer check passes).
+fixed input should get, so the answer check passes). With ``--model`` (an ONNX model of FP32
+inputs and outputs) it is instead the floor of answering with the model, ``grpc-model-floor``:
+each call is parsed, its raw inputs are read as sent, onnxruntime runs them as cutover serve's
+session does (``--threads 1``, sequential), and the outputs go back raw. That is the least work
+any server running the model in process does; what cutover serve spends above it is what its
+checks, statistics, metrics and request ids cost.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from cutover.serving.grpc_threads import poller_yields, use_poll_io
@@ -31,9 +37,42 @@ from cutover.serving.grpc_threads import poller_yields, use_poll_io
 SERVICE = "inference.GRPCInferenceService"
 
 
-async def serve(answer: bytes, grpc_port: int, http_port: int) -> None:
-    """Serve ``answer`` to every ModelInfer call on ``grpc_port`` and readiness on ``http_port``
-    until cancelled."""
+def model_answers(path: Path) -> Callable[[bytes], bytes]:
+    """A serialized ModelInferRequest's serialized answer by the ONNX model at ``path``: raw FP32
+    inputs in, raw FP32 outputs out, nothing checked (a request the model cannot take raises)."""
+    import numpy as np
+    import onnxruntime as ort
+    from tritonclient.grpc import service_pb2 as pb
+
+    options = ort.SessionOptions()  # as serving/adapters/onnx.py makes it for --threads 1
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+
+    def answer(raw: bytes) -> bytes:
+        request = pb.ModelInferRequest.FromString(raw)
+        feeds = {
+            tensor.name: np.frombuffer(data, "<f4").reshape(tuple(tensor.shape))
+            for tensor, data in zip(request.inputs, request.raw_input_contents, strict=True)
+        }
+        response = pb.ModelInferResponse(model_name=request.model_name, model_version="1", id=request.id)
+        for name, value in zip(names, session.run(names, feeds), strict=True):
+            response.outputs.add(name=name, datatype="FP32", shape=value.shape)
+            response.raw_output_contents.append(value.tobytes())
+        return response.SerializeToString()
+
+    return answer
+
+
+def fixed_answer(answer: bytes) -> Callable[[bytes], bytes]:
+    """``answer`` to every request, unread."""
+    return lambda request: answer
+
+
+async def serve(answer: Callable[[bytes], bytes], grpc_port: int, http_port: int) -> None:
+    """Serve ``answer(request)`` to every ModelInfer call on ``grpc_port`` and readiness on
+    ``http_port`` until cancelled."""
     import grpc
     from aiohttp import web
 
@@ -41,7 +80,7 @@ async def serve(answer: bytes, grpc_port: int, http_port: int) -> None:
     from cutover.serving.grpc_server import server_options
 
     async def model_infer(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        return answer
+        return answer(request)
 
     # No (de)serializers: the request stays bytes and the answer goes out as it is.
     handler = grpc.method_handlers_generic_handler(
@@ -71,7 +110,11 @@ async def serve(answer: bytes, grpc_port: int, http_port: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--answer", type=Path, required=True, help="a serialized inference.ModelInferResponse")
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument(
+        "--answer", type=Path, help="a serialized inference.ModelInferResponse, the answer to every call"
+    )
+    given.add_argument("--model", type=Path, help="an ONNX model (FP32) to answer each call with")
     parser.add_argument("--grpc-port", type=int, required=True)
     parser.add_argument("--http-port", type=int, required=True)
     args = parser.parse_args()
@@ -80,7 +123,8 @@ def main() -> None:
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(args.answer.read_bytes(), args.grpc_port, args.http_port))
+        answer = model_answers(args.model) if args.model else fixed_answer(args.answer.read_bytes())
+        runner.run(serve(answer, args.grpc_port, args.http_port))
 
 
 if __name__ == "__main__":

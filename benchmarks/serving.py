@@ -42,10 +42,12 @@ Then gRPC (the Open Inference Protocol's inference.GRPCInferenceService): cutove
 built with `go install` into .bench/) pinned to CPU 0 with GOMAXPROCS 1: the same fixed input in
 raw_input_contents (what tritonclient.grpc sends), a fixed number of calls in flight (the concurrency) on one
 HTTP/2 connection, calls in flight at the end waited for; each server must first answer the fixed input over
-gRPC with the in-process probabilities, and a call that is not OK aborts the run. Beside them grpc-floor
-(benchmarks/grpc_floor.py): grpc.aio run as cutover serve runs it, answering every call with one serialized
-answer and nothing decoded or run, the most cutover's gRPC server could do here. `--servers
-cutover-grpc,mlserver-grpc,grpc-floor` runs this part alone.
+gRPC with the in-process probabilities, and a call that is not OK aborts the run. Beside them two floors
+(benchmarks/grpc_floor.py), grpc.aio run as cutover serve runs it: grpc-floor answers every call with one
+serialized answer and nothing decoded or run, the most cutover's gRPC server could do here; grpc-model-floor
+runs the model on each call's raw inputs and sends the outputs back raw, nothing checked or counted, the most
+a server running the model in process could do. `--servers
+cutover-grpc,mlserver-grpc,grpc-floor,grpc-model-floor` runs this part alone.
 
 The limit is onnxruntime called in this process on the same input (pinned to CPU 1 as well); the cost of
 decoding the JSON body and encoding the response with the standard library is printed beside it.
@@ -892,7 +894,7 @@ def report(
 
 GHZ_VERSION = "v0.93.0"  # github.com/bojand/ghz, the newest its module path resolves to on the Go proxy
 GRPC_CALL = "inference.GRPCInferenceService/ModelInfer"
-GRPC_LABELS = ("cutover-grpc", "mlserver-grpc", "grpc-floor")
+GRPC_LABELS = ("cutover-grpc", "mlserver-grpc", "grpc-floor", "grpc-model-floor")
 
 
 def ensure_ghz() -> Path:
@@ -928,9 +930,10 @@ def grpc_request_files(folder: Path) -> tuple[Path, Path]:
 
 
 def grpc_servers(model: Path, expected: np.ndarray) -> list[Server]:
-    """cutover serve with its gRPC port, the tuned MLServer (whose gRPC port is always on), as above, and the
-    floor of cutover's gRPC server (benchmarks/grpc_floor.py: the ``expected`` answer, serialized once, for
-    every call)."""
+    """cutover serve with its gRPC port, the tuned MLServer (whose gRPC port is always on), as above, and two
+    floors (benchmarks/grpc_floor.py): of cutover's gRPC server (the ``expected`` answer, serialized once, for
+    every call), and of answering with the model on it (each call's raw inputs through onnxruntime, nothing
+    checked or counted)."""
     from tritonclient.grpc import service_pb2
 
     by_label = {server.label: server for server in servers(model)}
@@ -944,22 +947,25 @@ def grpc_servers(model: Path, expected: np.ndarray) -> list[Server]:
         answer_file.parent.mkdir(parents=True, exist_ok=True)
         answer_file.write_bytes(answer.SerializeToString())
 
+    def floor_command(*given: str) -> Callable[[dict[str, int]], list[str]]:
+        script = [sys.executable, str(REPO / "benchmarks" / "grpc_floor.py"), *given]
+        return lambda ports: [*script, "--grpc-port", str(ports["grpc"]), "--http-port", str(ports["http"])]
+
+    settings = "uvloop, poll-based I/O, poller at nice 10, as cutover serve"
     floor = Server(
         label="grpc-floor",
-        description="grpc.aio answering every call with one serialized answer, nothing decoded or run "
-        "(benchmarks/grpc_floor.py; uvloop, poll-based I/O, poller at nice 10, as cutover serve)",
-        command=lambda ports: [
-            sys.executable,
-            str(REPO / "benchmarks" / "grpc_floor.py"),
-            "--answer",
-            str(answer_file),
-            "--grpc-port",
-            str(ports["grpc"]),
-            "--http-port",
-            str(ports["http"]),
-        ],
+        description=f"grpc.aio answering every call with one serialized answer, nothing decoded or run "
+        f"(benchmarks/grpc_floor.py; {settings})",
+        command=floor_command("--answer", str(answer_file)),
         ports=("http", "grpc"),
         prepare=write_answer,
+    )
+    model_floor = Server(
+        label="grpc-model-floor",
+        description=f"grpc.aio answering each call by onnxruntime on its raw inputs, nothing checked or counted "
+        f"(benchmarks/grpc_floor.py --model; {settings}; onnxruntime as cutover serve --threads 1)",
+        command=floor_command("--model", str(model)),
+        ports=("http", "grpc"),
     )
     return [
         replace(
@@ -971,6 +977,7 @@ def grpc_servers(model: Path, expected: np.ndarray) -> list[Server]:
         ),
         replace(mlserver, label="mlserver-grpc", description=f"{mlserver.description}, its gRPC port"),
         floor,
+        model_floor,
     ]
 
 
@@ -1048,20 +1055,27 @@ def grpc_benchmark(
 
 def grpc_report(results: dict[str, dict[int, Run]], concurrencies: Sequence[int]) -> None:
     """The gRPC pair side by side, and the target: >= TARGET_THROUGHPUT_RATIO x MLServer at equal or lower p99.
-    With grpc-floor measured too, its throughput over MLServer's is the most cutover's gRPC server (grpc.aio as
-    cutover runs it) could show here; a point whose throughput misses the target where the floor's misses it
-    too is marked out of reach."""
+    With the floors measured too, each one's throughput over MLServer's is the most a server doing no more than
+    it could show here: grpc-floor, grpc.aio as cutover runs it answering without work; grpc-model-floor, the
+    same running the model on each call's raw inputs. A point whose throughput misses the target where a floor's
+    misses it too is marked out of reach for that floor's kind of server."""
     if {"cutover-grpc", "mlserver-grpc"} - set(results):
         return
-    ours, theirs, floor = results["cutover-grpc"], results["mlserver-grpc"], results.get("grpc-floor")
+    ours, theirs = results["cutover-grpc"], results["mlserver-grpc"]
+    floors = [
+        (label, short, results[label])
+        for label, short in (("grpc-floor", "floor"), ("grpc-model-floor", "model floor"))
+        if label in results
+    ]
     print()
     print("gRPC: cutover / mlserver (ghz, one connection, batching off in both)")
     print(
         f"{'concurrency':<12} {'req/s cutover':>14} {'req/s mlserver':>15} {'throughput x':>13} "
         f"{'p99 cutover':>12} {'p99 mlserver':>13} {'cpu us/call cutover':>20} {'mlserver':>9} {'cpu x':>6}"
-        + (f" {'req/s floor':>12} {'floor x':>8} {'cutover/floor':>14}" if floor else "")
+        + "".join(f" {'req/s ' + short:>18} {short + ' x':>14} {'cutover/' + short:>20}" for _, short, _ in floors)
         + f"  target (>= {TARGET_THROUGHPUT_RATIO:g}x at equal or lower p99)"
     )
+    kinds = {"grpc-floor": "grpc.aio as cutover runs it", "grpc-model-floor": "the model run on that grpc.aio"}
     for connections in concurrencies:
         a, b = ours[connections], theirs[connections]
         ratio = a.throughput / b.throughput
@@ -1072,23 +1086,25 @@ def grpc_report(results: dict[str, dict[int, Run]], concurrencies: Sequence[int]
             f"{a.p99_us / 1000:12.2f} {b.p99_us / 1000:13.2f} {cpu_per_call(a):20.0f} {cpu_per_call(b):9.0f} "
             f"{cpu_per_call(b) / cpu_per_call(a):6.2f}"
         )
-        if floor:
+        out_of_reach = ""
+        for label, _, floor in floors:
             f = floor[connections]
             reach = f.throughput / b.throughput
-            line += f" {f.throughput:12.0f} {reach:8.2f} {a.throughput / f.throughput:14.2f}"
-            if ratio < TARGET_THROUGHPUT_RATIO and reach < TARGET_THROUGHPUT_RATIO:
-                verdict += f" (out of reach for grpc.aio as cutover runs it: its floor is {reach:.2f}x)"
-        print(f"{line}  {verdict}")
+            line += f" {f.throughput:18.0f} {reach:14.2f} {a.throughput / f.throughput:20.2f}"
+            if ratio < TARGET_THROUGHPUT_RATIO and reach < TARGET_THROUGHPUT_RATIO and not out_of_reach:
+                out_of_reach = f" (out of reach for {kinds[label]}: its floor is {reach:.2f}x)"
+        print(f"{line}  {verdict}{out_of_reach}")
     print(
         "cpu us/call: the server's CPU time per answered call (its CPU share over its throughput), which other "
         "programs on the machine change less than req/s: a single-threaded server's req/s on an idle core is about "
         "1e6 over it, so 'cpu x' is the throughput ratio an idle machine would show"
     )
-    if floor:
+    if floors:
         print(
-            "floor: grpc.aio answering one serialized answer to every call, nothing decoded or run "
-            "(benchmarks/grpc_floor.py, grpc.aio with cutover's settings); 'floor x' is its throughput over "
-            "MLServer's, the most cutover's gRPC server reaches here; 'cutover/floor' is cutover's share of it"
+            "floor: grpc.aio answering one serialized answer to every call, nothing decoded or run; model floor: "
+            "the same answering each call by onnxruntime on its raw inputs, nothing checked or counted "
+            "(benchmarks/grpc_floor.py, grpc.aio with cutover's settings). 'x' is a floor's throughput over "
+            "MLServer's, the most a server doing no more than it reaches here; 'cutover/' is cutover's share of it"
         )
 
 

@@ -149,11 +149,14 @@ async def proxy(port: int, target: int) -> None:
 
     session = aiohttp.ClientSession(f"http://127.0.0.1:{target}", auto_decompress=False)
 
+    class Streamed(web.StreamResponse):
+        _send_headers_immediately = False  # the headers go out with the first bytes, as serve's EventStream
+
     async def forward(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
         async with session.post(request.path, data=body, headers=headers) as upstream:
-            response = web.StreamResponse(status=upstream.status, headers={"Content-Type": upstream.content_type})
+            response = Streamed(status=upstream.status, headers={"Content-Type": upstream.content_type})
             await response.prepare(request)
             async for data in upstream.content.iter_any():
                 await response.write(data)

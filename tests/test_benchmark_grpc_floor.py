@@ -1,7 +1,7 @@
-"""benchmarks/serving.py measures the floor of cutover's gRPC server (benchmarks/grpc_floor.py: grpc.aio as
-cutover serve runs it, answering without any work) beside cutover serve and MLServer: the floor must run grpc as
-cutover serve does and pass the same answer check as the servers, and the report must tell a target point missed
-because of cutover's own work from one the floor misses too."""
+"""benchmarks/serving.py measures two floors of cutover's gRPC server (benchmarks/grpc_floor.py: grpc.aio as
+cutover serve runs it, answering without any work, and the same answering with the model) beside cutover serve
+and MLServer: the floors must run grpc as cutover serve does and pass the same answer check as the servers, and
+the report must tell a target point missed because of cutover's own work from one a floor misses too."""
 
 from __future__ import annotations
 
@@ -92,6 +92,47 @@ def test_a_point_the_floor_misses_too_is_marked_out_of_reach(capsys: pytest.Capt
     assert lines["8"].endswith("NOT met")  # the floor is 4.5x: cutover's own work misses it
     assert lines["32"].endswith("met") and "NOT" not in lines["32"]
     assert lines["8"].split()[-5:-2] == ["9000", "4.50", "0.33"]  # floor req/s, floor x, cutover / floor
+
+
+def test_the_model_floor_answers_with_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It runs the model on each call's inputs: the in-process answer, and another for other inputs."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    monkeypatch.setattr(bench, "BENCH", tmp_path)
+    model = tmp_path / "classifier.onnx"
+    bench.build_model(model)
+    expected = bench.in_process(model, seconds=0.01).expected
+    servers = bench.grpc_servers(model, expected)
+    running = bench.Running(next(server for server in servers if server.label == "grpc-model-floor"))
+    try:
+        running.wait_ready()
+        bench.verify_grpc(running, expected)
+        request = service_pb2.ModelInferRequest(
+            model_name=bench.MODEL, raw_input_contents=[np.float32([[0] * 4]).tobytes()]
+        )
+        request.inputs.add(name="input", datatype="FP32", shape=[1, 4])
+        with grpc.insecure_channel(f"127.0.0.1:{running.ports['grpc']}") as channel:
+            other = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+        assert np.frombuffer(other.raw_output_contents[0], "<f4").tolist() != expected.ravel().tolist()
+    finally:
+        running.stop()
+
+
+def test_a_point_only_the_model_floor_misses_is_marked_out_of_reach_for_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    results = {
+        "cutover-grpc": {1: run(1500, 500), 8: run(3000, 3000)},
+        "mlserver-grpc": {1: run(1000, 900), 8: run(2000, 5000)},
+        "grpc-floor": {1: run(3000, 300), 8: run(9000, 1500)},
+        "grpc-model-floor": {1: run(1900, 400), 8: run(6000, 2000)},
+    }
+    bench.grpc_report(results, [1, 8])
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()}
+    assert lines["1"].endswith("NOT met (out of reach for the model run on that grpc.aio: its floor is 1.90x)")
+    assert lines["8"].endswith("NOT met")  # the model floor is 3x: cutover's own work misses it
+    assert lines["8"].split()[-5:-2] == ["6000", "3.00", "0.50"]  # model floor req/s, x, cutover / model floor
 
 
 def test_without_the_floor_the_report_is_the_pair_alone(capsys: pytest.CaptureFixture[str]) -> None:
