@@ -172,9 +172,8 @@ class Elector:
 
     ``start()`` begins; ``wait_leading(stop)`` blocks until this process leads or ``stop`` is set;
     ``stop()`` (after the work that needed leadership has stopped) gives the Lease up and ends the
-    thread. When a
-    renewal does not succeed within ``renew_deadline``, or the Lease turns out to be another's,
-    the process exits at once with :data:`LOST_EXIT_CODE`.
+    thread. When a renewal does not succeed within ``renew_deadline``, or the Lease turns out to
+    be another's, the process exits at once with :data:`LOST_EXIT_CODE`.
     """
 
     def __init__(self, settings: LeaseSettings, client: Callable[[], Kube]) -> None:
@@ -193,15 +192,12 @@ class Elector:
         )
         self._thread.start()
 
-    def wait_leading(self, stop: threading.Event) -> bool:
-        """Block until this process leads (True) or ``stop`` is set first (False; the election
-        goes on until ``stop()``). ``stop`` is looked at every tenth of a second: it is set by a
-        signal handler, which cannot safely wake a wait on an Event the interrupted thread may
-        be inside of."""
-        while not self.leading.wait(STOP_POLL_SECONDS):
-            if stop.is_set():
-                return False
-        return True
+    def wait_leading(self, stop: threading.Event) -> None:
+        """Block until this process leads or ``stop`` is set (the election goes on until
+        ``stop()``). ``stop`` is looked at every tenth of a second: it is set by a signal handler,
+        which cannot safely wake a wait on an Event the interrupted thread may be inside of."""
+        while not self.leading.wait(STOP_POLL_SECONDS) and not stop.is_set():
+            pass
 
     def stop(self) -> None:
         """Stop renewing and release the Lease if this process holds it; returns when done."""
