@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 # `make test` runs lint, types and every test: unit, against the real local control plane
 # (hack/cluster), and packaging (a wheel in a clean virtual environment).
-.PHONY: demo test e2e-real venv lint typecheck pytest test-clients images test-images krew crds dashboards cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-cache bench-gateway bench-streaming bench-idle bench-safety bench-tracing clean
+.PHONY: demo test e2e-real venv lint typecheck pytest test-clients images test-images krew crds dashboards cluster-tools cluster-up cluster-down bench-analysis bench-operator bench-serving bench-cache bench-gateway bench-streaming bench-cold bench-safety bench-tracing clean
 
 test: lint typecheck pytest
 
@@ -102,10 +102,10 @@ bench-gateway: $(STAMP) cluster-tools
 bench-streaming: $(STAMP)
 	$(BIN)/python benchmarks/streaming.py
 
-# What an idle spell costs the work that follows on this machine (the CPU time of serve's gRPC handler,
-# onnxruntime and numpy back to back and after sleeping): behind every one-call-in-flight figure.
-bench-idle: $(STAMP)
-	$(BIN)/python benchmarks/idle_penalty.py
+# What running code that has not run for a while costs on this machine (the CPU time of serve's gRPC
+# handler, onnxruntime and numpy back to back and after a gap): behind every one-call-in-flight figure.
+bench-cold: $(STAMP)
+	$(BIN)/python benchmarks/cold_code.py
 
 # Tracing's cost on the REST path: off, on, and 1% sampled (wrk, three cutover serve, one run).
 bench-tracing: $(STAMP)

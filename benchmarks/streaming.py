@@ -43,6 +43,7 @@ ANSWER = (
     "It will be sunny in the morning and cloudy later on. Take a light jacket with you."
 )
 FIRST_WORD = ANSWER.split(" ")[0]
+CHAT_PATH = "/v1/chat/completions"
 
 
 # ---- the processes ------------------------------------------------------------------------------
@@ -73,7 +74,7 @@ async def upstream(port: int, token_ms: float) -> None:
 
     app = web.Application()
     app.router.add_get("/v1/models", models)
-    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post(CHAT_PATH, chat)
     await _serve_forever(app, port)
 
 
@@ -141,38 +142,49 @@ async def relay(port: int, target: int) -> None:
 
 async def proxy(port: int, target: int) -> None:
     """An HTTP proxy written with aiohttp, the HTTP library of the gateway and cutover serve,
-    doing the least any such hop can: each request's body is posted to ``target`` on a kept-alive
+    doing the least such a hop can: each request's body is posted to ``target`` on a kept-alive
     connection, and the answer's bytes are written back as they come, nothing parsed or checked.
-    Two of them in the places of the gateway and cutover serve are the floor of two aiohttp hops."""
+    It is aiohttp at its leanest: the low-level server (no application, router or middleware), a
+    client without cookies, timeouts or default headers, URLs built once, the headers sent with
+    the first bytes. Two of them in the places of the gateway and cutover serve are the floor of
+    two aiohttp hops."""
     import aiohttp
     from aiohttp import web
+    from yarl import URL
 
-    session = aiohttp.ClientSession(f"http://127.0.0.1:{target}", auto_decompress=False)
+    from cutover.serving.lifecycle import until_signalled
+
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(),
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+    )
+    urls = {path: URL(f"http://127.0.0.1:{target}{path}", encoded=True) for path in ("/v1/models", CHAT_PATH)}
+    json_body = {"Content-Type": "application/json"}
 
     class Streamed(web.StreamResponse):
         _send_headers_immediately = False  # the headers go out with the first bytes, as serve's EventStream
 
-    async def forward(request: web.Request) -> web.StreamResponse:
+    async def forward(request: web.BaseRequest) -> web.StreamResponse:
+        if request.method == "GET":
+            async with session.get(urls["/v1/models"]) as upstream:
+                return web.Response(body=await upstream.read(), content_type=upstream.content_type)
         body = await request.read()
-        headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
-        async with session.post(request.path, data=body, headers=headers) as upstream:
-            response = Streamed(status=upstream.status, headers={"Content-Type": upstream.content_type})
+        async with session.post(urls[CHAT_PATH], data=body, headers=json_body) as upstream:
+            response = Streamed(status=upstream.status, headers={"Content-Type": upstream.headers["Content-Type"]})
             await response.prepare(request)
-            async for data in upstream.content.iter_any():
+            while data := await upstream.content.readany():
                 await response.write(data)
             await response.write_eof()
             return response
 
-    async def models(request: web.Request) -> web.Response:
-        async with session.get(request.path) as upstream:
-            return web.Response(body=await upstream.read(), content_type=upstream.content_type)
-
-    app = web.Application()
-    app.router.add_get("/v1/models", models)
-    app.router.add_post("/v1/chat/completions", forward)
+    server = await asyncio.get_running_loop().create_server(web.Server(forward, access_log=None), "127.0.0.1", port)
     try:
-        await _serve_forever(app, port)
+        await until_signalled()
     finally:
+        server.close()
         await session.close()
 
 
@@ -274,7 +286,7 @@ def run(args: argparse.Namespace, bench: ModuleType, safety: ModuleType) -> None
             ready(ports["near proxy"], "/v1/models", proxies[1], "proxies")
 
             body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True})
-            path = "/v1/chat/completions"
+            path = CHAT_PATH
             clients = {
                 "upstream directly": Client(ports["upstream"], path, body.encode()),
                 "cutover serve": Client(ports["serve"], path, body.encode()),

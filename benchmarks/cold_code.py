@@ -1,8 +1,9 @@
-"""What a CPU left idle costs the work that follows: the CPU time of one piece of work done back to
-back, and done after the thread slept a while (as a server between the calls of a client with one
-call in flight, or between the tokens of a streamed answer), side by side in one run.
+"""What it costs to run code that has not run for a while: the CPU time of one piece of work done
+back to back, and done after a gap in which the thread either slept or kept its CPU busy on other
+code (a spin loop), side by side in one run. A server between the calls of a client with one call
+in flight, or between the tokens of a streamed answer, meets such gaps.
 
-    .venv/bin/python benchmarks/idle_penalty.py [--calls 2000] [--gaps-us 0,200,1000,20000] [--model FILE]
+    .venv/bin/python benchmarks/cold_code.py [--calls 2000] [--gaps-us 0,200,1000,20000] [--model FILE]
 
 The work, each on the servers' CPU (benchmarks/serving.py's SERVER_CPU):
 
@@ -11,13 +12,15 @@ The work, each on the servers' CPU (benchmarks/serving.py's SERVER_CPU):
 * ``onnxruntime``: the model's session run alone, with serve's settings (``--threads 1``);
 * ``numpy``: a two-element array made and summed.
 
-Each is timed by the thread's own CPU clock, so the time another program takes while this thread
-waits is not counted: what grows with the gap is the work's own cost. On a machine whose CPUs keep
-their caches and clock speed through an idle spell, every row reads about 1x. Where it does not (a
-virtual machine whose idle virtual CPU gives its core to others), the work after a gap costs a
-multiple of the same work back to back, and so does every request that finds its server idle: the
-one-call-in-flight points of the serving benchmarks and the first token of a streamed answer at a
-model's pace. Their floors (grpc-floor, the streaming relays) pay the same multiple on less work.
+Each is timed by the thread's own CPU clock, so the time another program takes during the gap is
+not counted: what grows with the gap is the work's own cost. On a machine that keeps a process's
+code and data warm for milliseconds, every row reads about 1x. Where it does not (a virtual machine
+whose host runs other work on the same core meanwhile), the work after a gap costs a multiple of the
+same work back to back. Keeping the CPU busy through the gap (spun) takes some of that away and
+not all of it: the time since this code last ran counts, not only whether the CPU idled. Every
+request that finds its server's code cold pays it: the one-call-in-flight points of the serving
+benchmarks and the first token of a streamed answer at a model's pace, and their floors
+(grpc-floor, the streaming relays and proxies) on their own, smaller, work.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ async def model_infer(model: Path) -> Callable[[], Any]:
 
     context = Context()
     # The model runs on the event loop's thread, as it does for a small model under load, so that the
-    # thread's clock covers the whole call: after long idle spells its moving call time would pass
+    # thread's clock covers the whole call: after long gaps its moving call time would pass
     # the adapter's inline limit and send it to the model's own thread (serving/adapters/base.py).
     server.loaded().model.adapter.INLINE_SECONDS = float("inf")
     for _ in range(100):  # the first call goes to the model's thread until its call time is known
@@ -98,12 +101,19 @@ def session_run(model: Path) -> Callable[[], Any]:
     return lambda: session.run(None, features)
 
 
-def cpu_us(work: Callable[[], Any], gap_s: float, calls: int) -> float:
-    """The median CPU microseconds of one call of ``work``, each after sleeping ``gap_s``."""
+def spin(seconds: float) -> None:
+    """Keep the CPU busy on this loop, and on nothing else, for ``seconds``."""
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+def cpu_us(work: Callable[[], Any], gap_s: float, calls: int, wait: Callable[[float], None]) -> float:
+    """The median CPU microseconds of one call of ``work``, each after ``wait(gap_s)``."""
     taken = []
     for _ in range(calls):
         if gap_s:
-            time.sleep(gap_s)
+            wait(gap_s)
         started = time.thread_time_ns()
         work()
         taken.append(time.thread_time_ns() - started)
@@ -121,16 +131,21 @@ async def measure(model: Path, gaps: list[float], calls: int) -> None:
         for _ in range(500):  # warm: first calls allocate
             work()
     print(f"CPU per call, median of {calls} (microseconds; x: over back to back), on CPU {bench.SERVER_CPU}")
-    print(f"{'work':<12}" + "".join(f"{f'after {gap * 1e6:g} us idle':>24}" for gap in gaps))
+    print(f"{'work':<12} {'gap':<6}" + "".join(f"{f'after {gap * 1e6:g} us':>20}" for gap in gaps))
     for name, work in works.items():
-        costs = [cpu_us(work, gap, calls if gap < 0.01 else max(50, calls // 20)) for gap in gaps]
-        print(f"{name:<12}" + "".join(f"{f'{cost:.1f} ({cost / costs[0]:.1f}x)':>24}" for cost in costs))
+        warm = cpu_us(work, 0, calls, time.sleep)  # back to back: one figure for both kinds of gap
+        for mode, wait in (("slept", time.sleep), ("spun", spin)):
+            costs = [
+                cpu_us(work, gap, calls if gap < 0.01 else max(50, calls // 20), wait) if gap else warm for gap in gaps
+            ]
+            cells = "".join(f"{f'{cost:.1f} ({cost / warm:.1f}x)':>20}" for cost in costs)
+            print(f"{name:<12} {mode:<6}{cells}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=2000, help="timed calls per work and gap (default 2000)")
-    parser.add_argument("--gaps-us", default="0,200,1000,20000", help="sleeps before each call, in microseconds")
+    parser.add_argument("--gaps-us", default="0,200,1000,20000", help="gaps before each call, in microseconds")
     parser.add_argument("--model", type=Path, help="the serving benchmark's model (default: built in .bench/model/)")
     args = parser.parse_args()
     model = args.model or bench.BENCH / "model" / "classifier.onnx"
