@@ -151,7 +151,8 @@ def test_safety_violations_gate_promotes_a_polite_model_and_rolls_back_a_rude_on
     assert status(md)["stableRevision"] == v2 and not status(md).get("candidateRevision")
     assert "safety" in status(md)["message"], status(md)["message"]
     [failed] = [m for m in status(md)["lastAnalysis"]["metrics"] if m["name"] == "safety"]
-    assert failed["decision"] == "fail" and failed["lower"] > 1.0, failed
+    # the lower bound is the highest ratio rejected: 1.0 itself already proves the candidate worse
+    assert failed["decision"] == "fail" and failed["lower"] >= 1.0, failed
     assert 2.5 <= failed["estimate"] <= 10, failed  # 1 in 2 answers flagged against 1 in 10
     assert failed["candidateSamples"] > 0 and failed["baselineSamples"] > 0, failed
     assert "safety violations per trial" in failed["reason"], failed
