@@ -91,12 +91,7 @@ async def model_infer(model: Path) -> Callable[[], Any]:
 
 
 def session_run(model: Path) -> Callable[[], Any]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()  # as serving/adapters/onnx.py makes it for --threads 1
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    session = bench.serve_session(model)
     features = {"input": np.float32([bench.FEATURES])}
     return lambda: session.run(None, features)
 

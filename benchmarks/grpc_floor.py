@@ -41,13 +41,12 @@ def model_answers(path: Path) -> Callable[[bytes], bytes]:
     """A serialized ModelInferRequest's serialized answer by the ONNX model at ``path``: raw FP32
     inputs in, raw FP32 outputs out, nothing checked (a request the model cannot take raises)."""
     import numpy as np
-    import onnxruntime as ort
     from tritonclient.grpc import service_pb2 as pb
 
-    options = ort.SessionOptions()  # as serving/adapters/onnx.py makes it for --threads 1
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # benchmarks/serving.py, from this script's own folder (first on sys.path when run as a script).
+    import serving as bench
+
+    session = bench.serve_session(path)
     names = [output.name for output in session.get_outputs()]
 
     def answer(raw: bytes) -> bytes:

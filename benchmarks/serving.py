@@ -747,15 +747,22 @@ class InProcess:
     expected: np.ndarray
 
 
-def in_process(model: Path, seconds: float) -> InProcess:
-    """onnxruntime.run on the fixed input in a loop, with the servers' session settings, on the servers' CPU."""
+def serve_session(model: Path) -> Any:
+    """An onnxruntime session of ``model`` with the servers' settings, those of cutover serve's
+    ``--threads 1 --device cpu`` (serving/adapters/onnx.py): one intra-op and one inter-op thread,
+    sequential, the CPU provider."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+
+def in_process(model: Path, seconds: float) -> InProcess:
+    """onnxruntime.run on the fixed input in a loop, with the servers' session settings, on the servers' CPU."""
+    session = serve_session(model)
     features = np.asarray([FEATURES], dtype=np.float32)
     expected = session.run(["probabilities"], {"input": features})[0]
 
