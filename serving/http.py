@@ -5,7 +5,11 @@ JSON bodies, health answers, the metrics endpoint, and a listener that drains on
 Errors. Every error a client sees is a JSON body, ``{"error": "<message>"}`` unless the app
 gives its own per request (``cutover serve`` answers OpenAI's error object on ``/v1``): a ``ServingError`` with its own
 status (and ``Retry-After`` when it has one), an aiohttp HTTP error (404 unknown route, 405, 413
-over the size limit) with its reason, and anything else as a 500 that is logged.
+over the size limit) with its reason, and anything else as a 500 that is logged. A request aiohttp
+cannot parse (a header line over 8190 bytes, a bad request line, a malformed Content-Length or
+chunk) never reaches the app: it is answered ``{"error": "<parser's reason>"}`` as well, with the
+connection closed (:class:`JsonErrorsProtocol`), is counted by no series (it names no revision's
+route) and logged at debug level only, since any client can send one.
 
 Clients that leave. A request's handler is cancelled when its client closes the connection
 (aiohttp's ``handler_cancellation``), which closes the upstream call or frees the admission slot
@@ -29,7 +33,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from aiohttp.web_protocol import RequestPayloadError
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from . import compression
@@ -244,13 +248,76 @@ def prometheus(registry: CollectorRegistry) -> Handler:
     return metrics
 
 
+SERVER_ERRORS = {500: "internal error", 504: "the request handler timed out"}
+"""The messages of the server errors aiohttp answers itself (the cause is logged, not sent)."""
+
+
+class JsonErrorsProtocol(RequestHandler):
+    """aiohttp's connection handler, answering the errors it raises itself (the request could not
+    be parsed: 400; a failure outside the app's handler: 500; a handler that timed out: 504) as
+    the Open Inference Protocol's JSON error body rather than aiohttp's ``text/plain``, which
+    tritonclient and KServe's client cannot read a reason from. The connection is closed after it,
+    as aiohttp does: what follows a request that could not be parsed cannot be trusted."""
+
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if status >= 500:
+            log.error("%s %s: %d", request.method, request.path, status, exc_info=exc)
+            message = SERVER_ERRORS.get(status, f"server error {status}")
+        else:  # the client's bytes: not a fault of this process, so no traceback and no alarm
+            log.debug("unparsable request from %s: %s", request.remote, message or exc)
+            # aiohttp's reason spans lines, the last a caret under the offending byte: one line here.
+            lines = (message or str(exc) or f"bad request ({status})").splitlines()
+            message = " ".join(" ".join(line for line in lines if line.strip() != "^").split())
+        if request.writer.output_size > 0:  # part of an answer is out: the connection is past saving
+            raise ConnectionError(f"an answer was already under way when it failed with {status}")
+        response = json_body({"error": message}, status=status)
+        response.force_close()
+        return response
+
+
+class JsonErrorsServer(web.Server):
+    """aiohttp's ``Server`` with :class:`JsonErrorsProtocol` for each connection."""
+
+    def __call__(self) -> RequestHandler:
+        return JsonErrorsProtocol(self, loop=self._loop, **self._kwargs)
+
+
+class JsonErrorsRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections answer aiohttp's own errors as JSON: those of its
+    parser (:class:`JsonErrorsProtocol`) and the HTTP errors the application raises before its
+    middleware runs (an ``Expect`` header other than ``100-continue``: 417)."""
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()  # the application's startup, as AppRunner runs it
+        handle = made.request_handler
+
+        async def handled(request: web.BaseRequest) -> web.StreamResponse:
+            try:
+                return await handle(request)
+            except web.HTTPException as error:
+                if error.status < 400:
+                    raise
+                return json_body({"error": error.text or error.reason}, status=error.status)
+
+        return JsonErrorsServer(
+            handled,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=asyncio.get_running_loop(),
+            **made._kwargs,
+        )
+
+
 @asynccontextmanager
 async def listening(
     app: web.Application, host: str, port: int, *, backlog: int, shutdown_grace: float
 ) -> AsyncIterator[web.AppRunner]:
     """Serve ``app`` on ``host:port`` (port 0 picks a free one, logged) until the block ends;
-    then close the listener and give requests in flight ``shutdown_grace`` seconds to finish."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_grace, handler_cancellation=True)
+    then close the listener and give requests in flight ``shutdown_grace`` seconds to finish.
+    Requests aiohttp cannot parse are answered as JSON too (:class:`JsonErrorsProtocol`)."""
+    runner = JsonErrorsRunner(app, access_log=None, shutdown_timeout=shutdown_grace, handler_cancellation=True)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, backlog=backlog).start()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 
 from cutover.serving import sample_models
 from cutover.serving.gateway.app import Gateway, GatewayConfig
+from cutover.serving.http import JsonErrorsRunner
 from cutover.serving.protocol import DATATYPES, HEADER_LENGTH
 
 from .support import Serving, key_secret
@@ -208,7 +211,7 @@ def gateway(server: Serving) -> Iterator[int]:
             }
         ]
     )
-    runner = web.AppRunner(gw.app(), access_log=None)
+    runner = JsonErrorsRunner(gw.app(), access_log=None)  # as serving.http.listening runs it
     loop.run_until_complete(runner.setup())
     site = web.TCPSite(runner, "127.0.0.1", 0)
     loop.run_until_complete(site.start())
@@ -249,10 +252,87 @@ def test_the_gateway_answers_bad_requests_with_4xx(
     raw: dict[str, str],
 ) -> None:
     """Whatever a client sends, the gateway answers 2xx or a 4xx JSON error (429 when the free tier
-    runs dry), never 5xx, and keeps answering, header values that are not UTF-8 (``raw``) included.
-    (A body that does not decode as its Content-Encoding says is not fuzzed here: when aiohttp's
-    parser finds so before the gateway reads the body, aiohttp answers a plain-text 400.)"""
+    runs dry), never 5xx, and keeps answering, header values that are not UTF-8 (``raw``) included."""
     body, headers = request
     headers = {**headers, **extra, "Authorization": f"Bearer {key}"}
     encoded = {k: v.encode("utf-8").decode("latin-1") for k, v in headers.items()}  # UTF-8 bytes on the wire
     check(*Client(gateway).post(path, body, {**encoded, **raw}))
+
+
+INFER = b"POST /v2/models/classifier/infer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer cut_fuzz-admin\r\n"
+UNPARSABLE = {
+    "a header line over aiohttp's 8190 bytes (a large token)": INFER + b"Cookie: " + b"a" * 9000 + b"\r\n\r\n",
+    "a Content-Length that is not a number": INFER + b"Content-Length: 12x\r\n\r\n{}",
+    "a chunk size that is not hex": INFER + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    "both Content-Length and chunked": INFER + b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+    "a space in a header name": INFER + b"Bad Header: y\r\n\r\n",
+    "a control character in a header value": INFER + b"X-Request-Id: a\x01b\r\n\r\n",
+    "an unknown HTTP version": b"GET /v2/health/ready HTTP/9.9\r\nHost: x\r\n\r\n",
+    "a request line of garbage": b"\x00\x01\x02 / HTTP/1.1\r\n\r\n",
+    "TLS to the plain-text port": bytes.fromhex("160301020001") + b"\x00" * 64,
+}
+"""Requests aiohttp's HTTP parser refuses (400), each a kind of byte it checks."""
+UNEXPECTED = INFER + b"Expect: 200-ok\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+"""An Expect header aiohttp's application refuses (417) before the application's middleware runs."""
+
+
+def raw_exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` as it is and read the answer until the server closes the connection: its
+    status, headers (lower-cased names) and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(data)
+        received = b""
+        while chunk := connection.recv(65536):  # the server closes after an error it answered itself
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def gateway_requests(port: int) -> float:
+    """The sum of the gateway's ``cutover_gateway_requests_total`` samples."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    connection.close()
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("cutover_gateway_requests_total")
+    )
+
+
+@pytest.mark.parametrize("process", ["server", "gateway"])
+@pytest.mark.parametrize(
+    ("data", "refused"),
+    [*((data, 400) for data in UNPARSABLE.values()), (UNEXPECTED, 417)],
+    ids=[*UNPARSABLE, "Expect"],
+)
+def test_a_request_aiohttp_refuses_itself_is_a_json_4xx_that_counts_against_nothing(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture, process: str, data: bytes, refused: int
+) -> None:
+    """Requests aiohttp refuses before the app's middleware never reach its error handling; aiohttp
+    answered them itself in ``text/plain`` (KServe's client and tritonclient then show no reason)
+    and logged a traceback at error level for each parser error, so any client could fill the logs
+    with alarms. Now: the same status typed exactly application/json with aiohttp's reason, the
+    connection closed, nothing logged above debug and nothing counted against the revision."""
+    served = request.getfixturevalue(process)
+    if process == "server":
+        port, counted = served.port, lambda: served.metric("cutover_serving_requests_total")
+        logged_from = served.log_path.stat().st_size
+    else:
+        port, counted = served, lambda: gateway_requests(served)
+    before = counted()
+    with caplog.at_level(logging.DEBUG):
+        status, headers, body = raw_exchange(port, data)
+    assert status == refused, body
+    assert headers["content-type"] == "application/json"  # and the server closed (raw_exchange read to the end)
+    reason = json.loads(body)["error"]
+    assert isinstance(reason, str) and reason and "\n" not in reason
+    assert counted() == before
+    if process == "server":
+        logged = served.log_path.read_bytes()[logged_from:].decode(errors="replace")
+    else:
+        logged = "\n".join(record.getMessage() for record in caplog.records if record.levelno > logging.DEBUG)
+    assert "Error handling request" not in logged and "Traceback" not in logged, logged
