@@ -25,6 +25,7 @@ from tritonclient.utils import InferenceServerException, deserialize_bytes_tenso
 from cutover.api.contract import PROBE_TIMEOUT_SECONDS
 from cutover.serving import sample_models
 from cutover.serving.grpc_protocol import TYPED_CONTENTS
+from cutover.serving.grpc_server import InferenceService, parsed_in_handlers
 from cutover.serving.grpc_threads import POLL_IO_EXPERIMENTS, POLLER_NICE, use_poll_io
 from cutover.serving.protocol import DATATYPES
 from tests.support.ports import free_port
@@ -461,3 +462,36 @@ def test_poll_io_is_asked_for_before_grpc_is_imported_unless_the_operator_chose(
     late: dict[str, str] = {}
     assert not use_poll_io(late, imported=True)  # grpc read its experiments already: it would not act
     assert late == {}
+
+
+async def test_model_infer_is_handed_the_request_as_it_came_and_other_methods_are_not() -> None:
+    """A large request goes to the decoding worker as the bytes that came: serializing it again on
+    the event loop (and sizing it) took four times as long as parsing it, with probes waiting."""
+    seen: dict[str, tuple[object, ...]] = {}
+
+    class Recording(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+        TAKES_SERIALIZED = InferenceService.TAKES_SERIALIZED
+
+        async def ModelInfer(self, request: pb.ModelInferRequest, context: object, *rest: object) -> object:
+            seen["ModelInfer"] = (request, *rest)
+            return pb.ModelInferResponse(id=request.id)
+
+        async def ServerLive(self, request: pb.ServerLiveRequest, context: object, *rest: object) -> object:
+            seen["ServerLive"] = (request, *rest)
+            return pb.ServerLiveResponse(live=True)
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((parsed_in_handlers(Recording()),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    infer = pb.ModelInferRequest(model_name="classifier", id="as-sent", raw_input_contents=[b"\x00" * 16])
+    infer.inputs.add(name="input", datatype="FP32", shape=[1, 4])
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            assert (await stub.ModelInfer(infer)).id == "as-sent"
+            assert (await stub.ServerLive(pb.ServerLiveRequest())).live
+    finally:
+        await server.stop(0)
+    assert seen["ModelInfer"] == (infer, infer.SerializeToString())
+    assert seen["ServerLive"] == (pb.ServerLiveRequest(),)
