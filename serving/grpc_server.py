@@ -211,7 +211,7 @@ def parsed_in_handlers(
     (``inference.GRPCInferenceService/ModelInfer``), a child of the ``traceparent`` in its metadata,
     and the span's ``traceparent`` goes back in the initial metadata."""
     tracing = tracing or Tracing()
-    takes_serialized = getattr(service, "TAKES_SERIALIZED", frozenset())
+    takes_serialized: frozenset[str] = getattr(service, "TAKES_SERIALIZED", frozenset())
     described = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in described.methods:
