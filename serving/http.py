@@ -32,6 +32,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
+from aiohttp.hdrs import CONTENT_LENGTH, CONTENT_TYPE
+from aiohttp.http_exceptions import InvalidURLError
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -72,6 +74,12 @@ def json_body(payload: Any, status: int = 200, headers: Mapping[str, str] | None
     )
 
 
+def kept_headers(error: web.HTTPException) -> dict[str, str]:
+    """The headers of aiohttp's HTTP error that a JSON body of it keeps: all but the body's own
+    (``Allow`` on a 405, which RFC 9110 requires, among them)."""
+    return {name: value for name, value in error.headers.items() if name not in (CONTENT_TYPE, CONTENT_LENGTH)}
+
+
 def json_errors(answered: Answered | None = None, body: ErrorBody = plain_error) -> Middleware:
     """Middleware that turns every error into a JSON body (``body`` gives it per request, such as
     OpenAI's error object on ``/v1`` routes), then calls ``answered`` with the final response.
@@ -89,7 +97,7 @@ def json_errors(answered: Answered | None = None, body: ErrorBody = plain_error)
         except web.HTTPException as error:
             if error.status < 400:
                 raise
-            response = json_body(body(request, error.status, error.reason), status=error.status)
+            response = json_body(body(request, error.status, error.reason), error.status, kept_headers(error))
         except Exception as error:
             log.exception("%s %s failed", request.method, request.path)
             response = json_body(body(request, 500, f"internal error: {error}"), status=500)
@@ -266,10 +274,14 @@ class JsonErrorsProtocol(RequestHandler):
             log.error("%s %s: %d", request.method, request.path, status, exc_info=exc)
             message = SERVER_ERRORS.get(status, f"server error {status}")
         else:  # the client's bytes: not a fault of this process, so no traceback and no alarm
-            log.debug("unparsable request from %s: %s", request.remote, message or exc)
+            # Only the kind of error is logged: the reason quotes the client's bytes (a header
+            # line, credentials included), which go back to that client and nowhere else.
+            log.debug("unparsable request from %s: %s", request.remote, type(exc).__name__)
             # aiohttp's reason spans lines, the last a caret under the offending byte: one line here.
             lines = (message or str(exc) or f"bad request ({status})").splitlines()
             message = " ".join(" ".join(line for line in lines if line.strip() != "^").split())
+            if isinstance(exc, InvalidURLError):  # its reason is the target alone
+                message = f"invalid request target: {message}"
         if request.writer.output_size > 0:  # part of an answer is out: the connection is past saving
             raise ConnectionError(f"an answer was already under way when it failed with {status}")
         response = json_body({"error": message}, status=status)
@@ -299,7 +311,7 @@ class JsonErrorsRunner(web.AppRunner):
             except web.HTTPException as error:
                 if error.status < 400:
                     raise
-                return json_body({"error": error.text or error.reason}, status=error.status)
+                return json_body({"error": error.text or error.reason}, error.status, kept_headers(error))
 
         return JsonErrorsServer(
             handled,

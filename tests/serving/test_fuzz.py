@@ -267,9 +267,11 @@ UNPARSABLE = {
     "both Content-Length and chunked": INFER + b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
     "a space in a header name": INFER + b"Bad Header: y\r\n\r\n",
     "a control character in a header value": INFER + b"X-Request-Id: a\x01b\r\n\r\n",
+    "a control character in a credential": INFER.replace(b"cut_fuzz-admin", b"cut_secret\x01") + b"\r\n",
     "an unknown HTTP version": b"GET /v2/health/ready HTTP/9.9\r\nHost: x\r\n\r\n",
     "a request line of garbage": b"\x00\x01\x02 / HTTP/1.1\r\n\r\n",
     "TLS to the plain-text port": bytes.fromhex("160301020001") + b"\x00" * 64,
+    "an absolute-form target with a bad port": b"GET http://x:99999/v2 HTTP/1.1\r\nHost: x\r\n\r\n",
 }
 """Requests aiohttp's HTTP parser refuses (400), each a kind of byte it checks."""
 UNEXPECTED = INFER + b"Expect: 200-ok\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
@@ -336,3 +338,5 @@ def test_a_request_aiohttp_refuses_itself_is_a_json_4xx_that_counts_against_noth
     else:
         logged = "\n".join(record.getMessage() for record in caplog.records if record.levelno > logging.DEBUG)
     assert "Error handling request" not in logged and "Traceback" not in logged, logged
+    # The reason quotes the client's bytes back to it; the logs, debug included, keep none of them.
+    assert "cut_secret" not in (logged if process == "server" else caplog.text)

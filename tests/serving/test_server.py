@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,6 +153,9 @@ def test_invalid_requests_are_400_json(server: Serving, body: dict[str, object],
 def test_unknown_routes_and_methods_are_json_errors(server: Serving) -> None:
     assert server.get("/v2/nothing")[0] == 404
     assert server.get("/v2/models/classifier/infer") == (405, {"error": "Method Not Allowed"})
+    with pytest.raises(urllib.error.HTTPError) as refused:  # RFC 9110: a 405 must say what is allowed
+        urllib.request.urlopen(server.url + "/v2/models/classifier/infer", timeout=5)
+    assert refused.value.code == 405 and refused.value.headers["Allow"] == "POST"
     status, answer = server.post("/v2/models/other/infer", {"inputs": []})
     assert status == 404 and "unknown model" in answer["error"]
 
