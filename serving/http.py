@@ -6,10 +6,11 @@ Errors. Every error a client sees is a JSON body, ``{"error": "<message>"}`` unl
 gives its own per request (``cutover serve`` answers OpenAI's error object on ``/v1``): a ``ServingError`` with its own
 status (and ``Retry-After`` when it has one), an aiohttp HTTP error (404 unknown route, 405, 413
 over the size limit) with its reason, and anything else as a 500 that is logged. A request aiohttp
-cannot parse (a header line over 8190 bytes, a bad request line, a malformed Content-Length or
-chunk) never reaches the app: it is answered ``{"error": "<parser's reason>"}`` as well, with the
-connection closed (:class:`JsonErrorsProtocol`), is counted by no series (it names no revision's
-route) and logged at debug level only, since any client can send one.
+cannot parse (a header line over 8190 bytes, a bad request line, a malformed Content-Length) never
+reaches the app: it is answered ``{"error": "<parser's reason>"}`` as well, with the connection
+closed (:class:`JsonErrorsProtocol`), is counted by no series (it names no revision's route) and
+logged at debug level only, since any client can send one; so is an ``Expect`` header other than
+``100-continue``, which aiohttp refuses (417) before the middleware (:class:`JsonErrorsRunner`).
 
 Clients that leave. A request's handler is cancelled when its client closes the connection
 (aiohttp's ``handler_cancellation``), which closes the upstream call or frees the admission slot
