@@ -72,15 +72,16 @@ async def model_infer(model: Path) -> Callable[[], Any]:
             pass
 
     context = Context()
+    serialized = request.SerializeToString()
     # The model runs on the event loop's thread, as it does for a small model under load, so that the
     # thread's clock covers the whole call: after long gaps its moving call time would pass
     # the adapter's inline limit and send it to the model's own thread (serving/adapters/base.py).
     server.loaded().model.adapter.INLINE_SECONDS = float("inf")
     for _ in range(100):  # the first call goes to the model's thread until its call time is known
-        await service.ModelInfer(request, context)
+        await service.ModelInfer(request, context, serialized)
 
     def call() -> Any:
-        step = service.ModelInfer(request, context)
+        step = service.ModelInfer(request, context, serialized)
         try:
             step.send(None)  # nothing in the call waits: it ends at the first step
         except StopIteration as done:

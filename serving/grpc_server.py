@@ -129,9 +129,9 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         return pb.ModelConfigResponse(config=parsed)
 
     async def ModelInfer(
-        self, request: pb.ModelInferRequest, context: Context, serialized: bytes | None = None
+        self, request: pb.ModelInferRequest, context: Context, serialized: bytes
     ) -> pb.ModelInferResponse:
-        """One inference call; ``serialized`` is ``request`` as it came, when the caller has it
+        """One inference call: ``request`` as parsed from ``serialized``, the bytes that came
         (``TAKES_SERIALIZED``)."""
         started = time.perf_counter()
         server = self.server
@@ -140,12 +140,9 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         async def read() -> InferRequest:
             # Decoding holds the GIL: 50 MB of typed values decoded on the event loop would
             # stall /v2/health/live past the kubelet's probe timeout, as JSON did over HTTP.
-            if slow_to_decode(request):
-                size = request.ByteSize() if serialized is None else len(serialized)
-                if size >= server.offload.threshold:
-                    data = request.SerializeToString() if serialized is None else serialized
-                    return await server.offload.run(size, decode_serialized_request, data)
-            return decode_infer_request(request)
+            if slow_to_decode(request) and len(serialized) >= server.offload.threshold:
+                return await server.offload.run(len(serialized), decode_serialized_request, serialized)
+            return decode_infer_request(request)  # the message parsed already, not the bytes again
 
         async def encode(
             decoded: InferRequest, outputs: Tensors, parameters: dict[str, Any] | None
