@@ -59,6 +59,19 @@ def threaded_http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> I
         thread.join()
 
 
+def samples_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of series ``name`` in Prometheus text ``text`` whose labels include
+    ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        series, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in series for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
 class Serving:
     """One `cutover serve` process; ``url`` is its base address once started."""
 
@@ -150,14 +163,7 @@ class Serving:
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum of a series' samples whose labels include ``labels``."""
-        total = 0.0
-        for line in self.metrics().splitlines():
-            if not line.startswith(name + "{") and not line.startswith(name + " "):
-                continue
-            series, _, value = line.rpartition(" ")
-            if all(f'{k}="{v}"' in series for k, v in labels.items()):
-                total += float(value)
-        return total
+        return samples_sum(self.metrics(), name, **labels)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]

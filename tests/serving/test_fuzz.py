@@ -25,7 +25,7 @@ from cutover.serving.gateway.app import Gateway, GatewayConfig
 from cutover.serving.http import JsonErrorsRunner
 from cutover.serving.protocol import DATATYPES, HEADER_LENGTH
 
-from .support import Serving, key_secret
+from .support import Serving, key_secret, samples_sum
 
 MAX_BYTES = 200_000
 PATHS = ["/v2/models/classifier/infer", "/v2/models/classifier/versions/1/infer", "/v1/chat/completions"]
@@ -298,11 +298,7 @@ def gateway_requests(port: int) -> float:
     connection.request("GET", "/metrics")
     text = connection.getresponse().read().decode()
     connection.close()
-    return sum(
-        float(line.rpartition(" ")[2])
-        for line in text.splitlines()
-        if line.startswith("cutover_gateway_requests_total")
-    )
+    return samples_sum(text, "cutover_gateway_requests_total")
 
 
 @pytest.mark.parametrize("process", ["server", "gateway"])
